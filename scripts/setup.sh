@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything promptq needs on a fresh machine: the Python virtual
+# environment (also the functions codebase's venv, which the Firebase CLI wants at ./venv),
+# the Cloud Tasks emulator's own virtual environment (it pins protobuf<5), and the npm
+# packages (Firebase CLI, Firebase JS SDK, playwright-core). Checks the prerequisites that
+# cannot be installed from here (Java, the gcloud Firestore emulator, Node) and says what
+# to install. Re-running it is cheap: each step is skipped when its inputs did not change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+py=${PYTHON:-python3.11}
+
+die() { echo "setup: $*" >&2; exit 1; }
+
+command -v "$py" >/dev/null || die "Python 3.11 is required ($py not found): install python3.11."
+command -v node >/dev/null || die "Node.js 20+ is required for the Firebase CLI: install nodejs and npm."
+command -v npm >/dev/null || die "npm is required: install npm."
+command -v java >/dev/null || die "Java 17+ is required for the Firestore emulator: apt-get install openjdk-17-jre-headless."
+command -v gcloud >/dev/null || die "The Google Cloud CLI is required for the Firestore emulator: install google-cloud-cli and google-cloud-cli-firestore-emulator."
+gcloud_root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null || true)
+[ -n "$gcloud_root" ] && [ -d "$gcloud_root/platform/cloud-firestore-emulator" ] \
+  || die "The gcloud Firestore emulator component is missing: install google-cloud-cli-firestore-emulator (or 'gcloud components install cloud-firestore-emulator')."
+
+stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+# 1. Main virtual environment (functions runtime + dev/test tools).
+want=$(stamp requirements.txt requirements-dev.txt pyproject.toml)
+if [ "$(cat venv/.promptq-stamp 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating ./venv (functions + dev dependencies)"
+  [ -x venv/bin/python ] || "$py" -m venv venv
+  venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+  venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  echo "$want" > venv/.promptq-stamp
+fi
+
+# 2. Cloud Tasks emulator venv: gcloud-tasks-emulator pins protobuf<5 and google-cloud-tasks<3.
+want=$(stamp requirements-tasks-emulator.txt)
+if [ "$(cat .venvs/tasks-emulator/.promptq-stamp 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venvs/tasks-emulator"
+  mkdir -p .venvs
+  [ -x .venvs/tasks-emulator/bin/python ] || "$py" -m venv .venvs/tasks-emulator
+  .venvs/tasks-emulator/bin/pip install -q --disable-pip-version-check -r requirements-tasks-emulator.txt
+  echo "$want" > .venvs/tasks-emulator/.promptq-stamp
+fi
+
+# 3. npm packages (Firebase CLI pinned; see package.json).
+want=$(stamp package.json package-lock.json)
+if [ "$(cat node_modules/.promptq-stamp 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing npm packages (Firebase CLI, Firebase JS SDK, playwright-core)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > node_modules/.promptq-stamp
+fi
+echo "setup: ok"
