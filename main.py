@@ -1,0 +1,68 @@
+"""promptq's Cloud Functions: wiring only. The work is in enqueue/ and worker/."""
+
+import logging
+import re
+
+import firebase_admin
+from firebase_functions import https_fn, options, params, tasks_fn
+
+from enqueue.request import RequestError
+from enqueue.service import start_execution as _start
+from promptq import runtime
+from worker.handler import handle
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("promptq")
+
+# The OpenRouter key is a Firebase secret (Secret Manager in production, .secret.local on the
+# emulator). Its value is read inside the handler only, and given to the upstream client only.
+OPENROUTER_API_KEY = params.SecretParam("OPENROUTER_API_KEY")
+
+# The callable's auth check verifies ID tokens with the default app.
+firebase_admin.initialize_app()
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _https_error(err: RequestError) -> https_fn.HttpsError:
+    return https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status), err.message)
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_512)
+def start_execution(req: https_fn.CallableRequest) -> dict:
+    """Validate a prompt request, create `executions/{id}` (queued) and enqueue its task."""
+    try:
+        return _start(
+            req.auth.uid if req.auth else None,
+            req.data,
+            store=runtime.store(),
+            queue=runtime.task_queue(),
+            settings=runtime.settings(),
+        )
+    except RequestError as err:
+        raise _https_error(err) from None
+
+
+@tasks_fn.on_task_dispatched(
+    # Cloud Tasks retries a whole attempt; each delivery claims the execution anew (fenced).
+    retry_config=options.RetryConfig(max_attempts=10, min_backoff_seconds=2, max_backoff_seconds=120, max_doublings=4),
+    rate_limits=options.RateLimits(max_concurrent_dispatches=200),
+    timeout_sec=1800,
+    memory=options.MemoryOption.MB_512,
+    concurrency=80,
+    secrets=[OPENROUTER_API_KEY],
+)
+def run_execution(req: tasks_fn.CallableRequest) -> dict:
+    """The Cloud Tasks target: claim the execution and stream it into its document."""
+    data = req.data if isinstance(req.data, dict) else {}
+    execution_id = data.get("executionId")
+    if not isinstance(execution_id, str) or not _ID.match(execution_id):
+        # A malformed task can never succeed: answer 2xx so that Cloud Tasks drops it.
+        log.error("task without a valid executionId; dropped")
+        return {"outcome": "done", "detail": "bad_task"}
+    settings = runtime.settings()
+    result = handle(execution_id, settings=settings, store=runtime.store(), api_key=OPENROUTER_API_KEY.value)
+    if result.outcome.value == "retry":
+        # Non-2xx is the only way to ask Cloud Tasks for another delivery.
+        raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.detail})")
+    return {"outcome": result.outcome.value, "detail": result.detail}

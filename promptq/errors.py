@@ -1,0 +1,43 @@
+"""promptq's exceptions, grouped by what happens next.
+
+- ``Transient``: try again (tenacity around opening the stream; Cloud Tasks around an attempt).
+- ``Permanent``: record the failure on the document and stop; never retried.
+- ``LostClaim``: another attempt holds the execution now; this one stops without writing.
+- ``CancelRequested``: the owner pressed Stop; end ``cancelled`` with the text received.
+
+Each carries the ``code`` written to the document's ``error.code`` (see ``execution.Code``)
+and a message safe to show the owner: never a key, a token or a prompt.
+"""
+
+from __future__ import annotations
+
+
+class PromptqError(Exception):
+    code: str = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, upstream_status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.upstream_status = upstream_status
+
+
+class Transient(PromptqError):
+    """Worth another try: connect errors, timeouts, 408/409/429/5xx before the first token."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+
+class Permanent(PromptqError):
+    """Retrying cannot help: bad request, bad key, no credits, moderation, errors mid-stream."""
+
+
+class LostClaim(PromptqError):
+    code = "lost_claim"
+
+
+class CancelRequested(PromptqError):
+    code = "cancelled"

@@ -1,0 +1,244 @@
+"""One delivery of the task: claim the execution, stream it into the document, end it.
+
+The orchestrator receives its side effects as arguments (the store, the upstream client):
+no Firestore or HTTP client is created here. What it returns is the contract with Cloud
+Tasks: ``Outcome.DONE`` answers 2xx (including permanent failures, recorded on the
+document); ``Outcome.RETRY`` answers non-2xx so that Cloud Tasks delivers again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+from promptq import execution as ex
+from promptq.errors import CancelRequested, LostClaim, Permanent, Transient
+from promptq.execution import Code, F
+from promptq.settings import Settings
+from promptq.store import AttemptWriter, ExecutionStore
+from worker.coalesce import FlushSchedule
+from worker.stream import Delta, Done, Finish, Meta, StreamError, UsageReport
+from worker.upstream import OpenRouterClient, chat_body
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, enum.Enum):
+    DONE = "done"  # answer 2xx: nothing more for Cloud Tasks to do
+    RETRY = "retry"  # answer non-2xx: deliver again later
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    detail: str  # claim kind or final status, for the response body and logs
+    retry_after_s: float = 0.0
+
+
+class _Deadline(Exception):
+    pass
+
+
+class Attempt:
+    """The state of one attempt while it streams: text received, flushes, stop signals."""
+
+    def __init__(self, execution_id: str, writer: AttemptWriter, settings: Settings, monotonic: Callable[[], float] = time.monotonic):
+        self.execution_id = execution_id
+        self.writer = writer
+        self.settings = settings
+        self.monotonic = monotonic
+        self.output: list[str] = []
+        self.reasoning: list[str] = []
+        self.model: str | None = None
+        self.generation_id: str | None = None
+        self.first_token_at = None
+        self.finish: Finish | None = None
+        self.usage: UsageReport | None = None
+        self.output_bytes = 0
+        self.schedule = FlushSchedule(settings.flush_interval_s)
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.cancel = asyncio.Event()
+
+    # --- what has been received ----------------------------------------------------------
+
+    def progress(self) -> ex.Progress:
+        return ex.Progress(
+            output="".join(self.output),
+            reasoning="".join(self.reasoning),
+            model=self.model,
+            generation_id=self.generation_id,
+            first_token_at=self.first_token_at,
+        )
+
+    def _take(self, event: Any) -> bool:
+        """Record one event; True when the stream is over."""
+        if isinstance(event, Meta):
+            self.generation_id = self.generation_id or event.generation_id
+            self.model = event.model or self.model
+        elif isinstance(event, Delta):
+            if self.first_token_at is None:
+                self.first_token_at = ex.utcnow()
+            self.output.append(event.content)
+            self.reasoning.append(event.reasoning)
+            self.output_bytes += len(event.content.encode()) + len(event.reasoning.encode())
+            if self.output_bytes > self.settings.max_output_bytes:
+                raise Permanent(
+                    f"the answer outgrew the document ({self.settings.max_output_bytes} bytes)", code=Code.OUTPUT_TOO_LARGE
+                )
+            self.schedule.add(self.monotonic())
+            self.wake.set()
+        elif isinstance(event, Finish):
+            self.finish = event
+        elif isinstance(event, UsageReport):
+            self.usage = event
+        elif isinstance(event, StreamError):
+            code = Code.MALFORMED_CHUNK if event.malformed else Code.CONNECTION_LOST if event.truncated else Code.STREAM_ERROR
+            raise Permanent(f"OpenRouter stream error ({event.code}): {event.message}"[:500], code=code, upstream_status=event.numeric_code)
+        elif isinstance(event, Done):
+            return True
+        return False
+
+    # --- the three concurrent parts: read, flush, watch ---------------------------------
+
+    async def read(self, upstream: OpenRouterClient, body: dict[str, Any]) -> None:
+        async with upstream.stream(body, execution_id=self.execution_id) as opened:
+            loop = asyncio.get_running_loop()
+            stall = self.settings.stall_timeout_s
+            try:
+                async with asyncio.timeout_at(loop.time() + stall) as window:
+                    async for event in opened.events:
+                        if self._take(event):
+                            return
+                        # Only events reset the stall deadline; keep-alive comments never reach here.
+                        window.reschedule(loop.time() + stall)
+            except TimeoutError:
+                raise Permanent(f"no token for {stall:g} s", code=Code.STREAM_STALLED) from None
+
+    async def flush_loop(self) -> None:
+        """Write the growing text: first token at once, then at most one write per interval.
+        Renews the lease with a heartbeat while nothing is written."""
+        heartbeat_every = max(1.0, self.settings.lease_s / 3)
+        last_write = self.monotonic()
+        while not self.stopping.is_set():
+            delay = self.schedule.delay(self.monotonic())
+            if delay is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, last_write + heartbeat_every - self.monotonic())):
+                        await self.wake.wait()
+                self.wake.clear()
+                if not self.schedule.dirty and not self.stopping.is_set():
+                    await asyncio.to_thread(self.writer.heartbeat)
+                    last_write = self.monotonic()
+                continue
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.stopping.wait()
+                if self.stopping.is_set():
+                    return  # the final write carries everything
+            snapshot = self.progress()
+            self.schedule.flushed(self.monotonic())
+            await asyncio.to_thread(self.writer.progress, snapshot)
+            last_write = self.monotonic()
+            if self.writer.cancel_requested:
+                self.cancel.set()
+
+    async def run(self, upstream: OpenRouterClient, body: dict[str, Any], deadline_s: float) -> None:
+        """Stream until the end, a stop or the deadline. Raises what ended it (other than
+        a normal end): Transient, Permanent, CancelRequested, LostClaim, _Deadline."""
+        reader = asyncio.create_task(self.read(upstream, body), name="read")
+        flusher = asyncio.create_task(self.flush_loop(), name="flush")
+        stop = asyncio.create_task(self.cancel.wait(), name="cancel")
+        try:
+            done, _ = await asyncio.wait({reader, flusher, stop}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not reader.done():
+                reader.cancel()  # closes the upstream connection: generation (and billing) stops
+            with contextlib.suppress(BaseException):
+                await reader
+            self.stopping.set()
+            self.wake.set()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({flusher})
+        if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
+            raise flusher.exception()  # LostClaim, or a write that failed
+        if reader in done:
+            reader.result()  # re-raises Transient/Permanent
+            return
+        if stop in done or self.cancel.is_set():
+            raise CancelRequested("cancelled by its owner")
+        raise _Deadline()
+
+
+async def run_execution(
+    execution_id: str,
+    *,
+    store: ExecutionStore,
+    upstream: OpenRouterClient,
+    settings: Settings,
+) -> RunResult:
+    """Handle one delivery of the execution's task."""
+    attempt_id = uuid.uuid4().hex
+    decision, doc, writer = await asyncio.to_thread(
+        store.claim, execution_id, attempt_id=attempt_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts
+    )
+    if decision.kind is ex.ClaimKind.BUSY:
+        log.info("execution %s: held by a live attempt, retry in %.1f s", execution_id, decision.retry_after_s)
+        return RunResult(Outcome.RETRY, decision.kind.value, decision.retry_after_s)
+    if decision.kind is not ex.ClaimKind.START:
+        log.info("execution %s: %s, nothing to stream", execution_id, decision.kind.value)
+        return RunResult(Outcome.DONE, decision.kind.value)
+    assert doc is not None and writer is not None
+    attempt_no = decision.update[F.ATTEMPT]  # type: ignore[index]
+    log.info("execution %s: attempt %d (%s) claimed%s", execution_id, attempt_no, attempt_id, " (restart)" if decision.restarted else "")
+
+    attempt = Attempt(execution_id, writer, settings)
+    body = chat_body(doc[F.REQUEST], doc[F.MESSAGES])
+    try:
+        await attempt.run(upstream, body, settings.attempt_deadline_s)
+    except LostClaim:
+        log.warning("execution %s: attempt %d lost the execution to another attempt; stopped", execution_id, attempt_no)
+        return RunResult(Outcome.DONE, "lost_claim")
+    except CancelRequested:
+        return await _end(writer, "cancelled", writer.cancelled, attempt.progress())
+    except _Deadline:
+        message = f"the attempt reached the worker's deadline ({settings.attempt_deadline_s:g} s)"
+        return await _end(writer, "failed", writer.failed, Code.DEADLINE_EXCEEDED, message, p=attempt.progress())
+    except Transient as exc:
+        if writer.cancel_requested:
+            return await _end(writer, "cancelled", writer.cancelled, attempt.progress())
+        if attempt_no >= settings.max_attempts:
+            return await _end(writer, "failed", writer.failed, exc.code, exc.message, p=attempt.progress(), upstream_status=exc.upstream_status)
+        log.warning("execution %s: attempt %d failed transiently (%s); handing back to the queue", execution_id, attempt_no, exc.code)
+        await asyncio.to_thread(writer.release, exc.code, exc.message)
+        return RunResult(Outcome.RETRY, exc.code)
+    except Permanent as exc:
+        log.warning("execution %s: failed (%s)", execution_id, exc.code)
+        finish = attempt.finish.reason if attempt.finish else None
+        return await _end(
+            writer, "failed", writer.failed, exc.code, exc.message, p=attempt.progress(), upstream_status=exc.upstream_status, finish_reason=finish
+        )
+    usage = attempt.usage
+    result = ex.Result(
+        finish_reason=attempt.finish.reason if attempt.finish else None,
+        usage=ex.Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.reasoning_tokens) if usage else None,
+        cost=usage.cost if usage else None,
+    )
+    return await _end(writer, "succeeded", writer.succeeded, attempt.progress(), result)
+
+
+async def _end(writer: AttemptWriter, status: str, write, *args, **kwargs) -> RunResult:
+    try:
+        await asyncio.to_thread(write, *args, **kwargs)
+    except LostClaim:
+        return RunResult(Outcome.DONE, "lost_claim")
+    log.info("execution %s: %s after %d writes", writer.execution_id, status, writer.writes)
+    return RunResult(Outcome.DONE, status)

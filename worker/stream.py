@@ -1,0 +1,194 @@
+"""The OpenRouter stream reader: SSE events in, typed events out. No I/O of its own.
+
+Framing (``data:`` lines, blank-line separators, ``:`` comment lines, fields split across
+reads, CRLF) is httpx-sse's job; this layer is the application protocol on top of it,
+as documented in shared/reference/openrouter-streaming.md:
+
+- ``data: [DONE]`` ends the stream.
+- A chunk carries ``choices[0].delta.content`` (answer) and ``delta.reasoning`` (thinking),
+  kept apart; ``finish_reason`` arrives on a chunk whose content may be empty.
+- Usage arrives in a separate chunk after the finish chunk (``choices`` empty or one empty
+  delta, possibly repeating ``finish_reason``), with ``cost`` in USD.
+- Errors inside a 200 stream arrive as a data event with an ``error`` object, in three shapes
+  (with ``finish_reason: "error"`` choices, bare, or with a numeric code and usage).
+- A stream that ends without ``[DONE]`` and without a finish chunk was cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, AsyncIterator, Iterable, Iterator, Union
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+DONE = "[DONE]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Delta:
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """Who is serving: the first chunk's generation id and model."""
+
+    generation_id: str | None
+    model: str | None
+    provider: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    reason: str
+    native_reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageReport:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float | None
+    reasoning_tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamError:
+    """An error event inside the stream, or a stream that was cut or unreadable."""
+
+    code: str  # the upstream's code as a string ("server_error", "429") or ours
+    message: str
+    numeric_code: int | None = None
+    malformed: bool = False  # a data line that was not JSON
+    truncated: bool = False  # the connection ended without [DONE] or a finish chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """``data: [DONE]``, or the end of a stream that had finished (no [DONE] sent)."""
+
+
+Event = Union[Delta, Meta, Finish, UsageReport, StreamError, Done]
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _usage(raw: dict[str, Any]) -> UsageReport:
+    cost = raw.get("cost")
+    details = raw.get("completion_tokens_details") or {}
+    return UsageReport(
+        prompt_tokens=_int(raw.get("prompt_tokens")),
+        completion_tokens=_int(raw.get("completion_tokens")),
+        total_tokens=_int(raw.get("total_tokens")),
+        cost=float(cost) if isinstance(cost, (int, float)) else None,
+        reasoning_tokens=_int(details.get("reasoning_tokens") if isinstance(details, dict) else 0),
+    )
+
+
+def parse_data(data: str) -> list[Event]:
+    """Events carried by one ``data:`` payload (a chunk may carry several: delta + finish)."""
+    if data.strip() == DONE:
+        return [Done()]
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return [StreamError("malformed_chunk", f"upstream sent a data line that is not JSON: {data[:80]!r}", malformed=True)]
+    if not isinstance(chunk, dict):
+        return [StreamError("malformed_chunk", "upstream sent a data line that is not a JSON object", malformed=True)]
+    events: list[Event] = []
+    if chunk.get("model") or chunk.get("id"):
+        events.append(Meta(chunk.get("id"), chunk.get("model"), chunk.get("provider")))
+    error = chunk.get("error")
+    if error:
+        if not isinstance(error, dict):
+            error = {"message": str(error)}
+        code = error.get("code")
+        message = str(error.get("message") or "upstream reported an error")
+        if isinstance(chunk.get("usage"), dict):
+            events.append(_usage(chunk["usage"]))
+        events.append(StreamError(str(code if code is not None else "error"), message, numeric_code=code if isinstance(code, int) else None))
+        return events
+    for choice in chunk.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta") or {}
+        content = delta.get("content") or ""
+        reasoning = delta.get("reasoning") or ""
+        if content or reasoning:
+            events.append(Delta(content=str(content), reasoning=str(reasoning)))
+        reason = choice.get("finish_reason")
+        if reason:
+            events.append(Finish(str(reason), choice.get("native_finish_reason")))
+    if isinstance(chunk.get("usage"), dict):
+        events.append(_usage(chunk["usage"]))
+    return events
+
+
+class _Tracker:
+    """Turns per-payload events into a well-ended sequence (a cut stream yields an error)."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.ended = False
+
+    def feed(self, sse: ServerSentEvent) -> list[Event]:
+        # Only the default "message" event type carries chunks; ignore others, as OpenAI's SDK does.
+        if sse.event not in ("", "message") or sse.data == "":
+            return []
+        events = parse_data(sse.data)
+        for event in events:
+            if isinstance(event, Finish):
+                self.finished = True
+            elif isinstance(event, (Done, StreamError)):
+                self.ended = True
+        return events
+
+    def close(self) -> list[Event]:
+        if self.ended:
+            return []
+        self.ended = True
+        if self.finished:
+            return [Done()]  # finish chunk seen, [DONE] missing: the generation did end
+        return [StreamError("connection_lost", "the upstream connection ended before the answer was finished", truncated=True)]
+
+
+def events_from_sse(sses: Iterable[ServerSentEvent]) -> Iterator[Event]:
+    """Pure: SSE events (e.g. from httpx-sse's decoder) to typed events, ending well."""
+    tracker = _Tracker()
+    for sse in sses:
+        for event in tracker.feed(sse):
+            yield event
+            if tracker.ended:
+                return
+    yield from tracker.close()
+
+
+async def aiter_events(response: httpx.Response) -> AsyncIterator[Event]:
+    """Typed events of a streaming response. Ends after Done or a StreamError.
+
+    A connection dropped mid-body (``httpx.RemoteProtocolError``/``ReadError``) becomes a
+    ``connection_lost`` StreamError; timeouts propagate (the caller owns the deadlines).
+    """
+    tracker = _Tracker()
+    try:
+        async for sse in EventSource(response).aiter_sse():
+            for event in tracker.feed(sse):
+                yield event
+                if tracker.ended:
+                    return
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        if not tracker.ended:
+            tracker.ended = True
+            yield StreamError("connection_lost", f"the upstream connection broke: {type(exc).__name__}", truncated=True)
+        return
+    for event in tracker.close():
+        yield event
