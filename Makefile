@@ -1,0 +1,32 @@
+# promptq: the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+PY := venv/bin/python
+
+.PHONY: setup up down status demo test test-unit bench load web clean
+
+setup:                ## install everything (idempotent): venvs, npm packages
+	@bash scripts/setup.sh
+
+up: setup             ## start the local stack in the background; endpoints in .stack/env
+	@$(PY) -m devstack.stack up
+
+down:                 ## stop everything `up` started
+	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; else echo "stack: nothing to stop (no venv)"; fi
+
+status:
+	@$(PY) -m devstack.stack status
+
+demo: setup           ## up, run one prompt through the callable and watch it arrive, down
+	@$(PY) -m devstack.demo
+
+test: setup           ## the whole test suite (starts and stops the stack itself)
+	@$(PY) -m pytest
+
+test-unit: setup      ## only the tests that need no emulator
+	@$(PY) -m pytest tests/unit
+
+bench: setup          ## latency / staleness / writes benchmark on the local stack
+	@$(PY) -m bench.pipeline
+
+clean: down
+	rm -rf .stack

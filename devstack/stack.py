@@ -1,0 +1,377 @@
+"""The local stack: every real component, offline, on one machine.
+
+    python -m devstack.stack up      # start in the background, wait until ready, write .stack/env
+    python -m devstack.stack down    # stop everything it started, whatever state it is in
+    python -m devstack.stack status
+
+Components (each in its own process group, logs in .stack/logs/):
+- Firestore emulator (gcloud, Java 17), with infra/firestore.rules enforced;
+- the Firebase CLI's Auth and Functions emulators running main.py (project demo-promptq);
+  the CLI's own Firestore emulator is a jar it downloads (fails offline) and needs Java 21,
+  so we run gcloud's and export FIRESTORE_EMULATOR_HOST to it;
+- a Cloud Tasks emulator that google-cloud-tasks talks to over gRPC (devstack/tasks_emulator.py
+  on gcloud-tasks-emulator), dispatching to the worker function;
+- the local OpenRouter-compatible upstream (devstack/fakerouter), unless OPENROUTER_BASE_URL
+  or OPENROUTER_API_KEY is set (with only the key set, the real OpenRouter is used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK = ROOT / ".stack"
+LOGS = STACK / "logs"
+PIDS = STACK / "pids"
+ENV_FILE = STACK / "env"
+PROJECT_ID = "demo-promptq"
+REGION = "us-central1"
+HOST = "127.0.0.1"
+
+PORTS = {
+    "firestore": 8080,
+    "auth": 9099,
+    "functions": 5001,
+    "hub": 4400,
+    "logging": 4500,
+    "tasks": 9090,
+    "tasks_stats": 9091,
+    "upstream": 8787,
+}
+
+# Worker settings on the local stack with the local upstream: short deadlines so that fault
+# scenarios end in seconds, not minutes. With a real upstream the production defaults apply.
+FAKE_UPSTREAM_SETTINGS = {
+    "PROMPTQ_FIRST_TOKEN_TIMEOUT": "4",
+    "PROMPTQ_STALL_TIMEOUT": "3",
+    "PROMPTQ_LEASE": "8",
+    "PROMPTQ_BACKOFF_MAX": "0.5",
+    "PROMPTQ_RETRY_AFTER_CAP": "3",
+    "PROMPTQ_CONNECT_TIMEOUT": "3",
+}
+FAKE_KEY = "sk-local-fake-upstream"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def say(msg: str) -> None:
+    print(f"stack: {msg}", flush=True)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _pidfile(name: str) -> Path:
+    return PIDS / f"{name}.pgid"
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    PIDS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / f"{name}.log", "wb")
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: `down` kills it and all its children
+    )
+    _pidfile(name).write_text(str(proc.pid))
+    return proc
+
+
+def _kill_group(pgid: int, timeout: float = 8.0) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _log_tail(name: str, lines: int = 30) -> str:
+    path = LOGS / f"{name}.log"
+    if not path.exists():
+        return "(no log)"
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _http_ok(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 2.0) -> bool:
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(name: str, proc: subprocess.Popen, ready: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise StackError(f"{name} exited with code {proc.returncode}:\n{_log_tail(name)}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise StackError(f"{name} not ready after {timeout:.0f} s:\n{_log_tail(name)}")
+
+
+# --- the stack ----------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    upstream: str  # "fake" | "openrouter" | "custom"
+    base_url: str
+    functions_env: dict[str, str] = field(default_factory=dict)
+
+
+def _prerequisites() -> None:
+    missing = []
+    if not shutil.which("java"):
+        missing.append("Java 17+ (apt-get install openjdk-17-jre-headless)")
+    if not shutil.which("gcloud"):
+        missing.append("the Google Cloud CLI with the Firestore emulator (google-cloud-cli, google-cloud-cli-firestore-emulator)")
+    if not shutil.which("node"):
+        missing.append("Node.js 20+ (apt-get install nodejs npm)")
+    if not (ROOT / "node_modules/.bin/firebase").exists():
+        missing.append("the Firebase CLI in node_modules (run scripts/setup.sh)")
+    if not (ROOT / "venv/bin/python").exists():
+        missing.append("the Python venv ./venv (run scripts/setup.sh)")
+    if not (ROOT / ".venvs/tasks-emulator/bin/python").exists():
+        missing.append("the Cloud Tasks emulator venv (run scripts/setup.sh)")
+    if missing:
+        raise StackError("missing prerequisites:\n  - " + "\n  - ".join(missing))
+
+
+def _plan() -> Plan:
+    passthrough = {k: v for k, v in os.environ.items() if k.startswith("PROMPTQ_") and k != "PROMPTQ_TASKS_EMULATOR_HOST"}
+    if os.environ.get("OPENROUTER_BASE_URL"):
+        return Plan("custom", os.environ["OPENROUTER_BASE_URL"], passthrough)
+    if os.environ.get("OPENROUTER_API_KEY"):
+        return Plan("openrouter", "https://openrouter.ai/api/v1", passthrough)
+    return Plan("fake", f"http://{HOST}:{PORTS['upstream']}/api/v1", {**FAKE_UPSTREAM_SETTINGS, **passthrough})
+
+
+def endpoints(plan: Plan) -> dict[str, str]:
+    return {
+        "PROJECT_ID": PROJECT_ID,
+        "REGION": REGION,
+        "FIRESTORE_EMULATOR_HOST": f"{HOST}:{PORTS['firestore']}",
+        "FIREBASE_AUTH_EMULATOR_HOST": f"{HOST}:{PORTS['auth']}",
+        "FUNCTIONS_URL": f"http://{HOST}:{PORTS['functions']}/{PROJECT_ID}/{REGION}/",
+        "PROMPTQ_TASKS_EMULATOR_HOST": f"{HOST}:{PORTS['tasks']}",
+        "TASKS_STATS_URL": f"http://{HOST}:{PORTS['tasks_stats']}",
+        "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/run_execution",
+        "OPENROUTER_BASE_URL": plan.base_url,
+        "UPSTREAM": plan.upstream,
+        "PROMPTQ_FLUSH_INTERVAL": plan.functions_env.get("PROMPTQ_FLUSH_INTERVAL", "0.5"),
+    }
+
+
+def read_env() -> dict[str, str]:
+    """The endpoints of the running stack (.stack/env), or {} when none is up."""
+    if not ENV_FILE.exists():
+        return {}
+    env = {}
+    for line in ENV_FILE.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def healthy(env: dict[str, str] | None = None) -> bool:
+    env = read_env() if env is None else env
+    if not env:
+        return False
+    ports = ["firestore", "auth", "functions", "tasks"] + (["upstream"] if env.get("UPSTREAM") == "fake" else [])
+    return all(_port_open(PORTS[p]) for p in ports)
+
+
+def up() -> dict[str, str]:
+    _prerequisites()
+    if healthy():
+        say("already up (" + ENV_FILE.relative_to(ROOT).as_posix() + ")")
+        return read_env()
+    down(quiet=True)
+    busy = [f"{name} ({port})" for name, port in PORTS.items() if _port_open(port)]
+    if busy:
+        raise StackError("ports in use: " + ", ".join(busy) + " — another stack or program holds them")
+    plan = _plan()
+    env = endpoints(plan)
+    started = time.monotonic()
+    try:
+        _start_firestore()
+        if plan.upstream == "fake":
+            _start_upstream()
+        _start_tasks(env)
+        _write_functions_env(plan, env)
+        _start_functions(env)
+    except BaseException:
+        down(quiet=True)
+        raise
+    STACK.mkdir(exist_ok=True)
+    ENV_FILE.write_text(
+        "# Endpoints of the local stack (written by `make up`; shell assignments).\n"
+        + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+    )
+    say(f"up in {time.monotonic() - started:.1f} s (upstream: {plan.upstream}); endpoints in .stack/env")
+    return env
+
+
+def _start_firestore() -> None:
+    say("starting the Firestore emulator")
+    proc = _spawn(
+        "firestore",
+        ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{PORTS['firestore']}",
+         f"--rules={ROOT / 'infra/firestore.rules'}", "--quiet"],
+        env={"CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+    )
+    _wait("firestore", proc, lambda: _http_ok(f"http://{HOST}:{PORTS['firestore']}/"), 60)
+
+
+def _start_upstream() -> None:
+    say("starting the local OpenRouter-compatible upstream")
+    proc = _spawn("upstream", [str(ROOT / "venv/bin/python"), "-m", "devstack.fakerouter", "--host", HOST, "--port", str(PORTS["upstream"])])
+    _wait("upstream", proc, lambda: _http_ok(f"http://{HOST}:{PORTS['upstream']}/api/v1/models"), 30)
+
+
+def _start_tasks(env: dict[str, str]) -> None:
+    say("starting the Cloud Tasks emulator")
+    proc = _spawn(
+        "tasks",
+        [str(ROOT / ".venvs/tasks-emulator/bin/python"), str(ROOT / "devstack/tasks_emulator.py"),
+         "--host", HOST, "--port", str(PORTS["tasks"]), "--stats-port", str(PORTS["tasks_stats"]),
+         "--queue", env["TASKS_QUEUE"], "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY", "20"),
+         "--min-backoff", "0.5", "--max-backoff", "5", "--max-attempts", "10"],
+    )
+    _wait("tasks", proc, lambda: _http_ok(f"{env['TASKS_STATS_URL']}/stats"), 30)
+
+
+def _write_functions_env(plan: Plan, env: dict[str, str]) -> None:
+    """.env.local and .secret.local: what the Functions emulator gives the functions."""
+    values = {
+        "PROMPTQ_TASKS_EMULATOR_HOST": env["PROMPTQ_TASKS_EMULATOR_HOST"],
+        "OPENROUTER_BASE_URL": plan.base_url,
+        **plan.functions_env,
+    }
+    (ROOT / ".env.local").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    key = os.environ.get("OPENROUTER_API_KEY") or FAKE_KEY
+    secret = ROOT / ".secret.local"
+    secret.write_text(f"OPENROUTER_API_KEY={key}\n")
+    secret.chmod(0o600)
+
+
+def _start_functions(env: dict[str, str]) -> None:
+    say("starting the Firebase Auth and Functions emulators")
+    proc = _spawn(
+        "functions",
+        [str(ROOT / "node_modules/.bin/firebase"), "emulators:start", "--only", "auth,functions", "--project", PROJECT_ID],
+        env={"FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"], "CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1"},
+    )
+
+    def ready() -> bool:
+        log = (LOGS / "functions.log").read_text(errors="replace")
+        if "Failed to load function definition" in log or "Could not detect runtime" in log:
+            raise StackError(f"the Functions emulator could not load main.py:\n{_log_tail('functions')}")
+        return "All emulators ready" in log and "Loaded functions definitions" in log
+
+    _wait("functions", proc, ready, 120)
+    # Warm one worker process for each function so that the first real call is not a cold start.
+    base = env["FUNCTIONS_URL"]
+    body = json.dumps({"data": {}}).encode()
+    for name in ("start_execution", "run_execution"):
+        if not _http_ok(base + name, "POST", body, timeout=60):
+            raise StackError(f"function {name} does not answer:\n{_log_tail('functions')}")
+
+
+def down(quiet: bool = False) -> None:
+    stopped = []
+    if PIDS.exists():
+        # Reverse start order: functions first (they call the others).
+        for name in ("functions", "tasks", "upstream", "firestore"):
+            path = _pidfile(name)
+            if path.exists():
+                try:
+                    _kill_group(int(path.read_text().strip()))
+                except ValueError:
+                    pass
+                path.unlink(missing_ok=True)
+                stopped.append(name)
+    for path in (ENV_FILE, ROOT / ".env.local", ROOT / ".secret.local"):
+        path.unlink(missing_ok=True)
+    if not quiet:
+        say("stopped " + (", ".join(stopped) if stopped else "nothing (no stack was up)"))
+
+
+def status() -> int:
+    env = read_env()
+    if not env:
+        say("down")
+        return 1
+    for name in ("firestore", "auth", "functions", "tasks", "upstream"):
+        if name == "upstream" and env.get("UPSTREAM") != "fake":
+            continue
+        say(f"{name:10} {'up' if _port_open(PORTS[name]) else 'DOWN'} ({HOST}:{PORTS[name]})")
+    return 0 if healthy(env) else 1
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[1] if len(argv) > 1 else "status"
+    try:
+        if cmd == "up":
+            up()
+        elif cmd == "down":
+            down()
+        elif cmd == "status":
+            return status()
+        else:
+            print("usage: python -m devstack.stack up|down|status", file=sys.stderr)
+            return 2
+    except StackError as err:
+        print(f"stack: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

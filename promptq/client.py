@@ -1,0 +1,165 @@
+"""A small Python client for promptq: sign in, call the functions, watch an execution.
+
+Used by the demo, the CLI, the tests and the benchmarks, against the local stack (defaults
+from .stack/env) or a real project. Watching uses a Firestore listener (``on_snapshot``):
+listeners may skip versions, so every callback gets the latest cumulative document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from typing import Any, Callable
+
+import httpx
+
+from promptq.execution import COLLECTION, TERMINAL, Status
+
+
+class CallError(Exception):
+    """A callable answered an error: ``status`` is its code (e.g. INVALID_ARGUMENT)."""
+
+    def __init__(self, status: str, message: str, http_status: int):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.http_status = http_status
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    uid: str
+    id_token: str
+    email: str
+
+
+class Client:
+    def __init__(
+        self,
+        *,
+        functions_url: str,
+        project_id: str,
+        auth_url: str | None = None,
+        web_api_key: str = "fake-api-key",
+        timeout: float = 60.0,
+    ):
+        self.functions_url = functions_url.rstrip("/") + "/"
+        self.project_id = project_id
+        # The Auth emulator serves the Identity Toolkit REST API under its own host.
+        self.auth_url = (auth_url or "https://identitytoolkit.googleapis.com").rstrip("/")
+        self.web_api_key = web_api_key
+        self.http = httpx.Client(timeout=timeout)
+        self._db = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> "Client":
+        """From the local stack's endpoints (.stack/env) or the same names in the environment."""
+        auth_host = env.get("FIREBASE_AUTH_EMULATOR_HOST")
+        return cls(
+            functions_url=env["FUNCTIONS_URL"],
+            project_id=env["PROJECT_ID"],
+            auth_url=f"http://{auth_host}/identitytoolkit.googleapis.com" if auth_host else None,
+            web_api_key=env.get("FIREBASE_WEB_API_KEY", "fake-api-key"),
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- auth ----------------------------------------------------------------------------
+
+    def _accounts(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post(f"{self.auth_url}/v1/accounts:{verb}", params={"key": self.web_api_key}, json=body)
+        if r.status_code != 200:
+            message = r.json().get("error", {}).get("message", r.text) if r.headers.get("content-type", "").startswith("application/json") else r.text
+            raise CallError("UNAUTHENTICATED", f"sign-in failed: {message}", r.status_code)
+        return r.json()
+
+    def sign_in(self, email: str, password: str, *, create: bool = True) -> User:
+        """Sign in with email/password; create the account first if it does not exist."""
+        body = {"email": email, "password": password, "returnSecureToken": True}
+        try:
+            data = self._accounts("signInWithPassword", body)
+        except CallError:
+            if not create:
+                raise
+            data = self._accounts("signUp", body)
+        return User(uid=data["localId"], id_token=data["idToken"], email=email)
+
+    # --- callables -------------------------------------------------------------------------
+
+    def call(self, name: str, data: Any, user: User | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            headers["Authorization"] = f"Bearer {user.id_token}"
+        r = self.http.post(self.functions_url + name, json={"data": data}, headers=headers)
+        try:
+            body = r.json()
+        except ValueError:
+            raise CallError("INTERNAL", f"{name} answered HTTP {r.status_code} with no JSON", r.status_code) from None
+        if "error" in body:
+            err = body["error"] or {}
+            raise CallError(err.get("status", "UNKNOWN"), err.get("message", ""), r.status_code)
+        return body.get("result")
+
+    def start(self, user: User | None, **data: Any) -> str:
+        return self.call("start_execution", data, user)["executionId"]
+
+    # --- watching --------------------------------------------------------------------------
+
+    @property
+    def db(self):
+        if self._db is None:
+            from google.cloud import firestore
+
+            self._db = firestore.Client(project=self.project_id)
+        return self._db
+
+    def get(self, execution_id: str) -> dict[str, Any] | None:
+        snap = self.db.collection(COLLECTION).document(execution_id).get()
+        return snap.to_dict() if snap.exists else None
+
+    def watch(
+        self, execution_id: str, on_version: Callable[[dict[str, Any]], None], *, timeout: float = 300.0
+    ) -> dict[str, Any]:
+        """Call ``on_version`` with each version a Firestore listener sees, until the execution
+        ends; return the final document. Raises TimeoutError if it does not end in time."""
+        done = threading.Event()
+        final: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def on_snapshot(snaps, _changes, _read_time):
+            for snap in snaps:
+                if not snap.exists:
+                    continue
+                doc = snap.to_dict()
+                try:
+                    on_version(doc)
+                except BaseException as exc:  # surface callback errors in the caller's thread
+                    errors.append(exc)
+                    done.set()
+                if Status(doc["status"]) in TERMINAL:
+                    final.clear()
+                    final.update(doc)
+                    done.set()
+
+        watch = self.db.collection(COLLECTION).document(execution_id).on_snapshot(on_snapshot)
+        try:
+            if not done.wait(timeout):
+                raise TimeoutError(f"execution {execution_id} did not end within {timeout:g} s")
+        finally:
+            watch.unsubscribe()
+        if errors:
+            raise errors[0]
+        return final
+
+
+def stack_env() -> dict[str, str]:
+    """The local stack's endpoints, with the process environment taking precedence."""
+    from devstack.stack import read_env
+
+    env = read_env()
+    for key in ("PROJECT_ID", "FUNCTIONS_URL", "FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
