@@ -1,0 +1,26 @@
+"""fakerouter: a local, deterministic OpenRouter-compatible upstream for the demo, tests and
+benchmarks (no internet needed).
+
+Start it in-process with ``FakeRouter`` (a background thread, sync or async tests) or
+``start_server`` (on the running loop), or as a process with
+``python -m devstack.fakerouter --host 127.0.0.1 --port 0``. Choose what a generation does
+through the model name (``fake/tokens=100,fault=drop,at=30``; see ``scenario``), and compute
+what it will send with ``expected_text`` / ``generate_tokens`` / ``expected_usage``.
+"""
+
+from .inprocess import FakeRouter
+from .protocol import KEEPALIVE, PROVIDER
+from .records import Outcome, RouterState
+from .scenario import FAULTS, HEADER, KEYS, Scenario, ScenarioError, parse_spec, resolve
+from .server import API_PREFIX, DEFAULT_MODEL, REQUIRED_KEY_ENV, create_app, start_server
+from .text import (BAD_UTF8_BYTES, BAD_UTF8_TEXT, COMPLETION_PRICE, PROMPT_PRICE, content_limit,
+                   cost_usd, count_prompt_tokens, expected_text, expected_usage, generate_reasoning,
+                   generate_tokens, seed_for)
+
+__all__ = [
+    "API_PREFIX", "BAD_UTF8_BYTES", "BAD_UTF8_TEXT", "COMPLETION_PRICE", "DEFAULT_MODEL", "FAULTS",
+    "FakeRouter", "HEADER", "KEEPALIVE", "KEYS", "Outcome", "PROMPT_PRICE", "PROVIDER",
+    "REQUIRED_KEY_ENV", "RouterState", "Scenario", "ScenarioError", "content_limit", "cost_usd",
+    "count_prompt_tokens", "create_app", "expected_text", "expected_usage", "generate_reasoning",
+    "generate_tokens", "parse_spec", "resolve", "seed_for", "start_server",
+]
