@@ -43,6 +43,8 @@ def start_execution(req: https_fn.CallableRequest) -> dict:
         raise _https_error(err) from None
 
 
+# Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
+# allow only letters, digits and hyphens (the emulator and Cloud Tasks refuse "run_execution").
 @tasks_fn.on_task_dispatched(
     # Cloud Tasks retries a whole attempt; each delivery claims the execution anew (fenced).
     retry_config=options.RetryConfig(max_attempts=10, min_backoff_seconds=2, max_backoff_seconds=120, max_doublings=4),
@@ -52,7 +54,7 @@ def start_execution(req: https_fn.CallableRequest) -> dict:
     concurrency=80,
     secrets=[OPENROUTER_API_KEY],
 )
-def run_execution(req: tasks_fn.CallableRequest) -> dict:
+def runexecution(req: tasks_fn.CallableRequest) -> dict:
     """The Cloud Tasks target: claim the execution and stream it into its document."""
     data = req.data if isinstance(req.data, dict) else {}
     execution_id = data.get("executionId")

@@ -172,8 +172,8 @@ def _prerequisites() -> None:
         missing.append("the Google Cloud CLI with the Firestore emulator (google-cloud-cli, google-cloud-cli-firestore-emulator)")
     if not shutil.which("node"):
         missing.append("Node.js 20+ (apt-get install nodejs npm)")
-    if not (ROOT / "node_modules/.bin/firebase").exists():
-        missing.append("the Firebase CLI in node_modules (run scripts/setup.sh)")
+    if not (ROOT / "infra/node_modules/.bin/firebase").exists():
+        missing.append("the Firebase CLI in infra/node_modules (run scripts/setup.sh)")
     if not (ROOT / "venv/bin/python").exists():
         missing.append("the Python venv ./venv (run scripts/setup.sh)")
     if not (ROOT / ".venvs/tasks-emulator/bin/python").exists():
@@ -200,7 +200,7 @@ def endpoints(plan: Plan) -> dict[str, str]:
         "FUNCTIONS_URL": f"http://{HOST}:{PORTS['functions']}/{PROJECT_ID}/{REGION}/",
         "PROMPTQ_TASKS_EMULATOR_HOST": f"{HOST}:{PORTS['tasks']}",
         "TASKS_STATS_URL": f"http://{HOST}:{PORTS['tasks_stats']}",
-        "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/run_execution",
+        "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/runexecution",
         "OPENROUTER_BASE_URL": plan.base_url,
         "UPSTREAM": plan.upstream,
         "PROMPTQ_FLUSH_INTERVAL": plan.functions_env.get("PROMPTQ_FLUSH_INTERVAL", "0.5"),
@@ -305,7 +305,7 @@ def _start_functions(env: dict[str, str]) -> None:
     say("starting the Firebase Auth and Functions emulators")
     proc = _spawn(
         "functions",
-        [str(ROOT / "node_modules/.bin/firebase"), "emulators:start", "--only", "auth,functions", "--project", PROJECT_ID],
+        [str(ROOT / "infra/node_modules/.bin/firebase"), "emulators:start", "--only", "auth,functions", "--project", PROJECT_ID],
         env={"FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"], "CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1"},
     )
 
@@ -319,7 +319,7 @@ def _start_functions(env: dict[str, str]) -> None:
     # Warm one worker process for each function so that the first real call is not a cold start.
     base = env["FUNCTIONS_URL"]
     body = json.dumps({"data": {}}).encode()
-    for name in ("start_execution", "run_execution"):
+    for name in ("start_execution", "runexecution"):
         if not _http_ok(base + name, "POST", body, timeout=60):
             raise StackError(f"function {name} does not answer:\n{_log_tail('functions')}")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 DEFAULT_REGION = "us-central1"
-WORKER_FUNCTION = "run_execution"
+WORKER_FUNCTION = "runexecution"  # queue ids allow no "_" (see README)
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 
 

@@ -43,11 +43,13 @@ if [ "$(cat .venvs/tasks-emulator/.promptq-stamp 2>/dev/null)" != "$want" ]; the
   echo "$want" > .venvs/tasks-emulator/.promptq-stamp
 fi
 
-# 3. npm packages (Firebase CLI pinned; see package.json).
-want=$(stamp package.json package-lock.json)
-if [ "$(cat node_modules/.promptq-stamp 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing npm packages (Firebase CLI, Firebase JS SDK, playwright-core)"
-  npm ci --no-audit --no-fund --loglevel=error
-  echo "$want" > node_modules/.promptq-stamp
-fi
+# 3. npm packages: the Firebase CLI (infra/) and the web page's SDK + playwright-core (web/).
+for dir in infra web; do
+  want=$(stamp $dir/package.json $dir/package-lock.json)
+  if [ "$(cat $dir/node_modules/.promptq-stamp 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing npm packages in $dir/"
+    (cd $dir && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > $dir/node_modules/.promptq-stamp
+  fi
+done
 echo "setup: ok"

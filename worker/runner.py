@@ -129,11 +129,9 @@ class Attempt:
         while not self.stopping.is_set():
             delay = self.schedule.delay(self.monotonic())
             if delay is None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, last_write + heartbeat_every - self.monotonic())):
-                        await self.wake.wait()
+                woke = await _wait_event(self.wake, last_write + heartbeat_every - self.monotonic())
                 self.wake.clear()
-                if not self.schedule.dirty and not self.stopping.is_set():
+                if not woke and not self.stopping.is_set():
                     await asyncio.to_thread(self.writer.heartbeat)
                     last_write = self.monotonic()
                 continue
@@ -144,6 +142,7 @@ class Attempt:
                 if self.stopping.is_set():
                     return  # the final write carries everything
             snapshot = self.progress()
+            self.wake.clear()  # this write takes everything received so far
             self.schedule.flushed(self.monotonic())
             await asyncio.to_thread(self.writer.progress, snapshot)
             last_write = self.monotonic()
@@ -176,6 +175,16 @@ class Attempt:
         if stop in done or self.cancel.is_set():
             raise CancelRequested("cancelled by its owner")
         raise _Deadline()
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True if it was set."""
+    try:
+        async with asyncio.timeout(max(0.0, timeout)):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return event.is_set()
 
 
 async def run_execution(
