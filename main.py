@@ -6,6 +6,7 @@ import re
 import firebase_admin
 from firebase_functions import https_fn, options, params, tasks_fn
 
+from enqueue import control
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import runtime
@@ -39,6 +40,24 @@ def start_execution(req: https_fn.CallableRequest) -> dict:
             queue=runtime.task_queue(),
             settings=runtime.settings(),
         )
+    except RequestError as err:
+        raise _https_error(err) from None
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256)
+def get_execution(req: https_fn.CallableRequest) -> dict:
+    """Poll an execution: status, and the text after offset `after` (Unicode code points)."""
+    try:
+        return control.get_execution(req.auth.uid if req.auth else None, req.data, store=runtime.store())
+    except RequestError as err:
+        raise _https_error(err) from None
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256)
+def cancel_execution(req: https_fn.CallableRequest) -> dict:
+    """Stop an execution one owns: queued ends at once, running stops within a second."""
+    try:
+        return control.cancel_execution(req.auth.uid if req.auth else None, req.data, store=runtime.store())
     except RequestError as err:
         raise _https_error(err) from None
 

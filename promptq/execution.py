@@ -58,6 +58,7 @@ class F:
     GENERATION_ID = "generationId"
     USAGE = "usage"  # {promptTokens, completionTokens, totalTokens, reasoningTokens}
     COST = "cost"  # USD, as reported by the upstream
+    COST_SOURCE = "costSource"  # "generation" when reconciled after a cancel
     FINISH_REASON = "finishReason"
     ERROR = "error"  # {code, message} (+ upstreamStatus when the upstream answered one)
     ATTEMPT = "attempt"  # number of attempts that claimed the execution (1-based)
@@ -396,6 +397,14 @@ def released(
         F.ATTEMPTS: history,
         F.UPDATED_AT: now,
     }
+
+
+def reconciled_cost(doc: Mapping[str, Any], *, generation_id: str, usage: Usage, cost: float | None, now: datetime) -> dict[str, Any] | None:
+    """Usage and cost of a cancelled stream (which never gets its usage chunk), read later
+    from OpenRouter's generation endpoint. Only fills what is missing."""
+    if doc.get(F.STATUS) != Status.CANCELLED.value or doc.get(F.GENERATION_ID) != generation_id or doc.get(F.COST) is not None:
+        return None
+    return {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: "generation", F.UPDATED_AT: now}
 
 
 def cancel_requested(now: datetime) -> dict[str, Any]:

@@ -58,6 +58,21 @@ class ExecutionStore:
             execution_id, lambda doc: "delete" if doc and doc[F.STATUS] == ex.Status.QUEUED.value and not doc[F.ATTEMPT] else None
         )[0] is not None
 
+    def full_output(self, execution_id: str, doc: dict[str, Any]) -> str:
+        """The whole answer text of an execution (its document's ``output``)."""
+        return doc.get(F.OUTPUT) or ""
+
+    def watch(self, execution_id: str, on_doc: Callable[[dict[str, Any]], None]):
+        """Listen to the document (a Firestore listener, not polling); returns the watch,
+        whose ``unsubscribe()`` stops it. ``on_doc`` runs on the listener's thread."""
+
+        def on_snapshot(snaps, _changes, _read_time):
+            for snap in snaps:
+                if snap.exists:
+                    on_doc(snap.to_dict())
+
+        return self.ref(execution_id).on_snapshot(on_snapshot)
+
     def template(self, uid: str, prompt_id: str) -> dict[str, Any] | None:
         snap = self.client.collection("users").document(uid).collection("prompts").document(prompt_id).get()
         return snap.to_dict() if snap.exists else None

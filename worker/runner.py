@@ -48,7 +48,15 @@ class _Deadline(Exception):
 class Attempt:
     """The state of one attempt while it streams: text received, flushes, stop signals."""
 
-    def __init__(self, execution_id: str, writer: AttemptWriter, settings: Settings, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        execution_id: str,
+        writer: AttemptWriter,
+        settings: Settings,
+        *,
+        watch: Callable[[str, Callable[[dict], None]], Any] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.execution_id = execution_id
         self.writer = writer
         self.settings = settings
@@ -65,6 +73,8 @@ class Attempt:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.cancel = asyncio.Event()
+        self.lost = asyncio.Event()
+        self._watch = watch
 
     # --- what has been received ----------------------------------------------------------
 
@@ -149,16 +159,42 @@ class Attempt:
             if self.writer.cancel_requested:
                 self.cancel.set()
 
+    def _start_watch(self):
+        """A Firestore listener on our document: Stop (``cancelRequested``) and a lost claim
+        are noticed at once, even while the upstream is silent, without polling."""
+        if self._watch is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def signal(event: asyncio.Event) -> None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass  # the attempt is over and its loop closed
+
+        def on_doc(doc: dict) -> None:
+            if doc.get(F.CANCEL_REQUESTED):
+                signal(self.cancel)
+            if doc.get(F.ATTEMPT_ID) != self.writer.attempt_id:
+                signal(self.lost)
+
+        return self._watch(self.execution_id, on_doc)
+
     async def run(self, upstream: OpenRouterClient, body: dict[str, Any], deadline_s: float) -> None:
         """Stream until the end, a stop or the deadline. Raises what ended it (other than
         a normal end): Transient, Permanent, CancelRequested, LostClaim, _Deadline."""
+        watch = self._start_watch()
         reader = asyncio.create_task(self.read(upstream, body), name="read")
         flusher = asyncio.create_task(self.flush_loop(), name="flush")
         stop = asyncio.create_task(self.cancel.wait(), name="cancel")
+        lost = asyncio.create_task(self.lost.wait(), name="lost")
         try:
-            done, _ = await asyncio.wait({reader, flusher, stop}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reader, flusher, stop, lost}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if watch is not None:
+                watch.unsubscribe()
             stop.cancel()
+            lost.cancel()
             if not reader.done():
                 reader.cancel()  # closes the upstream connection: generation (and billing) stops
             with contextlib.suppress(BaseException):
@@ -169,6 +205,8 @@ class Attempt:
                 await asyncio.wait({flusher})
         if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
             raise flusher.exception()  # LostClaim, or a write that failed
+        if lost in done:
+            raise LostClaim("another attempt took the execution over")
         if reader in done:
             reader.result()  # re-raises Transient/Permanent
             return
@@ -209,7 +247,7 @@ async def run_execution(
     attempt_no = decision.update[F.ATTEMPT]  # type: ignore[index]
     log.info("execution %s: attempt %d (%s) claimed%s", execution_id, attempt_no, attempt_id, " (restart)" if decision.restarted else "")
 
-    attempt = Attempt(execution_id, writer, settings)
+    attempt = Attempt(execution_id, writer, settings, watch=store.watch)
     body = chat_body(doc[F.REQUEST], doc[F.MESSAGES])
     try:
         await attempt.run(upstream, body, settings.attempt_deadline_s)
@@ -217,7 +255,10 @@ async def run_execution(
         log.warning("execution %s: attempt %d lost the execution to another attempt; stopped", execution_id, attempt_no)
         return RunResult(Outcome.DONE, "lost_claim")
     except CancelRequested:
-        return await _end(writer, "cancelled", writer.cancelled, attempt.progress())
+        ended = await _end(writer, "cancelled", writer.cancelled, attempt.progress())
+        if attempt.generation_id and ended.detail == "cancelled":
+            await _reconcile_cost(execution_id, attempt.generation_id, store=store, upstream=upstream)
+        return ended
     except _Deadline:
         message = f"the attempt reached the worker's deadline ({settings.attempt_deadline_s:g} s)"
         return await _end(writer, "failed", writer.failed, Code.DEADLINE_EXCEEDED, message, p=attempt.progress())
@@ -242,6 +283,25 @@ async def run_execution(
         cost=usage.cost if usage else None,
     )
     return await _end(writer, "succeeded", writer.succeeded, attempt.progress(), result)
+
+
+async def _reconcile_cost(execution_id: str, generation_id: str, *, store: ExecutionStore, upstream: OpenRouterClient) -> None:
+    """A cancelled stream never gets its usage chunk: read the true cost from OpenRouter's
+    generation endpoint (404 for a few seconds after the end) and fill it in."""
+    data = await upstream.generation(generation_id)
+    if data is None:
+        log.warning("execution %s: cost of the cancelled generation not available", execution_id)
+        return
+    prompt, completion = int(data.get("tokens_prompt") or 0), int(data.get("tokens_completion") or 0)
+    usage = ex.Usage(prompt, completion, prompt + completion, int(data.get("native_tokens_reasoning") or 0))
+    cost = data.get("total_cost")
+    cost = float(cost) if isinstance(cost, (int, float)) else None
+    await asyncio.to_thread(
+        store.update_if,
+        execution_id,
+        lambda doc: ex.reconciled_cost(doc or {}, generation_id=generation_id, usage=usage, cost=cost, now=ex.utcnow()),
+    )
+    log.info("execution %s: cost of the cancelled generation reconciled", execution_id)
 
 
 async def _end(writer: AttemptWriter, status: str, write, *args, **kwargs) -> RunResult:

@@ -168,6 +168,24 @@ class OpenRouterClient:
         # Cloud Tasks (its backoff) rather than sleeping here.
         return retry_after is not None and retry_after > self.retry_after_cap_s
 
+    async def generation(self, generation_id: str, *, wait_s: float = 20.0, poll_s: float = 1.0) -> dict[str, Any] | None:
+        """OpenRouter's record of a generation (``GET /generation?id=``); it answers 404 for a
+        few seconds after the generation ended. None if it is not there within ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                r = await self._client.get("/generation", params={"id": generation_id})
+            except httpx.HTTPError:
+                r = None
+            if r is not None and r.status_code == 200:
+                try:
+                    return r.json().get("data")
+                except ValueError:
+                    return None
+            if (r is not None and r.status_code not in (404, 429) and r.status_code < 500) or time.monotonic() + poll_s > deadline:
+                return None
+            await self._sleep(poll_s)
+
     @contextlib.asynccontextmanager
     async def stream(self, body: dict[str, Any], *, execution_id: str) -> AsyncIterator[OpenedStream]:
         """Open a stream and wait for its first token, retrying transient failures."""

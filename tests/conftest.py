@@ -1,0 +1,160 @@
+"""Shared fixtures. Tiers: tests/unit (pure, no emulator), tests/emulator (real emulators),
+tests/e2e (callable -> Cloud Tasks -> worker -> Firestore listener), tests/browser.
+
+Tests that need the local stack use the ``stack`` fixture: it reuses a running stack
+started with the local upstream, or starts one for the session and stops it at the end
+(also on failure). A component that cannot start fails the test loudly; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack import stack as devstack
+
+
+@pytest.fixture(scope="session")
+def stack() -> dict[str, str]:
+    env = devstack.read_env()
+    started = False
+    if not devstack.healthy(env):
+        env = devstack.up()
+        started = True
+    if env.get("UPSTREAM") != "fake":
+        pytest.fail(
+            "the running stack uses a real upstream; the tests need the local one: run `make down` and try again",
+            pytrace=False,
+        )
+    for key in ("FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
+        os.environ[key] = env[key]
+    os.environ["GCLOUD_PROJECT"] = env["PROJECT_ID"]
+    yield env
+    if started:
+        devstack.down()
+
+
+@pytest.fixture(scope="session")
+def db(stack):
+    from google.cloud import firestore
+
+    return firestore.Client(project=stack["PROJECT_ID"])
+
+
+@pytest.fixture(scope="session")
+def client(stack):
+    from promptq.client import Client
+
+    c = Client.from_env(stack)
+    yield c
+    c.close()
+
+
+def _firestore_clear(env: dict[str, str]) -> None:
+    url = f"http://{env['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{env['PROJECT_ID']}/databases/(default)/documents"
+    httpx.delete(url, timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def clean(stack):
+    """A clean slate: empty Firestore, zeroed Cloud Tasks counters, empty upstream log."""
+    _firestore_clear(stack)
+    httpx.post(f"{stack['TASKS_STATS_URL']}/reset", timeout=5).raise_for_status()
+    httpx.delete(f"{_upstream_root(stack)}/_fake/requests", timeout=5).raise_for_status()
+    yield stack
+
+
+@pytest.fixture
+def make_user(client):
+    """Factory: a new signed-in user on the Auth emulator."""
+
+    def make(name: str = "user"):
+        return client.sign_in(f"{name}-{uuid.uuid4().hex[:8]}@test.promptq", "test-password")
+
+    return make
+
+
+def _upstream_root(env: dict[str, str]) -> str:
+    return env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
+
+
+@dataclass
+class Upstream:
+    root: str
+
+    def requests(self, **params: str) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.root}/_fake/requests", params=params, timeout=5).json()
+
+    def requests_for(self, marker: str) -> list[dict[str, Any]]:
+        return self.requests(contains=marker)
+
+
+@pytest.fixture
+def upstream(clean) -> Upstream:
+    return Upstream(_upstream_root(clean))
+
+
+@dataclass
+class Tasks:
+    stats_url: str
+    queue: str
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.stats_url}/stats", timeout=5).json()
+
+    def created(self) -> int:
+        return self.stats()["queues"].get(self.queue, {}).get("created", 0)
+
+
+@pytest.fixture
+def tasks(clean) -> Tasks:
+    return Tasks(clean["TASKS_STATS_URL"], clean["TASKS_QUEUE"])
+
+
+@dataclass
+class Version:
+    at: float  # time.monotonic() when the listener saw it
+    doc: dict[str, Any]
+
+
+@dataclass
+class Recorder:
+    """A Firestore listener that records every version of one execution it sees."""
+
+    versions: list[Version] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, snaps, _changes, _read_time) -> None:
+        now = time.monotonic()
+        for snap in snaps:
+            if snap.exists:
+                doc = snap.to_dict()
+                self.versions.append(Version(now, doc))
+                if doc["status"] in ("succeeded", "failed", "cancelled"):
+                    self.done.set()
+
+    def wait(self, timeout: float = 60) -> dict[str, Any]:
+        assert self.done.wait(timeout), f"no terminal version within {timeout} s; saw {[v.doc['status'] for v in self.versions]}"
+        return self.versions[-1].doc
+
+
+@pytest.fixture
+def listen(db):
+    """listen(execution_id) -> Recorder attached to executions/{id}; detached after the test."""
+    watches = []
+
+    def attach(execution_id: str) -> Recorder:
+        rec = Recorder()
+        watches.append(db.collection("executions").document(execution_id).on_snapshot(rec))
+        return rec
+
+    yield attach
+    for w in watches:
+        w.unsubscribe()
