@@ -75,6 +75,7 @@ def run(env: dict[str, str]) -> int:
 
 
 def main() -> int:
+    was_up = stack.healthy()
     try:
         env = stack.up()
     except stack.StackError as err:
@@ -89,7 +90,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        stack.down()
+        if not was_up:  # a stack someone else started (`make up`) stays up
+            stack.down()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,16 @@ gcloud_root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null ||
 [ -n "$gcloud_root" ] && [ -d "$gcloud_root/platform/cloud-firestore-emulator" ] \
   || die "The gcloud Firestore emulator component is missing: install google-cloud-cli-firestore-emulator (or 'gcloud components install cloud-firestore-emulator')."
 
+# Debian's Chromium for the browser test (its own download, as playwright does, fails offline).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's chromium (browser test)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    die "Chromium is required for the browser test: apt-get install -y chromium"
+  fi
+fi
+
 stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 # 1. Main virtual environment (functions runtime + dev/test tools).
