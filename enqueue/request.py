@@ -36,7 +36,9 @@ class Params(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
-    stop: str | list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(None, max_length=4)
+    # One stop sequence, or a list of at most 4 (OpenAI's limit). The length limit belongs to
+    # the list only: on the union it also capped a single string at 4 characters.
+    stop: str | Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=200)]], Field(max_length=4)] | None = None
     seed: int | None = None
 
 

@@ -16,11 +16,13 @@ class FlushSchedule:
         self.interval_s = interval_s
         self.last_flush_at: float | None = None
         self.pending_since: float | None = None  # when unwritten text first arrived
+        self.last_added_at: float | None = None
 
     def add(self, now: float) -> None:
         """Text arrived at ``now``."""
         if self.pending_since is None:
             self.pending_since = now
+        self.last_added_at = now
 
     @property
     def dirty(self) -> bool:
@@ -35,6 +37,9 @@ class FlushSchedule:
         return max(0.0, self.last_flush_at + self.interval_s - now)
 
     def flushed(self, started_at: float) -> None:
-        """A write that took everything pending started at ``started_at``."""
+        """A write that took everything received by ``started_at`` started then (call it
+        before the write or once it returns)."""
         self.last_flush_at = started_at
-        self.pending_since = None
+        # Text that arrived after the write started (reported once it returned) is not in it.
+        late = self.last_added_at is not None and self.last_added_at > started_at
+        self.pending_since = self.last_added_at if late else None

@@ -165,10 +165,11 @@ def events_from_sse(sses: Iterable[ServerSentEvent]) -> Iterator[Event]:
     """Pure: SSE events (e.g. from httpx-sse's decoder) to typed events, ending well."""
     tracker = _Tracker()
     for sse in sses:
-        for event in tracker.feed(sse):
-            yield event
-            if tracker.ended:
-                return
+        # Yield the whole payload before stopping: an error event carries Meta (and usage)
+        # ahead of its StreamError, which must not be dropped.
+        yield from tracker.feed(sse)
+        if tracker.ended:
+            return
     yield from tracker.close()
 
 
@@ -176,19 +177,20 @@ async def aiter_events(response: httpx.Response) -> AsyncIterator[Event]:
     """Typed events of a streaming response. Ends after Done or a StreamError.
 
     A connection dropped mid-body (``httpx.RemoteProtocolError``/``ReadError``) becomes a
-    ``connection_lost`` StreamError; timeouts propagate (the caller owns the deadlines).
+    ``connection_lost`` StreamError, or Done if the finish chunk had arrived; timeouts
+    propagate (the caller owns the deadlines).
     """
     tracker = _Tracker()
     try:
         async for sse in EventSource(response).aiter_sse():
             for event in tracker.feed(sse):
                 yield event
-                if tracker.ended:
-                    return
+            if tracker.ended:
+                return
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        if not tracker.ended:
+        # After the finish chunk a break loses at most usage and [DONE]: close() says Done.
+        if not tracker.ended and not tracker.finished:
             tracker.ended = True
             yield StreamError("connection_lost", f"the upstream connection broke: {type(exc).__name__}", truncated=True)
-        return
     for event in tracker.close():
         yield event
