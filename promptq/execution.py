@@ -245,6 +245,9 @@ def decide_claim(
                 "outputChars": len(doc.get(F.OUTPUT) or ""),
             }
         )
+    if doc.get(F.CANCEL_REQUESTED):
+        # Stop was pressed while the previous attempt was dying: honour it, do not restart.
+        return ClaimDecision(ClaimKind.CANCELLED, {**cancelled(now=now), F.ATTEMPTS: history})
     if used >= max_attempts:
         return ClaimDecision(
             ClaimKind.EXHAUSTED,

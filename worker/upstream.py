@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import httpx
 from httpx_sse import SSEError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from promptq.errors import Permanent, Transient
 from promptq.execution import Code
@@ -149,6 +149,7 @@ class OpenRouterClient:
         self.backoff_max_s = backoff_max_s
         self.retry_after_cap_s = retry_after_cap_s
         self._sleep = sleep
+        self._key = api_key
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -158,7 +159,8 @@ class OpenRouterClient:
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is not None:
             return min(retry_after, self.retry_after_cap_s)
-        return wait_exponential_jitter(initial=0.5, max=self.backoff_max_s, jitter=0.25)(state)
+        # min(0.5 * 2^n, max) s plus up to 0.25 s of jitter, as the mature clients do.
+        return min(self.backoff_max_s, (wait_exponential(multiplier=0.5) + wait_random(0, 0.25))(state))
 
     def _stop(self, state) -> bool:
         if stop_after_attempt(self.open_attempts)(state):
@@ -243,9 +245,20 @@ class OpenRouterClient:
             except SSEError as exc:
                 raise Transient(f"OpenRouter answered a non-stream: {exc}", code=Code.UPSTREAM_ERROR) from None
             return stack, OpenedStream(response, _replay(first, events), tries)
+        except (Transient, Permanent) as exc:
+            await stack.aclose()
+            raise self._redacted(exc)
         except BaseException:
             await stack.aclose()
             raise
+
+    def _redacted(self, exc: Transient | Permanent) -> Transient | Permanent:
+        """An upstream that echoes the key in its error message must not put it in our
+        documents or logs."""
+        if self._key and self._key in exc.message:
+            exc.message = exc.message.replace(self._key, "[redacted]")
+            exc.args = (exc.message,)
+        return exc
 
 
 async def _replay(first: list[Event], rest: AsyncIterator[Event]) -> AsyncIterator[Event]:

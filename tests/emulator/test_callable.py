@@ -88,8 +88,11 @@ def test_document_is_created_queued_and_task_carries_only_the_id(client, make_us
     doc = db.document(f"executions/{execution_id}").get().to_dict()
     assert doc["status"] in ("queued", "running")  # the worker may already have it
     assert doc["request"]["params"] == {"temperature": 0.2, "max_tokens": 50}
-    stats = tasks.stats()
-    assert list(stats["tasks"]) == [f"{tasks.queue}/tasks/{execution_id}"]  # task name = execution id
+    deadline = time.monotonic() + 10
+    while not tasks.stats()["tasks"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tasks.stats()["tasks"]) == [f"{tasks.queue}/tasks/{execution_id}"]  # task name = execution id
+    assert tasks.created() == 1
 
 
 def test_idempotency_key_returns_same_execution_and_enqueues_nothing_new(client, make_user, db, tasks, upstream):
