@@ -75,6 +75,11 @@ def run(env: dict[str, str]) -> int:
 
 
 def main() -> int:
+    with stack.exclusive("demo"):
+        return _main()
+
+
+def _main() -> int:
     was_up = stack.healthy()
     try:
         env = stack.up()

@@ -17,6 +17,8 @@ Components (each in its own process group, logs in .stack/logs/):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -71,6 +73,20 @@ class StackError(RuntimeError):
 
 def say(msg: str) -> None:
     print(f"stack: {msg}", flush=True)
+
+
+@contextlib.contextmanager
+def exclusive(who: str):
+    """One user of the local stack at a time (a test session, the demo, a benchmark): they
+    share its fixed ports and tests wipe its data, so a second one waits for the first."""
+    STACK.mkdir(exist_ok=True)
+    with open(STACK / "session.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{who}: waiting for another user of the local stack (a test session, demo or benchmark) ...", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 # --- processes ----------------------------------------------------------------------------

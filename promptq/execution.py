@@ -72,6 +72,7 @@ class F:
     FIRST_TOKEN_AT = "firstTokenAt"
     FINISHED_AT = "finishedAt"
     UPDATED_AT = "updatedAt"
+    WRITES = "writes"  # how many times promptq wrote this document (create included)
 
 
 # Error codes written to `error.code`. Grouped by what happens next (see promptq.errors).
@@ -181,6 +182,7 @@ def new_execution(
         F.FIRST_TOKEN_AT: None,
         F.FINISHED_AT: None,
         F.UPDATED_AT: now,
+        F.WRITES: 1,
     }
 
 

@@ -8,7 +8,6 @@ started with the local upstream, or starts one for the session and stops it at t
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import time
@@ -24,15 +23,9 @@ from devstack import stack as devstack
 
 @pytest.fixture(scope="session")
 def stack() -> dict[str, str]:
-    # One test session at a time per machine: sessions share the stack's fixed ports and wipe
-    # its data between tests, so a second session waits here for the first to finish.
-    devstack.STACK.mkdir(exist_ok=True)
-    lock = open(devstack.STACK / "test-session.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print("\nwaiting for another test session to release the local stack ...", flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # One user of the stack at a time per machine (tests wipe its data between tests).
+    lock = devstack.exclusive("tests")
+    lock.__enter__()
     env = devstack.read_env()
     started = False
     if not devstack.healthy(env):
@@ -49,7 +42,7 @@ def stack() -> dict[str, str]:
     yield env
     if started:
         devstack.down()
-    lock.close()
+    lock.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

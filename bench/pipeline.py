@@ -1,0 +1,192 @@
+"""`make bench`: latency, staleness and write counts of the pipeline on the local stack.
+
+Runs executions one after another (so each one's latency is its own), through the real
+callable, Cloud Tasks emulator, worker and Firestore, watched by a Firestore listener, and
+prints a table. Figures:
+
+- callable latency: start_execution round trip, as a client sees it;
+- first token -> visible: from the worker reading the first token (``firstTokenAt``) to the
+  listener receiving the version that holds it;
+- staleness: for every token, from the moment the upstream sent it (the local upstream
+  paces tokens on a fixed schedule and records when the first one went out) to the moment a
+  listener first saw it;
+- writes per execution (the document's ``writes`` counter) against stream length;
+- enqueue -> first visible token, minus the upstream's own time to first token.
+
+    venv/bin/python -m bench.pipeline [--runs-per-length 4] [--lengths 1,3,6] [--rate 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from devstack import stack
+from devstack.fakerouter import generate_tokens, seed_for
+from promptq.client import Client
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class Run:
+    length_s: float
+    call_s: float
+    first_visible_after_call_s: float
+    first_token_to_visible_s: float
+    overhead_s: float
+    staleness_s: list[float] = field(default_factory=list)
+    writes: int = 0
+    versions_seen: int = 0
+    status: str = ""
+
+
+def one(client: Client, user, upstream_root: str, length_s: float, rate: float, ttft: float, n: int) -> Run:
+    tokens = max(1, int(length_s * rate))
+    model = f"fake/tokens={tokens},rate={rate:g},ttft={ttft:g}"
+    prompt = f"bench run {n} {time.time_ns()}"
+    seen: list[tuple[float, dict]] = []  # (wall clock when seen, doc)
+    done = threading.Event()
+
+    t_call = time.time()
+    execution_id = client.start(user, prompt=prompt, model=model)
+    call_s = time.time() - t_call
+
+    def on_snapshot(snaps, _c, _r):
+        now = time.time()
+        for snap in snaps:
+            if snap.exists:
+                doc = snap.to_dict()
+                seen.append((now, doc))
+                if doc["status"] in ("succeeded", "failed", "cancelled"):
+                    done.set()
+
+    watch = client.db.collection("executions").document(execution_id).on_snapshot(on_snapshot)
+    try:
+        if not done.wait(length_s + 60):
+            raise RuntimeError(f"execution {execution_id} did not finish")
+    finally:
+        watch.unsubscribe()
+    final = seen[-1][1]
+    [record] = httpx.get(f"{upstream_root}/_fake/requests", params={"contains": prompt}, timeout=5).json()
+
+    first_seen = next(t for t, d in seen if d.get("output"))
+    first_token_at = final["firstTokenAt"].timestamp()
+    # The upstream sends token k (1-based) at firstTokenAt + (k-1)/rate (a fixed schedule).
+    pieces = generate_tokens(seed_for([{"role": "user", "content": prompt}]), model)[:tokens]
+    staleness, length, i = [], 0, 0
+    for k, piece in enumerate(pieces, start=1):
+        length += len(piece)
+        sent = record["firstTokenAt"] + (k - 1) / rate
+        while i < len(seen) and len(seen[i][1].get("output") or "") < length:
+            i += 1
+        if i == len(seen):
+            break
+        staleness.append(seen[i][0] - sent)
+    upstream_ttft = record["firstTokenAt"] - record["startedAt"]
+    return Run(
+        length_s=length_s,
+        call_s=call_s,
+        first_visible_after_call_s=first_seen - t_call,
+        first_token_to_visible_s=first_seen - first_token_at,
+        overhead_s=(first_seen - t_call) - upstream_ttft,
+        staleness_s=staleness,
+        writes=int(final.get("writes") or 0),
+        versions_seen=len(seen),
+        status=final["status"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs-per-length", type=int, default=4)
+    ap.add_argument("--lengths", default="1,3,6", help="stream lengths in seconds")
+    ap.add_argument("--rate", type=float, default=20.0, help="tokens per second")
+    ap.add_argument("--ttft", type=float, default=0.3, help="upstream time to first token, s")
+    args = ap.parse_args(argv)
+
+    with stack.exclusive("bench"):
+        return _main(args)
+
+
+def _main(args) -> int:
+    was_up = stack.healthy()
+    env = stack.up()
+    try:
+        if env.get("UPSTREAM") != "fake":
+            print("bench: needs the local upstream; run `make down` and unset OPENROUTER_* first", file=sys.stderr)
+            return 1
+        for key in ("FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
+            os.environ[key] = env[key]
+        interval = float(env["PROMPTQ_FLUSH_INTERVAL"])
+        client = Client.from_env(env)
+        user = client.sign_in("bench@promptq.local", "bench-password")
+        upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
+        lengths = [float(x) for x in args.lengths.split(",")]
+        one(client, user, upstream_root, 1, args.rate, args.ttft, -1)  # warm-up, not counted
+        runs = [
+            one(client, user, upstream_root, length, args.rate, args.ttft, n)
+            for n, length in enumerate(lengths * args.runs_per_length)
+        ]
+        client.close()
+    finally:
+        if not was_up:
+            stack.down()
+    report(runs, interval, args)
+    return 0 if all(r.status == "succeeded" for r in runs) else 1
+
+
+def report(runs: list[Run], interval: float, args) -> None:
+    ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
+    stale = [s for r in runs for s in r.staleness_s]
+    rows = [
+        ("callable latency (start_execution)", ms(pct([r.call_s for r in runs], 50)), ms(pct([r.call_s for r in runs], 95)), "-"),
+        ("first token read -> visible to a listener", ms(pct([r.first_token_to_visible_s for r in runs], 50)),
+         ms(pct([r.first_token_to_visible_s for r in runs], 95)), "p50 < 50 ms"),
+        ("staleness of each token", ms(pct(stale, 50)), ms(pct(stale, 95)), f"p95 < {ms(interval + 0.1)}"),
+        ("enqueue -> first visible, minus upstream TTFT", ms(pct([r.overhead_s for r in runs], 50)),
+         ms(pct([r.overhead_s for r in runs], 95)), "p50 < 300 ms"),
+    ]
+    print(f"\npromptq pipeline benchmark: {len(runs)} executions on the local stack, flush interval {interval:g} s, "
+          f"{args.rate:g} tokens/s, upstream TTFT {args.ttft:g} s\n")
+    print(f"{'measure':48} {'p50':>9} {'p95':>9}   target")
+    for name, p50, p95, target in rows:
+        print(f"{name:48} {p50:>9} {p95:>9}   {target}")
+    print(f"\n{'stream length':>14} {'writes/execution (max)':>24} {'target: length/interval + 4':>30} {'versions seen':>14}")
+    summary = {}
+    for length in sorted({r.length_s for r in runs}):
+        group = [r for r in runs if r.length_s == length]
+        worst = max(r.writes for r in group)
+        print(f"{length:>13g}s {worst:>24} {length / interval + 4:>30.1f} {statistics.mean(r.versions_seen for r in group):>14.1f}")
+        summary[str(length)] = {"writes_max": worst, "target": length / interval + 4}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "pipeline.json"
+    out.write_text(json.dumps({
+        "flush_interval_s": interval,
+        "rows": [{"measure": r[0], "p50": r[1], "p95": r[2], "target": r[3]} for r in rows],
+        "writes": summary,
+        "runs": [r.__dict__ for r in runs],
+    }, indent=1, default=str))
+    print(f"\n(raw figures in {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
