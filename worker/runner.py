@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import os
 import time
 import uuid
 from typing import Any, Callable
@@ -245,7 +246,10 @@ async def run_execution(
         return RunResult(Outcome.DONE, decision.kind.value)
     assert doc is not None and writer is not None
     attempt_no = decision.update[F.ATTEMPT]  # type: ignore[index]
-    log.info("execution %s: attempt %d (%s) claimed%s", execution_id, attempt_no, attempt_id, " (restart)" if decision.restarted else "")
+    log.info(
+        "execution %s: attempt %d (%s) claimed by pid %d%s",
+        execution_id, attempt_no, attempt_id, os.getpid(), " (restart)" if decision.restarted else "",
+    )
 
     attempt = Attempt(execution_id, writer, settings, watch=store.watch)
     body = chat_body(doc[F.REQUEST], doc[F.MESSAGES])

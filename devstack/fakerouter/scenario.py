@@ -31,6 +31,9 @@ Keys (default in brackets):
 - ``shape`` [choices]: ``error_event`` payload: ``choices``, ``bare`` or ``usage``.
 - ``done`` [0]: 1 = ``error_event`` is followed by ``data: [DONE]``.
 - ``generation_delay`` [1.0]: seconds after the end before ``GET /generation`` answers.
+- ``unique`` [0]: 1 = every generation of the same request gets different text (the
+  generation's serial number is mixed into the seed), so that a test can tell two
+  generations apart and see that a document never mixes them.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class Scenario:
     shape: str = "choices"
     done: bool = False
     generation_delay: float = 1.0
+    unique: bool = False
 
     @property
     def status_code(self) -> int:
@@ -167,6 +171,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "shape": _choice(SHAPES),
     "done": _bool,
     "generation_delay": _float,
+    "unique": _bool,
 }
 KEYS = tuple(_PARSERS)
 

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+import itertools
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -159,8 +160,13 @@ def _choose(state: RouterState, messages_key: str, candidates: list[str],
     raise _PreStreamError(failure[1], failure[0])
 
 
+_GENERATIONS = itertools.count(1)
+
+
 def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: str, scenario: Scenario) -> Plan:
     seed = seed_for(body["messages"], body.get("seed"))
+    if scenario.unique:
+        seed = seed * 1_000_003 + next(_GENERATIONS)
     limit, finish_reason = content_limit(scenario, body.get("max_tokens"))
     fault_active = True
     if scenario.fault in ("error_event", "drop"):
