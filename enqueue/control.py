@@ -15,6 +15,10 @@ from promptq import execution as ex
 from promptq.execution import F
 from promptq.store import ExecutionStore
 
+# One answer carries at most this many code points (a callable's response must stay small);
+# `more: true` says to poll again at once from the new offset.
+MAX_TEXT_CHARS = 1_000_000
+
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -54,17 +58,21 @@ def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[
     if seen_attempt is not None and (not isinstance(seen_attempt, int) or isinstance(seen_attempt, bool)):
         raise RequestError("attempt: an integer (the `attempt` of the previous answer)")
     doc = _owned(store, uid, execution_id)
-    output = store.full_output(execution_id, doc)
+    total = int(doc.get(F.OUTPUT_OFFSET) or 0) + len(doc.get(F.OUTPUT) or "")
     attempt = int(doc.get(F.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.
-    restarted = (seen_attempt is not None and seen_attempt != attempt and after > 0) or after > len(output)
+    restarted = (seen_attempt is not None and seen_attempt != attempt and after > 0) or after > total
     start = 0 if restarted else after
-    text = output[start:]
+    text = store.full_output(execution_id, doc, start=start) if start < total else ""
+    more = len(text) > MAX_TEXT_CHARS
+    text = text[:MAX_TEXT_CHARS]
     status = doc[F.STATUS]
     return {
         "executionId": execution_id,
         "status": status,
-        "done": ex.Status(status) in ex.TERMINAL,
+        # Terminal, and nothing left to read past `offset`: the client can stop polling.
+        "done": ex.Status(status) in ex.TERMINAL and not more,
+        "more": more,
         "seq": doc.get(F.SEQ, 0),
         "attempt": attempt,
         "restarted": restarted,

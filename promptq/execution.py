@@ -51,8 +51,11 @@ class F:
     MESSAGES = "messages"  # the rendered prompt sent upstream: [{role, content}]
     REQUEST = "request"  # {model, models, params, promptId, variables}
     IDEMPOTENCY_KEY = "idempotencyKey"
-    OUTPUT = "output"  # cumulative answer text
+    OUTPUT = "output"  # cumulative answer text from OUTPUT_OFFSET on (all of it unless paged)
+    OUTPUT_OFFSET = "outputOffset"  # code points sealed into pages before `output` starts
+    OUTPUT_PAGES = "outputPages"  # pages 0..n-1 in executions/{id}/pages hold the text before
     REASONING = "reasoning"  # cumulative reasoning text, kept apart from the answer
+    REASONING_TRUNCATED = "reasoningTruncated"  # true when reasoning outgrew its cap
     SEQ = "seq"  # incremented by every write that changes output/reasoning/status
     MODEL = "model"  # the model that served (from the stream)
     GENERATION_ID = "generationId"
@@ -119,14 +122,53 @@ class Usage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Page:
+    """Sealed answer text: ``text`` starts at code point ``start`` of the whole answer."""
+
+    index: int
+    start: int
+    text: str
+
+    def doc_id(self) -> str:
+        return f"{self.index:06d}"
+
+    def to_doc(self, attempt: int) -> dict[str, Any]:
+        return {"index": self.index, "start": self.start, "end": self.start + len(self.text), "text": self.text, "attempt": attempt}
+
+
+@dataclasses.dataclass(frozen=True)
 class Progress:
-    """What an attempt has received so far; the body of every output write."""
+    """What an attempt has received so far; the body of every output write.
+
+    ``output`` is the unsealed tail of the answer, starting at code point ``output_offset``;
+    ``pages`` are new pages this write seals (atomically with the document update)."""
 
     output: str = ""
     reasoning: str = ""
     model: str | None = None
     generation_id: str | None = None
     first_token_at: datetime | None = None
+    output_offset: int = 0
+    output_pages: int = 0
+    pages: tuple[Page, ...] = ()
+    reasoning_truncated: bool = False
+
+
+def split_pages(text: str, page_bytes: int, *, first_index: int, start: int) -> tuple[list[Page], str]:
+    """Cut full pages of at most ``page_bytes`` UTF-8 bytes off the front of ``text``, at code
+    point boundaries; return them and the rest (at most a page)."""
+    data = text.encode()
+    pages: list[Page] = []
+    pos, chars = 0, start
+    while len(data) - pos > page_bytes:
+        cut = pos + page_bytes
+        while data[cut] & 0xC0 == 0x80:  # never cut inside a UTF-8 sequence
+            cut -= 1
+        piece = data[pos:cut].decode()
+        pages.append(Page(first_index + len(pages), chars, piece))
+        chars += len(piece)
+        pos = cut
+    return pages, data[pos:].decode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +206,8 @@ def new_execution(
         F.REQUEST: dict(request),
         F.IDEMPOTENCY_KEY: idempotency_key,
         F.OUTPUT: "",
+        F.OUTPUT_OFFSET: 0,
+        F.OUTPUT_PAGES: 0,
         F.REASONING: "",
         F.SEQ: 0,
         F.MODEL: None,
@@ -279,6 +323,8 @@ def decide_claim(
         update.update(
             {
                 F.OUTPUT: "",
+                F.OUTPUT_OFFSET: 0,
+                F.OUTPUT_PAGES: 0,
                 F.REASONING: "",
                 F.SEQ: int(doc.get(F.SEQ) or 0) + 1,
                 F.FIRST_TOKEN_AT: None,
@@ -297,6 +343,8 @@ def progress(p: Progress, *, seq: int, now: datetime, lease_s: float) -> dict[st
     """An output write: cumulative text, next seq, lease renewed."""
     update: dict[str, Any] = {
         F.OUTPUT: p.output,
+        F.OUTPUT_OFFSET: p.output_offset,
+        F.OUTPUT_PAGES: p.output_pages,
         F.REASONING: p.reasoning,
         F.SEQ: seq,
         F.LEASE_EXPIRES_AT: now + timedelta(seconds=lease_s),
@@ -304,6 +352,8 @@ def progress(p: Progress, *, seq: int, now: datetime, lease_s: float) -> dict[st
     }
     if p.first_token_at is not None:
         update[F.FIRST_TOKEN_AT] = p.first_token_at
+    if p.reasoning_truncated:
+        update[F.REASONING_TRUNCATED] = True
     if p.model:
         update[F.MODEL] = p.model
     if p.generation_id:

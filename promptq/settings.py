@@ -87,7 +87,11 @@ class Settings:
     # The worker's own deadline for one attempt; stays inside the dispatch deadline and the
     # function timeout (1800 s) so that the limit is recorded, never a silent cut.
     attempt_deadline_s: float = 1700.0
-    max_output_bytes: int = 900_000
+    # Output larger than a document: the document keeps the tail of the answer; every
+    # `page_bytes` (UTF-8) of older text is sealed into executions/{id}/pages/{n}.
+    page_bytes: int = 256 * 1024
+    max_output_bytes: int = 64 * 1024 * 1024  # a safety cap on one answer, all pages included
+    max_reasoning_chars: int = 32_000  # reasoning is not paged: longer reasoning is cut (flagged)
 
     limits: Limits = field(default_factory=Limits)
 
@@ -142,7 +146,9 @@ class Settings:
             max_attempts=_int(env, "PROMPTQ_MAX_ATTEMPTS", cls.max_attempts),
             lease_s=_float(env, "PROMPTQ_LEASE", cls.lease_s),
             attempt_deadline_s=_float(env, "PROMPTQ_ATTEMPT_DEADLINE", cls.attempt_deadline_s),
+            page_bytes=_int(env, "PROMPTQ_PAGE_BYTES", cls.page_bytes),
             max_output_bytes=_int(env, "PROMPTQ_MAX_OUTPUT_BYTES", cls.max_output_bytes),
+            max_reasoning_chars=_int(env, "PROMPTQ_MAX_REASONING_CHARS", cls.max_reasoning_chars),
             limits=limits,
         )
 

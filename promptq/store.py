@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq import execution as ex
 from promptq.errors import LostClaim
@@ -63,9 +64,26 @@ class ExecutionStore:
             execution_id, lambda doc: "delete" if doc and doc[F.STATUS] == ex.Status.QUEUED.value and not doc[F.ATTEMPT] else None
         )[0] is not None
 
-    def full_output(self, execution_id: str, doc: dict[str, Any]) -> str:
-        """The whole answer text of an execution (its document's ``output``)."""
-        return doc.get(F.OUTPUT) or ""
+    def full_output(self, execution_id: str, doc: dict[str, Any], *, start: int = 0) -> str:
+        """The answer text of an execution from code point ``start`` on: its sealed pages
+        (only those that reach past ``start``) followed by the document's ``output``."""
+        offset = int(doc.get(F.OUTPUT_OFFSET) or 0)
+        count = int(doc.get(F.OUTPUT_PAGES) or 0)
+        tail = doc.get(F.OUTPUT) or ""
+        if start >= offset or count == 0:
+            return tail[max(0, start - offset):]
+        pages = (
+            self.ref(execution_id).collection(ex.PAGES)
+            .where(filter=FieldFilter("end", ">", start))
+            .where(filter=FieldFilter("index", "<", count))
+            .order_by("index")
+            .stream()
+        )
+        parts = []
+        for snap in pages:
+            page = snap.to_dict()
+            parts.append(page["text"][max(0, start - page["start"]):])
+        return "".join(parts) + tail
 
     def watch(self, execution_id: str, on_doc: Callable[[dict[str, Any]], None]):
         """Listen to the document (a Firestore listener, not polling); returns the watch,
@@ -101,7 +119,9 @@ class ExecutionStore:
         writer = None
         if decision.kind is ex.ClaimKind.START:
             seq = int(update.get(F.SEQ, doc.get(F.SEQ) or 0))  # type: ignore[union-attr]
-            writer = AttemptWriter(self, execution_id, attempt_id, update_time, seq=seq, lease_s=lease_s, now=now)
+            writer = AttemptWriter(
+                self, execution_id, attempt_id, update_time, seq=seq, lease_s=lease_s, now=now, attempt=int(update[F.ATTEMPT])  # type: ignore[index]
+            )
         return decision, doc, writer
 
     def update_if(
@@ -139,8 +159,11 @@ class AttemptWriter:
     cancel, ``cancel_requested`` becomes true and the write goes through.
     """
 
-    def __init__(self, store: ExecutionStore, execution_id: str, attempt_id: str, update_time, *, seq: int, lease_s: float, now):
+    def __init__(
+        self, store: ExecutionStore, execution_id: str, attempt_id: str, update_time, *, seq: int, lease_s: float, now, attempt: int = 1
+    ):
         self.store = store
+        self.attempt = attempt
         self.execution_id = execution_id
         self.attempt_id = attempt_id
         self.seq = seq
@@ -152,23 +175,24 @@ class AttemptWriter:
         self._lock = threading.Lock()
 
     def progress(self, p: ex.Progress) -> None:
-        self._write(lambda seq, now: ex.progress(p, seq=seq, now=now, lease_s=self.lease_s))
+        self._write(lambda seq, now: ex.progress(p, seq=seq, now=now, lease_s=self.lease_s), pages=p.pages)
 
     def heartbeat(self) -> None:
         self._write(lambda seq, now: ex.heartbeat(now=now, lease_s=self.lease_s), bump_seq=False)
 
     def succeeded(self, p: ex.Progress, result: ex.Result) -> None:
-        self._write(lambda seq, now: ex.succeeded(p, result, seq=seq, now=now))
+        self._write(lambda seq, now: ex.succeeded(p, result, seq=seq, now=now), pages=p.pages)
 
     def failed(self, code: str, message: str, *, p: ex.Progress, upstream_status: int | None = None, finish_reason: str | None = None) -> None:
         self._write(
             lambda seq, now: ex.failed(
                 code=code, message=message, now=now, upstream_status=upstream_status, p=p, seq=seq, finish_reason=finish_reason
-            )
+            ),
+            pages=p.pages,
         )
 
     def cancelled(self, p: ex.Progress) -> None:
-        self._write(lambda seq, now: ex.cancelled(now=now, p=p, seq=seq))
+        self._write(lambda seq, now: ex.cancelled(now=now, p=p, seq=seq), pages=p.pages)
 
     def release(self, code: str, message: str) -> None:
         """Give the execution back to the queue after a transient failure (no text yet)."""
@@ -179,7 +203,7 @@ class AttemptWriter:
 
         self._write(build, bump_seq=False)
 
-    def _write(self, build: Callable[[int, datetime], dict[str, Any]], *, bump_seq: bool = True) -> None:
+    def _write(self, build: Callable[[int, datetime], dict[str, Any]], *, bump_seq: bool = True, pages=()) -> None:
         ref = self.store.ref(self.execution_id)
         with self._lock:
             seq = self.seq + 1 if bump_seq else self.seq
@@ -187,7 +211,16 @@ class AttemptWriter:
                 update = build(seq, self.now())
                 option = self.store.client.write_option(last_update_time=self._update_time)
                 try:
-                    result = ref.update(counted(update), option=option)
+                    if pages:
+                        # New pages and the document that points at them: one atomic batch,
+                        # fenced by the same precondition as every other write.
+                        batch = self.store.client.batch()
+                        for page in pages:
+                            batch.set(ref.collection(ex.PAGES).document(page.doc_id()), page.to_doc(self.attempt))
+                        batch.update(ref, counted(update), option=option)
+                        result = batch.commit()[-1]
+                    else:
+                        result = ref.update(counted(update), option=option)
                 except gexc.FailedPrecondition:
                     self._refresh()
                     continue

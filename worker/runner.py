@@ -70,9 +70,13 @@ class Attempt:
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
         self.output_bytes = 0
+        self.unflushed_bytes = 0
+        self.sealed_chars = 0  # code points already sealed into pages (written)
+        self.sealed_pages = 0
         self.schedule = FlushSchedule(settings.flush_interval_s)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.urgent = asyncio.Event()  # flush now: stopping, or a page worth of unwritten text
         self.cancel = asyncio.Event()
         self.lost = asyncio.Event()
         self._watch = watch
@@ -80,13 +84,29 @@ class Attempt:
     # --- what has been received ----------------------------------------------------------
 
     def progress(self) -> ex.Progress:
+        """A snapshot for the next write: the unsealed tail, and the pages that write seals."""
+        if len(self.output) > 1:
+            self.output[:] = ["".join(self.output)]  # keep one string: joins stay linear
+        tail = (self.output[0] if self.output else "")[self.sealed_chars:]
+        pages, rest = ex.split_pages(tail, self.settings.page_bytes, first_index=self.sealed_pages, start=self.sealed_chars)
+        reasoning = "".join(self.reasoning)
+        cap = self.settings.max_reasoning_chars
         return ex.Progress(
-            output="".join(self.output),
-            reasoning="".join(self.reasoning),
+            output=rest,
+            reasoning=reasoning[:cap],
+            reasoning_truncated=len(reasoning) > cap,
             model=self.model,
             generation_id=self.generation_id,
             first_token_at=self.first_token_at,
+            output_offset=self.sealed_chars + sum(len(p.text) for p in pages),
+            output_pages=self.sealed_pages + len(pages),
+            pages=tuple(pages),
         )
+
+    def written(self, p: ex.Progress) -> None:
+        """A write of ``p`` succeeded: its pages are sealed for good."""
+        self.sealed_chars = p.output_offset
+        self.sealed_pages = p.output_pages
 
     def _take(self, event: Any) -> bool:
         """Record one event; True when the stream is over."""
@@ -98,13 +118,17 @@ class Attempt:
                 self.first_token_at = ex.utcnow()
             self.output.append(event.content)
             self.reasoning.append(event.reasoning)
-            self.output_bytes += len(event.content.encode()) + len(event.reasoning.encode())
+            size = len(event.content.encode()) + len(event.reasoning.encode())
+            self.output_bytes += size
+            self.unflushed_bytes += size
             if self.output_bytes > self.settings.max_output_bytes:
-                raise Permanent(
-                    f"the answer outgrew the document ({self.settings.max_output_bytes} bytes)", code=Code.OUTPUT_TOO_LARGE
-                )
+                raise Permanent(f"the answer passed the cap of {self.settings.max_output_bytes} bytes", code=Code.OUTPUT_TOO_LARGE)
             self.schedule.add(self.monotonic())
             self.wake.set()
+            if self.unflushed_bytes >= self.settings.page_bytes:
+                # Size-triggered flush (as Convex does at 16 KiB): keeps each write's pages
+                # few and the document's tail under a page, whatever the token rate.
+                self.urgent.set()
         elif isinstance(event, Finish):
             self.finish = event
         elif isinstance(event, UsageReport):
@@ -146,16 +170,17 @@ class Attempt:
                     await asyncio.to_thread(self.writer.heartbeat)
                     last_write = self.monotonic()
                 continue
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self.stopping.wait()
-                if self.stopping.is_set():
-                    return  # the final write carries everything
+            if delay > 0 and not self.urgent.is_set():
+                await _wait_event(self.urgent, delay)
+            if self.stopping.is_set():
+                return  # the final write carries everything
             snapshot = self.progress()
             self.wake.clear()  # this write takes everything received so far
+            self.urgent.clear()
+            self.unflushed_bytes = 0
             self.schedule.flushed(self.monotonic())
             await asyncio.to_thread(self.writer.progress, snapshot)
+            self.written(snapshot)
             last_write = self.monotonic()
             if self.writer.cancel_requested:
                 self.cancel.set()
@@ -201,6 +226,7 @@ class Attempt:
             with contextlib.suppress(BaseException):
                 await reader
             self.stopping.set()
+            self.urgent.set()
             self.wake.set()
             with contextlib.suppress(BaseException):
                 await asyncio.wait({flusher})

@@ -220,6 +220,8 @@ def test_progress_write():
     update = ex.progress(p, seq=3, now=NOW, lease_s=LEASE_S)
     assert update == {
         F.OUTPUT: "Hello",
+        F.OUTPUT_OFFSET: 0,
+        F.OUTPUT_PAGES: 0,
         F.REASONING: "hm",
         F.SEQ: 3,
         F.LEASE_EXPIRES_AT: NOW + timedelta(seconds=LEASE_S),
@@ -326,3 +328,29 @@ def test_every_ending_is_terminal():
     ):
         assert ex.is_terminal({**new_doc(), **update})
         assert claim({**new_doc(), **update}).kind is ClaimKind.TERMINAL
+
+
+def test_split_pages_cuts_at_code_points_and_loses_nothing():
+    import random
+
+    alphabet = ["a", "é", "€", "👍🏽", "中", "\u0301", "\n"]
+    for trial in range(200):
+        rng = random.Random(trial)
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 2000)))
+        page_bytes = rng.randint(4, 500)
+        pages, rest = ex.split_pages(text, page_bytes, first_index=2, start=50)
+        assert "".join(p.text for p in pages) + rest == text
+        assert all(0 < len(p.text.encode()) <= page_bytes for p in pages)
+        assert len(rest.encode()) <= page_bytes
+        position = 50
+        for i, page in enumerate(pages):
+            assert (page.index, page.start) == (2 + i, position)
+            position += len(page.text)
+
+
+def test_restart_resets_paging():
+    doc = {**ex.new_execution(owner_uid="u", messages=[], request={}, idempotency_key=None, now=NOW),
+           F.STATUS: "running", F.ATTEMPT: 1, F.ATTEMPT_ID: "old", F.LEASE_EXPIRES_AT: NOW - timedelta(seconds=1),
+           F.OUTPUT: "tail", F.OUTPUT_OFFSET: 900, F.OUTPUT_PAGES: 3}
+    decision = ex.decide_claim(doc, attempt_id="new", now=NOW, lease_s=LEASE_S, max_attempts=3)
+    assert decision.update[F.OUTPUT_PAGES] == 0 and decision.update[F.OUTPUT_OFFSET] == 0 and decision.update[F.OUTPUT] == ""

@@ -38,7 +38,7 @@ def test_defaults():
     assert s.max_attempts == 3 and s.lease_s == 30.0
     assert s.dispatch_deadline_s == 1800.0 and s.attempt_deadline_s == 1700.0
     assert s.attempt_deadline_s < s.dispatch_deadline_s
-    assert s.max_output_bytes == 900_000
+    assert s.max_output_bytes == 64 * 1024 * 1024 and s.page_bytes == 256 * 1024
     assert s.limits == Limits()
     assert s.limits.model_allowlist == ()
 
