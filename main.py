@@ -4,9 +4,9 @@ import logging
 import re
 
 import firebase_admin
-from firebase_functions import https_fn, options, params, tasks_fn
+from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
-from enqueue import control
+from enqueue import control, sweeper
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import runtime
@@ -87,3 +87,10 @@ def runexecution(req: tasks_fn.CallableRequest) -> dict:
         # Non-2xx is the only way to ask Cloud Tasks for another delivery.
         raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.detail})")
     return {"outcome": result.outcome.value, "detail": result.detail}
+
+
+@scheduler_fn.on_schedule(schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256)
+def sweep_executions(event: scheduler_fn.ScheduledEvent) -> None:
+    """Revive or end executions nothing works on any more (dead workers, lost tasks)."""
+    report = sweeper.sweep(runtime.store(), runtime.task_queue(), runtime.settings())
+    log.info("sweep: %d re-enqueued, %d ended failed", len(report.requeued), len(report.failed))

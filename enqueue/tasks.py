@@ -34,10 +34,11 @@ class TaskQueue:
                 self._client = make_client(self.settings)
             return self._client
 
-    def task_name(self, execution_id: str) -> str:
-        return f"{self.settings.queue_path}/tasks/{execution_id}"
+    def task_name(self, execution_id: str, suffix: str = "") -> str:
+        # A re-enqueue (sweeper) needs a new name: Cloud Tasks keeps used names for ~1 hour.
+        return f"{self.settings.queue_path}/tasks/{execution_id}{'-' + suffix if suffix else ''}"
 
-    def build_task(self, execution_id: str) -> tasks_v2.Task:
+    def build_task(self, execution_id: str, suffix: str = "") -> tasks_v2.Task:
         s = self.settings
         request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
@@ -50,15 +51,15 @@ class TaskQueue:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
         deadline = int(min(max(s.dispatch_deadline_s, 15), 1800))
         return tasks_v2.Task(
-            name=self.task_name(execution_id),
+            name=self.task_name(execution_id, suffix),
             http_request=request,
             dispatch_deadline=duration_pb2.Duration(seconds=deadline),
         )
 
-    def enqueue(self, execution_id: str) -> bool:
+    def enqueue(self, execution_id: str, suffix: str = "") -> bool:
         """Create the execution's task; False if it already exists (a duplicate submission)."""
         try:
-            self.client.create_task(parent=self.settings.queue_path, task=self.build_task(execution_id))
+            self.client.create_task(parent=self.settings.queue_path, task=self.build_task(execution_id, suffix))
         except gexc.AlreadyExists:
             log.info("execution %s: task already exists", execution_id)
             return False

@@ -76,6 +76,7 @@ class F:
     FINISHED_AT = "finishedAt"
     UPDATED_AT = "updatedAt"
     WRITES = "writes"  # how many times promptq wrote this document (create included)
+    REQUEUES = "requeues"  # times the sweeper re-enqueued it
 
 
 # Error codes written to `error.code`. Grouped by what happens next (see promptq.errors).
@@ -460,6 +461,39 @@ def reconciled_cost(doc: Mapping[str, Any], *, generation_id: str, usage: Usage,
     if doc.get(F.STATUS) != Status.CANCELLED.value or doc.get(F.GENERATION_ID) != generation_id or doc.get(F.COST) is not None:
         return None
     return {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: "generation", F.UPDATED_AT: now}
+
+
+class SweepKind(str, enum.Enum):
+    REQUEUE = "requeue"  # enqueue a new task: a worker will claim it again
+    FAIL = "fail"  # no attempt or requeue left: ended failed now
+    SKIP = "skip"  # someone works on it after all
+
+
+def decide_sweep(
+    doc: Mapping[str, Any] | None, *, now: datetime, grace_s: float, queue_timeout_s: float, max_attempts: int, max_requeues: int
+) -> tuple[SweepKind, dict[str, Any] | None]:
+    """What the sweeper does with an execution that looks abandoned (re-checked atomically)."""
+    if doc is None or Status(doc[F.STATUS]) in TERMINAL:
+        return SweepKind.SKIP, None
+    requeues = int(doc.get(F.REQUEUES) or 0)
+    status = Status(doc[F.STATUS])
+    if status is Status.RUNNING:
+        lease = _as_utc(doc.get(F.LEASE_EXPIRES_AT))
+        if lease is None or lease > now - timedelta(seconds=grace_s):
+            return SweepKind.SKIP, None
+        if int(doc.get(F.ATTEMPT) or 0) >= max_attempts or requeues >= max_requeues:
+            # Same ending a delivery would write (history entry for the dead attempt included).
+            decision = decide_claim(doc, attempt_id="sweeper", now=now, lease_s=0, max_attempts=0)
+            return SweepKind.FAIL, decision.update
+    else:  # queued
+        since = _as_utc(doc.get(F.UPDATED_AT)) or now
+        if since > now - timedelta(seconds=queue_timeout_s):
+            return SweepKind.SKIP, None
+        if requeues >= max_requeues:
+            return SweepKind.FAIL, failed(
+                code=Code.QUEUE_TIMEOUT, message=f"no worker picked it up in {queue_timeout_s:g} s, {requeues} re-enqueue(s) included", now=now
+            )
+    return SweepKind.REQUEUE, {F.REQUEUES: requeues + 1, F.UPDATED_AT: now}
 
 
 def cancel_requested(now: datetime) -> dict[str, Any]:

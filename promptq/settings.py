@@ -93,6 +93,11 @@ class Settings:
     max_output_bytes: int = 64 * 1024 * 1024  # a safety cap on one answer, all pages included
     max_reasoning_chars: int = 32_000  # reasoning is not paged: longer reasoning is cut (flagged)
 
+    # The sweeper (a scheduled function) revives or ends executions nobody works on.
+    sweep_grace_s: float = 120.0  # a lease expired this long ago: its worker is gone
+    queue_timeout_s: float = 900.0  # queued this long without a claim: its task is lost
+    max_requeues: int = 2  # times the sweeper re-enqueues one execution before failing it
+
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -149,6 +154,9 @@ class Settings:
             page_bytes=_int(env, "PROMPTQ_PAGE_BYTES", cls.page_bytes),
             max_output_bytes=_int(env, "PROMPTQ_MAX_OUTPUT_BYTES", cls.max_output_bytes),
             max_reasoning_chars=_int(env, "PROMPTQ_MAX_REASONING_CHARS", cls.max_reasoning_chars),
+            sweep_grace_s=_float(env, "PROMPTQ_SWEEP_GRACE", cls.sweep_grace_s),
+            queue_timeout_s=_float(env, "PROMPTQ_QUEUE_TIMEOUT", cls.queue_timeout_s),
+            max_requeues=_int(env, "PROMPTQ_MAX_REQUEUES", cls.max_requeues),
             limits=limits,
         )
 

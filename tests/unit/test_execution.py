@@ -354,3 +354,25 @@ def test_restart_resets_paging():
            F.OUTPUT: "tail", F.OUTPUT_OFFSET: 900, F.OUTPUT_PAGES: 3}
     decision = ex.decide_claim(doc, attempt_id="new", now=NOW, lease_s=LEASE_S, max_attempts=3)
     assert decision.update[F.OUTPUT_PAGES] == 0 and decision.update[F.OUTPUT_OFFSET] == 0 and decision.update[F.OUTPUT] == ""
+
+
+def _sweep(doc, **kw):
+    args = dict(now=NOW, grace_s=60, queue_timeout_s=600, max_attempts=3, max_requeues=2)
+    args.update(kw)
+    return ex.decide_sweep(doc, **args)
+
+
+def test_sweep_decisions():
+    base = ex.new_execution(owner_uid="u", messages=[], request={}, idempotency_key=None, now=NOW - timedelta(hours=1))
+    running = {**base, F.STATUS: "running", F.ATTEMPT: 1, F.ATTEMPT_ID: "a"}
+    assert _sweep(None)[0] is ex.SweepKind.SKIP
+    assert _sweep({**base, F.STATUS: "succeeded"})[0] is ex.SweepKind.SKIP
+    assert _sweep({**running, F.LEASE_EXPIRES_AT: NOW - timedelta(seconds=30)})[0] is ex.SweepKind.SKIP  # within grace
+    kind, update = _sweep({**running, F.LEASE_EXPIRES_AT: NOW - timedelta(seconds=90)})
+    assert kind is ex.SweepKind.REQUEUE and update[F.REQUEUES] == 1
+    kind, update = _sweep({**running, F.ATTEMPT: 3, F.LEASE_EXPIRES_AT: NOW - timedelta(seconds=90)})
+    assert kind is ex.SweepKind.FAIL and update[F.ERROR]["code"] == "attempts_exhausted"
+    assert _sweep({**base, F.UPDATED_AT: NOW - timedelta(seconds=10)})[0] is ex.SweepKind.SKIP
+    kind, update = _sweep({**base, F.REQUEUES: 2})
+    assert kind is ex.SweepKind.FAIL and update[F.ERROR]["code"] == "queue_timeout"
+    assert _sweep({**base, F.REQUEUES: 1})[0] is ex.SweepKind.REQUEUE

@@ -1,0 +1,87 @@
+"""The sweeper on the real emulators: abandoned executions are re-enqueued (and then really
+finished by the worker through Cloud Tasks) or ended failed; live ones are left alone."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from enqueue.sweeper import sweep
+from enqueue.tasks import TaskQueue
+from promptq import execution as ex
+from promptq.execution import F
+from promptq.settings import Settings
+from promptq.store import ExecutionStore
+
+
+@pytest.fixture
+def settings(stack) -> Settings:
+    return Settings(
+        project_id=stack["PROJECT_ID"],
+        worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"],
+        sweep_grace_s=60,
+        queue_timeout_s=600,
+        max_attempts=3,
+        max_requeues=2,
+    )
+
+
+def _doc(uid: str, prompt: str, **over) -> dict:
+    doc = ex.new_execution(
+        owner_uid=uid, messages=[{"role": "user", "content": prompt}], request={"model": "fake/tokens=5,rate=0", "params": {}},
+        idempotency_key=None, now=ex.utcnow(),
+    )
+    doc.update(over)
+    return doc
+
+
+def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks, listen):
+    store = ExecutionStore(db)
+    now = ex.utcnow()
+    long_ago = now - timedelta(seconds=3600)
+    cases = {
+        # a worker died mid-stream an hour ago, attempts left: re-enqueue, the worker restarts it
+        "dead_worker": _doc("u", "dead worker", **{F.STATUS: "running", F.ATTEMPT: 1, F.ATTEMPT_ID: "gone", F.LEASE_EXPIRES_AT: long_ago, F.OUTPUT: "half"}),
+        # ... and no attempt left: failed
+        "dead_last": _doc("u", "dead last", **{F.STATUS: "running", F.ATTEMPT: 3, F.ATTEMPT_ID: "gone", F.LEASE_EXPIRES_AT: long_ago, F.OUTPUT: "kept"}),
+        # queued an hour ago and never picked up: re-enqueue
+        "lost_task": _doc("u", "lost task", **{F.UPDATED_AT: long_ago, F.CREATED_AT: long_ago}),
+        # ... already re-enqueued twice: failed queue_timeout
+        "lost_again": _doc("u", "lost again", **{F.UPDATED_AT: long_ago, F.REQUEUES: 2}),
+        # a live worker (fresh lease) and a young queued one: left alone
+        "alive": _doc("u", "alive", **{F.STATUS: "running", F.ATTEMPT: 1, F.ATTEMPT_ID: "live", F.LEASE_EXPIRES_AT: now + timedelta(seconds=30)}),
+        "young": _doc("u", "young", **{F.UPDATED_AT: now}),
+        "done": _doc("u", "done", **{F.STATUS: "succeeded", F.UPDATED_AT: long_ago}),
+    }
+    ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in cases}
+    for name, doc in cases.items():
+        assert store.create(ids[name], doc)
+    # Keep the young queued one from being dispatched by a task (it has none): nothing to do.
+
+    report = sweep(store, TaskQueue(settings), settings)
+    assert sorted(report.requeued) == sorted([ids["dead_worker"], ids["lost_task"]])
+    assert sorted(report.failed) == sorted([ids["dead_last"], ids["lost_again"]])
+
+    dead_last = store.get(ids["dead_last"])
+    assert dead_last[F.STATUS] == "failed" and dead_last[F.ERROR]["code"] == "attempts_exhausted" and dead_last[F.OUTPUT] == "kept"
+    assert dead_last[F.ATTEMPTS][-1]["outcome"] == "lease_expired"
+    assert store.get(ids["lost_again"])[F.ERROR]["code"] == "queue_timeout"
+    assert store.get(ids["alive"])[F.STATUS] == "running" and store.get(ids["young"])[F.STATUS] == "queued"
+
+    # The re-enqueued ones are really finished by the worker, through Cloud Tasks.
+    for name in ("dead_worker", "lost_task"):
+        final = listen(ids[name]).wait(timeout=30)
+        assert final[F.STATUS] == "succeeded" and final[F.REQUEUES] == 1
+    revived = store.get(ids["dead_worker"])
+    assert revived[F.ATTEMPT] == 2 and revived[F.ATTEMPTS][0]["outcome"] == "lease_expired" and revived[F.RESTARTED_AT]
+    names = set(tasks.stats()["tasks"])
+    assert f"{tasks.queue}/tasks/{ids['dead_worker']}-s1" in names
+
+    # A second sweep finds nothing more to do.
+    time.sleep(0.5)
+    again = sweep(store, TaskQueue(settings), settings)
+    assert again.requeued == [] and again.failed == []
