@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := venv/bin/python
 
-.PHONY: setup up down status demo test test-unit bench load web clean
+.PHONY: setup up down status demo test test-unit bench bench-cancel load web clean
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -27,6 +27,15 @@ test-unit: setup      ## only the tests that need no emulator
 
 bench: setup          ## latency / staleness / writes benchmark on the local stack
 	@$(PY) -m bench.pipeline
+
+bench-cancel: setup   ## Stop latency: cancelled mid-stream -> cancelled, p95 over 20 runs
+	@$(PY) -m bench.cancel
+
+load: setup           ## 1,000 executions through the callable; checks nothing lost, stuck or garbled
+	@$(PY) -m bench.load
+
+web: up               ## serve the web page on http://127.0.0.1:5173/ against the local stack (Ctrl-C stops it)
+	@$(PY) web/serve.py --port 5173
 
 clean: down
 	rm -rf .stack

@@ -1,0 +1,103 @@
+"""`make bench-cancel`: how fast Stop really stops, on the local stack.
+
+Each run starts a long stream, waits until text is visible, asks to stop (alternately via
+the `cancel_execution` callable and by writing `cancelRequested: true` on the document, as a
+browser does), and measures until a Firestore listener sees `cancelled`, and until the local
+upstream saw its connection closed (generation, and billing, stop there).
+
+    venv/bin/python -m bench.cancel [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+import httpx
+
+from bench.pipeline import pct
+from devstack import stack
+from promptq.client import Client
+
+
+def one(client: Client, user, upstream_root: str, n: int, via_document: bool) -> dict:
+    prompt = f"cancel bench {n} {time.time_ns()}"
+    execution_id = client.start(user, prompt=prompt, model="fake/tokens=5000,rate=25,ttft=0.2")
+    texted, cancelled = threading.Event(), threading.Event()
+    seen_at: dict[str, float] = {}
+
+    def on_snapshot(snaps, _c, _r):
+        for snap in snaps:
+            doc = snap.to_dict() or {}
+            if doc.get("output"):
+                texted.set()
+            if doc.get("status") == "cancelled" and "cancelled" not in seen_at:
+                seen_at["cancelled"] = time.time()
+                cancelled.set()
+
+    watch = client.db.collection("executions").document(execution_id).on_snapshot(on_snapshot)
+    try:
+        if not texted.wait(30):
+            raise RuntimeError("no text arrived")
+        time.sleep(0.3 + (n % 5) * 0.17)  # stop at different points of the stream
+        asked = time.time()
+        if via_document:
+            client.db.collection("executions").document(execution_id).update({"cancelRequested": True})
+        else:
+            client.call("cancel_execution", {"executionId": execution_id}, user)
+        if not cancelled.wait(15):
+            raise RuntimeError(f"execution {execution_id} was not cancelled")
+    finally:
+        watch.unsubscribe()
+    record = None
+    for _ in range(50):
+        [record] = httpx.get(f"{upstream_root}/_fake/requests", params={"contains": prompt}, timeout=5).json()
+        if record.get("closedByClientAt"):
+            break
+        time.sleep(0.1)
+    closed = record.get("closedByClientAt")
+    return {
+        "to_cancelled_s": seen_at["cancelled"] - asked,
+        "to_closed_s": (closed - asked) if closed else None,
+        "tokens_sent": record.get("tokensSent"),
+        "via": "document" if via_document else "callable",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args(argv)
+    with stack.exclusive("bench-cancel"):
+        was_up = stack.healthy()
+        env = stack.up()
+        try:
+            for key in ("FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
+                os.environ[key] = env[key]
+            client = Client.from_env(env)
+            user = client.sign_in("bench@promptq.local", "bench-password")
+            root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
+            runs = [one(client, user, root, n, via_document=n % 2 == 1) for n in range(args.runs)]
+            client.close()
+        finally:
+            if not was_up:
+                stack.down()
+    to_cancelled = [r["to_cancelled_s"] for r in runs]
+    closed = [r["to_closed_s"] for r in runs if r["to_closed_s"] is not None]
+    ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
+    print(f"\nStop on the local stack: {len(runs)} runs (half via cancel_execution, half via the document)\n")
+    print(f"{'measure':46} {'p50':>8} {'p95':>8} {'max':>8}   target")
+    print(f"{'stop requested -> listener sees cancelled':46} {ms(pct(to_cancelled, 50)):>8} {ms(pct(to_cancelled, 95)):>8} "
+          f"{ms(max(to_cancelled)):>8}   p95 < 1000 ms")
+    if closed:
+        print(f"{'stop requested -> upstream connection closed':46} {ms(pct(closed, 50)):>8} {ms(pct(closed, 95)):>8} {ms(max(closed)):>8}")
+    print(f"\nupstream saw the connection closed in {len(closed)}/{len(runs)} runs")
+    ok = len(closed) == len(runs) and pct(to_cancelled, 95) < 1.0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
