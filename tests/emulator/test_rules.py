@@ -1,0 +1,150 @@
+"""infra/firestore.rules on the Firestore emulator, through its REST API as real clients are
+judged: each rule tested both ways (allowed and denied). ``Bearer owner`` bypasses the rules
+for setting up; an unsigned ID token (alg none) acts as that user."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def token(uid: str, project: str) -> str:
+    now = int(time.time())
+    claims = {
+        "sub": uid, "user_id": uid, "aud": project, "iss": f"https://securetoken.google.com/{project}",
+        "iat": now, "exp": now + 3600, "auth_time": now, "firebase": {"sign_in_provider": "password"},
+    }
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+
+
+def _value(v):
+    if isinstance(v, bool):
+        return {"booleanValue": v}
+    if isinstance(v, int):
+        return {"integerValue": str(v)}
+    if v is None:
+        return {"nullValue": None}
+    return {"stringValue": v}
+
+
+class Rest:
+    def __init__(self, env: dict[str, str], who: str | None):
+        self.project = env["PROJECT_ID"]
+        self.base = f"http://{env['FIRESTORE_EMULATOR_HOST']}/v1/projects/{self.project}/databases/(default)/documents"
+        headers = {}
+        if who == "owner":
+            headers["Authorization"] = "Bearer owner"
+        elif who is not None:
+            headers["Authorization"] = f"Bearer {token(who, self.project)}"
+        self.http = httpx.Client(headers=headers, timeout=10)
+
+    def get(self, path: str) -> int:
+        return self.http.get(f"{self.base}/{path}").status_code
+
+    def create(self, collection: str, doc_id: str, fields: dict) -> int:
+        body = {"fields": {k: _value(v) for k, v in fields.items()}}
+        return self.http.post(f"{self.base}/{collection}", params={"documentId": doc_id}, json=body).status_code
+
+    def update(self, path: str, fields: dict) -> int:
+        body = {"fields": {k: _value(v) for k, v in fields.items()}}
+        params = [("updateMask.fieldPaths", k) for k in fields]
+        return self.http.patch(f"{self.base}/{path}", params=params, json=body).status_code
+
+    def delete(self, path: str) -> int:
+        return self.http.delete(f"{self.base}/{path}").status_code
+
+    def query_executions(self, owner: str | None) -> int:
+        query: dict = {"from": [{"collectionId": "executions"}]}
+        if owner is not None:
+            query["where"] = {"fieldFilter": {"field": {"fieldPath": "ownerUid"}, "op": "EQUAL", "value": {"stringValue": owner}}}
+        return self.http.post(f"{self.base}:runQuery", json={"structuredQuery": query}).status_code
+
+
+ALLOWED, DENIED = 200, 403
+
+
+@pytest.fixture
+def world(clean):
+    """alice owns a running, a queued and a succeeded execution, a page and a template."""
+    admin = Rest(clean, "owner")
+    ids = {s: f"{s}-{uuid.uuid4().hex[:6]}" for s in ("running", "queued", "succeeded")}
+    for status, doc_id in ids.items():
+        assert admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "output": "hi", "cancelRequested": False}) == ALLOWED
+    assert admin.create(f"executions/{ids['running']}/pages", "000000", {"index": 0, "text": "page"}) == ALLOWED
+    assert admin.create("users/alice/prompts", "t1", {"content": "Hello {name}"}) == ALLOWED
+    assert admin.create("keys", "openrouter", {"value": "server-only"}) == ALLOWED
+    assert admin.create("counters", "executions", {"n": 1}) == ALLOWED
+    return {"ids": ids, "alice": Rest(clean, "alice"), "bob": Rest(clean, "bob"), "anon": Rest(clean, None)}
+
+
+def test_read_own_execution_only(world):
+    path = f"executions/{world['ids']['running']}"
+    assert world["alice"].get(path) == ALLOWED
+    assert world["bob"].get(path) == DENIED
+    assert world["anon"].get(path) == DENIED
+
+
+def test_query_only_own_executions(world):
+    assert world["alice"].query_executions("alice") == ALLOWED
+    assert world["alice"].query_executions(None) == DENIED  # could return others' documents
+    assert world["bob"].query_executions("alice") == DENIED
+    assert world["anon"].query_executions("alice") == DENIED
+
+
+def test_clients_cannot_create_or_delete_executions(world):
+    assert world["alice"].create("executions", "mine", {"status": "queued", "ownerUid": "alice"}) == DENIED
+    assert world["anon"].create("executions", "anon", {"status": "queued", "ownerUid": "x"}) == DENIED
+    assert world["alice"].delete(f"executions/{world['ids']['succeeded']}") == DENIED
+
+
+@pytest.mark.parametrize("status", ["running", "queued"])
+def test_owner_may_request_cancel_of_unfinished(world, status):
+    assert world["alice"].update(f"executions/{world['ids'][status]}", {"cancelRequested": True}) == ALLOWED
+
+
+def test_cancel_request_is_the_only_client_write(world):
+    path = f"executions/{world['ids']['running']}"
+    alice = world["alice"]
+    assert alice.update(f"executions/{world['ids']['succeeded']}", {"cancelRequested": True}) == DENIED  # already ended
+    assert alice.update(path, {"cancelRequested": False}) == DENIED  # only to true
+    assert alice.update(path, {"output": "forged"}) == DENIED
+    assert alice.update(path, {"status": "succeeded"}) == DENIED
+    assert alice.update(path, {"cancelRequested": True, "status": "cancelled"}) == DENIED
+    assert alice.update(path, {"ownerUid": "bob"}) == DENIED
+    assert world["bob"].update(path, {"cancelRequested": True}) == DENIED
+    assert world["anon"].update(path, {"cancelRequested": True}) == DENIED
+
+
+def test_pages_follow_their_execution(world):
+    page = f"executions/{world['ids']['running']}/pages/000000"
+    assert world["alice"].get(page) == ALLOWED
+    assert world["bob"].get(page) == DENIED
+    assert world["anon"].get(page) == DENIED
+    assert world["alice"].update(page, {"text": "forged"}) == DENIED
+
+
+def test_templates_are_private_to_their_owner(world):
+    assert world["alice"].get("users/alice/prompts/t1") == ALLOWED
+    assert world["alice"].create("users/alice/prompts", "t2", {"content": "Hi {x}"}) == ALLOWED
+    assert world["alice"].update("users/alice/prompts/t2", {"content": "Bye {x}"}) == ALLOWED
+    assert world["alice"].delete("users/alice/prompts/t2") == ALLOWED
+    assert world["bob"].get("users/alice/prompts/t1") == DENIED
+    assert world["bob"].create("users/alice/prompts", "evil", {"content": "x"}) == DENIED
+    assert world["anon"].get("users/alice/prompts/t1") == DENIED
+
+
+@pytest.mark.parametrize("path", ["keys/openrouter", "counters/executions"])
+def test_server_only_collections_are_closed(world, path):
+    assert world["alice"].get(path) == DENIED
+    assert world["anon"].get(path) == DENIED
+    assert world["alice"].update(path, {"value": "x"}) == DENIED
+    assert Rest({"PROJECT_ID": world["alice"].project, "FIRESTORE_EMULATOR_HOST": world["alice"].base.split("/")[2]}, "owner").get(path) == ALLOWED
