@@ -1,0 +1,113 @@
+"""Stop in every state, end to end; the local upstream tells whether the connection closed."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+from devstack.fakerouter import cost_usd, expected_text, seed_for
+from promptq.client import CallError
+
+
+def _wait_for(predicate, timeout=15.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def paused_queue(stack):
+    client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(stack["PROMPTQ_TASKS_EMULATOR_HOST"])))
+    client.pause_queue(name=stack["TASKS_QUEUE"])
+    try:
+        yield client
+    finally:
+        client.resume_queue(name=stack["TASKS_QUEUE"])
+
+
+def test_cancel_queued_ends_before_any_upstream_call(client, make_user, upstream, paused_queue, listen, stack):
+    user = make_user()
+    execution_id = client.start(user, prompt="cancel while queued", model="fake/tokens=5,rate=0")
+    answer = client.call("cancel_execution", {"executionId": execution_id}, user)
+    assert answer == {"executionId": execution_id, "status": "cancelled", "changed": True, "message": "cancelled"}
+    paused_queue.resume_queue(name=stack["TASKS_QUEUE"])  # the task is delivered now: a no-op
+    final = listen(execution_id).wait()
+    assert final["status"] == "cancelled" and final["output"] == "" and final["attempt"] == 0
+    time.sleep(1.0)
+    assert upstream.requests_for("cancel while queued") == []
+
+
+def test_cancel_before_the_first_token_closes_the_connection(client, make_user, upstream, listen):
+    user = make_user()
+    execution_id = client.start(user, prompt="cancel before first token", model="fake/tokens=5,ttft=3")
+    rec = listen(execution_id)
+    _wait_for(lambda: upstream.requests_for("cancel before first token"), what="the upstream request")
+    asked = time.time()
+    client.call("cancel_execution", {"executionId": execution_id}, user)
+    final = rec.wait(timeout=10)
+    assert final["status"] == "cancelled" and final["output"] == ""
+    record = _wait_for(lambda: (r := upstream.requests_for("cancel before first token")[0])["closedByClientAt"] and r, what="close")
+    assert record["closedByClientAt"] - asked < 1.0
+    assert record["tokensSent"] == 0
+
+
+@pytest.mark.parametrize("via", ["callable", "document"])
+def test_cancel_mid_stream_stops_within_a_second_and_reconciles_cost(client, make_user, upstream, listen, db, via):
+    user = make_user()
+    prompt, model = f"cancel mid-stream via {via}", "fake/tokens=3000,rate=25"
+    execution_id = client.start(user, prompt=prompt, model=model)
+    rec = listen(execution_id)
+    _wait_for(lambda: any(v.doc.get("output") for v in rec.versions), what="some text")
+    time.sleep(0.5)
+    asked, asked_mono = time.time(), time.monotonic()
+    if via == "callable":
+        answer = client.call("cancel_execution", {"executionId": execution_id}, user)
+        assert answer["changed"] and answer["status"] == "running"
+    else:
+        db.document(f"executions/{execution_id}").update({"cancelRequested": True})
+    final = rec.wait(timeout=10)
+    seen = next(v.at for v in rec.versions if v.doc["status"] == "cancelled")
+    assert final["status"] == "cancelled" and final["finishReason"] == "cancelled"
+    assert seen - asked_mono < 1.0  # a listener saw `cancelled` within 1 s of the request
+    expected = expected_text(seed_for([{"role": "user", "content": prompt}]), model)
+    assert final["output"] and expected.startswith(final["output"]) and len(final["output"]) < len(expected)
+
+    record = _wait_for(lambda: (r := upstream.requests_for(prompt)[0])["closedByClientAt"] and r, what="close")
+    assert record["outcome"] == "client_closed" and record["closedByClientAt"] - asked < 1.0
+    assert record["text"].startswith(final["output"])  # nothing received was lost
+    # No usage chunk ever came: the cost is read back from the generation endpoint.
+    done = _wait_for(lambda: (d := db.document(f"executions/{execution_id}").get().to_dict())["cost"] is not None and d, timeout=20, what="cost")
+    assert done["costSource"] == "generation"
+    assert done["usage"]["completionTokens"] == record["tokensSent"]
+    assert done["cost"] == pytest.approx(cost_usd(done["usage"]["promptTokens"], record["tokensSent"]), abs=1e-12)
+
+
+def test_cancel_terminal_changes_nothing(client, make_user, listen):
+    user = make_user()
+    execution_id = client.start(user, prompt="done already", model="fake/tokens=3,rate=0")
+    final = listen(execution_id).wait()
+    answer = client.call("cancel_execution", {"executionId": execution_id}, user)
+    assert answer["changed"] is False and "already succeeded" in answer["message"]
+    assert client.get(execution_id)["writes"] == final["writes"]
+
+
+def test_cancel_checks_ownership(client, make_user, clean):
+    owner, other = make_user("owner"), make_user("other")
+    execution_id = client.start(owner, prompt="mine", model="fake/tokens=3,rate=0")
+    with pytest.raises(CallError) as info:
+        client.call("cancel_execution", {"executionId": execution_id}, other)
+    assert info.value.status == "PERMISSION_DENIED"
+    with pytest.raises(CallError) as info:
+        client.call("cancel_execution", {"executionId": "does-not-exist"}, owner)
+    assert info.value.status == "NOT_FOUND"
+    with pytest.raises(CallError) as info:
+        client.call("cancel_execution", {"executionId": execution_id}, None)
+    assert info.value.status == "UNAUTHENTICATED"
