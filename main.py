@@ -25,41 +25,30 @@ firebase_admin.initialize_app()
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def _https_error(err: RequestError) -> https_fn.HttpsError:
-    return https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status), err.message)
+def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
+    """Run a callable's handler; a RequestError becomes the HttpsError the caller sees."""
+    try:
+        return handler(req.auth.uid if req.auth else None, req.data, **deps)
+    except RequestError as err:
+        raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status), err.message) from None
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_512)
 def start_execution(req: https_fn.CallableRequest) -> dict:
     """Validate a prompt request, create `executions/{id}` (queued) and enqueue its task."""
-    try:
-        return _start(
-            req.auth.uid if req.auth else None,
-            req.data,
-            store=runtime.store(),
-            queue=runtime.task_queue(),
-            settings=runtime.settings(),
-        )
-    except RequestError as err:
-        raise _https_error(err) from None
+    return _answer(req, _start, store=runtime.store(), queue=runtime.task_queue(), settings=runtime.settings())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256)
 def get_execution(req: https_fn.CallableRequest) -> dict:
     """Poll an execution: status, and the text after offset `after` (Unicode code points)."""
-    try:
-        return control.get_execution(req.auth.uid if req.auth else None, req.data, store=runtime.store())
-    except RequestError as err:
-        raise _https_error(err) from None
+    return _answer(req, control.get_execution, store=runtime.store())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256)
 def cancel_execution(req: https_fn.CallableRequest) -> dict:
     """Stop an execution one owns: queued ends at once, running stops within a second."""
-    try:
-        return control.cancel_execution(req.auth.uid if req.auth else None, req.data, store=runtime.store())
-    except RequestError as err:
-        raise _https_error(err) from None
+    return _answer(req, control.cancel_execution, store=runtime.store())
 
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
