@@ -61,7 +61,9 @@ def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[
     total = int(doc.get(F.OUTPUT_OFFSET) or 0) + len(doc.get(F.OUTPUT) or "")
     attempt = int(doc.get(F.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.
-    restarted = (seen_attempt is not None and seen_attempt != attempt and after > 0) or after > total
+    restarted = seen_attempt is not None and seen_attempt != attempt and after > 0
+    if not restarted and after > total:
+        raise RequestError(f"after: {after} is past the end of the text ({total} code points so far)")
     start = 0 if restarted else after
     text = store.full_output(execution_id, doc, start=start) if start < total else ""
     more = len(text) > MAX_TEXT_CHARS

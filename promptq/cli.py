@@ -29,6 +29,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from typing import Any, Mapping, NoReturn, TextIO
@@ -48,6 +49,9 @@ LOCAL_EMAIL = "cli@promptq.local"
 LOCAL_PASSWORD = "promptq-cli-local"  # the Auth emulator's test user only; never a real account
 DEFAULT_REGION = "us-central1"
 POLL_INTERVAL = 0.5
+# How long the listener may take to read the document once, on the local stack and on a real
+# project (which first fetches Google credentials).
+LISTENER_CHECK_S = {True: 5.0, False: 15.0}
 CANCEL_WAIT = 30.0  # seconds to wait for a cancelled execution to end (the worker takes ~1 s)
 FOREVER = 7 * 24 * 3600.0  # Client.watch needs a bound; a week means "until it ends"
 PROG = "promptq"
@@ -96,6 +100,9 @@ class Target:
         )
 
 
+_STACK_VARS = ("PROJECT_ID", "FUNCTIONS_URL", "FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")
+
+
 def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Target:
     project = args.project or environ.get("PROMPTQ_PROJECT")
     functions_url = args.functions_url or environ.get("PROMPTQ_FUNCTIONS_URL")
@@ -116,9 +123,10 @@ def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Targ
             password=password,
             local=False,
         )
-    from promptq.client import stack_env
+    from devstack.stack import read_env
 
-    env = stack_env()  # .stack/env, with the process environment taking precedence
+    # .stack/env, with the same names in the environment taking precedence (as for the tests).
+    env = {**read_env(), **{k: v for k, v in environ.items() if k in _STACK_VARS and v}}
     if not functions_url and not env.get("FUNCTIONS_URL"):
         raise CliError("no local stack is up (no .stack/env): run `make up`, or target a project with --project")
     auth_host = env.get("FIREBASE_AUTH_EMULATOR_HOST")
@@ -132,6 +140,14 @@ def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Targ
         password=password or LOCAL_PASSWORD,
         local=True,
     )
+
+
+def call(client: Client, name: str, data: dict[str, Any], user: User) -> dict[str, Any]:
+    """A callable's result, which must be an object (CallError for an error answer)."""
+    answer = client.call(name, data, user)
+    if not isinstance(answer, dict):
+        raise CliError(f"{name} answered no result object (got {type(answer).__name__})")
+    return answer
 
 
 def sign_in(client: Client, target: Target) -> User:
@@ -159,6 +175,12 @@ class Printer:
         self.printed = False
         self.last = ""
 
+    def wanted(self, attempt: int) -> int:
+        """The first code point of ``attempt``'s output that this printer still needs."""
+        if self.attempt is None:
+            return self.skip
+        return max(self.pos, self.skip) if attempt == self.attempt else 0
+
     def show(self, attempt: int, start: int, text: str, *, restarted: bool = False) -> None:
         if self.attempt is not None and (attempt != self.attempt or restarted):
             if self.printed:
@@ -167,8 +189,10 @@ class Printer:
             self.pos, self.skip = 0, 0
         self.attempt = attempt
         begin = max(self.pos, self.skip)
+        if start > begin:
+            return  # a gap (text sealed into pages in between): the caller fills it first
         end = start + len(text)
-        if end > begin and begin >= start:
+        if end > begin:
             piece = text[begin - start:]
             self.out.write(piece)
             self.out.flush()
@@ -201,7 +225,7 @@ class Poller:
         data: dict[str, Any] = {"executionId": self.execution_id, "after": self.after}
         if self.attempt is not None:
             data["attempt"] = self.attempt
-        answer = self.client.call("get_execution", data, self.user)
+        answer = call(self.client, "get_execution", data, self.user)
         text = answer["text"]
         self.printer.show(answer["attempt"], answer["offset"] - len(text), text, restarted=answer["restarted"])
         self.after, self.attempt = answer["offset"], answer["attempt"]
@@ -215,44 +239,75 @@ class Poller:
                 return answer
             if time.monotonic() >= end:
                 raise TimeoutError(f"execution {self.execution_id} did not end within {timeout:g} s")
-            time.sleep(self.interval)
+            if not answer.get("more"):  # `more`: the answer was cut at its size limit; go on at once
+                time.sleep(self.interval)
+
+    def catch_up(self, attempt: int, upto: int) -> None:
+        """Print ``attempt``'s text up to code point ``upto`` (text sealed into pages, which a
+        listener on the document does not see)."""
+        self.after, self.attempt = self.printer.wanted(attempt), attempt
+        while self.after < upto:
+            answer = self.poll()
+            if answer["attempt"] != attempt or not answer.get("more"):
+                return
 
 
 class Listener:
-    """Follows through a Firestore listener (``Client.watch``): every version it sees carries
-    the cumulative output, so the printer prints what is new."""
+    """Follows through a Firestore listener (``Client.watch``): each version carries the tail
+    of the answer from ``outputOffset`` on; older text sealed into pages in between two
+    versions is read through the poller."""
 
-    def __init__(self, client: Client, target: Target, execution_id: str, printer: Printer):
-        self.client, self.target, self.execution_id, self.printer = client, target, execution_id, printer
-        self._checked = False
+    def __init__(self, client: Client, target: Target, poller: Poller):
+        self.client, self.target, self.poller = client, target, poller
+        self.execution_id, self.printer = poller.execution_id, poller.printer
+        self._usable: bool | None = None  # whether the listener can read Firestore (checked once)
+        # Versions arrive on the listener's thread; after Ctrl-C a second watch starts while
+        # the first one's thread may still be finishing a callback.
+        self._lock = threading.Lock()
 
-    def _check_access(self) -> None:
-        # A listener that cannot connect retries silently forever: one read with a deadline
-        # turns missing credentials or an unreachable Firestore into an error now.
-        try:
-            self.client.db.collection(COLLECTION).document(self.execution_id).get(timeout=15)
-        except Exception as exc:  # google.auth / google.api_core errors, whatever their kind
-            where = self.target.firestore_emulator or f"project {self.target.project_id}"
-            hint = "is the local stack up? run `make up`" if self.target.local else (
-                "the listener needs Google credentials (gcloud auth application-default login)"
-            )
-            raise CliError(f"the Firestore listener cannot read {where} ({_first_line(exc)}); {hint}; or use --poll") from None
-        self._checked = True
+    def _can_read(self) -> bool:
+        """One read of the document, bounded in time: a listener that cannot connect (no
+        credentials, Firestore unreachable) retries silently forever, and so does a read, whose
+        own timeout is not honoured then; hence the thread."""
+        outcome: list[BaseException | None] = []
+
+        def read() -> None:
+            try:
+                self.client.db.collection(COLLECTION).document(self.execution_id).get()
+                outcome.append(None)
+            except BaseException as exc:  # google.auth / google.api_core errors, whatever their kind
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read, name="listener-check", daemon=True)
+        reader.start()
+        limit = LISTENER_CHECK_S[self.target.local]
+        reader.join(limit)
+        if outcome and outcome[0] is None:
+            return True
+        reason = _first_line(outcome[0]) if outcome else f"no answer within {limit:g} s"
+        where = self.target.firestore_emulator or f"project {self.target.project_id}"
+        why = "" if self.target.local else "; it needs Google credentials (gcloud auth application-default login)"
+        say(f"the Firestore listener cannot read {where} ({reason}){why}: following by polling instead")
+        return False
+
+    def on_version(self, doc: Mapping[str, Any]) -> None:
+        attempt = int(doc.get(F.ATTEMPT) or 0)
+        start = int(doc.get(F.OUTPUT_OFFSET) or 0)
+        with self._lock:
+            if start > self.printer.wanted(attempt):
+                self.poller.catch_up(attempt, start)
+            self.printer.show(attempt, start, doc.get(F.OUTPUT) or "")
 
     def until_done(self, timeout: float = FOREVER) -> dict[str, Any]:
-        if not self._checked:
-            self._check_access()
-
-        def on_version(doc: dict[str, Any]) -> None:
-            self.printer.show(int(doc.get(F.ATTEMPT) or 0), 0, doc.get(F.OUTPUT) or "")
-
-        return self.client.watch(self.execution_id, on_version, timeout=timeout)
+        if self._usable is None:
+            self._usable = self._can_read()
+        if not self._usable:
+            return self.poller.until_done(timeout)
+        return self.client.watch(self.execution_id, self.on_version, timeout=timeout)
 
 
-def follower(args: argparse.Namespace, client: Client, target: Target, user: User, execution_id: str, printer: Printer, after: int = 0):
-    if args.poll:
-        return Poller(client, user, execution_id, printer, after=after, interval=args.interval)
-    return Listener(client, target, execution_id, printer)
+def follower(args: argparse.Namespace, client: Client, target: Target, poller: Poller) -> Poller | Listener:
+    return poller if args.poll else Listener(client, target, poller)
 
 
 # --- the final summary ----------------------------------------------------------------------
@@ -382,16 +437,15 @@ def start_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, target: Target, client: Client) -> int:
-    data = start_request(args)
     user = sign_in(client, target)
-    answer = client.call("start_execution", data, user)
+    answer = call(client, "start_execution", args.request, user)
     execution_id = answer["executionId"]
     if answer.get("deduplicated"):
         say(f"execution {execution_id} already exists (same idempotency key): following it")
     else:
         say(f"execution {execution_id} queued" + (f" (model {args.model})" if args.model else ""))
     printer = Printer(sys.stdout)
-    follow = follower(args, client, target, user, execution_id, printer)
+    follow = follower(args, client, target, Poller(client, user, execution_id, printer, interval=args.interval))
     try:
         result = follow.until_done()
     except KeyboardInterrupt:
@@ -405,7 +459,7 @@ def _cancel_after_interrupt(client: Client, user: User, execution_id: str, follo
     """Ctrl-C during ``run``: cancel, wait for the end (printing the last text), summarize."""
     printer.finish()
     say(f"interrupted: cancelling execution {execution_id}")
-    answer = client.call("cancel_execution", {"executionId": execution_id}, user)
+    answer = call(client, "cancel_execution", {"executionId": execution_id}, user)
     say(answer.get("message", "cancel requested"))
     try:
         result = follow.until_done(timeout=CANCEL_WAIT)
@@ -418,13 +472,14 @@ def _cancel_after_interrupt(client: Client, user: User, execution_id: str, follo
 
 def cmd_follow(args: argparse.Namespace, target: Target, client: Client) -> int:
     user = sign_in(client, target)
-    # One call first, whatever the mode: it checks that the execution exists and is ours
-    # (the listener's server credentials would read anyone's).
-    first = client.call("get_execution", {"executionId": args.execution_id, "after": args.after}, user)
     printer = Printer(sys.stdout, skip=args.after)
-    follow = follower(args, client, target, user, args.execution_id, printer, after=args.after)
+    poller = Poller(client, user, args.execution_id, printer, after=args.after, interval=args.interval)
+    # One poll first, whatever the mode: it checks that the execution exists and is ours
+    # (the listener's server credentials would read anyone's).
+    first = poller.poll()
+    follow = follower(args, client, target, poller)
     try:
-        result = follow.until_done()
+        result = first if first["done"] else follow.until_done()
     except KeyboardInterrupt:
         printer.finish()
         say(f"stopped following; execution {args.execution_id} goes on (`promptq cancel {args.execution_id}` stops it)")
@@ -439,7 +494,7 @@ def cmd_follow(args: argparse.Namespace, target: Target, client: Client) -> int:
 
 def cmd_cancel(args: argparse.Namespace, target: Target, client: Client) -> int:
     user = sign_in(client, target)
-    answer = client.call("cancel_execution", {"executionId": args.execution_id}, user)
+    answer = call(client, "cancel_execution", {"executionId": args.execution_id}, user)
     print(answer.get("message", ""), flush=True)
     return EXIT_OK
 
@@ -476,12 +531,15 @@ def show_lines(record: Mapping[str, Any]) -> list[str]:
         ("finished", at("finishedAt", d["streamed"], "streaming")),
         ("total", f"{d['total']:.2f} s" if d["total"] is not None else "-"),
     ]
-    return [f"{name:<14}{value}" for name, value in rows]
+    return [f"{name:<15}{value}" for name, value in rows]
 
 
 def cmd_show(args: argparse.Namespace, target: Target, client: Client) -> int:
     user = sign_in(client, target)
-    answer = client.call("get_execution", {"executionId": args.execution_id}, user)
+    data = {"executionId": args.execution_id, "after": 0}
+    answer = call(client, "get_execution", data, user)
+    while answer.get("more"):  # an answer over the callable's size limit: count the rest too
+        answer = call(client, "get_execution", {**data, "after": answer["offset"], "attempt": answer["attempt"]}, user)
     record = show_record(args.execution_id, answer)
     if args.json:
         print(json.dumps(record, indent=2, ensure_ascii=False), flush=True)
@@ -564,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", parents=[target], help="status, tokens, cost and timings of an execution")
     show.add_argument("execution_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print one JSON object")
-    show.set_defaults(handler=cmd_show, poll=True)
+    show.set_defaults(handler=cmd_show)
     return parser
 
 
@@ -587,6 +645,8 @@ def run(argv: list[str] | None, environ: Mapping[str, str]) -> int:
     args = build_parser().parse_args(argv)
     target: Target | None = None
     try:
+        if args.command == "run":
+            args.request = start_request(args)  # usage errors first, before any call
         target = resolve_target(args, environ)
         client = target.client()
         try:

@@ -77,6 +77,7 @@ class F:
     UPDATED_AT = "updatedAt"
     WRITES = "writes"  # how many times promptq wrote this document (create included)
     REQUEUES = "requeues"  # times the sweeper re-enqueued it
+    RETRY_AT = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
 
 
 # Error codes written to `error.code`. Grouped by what happens next (see promptq.errors).
@@ -275,6 +276,11 @@ def decide_claim(
         return ClaimDecision(ClaimKind.TERMINAL)
     if status is Status.QUEUED and doc.get(F.CANCEL_REQUESTED):
         return ClaimDecision(ClaimKind.CANCELLED, cancelled(now=now))
+    retry_at = _as_utc(doc.get(F.RETRY_AT))
+    if status is Status.QUEUED and retry_at and retry_at > now:
+        # The upstream asked us to come back later (Retry-After): Cloud Tasks does not know,
+        # so an early delivery is answered "retry later" without touching the upstream.
+        return ClaimDecision(ClaimKind.BUSY, retry_after_s=(retry_at - now).total_seconds())
     lease = _as_utc(doc.get(F.LEASE_EXPIRES_AT))
     holder = doc.get(F.ATTEMPT_ID)
     if status is Status.RUNNING and holder and lease and lease > now:
@@ -309,6 +315,7 @@ def decide_claim(
         )
     update: dict[str, Any] = {
         F.STATUS: Status.RUNNING.value,
+        F.RETRY_AT: None,
         F.ATTEMPT: used + 1,
         F.ATTEMPT_ID: attempt_id,
         F.LEASE_EXPIRES_AT: now + timedelta(seconds=lease_s),
@@ -432,9 +439,10 @@ def cancelled(
 
 
 def released(
-    doc: Mapping[str, Any], *, attempt_id: str, code: str, message: str, now: datetime
+    doc: Mapping[str, Any], *, attempt_id: str, code: str, message: str, now: datetime, retry_after_s: float | None = None
 ) -> dict[str, Any]:
-    """A transient failure before the first token: hand the execution back to the queue."""
+    """A transient failure before the first token: hand the execution back to the queue
+    (not to be claimed again before the upstream's Retry-After, when it gave one)."""
     history = list(doc.get(F.ATTEMPTS) or [])
     history.append(
         {
@@ -451,6 +459,7 @@ def released(
         F.ATTEMPT_ID: None,
         F.LEASE_EXPIRES_AT: None,
         F.ATTEMPTS: history,
+        F.RETRY_AT: now + timedelta(seconds=retry_after_s) if retry_after_s else None,
         F.UPDATED_AT: now,
     }
 

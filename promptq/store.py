@@ -194,12 +194,12 @@ class AttemptWriter:
     def cancelled(self, p: ex.Progress) -> None:
         self._write(lambda seq, now: ex.cancelled(now=now, p=p, seq=seq), pages=p.pages)
 
-    def release(self, code: str, message: str) -> None:
+    def release(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         """Give the execution back to the queue after a transient failure (no text yet)."""
 
         def build(seq, now):
             doc = self.store.get(self.execution_id) or {}
-            return ex.released(doc, attempt_id=self.attempt_id, code=code, message=message, now=now)
+            return ex.released(doc, attempt_id=self.attempt_id, code=code, message=message, now=now, retry_after_s=retry_after_s)
 
         self._write(build, bump_seq=False)
 

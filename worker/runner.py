@@ -298,8 +298,8 @@ async def run_execution(
         if attempt_no >= settings.max_attempts:
             return await _end(writer, "failed", writer.failed, exc.code, exc.message, p=attempt.progress(), upstream_status=exc.upstream_status)
         log.warning("execution %s: attempt %d failed transiently (%s); handing back to the queue", execution_id, attempt_no, exc.code)
-        await asyncio.to_thread(writer.release, exc.code, exc.message)
-        return RunResult(Outcome.RETRY, exc.code)
+        await asyncio.to_thread(writer.release, exc.code, exc.message, exc.retry_after_s)
+        return RunResult(Outcome.RETRY, exc.code, exc.retry_after_s or 0.0)
     except Permanent as exc:
         log.warning("execution %s: failed (%s)", execution_id, exc.code)
         finish = attempt.finish.reason if attempt.finish else None

@@ -376,3 +376,13 @@ def test_sweep_decisions():
     kind, update = _sweep({**base, F.REQUEUES: 2})
     assert kind is ex.SweepKind.FAIL and update[F.ERROR]["code"] == "queue_timeout"
     assert _sweep({**base, F.REQUEUES: 1})[0] is ex.SweepKind.REQUEUE
+
+
+def test_retry_after_is_honoured_across_deliveries():
+    base = ex.new_execution(owner_uid="u", messages=[], request={}, idempotency_key=None, now=NOW)
+    released = {**base, **ex.released({**base, F.ATTEMPT: 1}, attempt_id="a", code="upstream_rate_limited", message="429", now=NOW, retry_after_s=6)}
+    assert released[F.STATUS] == "queued" and released[F.RETRY_AT] == NOW + timedelta(seconds=6)
+    early = ex.decide_claim(released, attempt_id="b", now=NOW + timedelta(seconds=2), lease_s=LEASE_S, max_attempts=3)
+    assert early.kind is ex.ClaimKind.BUSY and 3.9 < early.retry_after_s < 4.1
+    later = ex.decide_claim(released, attempt_id="b", now=NOW + timedelta(seconds=7), lease_s=LEASE_S, max_attempts=3)
+    assert later.kind is ex.ClaimKind.START and later.update[F.RETRY_AT] is None
