@@ -225,7 +225,14 @@ class Poller:
         data: dict[str, Any] = {"executionId": self.execution_id, "after": self.after}
         if self.attempt is not None:
             data["attempt"] = self.attempt
-        answer = call(self.client, "get_execution", data, self.user)
+        try:
+            answer = call(self.client, "get_execution", data, self.user)
+        except CallError as err:
+            if not (err.status == "INVALID_ARGUMENT" and err.message.startswith("after:") and self.after > 0):
+                raise
+            # Past the end of the text so far (`follow --after N` before the answer got that
+            # far): read from the start; the printer leaves out what was not asked for.
+            answer = call(self.client, "get_execution", {"executionId": self.execution_id, "after": 0}, self.user)
         text = answer["text"]
         self.printer.show(answer["attempt"], answer["offset"] - len(text), text, restarted=answer["restarted"])
         self.after, self.attempt = answer["offset"], answer["attempt"]

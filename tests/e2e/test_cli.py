@@ -1,0 +1,373 @@
+"""The ``promptq`` command, run for real (venv/bin/promptq in a subprocess) on the local stack.
+
+What it prints is compared with what the local upstream generated, computed independently
+(fakerouter.text) and read back from the upstream's request log. Each CLI process runs in its
+own process group and is killed in a ``finally``, whatever the test does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from devstack.fakerouter import expected_text, expected_usage, seed_for
+from devstack.stack import ROOT
+from promptq.cli import LOCAL_EMAIL, LOCAL_PASSWORD, Printer, format_cost
+
+pytestmark = pytest.mark.stack
+
+PROMPTQ = ROOT / "venv/bin/promptq"
+TARGET_VARS = ("PROMPTQ_PROJECT", "PROMPTQ_FUNCTIONS_URL", "FIREBASE_WEB_API_KEY", "PROMPTQ_EMAIL", "PROMPTQ_PASSWORD")
+
+
+def _messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+@dataclass
+class Done:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+    def execution_id(self) -> str:
+        match = re.search(r"execution ([0-9a-f]{32})", self.stderr)
+        assert match, self.stderr
+        return match.group(1)
+
+
+def _env(email: str | None, password: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in TARGET_VARS}
+    env["PYTHONIOENCODING"] = "utf-8"
+    if email:
+        env.update(PROMPTQ_EMAIL=email, PROMPTQ_PASSWORD=password or "")
+    env.update(extra)
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(PROMPTQ), *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+@dataclass
+class Cli:
+    """Runs the real command as one user (PROMPTQ_EMAIL / PROMPTQ_PASSWORD, or the default)."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 60, **extra_env: str) -> Done:
+        proc = _spawn(list(args), {**self.env, **extra_env})
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            _kill(proc)
+        done = Done(proc.returncode, out.decode("utf-8"), err.decode("utf-8"))
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+
+@pytest.fixture
+def cli_user(clean, client):
+    """A fresh user for the CLI (through PROMPTQ_EMAIL/PASSWORD) and the same user signed in
+    here, for its uid and for calls the test makes itself; on a clean stack."""
+    email, password = f"cli-{uuid.uuid4().hex[:8]}@test.promptq", "cli-test-password"
+    return Cli(_env(email, password)), client.sign_in(email, password)
+
+
+def _doc(db, execution_id: str) -> dict:
+    return db.collection("executions").document(execution_id).get().to_dict()
+
+
+def _check_run(done: Done, prompt: str, model: str, db, upstream) -> dict:
+    """The run printed exactly the generated text, and a summary that matches the document."""
+    expected = expected_text(seed_for(_messages(prompt)), model)
+    [record] = upstream.requests_for(prompt)
+    doc = _doc(db, done.execution_id())
+    assert done.code == 0, done.stderr
+    assert done.stdout == expected == record["text"] == doc["output"]
+    usage = expected_usage(_messages(prompt), model)
+    queued, summary = done.err_lines  # what went where, and one summary line
+    assert queued == f"promptq: execution {done.execution_id()} queued (model {model})"
+    assert summary.startswith("promptq: succeeded · ")
+    tokens = f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion = {usage['total_tokens']}"
+    assert f"tokens {tokens}" in summary and f"cost {format_cost(doc['cost'])}" in summary
+    assert re.search(r"queued [\d.]+ s, first token [\d.]+ s, streamed [\d.]+ s, total [\d.]+ s", summary), summary
+    return doc
+
+
+def test_run_prints_the_answer_through_the_listener(client, db, upstream):
+    # No PROMPTQ_EMAIL: the CLI signs in as its local test user, created if missing.
+    cli = Cli(_env(None, None))
+    prompt, model = f"listen {uuid.uuid4().hex[:6]}", "fake/tokens=80,rate=80,text=unicode"
+    done = cli("run", prompt, "--model", model)
+    doc = _check_run(done, prompt, model, db, upstream)
+    assert doc["ownerUid"] == client.sign_in(LOCAL_EMAIL, LOCAL_PASSWORD, create=False).uid
+
+
+def test_run_prints_the_answer_by_polling(cli_user, db, upstream):
+    cli, user = cli_user
+    prompt, model = f"poll {uuid.uuid4().hex[:6]}", "fake/tokens=80,rate=80,text=unicode"
+    done = cli("run", prompt, "--model", model, "--poll", "--interval", "0.1")
+    doc = _check_run(done, prompt, model, db, upstream)
+    assert doc["ownerUid"] == user.uid
+
+
+@pytest.mark.parametrize("mode", [[], ["--poll", "--interval", "0.1"]], ids=["listener", "poll"])
+def test_run_prints_a_paged_answer_whole(cli_user, db, upstream, mode):
+    # ~800 KB at 400 KB/s: older text is sealed into pages while it streams, so the listener's
+    # versions skip text that only the pages hold (read through get_execution).
+    cli, _ = cli_user
+    prompt, model = f"big {uuid.uuid4().hex[:6]}", "fake/text=big,tokens=800,rate=400"
+    done = cli("run", prompt, "--model", model, *mode)
+    assert done.code == 0, done.stderr
+    doc = _doc(db, done.execution_id())
+    assert doc["outputPages"] >= 2 and doc["status"] == "succeeded"
+    expected = expected_text(seed_for(_messages(prompt)), model)
+    assert done.stdout == expected  # not compared with == in the message: 800 KB
+    [record] = upstream.requests_for(prompt)
+    assert record["text"] == expected
+
+
+def test_run_falls_back_to_polling_when_the_listener_cannot_read(cli_user, db):
+    cli, _ = cli_user
+    prompt, model = "no listener here", "fake/tokens=30,rate=0,text=unicode"
+    done = cli("run", prompt, "--model", model, FIRESTORE_EMULATOR_HOST=f"127.0.0.1:{_unused_port()}")
+    assert done.code == 0, done.stderr
+    assert done.stdout == expected_text(seed_for(_messages(prompt)), model) == _doc(db, done.execution_id())["output"]
+    assert "following by polling instead" in done.err_lines[1], done.stderr
+
+
+def test_run_a_template_with_variables(cli_user, db, upstream):
+    cli, user = cli_user
+    template = "Greet {name} {count} times at temperature {ratio}: {greeting}!"
+    db.collection("users").document(user.uid).collection("prompts").document("greet").set({"content": template})
+    model = "fake/tokens=20,rate=0"
+    done = cli("run", "--prompt-id", "greet", "--model", model, "--max-tokens", "12", "--temperature", "0.4",
+               "--var", "name=Ada", "--var", "count=3", "--var", "ratio=0.5", "--var", "greeting=hé 👋🏽")
+
+    rendered = "Greet Ada 3 times at temperature 0.5: hé 👋🏽!"
+    assert done.code == 0, done.stderr
+    assert done.stdout == expected_text(seed_for(_messages(rendered)), model, max_tokens=12)
+    doc = _doc(db, done.execution_id())
+    assert doc["messages"] == _messages(rendered)
+    variables = doc["request"]["variables"]
+    assert variables == {"name": "Ada", "count": 3, "ratio": 0.5, "greeting": "hé 👋🏽"}
+    assert type(variables["count"]) is int and type(variables["ratio"]) is float  # numbers stay numbers
+    assert doc["request"]["params"] == {"max_tokens": 12, "temperature": 0.4}
+    assert doc["finishReason"] == "length"
+    [record] = upstream.requests_for("Greet Ada")
+    assert record["text"] == done.stdout
+
+
+def test_call_errors_are_one_line_and_exit_3(cli_user, db):
+    cli, user = cli_user
+    db.collection("users").document(user.uid).collection("prompts").document("two").set({"content": "{a} and {b}"})
+
+    missing = cli("run", "--prompt-id", "two", "--var", "a=1")
+    assert (missing.code, missing.stdout) == (3, "")
+    assert missing.err_lines == ["promptq: error: INVALID_ARGUMENT: variables: missing b (the template uses a, b)"]
+
+    empty = cli("run", "")
+    assert (empty.code, empty.stdout) == (3, "")
+    assert empty.err_lines == ["promptq: error: INVALID_ARGUMENT: prompt: the prompt is empty"]
+
+    unknown = cli("show", "no-such-execution")
+    assert unknown.code == 3
+    assert unknown.err_lines == ["promptq: error: NOT_FOUND: executionId: no execution 'no-such-execution'"]
+    assert not list(db.collection("executions").stream()), "a rejected run left a document behind"
+
+
+def test_usage_errors_are_one_line_and_exit_2(cli_user):
+    cli, _ = cli_user
+    for args in (["run"], ["run", "--prompt-id", "x", "--var", "novalue"], ["run", "hi", "--var", "a=1"],
+                 ["run", "hi", "--max-tokens", "many"], ["follow", "abc", "--after", "-3"], ["frobnicate"]):
+        done = cli(*args)
+        assert done.code == 2, (args, done.stderr)
+        assert len(done.err_lines) == 1 and done.err_lines[0].startswith("promptq: error: "), (args, done.stderr)
+
+
+def _finished(client, user, listen, prompt: str, model: str) -> dict:
+    execution_id = client.start(user, prompt=prompt, model=model)
+    final = listen(execution_id).wait(30)
+    assert final["status"] == "succeeded"
+    return {"id": execution_id, **final}
+
+
+def test_show_prints_status_tokens_cost_and_timings(cli_user, client, listen):
+    cli, user = cli_user
+    final = _finished(client, user, listen, "show me", "fake/tokens=12,rate=0,text=unicode")
+
+    done = cli("show", final["id"])
+    assert done.code == 0, done.stderr
+    usage = final["usage"]
+    fields = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in done.stdout.splitlines())
+    assert fields["status"] == "succeeded" and fields["finish reason"] == "stop"
+    assert fields["tokens"] == f"{usage['promptTokens']} prompt + 12 completion = {usage['totalTokens']}"
+    assert fields["cost"] == format_cost(final["cost"]) and final["cost"] > 0
+    assert fields["output"] == f"{len(final['output'])} characters"
+    assert "queued" in fields["started"] and re.fullmatch(r"[\d.]+ s", fields["total"])
+
+    as_json = cli("show", final["id"], "--json")
+    record = json.loads(as_json.stdout)
+    assert (record["status"], record["usage"], record["cost"]) == ("succeeded", usage, final["cost"])
+    assert record["outputChars"] == len(final["output"])  # code points
+    assert record["durations"]["total"] > 0 and "text" not in record
+
+
+@pytest.mark.parametrize("mode", [[], ["--poll", "--interval", "0.1"]], ids=["listener", "poll"])
+def test_follow_after_prints_exactly_the_rest(cli_user, client, listen, mode):
+    cli, user = cli_user
+    final = _finished(client, user, listen, "follow me", "fake/tokens=60,rate=0,text=unicode")
+    output = final["output"]
+    # An offset inside a grapheme cluster (before a skin tone, after a ZWJ, before an accent).
+    inside = next(k for k in range(1, len(output)) if output[k - 1] == "\u200d" or output[k] in "\u0300\u0301"
+                  or 0x1F3FB <= ord(output[k]) <= 0x1F3FF)
+    for after in (0, inside, len(output) - 3, len(output)):
+        done = cli("follow", final["id"], "--after", str(after), *mode)
+        assert (done.code, done.stdout) == (0, output[after:]), (after, done.stderr)
+        assert done.err_lines[-1].startswith("promptq: succeeded · ")
+
+
+@pytest.mark.parametrize("mode", [[], ["--poll", "--interval", "0.1"]], ids=["listener", "poll"])
+def test_follow_a_running_execution(cli_user, client, db, mode):
+    cli, user = cli_user
+    # Attach at once with an offset the output has not reached yet.
+    execution_id = client.start(user, prompt="follow live", model="fake/tokens=60,rate=40,text=unicode")
+    done = cli("follow", execution_id, "--after", "40", *mode)
+    output = _doc(db, execution_id)["output"]
+    assert len(output) > 40
+    assert (done.code, done.stdout) == (0, output[40:]), done.stderr
+
+
+def test_cancel_a_finished_execution_changes_nothing(cli_user, client, listen, db):
+    cli, user = cli_user
+    final = _finished(client, user, listen, "too late", "fake/tokens=5,rate=0")
+    done = cli("cancel", final["id"])
+    assert (done.code, done.stdout) == (0, "already succeeded: nothing to cancel\n"), done.stderr
+    assert _doc(db, final["id"])["status"] == "succeeded"
+
+
+class _Reader(threading.Thread):
+    """Collects a pipe's bytes as they come, so that a test can wait for some output."""
+
+    def __init__(self, pipe):
+        super().__init__(daemon=True)
+        self.pipe, self.data, self.lock = pipe, bytearray(), threading.Lock()
+
+    def run(self) -> None:
+        for chunk in iter(lambda: self.pipe.read1(4096), b""):
+            with self.lock:
+                self.data += chunk
+
+    def text(self) -> str:
+        with self.lock:
+            return self.data.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("mode", [[], ["--poll", "--interval", "0.2"]], ids=["listener", "poll"])
+def test_ctrl_c_cancels_the_execution(cli_user, db, upstream, mode):
+    cli, _ = cli_user
+    prompt = f"a long one {uuid.uuid4().hex[:6]}"
+    proc = _spawn(["run", prompt, "--model", "fake/tokens=3000,rate=20", *mode], cli.env)
+    try:
+        out, err = _Reader(proc.stdout), _Reader(proc.stderr)
+        out.start(), err.start()
+        end = time.monotonic() + 20
+        while len(out.text()) < 20 and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+        assert len(out.text()) >= 20, f"no text within 20 s: {err.text()}"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = proc.wait(40)
+        out.join(5), err.join(5)
+    finally:
+        _kill(proc)
+
+    stderr = err.text()
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    doc = _doc(db, Done(code, "", stderr).execution_id())
+    assert doc["status"] == "cancelled"
+    assert out.text() == doc["output"]  # every character the execution kept, once
+    assert "interrupted: cancelling execution" in stderr
+    assert stderr.splitlines()[-1].startswith("promptq: cancelled · ")
+    [record] = upstream.requests_for(prompt)
+    assert record["tokensSent"] < 3000  # the upstream stream was closed early
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_stack_is_one_line_error(cli_user):
+    cli, _ = cli_user
+    port = _unused_port()
+    url = f"http://127.0.0.1:{port}/demo-promptq/us-central1/"
+    done = cli("run", "hello", "--functions-url", url)
+    assert (done.code, done.stdout) == (3, "")
+    assert done.err_lines == [f"promptq: error: cannot reach {url}start_execution — is the local stack up? run `make up`"]
+
+    # Nothing up at all (Auth emulator unreachable too): the sign-in URL shown without its key.
+    nothing = cli("show", "abc", "--functions-url", url, FIREBASE_AUTH_EMULATOR_HOST=f"127.0.0.1:{port}")
+    assert nothing.code == 3 and len(nothing.err_lines) == 1, nothing.stderr
+    assert nothing.err_lines[0].startswith(f"promptq: error: cannot reach http://127.0.0.1:{port}/identitytoolkit")
+    assert "key=" not in nothing.stderr and "fake-api-key" not in nothing.stderr
+
+
+# --- the printer alone (no stack): what a restart looks like, which no e2e test can cause ---
+
+
+def test_printer_prints_each_character_once_and_marks_a_restart(capsys):
+    out = io.StringIO()
+    printer = Printer(out)
+    printer.show(1, 0, "Hello")
+    printer.show(1, 0, "Hello, wor")  # a listener version: the whole output again
+    printer.show(1, 7, "world!")  # a poll answer from offset 7
+    assert out.getvalue() == "Hello, world!" and capsys.readouterr().err == ""
+    printer.show(2, 0, "Bonjour")  # a new attempt restarted the answer
+    assert out.getvalue() == "Hello, world!Bonjour"
+    assert capsys.readouterr().err == "promptq: --- attempt 2 restarted the answer from the beginning ---\n"
+    printer.show(3, 0, "Hi", restarted=True)  # get_execution's `restarted`
+    assert out.getvalue().endswith("BonjourHi") and "attempt 3 restarted" in capsys.readouterr().err
+
+
+def test_printer_skips_a_prefix_and_waits_for_a_gap_to_be_filled():
+    out = io.StringIO()
+    printer = Printer(out, skip=4)  # follow --after 4
+    assert printer.wanted(1) == 4
+    printer.show(1, 0, "ab")  # not there yet
+    printer.show(1, 0, "abcdef")
+    assert out.getvalue() == "ef" and printer.wanted(1) == 6
+    printer.show(1, 9, "jk")  # text 6..9 is in pages: nothing printed until it is filled
+    assert out.getvalue() == "ef" and printer.wanted(1) == 6
+    printer.show(1, 6, "ghijk")
+    assert out.getvalue() == "efghijk"
+    assert printer.wanted(2) == 0  # a new attempt is wanted from its start, --after or not
