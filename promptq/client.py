@@ -100,7 +100,9 @@ class Client:
         if "error" in body:
             err = body["error"] or {}
             raise CallError(err.get("status", "UNKNOWN"), err.get("message", ""), r.status_code)
-        return body.get("result")
+        if "result" not in body:
+            raise CallError("INTERNAL", f"{name} answered HTTP {r.status_code} without a result", r.status_code)
+        return body["result"]
 
     def start(self, user: User | None, **data: Any) -> str:
         return self.call("start_execution", data, user)["executionId"]

@@ -224,6 +224,13 @@ class AttemptWriter:
                 except gexc.FailedPrecondition:
                     self._refresh()
                     continue
+                except (gexc.Cancelled, gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted) as exc:
+                    # Transport hiccups (the emulator cancels a commit that races a closing
+                    # listener). The write may or may not have landed: re-read and decide again;
+                    # the precondition makes the retry safe either way.
+                    log.warning("execution %s: write interrupted (%s), retrying", self.execution_id, type(exc).__name__)
+                    self._refresh()
+                    continue
                 self._update_time = result.update_time
                 self.seq = seq
                 self.writes += 1

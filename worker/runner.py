@@ -306,6 +306,11 @@ async def run_execution(
         return await _end(
             writer, "failed", writer.failed, exc.code, exc.message, p=attempt.progress(), upstream_status=exc.upstream_status, finish_reason=finish
         )
+    except Exception as exc:  # a bug or an unexpected Firestore error: never keep the lease
+        log.exception("execution %s: attempt %d crashed (%s)", execution_id, attempt_no, type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(writer.release, Code.INTERNAL, f"the worker crashed: {type(exc).__name__}")
+        return RunResult(Outcome.RETRY, Code.INTERNAL)
     usage = attempt.usage
     result = ex.Result(
         finish_reason=attempt.finish.reason if attempt.finish else None,
