@@ -169,6 +169,10 @@ class Attempt:
                 if not woke and not self.stopping.is_set():
                     await asyncio.to_thread(self.writer.heartbeat)
                     last_write = self.monotonic()
+                    if self.writer.cancel_requested:
+                        # Also noticed by the document listener; this is the fallback when the
+                        # listener's stream was cut (at worst one heartbeat period late).
+                        self.cancel.set()
                 continue
             if delay > 0 and not self.urgent.is_set():
                 await _wait_event(self.urgent, delay)
