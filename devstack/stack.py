@@ -297,7 +297,7 @@ def _start_tasks(env: dict[str, str]) -> None:
         "tasks",
         [str(ROOT / ".venvs/tasks-emulator/bin/python"), str(ROOT / "devstack/tasks_emulator.py"),
          "--host", HOST, "--port", str(PORTS["tasks"]), "--stats-port", str(PORTS["tasks_stats"]),
-         "--queue", env["TASKS_QUEUE"], "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY", "10"),
+         "--queue", env["TASKS_QUEUE"], "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY", "20"),
          "--min-backoff", "0.5", "--max-backoff", "5", "--max-attempts", "30"],
     )
     _wait("tasks", proc, lambda: _http_ok(f"{env['TASKS_STATS_URL']}/stats"), 30)
