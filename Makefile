@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := venv/bin/python
 
-.PHONY: setup up down status demo test test-unit bench bench-cancel load web clean
+.PHONY: setup up down status demo test test-unit bench bench-cancel load web web-schema clean
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -36,6 +36,9 @@ load: setup           ## 1,000 executions through the callable; checks nothing l
 
 web: up               ## serve the web page on http://127.0.0.1:5173/ against the local stack (Ctrl-C stops it)
 	@$(PY) web/serve.py --port 5173
+
+web-schema:           ## regenerate web/schema.js from promptq/schema.py (a test fails when they drift)
+	@$(PY) -m devstack.schema_js > web/schema.js
 
 clean: down
 	rm -rf .stack

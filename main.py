@@ -1,15 +1,17 @@
-"""promptq's Cloud Functions: wiring only. The work is in enqueue/ and worker/."""
+"""promptq's Cloud Functions: declarations and wiring only. The work is in enqueue/ and worker/;
+what one process shares is built in wiring.py. Each function's name is its name in
+``promptq.schema`` (``Callable``, ``WORKER_FUNCTION``): a test holds them together."""
 
 import logging
-import re
 
 import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
+import wiring
 from enqueue import control, sweeper
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
-from promptq import runtime
+from promptq.schema import Outcome
 from worker.handler import handle
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -22,33 +24,31 @@ OPENROUTER_API_KEY = params.SecretParam("OPENROUTER_API_KEY")
 # The callable's auth check verifies ID tokens with the default app.
 firebase_admin.initialize_app()
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
 
 def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
     """Run a callable's handler; a RequestError becomes the HttpsError the caller sees."""
     try:
         return handler(req.auth.uid if req.auth else None, req.data, **deps)
     except RequestError as err:
-        raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status), err.message) from None
+        raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status.value), err.message, err.details()) from None
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_512)
 def start_execution(req: https_fn.CallableRequest) -> dict:
     """Validate a prompt request, create `executions/{id}` (queued) and enqueue its task."""
-    return _answer(req, _start, store=runtime.store(), queue=runtime.task_queue(), settings=runtime.settings())
+    return _answer(req, _start, store=wiring.store(), queue=wiring.task_queue(), settings=wiring.settings())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256)
 def get_execution(req: https_fn.CallableRequest) -> dict:
     """Poll an execution: status, and the text after offset `after` (Unicode code points)."""
-    return _answer(req, control.get_execution, store=runtime.store())
+    return _answer(req, control.get_execution, store=wiring.store())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256)
 def cancel_execution(req: https_fn.CallableRequest) -> dict:
     """Stop an execution one owns: queued ends at once, running stops within a second."""
-    return _answer(req, control.cancel_execution, store=runtime.store())
+    return _answer(req, control.cancel_execution, store=wiring.store())
 
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
@@ -64,22 +64,15 @@ def cancel_execution(req: https_fn.CallableRequest) -> dict:
 )
 def runexecution(req: tasks_fn.CallableRequest) -> dict:
     """The Cloud Tasks target: claim the execution and stream it into its document."""
-    data = req.data if isinstance(req.data, dict) else {}
-    execution_id = data.get("executionId")
-    if not isinstance(execution_id, str) or not _ID.match(execution_id):
-        # A malformed task can never succeed: answer 2xx so that Cloud Tasks drops it.
-        log.error("task without a valid executionId; dropped")
-        return {"outcome": "done", "detail": "bad_task"}
-    settings = runtime.settings()
-    result = handle(execution_id, settings=settings, store=runtime.store(), api_key=OPENROUTER_API_KEY.value)
-    if result.outcome.value == "retry":
+    result = handle(req.data, settings=wiring.settings(), store=wiring.store(), api_key=OPENROUTER_API_KEY.value)
+    if result.outcome is Outcome.RETRY:
         # Non-2xx is the only way to ask Cloud Tasks for another delivery.
-        raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.detail})")
-    return {"outcome": result.outcome.value, "detail": result.detail}
+        raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.claim.value}, {result.code})")
+    return result.answer().to_json()
 
 
 @scheduler_fn.on_schedule(schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256)
 def sweep_executions(event: scheduler_fn.ScheduledEvent) -> None:
     """Revive or end executions nothing works on any more (dead workers, lost tasks)."""
-    report = sweeper.sweep(runtime.store(), runtime.task_queue(), runtime.settings())
+    report = sweeper.sweep(wiring.store(), wiring.task_queue(), wiring.settings())
     log.info("sweep: %d re-enqueued, %d ended failed", len(report.requeued), len(report.failed))

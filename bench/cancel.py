@@ -20,7 +20,7 @@ import httpx
 
 from bench.pipeline import pct
 from devstack import stack
-from promptq.client import Client
+from promptq_client.api import Client
 
 
 def one(client: Client, user, upstream_root: str, n: int, via_document: bool) -> dict:

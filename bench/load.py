@@ -44,7 +44,7 @@ import httpx
 from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import expected_text, seed_for
-from promptq.client import CallError, Client
+from promptq_client.api import CallError, Client
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024

@@ -32,7 +32,7 @@ import httpx
 
 from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
-from promptq.client import Client
+from promptq_client.api import Client
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

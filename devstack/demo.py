@@ -13,7 +13,7 @@ import sys
 import time
 
 from devstack import stack
-from promptq.client import CallError, Client
+from promptq_client.api import CallError, Client
 
 PROMPT = "Explain in a few paragraphs why streaming an LLM answer into a Firestore document beats a fake typing animation."
 

@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +32,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from promptq.schema import WORKER_FUNCTION, Callable as Fn
+from promptq_client import stackenv
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / ".stack"
@@ -216,7 +218,7 @@ def endpoints(plan: Plan) -> dict[str, str]:
         "FUNCTIONS_URL": f"http://{HOST}:{PORTS['functions']}/{PROJECT_ID}/{REGION}/",
         "PROMPTQ_TASKS_EMULATOR_HOST": f"{HOST}:{PORTS['tasks']}",
         "TASKS_STATS_URL": f"http://{HOST}:{PORTS['tasks_stats']}",
-        "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/runexecution",
+        "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/{WORKER_FUNCTION}",
         "OPENROUTER_BASE_URL": plan.base_url,
         "UPSTREAM": plan.upstream,
         "PROMPTQ_FLUSH_INTERVAL": plan.functions_env.get("PROMPTQ_FLUSH_INTERVAL", "0.5"),
@@ -225,14 +227,7 @@ def endpoints(plan: Plan) -> dict[str, str]:
 
 def read_env() -> dict[str, str]:
     """The endpoints of the running stack (.stack/env), or {} when none is up."""
-    if not ENV_FILE.exists():
-        return {}
-    env = {}
-    for line in ENV_FILE.read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
+    return stackenv.read(ENV_FILE)
 
 
 def healthy(env: dict[str, str] | None = None) -> bool:
@@ -265,11 +260,7 @@ def up() -> dict[str, str]:
     except BaseException:
         down(quiet=True)
         raise
-    STACK.mkdir(exist_ok=True)
-    ENV_FILE.write_text(
-        "# Endpoints of the local stack (written by `make up`; shell assignments).\n"
-        + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
-    )
+    stackenv.write(env, ENV_FILE)
     say(f"up in {time.monotonic() - started:.1f} s (upstream: {plan.upstream}); endpoints in .stack/env")
     return env
 
@@ -335,7 +326,7 @@ def _start_functions(env: dict[str, str]) -> None:
     # Warm one worker process for each function so that the first real call is not a cold start.
     base = env["FUNCTIONS_URL"]
     body = json.dumps({"data": {}}).encode()
-    for name in ("start_execution", "runexecution"):
+    for name in (Fn.START_EXECUTION.value, WORKER_FUNCTION):
         if not _http_ok(base + name, "POST", body, timeout=60):
             raise StackError(f"function {name} does not answer:\n{_log_tail('functions')}")
 

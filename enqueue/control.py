@@ -8,37 +8,30 @@ JavaScript clients that slice with UTF-16 indices must convert (see README "Poll
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-from enqueue.request import RequestError
+from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq import execution as ex
-from promptq.execution import F
+from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, PollAnswer, Reason, Status
 from promptq.store import ExecutionStore
 
 # One answer carries at most this many code points (a callable's response must stay small);
 # `more: true` says to poll again at once from the new offset.
 MAX_TEXT_CHARS = 1_000_000
 
-_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
-
-def _execution_id(data: Any) -> str:
-    if not isinstance(data, Mapping):
-        raise RequestError("the request data must be an object")
-    value = data.get("executionId")
-    if not isinstance(value, str) or not value or len(value) > 128 or not set(value) <= _ID_CHARS:
-        raise RequestError("executionId: required, letters, digits, '_' and '-' only")
-    return value
-
-
-def _owned(store: ExecutionStore, uid: str | None, execution_id: str) -> dict[str, Any]:
+def signed_in(uid: str | None, what: str) -> str:
     if not uid:
-        raise RequestError("sign in first", status="unauthenticated")
+        raise RequestError(f"sign in to {what}", CallStatus.UNAUTHENTICATED)
+    return uid
+
+
+def owned(store: ExecutionStore, uid: str, execution_id: str) -> dict[str, Any]:
     doc = store.get(execution_id)
     if doc is None:
-        raise RequestError(f"executionId: no execution {execution_id!r}", status="not-found")
+        raise RequestError(f"executionId: no execution {execution_id!r}", CallStatus.NOT_FOUND)
     if doc.get(F.OWNER) != uid:
-        raise RequestError("executionId: not yours", status="permission-denied")
+        raise RequestError("executionId: not yours", CallStatus.PERMISSION_DENIED)
     return doc
 
 
@@ -47,72 +40,51 @@ def _iso(value: Any) -> str | None:
 
 
 def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
-    execution_id = _execution_id(data)
-    extra = set(data) - {"executionId", "after", "attempt"}
-    if extra:
-        raise RequestError(f"{sorted(extra)[0]}: unknown field")
-    after = data.get("after", 0)
-    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-        raise RequestError("after: a non-negative integer (an offset in Unicode code points)")
-    seen_attempt = data.get("attempt")
-    if seen_attempt is not None and (not isinstance(seen_attempt, int) or isinstance(seen_attempt, bool)):
-        raise RequestError("attempt: an integer (the `attempt` of the previous answer)")
-    doc = _owned(store, uid, execution_id)
+    req = parse(data, PollRequest)
+    doc = owned(store, signed_in(uid, "poll an execution"), req.executionId)
     total = int(doc.get(F.OUTPUT_OFFSET) or 0) + len(doc.get(F.OUTPUT) or "")
     attempt = int(doc.get(F.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.
-    restarted = seen_attempt is not None and seen_attempt != attempt and after > 0
-    if not restarted and after > total:
-        raise RequestError(f"after: {after} is past the end of the text ({total} code points so far)")
-    start = 0 if restarted else after
-    text = store.full_output(execution_id, doc, start=start) if start < total else ""
+    restarted = req.attempt is not None and req.attempt != attempt and req.after > 0
+    if not restarted and req.after > total:
+        raise RequestError(f"after: {req.after} is past the end of the text ({total} code points so far)", reason=Reason.PAST_END)
+    start = 0 if restarted else req.after
+    text = store.full_output(req.executionId, doc, start=start) if start < total else ""
     more = len(text) > MAX_TEXT_CHARS
     text = text[:MAX_TEXT_CHARS]
-    status = doc[F.STATUS]
-    return {
-        "executionId": execution_id,
-        "status": status,
-        # Terminal, and nothing left to read past `offset`: the client can stop polling.
-        "done": ex.Status(status) in ex.TERMINAL and not more,
-        "more": more,
-        "seq": doc.get(F.SEQ, 0),
-        "attempt": attempt,
-        "restarted": restarted,
-        "text": text,
-        "offset": start + len(text),
-        "model": doc.get(F.MODEL),
-        "finishReason": doc.get(F.FINISH_REASON),
-        "usage": doc.get(F.USAGE),
-        "cost": doc.get(F.COST),
-        "error": doc.get(F.ERROR),
-        "createdAt": _iso(doc.get(F.CREATED_AT)),
-        "startedAt": _iso(doc.get(F.STARTED_AT)),
-        "firstTokenAt": _iso(doc.get(F.FIRST_TOKEN_AT)),
-        "finishedAt": _iso(doc.get(F.FINISHED_AT)),
-    }
+    status = ex.status_of(doc)
+    return PollAnswer(
+        executionId=req.executionId,
+        status=status,
+        done=status in TERMINAL and not more,
+        more=more,
+        seq=doc.get(F.SEQ, 0),
+        attempt=attempt,
+        restarted=restarted,
+        text=text,
+        offset=start + len(text),
+        model=doc.get(F.MODEL),
+        finishReason=doc.get(F.FINISH_REASON),
+        usage=doc.get(F.USAGE),
+        cost=doc.get(F.COST),
+        error=doc.get(F.ERROR),
+        createdAt=_iso(doc.get(F.CREATED_AT)),
+        startedAt=_iso(doc.get(F.STARTED_AT)),
+        firstTokenAt=_iso(doc.get(F.FIRST_TOKEN_AT)),
+        finishedAt=_iso(doc.get(F.FINISHED_AT)),
+    ).to_json()
 
 
 def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
     """Stop an execution: a queued one ends now; a running one is asked to stop (its worker
     notices within a second, closes the upstream connection and ends it ``cancelled``)."""
-    execution_id = _execution_id(data)
-    _owned(store, uid, execution_id)
-
-    def decide(doc):
-        if doc is None or ex.Status(doc[F.STATUS]) in ex.TERMINAL:
-            return None
-        if doc[F.STATUS] == ex.Status.QUEUED.value:
-            return ex.cancelled(now=ex.utcnow())
-        if doc.get(F.CANCEL_REQUESTED):
-            return None
-        return ex.cancel_requested(ex.utcnow())
-
-    update, doc = store.update_if(execution_id, decide)
-    status = doc[F.STATUS] if doc else None
+    execution_id = parse(data, ExecutionRef).executionId
+    owned(store, signed_in(uid, "cancel an execution"), execution_id)
+    update, doc = store.update_if(execution_id, lambda d: ex.decide_cancel(d, now=ex.utcnow()))
+    status = ex.status_of(doc) if doc else None
     if update is None:
-        if doc and ex.Status(status) in ex.TERMINAL:
-            return {"executionId": execution_id, "status": status, "changed": False, "message": f"already {status}: nothing to cancel"}
-        return {"executionId": execution_id, "status": status, "changed": False, "message": "cancel already requested"}
-    new_status = update.get(F.STATUS, status)
-    message = "cancelled" if new_status == ex.Status.CANCELLED.value else "cancel requested; the worker stops within a second"
-    return {"executionId": execution_id, "status": new_status, "changed": True, "message": message}
+        message = f"already {status}: nothing to cancel" if status in TERMINAL else "cancel already requested"
+        return CancelAnswer(executionId=execution_id, status=status, changed=False, message=message).to_json()
+    new_status = Status(update.get(F.STATUS, status))  # type: ignore[union-attr]
+    message = str(new_status) if new_status is Status.CANCELLED else "cancel requested; the worker stops within a second"
+    return CancelAnswer(executionId=execution_id, status=new_status, changed=True, message=message).to_json()

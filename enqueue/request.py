@@ -7,20 +7,32 @@ caller can fix it without reading our code.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from promptq.schema import CallStatus, Reason
 from promptq.settings import Limits
 
 
 class RequestError(Exception):
-    """A request the callable rejects. ``status`` is the callable error code to answer."""
+    """A request the callable rejects: ``status`` is the callable error code to answer, and
+    ``field`` the field it names (the message starts with it: "variables.city: ...")."""
 
-    def __init__(self, message: str, status: str = "invalid-argument"):
+    def __init__(self, message: str, status: CallStatus = CallStatus.INVALID_ARGUMENT, *, reason: Reason = Reason.INVALID):
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.status = CallStatus(status)
+        self.reason = reason
+        named = _FIELD.match(message)
+        self.field = named.group(1) if named else None
+
+    def details(self) -> dict[str, str]:
+        """What a client can act on without reading the message (``error.details``)."""
+        return {"reason": self.reason.value, **({"field": self.field} if self.field else {})}
+
+
+_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): ")
 
 
 # OpenRouter model ids look like "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet:beta",
@@ -90,11 +102,33 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def parse(data: Any) -> StartRequest:
+class PollRequest(BaseModel):
+    """``get_execution``: the text after code point ``after`` of the attempt ``attempt``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    executionId: DocId
+    after: int = Field(0, ge=0)
+    attempt: int | None = None
+
+
+class ExecutionRef(BaseModel):
+    """``cancel_execution``: which execution."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    executionId: DocId
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(data: Any, model: type[Model] = StartRequest) -> Model:  # type: ignore[assignment]
+    """Validate a callable's data against its request model; a RequestError names the field."""
     if not isinstance(data, Mapping):
         raise RequestError("the request data must be an object")
     try:
-        return StartRequest.model_validate(dict(data))
+        return model.model_validate(dict(data))
     except ValidationError as err:
         raise RequestError(_describe(err)) from None
 

@@ -12,8 +12,10 @@ import uuid
 from typing import Any
 
 from enqueue import request as rq
+from enqueue.control import signed_in
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
+from promptq.schema import TEMPLATE_CONTENT, CallStatus, Req, StartAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -34,18 +36,17 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore) -> lis
         return [m.model_dump() for m in req.messages]
     template = store.template(uid, req.promptId)  # type: ignore[arg-type]
     if template is None:
-        raise rq.RequestError(f"promptId: no template {req.promptId!r}", status="not-found")
-    content = template.get("content")
+        raise rq.RequestError(f"promptId: no template {req.promptId!r}", CallStatus.NOT_FOUND)
+    content = template.get(TEMPLATE_CONTENT)
     if not isinstance(content, str):
-        raise rq.RequestError(f"promptId: template {req.promptId!r} has no `content` string", status="failed-precondition")
+        raise rq.RequestError(f"promptId: template {req.promptId!r} has no `{TEMPLATE_CONTENT}` string", CallStatus.FAILED_PRECONDITION)
     return [{"role": "user", "content": rq.render(content, req.variables or {})}]
 
 
 def start_execution(
     uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings
 ) -> dict[str, Any]:
-    if not uid:
-        raise rq.RequestError("sign in to start an execution", status="unauthenticated")
+    uid = signed_in(uid, "start an execution")
     req = rq.parse(data)
     messages = build_messages(req, uid, store)
     models = req.models or [req.model or settings.default_model]
@@ -53,11 +54,11 @@ def start_execution(
 
     execution_id = execution_id_for(uid, req.idempotencyKey)
     request: dict[str, Any] = {
-        "model": models[0],
-        "models": req.models,
-        "params": req.params.model_dump(exclude_none=True) if req.params else {},
-        "promptId": req.promptId,
-        "variables": req.variables,
+        Req.MODEL: models[0],
+        Req.MODELS: req.models,
+        Req.PARAMS: req.params.model_dump(exclude_none=True) if req.params else {},
+        Req.PROMPT_ID: req.promptId,
+        Req.VARIABLES: req.variables,
     }
     doc = ex.new_execution(
         owner_uid=uid, messages=messages, request=request, idempotency_key=req.idempotencyKey, now=ex.utcnow()
@@ -65,12 +66,12 @@ def start_execution(
     if not store.create(execution_id, doc):
         # The same user sent the same idempotency key before: same execution, no new task.
         log.info("execution %s: idempotent resubmission", execution_id)
-        return {"executionId": execution_id, "deduplicated": True}
+        return StartAnswer(executionId=execution_id, deduplicated=True).to_json()
     try:
         queue.enqueue(execution_id)
     except Exception as exc:
         log.error("execution %s: enqueue failed (%s); rolling back", execution_id, type(exc).__name__)
         store.delete_unstarted(execution_id)
-        raise rq.RequestError("could not enqueue the execution; try again", status="unavailable") from None
+        raise rq.RequestError("could not enqueue the execution; try again", CallStatus.UNAVAILABLE) from None
     log.info("execution %s: queued (model %s, %d messages)", execution_id, models[0], len(messages))
-    return {"executionId": execution_id}
+    return StartAnswer(executionId=execution_id).to_json()

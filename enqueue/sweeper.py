@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import datetime, timedelta
-
-from google.cloud.firestore_v1.base_query import FieldFilter
+from datetime import datetime
 
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
-from promptq.execution import F
+from promptq.schema import E, F, SweepKind
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -36,26 +34,12 @@ class SweepReport:
     failed: list[str] = dataclasses.field(default_factory=list)
 
 
-def candidates(store: ExecutionStore, settings: Settings, now: datetime) -> list[str]:
-    col = store.client.collection(ex.COLLECTION)
-    expired = (
-        col.where(filter=FieldFilter(F.STATUS, "==", ex.Status.RUNNING.value))
-        .where(filter=FieldFilter(F.LEASE_EXPIRES_AT, "<", now - timedelta(seconds=settings.sweep_grace_s)))
-        .limit(BATCH)
-    )
-    stale = (
-        col.where(filter=FieldFilter(F.STATUS, "==", ex.Status.QUEUED.value))
-        .where(filter=FieldFilter(F.UPDATED_AT, "<", now - timedelta(seconds=settings.queue_timeout_s)))
-        .limit(BATCH)
-    )
-    return [snap.id for query in (expired, stale) for snap in query.stream()]
-
-
 def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime | None = None) -> SweepReport:
     now = now or ex.utcnow()
     report = SweepReport()
-    for execution_id in candidates(store, settings, now):
-        kinds: list[ex.SweepKind] = []
+    abandoned = store.abandoned(now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s, limit=BATCH)
+    for execution_id in abandoned:
+        kinds: list[SweepKind] = []
 
         def decide(doc):
             kind, update = ex.decide_sweep(
@@ -68,8 +52,8 @@ def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: date
         update, _ = store.update_if(execution_id, decide)
         if update is None:
             continue
-        if kinds[0] is ex.SweepKind.FAIL:
-            log.warning("execution %s: abandoned; ended failed (%s)", execution_id, update[F.ERROR]["code"])
+        if kinds[0] is SweepKind.FAIL:
+            log.warning("execution %s: abandoned; ended failed (%s)", execution_id, update[F.ERROR][E.CODE])
             report.failed.append(execution_id)
         else:
             queue.enqueue(execution_id, suffix=f"s{update[F.REQUEUES]}")

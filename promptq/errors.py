@@ -5,15 +5,17 @@
 - ``LostClaim``: another attempt holds the execution now; this one stops without writing.
 - ``CancelRequested``: the owner pressed Stop; end ``cancelled`` with the text received.
 
-Each carries the ``code`` written to the document's ``error.code`` (see ``execution.Code``)
+Each carries the ``code`` written to the document's ``error.code`` (see ``schema.Code``)
 and a message safe to show the owner: never a key, a token or a prompt.
 """
 
 from __future__ import annotations
 
+from promptq.schema import Code
+
 
 class PromptqError(Exception):
-    code: str = "internal"
+    code: str = Code.INTERNAL
 
     def __init__(self, message: str, *, code: str | None = None, upstream_status: int | None = None):
         super().__init__(message)
@@ -36,8 +38,8 @@ class Permanent(PromptqError):
 
 
 class LostClaim(PromptqError):
-    code = "lost_claim"
+    code = Code.LOST_CLAIM
 
 
 class CancelRequested(PromptqError):
-    code = "cancelled"
+    code = Code.CANCELLED

@@ -34,22 +34,22 @@ fi
 stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 # 1. Main virtual environment (functions runtime + dev/test tools).
-want=$(stamp requirements.txt requirements-dev.txt pyproject.toml)
+want=$(stamp requirements.txt scripts/requirements-dev.txt pyproject.toml)
 if [ "$(cat venv/.promptq-stamp 2>/dev/null)" != "$want" ]; then
   echo "setup: creating ./venv (functions + dev dependencies)"
   [ -x venv/bin/python ] || "$py" -m venv venv
-  venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+  venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-dev.txt
   venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > venv/.promptq-stamp
 fi
 
 # 2. Cloud Tasks emulator venv: gcloud-tasks-emulator pins protobuf<5 and google-cloud-tasks<3.
-want=$(stamp requirements-tasks-emulator.txt)
+want=$(stamp scripts/requirements-tasks-emulator.txt)
 if [ "$(cat .venvs/tasks-emulator/.promptq-stamp 2>/dev/null)" != "$want" ]; then
   echo "setup: creating .venvs/tasks-emulator"
   mkdir -p .venvs
   [ -x .venvs/tasks-emulator/bin/python ] || "$py" -m venv .venvs/tasks-emulator
-  .venvs/tasks-emulator/bin/pip install -q --disable-pip-version-check -r requirements-tasks-emulator.txt
+  .venvs/tasks-emulator/bin/pip install -q --disable-pip-version-check -r scripts/requirements-tasks-emulator.txt
   echo "$want" > .venvs/tasks-emulator/.promptq-stamp
 fi
 

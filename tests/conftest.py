@@ -54,7 +54,7 @@ def db(stack):
 
 @pytest.fixture(scope="session")
 def client(stack):
-    from promptq.client import Client
+    from promptq_client.api import Client
 
     c = Client.from_env(stack)
     yield c

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
+from promptq.schema import ClaimKind, Outcome
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from worker.runner import RunResult, run_execution
 from worker.upstream import OpenRouterClient
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def upstream_client(settings: Settings, api_key: str) -> OpenRouterClient:
@@ -24,7 +31,20 @@ def upstream_client(settings: Settings, api_key: str) -> OpenRouterClient:
     )
 
 
-def handle(execution_id: str, *, settings: Settings, store: ExecutionStore, api_key: str) -> RunResult:
+def execution_id_of(data: object) -> str | None:
+    """The execution id a task carries (``{"executionId": ...}``), or None if it has none."""
+    value = data.get("executionId") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and _ID.match(value) else None
+
+
+def handle(data: object, *, settings: Settings, store: ExecutionStore, api_key: str) -> RunResult:
+    """One delivery of a task: run its execution (a malformed task is dropped: 2xx)."""
+    execution_id = execution_id_of(data)
+    if execution_id is None:
+        # A malformed task can never succeed: answer 2xx so that Cloud Tasks drops it.
+        log.error("task without a valid executionId; dropped")
+        return RunResult(Outcome.DONE, ClaimKind.BAD_TASK)
+
     async def go() -> RunResult:
         upstream = upstream_client(settings, api_key)
         try:

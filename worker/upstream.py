@@ -24,7 +24,8 @@ from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from promptq.errors import Permanent, Transient
-from promptq.execution import Code
+from promptq.execution import Usage
+from promptq.schema import Code, Req
 from worker.stream import Delta, Done, Event, Finish, StreamError, aiter_events
 
 log = logging.getLogger(__name__)
@@ -101,16 +102,43 @@ def stream_error_before_first_token(err: StreamError) -> Transient | Permanent:
 
 def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The OpenRouter request body for an execution's stored request."""
-    body: dict[str, Any] = {"model": request["model"], "messages": messages, "stream": True}
-    if request.get("models"):
-        body["models"] = list(request["models"])
+    body: dict[str, Any] = {"model": request[Req.MODEL], "messages": messages, "stream": True}
+    if request.get(Req.MODELS):
+        body["models"] = list(request[Req.MODELS])
     for name in PARAMS:
-        value = (request.get("params") or {}).get(name)
+        value = (request.get(Req.PARAMS) or {}).get(name)
         if value is not None:
             body[name] = value
     # Older OpenRouter docs need this for the usage chunk; current ones always send it. Harmless.
     body["usage"] = {"include": True}
     return body
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """What OpenRouter's generation record says a generation used and cost."""
+
+    usage: Usage
+    cost: float | None
+
+
+def parse_generation(body: bytes) -> GenerationRecord | None:
+    """``{"data": {"tokens_prompt", "tokens_completion", "native_tokens_reasoning", "total_cost", ...}}``."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+
+    def count(name: str) -> int:
+        value = data.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    prompt, completion = count("tokens_prompt"), count("tokens_completion")
+    cost = data.get("total_cost")
+    cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+    return GenerationRecord(Usage(prompt, completion, prompt + completion, count("native_tokens_reasoning")), cost)
 
 
 @dataclass
@@ -170,9 +198,10 @@ class OpenRouterClient:
         # Cloud Tasks (its backoff) rather than sleeping here.
         return retry_after is not None and retry_after > self.retry_after_cap_s
 
-    async def generation(self, generation_id: str, *, wait_s: float = 20.0, poll_s: float = 1.0) -> dict[str, Any] | None:
-        """OpenRouter's record of a generation (``GET /generation?id=``); it answers 404 for a
-        few seconds after the generation ended. None if it is not there within ``wait_s``."""
+    async def generation(self, generation_id: str, *, wait_s: float = 20.0, poll_s: float = 1.0) -> GenerationRecord | None:
+        """Usage and cost of a generation from OpenRouter's record (``GET /generation?id=``),
+        which answers 404 for a few seconds after the generation ended. None if it is not
+        there within ``wait_s``."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -180,10 +209,7 @@ class OpenRouterClient:
             except httpx.HTTPError:
                 r = None
             if r is not None and r.status_code == 200:
-                try:
-                    return r.json().get("data")
-                except ValueError:
-                    return None
+                return parse_generation(r.content)
             if (r is not None and r.status_code not in (404, 429) and r.status_code < 500) or time.monotonic() + poll_s > deadline:
                 return None
             await self._sleep(poll_s)

@@ -10,7 +10,7 @@ from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from devstack.fakerouter import cost_usd, expected_text, seed_for
-from promptq.client import CallError
+from promptq_client.api import CallError
 
 
 def _wait_for(predicate, timeout=15.0, what="condition"):

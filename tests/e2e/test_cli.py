@@ -23,7 +23,9 @@ import pytest
 
 from devstack.fakerouter import expected_text, expected_usage, seed_for
 from devstack.stack import ROOT
-from promptq.cli import LOCAL_EMAIL, LOCAL_PASSWORD, Printer, format_cost
+from promptq_client.cli.follow import Printer
+from promptq_client.cli.report import format_cost
+from promptq_client.cli.target import LOCAL_EMAIL, LOCAL_PASSWORD
 
 pytestmark = pytest.mark.stack
 

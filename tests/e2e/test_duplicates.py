@@ -149,11 +149,11 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
             assert answer.body["error"]["status"] == "UNAVAILABLE" and "busy" in answer.body["error"]["message"], answer
             assert answer.answered_at < finished, answer
         else:
-            assert answer.status == 200 and answer.body["result"]["detail"] == "succeeded", answer
+            assert answer.status == 200 and answer.body["result"]["status"] == "succeeded", answer
             assert answer.answered_at >= finished
     assert sum(a.status == 503 for a in duplicates) >= 2, duplicates
     # Once it ended, a delivery is a no-op answered 2xx, Cloud Tasks' own one included.
-    assert after_end.status == 200 and after_end.body["result"] == {"outcome": "done", "detail": "terminal"}, after_end
+    assert after_end.status == 200 and after_end.body["result"] == {"outcome": "done", "claim": "terminal", "status": None, "code": None}, after_end
     statuses = task_statuses(tasks, execution_id, until_done=True)
     assert statuses[-1] == 200 and set(statuses[:-1]) <= {503}, statuses
 
@@ -226,7 +226,7 @@ def test_delivery_for_a_terminal_execution_is_a_no_op(client, make_user, listen,
 
     answer = deliver(worker_url, execution_id)
 
-    assert answer.status == 200 and answer.body == {"result": {"outcome": "done", "detail": "terminal"}}, answer
+    assert answer.status == 200 and answer.body == {"result": {"outcome": "done", "claim": "terminal", "status": None, "code": None}}, answer
     after = ref.get()
     assert after.update_time == before.update_time
     assert after.to_dict() == before.to_dict() and after.to_dict()["writes"] == before.to_dict()["writes"]

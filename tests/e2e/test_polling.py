@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from devstack.fakerouter import expected_text, seed_for
-from promptq.client import CallError
+from promptq_client.api import CallError
 
 pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("clean")]
 

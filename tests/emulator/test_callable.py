@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from promptq.client import CallError
+from promptq_client.api import CallError
 
 
 def _executions(db) -> list:

@@ -8,6 +8,7 @@ import pytest
 
 from promptq import execution as ex
 from promptq.execution import F, ClaimKind, Code, Status
+from promptq.paging import split_pages
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 LEASE_S = 30.0
@@ -338,7 +339,7 @@ def test_split_pages_cuts_at_code_points_and_loses_nothing():
         rng = random.Random(trial)
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 2000)))
         page_bytes = rng.randint(4, 500)
-        pages, rest = ex.split_pages(text, page_bytes, first_index=2, start=50)
+        pages, rest = split_pages(text, page_bytes, first_index=2, start=50)
         assert "".join(p.text for p in pages) + rest == text
         assert all(0 < len(p.text.encode()) <= page_bytes for p in pages)
         assert len(rest.encode()) <= page_bytes

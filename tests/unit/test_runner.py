@@ -16,7 +16,7 @@ from devstack.fakerouter import FakeRouter, expected_text, seed_for
 from promptq import execution as ex
 from promptq.errors import CancelRequested, LostClaim
 from promptq.settings import Settings
-from worker.runner import Attempt, _Deadline
+from worker.attempt import Attempt, Deadline as _Deadline
 from worker.upstream import OpenRouterClient, chat_body
 
 MESSAGES = [{"role": "user", "content": "runner test"}]

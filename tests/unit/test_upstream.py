@@ -18,7 +18,8 @@ import pytest
 from promptq.errors import Permanent, PromptqError, Transient
 from promptq.execution import Code
 from worker.stream import Delta, Done, Finish, Meta, StreamError
-from worker.upstream import OpenRouterClient, chat_body, parse_retry_after, status_error
+from promptq.execution import Usage
+from worker.upstream import GenerationRecord, OpenRouterClient, chat_body, parse_retry_after, status_error
 
 API_KEY = "sk-or-v1-0123456789abcdef-SECRET"
 BASE_URL = "https://openrouter.test/api/v1"
@@ -586,12 +587,13 @@ def fetch_generation(client: OpenRouterClient, **kw):
 
 
 GENERATION = {"data": {"id": "gen-42", "total_cost": 0.0012, "tokens_prompt": 10, "tokens_completion": 5, "cancelled": True}}
+GENERATION_RECORD = GenerationRecord(Usage(10, 5, 15, 0), 0.0012)  # what the worker reads of it
 
 
 def test_generation_polls_through_404_until_found(monkeypatch):
     upstream = Upstream(httpx.Response(404, json={"error": {"code": 404}}), httpx.Response(404), httpx.Response(200, json=GENERATION))
     client, waits = generation_client(upstream, monkeypatch)
-    assert fetch_generation(client, wait_s=20, poll_s=1) == GENERATION["data"]
+    assert fetch_generation(client, wait_s=20, poll_s=1) == GENERATION_RECORD
     assert waits == [1, 1]
     sent = upstream.requests[0]
     assert sent.url.path == "/api/v1/generation" and sent.url.params["id"] == "gen-42"
@@ -608,7 +610,7 @@ def test_generation_gives_up_after_wait_s(monkeypatch):
 def test_generation_retries_5xx_429_and_transport_errors(monkeypatch):
     upstream = Upstream(httpx.Response(503), httpx.Response(429), httpx.ConnectError("refused"), httpx.Response(200, json=GENERATION))
     client, _ = generation_client(upstream, monkeypatch)
-    assert fetch_generation(client, wait_s=20, poll_s=1) == GENERATION["data"]
+    assert fetch_generation(client, wait_s=20, poll_s=1) == GENERATION_RECORD
     assert len(upstream.requests) == 4
 
 

@@ -1,30 +1,35 @@
 """A small Python client for promptq: sign in, call the functions, watch an execution.
 
-Used by the demo, the CLI, the tests and the benchmarks, against the local stack (defaults
-from .stack/env) or a real project. Watching uses a Firestore listener (``on_snapshot``):
-listeners may skip versions, so every callback gets the latest cumulative document.
+For scripts and servers (polling through ``get_execution`` needs nothing but a sign-in), the
+CLI, the demo, the tests and the benchmarks; against the local stack (``from_env`` with
+``promptq_client.stackenv.read()``) or a real project. Watching uses a Firestore listener
+(``on_snapshot``, which needs Google credentials): listeners may skip versions, so every
+callback gets the latest cumulative document.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import httpx
 
-from promptq.execution import COLLECTION, TERMINAL, Status
+from promptq.schema import TERMINAL, Callable as Fn, CancelAnswer, F, PollAnswer, StartAnswer, Status
 
 
 class CallError(Exception):
-    """A callable answered an error: ``status`` is its code (e.g. INVALID_ARGUMENT)."""
+    """A callable answered an error: ``status`` is its code (e.g. INVALID_ARGUMENT); ``field``
+    and ``reason`` say what was refused, when the server said so (``error.details``)."""
 
-    def __init__(self, status: str, message: str, http_status: int):
+    def __init__(self, status: str, message: str, http_status: int, details: Mapping[str, Any] | None = None):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
         self.http_status = http_status
+        details = details if isinstance(details, Mapping) else {}
+        self.field: str | None = details.get("field")
+        self.reason: str | None = details.get("reason")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +41,7 @@ class User:
 
 class Client:
     def __init__(
-        self,
-        *,
-        functions_url: str,
-        project_id: str,
-        auth_url: str | None = None,
-        web_api_key: str = "fake-api-key",
-        timeout: float = 60.0,
+        self, *, functions_url: str, project_id: str, auth_url: str | None = None, web_api_key: str = "fake-api-key", timeout: float = 60.0,
     ):
         self.functions_url = functions_url.rstrip("/") + "/"
         self.project_id = project_id
@@ -50,11 +49,11 @@ class Client:
         self.auth_url = (auth_url or "https://identitytoolkit.googleapis.com").rstrip("/")
         self.web_api_key = web_api_key
         self.http = httpx.Client(timeout=timeout)
-        self._db = None
+        self._store = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> "Client":
-        """From the local stack's endpoints (.stack/env) or the same names in the environment."""
+    def from_env(cls, env: Mapping[str, str]) -> "Client":
+        """From the local stack's endpoints (``stackenv.read()``) or the same names elsewhere."""
         auth_host = env.get("FIREBASE_AUTH_EMULATOR_HOST")
         return cls(
             functions_url=env["FUNCTIONS_URL"],
@@ -92,60 +91,70 @@ class Client:
         headers = {"Content-Type": "application/json"}
         if user is not None:
             headers["Authorization"] = f"Bearer {user.id_token}"
-        r = self.http.post(self.functions_url + name, json={"data": data}, headers=headers)
+        r = self.http.post(self.functions_url + str(name), json={"data": data}, headers=headers)
         try:
             body = r.json()
         except ValueError:
             raise CallError("INTERNAL", f"{name} answered HTTP {r.status_code} with no JSON", r.status_code) from None
         if "error" in body:
             err = body["error"] or {}
-            raise CallError(err.get("status", "UNKNOWN"), err.get("message", ""), r.status_code)
+            raise CallError(err.get("status", "UNKNOWN"), err.get("message", ""), r.status_code, err.get("details"))
         if "result" not in body:
             raise CallError("INTERNAL", f"{name} answered HTTP {r.status_code} without a result", r.status_code)
         return body["result"]
 
     def start(self, user: User | None, **data: Any) -> str:
-        return self.call("start_execution", data, user)["executionId"]
+        return self.start_execution(user, **data).executionId
 
-    # --- watching --------------------------------------------------------------------------
+    def start_execution(self, user: User | None, **data: Any) -> StartAnswer:
+        return StartAnswer.model_validate(self.call(Fn.START_EXECUTION, data, user))
+
+    def poll(self, user: User | None, execution_id: str, *, after: int = 0, attempt: int | None = None) -> PollAnswer:
+        data: dict[str, Any] = {"executionId": execution_id, "after": after}
+        if attempt is not None:
+            data["attempt"] = attempt
+        return PollAnswer.model_validate(self.call(Fn.GET_EXECUTION, data, user))
+
+    def cancel(self, user: User | None, execution_id: str) -> CancelAnswer:
+        return CancelAnswer.model_validate(self.call(Fn.CANCEL_EXECUTION, {"executionId": execution_id}, user))
+
+    # --- watching (Firestore, with Google credentials) ---------------------------------------
+
+    @property
+    def store(self):
+        """The Firestore reads promptq itself uses (``promptq.store``), on this project."""
+        if self._store is None:
+            from promptq.store import ExecutionStore
+
+            self._store = ExecutionStore.connect(self.project_id)
+        return self._store
 
     @property
     def db(self):
-        if self._db is None:
-            from google.cloud import firestore
-
-            self._db = firestore.Client(project=self.project_id)
-        return self._db
+        return self.store.client
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
-        snap = self.db.collection(COLLECTION).document(execution_id).get()
-        return snap.to_dict() if snap.exists else None
+        return self.store.get(execution_id)
 
-    def watch(
-        self, execution_id: str, on_version: Callable[[dict[str, Any]], None], *, timeout: float = 300.0
-    ) -> dict[str, Any]:
+    def watch(self, execution_id: str, on_version: Callable[[dict[str, Any]], None], *, timeout: float = 300.0) -> dict[str, Any]:
         """Call ``on_version`` with each version a Firestore listener sees, until the execution
         ends; return the final document. Raises TimeoutError if it does not end in time."""
         done = threading.Event()
         final: dict[str, Any] = {}
         errors: list[BaseException] = []
 
-        def on_snapshot(snaps, _changes, _read_time):
-            for snap in snaps:
-                if not snap.exists:
-                    continue
-                doc = snap.to_dict()
-                try:
-                    on_version(doc)
-                except BaseException as exc:  # surface callback errors in the caller's thread
-                    errors.append(exc)
-                    done.set()
-                if Status(doc["status"]) in TERMINAL:
-                    final.clear()
-                    final.update(doc)
-                    done.set()
+        def on_doc(doc: dict[str, Any]) -> None:
+            try:
+                on_version(doc)
+            except BaseException as exc:  # surface callback errors in the caller's thread
+                errors.append(exc)
+                done.set()
+            if Status(doc[F.STATUS]) in TERMINAL:
+                final.clear()
+                final.update(doc)
+                done.set()
 
-        watch = self.db.collection(COLLECTION).document(execution_id).on_snapshot(on_snapshot)
+        watch = self.store.watch(execution_id, on_doc)
         try:
             if not done.wait(timeout):
                 raise TimeoutError(f"execution {execution_id} did not end within {timeout:g} s")
@@ -154,14 +163,3 @@ class Client:
         if errors:
             raise errors[0]
         return final
-
-
-def stack_env() -> dict[str, str]:
-    """The local stack's endpoints, with the process environment taking precedence."""
-    from devstack.stack import read_env
-
-    env = read_env()
-    for key in ("PROJECT_ID", "FUNCTIONS_URL", "FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    return env

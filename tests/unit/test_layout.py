@@ -1,0 +1,134 @@
+"""The house rules, checked: what deploys, who imports what, where names live, how long things are."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import promptq.schema as schema
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYED_FOLDERS = ("promptq", "enqueue", "worker")
+DEPLOYED_FILES = ("main.py", "wiring.py", "requirements.txt")
+NOT_DEPLOYED = ("devstack", "bench", "tests", "promptq_client")
+FIREBASE_TOOLS = ROOT / "infra/node_modules/firebase-tools/lib/fsAsync.js"
+MAX_FUNCTION_LINES = 50
+MAX_MODULE_LINES = 300
+
+# What firebase-tools' prepareFunctionsUpload does: the codebase's ignore list (plus what it
+# always adds) through its own readdirRecursive.
+UPLOAD_JS = """
+const path = require("path");
+const { readdirRecursive } = require(process.argv[1]);
+const cfg = require(process.argv[2]).functions[0];
+const source = path.resolve(path.dirname(process.argv[2]), cfg.source);
+const ignore = [...(cfg.ignore || ["node_modules", ".git"]), "firebase-debug.log", "firebase-debug.*.log", ".runtimeconfig.json"];
+readdirRecursive({ path: source, ignoreStrings: ignore }).then((files) => {
+  console.log(JSON.stringify(files.map((f) => path.relative(source, f.name))));
+});
+"""
+
+
+def deployed_python() -> list[Path]:
+    files = [ROOT / name for name in DEPLOYED_FILES if name.endswith(".py")]
+    return files + sorted(p for folder in DEPLOYED_FOLDERS for p in (ROOT / folder).rglob("*.py"))
+
+
+def product_python() -> list[Path]:
+    return deployed_python() + sorted((ROOT / "promptq_client").rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def test_the_upload_is_exactly_the_deployed_code():
+    node = shutil.which("node")
+    assert node, "node is required (scripts/setup.sh checks for it)"
+    assert FIREBASE_TOOLS.exists(), "infra/node_modules is missing: run scripts/setup.sh"
+    # Stray caches and local files the CLI must leave out, whatever the working tree holds.
+    out = subprocess.run([node, "-e", UPLOAD_JS, str(FIREBASE_TOOLS), str(ROOT / "firebase.json")],
+                         capture_output=True, text=True, check=True).stdout
+    uploaded = set(json.loads(out))
+    expected = {_rel(p) for p in deployed_python()} | set(DEPLOYED_FILES)
+    assert uploaded == expected, f"uploaded but not deployed code: {sorted(uploaded - expected)}; missing: {sorted(expected - uploaded)}"
+
+
+def test_firebase_json_ignores_by_folder_and_kind_not_by_file():
+    ignore = json.loads((ROOT / "firebase.json").read_text())["functions"][0]["ignore"]
+    assert {"node_modules", ".git", "*.local"} <= set(ignore), "the Firebase CLI's own defaults must stay"
+    for entry in ignore:
+        assert "/" not in entry and not entry.endswith(".py"), f"{entry!r} names a file inside a folder"
+        is_folder = (ROOT / entry).is_dir() or entry in ("venv", "node_modules", ".git", "__pycache__")
+        # Root tooling that cannot move (make reads ./Makefile) is the one exception.
+        assert is_folder or "*" in entry or entry == "Makefile", f"{entry!r} ignores a single file"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", deployed_python(), ids=_rel)
+def test_deployed_code_imports_no_dev_code(path: Path):
+    assert not _imports(path) & set(NOT_DEPLOYED), f"{_rel(path)} imports {_imports(path) & set(NOT_DEPLOYED)}"
+
+
+def test_the_client_does_not_import_the_dev_stack():
+    for path in (ROOT / "promptq_client").rglob("*.py"):
+        assert not _imports(path) & {"devstack", "bench", "tests", "enqueue", "worker"}, _rel(path)
+
+
+def _string_constants(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
+
+
+def test_state_and_outcome_strings_are_spelled_in_the_schema_only():
+    names = {s.value for s in schema.Status} | {o.value for o in schema.Outcome} | {o.value for o in schema.AttemptOutcome}
+    spelled = {_rel(p): sorted(_string_constants(p) & names) for p in deployed_python()}
+    assert {path for path, found in spelled.items() if found} == {"promptq/schema.py"}, spelled
+
+
+def test_callable_names_are_the_schemas():
+    tree = ast.parse((ROOT / "main.py").read_text())
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.decorator_list}
+    assert {c.value for c in schema.Callable} | {schema.WORKER_FUNCTION} <= functions
+
+
+def test_the_browsers_names_are_generated_from_the_schema():
+    from devstack.schema_js import js_module
+
+    assert (ROOT / "web/schema.js").read_text() == js_module(), "web/schema.js drifted: run `make web-schema`"
+
+
+def _long_functions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [f"{_rel(path)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_product_functions_are_short():
+    assert [f for p in product_python() for f in _long_functions(p)] == []
+
+
+def test_product_modules_are_short():
+    modules = product_python()
+    long = {_rel(p): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

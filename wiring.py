@@ -1,0 +1,30 @@
+"""The composition root's per-process singletons, created lazily on first use.
+
+``main.py`` declares the functions; this module builds what they share in one process: the
+settings (read once from the environment, at the edge), the Firestore store and the task
+queue. Network clients are never created at import time (that breaks deploys and cold
+starts).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from enqueue.tasks import TaskQueue
+from promptq.settings import Settings
+from promptq.store import ExecutionStore
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@functools.cache
+def store() -> ExecutionStore:
+    return ExecutionStore.connect(settings().project_id)
+
+
+@functools.cache
+def task_queue() -> TaskQueue:
+    return TaskQueue(settings())
