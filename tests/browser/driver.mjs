@@ -1,4 +1,4 @@
-// Drives Debian's headless Chromium for tests/browser/test_web.py, one JSON command per line.
+// Drives Debian's headless Chromium for tests/browser/, one JSON command per line.
 //
 //   node tests/browser/driver.mjs USER_DATA_DIR [CHROMIUM]
 //
@@ -54,6 +54,12 @@ const ops = {
       [selector, pattern], { timeout, polling: 50 },
     ).then(() => null),
   disabled: ({ selector }) => page.isDisabled(selector),
+  // The JSON value of a JavaScript expression in the page, e.g. "window.updates" (a promise
+  // is awaited; undefined answers null).
+  eval: ({ expr }) => page.evaluate(expr),
+  // Wait until a JavaScript expression is truthy in the page.
+  wait_js: ({ expr, timeout = 10000 }) =>
+    page.waitForFunction(expr, null, { timeout, polling: 50 }).then(() => null),
   screenshot: ({ path }) => page.screenshot({ path, fullPage: true }).then(() => null),
   logs: () => logs.slice(-50),
 };

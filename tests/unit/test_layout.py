@@ -129,6 +129,22 @@ def test_product_functions_are_short():
 
 
 def test_product_modules_are_short():
-    modules = product_python()
+    modules = product_python() + sorted((ROOT / "web").glob("*.js"))
     long = {_rel(p): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}
+
+
+def test_js_functions_are_short():
+    # A function's body ends at the first line that closes it at its own indentation.
+    found = []
+    for path in sorted((ROOT / "web").glob("*.js")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"^(\s*)(export\s+)?(async\s+)?function\s+(\w+)", line)
+            if not m:
+                continue
+            indent = m.group(1)
+            end = next((j for j in range(i + 1, len(lines)) if lines[j] == indent + "}"), len(lines))
+            if end - i + 1 > MAX_FUNCTION_LINES:
+                found.append(f"{_rel(path)}:{i + 1} {m.group(4)} ({end - i + 1} lines)")
+    assert found == []

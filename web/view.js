@@ -1,0 +1,151 @@
+// The execution view: status, text, reasoning, tokens, usage and cost, timings, error and
+// the restart note, rendered from what watchExecution reports.
+
+import { $, fail, setText, show } from "./dom.js";
+import { CostSource, E, Status, U } from "./schema.js";
+import { watchExecution } from "./watch.js";
+
+let current = null;  // the execution shown: {id, handle, stopping, shown, attempt, text}
+
+/**
+ * The execution shown, if any.
+ * @returns {?{id: string, handle: import("./watch.js").ExecutionHandle, stopping: boolean}}
+ */
+export function currentExecution() {
+  return current;
+}
+
+/**
+ * Show execution `id` (replacing the one shown) and keep it up to date.
+ * @param {import("firebase/firestore").Firestore} db
+ * @param {string} id
+ */
+export function showExecution(db, id) {
+  current?.handle.unsubscribe();
+  history.replaceState(null, "", `#/executions/${id}`);
+  const view = { id, stopping: false, shown: "", attempt: null, text: document.createTextNode("") };
+  $("output").replaceChildren(view.text);
+  $("execution-id").textContent = id;
+  for (const el of ["usage", "timings", "error", "restart-note", "reasoning-box"]) $(el).hidden = true;
+  for (const el of ["status", "status-note", "served-model", "seq", "attempt", "tokens"]) $(el).textContent = "";
+  $("status").textContent = "starting";
+  $("execution").hidden = false;
+  view.handle = watchExecution(db, id, {
+    onUpdate: (state) => { if (current === view) render(view, state); },
+    onError: (err) => { if (current === view) renderFailure(err); },
+  });
+  current = view;
+}
+
+/** Stop showing the execution (on sign-out). */
+export function hideExecution() {
+  current?.handle.unsubscribe();
+  current = null;
+  $("execution").hidden = true;
+}
+
+function renderFailure(err) {
+  $("stop").disabled = true;
+  if (err.code === "not-found") $("status").textContent = "not found";
+  else fail($("error"), err, "cannot watch this execution: ");
+}
+
+/** @param {import("./watch.js").ExecutionState} s */
+function render(view, s) {
+  setText($("status"), s.status);
+  $("status").dataset.status = s.status;
+  setText($("status-note"), s.live && (s.cancelRequested || view.stopping) ? "stop requested…" : "");
+  $("stop").disabled = !s.live || s.cancelRequested || view.stopping;
+  $("seq").textContent = String(s.seq);
+  $("attempt").textContent = String(s.attempt);
+  $("served-model").textContent = s.model ?? `${s.requestedModel ?? "?"} (requested)`;
+  $("output").setAttribute("aria-busy", String(s.live));
+  renderText(view, s);
+  renderReasoning(s);
+  renderTokens(s);
+  renderUsage(s);
+  renderTimings(s);
+  renderError(s);
+}
+
+function renderText(view, s) {
+  if (s.text.startsWith(view.shown)) {
+    view.text.appendData(s.text.slice(view.shown.length));  // only what arrived since
+  } else {
+    view.text.data = s.text;  // a new attempt started the answer over
+  }
+  if (s.restarted && view.attempt !== null && view.attempt !== s.attempt) {
+    show($("restart-note"), `Attempt ${s.attempt} restarted the answer: the text of attempt ${view.attempt} was discarded.`);
+  }
+  view.shown = s.text;
+  view.attempt = s.attempt;
+}
+
+function renderReasoning(s) {
+  const reasoning = s.reasoning + (s.reasoningTruncated ? "\n[… reasoning cut: it outgrew its limit]" : "");
+  $("reasoning-box").hidden = !reasoning;
+  setText($("reasoning"), reasoning);
+}
+
+function renderTokens(s) {
+  if (s.usage) {
+    $("tokens").textContent = `${s.usage[U.COMPLETION_TOKENS]} completion tokens (exact, from usage)`;
+    return;
+  }
+  const words = plural((s.text.match(/\S+/g) ?? []).length, "word");
+  const chars = plural([...s.text].length, "character");
+  $("tokens").textContent = s.live || s.status === Status.CANCELLED
+    ? `≈ ${words} · ${chars} arrived (approximate; exact token counts come with usage)`
+    : `${words} · ${chars} received (no token counts reported)`;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function renderUsage(s) {
+  const usage = s.usage;
+  if (s.live || (!usage && s.cost == null && s.status === Status.FAILED)) {
+    $("usage").hidden = true;
+    return;
+  }
+  let tokens;
+  if (usage) {
+    tokens = `Usage: ${usage[U.PROMPT_TOKENS]} prompt + ${usage[U.COMPLETION_TOKENS]} completion = ${usage[U.TOTAL_TOKENS]} tokens`;
+    if (usage[U.REASONING_TOKENS]) tokens += ` (${usage[U.REASONING_TOKENS]} reasoning)`;
+  } else {
+    tokens = s.status === Status.CANCELLED
+      ? "Usage: not known yet (a stopped stream's usage is read from the upstream afterwards)"
+      : "Usage: not reported";
+  }
+  let cost = s.cost == null ? "Cost: not reported" : `Cost: $${formatUsd(s.cost)} USD`;
+  if (s.cost != null && s.costSource === CostSource.GENERATION) cost += " (from the upstream's generation record)";
+  const costEl = Object.assign(document.createElement("span"), { id: "cost", textContent: cost });
+  $("usage").replaceChildren(document.createTextNode(tokens + " · "), costEl);
+  $("usage").hidden = false;
+}
+
+function formatUsd(value) {
+  if (value === 0) return "0";
+  return value >= 0.01 ? value.toFixed(4) : value.toPrecision(3);
+}
+
+function renderTimings(s) {
+  const created = s.createdAt?.getTime();
+  const secs = (date) => `${((date.getTime() - created) / 1000).toFixed(2)} s`;
+  const parts = [];
+  if (created && s.startedAt) parts.push(`queued ${secs(s.startedAt)}`);
+  if (created && s.firstTokenAt) parts.push(`first token after ${secs(s.firstTokenAt)}`);
+  if (created && s.finishedAt) parts.push(`total ${secs(s.finishedAt)}`);
+  if (s.finishReason) parts.push(`finish reason: ${s.finishReason}`);
+  show($("timings"), s.live || !parts.length ? "" : "Timings: " + parts.join(" · "));
+}
+
+function renderError(s) {
+  if (!s.error) {
+    $("error").hidden = true;
+    return;
+  }
+  const upstream = s.error[E.UPSTREAM_STATUS] ? ` (upstream HTTP ${s.error[E.UPSTREAM_STATUS]})` : "";
+  show($("error"), `${s.error[E.CODE]}: ${s.error[E.MESSAGE]}${upstream}`);
+}
