@@ -11,10 +11,12 @@ import wiring
 from enqueue import control, sweeper
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
+from promptq import redact
 from promptq.schema import Outcome
 from worker.handler import handle
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+redact.install()  # no log line carries a key, whatever echoed it
 log = logging.getLogger("promptq")
 
 # The OpenRouter key is a Firebase secret (Secret Manager in production, .secret.local on the
@@ -30,7 +32,7 @@ def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
     try:
         return handler(req.auth.uid if req.auth else None, req.data, **deps)
     except RequestError as err:
-        raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status.value), err.message, err.details()) from None
+        raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status.value), redact.redact(err.message), err.details()) from None
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_512)

@@ -21,6 +21,33 @@ import pytest
 from devstack import stack as devstack
 
 
+# Where the test API key was found: every document is scanned before a test wipes it, and the
+# stack's logs at the end of the session. Any finding fails the run.
+SECRET_FINDINGS: list[str] = []
+
+
+def _documents(db):
+    """Every document of the emulator, subcollections included."""
+    pending = list(db.collections())
+    while pending:
+        for snap in pending.pop().stream():
+            yield snap
+            pending.extend(snap.reference.collections())
+
+
+def scan_for_key(db) -> None:
+    for snap in _documents(db):
+        if devstack.FAKE_KEY in repr(snap.to_dict()):
+            SECRET_FINDINGS.append(f"document {snap.reference.path}")
+
+
+def scan_logs_for_key() -> None:
+    for log in sorted(devstack.LOGS.glob("*.log")):
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+            if devstack.FAKE_KEY in line:
+                SECRET_FINDINGS.append(f"{log.name}:{number}")
+
+
 @pytest.fixture(scope="session")
 def stack() -> dict[str, str]:
     # One user of the stack at a time per machine (tests wipe its data between tests).
@@ -40,9 +67,16 @@ def stack() -> dict[str, str]:
         os.environ[key] = env[key]
     os.environ["GCLOUD_PROJECT"] = env["PROJECT_ID"]
     yield env
-    if started:
-        devstack.down()
-    lock.__exit__(None, None, None)
+    try:
+        from google.cloud import firestore
+
+        scan_for_key(firestore.Client(project=env["PROJECT_ID"]))
+        scan_logs_for_key()
+    finally:
+        if started:
+            devstack.down()
+        lock.__exit__(None, None, None)
+    assert not SECRET_FINDINGS, f"the test API key leaked into: {SECRET_FINDINGS[:20]}"
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +101,10 @@ def _firestore_clear(env: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def clean(stack):
-    """A clean slate: empty Firestore, zeroed Cloud Tasks counters, empty upstream log."""
+def clean(stack, db):
+    """A clean slate: empty Firestore, zeroed Cloud Tasks counters, empty upstream log (what the
+    previous test left is scanned for the API key first)."""
+    scan_for_key(db)
     _firestore_clear(stack)
     httpx.post(f"{stack['TASKS_STATS_URL']}/reset", timeout=5).raise_for_status()
     httpx.delete(f"{_upstream_root(stack)}/_fake/requests", timeout=5).raise_for_status()
@@ -162,3 +198,25 @@ def listen(db):
     yield attach
     for w in watches:
         w.unsubscribe()
+
+
+@pytest.fixture
+def tasks_admin(stack):
+    """A google-cloud-tasks client on the Cloud Tasks emulator (``queue_name``: promptq's queue)."""
+    import grpc
+    from google.cloud import tasks_v2
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+    client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(stack["PROMPTQ_TASKS_EMULATOR_HOST"])))
+    client.queue_name = stack["TASKS_QUEUE"]
+    return client
+
+
+@pytest.fixture
+def paused_queue(tasks_admin):
+    """promptq's queue, paused for the test (resumed after it)."""
+    tasks_admin.pause_queue(name=tasks_admin.queue_name)
+    try:
+        yield tasks_admin
+    finally:
+        tasks_admin.resume_queue(name=tasks_admin.queue_name)

@@ -24,6 +24,8 @@ from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from promptq.errors import Permanent, Transient
+from promptq.redact import redact
+from promptq.redact import register as redact_register
 from promptq.execution import Usage
 from promptq.schema import Code, Req
 from worker.stream import Delta, Done, Event, Finish, StreamError, aiter_events
@@ -177,7 +179,7 @@ class OpenRouterClient:
         self.backoff_max_s = backoff_max_s
         self.retry_after_cap_s = retry_after_cap_s
         self._sleep = sleep
-        self._key = api_key
+        redact_register(api_key)  # every message that leaves this process is redacted of it
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -279,11 +281,9 @@ class OpenRouterClient:
             raise
 
     def _redacted(self, exc: Transient | Permanent) -> Transient | Permanent:
-        """An upstream that echoes the key in its error message must not put it in our
-        documents or logs."""
-        if self._key and self._key in exc.message:
-            exc.message = exc.message.replace(self._key, "[redacted]")
-            exc.args = (exc.message,)
+        """An upstream that echoes the key in its error message must not put it anywhere."""
+        exc.message = redact(exc.message)
+        exc.args = (exc.message,)
         return exc
 
 

@@ -92,15 +92,20 @@ def usage_chunk(head: ChunkHead, usage: dict[str, Any], finish_reason: str, *, e
     return {**head.base(), "choices": choices, "usage": usage}
 
 
-def error_event(head: ChunkHead, shape: str, code: int, usage: dict[str, Any]) -> dict[str, Any]:
+def echoing(message: str, key: str | None) -> str:
+    """A provider's message that quotes the caller's key (``echo=1``), or the message."""
+    return f"{message}: Incorrect API key provided: {key}" if key else message
+
+
+def error_event(head: ChunkHead, shape: str, code: int, usage: dict[str, Any], echo: str | None = None) -> dict[str, Any]:
     """An error inside a 200 stream, in one of the three shapes seen in the wild."""
     if shape == "bare":
-        return {"error": {"message": "Rate limit exceeded upstream (fakerouter bare error event)", "code": code}}
+        return {"error": {"message": echoing("Rate limit exceeded upstream (fakerouter bare error event)", echo), "code": code}}
     if shape == "usage":
-        error = {"code": code, "message": "Provider returned error (fakerouter error event)",
+        error = {"code": code, "message": echoing("Provider returned error (fakerouter error event)", echo),
                  "metadata": {"provider_name": PROVIDER}}
         return {**head.base(), "error": error, "choices": [], "usage": usage}
-    error = {"code": "server_error", "message": "Provider disconnected mid-stream (fakerouter error event)"}
+    error = {"code": "server_error", "message": echoing("Provider disconnected mid-stream (fakerouter error event)", echo)}
     choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error", "native_finish_reason": "error"}
     return {**head.base(), "error": error, "choices": [choice]}
 
@@ -127,7 +132,7 @@ _STATUS_MESSAGES = {
 RATE_LIMIT = 20
 
 
-def status_fault(code: int, model: str, retry_after: float | None) -> tuple[dict[str, Any], dict[str, str]]:
+def status_fault(code: int, model: str, retry_after: float | None, echo: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The JSON body and headers of a `status` fault answered before streaming."""
     headers: dict[str, str] = {}
     metadata: dict[str, Any] = {"provider_name": PROVIDER, "model": model}
@@ -143,7 +148,7 @@ def status_fault(code: int, model: str, retry_after: float | None) -> tuple[dict
         metadata.update(reasons=["fakerouter"], flagged_input="...", model_slug=model)
     elif code == 502:
         metadata["raw"] = "upstream connection reset (fakerouter)"
-    return error_body(code, _STATUS_MESSAGES[code], metadata), headers
+    return error_body(code, echoing(_STATUS_MESSAGES[code], echo), metadata), headers
 
 
 def completion(head: ChunkHead, text: str, reasoning: str, finish_reason: str, usage: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,9 @@ Keys (default in brackets):
 - ``shape`` [choices]: ``error_event`` payload: ``choices``, ``bare`` or ``usage``.
 - ``done`` [0]: 1 = ``error_event`` is followed by ``data: [DONE]``.
 - ``generation_delay`` [1.0]: seconds after the end before ``GET /generation`` answers.
+- ``echo`` [0]: 1 = error messages (a ``status`` fault's body, an ``error_event``) quote the
+  request's API key, as some providers do ("Incorrect API key provided: sk-..."): promptq
+  must never store, log or answer it.
 - ``unique`` [0]: 1 = every generation of the same request gets different text (the
   generation's serial number is mixed into the seed), so that a test can tell two
   generations apart and see that a document never mixes them.
@@ -93,6 +96,7 @@ class Scenario:
     done: bool = False
     generation_delay: float = 1.0
     unique: bool = False
+    echo: bool = False
 
     @property
     def status_code(self) -> int:
@@ -172,6 +176,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "done": _bool,
     "generation_delay": _float,
     "unique": _bool,
+    "echo": _bool,
 }
 KEYS = tuple(_PARSERS)
 

@@ -145,14 +145,19 @@ def _scenarios(request: web.Request, candidates: list[str]) -> list[Scenario]:
         raise _PreStreamError(_error(400, str(exc)), str(exc)) from None
 
 
-def _choose(state: RouterState, messages_key: str, candidates: list[str],
+def _echo(request: web.Request, scenario: Scenario) -> str | None:
+    """The caller's key, for a scenario whose errors quote it (``echo=1``)."""
+    return request.headers.get("Authorization", "").partition(" ")[2] or None if scenario.echo else None
+
+
+def _choose(request: web.Request, state: RouterState, messages_key: str, candidates: list[str],
             scenarios: list[Scenario]) -> tuple[str, Scenario]:
     """The model that serves: skip those whose `status` fault fires (OpenRouter falls back
     on errors before streaming); if all fail, the last failure is the answer."""
     failure: tuple[str, web.Response] | None = None
     for model, scenario in zip(candidates, scenarios):
         if scenario.fault == "status" and state.fault_fires(("status", messages_key, model), scenario.times):
-            body, headers = protocol.status_fault(scenario.status_code, model, scenario.retry_after)
+            body, headers = protocol.status_fault(scenario.status_code, model, scenario.retry_after, _echo(request, scenario))
             failure = (body["error"]["message"], _error(scenario.status_code, "", headers, body))
             continue
         return model, scenario
@@ -163,7 +168,8 @@ def _choose(state: RouterState, messages_key: str, candidates: list[str],
 _GENERATIONS = itertools.count(1)
 
 
-def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: str, scenario: Scenario) -> Plan:
+def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: str, scenario: Scenario,
+          echo: str | None = None) -> Plan:
     seed = seed_for(body["messages"], body.get("seed"))
     if scenario.unique:
         seed = seed * 1_000_003 + next(_GENERATIONS)
@@ -180,6 +186,7 @@ def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: st
         finish_reason=finish_reason,
         prompt_tokens=count_prompt_tokens(body["messages"]),
         fault_active=fault_active,
+        echo=echo,
     )
 
 
@@ -205,9 +212,9 @@ async def _prepare(request: web.Request, record: RequestRecord) -> tuple[dict[st
     scenarios = _scenarios(request, candidates)
     record.scenario = scenarios[0].to_json()
     messages_key = protocol.dumps(body["messages"])
-    model, scenario = _choose(request.app[STATE], messages_key, candidates, scenarios)
+    model, scenario = _choose(request, request.app[STATE], messages_key, candidates, scenarios)
     record.served_model, record.scenario = model, scenario.to_json()
-    return body, _plan(request.app[STATE], body, messages_key, model, scenario)
+    return body, _plan(request.app[STATE], body, messages_key, model, scenario, _echo(request, scenario))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

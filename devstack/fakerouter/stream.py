@@ -46,6 +46,7 @@ class Plan:
     finish_reason: str  # of a full stream: stop or length
     prompt_tokens: int
     fault_active: bool = True  # False once a counted fault's `times` is used up
+    echo: str | None = None  # the caller's key, quoted by error events (echo=1)
 
     @property
     def fault(self) -> str:
@@ -157,7 +158,7 @@ async def _fault(writer: SseWriter, plan: Plan, record: RequestRecord) -> Outcom
     if fault == "error_event":
         sent = record.tokens_sent + record.reasoning_tokens_sent
         usage = usage_object(plan.prompt_tokens, sent, record.reasoning_tokens_sent)
-        event = protocol.error_event(plan.head, plan.scenario.shape, plan.scenario.event_code, usage)
+        event = protocol.error_event(plan.head, plan.scenario.shape, plan.scenario.event_code, usage, plan.echo)
         await writer.write(protocol.frame(event))
         record.finish_reason = "error"
         if plan.scenario.done:
