@@ -7,15 +7,17 @@ enqueued is removed again, so a rejected or failed call leaves nothing half-done
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from typing import Any
 
+from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue.control import signed_in
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
-from promptq.schema import TEMPLATE_CONTENT, CallStatus, Req, StartAnswer
+from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, Req, StartAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -29,49 +31,60 @@ def execution_id_for(uid: str, idempotency_key: str | None) -> str:
     return hashlib.sha256(f"{uid}\0{idempotency_key}".encode()).hexdigest()[:32]
 
 
-def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore) -> list[dict[str, str]]:
+def fingerprint(req: rq.StartRequest) -> str:
+    """What the request asks for, as a hash: the same idempotency key must come with it."""
+    canonical = json.dumps(req.model_dump(mode="json", exclude={"idempotencyKey"}), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settings: Settings) -> list[dict[str, str]]:
     if req.prompt is not None:
         return [{"role": "user", "content": req.prompt}]
     if req.messages is not None:
         return [m.model_dump() for m in req.messages]
+    pr.check_variables(req, settings.limits)  # before reading anything: the request alone is wrong
     template = store.template(uid, req.promptId)  # type: ignore[arg-type]
     if template is None:
         raise rq.RequestError(f"promptId: no template {req.promptId!r}", CallStatus.NOT_FOUND)
     content = template.get(TEMPLATE_CONTENT)
     if not isinstance(content, str):
         raise rq.RequestError(f"promptId: template {req.promptId!r} has no `{TEMPLATE_CONTENT}` string", CallStatus.FAILED_PRECONDITION)
-    return [{"role": "user", "content": rq.render(content, req.variables or {})}]
+    return [{"role": "user", "content": pr.render(content, req.variables or {}, max_bytes=settings.limits.max_prompt_bytes)}]
 
 
-def start_execution(
-    uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings
-) -> dict[str, Any]:
+def new_document(uid: str, req: rq.StartRequest, messages: list[dict[str, str]], settings: Settings) -> dict[str, Any]:
+    models = req.models or [req.model or settings.default_model]
+    pr.check_limits(req, messages, models, settings.limits)
+    # The variables are in the rendered messages: stored once, not again in `request`.
+    request = {Req.MODEL: models[0], Req.MODELS: req.models, Req.PARAMS: pr.params_sent(req, settings.limits), Req.PROMPT_ID: req.promptId}
+    doc = ex.new_execution(owner_uid=uid, messages=messages, request=request, idempotency_key=req.idempotencyKey, now=ex.utcnow())
+    return {**doc, F.REQUEST_HASH: fingerprint(req)}
+
+
+def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings) -> dict[str, Any]:
     uid = signed_in(uid, "start an execution")
     req = rq.parse(data)
-    messages = build_messages(req, uid, store)
-    models = req.models or [req.model or settings.default_model]
-    rq.check_limits(req, messages, models, settings.limits)
-
     execution_id = execution_id_for(uid, req.idempotencyKey)
-    request: dict[str, Any] = {
-        Req.MODEL: models[0],
-        Req.MODELS: req.models,
-        Req.PARAMS: req.params.model_dump(exclude_none=True) if req.params else {},
-        Req.PROMPT_ID: req.promptId,
-        Req.VARIABLES: req.variables,
-    }
-    doc = ex.new_execution(
-        owner_uid=uid, messages=messages, request=request, idempotency_key=req.idempotencyKey, now=ex.utcnow()
-    )
+    doc = {**new_document(uid, req, build_messages(req, uid, store, settings), settings), F.TASK: execution_id}
     if not store.create(execution_id, doc):
-        # The same user sent the same idempotency key before: same execution, no new task.
-        log.info("execution %s: idempotent resubmission", execution_id)
-        return StartAnswer(executionId=execution_id, deduplicated=True).to_json()
+        return _resubmitted(store, execution_id, doc)
     try:
-        queue.enqueue(execution_id)
+        task_id = queue.submit(execution_id)
     except Exception as exc:
         log.error("execution %s: enqueue failed (%s); rolling back", execution_id, type(exc).__name__)
         store.delete_unstarted(execution_id)
         raise rq.RequestError("could not enqueue the execution; try again", CallStatus.UNAVAILABLE) from None
-    log.info("execution %s: queued (model %s, %d messages)", execution_id, models[0], len(messages))
+    if task_id != execution_id:  # its first name was held by a finished task (a retried call)
+        store.update_if(execution_id, lambda d: {F.TASK: task_id} if d and d.get(F.TASK) != task_id else None)
+    log.info("execution %s: queued (model %s, %d messages)", execution_id, doc[F.REQUEST][Req.MODEL], len(doc[F.MESSAGES]))
     return StartAnswer(executionId=execution_id).to_json()
+
+
+def _resubmitted(store: ExecutionStore, execution_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """The same user sent the same idempotency key before: the same execution and no new task,
+    if it is the same request; a different request under a used key is refused."""
+    earlier = store.get(execution_id) or {}
+    if earlier.get(F.REQUEST_HASH) != doc[F.REQUEST_HASH]:
+        raise rq.RequestError("idempotencyKey: already used for a different request; use a new key for a new request")
+    log.info("execution %s: idempotent resubmission", execution_id)
+    return StartAnswer(executionId=execution_id, deduplicated=True).to_json()

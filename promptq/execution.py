@@ -23,7 +23,8 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq.records import Progress, Result, Usage, as_utc, error_doc, is_terminal, status_of, utcnow
+from promptq.records import Progress, Result, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
+from promptq.redact import redact
 from promptq.schema import (
     FINISH_CANCELLED, TERMINAL, A, AttemptOutcome, ClaimKind, Code, CostSource, F, Status, SweepKind,
 )
@@ -232,7 +233,7 @@ def released(
         A.ATTEMPT_ID: attempt_id,
         A.OUTCOME: AttemptOutcome.RETRY.value,
         A.CODE: code,
-        A.MESSAGE: message[:500],
+        A.MESSAGE: bounded(redact(message), 500),
         A.ENDED_AT: now,
     })
     return {

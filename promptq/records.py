@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from promptq.paging import Page
+from promptq.redact import redact
 from promptq.schema import TERMINAL, E, F, Status, U
 
 
@@ -58,7 +59,7 @@ class Result:
 
 
 def error_doc(code: str, message: str, upstream_status: int | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {E.CODE: code, E.MESSAGE: message[:2000]}
+    doc: dict[str, Any] = {E.CODE: code, E.MESSAGE: bounded(redact(message), 2000)}
     if upstream_status is not None:
         doc[E.UPSTREAM_STATUS] = upstream_status
     return doc
@@ -76,3 +77,9 @@ def status_of(doc: Mapping[str, Any]) -> Status:
 
 def is_terminal(doc: Mapping[str, Any]) -> bool:
     return status_of(doc) in TERMINAL
+
+
+def bounded(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, at a code point boundary."""
+    data = text.encode()
+    return text if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")

@@ -74,6 +74,8 @@ class F:
     WRITES = "writes"  # how many times promptq wrote this document (create included)
     REQUEUES = "requeues"  # times the sweeper re-enqueued it
     RETRY_AT = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
+    REQUEST_HASH = "requestHash"  # what the request asked for: an idempotency key must match it
+    TASK = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
 
 
 class Req:
@@ -158,6 +160,7 @@ class Code:
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     QUEUE_TIMEOUT = "queue_timeout"  # queued, never picked up (sweeper)
     OUTPUT_TOO_LARGE = "output_too_large"
+    WRITE_REFUSED = "write_refused"  # Firestore refused a write (too large, a value it cannot store)
     ENQUEUE_FAILED = "enqueue_failed"
     INTERNAL = "internal"
     LOST_CLAIM = "lost_claim"  # not written: another attempt holds the execution

@@ -52,11 +52,14 @@ def _from(cls: type, environ: Mapping[str, str], **given: Any) -> Any:
 class Limits:
     """What the callable accepts. All configurable; see README "Configuration"."""
 
-    max_prompt_chars: int = env("PROMPTQ_MAX_PROMPT_CHARS", 100_000)  # over all messages after rendering
+    # UTF-8 bytes over all messages after rendering. With the answer's tail (a page), the
+    # reasoning and the rest, a document stays well under Firestore's 1 MiB.
+    max_prompt_bytes: int = env("PROMPTQ_MAX_PROMPT_BYTES", 256 * 1024)
     max_messages: int = env("PROMPTQ_MAX_MESSAGES", 200)
-    max_tokens_cap: int = env("PROMPTQ_MAX_TOKENS_CAP", 32_000)
+    max_tokens_cap: int = env("PROMPTQ_MAX_TOKENS_CAP", 32_000)  # the most a request may ask for
+    default_max_tokens: int = env("PROMPTQ_DEFAULT_MAX_TOKENS", 4096)  # sent when a request gives none
     max_variables: int = env("PROMPTQ_MAX_VARIABLES", 100)
-    max_variable_chars: int = env("PROMPTQ_MAX_VARIABLE_CHARS", 20_000)
+    max_variable_bytes: int = env("PROMPTQ_MAX_VARIABLE_BYTES", 20_000)
     max_models: int = env("PROMPTQ_MAX_MODELS", 5)
     model_allowlist: tuple[str, ...] = env("PROMPTQ_MODEL_ALLOWLIST", ())  # empty = any model
 
@@ -87,7 +90,8 @@ class Settings:
     connect_timeout_s: float = env("PROMPTQ_CONNECT_TIMEOUT", 10.0)
     open_attempts: int = env("PROMPTQ_OPEN_ATTEMPTS", 4)  # tenacity: tries to open a stream before the first token
     backoff_max_s: float = env("PROMPTQ_BACKOFF_MAX", 8.0)
-    retry_after_cap_s: float = env("PROMPTQ_RETRY_AFTER_CAP", 30.0)
+    retry_after_cap_s: float = env("PROMPTQ_RETRY_AFTER_CAP", 30.0)  # longer: handed back to the queue
+    max_retry_after_s: float = env("PROMPTQ_MAX_RETRY_AFTER", 300.0)  # longer still: ended failed
     max_attempts: int = env("PROMPTQ_MAX_ATTEMPTS", 3)  # whole attempts (deliveries that claim the execution)
     lease_s: float = env("PROMPTQ_LEASE", 30.0)
     # The worker's own deadline for one attempt; stays inside the dispatch deadline and the
@@ -97,7 +101,7 @@ class Settings:
     # `page_bytes` (UTF-8) of older text is sealed into executions/{id}/pages/{n}.
     page_bytes: int = env("PROMPTQ_PAGE_BYTES", 256 * 1024)
     max_output_bytes: int = env("PROMPTQ_MAX_OUTPUT_BYTES", 64 * 1024 * 1024)  # all pages included
-    max_reasoning_chars: int = env("PROMPTQ_MAX_REASONING_CHARS", 32_000)  # not paged: longer is cut (flagged)
+    max_reasoning_bytes: int = env("PROMPTQ_MAX_REASONING_BYTES", 64 * 1024)  # not paged: longer is cut (flagged)
 
     # The sweeper (a scheduled function) revives or ends executions nobody works on.
     sweep_grace_s: float = env("PROMPTQ_SWEEP_GRACE", 120.0)  # a lease expired this long ago: its worker is gone

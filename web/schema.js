@@ -49,7 +49,9 @@ export const F = Object.freeze({
   "UPDATED_AT": "updatedAt",
   "WRITES": "writes",
   "REQUEUES": "requeues",
-  "RETRY_AT": "retryAt"
+  "RETRY_AT": "retryAt",
+  "REQUEST_HASH": "requestHash",
+  "TASK": "task"
 });
 export const Req = Object.freeze({
   "MODEL": "model",

@@ -70,11 +70,11 @@ class Attempt:
             self.output[:] = ["".join(self.output)]  # keep one string: joins stay linear
         tail = (self.output[0] if self.output else "")[self.sealed_chars:]
         pages, rest = split_pages(tail, self.settings.page_bytes, first_index=self.sealed_pages, start=self.sealed_chars)
-        reasoning = "".join(self.reasoning)
-        cap = self.settings.max_reasoning_chars
+        reasoning = "".join(self.reasoning).encode()
+        cap = self.settings.max_reasoning_bytes
         return ex.Progress(
             output=rest,
-            reasoning=reasoning[:cap],
+            reasoning=reasoning[:cap].decode(errors="ignore"),  # cut at a code point boundary
             reasoning_truncated=len(reasoning) > cap,
             model=self.model,
             generation_id=self.generation_id,

@@ -82,6 +82,12 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _short(value: Any, limit: int) -> str | None:
+    """An upstream string stored on the document (a model name, an id, a reason), bounded:
+    a hostile or broken upstream cannot grow the document through it."""
+    return str(value)[:limit] if value not in (None, "") else None
+
+
 def _usage(raw: dict[str, Any]) -> UsageReport:
     cost = raw.get("cost")
     details = raw.get("completion_tokens_details") or {}
@@ -106,16 +112,16 @@ def parse_data(data: str) -> list[Event]:
         return [StreamError("malformed_chunk", "upstream sent a data line that is not a JSON object", malformed=True)]
     events: list[Event] = []
     if chunk.get("model") or chunk.get("id"):
-        events.append(Meta(chunk.get("id"), chunk.get("model"), chunk.get("provider")))
+        events.append(Meta(_short(chunk.get("id"), 128), _short(chunk.get("model"), 200), _short(chunk.get("provider"), 100)))
     error = chunk.get("error")
     if error:
         if not isinstance(error, dict):
             error = {"message": str(error)}
         code = error.get("code")
-        message = str(error.get("message") or "upstream reported an error")
+        message = str(error.get("message") or "upstream reported an error")[:2000]
         if isinstance(chunk.get("usage"), dict):
             events.append(_usage(chunk["usage"]))
-        events.append(StreamError(str(code if code is not None else "error"), message, numeric_code=code if isinstance(code, int) else None))
+        events.append(StreamError(str(code if code is not None else "error")[:64], message, numeric_code=code if isinstance(code, int) else None))
         return events
     for choice in chunk.get("choices") or []:
         if not isinstance(choice, dict):
@@ -127,7 +133,7 @@ def parse_data(data: str) -> list[Event]:
             events.append(Delta(content=str(content), reasoning=str(reasoning)))
         reason = choice.get("finish_reason")
         if reason:
-            events.append(Finish(str(reason), choice.get("native_finish_reason")))
+            events.append(Finish(str(reason)[:64], _short(choice.get("native_finish_reason"), 64)))
     if isinstance(chunk.get("usage"), dict):
         events.append(_usage(chunk["usage"]))
     return events

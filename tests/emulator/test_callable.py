@@ -39,7 +39,7 @@ BAD = [
     ({"prompt": "hi", "variables": {"a": "b"}}, "variables"),
     ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
     ({"messages": []}, "messages"),
-    ({"prompt": "x" * 100_001}, "prompt"),
+    ({"prompt": "x" * (256 * 1024 + 1)}, "prompt"),  # PROMPTQ_MAX_PROMPT_BYTES
     ({"prompt": "hi", "idempotencyKey": "has spaces"}, "idempotencyKey"),
 ]
 

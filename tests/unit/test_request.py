@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enqueue.request import RequestError, StartRequest, check_limits, parse, placeholders, render
+from enqueue.prompt import check_limits, placeholders, render
+from enqueue.request import RequestError, StartRequest, parse
 from promptq.settings import Limits
 
 
@@ -226,7 +227,7 @@ def test_too_many_messages():
 
 
 def test_prompt_too_long():
-    limits = Limits(max_prompt_chars=10)
+    limits = Limits(max_prompt_bytes=10)
     validate({"prompt": "x" * 10}, limits)
     assert rejected({"prompt": "x" * 11}, limits).startswith("prompt:")
     assert rejected({"messages": [{"role": "user", "content": "x" * 6}] * 2}, limits).startswith("messages:")
@@ -235,7 +236,7 @@ def test_prompt_too_long():
 
 
 def test_too_many_or_too_long_variables():
-    limits = Limits(max_variables=2, max_variable_chars=5)
+    limits = Limits(max_variables=2, max_variable_bytes=5)
     template = "{a}{b}{c}"
     assert rejected({"promptId": "p", "variables": {"a": "1", "b": "2", "c": "3"}}, limits, template).startswith("variables:")
     assert rejected({"promptId": "p", "variables": {"name": "abcdef"}}, limits).startswith("variables.name:")

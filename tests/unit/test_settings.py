@@ -72,11 +72,11 @@ def test_overrides():
         PROMPTQ_LEASE="12",
         PROMPTQ_ATTEMPT_DEADLINE="500",
         PROMPTQ_MAX_OUTPUT_BYTES="1000",
-        PROMPTQ_MAX_PROMPT_CHARS="50",
+        PROMPTQ_MAX_PROMPT_BYTES="50",
         PROMPTQ_MAX_MESSAGES="4",
         PROMPTQ_MAX_TOKENS_CAP="256",
         PROMPTQ_MAX_VARIABLES="3",
-        PROMPTQ_MAX_VARIABLE_CHARS="9",
+        PROMPTQ_MAX_VARIABLE_BYTES="9",
         PROMPTQ_MAX_MODELS="2",
         PROMPTQ_MODEL_ALLOWLIST=" openai/gpt-4o-mini , ,anthropic/claude-3.5-haiku,",
     )
@@ -93,11 +93,11 @@ def test_overrides():
     assert s.retry_after_cap_s == 10.0 and s.max_attempts == 5 and s.lease_s == 12.0
     assert s.attempt_deadline_s == 500.0 and s.max_output_bytes == 1000
     assert s.limits == Limits(
-        max_prompt_chars=50,
+        max_prompt_bytes=50,
         max_messages=4,
         max_tokens_cap=256,
         max_variables=3,
-        max_variable_chars=9,
+        max_variable_bytes=9,
         max_models=2,
         model_allowlist=("openai/gpt-4o-mini", "anthropic/claude-3.5-haiku"),
     )
@@ -114,7 +114,7 @@ def test_overrides():
         ("PROMPTQ_OPEN_ATTEMPTS", "1.5"),
         ("PROMPTQ_MAX_ATTEMPTS", "three"),
         ("PROMPTQ_MAX_OUTPUT_BYTES", "1e6"),
-        ("PROMPTQ_MAX_PROMPT_CHARS", "lots"),
+        ("PROMPTQ_MAX_PROMPT_BYTES", "lots"),
         ("PROMPTQ_MAX_MODELS", "2.0"),
     ],
 )
