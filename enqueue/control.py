@@ -13,11 +13,12 @@ from typing import Any
 from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq import execution as ex
 from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, PollAnswer, Reason, Status
-from promptq.store import ExecutionStore
+from promptq.store import ExecutionStore, TextChanged
 
 # One answer carries at most this many code points (a callable's response must stay small);
 # `more: true` says to poll again at once from the new offset.
 MAX_TEXT_CHARS = 1_000_000
+READ_TRIES = 3
 
 
 def signed_in(uid: str | None, what: str) -> str:
@@ -41,7 +42,17 @@ def _iso(value: Any) -> str | None:
 
 def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
     req = parse(data, PollRequest)
-    doc = owned(store, signed_in(uid, "poll an execution"), req.executionId)
+    uid = signed_in(uid, "poll an execution")
+    for _ in range(READ_TRIES):
+        try:
+            return _poll(req, owned(store, uid, req.executionId), store)
+        except TextChanged:
+            continue  # a restart rewrote the pages after the document was read: read it again
+    raise RequestError("executionId: the text is being restarted; poll again", CallStatus.UNAVAILABLE)
+
+
+def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[str, Any]:
+    """One answer, from one version of the document: never text of two attempts."""
     total = int(doc.get(F.OUTPUT_OFFSET) or 0) + len(doc.get(F.OUTPUT) or "")
     attempt = int(doc.get(F.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.

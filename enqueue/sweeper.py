@@ -1,14 +1,14 @@
 """The sweeper: finds executions that nothing works on any more and revives or ends them.
 
-Runs on a schedule (``sweep_executions`` in main.py). Two kinds of abandoned execution:
-- ``running`` whose lease expired more than a grace period ago: its worker died and no
-  Cloud Tasks delivery came back (retries exhausted, or the task was lost);
-- ``queued`` for longer than the queue timeout: its task was lost (e.g. enqueued, then the
-  queue was purged) or never dispatched.
-Each is re-checked and changed atomically (``execution.decide_sweep``): re-enqueued under a
-new task name while attempts and re-enqueues are left, else ended ``failed``
-(``attempts_exhausted`` / ``queue_timeout``). A worker that is in fact alive is unaffected:
-its lease is fresh, so the sweeper skips it; a duplicate task is fenced off by the claim.
+Runs on a schedule (``sweep_executions`` in main.py). An execution looks abandoned when it is
+``running`` with a lease that expired a grace period ago (its worker died), or ``queued`` for
+longer than the queue timeout. Looking is not enough: a backlog makes executions wait in
+the queue for a long time, and a dead worker's task is retried by Cloud Tasks. So the
+sweeper asks Cloud Tasks whether the execution's task (``task``) still exists: if it does,
+the execution is waiting, not lost, and is left alone. Only a lost one is re-enqueued under a
+new task name, with a fresh deadline, while re-enqueues are left; else it ends ``failed``
+(``attempts_exhausted`` / ``queue_timeout``). Each execution is handled on its own: one that
+fails to sweep is logged and the others go on.
 """
 
 from __future__ import annotations
@@ -31,32 +31,58 @@ BATCH = 200
 @dataclasses.dataclass
 class SweepReport:
     requeued: list[str] = dataclasses.field(default_factory=list)
-    failed: list[str] = dataclasses.field(default_factory=list)
+    failed: list[str] = dataclasses.field(default_factory=list)  # ended now (failed, or cancelled)
+    waiting: list[str] = dataclasses.field(default_factory=list)  # their task is still queued
+    errors: list[str] = dataclasses.field(default_factory=list)
 
 
 def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime | None = None) -> SweepReport:
     now = now or ex.utcnow()
     report = SweepReport()
-    abandoned = store.abandoned(now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s, limit=BATCH)
-    for execution_id in abandoned:
-        kinds: list[SweepKind] = []
-
-        def decide(doc):
-            kind, update = ex.decide_sweep(
-                doc, now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s,
-                max_attempts=settings.max_attempts, max_requeues=settings.max_requeues,
-            )
-            kinds[:] = [kind]
-            return update
-
-        update, _ = store.update_if(execution_id, decide)
-        if update is None:
-            continue
-        if kinds[0] is SweepKind.FAIL:
-            log.warning("execution %s: abandoned; ended failed (%s)", execution_id, update[F.ERROR][E.CODE])
-            report.failed.append(execution_id)
-        else:
-            queue.enqueue(execution_id, suffix=f"s{update[F.REQUEUES]}")
-            log.warning("execution %s: abandoned; re-enqueued (%d)", execution_id, update[F.REQUEUES])
-            report.requeued.append(execution_id)
+    for execution_id in store.abandoned(now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s, limit=BATCH):
+        try:
+            _sweep_one(execution_id, store, queue, settings, now, report)
+        except Exception:  # noqa: BLE001 - one execution must not stop the sweep of the others
+            log.exception("execution %s: could not be swept", execution_id)
+            report.errors.append(execution_id)
     return report
+
+
+def _decide(settings: Settings, now: datetime):
+    def decide(doc):
+        return ex.decide_sweep(doc, now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s,
+                               max_attempts=settings.max_attempts, max_requeues=settings.max_requeues)
+
+    return decide
+
+
+def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime, report: SweepReport) -> None:
+    doc = store.get(execution_id)
+    decide = _decide(settings, now)
+    kind, first = decide(doc)
+    if kind is SweepKind.SKIP or doc is None:
+        return
+    if queue.exists(doc.get(F.TASK) or execution_id):
+        report.waiting.append(execution_id)  # in the queue, or being retried: not lost
+        return
+    task_id = None
+    if kind is SweepKind.REQUEUE:
+        # The task first, then the document: a failed enqueue changes nothing.
+        task_id = queue.submit(execution_id, first=f"{execution_id}-s{first[F.REQUEUES]}")
+
+    def apply(current):
+        again, update = decide(current)
+        if again is not kind or (update or {}).get(F.REQUEUES) != (first or {}).get(F.REQUEUES):
+            return None  # someone changed it in between: leave it to them
+        return {**update, F.TASK: task_id} if task_id else update
+
+    update, _ = store.update_if(execution_id, apply)
+    if update is None:
+        if task_id:
+            queue.delete(task_id)
+    elif kind is SweepKind.FAIL:
+        log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update[F.STATUS], (update.get(F.ERROR) or {}).get(E.CODE))
+        report.failed.append(execution_id)
+    else:
+        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, task_id, update[F.REQUEUES])
+        report.requeued.append(execution_id)

@@ -34,11 +34,10 @@ class TaskQueue:
                 self._client = make_client(self.settings)
             return self._client
 
-    def task_name(self, execution_id: str, suffix: str = "") -> str:
-        # A re-enqueue (sweeper) needs a new name: Cloud Tasks keeps used names for ~1 hour.
-        return f"{self.settings.queue_path}/tasks/{execution_id}{'-' + suffix if suffix else ''}"
+    def task_name(self, task_id: str) -> str:
+        return f"{self.settings.queue_path}/tasks/{task_id}"
 
-    def build_task(self, execution_id: str, suffix: str = "") -> tasks_v2.Task:
+    def build_task(self, execution_id: str, task_id: str) -> tasks_v2.Task:
         s = self.settings
         request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
@@ -51,19 +50,44 @@ class TaskQueue:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
         deadline = int(min(max(s.dispatch_deadline_s, 15), 1800))
         return tasks_v2.Task(
-            name=self.task_name(execution_id, suffix),
+            name=self.task_name(task_id),
             http_request=request,
             dispatch_deadline=duration_pb2.Duration(seconds=deadline),
         )
 
-    def enqueue(self, execution_id: str, suffix: str = "") -> bool:
-        """Create the execution's task; False if it already exists (a duplicate submission)."""
+    def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
+        """Create a task for the execution; False if its name is taken (``task_id`` defaults to
+        the execution id)."""
         try:
-            self.client.create_task(parent=self.settings.queue_path, task=self.build_task(execution_id, suffix))
+            self.client.create_task(parent=self.settings.queue_path, task=self.build_task(execution_id, task_id or execution_id))
         except gexc.AlreadyExists:
-            log.info("execution %s: task already exists", execution_id)
+            log.info("execution %s: task %s already exists", execution_id, task_id or execution_id)
             return False
         return True
+
+    def exists(self, task_id: str) -> bool:
+        """Whether the task is still in the queue (waiting, running or being retried)."""
+        try:
+            self.client.get_task(name=self.task_name(task_id))
+            return True
+        except gexc.NotFound:
+            return False
+
+    def delete(self, task_id: str) -> None:
+        try:
+            self.client.delete_task(name=self.task_name(task_id))
+        except gexc.NotFound:
+            pass
+
+    def submit(self, execution_id: str, *, first: str | None = None) -> str:
+        """Make sure one task delivers the execution; returns its id. A taken name is either a
+        task still queued for it (a retried call: nothing to do) or the name of one that
+        finished, which Cloud Tasks keeps for about an hour: then a fresh name is used."""
+        base = first or execution_id
+        for task_id in (base, *(f"{base}-r{n}" for n in range(1, 4))):
+            if self.enqueue(execution_id, task_id) or self.exists(task_id):
+                return task_id
+        raise RuntimeError(f"execution {execution_id}: no free task name")
 
 
 def make_client(settings: Settings) -> tasks_v2.CloudTasksClient:

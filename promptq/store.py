@@ -21,9 +21,9 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq import execution as ex
-from promptq.errors import LostClaim
+from promptq.errors import LostClaim, Permanent
 from promptq.paging import Page
-from promptq.schema import EXECUTIONS, PAGES, PROMPTS, USERS, F, P, Status
+from promptq.schema import EXECUTIONS, PAGES, PROMPTS, USERS, Code, F, P, Status
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class Change:
 Decision = Union[dict[str, Any], Change, None]
 
 
+class TextChanged(Exception):
+    """The answer's pages changed under a reader (another attempt restarted the text)."""
+
+
 class ExecutionStore:
     def __init__(self, client: firestore.Client):
         self.client = client
@@ -83,20 +87,28 @@ class ExecutionStore:
 
     def full_output(self, execution_id: str, doc: dict[str, Any], *, start: int = 0) -> str:
         """The answer text of an execution from code point ``start`` on: its sealed pages
-        (only those that reach past ``start``) followed by the document's ``output``."""
+        (only those that reach past ``start``) followed by the document's ``output``. Raises
+        ``TextChanged`` if the pages are not those of the document's attempt: a restart
+        rewrote them after the document was read, and the caller must read it again."""
         offset = int(doc.get(F.OUTPUT_OFFSET) or 0)
         count = int(doc.get(F.OUTPUT_PAGES) or 0)
         tail = doc.get(F.OUTPUT) or ""
         if start >= offset or count == 0:
             return tail[max(0, start - offset):]
-        pages = (
+        query = (
             self.ref(execution_id).collection(PAGES)
             .where(filter=FieldFilter(P.END, ">", start))
             .where(filter=FieldFilter(P.INDEX, "<", count))
             .order_by(P.INDEX)
-            .stream()
         )
-        parts = [page[P.TEXT][max(0, start - page[P.START]):] for page in (snap.to_dict() for snap in pages)]
+        parts, position = [], None
+        for page in (snap.to_dict() for snap in query.stream()):
+            if page[P.ATTEMPT] != doc.get(F.ATTEMPT) or (position is not None and page[P.START] != position):
+                raise TextChanged(f"execution {execution_id}: the pages changed while reading (a restart)")
+            parts.append(page[P.TEXT][max(0, start - page[P.START]):])
+            position = page[P.END]
+        if position != offset:
+            raise TextChanged(f"execution {execution_id}: the pages changed while reading (a restart)")
         return "".join(parts) + tail
 
     def watch(self, execution_id: str, on_doc: Callable[[dict[str, Any]], None]):
@@ -195,6 +207,10 @@ class ExecutionStore:
                 return decision, Seen(seen.doc, self._commit(ref, decision, seen.update_time))
             except gexc.FailedPrecondition:
                 pass  # someone wrote in between: decide again on the new version
+            except gexc.InvalidArgument as exc:
+                # Firestore refuses this write (too large, a value it cannot store): trying it
+                # again, or another attempt regenerating the answer, would only fail the same way.
+                raise Permanent(f"Firestore refused the write: {exc.message}", code=Code.WRITE_REFUSED) from None
             except _INTERRUPTED as exc:
                 log.warning("%s: write interrupted (%s), re-reading", ref.id, type(exc).__name__)
             seen = self._read(ref)
@@ -249,10 +265,11 @@ class AttemptWriter:
     def succeeded(self, p: ex.Progress, result: ex.Result) -> None:
         self._write(lambda seq, now: ex.succeeded(p, result, seq=seq, now=now), pages=p.pages)
 
-    def failed(self, code: str, message: str, *, p: ex.Progress, upstream_status: int | None = None, finish_reason: str | None = None) -> None:
+    def failed(self, code: str, message: str, *, p: ex.Progress | None, upstream_status: int | None = None, finish_reason: str | None = None) -> None:
+        """End failed; ``p`` None keeps the text as last written."""
         self._write(
             lambda seq, now: ex.failed(code=code, message=message, now=now, upstream_status=upstream_status, p=p, seq=seq, finish_reason=finish_reason),
-            pages=p.pages,
+            pages=p.pages if p else (),
         )
 
     def cancelled(self, p: ex.Progress) -> None:

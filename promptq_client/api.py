@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
+import uuid
 from typing import Any, Callable, Mapping
 
 import httpx
 
 from promptq.schema import TERMINAL, Callable as Fn, CancelAnswer, F, PollAnswer, StartAnswer, Status
+
+
+RETRY_WAITS = (0.2, 0.5, 1.0)  # seconds before each retry of a call that is safe to repeat
 
 
 class CallError(Exception):
@@ -87,7 +92,20 @@ class Client:
 
     # --- callables -------------------------------------------------------------------------
 
-    def call(self, name: str, data: Any, user: User | None = None) -> Any:
+    def call(self, name: str, data: Any, user: User | None = None, *, retry: bool = False) -> Any:
+        """A callable's result. With ``retry``, a failure that may not have reached the
+        function (no answer, a 5xx without a result, UNAVAILABLE) is tried again, up to
+        ``RETRIES`` times: only for calls that are safe to repeat."""
+        for wait in (*RETRY_WAITS, None):
+            try:
+                return self._call_once(name, data, user)
+            except (httpx.TransportError, CallError) as err:
+                retriable = isinstance(err, httpx.TransportError) or err.status in ("INTERNAL", "UNAVAILABLE")
+                if not (retry and retriable) or wait is None:
+                    raise
+            time.sleep(wait)
+
+    def _call_once(self, name: str, data: Any, user: User | None) -> Any:
         headers = {"Content-Type": "application/json"}
         if user is not None:
             headers["Authorization"] = f"Bearer {user.id_token}"
@@ -107,16 +125,19 @@ class Client:
         return self.start_execution(user, **data).executionId
 
     def start_execution(self, user: User | None, **data: Any) -> StartAnswer:
-        return StartAnswer.model_validate(self.call(Fn.START_EXECUTION, data, user))
+        """Start an execution. Retried safely: without an ``idempotencyKey`` one is made here,
+        so that a retry of a call that did reach the function finds the same execution."""
+        data.setdefault("idempotencyKey", f"client-{uuid.uuid4().hex}")
+        return StartAnswer.model_validate(self.call(Fn.START_EXECUTION, data, user, retry=True))
 
     def poll(self, user: User | None, execution_id: str, *, after: int = 0, attempt: int | None = None) -> PollAnswer:
         data: dict[str, Any] = {"executionId": execution_id, "after": after}
         if attempt is not None:
             data["attempt"] = attempt
-        return PollAnswer.model_validate(self.call(Fn.GET_EXECUTION, data, user))
+        return PollAnswer.model_validate(self.call(Fn.GET_EXECUTION, data, user, retry=True))
 
     def cancel(self, user: User | None, execution_id: str) -> CancelAnswer:
-        return CancelAnswer.model_validate(self.call(Fn.CANCEL_EXECUTION, {"executionId": execution_id}, user))
+        return CancelAnswer.model_validate(self.call(Fn.CANCEL_EXECUTION, {"executionId": execution_id}, user, retry=True))
 
     # --- watching (Firestore, with Google credentials) ---------------------------------------
 

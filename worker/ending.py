@@ -37,7 +37,7 @@ class Ending:
 
 def ending(
     stopped_by: BaseException | None, *, cancel_requested: bool, attempt_no: int, max_attempts: int,
-    finish_reason: str | None, deadline_s: float,
+    finish_reason: str | None, deadline_s: float, max_retry_after_s: float = float("inf"),
 ) -> Ending:
     """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended)."""
     if stopped_by is None:
@@ -53,6 +53,11 @@ def ending(
             return Ending(Status.CANCELLED)
         if attempt_no >= max_attempts:
             return Ending(Status.FAILED, code=stopped_by.code, message=stopped_by.message, upstream_status=stopped_by.upstream_status)
+        wait = stopped_by.retry_after_s
+        if wait is not None and wait > max_retry_after_s:
+            # Parking the execution that long would only look like a lost task later.
+            message = f"{stopped_by.message} (it asked to retry after {wait:g} s, beyond the {max_retry_after_s:g} s promptq waits)"
+            return Ending(Status.FAILED, code=stopped_by.code, message=message, upstream_status=stopped_by.upstream_status)
         return Ending(release=True, code=stopped_by.code, message=stopped_by.message, upstream_status=stopped_by.upstream_status,
                       retry_after_s=stopped_by.retry_after_s)
     if isinstance(stopped_by, Permanent):

@@ -15,7 +15,7 @@ import os
 import uuid
 
 from promptq import execution as ex
-from promptq.errors import LostClaim
+from promptq.errors import LostClaim, Permanent
 from promptq.schema import ClaimKind, Code, F, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.store import AttemptWriter, ExecutionStore
@@ -56,7 +56,8 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream: O
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(stopped_by, cancel_requested=writer.cancel_requested, attempt_no=writer.attempt, max_attempts=settings.max_attempts,
-                 finish_reason=attempt.finish.reason if attempt.finish else None, deadline_s=settings.attempt_deadline_s)
+                 finish_reason=attempt.finish.reason if attempt.finish else None, deadline_s=settings.attempt_deadline_s,
+                 max_retry_after_s=settings.max_retry_after_s)
     _log_ending(execution_id, writer.attempt, end, stopped_by)
     result = await _apply(end, writer, attempt)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id:
@@ -99,6 +100,9 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
         await asyncio.to_thread(writes[end.status])
     except LostClaim:
         return RunResult(Outcome.DONE, ClaimKind.START, code=Code.LOST_CLAIM)
+    except Permanent as refused:  # the ending itself was refused: end failed, text as last written
+        end = Ending(Status.FAILED, code=refused.code, message=refused.message)
+        await asyncio.to_thread(writer.failed, end.code, end.message, p=None)
     except Exception:
         if not end.release:
             raise

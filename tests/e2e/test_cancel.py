@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-import grpc
+import httpx
 import pytest
-from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from devstack.fakerouter import cost_usd, expected_text, seed_for
 from promptq_client.api import CallError
@@ -21,16 +19,6 @@ def _wait_for(predicate, timeout=15.0, what="condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def paused_queue(stack):
-    client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(stack["PROMPTQ_TASKS_EMULATOR_HOST"])))
-    client.pause_queue(name=stack["TASKS_QUEUE"])
-    try:
-        yield client
-    finally:
-        client.resume_queue(name=stack["TASKS_QUEUE"])
 
 
 def test_cancel_queued_ends_before_any_upstream_call(client, make_user, upstream, paused_queue, listen, stack):
@@ -59,20 +47,33 @@ def test_cancel_before_the_first_token_closes_the_connection(client, make_user, 
     assert record["tokensSent"] == 0
 
 
+def _stop_as(user, stack, execution_id: str) -> int:
+    """Stop as a browser does: the user's own write of `cancelRequested`, through the security
+    rules (the Firestore emulator's REST API with the user's ID token from the Auth emulator)."""
+    url = (f"http://{stack['FIRESTORE_EMULATOR_HOST']}/v1/projects/{stack['PROJECT_ID']}"
+           f"/databases/(default)/documents/executions/{execution_id}")
+    r = httpx.patch(url, params={"updateMask.fieldPaths": "cancelRequested"},
+                    json={"fields": {"cancelRequested": {"booleanValue": True}}},
+                    headers={"Authorization": f"Bearer {user.id_token}"}, timeout=10)
+    return r.status_code
+
+
 @pytest.mark.parametrize("via", ["callable", "document"])
-def test_cancel_mid_stream_stops_within_a_second_and_reconciles_cost(client, make_user, upstream, listen, db, via):
+def test_cancel_mid_stream_stops_within_a_second_and_reconciles_cost(client, make_user, upstream, listen, db, stack, via):
     user = make_user()
     prompt, model = f"cancel mid-stream via {via}", "fake/tokens=3000,rate=25"
     execution_id = client.start(user, prompt=prompt, model=model)
     rec = listen(execution_id)
     _wait_for(lambda: any(v.doc.get("output") for v in rec.versions), what="some text")
     time.sleep(0.5)
+    other = make_user("other")
     asked, asked_mono = time.time(), time.monotonic()
     if via == "callable":
         answer = client.call("cancel_execution", {"executionId": execution_id}, user)
         assert answer["changed"] and answer["status"] == "running"
     else:
-        db.document(f"executions/{execution_id}").update({"cancelRequested": True})
+        assert _stop_as(other, stack, execution_id) == 403  # the rules: only its owner
+        assert _stop_as(user, stack, execution_id) == 200
     final = rec.wait(timeout=10)
     seen = next(v.at for v in rec.versions if v.doc["status"] == "cancelled")
     assert final["status"] == "cancelled" and final["finishReason"] == "cancelled"

@@ -95,6 +95,10 @@ CASES: list[Case] = [
     Case("retry-after-429-6s", "HTTP 429 Retry-After: 6 always (above the 3 s cap)",
          "tokens=12,rate=0,fault=status,code=429,retry_after=6", "failed", "upstream_rate_limited", MAX_ATTEMPTS, MAX_ATTEMPTS,
          NONE, upstream_status=429, retry_after=6.0),
+    # A Retry-After beyond what promptq waits (PROMPTQ_MAX_RETRY_AFTER, 300 s): ended at once,
+    # with the upstream's message, not parked until the sweeper calls it a queue timeout.
+    Case("retry-after-429-30d", "HTTP 429 Retry-After: 30 days", "tokens=12,rate=0,fault=status,code=429,retry_after=2592000",
+         "failed", "upstream_rate_limited", 1, 1, NONE, upstream_status=429),
     # Error events inside the 200 stream, before any token: retried.
     *[Case(f"event-{shape}-before", f"error event ({shape}) before the first token, once",
            f"tokens=12,rate=0,fault=error_event,shape={shape},at=0,times=1", "succeeded", None, 2, 1)

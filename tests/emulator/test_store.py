@@ -138,3 +138,60 @@ def test_release_hands_back_to_queue(store):
     assert doc[F.STATUS] == "queued" and doc[F.ATTEMPT_ID] is None and doc[F.ATTEMPTS][-1]["code"] == "upstream_unavailable"
     decision, _, _ = _claim(store, execution_id)
     assert decision.kind is ex.ClaimKind.START and store.get(execution_id)[F.ATTEMPT] == 2
+
+
+# --- hardening: writes Firestore refuses, pages of another attempt -------------------------
+
+
+def test_a_write_firestore_refuses_is_permanent(store):
+    # Over 1 MiB: the emulator refuses it (INVALID_ARGUMENT). Retrying, or regenerating the
+    # answer in another attempt, would fail the same way and bill again.
+    from promptq.errors import Permanent
+
+    execution_id = _new(store)
+    _, _, writer = _claim(store, execution_id)
+    writer.progress(ex.Progress(output="kept so far"))
+    with pytest.raises(Permanent) as info:
+        writer.progress(ex.Progress(output="x" * 1_100_000))
+    assert info.value.code == "write_refused"
+
+
+def test_an_ending_firestore_refuses_ends_failed_with_the_text_as_written(store):
+    import asyncio
+
+    from worker.ending import ending
+    from worker.runner import _apply
+
+    execution_id = _new(store)
+    _, _, writer = _claim(store, execution_id)
+    writer.progress(ex.Progress(output="kept so far"))
+
+    class Huge:  # an attempt whose text no longer fits a document
+        def progress(self):
+            return ex.Progress(output="y" * 1_100_000)
+
+        def result(self):
+            return ex.Result("stop", None, None)
+
+    end = ending(None, cancel_requested=False, attempt_no=1, max_attempts=3, finish_reason="stop", deadline_s=60)
+    result = asyncio.run(_apply(end, writer, Huge()))
+    doc = store.get(execution_id)
+    assert result.status.value == "failed" and result.outcome.value == "done"
+    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "write_refused" and doc[F.OUTPUT] == "kept so far"
+
+
+def test_full_output_never_splices_two_attempts(store, db):
+    from promptq.paging import Page
+    from promptq.store import TextChanged
+
+    first = ["A" * 10, "B" * 10, "C" * 10]
+    execution_id = _new(store, **{F.STATUS: "running", F.ATTEMPT: 1, F.OUTPUT: "tail", F.OUTPUT_OFFSET: 30, F.OUTPUT_PAGES: 3})
+    pages = db.collection("executions").document(execution_id).collection("pages")
+    for index, text in enumerate(first):
+        pages.document(Page(index, index * 10, text).doc_id()).set(Page(index, index * 10, text).to_doc(1))
+    doc = store.get(execution_id)
+    assert store.full_output(execution_id, doc) == "".join(first) + "tail"
+    # A restart (attempt 2) seals its own page 0 after a reader read the document of attempt 1.
+    pages.document(Page(0, 0, "z" * 12).doc_id()).set(Page(0, 0, "z" * 12).to_doc(2))
+    with pytest.raises(TextChanged):
+        store.full_output(execution_id, doc, start=5)

@@ -1,0 +1,81 @@
+"""start_execution when its enqueue fails or its task name is taken, on the real emulators: the
+service is called in-process (so that a failure can be injected after Cloud Tasks accepted the
+task), the task is delivered by the Cloud Tasks emulator to the worker in the Functions
+emulator. A retried call with the same idempotency key runs the execution exactly once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from google.api_core import exceptions as gexc
+
+from enqueue import service
+from enqueue.request import RequestError
+from enqueue.tasks import TaskQueue
+from promptq.schema import CallStatus, F
+from promptq.settings import Settings
+from promptq.store import ExecutionStore
+
+
+@pytest.fixture
+def settings(stack) -> Settings:
+    return Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+                    tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
+
+
+class LostAnswerQueue(TaskQueue):
+    """Cloud Tasks creates the task, but the answer is lost: the call sees an error."""
+
+    def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
+        super().enqueue(execution_id, task_id)
+        raise gexc.ServiceUnavailable("connection reset after the task was created")
+
+
+def _request(marker: str) -> dict:
+    return {"prompt": marker, "model": "fake/tokens=3,rate=0", "idempotencyKey": _key(marker)}
+
+
+def _key(marker: str) -> str:
+    return "key-" + marker.split()[-1]
+
+
+def _until(predicate, timeout: float = 15.0):
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings, upstream, listen, paused_queue):
+    store, marker = ExecutionStore(db), f"rollback {uuid.uuid4().hex[:8]}"
+    with pytest.raises(RequestError) as info:
+        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings)
+    assert info.value.status is CallStatus.UNAVAILABLE
+    execution_id = service.execution_id_for("user-1", _key(marker))
+    assert store.get(execution_id) is None, "the document was not rolled back"
+    # The client retries with the same key: the first call's task is still queued under the
+    # execution's name (ALREADY_EXISTS), and it is the one that delivers.
+    answer = service.start_execution("user-1", _request(marker), store=store, queue=TaskQueue(settings), settings=settings)
+    assert answer == {"executionId": execution_id, "deduplicated": False}
+    paused_queue.resume_queue(name=paused_queue.queue_name)
+    final = listen(execution_id).wait(timeout=20)
+    assert final[F.STATUS] == "succeeded" and final[F.TASK] == execution_id
+    time.sleep(0.5)
+    assert len(upstream.requests_for(marker)) == 1
+
+
+def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, settings, upstream, listen):
+    store, marker = ExecutionStore(db), f"tombstone {uuid.uuid4().hex[:8]}"
+    queue = TaskQueue(settings)
+    with pytest.raises(RequestError):
+        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings)
+    execution_id = service.execution_id_for("user-1", _key(marker))
+    # That task is delivered to no document (rolled back) and completes; Cloud Tasks keeps its
+    # name for about an hour, so the retry's task cannot have it.
+    _until(lambda: not queue.exists(execution_id))
+    service.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings)
+    final = listen(execution_id).wait(timeout=20)
+    assert final[F.STATUS] == "succeeded" and final[F.TASK] == f"{execution_id}-r1"
+    assert len(upstream.requests_for(marker)) == 1

@@ -1,0 +1,76 @@
+"""worker.ending: what stopped an attempt -> the one ending to write and the answer to Cloud Tasks."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptq.errors import CancelRequested, LostClaim, Permanent, Transient
+from promptq.schema import Code, Outcome, Status
+from worker.attempt import Deadline
+from worker.ending import ending
+
+
+def end(stopped_by, *, cancel_requested=False, attempt_no=1, max_attempts=3, finish_reason=None, max_retry_after_s=300.0):
+    return ending(stopped_by, cancel_requested=cancel_requested, attempt_no=attempt_no, max_attempts=max_attempts,
+                  finish_reason=finish_reason, deadline_s=1700, max_retry_after_s=max_retry_after_s)
+
+
+def test_a_stream_that_ended_succeeds():
+    e = end(None)
+    assert (e.status, e.release, e.outcome) == (Status.SUCCEEDED, False, Outcome.DONE)
+
+
+def test_a_lost_claim_writes_nothing():
+    e = end(LostClaim("x"))
+    assert (e.status, e.release, e.code, e.outcome) == (None, False, Code.LOST_CLAIM, Outcome.DONE)
+
+
+def test_stop_is_cancelled_and_its_cost_reconciled():
+    e = end(CancelRequested("x"))
+    assert e.status is Status.CANCELLED and e.reconcile_cost and e.outcome is Outcome.DONE
+
+
+def test_the_deadline_fails_with_its_code():
+    e = end(Deadline())
+    assert e.status is Status.FAILED and e.code == Code.DEADLINE_EXCEEDED and "1700" in e.message
+
+
+def test_a_transient_failure_hands_the_execution_back():
+    e = end(Transient("429", code=Code.UPSTREAM_RATE_LIMITED, upstream_status=429, retry_after_s=12))
+    assert e.release and e.status is None and e.outcome is Outcome.RETRY and e.retry_after_s == 12
+
+
+def test_a_transient_failure_on_the_last_attempt_fails():
+    e = end(Transient("503", code=Code.UPSTREAM_UNAVAILABLE, upstream_status=503), attempt_no=3)
+    assert e.status is Status.FAILED and e.code == Code.UPSTREAM_UNAVAILABLE and e.upstream_status == 503
+
+
+def test_a_transient_failure_after_stop_is_cancelled():
+    assert end(Transient("x", code=Code.UPSTREAM_TIMEOUT), cancel_requested=True).status is Status.CANCELLED
+
+
+@pytest.mark.parametrize("retry_after", [301, 30 * 24 * 3600])
+def test_a_retry_after_beyond_the_cap_fails_with_the_upstreams_message(retry_after):
+    # It used to be stored as retryAt, parking the execution until the sweeper ended it queue_timeout.
+    e = end(Transient("OpenRouter 429: Rate limit exceeded", code=Code.UPSTREAM_RATE_LIMITED, upstream_status=429, retry_after_s=retry_after))
+    assert e.status is Status.FAILED and e.code == Code.UPSTREAM_RATE_LIMITED and e.outcome is Outcome.DONE
+    assert "Rate limit exceeded" in e.message and f"{retry_after:g} s" in e.message
+
+
+def test_a_retry_after_within_the_cap_is_honoured():
+    assert end(Transient("429", code=Code.UPSTREAM_RATE_LIMITED, retry_after_s=300)).release
+
+
+def test_a_permanent_failure_fails_with_the_finish_reason():
+    e = end(Permanent("bad", code=Code.STREAM_ERROR, upstream_status=502), finish_reason="error")
+    assert e.status is Status.FAILED and e.code == Code.STREAM_ERROR and e.finish_reason == "error"
+
+
+def test_a_refused_write_is_permanent_not_a_retry():
+    e = end(Permanent("Firestore refused the write", code=Code.WRITE_REFUSED))
+    assert e.status is Status.FAILED and not e.release and e.outcome is Outcome.DONE
+
+
+def test_a_bug_releases_the_lease_for_another_delivery():
+    e = end(KeyError("x"))
+    assert e.release and e.code == Code.INTERNAL and "KeyError" in e.message
