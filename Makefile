@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := venv/bin/python
 
-.PHONY: setup up down status demo test test-unit bench bench-cancel load web web-schema clean
+.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity load web web-schema clean
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -30,6 +30,12 @@ bench: setup          ## latency / staleness / writes benchmark on the local sta
 
 bench-cancel: setup   ## Stop latency: cancelled mid-stream -> cancelled, p95 over 20 runs
 	@$(PY) -m bench.cancel
+
+bench-bytes: setup    ## bytes a watcher downloads per execution vs the answer's size (table + bench/results/bytes.png)
+	@$(PY) -m bench.bytes
+
+bench-capacity: setup ## one worker process at 10/40/80 streams (and 160 on two): staleness, CPU, RSS (bench/results/capacity.png)
+	@$(PY) -m bench.capacity
 
 load: setup           ## 1,000 executions through the callable; checks nothing lost, stuck or garbled
 	@$(PY) -m bench.load

@@ -66,7 +66,7 @@ def cancel_execution(req: https_fn.CallableRequest) -> dict:
 )
 def runexecution(req: tasks_fn.CallableRequest) -> dict:
     """The Cloud Tasks target: claim the execution and stream it into its document."""
-    result = handle(req.data, settings=wiring.settings(), store=wiring.store(), api_key=OPENROUTER_API_KEY.value)
+    result = handle(req.data, runtime=wiring.worker_runtime(), api_key=OPENROUTER_API_KEY.value)
     if result.outcome is Outcome.RETRY:
         # Non-2xx is the only way to ask Cloud Tasks for another delivery.
         raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.claim.value}, {result.code})")

@@ -21,6 +21,7 @@ import httpx
 from bench.pipeline import pct
 from devstack import stack
 from promptq_client.api import Client
+from promptq_client.watch import Follower
 
 
 def one(client: Client, user, upstream_root: str, n: int, via_document: bool) -> dict:
@@ -29,16 +30,14 @@ def one(client: Client, user, upstream_root: str, n: int, via_document: bool) ->
     texted, cancelled = threading.Event(), threading.Event()
     seen_at: dict[str, float] = {}
 
-    def on_snapshot(snaps, _c, _r):
-        for snap in snaps:
-            doc = snap.to_dict() or {}
-            if doc.get("output"):
-                texted.set()
-            if doc.get("status") == "cancelled" and "cancelled" not in seen_at:
-                seen_at["cancelled"] = time.time()
-                cancelled.set()
+    def on_state(state):
+        if state.get("output"):
+            texted.set()
+        if state.get("status") == "cancelled" and "cancelled" not in seen_at:
+            seen_at["cancelled"] = time.time()
+            cancelled.set()
 
-    watch = client.db.collection("executions").document(execution_id).on_snapshot(on_snapshot)
+    watch = Follower(client.store, execution_id, on_state).start()
     try:
         if not texted.wait(30):
             raise RuntimeError("no text arrived")
@@ -51,7 +50,7 @@ def one(client: Client, user, upstream_root: str, n: int, via_document: bool) ->
         if not cancelled.wait(15):
             raise RuntimeError(f"execution {execution_id} was not cancelled")
     finally:
-        watch.unsubscribe()
+        watch.stop()
     record = None
     for _ in range(50):
         [record] = httpx.get(f"{upstream_root}/_fake/requests", params={"contains": prompt}, timeout=5).json()

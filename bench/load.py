@@ -44,6 +44,7 @@ import httpx
 from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import expected_text, seed_for
+from promptq.store import ExecutionStore
 from promptq_client.api import CallError, Client
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -117,8 +118,8 @@ def plan(n: int, seed: int, faulty: float, run: str) -> list[Planned]:
 
 
 class Sampled:
-    """Per-document Firestore listeners on a sample of the executions (a client watching its own
-    execution): when each first showed text. A listener on all of them at once costs more CPU
+    """Chunk listeners on a sample of the executions (a client watching its own execution): when
+    each first showed text. A listener on all of them at once costs more CPU
     than the stack itself on a small machine, and the emulator cancels a listener that falls
     behind ("499 Server sendMessage() failed"), so the rest is measured from the documents."""
 
@@ -129,14 +130,11 @@ class Sampled:
         self.watches = []
 
     def add(self, execution_id: str) -> None:
-        def on_snapshot(snaps, _changes, _read_time):
-            now = time.time()
-            for snap in snaps:
-                if snap.exists and (snap.to_dict() or {}).get("output"):
-                    with self.lock:
-                        self.first_visible.setdefault(execution_id, now)
+        def on_chunks(_chunks):
+            with self.lock:
+                self.first_visible.setdefault(execution_id, time.time())
 
-        watch = self.db.collection("executions").document(execution_id).on_snapshot(on_snapshot)
+        watch = ExecutionStore(self.db).watch_chunks(execution_id, 1, on_chunks)
         with self.lock:
             self.watches.append(watch)
 
@@ -254,11 +252,8 @@ def firestore_size(collection: str, doc_id: str, doc: dict[str, Any]) -> int:
 
 
 def full_output(ref, doc: dict[str, Any]) -> str:
-    """The whole answer: sealed pages (answers larger than a document), then ``output``."""
-    if not doc.get("outputPages"):
-        return doc.get("output") or ""
-    pages = sorted((p.to_dict() for p in ref.collection("pages").stream()), key=lambda p: p["index"])
-    return "".join(p["text"] for p in pages) + (doc.get("output") or "")
+    """The whole answer, from its pages (or its chunks, if it ended without pages)."""
+    return ExecutionStore(ref._client).text(ref.id, doc)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -361,13 +356,18 @@ def wait_terminal(sampler: Sampler, total: int, deadline: float) -> None:
 
 
 def read_all(db, ids: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Each execution's document, with its job (``_job``) alongside."""
     refs = [db.collection("executions").document(i) for i in ids]
-    docs = {}
+    refs += [ref.collection("internal").document("job") for ref in refs]
+    docs, jobs = {}, {}
     for start in range(0, len(refs), 200):
         for snap in db.get_all(refs[start:start + 200]):
             if snap.exists:
-                docs[snap.id] = (snap.reference, snap.to_dict())
-    return docs
+                if snap.reference.parent.id == "internal":
+                    jobs[snap.reference.parent.parent.id] = snap.to_dict()
+                else:
+                    docs[snap.id] = (snap.reference, snap.to_dict())
+    return {i: (ref, {**doc, "_job": jobs.get(i, {})}) for i, (ref, doc) in docs.items()}
 
 
 def upstream_records(root: str) -> dict[str, list[dict[str, Any]]]:
@@ -399,8 +399,9 @@ def check(planned: list[Planned], docs: dict, records: dict) -> tuple[dict[str, 
         status, code = doc["status"], (doc.get("error") or {}).get("code")
         output = full_output(ref, doc)
         recs = records.get(p.marker, [])
-        size = firestore_size("executions", p.execution_id, doc)
-        facts.append({"p": p, "doc": doc, "size": size, "requests": len(recs)})
+        job = doc.pop("_job")
+        size = max(firestore_size("executions", p.execution_id, doc), firestore_size("internal", "job", job))
+        facts.append({"p": p, "doc": doc, "job": job, "size": size, "requests": len(recs)})
         if status not in TERMINAL:
             problems["stuck"].append(f"{p.marker} ({p.execution_id}): {status}")
             continue
@@ -409,7 +410,7 @@ def check(planned: list[Planned], docs: dict, records: dict) -> tuple[dict[str, 
             problems["wrong"].append(f"{p.marker} ({p.execution_id}, {p.kind}): {status}/{code}, want {want_status}/{want_code}")
         if output != p.expected_output or (recs and status == "succeeded" and output != recs[-1]["text"]):
             problems["garbled"].append(f"{p.marker} ({p.execution_id}, {p.kind}): {len(output)} chars, want {len(p.expected_output)}")
-        dead = [h for h in doc.get("attempts") or [] if h.get("outcome") == "lease_expired"]
+        dead = [h for h in job.get("attempts") or [] if h.get("outcome") == "lease_expired"]
         if dead:
             problems["restarted"].append(f"{p.marker} ({p.execution_id}): attempt {dead[0].get('attempt')} lease_expired")
         if len(recs) != want_requests:
@@ -529,10 +530,12 @@ def summarize(planned, facts, sampled: Sampled, sampler: Sampler, t0: float, sub
     queued = [(d["startedAt"] - d["createdAt"]).total_seconds() for d in docs if d.get("startedAt")]
     intervals = [(ts(d["startedAt"]), ts(d["finishedAt"])) for d in docs if d.get("startedAt") and d.get("finishedAt")]
     peak, mean = _running_at_once(intervals)
-    writes = [int(d.get("writes") or 0) for d in docs]
-    # The flush schedule's bound: streaming seconds / interval (0.5 s) + 4, for single attempts.
+    # Every write: the execution's and the job's counters, the chunks and the pages.
+    writes = [int(f["doc"].get("writes") or 0) + int(f["job"].get("writes") or 0) + int(f["doc"].get("chunks") or 0)
+              + int(f["doc"].get("outputPages") or 0) for f in facts]
+    # The flush schedule's bound: streaming seconds / interval (0.5 s) + 2 chunks, for single attempts.
     single = [f["doc"] for f in facts if f["doc"]["status"] == "succeeded" and f["doc"].get("attempt") == 1 and f["doc"].get("firstTokenAt")]
-    over = [d for d in single if d["writes"] > (d["finishedAt"] - d["firstTokenAt"]).total_seconds() / 0.5 + 4]
+    over = [d for d in single if (d.get("chunks") or 0) > (d["finishedAt"] - d["firstTokenAt"]).total_seconds() / 0.5 + 2]
     s = sampler.samples
     return {
         "executions": len(planned),
@@ -593,7 +596,7 @@ def report(f: dict[str, Any], problems: dict[str, list[str]], args) -> None:
         ("queued (created -> claimed) p50 / p95 / max", f"{f['queuedS']['p50']} / {f['queuedS']['p95']} / {f['queuedS']['max']} s"),
         ("Firestore writes total / per execution", f"{f['writes']['total']} / {f['writes']['perExecution']}"),
         ("writes per execution p50 / p95 / max", f"{f['writes']['p50']:g} / {f['writes']['p95']:g} / {f['writes']['max']}"),
-        ("over the flush bound (streaming s/0.5 + 4)", f"{f['writes']['singleAttemptOverFlushBound']} single-attempt executions"),
+        ("over the flush bound (chunks > streaming s/0.5 + 2)", f"{f['writes']['singleAttemptOverFlushBound']} single-attempt executions"),
         ("upstream stream length p50 / total", f"{f['streamS']['p50']} s / {f['streamS']['sum']} s"),
         ("largest document", f"{f['docBytes']['max']} bytes (limit {MIB})"),
         ("upstream requests", str(f["upstreamRequests"])),

@@ -8,9 +8,10 @@ tests/unit/test_layout.py fails when the committed file differs from what this p
 from __future__ import annotations
 
 import json
+import re
 
 from promptq.schema import (
-    EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USERS, Callable, CostSource, E, F, P, Req, Status, U,
+    CHUNKS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USERS, C, Callable, CostSource, E, F, P, Status, U,
 )
 
 
@@ -19,8 +20,11 @@ def js_module() -> str:
     def obj(cls: type) -> dict[str, str]:
         return {k: v for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)}
 
+    from enqueue.request import StartRequest
+
     names = {
         "EXECUTIONS": EXECUTIONS,
+        "CHUNKS": CHUNKS,
         "PAGES": PAGES,
         "USERS": USERS,
         "PROMPTS": PROMPTS,
@@ -29,12 +33,14 @@ def js_module() -> str:
         "Status": {s.name: s.value for s in Status},
         "LIVE": sorted(s.value for s in LIVE),
         "F": obj(F),
-        "Req": obj(Req),
+        "C": obj(C),
         "U": obj(U),
         "E": obj(E),
         "P": obj(P),
         "CostSource": {s.name: s.value for s in CostSource},
         "Callable": {c.name: c.value for c in Callable},
+        # start_execution's request fields (enqueue/request.py, StartRequest)
+        "Start": {re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): name for name in StartRequest.model_fields},
     }
     lines = ["// Generated from promptq/schema.py by `make web-schema`: do not edit.", ""]
     for name, value in names.items():

@@ -65,6 +65,10 @@ FAKE_UPSTREAM_SETTINGS = {
     "PROMPTQ_BACKOFF_MAX": "0.5",
     "PROMPTQ_RETRY_AFTER_CAP": "3",
     "PROMPTQ_CONNECT_TIMEOUT": "3",
+    # A delivery the Functions emulator loses (it can give two Python runtimes the same port:
+    # the request hangs) is retried after the dispatch deadline: 5 minutes here, not 30.
+    "PROMPTQ_DISPATCH_DEADLINE": "300",
+    "PROMPTQ_ATTEMPT_DEADLINE": "280",
 }
 FAKE_KEY = "sk-local-fake-upstream"
 
@@ -115,22 +119,30 @@ def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> sub
     return proc
 
 
-def _kill_group(pgid: int, timeout: float = 8.0) -> None:
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+def _kill_groups(pgids: list[int], timeout: float = 8.0) -> None:
+    """SIGTERM every group at once, wait for them together, SIGKILL what is left."""
+    alive = []
+    for pgid in pgids:
         try:
-            os.killpg(pgid, 0)
+            os.killpg(pgid, signal.SIGTERM)
+            alive.append(pgid)
         except ProcessLookupError:
-            return
+            pass
+    end = time.monotonic() + timeout
+    while alive and time.monotonic() < end:
         time.sleep(0.1)
+        alive = [pgid for pgid in alive if _exists(pgid)]
+    for pgid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _exists(pgid: int) -> bool:
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, 0)
+        return True
     except ProcessLookupError:
-        pass
+        return False
 
 
 def _log_tail(name: str, lines: int = 30) -> str:
@@ -332,18 +344,17 @@ def _start_functions(env: dict[str, str]) -> None:
 
 
 def down(quiet: bool = False) -> None:
-    stopped = []
+    stopped, pgids = [], []
     if PIDS.exists():
-        # Reverse start order: functions first (they call the others).
         for name in ("functions", "tasks", "upstream", "firestore"):
             path = _pidfile(name)
             if path.exists():
-                try:
-                    _kill_group(int(path.read_text().strip()))
-                except ValueError:
-                    pass
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(ValueError):
+                    pgids.append(int(path.read_text().strip()))
                 stopped.append(name)
+        _kill_groups(pgids)
+        for name in stopped:
+            _pidfile(name).unlink(missing_ok=True)
     for path in (ENV_FILE, ROOT / ".env.local", ROOT / ".secret.local"):
         path.unlink(missing_ok=True)
     if not quiet:

@@ -13,12 +13,11 @@ from typing import Any
 from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq import execution as ex
 from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, PollAnswer, Reason, Status
-from promptq.store import ExecutionStore, TextChanged
+from promptq.store import ExecutionStore
 
 # One answer carries at most this many code points (a callable's response must stay small);
 # `more: true` says to poll again at once from the new offset.
 MAX_TEXT_CHARS = 1_000_000
-READ_TRIES = 3
 
 
 def signed_in(uid: str | None, what: str) -> str:
@@ -42,25 +41,21 @@ def _iso(value: Any) -> str | None:
 
 def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
     req = parse(data, PollRequest)
-    uid = signed_in(uid, "poll an execution")
-    for _ in range(READ_TRIES):
-        try:
-            return _poll(req, owned(store, uid, req.executionId), store)
-        except TextChanged:
-            continue  # a restart rewrote the pages after the document was read: read it again
-    raise RequestError("executionId: the text is being restarted; poll again", CallStatus.UNAVAILABLE)
+    doc = owned(store, signed_in(uid, "poll an execution"), req.executionId)
+    return _poll(req, doc, store)
 
 
 def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[str, Any]:
-    """One answer, from one version of the document: never text of two attempts."""
-    total = int(doc.get(F.OUTPUT_OFFSET) or 0) + len(doc.get(F.OUTPUT) or "")
+    """One answer, from one version of the document: the text of its attempt only (chunks and
+    pages name their attempt, and never change), never text of two attempts."""
+    total = store.text_length(req.executionId, doc)
     attempt = int(doc.get(F.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.
     restarted = req.attempt is not None and req.attempt != attempt and req.after > 0
     if not restarted and req.after > total:
         raise RequestError(f"after: {req.after} is past the end of the text ({total} code points so far)", reason=Reason.PAST_END)
     start = 0 if restarted else req.after
-    text = store.full_output(req.executionId, doc, start=start) if start < total else ""
+    text = store.text(req.executionId, doc, after=start) if start < total else ""
     more = len(text) > MAX_TEXT_CHARS
     text = text[:MAX_TEXT_CHARS]
     status = ex.status_of(doc)
@@ -74,6 +69,7 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
         restarted=restarted,
         text=text,
         offset=start + len(text),
+        requestedModel=doc.get(F.REQUESTED_MODEL),
         model=doc.get(F.MODEL),
         finishReason=doc.get(F.FINISH_REASON),
         usage=doc.get(F.USAGE),
@@ -91,11 +87,11 @@ def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> di
     notices within a second, closes the upstream connection and ends it ``cancelled``)."""
     execution_id = parse(data, ExecutionRef).executionId
     owned(store, signed_in(uid, "cancel an execution"), execution_id)
-    update, doc = store.update_if(execution_id, lambda d: ex.decide_cancel(d, now=ex.utcnow()))
-    status = ex.status_of(doc) if doc else None
-    if update is None:
+    change, seen = store.update_if(execution_id, lambda execution, job: ex.decide_cancel(execution, job, now=ex.utcnow()))
+    status = ex.status_of(seen.execution) if seen.execution else None
+    if change is None:
         message = f"already {status}: nothing to cancel" if status in TERMINAL else "cancel already requested"
         return CancelAnswer(executionId=execution_id, status=status, changed=False, message=message).to_json()
-    new_status = Status(update.get(F.STATUS, status))  # type: ignore[union-attr]
+    new_status = Status((change.execution or {}).get(F.STATUS, status))
     message = str(new_status) if new_status is Status.CANCELLED else "cancel requested; the worker stops within a second"
     return CancelAnswer(executionId=execution_id, status=new_status, changed=True, message=message).to_json()

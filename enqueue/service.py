@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from enqueue import prompt as pr
@@ -17,7 +18,8 @@ from enqueue import request as rq
 from enqueue.control import signed_in
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
-from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, Req, StartAnswer
+from promptq.records import Change
+from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -52,22 +54,28 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settin
     return [{"role": "user", "content": pr.render(content, req.variables or {}, max_bytes=settings.limits.max_prompt_bytes)}]
 
 
-def new_document(uid: str, req: rq.StartRequest, messages: list[dict[str, str]], settings: Settings) -> dict[str, Any]:
+def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, str]], execution_id: str,
+                  settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The execution (what watchers read) and its job (the request), both to be created."""
     models = req.models or [req.model or settings.default_model]
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.
     request = {Req.MODEL: models[0], Req.MODELS: req.models, Req.PARAMS: pr.params_sent(req, settings.limits), Req.PROMPT_ID: req.promptId}
-    doc = ex.new_execution(owner_uid=uid, messages=messages, request=request, idempotency_key=req.idempotencyKey, now=ex.utcnow())
-    return {**doc, F.REQUEST_HASH: fingerprint(req)}
+    now = ex.utcnow()
+    expire_at = now + timedelta(days=settings.retention_days)
+    execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at)
+    job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=fingerprint(req), task=execution_id, now=now,
+                     expire_at=expire_at)
+    return execution, job
 
 
 def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings) -> dict[str, Any]:
     uid = signed_in(uid, "start an execution")
     req = rq.parse(data)
     execution_id = execution_id_for(uid, req.idempotencyKey)
-    doc = {**new_document(uid, req, build_messages(req, uid, store, settings), settings), F.TASK: execution_id}
-    if not store.create(execution_id, doc):
-        return _resubmitted(store, execution_id, doc)
+    execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings)
+    if not store.create(execution_id, execution, job):
+        return _resubmitted(store, execution_id, job)
     try:
         task_id = queue.submit(execution_id)
     except Exception as exc:
@@ -75,16 +83,16 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
         store.delete_unstarted(execution_id)
         raise rq.RequestError("could not enqueue the execution; try again", CallStatus.UNAVAILABLE) from None
     if task_id != execution_id:  # its first name was held by a finished task (a retried call)
-        store.update_if(execution_id, lambda d: {F.TASK: task_id} if d and d.get(F.TASK) != task_id else None)
-    log.info("execution %s: queued (model %s, %d messages)", execution_id, doc[F.REQUEST][Req.MODEL], len(doc[F.MESSAGES]))
+        store.update_if(execution_id, lambda e, j: Change(job={J.TASK: task_id}) if j and j.get(J.TASK) != task_id else None)
+    log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[F.REQUESTED_MODEL], len(job[J.MESSAGES]))
     return StartAnswer(executionId=execution_id).to_json()
 
 
-def _resubmitted(store: ExecutionStore, execution_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+def _resubmitted(store: ExecutionStore, execution_id: str, job: dict[str, Any]) -> dict[str, Any]:
     """The same user sent the same idempotency key before: the same execution and no new task,
     if it is the same request; a different request under a used key is refused."""
-    earlier = store.get(execution_id) or {}
-    if earlier.get(F.REQUEST_HASH) != doc[F.REQUEST_HASH]:
+    earlier = store.get_job(execution_id) or {}
+    if earlier.get(J.REQUEST_HASH) != job[J.REQUEST_HASH]:
         raise rq.RequestError("idempotencyKey: already used for a different request; use a new key for a new request")
     log.info("execution %s: idempotent resubmission", execution_id)
     return StartAnswer(executionId=execution_id, deduplicated=True).to_json()

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
-from promptq.schema import E, F, SweepKind
+from promptq.schema import E, F, J, SweepKind
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -49,40 +49,40 @@ def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: date
 
 
 def _decide(settings: Settings, now: datetime):
-    def decide(doc):
-        return ex.decide_sweep(doc, now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s,
+    def decide(execution, job):
+        return ex.decide_sweep(execution, job, now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s,
                                max_attempts=settings.max_attempts, max_requeues=settings.max_requeues)
 
     return decide
 
 
 def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime, report: SweepReport) -> None:
-    doc = store.get(execution_id)
+    seen = store.read(execution_id)
     decide = _decide(settings, now)
-    kind, first = decide(doc)
-    if kind is SweepKind.SKIP or doc is None:
+    kind, first = decide(seen.execution, seen.job)
+    if kind is SweepKind.SKIP or first is None:
         return
-    if queue.exists(doc.get(F.TASK) or execution_id):
+    if queue.exists(seen.job.get(J.TASK) or execution_id):
         report.waiting.append(execution_id)  # in the queue, or being retried: not lost
         return
-    task_id = None
-    if kind is SweepKind.REQUEUE:
-        # The task first, then the document: a failed enqueue changes nothing.
-        task_id = queue.submit(execution_id, first=f"{execution_id}-s{first[F.REQUEUES]}")
+    requeues = (first.job or {}).get(J.REQUEUES)
+    # The task first, then the documents: a failed enqueue changes nothing.
+    task_id = queue.submit(execution_id, first=f"{execution_id}-s{requeues}") if kind is SweepKind.REQUEUE else None
 
-    def apply(current):
-        again, update = decide(current)
-        if again is not kind or (update or {}).get(F.REQUEUES) != (first or {}).get(F.REQUEUES):
+    def apply(execution, job):
+        again, change = decide(execution, job)
+        if again is not kind or change is None or (change.job or {}).get(J.REQUEUES) != requeues:
             return None  # someone changed it in between: leave it to them
-        return {**update, F.TASK: task_id} if task_id else update
+        return dataclasses.replace(change, job={**change.job, J.TASK: task_id}) if task_id else change
 
-    update, _ = store.update_if(execution_id, apply)
-    if update is None:
+    change, _ = store.update_if(execution_id, apply)
+    if change is None:
         if task_id:
             queue.delete(task_id)
     elif kind is SweepKind.FAIL:
-        log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update[F.STATUS], (update.get(F.ERROR) or {}).get(E.CODE))
+        update = change.execution or {}
+        log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update.get(F.STATUS), (update.get(F.ERROR) or {}).get(E.CODE))
         report.failed.append(execution_id)
     else:
-        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, task_id, update[F.REQUEUES])
+        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, task_id, requeues)
         report.requeued.append(execution_id)

@@ -1,8 +1,9 @@
-"""Answers larger than a document: sealed pages of text, cut at code point boundaries. Pure."""
+"""The whole answer in pages, written when an attempt ends: cut at code point boundaries. Pure."""
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Any
 
 from promptq.schema import P
@@ -10,35 +11,49 @@ from promptq.schema import P
 
 @dataclasses.dataclass(frozen=True)
 class Page:
-    """Sealed answer text: ``text`` starts at code point ``start`` of the whole answer."""
+    """``text`` starts at code point ``start`` of the attempt's whole answer."""
 
+    attempt: int
     index: int
     start: int
     text: str
+    reasoning: str = ""  # page 0 carries the attempt's reasoning (capped)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
 
     def doc_id(self) -> str:
-        return page_id(self.index)
+        return page_id(self.attempt, self.index)
 
-    def to_doc(self, attempt: int) -> dict[str, Any]:
-        return {P.INDEX: self.index, P.START: self.start, P.END: self.start + len(self.text), P.TEXT: self.text, P.ATTEMPT: attempt}
+    def to_doc(self, expire_at: datetime | None) -> dict[str, Any]:
+        doc = {P.ATTEMPT: self.attempt, P.INDEX: self.index, P.START: self.start, P.END: self.end, P.TEXT: self.text,
+               P.EXPIRE_AT: expire_at}
+        if self.reasoning:
+            doc[P.REASONING] = self.reasoning
+        return doc
 
 
-def page_id(index: int) -> str:
-    return f"{index:06d}"
+def page_id(attempt: int, index: int) -> str:
+    return f"{attempt:03d}-{index:04d}"
 
 
-def split_pages(text: str, page_bytes: int, *, first_index: int, start: int) -> tuple[list[Page], str]:
-    """Cut full pages of at most ``page_bytes`` UTF-8 bytes off the front of ``text``, at code
-    point boundaries; return them and the rest (at most a page)."""
+def split_pages(text: str, page_bytes: int, *, attempt: int, reasoning: str = "") -> list[Page]:
+    """The whole ``text`` in pages of at most ``page_bytes`` UTF-8 bytes, cut at code point
+    boundaries (at least one page, so that the reasoning has a home)."""
     data = text.encode()
     pages: list[Page] = []
-    pos, chars = 0, start
-    while len(data) - pos > page_bytes:
-        cut = pos + page_bytes
-        while data[cut] & 0xC0 == 0x80:  # never cut inside a UTF-8 sequence
+    pos, chars = 0, 0
+    while not pages or pos < len(data):
+        cut = min(pos + page_bytes, len(data))
+        while cut < len(data) and data[cut] & 0xC0 == 0x80:  # never cut inside a UTF-8 sequence
             cut -= 1
+        if cut == pos and pos < len(data):  # a page smaller than one character: take the character
+            cut = pos + 1
+            while cut < len(data) and data[cut] & 0xC0 == 0x80:
+                cut += 1
         piece = data[pos:cut].decode()
-        pages.append(Page(first_index + len(pages), chars, piece))
+        pages.append(Page(attempt, len(pages), chars, piece, reasoning if not pages else ""))
         chars += len(piece)
         pos = cut
-    return pages, data[pos:].decode()
+    return pages

@@ -6,56 +6,24 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from promptq.paging import Page
 from promptq.redact import redact
-from promptq.schema import TERMINAL, E, F, Status, U
+from promptq.schema import TERMINAL, C, E, F, Outcome, Status, U
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    reasoning_tokens: int = 0
-
-    def to_doc(self) -> dict[str, int]:
-        return {
-            U.PROMPT_TOKENS: self.prompt_tokens,
-            U.COMPLETION_TOKENS: self.completion_tokens,
-            U.TOTAL_TOKENS: self.total_tokens,
-            U.REASONING_TOKENS: self.reasoning_tokens,
-        }
+def as_utc(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """What an attempt has received so far; the body of every output write.
-
-    ``output`` is the unsealed tail of the answer, starting at code point ``output_offset``;
-    ``pages`` are new pages this write seals (atomically with the document update)."""
-
-    output: str = ""
-    reasoning: str = ""
-    model: str | None = None
-    generation_id: str | None = None
-    first_token_at: datetime | None = None
-    output_offset: int = 0
-    output_pages: int = 0
-    pages: tuple[Page, ...] = ()
-    reasoning_truncated: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """How the upstream stream ended (success)."""
-
-    finish_reason: str | None
-    usage: Usage | None
-    cost: float | None
+def bounded(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, at a code point boundary."""
+    data = text.encode()
+    return text if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")
 
 
 def error_doc(code: str, message: str, upstream_status: int | None = None) -> dict[str, Any]:
@@ -63,12 +31,6 @@ def error_doc(code: str, message: str, upstream_status: int | None = None) -> di
     if upstream_status is not None:
         doc[E.UPSTREAM_STATUS] = upstream_status
     return doc
-
-
-def as_utc(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return None
 
 
 def status_of(doc: Mapping[str, Any]) -> Status:
@@ -79,7 +41,98 @@ def is_terminal(doc: Mapping[str, Any]) -> bool:
     return status_of(doc) in TERMINAL
 
 
-def bounded(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, at a code point boundary."""
-    data = text.encode()
-    return text if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    reasoning_tokens: int = 0
+
+    def to_doc(self) -> dict[str, int]:
+        return {U.PROMPT_TOKENS: self.prompt_tokens, U.COMPLETION_TOKENS: self.completion_tokens,
+                U.TOTAL_TOKENS: self.total_tokens, U.REASONING_TOKENS: self.reasoning_tokens}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """The text of one flush: code points ``start`` to ``start + len(text)`` of the attempt's
+    answer, written once to ``executions/{id}/chunks/{attempt:03d}-{seq:06d}``."""
+
+    attempt: int
+    seq: int
+    start: int
+    text: str
+    reasoning: str = ""
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+    def doc_id(self) -> str:
+        return chunk_id(self.attempt, self.seq)
+
+    def to_doc(self, expire_at: datetime | None) -> dict[str, Any]:
+        doc = {C.ATTEMPT: self.attempt, C.SEQ: self.seq, C.START: self.start, C.END: self.end, C.TEXT: self.text,
+               C.EXPIRE_AT: expire_at}
+        if self.reasoning:
+            doc[C.REASONING] = self.reasoning
+        return doc
+
+
+def chunk_id(attempt: int, seq: int) -> str:
+    return f"{attempt:03d}-{seq:06d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Produced:
+    """What an attempt produced, recorded on the execution when it ends."""
+
+    chunks: int = 0
+    output_length: int = 0  # code points
+    pages: int = 0
+    model: str | None = None
+    generation_id: str | None = None
+    first_token_at: datetime | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    reasoning_truncated: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {F.CHUNK_COUNT: self.chunks, F.OUTPUT_LENGTH: self.output_length, F.OUTPUT_PAGES: self.pages,
+                                  F.FIRST_TOKEN_AT: self.first_token_at, F.FINISH_REASON: self.finish_reason}
+        optional = {F.MODEL: self.model, F.GENERATION_ID: self.generation_id, F.USAGE: self.usage.to_doc() if self.usage else None,
+                    F.COST: self.cost, F.REASONING_TRUNCATED: self.reasoning_truncated or None}
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """How an attempt ends: a final ``status``, or ``release`` (hand the execution back to the
+    queue after a transient failure), or neither (another attempt holds it: write nothing)."""
+
+    status: Status | None = None
+    release: bool = False
+    code: str | None = None
+    message: str = ""
+    upstream_status: int | None = None
+    retry_after_s: float | None = None
+    reconcile_cost: bool = False  # a cancelled stream: read its cost from the generation record
+
+    @property
+    def outcome(self) -> Outcome:
+        """Non-2xx only when another delivery can help."""
+        return Outcome.RETRY if self.release else Outcome.DONE
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One atomic write of an execution: an update of the execution document and/or of its job,
+    each conditional on the version it was decided on; ``chunk`` is the attempt's last chunk,
+    written in the same batch; ``delete`` removes both (an unstarted execution rolled back)."""
+
+    execution: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None
+    chunk: Chunk | None = None
+    delete: bool = False

@@ -108,6 +108,10 @@ class Settings:
     queue_timeout_s: float = env("PROMPTQ_QUEUE_TIMEOUT", 900.0)  # queued this long without a claim: its task is lost
     max_requeues: int = env("PROMPTQ_MAX_REQUEUES", 2)  # times the sweeper re-enqueues one execution
 
+    # Retention: every document of an execution carries `expireAt` (created + this); Firestore's
+    # TTL policies (infra/firestore.indexes.json) delete them after it.
+    retention_days: float = env("PROMPTQ_RETENTION_DAYS", 30.0)
+
     limits: Limits = field(default_factory=Limits)
 
     @classmethod

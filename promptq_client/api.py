@@ -10,14 +10,13 @@ callback gets the latest cumulative document.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 import uuid
 from typing import Any, Callable, Mapping
 
 import httpx
 
-from promptq.schema import TERMINAL, Callable as Fn, CancelAnswer, F, PollAnswer, StartAnswer, Status
+from promptq.schema import Callable as Fn, CancelAnswer, PollAnswer, StartAnswer
 
 
 RETRY_WAITS = (0.2, 0.5, 1.0)  # seconds before each retry of a call that is safe to repeat
@@ -158,29 +157,13 @@ class Client:
         return self.store.get(execution_id)
 
     def watch(self, execution_id: str, on_version: Callable[[dict[str, Any]], None], *, timeout: float = 300.0) -> dict[str, Any]:
-        """Call ``on_version`` with each version a Firestore listener sees, until the execution
-        ends; return the final document. Raises TimeoutError if it does not end in time."""
-        done = threading.Event()
-        final: dict[str, Any] = {}
-        errors: list[BaseException] = []
+        """Call ``on_version`` with each state a watcher sees (the execution's fields, and
+        ``output``: the whole text so far), until the execution ends; return the final state.
+        Raises TimeoutError if it does not end in time."""
+        from promptq_client.watch import Follower
 
-        def on_doc(doc: dict[str, Any]) -> None:
-            try:
-                on_version(doc)
-            except BaseException as exc:  # surface callback errors in the caller's thread
-                errors.append(exc)
-                done.set()
-            if Status(doc[F.STATUS]) in TERMINAL:
-                final.clear()
-                final.update(doc)
-                done.set()
-
-        watch = self.store.watch(execution_id, on_doc)
+        follower = Follower(self.store, execution_id, on_version).start()
         try:
-            if not done.wait(timeout):
-                raise TimeoutError(f"execution {execution_id} did not end within {timeout:g} s")
+            return follower.wait(timeout)
         finally:
-            watch.unsubscribe()
-        if errors:
-            raise errors[0]
-        return final
+            follower.stop()

@@ -9,7 +9,6 @@ started with the local upstream, or starts one for the session and stops it at t
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -160,44 +159,45 @@ def tasks(clean) -> Tasks:
 
 @dataclass
 class Version:
-    at: float  # time.monotonic() when the listener saw it
-    doc: dict[str, Any]
+    at: float  # time.monotonic() when the watcher saw it
+    doc: dict[str, Any]  # the execution's fields, plus `output`: the whole text so far
 
 
 @dataclass
 class Recorder:
-    """A Firestore listener that records every version of one execution it sees."""
+    """Follows one execution as a watcher does (promptq_client.watch: the execution document
+    and its chunks) and records every state it sees."""
 
     versions: list[Version] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
+    follower: Any = None
 
-    def __call__(self, snaps, _changes, _read_time) -> None:
-        now = time.monotonic()
-        for snap in snaps:
-            if snap.exists:
-                doc = snap.to_dict()
-                self.versions.append(Version(now, doc))
-                if doc["status"] in ("succeeded", "failed", "cancelled"):
-                    self.done.set()
+    def __call__(self, state: dict[str, Any]) -> None:
+        self.versions.append(Version(time.monotonic(), state))
 
     def wait(self, timeout: float = 60) -> dict[str, Any]:
-        assert self.done.wait(timeout), f"no terminal version within {timeout} s; saw {[v.doc['status'] for v in self.versions]}"
-        return self.versions[-1].doc
+        try:
+            return self.follower.wait(timeout)
+        except TimeoutError:
+            raise AssertionError(f"no terminal version within {timeout} s; saw {[v.doc['status'] for v in self.versions]}") from None
 
 
 @pytest.fixture
 def listen(db):
-    """listen(execution_id) -> Recorder attached to executions/{id}; detached after the test."""
-    watches = []
+    """listen(execution_id) -> Recorder following executions/{id}; detached after the test."""
+    from promptq.store import ExecutionStore
+    from promptq_client.watch import Follower
+
+    followers = []
 
     def attach(execution_id: str) -> Recorder:
         rec = Recorder()
-        watches.append(db.collection("executions").document(execution_id).on_snapshot(rec))
+        rec.follower = Follower(ExecutionStore(db), execution_id, rec).start()
+        followers.append(rec.follower)
         return rec
 
     yield attach
-    for w in watches:
-        w.unsubscribe()
+    for follower in followers:
+        follower.stop()
 
 
 @pytest.fixture

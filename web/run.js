@@ -2,10 +2,8 @@
 
 import { httpsCallable } from "firebase/functions";
 import { $, fail } from "./dom.js";
-import { Callable, Req } from "./schema.js";
+import { Callable, Start } from "./schema.js";
 import { templateRequest } from "./templates.js";
-
-const PROMPT = "prompt";  // start_execution's plain-text prompt field (enqueue/request.py)
 
 /**
  * The request the form describes: the model (none: the server's default) and either the
@@ -15,9 +13,9 @@ const PROMPT = "prompt";  // start_execution's plain-text prompt field (enqueue/
 export function formRequest() {
   const data = {};
   const model = $("model").value.trim();
-  if (model) data[Req.MODEL] = model;
+  if (model) data[Start.MODEL] = model;
   if ($("source-template").checked) return { ...data, ...templateRequest() };
-  data[PROMPT] = $("prompt").value;
+  data[Start.PROMPT] = $("prompt").value;
   return data;
 }
 

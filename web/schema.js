@@ -1,6 +1,7 @@
 // Generated from promptq/schema.py by `make web-schema`: do not edit.
 
 export const EXECUTIONS = "executions";
+export const CHUNKS = "chunks";
 export const PAGES = "pages";
 export const USERS = "users";
 export const PROMPTS = "prompts";
@@ -20,45 +21,40 @@ export const LIVE = Object.freeze([
 export const F = Object.freeze({
   "STATUS": "status",
   "OWNER": "ownerUid",
-  "MESSAGES": "messages",
-  "REQUEST": "request",
-  "IDEMPOTENCY_KEY": "idempotencyKey",
-  "OUTPUT": "output",
-  "OUTPUT_OFFSET": "outputOffset",
-  "OUTPUT_PAGES": "outputPages",
-  "REASONING": "reasoning",
-  "REASONING_TRUNCATED": "reasoningTruncated",
-  "SEQ": "seq",
+  "REQUESTED_MODEL": "requestedModel",
   "MODEL": "model",
   "GENERATION_ID": "generationId",
+  "IDEMPOTENCY_KEY": "idempotencyKey",
+  "ATTEMPT": "attempt",
+  "SEQ": "seq",
+  "WORKER": "worker",
+  "CANCEL_REQUESTED": "cancelRequested",
+  "CHUNK_COUNT": "chunks",
+  "OUTPUT_LENGTH": "outputLength",
+  "OUTPUT_PAGES": "outputPages",
+  "REASONING_TRUNCATED": "reasoningTruncated",
   "USAGE": "usage",
   "COST": "cost",
   "COST_SOURCE": "costSource",
   "FINISH_REASON": "finishReason",
   "ERROR": "error",
-  "ATTEMPT": "attempt",
-  "ATTEMPT_ID": "attemptId",
-  "LEASE_EXPIRES_AT": "leaseExpiresAt",
-  "ATTEMPTS": "attempts",
-  "RESTARTED_AT": "restartedAt",
-  "CANCEL_REQUESTED": "cancelRequested",
   "CREATED_AT": "createdAt",
   "STARTED_AT": "startedAt",
   "FIRST_TOKEN_AT": "firstTokenAt",
   "FINISHED_AT": "finishedAt",
   "UPDATED_AT": "updatedAt",
-  "WRITES": "writes",
-  "REQUEUES": "requeues",
-  "RETRY_AT": "retryAt",
-  "REQUEST_HASH": "requestHash",
-  "TASK": "task"
+  "RESTARTED_AT": "restartedAt",
+  "EXPIRE_AT": "expireAt",
+  "WRITES": "writes"
 });
-export const Req = Object.freeze({
-  "MODEL": "model",
-  "MODELS": "models",
-  "PARAMS": "params",
-  "PROMPT_ID": "promptId",
-  "VARIABLES": "variables"
+export const C = Object.freeze({
+  "ATTEMPT": "attempt",
+  "SEQ": "seq",
+  "START": "start",
+  "END": "end",
+  "TEXT": "text",
+  "REASONING": "reasoning",
+  "EXPIRE_AT": "expireAt"
 });
 export const U = Object.freeze({
   "PROMPT_TOKENS": "promptTokens",
@@ -72,11 +68,13 @@ export const E = Object.freeze({
   "UPSTREAM_STATUS": "upstreamStatus"
 });
 export const P = Object.freeze({
+  "ATTEMPT": "attempt",
   "INDEX": "index",
   "START": "start",
   "END": "end",
   "TEXT": "text",
-  "ATTEMPT": "attempt"
+  "REASONING": "reasoning",
+  "EXPIRE_AT": "expireAt"
 });
 export const CostSource = Object.freeze({
   "STREAM": "stream",
@@ -86,4 +84,14 @@ export const Callable = Object.freeze({
   "START_EXECUTION": "start_execution",
   "GET_EXECUTION": "get_execution",
   "CANCEL_EXECUTION": "cancel_execution"
+});
+export const Start = Object.freeze({
+  "PROMPT": "prompt",
+  "MESSAGES": "messages",
+  "PROMPT_ID": "promptId",
+  "VARIABLES": "variables",
+  "MODEL": "model",
+  "MODELS": "models",
+  "PARAMS": "params",
+  "IDEMPOTENCY_KEY": "idempotencyKey"
 });

@@ -2,7 +2,7 @@
 
 import { collection, deleteDoc, doc, onSnapshot, setDoc } from "firebase/firestore";
 import { $, describe, fail } from "./dom.js";
-import { PROMPTS, Req, TEMPLATE_CONTENT, USERS } from "./schema.js";
+import { PROMPTS, Start, TEMPLATE_CONTENT, USERS } from "./schema.js";
 
 // `{name}` placeholders; `{{` and `}}` are literal braces (enqueue/request.py, _TOKEN).
 const PLACEHOLDER = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -30,7 +30,7 @@ export function placeholders(content) {
 export function templateRequest() {
   const variables = {};
   for (const input of $("variables").querySelectorAll("input")) variables[input.dataset.name] = input.value;
-  return { [Req.PROMPT_ID]: $("template").value, [Req.VARIABLES]: variables };
+  return { [Start.PROMPT_ID]: $("template").value, [Start.VARIABLES]: variables };
 }
 
 /**

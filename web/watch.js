@@ -8,19 +8,19 @@
 // webpack) resolve it from node_modules; a page without a bundler maps it with an import map.
 // The document's field names come from ./schema.js (generated from promptq/schema.py).
 
-import { doc, getDoc, onSnapshot, updateDoc } from "firebase/firestore";
-import { EXECUTIONS, F, LIVE, P, PAGES, Req } from "./schema.js";
+import { collection, doc, getDocs, onSnapshot, orderBy, query, updateDoc, where } from "firebase/firestore";
+import { C, CHUNKS, EXECUTIONS, F, LIVE, PAGES } from "./schema.js";
 
 /**
  * What `onUpdate` receives, and what `done` resolves with.
  * @typedef {object} ExecutionState
  * @property {string} status            queued | running | succeeded | failed | cancelled
  * @property {boolean} live             true while queued or running
- * @property {string} text              the whole answer so far (sealed pages + `output`)
+ * @property {string} text              the whole answer so far
  * @property {string} reasoning         reasoning text of thinking models ("" when none)
  * @property {boolean} reasoningTruncated  the reasoning outgrew its cap and was cut
  * @property {number} attempt           the attempt whose text `text` is
- * @property {number} seq               the document's write counter for this version
+ * @property {number} seq               the execution document's version (it never goes back)
  * @property {boolean} restarted        a new attempt replaced text this watcher had reported
  * @property {?{promptTokens: number, completionTokens: number, totalTokens: number, reasoningTokens?: number}} usage
  * @property {?number} cost             USD
@@ -43,12 +43,15 @@ import { EXECUTIONS, F, LIVE, P, PAGES, Req } from "./schema.js";
  * @property {Promise<ExecutionState>} done  the final state: terminal status, whole text;
  *   rejects when the listener fails. Listening goes on after it (a cancelled execution's
  *   usage and cost arrive later) until `unsubscribe()`.
- * @property {number} pagesRead           page documents read so far (each page is read once)
+ * @property {number} chunksRead          chunk documents received (each once)
+ * @property {number} pagesRead           page documents read (only for an execution that ended before it was watched)
  */
 
 /**
- * Watch `executions/{executionId}`. Versions may be skipped (Firestore listeners deliver
- * the latest); an older version than the one reported (lower `seq`) is never reported.
+ * Watch `executions/{executionId}`: the execution document (status, attempt, usage, cost: it
+ * changes at transitions only) and the chunks of its current attempt (the text as it streams,
+ * each chunk received once, in order). A new attempt restarted the text: its chunks replace
+ * the old ones. An execution that ended before it was watched is read from its pages.
  * @param {import("firebase/firestore").Firestore} db
  * @param {string} executionId
  * @param {{onUpdate?: (state: ExecutionState) => void, onError?: (err: Error) => void}} [callbacks]
@@ -56,14 +59,19 @@ import { EXECUTIONS, F, LIVE, P, PAGES, Req } from "./schema.js";
  */
 export function watchExecution(db, executionId, { onUpdate = () => {}, onError = () => {} } = {}) {
   const ref = doc(db, EXECUTIONS, executionId);
-  const text = textAssembler(db, ref);
   const done = settle();
+  const text = textFollower(ref, () => report(), (err) => fail(err));
   let listening = true;
+  let latest = null;  // the execution document last seen
+  let reported = null;  // the state last reported
 
-  function report(state) {
-    if (!listening) return;
-    onUpdate(state);
-    if (!state.live) done.resolve(state);
+  function report() {
+    if (!listening || !latest) return;
+    const assembled = text.current();
+    const restarted = !!reported && (reported.attempt === assembled.attempt ? reported.restarted : reported.text !== "");
+    reported = toState(latest, assembled, restarted);
+    onUpdate(reported);
+    if (!reported.live && text.complete(latest)) done.resolve(reported);
   }
 
   function fail(err) {
@@ -73,101 +81,89 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
     done.reject(err);
   }
 
-  const unlisten = onSnapshot(ref, oneAtATime(versions(executionId, text, report), fail), fail);
+  const unlisten = onSnapshot(ref, (snap) => {
+    if (!snap.exists()) return fail(Object.assign(new Error(`no execution ${executionId}`), { code: "not-found" }));
+    const d = snap.data();
+    if (latest && (d[F.SEQ] ?? 0) < (latest[F.SEQ] ?? 0)) return;  // an older version than the one seen
+    latest = d;
+    text.follow(d).then(report, fail);
+  }, fail);
 
   function unsubscribe() {
     listening = false;
     unlisten();
+    text.stop();
   }
 
   return {
     stop: () => updateDoc(ref, { [F.CANCEL_REQUESTED]: true }),
     unsubscribe,
     done: done.promise,
+    get chunksRead() { return text.chunksRead; },
     get pagesRead() { return text.pagesRead; },
   };
 }
 
-// Snapshot -> state: drops versions older than the one reported, assembles the text, and
-// notes when a new attempt replaced text already reported.
-function versions(executionId, text, report) {
-  let last = null;  // the state last reported
-  return async (snap) => {
-    if (!snap.exists()) throw Object.assign(new Error(`no execution ${executionId}`), { code: "not-found" });
-    const d = snap.data();
-    if (last && (d[F.SEQ] ?? 0) < last.seq) return;
-    const assembled = await text.assemble(d);
-    if (assembled === null) return;  // its pages were replaced meanwhile: a newer version follows
-    const restarted = !!last && (last.attempt === assembled.attempt ? last.restarted : last.text !== "");
-    last = toState(d, assembled, restarted);
-    report(last);
-  };
-}
-
-// Runs the asynchronous `handle` on one snapshot at a time; while it works, only the newest
-// snapshot that arrives waits (listeners may skip versions anyway).
-function oneAtATime(handle, fail) {
-  let pending = null;
-  let busy = false;
-  async function pump() {
-    busy = true;
-    try {
-      while (pending) {
-        const snap = pending;
-        pending = null;
-        await handle(snap);
-      }
-    } catch (err) {
-      fail(err);
-    } finally {
-      busy = false;
-    }
-  }
-  return (snap) => {
-    pending = snap;
-    if (!busy) pump();
-  };
-}
-
-// The document's text layout, and nothing else: the answer is the sealed pages
-// `pages/{000000..}` (code points 0..outputOffset) followed by `output`. Pages never change
-// within an attempt, so each is read once; a new attempt starts over.
-function textAssembler(db, ref) {
+// The text of the execution's current attempt, and nothing else: its chunks, followed by a
+// query listener (each received once, in order), or its pages when it had ended before.
+function textFollower(ref, changed, fail) {
   let attempt = null;
-  let pages = [];  // texts of the pages read for `attempt`, in order
-  let end = 0;  // code point where the pages read so far end
-  let reads = 0;
+  let pieces = [];
+  let thoughts = [];  // reasoning, beside the text
+  let length = 0;  // code points received
+  let unlisten = () => {};
+  const counts = { chunksRead: 0, pagesRead: 0 };
 
-  async function assemble(d) {
+  async function follow(d) {
     const current = d[F.ATTEMPT] ?? 0;
-    const count = d[F.OUTPUT_PAGES] ?? 0;
-    if (current !== attempt || count < pages.length) {
-      attempt = current;
-      pages = [];
-      end = 0;
+    if (current === attempt) return;
+    const first = attempt === null;
+    unlisten();
+    unlisten = () => {};
+    [attempt, pieces, thoughts, length] = [current, [], [], 0];
+    if (first && !LIVE.includes(d[F.STATUS])) {
+      await (d[F.OUTPUT_PAGES] ? readAll(PAGES, "pagesRead") : readAll(CHUNKS, "chunksRead"));  // ended before we came
+    } else if (current > 0) {
+      unlisten = onSnapshot(query(collection(ref, CHUNKS), where(C.ATTEMPT, "==", current), orderBy(C.SEQ)), (snap) => {
+        for (const change of snap.docChanges()) if (change.type === "added") add(change.doc.data(), "chunksRead");
+        changed();
+      }, fail);
     }
-    while (pages.length < count) {
-      const id = String(pages.length).padStart(6, "0");
-      reads += 1;
-      const page = (await getDoc(doc(ref, PAGES, id))).data();
-      if (!page || page[P.ATTEMPT] !== attempt || page[P.START] !== end) return null;
-      pages.push(page[P.TEXT]);
-      end = page[P.END];
-    }
-    return { attempt, text: pages.join("") + (d[F.OUTPUT] ?? "") };
   }
 
-  return { assemble, get pagesRead() { return reads; } };
+  // Pages and chunks share their field names (attempt, start, end, text, reasoning).
+  async function readAll(source, counter) {
+    const snap = await getDocs(query(collection(ref, source), where(C.ATTEMPT, "==", attempt), orderBy(C.END)));
+    for (const d of snap.docs) add(d.data(), counter);
+  }
+
+  function add(piece, counter) {
+    counts[counter] += 1;
+    if (piece[C.ATTEMPT] !== attempt || piece[C.START] !== length) return;  // not the next piece of this attempt
+    pieces.push(piece[C.TEXT]);
+    thoughts.push(piece[C.REASONING] ?? "");
+    length = piece[C.END];
+  }
+
+  return {
+    follow,
+    current: () => ({ attempt: attempt ?? 0, text: pieces.join(""), reasoning: thoughts.join("") }),
+    // Ended, and every character of it here (an ending without a length: nothing more comes).
+    complete: (d) => d[F.OUTPUT_LENGTH] == null || length >= d[F.OUTPUT_LENGTH],
+    stop: () => unlisten(),
+    get chunksRead() { return counts.chunksRead; },
+    get pagesRead() { return counts.pagesRead; },
+  };
 }
 
-function toState(d, { attempt, text }, restarted) {
+function toState(d, { attempt, text, reasoning }, restarted) {
   const date = (field) => d[field]?.toDate?.() ?? null;
   const status = d[F.STATUS];
   return {
     status,
     live: LIVE.includes(status),
     text,
-    reasoning: d[F.REASONING] ?? "",
+    reasoning,
     reasoningTruncated: d[F.REASONING_TRUNCATED] === true,
     attempt,
     seq: d[F.SEQ] ?? 0,
@@ -177,7 +173,7 @@ function toState(d, { attempt, text }, restarted) {
     costSource: d[F.COST_SOURCE] ?? null,
     error: d[F.ERROR] ?? null,
     model: d[F.MODEL] ?? null,
-    requestedModel: d[F.REQUEST]?.[Req.MODEL] ?? null,
+    requestedModel: d[F.REQUESTED_MODEL] ?? null,
     finishReason: d[F.FINISH_REASON] ?? null,
     cancelRequested: d[F.CANCEL_REQUESTED] === true,
     createdAt: date(F.CREATED_AT),

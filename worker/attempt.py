@@ -1,8 +1,9 @@
-"""One attempt while it streams: the text received, the flushes, the stop signals.
+"""One attempt while it streams: the text received, its chunks, the stop signals.
 
 Three concurrent parts: ``read`` (the upstream stream into the attempt), ``flush_loop`` (the
-growing text into the document, coalesced) and the document listener (Stop, a lost claim).
-``run`` returns when the stream ends, or raises what stopped it.
+text into append-only chunks, coalesced, and the lease's heartbeats) and the process's Stop
+listener. ``run`` returns when the stream ends, or raises what stopped it. What the attempt
+produced (``produced``, ``last_chunk``, ``pages``) is what its ending writes.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import time
 from typing import Any, Callable
 
 from promptq import execution as ex
-from promptq.errors import CancelRequested, LostClaim, Permanent
-from promptq.paging import split_pages
-from promptq.schema import Code, F
+from promptq.errors import CancelRequested, Permanent
+from promptq.paging import Page, split_pages
+from promptq.records import Chunk, bounded
+from promptq.schema import Code
 from promptq.settings import Settings
-from promptq.store import AttemptWriter
+from promptq.writer import AttemptWriter
 from worker.coalesce import FlushSchedule
 from worker.stream import Delta, Done, Finish, Meta, StreamError, UsageReport
 from worker.upstream import OpenRouterClient
+
+# register(execution_id, on_stop) -> unregister: the process's Stop listener (worker.runtime)
+StopWatch = Callable[[str, Callable[[], None]], Callable[[], None]]
 
 
 class Deadline(Exception):
@@ -28,72 +33,70 @@ class Deadline(Exception):
 
 
 class Attempt:
-    """The state of one attempt while it streams: text received, flushes, stop signals."""
+    """The state of one attempt while it streams: text received, chunks written, stop signals."""
 
-    def __init__(
-        self,
-        execution_id: str,
-        writer: AttemptWriter,
-        settings: Settings,
-        *,
-        watch: Callable[[str, Callable[[dict], None]], Any] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, execution_id: str, writer: AttemptWriter, settings: Settings, *, stops: StopWatch | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.execution_id = execution_id
         self.writer = writer
         self.settings = settings
         self.monotonic = monotonic
-        self.output: list[str] = []
+        self.text: list[str] = []  # everything received, in pieces (joined once, at the end)
         self.reasoning: list[str] = []
+        self.pending: list[str] = []  # received since the last chunk
+        self.pending_reasoning: list[str] = []
+        self.length = 0  # code points received
+        self.written = 0  # code points in chunks
+        self.seq = 0  # chunks written
+        self.output_bytes = 0
+        self.pending_bytes = 0
         self.model: str | None = None
         self.generation_id: str | None = None
         self.first_token_at = None
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
-        self.output_bytes = 0
-        self.unflushed_bytes = 0
-        self.sealed_chars = 0  # code points already sealed into pages (written)
-        self.sealed_pages = 0
         self.schedule = FlushSchedule(settings.flush_interval_s)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.urgent = asyncio.Event()  # flush now: stopping, or a page worth of unwritten text
+        self.urgent = asyncio.Event()  # write now: stopping, or a chunk's worth of text waiting
         self.cancel = asyncio.Event()
-        self.lost = asyncio.Event()
-        self._watch = watch
+        self._stops = stops
 
     # --- what has been received ----------------------------------------------------------
 
-    def progress(self) -> ex.Progress:
-        """A snapshot for the next write: the unsealed tail, and the pages that write seals."""
-        if len(self.output) > 1:
-            self.output[:] = ["".join(self.output)]  # keep one string: joins stay linear
-        tail = (self.output[0] if self.output else "")[self.sealed_chars:]
-        pages, rest = split_pages(tail, self.settings.page_bytes, first_index=self.sealed_pages, start=self.sealed_chars)
-        reasoning = "".join(self.reasoning).encode()
-        cap = self.settings.max_reasoning_bytes
-        return ex.Progress(
-            output=rest,
-            reasoning=reasoning[:cap].decode(errors="ignore"),  # cut at a code point boundary
-            reasoning_truncated=len(reasoning) > cap,
-            model=self.model,
-            generation_id=self.generation_id,
-            first_token_at=self.first_token_at,
-            output_offset=self.sealed_chars + sum(len(p.text) for p in pages),
-            output_pages=self.sealed_pages + len(pages),
-            pages=tuple(pages),
-        )
+    def next_chunk(self) -> Chunk | None:
+        """The text received since the last chunk, at most a page of it, as the next chunk
+        (None if there is none); the rest waits for the next one."""
+        if not self.pending and not self.pending_reasoning:
+            return None
+        text, reasoning = "".join(self.pending), "".join(self.pending_reasoning)
+        cap = self.settings.page_bytes
+        text, rest = _cut(text, cap)
+        reasoning, rest_reasoning = _cut(reasoning, max(0, cap - len(text.encode())))
+        self.pending[:] = [rest] if rest else []
+        self.pending_reasoning[:] = [rest_reasoning] if rest_reasoning else []
+        self.pending_bytes = len(rest.encode()) + len(rest_reasoning.encode())
+        self.seq += 1
+        chunk = Chunk(self.writer.attempt, self.seq, self.written, text, reasoning)
+        self.written = chunk.end
+        return chunk
 
-    def written(self, p: ex.Progress) -> None:
-        """A write of ``p`` succeeded: its pages are sealed for good."""
-        self.sealed_chars = p.output_offset
-        self.sealed_pages = p.output_pages
+    def _reasoning(self) -> tuple[str, bool]:
+        whole = "".join(self.reasoning)
+        kept = bounded(whole, self.settings.max_reasoning_bytes)
+        return kept, len(kept) < len(whole)
 
-    def result(self) -> ex.Result:
-        """How the stream ended, for the final write: finish reason, usage and cost."""
+    def produced(self, pages: int = 0) -> ex.Produced:
+        """What the attempt produced, for its ending (usage and cost from the stream)."""
         u = self.usage
         usage = ex.Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens) if u else None
-        return ex.Result(finish_reason=self.finish.reason if self.finish else None, usage=usage, cost=u.cost if u else None)
+        return ex.Produced(chunks=self.seq, output_length=self.length, pages=pages, model=self.model, generation_id=self.generation_id,
+                           first_token_at=self.first_token_at, finish_reason=self.finish.reason if self.finish else None,
+                           usage=usage, cost=u.cost if u else None, reasoning_truncated=self._reasoning()[1])
+
+    def pages(self) -> list[Page]:
+        """The whole text in pages, for readers that come once it ended."""
+        return split_pages("".join(self.text), self.settings.page_bytes, attempt=self.writer.attempt, reasoning=self._reasoning()[0])
 
     def _take(self, event: Any) -> bool:
         """Record one event; True when the stream is over."""
@@ -101,21 +104,7 @@ class Attempt:
             self.generation_id = self.generation_id or event.generation_id
             self.model = event.model or self.model
         elif isinstance(event, Delta):
-            if self.first_token_at is None:
-                self.first_token_at = ex.utcnow()
-            self.output.append(event.content)
-            self.reasoning.append(event.reasoning)
-            size = len(event.content.encode()) + len(event.reasoning.encode())
-            self.output_bytes += size
-            self.unflushed_bytes += size
-            if self.output_bytes > self.settings.max_output_bytes:
-                raise Permanent(f"the answer passed the cap of {self.settings.max_output_bytes} bytes", code=Code.OUTPUT_TOO_LARGE)
-            self.schedule.add(self.monotonic())
-            self.wake.set()
-            if self.unflushed_bytes >= self.settings.page_bytes:
-                # Size-triggered flush (as Convex does at 16 KiB): keeps each write's pages
-                # few and the document's tail under a page, whatever the token rate.
-                self.urgent.set()
+            self._delta(event)
         elif isinstance(event, Finish):
             self.finish = event
         elif isinstance(event, UsageReport):
@@ -127,7 +116,25 @@ class Attempt:
             return True
         return False
 
-    # --- the three concurrent parts: read, flush, watch ---------------------------------
+    def _delta(self, event: Delta) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = ex.utcnow()
+        size = len(event.content.encode()) + len(event.reasoning.encode())
+        self.output_bytes += size
+        if self.output_bytes > self.settings.max_output_bytes:
+            raise Permanent(f"the answer passed the cap of {self.settings.max_output_bytes} bytes", code=Code.OUTPUT_TOO_LARGE)
+        for whole, pending, piece in ((self.text, self.pending, event.content), (self.reasoning, self.pending_reasoning, event.reasoning)):
+            if piece:
+                whole.append(piece)
+                pending.append(piece)
+        self.length += len(event.content)
+        self.pending_bytes += size
+        self.schedule.add(self.monotonic(), size)
+        self.wake.set()
+        if self.pending_bytes >= self.settings.page_bytes:
+            self.urgent.set()  # a chunk's worth waiting: write it now, whatever the interval
+
+    # --- the concurrent parts: read, flush ------------------------------------------------
 
     async def read(self, upstream: OpenRouterClient, body: dict[str, Any]) -> None:
         async with upstream.stream(body, execution_id=self.execution_id) as opened:
@@ -144,74 +151,61 @@ class Attempt:
                 raise Permanent(f"no token for {stall:g} s", code=Code.STREAM_STALLED) from None
 
     async def flush_loop(self) -> None:
-        """Write the growing text: first token at once, then at most one write per interval.
-        Renews the lease with a heartbeat while nothing is written."""
+        """Write the text as chunks: the first at once, then at most one per interval (and as
+        the byte budget allows); renew the lease every third of it."""
         heartbeat_every = max(1.0, self.settings.lease_s / 3)
-        last_write = self.monotonic()
+        next_heartbeat = self.monotonic() + heartbeat_every
         while not self.stopping.is_set():
-            delay = self.schedule.delay(self.monotonic())
-            if delay is None:
-                woke = await _wait_event(self.wake, last_write + heartbeat_every - self.monotonic())
+            now = self.monotonic()
+            if now >= next_heartbeat:
+                await asyncio.to_thread(self.writer.heartbeat)
+                next_heartbeat = self.monotonic() + heartbeat_every
+                if self.writer.cancel_requested:
+                    self.cancel.set()  # the Stop listener's fallback (its stream may have been cut)
+                continue
+            delay = self.schedule.delay(now)
+            if delay is None:  # nothing to write, or not worth a chunk yet: wait for text
+                await _wait_event(self.wake, next_heartbeat - now)
                 self.wake.clear()
-                if not woke and not self.stopping.is_set():
-                    await asyncio.to_thread(self.writer.heartbeat)
-                    last_write = self.monotonic()
-                    if self.writer.cancel_requested:
-                        # Also noticed by the document listener; this is the fallback when the
-                        # listener's stream was cut (at worst one heartbeat period late).
-                        self.cancel.set()
                 continue
             if delay > 0 and not self.urgent.is_set():
-                await _wait_event(self.urgent, delay)
+                await _wait_event(self.urgent, min(delay, next_heartbeat - now))
+                continue  # decide again: the interval passed, a heartbeat is due, or it is urgent
             if self.stopping.is_set():
-                return  # the final write carries everything
-            snapshot = self.progress()
-            self.wake.clear()  # this write takes everything received so far
+                return  # the final write carries the rest
             self.urgent.clear()
-            self.unflushed_bytes = 0
-            self.schedule.flushed(self.monotonic())
-            await asyncio.to_thread(self.writer.progress, snapshot)
-            self.written(snapshot)
-            last_write = self.monotonic()
-            if self.writer.cancel_requested:
-                self.cancel.set()
+            self.wake.clear()  # this chunk takes everything received so far
+            self.schedule.flushed(self.monotonic(), self.pending_bytes)
+            chunk = self.next_chunk()
+            if chunk is not None:
+                await asyncio.to_thread(self.writer.chunk, chunk)
 
-    def _start_watch(self):
-        """A Firestore listener on our document: Stop (``cancelRequested``) and a lost claim
-        are noticed at once, even while the upstream is silent, without polling."""
-        if self._watch is None:
+    def _listen_for_stop(self) -> Callable[[], None] | None:
+        """Stop is noticed at once through the process's one listener (no polling, no echo of
+        our own writes); the heartbeat is its fallback."""
+        if self._stops is None:
             return None
         loop = asyncio.get_running_loop()
 
-        def signal(event: asyncio.Event) -> None:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:
-                pass  # the attempt is over and its loop closed
+        def stop() -> None:
+            with contextlib.suppress(RuntimeError):  # the attempt is over and its loop closed
+                loop.call_soon_threadsafe(self.cancel.set)
 
-        def on_doc(doc: dict) -> None:
-            if doc.get(F.CANCEL_REQUESTED):
-                signal(self.cancel)
-            if doc.get(F.ATTEMPT_ID) != self.writer.attempt_id:
-                signal(self.lost)
-
-        return self._watch(self.execution_id, on_doc)
+        return self._stops(self.execution_id, stop)
 
     async def run(self, upstream: OpenRouterClient, body: dict[str, Any], deadline_s: float) -> None:
         """Stream until the end, a stop or the deadline. Raises what ended it (other than
         a normal end): Transient, Permanent, CancelRequested, LostClaim, Deadline."""
-        watch = self._start_watch()
+        unregister = self._listen_for_stop()
         reader = asyncio.create_task(self.read(upstream, body), name="read")
         flusher = asyncio.create_task(self.flush_loop(), name="flush")
         stop = asyncio.create_task(self.cancel.wait(), name="cancel")
-        lost = asyncio.create_task(self.lost.wait(), name="lost")
         try:
-            done, _ = await asyncio.wait({reader, flusher, stop, lost}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reader, flusher, stop}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if watch is not None:
-                watch.unsubscribe()
+            if unregister is not None:
+                unregister()
             stop.cancel()
-            lost.cancel()
             if not reader.done():
                 reader.cancel()  # closes the upstream connection: generation (and billing) stops
             with contextlib.suppress(BaseException):
@@ -223,14 +217,18 @@ class Attempt:
                 await asyncio.wait({flusher})
         if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
             raise flusher.exception()  # LostClaim, or a write that failed
-        if lost in done:
-            raise LostClaim("another attempt took the execution over")
         if reader in done:
             reader.result()  # re-raises Transient/Permanent
             return
         if stop in done or self.cancel.is_set():
             raise CancelRequested("cancelled by its owner")
         raise Deadline()
+
+
+def _cut(text: str, max_bytes: int) -> tuple[str, str]:
+    """``text`` in two at most ``max_bytes`` UTF-8 bytes in, at a code point boundary."""
+    head = bounded(text, max_bytes)
+    return head, text[len(head):]
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> bool:

@@ -1,9 +1,10 @@
-"""One delivery of the task: claim the execution, stream it into the document, end it.
+"""One delivery of the task: claim the execution, stream it into chunks, end it.
 
-The orchestrator receives its side effects as arguments (the store, the upstream client):
-no Firestore or HTTP client is created here. What it returns is the contract with Cloud
-Tasks: ``Outcome.DONE`` answers 2xx (including permanent failures, recorded on the
-document); ``Outcome.RETRY`` answers non-2xx so that Cloud Tasks delivers again later.
+The orchestrator receives its side effects as arguments (the store, the upstream client, the
+process's Stop listener): no Firestore or HTTP client is created here. What it returns is the
+contract with Cloud Tasks: ``Outcome.DONE`` answers 2xx (including permanent failures,
+recorded on the execution); ``Outcome.RETRY`` answers non-2xx so that Cloud Tasks delivers
+again later.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import uuid
 
 from promptq import execution as ex
 from promptq.errors import LostClaim, Permanent
-from promptq.schema import ClaimKind, Code, F, Outcome, Status, TaskAnswer
+from promptq.records import Ending
+from promptq.schema import ClaimKind, Code, F, J, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
-from promptq.store import AttemptWriter, ExecutionStore
-from worker.attempt import Attempt
-from worker.ending import Ending, ending
+from promptq.store import ExecutionStore
+from promptq.writer import AttemptWriter
+from worker.attempt import Attempt, StopWatch
+from worker.ending import ending
 from worker.upstream import OpenRouterClient, chat_body
 
 log = logging.getLogger(__name__)
@@ -38,26 +41,25 @@ class RunResult:
         return TaskAnswer(outcome=self.outcome, claim=self.claim, status=self.status, code=self.code)
 
 
-async def run_execution(execution_id: str, *, store: ExecutionStore, upstream: OpenRouterClient, settings: Settings) -> RunResult:
+async def run_execution(execution_id: str, *, store: ExecutionStore, upstream: OpenRouterClient, settings: Settings,
+                        worker: str = "", stops: StopWatch | None = None) -> RunResult:
     """Handle one delivery of the execution's task."""
     attempt_id = uuid.uuid4().hex
-    decision, doc, writer = await asyncio.to_thread(
-        store.claim, execution_id, attempt_id=attempt_id, lease_s=settings.lease_s, max_attempts=settings.max_attempts
+    decision, seen, writer = await asyncio.to_thread(
+        store.claim, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
     )
     if decision.kind is not ClaimKind.START:
         return _unclaimed(execution_id, decision)
-    assert doc is not None and writer is not None
     log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, writer.attempt, attempt_id, os.getpid(),
              " (restart)" if decision.restarted else "")
-    attempt = Attempt(execution_id, writer, settings, watch=store.watch)
+    attempt = Attempt(execution_id, writer, settings, stops=stops)
     stopped_by: Exception | None = None
     try:
-        await attempt.run(upstream, chat_body(doc[F.REQUEST], doc[F.MESSAGES]), settings.attempt_deadline_s)
+        await attempt.run(upstream, chat_body(seen.job[J.REQUEST], seen.job[J.MESSAGES]), settings.attempt_deadline_s)
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(stopped_by, cancel_requested=writer.cancel_requested, attempt_no=writer.attempt, max_attempts=settings.max_attempts,
-                 finish_reason=attempt.finish.reason if attempt.finish else None, deadline_s=settings.attempt_deadline_s,
-                 max_retry_after_s=settings.max_retry_after_s)
+                 deadline_s=settings.attempt_deadline_s, max_retry_after_s=settings.max_retry_after_s)
     _log_ending(execution_id, writer.attempt, end, stopped_by)
     result = await _apply(end, writer, attempt)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id:
@@ -70,8 +72,8 @@ def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:
         log.info("execution %s: held by a live attempt, retry in %.1f s", execution_id, decision.retry_after_s)
         return RunResult(Outcome.RETRY, decision.kind, retry_after_s=decision.retry_after_s)
     log.info("execution %s: %s, nothing to stream", execution_id, decision.kind.value)
-    status = Status(decision.update[F.STATUS]) if decision.update else None
-    return RunResult(Outcome.DONE, decision.kind, status=status)
+    update = decision.change.execution if decision.change else None
+    return RunResult(Outcome.DONE, decision.kind, status=Status(update[F.STATUS]) if update else None)
 
 
 def _log_ending(execution_id: str, attempt_no: int, end: Ending, stopped_by: Exception | None) -> None:
@@ -89,20 +91,17 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
     """Write the ending (conditional on still holding the claim) and say what to answer."""
     if end.status is None and not end.release:
         return RunResult(Outcome.DONE, ClaimKind.START, code=end.code)
-    p = attempt.progress()
-    writes = {
-        Status.SUCCEEDED: lambda: writer.succeeded(p, attempt.result()),
-        Status.FAILED: lambda: writer.failed(end.code, end.message, p=p, upstream_status=end.upstream_status, finish_reason=end.finish_reason),
-        Status.CANCELLED: lambda: writer.cancelled(p),
-        None: lambda: writer.release(end.code, end.message, end.retry_after_s),
-    }
     try:
-        await asyncio.to_thread(writes[end.status])
+        if end.release:
+            await asyncio.to_thread(writer.release, end.code, end.message, end.retry_after_s)
+        else:
+            await _write_end(end, writer, attempt)
     except LostClaim:
         return RunResult(Outcome.DONE, ClaimKind.START, code=Code.LOST_CLAIM)
-    except Permanent as refused:  # the ending itself was refused: end failed, text as last written
+    except Permanent as refused:  # the ending itself was refused: end failed, with the chunks written
         end = Ending(Status.FAILED, code=refused.code, message=refused.message)
-        await asyncio.to_thread(writer.failed, end.code, end.message, p=None)
+        written = dataclasses.replace(attempt.produced(), output_length=attempt.written, pages=0)
+        await asyncio.to_thread(writer.end, end, written)
     except Exception:
         if not end.release:
             raise
@@ -110,6 +109,16 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
     if end.status is not None:
         log.info("execution %s: %s after %d writes", writer.execution_id, end.status.value, writer.writes)
     return RunResult(end.outcome, ClaimKind.START, status=end.status, code=end.code, retry_after_s=end.retry_after_s or 0.0)
+
+
+async def _write_end(end: Ending, writer: AttemptWriter, attempt: Attempt) -> None:
+    """The whole text in pages, then the ending with the last chunk, in one batch."""
+    last = attempt.next_chunk()
+    while attempt.pending or attempt.pending_reasoning:  # more than a chunk's worth was waiting
+        await asyncio.to_thread(writer.chunk, last)
+        last = attempt.next_chunk()
+    pages = attempt.pages()
+    await asyncio.to_thread(writer.end, end, attempt.produced(pages=len(pages)), last, pages)
 
 
 async def _reconcile_cost(execution_id: str, generation_id: str, *, store: ExecutionStore, upstream: OpenRouterClient) -> None:
@@ -120,8 +129,8 @@ async def _reconcile_cost(execution_id: str, generation_id: str, *, store: Execu
         log.warning("execution %s: cost of the cancelled generation not available", execution_id)
         return
     await asyncio.to_thread(
-        store.update_if,
-        execution_id,
-        lambda doc: ex.reconciled_cost(doc or {}, generation_id=generation_id, usage=record.usage, cost=record.cost, now=ex.utcnow()),
+        store.update_if, execution_id,
+        lambda execution, job: ex.reconciled_cost(execution or {}, generation_id=generation_id, usage=record.usage, cost=record.cost,
+                                                  now=ex.utcnow()),
     )
     log.info("execution %s: cost of the cancelled generation reconciled", execution_id)

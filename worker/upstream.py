@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator
 
 import httpx
 from httpx_sse import SSEError
@@ -26,121 +24,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from promptq.errors import Permanent, Transient
 from promptq.redact import redact
 from promptq.redact import register as redact_register
-from promptq.execution import Usage
-from promptq.schema import Code, Req
+from promptq.schema import Code
+from worker.protocol import GenerationRecord, chat_body, parse_generation, status_error, stream_error_before_first_token
 from worker.stream import Delta, Done, Event, Finish, StreamError, aiter_events
 
+__all__ = ["GenerationRecord", "OpenRouterClient", "chat_body", "shared_http"]
+
 log = logging.getLogger(__name__)
-
-PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed")
-
-_STATUS_CODES = {
-    400: Code.UPSTREAM_BAD_REQUEST,
-    401: Code.UPSTREAM_UNAUTHORIZED,
-    402: Code.UPSTREAM_PAYMENT_REQUIRED,
-    403: Code.UPSTREAM_FORBIDDEN,
-    408: Code.UPSTREAM_TIMEOUT,
-    429: Code.UPSTREAM_RATE_LIMITED,
-}
-
-
-def is_transient_status(status: int) -> bool:
-    # As the mature clients do: 408, 409, 429 and 5xx are worth another try; other 4xx are not.
-    return status in (408, 409, 429) or status >= 500
-
-
-def status_code(status: int) -> str:
-    if status in _STATUS_CODES:
-        return _STATUS_CODES[status]
-    return Code.UPSTREAM_UNAVAILABLE if status >= 500 else Code.UPSTREAM_ERROR
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` in seconds, from delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _error_message(body: bytes, status: int) -> str:
-    try:
-        err = json.loads(body).get("error") or {}
-        message = err.get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or f"upstream answered HTTP {status}")[:500]
-
-
-def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> Transient | Permanent:
-    message = f"OpenRouter {status}: {_error_message(body, status)}"
-    code = status_code(status)
-    if is_transient_status(status):
-        return Transient(message, code=code, upstream_status=status, retry_after_s=parse_retry_after(headers.get("retry-after")))
-    return Permanent(message, code=code, upstream_status=status)
-
-
-def stream_error_before_first_token(err: StreamError) -> Transient | Permanent:
-    """An error event (or a cut) before any token: retry unless it says the request is bad."""
-    message = f"OpenRouter stream error: {err.message}"[:500]
-    n = err.numeric_code
-    if n is not None and 400 <= n < 500 and not is_transient_status(n):
-        return Permanent(message, code=status_code(n), upstream_status=n)
-    code = Code.MALFORMED_CHUNK if err.malformed else Code.CONNECTION_LOST if err.truncated else Code.STREAM_ERROR
-    if n is not None:
-        code = status_code(n)
-    return Transient(message, code=code, upstream_status=n)
-
-
-def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The OpenRouter request body for an execution's stored request."""
-    body: dict[str, Any] = {"model": request[Req.MODEL], "messages": messages, "stream": True}
-    if request.get(Req.MODELS):
-        body["models"] = list(request[Req.MODELS])
-    for name in PARAMS:
-        value = (request.get(Req.PARAMS) or {}).get(name)
-        if value is not None:
-            body[name] = value
-    # Older OpenRouter docs need this for the usage chunk; current ones always send it. Harmless.
-    body["usage"] = {"include": True}
-    return body
-
-
-@dataclass(frozen=True)
-class GenerationRecord:
-    """What OpenRouter's generation record says a generation used and cost."""
-
-    usage: Usage
-    cost: float | None
-
-
-def parse_generation(body: bytes) -> GenerationRecord | None:
-    """``{"data": {"tokens_prompt", "tokens_completion", "native_tokens_reasoning", "total_cost", ...}}``."""
-    try:
-        data = json.loads(body).get("data")
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-
-    def count(name: str) -> int:
-        value = data.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-    prompt, completion = count("tokens_prompt"), count("tokens_completion")
-    cost = data.get("total_cost")
-    cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
-    return GenerationRecord(Usage(prompt, completion, prompt + completion, count("native_tokens_reasoning")), cost)
 
 
 @dataclass
@@ -150,6 +40,22 @@ class OpenedStream:
     response: httpx.Response
     events: AsyncIterator[Event]
     tries: int
+
+
+_SSL = None  # one TLS context per process: building one costs ~26 ms of CPU and ~0.9 MiB
+
+
+def shared_http(base_url: str, *, connect_timeout_s: float, first_token_timeout_s: float,
+                transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An HTTP client for OpenRouter: the connection pool a worker process shares among the
+    executions it runs (their keys travel in each request's headers)."""
+    global _SSL
+    if _SSL is None:
+        _SSL = httpx.create_ssl_context()
+    # Deadlines for tokens are ours (asyncio timeouts); httpx's read timeout is a backstop.
+    timeout = httpx.Timeout(connect=connect_timeout_s, read=max(first_token_timeout_s, 60.0) + 30.0, write=30.0, pool=30.0)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=30)
+    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, limits=limits, verify=_SSL, transport=transport)
 
 
 class OpenRouterClient:
@@ -166,14 +72,17 @@ class OpenRouterClient:
         app_title: str = "promptq",
         app_url: str = "",
         transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
         sleep=asyncio.sleep,
     ):
-        headers = {"Authorization": f"Bearer {api_key}", "X-Title": app_title, "X-OpenRouter-Title": app_title}
+        # The key goes in each request's headers: one process shares one connection pool (and
+        # one TLS context) among executions that may use different keys.
+        self._headers = {"Authorization": f"Bearer {api_key}", "X-Title": app_title, "X-OpenRouter-Title": app_title}
         if app_url:
-            headers["HTTP-Referer"] = app_url
-        # Deadlines for tokens are ours (asyncio timeouts); httpx's read timeout is a backstop.
-        timeout = httpx.Timeout(connect=connect_timeout_s, read=max(first_token_timeout_s, 60.0) + 30.0, write=30.0, pool=30.0)
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+            self._headers["HTTP-Referer"] = app_url
+        self._owned = http is None
+        self._client = http or shared_http(base_url, connect_timeout_s=connect_timeout_s, first_token_timeout_s=first_token_timeout_s,
+                                           transport=transport)
         self.first_token_timeout_s = first_token_timeout_s
         self.open_attempts = open_attempts
         self.backoff_max_s = backoff_max_s
@@ -182,7 +91,8 @@ class OpenRouterClient:
         redact_register(api_key)  # every message that leaves this process is redacted of it
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owned:
+            await self._client.aclose()
 
     def _wait(self, state) -> float:
         exc = state.outcome.exception()
@@ -207,7 +117,7 @@ class OpenRouterClient:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                r = await self._client.get("/generation", params={"id": generation_id})
+                r = await self._client.get("/generation", params={"id": generation_id}, headers=self._headers)
             except httpx.HTTPError:
                 r = None
             if r is not None and r.status_code == 200:
@@ -243,7 +153,7 @@ class OpenRouterClient:
         try:
             try:
                 response = await stack.enter_async_context(
-                    self._client.stream("POST", "/chat/completions", json=body, headers={"Accept": "text/event-stream"})
+                    self._client.stream("POST", "/chat/completions", json=body, headers={**self._headers, "Accept": "text/event-stream"})
                 )
             except httpx.TimeoutException as exc:
                 raise Transient(f"OpenRouter timed out: {type(exc).__name__}", code=Code.UPSTREAM_TIMEOUT) from None

@@ -13,6 +13,7 @@ import time
 from typing import Any, Mapping, TextIO
 
 from promptq.schema import F, PollAnswer, Reason
+from promptq_client.watch import OUTPUT
 from promptq_client.api import CallError, Client, User
 from promptq_client.cli.target import Target, say
 
@@ -113,20 +114,9 @@ class Poller:
             if not answer.more:  # `more`: the answer was cut at its size limit; go on at once
                 time.sleep(self.interval)
 
-    def catch_up(self, attempt: int, upto: int) -> None:
-        """Print ``attempt``'s text up to code point ``upto`` (text sealed into pages, which a
-        listener on the document does not see)."""
-        self.after, self.attempt = self.printer.wanted(attempt), attempt
-        while self.after < upto:
-            answer = self.poll()
-            if answer.attempt != attempt or not answer.more:
-                return
-
 
 class Listener:
-    """Follows through a Firestore listener (``Client.watch``): each version carries the tail
-    of the answer from ``outputOffset`` on; older text sealed into pages in between two
-    versions is read through the poller."""
+    """Follows through Firestore listeners (``Client.watch``: the execution and its chunks)."""
 
     def __init__(self, client: Client, target: Target, poller: Poller):
         self.client, self.target, self.poller = client, target, poller
@@ -161,13 +151,11 @@ class Listener:
         say(f"the Firestore listener cannot read {where} ({reason}){why}: following by polling instead")
         return False
 
-    def on_version(self, doc: Mapping[str, Any]) -> None:
-        attempt = int(doc.get(F.ATTEMPT) or 0)
-        start = int(doc.get(F.OUTPUT_OFFSET) or 0)
+    def on_version(self, state: Mapping[str, Any]) -> None:
+        # Each state carries the whole text so far (promptq_client.watch); the printer prints
+        # what it has not printed yet, and starts over when the attempt changes.
         with self._lock:
-            if start > self.printer.wanted(attempt):
-                self.poller.catch_up(attempt, start)
-            self.printer.show(attempt, start, doc.get(F.OUTPUT) or "")
+            self.printer.show(int(state.get(F.ATTEMPT) or 0), 0, state.get(OUTPUT) or "")
 
     def until_done(self, timeout: float = FOREVER) -> dict[str, Any]:
         if self._usable is None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from devstack.fakerouter import expected_text, seed_for
+from documents import Scripted, execution_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -49,9 +50,7 @@ def _expected(prompt: str, model: str) -> str:
 
 
 def _doc(db, execution_id: str) -> dict[str, Any]:
-    snap = db.collection("executions").document(execution_id).get()
-    assert snap.exists, f"no document executions/{execution_id}"
-    return snap.to_dict()
+    return execution_state(db, execution_id)
 
 
 def _final(page, timeout: float) -> dict[str, Any]:
@@ -97,9 +96,8 @@ def test_a_streamed_answer_grows_and_ends_whole(example, client, user, db):
     print(f"{len(updates)} updates, text lengths {[len(u['text']) for u in updates]}")
 
 
-def test_a_paged_answer_is_assembled_whole_reading_each_page_once(example, client, user, db):
-    # ~700 KiB streamed over ~14 s: the worker seals 256 KiB pages while the page watches, so
-    # the helper sees many versions that point at pages; it must read each page once.
+def test_a_long_answer_streams_in_chunks_each_received_once(example, client, user, db):
+    # ~700 KiB streamed over ~14 s: many chunks, some of them a whole page (256 KiB).
     prompt, model = "a long answer for the helper", "fake/text=big,tokens=700,rate=50"
     execution_id = _start(client, user, prompt, model)
     page = example(execution_id)
@@ -107,68 +105,62 @@ def test_a_paged_answer_is_assembled_whole_reading_each_page_once(example, clien
 
     doc = _doc(db, execution_id)
     whole = client.call("get_execution", {"executionId": execution_id}, user)["text"]
-    assert doc["status"] == "succeeded"
-    assert doc["outputPages"] >= 2 and doc["outputOffset"] > 0, "the answer was not paged: nothing to test"
-    assert len(whole.encode()) > 600_000 and whole == _expected(prompt, model)
+    assert doc["status"] == "succeeded" and doc["chunks"] >= 10
+    assert len(whole.encode()) > 600_000 and whole == _expected(prompt, model) == doc["output"]
 
     text = page.eval("window.final.text")
     assert len(text) == len(whole) and text == whole, f"the helper assembled {len(text)} characters of {len(whole)}"
-    assert page.eval("window.final.status") == "succeeded"
     assert page.eval("window.updates.every((u) => window.final.text.startsWith(u.text))")
-    first_page_end = db.collection("executions").document(execution_id).collection("pages").document("000000").get().get("end")
-    paged_updates = page.eval(f"window.updates.filter((u) => [...u.text].length > {first_page_end}).length")
-    assert paged_updates >= 3, f"only {paged_updates} updates came after the first page was sealed: nothing to test"
-    assert page.eval("window.handle.pagesRead") == doc["outputPages"], "a page was read more than once (or not at all)"
-    print(f"{doc['outputPages']} pages + {len(doc['output'])} characters of output; "
-          f"{page.eval('window.updates.length')} updates, {paged_updates} after the first page")
+    assert page.eval("window.updates.filter((u) => u.status === 'running').length") >= 3
+    assert page.eval("window.handle.chunksRead") == doc["chunks"], "a chunk was received more than once (or not at all)"
+    assert page.eval("window.handle.pagesRead") == 0, "a live watcher needs no pages"
+    print(f"{doc['chunks']} chunks; {page.eval('window.updates.length')} updates")
+
+
+def test_an_execution_that_ended_is_read_from_its_pages(example, client, user, db):
+    prompt, model = "an answer read afterwards", "fake/text=big,tokens=700,rate=0"
+    execution_id = _start(client, user, prompt, model)
+    client.watch(execution_id, lambda _state: None, timeout=60)  # it ended before the page came
+    doc = _doc(db, execution_id)
+    assert doc["outputPages"] >= 3
+    page = example(execution_id)
+    final = _final(page, timeout=30)
+    assert final["text"] == _expected(prompt, model) and final["status"] == "succeeded"
+    assert page.eval("window.handle.pagesRead") == doc["outputPages"] and page.eval("window.handle.chunksRead") == 0
 
 
 def test_a_restart_replaces_the_text(example, client, user, db):
-    # As in test_web.py's test_restart_replaces_the_text: the test writes the document through
-    # promptq.execution's transitions (no task is enqueued: no worker runs).
-    from promptq import execution as ex
-
+    # As in test_web.py's test_restart_replaces_the_text: the test writes the execution through
+    # the store as a worker would (no task is enqueued: no worker runs).
     execution_id = uuid.uuid4().hex
-    ref = db.collection("executions").document(execution_id)
-    t0 = ex.utcnow()
-    doc = ex.new_execution(owner_uid=user.uid, messages=[{"role": "user", "content": "Hi"}],
-                           request={"model": "fake/restart"}, idempotency_key=None, now=t0)
-    ref.set(doc)
-
-    def apply(update: dict[str, Any]) -> None:
-        doc.update(update)
-        ref.update(update)
-
-    apply(ex.decide_claim(doc, attempt_id="first", now=t0, lease_s=5, max_attempts=3).update)
+    run = Scripted(db, user.uid, execution_id)
+    run.claim("first")
     first = "The first attempt's text, which the restart discards."
-    apply(ex.progress(ex.Progress(output=first, first_token_at=t0), seq=1, now=t0, lease_s=5))
+    run.chunk(first)
     page = example(execution_id)
     page.wait_js(f"window.updates.some((u) => u.text === {json.dumps(first)})")
 
-    later = t0 + timedelta(seconds=10)  # the first attempt's lease has expired
-    claim = ex.decide_claim(doc, attempt_id="second", now=later, lease_s=5, max_attempts=3)
-    assert claim.restarted
-    apply(claim.update)
+    assert run.claim("second", after_s=10).restarted  # the first attempt's lease has expired
     page.wait_js("window.updates.some((u) => u.attempt === 2)")
     partial, second = "Second attempt:", "Second attempt: a shorter answer."
-    apply(ex.progress(ex.Progress(output=partial, first_token_at=later), seq=doc["seq"] + 1, now=later, lease_s=5))
+    run.chunk(partial)
     page.wait_js(f"window.updates.some((u) => u.text === {json.dumps(partial)})")
-    p = ex.Progress(output=second, first_token_at=later)
-    apply(ex.succeeded(p, ex.Result("stop", ex.Usage(3, 7, 10), 0.00002), seq=doc["seq"] + 1, now=later))
+    run.succeed(second[len(partial):])
     final = _final(page, timeout=10)
 
     updates = page.eval("window.updates")
     before = [u for u in updates if u["attempt"] == 1]
     after = [u for u in updates if u["attempt"] == 2]
-    assert before and all(u["text"] == first and u["restarted"] is False for u in before)
+    assert before and all(first.startswith(u["text"]) and u["restarted"] is False for u in before)
     assert updates[: len(before)] == before, "an attempt-1 update came after the restart"
     assert after[0]["text"] == "" and after[0]["status"] == "running", "the restart was not reported as an empty text"
     assert all(u["restarted"] is True for u in after)
     assert all(second.startswith(u["text"]) for u in after), [u["text"] for u in after]
     assert partial in [u["text"] for u in after]
-    assert final["text"] == second and final["restarted"] is True and final["attempt"] == 2
+    doc = _doc(db, execution_id)
+    assert final["text"] == second == doc["output"] and final["restarted"] is True and final["attempt"] == 2
     assert final["status"] == "succeeded" and final["seq"] == doc["seq"]
-    assert final["usage"] == _doc(db, execution_id)["usage"] and final["usage"]["totalTokens"] == 10
+    assert final["usage"] == doc["usage"] and final["usage"]["totalTokens"] == 10
     assert final["cost"] == pytest.approx(0.00002)
     page.screenshot("watch-restarted.png")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
+from documents import Scripted, execution_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -62,9 +62,7 @@ def _sample(page, timeout: float = 30) -> tuple[list[str], list[str], list[str]]
 
 
 def _execution(db, execution_id: str) -> dict[str, Any]:
-    snap = db.collection("executions").document(execution_id).get()
-    assert snap.exists, f"no document executions/{execution_id}"
-    return snap.to_dict()
+    return execution_state(db, execution_id)
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -157,52 +155,36 @@ def test_template_with_variables(page, db):
     page.wait_text("#status", "^succeeded$", timeout=20)
 
     doc = _execution(db, page.text("#execution-id"))
-    assert doc["request"]["promptId"] == "greet"
-    assert "variables" not in doc["request"], "the variables are stored once: in the rendered messages"
-    assert doc["messages"] == [{"role": "user", "content": "Say hello to Ada in French; {literal}."}]
+    job = db.document(f"executions/{page.text('#execution-id')}/internal/job").get().to_dict()
+    assert job["request"]["promptId"] == "greet"
+    assert "variables" not in job["request"], "the variables are stored once: in the rendered messages"
+    assert job["messages"] == [{"role": "user", "content": "Say hello to Ada in French; {literal}."}]
     assert page.text("#output") == doc["output"] != ""
 
 
 def test_restart_replaces_the_text(page, web_url: str, client, db):
     # A restart happens when a worker dies and its lease expires: the next attempt starts the
-    # answer over. No fake upstream scenario kills a worker, so this test writes the document
-    # itself, through promptq.execution's transitions (no task is enqueued: no worker runs).
-    from promptq import execution as ex
-
+    # answer over. No fake upstream scenario kills a worker, so this test writes the execution
+    # itself, through the store as a worker would (no task is enqueued: no worker runs).
     uid = client.sign_in("test@promptq.local", "test-password").uid
     execution_id = uuid.uuid4().hex
-    ref = db.collection("executions").document(execution_id)
-    t0 = ex.utcnow()
-    doc = ex.new_execution(
-        owner_uid=uid, messages=[{"role": "user", "content": "Hi"}], request={"model": "fake/restart"},
-        idempotency_key=None, now=t0,
-    )
-    ref.set(doc)
-
-    def apply(update: dict[str, Any]) -> None:
-        doc.update(update)
-        ref.update(update)
-
-    apply(ex.decide_claim(doc, attempt_id="first", now=t0, lease_s=5, max_attempts=3).update)
+    run = Scripted(db, uid, execution_id)
+    run.claim("first")
     first = "The first attempt's text, which the restart discards."
-    apply(ex.progress(ex.Progress(output=first, first_token_at=t0), seq=1, now=t0, lease_s=5))
+    run.chunk(first)
 
     page.call("goto", url=f"{web_url}#/executions/{execution_id}")
     page.wait_text("#output", f"^{re.escape(first)}$")
     assert page.text("#attempt") == "1"
     assert not page.call("visible", selector="#restart-note")
 
-    later = t0 + timedelta(seconds=10)  # the first attempt's lease has expired
-    claim = ex.decide_claim(doc, attempt_id="second", now=later, lease_s=5, max_attempts=3)
-    assert claim.restarted
-    apply(claim.update)
+    assert run.claim("second", after_s=10).restarted  # the first attempt's lease has expired
     page.wait_text("#attempt", "^2$")
     assert page.text("#output") == ""
     page.wait_text("#restart-note", "^Attempt 2 restarted the answer")
 
     second = "Second attempt: a shorter answer."
-    p = ex.Progress(output=second, first_token_at=later)
-    apply(ex.succeeded(p, ex.Result("stop", ex.Usage(3, 7, 10), 0.00002), seq=doc["seq"] + 1, now=later))
+    run.succeed(second)
     page.wait_text("#status", "^succeeded$")
     assert page.text("#output") == second
     page.wait_text("#usage", r"^Usage: 3 prompt \+ 7 completion = 10 tokens · Cost: \$0\.0000200 USD$")

@@ -12,7 +12,6 @@ import time
 import uuid
 
 import pytest
-from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 
 from enqueue.sweeper import sweep

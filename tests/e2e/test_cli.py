@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from devstack.fakerouter import expected_text, expected_usage, seed_for
+from documents import execution_state
 from devstack.stack import ROOT
 from promptq_client.cli.follow import Printer
 from promptq_client.cli.report import format_cost
@@ -104,7 +105,7 @@ def cli_user(clean, client):
 
 
 def _doc(db, execution_id: str) -> dict:
-    return db.collection("executions").document(execution_id).get().to_dict()
+    return execution_state(db, execution_id)
 
 
 def _check_run(done: Done, prompt: str, model: str, db, upstream) -> dict:
@@ -143,8 +144,7 @@ def test_run_prints_the_answer_by_polling(cli_user, db, upstream):
 
 @pytest.mark.parametrize("mode", [[], ["--poll", "--interval", "0.1"]], ids=["listener", "poll"])
 def test_run_prints_a_paged_answer_whole(cli_user, db, upstream, mode):
-    # ~800 KB at 400 KB/s: older text is sealed into pages while it streams, so the listener's
-    # versions skip text that only the pages hold (read through get_execution).
+    # ~800 KB at 400 KB/s: it streams in chunks of up to a page, and ends up in pages.
     cli, _ = cli_user
     prompt, model = f"big {uuid.uuid4().hex[:6]}", "fake/text=big,tokens=800,rate=400"
     done = cli("run", prompt, "--model", model, *mode)
@@ -178,11 +178,12 @@ def test_run_a_template_with_variables(cli_user, db, upstream):
     assert done.code == 0, done.stderr
     assert done.stdout == expected_text(seed_for(_messages(rendered)), model, max_tokens=12)
     doc = _doc(db, done.execution_id())
-    assert doc["messages"] == _messages(rendered)
+    job = db.document(f"executions/{done.execution_id()}/internal/job").get().to_dict()
+    assert job["messages"] == _messages(rendered)
     # The variables are stored once, in the rendered messages: "3" there, not "3.0", shows that
     # `--var count=3` was sent as an integer.
-    assert "variables" not in doc["request"]
-    assert doc["request"]["params"] == {"max_tokens": 12, "temperature": 0.4}
+    assert "variables" not in job["request"]
+    assert job["request"]["params"] == {"max_tokens": 12, "temperature": 0.4}
     assert doc["finishReason"] == "length"
     [record] = upstream.requests_for("Greet Ada")
     assert record["text"] == done.stdout

@@ -125,7 +125,7 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
     after_end = deliver(worker_url, execution_id)
 
     records = unique_upstream.requests_for(prompt)
-    history = [(h["attempt"], h["outcome"]) for h in final["attempts"]]
+    history = [(h["attempt"], h["outcome"]) for h in client.store.get_job(execution_id)["attempts"]]
     assert final["status"] == "succeeded", final["error"]
     # Never a mix: the document holds exactly one generation, whole; any other one was closed.
     kept = [r for r in records if r["text"] == final["output"]]
@@ -183,13 +183,13 @@ def test_killed_worker_is_replaced_after_its_lease(client, make_user, listen, un
     # The next delivery after the lease expired took over and streamed a new generation.
     assert final["status"] == "succeeded", final["error"]
     assert final["attempt"] == 2
-    [dead] = final["attempts"]
+    [dead] = client.store.get_job(execution_id)["attempts"]
     assert (dead["attempt"], dead["attemptId"], dead["outcome"]) == (1, first_attempt_id, "lease_expired"), dead
     assert final["restartedAt"] is not None
-    first_versions = [v.doc for v in rec.versions if v.doc["attemptId"] == first_attempt_id]
-    last_lease = max(epoch(d["leaseExpiresAt"]) for d in first_versions)
-    assert epoch(final["restartedAt"]) >= last_lease  # nobody took over a live lease
-    assert epoch(final["restartedAt"]) - killed_at < LEASE_S + 10  # ... but soon after it expired
+    # Nobody took over a live lease: it was last renewed at most a third of it before the kill
+    # (the heartbeat), so it ran at least two thirds of it after; and soon after it expired.
+    assert epoch(final["restartedAt"]) - killed_at >= LEASE_S * 2 / 3 - 0.5
+    assert epoch(final["restartedAt"]) - killed_at < LEASE_S + 10
 
     # The output is exactly the second generation; the first one's stream was closed.
     records = unique_upstream.requests_for(prompt)

@@ -14,7 +14,7 @@ from google.api_core import exceptions as gexc
 from enqueue import service
 from enqueue.request import RequestError
 from enqueue.tasks import TaskQueue
-from promptq.schema import CallStatus, F
+from promptq.schema import CallStatus, F, J
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -61,7 +61,7 @@ def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings
     assert answer == {"executionId": execution_id, "deduplicated": False}
     paused_queue.resume_queue(name=paused_queue.queue_name)
     final = listen(execution_id).wait(timeout=20)
-    assert final[F.STATUS] == "succeeded" and final[F.TASK] == execution_id
+    assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == execution_id
     time.sleep(0.5)
     assert len(upstream.requests_for(marker)) == 1
 
@@ -77,5 +77,5 @@ def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, setting
     _until(lambda: not queue.exists(execution_id))
     service.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings)
     final = listen(execution_id).wait(timeout=20)
-    assert final[F.STATUS] == "succeeded" and final[F.TASK] == f"{execution_id}-r1"
+    assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == f"{execution_id}-r1"
     assert len(upstream.requests_for(marker)) == 1

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from devstack.fakerouter import expected_text, seed_for
+from documents import execution_state
 from promptq_client.api import CallError
 
 pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("clean")]
@@ -79,7 +80,7 @@ def test_unicode_offsets_count_code_points(client, make_user, db):
     execution_id = client.start(user, prompt=prompt, model=model)
 
     polled = poll_until_done(client, user, execution_id, wait=lambda: time.sleep(0.03))
-    output = db.collection("executions").document(execution_id).get().to_dict()["output"]
+    output = execution_state(db, execution_id)["output"]
     assert polled.final["status"] == "succeeded"
     assert "".join(polled.pieces) == output == expected
     assert len([p for p in polled.pieces if p]) >= 3, "the poller saw the stream in fewer than 3 pieces"
@@ -151,7 +152,7 @@ def test_skipping_pollers_reassemble_every_stream(client, make_user, db, upstrea
         results = list(pool.map(start_and_poll, streams, waits))
 
     for stream, (execution_id, polled) in zip(streams, results):
-        doc = db.collection("executions").document(execution_id).get().to_dict()
+        doc = execution_state(db, execution_id)
         expected = expected_text(seed_for(_messages(stream.prompt)), stream.model)
         records = upstream.requests_for(stream.prompt)  # more than one only after a restart
         assert polled.final["status"] == "succeeded", (stream, polled.final["error"])

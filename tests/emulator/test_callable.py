@@ -77,8 +77,9 @@ def test_template_is_rendered_into_the_execution(client, make_user, db, tasks):
     db.document(f"users/{user.uid}/prompts/greet").set({"content": "Hello {name}, you are {age} {{braces}}"})
     execution_id = client.start(user, promptId="greet", variables={"name": "Ada", "age": 36}, model="fake/tokens=3,rate=0")
     doc = db.document(f"executions/{execution_id}").get().to_dict()
-    assert doc["messages"] == [{"role": "user", "content": "Hello Ada, you are 36 {braces}"}]
-    assert doc["ownerUid"] == user.uid and doc["request"]["promptId"] == "greet"
+    job = db.document(f"executions/{execution_id}/internal/job").get().to_dict()
+    assert job["messages"] == [{"role": "user", "content": "Hello Ada, you are 36 {braces}"}]
+    assert doc["ownerUid"] == job["ownerUid"] == user.uid and job["request"]["promptId"] == "greet"
     assert tasks.created() == 1
 
 
@@ -87,7 +88,8 @@ def test_document_is_created_queued_and_task_carries_only_the_id(client, make_us
     execution_id = client.start(user, prompt="hi", model="fake/tokens=2,rate=0,ttft=1", params={"temperature": 0.2, "max_tokens": 50})
     doc = db.document(f"executions/{execution_id}").get().to_dict()
     assert doc["status"] in ("queued", "running")  # the worker may already have it
-    assert doc["request"]["params"] == {"temperature": 0.2, "max_tokens": 50}
+    job = db.document(f"executions/{execution_id}/internal/job").get().to_dict()
+    assert job["request"]["params"] == {"temperature": 0.2, "max_tokens": 50}
     deadline = time.monotonic() + 10
     while not tasks.stats()["tasks"] and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -62,6 +62,11 @@ class Rest:
     def delete(self, path: str) -> int:
         return self.http.delete(f"{self.base}/{path}").status_code
 
+    def query_chunks(self, parent: str) -> int:
+        where = {"fieldFilter": {"field": {"fieldPath": "attempt"}, "op": "EQUAL", "value": {"integerValue": "1"}}}
+        query = {"from": [{"collectionId": "chunks"}], "where": where}
+        return self.http.post(f"{self.base}/{parent}:runQuery", json={"structuredQuery": query}).status_code
+
     def query_executions(self, owner: str | None) -> int:
         query: dict = {"from": [{"collectionId": "executions"}]}
         if owner is not None:
@@ -78,8 +83,11 @@ def world(clean):
     admin = Rest(clean, "owner")
     ids = {s: f"{s}-{uuid.uuid4().hex[:6]}" for s in ("running", "queued", "succeeded")}
     for status, doc_id in ids.items():
-        assert admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "output": "hi", "cancelRequested": False}) == ALLOWED
-    assert admin.create(f"executions/{ids['running']}/pages", "000000", {"index": 0, "text": "page"}) == ALLOWED
+        assert admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "outputLength": 2, "cancelRequested": False}) == ALLOWED
+    running = f"executions/{ids['running']}"
+    assert admin.create(f"{running}/pages", "001-0000", {"attempt": 1, "index": 0, "text": "page"}) == ALLOWED
+    assert admin.create(f"{running}/chunks", "001-000001", {"attempt": 1, "seq": 1, "start": 0, "end": 2, "text": "hi"}) == ALLOWED
+    assert admin.create(f"{running}/internal", "job", {"ownerUid": "alice", "requestHash": "h"}) == ALLOWED
     assert admin.create("users/alice/prompts", "t1", {"content": "Hello {name}"}) == ALLOWED
     assert admin.create("keys", "openrouter", {"value": "server-only"}) == ALLOWED
     assert admin.create("counters", "executions", {"n": 1}) == ALLOWED
@@ -116,7 +124,7 @@ def test_cancel_request_is_the_only_client_write(world):
     alice = world["alice"]
     assert alice.update(f"executions/{world['ids']['succeeded']}", {"cancelRequested": True}) == DENIED  # already ended
     assert alice.update(path, {"cancelRequested": False}) == DENIED  # only to true
-    assert alice.update(path, {"output": "forged"}) == DENIED
+    assert alice.update(path, {"outputLength": 1}) == DENIED
     assert alice.update(path, {"status": "succeeded"}) == DENIED
     assert alice.update(path, {"cancelRequested": True, "status": "cancelled"}) == DENIED
     assert alice.update(path, {"ownerUid": "bob"}) == DENIED
@@ -124,12 +132,21 @@ def test_cancel_request_is_the_only_client_write(world):
     assert world["anon"].update(path, {"cancelRequested": True}) == DENIED
 
 
-def test_pages_follow_their_execution(world):
-    page = f"executions/{world['ids']['running']}/pages/000000"
-    assert world["alice"].get(page) == ALLOWED
-    assert world["bob"].get(page) == DENIED
-    assert world["anon"].get(page) == DENIED
-    assert world["alice"].update(page, {"text": "forged"}) == DENIED
+@pytest.mark.parametrize("child", ["pages/001-0000", "chunks/001-000001", "internal/job"])
+def test_chunks_pages_and_the_job_follow_their_execution(world, child):
+    path = f"executions/{world['ids']['running']}/{child}"
+    assert world["alice"].get(path) == ALLOWED
+    assert world["bob"].get(path) == DENIED
+    assert world["anon"].get(path) == DENIED
+    assert world["alice"].update(path, {"text": "forged"}) == DENIED
+
+
+def test_only_the_owner_may_listen_to_the_chunks(world):
+    # What watchExecution asks for: the chunks of one attempt.
+    parent = f"executions/{world['ids']['running']}"
+    assert world["alice"].query_chunks(parent) == ALLOWED
+    assert world["bob"].query_chunks(parent) == DENIED
+    assert world["anon"].query_chunks(parent) == DENIED
 
 
 def test_templates_are_private_to_their_owner(world):

@@ -1,7 +1,8 @@
-"""ExecutionStore on the real Firestore emulator: creation, claims, fenced writes."""
+"""ExecutionStore on the real Firestore emulator: creation, claims, fenced writes, chunks, pages."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from datetime import timedelta
@@ -9,8 +10,11 @@ from datetime import timedelta
 import pytest
 
 from promptq import execution as ex
-from promptq.errors import LostClaim
-from promptq.execution import F
+from promptq.errors import LostClaim, Permanent
+from promptq.execution import F, J
+from promptq.paging import split_pages
+from promptq.records import Chunk, Ending, Produced, Usage
+from promptq.schema import Status
 from promptq.store import ExecutionStore
 
 
@@ -19,39 +23,41 @@ def store(db, clean) -> ExecutionStore:
     return ExecutionStore(db)
 
 
-def _new(store: ExecutionStore, **over) -> str:
+def _new(store: ExecutionStore, execution: dict | None = None, job: dict | None = None) -> str:
     execution_id = uuid.uuid4().hex
-    doc = ex.new_execution(
-        owner_uid="u1", messages=[{"role": "user", "content": "hi"}], request={"model": "m"}, idempotency_key=None, now=ex.utcnow()
-    )
-    doc.update(over)
-    assert store.create(execution_id, doc)
+    now = ex.utcnow()
+    e = ex.new_execution(owner_uid="u1", requested_model="m", idempotency_key=None, now=now, expire_at=now + timedelta(days=1))
+    j = ex.new_job(owner_uid="u1", messages=[{"role": "user", "content": "hi"}], request={"model": "m"}, request_hash="h",
+                   task=execution_id, now=now, expire_at=now + timedelta(days=1))
+    e.update(execution or {})
+    j.update(job or {})
+    assert store.create(execution_id, e, j)
     return execution_id
 
 
 def _claim(store, execution_id, **kw):
-    return store.claim(execution_id, attempt_id=kw.pop("attempt_id", uuid.uuid4().hex), lease_s=kw.pop("lease_s", 30), max_attempts=kw.pop("max_attempts", 3), **kw)
+    return store.claim(execution_id, attempt_id=kw.pop("attempt_id", uuid.uuid4().hex), worker=kw.pop("worker", "w-test"),
+                       lease_s=kw.pop("lease_s", 30), max_attempts=kw.pop("max_attempts", 3), **kw)
 
 
 def test_create_is_idempotent(store):
     execution_id = _new(store)
-    assert store.create(execution_id, {"status": "queued"}) is False
-    assert store.get(execution_id)[F.OWNER] == "u1"  # the first one stays
+    assert store.create(execution_id, {"status": "queued"}, {}) is False
+    assert store.get(execution_id)[F.OWNER] == "u1" and store.get_job(execution_id)[J.MESSAGES][0]["content"] == "hi"
 
 
-def test_claim_starts_and_second_delivery_is_busy(store):
+def test_claim_starts_and_a_second_delivery_is_busy(store):
     execution_id = _new(store)
     decision, _, writer = _claim(store, execution_id)
     assert decision.kind is ex.ClaimKind.START and writer is not None
-    doc = store.get(execution_id)
-    assert doc[F.STATUS] == "running" and doc[F.ATTEMPT] == 1 and doc[F.ATTEMPT_ID] == writer.attempt_id
     again, _, none = _claim(store, execution_id)
-    assert again.kind is ex.ClaimKind.BUSY and none is None and again.retry_after_s > 20
+    assert again.kind is ex.ClaimKind.BUSY and none is None
+    assert store.get(execution_id)[F.WORKER] == "w-test" and store.get_job(execution_id)[J.ATTEMPT_ID] == writer.attempt_id
 
 
 def test_concurrent_claims_have_exactly_one_winner(store):
     execution_id = _new(store)
-    results = []
+    results: list = []
     barrier = threading.Barrier(6)
 
     def go():
@@ -63,135 +69,144 @@ def test_concurrent_claims_have_exactly_one_winner(store):
         t.start()
     for t in threads:
         t.join()
-    assert results.count(ex.ClaimKind.START) == 1
-    assert results.count(ex.ClaimKind.BUSY) == 5
-    assert store.get(execution_id)[F.ATTEMPT] == 1
+    assert results.count(ex.ClaimKind.START) == 1 and results.count(ex.ClaimKind.BUSY) == 5
 
 
-def test_progress_writes_are_fenced(store):
+def test_an_expired_lease_is_taken_over_and_the_old_attempt_fenced_off(store):
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id, lease_s=0.5)
-    writer.progress(ex.Progress(output="Hello"))
-    assert store.get(execution_id)[F.OUTPUT] == "Hello"
-    # The lease expires; another attempt takes over and resets the output.
+    writer.chunk(Chunk(1, 1, 0, "half"))
     import time
 
     time.sleep(0.7)
     decision, _, other = _claim(store, execution_id)
-    assert decision.kind is ex.ClaimKind.START and decision.restarted
-    doc = store.get(execution_id)
-    assert doc[F.OUTPUT] == "" and doc[F.ATTEMPT] == 2 and doc[F.ATTEMPTS][0]["outcome"] == "lease_expired"
+    assert decision.kind is ex.ClaimKind.START and decision.restarted and other.attempt == 2
     with pytest.raises(LostClaim):
-        writer.progress(ex.Progress(output="Hello world"))  # the stale attempt cannot write
-    other.progress(ex.Progress(output="Fresh"))
-    assert store.get(execution_id)[F.OUTPUT] == "Fresh"
+        writer.end(Ending(Status.SUCCEEDED), Produced(output_length=4))
+    with pytest.raises(LostClaim):
+        writer.heartbeat()
+    doc, job = store.get(execution_id), store.get_job(execution_id)
+    assert doc[F.STATUS] == "running" and doc[F.ATTEMPT] == 2 and job[J.ATTEMPTS][0]["outcome"] == "lease_expired"
+    assert store.text(execution_id, doc) == "", "the new attempt does not see the old one's chunks"
 
 
-def test_writer_sees_cancel_request_and_still_writes(store, db):
+def test_chunks_then_the_ending_make_the_text(store):
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id)
-    writer.progress(ex.Progress(output="a"))
-    db.collection("executions").document(execution_id).update({F.CANCEL_REQUESTED: True})
-    writer.progress(ex.Progress(output="ab"))
-    assert writer.cancel_requested
-    writer.cancelled(ex.Progress(output="ab"))
+    writer.chunk(Chunk(1, 1, 0, "Hello"))
+    writer.chunk(Chunk(1, 2, 5, ", wor"))
     doc = store.get(execution_id)
-    assert doc[F.STATUS] == "cancelled" and doc[F.OUTPUT] == "ab" and doc[F.ATTEMPT_ID] is None
-
-
-def test_seq_increases_with_each_write(store):
-    execution_id = _new(store)
-    _, _, writer = _claim(store, execution_id)
-    seqs = []
-    for text in ("a", "ab", "abc"):
-        writer.progress(ex.Progress(output=text))
-        seqs.append(store.get(execution_id)[F.SEQ])
-    writer.succeeded(ex.Progress(output="abcd"), ex.Result("stop", ex.Usage(1, 4, 5), 0.01))
+    assert doc[F.STATUS] == "running" and store.text(execution_id, doc) == "Hello, wor" and store.text_length(execution_id, doc) == 10
+    assert store.text(execution_id, doc, after=7) == "wor"
+    pages = split_pages("Hello, world!", 8, attempt=1)
+    writer.end(Ending(Status.SUCCEEDED), Produced(chunks=3, output_length=13, pages=len(pages), usage=Usage(1, 4, 5), cost=0.01),
+               last=Chunk(1, 3, 10, "ld!"), pages=pages)
     doc = store.get(execution_id)
-    assert seqs == [1, 2, 3] and doc[F.SEQ] == 4
+    assert doc[F.STATUS] == "succeeded" and doc[F.OUTPUT_LENGTH] == 13 and doc[F.OUTPUT_PAGES] == 2 and doc[F.CHUNK_COUNT] == 3
     assert doc[F.USAGE] == {"promptTokens": 1, "completionTokens": 4, "totalTokens": 5, "reasoningTokens": 0}
+    assert store.text(execution_id, doc) == "Hello, world!" and store.text(execution_id, doc, after=9) == "rld!"  # from the pages
+    assert store.get_job(execution_id)[J.ATTEMPT_ID] is None and doc[F.WORKER] is None
+    assert doc[F.SEQ] == 2, "created (0), claimed (1), ended (2): the text never touched the execution document"
 
 
 def test_terminal_is_left_alone(store):
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id)
-    writer.failed("upstream_bad_request", "nope", p=ex.Progress(output=""))
+    writer.end(Ending(Status.FAILED, code="upstream_bad_request", message="nope"))
     decision, _, w = _claim(store, execution_id)
-    assert decision.kind is ex.ClaimKind.TERMINAL and w is None
-    assert store.get(execution_id)[F.STATUS] == "failed"
+    assert decision.kind is ex.ClaimKind.TERMINAL and w is None and store.get(execution_id)[F.STATUS] == "failed"
 
 
 def test_attempts_exhausted(store):
     past = ex.utcnow() - timedelta(seconds=5)
-    execution_id = _new(store, **{F.STATUS: "running", F.ATTEMPT: 3, F.ATTEMPT_ID: "dead", F.LEASE_EXPIRES_AT: past, F.OUTPUT: "partial"})
+    execution_id = _new(store, {F.STATUS: "running", F.ATTEMPT: 3}, {J.ATTEMPT_ID: "dead", J.LEASE_EXPIRES_AT: past})
     decision, _, _ = _claim(store, execution_id, max_attempts=3)
     assert decision.kind is ex.ClaimKind.EXHAUSTED
     doc = store.get(execution_id)
-    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "attempts_exhausted" and doc[F.OUTPUT] == "partial"
+    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "attempts_exhausted"
 
 
-def test_release_hands_back_to_queue(store):
+def test_release_hands_back_to_the_queue(store):
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id)
     writer.release("upstream_unavailable", "503")
-    doc = store.get(execution_id)
-    assert doc[F.STATUS] == "queued" and doc[F.ATTEMPT_ID] is None and doc[F.ATTEMPTS][-1]["code"] == "upstream_unavailable"
+    doc, job = store.get(execution_id), store.get_job(execution_id)
+    assert doc[F.STATUS] == "queued" and job[J.ATTEMPT_ID] is None and job[J.ATTEMPTS][-1]["code"] == "upstream_unavailable"
     decision, _, _ = _claim(store, execution_id)
     assert decision.kind is ex.ClaimKind.START and store.get(execution_id)[F.ATTEMPT] == 2
 
 
-# --- hardening: writes Firestore refuses, pages of another attempt -------------------------
+def test_a_heartbeat_touches_only_the_job_and_notices_stop(store):
+    execution_id = _new(store)
+    _, _, writer = _claim(store, execution_id)
+    before = store.get(execution_id)
+    writer.heartbeat()
+    assert store.get(execution_id) == before, "a heartbeat changed what watchers read"
+    store.update_if(execution_id, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
+    writer.heartbeat()
+    assert writer.cancel_requested
+    writer.end(Ending(Status.CANCELLED))  # goes through although the owner wrote in between
+    assert store.get(execution_id)[F.STATUS] == "cancelled"
+
+
+def test_the_stop_listener_hears_only_stops_of_its_worker(store):
+    mine, other = _new(store), _new(store)
+    _claim(store, mine, worker="w-1")
+    _claim(store, other, worker="w-2")
+    heard: list[list[str]] = []
+    got = threading.Event()
+
+    def on_ids(ids):
+        heard.append(ids)
+        if ids:
+            got.set()
+
+    watch = store.watch_stops("w-1", on_ids)
+    try:
+        for execution_id in (other, mine):
+            store.update_if(execution_id, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
+        assert got.wait(10)
+    finally:
+        watch.unsubscribe()
+    assert all(ids in ([], [mine]) for ids in heard), heard
+
+
+# --- hardening: writes Firestore refuses -----------------------------------------------------
 
 
 def test_a_write_firestore_refuses_is_permanent(store):
     # Over 1 MiB: the emulator refuses it (INVALID_ARGUMENT). Retrying, or regenerating the
     # answer in another attempt, would fail the same way and bill again.
-    from promptq.errors import Permanent
-
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id)
-    writer.progress(ex.Progress(output="kept so far"))
     with pytest.raises(Permanent) as info:
-        writer.progress(ex.Progress(output="x" * 1_100_000))
+        writer.end(Ending(Status.SUCCEEDED), last=Chunk(1, 1, 0, "x" * 1_100_000))
     assert info.value.code == "write_refused"
 
 
-def test_an_ending_firestore_refuses_ends_failed_with_the_text_as_written(store):
-    import asyncio
-
-    from worker.ending import ending
+def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
     from worker.runner import _apply
 
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id)
-    writer.progress(ex.Progress(output="kept so far"))
+    writer.chunk(Chunk(1, 1, 0, "kept so far"))
 
-    class Huge:  # an attempt whose text no longer fits a document
-        def progress(self):
-            return ex.Progress(output="y" * 1_100_000)
+    class Huge:  # an attempt whose last piece of text does not fit a document
+        written = len("kept so far")
+        pending: list = []
+        pending_reasoning: list = []
 
-        def result(self):
-            return ex.Result("stop", None, None)
+        def next_chunk(self):
+            return Chunk(1, 2, self.written, "y" * 1_100_000)
 
-    end = ending(None, cancel_requested=False, attempt_no=1, max_attempts=3, finish_reason="stop", deadline_s=60)
-    result = asyncio.run(_apply(end, writer, Huge()))
+        def pages(self):
+            return []
+
+        def produced(self, pages=0):
+            return Produced(chunks=2, output_length=self.written + 1_100_000, pages=pages)
+
+    result = asyncio.run(_apply(Ending(Status.SUCCEEDED), writer, Huge()))
     doc = store.get(execution_id)
     assert result.status.value == "failed" and result.outcome.value == "done"
-    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "write_refused" and doc[F.OUTPUT] == "kept so far"
-
-
-def test_full_output_never_splices_two_attempts(store, db):
-    from promptq.paging import Page
-    from promptq.store import TextChanged
-
-    first = ["A" * 10, "B" * 10, "C" * 10]
-    execution_id = _new(store, **{F.STATUS: "running", F.ATTEMPT: 1, F.OUTPUT: "tail", F.OUTPUT_OFFSET: 30, F.OUTPUT_PAGES: 3})
-    pages = db.collection("executions").document(execution_id).collection("pages")
-    for index, text in enumerate(first):
-        pages.document(Page(index, index * 10, text).doc_id()).set(Page(index, index * 10, text).to_doc(1))
-    doc = store.get(execution_id)
-    assert store.full_output(execution_id, doc) == "".join(first) + "tail"
-    # A restart (attempt 2) seals its own page 0 after a reader read the document of attempt 1.
-    pages.document(Page(0, 0, "z" * 12).doc_id()).set(Page(0, 0, "z" * 12).to_doc(2))
-    with pytest.raises(TextChanged):
-        store.full_output(execution_id, doc, start=5)
+    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "write_refused" and doc[F.OUTPUT_LENGTH] == len("kept so far")
+    assert store.text(execution_id, doc) == "kept so far"

@@ -12,7 +12,7 @@ import pytest
 from enqueue.sweeper import sweep
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
-from promptq.execution import F
+from promptq.execution import F, J
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -30,13 +30,15 @@ def settings(stack) -> Settings:
     )
 
 
-def _doc(uid: str, prompt: str, **over) -> dict:
-    doc = ex.new_execution(
-        owner_uid=uid, messages=[{"role": "user", "content": prompt}], request={"model": "fake/tokens=5,rate=0", "params": {}},
-        idempotency_key=None, now=ex.utcnow(),
-    )
-    doc.update(over)
-    return doc
+def _docs(prompt: str, execution: dict | None = None, job: dict | None = None) -> tuple[dict, dict]:
+    now = ex.utcnow()
+    e = ex.new_execution(owner_uid="u", requested_model="fake/tokens=5,rate=0", idempotency_key=None, now=now,
+                         expire_at=now + timedelta(days=1))
+    j = ex.new_job(owner_uid="u", messages=[{"role": "user", "content": prompt}], request={"model": "fake/tokens=5,rate=0", "params": {}},
+                   request_hash="h", task=f"lost-{uuid.uuid4().hex}", now=now, expire_at=now + timedelta(days=1))
+    e.update(execution or {})
+    j.update(job or {})
+    return e, j
 
 
 def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks, listen):
@@ -45,39 +47,40 @@ def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks
     long_ago = now - timedelta(seconds=3600)
     cases = {
         # a worker died mid-stream an hour ago, attempts left: re-enqueue, the worker restarts it
-        "dead_worker": _doc("u", "dead worker", **{F.STATUS: "running", F.ATTEMPT: 1, F.ATTEMPT_ID: "gone", F.LEASE_EXPIRES_AT: long_ago, F.OUTPUT: "half"}),
+        "dead_worker": _docs("dead worker", {F.STATUS: "running", F.ATTEMPT: 1}, {J.ATTEMPT_ID: "gone", J.LEASE_EXPIRES_AT: long_ago}),
         # ... and no attempt left: failed
-        "dead_last": _doc("u", "dead last", **{F.STATUS: "running", F.ATTEMPT: 3, F.ATTEMPT_ID: "gone", F.LEASE_EXPIRES_AT: long_ago, F.OUTPUT: "kept"}),
+        "dead_last": _docs("dead last", {F.STATUS: "running", F.ATTEMPT: 3}, {J.ATTEMPT_ID: "gone", J.LEASE_EXPIRES_AT: long_ago}),
         # queued an hour ago and never picked up: re-enqueue
-        "lost_task": _doc("u", "lost task", **{F.UPDATED_AT: long_ago, F.CREATED_AT: long_ago}),
+        "lost_task": _docs("lost task", {F.UPDATED_AT: long_ago, F.CREATED_AT: long_ago}),
         # ... already re-enqueued twice: failed queue_timeout
-        "lost_again": _doc("u", "lost again", **{F.UPDATED_AT: long_ago, F.REQUEUES: 2}),
+        "lost_again": _docs("lost again", {F.UPDATED_AT: long_ago}, {J.REQUEUES: 2}),
         # a live worker (fresh lease) and a young queued one: left alone
-        "alive": _doc("u", "alive", **{F.STATUS: "running", F.ATTEMPT: 1, F.ATTEMPT_ID: "live", F.LEASE_EXPIRES_AT: now + timedelta(seconds=30)}),
-        "young": _doc("u", "young", **{F.UPDATED_AT: now}),
-        "done": _doc("u", "done", **{F.STATUS: "succeeded", F.UPDATED_AT: long_ago}),
+        "alive": _docs("alive", {F.STATUS: "running", F.ATTEMPT: 1}, {J.ATTEMPT_ID: "live", J.LEASE_EXPIRES_AT: now + timedelta(seconds=30)}),
+        "young": _docs("young", {F.UPDATED_AT: now}),
+        "done": _docs("done", {F.STATUS: "succeeded", F.UPDATED_AT: long_ago}),
     }
     ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in cases}
-    for name, doc in cases.items():
-        assert store.create(ids[name], doc)
+    for name, (execution, job) in cases.items():
+        assert store.create(ids[name], execution, job)
     # Keep the young queued one from being dispatched by a task (it has none): nothing to do.
 
     report = sweep(store, TaskQueue(settings), settings)
+    assert report.errors == [] and report.waiting == [], report
     assert sorted(report.requeued) == sorted([ids["dead_worker"], ids["lost_task"]])
     assert sorted(report.failed) == sorted([ids["dead_last"], ids["lost_again"]])
 
     dead_last = store.get(ids["dead_last"])
-    assert dead_last[F.STATUS] == "failed" and dead_last[F.ERROR]["code"] == "attempts_exhausted" and dead_last[F.OUTPUT] == "kept"
-    assert dead_last[F.ATTEMPTS][-1]["outcome"] == "lease_expired"
+    assert dead_last[F.STATUS] == "failed" and dead_last[F.ERROR]["code"] == "attempts_exhausted"
+    assert store.get_job(ids["dead_last"])[J.ATTEMPTS][-1]["outcome"] == "lease_expired"
     assert store.get(ids["lost_again"])[F.ERROR]["code"] == "queue_timeout"
     assert store.get(ids["alive"])[F.STATUS] == "running" and store.get(ids["young"])[F.STATUS] == "queued"
 
     # The re-enqueued ones are really finished by the worker, through Cloud Tasks.
     for name in ("dead_worker", "lost_task"):
         final = listen(ids[name]).wait(timeout=30)
-        assert final[F.STATUS] == "succeeded" and final[F.REQUEUES] == 1
+        assert final[F.STATUS] == "succeeded" and store.get_job(ids[name])[J.REQUEUES] == 1
     revived = store.get(ids["dead_worker"])
-    assert revived[F.ATTEMPT] == 2 and revived[F.ATTEMPTS][0]["outcome"] == "lease_expired" and revived[F.RESTARTED_AT]
+    assert revived[F.ATTEMPT] == 2 and store.get_job(ids["dead_worker"])[J.ATTEMPTS][0]["outcome"] == "lease_expired" and revived[F.RESTARTED_AT]
     names = set(tasks.stats()["tasks"])
     assert f"{tasks.queue}/tasks/{ids['dead_worker']}-s1" in names
 

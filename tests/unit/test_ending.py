@@ -10,9 +10,9 @@ from worker.attempt import Deadline
 from worker.ending import ending
 
 
-def end(stopped_by, *, cancel_requested=False, attempt_no=1, max_attempts=3, finish_reason=None, max_retry_after_s=300.0):
+def end(stopped_by, *, cancel_requested=False, attempt_no=1, max_attempts=3, max_retry_after_s=300.0):
     return ending(stopped_by, cancel_requested=cancel_requested, attempt_no=attempt_no, max_attempts=max_attempts,
-                  finish_reason=finish_reason, deadline_s=1700, max_retry_after_s=max_retry_after_s)
+                  deadline_s=1700, max_retry_after_s=max_retry_after_s)
 
 
 def test_a_stream_that_ended_succeeds():
@@ -61,9 +61,9 @@ def test_a_retry_after_within_the_cap_is_honoured():
     assert end(Transient("429", code=Code.UPSTREAM_RATE_LIMITED, retry_after_s=300)).release
 
 
-def test_a_permanent_failure_fails_with_the_finish_reason():
-    e = end(Permanent("bad", code=Code.STREAM_ERROR, upstream_status=502), finish_reason="error")
-    assert e.status is Status.FAILED and e.code == Code.STREAM_ERROR and e.finish_reason == "error"
+def test_a_permanent_failure_fails_with_its_code():
+    e = end(Permanent("bad", code=Code.STREAM_ERROR, upstream_status=502))
+    assert e.status is Status.FAILED and e.code == Code.STREAM_ERROR and e.upstream_status == 502
 
 
 def test_a_refused_write_is_permanent_not_a_retry():

@@ -14,7 +14,7 @@ import pytest
 
 from enqueue import service
 from enqueue.request import RequestError
-from promptq.schema import F, Req
+from promptq.schema import J, Req
 from promptq.settings import Limits, Settings
 
 SETTINGS = Settings(project_id="demo-promptq")
@@ -25,18 +25,19 @@ class Store:
 
     def __init__(self, template: str | None = "Hello {name}"):
         self.content = template
-        self.created: dict[str, dict[str, Any]] = {}
+        self.created: dict[str, dict[str, Any]] = {}  # execution id -> the job (request)
+        self.executions: dict[str, dict[str, Any]] = {}
 
     def template(self, uid: str, prompt_id: str):
         return None if self.content is None else {"content": self.content}
 
-    def create(self, execution_id: str, doc: dict[str, Any]) -> bool:
+    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any]) -> bool:
         if execution_id in self.created:
             return False
-        self.created[execution_id] = doc
+        self.created[execution_id], self.executions[execution_id] = job, execution
         return True
 
-    def get(self, execution_id: str):
+    def get_job(self, execution_id: str):
         return self.created.get(execution_id)
 
     def delete_unstarted(self, execution_id: str) -> bool:
@@ -110,8 +111,8 @@ def test_prompt_limits_count_utf8_bytes():
 def test_variables_are_stored_once():
     answer, store, _ = start({"promptId": "t", "variables": {"name": "Ada " * 1000}})
     doc = store.created[answer["executionId"]]
-    assert doc[F.MESSAGES] == [{"role": "user", "content": "Hello " + "Ada " * 1000}]
-    assert "Ada" not in repr(doc[F.REQUEST]), "the variables are stored twice"
+    assert doc[J.MESSAGES] == [{"role": "user", "content": "Hello " + "Ada " * 1000}]
+    assert "Ada" not in repr(doc[J.REQUEST]), "the variables are stored twice"
 
 
 # --- 4. values Firestore refuses ---------------------------------------------------------
@@ -161,13 +162,13 @@ def test_a_prompt_with_one_visible_character_is_accepted():
 
 def test_a_request_without_max_tokens_gets_the_default_cap():
     answer, store, _ = start({"prompt": "x"})
-    params = store.created[answer["executionId"]][F.REQUEST][Req.PARAMS]
+    params = store.created[answer["executionId"]][J.REQUEST][Req.PARAMS]
     assert params["max_tokens"] == SETTINGS.limits.default_max_tokens
 
 
 def test_a_requests_own_max_tokens_is_kept_within_the_cap():
     answer, store, _ = start({"prompt": "x", "params": {"max_tokens": 7}})
-    assert store.created[answer["executionId"]][F.REQUEST][Req.PARAMS]["max_tokens"] == 7
+    assert store.created[answer["executionId"]][J.REQUEST][Req.PARAMS]["max_tokens"] == 7
     refused({"prompt": "x", "params": {"max_tokens": SETTINGS.limits.max_tokens_cap + 1}}, "params.max_tokens")
 
 

@@ -47,6 +47,8 @@ def test_any_request_is_an_execution_or_a_refusal_naming_a_field(data):
         assert store.created == {} and queue.enqueued == [], "a refused request wrote something"
         return
     [doc] = store.created.values()
+    [execution] = store.executions.values()
+    assert _storable(execution) and len(repr(execution).encode()) < 4_000, "what watchers read stays small"
     assert answer["executionId"] in store.created and queue.enqueued == [answer["executionId"]]
     assert _storable(doc), "the document holds a value Firestore refuses"
     assert len(repr(doc).encode()) < 1_000_000

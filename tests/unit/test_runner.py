@@ -1,6 +1,6 @@
-"""worker.runner.Attempt against the local upstream (in-process, real HTTP), with a writer
-that records what it is asked to write: coalescing in real time, the worker's deadline,
-Stop, a lost claim, pages. No Firestore here; the store's own writes are tested on the
+"""worker.attempt.Attempt against the local upstream (in-process, real HTTP), with a writer
+that records what it is asked to write: chunks coalesced in real time, the worker's deadline,
+Stop, a lost claim, large answers. No Firestore here; the store's own writes are tested on the
 emulator (tests/emulator/test_store.py) and the whole path end to end (tests/e2e)."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 
 from devstack.fakerouter import FakeRouter, expected_text, seed_for
-from promptq import execution as ex
 from promptq.errors import CancelRequested, LostClaim
+from promptq.records import Chunk
 from promptq.settings import Settings
-from worker.attempt import Attempt, Deadline as _Deadline
+from worker.attempt import Attempt, Deadline
 from worker.upstream import OpenRouterClient, chat_body
 
 MESSAGES = [{"role": "user", "content": "runner test"}]
@@ -24,23 +24,24 @@ MESSAGES = [{"role": "user", "content": "runner test"}]
 
 class RecordingWriter:
     attempt_id = "attempt-1"
+    attempt = 1
 
     def __init__(self, lose_after: int | None = None):
-        self.progress_calls: list[tuple[float, ex.Progress]] = []
+        self.chunks: list[tuple[float, Chunk]] = []
         self.heartbeats = 0
         self.cancel_requested = False
         self.lose_after = lose_after
         self.lock = threading.Lock()
 
-    def progress(self, p: ex.Progress) -> None:
+    def chunk(self, chunk: Chunk) -> None:
         with self.lock:
-            if self.lose_after is not None and len(self.progress_calls) >= self.lose_after:
-                raise LostClaim("taken over")
             time.sleep(0.01)  # a write takes a little while
-            self.progress_calls.append((time.monotonic(), p))
+            self.chunks.append((time.monotonic(), chunk))
 
     def heartbeat(self) -> None:
         self.heartbeats += 1
+        if self.lose_after is not None and self.heartbeats > self.lose_after:
+            raise LostClaim("taken over")
 
 
 @pytest.fixture(scope="module")
@@ -72,30 +73,38 @@ def run(fake, model: str, writer, *, deadline: float = 30, cancel_after: float |
     return asyncio.run(go())
 
 
-def test_writes_are_coalesced_first_token_at_once(fake):
+def _text(writer: RecordingWriter, attempt: Attempt) -> str:
+    """The text of the chunks written, then what the final writes would carry."""
+    rest = []
+    while (last := attempt.next_chunk()) is not None:
+        rest.append(last.text)
+    return "".join(c.text for _, c in writer.chunks) + "".join(rest)
+
+
+def test_chunks_are_coalesced_first_token_at_once(fake):
     writer = RecordingWriter()
     model = "fake/tokens=60,rate=30,ttft=0.2"
     t0 = time.monotonic()
     attempt, exc = run(fake, model, writer)
     assert exc is None
-    expected = expected_text(seed_for(MESSAGES), model)
-    assert attempt.progress().output == expected
-    times = [t for t, _ in writer.progress_calls]
-    first = writer.progress_calls[0][1].output
-    assert len(first) < 25, "the first token was not written at once"
+    assert _text(writer, attempt) == expected_text(seed_for(MESSAGES), model) == "".join(attempt.text)
+    times = [t for t, _ in writer.chunks]
+    assert len(writer.chunks[0][1].text) < 25, "the first token was not written at once"
     assert times[0] - t0 < 0.2 + 0.25
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert all(g >= 0.3 - 0.02 for g in gaps), gaps  # at most one write per interval
     assert len(times) <= 2.0 / 0.3 + 2
-    outputs = [p.output for _, p in writer.progress_calls]
-    assert all(b.startswith(a) for a, b in zip(outputs, outputs[1:]))
+    chunks = [c for _, c in writer.chunks]
+    assert [c.seq for c in chunks] == list(range(1, len(chunks) + 1)) and {c.attempt for c in chunks} == {1}
+    for before, after in zip(chunks, chunks[1:]):
+        assert after.start == before.end  # contiguous: each character in exactly one chunk
 
 
 def test_worker_deadline_stops_the_stream_and_keeps_the_text(fake):
     writer = RecordingWriter()
     attempt, exc = run(fake, "fake/tokens=200,rate=20", writer, deadline=1.0)
-    assert isinstance(exc, _Deadline)
-    text = attempt.progress().output
+    assert isinstance(exc, Deadline)
+    text = _text(writer, attempt)
     assert 5 < len(text.split()) < 60 and expected_text(seed_for(MESSAGES), "fake/tokens=200,rate=20").startswith(text)
 
 
@@ -108,29 +117,32 @@ def test_stop_closes_the_stream(fake):
     while time.monotonic() < deadline and not fake.requests()[-1].get("closedByClientAt"):
         time.sleep(0.05)
     [record] = fake.requests()
-    assert record["closedByClientAt"] is not None and record["text"].startswith(attempt.progress().output)
+    assert record["closedByClientAt"] is not None and record["text"].startswith("".join(attempt.text))
 
 
-def test_lost_claim_stops_without_more_writes(fake):
-    writer = RecordingWriter(lose_after=2)
-    attempt, exc = run(fake, "fake/tokens=100,rate=40", writer)
+def test_a_lost_claim_stops_the_attempt(fake):
+    writer = RecordingWriter(lose_after=1)
+    attempt, exc = run(fake, "fake/tokens=100,rate=20", writer, lease_s=3)  # a heartbeat every 1 s
     assert isinstance(exc, LostClaim)
-    assert len(writer.progress_calls) == 2
+    assert len("".join(attempt.text)) < len(expected_text(seed_for(MESSAGES), "fake/tokens=100,rate=20"))
 
 
-def test_heartbeat_renews_the_lease_while_waiting_for_the_first_token(fake):
+def test_heartbeats_renew_the_lease_while_waiting_and_while_streaming(fake):
     writer = RecordingWriter()
     attempt, exc = run(fake, "fake/tokens=3,rate=0,ttft=2.5", writer, lease_s=3)  # heartbeat every 1 s
     assert exc is None and writer.heartbeats >= 2
+    writer = RecordingWriter()
+    attempt, exc = run(fake, "fake/tokens=80,rate=30", writer, lease_s=3)  # chunks do not renew it
+    assert exc is None and writer.heartbeats >= 2
 
 
-def test_large_answers_are_sealed_into_pages(fake):
+def test_large_answers_are_written_in_bounded_chunks_and_paged_at_the_end(fake):
     writer = RecordingWriter()
     model = "fake/text=big,tokens=600,rate=0"
     attempt, exc = run(fake, model, writer, page_bytes=64 * 1024)
     assert exc is None
-    final = attempt.progress()
-    pages = [page for _, p in writer.progress_calls for page in p.pages] + list(final.pages)
-    assert [p.index for p in pages] == list(range(len(pages)))
-    assert "".join(p.text for p in pages) + final.output == expected_text(seed_for(MESSAGES), model)
-    assert all(len(p.output.encode()) <= 64 * 1024 for _, p in writer.progress_calls)
+    expected = expected_text(seed_for(MESSAGES), model)
+    assert _text(writer, attempt) == expected
+    assert all(len(c.text.encode()) <= 64 * 1024 for _, c in writer.chunks)  # a chunk is a page at most
+    pages = attempt.pages()
+    assert "".join(p.text for p in pages) == expected and len(pages) >= 600 * 1024 // (64 * 1024)

@@ -19,7 +19,8 @@ from promptq.errors import Permanent, PromptqError, Transient
 from promptq.execution import Code
 from worker.stream import Delta, Done, Finish, Meta, StreamError
 from promptq.execution import Usage
-from worker.upstream import GenerationRecord, OpenRouterClient, chat_body, parse_retry_after, status_error
+from worker.protocol import GenerationRecord, chat_body, parse_retry_after, status_error
+from worker.upstream import OpenRouterClient
 
 API_KEY = "sk-or-v1-0123456789abcdef-SECRET"
 BASE_URL = "https://openrouter.test/api/v1"

@@ -1,0 +1,135 @@
+"""The calls' names: the worker's answer to Cloud Tasks, the callables, their errors and the
+typed shape of each callable's answer."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from promptq.schema.documents import Status
+
+# --- the worker's answer to Cloud Tasks ------------------------------------------------
+
+
+class Outcome(str, enum.Enum):
+    """What the worker answers Cloud Tasks: the contract between them."""
+
+    DONE = "done"  # 2xx: nothing more for Cloud Tasks to do
+    RETRY = "retry"  # non-2xx: deliver again later
+
+
+class ClaimKind(str, enum.Enum):
+    """What a delivery found when it tried to claim the execution."""
+
+    START = "start"  # this attempt now holds the execution: stream it
+    MISSING = "missing"  # no such document: nothing to do (answer 2xx)
+    TERMINAL = "terminal"  # already ended: a duplicate delivery (answer 2xx)
+    CANCELLED = "cancelled"  # cancel was requested while queued: ended now (answer 2xx)
+    EXHAUSTED = "exhausted"  # no attempt left: ended failed now (answer 2xx)
+    BUSY = "busy"  # another live attempt holds the lease, or not before retryAt (non-2xx)
+    BAD_TASK = "bad_task"  # the task carries no valid execution id: dropped (2xx)
+
+
+class SweepKind(str, enum.Enum):
+    REQUEUE = "requeue"  # enqueue a new task: a worker will claim it again
+    FAIL = "fail"  # no attempt or requeue left: ended failed now
+    SKIP = "skip"  # someone works on it after all
+
+
+# --- the callables: names, errors, answers ----------------------------------------------
+
+WORKER_FUNCTION = "runexecution"  # the task queue's function; queue ids allow no "_"
+
+
+class Callable(str, enum.Enum):
+    """The callable functions (``main.py`` defines one function of each name)."""
+
+    START_EXECUTION = "start_execution"
+    GET_EXECUTION = "get_execution"
+    CANCEL_EXECUTION = "cancel_execution"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CallStatus(str, enum.Enum):
+    """Error codes a callable answers (Firebase's names; the wire carries ``canonical``)."""
+
+    INVALID_ARGUMENT = "invalid-argument"
+    NOT_FOUND = "not-found"
+    FAILED_PRECONDITION = "failed-precondition"
+    PERMISSION_DENIED = "permission-denied"
+    UNAUTHENTICATED = "unauthenticated"
+    RESOURCE_EXHAUSTED = "resource-exhausted"
+    ALREADY_EXISTS = "already-exists"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+    @property
+    def canonical(self) -> str:
+        return self.value.replace("-", "_").upper()
+
+
+class Reason(str, enum.Enum):
+    """Why a request was refused, for callers that act on it (``error.details.reason``)."""
+
+    INVALID = "invalid"  # the field's value is wrong (the message says how)
+    PAST_END = "past_end"  # get_execution: `after` is past the end of the text so far
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class StartAnswer(_Answer):
+    """``start_execution``'s answer."""
+
+    executionId: str
+    deduplicated: bool = False
+
+
+class PollAnswer(_Answer):
+    """``get_execution``'s answer: status and the text after offset ``after``."""
+
+    executionId: str
+    status: Status
+    done: bool  # terminal, and nothing left to read past `offset`
+    more: bool  # the text was cut at the answer's size limit: poll again at once
+    seq: int
+    attempt: int
+    restarted: bool  # a new attempt restarted the text: `text` starts at 0
+    text: str
+    offset: int  # the offset to pass as `after` next time
+    requestedModel: str | None = None
+    model: str | None = None  # the model that served (known when it ended)
+    finishReason: str | None = None
+    usage: dict[str, int] | None = None
+    cost: float | None = None
+    error: dict[str, Any] | None = None
+    createdAt: str | None = None
+    startedAt: str | None = None
+    firstTokenAt: str | None = None
+    finishedAt: str | None = None
+
+
+class CancelAnswer(_Answer):
+    """``cancel_execution``'s answer."""
+
+    executionId: str
+    status: Status | None
+    changed: bool
+    message: str
+
+
+class TaskAnswer(_Answer):
+    """The worker's 2xx body for one delivery (logged by Cloud Tasks, read by tests)."""
+
+    outcome: Outcome
+    claim: ClaimKind
+    status: Status | None = None  # how the execution ended, when this delivery ended it
+    code: str | None = None  # the error code of that ending

@@ -1,0 +1,193 @@
+"""The documents' names: collections, states, fields and sub-document keys, error codes."""
+
+from __future__ import annotations
+
+import enum
+
+# --- collections ------------------------------------------------------------------------
+
+EXECUTIONS = "executions"
+CHUNKS = "chunks"  # executions/{id}/chunks/{attempt:03d}-{seq:06d}: the text as it streams (C)
+PAGES = "pages"  # executions/{id}/pages/{attempt:03d}-{index:04d}: the whole text once it ended (P)
+INTERNAL = "internal"  # executions/{id}/internal/job: the request and the worker's claim (J)
+JOB = "job"
+USERS = "users"
+PROMPTS = "prompts"  # users/{uid}/prompts/{promptId}: templates
+TEMPLATE_CONTENT = "content"  # the template's text, with {name} placeholders
+
+
+class Status(str, enum.Enum):
+    """The states of an execution (diagram in ``promptq.execution``)."""
+
+    QUEUED = "queued"  # created and enqueued; no attempt holds it
+    RUNNING = "running"  # an attempt holds the lease and streams chunks
+    SUCCEEDED = "succeeded"  # the upstream finished; the text, usage and cost are final
+    FAILED = "failed"  # ended by an error; `error` says which; the text received is kept
+    CANCELLED = "cancelled"  # stopped by its owner; the text received is kept
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+LIVE = frozenset({Status.QUEUED, Status.RUNNING})
+
+
+class F:
+    """The execution document, ``executions/{id}``: what a watcher reads. Small (no prompt, no
+    text), and written at transitions only (created, claimed, stop asked, ended), never while
+    the text streams: the text is in chunks."""
+
+    STATUS = "status"
+    OWNER = "ownerUid"
+    REQUESTED_MODEL = "requestedModel"  # the model the request named (first of `models`)
+    MODEL = "model"  # the model that served (from the stream; set when it ends)
+    GENERATION_ID = "generationId"
+    IDEMPOTENCY_KEY = "idempotencyKey"
+    ATTEMPT = "attempt"  # attempts that claimed it (1-based); its chunks carry this number
+    SEQ = "seq"  # incremented by every write of this document: newer versions have larger seq
+    WORKER = "worker"  # the worker process that holds it (its Stop listener asks for it)
+    CANCEL_REQUESTED = "cancelRequested"  # the only field a client may write (to true)
+    CHUNK_COUNT = "chunks"  # chunks of the attempt, set when it ends
+    OUTPUT_LENGTH = "outputLength"  # code points of the whole text, set when it ends
+    OUTPUT_PAGES = "outputPages"  # pages holding the whole text, set when it ends
+    REASONING_TRUNCATED = "reasoningTruncated"  # the reasoning outgrew its cap and was cut
+    USAGE = "usage"  # {promptTokens, completionTokens, totalTokens, reasoningTokens} (see U)
+    COST = "cost"  # USD, as reported by the upstream
+    COST_SOURCE = "costSource"  # CostSource.GENERATION when reconciled after a cancel
+    FINISH_REASON = "finishReason"
+    ERROR = "error"  # {code, message, upstreamStatus?} (see E)
+    CREATED_AT = "createdAt"
+    STARTED_AT = "startedAt"
+    FIRST_TOKEN_AT = "firstTokenAt"
+    FINISHED_AT = "finishedAt"
+    UPDATED_AT = "updatedAt"
+    RESTARTED_AT = "restartedAt"
+    EXPIRE_AT = "expireAt"  # TTL: deleted after this (PROMPTQ_RETENTION_DAYS)
+    WRITES = "writes"  # how many times promptq wrote this document (create included)
+
+
+class J:
+    """The job, ``executions/{id}/internal/job``: the request and the worker's claim. Watchers
+    need not read it (its owner may)."""
+
+    OWNER = "ownerUid"
+    MESSAGES = "messages"  # the rendered prompt sent upstream: [{role, content}]
+    REQUEST = "request"  # {model, models, params, promptId} as validated (see Req)
+    REQUEST_HASH = "requestHash"  # what the request asked for: an idempotency key must match it
+    ATTEMPT_ID = "attemptId"  # the fencing token of the attempt holding it
+    LEASE_EXPIRES_AT = "leaseExpiresAt"  # renewed by the holder's heartbeats
+    ATTEMPTS = "attempts"  # history of ended attempts (see A)
+    RETRY_AT = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
+    REQUEUES = "requeues"  # times the sweeper re-enqueued it
+    TASK = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
+    UPDATED_AT = "updatedAt"
+    EXPIRE_AT = "expireAt"
+    WRITES = "writes"
+
+
+class C:
+    """A chunk, ``executions/{id}/chunks/{attempt:03d}-{seq:06d}``: the text of one flush,
+    written once. ``start``/``end`` are code points of the attempt's whole text."""
+
+    ATTEMPT = "attempt"
+    SEQ = "seq"  # 1, 2, ... within the attempt
+    START = "start"
+    END = "end"
+    TEXT = "text"
+    REASONING = "reasoning"  # reasoning text of this flush (absent when none)
+    EXPIRE_AT = "expireAt"
+
+
+class P:
+    """A page, ``executions/{id}/pages/{attempt:03d}-{index:04d}``: the whole text, in pieces
+    of at most ``PROMPTQ_PAGE_BYTES``, written when the attempt ends (page 0 also holds the
+    reasoning). What late readers and pollers read instead of many chunks."""
+
+    ATTEMPT = "attempt"
+    INDEX = "index"
+    START = "start"
+    END = "end"
+    TEXT = "text"
+    REASONING = "reasoning"
+    EXPIRE_AT = "expireAt"
+
+
+class Req:
+    """Keys of the job's ``request``: what the caller asked for, as validated (the variables
+    are in the rendered messages)."""
+
+    MODEL = "model"
+    MODELS = "models"
+    PARAMS = "params"
+    PROMPT_ID = "promptId"
+
+
+class U:
+    """Keys of ``usage``."""
+
+    PROMPT_TOKENS = "promptTokens"
+    COMPLETION_TOKENS = "completionTokens"
+    TOTAL_TOKENS = "totalTokens"
+    REASONING_TOKENS = "reasoningTokens"
+
+
+class E:
+    """Keys of ``error``."""
+
+    CODE = "code"
+    MESSAGE = "message"
+    UPSTREAM_STATUS = "upstreamStatus"
+
+
+class A:
+    """Keys of one entry of the job's ``attempts`` (the history of ended attempts)."""
+
+    ATTEMPT = "attempt"
+    ATTEMPT_ID = "attemptId"
+    OUTCOME = "outcome"  # AttemptOutcome
+    CODE = "code"
+    MESSAGE = "message"
+    ENDED_AT = "endedAt"
+
+
+class AttemptOutcome(str, enum.Enum):
+    RETRY = "retry"  # a transient failure before the first token handed it back to the queue
+    LEASE_EXPIRED = "lease_expired"  # the attempt's worker died (its lease ran out)
+
+
+class CostSource(str, enum.Enum):
+    STREAM = "stream"  # the usage chunk at the end of the stream (the field is absent then)
+    GENERATION = "generation"  # OpenRouter's generation record, read after a cancel
+
+
+FINISH_CANCELLED = "cancelled"  # `finishReason` of a cancelled execution
+
+
+class Code:
+    """Error codes written to ``error.code``, grouped by what happens next (promptq.errors)."""
+
+    UPSTREAM_BAD_REQUEST = "upstream_bad_request"  # 400
+    UPSTREAM_UNAUTHORIZED = "upstream_unauthorized"  # 401
+    UPSTREAM_PAYMENT_REQUIRED = "upstream_payment_required"  # 402
+    UPSTREAM_FORBIDDEN = "upstream_forbidden"  # 403 (moderation, guardrail)
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # 408, connect/read timeouts
+    UPSTREAM_RATE_LIMITED = "upstream_rate_limited"  # 429
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # 5xx, connect errors
+    UPSTREAM_ERROR = "upstream_error"  # other statuses
+    STREAM_ERROR = "stream_error"  # error event inside a 200 stream
+    CONNECTION_LOST = "connection_lost"  # stream ended without finish / [DONE]
+    MALFORMED_CHUNK = "malformed_chunk"  # a data line that is not JSON
+    FIRST_TOKEN_TIMEOUT = "first_token_timeout"
+    STREAM_STALLED = "stream_stalled"
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # the worker's own deadline for an attempt
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    QUEUE_TIMEOUT = "queue_timeout"  # queued, never picked up (sweeper)
+    OUTPUT_TOO_LARGE = "output_too_large"
+    WRITE_REFUSED = "write_refused"  # Firestore refused a write (too large, a value it cannot store)
+    ENQUEUE_FAILED = "enqueue_failed"
+    INTERNAL = "internal"
+    LOST_CLAIM = "lost_claim"  # not written: another attempt holds the execution
+    CANCELLED = "cancelled"  # not written: the owner pressed Stop
+
+

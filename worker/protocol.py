@@ -1,0 +1,125 @@
+"""OpenRouter's protocol around the stream: the request body, what an error status means,
+``Retry-After``, the generation record. Pure; no I/O (``worker.upstream`` does the HTTP)."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from promptq.errors import Permanent, Transient
+from promptq.records import Usage
+from promptq.schema import Code, Req
+from worker.stream import StreamError
+
+PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed")
+
+_STATUS_CODES = {
+    400: Code.UPSTREAM_BAD_REQUEST,
+    401: Code.UPSTREAM_UNAUTHORIZED,
+    402: Code.UPSTREAM_PAYMENT_REQUIRED,
+    403: Code.UPSTREAM_FORBIDDEN,
+    408: Code.UPSTREAM_TIMEOUT,
+    429: Code.UPSTREAM_RATE_LIMITED,
+}
+
+
+def is_transient_status(status: int) -> bool:
+    # As the mature clients do: 408, 409, 429 and 5xx are worth another try; other 4xx are not.
+    return status in (408, 409, 429) or status >= 500
+
+
+def status_code(status: int) -> str:
+    if status in _STATUS_CODES:
+        return _STATUS_CODES[status]
+    return Code.UPSTREAM_UNAVAILABLE if status >= 500 else Code.UPSTREAM_ERROR
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds, from delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _error_message(body: bytes, status: int) -> str:
+    try:
+        err = json.loads(body).get("error") or {}
+        message = err.get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"upstream answered HTTP {status}")[:500]
+
+
+def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> Transient | Permanent:
+    message = f"OpenRouter {status}: {_error_message(body, status)}"
+    code = status_code(status)
+    if is_transient_status(status):
+        return Transient(message, code=code, upstream_status=status, retry_after_s=parse_retry_after(headers.get("retry-after")))
+    return Permanent(message, code=code, upstream_status=status)
+
+
+def stream_error_before_first_token(err: StreamError) -> Transient | Permanent:
+    """An error event (or a cut) before any token: retry unless it says the request is bad."""
+    message = f"OpenRouter stream error: {err.message}"[:500]
+    n = err.numeric_code
+    if n is not None and 400 <= n < 500 and not is_transient_status(n):
+        return Permanent(message, code=status_code(n), upstream_status=n)
+    code = Code.MALFORMED_CHUNK if err.malformed else Code.CONNECTION_LOST if err.truncated else Code.STREAM_ERROR
+    if n is not None:
+        code = status_code(n)
+    return Transient(message, code=code, upstream_status=n)
+
+
+def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OpenRouter request body for an execution's stored request."""
+    body: dict[str, Any] = {"model": request[Req.MODEL], "messages": messages, "stream": True}
+    if request.get(Req.MODELS):
+        body["models"] = list(request[Req.MODELS])
+    for name in PARAMS:
+        value = (request.get(Req.PARAMS) or {}).get(name)
+        if value is not None:
+            body[name] = value
+    # Older OpenRouter docs need this for the usage chunk; current ones always send it. Harmless.
+    body["usage"] = {"include": True}
+    return body
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """What OpenRouter's generation record says a generation used and cost."""
+
+    usage: Usage
+    cost: float | None
+
+
+def parse_generation(body: bytes) -> GenerationRecord | None:
+    """``{"data": {"tokens_prompt", "tokens_completion", "native_tokens_reasoning", "total_cost", ...}}``."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+
+    def count(name: str) -> int:
+        value = data.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    prompt, completion = count("tokens_prompt"), count("tokens_completion")
+    cost = data.get("total_cost")
+    cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+    return GenerationRecord(Usage(prompt, completion, prompt + completion, count("native_tokens_reasoning")), cost)

@@ -1,0 +1,100 @@
+"""What one worker process shares among the executions it runs at once.
+
+Cloud Run gives a worker instance up to ``concurrency`` requests at once, each on a request
+thread of the functions framework (gunicorn: ``THREADS``). They share here, per process:
+
+- one asyncio event loop, on a thread of its own, that runs every attempt: a request thread
+  hands its execution over and waits for the result (no event loop per request);
+- one HTTP connection pool and TLS context for OpenRouter (``worker.upstream.shared_http``);
+  each request carries its own key;
+- one Firestore listener for Stop (``StopListener``): a query for the executions this process
+  holds whose owner asked to stop. One Listen stream whatever the number of executions (the
+  Firestore clients hit a wall near 100 streams per connection), and it receives none of the
+  worker's own writes;
+- a pool of threads for the Firestore client's blocking calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import uuid
+from typing import Callable
+
+from promptq.settings import Settings
+from promptq.store import ExecutionStore
+from worker.runner import RunResult, run_execution
+from worker.upstream import OpenRouterClient, shared_http
+
+log = logging.getLogger(__name__)
+
+FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
+
+
+class StopListener:
+    """The process's one listener for Stop; attempts register a callback per execution."""
+
+    def __init__(self, store: ExecutionStore, worker: str):
+        self.store = store
+        self.worker = worker
+        self._callbacks: dict[str, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._watch = None
+
+    def register(self, execution_id: str, on_stop: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks[execution_id] = on_stop
+            if self._watch is None or not self._watch.is_active:
+                # (Re)started lazily: a stream the server cut is replaced on the next claim;
+                # meanwhile the heartbeats notice Stop.
+                self._watch = self.store.watch_stops(self.worker, self._stopped)
+        return lambda: self._callbacks.pop(execution_id, None)
+
+    def _stopped(self, execution_ids: list[str]) -> None:
+        for execution_id in execution_ids:
+            callback = self._callbacks.get(execution_id)
+            if callback is not None:
+                callback()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._watch is not None:
+                self._watch.unsubscribe()
+                self._watch = None
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, store: ExecutionStore):
+        self.settings = settings
+        self.store = store
+        self.worker = f"w-{uuid.uuid4().hex[:16]}"  # this process, in the executions it holds
+        self.stops = StopListener(store, self.worker)
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(FIRESTORE_THREADS, thread_name_prefix="firestore"))
+        self._thread = threading.Thread(target=self.loop.run_forever, name="promptq-worker-loop", daemon=True)
+        self._thread.start()
+        self.http = asyncio.run_coroutine_threadsafe(self._make_http(), self.loop).result()
+
+    async def _make_http(self):
+        s = self.settings
+        return shared_http(s.openrouter_base_url, connect_timeout_s=s.connect_timeout_s, first_token_timeout_s=s.first_token_timeout_s)
+
+    def upstream(self, api_key: str) -> OpenRouterClient:
+        s = self.settings
+        return OpenRouterClient(base_url=s.openrouter_base_url, api_key=api_key, first_token_timeout_s=s.first_token_timeout_s,
+                                connect_timeout_s=s.connect_timeout_s, open_attempts=s.open_attempts, backoff_max_s=s.backoff_max_s,
+                                retry_after_cap_s=s.retry_after_cap_s, app_title=s.app_title, app_url=s.app_url, http=self.http)
+
+    def run(self, execution_id: str, api_key: str) -> RunResult:
+        """Run one delivery on the shared loop; blocks the calling request thread until it ends."""
+        coro = run_execution(execution_id, store=self.store, upstream=self.upstream(api_key), settings=self.settings,
+                             worker=self.worker, stops=self.stops.register)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.stops.close()
+        asyncio.run_coroutine_threadsafe(self.http.aclose(), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
