@@ -7,6 +7,7 @@ thread (FakeRouter.requests), hence the lock around the containers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import enum
 import threading
 import time
@@ -79,6 +80,7 @@ class RequestRecord:
     ended_at: float | None = None
     closed_by_client_at: float | None = None
     first_token_at: float | None = None
+    key_fingerprint: str | None = None  # which key it came with (a hash: the key itself goes nowhere)
 
     def end(self, outcome: Outcome) -> None:
         if self.outcome is None:
@@ -106,6 +108,7 @@ class RequestRecord:
             "endedAt": self.ended_at,
             "closedByClientAt": self.closed_by_client_at,
             "firstTokenAt": self.first_token_at,
+            "keyFingerprint": self.key_fingerprint,
         }
 
 
@@ -128,7 +131,7 @@ class RouterState:
         self.shutting_down = False
 
     def new_record(self, headers: Mapping[str, str]) -> RequestRecord:
-        record = RequestRecord(headers=redact_headers(headers))
+        record = RequestRecord(headers=redact_headers(headers), key_fingerprint=key_fingerprint(headers))
         with self._lock:
             self._records.append(record)
         return record
@@ -171,3 +174,11 @@ class RouterState:
     def generation(self, generation_id: str) -> GenerationEntry | None:
         with self._lock:
             return self._generations.get(generation_id)
+
+
+def key_fingerprint(headers: Mapping[str, str]) -> str | None:
+    """A short hash of the request's bearer key: tests compare it, nobody sees the key."""
+    scheme, _, key = (headers.get("Authorization") or headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return hashlib.sha256(key.strip().encode()).hexdigest()[:16]

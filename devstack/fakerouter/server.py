@@ -3,7 +3,10 @@
 Routes:
 - ``POST /api/v1/chat/completions``: streamed (SSE) or plain JSON completion, per scenario.
 - ``GET /api/v1/generation?id=gen-...``: 404 until ``generation_delay`` s after the end.
-- ``GET /api/v1/models``: a few model names.
+- ``GET /api/v1/models``: a few model names, with prices.
+- ``GET /api/v1/key``: the key's label, limit and usage (401 for a key with "bad" or "revoked"
+  in it; such a key is refused by chat completions too, and one with "nocredit" gets 402).
+  Every request record carries ``keyFingerprint``, a hash of the key it came with.
 - ``GET /_fake/requests[?generationId=..|?contains=..]``, ``DELETE /_fake/requests``: the
   request log (keys redacted) and, on DELETE, the `times=N` fault counters too.
 - ``GET /_fake/health``: "ok".
@@ -52,10 +55,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None,
 
 
 def _check_key(request: web.Request) -> str | None:
-    """The reason a request is unauthorized, or None. The key itself goes nowhere."""
+    """The reason a request is unauthorized, or None. The key itself goes nowhere. A key with
+    "revoked" or "bad" in it is one OpenRouter does not know (401)."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return "No auth credentials found"
+    if "revoked" in key or "bad" in key:
+        return "User not found."
     required = request.app[REQUIRED_KEY]
     if required is None:
         required = os.environ.get(REQUIRED_KEY_ENV) or None  # read inside the handler, not at import
@@ -203,6 +209,9 @@ async def _prepare(request: web.Request, record: RequestRecord) -> tuple[dict[st
     reason = _check_key(request)
     if reason:
         raise _PreStreamError(_error(401, reason), reason)
+    if "nocredit" in request.headers.get("Authorization", ""):
+        message = "This request requires more credits, or fewer max_tokens."
+        raise _PreStreamError(_error(402, message), message)
     if body is None:
         raise _PreStreamError(_error(400, "Request body is not valid JSON"), "invalid JSON")
     reason = _validate(body)
@@ -327,6 +336,19 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"data": data}, dumps=protocol.dumps)
 
 
+async def key_info(request: web.Request) -> web.Response:
+    """GET /api/v1/key: what OpenRouter says of the key the request carries (401 if unknown)."""
+    reason = _check_key(request)
+    if reason:
+        return _error(401, reason)
+    key = request.headers["Authorization"].partition(" ")[2].strip()
+    limited = "limited" in key
+    data = {"label": f"{key[:9]}...{key[-3:]}", "limit": 5.0 if limited else None, "limit_remaining": 4.25 if limited else None,
+            "limit_reset": None, "usage": 0.75, "usage_daily": 0.25, "usage_weekly": 0.5, "usage_monthly": 0.75,
+            "is_free_tier": False, "is_management_key": False, "include_byok_in_limit": False, "expires_at": None}
+    return web.json_response({"data": data}, dumps=protocol.dumps)
+
+
 async def admin_requests(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if request.method == "DELETE":
@@ -352,6 +374,7 @@ def create_app(state: RouterState | None = None, required_key: str | None = None
     app.router.add_post(f"{API_PREFIX}/chat/completions", chat_completions)
     app.router.add_get(f"{API_PREFIX}/generation", generation)
     app.router.add_get(f"{API_PREFIX}/models", models)
+    app.router.add_get(f"{API_PREFIX}/key", key_info)
     app.router.add_get("/_fake/requests", admin_requests)
     app.router.add_delete("/_fake/requests", admin_requests)
     app.router.add_get("/_fake/health", health)
