@@ -8,11 +8,12 @@ import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
-from enqueue import control, sweeper
+from enqueue import account, control, sweeper
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import redact
 from promptq.schema import Outcome
+from promptq.settings import enforce_app_check
 from worker.handler import handle
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -26,6 +27,10 @@ OPENROUTER_API_KEY = params.SecretParam("OPENROUTER_API_KEY")
 # The callable's auth check verifies ID tokens with the default app.
 firebase_admin.initialize_app()
 
+# Every callable: App Check enforced when PROMPTQ_ENFORCE_APP_CHECK is true (a call without a
+# valid App Check token is refused UNAUTHENTICATED before it runs).
+CALLABLE = {"enforce_app_check": enforce_app_check()}
+
 
 def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
     """Run a callable's handler; a RequestError becomes the HttpsError the caller sees."""
@@ -35,22 +40,52 @@ def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
         raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status.value), redact.redact(err.message), err.details()) from None
 
 
-@https_fn.on_call(memory=options.MemoryOption.MB_512)
+@https_fn.on_call(memory=options.MemoryOption.MB_512, **CALLABLE)
 def start_execution(req: https_fn.CallableRequest) -> dict:
     """Validate a prompt request, create `executions/{id}` (queued) and enqueue its task."""
-    return _answer(req, _start, store=wiring.store(), queue=wiring.task_queue(), settings=wiring.settings())
+    return _answer(req, _start, store=wiring.store(), queue=wiring.task_queue(), settings=wiring.settings(), prices=wiring.prices())
 
 
-@https_fn.on_call(memory=options.MemoryOption.MB_256)
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def get_execution(req: https_fn.CallableRequest) -> dict:
     """Poll an execution: status, and the text after offset `after` (Unicode code points)."""
     return _answer(req, control.get_execution, store=wiring.store())
 
 
-@https_fn.on_call(memory=options.MemoryOption.MB_256)
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def cancel_execution(req: https_fn.CallableRequest) -> dict:
     """Stop an execution one owns: queued ends at once, running stops within a second."""
     return _answer(req, control.cancel_execution, store=wiring.store())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def list_executions(req: https_fn.CallableRequest) -> dict:
+    """The caller's executions, newest first (`limit`, `pageToken`)."""
+    return _answer(req, account.list_executions, store=wiring.store())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def get_usage(req: https_fn.CallableRequest) -> dict:
+    """The caller's usage today and on recent days, their limits and what they hold now."""
+    return _answer(req, account.get_usage, store=wiring.store(), settings=wiring.settings())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def set_api_key(req: https_fn.CallableRequest) -> dict:
+    """Check the caller's own OpenRouter key with OpenRouter and store it encrypted."""
+    return _answer(req, account.set_api_key, vault=wiring.vault(), check=wiring.key_check)
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def get_api_key(req: https_fn.CallableRequest) -> dict:
+    """The caller's own key: its label (last 4 characters), limit and usage; never the key."""
+    return _answer(req, account.get_api_key, vault=wiring.vault(), check=wiring.key_check)
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def delete_api_key(req: https_fn.CallableRequest) -> dict:
+    """Remove the caller's own key: their next executions run on the app's key."""
+    return _answer(req, account.delete_api_key, vault=wiring.vault())
 
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 
+from enqueue.openrouter import KeyInfo, key_info
+from enqueue.pricing import Prices
 from enqueue.tasks import TaskQueue
+from promptq.keys import KeyVault, kek_from
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -23,7 +26,23 @@ def settings() -> Settings:
 
 @functools.cache
 def store() -> ExecutionStore:
-    return ExecutionStore.connect(settings().project_id)
+    return ExecutionStore.connect(settings().project_id, usage_retention_days=settings().usage_retention_days)
+
+
+@functools.cache
+def vault() -> KeyVault:
+    """Users' own OpenRouter keys (the key-encryption key: Cloud KMS, or the local stack's)."""
+    return KeyVault(store().client, kek_from(settings().kms_key, settings().local_kek))
+
+
+@functools.cache
+def prices() -> Prices:
+    return Prices(settings().openrouter_base_url, ttl_s=settings().prices_ttl_s, unlisted=settings().unlisted_model_price)
+
+
+def key_check(api_key: str) -> KeyInfo:
+    """What OpenRouter says of a user's key (``set_api_key``, ``get_api_key``)."""
+    return key_info(settings().openrouter_base_url, api_key)
 
 
 @functools.cache
@@ -35,4 +54,4 @@ def task_queue() -> TaskQueue:
 def worker_runtime():
     from worker.runtime import WorkerRuntime
 
-    return WorkerRuntime(settings(), store())
+    return WorkerRuntime(settings(), store(), vault())

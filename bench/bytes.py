@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
             client = Client.from_env(env)
             user = client.sign_in("bytes@promptq.local", "bench-password")
+            client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
             rows = [one(client, user, *cell) for cell in CELLS]
             client.close()
         finally:

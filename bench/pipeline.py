@@ -131,6 +131,7 @@ def _main(args) -> int:
         interval = float(env["PROMPTQ_FLUSH_INTERVAL"])
         client = Client.from_env(env)
         user = client.sign_in("bench@promptq.local", "bench-password")
+        client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
         upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
         lengths = [float(x) for x in args.lengths.split(",")]
         one(client, user, upstream_root, 1, args.rate, args.ttft, -1)  # warm-up, not counted

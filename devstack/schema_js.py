@@ -11,7 +11,8 @@ import json
 import re
 
 from promptq.schema import (
-    CHUNKS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USERS, C, Callable, CostSource, E, F, P, Status, U,
+    ACCOUNTS, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USAGE, USERS, Acc, C, Callable,
+    CostSource, E, F, P, Status, U, Use,
 )
 
 
@@ -29,6 +30,9 @@ def js_module() -> str:
         "USERS": USERS,
         "PROMPTS": PROMPTS,
         "TEMPLATE_CONTENT": TEMPLATE_CONTENT,
+        "ACCOUNTS": ACCOUNTS,
+        "USAGE": USAGE,
+        "DAYS": DAYS,
         "FINISH_CANCELLED": FINISH_CANCELLED,
         "Status": {s.name: s.value for s in Status},
         "LIVE": sorted(s.value for s in LIVE),
@@ -37,6 +41,8 @@ def js_module() -> str:
         "U": obj(U),
         "E": obj(E),
         "P": obj(P),
+        "Acc": obj(Acc),
+        "Use": obj(Use),
         "CostSource": {s.name: s.value for s in CostSource},
         "Callable": {c.name: c.value for c in Callable},
         # start_execution's request fields (enqueue/request.py, StartRequest)

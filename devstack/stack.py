@@ -17,6 +17,7 @@ Components (each in its own process group, logs in .stack/logs/):
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -311,6 +312,8 @@ def _write_functions_env(plan: Plan, env: dict[str, str]) -> None:
     values = {
         "PROMPTQ_TASKS_EMULATOR_HOST": env["PROMPTQ_TASKS_EMULATOR_HOST"],
         "OPENROUTER_BASE_URL": plan.base_url,
+        # Users' own keys are wrapped by a local key-encryption key here (Cloud KMS in production).
+        "PROMPTQ_LOCAL_KEK": base64.b64encode(os.urandom(32)).decode(),
         **plan.functions_env,
     }
     (ROOT / ".env.local").write_text("".join(f"{k}={v}\n" for k, v in values.items()))

@@ -108,3 +108,14 @@ def params_sent(req: StartRequest, limits: Limits) -> dict:
     params = req.params.model_dump(exclude_none=True) if req.params else {}
     params.setdefault("max_tokens", limits.default_max_tokens)
     return params
+
+
+TITLE_CHARS = 80
+
+
+def title_of(messages: list[dict[str, str]]) -> str:
+    """The first words of the last user message (else of the last message), for a list of
+    one's executions: whitespace collapsed, at most ``TITLE_CHARS`` characters."""
+    users = [m for m in messages if m.get("role") == "user"] or messages
+    words = " ".join(users[-1]["content"][: TITLE_CHARS * 8].split()) if users else ""
+    return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rsplit(" ", 1)[0] + "…"

@@ -160,6 +160,8 @@ def _describe(err: ValidationError) -> str:
     for item in err.errors()[:5]:
         loc, odd_key = _path(item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch" and loc == "apiKey":
+            msg = "not an OpenRouter key (8 to 256 printable characters, no spaces)"
         if item["type"] == "extra_forbidden":
             msg = "unknown field" + (f" {odd_key[:40]!r}" if odd_key else "")
         elif item["type"] == "missing":
@@ -198,3 +200,39 @@ def parse(data: Any, model: type[Model] = StartRequest) -> Model:  # type: ignor
         return model.model_validate(dict(data))
     except ValidationError as err:
         raise RequestError(_describe(err)) from None
+
+
+class NoArguments(BaseModel):
+    """A callable that takes nothing (``get_api_key``, ``delete_api_key``): ``{}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class UsageRequest(BaseModel):
+    """``get_usage``: today and the ``days`` most recent days with usage."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    days: int = Field(7, ge=1, le=90)
+
+
+class ListRequest(BaseModel):
+    """``list_executions``: the caller's executions, newest first, ``limit`` at a time;
+    ``pageToken`` is the ``nextPageToken`` of the previous page."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: int = Field(20, ge=1, le=100)
+    pageToken: DocId | None = None
+
+
+# An OpenRouter key: printable ASCII without spaces ("sk-or-v1-" and 64 hex digits today).
+ApiKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{8,256}$")]
+
+
+class ApiKeyRequest(BaseModel):
+    """``set_api_key``: the caller's own OpenRouter key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    apiKey: ApiKey

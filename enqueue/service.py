@@ -16,10 +16,14 @@ from typing import Any
 from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue.control import signed_in
+from enqueue.pricing import Prices
 from enqueue.tasks import TaskQueue
+from promptq import accounts
 from promptq import execution as ex
+from promptq.errors import LimitExceeded
+from promptq.ledger import AccountView
 from promptq.records import Change
-from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
+from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, KeySource, Req, StartAnswer, Use
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -63,18 +67,51 @@ def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, str]]
     request = {Req.MODEL: models[0], Req.MODELS: req.models, Req.PARAMS: pr.params_sent(req, settings.limits), Req.PROMPT_ID: req.promptId}
     now = ex.utcnow()
     expire_at = now + timedelta(days=settings.retention_days)
-    execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at)
+    execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at,
+                                 title=pr.title_of(messages))
     job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=fingerprint(req), task=execution_id, now=now,
                      expire_at=expire_at)
     return execution, job
 
 
-def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings) -> dict[str, Any]:
+def user_limits(settings: Settings) -> accounts.UserLimits:
+    """The limits of a user without an operator's override."""
+    return accounts.UserLimits(settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd)
+
+
+def taker(job: dict[str, Any], settings: Settings, prices: Prices):
+    """What a start takes of its owner's account, decided on the account as read (``store.create``)."""
+    request = job[J.REQUEST]
+    models = request[Req.MODELS] or [request[Req.MODEL]]
+
+    def take(view: AccountView) -> accounts.Taken:
+        limits = accounts.UserLimits.of(user_limits(settings), view.limits)
+        source = KeySource.USER if view.has_key else KeySource.APP
+        if not limits.any:  # nothing to enforce: the account (one document per user) is not written
+            return accounts.Taken(None, {F.KEY_SOURCE: source.value}, {J.KEY_SOURCE: source.value, J.HOLDS: False, J.RESERVED_USD: 0.0})
+        reservation = 0.0
+        if source is KeySource.APP and limits.daily_budget_usd:  # the user's own key is their bill
+            prompt_bytes = sum(len(m["content"].encode()) for m in job[J.MESSAGES])
+            reservation = accounts.reservation(prompt_bytes=prompt_bytes, messages=len(job[J.MESSAGES]),
+                                               max_tokens=int(request[Req.PARAMS]["max_tokens"]), prices=prices.of(models))
+        account = accounts.decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0),
+                                        reservation=reservation, now=ex.utcnow())
+        return accounts.Taken(account, {F.KEY_SOURCE: source.value}, {J.KEY_SOURCE: source.value, J.HOLDS: True, J.RESERVED_USD: reservation})
+
+    return take
+
+
+def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings,
+                    prices: Prices) -> dict[str, Any]:
     uid = signed_in(uid, "start an execution")
     req = rq.parse(data)
     execution_id = execution_id_for(uid, req.idempotencyKey)
     execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings)
-    if not store.create(execution_id, execution, job):
+    try:
+        created = store.create(execution_id, execution, job, take=taker(job, settings, prices))
+    except LimitExceeded as refused:
+        raise rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason) from None
+    if not created:
         return _resubmitted(store, execution_id, job)
     try:
         task_id = queue.submit(execution_id)

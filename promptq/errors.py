@@ -43,3 +43,13 @@ class LostClaim(PromptqError):
 
 class CancelRequested(PromptqError):
     code = Code.CANCELLED
+
+
+class LimitExceeded(Exception):
+    """A start a user's limits refuse; ``reason`` names the limit (``schema.Reason``) and the
+    message says when it frees."""
+
+    def __init__(self, reason, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

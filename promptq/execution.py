@@ -26,7 +26,8 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq.records import Change, Chunk, Ending, Produced, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
+from promptq import accounts
+from promptq.records import Change, Chunk, Ending, Settlement, Produced, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
 from promptq.redact import redact
 from promptq.schema import FINISH_CANCELLED, TERMINAL, A, AttemptOutcome, ClaimKind, Code, CostSource, F, J, Status, SweepKind
 
@@ -39,11 +40,12 @@ Doc = Mapping[str, Any]
 # --- creation -------------------------------------------------------------------------
 
 
-def new_execution(*, owner_uid: str, requested_model: str, idempotency_key: str | None, now: datetime, expire_at: datetime) -> dict[str, Any]:
+def new_execution(*, owner_uid: str, requested_model: str, idempotency_key: str | None, now: datetime, expire_at: datetime,
+                  title: str | None = None) -> dict[str, Any]:
     """The execution document the callable creates: ``queued``, nothing streamed yet."""
     empty = dict.fromkeys((F.MODEL, F.GENERATION_ID, F.USAGE, F.COST, F.FINISH_REASON, F.ERROR, F.WORKER, F.STARTED_AT,
-                           F.FIRST_TOKEN_AT, F.FINISHED_AT, F.OUTPUT_LENGTH, F.CHUNK_COUNT, F.OUTPUT_PAGES))
-    return {**empty, F.STATUS: Status.QUEUED.value, F.OWNER: owner_uid, F.REQUESTED_MODEL: requested_model,
+                           F.FIRST_TOKEN_AT, F.FINISHED_AT, F.OUTPUT_LENGTH, F.CHUNK_COUNT, F.OUTPUT_PAGES, F.KEY_SOURCE))
+    return {**empty, F.STATUS: Status.QUEUED.value, F.OWNER: owner_uid, F.REQUESTED_MODEL: requested_model, F.TITLE: title,
             F.IDEMPOTENCY_KEY: idempotency_key, F.ATTEMPT: 0, F.SEQ: 0, F.CANCEL_REQUESTED: False, F.CREATED_AT: now,
             F.UPDATED_AT: now, F.EXPIRE_AT: expire_at, F.WRITES: 1}
 
@@ -150,7 +152,19 @@ def ended(execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Pro
     release = {J.ATTEMPT_ID: None, J.LEASE_EXPIRES_AT: None, J.UPDATED_AT: now}
     if history is not None:
         release[J.ATTEMPTS] = history
-    return Change(_bump(execution, update, now), release, chunk=last)
+    settle = None
+    if accounts.counted(job):  # its owner's account gets back what the start took; its day, what it used
+        settle, charge = accounts.settled(execution, job, produced=produced, history=history, now=now)
+        release.update(charge)
+    return Change(_bump(execution, update, now), release, chunk=last, settle=settle)
+
+
+def rolled_back(execution: Doc, job: Doc) -> Change:
+    """Remove an execution whose task could not be enqueued; its owner gets back what the start took."""
+    settle = None
+    if accounts.counted(job) and job.get(J.HOLDS):
+        settle = Settlement(str(execution[F.OWNER]), account=accounts.released(reservation=float(job.get(J.RESERVED_USD) or 0.0)))
+    return Change(delete=True, settle=settle)
 
 
 def released(execution: Doc, job: Doc, *, attempt_id: str, code: str, message: str, now: datetime,
@@ -166,13 +180,16 @@ def released(execution: Doc, job: Doc, *, attempt_id: str, code: str, message: s
     return Change(_bump(execution, {F.STATUS: Status.QUEUED.value, F.WORKER: None}, now), back)
 
 
-def reconciled_cost(execution: Doc, *, generation_id: str, usage: Usage, cost: float | None, now: datetime) -> Change | None:
+def reconciled_cost(execution: Doc, job: Doc, *, generation_id: str, usage: Usage, cost: float | None, now: datetime) -> Change | None:
     """Usage and cost of a cancelled stream (which never gets its usage chunk), read later
-    from OpenRouter's generation endpoint. Only fills what is missing."""
+    from OpenRouter's generation endpoint. Only fills what is missing (so its day is corrected
+    once: the ending charged the reservation, this adds the difference and the tokens)."""
     if (execution.get(F.STATUS) != Status.CANCELLED.value or execution.get(F.GENERATION_ID) != generation_id
             or execution.get(F.COST) is not None):
         return None
-    return Change(_bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now))
+    settle, charge = accounts.reconciled(execution, job, usage=usage, cost=cost) if accounts.counted(job) else (None, None)
+    update = _bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now)
+    return Change(update, charge, settle=settle)
 
 
 # --- Stop -------------------------------------------------------------------------------

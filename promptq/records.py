@@ -127,12 +127,32 @@ class Ending:
 
 
 @dataclasses.dataclass(frozen=True)
+class Inc:
+    """An atomic increment of a field (``firestore.Increment`` when the store writes it)."""
+
+    by: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Settlement:
+    """What a start, an ending or a correction changes of its owner's account
+    (``accounts/{owner}``) and usage (``usage/{owner}/days/{day}``), in the same batch."""
+
+    owner: str
+    account: dict[str, Any] | None = None
+    day: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Change:
     """One atomic write of an execution: an update of the execution document and/or of its job,
     each conditional on the version it was decided on; ``chunk`` is the attempt's last chunk,
-    written in the same batch; ``delete`` removes both (an unstarted execution rolled back)."""
+    written in the same batch; ``delete`` removes both (an unstarted execution rolled back);
+    ``settle`` is what it changes of its owner's account and usage, in the same batch."""
 
     execution: dict[str, Any] | None = None
     job: dict[str, Any] | None = None
     chunk: Chunk | None = None
     delete: bool = False
+    settle: Settlement | None = None

@@ -8,6 +8,7 @@ providers echo keys back in their errors ("Incorrect API key provided: sk-or-...
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
@@ -19,18 +20,30 @@ _KEY_SHAPED = re.compile(
     r"|AIza[0-9A-Za-z_\-]{30,}"  # Google API keys
 )
 _known: set[str] = set()
+_users: collections.OrderedDict[str, None] = collections.OrderedDict()  # users' own keys, the most recent
+USER_KEYS_KEPT = 1024
 _lock = threading.Lock()
 
 
-def register(secret: str | None) -> None:
-    """A secret this process holds: redacted wherever it appears, whatever its shape."""
+def register(secret: str | None, *, user: bool = False) -> None:
+    """A secret this process holds: redacted wherever it appears, whatever its shape. Users'
+    own keys (``user``) are remembered while recent (the last ``USER_KEYS_KEPT``): a worker
+    may serve thousands of them, and each is also key-shaped."""
     if secret and len(secret) >= 8:
         with _lock:
-            _known.add(secret)
+            if not user:
+                _known.add(secret)
+                return
+            _users[secret] = None
+            _users.move_to_end(secret)
+            while len(_users) > USER_KEYS_KEPT:
+                _users.popitem(last=False)
 
 
 def redact(text: str) -> str:
-    for secret in sorted(_known, key=len, reverse=True):
+    with _lock:
+        secrets = sorted((*_known, *_users), key=len, reverse=True)
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     return _KEY_SHAPED.sub(MASK, text)

@@ -30,6 +30,10 @@ def _parse(name: str, raw: str, kind: type) -> Any:
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     if kind is str:
         return raw
+    if kind is bool:
+        if raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{name} must be true or false, got {raw!r}")
+        return raw.strip().lower() in ("true", "1", "yes")
     try:
         return kind(raw)
     except ValueError:
@@ -112,6 +116,20 @@ class Settings:
     # TTL policies (infra/firestore.indexes.json) delete them after it.
     retention_days: float = env("PROMPTQ_RETENTION_DAYS", 30.0)
 
+    # Per-user limits (0 = off); an operator overrides them per user in `limits/{uid}`.
+    user_max_active: int = env("PROMPTQ_USER_MAX_ACTIVE", 10)  # queued + running executions
+    user_starts_per_minute: int = env("PROMPTQ_USER_STARTS_PER_MINUTE", 30)
+    user_daily_budget_usd: float = env("PROMPTQ_USER_DAILY_BUDGET_USD", 0.0)  # on the app's key, per UTC day
+    # "prompt,completion" USD per token for models OpenRouter lists without a price (openrouter/auto);
+    # empty = the dearest listed price (the worst a router may pick).
+    unlisted_model_price: tuple[str, ...] = env("PROMPTQ_UNLISTED_MODEL_PRICE", ())
+    prices_ttl_s: float = env("PROMPTQ_PRICES_TTL", 3600.0)  # how long a worker keeps /models' prices
+    usage_retention_days: float = env("PROMPTQ_USAGE_RETENTION_DAYS", 400.0)  # usage/{uid}/days/* (TTL)
+    # Users' own OpenRouter keys are encrypted with a data key wrapped by this Cloud KMS key
+    # (projects/P/locations/L/keyRings/R/cryptoKeys/K); on the local stack by PROMPTQ_LOCAL_KEK.
+    kms_key: str = env("PROMPTQ_KMS_KEY", "")
+    local_kek: str = env("PROMPTQ_LOCAL_KEK", "", repr=False)  # base64 of 32 bytes; the local stack writes one
+
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -138,6 +156,17 @@ def _worker_url(environ: Mapping[str, str], project: str, region: str) -> str:
     return f"https://{region}-{project}.cloudfunctions.net/{WORKER_FUNCTION}"
 
 
+APP_CHECK_ENV = "PROMPTQ_ENFORCE_APP_CHECK"
+
+
+def enforce_app_check(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether every callable refuses a call without a valid App Check token. Read when
+    main.py is imported (it is a declaration option, deployed with the function)."""
+    raw = (os.environ if environ is None else environ).get(APP_CHECK_ENV, "")
+    return bool(raw) and _parse(APP_CHECK_ENV, raw, bool)
+
+
 def variables() -> dict[str, str]:
     """Every environment variable the settings read, with the field it sets (for docs and tests)."""
-    return {f.metadata["env"]: f"{cls.__name__}.{f.name}" for cls in (Settings, Limits) for f in dataclasses.fields(cls) if "env" in f.metadata}
+    fields = {f.metadata["env"]: f"{cls.__name__}.{f.name}" for cls in (Settings, Limits) for f in dataclasses.fields(cls) if "env" in f.metadata}
+    return {**fields, APP_CHECK_ENV: "main.py (on_call enforce_app_check)"}

@@ -23,7 +23,10 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq import execution as ex
-from promptq.errors import Permanent
+from promptq.accounts import Taken, day_of
+from promptq.errors import LimitExceeded, Permanent
+from promptq.ledger import AccountView, Ledger
+from promptq.listeners import Listeners
 from promptq.paging import Page
 from promptq.records import Change, Chunk
 from promptq.schema import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, C, Code, F, J, Status
@@ -52,14 +55,15 @@ class Seen:
     job_time: Any = None
 
 
-class ExecutionStore:
-    def __init__(self, client: firestore.Client):
+class ExecutionStore(Listeners):
+    def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
         self.client = client
+        self.ledger = Ledger(client, usage_retention_days=usage_retention_days)
 
     @classmethod
-    def connect(cls, project_id: str) -> "ExecutionStore":
+    def connect(cls, project_id: str, **kw: Any) -> "ExecutionStore":
         # With FIRESTORE_EMULATOR_HOST set, the client talks to the emulator without credentials.
-        return cls(firestore.Client(project=project_id))
+        return cls(firestore.Client(project=project_id), **kw)
 
     def ref(self, execution_id: str) -> firestore.DocumentReference:
         return self.client.collection(EXECUTIONS).document(execution_id)
@@ -126,49 +130,52 @@ class ExecutionStore:
         ids = [snap.reference.parent.parent.id for snap in expired.stream()] + [snap.id for snap in stale.stream()]
         return list(dict.fromkeys(ids))
 
-    # --- listeners ------------------------------------------------------------------------
-
-    def watch(self, execution_id: str, on_doc: Callable[[dict[str, Any]], None]):
-        """Listen to the execution document; returns the watch (``unsubscribe()`` stops it).
-        ``on_doc`` runs on the listener's thread."""
-
-        def on_snapshot(snaps, _changes, _read_time):
-            for snap in snaps:
-                if snap.exists:
-                    on_doc(snap.to_dict())
-
-        return self.ref(execution_id).on_snapshot(on_snapshot)
-
-    def watch_chunks(self, execution_id: str, attempt: int, on_chunks: Callable[[list[dict[str, Any]]], None]):
-        """Listen to an attempt's chunks: ``on_chunks`` gets the new ones, in order, each once."""
-
-        def on_snapshot(_snaps, changes, _read_time):
-            added = sorted((c.document.to_dict() for c in changes if c.type.name == "ADDED"), key=lambda d: d[C.SEQ])
-            if added:
-                on_chunks(added)
-
-        query = self.ref(execution_id).collection(CHUNKS).where(filter=FieldFilter(C.ATTEMPT, "==", attempt))
-        return query.on_snapshot(on_snapshot)
-
-    def watch_stops(self, worker: str, on_ids: Callable[[list[str]], None]):
-        """One listener for all the executions a worker process holds: those whose owner asked
-        to stop. It receives nothing else (none of the worker's own writes)."""
-        query = (self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.WORKER, "==", worker))
-                 .where(filter=FieldFilter(F.CANCEL_REQUESTED, "==", True)))
-        return query.on_snapshot(lambda snaps, _changes, _read_time: on_ids([snap.id for snap in snaps]))
+    def history(self, uid: str, *, limit: int, after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The user's executions, newest first, after the execution ``after`` (``LookupError``
+        if that is not one of theirs)."""
+        query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.OWNER, "==", uid)).order_by(
+            F.CREATED_AT, direction=firestore.Query.DESCENDING)
+        if after is not None:
+            cursor = self.ref(after).get()
+            if not cursor.exists or cursor.get(F.OWNER) != uid:
+                raise LookupError(after)
+            query = query.start_after(cursor)
+        return [(snap.id, snap.to_dict()) for snap in query.limit(limit).stream()]
 
     # --- writes ---------------------------------------------------------------------------
 
-    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any]) -> bool:
-        """Create both documents; False if the execution already exists (a resubmission)."""
-        batch = self.client.batch()
-        batch.create(self.ref(execution_id), execution)
-        batch.create(self.job_ref(execution_id), job)
-        try:
-            batch.commit()
-            return True
-        except gexc.AlreadyExists:
-            return False
+    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any], *,
+               take: Callable[[AccountView], Taken] | None = None) -> bool:
+        """Create both documents; False if the execution already exists (a resubmission).
+
+        With ``take``, the start is decided on its owner's account as read and the account
+        written in the same batch, only if it has not changed since (else read and decide
+        again): a burst of concurrent starts never gets past a limit. A ``LimitExceeded`` from
+        ``take`` propagates (nothing written), unless the execution exists already."""
+        for _ in range(_CAS_TRIES):
+            batch, e, j = self.client.batch(), execution, job
+            if take is not None:
+                view = self.ledger.view(execution[F.OWNER], day_of(ex.utcnow()))
+                try:
+                    taken = take(view)
+                except LimitExceeded:
+                    if self.get(execution_id) is not None:
+                        return False  # a resubmission is answered whatever the limits say now
+                    raise
+                e, j = {**execution, **taken.execution}, {**job, **taken.job}
+                if taken.account is not None:
+                    self.ledger.take(batch, view, taken.account)
+            batch.create(self.ref(execution_id), e)
+            batch.create(self.job_ref(execution_id), j)
+            try:
+                batch.commit()
+                return True
+            except gexc.AlreadyExists:
+                if take is None or self.get(execution_id) is not None:
+                    return False
+            except gexc.FailedPrecondition:
+                pass  # the account changed in between: decide again
+        raise RuntimeError(f"execution {execution_id}: too much contention on its owner's account")
 
     def update_if(self, execution_id: str, decide: Callable[[dict | None, dict | None], Change | None]) -> tuple[Change | None, Seen]:
         """Compare-and-set with a caller's decision on both documents as they are (None: write
@@ -179,8 +186,8 @@ class ExecutionStore:
         """Roll back a creation whose task could not be enqueued (only while still queued)."""
 
         def decide(execution, job):
-            unstarted = execution and execution[F.STATUS] == Status.QUEUED.value and not execution[F.ATTEMPT]
-            return Change(delete=True) if unstarted else None
+            unstarted = execution and job and execution[F.STATUS] == Status.QUEUED.value and not execution[F.ATTEMPT]
+            return ex.rolled_back(execution, job) if unstarted else None
 
         return self.update_if(execution_id, decide)[0] is not None
 
@@ -251,6 +258,8 @@ class ExecutionStore:
 
     def _commit(self, execution_id: str, change: Change, seen: Seen) -> Seen:
         batch, refs = self.client.batch(), []
+        if change.settle is not None:  # the owner's account and usage, with the execution's own write
+            self.ledger.settle(batch, change.settle, ex.utcnow())
         if change.delete:
             batch.delete(self.job_ref(execution_id), option=self.client.write_option(last_update_time=seen.job_time))
             batch.delete(self.ref(execution_id), option=self.client.write_option(last_update_time=seen.execution_time))

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from promptq.schema import Callable as Fn, CancelAnswer, PollAnswer, StartAnswer
+from promptq.schema import Callable as Fn, CancelAnswer, KeyAnswer, ListAnswer, PollAnswer, StartAnswer, UsageAnswer
 
 
 RETRY_WAITS = (0.2, 0.5, 1.0)  # seconds before each retry of a call that is safe to repeat
@@ -137,6 +137,25 @@ class Client:
 
     def cancel(self, user: User | None, execution_id: str) -> CancelAnswer:
         return CancelAnswer.model_validate(self.call(Fn.CANCEL_EXECUTION, {"executionId": execution_id}, user, retry=True))
+
+    # --- the caller's account --------------------------------------------------------------
+
+    def usage(self, user: User | None, *, days: int = 7) -> UsageAnswer:
+        return UsageAnswer.model_validate(self.call(Fn.GET_USAGE, {"days": days}, user, retry=True))
+
+    def list(self, user: User | None, *, limit: int = 20, page_token: str | None = None) -> ListAnswer:
+        data: dict[str, Any] = {"limit": limit, **({"pageToken": page_token} if page_token else {})}
+        return ListAnswer.model_validate(self.call(Fn.LIST_EXECUTIONS, data, user, retry=True))
+
+    def set_key(self, user: User | None, api_key: str) -> KeyAnswer:
+        """Store the caller's own OpenRouter key (checked by OpenRouter first)."""
+        return KeyAnswer.model_validate(self.call(Fn.SET_API_KEY, {"apiKey": api_key}, user, retry=True))
+
+    def key(self, user: User | None) -> KeyAnswer:
+        return KeyAnswer.model_validate(self.call(Fn.GET_API_KEY, {}, user, retry=True))
+
+    def delete_key(self, user: User | None) -> KeyAnswer:
+        return KeyAnswer.model_validate(self.call(Fn.DELETE_API_KEY, {}, user, retry=True))
 
     # --- watching (Firestore, with Google credentials) ---------------------------------------
 

@@ -18,10 +18,12 @@ import httpx
 import pytest
 
 from devstack import stack as devstack
+from leaks import leaks
 
 
-# Where the test API key was found: every document is scanned before a test wipes it, and the
-# stack's logs at the end of the session. Any finding fails the run.
+# Where a secret was found (tests/leaks.py: the app's test key, users' own keys the tests set):
+# every document is scanned before a test wipes it, and the stack's logs at the end of the
+# session. Any finding fails the run.
 SECRET_FINDINGS: list[str] = []
 
 
@@ -36,14 +38,14 @@ def _documents(db):
 
 def scan_for_key(db) -> None:
     for snap in _documents(db):
-        if devstack.FAKE_KEY in repr(snap.to_dict()):
+        if leaks(repr(snap.to_dict())):
             SECRET_FINDINGS.append(f"document {snap.reference.path}")
 
 
 def scan_logs_for_key() -> None:
     for log in sorted(devstack.LOGS.glob("*.log")):
         for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
-            if devstack.FAKE_KEY in line:
+            if leaks(line):
                 SECRET_FINDINGS.append(f"{log.name}:{number}")
 
 
@@ -75,7 +77,7 @@ def stack() -> dict[str, str]:
         if started:
             devstack.down()
         lock.__exit__(None, None, None)
-    assert not SECRET_FINDINGS, f"the test API key leaked into: {SECRET_FINDINGS[:20]}"
+    assert not SECRET_FINDINGS, f"a test API key leaked into: {SECRET_FINDINGS[:20]}"
 
 
 @pytest.fixture(scope="session")
@@ -112,10 +114,15 @@ def clean(stack, db):
 
 @pytest.fixture
 def make_user(client):
-    """Factory: a new signed-in user on the Auth emulator."""
+    """Factory: a new signed-in user on the Auth emulator. Without ``limits`` the user has no
+    limits (an operator's override of 0s: most tests start more than a user may); with a dict,
+    that override (``limits/{uid}``); with ``"defaults"``, the settings' defaults."""
 
-    def make(name: str = "user"):
-        return client.sign_in(f"{name}-{uuid.uuid4().hex[:8]}@test.promptq", "test-password")
+    def make(name: str = "user", limits: dict | str | None = None):
+        user = client.sign_in(f"{name}-{uuid.uuid4().hex[:8]}@test.promptq", "test-password")
+        if limits != "defaults":
+            client.store.ledger.set_limits(user.uid, limits or {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+        return user
 
     return make
 

@@ -62,3 +62,14 @@ class Scripted:
                             usage=Usage(*usage), cost=cost, first_token_at=self.now)
         self.writer.end(Ending(Status.SUCCEEDED), produced, last=last, pages=pages)
         self.sent = whole
+
+
+def assert_counted_once(client, user, final: dict[str, Any]) -> None:
+    """The execution's usage is in its owner's day once: one execution, its tokens, its cost."""
+    import pytest
+
+    day = client.usage(user).today
+    usage = final["usage"] or {}
+    assert day.executions == 1, day
+    assert (day.promptTokens, day.completionTokens) == (usage.get("promptTokens", 0), usage.get("completionTokens", 0)), day
+    assert day.cost == pytest.approx(final["cost"] or 0, abs=1e-12), day

@@ -1,13 +1,15 @@
 // promptq's demo page: sign in, start an execution through the `start_execution` callable,
 // and watch `executions/{id}` with watchExecution (watch.js). What the page shows is what has
 // arrived. The modules: auth.js (sign-in), templates.js (prompt templates), run.js (Run and
-// Stop), view.js (the execution), dom.js (helpers); names come from schema.js.
+// Stop), view.js (the execution), account.js (spend, own key, history), dom.js (helpers);
+// names come from schema.js.
 
 import { config } from "/config.js";
 import { initializeApp } from "firebase/app";
 import { connectAuthEmulator, getAuth } from "firebase/auth";
 import { connectFirestoreEmulator, getFirestore } from "firebase/firestore";
 import { connectFunctionsEmulator, getFunctions } from "firebase/functions";
+import { setupAccount } from "./account.js";
 import { setupAuth } from "./auth.js";
 import { $, show } from "./dom.js";
 import { setupRun } from "./run.js";
@@ -38,10 +40,11 @@ function start() {
   window.addEventListener("hashchange", watchLinked);
 
   const watchTemplates = setupTemplates(db, auth);
+  const watchAccount = setupAccount(db, functions);
   const signedOut = [];  // unsubscribe functions to run on sign-out
   setupAuth(auth, {
     onSignedIn: (user) => {
-      signedOut.push(watchTemplates(user.uid));
+      signedOut.push(watchTemplates(user.uid), watchAccount(user.uid));
       watchLinked();
     },
     onSignedOut: () => {

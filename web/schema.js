@@ -6,6 +6,9 @@ export const PAGES = "pages";
 export const USERS = "users";
 export const PROMPTS = "prompts";
 export const TEMPLATE_CONTENT = "content";
+export const ACCOUNTS = "accounts";
+export const USAGE = "usage";
+export const DAYS = "days";
 export const FINISH_CANCELLED = "cancelled";
 export const Status = Object.freeze({
   "QUEUED": "queued",
@@ -22,6 +25,8 @@ export const F = Object.freeze({
   "STATUS": "status",
   "OWNER": "ownerUid",
   "REQUESTED_MODEL": "requestedModel",
+  "TITLE": "title",
+  "KEY_SOURCE": "keySource",
   "MODEL": "model",
   "GENERATION_ID": "generationId",
   "IDEMPOTENCY_KEY": "idempotencyKey",
@@ -76,6 +81,25 @@ export const P = Object.freeze({
   "REASONING": "reasoning",
   "EXPIRE_AT": "expireAt"
 });
+export const Acc = Object.freeze({
+  "ACTIVE": "active",
+  "RESERVED_USD": "reservedUsd",
+  "RECENT_STARTS": "recentStarts",
+  "UPDATED_AT": "updatedAt"
+});
+export const Use = Object.freeze({
+  "DAY": "day",
+  "EXECUTIONS": "executions",
+  "PROMPT_TOKENS": "promptTokens",
+  "COMPLETION_TOKENS": "completionTokens",
+  "COST": "cost",
+  "USER_KEY_EXECUTIONS": "userKeyExecutions",
+  "USER_KEY_PROMPT_TOKENS": "userKeyPromptTokens",
+  "USER_KEY_COMPLETION_TOKENS": "userKeyCompletionTokens",
+  "USER_KEY_COST": "userKeyCost",
+  "ESTIMATED_COST": "estimatedCost",
+  "EXPIRE_AT": "expireAt"
+});
 export const CostSource = Object.freeze({
   "STREAM": "stream",
   "GENERATION": "generation"
@@ -83,7 +107,12 @@ export const CostSource = Object.freeze({
 export const Callable = Object.freeze({
   "START_EXECUTION": "start_execution",
   "GET_EXECUTION": "get_execution",
-  "CANCEL_EXECUTION": "cancel_execution"
+  "CANCEL_EXECUTION": "cancel_execution",
+  "LIST_EXECUTIONS": "list_executions",
+  "GET_USAGE": "get_usage",
+  "SET_API_KEY": "set_api_key",
+  "GET_API_KEY": "get_api_key",
+  "DELETE_API_KEY": "delete_api_key"
 });
 export const Start = Object.freeze({
   "PROMPT": "prompt",

@@ -13,11 +13,24 @@ from promptq.schema import Code, Status
 from worker.attempt import Deadline
 
 
+# What a user whose own key OpenRouter refuses is told, by the code of the refusal.
+_USER_KEY = {
+    Code.UPSTREAM_UNAUTHORIZED: (Code.USER_KEY_REFUSED, "OpenRouter refused your own OpenRouter key ({}); set a new one, or delete "
+                                 "it to run on the app's key"),
+    Code.UPSTREAM_PAYMENT_REQUIRED: (Code.USER_KEY_NO_CREDIT, "your own OpenRouter key is out of credit ({}); add credit on "
+                                     "openrouter.ai, or delete the key to run on the app's key"),
+}
+
+
 def ending(
     stopped_by: BaseException | None, *, cancel_requested: bool, attempt_no: int, max_attempts: int,
-    deadline_s: float, max_retry_after_s: float = float("inf"),
+    deadline_s: float, max_retry_after_s: float = float("inf"), user_key: bool = False,
 ) -> Ending:
-    """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended)."""
+    """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended);
+    ``user_key``: it ran on the owner's own OpenRouter key."""
+    if user_key and isinstance(stopped_by, Permanent) and stopped_by.code in _USER_KEY:
+        code, message = _USER_KEY[stopped_by.code]
+        return Ending(Status.FAILED, code=code, message=message.format(stopped_by.message), upstream_status=stopped_by.upstream_status)
     if stopped_by is None:
         return Ending(Status.SUCCEEDED)
     if isinstance(stopped_by, LostClaim):

@@ -14,11 +14,12 @@ import dataclasses
 import logging
 import os
 import uuid
+from typing import Callable
 
 from promptq import execution as ex
 from promptq.errors import LostClaim, Permanent
 from promptq.records import Ending
-from promptq.schema import ClaimKind, Code, F, J, Outcome, Status, TaskAnswer
+from promptq.schema import ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq.writer import AttemptWriter
@@ -41,9 +42,13 @@ class RunResult:
         return TaskAnswer(outcome=self.outcome, claim=self.claim, status=self.status, code=self.code)
 
 
-async def run_execution(execution_id: str, *, store: ExecutionStore, upstream: OpenRouterClient, settings: Settings,
+UpstreamFor = Callable[[dict], OpenRouterClient]  # the client for a job (its owner's key, or the app's)
+
+
+async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_for: UpstreamFor, settings: Settings,
                         worker: str = "", stops: StopWatch | None = None) -> RunResult:
-    """Handle one delivery of the execution's task."""
+    """Handle one delivery of the execution's task (``upstream_for`` may block: it may read
+    and decrypt the owner's key)."""
     attempt_id = uuid.uuid4().hex
     decision, seen, writer = await asyncio.to_thread(
         store.claim, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
@@ -54,15 +59,18 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream: O
              " (restart)" if decision.restarted else "")
     attempt = Attempt(execution_id, writer, settings, stops=stops)
     stopped_by: Exception | None = None
+    upstream: OpenRouterClient | None = None
     try:
+        upstream = await asyncio.to_thread(upstream_for, seen.job)
         await attempt.run(upstream, chat_body(seen.job[J.REQUEST], seen.job[J.MESSAGES]), settings.attempt_deadline_s)
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(stopped_by, cancel_requested=writer.cancel_requested, attempt_no=writer.attempt, max_attempts=settings.max_attempts,
-                 deadline_s=settings.attempt_deadline_s, max_retry_after_s=settings.max_retry_after_s)
+                 deadline_s=settings.attempt_deadline_s, max_retry_after_s=settings.max_retry_after_s,
+                 user_key=seen.job.get(J.KEY_SOURCE) == KeySource.USER.value)
     _log_ending(execution_id, writer.attempt, end, stopped_by)
     result = await _apply(end, writer, attempt)
-    if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id:
+    if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id and upstream is not None:
         await _reconcile_cost(execution_id, attempt.generation_id, store=store, upstream=upstream)
     return result
 
@@ -130,7 +138,7 @@ async def _reconcile_cost(execution_id: str, generation_id: str, *, store: Execu
         return
     await asyncio.to_thread(
         store.update_if, execution_id,
-        lambda execution, job: ex.reconciled_cost(execution or {}, generation_id=generation_id, usage=record.usage, cost=record.cost,
-                                                  now=ex.utcnow()),
+        lambda execution, job: ex.reconciled_cost(execution or {}, job or {}, generation_id=generation_id, usage=record.usage,
+                                                  cost=record.cost, now=ex.utcnow()),
     )
     log.info("execution %s: cost of the cancelled generation reconciled", execution_id)

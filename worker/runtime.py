@@ -23,6 +23,9 @@ import threading
 import uuid
 from typing import Callable
 
+from promptq.errors import Permanent
+from promptq.keys import KeyVault
+from promptq.schema import Code, J, KeySource
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from worker.runner import RunResult, run_execution
@@ -66,9 +69,10 @@ class StopListener:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, store: ExecutionStore):
+    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None):
         self.settings = settings
         self.store = store
+        self.vault = vault
         self.worker = f"w-{uuid.uuid4().hex[:16]}"  # this process, in the executions it holds
         self.stops = StopListener(store, self.worker)
         self.loop = asyncio.new_event_loop()
@@ -81,15 +85,30 @@ class WorkerRuntime:
         s = self.settings
         return shared_http(s.openrouter_base_url, connect_timeout_s=s.connect_timeout_s, first_token_timeout_s=s.first_token_timeout_s)
 
-    def upstream(self, api_key: str) -> OpenRouterClient:
+    def upstream(self, api_key: str, *, user_key: bool = False) -> OpenRouterClient:
         s = self.settings
         return OpenRouterClient(base_url=s.openrouter_base_url, api_key=api_key, first_token_timeout_s=s.first_token_timeout_s,
                                 connect_timeout_s=s.connect_timeout_s, open_attempts=s.open_attempts, backoff_max_s=s.backoff_max_s,
-                                retry_after_cap_s=s.retry_after_cap_s, app_title=s.app_title, app_url=s.app_url, http=self.http)
+                                retry_after_cap_s=s.retry_after_cap_s, app_title=s.app_title, app_url=s.app_url, http=self.http,
+                                user_key=user_key)
+
+    def upstream_for(self, app_key: str):
+        """The client for a job: with its owner's own key if the start chose it, else the app's."""
+
+        def pick(job: dict) -> OpenRouterClient:
+            if job.get(J.KEY_SOURCE) != KeySource.USER.value:
+                return self.upstream(app_key)
+            user_key = self.vault.get(job[J.OWNER]) if self.vault is not None else None
+            if user_key is None:
+                raise Permanent("your own OpenRouter key was deleted before this execution ran; start it again",
+                                code=Code.USER_KEY_MISSING)
+            return self.upstream(user_key, user_key=True)
+
+        return pick
 
     def run(self, execution_id: str, api_key: str) -> RunResult:
         """Run one delivery on the shared loop; blocks the calling request thread until it ends."""
-        coro = run_execution(execution_id, store=self.store, upstream=self.upstream(api_key), settings=self.settings,
+        coro = run_execution(execution_id, store=self.store, upstream_for=self.upstream_for(api_key), settings=self.settings,
                              worker=self.worker, stops=self.stops.register)
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 

@@ -74,6 +74,7 @@ class OpenRouterClient:
         transport: httpx.AsyncBaseTransport | None = None,
         http: httpx.AsyncClient | None = None,
         sleep=asyncio.sleep,
+        user_key: bool = False,
     ):
         # The key goes in each request's headers: one process shares one connection pool (and
         # one TLS context) among executions that may use different keys.
@@ -88,7 +89,7 @@ class OpenRouterClient:
         self.backoff_max_s = backoff_max_s
         self.retry_after_cap_s = retry_after_cap_s
         self._sleep = sleep
-        redact_register(api_key)  # every message that leaves this process is redacted of it
+        redact_register(api_key, user=user_key)  # every message that leaves this process is redacted of it
 
     async def aclose(self) -> None:
         if self._owned:

@@ -3,7 +3,7 @@
 Routes:
 - ``POST /api/v1/chat/completions``: streamed (SSE) or plain JSON completion, per scenario.
 - ``GET /api/v1/generation?id=gen-...``: 404 until ``generation_delay`` s after the end.
-- ``GET /api/v1/models``: a few model names, with prices.
+- ``GET /api/v1/models``: a few model names, with prices (``openrouter/auto``: "-1", as OpenRouter lists it).
 - ``GET /api/v1/key``: the key's label, limit and usage (401 for a key with "bad" or "revoked"
   in it; such a key is refused by chat completions too, and one with "nocredit" gets 402).
   Every request record carries ``keyFingerprint``, a hash of the key it came with.
@@ -331,8 +331,11 @@ async def generation(request: web.Request) -> web.Response:
 
 async def models(request: web.Request) -> web.Response:
     # OpenRouter lists prices as decimal strings, USD per token.
+    # The router lists no price of its own ("-1"): it costs what the model it picks costs.
     price = {"prompt": f"{PROMPT_PRICE:.10f}".rstrip("0"), "completion": f"{COMPLETION_PRICE:.10f}".rstrip("0")}
-    data = [{"id": name, "name": name, "context_length": 128000, "pricing": price} for name in MODELS]
+    routed = {"prompt": "-1", "completion": "-1"}
+    data = [{"id": name, "name": name, "context_length": 128000, "pricing": routed if name == "openrouter/auto" else price}
+            for name in MODELS]
     return web.json_response({"data": data}, dumps=protocol.dumps)
 
 

@@ -49,6 +49,11 @@ class Callable(str, enum.Enum):
     START_EXECUTION = "start_execution"
     GET_EXECUTION = "get_execution"
     CANCEL_EXECUTION = "cancel_execution"
+    LIST_EXECUTIONS = "list_executions"
+    GET_USAGE = "get_usage"
+    SET_API_KEY = "set_api_key"
+    GET_API_KEY = "get_api_key"
+    DELETE_API_KEY = "delete_api_key"
 
     def __str__(self) -> str:
         return self.value
@@ -77,6 +82,10 @@ class Reason(str, enum.Enum):
 
     INVALID = "invalid"  # the field's value is wrong (the message says how)
     PAST_END = "past_end"  # get_execution: `after` is past the end of the text so far
+    MAX_ACTIVE = "max_active"  # RESOURCE_EXHAUSTED: too many executions queued or running
+    STARTS_PER_MINUTE = "starts_per_minute"  # RESOURCE_EXHAUSTED: too many starts in a minute
+    DAILY_BUDGET = "daily_budget"  # RESOURCE_EXHAUSTED: the day's budget on the app's key
+    KEY_REFUSED = "key_refused"  # set_api_key: OpenRouter refused the key
 
 
 class _Answer(BaseModel):
@@ -133,3 +142,52 @@ class TaskAnswer(_Answer):
     claim: ClaimKind
     status: Status | None = None  # how the execution ended, when this delivery ended it
     code: str | None = None  # the error code of that ending
+
+
+class ExecutionSummary(_Answer):
+    """One of the caller's executions, as ``list_executions`` lists it."""
+
+    executionId: str
+    status: Status
+    requestedModel: str | None = None
+    model: str | None = None
+    title: str | None = None
+    cost: float | None = None
+    createdAt: str | None = None
+
+
+class ListAnswer(_Answer):
+    items: list[ExecutionSummary]
+    nextPageToken: str | None = None
+
+
+class UsageDay(_Answer):
+    day: str
+    executions: int = 0
+    promptTokens: int = 0
+    completionTokens: int = 0
+    cost: float = 0.0
+    userKeyExecutions: int = 0
+    userKeyPromptTokens: int = 0
+    userKeyCompletionTokens: int = 0
+    userKeyCost: float = 0.0
+    estimatedCost: float = 0.0  # the part of `cost` charged at its worst case (real cost unknown)
+
+
+class UsageAnswer(_Answer):
+    """``get_usage``: the caller's day, recent days, limits and what they hold now."""
+
+    today: UsageDay
+    days: list[UsageDay]  # the most recent days with usage, newest first (today included)
+    limits: dict[str, Any]  # maxActive, startsPerMinute, dailyBudgetUsd (0: none), and now: active, reservedUsd
+    hasKey: bool = False  # their own OpenRouter key serves their executions (not counted in the budget)
+
+
+class KeyAnswer(_Answer):
+    """``set_api_key`` / ``get_api_key``: the caller's own OpenRouter key, never the key itself."""
+
+    hasKey: bool
+    label: str | None = None  # its last 4 characters
+    limit: float | None = None  # USD, from OpenRouter's /key
+    limitRemaining: float | None = None
+    usage: float | None = None

@@ -41,6 +41,8 @@ class F:
     STATUS = "status"
     OWNER = "ownerUid"
     REQUESTED_MODEL = "requestedModel"  # the model the request named (first of `models`)
+    TITLE = "title"  # the prompt's first words (for a list of one's executions)
+    KEY_SOURCE = "keySource"  # whose OpenRouter key serves it: KeySource (never the key)
     MODEL = "model"  # the model that served (from the stream; set when it ends)
     GENERATION_ID = "generationId"
     IDEMPOTENCY_KEY = "idempotencyKey"
@@ -81,6 +83,10 @@ class J:
     RETRY_AT = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
     REQUEUES = "requeues"  # times the sweeper re-enqueued it
     TASK = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
+    KEY_SOURCE = "keySource"  # whose OpenRouter key serves it: KeySource
+    HOLDS = "holds"  # its start was counted in its owner's account (active, reservation): its ending gives it back
+    RESERVED_USD = "reservedUsd"  # the worst case reserved against the daily budget at its start
+    CHARGED_USD = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)
     UPDATED_AT = "updatedAt"
     EXPIRE_AT = "expireAt"
     WRITES = "writes"
@@ -186,6 +192,9 @@ class Code:
     OUTPUT_TOO_LARGE = "output_too_large"
     WRITE_REFUSED = "write_refused"  # Firestore refused a write (too large, a value it cannot store)
     ENQUEUE_FAILED = "enqueue_failed"
+    USER_KEY_REFUSED = "user_key_refused"  # the user's own OpenRouter key: 401
+    USER_KEY_NO_CREDIT = "user_key_no_credit"  # the user's own OpenRouter key: 402
+    USER_KEY_MISSING = "user_key_missing"  # deleted between the start and the run
     INTERNAL = "internal"
     LOST_CLAIM = "lost_claim"  # not written: another attempt holds the execution
     CANCELLED = "cancelled"  # not written: the owner pressed Stop

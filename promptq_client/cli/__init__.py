@@ -4,6 +4,9 @@
     promptq follow ID [--after N] [--poll]
     promptq cancel ID
     promptq show ID [--json]
+    promptq list [--limit N] [--json]
+    promptq usage [--days N] [--json]
+    promptq key set|show|delete        (set reads the key from stdin or a prompt)
 
 Targets the local stack by default (endpoints from .stack/env, written by ``make up``), or a
 real project with ``--project`` / ``--functions-url`` / ``--web-api-key`` (or PROMPTQ_PROJECT,
@@ -18,8 +21,8 @@ Exit codes: 0 succeeded (or the command was done), 1 the execution failed or was
 2 usage error, 3 a call failed (the callable's code, or the target cannot be reached),
 130 interrupted (Ctrl-C; ``run`` cancels its execution first).
 
-Modules: ``target`` (where to, who, errors), ``args`` (the parser), ``commands``, ``follow``
-(printing the answer as it grows), ``report`` (summaries).
+Modules: ``target`` (where to, who, errors), ``args`` (the parser), ``commands``, ``account``
+(usage, list, key), ``follow`` (printing the answer as it grows), ``report`` (summaries).
 """
 
 from __future__ import annotations

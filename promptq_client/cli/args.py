@@ -8,6 +8,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
+from promptq_client.cli import account
 from promptq_client.cli import commands as cmds
 from promptq_client.cli.follow import POLL_INTERVAL
 from promptq_client.cli.target import DEFAULT_REGION, EXIT_USAGE, LOCAL_EMAIL, PROG, CliError
@@ -88,7 +89,8 @@ def _positive_float(value: str) -> float:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The options shared by commands: where to (every command), and how to follow."""
     target = argparse.ArgumentParser(add_help=False)
     group = target.add_argument_group("target (default: the local stack, from .stack/env)")
     group.add_argument("--project", help="Firebase project id (env PROMPTQ_PROJECT)")
@@ -102,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(needs only the sign-in, no Google credentials)")
     follow.add_argument("--interval", type=_positive_float, default=POLL_INTERVAL, metavar="S",
                         help=f"seconds between polls with --poll (default {POLL_INTERVAL})")
+    return target, follow
 
+
+def build_parser() -> argparse.ArgumentParser:
+    target, follow = _parents()
     parser = _Parser(prog=PROG, description="Run LLM prompts in the background on Firebase; print the answer as it arrives.",
                      epilog="Sign-in: PROMPTQ_EMAIL / PROMPTQ_PASSWORD (the local stack defaults to a test user, "
                             f"{LOCAL_EMAIL}). Exit codes: 0 succeeded, 1 failed or cancelled, 2 usage, 3 call error, "
@@ -136,4 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("execution_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(handler=cmds.cmd_show)
+
+    account.add_parsers(commands, target)
     return parser

@@ -200,3 +200,37 @@ def test_long_answer_is_shown_whole(page, client, db):
     assert len(whole.encode()) > 300_000
     shown = page.text("#output")
     assert len(shown) == len(whole) and shown == whole, f"the page shows {len(shown)} characters of {len(whole)}"
+
+
+def test_the_account_card_keeps_the_key_secret_and_the_history_live(page, db, upstream):
+    """Save one's own key (only its label shows, the field is emptied), run on it, see the
+    spend and the history update live, delete the key, run on the app's key, open an older
+    execution from the history."""
+    from leaks import secret
+
+    page.wait_text("#key-status", "^No key of your own")
+    page.wait_text("#spend", "^Today: nothing spent yet")
+    key = secret(f"sk-or-v1-web{uuid.uuid4().hex}")
+    page.call("fill", selector="#api-key", value=key)
+    page.call("click", selector="#save-key")
+    page.wait_text("#key-status", rf"^Your key …{key[-4:]} serves your executions \(no credit limit, used \$0\.75\)")
+    assert page.eval("document.getElementById('api-key').value") == "" and key not in page.eval("document.body.innerText")
+    first = _run(page, "fake/tokens=5,rate=0", "history: on my own key")
+    page.wait_text("#status", "^succeeded$", timeout=20)
+    page.wait_text("#spend", r"0 executions on the app's key, 1 on your own \(\$0\.0000\d+\)", timeout=10)
+    page.call("click", selector="#delete-key")
+    page.wait_text("#key-status", "^No key of your own")
+    _run(page, "fake/tokens=5,rate=0", "history: on the app's key")
+    page.wait_text("#execution-id", f"^(?!{first})[0-9a-f]{{32}}$")  # the page shows the new execution
+    second = page.text("#execution-id")
+    page.wait_text("#status", "^succeeded$", timeout=20)
+    page.wait_text("#spend", r"^Today: \$0\.0000\d+ \(no daily budget\) · 1 executions on the app's key, 1 on your own", timeout=10)
+    page.wait_text("#history li:first-child .title", "^history: on the app's key$")
+    page.wait_text("#history li:nth-child(2) .title", "^history: on my own key$")
+    assert page.text("#history li:first-child .status") == "succeeded"
+    assert db.collection("executions").document(first).get().get("keySource") == "user"
+    assert db.collection("executions").document(second).get().get("keySource") == "app"
+    page.call("click", selector=f"#history a[data-execution-id='{first}']")
+    page.wait_text("#execution-id", f"^{first}$")
+    page.wait_text("#output", r"\S")
+    page.screenshot("web-account.png")

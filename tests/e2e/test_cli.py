@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import hashlib
 import os
 import re
 import signal
@@ -374,3 +375,29 @@ def test_printer_skips_a_prefix_and_waits_for_a_gap_to_be_filled():
     printer.show(1, 6, "ghijk")
     assert out.getvalue() == "efghijk"
     assert printer.wanted(2) == 0  # a new attempt is wanted from its start, --after or not
+
+
+def test_key_usage_and_list(cli_user, db, upstream):
+    """`promptq key set` reads the key from stdin (never argv) and prints only its label;
+    `list` and `usage` print the user's own executions and day."""
+    from leaks import secret
+
+    cli, user = cli_user
+    key = secret(f"sk-or-v1-cli{uuid.uuid4().hex}")
+    done = subprocess.run([str(PROMPTQ), "key", "set"], input=key + "\n", env=cli.env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"your OpenRouter key …{key[-4:]}: no credit limit, used $0.75\n" and key not in done.stdout + done.stderr
+    assert cli("key", "show").stdout == done.stdout
+    prompt = f"cli history [{uuid.uuid4().hex[:6]}]"
+    run = cli("run", prompt, "--model", "fake/tokens=4,rate=0")
+    assert run.code == 0, run.stderr
+    assert upstream.requests_for(prompt)[0]["keyFingerprint"] == hashlib.sha256(key.encode()).hexdigest()[:16]
+    listing = cli("list", "--limit", "5")
+    [line] = listing.stdout.splitlines()
+    assert run.execution_id() in line and "succeeded" in line and line.endswith(prompt)
+    usage = cli("usage")
+    assert usage.code == 0 and "today (" in usage.stdout and "on your own key: 1 executions" in usage.stdout, usage.stdout
+    assert cli("key", "delete").stdout == "no OpenRouter key of your own: your executions run on the app's key\n"
+    empty = subprocess.run([str(PROMPTQ), "key", "set"], input="", env=cli.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and "no key given" in empty.stderr

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from devstack.stack import LOGS
+from documents import assert_counted_once
 
 pytestmark = pytest.mark.stack
 
@@ -117,7 +118,8 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
     warm(worker_url, 4)
     offset = FUNCTIONS_LOG.stat().st_size
     prompt = f"duplicate deliveries [{uuid.uuid4().hex[:8]}]"
-    execution_id = client.start(make_user(), prompt=prompt, model="fake/tokens=60,rate=20,ttft=0.2,unique=1")  # ~3 s
+    user = make_user()
+    execution_id = client.start(user, prompt=prompt, model="fake/tokens=60,rate=20,ttft=0.2,unique=1")  # ~3 s
     rec = listen(execution_id)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         duplicates = list(pool.map(lambda _: deliver(worker_url, execution_id), range(3)))
@@ -138,6 +140,7 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
         assert final["output"].startswith(version.doc["output"])
     # ... and in fact only one generation started: one claim, one upstream request.
     assert final["attempt"] == 1 and history == [], history
+    assert_counted_once(client, user, final)
     assert len(records) == 1, [(r["outcome"], r["text"][:30]) for r in records]
     assert len(claims_in_log(execution_id, offset)) == 1
 
@@ -161,7 +164,8 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
 def test_killed_worker_is_replaced_after_its_lease(client, make_user, listen, unique_upstream, tasks):
     offset = FUNCTIONS_LOG.stat().st_size
     prompt = f"killed worker [{uuid.uuid4().hex[:8]}]"
-    execution_id = client.start(make_user(), prompt=prompt, model="fake/tokens=100,rate=20,ttft=0.2,unique=1")  # ~5 s
+    user = make_user()
+    execution_id = client.start(user, prompt=prompt, model="fake/tokens=100,rate=20,ttft=0.2,unique=1")  # ~5 s
     rec = listen(execution_id)
 
     end = time.monotonic() + 30
@@ -215,6 +219,7 @@ def test_killed_worker_is_replaced_after_its_lease(client, make_user, listen, un
     statuses = task_statuses(tasks, execution_id, until_done=True)
     assert statuses[0] == 500 and statuses[-1] == 200 and set(statuses[1:-1]) <= {503}, statuses
     assert [a for a, _, _ in claims_in_log(execution_id, offset)] == [1, 2]
+    assert_counted_once(client, user, final)  # its usage, once (the dead attempt's is unknown: no budget, no estimate)
 
 
 def test_delivery_for_a_terminal_execution_is_a_no_op(client, make_user, listen, tasks, worker_url, db):

@@ -160,6 +160,7 @@ def launched(stack, client) -> Launched:
     httpx.delete(f"{upstream_root}/_fake/requests", timeout=5).raise_for_status()
 
     user = client.sign_in(f"faults-{uuid.uuid4().hex[:8]}@test.promptq", "test-password")
+    client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})  # every case at once: more than a user may
     launch = Launched(uuid.uuid4().hex[:8], time.monotonic(), {}, upstream_root)
     for case in CASES:
         launch.ids[case.id] = client.start(user, prompt=launch.prompt(case), model=case.model)

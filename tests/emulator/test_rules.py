@@ -91,6 +91,11 @@ def world(clean):
     assert admin.create("users/alice/prompts", "t1", {"content": "Hello {name}"}) == ALLOWED
     assert admin.create("keys", "openrouter", {"value": "server-only"}) == ALLOWED
     assert admin.create("counters", "executions", {"n": 1}) == ALLOWED
+    for uid in ("alice", "bob"):
+        assert admin.create("keys", uid, {"label": "…abcd", "ciphertext": "x"}) == ALLOWED
+        assert admin.create("limits", uid, {"maxActive": 3}) == ALLOWED
+        assert admin.create("accounts", uid, {"active": 1}) == ALLOWED
+        assert admin.create(f"usage/{uid}/days", "2026-11-30", {"day": "2026-11-30", "cost": 0}) == ALLOWED
     return {"ids": ids, "alice": Rest(clean, "alice"), "bob": Rest(clean, "bob"), "anon": Rest(clean, None)}
 
 
@@ -159,9 +164,22 @@ def test_templates_are_private_to_their_owner(world):
     assert world["anon"].get("users/alice/prompts/t1") == DENIED
 
 
-@pytest.mark.parametrize("path", ["keys/openrouter", "counters/executions"])
+@pytest.mark.parametrize("path", ["accounts/alice", "usage/alice/days/2026-11-30"])
+def test_a_user_reads_their_own_account_and_usage_and_writes_neither(world, path):
+    assert world["alice"].get(path) == ALLOWED
+    assert world["bob"].get(path) == DENIED
+    assert world["anon"].get(path) == DENIED
+    field = "active" if path.startswith("accounts") else "cost"
+    assert world["alice"].update(path, {field: 0}) == DENIED
+    assert world["alice"].create(path.rsplit("/", 1)[0], "new", {field: 0}) == DENIED
+    assert world["alice"].delete(path) == DENIED
+
+
+@pytest.mark.parametrize("path", ["keys/openrouter", "counters/executions", "keys/alice", "limits/alice"])
 def test_server_only_collections_are_closed(world, path):
     assert world["alice"].get(path) == DENIED
     assert world["anon"].get(path) == DENIED
     assert world["alice"].update(path, {"value": "x"}) == DENIED
+    assert world["alice"].delete(path) == DENIED
+    assert world["alice"].create(path.split("/")[0], "alice2", {"value": "x"}) == DENIED
     assert Rest({"PROJECT_ID": world["alice"].project, "FIRESTORE_EMULATOR_HOST": world["alice"].base.split("/")[2]}, "owner").get(path) == ALLOWED

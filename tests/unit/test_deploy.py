@@ -37,3 +37,25 @@ def test_threads_equal_the_workers_declared_concurrency(manifest):
     # Requests beyond THREADS wait inside the instance while Cloud Run counts them as running.
     threads = int(dotenv(ROOT / ".env")["THREADS"])
     assert manifest["endpoints"][WORKER_FUNCTION]["concurrency"] == threads == 80
+
+
+def test_every_callable_in_the_schema_is_deployed_and_app_check_follows_the_setting(manifest):
+    from promptq.schema import Callable
+
+    endpoints = manifest["endpoints"]
+    for name in Callable:
+        assert "callableTrigger" in endpoints[name.value], f"{name.value} is not deployed as a callable"
+    # The committed environment leaves App Check to each project (.env.<project>); off here.
+    assert not any(e.get("callableTrigger", {}).get("enforceAppCheck") for e in endpoints.values()) or \
+        dotenv(ROOT / ".env").get("PROMPTQ_ENFORCE_APP_CHECK") == "true"
+
+
+def test_every_collection_group_that_expires_has_a_ttl_policy():
+    """TTL does not delete subcollections: each group whose documents carry `expireAt` needs
+    its own policy (promptq.schema: executions, chunks, pages, internal; usage days)."""
+    import json
+
+    overrides = json.loads((ROOT / "infra/firestore.indexes.json").read_text())["fieldOverrides"]
+    ttl = {o["collectionGroup"] for o in overrides if o.get("ttl")}
+    assert ttl == {"executions", "chunks", "pages", "internal", "days"}
+    assert all(o["fieldPath"] == "expireAt" for o in overrides if o.get("ttl"))

@@ -74,3 +74,14 @@ def test_a_refused_write_is_permanent_not_a_retry():
 def test_a_bug_releases_the_lease_for_another_delivery():
     e = end(KeyError("x"))
     assert e.release and e.code == Code.INTERNAL and "KeyError" in e.message
+
+
+@pytest.mark.parametrize(("status", "code", "says"), [(401, Code.USER_KEY_REFUSED, "refused your own OpenRouter key"),
+                                                       (402, Code.USER_KEY_NO_CREDIT, "your own OpenRouter key is out of credit")])
+def test_a_refused_user_key_tells_the_user_it_is_theirs(status, code, says):
+    upstream = Code.UPSTREAM_UNAUTHORIZED if status == 401 else Code.UPSTREAM_PAYMENT_REQUIRED
+    refused = Permanent(f"OpenRouter {status}: nope", code=upstream, upstream_status=status)
+    end = ending(refused, cancel_requested=False, attempt_no=1, max_attempts=3, deadline_s=10, user_key=True)
+    assert (end.status, end.code, end.upstream_status) == (Status.FAILED, code, status) and says in end.message and "nope" in end.message
+    app = ending(refused, cancel_requested=False, attempt_no=1, max_attempts=3, deadline_s=10)
+    assert app.code == upstream, "on the app's key it is the operator's problem, said as it is"

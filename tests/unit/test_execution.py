@@ -243,11 +243,12 @@ def test_every_ending_is_terminal():
 
 
 def test_reconciled_cost_fills_only_what_is_missing():
-    e, _ = docs(execution={F.STATUS: "cancelled", F.GENERATION_ID: "gen-1", F.COST: None})
-    change = ex.reconciled_cost(e, generation_id="gen-1", usage=Usage(4, 2, 6), cost=0.1, now=NOW)
+    e, j = docs(execution={F.STATUS: "cancelled", F.GENERATION_ID: "gen-1", F.COST: None})
+    change = ex.reconciled_cost(e, j, generation_id="gen-1", usage=Usage(4, 2, 6), cost=0.1, now=NOW)
     assert change.execution[F.COST] == 0.1 and change.execution[F.COST_SOURCE] == "generation" and change.job is None
-    assert ex.reconciled_cost({**e, F.COST: 0.2}, generation_id="gen-1", usage=Usage(4, 2, 6), cost=0.1, now=NOW) is None
-    assert ex.reconciled_cost(e, generation_id="gen-other", usage=Usage(4, 2, 6), cost=0.1, now=NOW) is None
+    assert change.settle is None  # not counted in an account at its start: nothing to settle
+    assert ex.reconciled_cost({**e, F.COST: 0.2}, j, generation_id="gen-1", usage=Usage(4, 2, 6), cost=0.1, now=NOW) is None
+    assert ex.reconciled_cost(e, j, generation_id="gen-other", usage=Usage(4, 2, 6), cost=0.1, now=NOW) is None
 
 
 # --- Stop and the sweeper -----------------------------------------------------------------

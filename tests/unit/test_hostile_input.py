@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 
 from enqueue import service
+from enqueue.pricing import Prices
 from enqueue.request import RequestError
+from promptq.ledger import AccountView
 from promptq.schema import J, Req
 from promptq.settings import Limits, Settings
 
 SETTINGS = Settings(project_id="demo-promptq")
+PRICES = Prices("http://prices.invalid", fetch=lambda base: {"data": [{"id": "openai/gpt-4o-mini", "pricing": {"prompt": "1e-6", "completion": "2e-6"}}]})
 
 
 class Store:
@@ -31,9 +34,12 @@ class Store:
     def template(self, uid: str, prompt_id: str):
         return None if self.content is None else {"content": self.content}
 
-    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any]) -> bool:
+    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any], *, take=None) -> bool:
         if execution_id in self.created:
             return False
+        if take is not None:  # a new user's account: nothing held, no key of their own
+            taken = take(AccountView("user-1", None, None, None, {}, False))
+            execution, job = {**execution, **taken.execution}, {**job, **taken.job}
         self.created[execution_id], self.executions[execution_id] = job, execution
         return True
 
@@ -56,14 +62,14 @@ class Queue:
 def start(data: Any, *, template: str | None = "Hello {name}", settings: Settings = SETTINGS, store: Store | None = None):
     store = store or Store(template)
     queue = Queue()
-    answer = service.start_execution("user-1", data, store=store, queue=queue, settings=settings)
+    answer = service.start_execution("user-1", data, store=store, queue=queue, settings=settings, prices=PRICES)
     return answer, store, queue
 
 
 def refused(data: Any, field: str, **kw) -> RequestError:
     store, queue = Store(kw.pop("template", "Hello {name}")), Queue()
     with pytest.raises(RequestError) as info:
-        service.start_execution("user-1", data, store=store, queue=queue, settings=kw.pop("settings", SETTINGS))
+        service.start_execution("user-1", data, store=store, queue=queue, settings=kw.pop("settings", SETTINGS), prices=PRICES)
     err = info.value
     assert err.field == field, f"named {err.field!r}, not {field!r}: {err.message}"
     assert err.message.startswith(field), err.message

@@ -1,0 +1,109 @@
+"""The callables of a user's account: ``get_usage`` (their days, limits and what they hold),
+``list_executions`` (their history), and their own OpenRouter key (``set_api_key``,
+``get_api_key``, ``delete_api_key``). Each answers for the caller only."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import httpx
+
+from enqueue.control import signed_in
+from enqueue.openrouter import KeyInfo, KeyRefused
+from enqueue.request import ApiKeyRequest, ListRequest, NoArguments, RequestError, UsageRequest, parse
+from enqueue.service import user_limits
+from promptq import accounts
+from promptq import execution as ex
+from promptq.keys import KeyVault
+from promptq.schema import (Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use)
+from promptq.settings import Settings
+from promptq.store import ExecutionStore
+
+log = logging.getLogger(__name__)
+
+KeyCheck = Callable[[str], KeyInfo]  # what OpenRouter says of a key (``enqueue.openrouter.key_info``)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else None
+
+
+def _day(doc: dict[str, Any]) -> UsageDay:
+    return UsageDay.model_validate({"day": doc.get(Use.DAY), **{k: v for k, v in doc.items() if k in UsageDay.model_fields and k != "day"}})
+
+
+def get_usage(uid: str | None, data: Any, *, store: ExecutionStore, settings: Settings) -> dict[str, Any]:
+    req = parse(data, UsageRequest)
+    uid = signed_in(uid, "read your usage")
+    today = accounts.day_of(ex.utcnow())
+    view = store.ledger.view(uid, today)
+    days = store.ledger.days(uid, req.days)
+    limits = accounts.UserLimits.of(user_limits(settings), view.limits)
+    account = view.account or {}
+    now = {"active": max(0, int(account.get(Acc.ACTIVE) or 0)), "reservedUsd": max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0), 9))}
+    return UsageAnswer(today=_day({Use.DAY: today, **view.today}), days=[_day(d) for d in days], limits={**limits.to_json(), **now},
+                       hasKey=view.has_key).to_json()
+
+
+def list_executions(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
+    req = parse(data, ListRequest)
+    uid = signed_in(uid, "list your executions")
+    try:
+        docs = store.history(uid, limit=req.limit + 1, after=req.pageToken)
+    except LookupError:
+        raise RequestError("pageToken: not a page of yours (use the nextPageToken of the previous answer)") from None
+    items = [ExecutionSummary(executionId=i, status=d[F.STATUS], requestedModel=d.get(F.REQUESTED_MODEL), model=d.get(F.MODEL),
+                              title=d.get(F.TITLE), cost=d.get(F.COST), createdAt=_iso(d.get(F.CREATED_AT))) for i, d in docs[: req.limit]]
+    return ListAnswer(items=items, nextPageToken=items[-1].executionId if len(docs) > req.limit else None).to_json()
+
+
+def _checked(api_key: str, check: KeyCheck) -> KeyInfo:
+    try:
+        return check(api_key)
+    except KeyRefused as refused:
+        raise RequestError(f"apiKey: OpenRouter refused this key ({refused.status}: {refused.reason})", reason=Reason.KEY_REFUSED) from None
+    except httpx.HTTPError as exc:
+        log.warning("OpenRouter /key unreachable: %s", type(exc).__name__)
+        raise RequestError("could not reach OpenRouter to check the key; try again", CallStatus.UNAVAILABLE) from None
+
+
+def _answer(label: str | None, info: KeyInfo | None) -> dict[str, Any]:
+    return KeyAnswer(hasKey=label is not None, label=label, limit=info and info.limit, limitRemaining=info and info.limit_remaining,
+                     usage=info and info.usage).to_json()
+
+
+def set_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck) -> dict[str, Any]:
+    """Check the key with OpenRouter, then store it encrypted; the caller's executions go
+    upstream with it from their next start on."""
+    uid = signed_in(uid, "set your OpenRouter key")
+    api_key = parse(data, ApiKeyRequest).apiKey
+    if vault.kek is None:
+        raise RequestError("this deployment stores no users' keys (no PROMPTQ_KMS_KEY)", CallStatus.FAILED_PRECONDITION)
+    info = _checked(api_key, check)
+    stored = vault.put(uid, api_key)
+    log.info("user %s stored an OpenRouter key (%s)", uid, stored[K.LABEL])
+    return _answer(stored[K.LABEL], info)
+
+
+def get_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck) -> dict[str, Any]:
+    """The caller's stored key: its label, and its limit and usage as OpenRouter says now."""
+    parse(data, NoArguments)
+    uid = signed_in(uid, "read your OpenRouter key")
+    stored = vault.info(uid)
+    if stored is None:
+        return _answer(None, None)
+    api_key = vault.get(uid)
+    try:
+        info = check(api_key) if api_key else None
+    except (KeyRefused, httpx.HTTPError):
+        info = None  # the label still answers; the page shows the limit as unknown
+    return _answer(stored[K.LABEL], info)
+
+
+def delete_api_key(uid: str | None, data: Any, *, vault: KeyVault) -> dict[str, Any]:
+    parse(data, NoArguments)
+    uid = signed_in(uid, "delete your OpenRouter key")
+    existed = vault.delete(uid)
+    log.info("user %s deleted their OpenRouter key (%s)", uid, "had one" if existed else "had none")
+    return _answer(None, None)

@@ -1,0 +1,63 @@
+"""The names of users' accounts: limits, usage, their own OpenRouter keys."""
+
+from __future__ import annotations
+
+import enum
+
+ACCOUNTS = "accounts"  # accounts/{uid}: what the user holds now (server-only)
+LIMITS = "limits"  # limits/{uid}: an operator's overrides of the user's limits (server-only)
+USAGE = "usage"  # usage/{uid}/days/{YYYY-MM-DD}: what the user's executions used, by UTC day
+DAYS = "days"
+KEYS = "keys"  # keys/{uid}: the user's own OpenRouter key, encrypted (server-only)
+
+
+class KeySource(str, enum.Enum):
+    """Whose OpenRouter key served an execution (never the key itself)."""
+
+    APP = "app"  # the app's key: counts against the user's daily budget
+    USER = "user"  # the user's own key (set_api_key): their bill, not the app's
+
+
+class Acc:
+    """``accounts/{uid}``: changed atomically with each start and each ending."""
+
+    ACTIVE = "active"  # queued + running executions (a batch counts as one)
+    RESERVED_USD = "reservedUsd"  # the worst case of the app-key executions still running
+    RECENT_STARTS = "recentStarts"  # start times of the last minute (for the per-minute limit)
+    UPDATED_AT = "updatedAt"
+
+
+class Lim:
+    """``limits/{uid}``: an operator's overrides (absent: the settings' defaults; 0: off)."""
+
+    MAX_ACTIVE = "maxActive"
+    STARTS_PER_MINUTE = "startsPerMinute"
+    DAILY_BUDGET_USD = "dailyBudgetUsd"
+
+
+class Use:
+    """``usage/{uid}/days/{day}``: added to exactly once per execution, when it ends."""
+
+    DAY = "day"  # YYYY-MM-DD, UTC
+    EXECUTIONS = "executions"
+    PROMPT_TOKENS = "promptTokens"
+    COMPLETION_TOKENS = "completionTokens"
+    COST = "cost"  # USD on the app's key (what the daily budget counts)
+    USER_KEY_EXECUTIONS = "userKeyExecutions"  # ... and on the user's own key, apart
+    USER_KEY_PROMPT_TOKENS = "userKeyPromptTokens"
+    USER_KEY_COMPLETION_TOKENS = "userKeyCompletionTokens"
+    USER_KEY_COST = "userKeyCost"
+    ESTIMATED_COST = "estimatedCost"  # the part of `cost` charged at its worst case (real cost unknown)
+    EXPIRE_AT = "expireAt"
+
+
+class K:
+    """``keys/{uid}``: envelope encryption (a data key wraps the key; KMS or a local key wraps
+    the data key). Only a label (its last 4 characters) ever leaves."""
+
+    LABEL = "label"
+    CIPHERTEXT = "ciphertext"
+    NONCE = "nonce"
+    WRAPPED_KEY = "wrappedKey"
+    KEK = "kek"  # which key-encryption key wrapped it ("local" or a Cloud KMS key name)
+    CREATED_AT = "createdAt"

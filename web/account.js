@@ -1,0 +1,122 @@
+// The signed-in user's account: today's spend against their budget (live), their own
+// OpenRouter key (set / delete; only its label is ever shown), and their last 20 executions
+// (live; a click follows one).
+
+import { httpsCallable } from "firebase/functions";
+import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
+import { $, fail, show } from "./dom.js";
+import { Callable, DAYS, EXECUTIONS, F, USAGE, Use } from "./schema.js";
+
+const HISTORY = 20;
+
+/** "$0.000123" (no trailing zeros), "$0" */
+export function usd(value) {
+  if (value == null) return "unknown";
+  return value ? `$${value.toFixed(6).replace(/0+$/, "").replace(/\.$/, "")}` : "$0";
+}
+
+/** Today's UTC day, as usage documents are named. */
+const today = () => new Date().toISOString().slice(0, 10);
+
+/** Today's spend against the budget (`limits` from get_usage; `spent`: the usage day, live). */
+function renderSpend({ limits, spent }) {
+  if (!spent) return show($("spend"), "Today: nothing spent yet.");
+  const budget = limits.dailyBudgetUsd;
+  show($("spend"), `Today: ${usd(spent[Use.COST] ?? 0)}` + (budget ? ` of your ${usd(budget)} daily budget` : " (no daily budget)")
+    + ` · ${spent[Use.EXECUTIONS] ?? 0} executions on the app's key`
+    + (spent[Use.USER_KEY_EXECUTIONS] ? `, ${spent[Use.USER_KEY_EXECUTIONS]} on your own (${usd(spent[Use.USER_KEY_COST])})` : ""));
+  const bar = $("budget-bar");
+  bar.hidden = !budget;
+  if (budget) bar.value = Math.min(1, (spent[Use.COST] ?? 0) / budget);
+}
+
+/** The key's label, limit and usage (get_api_key / set_api_key / delete_api_key's answer). */
+function renderKey(answer) {
+  $("delete-key").hidden = !answer.hasKey;
+  if (!answer.hasKey) return show($("key-status"), "No key of your own: your executions run on the app's key.");
+  const limit = answer.limit != null ? `limit ${usd(answer.limit)}, ${usd(answer.limitRemaining)} left` : "no credit limit";
+  show($("key-status"), `Your key ${answer.label} serves your executions (${limit}, used ${usd(answer.usage)}).`);
+}
+
+/** Save and Delete of one's own key: the field is emptied as soon as the key is stored. */
+function wireKey(call) {
+  const attempt = async (promise) => {
+    $("key-error").hidden = true;
+    try {
+      renderKey((await promise).data);
+      return true;
+    } catch (err) {
+      fail($("key-error"), err);
+      return false;
+    }
+  };
+  $("key-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (await attempt(call(Callable.SET_API_KEY)({ apiKey: $("api-key").value.trim() }))) $("api-key").value = "";
+  });
+  $("delete-key").addEventListener("click", () => attempt(call(Callable.DELETE_API_KEY)({})));
+}
+
+/**
+ * Wire the account card and the history list; returns `watch(uid)`, which starts the live parts
+ * for a user and returns their unsubscribe.
+ * @param {import("firebase/firestore").Firestore} db
+ * @param {import("firebase/functions").Functions} functions
+ */
+export function setupAccount(db, functions) {
+  const call = (name) => httpsCallable(functions, name);
+  const state = { limits: { dailyBudgetUsd: 0 }, spent: null };
+  wireKey(call);
+  const refresh = () => Promise.all([call(Callable.GET_USAGE)({ days: 1 }), call(Callable.GET_API_KEY)({})])
+    .then(([usage, key]) => {
+      state.limits = usage.data.limits;
+      renderSpend(state);
+      renderKey(key.data);
+    }, (err) => fail($("key-error"), err));
+
+  return (uid) => {
+    $("account-section").hidden = $("history-section").hidden = false;
+    state.spent = null;
+    renderSpend(state);
+    refresh();
+    const stopSpend = onSnapshot(doc(db, USAGE, uid, DAYS, today()), (snap) => {
+      state.spent = snap.exists() ? snap.data() : null;
+      renderSpend(state);
+    }, (err) => fail($("key-error"), err));
+    const mine = query(collection(db, EXECUTIONS), where(F.OWNER, "==", uid), orderBy(F.CREATED_AT, "desc"), limit(HISTORY));
+    const stopHistory = onSnapshot(mine, (snaps) => renderHistory(snaps.docs), (err) => fail($("history-error"), err));
+    return () => {
+      stopSpend();
+      stopHistory();
+      $("account-section").hidden = $("history-section").hidden = true;
+    };
+  };
+}
+
+function renderHistory(docs) {
+  const rows = docs.map((snap) => {
+    const d = snap.data();
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `#/executions/${snap.id}`;
+    a.dataset.executionId = snap.id;
+    const status = document.createElement("span");
+    status.className = "status";
+    status.dataset.status = d[F.STATUS];
+    status.textContent = d[F.STATUS];
+    const model = document.createElement("span");
+    model.className = "model";
+    model.textContent = d[F.MODEL] ?? d[F.REQUESTED_MODEL] ?? "";
+    const title = document.createElement("span");
+    title.className = "title";
+    title.textContent = d[F.TITLE] ?? "";
+    const cost = document.createElement("span");
+    cost.className = "cost";
+    cost.textContent = d[F.COST] != null ? usd(d[F.COST]) : "";
+    a.append(status, model, title, cost);
+    li.append(a);
+    return li;
+  });
+  $("history").replaceChildren(...rows);
+  $("no-history").hidden = rows.length > 0;
+}
