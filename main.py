@@ -8,7 +8,7 @@ import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
-from enqueue import account, control, sweeper
+from enqueue import account, batches, control, sweeper
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import redact
@@ -55,7 +55,7 @@ def get_execution(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def cancel_execution(req: https_fn.CallableRequest) -> dict:
     """Stop an execution one owns: queued ends at once, running stops within a second."""
-    return _answer(req, control.cancel_execution, store=wiring.store())
+    return _answer(req, control.cancel_execution, store=wiring.store(), flow=wiring.batch_flow())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
@@ -88,6 +88,38 @@ def delete_api_key(req: https_fn.CallableRequest) -> dict:
     return _answer(req, account.delete_api_key, vault=wiring.vault())
 
 
+@https_fn.on_call(memory=options.MemoryOption.GB_1, timeout_sec=540, **CALLABLE)
+def start_batch(req: https_fn.CallableRequest) -> dict:
+    """Validate every item, create them (waiting) and the batch; hand the first of each lane over."""
+    return _answer(req, batches.start_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(),
+                   prices=wiring.prices())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def get_batch(req: https_fn.CallableRequest) -> dict:
+    """A batch's status, counts and totals (as last folded, at most about a second old)."""
+    return _answer(req, batches.get_batch, batches=wiring.batches())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_512, **CALLABLE)
+def get_batch_results(req: https_fn.CallableRequest) -> dict:
+    """A page of a batch's results: in item order, or in the order they ended."""
+    return _answer(req, batches.get_batch_results, batches=wiring.batches())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
+def cancel_batch(req: https_fn.CallableRequest) -> dict:
+    """End a batch's waiting items and stop its running ones."""
+    return _answer(req, batches.cancel_batch, batches=wiring.batches(), flow=wiring.batch_flow())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
+def retry_batch(req: https_fn.CallableRequest) -> dict:
+    """Run a batch's failed items again, as new executions under the same customId."""
+    return _answer(req, batches.retry_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(),
+                   prices=wiring.prices())
+
+
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
 # allow only letters, digits and hyphens (the emulator and Cloud Tasks refuse "run_execution").
 @tasks_fn.on_task_dispatched(
@@ -111,5 +143,5 @@ def runexecution(req: tasks_fn.CallableRequest) -> dict:
 @scheduler_fn.on_schedule(schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256)
 def sweep_executions(event: scheduler_fn.ScheduledEvent) -> None:
     """Revive or end executions nothing works on any more (dead workers, lost tasks)."""
-    report = sweeper.sweep(wiring.store(), wiring.task_queue(), wiring.settings())
+    report = sweeper.sweep(wiring.store(), wiring.task_queue(), wiring.settings(), flow=wiring.batch_flow())
     log.info("sweep: %d re-enqueued, %d ended failed", len(report.requeued), len(report.failed))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 
+from enqueue.batchflow import BatchFlow
 from enqueue.openrouter import KeyInfo, key_info
 from enqueue.pricing import Prices
 from enqueue.tasks import TaskQueue
+from promptq.batch_store import BatchStore
 from promptq.keys import KeyVault, kek_from
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
@@ -51,7 +53,17 @@ def task_queue() -> TaskQueue:
 
 
 @functools.cache
+def batches() -> BatchStore:
+    return BatchStore(store())
+
+
+@functools.cache
+def batch_flow() -> BatchFlow:
+    return BatchFlow(batches(), task_queue(), fold_interval_s=settings().batch_fold_interval_s)
+
+
+@functools.cache
 def worker_runtime():
     from worker.runtime import WorkerRuntime
 
-    return WorkerRuntime(settings(), store(), vault())
+    return WorkerRuntime(settings(), store(), vault(), batch_flow())

@@ -11,8 +11,8 @@ import json
 import re
 
 from promptq.schema import (
-    ACCOUNTS, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USAGE, USERS, Acc, C, Callable,
-    CostSource, E, F, P, Status, U, Use,
+    ACCOUNTS, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USAGE, USERS, Acc, C, Callable,
+    CostSource, E, F, P, Status, U, Use, B, Count,
 )
 
 
@@ -33,6 +33,7 @@ def js_module() -> str:
         "ACCOUNTS": ACCOUNTS,
         "USAGE": USAGE,
         "DAYS": DAYS,
+        "BATCHES": BATCHES,
         "FINISH_CANCELLED": FINISH_CANCELLED,
         "Status": {s.name: s.value for s in Status},
         "LIVE": sorted(s.value for s in LIVE),
@@ -43,6 +44,8 @@ def js_module() -> str:
         "P": obj(P),
         "Acc": obj(Acc),
         "Use": obj(Use),
+        "B": obj(B),
+        "Count": obj(Count),
         "CostSource": {s.name: s.value for s in CostSource},
         "Callable": {c.name: c.value for c in Callable},
         # start_execution's request fields (enqueue/request.py, StartRequest)

@@ -82,12 +82,15 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
     ).to_json()
 
 
-def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
+def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore, flow=None) -> dict[str, Any]:
     """Stop an execution: a queued one ends now; a running one is asked to stop (its worker
-    notices within a second, closes the upstream connection and ends it ``cancelled``)."""
+    notices within a second, closes the upstream connection and ends it ``cancelled``). A batch
+    item's batch hears of it (``flow``: enqueue.batchflow)."""
     execution_id = parse(data, ExecutionRef).executionId
     owned(store, signed_in(uid, "cancel an execution"), execution_id)
     change, seen = store.update_if(execution_id, lambda execution, job: ex.decide_cancel(execution, job, now=ex.utcnow()))
+    if change is not None and flow is not None and (seen.execution or {}).get(F.BATCH_ID):
+        flow.touch(seen.execution[F.BATCH_ID])
     status = ex.status_of(seen.execution) if seen.execution else None
     if change is None:
         message = f"already {status}: nothing to cancel" if status in TERMINAL else "cancel already requested"

@@ -236,3 +236,52 @@ class ApiKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     apiKey: ApiKey
+
+
+CustomId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_unicode)]
+
+
+class BatchRequest(BaseModel):
+    """``start_batch``: the items (each a ``start_execution`` request with a ``customId``) and
+    what every item gets unless it says otherwise (``model``/``models``, ``params``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    items: list[dict[str, Any]] = Field(min_length=1)
+    model: ModelId | None = None
+    models: list[ModelId] | None = Field(None, min_length=1)
+    params: dict[str, Any] | None = None
+    maxConcurrency: int | None = Field(None, ge=1)
+    idempotencyKey: Key | None = None
+
+
+class ItemId(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    customId: CustomId
+
+
+class BatchRef(BaseModel):
+    """``get_batch``, ``cancel_batch``, ``retry_batch``: which batch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    batchId: DocId
+
+
+class BatchResultsRequest(BaseModel):
+    """``get_batch_results``: a page of the items' results, in item order (``index``) or in
+    the order they ended (``finished``: ended items only, to collect them as they finish)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    batchId: DocId
+    pageToken: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$")] | None = None
+    pageSize: int = Field(100, ge=1, le=1000)
+    order: Literal["index", "finished"] = "index"
+
+
+def within(prefix: str, err: RequestError) -> RequestError:
+    """The same refusal, naming the field under ``prefix`` (``items.17.variables.city: ...``)."""
+    message = f"{prefix}.{err.message}" if err.field else f"{prefix}: {err.message}"
+    return RequestError(message, err.status, reason=err.reason)

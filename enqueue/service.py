@@ -59,8 +59,9 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settin
 
 
 def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, str]], execution_id: str,
-                  settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The execution (what watchers read) and its job (the request), both to be created."""
+                  settings: Settings, *, item: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The execution (what watchers read) and its job (the request), both to be created
+    (``item``: a batch item's fields, ``promptq.execution.new_execution``)."""
     models = req.models or [req.model or settings.default_model]
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.
@@ -68,7 +69,7 @@ def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, str]]
     now = ex.utcnow()
     expire_at = now + timedelta(days=settings.retention_days)
     execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at,
-                                 title=pr.title_of(messages))
+                                 title=pr.title_of(messages), item=item)
     job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=fingerprint(req), task=execution_id, now=now,
                      expire_at=expire_at)
     return execution, job

@@ -34,18 +34,31 @@ class SweepReport:
     failed: list[str] = dataclasses.field(default_factory=list)  # ended now (failed, or cancelled)
     waiting: list[str] = dataclasses.field(default_factory=list)  # their task is still queued
     errors: list[str] = dataclasses.field(default_factory=list)
+    handed_over: int = 0  # batch items whose lost turn was handed over
 
 
-def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime | None = None) -> SweepReport:
+def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime | None = None, *, flow=None) -> SweepReport:
     now = now or ex.utcnow()
     report = SweepReport()
     for execution_id in store.abandoned(now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s, limit=BATCH):
         try:
-            _sweep_one(execution_id, store, queue, settings, now, report)
+            _sweep_one(execution_id, store, queue, settings, now, report, flow)
         except Exception:  # noqa: BLE001 - one execution must not stop the sweep of the others
             log.exception("execution %s: could not be swept", execution_id)
             report.errors.append(execution_id)
+    if flow is not None:
+        _repair_batches(flow, settings, now, report)
     return report
+
+
+def _repair_batches(flow, settings: Settings, now: datetime, report: SweepReport) -> None:
+    """Batches nothing folded for a while: fold them, and hand over items whose turn was lost."""
+    for batch_id in flow.batches.stale(now=now, grace_s=settings.sweep_grace_s, limit=BATCH):
+        try:
+            report.handed_over += flow.repair(batch_id)
+        except Exception:  # noqa: BLE001 - one batch must not stop the others
+            log.exception("batch %s: could not be repaired", batch_id)
+            report.errors.append(batch_id)
 
 
 def _decide(settings: Settings, now: datetime):
@@ -56,7 +69,8 @@ def _decide(settings: Settings, now: datetime):
     return decide
 
 
-def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime, report: SweepReport) -> None:
+def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime, report: SweepReport,
+               flow=None) -> None:
     seen = store.read(execution_id)
     decide = _decide(settings, now)
     kind, first = decide(seen.execution, seen.job)
@@ -83,6 +97,8 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
         update = change.execution or {}
         log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update.get(F.STATUS), (update.get(F.ERROR) or {}).get(E.CODE))
         report.failed.append(execution_id)
+        if flow is not None and (seen.execution or {}).get(F.BATCH_ID):
+            flow.after_end(seen.execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT))
     else:
         log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, task_id, requeues)
         report.requeued.append(execution_id)

@@ -13,7 +13,7 @@ import threading
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from promptq.settings import Settings
 
@@ -37,14 +37,14 @@ class TaskQueue:
     def task_name(self, task_id: str) -> str:
         return f"{self.settings.queue_path}/tasks/{task_id}"
 
-    def build_task(self, execution_id: str, task_id: str) -> tasks_v2.Task:
+    def build_task(self, execution_id: str, task_id: str, *, data: dict | None = None) -> tasks_v2.Task:
         s = self.settings
         request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
             url=s.worker_url,
             headers={"Content-Type": "application/json"},
             # The payload is the execution id only: the prompt stays in Firestore.
-            body=json.dumps({"data": {"executionId": execution_id}}).encode(),
+            body=json.dumps({"data": data or {"executionId": execution_id}}).encode(),
         )
         if s.tasks_service_account:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
@@ -62,6 +62,17 @@ class TaskQueue:
             self.client.create_task(parent=self.settings.queue_path, task=self.build_task(execution_id, task_id or execution_id))
         except gexc.AlreadyExists:
             log.info("execution %s: task %s already exists", execution_id, task_id or execution_id)
+            return False
+        return True
+
+    def enqueue_fold(self, batch_id: str, at: float) -> bool:
+        """A fold of the batch's document at ``at`` (epoch seconds): one task per batch and
+        instant, whoever asks; False if it was asked for already."""
+        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data={"batchId": batch_id})
+        task.schedule_time = timestamp_pb2.Timestamp(seconds=int(at), nanos=int((at % 1) * 1e9))
+        try:
+            self.client.create_task(parent=self.settings.queue_path, task=task)
+        except gexc.AlreadyExists:
             return False
         return True
 

@@ -41,13 +41,16 @@ Doc = Mapping[str, Any]
 
 
 def new_execution(*, owner_uid: str, requested_model: str, idempotency_key: str | None, now: datetime, expire_at: datetime,
-                  title: str | None = None) -> dict[str, Any]:
-    """The execution document the callable creates: ``queued``, nothing streamed yet."""
+                  title: str | None = None, item: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The execution document the callable creates: ``queued``, nothing streamed yet. A batch
+    item also carries ``item`` (``F.BATCH_ID``, ``F.CUSTOM_ID``, ``F.INDEX``, ``F.AFTER``) and
+    waits for its turn (``F.WAITING``) until ``handed_over``."""
     empty = dict.fromkeys((F.MODEL, F.GENERATION_ID, F.USAGE, F.COST, F.FINISH_REASON, F.ERROR, F.WORKER, F.STARTED_AT,
                            F.FIRST_TOKEN_AT, F.FINISHED_AT, F.OUTPUT_LENGTH, F.CHUNK_COUNT, F.OUTPUT_PAGES, F.KEY_SOURCE))
     return {**empty, F.STATUS: Status.QUEUED.value, F.OWNER: owner_uid, F.REQUESTED_MODEL: requested_model, F.TITLE: title,
             F.IDEMPOTENCY_KEY: idempotency_key, F.ATTEMPT: 0, F.SEQ: 0, F.CANCEL_REQUESTED: False, F.CREATED_AT: now,
-            F.UPDATED_AT: now, F.EXPIRE_AT: expire_at, F.WRITES: 1}
+            F.UPDATED_AT: now, F.EXPIRE_AT: expire_at, F.WRITES: 1, F.WAITING: item is not None,
+            **({**dict(item), F.LATEST: True} if item is not None else {})}
 
 
 def new_job(*, owner_uid: str, messages: list[dict[str, str]], request: Mapping[str, Any], request_hash: str, task: str,
@@ -79,6 +82,8 @@ def _not_claimable(execution: Doc, job: Doc, now: datetime) -> ClaimDecision | N
     status = status_of(execution)
     if status in TERMINAL:
         return ClaimDecision(ClaimKind.TERMINAL)
+    if execution.get(F.WAITING):  # a batch item before its turn (its task should not exist yet)
+        return ClaimDecision(ClaimKind.BUSY, retry_after_s=30.0)
     if status is Status.QUEUED and execution.get(F.CANCEL_REQUESTED):
         return ClaimDecision(ClaimKind.CANCELLED, ended(execution, job, Ending(Status.CANCELLED), now=now))
     retry_at = as_utc(job.get(J.RETRY_AT))
@@ -153,7 +158,7 @@ def ended(execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Pro
     if history is not None:
         release[J.ATTEMPTS] = history
     settle = None
-    if accounts.counted(job):  # its owner's account gets back what the start took; its day, what it used
+    if accounts.counted(job) and not job.get(J.BATCH_ID):  # (a batch item's usage counts with its batch's)
         settle, charge = accounts.settled(execution, job, produced=produced, history=history, now=now)
         release.update(charge)
     return Change(_bump(execution, update, now), release, chunk=last, settle=settle)
@@ -187,9 +192,23 @@ def reconciled_cost(execution: Doc, job: Doc, *, generation_id: str, usage: Usag
     if (execution.get(F.STATUS) != Status.CANCELLED.value or execution.get(F.GENERATION_ID) != generation_id
             or execution.get(F.COST) is not None):
         return None
-    settle, charge = accounts.reconciled(execution, job, usage=usage, cost=cost) if accounts.counted(job) else (None, None)
+    counted = accounts.counted(job) and not job.get(J.BATCH_ID)
+    settle, charge = accounts.reconciled(execution, job, usage=usage, cost=cost) if counted else (None, None)
     update = _bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now)
     return Change(update, charge, settle=settle)
+
+
+def handed_over(execution: Doc | None, *, now: datetime) -> Change | None:
+    """A waiting batch item's turn came: it may now be delivered (its task is created next).
+    None: it is not waiting (handed over already)."""
+    if execution is None or not execution.get(F.WAITING):
+        return None
+    return Change(_bump(execution, {F.WAITING: False}, now))
+
+
+def superseded(execution: Doc, *, now: datetime) -> Change:
+    """A retried batch item's old execution: no longer the item's newest."""
+    return Change(_bump(execution, {F.LATEST: False}, now))
 
 
 # --- Stop -------------------------------------------------------------------------------
@@ -216,6 +235,8 @@ def decide_sweep(execution: Doc | None, job: Doc | None, *, now: datetime, grace
     if execution is None or job is None or is_terminal(execution):
         return SweepKind.SKIP, None
     requeues = int(job.get(J.REQUEUES) or 0)
+    if execution.get(F.WAITING):
+        return SweepKind.SKIP, None  # a batch item waiting for its turn (its batch's repair hands it over)
     if status_of(execution) is Status.RUNNING:
         lease = as_utc(job.get(J.LEASE_EXPIRES_AT))
         if lease is None or lease > now - timedelta(seconds=grace_s):

@@ -130,6 +130,13 @@ class Settings:
     kms_key: str = env("PROMPTQ_KMS_KEY", "")
     local_kek: str = env("PROMPTQ_LOCAL_KEK", "", repr=False)  # base64 of 32 bytes; the local stack writes one
 
+    # Batch runs (start_batch).
+    batch_max_items: int = env("PROMPTQ_BATCH_MAX_ITEMS", 10_000)
+    batch_max_bytes: int = env("PROMPTQ_BATCH_MAX_BYTES", 16 * 1024 * 1024)  # all items' prompts, UTF-8, after rendering
+    batch_default_concurrency: int = env("PROMPTQ_BATCH_DEFAULT_CONCURRENCY", 10)
+    batch_max_concurrency: int = env("PROMPTQ_BATCH_MAX_CONCURRENCY", 100)  # the most maxConcurrency may be
+    batch_fold_interval_s: float = env("PROMPTQ_BATCH_FOLD_INTERVAL", 1.0)  # a batch's document, at most once per
+
     limits: Limits = field(default_factory=Limits)
 
     @classmethod

@@ -124,6 +124,7 @@ class ExecutionStore(Listeners):
         stale = (
             self.client.collection(EXECUTIONS)
             .where(filter=FieldFilter(F.STATUS, "==", Status.QUEUED.value))
+            .where(filter=FieldFilter(F.WAITING, "==", False))  # batch items waiting their turn are not lost
             .where(filter=FieldFilter(F.UPDATED_AT, "<", now - timedelta(seconds=queue_timeout_s)))
             .limit(limit)
         )

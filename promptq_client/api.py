@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from promptq.schema import Callable as Fn, CancelAnswer, KeyAnswer, ListAnswer, PollAnswer, StartAnswer, UsageAnswer
+from promptq.schema import (BatchAnswer, BatchResults, BatchStarted, Callable as Fn, CancelAnswer, KeyAnswer, ListAnswer, PollAnswer,
+                            StartAnswer, UsageAnswer)
 
 
 RETRY_WAITS = (0.2, 0.5, 1.0)  # seconds before each retry of a call that is safe to repeat
@@ -156,6 +157,31 @@ class Client:
 
     def delete_key(self, user: User | None) -> KeyAnswer:
         return KeyAnswer.model_validate(self.call(Fn.DELETE_API_KEY, {}, user, retry=True))
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def start_batch(self, user: User | None, items: list[dict[str, Any]], **options: Any) -> BatchStarted:
+        """Start a batch (``model``, ``models``, ``params``, ``maxConcurrency``); retried safely
+        with an idempotency key made here when none is given."""
+        data = {"items": items, **options}
+        data.setdefault("idempotencyKey", f"client-{uuid.uuid4().hex}")
+        return BatchStarted.model_validate(self.call(Fn.START_BATCH, data, user, retry=True))
+
+    def batch(self, user: User | None, batch_id: str) -> BatchAnswer:
+        return BatchAnswer.model_validate(self.call(Fn.GET_BATCH, {"batchId": batch_id}, user, retry=True))
+
+    def batch_results(self, user: User | None, batch_id: str, *, page_token: str | None = None, page_size: int = 100,
+                      order: str = "index") -> BatchResults:
+        data: dict[str, Any] = {"batchId": batch_id, "pageSize": page_size, "order": order}
+        if page_token:
+            data["pageToken"] = page_token
+        return BatchResults.model_validate(self.call(Fn.GET_BATCH_RESULTS, data, user, retry=True))
+
+    def cancel_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
+        return BatchAnswer.model_validate(self.call(Fn.CANCEL_BATCH, {"batchId": batch_id}, user, retry=True))
+
+    def retry_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
+        return BatchAnswer.model_validate(self.call(Fn.RETRY_BATCH, {"batchId": batch_id}, user))
 
     # --- watching (Firestore, with Google credentials) ---------------------------------------
 

@@ -113,7 +113,7 @@ def clean(stack, db):
 
 
 @pytest.fixture
-def make_user(client):
+def make_user(client, clean):
     """Factory: a new signed-in user on the Auth emulator. Without ``limits`` the user has no
     limits (an operator's override of 0s: most tests start more than a user may); with a dict,
     that override (``limits/{uid}``); with ``"defaults"``, the settings' defaults."""

@@ -11,6 +11,7 @@ import { connectFirestoreEmulator, getFirestore } from "firebase/firestore";
 import { connectFunctionsEmulator, getFunctions } from "firebase/functions";
 import { setupAccount } from "./account.js";
 import { setupAuth } from "./auth.js";
+import { hideBatch, showBatch, shownBatch, watchBatches } from "./batch.js";
 import { $, show } from "./dom.js";
 import { setupRun } from "./run.js";
 import { setupTemplates } from "./templates.js";
@@ -32,10 +33,12 @@ function start() {
   connectFunctionsEmulator(functions, config.functionsEmulator.host, config.functionsEmulator.port);
   show($("env"), `local emulators · project ${config.projectId}`);
 
-  // #/executions/{id} in the address: watch that execution (after a reload, or from a link).
+  // #/executions/{id} or #/batches/{id} in the address: watch it (after a reload, or from a link).
   const watchLinked = () => {
-    const m = location.hash.match(/^#\/executions\/([A-Za-z0-9_-]{1,128})$/);
-    if (m && auth.currentUser && currentExecution()?.id !== m[1]) showExecution(db, m[1]);
+    const m = location.hash.match(/^#\/(executions|batches)\/([A-Za-z0-9_-]{1,128})$/);
+    if (!m || !auth.currentUser) return;
+    if (m[1] === "executions" && currentExecution()?.id !== m[2]) showExecution(db, m[2]);
+    if (m[1] === "batches" && shownBatch() !== m[2]) showBatch(db, auth.currentUser.uid, m[2]);
   };
   window.addEventListener("hashchange", watchLinked);
 
@@ -44,12 +47,13 @@ function start() {
   const signedOut = [];  // unsubscribe functions to run on sign-out
   setupAuth(auth, {
     onSignedIn: (user) => {
-      signedOut.push(watchTemplates(user.uid), watchAccount(user.uid));
+      signedOut.push(watchTemplates(user.uid), watchAccount(user.uid), watchBatches(db, user.uid));
       watchLinked();
     },
     onSignedOut: () => {
       signedOut.splice(0).forEach((unsubscribe) => unsubscribe());
       hideExecution();
+      hideBatch();
     },
   });
   setupRun(functions, { onStarted: (id) => showExecution(db, id), current: currentExecution });

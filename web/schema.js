@@ -9,6 +9,7 @@ export const TEMPLATE_CONTENT = "content";
 export const ACCOUNTS = "accounts";
 export const USAGE = "usage";
 export const DAYS = "days";
+export const BATCHES = "batches";
 export const FINISH_CANCELLED = "cancelled";
 export const Status = Object.freeze({
   "QUEUED": "queued",
@@ -27,6 +28,12 @@ export const F = Object.freeze({
   "REQUESTED_MODEL": "requestedModel",
   "TITLE": "title",
   "KEY_SOURCE": "keySource",
+  "BATCH_ID": "batchId",
+  "CUSTOM_ID": "customId",
+  "INDEX": "index",
+  "LATEST": "latest",
+  "WAITING": "waiting",
+  "AFTER": "after",
   "MODEL": "model",
   "GENERATION_ID": "generationId",
   "IDEMPOTENCY_KEY": "idempotencyKey",
@@ -100,6 +107,39 @@ export const Use = Object.freeze({
   "ESTIMATED_COST": "estimatedCost",
   "EXPIRE_AT": "expireAt"
 });
+export const B = Object.freeze({
+  "OWNER": "ownerUid",
+  "STATUS": "status",
+  "TITLE": "title",
+  "COUNTS": "counts",
+  "USAGE": "usage",
+  "COST": "cost",
+  "MAX_CONCURRENCY": "maxConcurrency",
+  "ROUND": "round",
+  "REQUESTED_MODEL": "requestedModel",
+  "KEY_SOURCE": "keySource",
+  "HOLDS": "holds",
+  "RESERVED_USD": "reservedUsd",
+  "SETTLED": "settled",
+  "IDEMPOTENCY_KEY": "idempotencyKey",
+  "REQUEST_HASH": "requestHash",
+  "CANCEL_REQUESTED": "cancelRequested",
+  "CREATED_AT": "createdAt",
+  "STARTED_AT": "startedAt",
+  "FINISHED_AT": "finishedAt",
+  "UPDATED_AT": "updatedAt",
+  "FOLDED_AT": "foldedAt",
+  "EXPIRE_AT": "expireAt",
+  "WRITES": "writes"
+});
+export const Count = Object.freeze({
+  "TOTAL": "total",
+  "QUEUED": "queued",
+  "RUNNING": "running",
+  "SUCCEEDED": "succeeded",
+  "FAILED": "failed",
+  "CANCELLED": "cancelled"
+});
 export const CostSource = Object.freeze({
   "STREAM": "stream",
   "GENERATION": "generation"
@@ -112,7 +152,12 @@ export const Callable = Object.freeze({
   "GET_USAGE": "get_usage",
   "SET_API_KEY": "set_api_key",
   "GET_API_KEY": "get_api_key",
-  "DELETE_API_KEY": "delete_api_key"
+  "DELETE_API_KEY": "delete_api_key",
+  "START_BATCH": "start_batch",
+  "GET_BATCH": "get_batch",
+  "GET_BATCH_RESULTS": "get_batch_results",
+  "CANCEL_BATCH": "cancel_batch",
+  "RETRY_BATCH": "retry_batch"
 });
 export const Start = Object.freeze({
   "PROMPT": "prompt",

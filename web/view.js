@@ -22,7 +22,7 @@ export function currentExecution() {
  */
 export function showExecution(db, id) {
   current?.handle.unsubscribe();
-  history.replaceState(null, "", `#/executions/${id}`);
+  if (location.hash !== `#/executions/${id}`) history.replaceState(null, "", `#/executions/${id}`);
   const view = { id, stopping: false, shown: "", attempt: null, text: document.createTextNode("") };
   $("output").replaceChildren(view.text);
   $("execution-id").textContent = id;

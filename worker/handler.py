@@ -20,9 +20,18 @@ def execution_id_of(data: object) -> str | None:
     return value if isinstance(value, str) and _ID.match(value) else None
 
 
+def batch_id_of(data: object) -> str | None:
+    """The batch a fold task names (``{"batchId": ...}``), or None."""
+    value = data.get("batchId") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and _ID.match(value) else None
+
+
 def handle(data: object, *, runtime: WorkerRuntime, api_key: str) -> RunResult:
-    """One delivery of a task: run its execution on the process's shared runtime (a malformed
-    task is dropped: 2xx)."""
+    """One delivery of a task: run its execution on the process's shared runtime, or fold a
+    batch's document (a malformed task is dropped: 2xx)."""
+    batch_id = batch_id_of(data)
+    if batch_id is not None and runtime.flow is not None:
+        return runtime.fold(batch_id)
     execution_id = execution_id_of(data)
     if execution_id is None:
         # A malformed task can never succeed: answer 2xx so that Cloud Tasks drops it.

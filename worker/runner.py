@@ -19,7 +19,7 @@ from typing import Callable
 from promptq import execution as ex
 from promptq.errors import LostClaim, Permanent
 from promptq.records import Ending
-from promptq.schema import ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
+from promptq.schema import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq.writer import AttemptWriter
@@ -37,6 +37,13 @@ class RunResult:
     status: Status | None = None  # how this delivery ended the execution, if it did
     code: str | None = None
     retry_after_s: float = 0.0
+    batch_id: str | None = None  # a batch item: its batch ...
+    next_id: str | None = None  # ... and the item its end hands over
+
+    @property
+    def ended(self) -> bool:
+        """The execution is over (this delivery ended it, or found it ended)."""
+        return self.status in TERMINAL or self.claim in (ClaimKind.TERMINAL, ClaimKind.CANCELLED, ClaimKind.EXHAUSTED)
 
     def answer(self) -> TaskAnswer:
         return TaskAnswer(outcome=self.outcome, claim=self.claim, status=self.status, code=self.code)
@@ -54,7 +61,7 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_fo
         store.claim, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
     )
     if decision.kind is not ClaimKind.START:
-        return _unclaimed(execution_id, decision)
+        return _in_batch(_unclaimed(execution_id, decision), seen)
     log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, writer.attempt, attempt_id, os.getpid(),
              " (restart)" if decision.restarted else "")
     attempt = Attempt(execution_id, writer, settings, stops=stops)
@@ -72,7 +79,15 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_fo
     result = await _apply(end, writer, attempt)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id and upstream is not None:
         await _reconcile_cost(execution_id, attempt.generation_id, store=store, upstream=upstream)
-    return result
+    return _in_batch(result, seen)
+
+
+def _in_batch(result: RunResult, seen) -> RunResult:
+    """A batch item's result names its batch and the next item of its lane."""
+    execution = seen.execution or {}
+    if not execution.get(F.BATCH_ID):
+        return result
+    return dataclasses.replace(result, batch_id=execution[F.BATCH_ID], next_id=(seen.job or {}).get(J.NEXT))
 
 
 def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:

@@ -25,7 +25,7 @@ from typing import Callable
 
 from promptq.errors import Permanent
 from promptq.keys import KeyVault
-from promptq.schema import Code, J, KeySource
+from promptq.schema import ClaimKind, Code, J, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from worker.runner import RunResult, run_execution
@@ -69,10 +69,11 @@ class StopListener:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None):
+    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None, flow=None):
         self.settings = settings
         self.store = store
         self.vault = vault
+        self.flow = flow  # enqueue.batchflow.BatchFlow: batch items' hand-overs and folds
         self.worker = f"w-{uuid.uuid4().hex[:16]}"  # this process, in the executions it holds
         self.stops = StopListener(store, self.worker)
         self.loop = asyncio.new_event_loop()
@@ -110,7 +111,26 @@ class WorkerRuntime:
         """Run one delivery on the shared loop; blocks the calling request thread until it ends."""
         coro = run_execution(execution_id, store=self.store, upstream_for=self.upstream_for(api_key), settings=self.settings,
                              worker=self.worker, stops=self.stops.register)
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        result = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        if result.batch_id and self.flow is not None:
+            self._batch_item_moved(result)
+        return result
+
+    def _batch_item_moved(self, result: RunResult) -> None:
+        """A batch item started, went back to the queue or ended: its batch hears of it (and the
+        next item of its lane gets its turn when it ended)."""
+        try:
+            if result.ended:
+                self.flow.after_end(result.batch_id, result.next_id)
+            elif result.claim is ClaimKind.START:
+                self.flow.touch(result.batch_id)
+        except Exception:  # noqa: BLE001 - the sweeper repairs a lost hand-over; the delivery itself is done
+            log.exception("batch %s: could not hand over after an item", result.batch_id)
+
+    def fold(self, batch_id: str) -> RunResult:
+        """A fold task: the batch's document from its items."""
+        self.flow.batches.fold(batch_id)
+        return RunResult(Outcome.DONE, ClaimKind.FOLD)
 
     def close(self) -> None:
         self.stops.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -220,7 +221,9 @@ async def _prepare(request: web.Request, record: RequestRecord) -> tuple[dict[st
     candidates = _candidates(body)
     scenarios = _scenarios(request, candidates)
     record.scenario = scenarios[0].to_json()
-    messages_key = protocol.dumps(body["messages"])
+    # The same messages whatever the order of their keys (a request rebuilt from Firestore
+    # lists them in another order): `times=N` counts requests for the same messages.
+    messages_key = json.dumps(body["messages"], sort_keys=True)
     model, scenario = _choose(request, request.app[STATE], messages_key, candidates, scenarios)
     record.served_model, record.scenario = model, scenario.to_json()
     return body, _plan(request.app[STATE], body, messages_key, model, scenario, _echo(request, scenario))

@@ -2,12 +2,13 @@
 
 This package is the one place that spells a state string, a field name or a callable name
 (``documents``: an execution's documents; ``accounts``: users' limits, usage and keys;
-``calls``: the callables and the worker's answers).
+``batches``: batch runs; ``calls``: the callables and the worker's answers).
 Python code imports them from here (``from promptq.schema import F, Status``); the browser's
 copy (``web/schema.js``) is generated from it (``make web-schema``) and a test fails when the
 two drift apart. The transitions between states live in ``promptq.execution``.
 """
 
 from promptq.schema.accounts import *  # noqa: F401,F403
+from promptq.schema.batches import *  # noqa: F401,F403
 from promptq.schema.calls import *  # noqa: F401,F403
 from promptq.schema.documents import *  # noqa: F401,F403

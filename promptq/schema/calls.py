@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from promptq.schema.batches import BatchStatus
 from promptq.schema.documents import Status
 
 # --- the worker's answer to Cloud Tasks ------------------------------------------------
@@ -30,6 +31,7 @@ class ClaimKind(str, enum.Enum):
     EXHAUSTED = "exhausted"  # no attempt left: ended failed now (answer 2xx)
     BUSY = "busy"  # another live attempt holds the lease, or not before retryAt (non-2xx)
     BAD_TASK = "bad_task"  # the task carries no valid execution id: dropped (2xx)
+    FOLD = "fold"  # not an execution: a batch's counts were folded (2xx)
 
 
 class SweepKind(str, enum.Enum):
@@ -54,6 +56,11 @@ class Callable(str, enum.Enum):
     SET_API_KEY = "set_api_key"
     GET_API_KEY = "get_api_key"
     DELETE_API_KEY = "delete_api_key"
+    START_BATCH = "start_batch"
+    GET_BATCH = "get_batch"
+    GET_BATCH_RESULTS = "get_batch_results"
+    CANCEL_BATCH = "cancel_batch"
+    RETRY_BATCH = "retry_batch"
 
     def __str__(self) -> str:
         return self.value
@@ -191,3 +198,47 @@ class KeyAnswer(_Answer):
     limit: float | None = None  # USD, from OpenRouter's /key
     limitRemaining: float | None = None
     usage: float | None = None
+
+
+class BatchStarted(_Answer):
+    """``start_batch``'s answer."""
+
+    batchId: str
+    deduplicated: bool = False
+
+
+class BatchAnswer(_Answer):
+    """``get_batch`` (and ``cancel_batch``/``retry_batch``): the batch as last folded."""
+
+    batchId: str
+    status: BatchStatus
+    counts: dict[str, int]  # total, queued, running, succeeded, failed, cancelled
+    usage: dict[str, int] = {}
+    cost: float = 0.0
+    maxConcurrency: int
+    round: int = 0
+    title: str | None = None
+    createdAt: str | None = None
+    finishedAt: str | None = None
+    foldedAt: str | None = None
+    message: str | None = None  # what cancel/retry did
+
+
+class BatchItem(_Answer):
+    """One item of ``get_batch_results``: its newest execution."""
+
+    customId: str
+    index: int
+    executionId: str
+    status: Status
+    output: str | None = None  # the whole text, once it ended
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+    cost: float | None = None
+    error: dict[str, Any] | None = None
+    finishedAt: str | None = None
+
+
+class BatchResults(_Answer):
+    items: list[BatchItem]
+    nextPageToken: str | None = None

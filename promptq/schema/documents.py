@@ -43,6 +43,15 @@ class F:
     REQUESTED_MODEL = "requestedModel"  # the model the request named (first of `models`)
     TITLE = "title"  # the prompt's first words (for a list of one's executions)
     KEY_SOURCE = "keySource"  # whose OpenRouter key serves it: KeySource (never the key)
+    # A batch item (absent otherwise): its batch, its customId and index in the batch, whether it
+    # is the item's newest execution (a retry makes a new one), whether it still waits for its
+    # turn (not yet handed to Cloud Tasks), and the item whose end hands it over.
+    BATCH_ID = "batchId"
+    CUSTOM_ID = "customId"
+    INDEX = "index"
+    LATEST = "latest"
+    WAITING = "waiting"
+    AFTER = "after"
     MODEL = "model"  # the model that served (from the stream; set when it ends)
     GENERATION_ID = "generationId"
     IDEMPOTENCY_KEY = "idempotencyKey"
@@ -84,6 +93,8 @@ class J:
     REQUEUES = "requeues"  # times the sweeper re-enqueued it
     TASK = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
     KEY_SOURCE = "keySource"  # whose OpenRouter key serves it: KeySource
+    BATCH_ID = "batchId"  # a batch item: its usage is counted with its batch's, when the batch ends
+    NEXT = "next"  # a batch item: the item its end hands over to Cloud Tasks (the same lane)
     HOLDS = "holds"  # its start was counted in its owner's account (active, reservation): its ending gives it back
     RESERVED_USD = "reservedUsd"  # the worst case reserved against the daily budget at its start
     CHARGED_USD = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)

@@ -234,3 +234,23 @@ def test_the_account_card_keeps_the_key_secret_and_the_history_live(page, db, up
     page.wait_text("#execution-id", f"^{first}$")
     page.wait_text("#output", r"\S")
     page.screenshot("web-account.png")
+
+
+def test_a_batch_shows_its_counts_and_items_live_and_opens_one(page, web_url: str, client):
+    user = client.sign_in("test@promptq.local", "test-password")
+    items = [{"customId": f"web-{i}", "prompt": f"web batch {i}", "model": "fake/tokens=30,rate=30"} for i in range(6)]
+    items[2]["model"] = "fake/fault=status,code=400"
+    started = client.start_batch(user, items, maxConcurrency=2)
+    page.call("goto", url=f"{web_url}#/batches/{started.batchId}")
+    page.wait_text("#batch-id", f"^{started.batchId}$")
+    page.wait_text("#batch-counts", r"^[0-5] of 6 done", timeout=20)  # seen while it runs
+    page.wait_text("#batch-status", "^completed$", timeout=60)
+    assert page.text("#batch-counts").startswith("6 of 6 done · 5 succeeded · 1 failed · 0 cancelled · 0 running · $")
+    assert page.eval("document.getElementById('batch-progress').value") == 6
+    page.wait_text("#batch-items li:nth-child(3) .status", "^failed$")
+    assert page.text("#batch-items li:first-child .custom-id") == "web-0"
+    page.wait_text("#batches li:first-child .status", "^completed$")
+    page.call("click", selector="#batch-items li:nth-child(4) a")
+    page.wait_text("#status", "^succeeded$")
+    page.wait_text("#output", r"\S")
+    page.screenshot("web-batch.png")

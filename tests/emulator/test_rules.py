@@ -91,6 +91,7 @@ def world(clean):
     assert admin.create("users/alice/prompts", "t1", {"content": "Hello {name}"}) == ALLOWED
     assert admin.create("keys", "openrouter", {"value": "server-only"}) == ALLOWED
     assert admin.create("counters", "executions", {"n": 1}) == ALLOWED
+    assert admin.create("batches", "b-alice", {"ownerUid": "alice", "status": "running"}) == ALLOWED
     for uid in ("alice", "bob"):
         assert admin.create("keys", uid, {"label": "…abcd", "ciphertext": "x"}) == ALLOWED
         assert admin.create("limits", uid, {"maxActive": 3}) == ALLOWED
@@ -162,6 +163,15 @@ def test_templates_are_private_to_their_owner(world):
     assert world["bob"].get("users/alice/prompts/t1") == DENIED
     assert world["bob"].create("users/alice/prompts", "evil", {"content": "x"}) == DENIED
     assert world["anon"].get("users/alice/prompts/t1") == DENIED
+
+
+def test_a_batch_is_its_owners_to_read_and_nobodys_to_write(world):
+    assert world["alice"].get("batches/b-alice") == ALLOWED
+    assert world["bob"].get("batches/b-alice") == DENIED
+    assert world["anon"].get("batches/b-alice") == DENIED
+    assert world["alice"].update("batches/b-alice", {"status": "cancelled"}) == DENIED
+    assert world["alice"].create("batches", "b-new", {"ownerUid": "alice", "status": "queued"}) == DENIED
+    assert world["alice"].delete("batches/b-alice") == DENIED
 
 
 @pytest.mark.parametrize("path", ["accounts/alice", "usage/alice/days/2026-11-30"])

@@ -57,5 +57,5 @@ def test_every_collection_group_that_expires_has_a_ttl_policy():
 
     overrides = json.loads((ROOT / "infra/firestore.indexes.json").read_text())["fieldOverrides"]
     ttl = {o["collectionGroup"] for o in overrides if o.get("ttl")}
-    assert ttl == {"executions", "chunks", "pages", "internal", "days"}
+    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches"}
     assert all(o["fieldPath"] == "expireAt" for o in overrides if o.get("ttl"))

@@ -1,0 +1,78 @@
+"""A ``start_batch`` request's items, checked and built: each as ``start_execution`` would take
+it, under the batch's defaults, every refusal naming its item (``items.17.variables.city``);
+then the executions and jobs to write, waiting, in their lanes (``promptq.batch``)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from enqueue import request as rq
+from enqueue import service
+from promptq import batch as bt
+from promptq.batch_store import Item
+from promptq.schema import F, J, KeySource
+from promptq.settings import Settings
+
+
+class _Templates:
+    """The store's templates, each read once per batch."""
+
+    def __init__(self, store):
+        self.store = store
+
+    @functools.cache  # noqa: B019 - one instance per call
+    def template(self, uid: str, prompt_id: str):
+        return self.store.template(uid, prompt_id)
+
+
+def _item_request(raw: Any, index: int, req: rq.BatchRequest) -> tuple[str, rq.StartRequest]:
+    """One item as ``start_execution`` would take it: the batch's defaults under its own fields."""
+    prefix = f"items.{index}"
+    if not isinstance(raw, dict):
+        raise rq.RequestError(f"{prefix}: an item must be an object")
+    try:
+        custom_id = rq.parse(raw, rq.ItemId).customId
+        data = {k: v for k, v in raw.items() if k != "customId"}
+        if "model" not in data and "models" not in data:
+            data.update({k: v for k, v in (("model", req.model), ("models", req.models)) if v is not None})
+        if req.params is not None:
+            data["params"] = {**req.params, **(data.get("params") or {})} if isinstance(data.get("params") or {}, dict) else data["params"]
+        if "idempotencyKey" in data:
+            raise rq.RequestError("idempotencyKey: give it to the batch, not to an item")
+        return custom_id, rq.parse(data)
+    except rq.RequestError as err:
+        raise rq.within(prefix, err) from None
+
+
+def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Settings, source: KeySource) -> list[Item]:
+    if len(req.items) > settings.batch_max_items:
+        raise rq.RequestError(f"items: {len(req.items)} items; a batch has at most {settings.batch_max_items}")
+    parsed = [_item_request(raw, i, req) for i, raw in enumerate(req.items)]
+    seen: dict[str, int] = {}
+    for i, (custom_id, _) in enumerate(parsed):
+        if custom_id in seen:
+            raise rq.RequestError(f"items.{i}.customId: {custom_id[:80]!r} is also items.{seen[custom_id]}'s; each must be unique")
+        seen[custom_id] = i
+    ids = [bt.item_id(batch_id, i) for i in range(len(parsed))]
+    templates, size, items = _Templates(store), 0, []
+    for i, ((custom_id, item_req), (after, nxt)) in enumerate(zip(parsed, bt.lanes(ids, concurrency(req, settings)))):
+        try:
+            messages = service.build_messages(item_req, uid, templates, settings)
+            fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: custom_id, F.INDEX: i, F.AFTER: after, F.KEY_SOURCE: source.value}
+            execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, item=fields)
+        except rq.RequestError as err:
+            raise rq.within(f"items.{i}", err) from None
+        size += sum(len(m["content"].encode()) for m in messages)
+        if size > settings.batch_max_bytes:
+            raise rq.RequestError(f"items: the prompts come to more than {settings.batch_max_bytes} bytes (at items.{i}); split the batch")
+        items.append((ids[i], execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: source.value, J.HOLDS: False,
+                                          J.RESERVED_USD: 0.0}))
+    return items
+
+
+def concurrency(req: rq.BatchRequest, settings: Settings) -> int:
+    wanted = req.maxConcurrency or min(settings.batch_default_concurrency, settings.batch_max_concurrency)
+    if wanted > settings.batch_max_concurrency:
+        raise rq.RequestError(f"maxConcurrency: {wanted} is over the most a batch may run at once ({settings.batch_max_concurrency})")
+    return wanted

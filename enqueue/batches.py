@@ -1,0 +1,238 @@
+"""The batch callables: ``start_batch``, ``get_batch``, ``get_batch_results``, ``cancel_batch``,
+``retry_batch``. A batch's items are executions (``promptq.batch``); these only create, read
+and change them, and hand the first of each lane to Cloud Tasks (``enqueue.batchflow``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from enqueue import request as rq
+from enqueue import service
+from enqueue.batch_items import concurrency, items_of
+from enqueue.batchflow import BatchFlow
+from enqueue.control import signed_in
+from enqueue.pricing import Prices
+from promptq import accounts
+from promptq import batch as bt
+from promptq import execution as ex
+from promptq.batch_store import BatchStore, Item
+from promptq.errors import LimitExceeded
+from promptq.ledger import AccountView
+from promptq.schema import (BATCH_TERMINAL, TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
+                            J, KeySource, Req, Status, Use)
+from promptq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_CHARS = 4_000_000  # a results page stops early past this much output (the answer's size)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else None
+
+
+def batch_id_for(uid: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"batch\0{uid}\0{idempotency_key}".encode()).hexdigest()[:32]
+
+
+def _taker(items: list[Item], settings: Settings, prices: Prices, source: KeySource, *, counts_as_active: bool = True):
+    """What a batch takes of its owner's account: one active job, one start, and (on the app's
+    key, with a budget) the worst case of all its items."""
+
+    def take(view: AccountView) -> accounts.Taken:
+        limits = accounts.UserLimits.of(service.user_limits(settings), view.limits)
+        if not limits.any:
+            return accounts.Taken(None, {}, {B.KEY_SOURCE: source.value, B.HOLDS: False, B.RESERVED_USD: 0.0})
+        reservation = 0.0
+        if source is KeySource.APP and limits.daily_budget_usd:
+            for _, _, job in items:
+                request = job[J.REQUEST]
+                reservation += accounts.reservation(
+                    prompt_bytes=sum(len(m["content"].encode()) for m in job[J.MESSAGES]), messages=len(job[J.MESSAGES]),
+                    max_tokens=int(request[Req.PARAMS]["max_tokens"]), prices=prices.of(request[Req.MODELS] or [request[Req.MODEL]]))
+        account = accounts.decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0),
+                                        reservation=round(reservation, 9), now=ex.utcnow(), counts_as_active=counts_as_active)
+        return accounts.Taken(account, {}, {B.KEY_SOURCE: source.value, B.HOLDS: True, B.RESERVED_USD: round(reservation, 9)})
+
+    return take
+
+
+def _refused(refused: LimitExceeded) -> rq.RequestError:
+    return rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason)
+
+
+def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
+    uid = signed_in(uid, "start a batch")
+    req = rq.parse(data, rq.BatchRequest)
+    batch_id = batch_id_for(uid, req.idempotencyKey)
+    request_hash = hashlib.sha256(json.dumps(req.model_dump(mode="json", exclude={"idempotencyKey"}), sort_keys=True).encode()).hexdigest()
+    earlier = batches.get(batch_id)
+    if earlier is not None:
+        if earlier.get(B.REQUEST_HASH) != request_hash:
+            raise rq.RequestError("idempotencyKey: already used for a different batch; use a new key for a new batch")
+        return BatchStarted(batchId=batch_id, deduplicated=True).to_json()
+    view = batches.store.ledger.view(uid, accounts.day_of(ex.utcnow()))
+    source = KeySource.USER if view.has_key else KeySource.APP
+    items = items_of(uid, req, batch_id, batches.store, settings, source)
+    take = _taker(items, settings, prices, source)
+    try:
+        take(view)  # refused before anything is written
+    except LimitExceeded as refused:
+        raise _refused(refused) from None
+    now = ex.utcnow()
+    doc = bt.new_batch(owner_uid=uid, total=len(items), max_concurrency=concurrency(req, settings), title=items[0][1].get(F.TITLE),
+                       requested_model=req.model or (req.models or [None])[0], idempotency_key=req.idempotencyKey,
+                       request_hash=request_hash, now=now, expire_at=now + timedelta(days=settings.retention_days))
+    batches.write_items(items)
+    try:
+        created = batches.create(batch_id, doc, take)
+    except LimitExceeded as refused:
+        batches.delete_items([i for i, _, _ in items])
+        raise _refused(refused) from None
+    if created:
+        for execution_id, _, _ in items[: doc[B.MAX_CONCURRENCY]]:
+            flow.release(execution_id)
+        flow.touch(batch_id)
+        log.info("batch %s: %d items, %d at a time", batch_id, len(items), doc[B.MAX_CONCURRENCY])
+    return BatchStarted(batchId=batch_id, deduplicated=not created).to_json()
+
+
+def _owned(batches: BatchStore, uid: str, batch_id: str) -> dict[str, Any]:
+    batch = batches.get(batch_id)
+    if batch is None:
+        raise rq.RequestError(f"batchId: no batch {batch_id!r}", CallStatus.NOT_FOUND)
+    if batch.get(B.OWNER) != uid:
+        raise rq.RequestError("batchId: not yours", CallStatus.PERMISSION_DENIED)
+    return batch
+
+
+def _answer(batch_id: str, batch: dict[str, Any], message: str | None = None) -> dict[str, Any]:
+    return BatchAnswer(batchId=batch_id, status=batch[B.STATUS], counts=batch[B.COUNTS], usage=batch.get(B.USAGE) or {},
+                       cost=batch.get(B.COST) or 0.0, maxConcurrency=batch[B.MAX_CONCURRENCY], round=batch.get(B.ROUND) or 0,
+                       title=batch.get(B.TITLE), createdAt=_iso(batch.get(B.CREATED_AT)), finishedAt=_iso(batch.get(B.FINISHED_AT)),
+                       foldedAt=_iso(batch.get(B.FOLDED_AT)), message=message).to_json()
+
+
+def get_batch(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
+    batch_id = rq.parse(data, rq.BatchRef).batchId
+    return _answer(batch_id, _owned(batches, signed_in(uid, "read a batch"), batch_id))
+
+
+def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
+    req = rq.parse(data, rq.BatchResultsRequest)
+    _owned(batches, signed_in(uid, "read a batch's results"), req.batchId)
+    query = batches.items(req.batchId)
+    if req.order == "index":
+        query = query.order_by(F.INDEX)
+        if req.pageToken is not None:
+            if not req.pageToken.isdigit():
+                raise rq.RequestError("pageToken: not a token of this order (use the nextPageToken of the previous answer)")
+            query = query.start_after({F.INDEX: int(req.pageToken)})
+    else:
+        query = query.where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL])).order_by(F.FINISHED_AT)
+        if req.pageToken is not None:
+            cursor = batches.store.ref(req.pageToken).get()
+            if not cursor.exists or cursor.get(F.BATCH_ID) != req.batchId:
+                raise rq.RequestError("pageToken: not a token of this batch (use the nextPageToken of the previous answer)")
+            query = query.start_after(cursor)
+    snaps = list(query.limit(req.pageSize + 1).stream())
+    items, chars = [], 0
+    for snap in snaps[: req.pageSize]:
+        doc = snap.to_dict()
+        ended = ex.is_terminal(doc)
+        output = batches.store.text(snap.id, doc) if ended else None
+        items.append(BatchItem(customId=doc[F.CUSTOM_ID], index=doc[F.INDEX], executionId=snap.id, status=doc[F.STATUS], output=output,
+                               model=doc.get(F.MODEL), usage=doc.get(F.USAGE), cost=doc.get(F.COST), error=doc.get(F.ERROR),
+                               finishedAt=_iso(doc.get(F.FINISHED_AT))))
+        chars += len(output or "")
+        if chars > MAX_PAGE_CHARS:
+            break
+    more = len(items) < len(snaps)
+    token = (str(items[-1].index) if req.order == "index" else items[-1].executionId) if items and more else None
+    return BatchResults(items=items, nextPageToken=token).to_json()
+
+
+def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow) -> dict:
+    """Waiting and queued items end ``cancelled`` now (no upstream call); running ones are asked
+    to stop, as Stop does; the batch ends ``cancelled`` when the last one has."""
+    batch_id = rq.parse(data, rq.BatchRef).batchId
+    batch = _owned(batches, signed_in(uid, "cancel a batch"), batch_id)
+    if BatchStatus(batch[B.STATUS]) in BATCH_TERMINAL:
+        return _answer(batch_id, batch, f"already {batch[B.STATUS]}: nothing to cancel")
+    now = ex.utcnow()
+    batch = batches.set_status(batch_id, lambda b: None if b[B.STATUS] in (BatchStatus.CANCELLING.value, *[s.value for s in BATCH_TERMINAL])
+                               else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now})
+    live_states = [Status.QUEUED.value, Status.RUNNING.value]
+    live = [s.id for s in batches.items(batch_id).where(filter=FieldFilter(F.STATUS, "in", live_states)).select([F.STATUS]).stream()]
+    changed = batches.change_many(live, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
+    flow.touch(batch_id)
+    return _answer(batch_id, batch, f"cancelling: {changed} items stopped or asked to stop")
+
+
+def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
+    """Run the failed items again, as new executions under the same customId; the batch's counts
+    and results follow the newest."""
+    batch_id = rq.parse(data, rq.BatchRef).batchId
+    batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
+    if BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL:
+        raise rq.RequestError(f"batchId: the batch is {batch[B.STATUS]}; retry it once it has ended", CallStatus.FAILED_PRECONDITION)
+    failed_query = batches.items(batch_id).where(filter=FieldFilter(F.STATUS, "==", Status.FAILED.value)).order_by(F.INDEX)
+    failed = [(s.id, s.to_dict()) for s in failed_query.stream()]
+    if not failed:
+        return _answer(batch_id, batch, "no failed items to retry")
+    round_ = int(batch.get(B.ROUND) or 0) + 1
+    items = _retried(batch_id, batch, failed, round_, batches, settings)
+    source = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value)
+    take = _taker(items, settings, prices, source)
+    try:
+        take(batches.store.ledger.view(uid, accounts.day_of(ex.utcnow())))  # refused before anything is written
+    except LimitExceeded as refused:
+        raise _refused(refused) from None
+
+    def reopen(current: dict[str, Any], view: AccountView):
+        if current.get(B.ROUND) != batch.get(B.ROUND):
+            raise rq.RequestError("batchId: retried already", CallStatus.ABORTED)
+        try:
+            taken = take(view)
+        except LimitExceeded as refused:
+            raise _refused(refused) from None
+        return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.job), taken.account
+
+    batches.write_items(items, superseded=[i for i, _ in failed])
+    try:
+        batch = batches.reopen(batch_id, reopen)
+    except rq.RequestError:
+        batches.delete_items([i for i, _, _ in items])
+        batches.write_items([], superseded=[], restored=[i for i, _ in failed])
+        raise
+    for execution_id, _, _ in items[: batch[B.MAX_CONCURRENCY]]:
+        flow.release(execution_id)
+    flow.touch(batch_id)
+    return _answer(batch_id, batch, f"retrying {len(items)} failed items")
+
+
+def _retried(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_: int, batches: BatchStore, settings: Settings) -> list[Item]:
+    """New executions for failed items: the same request, customId and index; new lanes."""
+    ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
+    jobs = {s.reference.parent.parent.id: s.to_dict() for s in batches.client.get_all([batches.store.job_ref(i) for i, _ in failed])}
+    now, items = ex.utcnow(), []
+    for (old_id, doc), new_id, (after, nxt) in zip(failed, ids, bt.lanes(ids, int(batch[B.MAX_CONCURRENCY]))):
+        old = jobs[old_id]
+        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after, F.KEY_SOURCE: doc.get(F.KEY_SOURCE)}
+        expire = now + timedelta(days=settings.retention_days)
+        execution = ex.new_execution(owner_uid=doc[F.OWNER], requested_model=doc[F.REQUESTED_MODEL], idempotency_key=None, now=now,
+                                     expire_at=expire, title=doc.get(F.TITLE), item=fields)
+        job = ex.new_job(owner_uid=doc[F.OWNER], messages=old[J.MESSAGES], request=old[J.REQUEST], request_hash=old[J.REQUEST_HASH],
+                         task=new_id, now=now, expire_at=expire)
+        items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: old.get(J.KEY_SOURCE),
+                                          J.HOLDS: False, J.RESERVED_USD: 0.0}))
+    return items

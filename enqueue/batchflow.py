@@ -1,0 +1,99 @@
+"""How a batch's items reach Cloud Tasks, and how its document learns of them.
+
+``release`` hands a waiting item over (``promptq.batch``: lanes): the item is marked handed over,
+then its task is created under its own id (Cloud Tasks refuses a second one); an item that
+ended while it waited (cancelled) hands its turn on at once. ``after_end`` is what every end of
+an item does: hand over the next item of its lane and ask for a fold. ``touch`` asks for a fold
+of the batch's document at the next whole second: one Cloud Tasks task per batch and second
+(named after both, so concurrent askers make one), which is what keeps the batch document
+written at most about once a second. ``repair`` is the sweeper's: a batch nothing folded for a
+while gets folded, and an item whose turn was lost (its worker died between the end of the
+previous item and the hand-over) is handed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from enqueue.tasks import TaskQueue
+from promptq import execution as ex
+from promptq.batch_store import BatchStore
+from promptq.schema import B, BatchStatus, Count, F, J
+
+log = logging.getLogger(__name__)
+
+_STOPPED = (BatchStatus.CANCELLING.value, BatchStatus.CANCELLED.value)
+
+
+class BatchFlow:
+    def __init__(self, batches: BatchStore, queue: TaskQueue, *, fold_interval_s: float = 1.0, clock=time.time):
+        self.batches = batches
+        self.store = batches.store
+        self.queue = queue
+        self.fold_interval_s = fold_interval_s
+        self.clock = clock
+        self._asked: dict[str, float] = {}  # batch id -> the fold this process last asked for
+        self._lock = threading.Lock()
+
+    def release(self, execution_id: str | None) -> bool:
+        """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
+        while execution_id:
+            change, seen = self.store.update_if(execution_id, lambda e, j: ex.handed_over(e, now=ex.utcnow()))
+            if change is None:
+                return False  # handed over already, or gone
+            if not ex.is_terminal(seen.execution or {}):
+                self.queue.enqueue(execution_id)
+                return True
+            execution_id = (seen.job or {}).get(J.NEXT)  # it ended while it waited: the next one's turn
+        return False
+
+    def after_end(self, batch_id: str, next_id: str | None) -> None:
+        """An item ended (or a delivery found it ended): the next of its lane, and a fold."""
+        batch = self.batches.get(batch_id) or {}
+        if next_id and batch.get(B.STATUS) not in _STOPPED:
+            self.release(next_id)
+        self.touch(batch_id)
+
+    def touch(self, batch_id: str) -> None:
+        """Ask for a fold of the batch's document at the next whole interval."""
+        at = (math.floor(self.clock() / self.fold_interval_s) + 1) * self.fold_interval_s
+        with self._lock:
+            if self._asked.get(batch_id, 0.0) >= at:
+                return
+            self._asked[batch_id] = at
+            if len(self._asked) > 10_000:
+                self._asked.clear()
+        try:
+            self.queue.enqueue_fold(batch_id, at)
+        except Exception:  # noqa: BLE001 - the sweeper folds a batch nothing folded
+            log.exception("batch %s: could not ask for a fold", batch_id)
+
+    def repair(self, batch_id: str) -> int:
+        """Fold a batch nothing folded for a while, and hand over the items whose turn was lost;
+        returns how many were handed over."""
+        batch, waiting = self.batches.fold(batch_id)
+        if not batch or not waiting or batch.get(B.STATUS) in _STOPPED:
+            return 0
+        counts = batch.get(B.COUNTS) or {}
+        in_flight = int(counts.get(Count.QUEUED) or 0) - waiting + int(counts.get(Count.RUNNING) or 0)
+        if in_flight >= int(batch.get(B.MAX_CONCURRENCY) or 1):
+            return 0  # every lane is busy: nothing was lost
+        released = 0
+        for execution_id, doc in self._waiting_heads(batch_id):
+            released += self.release(execution_id)
+        if released:
+            log.warning("batch %s: %d items' turns were lost; handed over", batch_id, released)
+        return released
+
+    def _waiting_heads(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Waiting items whose predecessor in the lane has ended (or that have none)."""
+        waiting = [(s.id, s.to_dict()) for s in self.batches.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)).stream()]
+        after = {doc.get(F.AFTER) for _, doc in waiting if doc.get(F.AFTER)}
+        ended = {s.id for s in self.store.client.get_all([self.store.ref(a) for a in after]) if s.exists and ex.is_terminal(s.to_dict())}
+        return [(i, doc) for i, doc in waiting if not doc.get(F.AFTER) or doc.get(F.AFTER) in ended]

@@ -1,0 +1,208 @@
+"""``promptq batch``: run a JSONL file of prompts as one batch and collect the results as they
+finish; follow, show, cancel, retry a batch, or fetch its results.
+
+Input lines are the project's own (``{customId, prompt | messages | promptId + variables,
+model?, models?, params?}``) or OpenAI batch input lines (``{custom_id, method, url, body:
+{model, messages, max_tokens, ...}}``). Results are JSONL, one line per item as it ends:
+``{customId, custom_id, index, status, output, model, usage, cost, error, executionId}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from promptq_client.api import Client, User
+from promptq_client.cli.target import EXIT_ENDED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Target, say, sign_in
+
+POLL_S = 0.5
+OPENAI_PARAMS = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed"}
+
+
+def item_of(line: dict[str, Any], number: int) -> dict[str, Any]:
+    """One input line as a batch item (the project's own shape, or OpenAI's batch input)."""
+    if "custom_id" not in line:
+        return line
+    body = line.get("body")
+    if not isinstance(body, dict) or line.get("url", "/v1/chat/completions") != "/v1/chat/completions":
+        raise CliError(f"line {number}: an OpenAI batch line needs url /v1/chat/completions and a body", EXIT_USAGE)
+    unknown = set(body) - OPENAI_PARAMS - {"model", "messages", "stream"}
+    if unknown:
+        raise CliError(f"line {number}: body fields promptq does not take: {', '.join(sorted(unknown))}", EXIT_USAGE)
+    params = {("max_tokens" if k == "max_completion_tokens" else k): v for k, v in body.items() if k in OPENAI_PARAMS}
+    item = {"customId": line["custom_id"], "messages": body.get("messages")}
+    if body.get("model"):
+        item["model"] = body["model"]
+    return {**item, **({"params": params} if params else {})}
+
+
+def read_items(path: str) -> list[dict[str, Any]]:
+    source = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")
+    items = []
+    with source:
+        for number, text in enumerate(source, 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise CliError(f"line {number}: not JSON ({err.msg})", EXIT_USAGE) from None
+            if not isinstance(line, dict):
+                raise CliError(f"line {number}: not a JSON object", EXIT_USAGE)
+            items.append(item_of(line, number))
+    if not items:
+        raise CliError(f"{path}: no items", EXIT_USAGE)
+    return items
+
+
+def result_line(item) -> str:
+    record = item.to_json()
+    return json.dumps({"customId": record["customId"], "custom_id": record["customId"], **record}, ensure_ascii=False)
+
+
+class Collector:
+    """Writes each item's result once, as it ends (``order: finished``), then whatever it missed."""
+
+    def __init__(self, client: Client, user: User, batch_id: str, out: TextIO | None):
+        self.client, self.user, self.batch_id, self.out = client, user, batch_id, out
+        self.written: set[str] = set()
+        self.token: str | None = None
+
+    def collect(self) -> None:
+        while True:
+            page = self.client.batch_results(self.user, self.batch_id, page_token=self.token, order="finished", page_size=200)
+            self._write(page.items)
+            if not page.nextPageToken:
+                if page.items:
+                    self.token = page.items[-1].executionId
+                return
+            self.token = page.nextPageToken
+
+    def finish(self) -> None:
+        token = None
+        while True:
+            page = self.client.batch_results(self.user, self.batch_id, page_token=token, page_size=200)
+            self._write([i for i in page.items if i.status.value in ("succeeded", "failed", "cancelled")])
+            if not (token := page.nextPageToken):
+                return
+
+    def _write(self, items) -> None:
+        for item in items:
+            if self.out is not None and item.executionId not in self.written:
+                self.out.write(result_line(item) + "\n")
+                self.out.flush()
+            self.written.add(item.executionId)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] {task.fields[tokens]} tokens "
+                               "${task.fields[cost]} {task.fields[rate]}/s"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=_console(), transient=False)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def follow(client: Client, user: User, batch_id: str, out: TextIO | None) -> int:
+    """Show the batch's progress and collect its results until it ends (Ctrl-C: cancel or detach)."""
+    collector, started = Collector(client, user, batch_id, out), time.monotonic()
+    with _progress() as bar:
+        task = bar.add_task("batch", total=None, ok=0, failed=0, tokens=0, cost="0", rate="0.0")
+        try:
+            while True:
+                answer = client.batch(user, batch_id)
+                c, done = answer.counts, answer.counts["succeeded"] + answer.counts["failed"] + answer.counts["cancelled"]
+                tokens = sum((answer.usage or {}).values())
+                bar.update(task, total=c["total"], completed=done, description=answer.status.value, ok=c["succeeded"],
+                           failed=c["failed"] + c["cancelled"], tokens=f"{tokens:,}", cost=f"{answer.cost:.6f}",
+                           rate=f"{done / max(time.monotonic() - started, 1e-9):.1f}")
+                collector.collect()
+                if answer.status.value in ("completed", "cancelled"):
+                    break
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            bar.stop()
+            return _interrupted(client, user, batch_id)
+    collector.finish()
+    say(f"batch {batch_id} {answer.status.value}: {c['succeeded']} succeeded, {c['failed']} failed, {c['cancelled']} cancelled; "
+        f"{tokens:,} tokens, ${answer.cost:.6f}")
+    return EXIT_OK if answer.status.value == "completed" and not c["failed"] else EXIT_ENDED
+
+
+def _interrupted(client: Client, user: User, batch_id: str) -> int:
+    """Ctrl-C: ask whether to cancel the batch or leave it running (no terminal: leave it)."""
+    choice = "d"
+    if sys.stdin.isatty():
+        try:
+            choice = input(f"\ncancel batch {batch_id} (c) or detach and let it run (d)? [c/d] ").strip().lower()[:1] or "d"
+        except (EOFError, KeyboardInterrupt):
+            choice = "d"
+    if choice == "c":
+        say(client.cancel_batch(user, batch_id).message or "cancelling")
+    else:
+        say(f"detached; batch {batch_id} runs on (`promptq batch follow {batch_id}`, `promptq batch cancel {batch_id}`)")
+    return EXIT_INTERRUPTED
+
+
+def _out(path: str | None, default: TextIO | None = None):
+    """Where results go: the file (truncated), else ``default`` (None: nowhere)."""
+    return open(path, "w", encoding="utf-8") if path else _Null(default)
+
+
+def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
+    user = sign_in(client, target)
+    if args.action == "run":
+        items = read_items(args.target)
+        options = {k: v for k, v in (("model", args.model), ("maxConcurrency", args.concurrency)) if v is not None}
+        started = client.start_batch(user, items, **options)
+        say(f"batch {started.batchId}: {len(items)} items" + (" (already started: following it)" if started.deduplicated else ""))
+        with _out(args.out) as out:
+            return follow(client, user, started.batchId, out)
+    if args.action == "follow":
+        with _out(args.out) as out:
+            return follow(client, user, args.target, out)
+    if args.action in ("cancel", "retry"):
+        answer = (client.cancel_batch if args.action == "cancel" else client.retry_batch)(user, args.target)
+        print(answer.message or answer.status.value, flush=True)
+        return EXIT_OK
+    if args.action == "results":
+        with _out(args.out, sys.stdout) as out:
+            Collector(client, user, args.target, out).finish()
+        return EXIT_OK
+    answer = client.batch(user, args.target)
+    print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False), flush=True)
+    return EXIT_OK
+
+
+class _Null:
+    """A context manager that yields ``stream`` (None: results are not written)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream
+
+    def __enter__(self):
+        return self.stream
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def add_parser(commands, target: argparse.ArgumentParser) -> None:
+    batch = commands.add_parser("batch", parents=[target], help="run a JSONL file as one batch; follow, cancel, retry, results",
+                                description="promptq batch run FILE.jsonl | follow|show|cancel|retry|results ID")
+    batch.add_argument("action", choices=["run", "follow", "show", "cancel", "retry", "results"])
+    batch.add_argument("target", metavar="FILE|ID", help="run: a JSONL file ('-': stdin); otherwise the batch id")
+    batch.add_argument("--model", help="run: the model of items that name none")
+    batch.add_argument("--concurrency", type=int, metavar="N", help="run: items running at once (maxConcurrency)")
+    batch.add_argument("--out", metavar="FILE", help="run/follow/results: write results as JSONL here, as they finish")
+    batch.set_defaults(handler=cmd_batch)

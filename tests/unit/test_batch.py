@@ -1,0 +1,117 @@
+"""A batch's pure decisions (promptq.batch) and its request (enqueue.batch_items): lanes,
+item ids, the fold, and hostile batches refused whole, naming the item. The same on the local
+stack: tests/e2e/test_batches.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from enqueue import request as rq
+from enqueue.batch_items import items_of
+from promptq import batch as bt
+from promptq.records import Inc
+from promptq.schema import B, F, J, KeySource, Use
+from promptq.settings import Settings
+
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+SETTINGS = Settings(project_id="p", batch_max_items=50, batch_max_bytes=10_000, batch_max_concurrency=8)
+
+
+class Templates:
+    def template(self, uid, prompt_id):
+        return {"content": "Hello {name}"} if prompt_id == "greet" else None
+
+
+def build(data: dict, settings: Settings = SETTINGS):
+    req = rq.parse(data, rq.BatchRequest)
+    return items_of("u1", req, "b1", Templates(), settings, KeySource.APP)
+
+
+def refused(data: dict, field: str, settings: Settings = SETTINGS) -> rq.RequestError:
+    with pytest.raises(rq.RequestError) as info:
+        build(data, settings)
+    assert info.value.field == field, info.value.message
+    return info.value
+
+
+def test_lanes_hand_each_item_to_the_one_width_later():
+    ids = [f"i{k}" for k in range(7)]
+    assert bt.lanes(ids, 3) == [(None, "i3"), (None, "i4"), (None, "i5"), ("i0", "i6"), ("i1", None), ("i2", None), ("i3", None)]
+    assert bt.lanes(ids[:2], 5) == [(None, None), (None, None)]
+
+
+def test_item_ids_are_stable_per_round_and_random_looking():
+    assert bt.item_id("b", 1) == bt.item_id("b", 1) != bt.item_id("b", 1, 1) != bt.item_id("b", 2)
+    assert len(bt.item_id("b", 1)) == 32 and not bt.item_id("b", 1).startswith(bt.item_id("b", 2)[:4])
+
+
+def test_items_take_the_batchs_defaults_under_their_own():
+    items = build({"items": [{"customId": "a", "prompt": "hi"}, {"customId": "b", "prompt": "yo", "model": "x/y", "params": {"seed": 3}},
+                             {"customId": "c", "promptId": "greet", "variables": {"name": "Ada"}}],
+                   "model": "m/default", "params": {"max_tokens": 50, "seed": 1}, "maxConcurrency": 2})
+    (i0, e0, j0), (i1, e1, j1), (i2, e2, j2) = items
+    assert j0[J.REQUEST]["model"] == "m/default" and j1[J.REQUEST]["model"] == "x/y"
+    assert j1[J.REQUEST]["params"] == {"max_tokens": 50, "seed": 3} and j0[J.REQUEST]["params"]["seed"] == 1
+    assert j2[J.MESSAGES] == [{"role": "user", "content": "Hello Ada"}]
+    assert [e[F.INDEX] for _, e, _ in items] == [0, 1, 2] and [e[F.CUSTOM_ID] for _, e, _ in items] == ["a", "b", "c"]
+    assert all(e[F.WAITING] and e[F.LATEST] and e[F.BATCH_ID] == "b1" for _, e, _ in items)
+    assert (e0[F.AFTER], j0[J.NEXT], e2[F.AFTER], j2[J.NEXT]) == (None, i2, i0, None)
+    assert j0[J.BATCH_ID] == "b1" and j0[J.HOLDS] is False and j0[J.KEY_SOURCE] == "app"
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "a", "prompt": "y"}]}, "items.1.customId"),
+    ({"items": [{"prompt": "x"}]}, "items.0.customId"),
+    ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "promptId": "greet", "variables": {"nam": "x"}}]}, "items.1.variables"),
+    ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "prompt": "   "}]}, "items.1.prompt"),
+    ({"items": [{"customId": "a", "prompt": "x", "params": {"temperature": 9}}]}, "items.0.params.temperature"),
+    ({"items": [{"customId": "a", "promptId": "nope"}]}, "items.0.promptId"),
+    ({"items": [{"customId": "a", "prompt": "x", "idempotencyKey": "k"}]}, "items.0.idempotencyKey"),
+    ({"items": ["just a string"]}, "items.0"),
+    ({"items": [{"customId": f"c{i}", "prompt": "x"} for i in range(51)]}, "items"),
+    ({"items": [{"customId": f"c{i}", "prompt": "x" * 600} for i in range(20)]}, "items"),
+    ({"items": [{"customId": "a", "prompt": "x"}], "maxConcurrency": 9}, "maxConcurrency"),
+    ({"items": []}, "items"),
+])
+def test_a_hostile_batch_is_refused_whole_naming_the_item(data, field):
+    err = refused(data, field)
+    assert err.status.value == ("not-found" if field == "items.0.promptId" else "invalid-argument")
+
+
+def batch_doc(**over) -> dict:
+    doc = bt.new_batch(owner_uid="u1", total=4, max_concurrency=2, title="t", requested_model=None, idempotency_key=None,
+                       request_hash="h", now=NOW, expire_at=NOW + timedelta(days=30))
+    return {**doc, B.KEY_SOURCE: "app", B.HOLDS: True, B.RESERVED_USD: 0.4, **over}
+
+
+def test_the_fold_counts_starts_and_ends_a_batch_settling_once():
+    doc = batch_doc()
+    update, settle = bt.folded(doc, bt.Counts(4, queued=2, running=2), bt.Totals(), now=NOW)
+    assert update[B.STATUS] == "running" and update[B.STARTED_AT] == NOW and settle is None
+    doc = {**doc, **update}
+    assert bt.folded(doc, bt.Counts(4, queued=2, running=2), bt.Totals(), now=NOW) == (None, None), "nothing changed: no write"
+    totals = bt.Totals(4, 40, 20, 0.01)
+    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), totals, now=NOW)
+    assert update[B.STATUS] == "completed" and update[B.FINISHED_AT] == NOW and update[B.HOLDS] is False
+    assert settle.account == {"active": Inc(-1), "reservedUsd": Inc(-0.4)}
+    assert settle.usage == {Use.EXECUTIONS: Inc(4), Use.PROMPT_TOKENS: Inc(40), Use.COMPLETION_TOKENS: Inc(20), Use.COST: Inc(0.01)}
+    doc = {**doc, **update}
+    assert bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), totals, now=NOW) == (None, None), "settled once"
+    later = bt.Totals(4, 40, 20, 0.012)  # a cancelled item's cost read after the end
+    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), later, now=NOW)
+    assert settle.account is None and settle.usage == {Use.COST: Inc(pytest.approx(0.002))}
+
+
+def test_a_cancelling_batch_ends_cancelled_and_a_users_key_batch_counts_apart():
+    doc = batch_doc(**{B.STATUS: "cancelling", B.KEY_SOURCE: "user", B.HOLDS: False})
+    update, settle = bt.folded(doc, bt.Counts(4, succeeded=1, cancelled=3), bt.Totals(1, 5, 5, 0.001), now=NOW)
+    assert update[B.STATUS] == "cancelled" and settle.account is None
+    assert set(settle.usage) == {Use.USER_KEY_EXECUTIONS, Use.USER_KEY_PROMPT_TOKENS, Use.USER_KEY_COMPLETION_TOKENS, Use.USER_KEY_COST}
+
+
+def test_a_retried_batch_runs_again_in_a_new_round():
+    doc = {**batch_doc(), B.STATUS: "completed", B.ROUND: 0}
+    update = bt.reopened(doc, retried=2, now=NOW, held={B.HOLDS: True})
+    assert (update[B.STATUS], update[B.ROUND], update[B.FINISHED_AT], update[B.HOLDS]) == ("running", 1, None, True)

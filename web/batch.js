@@ -1,0 +1,88 @@
+// Batch runs on the page: the user's last batches (live), and a batch's view (#/batches/{id}):
+// its counts and progress (its document, folded about once a second) and its items with their
+// status (live), each a link to watch that execution stream.
+
+import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
+import { usd } from "./account.js";
+import { $, fail, setText, show } from "./dom.js";
+import { B, BATCHES, Count, EXECUTIONS, F } from "./schema.js";
+
+const ITEMS_SHOWN = 200;
+let shown = null;  // {id, stop}
+
+/** "12 of 40 done · 10 succeeded · 2 failed · 0 cancelled · 3 running · $0.0012" */
+export function countsLine(counts, cost) {
+  const done = counts[Count.SUCCEEDED] + counts[Count.FAILED] + counts[Count.CANCELLED];
+  return `${done} of ${counts[Count.TOTAL]} done · ${counts[Count.SUCCEEDED]} succeeded · ${counts[Count.FAILED]} failed · `
+    + `${counts[Count.CANCELLED]} cancelled · ${counts[Count.RUNNING]} running · ${usd(cost ?? 0)}`;
+}
+
+function link(href, id, ...children) {
+  const a = document.createElement("a");
+  a.href = href;
+  a.dataset.id = id;
+  a.append(...children);
+  return a;
+}
+
+function span(className, text, status) {
+  const el = document.createElement("span");
+  el.className = className;
+  el.textContent = text ?? "";
+  if (status) el.dataset.status = status;
+  return el;
+}
+
+/** The user's last 10 batches, live; returns the unsubscribe. */
+export function watchBatches(db, uid) {
+  const mine = query(collection(db, BATCHES), where(B.OWNER, "==", uid), orderBy(B.CREATED_AT, "desc"), limit(10));
+  return onSnapshot(mine, (snaps) => {
+    $("batches-section").hidden = snaps.empty;
+    $("batches").replaceChildren(...snaps.docs.map((snap) => {
+      const b = snap.data();
+      const li = document.createElement("li");
+      li.append(link(`#/batches/${snap.id}`, snap.id, span("status", b[B.STATUS], b[B.STATUS]), span("title", b[B.TITLE]),
+        span("counts", countsLine(b[B.COUNTS], b[B.COST]))));
+      return li;
+    }));
+  }, (err) => fail($("batch-error"), err));
+}
+
+/** Show batch `id` (#/batches/{id}) and keep it up to date. */
+export function showBatch(db, uid, id) {
+  hideBatch();
+  $("batch-view").hidden = false;
+  $("batch-id").textContent = id;
+  const stopDoc = onSnapshot(doc(db, BATCHES, id), (snap) => {
+    if (!snap.exists()) return show($("batch-error"), "not found");
+    const b = snap.data();
+    setText($("batch-status"), b[B.STATUS]);
+    $("batch-status").dataset.status = b[B.STATUS];
+    setText($("batch-counts"), countsLine(b[B.COUNTS], b[B.COST]));
+    const counts = b[B.COUNTS];
+    $("batch-progress").max = counts[Count.TOTAL];
+    $("batch-progress").value = counts[Count.SUCCEEDED] + counts[Count.FAILED] + counts[Count.CANCELLED];
+  }, (err) => fail($("batch-error"), err));
+  // The rules let a user query only their own executions: the query says so (ownerUid).
+  const items = query(collection(db, EXECUTIONS), where(F.OWNER, "==", uid), where(F.BATCH_ID, "==", id), where(F.LATEST, "==", true),
+    orderBy(F.INDEX), limit(ITEMS_SHOWN));
+  const stopItems = onSnapshot(items, (snaps) => {
+    $("batch-items").replaceChildren(...snaps.docs.map((snap) => {
+      const d = snap.data();
+      const li = document.createElement("li");
+      li.append(link(`#/executions/${snap.id}`, snap.id, span("index", `#${d[F.INDEX]}`), span("status", d[F.STATUS], d[F.STATUS]),
+        span("custom-id", d[F.CUSTOM_ID]), span("title", d[F.TITLE]), span("cost", d[F.COST] != null ? usd(d[F.COST]) : "")));
+      return li;
+    }));
+  }, (err) => fail($("batch-error"), err));
+  shown = { id, stop: () => { stopDoc(); stopItems(); } };
+}
+
+/** Stop showing the batch (another view, or sign-out). */
+export function hideBatch() {
+  shown?.stop();
+  shown = null;
+  $("batch-view").hidden = true;
+}
+
+export const shownBatch = () => shown?.id ?? null;
