@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -29,6 +30,7 @@ from promptq.schema import B, BatchStatus, Count, F, J
 log = logging.getLogger(__name__)
 
 _STOPPED = (BatchStatus.CANCELLING.value, BatchStatus.CANCELLED.value)
+CLOCK_MARGIN_S = 0.25
 
 
 class BatchFlow:
@@ -61,8 +63,10 @@ class BatchFlow:
         self.touch(batch_id)
 
     def touch(self, batch_id: str) -> None:
-        """Ask for a fold of the batch's document at the next whole interval."""
-        at = (math.floor(self.clock() / self.fold_interval_s) + 1) * self.fold_interval_s
+        """Ask for a fold of the batch's document at the next whole interval after now (and
+        after a margin for clocks: the fold reads the items as they were at that instant, which
+        must come after the change that asked for it)."""
+        at = (math.floor((self.clock() + CLOCK_MARGIN_S) / self.fold_interval_s) + 1) * self.fold_interval_s
         with self._lock:
             if self._asked.get(batch_id, 0.0) >= at:
                 return
@@ -74,11 +78,20 @@ class BatchFlow:
         except Exception:  # noqa: BLE001 - the sweeper folds a batch nothing folded
             log.exception("batch %s: could not ask for a fold", batch_id)
 
+    def fold(self, batch_id: str, at: float | None = None) -> None:
+        """A fold task: the batch's items as they were at ``at`` (epoch seconds; waits for it
+        if the task came early)."""
+        if at is not None and (early := at - self.clock()) > 0:
+            time.sleep(min(early, 2.0))
+        # A read time must not lie ahead of the database's clock.
+        when = datetime.fromtimestamp(min(at, self.clock()), timezone.utc) if at is not None else None
+        self.batches.fold(batch_id, when)
+
     def repair(self, batch_id: str) -> int:
         """Fold a batch nothing folded for a while, and hand over the items whose turn was lost;
         returns how many were handed over."""
-        batch, waiting = self.batches.fold(batch_id)
-        if not batch or not waiting or batch.get(B.STATUS) in _STOPPED:
+        batch = self.batches.fold(batch_id)
+        if not batch or batch.get(B.STATUS) in _STOPPED or not (waiting := self.batches.waiting(batch_id)):
             return 0
         counts = batch.get(B.COUNTS) or {}
         in_flight = int(counts.get(Count.QUEUED) or 0) - waiting + int(counts.get(Count.RUNNING) or 0)

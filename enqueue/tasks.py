@@ -68,7 +68,7 @@ class TaskQueue:
     def enqueue_fold(self, batch_id: str, at: float) -> bool:
         """A fold of the batch's document at ``at`` (epoch seconds): one task per batch and
         instant, whoever asks; False if it was asked for already."""
-        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data={"batchId": batch_id})
+        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data={"batchId": batch_id, "at": at})
         task.schedule_time = timestamp_pb2.Timestamp(seconds=int(at), nanos=int((at % 1) * 1e9))
         try:
             self.client.create_task(parent=self.settings.queue_path, task=task)

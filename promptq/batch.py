@@ -67,6 +67,13 @@ class Totals:
     completion_tokens: int = 0
     cost: float = 0.0
 
+    @classmethod
+    def of(cls, batch: Doc) -> "Totals":
+        """The totals the batch document holds now."""
+        usage = batch.get(B.USAGE) or {}
+        return cls(int(batch.get(B.EXECUTIONS) or 0), int(usage.get(U.PROMPT_TOKENS) or 0), int(usage.get(U.COMPLETION_TOKENS) or 0),
+                   float(batch.get(B.COST) or 0.0))
+
     def to_doc(self) -> dict[str, Any]:
         return {Use.EXECUTIONS: self.executions, Use.PROMPT_TOKENS: self.prompt_tokens, Use.COMPLETION_TOKENS: self.completion_tokens,
                 Use.COST: round(self.cost, 12)}
@@ -75,7 +82,7 @@ class Totals:
 def new_batch(*, owner_uid: str, total: int, max_concurrency: int, title: str | None, requested_model: str | None,
               idempotency_key: str | None, request_hash: str, now: datetime, expire_at: datetime) -> dict[str, Any]:
     return {B.OWNER: owner_uid, B.STATUS: BatchStatus.QUEUED.value, B.TITLE: title, B.COUNTS: Counts(total, queued=total).to_doc(),
-            B.USAGE: {U.PROMPT_TOKENS: 0, U.COMPLETION_TOKENS: 0}, B.COST: 0.0, B.MAX_CONCURRENCY: max_concurrency, B.ROUND: 0,
+            B.USAGE: {U.PROMPT_TOKENS: 0, U.COMPLETION_TOKENS: 0}, B.COST: 0.0, B.EXECUTIONS: 0, B.MAX_CONCURRENCY: max_concurrency, B.ROUND: 0,
             B.REQUESTED_MODEL: requested_model, B.SETTLED: Totals().to_doc(), B.IDEMPOTENCY_KEY: idempotency_key,
             B.REQUEST_HASH: request_hash, B.CANCEL_REQUESTED: False, B.CREATED_AT: now, B.STARTED_AT: None, B.FINISHED_AT: None,
             B.UPDATED_AT: now, B.FOLDED_AT: None, B.EXPIRE_AT: expire_at, B.WRITES: 1}
@@ -110,8 +117,8 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     update: dict[str, Any] = {}
     if counts.to_doc() != batch.get(B.COUNTS):
         update[B.COUNTS] = counts.to_doc()
-    if usage != batch.get(B.USAGE) or round(totals.cost, 12) != batch.get(B.COST):
-        update.update({B.USAGE: usage, B.COST: round(totals.cost, 12)})
+    if usage != batch.get(B.USAGE) or round(totals.cost, 12) != batch.get(B.COST) or totals.executions != batch.get(B.EXECUTIONS):
+        update.update({B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions})
     if status.value != batch[B.STATUS]:
         update[B.STATUS] = status.value
         if status is BatchStatus.RUNNING:
@@ -130,7 +137,7 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
             update[B.SETTLED] = totals.to_doc()
     if not update:
         return None, None
-    return {**update, B.FOLDED_AT: now, B.UPDATED_AT: now}, settle
+    return {**update, B.UPDATED_AT: now}, settle
 
 
 def reopened(batch: Doc, *, retried: int, now: datetime, held: Mapping[str, Any] | None) -> dict[str, Any]:

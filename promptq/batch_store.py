@@ -23,7 +23,7 @@ from promptq.accounts import Taken, day_of
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
 from promptq.records import Change
-from promptq.schema import BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, F, Status, U
+from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
 from promptq.store import ExecutionStore, counted
 
 ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per commit
@@ -122,54 +122,65 @@ class BatchStore:
 
     # --- the fold -------------------------------------------------------------------------
 
-    def aggregate(self, batch_id: str) -> tuple[bt.Counts, bt.Totals, int]:
-        """The items' counts (newest executions), what the executions that ended used, and how
-        many items still wait for their turn: aggregation queries (no document read), all in
-        one read-only transaction, so that they see one instant (an item moving between two
-        states is counted once)."""
+    def aggregate(self, batch_id: str, at: datetime, *, total: int, ended_before: int | None = None) -> tuple[bt.Counts, bt.Totals | None]:
+        """The items' counts (newest executions of its ``total`` items) and, when more of them
+        ended than ``ended_before``, what the executions that ended used; as they all were at
+        ``at``: aggregation queries at one read time (an item moving between two states is
+        counted once; a snapshot read takes no lock, unlike a transaction on the emulator)."""
         latest = self.items(batch_id)
+        counts = {s: self._count(latest.where(filter=FieldFilter(F.STATUS, "==", s.value)), at)
+                  for s in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED)}
+        counts[Status.CANCELLED] = total - sum(counts.values())
+        result = bt.Counts(total, counts[Status.QUEUED], counts[Status.RUNNING], counts[Status.SUCCEEDED], counts[Status.FAILED],
+                           counts[Status.CANCELLED])
+        if ended_before is not None and result.ended == ended_before:
+            return result, None  # nothing more ended: the totals are as they were
         ended = self.items(batch_id, latest=False).where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL]))
         # A sum runs on the index of its field: it leaves out documents without one, so the
         # count of executions that ended is a query of its own.
         sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(
             f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")
+        values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}
+        return result, bt.Totals(self._count(ended, at), int(values.get("p") or 0), int(values.get("c") or 0), float(values.get("cost") or 0))
 
-        @firestore.transactional
-        def read(transaction):
-            counts = {s: self._count(latest.where(filter=FieldFilter(F.STATUS, "==", s.value)), transaction) for s in Status}
-            waiting = self._count(latest.where(filter=FieldFilter(F.WAITING, "==", True)), transaction)
-            values = {r.alias: r.value for row in sums.get(transaction=transaction) for r in row}
-            return counts, waiting, self._count(ended, transaction), values
-
-        counts, waiting, executions, values = read(self.client.transaction(read_only=True))
-        return (bt.Counts(sum(counts.values()), counts[Status.QUEUED], counts[Status.RUNNING], counts[Status.SUCCEEDED],
-                          counts[Status.FAILED], counts[Status.CANCELLED]),
-                bt.Totals(executions, int(values.get("p") or 0), int(values.get("c") or 0), float(values.get("cost") or 0)), waiting)
+    def waiting(self, batch_id: str) -> int:
+        """How many of its items still wait for their turn."""
+        return self._count(self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)), ex.utcnow())
 
     @staticmethod
-    def _count(query: firestore.Query, transaction=None) -> int:
-        return int(query.count(alias="n").get(transaction=transaction)[0][0].value)
+    def _count(query: firestore.Query, at: datetime) -> int:
+        return int(query.count(alias="n").get(read_time=at)[0][0].value)
 
-    def fold(self, batch_id: str) -> tuple[dict[str, Any] | None, int]:
-        """Compute the batch's counts from its items and write them if they changed (with the
-        ending's settlement when every item ended); returns the batch as written and how many
-        items wait."""
+    def fold(self, batch_id: str, at: datetime | None = None) -> dict[str, Any] | None:
+        """Compute the batch's counts from its items as they were at ``at`` (default: a moment
+        ago) and write them if they changed and no fold of a later instant did (with the
+        ending's settlement when every item ended); returns the batch as written (or as it is)."""
+        at = at or ex.utcnow() - timedelta(seconds=1)
         for _ in range(_TRIES):
             snap = self.ref(batch_id).get()
             if not snap.exists:
-                return None, 0
-            counts, totals, waiting = self.aggregate(batch_id)
+                return None
+            batch = snap.to_dict()
+            if batch.get(B.FOLDED_AT) is not None and batch[B.FOLDED_AT] >= at:
+                return batch  # a fold of a later instant was written: this one is older news
+            # While it runs, the totals are read again only when more items ended; once it ended,
+            # always (a cancelled item's cost is read from OpenRouter after its end).
+            running = BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL
+            before = bt.Counts(**{k: int(v) for k, v in batch[B.COUNTS].items()}) if batch.get(B.FOLDED_AT) and running else None
+            counts, totals = self.aggregate(batch_id, at, total=int(batch[B.COUNTS][Count.TOTAL]),
+                                            ended_before=before.ended if before else None)
             now = ex.utcnow()
-            update, settle = bt.folded(snap.to_dict(), counts, totals, now=now)
+            update, settle = bt.folded(batch, counts, totals or bt.Totals.of(batch), now=now)
             if update is None:
-                return snap.to_dict(), waiting
-            batch = self.client.batch()
+                return batch
+            update[B.FOLDED_AT] = at
+            writes = self.client.batch()
             if settle is not None:
-                self.store.ledger.settle(batch, settle, now)
-            batch.update(self.ref(batch_id), counted(update), option=self.client.write_option(last_update_time=snap.update_time))
+                self.store.ledger.settle(writes, settle, now)
+            writes.update(self.ref(batch_id), counted(update), option=self.client.write_option(last_update_time=snap.update_time))
             try:
-                batch.commit()
-                return {**snap.to_dict(), **update}, waiting
+                writes.commit()
+                return {**batch, **update}
             except gexc.FailedPrecondition:
                 pass  # another fold, a cancel or a retry wrote it: fold again
         raise RuntimeError(f"batch {batch_id}: too much contention to fold")
@@ -201,27 +212,29 @@ class BatchStore:
     # --- many items at once ------------------------------------------------------------------
 
     def change_many(self, ids: list[str], decide: Callable[[dict | None, dict | None], Change | None]) -> int:
-        """Apply a decision to many executions, a few hundred per commit, each conditional on
-        the version read (a chunk that meets a conflict falls back to one at a time)."""
-        done = 0
-        for i in range(0, len(ids), ITEMS_PER_COMMIT):
-            chunk = ids[i:i + ITEMS_PER_COMMIT]
-            refs = [r for execution_id in chunk for r in (self.store.ref(execution_id), self.store.job_ref(execution_id))]
-            snaps = {s.reference.path: s for s in self.client.get_all(refs)}
-            batch, changed = self.client.batch(), 0
-            for execution_id in chunk:
-                e, j = snaps[self.store.ref(execution_id).path], snaps[self.store.job_ref(execution_id).path]
-                change = decide(e.to_dict() if e.exists else None, j.to_dict() if j.exists else None)
-                if change is None:
-                    continue
-                for snap, update in ((e, change.execution), (j, change.job)):
-                    if update is not None:
-                        batch.update(snap.reference, counted(update), option=self.client.write_option(last_update_time=snap.update_time))
-                changed += 1
-            try:
-                if changed:
-                    batch.commit()
-                done += changed
-            except gexc.FailedPrecondition:
-                done += sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)
-        return done
+        """Apply a decision to many executions, a few hundred per commit, commits in parallel,
+        each write conditional on the version read (a chunk that meets a conflict falls back to
+        one at a time)."""
+        chunks = [ids[i:i + ITEMS_PER_COMMIT] for i in range(0, len(ids), ITEMS_PER_COMMIT)]
+        with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
+            return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
+
+    def _change_chunk(self, chunk: list[str], decide: Callable[[dict | None, dict | None], Change | None]) -> int:
+        refs = [r for execution_id in chunk for r in (self.store.ref(execution_id), self.store.job_ref(execution_id))]
+        snaps = {s.reference.path: s for s in self.client.get_all(refs)}
+        batch, changed = self.client.batch(), 0
+        for execution_id in chunk:
+            e, j = snaps[self.store.ref(execution_id).path], snaps[self.store.job_ref(execution_id).path]
+            change = decide(e.to_dict() if e.exists else None, j.to_dict() if j.exists else None)
+            if change is None:
+                continue
+            for snap, update in ((e, change.execution), (j, change.job)):
+                if update is not None:
+                    batch.update(snap.reference, counted(update), option=self.client.write_option(last_update_time=snap.update_time))
+            changed += 1
+        try:
+            if changed:
+                batch.commit()
+            return changed
+        except gexc.FailedPrecondition:
+            return sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.cloud.firestore_v1.base_query import FieldFilter
+
 from promptq.store import ExecutionStore
 
 
@@ -48,7 +50,7 @@ class Scripted:
         self.sent += text
 
     def _seq(self) -> int:
-        return len(list(self.store.ref(self.id).collection("chunks").where("attempt", "==", self.writer.attempt).stream()))
+        return len(list(self.store.ref(self.id).collection("chunks").where(filter=FieldFilter("attempt", "==", self.writer.attempt)).stream()))
 
     def succeed(self, rest: str, *, usage=(3, 7, 10), cost: float = 0.00002) -> None:
         from promptq.paging import split_pages

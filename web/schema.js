@@ -114,6 +114,7 @@ export const B = Object.freeze({
   "COUNTS": "counts",
   "USAGE": "usage",
   "COST": "cost",
+  "EXECUTIONS": "executions",
   "MAX_CONCURRENCY": "maxConcurrency",
   "ROUND": "round",
   "REQUESTED_MODEL": "requestedModel",

@@ -31,7 +31,8 @@ def handle(data: object, *, runtime: WorkerRuntime, api_key: str) -> RunResult:
     batch's document (a malformed task is dropped: 2xx)."""
     batch_id = batch_id_of(data)
     if batch_id is not None and runtime.flow is not None:
-        return runtime.fold(batch_id)
+        at = data.get("at") if isinstance(data, dict) else None  # type: ignore[union-attr]
+        return runtime.fold(batch_id, at if isinstance(at, (int, float)) and not isinstance(at, bool) else None)
     execution_id = execution_id_of(data)
     if execution_id is None:
         # A malformed task can never succeed: answer 2xx so that Cloud Tasks drops it.

@@ -127,9 +127,9 @@ class WorkerRuntime:
         except Exception:  # noqa: BLE001 - the sweeper repairs a lost hand-over; the delivery itself is done
             log.exception("batch %s: could not hand over after an item", result.batch_id)
 
-    def fold(self, batch_id: str) -> RunResult:
-        """A fold task: the batch's document from its items."""
-        self.flow.batches.fold(batch_id)
+    def fold(self, batch_id: str, at: float | None) -> RunResult:
+        """A fold task: the batch's document from its items as they were at ``at``."""
+        self.flow.fold(batch_id, at)
         return RunResult(Outcome.DONE, ClaimKind.FOLD)
 
     def close(self) -> None:

@@ -29,8 +29,9 @@ class B:
     STATUS = "status"
     TITLE = "title"  # the first item's first words
     COUNTS = "counts"  # Count fields
-    USAGE = "usage"  # {promptTokens, completionTokens} of the items' newest executions
-    COST = "cost"  # USD, summed over the items' newest executions (those that report one)
+    USAGE = "usage"  # {promptTokens, completionTokens} of the executions that ended
+    COST = "cost"  # USD, summed over the executions that ended (retried ones included; those that report one)
+    EXECUTIONS = "executions"  # executions that ended (a retried item counts each of its tries)
     MAX_CONCURRENCY = "maxConcurrency"
     ROUND = "round"  # 0; +1 for each retry_batch
     REQUESTED_MODEL = "requestedModel"  # the batch's default model, if it gave one
@@ -45,7 +46,7 @@ class B:
     STARTED_AT = "startedAt"
     FINISHED_AT = "finishedAt"
     UPDATED_AT = "updatedAt"
-    FOLDED_AT = "foldedAt"  # when the counts were last computed
+    FOLDED_AT = "foldedAt"  # the instant the counts describe (a fold of an earlier one never overwrites them)
     EXPIRE_AT = "expireAt"
     WRITES = "writes"
 

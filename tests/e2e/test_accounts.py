@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
 from leaks import secret
 
 from devstack.stack import FAKE_KEY
@@ -62,7 +63,7 @@ def test_a_burst_of_8_starts_with_max_active_2_creates_exactly_2(client, make_us
     for err in refused:
         assert (err.status, err.http_status, err.reason, err.field) == ("RESOURCE_EXHAUSTED", 429, "max_active", "maxActive")
         assert err.message.startswith("maxActive: 2 of your executions are queued or running") and "frees when" in err.message
-    assert len(list(db.collection("executions").where("ownerUid", "==", user.uid).stream())) == 2
+    assert len(list(db.collection("executions").where(filter=FieldFilter("ownerUid", "==", user.uid)).stream())) == 2
     recs = [listen(i) for i in created]
     for i in created:
         client.cancel(user, i)

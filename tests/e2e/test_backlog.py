@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
 from google.protobuf import field_mask_pb2
 
 from enqueue.sweeper import sweep
@@ -84,4 +85,4 @@ def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, 
 
 
 def _count_ended(db) -> int:
-    return sum(1 for _ in db.collection("executions").where("status", "in", ["succeeded", "failed", "cancelled"]).select([]).stream())
+    return sum(1 for _ in db.collection("executions").where(filter=FieldFilter("status", "in", ["succeeded", "failed", "cancelled"])).select([]).stream())

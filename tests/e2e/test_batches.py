@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.fakerouter import expected_text, seed_for
 from devstack.stack import LOGS
@@ -42,7 +43,7 @@ def wait_batch(client, user, batch_id: str, *, timeout: float = 120, until=("com
 
 
 def items_of(db, batch_id: str, *, latest_only: bool = True) -> list[dict]:
-    docs = [s.to_dict() | {"id": s.id} for s in db.collection("executions").where("batchId", "==", batch_id).stream()]
+    docs = [s.to_dict() | {"id": s.id} for s in db.collection("executions").where(filter=FieldFilter("batchId", "==", batch_id)).stream()]
     return sorted((d for d in docs if d["latest"] or not latest_only), key=lambda d: d["index"])
 
 

@@ -155,3 +155,10 @@ def test_every_setting_is_documented_in_the_readme():
 
     readme = (ROOT / "README.md").read_text()
     assert [name for name in variables() if f"`{name}`" not in readme] == []
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest's default (rootdir-less, no __init__.py) import mode refuses two test files that
+    share a basename, and only when both are collected: `make test` collects all of them."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
