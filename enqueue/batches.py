@@ -171,11 +171,12 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     now = ex.utcnow()
     batch = batches.set_status(batch_id, lambda b: None if b[B.STATUS] in (BatchStatus.CANCELLING.value, *[s.value for s in BATCH_TERMINAL])
                                else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now})
-    live_states = [Status.QUEUED.value, Status.RUNNING.value]
+    waiting = batches.cancel_waiting(batch_id, now)
+    live_states = [Status.QUEUED.value, Status.RUNNING.value]  # in flight (and any handed over meanwhile)
     live = [s.id for s in batches.items(batch_id).where(filter=FieldFilter(F.STATUS, "in", live_states)).select([F.STATUS]).stream()]
     changed = batches.change_many(live, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
     flow.touch(batch_id)
-    return _answer(batch_id, batch, f"cancelling: {changed} items stopped or asked to stop")
+    return _answer(batch_id, batch, f"cancelling: {waiting} waiting items cancelled, {changed} in flight stopped or asked to stop")
 
 
 def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:

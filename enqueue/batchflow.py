@@ -23,6 +23,7 @@ from typing import Any
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue.tasks import TaskQueue
+from promptq import batch as bt
 from promptq import execution as ex
 from promptq.batch_store import BatchStore
 from promptq.schema import B, BatchStatus, Count, F, J
@@ -66,7 +67,9 @@ class BatchFlow:
         """Ask for a fold of the batch's document at the next whole interval after now (and
         after a margin for clocks: the fold reads the items as they were at that instant, which
         must come after the change that asked for it)."""
-        at = (math.floor((self.clock() + CLOCK_MARGIN_S) / self.fold_interval_s) + 1) * self.fold_interval_s
+        self._ask(batch_id, (math.floor((self.clock() + CLOCK_MARGIN_S) / self.fold_interval_s) + 1) * self.fold_interval_s)
+
+    def _ask(self, batch_id: str, at: float) -> None:
         with self._lock:
             if self._asked.get(batch_id, 0.0) >= at:
                 return
@@ -85,6 +88,10 @@ class BatchFlow:
             time.sleep(min(early, 2.0))
         # A read time must not lie ahead of the database's clock.
         when = datetime.fromtimestamp(min(at, self.clock()), timezone.utc) if at is not None else None
+        batch = self.batches.get(batch_id)
+        if batch is not None and when is not None and (later := bt.next_fold(batch, when)) is not None:
+            self._ask(batch_id, later.timestamp())  # too soon after the last fold: asked again for then
+            return
         self.batches.fold(batch_id, when)
 
     def repair(self, batch_id: str) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq import accounts
@@ -138,6 +138,18 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     if not update:
         return None, None
     return {**update, B.UPDATED_AT: now}, settle
+
+
+def next_fold(batch: Doc, at: datetime) -> datetime | None:
+    """When a fold asked for the instant ``at`` should run instead, if it comes too soon: a
+    batch is folded at most once per fold interval and never more often than its fold takes
+    (its aggregation queries; the emulator scans where Firestore reads an index), so that folds
+    never pile up. None: now."""
+    last = batch.get(B.FOLDED_AT)
+    if last is None:
+        return None
+    due = last + timedelta(seconds=float(batch.get(B.FOLD_SECONDS) or 0.0))
+    return due if at < due else None
 
 
 def reopened(batch: Doc, *, retried: int, now: datetime, held: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ its document are invisible, and expire).
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
@@ -24,10 +25,15 @@ from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
 from promptq.records import Change
 from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
-from promptq.store import ExecutionStore, counted
+from promptq.store import INTERRUPTED, ExecutionStore, counted
 
 ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per commit
 COMMIT_THREADS = 4
+DOCS_PER_COMMIT = 450  # one document each: under Firestore's 500 writes per commit
+# A conditional write that lost (the document changed), or a commit that was interrupted or met
+# a lock (ABORTED; the emulator's "Transaction lock timeout" too): the chunk is done one by one.
+_CONFLICT = (gexc.FailedPrecondition, *INTERRUPTED)
+_CHUNK_TRIES = 3
 _TRIES = 20
 
 Item = tuple[str, dict[str, Any], dict[str, Any]]  # execution id, execution, job
@@ -167,13 +173,15 @@ class BatchStore:
             # always (a cancelled item's cost is read from OpenRouter after its end).
             running = BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL
             before = bt.Counts(**{k: int(v) for k, v in batch[B.COUNTS].items()}) if batch.get(B.FOLDED_AT) and running else None
+            started = time.monotonic()
             counts, totals = self.aggregate(batch_id, at, total=int(batch[B.COUNTS][Count.TOTAL]),
                                             ended_before=before.ended if before else None)
+            took = round(time.monotonic() - started, 3)
             now = ex.utcnow()
             update, settle = bt.folded(batch, counts, totals or bt.Totals.of(batch), now=now)
             if update is None:
                 return batch
-            update[B.FOLDED_AT] = at
+            update.update({B.FOLDED_AT: at, B.FOLD_SECONDS: took})
             writes = self.client.batch()
             if settle is not None:
                 self.store.ledger.settle(writes, settle, now)
@@ -181,8 +189,8 @@ class BatchStore:
             try:
                 writes.commit()
                 return {**batch, **update}
-            except gexc.FailedPrecondition:
-                pass  # another fold, a cancel or a retry wrote it: fold again
+            except (gexc.FailedPrecondition, *INTERRUPTED):
+                pass  # another fold, a cancel or a retry wrote it (or the write was interrupted): fold again
         raise RuntimeError(f"batch {batch_id}: too much contention to fold")
 
     def stale(self, *, now: datetime, grace_s: float, limit: int) -> list[str]:
@@ -205,8 +213,8 @@ class BatchStore:
             try:
                 self.ref(batch_id).update(counted(update), option=self.client.write_option(last_update_time=snap.update_time))
                 return {**snap.to_dict(), **update}
-            except gexc.FailedPrecondition:
-                pass
+            except (gexc.FailedPrecondition, *INTERRUPTED):
+                pass  # changed meanwhile, or the write was interrupted: read it again
         raise RuntimeError(f"batch {batch_id}: too much contention")
 
     # --- many items at once ------------------------------------------------------------------
@@ -236,5 +244,32 @@ class BatchStore:
             if changed:
                 batch.commit()
             return changed
-        except gexc.FailedPrecondition:
+        except _CONFLICT:
             return sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)
+
+    def cancel_waiting(self, batch_id: str, now: datetime) -> int:
+        """End ``cancelled`` every item that still waits for its turn (``ex.cancelled_waiting``):
+        the query's documents, a few hundred per commit, commits in parallel, each write
+        conditional on the version the query read (an item handed over meanwhile is cancelled as
+        Stop does, on its own). Returns how many ended."""
+        snaps = list(self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)).stream())
+        chunks = [snaps[i:i + DOCS_PER_COMMIT] for i in range(0, len(snaps), DOCS_PER_COMMIT)]
+        with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
+            return sum(pool.map(lambda chunk: self._cancel_chunk(chunk, now), chunks))
+
+    def _cancel_chunk(self, snaps: list[firestore.DocumentSnapshot], now: datetime) -> int:
+        changes = [(snap, change) for snap in snaps if (change := ex.cancelled_waiting(snap.to_dict(), now=now)) is not None]
+        for attempt in range(_CHUNK_TRIES):
+            writes = self.client.batch()
+            for snap, change in changes:
+                writes.update(snap.reference, counted(change.execution), option=self.client.write_option(last_update_time=snap.update_time))
+            try:
+                if changes:
+                    writes.commit()
+                return len(changes)
+            except gexc.FailedPrecondition:
+                break  # an item was handed over (or an interrupted commit went through): one by one
+            except INTERRUPTED:
+                time.sleep(0.5 * (attempt + 1))  # a lock or a deadline: the same commit again
+        decide = lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow())  # noqa: E731
+        return sum(1 for snap, _ in changes if self.store.update_if(snap.id, decide)[0] is not None)

@@ -226,6 +226,16 @@ def decide_cancel(execution: Doc | None, job: Doc | None, *, now: datetime) -> C
     return Change(_bump(execution, {F.CANCEL_REQUESTED: True}, now))
 
 
+def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:
+    """A batch's cancel of an item still waiting for its turn: it never ran, so its job holds no
+    claim and nothing to settle, and only the execution changes (a cancel of 10,000 waiting
+    items writes 10,000 documents, reads none but the query's). None: it is not waiting."""
+    if execution is None or not execution.get(F.WAITING) or status_of(execution) is not Status.QUEUED:
+        return None
+    return Change(_bump(execution, {F.STATUS: Status.CANCELLED.value, F.FINISHED_AT: now, F.WORKER: None,
+                                    F.FINISH_REASON: FINISH_CANCELLED, F.WAITING: False}, now))
+
+
 # --- the sweeper --------------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _CAS_TRIES = 20
 # Transport hiccups (the emulator cancels a commit that races a closing listener). The write
 # may or may not have landed: re-read and decide again; the preconditions make that safe.
-_INTERRUPTED = (gexc.Cancelled, gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted)
+INTERRUPTED = (gexc.Cancelled, gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted)
 _BATCH_BYTES = 8 * 1024 * 1024  # pages per commit: under Firestore's 10 MiB request limit
 
 
@@ -250,7 +250,7 @@ class ExecutionStore(Listeners):
                 # Firestore refuses this write (too large, a value it cannot store): trying it
                 # again, or another attempt regenerating the answer, would only fail the same way.
                 raise Permanent(f"Firestore refused the write: {exc.message}", code=Code.WRITE_REFUSED) from None
-            except _INTERRUPTED as exc:
+            except INTERRUPTED as exc:
                 log.warning("execution %s: write interrupted (%s), re-reading", execution_id, type(exc).__name__)
             seen = self.read(execution_id)
             if check is not None:

@@ -130,6 +130,7 @@ export const B = Object.freeze({
   "FINISHED_AT": "finishedAt",
   "UPDATED_AT": "updatedAt",
   "FOLDED_AT": "foldedAt",
+  "FOLD_SECONDS": "foldSeconds",
   "EXPIRE_AT": "expireAt",
   "WRITES": "writes"
 });

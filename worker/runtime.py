@@ -37,7 +37,10 @@ FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of
 
 
 class StopListener:
-    """The process's one listener for Stop; attempts register a callback per execution."""
+    """The process's one listener for Stop; attempts register a callback per execution. It is
+    open only while the process holds an execution: an idle instance holds no Listen stream
+    (and on the functions emulator, which runs one request per process, idle processes do not
+    slow every write to ``executions`` down; each open listener there costs every commit)."""
 
     def __init__(self, store: ExecutionStore, worker: str):
         self.store = store
@@ -53,7 +56,17 @@ class StopListener:
                 # (Re)started lazily: a stream the server cut is replaced on the next claim;
                 # meanwhile the heartbeats notice Stop.
                 self._watch = self.store.watch_stops(self.worker, self._stopped)
-        return lambda: self._callbacks.pop(execution_id, None)
+
+        def unregister() -> None:
+            with self._lock:
+                self._callbacks.pop(execution_id, None)
+                idle, watch = not self._callbacks, self._watch
+                if idle:
+                    self._watch = None
+            if idle and watch is not None:
+                threading.Thread(target=watch.unsubscribe, name="stop-listener-close", daemon=True).start()  # off the event loop
+
+        return unregister
 
     def _stopped(self, execution_ids: list[str]) -> None:
         for execution_id in execution_ids:

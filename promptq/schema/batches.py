@@ -47,6 +47,7 @@ class B:
     FINISHED_AT = "finishedAt"
     UPDATED_AT = "updatedAt"
     FOLDED_AT = "foldedAt"  # the instant the counts describe (a fold of an earlier one never overwrites them)
+    FOLD_SECONDS = "foldSeconds"  # how long that fold's queries took: the next comes no sooner
     EXPIRE_AT = "expireAt"
     WRITES = "writes"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -169,6 +170,34 @@ def test_the_stop_listener_hears_only_stops_of_its_worker(store):
     finally:
         watch.unsubscribe()
     assert all(ids in ([], [mine]) for ids in heard), heard
+
+
+def test_the_stop_listener_is_open_only_while_the_process_holds_an_execution(store):
+    from worker.runtime import StopListener
+
+    first, second = _new(store), _new(store)
+    _claim(store, first, worker="w-3")
+    _claim(store, second, worker="w-3")
+    stops, stopped = StopListener(store, "w-3"), threading.Event()
+    try:
+        unregister_first = stops.register(first, lambda: None)
+        watch = stops._watch
+        unregister_second = stops.register(second, stopped.set)
+        assert stops._watch is watch and watch.is_active  # one stream for both
+        unregister_first()
+        assert stops._watch is watch  # still holds the second
+        store.update_if(second, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
+        assert stopped.wait(10)
+        unregister_second()
+        assert stops._watch is None
+        deadline = time.monotonic() + 10
+        while watch.is_active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not watch.is_active  # closed: an idle process holds no Listen stream
+        stops.register(first, lambda: None)
+        assert stops._watch is not None and stops._watch is not watch and stops._watch.is_active
+    finally:
+        stops.close()
 
 
 # --- hardening: writes Firestore refuses -----------------------------------------------------

@@ -115,3 +115,25 @@ def test_a_retried_batch_runs_again_in_a_new_round():
     doc = {**batch_doc(), B.STATUS: "completed", B.ROUND: 0}
     update = bt.reopened(doc, retried=2, now=NOW, held={B.HOLDS: True})
     assert (update[B.STATUS], update[B.ROUND], update[B.FINISHED_AT], update[B.HOLDS]) == ("running", 1, None, True)
+
+
+def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution():
+    from promptq import execution as ex
+    from promptq.schema import Status
+
+    (_, waiting, job), (_, second, _) = build({"items": [{"customId": "a", "prompt": "hi"}, {"customId": "b", "prompt": "yo"}], "maxConcurrency": 1})
+    change = ex.cancelled_waiting(waiting, now=NOW)
+    assert change is not None and change.job is None and change.settle is None
+    assert change.execution[F.STATUS] == Status.CANCELLED.value and change.execution[F.WAITING] is False
+    assert change.execution[F.FINISHED_AT] == NOW
+    handed = {**second, **ex.handed_over(second, now=NOW).execution}
+    assert ex.cancelled_waiting(handed, now=NOW) is None  # in flight: cancelled as Stop does, job and all
+    assert ex.cancelled_waiting({**waiting, F.STATUS: Status.SUCCEEDED.value}, now=NOW) is None
+
+
+def test_a_fold_never_comes_sooner_than_the_last_one_took():
+    assert bt.next_fold({B.FOLDED_AT: None}, NOW) is None  # never folded: now
+    last = {B.FOLDED_AT: NOW, B.FOLD_SECONDS: 4.5}
+    assert bt.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=4.5)  # asked again for then
+    assert bt.next_fold(last, NOW + timedelta(seconds=5)) is None
+    assert bt.next_fold({B.FOLDED_AT: NOW, B.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
