@@ -1,8 +1,10 @@
 # promptq: the two commands of the quick start are `make demo` and `make test`.
 SHELL := /bin/bash
 PY := venv/bin/python
+REGION ?= us-central1
 
 .PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity load web web-schema clean
+.PHONY: deploy deploy-plan
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -45,6 +47,14 @@ web: up               ## serve the web page on http://127.0.0.1:5173/ against th
 
 web-schema:           ## regenerate web/schema.js from promptq/schema.py (a test fails when they drift)
 	@$(PY) -m devstack.schema_js > web/schema.js
+
+deploy:               ## deploy to a Firebase project on Blaze, idempotently: make deploy PROJECT=<id> [REGION=us-central1] [SET="KEY=VALUE ..."]
+	@[ -x $(PY) ] || { echo "deploy: no virtual environment: run make setup" >&2; exit 2; }
+	@$(PY) -m infra.deploy apply --project "$(PROJECT)" --region "$(REGION)" $(foreach s,$(SET),--set '$(s)')
+
+deploy-plan:          ## print the commands `make deploy` runs, in order, offline: make deploy-plan PROJECT=<id> [REGION=...]
+	@[ -x $(PY) ] || { echo "deploy: no virtual environment: run make setup" >&2; exit 2; }
+	@$(PY) -m infra.deploy plan --project "$(PROJECT)" --region "$(REGION)" $(foreach s,$(SET),--set '$(s)')
 
 clean: down
 	rm -rf .stack

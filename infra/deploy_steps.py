@@ -1,0 +1,299 @@
+"""What `make deploy` does to a Firebase project, as data: each step says what it does, why,
+the exact command, and a read-only check that tells whether it is done already. The plan
+prints these steps and apply runs them (infra/deploy.py): one source for both. Building them
+touches no network: it reads the checkout and asks the functions SDK for main.py's manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import yaml
+
+from promptq.schema import WORKER_FUNCTION
+from promptq.settings import APP_CHECK_ENV, DEFAULT_REGION, variables
+
+ROOT = Path(__file__).resolve().parents[1]
+FIREBASE = "infra/node_modules/.bin/firebase"  # the pinned CLI (`make setup`)
+NUMBER = "${PROJECT_NUMBER}"  # looked up by apply (`gcloud projects describe`); a shell variable in the plan
+TASKS_ACCOUNT = "promptq-tasks"
+KEY_RING, KEY = "promptq", "user-keys"
+RELEASE_ENV = "PROMPTQ_RELEASE"
+# Google's rule for project ids; demo-* ids are emulator-only projects (the local stack's).
+PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+# Not for a project's .env: the local stack's, and what the deploy derives (the queue is named after the function).
+FIXED = {"PROMPTQ_LOCAL_KEK", "PROMPTQ_TASKS_EMULATOR_HOST", "PROMPTQ_QUEUE_ID", "PROMPTQ_REGION", "PROMPTQ_TASKS_SERVICE_ACCOUNT", "PROMPTQ_KMS_KEY"}
+RELEASE_INPUTS = (".env", "firebase.json", "infra/firestore.rules", "infra/firestore.indexes.json")
+DISCOVER = "from firebase_functions.private.serving import functions_as_yaml, get_functions; print(functions_as_yaml(get_functions()))"
+
+APIS = {
+    "cloudfunctions.googleapis.com": "Cloud Functions (2nd gen) hosts every function",
+    "run.googleapis.com": "2nd gen functions are Cloud Run services",
+    "cloudbuild.googleapis.com": "builds the functions' containers from the uploaded source",
+    "artifactregistry.googleapis.com": "stores the built containers",
+    "eventarc.googleapis.com": "Cloud Functions (2nd gen) needs it for its triggers",
+    "cloudscheduler.googleapis.com": "fires sweep_executions on its schedule",
+    "cloudtasks.googleapis.com": "the runexecution queue delivers every execution to the worker",
+    "firestore.googleapis.com": "executions, chunks, pages, jobs, accounts, keys live in Firestore",
+    "firebaserules.googleapis.com": "deploys infra/firestore.rules",
+    "secretmanager.googleapis.com": "holds OPENROUTER_API_KEY",
+    "cloudkms.googleapis.com": "wraps users' own OpenRouter keys (PROMPTQ_KMS_KEY)",
+    "iam.googleapis.com": "the service accounts and their bindings",
+}
+
+
+class Refusal(Exception):
+    """A prerequisite is missing: one line says which."""
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    why: str
+    argv: tuple[str, ...] = ()
+    check: tuple[str, ...] = ()  # read-only; the step is done when it exits 0 and prints `expect` (or anything)
+    expect: frozenset[str] = frozenset()
+    done: str = "done"  # what apply prints after running it
+    secret: str = ""  # the command reads this secret's value on stdin
+    write: str = ""  # a local file to write with `content` instead of a command
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    project: str
+    region: str = DEFAULT_REGION
+    settings: tuple[tuple[str, str], ...] = ()  # --set KEY=VALUE, kept in .env.<project>
+    root: Path = ROOT
+    env_file: Path | None = None  # default: .env.<project> beside main.py
+
+    @property
+    def env_path(self) -> Path:
+        return self.env_file or self.root / f".env.{self.project}"
+
+    @property
+    def tasks_account(self) -> str:
+        return f"{TASKS_ACCOUNT}@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def runtime_account(self) -> str:
+        # The functions run as the default compute account: main.py sets no service_account.
+        return f"{NUMBER}-compute@developer.gserviceaccount.com"
+
+    @property
+    def functions_url(self) -> str:
+        return f"https://{self.region}-{self.project}.cloudfunctions.net"
+
+    @property
+    def kms_key(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}/keyRings/{KEY_RING}/cryptoKeys/{KEY}"
+
+
+def validate(t: Target) -> None:
+    if not t.project:
+        raise Refusal("PROJECT is required: make deploy PROJECT=<firebase project id>")
+    if not PROJECT_ID.fullmatch(t.project) or t.project.startswith("demo-") or "--" in t.project:
+        raise Refusal(f"{t.project!r} is not a project id (6-30 of a-z 0-9 -, starting with a letter; demo-* ids are emulator-only)")
+    if not re.fullmatch(r"[a-z]+-[a-z]+\d", t.region):
+        raise Refusal(f"{t.region!r} is not a Cloud region (like us-central1)")
+
+
+def uploaded(root: Path) -> list[Path]:
+    """The files `firebase deploy` uploads: the codebase's ignore list on each name (minimatch
+    matchBase, as firebase-tools' readdirRecursive does)."""
+    cfg = json.loads((root / "firebase.json").read_text())["functions"][0]
+    ignore = [*cfg.get("ignore", ["node_modules", ".git"]), "firebase-debug.log", "firebase-debug.*.log", ".runtimeconfig.json"]
+    keep = lambda name: not any(fnmatchcase(name, glob) for glob in ignore)
+    files = []
+    for folder, dirs, names in os.walk(root / cfg.get("source", ".")):
+        dirs[:] = [d for d in dirs if keep(d)]
+        files += [Path(folder, n) for n in names if keep(n)]
+    return files
+
+
+def release(root: Path, env_body: str) -> str:
+    """What is deployed, in 12 hex digits: the uploaded code, the functions' environment, the
+    rules and indexes. Stamped on every function (PROMPTQ_RELEASE): a deploy whose release is
+    already on all of them is skipped."""
+    digest = hashlib.sha256(env_body.encode())
+    for path in sorted({*uploaded(root), *(root / p for p in RELEASE_INPUTS if (root / p).exists())}):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:12]
+
+
+def dotenv(text: str) -> dict[str, str]:
+    pairs = (line.partition("=") for line in text.splitlines() if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def env_values(t: Target) -> dict[str, str]:
+    """.env.<project>: what deploy derives (recomputed every time unless --set), the other
+    settings an operator put in the file (kept), then --set."""
+    derived = {"PROMPTQ_REGION": t.region, "PROMPTQ_WORKER_URL": f"{t.functions_url}/{WORKER_FUNCTION}",
+               "PROMPTQ_TASKS_SERVICE_ACCOUNT": t.tasks_account, "PROMPTQ_KMS_KEY": t.kms_key}
+    kept = dotenv(t.env_path.read_text()) if t.env_path.exists() else {}
+    kept.pop(RELEASE_ENV, None)
+    for key, value in {**{k: v for k, v in kept.items() if k not in derived}, **dict(t.settings)}.items():
+        if key not in set(variables()) - FIXED or "\n" in value:
+            raise Refusal(f"{key} cannot be set in {t.env_path.name}: not a setting a project chooses (README, Configuration)")
+    return dict(sorted({APP_CHECK_ENV: "false", **kept, **derived, **dict(t.settings)}.items()))
+
+
+def env_file(t: Target) -> tuple[str, str]:
+    """The content of .env.<project> and its release."""
+    body = "".join(f"{k}={v}\n" for k, v in env_values(t).items())
+    rel = release(t.root, body)
+    head = (f"# Written by `make deploy PROJECT={t.project}` (infra/deploy.py). It recomputes the region, worker URL,\n"
+            "# tasks account, KMS key and release on every run; other settings added here are kept.\n")
+    return f"{head}{body}{RELEASE_ENV}={rel}\n", rel
+
+
+def manifest(t: Target, env: dict[str, str]) -> dict:
+    """main.py's functions as the Firebase CLI discovers them (the SDK's own manifest), loaded
+    with the environment the deploy gives them (.env, .env.<project>)."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    shared = dotenv((t.root / ".env").read_text()) if (t.root / ".env").exists() else {}
+    out = subprocess.run([sys.executable, "-c", DISCOVER], cwd=t.root, env={**base, **shared, **env},
+                         capture_output=True, text=True, timeout=120, check=False)
+    if out.returncode:
+        raise Refusal(f"main.py does not load: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+    found = yaml.safe_load(out.stdout)
+    regions = {r for e in found["endpoints"].values() for r in (e.get("region") or [DEFAULT_REGION])}
+    if regions != {t.region}:
+        raise Refusal(f"main.py deploys the functions to {', '.join(sorted(regions))}, not {t.region}: "
+                      "deploy there, or set the functions' region in main.py first (README, Deploy)")
+    return found
+
+
+def gcloud(*args: str, t: Target) -> tuple[str, ...]:
+    return ("gcloud", *args, f"--project={t.project}")
+
+
+def api_steps(t: Target, env: dict[str, str]) -> list[Step]:
+    apis = dict(APIS)
+    if env.get(APP_CHECK_ENV) in ("true", "1", "yes"):
+        apis["firebaseappcheck.googleapis.com"] = "App Check tokens for the callables (PROMPTQ_ENFORCE_APP_CHECK)"
+    return [Step(f"Enable {api}", why, gcloud("services", "enable", api, t=t),
+                 gcloud("services", "list", "--enabled", f"--filter=config.name={api}", "--format=value(config.name)", t=t),
+                 done="enabled") for api, why in apis.items()]
+
+
+def resource_steps(t: Target) -> list[Step]:
+    ring = (f"--location={t.region}",)
+    key = (f"--keyring={KEY_RING}", *ring)
+    return [
+        Step(f"Create the Firestore database (default) in {t.region}", "native mode, where every document lives",
+             gcloud("firestore", "databases", "create", "--database=(default)", f"--location={t.region}", "--type=firestore-native", t=t),
+             gcloud("firestore", "databases", "describe", "--database=(default)", "--format=value(name)", t=t), done="created"),
+        Step("Make sure the functions' runtime account exists", "the functions run as the default compute account, "
+             "which enabling Compute Engine creates", gcloud("services", "enable", "compute.googleapis.com", t=t),
+             gcloud("iam", "service-accounts", "describe", t.runtime_account, "--format=value(email)", t=t), done="created"),
+        Step(f"Create the service account {t.tasks_account}", "Cloud Tasks attaches its OIDC token to every delivery "
+             "to the worker (PROMPTQ_TASKS_SERVICE_ACCOUNT)",
+             gcloud("iam", "service-accounts", "create", TASKS_ACCOUNT, "--display-name=promptq Cloud Tasks deliveries", t=t),
+             gcloud("iam", "service-accounts", "describe", t.tasks_account, "--format=value(email)", t=t), done="created"),
+        Step(f"Create the KMS key ring {KEY_RING} in {t.region}", "holds the key that wraps users' own OpenRouter keys",
+             gcloud("kms", "keyrings", "create", KEY_RING, *ring, t=t),
+             gcloud("kms", "keyrings", "describe", KEY_RING, *ring, "--format=value(name)", t=t), done="created"),
+        Step(f"Create the KMS key {KEY}", "envelope encryption of users' own OpenRouter keys (PROMPTQ_KMS_KEY, promptq/keys.py)",
+             gcloud("kms", "keys", "create", KEY, *key, "--purpose=encryption", t=t),
+             gcloud("kms", "keys", "describe", KEY, *key, "--format=value(name)", t=t), done="created"),
+    ]
+
+
+def binding(on: tuple[tuple[str, ...], str, tuple[str, ...]], account: str, role: str, why: str) -> Step:
+    """Grant `role` to `account` on a resource: `on` is (gcloud group, resource, its flags)."""
+    group, name, flags = on
+    member = f"serviceAccount:{account}"
+    return Step(f"Grant {role} to {account} on {name}", why,
+                ("gcloud", *group, "add-iam-policy-binding", name, *flags, f"--member={member}", f"--role={role}", "--condition=None"),
+                ("gcloud", *group, "get-iam-policy", name, *flags, "--flatten=bindings[].members",
+                 f"--filter=bindings.role={role} AND bindings.members={member}", "--format=value(bindings.role)"), done="granted")
+
+
+def runtime_bindings(t: Target) -> list[Step]:
+    """What the functions' runtime account may do. The first two (and the invoker binding after
+    the functions deploy) are the three a task-queue function enqueued from another needs."""
+    project = (("projects",), t.project, ())
+    tasks = (("iam", "service-accounts"), t.tasks_account, (f"--project={t.project}",))
+    key = (("kms", "keys"), KEY, (f"--keyring={KEY_RING}", f"--location={t.region}", f"--project={t.project}"))
+    run = t.runtime_account
+    return [
+        binding(project, run, "roles/cloudtasks.enqueuer", "start_execution, batch hand-overs and the sweeper create tasks"),
+        binding(tasks, run, "roles/iam.serviceAccountUser", "a task may carry the tasks account's OIDC token only if its creator may act as it"),
+        binding(project, run, "roles/cloudtasks.viewer", "the sweeper and a retried start ask whether a task still exists (GetTask)"),
+        binding(project, run, "roles/cloudtasks.taskDeleter", "the sweeper deletes a task it replaced"),
+        binding(project, run, "roles/datastore.user", "every function reads and writes Firestore (new projects no longer make "
+                "the default account an Editor)"),
+        binding(project, run, "roles/cloudbuild.builds.builder", "Cloud Build builds the functions as this account in "
+                "projects created since 2024"),
+        binding(key, run, "roles/cloudkms.cryptoKeyEncrypterDecrypter", "set_api_key and the worker wrap and unwrap the data keys "
+                "of users' own OpenRouter keys"),
+    ]
+
+
+def secret_steps(t: Target, found: dict) -> list[Step]:
+    """Each secret main.py binds, set only when it has no enabled version (never overwritten)."""
+    names = [p["name"] for p in found.get("params", []) if p.get("type") == "secret"]
+    return [Step(f"Set the secret {name} unless it has a version", "the worker reads it; firebase deploy grants the runtime "
+                 "account access to it", (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
+                 gcloud("secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1", "--format=value(name)", t=t),
+                 done="set", secret=name) for name in names]
+
+
+def deploy_steps(t: Target, found: dict, rel: str) -> list[Step]:
+    """Firestore first (rules and indexes before code that needs them), then the functions. Both
+    are done when every function carries this release (firebase itself skips what is unchanged)."""
+    names = sorted(found["endpoints"])
+    check = gcloud("functions", "list", "--v2", f"--regions={t.region}",
+                   f"--format=value(name.basename(),serviceConfig.environmentVariables.{RELEASE_ENV})", t=t)
+    expect = frozenset(f"{name}\t{rel}" for name in names)
+    only = lambda what, *more: (FIREBASE, "deploy", "--only", what, f"--project={t.project}", "--non-interactive", *more)
+    return [
+        Step("Deploy the Firestore rules, indexes and TTL policies", "infra/firestore.rules and infra/firestore.indexes.json "
+             "(its ttl fieldOverrides are the TTL policies: the pinned CLI deploys them); indexes not in the file are kept",
+             only("firestore"), check, expect, done="deployed"),
+        Step(f"Deploy the {len(names)} functions, release {rel}", "Firebase also creates the runexecution queue with the "
+             "decorator's retry config and rate limits; --force sets the images' cleanup policy and deletes this "
+             "codebase's functions main.py no longer has", only("functions", "--force"), check, expect, done="deployed"),
+    ]
+
+
+def invoker_step(t: Target) -> Step:
+    service = (("run", "services"), WORKER_FUNCTION, (f"--region={t.region}", f"--project={t.project}"))
+    return binding(service, t.tasks_account, "roles/run.invoker", "Cloud Run admits a delivery only with an invoker's "
+                   "OIDC token (else 401/403); the service exists once the functions are deployed")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    target: Target
+    manifest: dict
+    release: str
+    env_content: str
+    steps: tuple[Step, ...]
+
+    @property
+    def callables(self) -> list[str]:
+        return sorted(n for n, e in self.manifest["endpoints"].items() if "callableTrigger" in e)
+
+
+def build(t: Target) -> Deployment:
+    """Every step, in order, for one project and region."""
+    validate(t)
+    content, rel = env_file(t)
+    env = dotenv(content)
+    found = manifest(t, env)
+    write = Step(f"Write {t.env_path.name}", "the functions' environment in this project (firebase deploy reads it "
+                 "beside main.py)", write=str(t.env_path), content=content, done="written")
+    steps = [*api_steps(t, env), *resource_steps(t), *runtime_bindings(t), *secret_steps(t, found), write,
+             *deploy_steps(t, found, rel), invoker_step(t)]
+    return Deployment(t, found, rel, content, tuple(steps))
