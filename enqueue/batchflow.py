@@ -26,7 +26,7 @@ from enqueue.tasks import TaskQueue
 from promptq import batch as bt
 from promptq import execution as ex
 from promptq.batch_store import BatchStore
-from promptq.schema import B, BatchStatus, Count, F, J
+from promptq.schema import B, BatchStatus, Count, F, J, Status
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,15 @@ class BatchFlow:
         """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
         while execution_id:
             change, seen = self.store.update_if(execution_id, lambda e, j: ex.handed_over(e, now=ex.utcnow()))
-            if change is None:
-                return False  # handed over already, or gone
-            if not ex.is_terminal(seen.execution or {}):
-                self.queue.enqueue(execution_id)
+            execution = seen.execution
+            if execution is None:
+                return False  # gone
+            if not ex.is_terminal(execution):
+                # Handed over now, or before (perhaps by this very call, when its write was
+                # interrupted after it went through): a queued item gets its task. The name is
+                # the execution's, so a second hand-over creates nothing.
+                if change is not None or ex.status_of(execution) is Status.QUEUED:
+                    self.queue.enqueue(execution_id)
                 return True
             execution_id = (seen.job or {}).get(J.NEXT)  # it ended while it waited: the next one's turn
         return False

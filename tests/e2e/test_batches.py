@@ -196,6 +196,28 @@ def test_the_sweeper_hands_over_an_item_whose_turn_was_lost(client, make_user, d
     assert final.status == "completed" and final.counts["succeeded"] == 2
 
 
+def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(client, make_user, db, stack, paused_queue):
+    """The hand-over's write was interrupted after Firestore applied it (the store re-reads and
+    finds the item handed over already): the item still gets its task, named after it, once."""
+    user = make_user()
+    items = [{"customId": str(i), "prompt": f"unanswered {i}", "model": "fake/tokens=3,rate=0"} for i in range(2)]
+    started = client.start_batch(user, items, maxConcurrency=1)
+    store = ExecutionStore(db)
+    first, second = (d["id"] for d in items_of(db, started.batchId))
+    store.update_if(second, lambda e, j: ex.handed_over(e, now=ex.utcnow()))  # applied; its task never created
+    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+                        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
+    queue = TaskQueue(settings)
+    flow = BatchFlow(BatchStore(store), queue)
+    assert not queue.exists(second)
+    assert flow.release(second) is True and queue.exists(second)
+    assert flow.release(second) is True  # again: the same task, nothing more
+    paused_queue.resume_queue(name=stack["TASKS_QUEUE"])
+    final = wait_batch(client, user, started.batchId, timeout=60)[-1]
+    assert final.status == "completed" and final.counts["succeeded"] == 2
+    assert store.get(second)["attempt"] == 1
+
+
 @pytest.mark.parametrize(("items", "field"), [
     ([{"customId": "a", "prompt": "x"}, {"customId": "a", "prompt": "y"}], "items.1.customId"),
     ([{"customId": "ok", "prompt": "fine"}] * 0 + [{"customId": f"g{i}", "prompt": "good"} for i in range(5)]
