@@ -140,15 +140,19 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     return {**update, B.UPDATED_AT: now}, settle
 
 
+FOLD_DUTY = 4  # the next fold comes no sooner than 4 × the last one took
+
+
 def next_fold(batch: Doc, at: datetime) -> datetime | None:
     """When a fold asked for the instant ``at`` should run instead, if it comes too soon: a
-    batch is folded at most once per fold interval and never more often than its fold takes
-    (its aggregation queries; the emulator scans where Firestore reads an index), so that folds
-    never pile up. None: now."""
+    batch is folded at most once per fold interval, and its folds take at most 1/FOLD_DUTY of
+    the time (their aggregation queries take milliseconds on Firestore's indexes; the emulator
+    scans, a second for a few thousand items), so that folds never pile up nor crowd out the
+    items' own writes. None: now."""
     last = batch.get(B.FOLDED_AT)
     if last is None:
         return None
-    due = last + timedelta(seconds=float(batch.get(B.FOLD_SECONDS) or 0.0))
+    due = last + timedelta(seconds=FOLD_DUTY * float(batch.get(B.FOLD_SECONDS) or 0.0))
     return due if at < due else None
 
 

@@ -55,6 +55,16 @@ class Seen:
     job_time: Any = None
 
 
+def applied(change: Change, seen: Seen) -> bool:
+    """Whether an interrupted commit went through after all: the documents carry this change's
+    own stamp (``updatedAt`` is the instant its decision was made; no other write has it)."""
+    if change.delete:
+        return seen.execution is None and seen.job is None
+    stamped = [(mine, theirs, key) for mine, theirs, key in ((change.execution, seen.execution, F.UPDATED_AT), (change.job, seen.job, J.UPDATED_AT))
+               if mine and key in mine]
+    return bool(stamped) and all(theirs is not None and theirs.get(key) == mine[key] for mine, theirs, key in stamped)
+
+
 class ExecutionStore(Listeners):
     def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
         self.client = client
@@ -242,6 +252,7 @@ class ExecutionStore(Listeners):
             change = build(seen)
             if change is None:
                 return None, seen
+            interrupted = False
             try:
                 return change, self._commit(execution_id, change, seen)
             except gexc.FailedPrecondition:
@@ -252,7 +263,10 @@ class ExecutionStore(Listeners):
                 raise Permanent(f"Firestore refused the write: {exc.message}", code=Code.WRITE_REFUSED) from None
             except INTERRUPTED as exc:
                 log.warning("execution %s: write interrupted (%s), re-reading", execution_id, type(exc).__name__)
+                interrupted = True
             seen = self.read(execution_id)
+            if interrupted and applied(change, seen):
+                return change, seen  # it went through before the answer was lost
             if check is not None:
                 check(seen)
         raise RuntimeError(f"execution {execution_id}: too much contention to write")

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -36,15 +37,22 @@ log = logging.getLogger(__name__)
 FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
 
 
+STOP_LISTENER_LINGER_S = 0.0  # measured on the local stack: idle listeners cost more than reopening one
+
+
 class StopListener:
     """The process's one listener for Stop; attempts register a callback per execution. It is
-    open only while the process holds an execution: an idle instance holds no Listen stream
-    (and on the functions emulator, which runs one request per process, idle processes do not
-    slow every write to ``executions`` down; each open listener there costs every commit)."""
+    closed once the process has held no execution for ``linger_s``: an idle instance holds no
+    Listen stream (and on the functions emulator, which runs one request per process, idle
+    processes do not slow every write to ``executions``: each open listener there costs every
+    commit), while a busy one keeps its stream from one execution to the next (opening one costs
+    a query on the server)."""
 
-    def __init__(self, store: ExecutionStore, worker: str):
+    def __init__(self, store: ExecutionStore, worker: str, *, linger_s: float = STOP_LISTENER_LINGER_S):
         self.store = store
         self.worker = worker
+        self.linger_s = linger_s
+        self._idle_since = 0.0
         self._callbacks: dict[str, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._watch = None
@@ -60,13 +68,20 @@ class StopListener:
         def unregister() -> None:
             with self._lock:
                 self._callbacks.pop(execution_id, None)
-                idle, watch = not self._callbacks, self._watch
-                if idle:
-                    self._watch = None
-            if idle and watch is not None:
-                threading.Thread(target=watch.unsubscribe, name="stop-listener-close", daemon=True).start()  # off the event loop
+                if not self._callbacks and self._watch is not None:
+                    self._idle_since = time.monotonic()
+                    timer = threading.Timer(self.linger_s, self._close_if_idle)
+                    timer.daemon = True
+                    timer.start()  # off the event loop
 
         return unregister
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            if self._callbacks or self._watch is None or time.monotonic() - self._idle_since < self.linger_s * 0.99:
+                return  # busy again, closed already, or idle for less (a later timer decides)
+            watch, self._watch = self._watch, None
+        watch.unsubscribe()
 
     def _stopped(self, execution_ids: list[str]) -> None:
         for execution_id in execution_ids:

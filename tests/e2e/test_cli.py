@@ -401,3 +401,35 @@ def test_key_usage_and_list(cli_user, db, upstream):
     assert cli("key", "delete").stdout == "no OpenRouter key of your own: your executions run on the app's key\n"
     empty = subprocess.run([str(PROMPTQ), "key", "set"], input="", env=cli.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert empty.returncode == 2 and "no key given" in empty.stderr
+
+
+def test_batch_run_collects_every_result_of_a_mixed_jsonl_file(cli_user, tmp_path):
+    """200 lines, the project's own and OpenAI batch input lines mixed, run as one batch: the
+    progress goes to stderr, every item's result to --out once, each the text its prompt made."""
+    cli, _user = cli_user
+    model, tag = "fake/tokens=6,rate=60", uuid.uuid4().hex[:6]
+    lines, expected = [], {}
+    for i in range(200):
+        prompt = f"cli batch {tag} {i}"
+        if i % 4 == 3:
+            lines.append({"custom_id": f"o-{i}", "method": "POST", "url": "/v1/chat/completions",
+                          "body": {"model": model, "messages": _messages(prompt), "max_tokens": 50}})
+            expected[f"o-{i}"] = expected_text(seed_for(_messages(prompt)), model, 50)
+        else:
+            lines.append({"customId": f"p-{i}", "prompt": prompt})
+            expected[f"p-{i}"] = expected_text(seed_for(_messages(prompt)), model)
+    source, out = tmp_path / "prompts.jsonl", tmp_path / "results.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    done = cli("batch", "run", str(source), "--model", model, "--concurrency", "20", "--out", str(out), timeout=240)
+    assert done.code == 0, done.stderr
+    batch_id = re.search(r"batch ([0-9a-f]{32}): 200 items", done.stderr).group(1)
+    assert re.search(rf"batch {batch_id} completed: 200 succeeded, 0 failed, 0 cancelled; [\d,]+ tokens, \$[\d.]+", done.stderr)
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) == 200 and {r["customId"] for r in results} == set(expected)  # each once
+    assert all(r["custom_id"] == r["customId"] and r["status"] == "succeeded" for r in results)
+    assert {r["customId"]: r["output"] for r in results} == expected
+    assert sorted(r["index"] for r in results) == list(range(200))
+    shown = json.loads(cli("batch", "show", batch_id).stdout)
+    assert shown["status"] == "completed" and shown["counts"]["succeeded"] == 200
+    again = cli("batch", "results", batch_id)  # item order, to stdout
+    assert [json.loads(line)["index"] for line in again.stdout.splitlines()] == list(range(200))

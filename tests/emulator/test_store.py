@@ -172,13 +172,13 @@ def test_the_stop_listener_hears_only_stops_of_its_worker(store):
     assert all(ids in ([], [mine]) for ids in heard), heard
 
 
-def test_the_stop_listener_is_open_only_while_the_process_holds_an_execution(store):
+def test_the_stop_listener_closes_once_the_process_holds_no_execution_for_a_while(store):
     from worker.runtime import StopListener
 
     first, second = _new(store), _new(store)
     _claim(store, first, worker="w-3")
     _claim(store, second, worker="w-3")
-    stops, stopped = StopListener(store, "w-3"), threading.Event()
+    stops, stopped = StopListener(store, "w-3", linger_s=0.5), threading.Event()
     try:
         unregister_first = stops.register(first, lambda: None)
         watch = stops._watch
@@ -189,11 +189,11 @@ def test_the_stop_listener_is_open_only_while_the_process_holds_an_execution(sto
         store.update_if(second, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
         assert stopped.wait(10)
         unregister_second()
-        assert stops._watch is None
+        assert stops._watch is watch  # lingers a moment: the next execution would reuse it
         deadline = time.monotonic() + 10
         while watch.is_active and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not watch.is_active  # closed: an idle process holds no Listen stream
+        assert not watch.is_active and stops._watch is None  # closed: an idle process holds no Listen stream
         stops.register(first, lambda: None)
         assert stops._watch is not None and stops._watch is not watch and stops._watch.is_active
     finally:
@@ -239,3 +239,19 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
     assert result.status.value == "failed" and result.outcome.value == "done"
     assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "write_refused" and doc[F.OUTPUT_LENGTH] == len("kept so far")
     assert store.text(execution_id, doc) == "kept so far"
+
+
+def test_a_write_interrupted_after_it_went_through_is_recognised_as_applied(store):
+    """A commit whose answer was lost (DEADLINE_EXCEEDED, CANCELLED after Firestore applied it):
+    the re-read finds this change's own stamp, and the writer goes on as if it had been
+    answered, instead of deciding again on its own write (a lost claim, a lane that stops)."""
+    from promptq.store import applied
+
+    execution_id = _new(store)
+    _, seen, writer = _claim(store, execution_id)
+    change = ex.ended(seen.execution, seen.job, Ending(Status.SUCCEEDED), now=ex.utcnow())
+    assert not applied(change, store.read(execution_id))
+    store._commit(execution_id, change, store.read(execution_id))
+    assert applied(change, store.read(execution_id))
+    later = ex.decide_cancel(*(lambda s: (s.execution, s.job))(store.read(execution_id)), now=ex.utcnow())
+    assert later is None  # ended: a cancel changes nothing, and the stamp stays this change's

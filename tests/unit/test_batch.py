@@ -133,7 +133,7 @@ def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution
 
 def test_a_fold_never_comes_sooner_than_the_last_one_took():
     assert bt.next_fold({B.FOLDED_AT: None}, NOW) is None  # never folded: now
-    last = {B.FOLDED_AT: NOW, B.FOLD_SECONDS: 4.5}
-    assert bt.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=4.5)  # asked again for then
-    assert bt.next_fold(last, NOW + timedelta(seconds=5)) is None
+    last = {B.FOLDED_AT: NOW, B.FOLD_SECONDS: 1.5}
+    assert bt.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=1.5 * bt.FOLD_DUTY)  # asked again for then
+    assert bt.next_fold(last, NOW + timedelta(seconds=1.5 * bt.FOLD_DUTY)) is None
     assert bt.next_fold({B.FOLDED_AT: NOW, B.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
