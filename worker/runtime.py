@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
 
 
-STOP_LISTENER_LINGER_S = 0.0  # measured on the local stack: idle listeners cost more than reopening one
+STOP_LISTENER_LINGER_S = 5.0  # closed after the delivery that left it idle has answered: a listener closing while a commit is in flight gets the commit cancelled (the emulator does)
 
 
 class StopListener:

@@ -12,6 +12,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from enqueue import service
+from enqueue.pricing import Prices
 from enqueue.request import RequestError
 from enqueue.tasks import TaskQueue
 from promptq.schema import CallStatus, F, J
@@ -22,7 +23,7 @@ from promptq.store import ExecutionStore
 @pytest.fixture
 def settings(stack) -> Settings:
     return Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
-                    tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
+                    tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], openrouter_base_url=stack["OPENROUTER_BASE_URL"])
 
 
 class LostAnswerQueue(TaskQueue):
@@ -31,6 +32,11 @@ class LostAnswerQueue(TaskQueue):
     def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
         super().enqueue(execution_id, task_id)
         raise gexc.ServiceUnavailable("connection reset after the task was created")
+
+
+def _prices(settings) -> Prices:
+    """The real price list, from the local upstream's /models (as the deployed callable reads it)."""
+    return Prices(settings.openrouter_base_url)
 
 
 def _request(marker: str) -> dict:
@@ -51,13 +57,13 @@ def _until(predicate, timeout: float = 15.0):
 def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings, upstream, listen, paused_queue):
     store, marker = ExecutionStore(db), f"rollback {uuid.uuid4().hex[:8]}"
     with pytest.raises(RequestError) as info:
-        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings)
+        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings))
     assert info.value.status is CallStatus.UNAVAILABLE
     execution_id = service.execution_id_for("user-1", _key(marker))
     assert store.get(execution_id) is None, "the document was not rolled back"
     # The client retries with the same key: the first call's task is still queued under the
     # execution's name (ALREADY_EXISTS), and it is the one that delivers.
-    answer = service.start_execution("user-1", _request(marker), store=store, queue=TaskQueue(settings), settings=settings)
+    answer = service.start_execution("user-1", _request(marker), store=store, queue=TaskQueue(settings), settings=settings, prices=_prices(settings))
     assert answer == {"executionId": execution_id, "deduplicated": False}
     paused_queue.resume_queue(name=paused_queue.queue_name)
     final = listen(execution_id).wait(timeout=20)
@@ -70,12 +76,12 @@ def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, setting
     store, marker = ExecutionStore(db), f"tombstone {uuid.uuid4().hex[:8]}"
     queue = TaskQueue(settings)
     with pytest.raises(RequestError):
-        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings)
+        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings))
     execution_id = service.execution_id_for("user-1", _key(marker))
     # That task is delivered to no document (rolled back) and completes; Cloud Tasks keeps its
     # name for about an hour, so the retry's task cannot have it.
     _until(lambda: not queue.exists(execution_id))
-    service.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings)
+    service.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings, prices=_prices(settings))
     final = listen(execution_id).wait(timeout=20)
     assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == f"{execution_id}-r1"
     assert len(upstream.requests_for(marker)) == 1
