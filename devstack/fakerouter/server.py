@@ -4,7 +4,7 @@ Routes:
 - ``POST /api/v1/chat/completions``: streamed (SSE) or plain JSON completion, per scenario.
 - ``GET /api/v1/generation?id=gen-...``: 404 until ``generation_delay`` s after the end.
 - ``GET /api/v1/models``: a few model names, with prices (``openrouter/auto``: "-1", as OpenRouter lists it).
-- ``GET /api/v1/key``: the key's label, limit and usage (401 for a key with "bad" or "revoked"
+- ``GET /api/v1/key``: the key's label, limit and usage (401 for a key with "-bad" or "-revoked"
   in it; such a key is refused by chat completions too, and one with "nocredit" gets 402).
   Every request record carries ``keyFingerprint``, a hash of the key it came with.
 - ``GET /_fake/requests[?generationId=..|?contains=..]``, ``DELETE /_fake/requests``: the
@@ -57,11 +57,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None,
 
 def _check_key(request: web.Request) -> str | None:
     """The reason a request is unauthorized, or None. The key itself goes nowhere. A key with
-    "revoked" or "bad" in it is one OpenRouter does not know (401)."""
+    "-revoked" or "-bad" in it is one OpenRouter does not know (401)."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return "No auth credentials found"
-    if "revoked" in key or "bad" in key:
+    if "-revoked" in key or "-bad" in key:  # a marker after a dash: random hex may hold "bad"
         return "User not found."
     required = request.app[REQUIRED_KEY]
     if required is None:
