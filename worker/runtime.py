@@ -37,18 +37,17 @@ log = logging.getLogger(__name__)
 FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
 
 
-STOP_LISTENER_LINGER_S = 5.0  # closed after the delivery that left it idle has answered: a listener closing while a commit is in flight gets the commit cancelled (the emulator does)
+STOP_LISTENER_LINGER_S: float | None = None  # never closed for idleness: closing one races commits in flight (the emulator cancels them; requeues seen in the backlog test)
 
 
 class StopListener:
-    """The process's one listener for Stop; attempts register a callback per execution. It is
-    closed once the process has held no execution for ``linger_s``: an idle instance holds no
-    Listen stream (and on the functions emulator, which runs one request per process, idle
-    processes do not slow every write to ``executions``: each open listener there costs every
-    commit), while a busy one keeps its stream from one execution to the next (opening one costs
-    a query on the server)."""
+    """The process's one listener for Stop; attempts register a callback per execution. With
+    ``linger_s`` set it is closed once the process has held no execution that long (an idle
+    instance holding no Listen stream; on the emulator each open listener slows every write to
+    ``executions``). Off by default: closing a listener races commits in flight, which the
+    emulator cancels (the backlog test saw the sweeper re-enqueue executions after it)."""
 
-    def __init__(self, store: ExecutionStore, worker: str, *, linger_s: float = STOP_LISTENER_LINGER_S):
+    def __init__(self, store: ExecutionStore, worker: str, *, linger_s: float | None = STOP_LISTENER_LINGER_S):
         self.store = store
         self.worker = worker
         self.linger_s = linger_s
@@ -68,7 +67,7 @@ class StopListener:
         def unregister() -> None:
             with self._lock:
                 self._callbacks.pop(execution_id, None)
-                if not self._callbacks and self._watch is not None:
+                if not self._callbacks and self._watch is not None and self.linger_s is not None:
                     self._idle_since = time.monotonic()
                     timer = threading.Timer(self.linger_s, self._close_if_idle)
                     timer.daemon = True
