@@ -72,6 +72,7 @@ FAKE_UPSTREAM_SETTINGS = {
     "PROMPTQ_ATTEMPT_DEADLINE": "280",
 }
 FAKE_KEY = "sk-local-fake-upstream"
+FUNCTION_START_TIMEOUT_S = 120  # how long the Functions emulator waits for a new Python process
 
 
 class StackError(RuntimeError):
@@ -328,7 +329,13 @@ def _start_functions(env: dict[str, str]) -> None:
     proc = _spawn(
         "functions",
         [str(ROOT / "infra/node_modules/.bin/firebase"), "emulators:start", "--only", "auth,functions", "--project", PROJECT_ID],
-        env={"FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"], "CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1"},
+        env={"FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"], "CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1",
+             # The emulator starts one Python process per concurrent request and gives each
+             # 30 s to answer its health check; past that it drops the request unanswered, and
+             # Cloud Tasks waits out the dispatch deadline (300 s) before retrying it. A burst of
+             # 20 tasks on 2 CPUs starts ~20 processes at once (~2 CPU-s each to import): give
+             # them longer rather than lose the request.
+             "FUNCTIONS_DISCOVERY_TIMEOUT": str(FUNCTION_START_TIMEOUT_S)},
     )
 
     def ready() -> bool:
