@@ -13,7 +13,7 @@ from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import redact
 from promptq.schema import Outcome
-from promptq.settings import enforce_app_check
+from promptq.settings import enforce_app_check, function_region
 from worker.handler import handle
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -23,6 +23,9 @@ log = logging.getLogger("promptq")
 # The OpenRouter key is a Firebase secret (Secret Manager in production, .secret.local on the
 # emulator). Its value is read inside the handler only, and given to the upstream client only.
 OPENROUTER_API_KEY = params.SecretParam("OPENROUTER_API_KEY")
+
+# Every function deploys to one region (PROMPTQ_REGION in .env.<project>: `make deploy REGION=...`).
+options.set_global_options(region=function_region())
 
 # The callable's auth check verifies ID tokens with the default app.
 firebase_admin.initialize_app()

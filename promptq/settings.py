@@ -145,13 +145,21 @@ class Settings:
         project = next((environ[k] for k in ("PROMPTQ_PROJECT_ID", "GCLOUD_PROJECT", "GOOGLE_CLOUD_PROJECT", "PROJECT_ID") if environ.get(k)), "")
         if not project:
             raise ValueError("no project id: set GCLOUD_PROJECT (or PROMPTQ_PROJECT_ID)")
-        region = environ.get("PROMPTQ_REGION") or environ.get("FUNCTION_REGION") or DEFAULT_REGION
+        region = function_region(environ)
         return _from(cls, environ, project_id=project, region=region, worker_url=_worker_url(environ, project, region),
                      limits=_from(Limits, environ))
 
     @property
     def queue_path(self) -> str:
         return f"projects/{self.project_id}/locations/{self.region}/queues/{self.queue_id}"
+
+
+def function_region(environ: Mapping[str, str] | None = None) -> str:
+    """Where the functions, their queue and their database live: ``PROMPTQ_REGION`` (``make
+    deploy`` writes it to ``.env.<project>``, which the Firebase CLI loads when it discovers
+    main.py's functions), else the region a function runs in, else us-central1."""
+    environ = os.environ if environ is None else environ
+    return environ.get("PROMPTQ_REGION") or environ.get("FUNCTION_REGION") or DEFAULT_REGION
 
 
 def _worker_url(environ: Mapping[str, str], project: str, region: str) -> str:

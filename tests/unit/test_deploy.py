@@ -454,3 +454,22 @@ def test_settings_given_once_are_kept_and_what_the_deploy_derives_is_not_settabl
     for key in ("PROMPTQ_REGION", "PROMPTQ_QUEUE_ID", "PROMPTQ_LOCAL_KEK", "THREADS", "OPENROUTER_API_KEY"):
         with pytest.raises(steps.Refusal, match=key):
             steps.env_values(steps.Target(PROJECT, settings=((key, "x"),), env_file=target.env_path))
+
+
+def test_another_region_moves_every_function_and_every_regional_resource():
+    """REGION=europe-west1: main.py, discovered with the .env.<project> the deploy writes,
+    declares every function there; the database, key ring, queue's target and the invoker
+    binding follow, and nothing regional is left in us-central1."""
+    target = steps.Target(PROJECT, "europe-west1")
+    env = steps.dotenv(steps.env_file(target)[0])
+    assert env["PROMPTQ_REGION"] == "europe-west1"
+    assert env["PROMPTQ_WORKER_URL"] == f"https://europe-west1-{PROJECT}.cloudfunctions.net/{WORKER_FUNCTION}"
+    found = steps.manifest(target, env)
+    assert {name: e["region"] for name, e in found["endpoints"].items()} == {name: ["europe-west1"] for name in found["endpoints"]}
+    out = subprocess.run([sys.executable, "-m", "infra.deploy", "plan", "--project", PROJECT, "--region", "europe-west1"], cwd=ROOT,
+                         env={**os.environ, "OPENROUTER_API_KEY": KEY_VALUE}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert DEFAULT_REGION not in out.stdout
+    for needles in (("gcloud firestore databases create", "--location=europe-west1"), ("gcloud kms keyrings create", "--location=europe-west1"),
+                    ("gcloud run services add-iam-policy-binding runexecution", "--region=europe-west1")):
+        command_line(out.stdout, *needles)
