@@ -19,6 +19,7 @@ from datetime import datetime
 
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
+from promptq.records import Change
 from promptq.schema import E, F, J, SweepKind
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
@@ -80,8 +81,11 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
         report.waiting.append(execution_id)  # in the queue, or being retried: not lost
         return
     requeues = (first.job or {}).get(J.REQUEUES)
-    # The task first, then the documents: a failed enqueue changes nothing.
-    task_id = queue.submit(execution_id, first=f"{execution_id}-s{requeues}") if kind is SweepKind.REQUEUE else None
+    # The documents first, then the task (as start_execution does): a task created first can be
+    # delivered and claimed before the documents say re-enqueued, and the re-enqueue would go
+    # uncounted. An enqueue that fails after the write leaves a task name that does not exist:
+    # the next sweep finds the execution abandoned again.
+    task_id = f"{execution_id}-s{requeues}" if kind is SweepKind.REQUEUE else None
 
     def apply(execution, job):
         again, change = decide(execution, job)
@@ -91,14 +95,16 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
 
     change, _ = store.update_if(execution_id, apply)
     if change is None:
-        if task_id:
-            queue.delete(task_id)
-    elif kind is SweepKind.FAIL:
+        return
+    if kind is SweepKind.FAIL:
         update = change.execution or {}
         log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update.get(F.STATUS), (update.get(F.ERROR) or {}).get(E.CODE))
         report.failed.append(execution_id)
         if flow is not None and (seen.execution or {}).get(F.BATCH_ID):
             flow.after_end(seen.execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT))
     else:
-        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, task_id, requeues)
+        submitted = queue.submit(execution_id, first=task_id)
+        if submitted != task_id:  # that name was held by a finished task
+            store.update_if(execution_id, lambda e, j: Change(job={J.TASK: submitted}) if j and j.get(J.TASK) == task_id else None)
+        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, submitted, requeues)
         report.requeued.append(execution_id)

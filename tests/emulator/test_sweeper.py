@@ -88,3 +88,30 @@ def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks
     time.sleep(0.5)
     again = sweep(store, TaskQueue(settings), settings)
     assert again.requeued == [] and again.failed == []
+
+
+class WitnessQueue(TaskQueue):
+    """Records what the documents say at the instant each task is created (as the worker that
+    gets the task at once would read them)."""
+
+    def __init__(self, settings: Settings, store: ExecutionStore):
+        super().__init__(settings)
+        self.store, self.seen = store, []
+
+    def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
+        self.seen.append((task_id, self.store.get_job(execution_id)[J.TASK], self.store.get_job(execution_id)[J.REQUEUES]))
+        return super().enqueue(execution_id, task_id)
+
+
+def test_a_re_enqueue_is_written_before_its_task_exists(db, clean, settings, paused_queue):
+    """A task created before the documents said re-enqueued could be delivered and claimed
+    first; the re-enqueue then went uncounted (CI saw it once). The task comes after the write."""
+    store = ExecutionStore(db)
+    long_ago = ex.utcnow() - timedelta(seconds=3600)
+    execution_id = f"lost-{uuid.uuid4().hex[:8]}"
+    assert store.create(execution_id, *_docs("witness", {F.UPDATED_AT: long_ago, F.CREATED_AT: long_ago}))
+    queue = WitnessQueue(settings, store)
+    report = sweep(store, queue, settings)
+    assert execution_id in report.requeued
+    assert queue.seen == [(f"{execution_id}-s1", f"{execution_id}-s1", 1)]
+    assert queue.exists(f"{execution_id}-s1") and store.get_job(execution_id)[J.TASK] == f"{execution_id}-s1"
