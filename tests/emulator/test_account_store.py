@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue import service
 from enqueue.pricing import Prices
@@ -62,7 +63,7 @@ def test_a_burst_of_concurrent_starts_never_gets_past_max_active(store):
     refused = [r for r in results if isinstance(r, LimitExceeded)]
     assert len(created) == 2 and len(refused) == 6 and {r.reason for r in refused} == {Reason.MAX_ACTIVE}
     assert store.ledger.view("burst", "x").account[Acc.ACTIVE] == 2
-    assert len(list(store.client.collection("executions").where(F.OWNER, "==", "burst").stream())) == 2
+    assert len(list(store.client.collection("executions").where(filter=FieldFilter(F.OWNER, "==", "burst")).stream())) == 2
 
 
 def test_a_racing_ending_settles_once_and_frees_a_slot(store):
