@@ -22,7 +22,6 @@ from promptq import accounts
 from promptq import execution as ex
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
-from promptq.records import Change
 from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, KeySource, Req, StartAnswer, Use
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
@@ -121,7 +120,7 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
         store.delete_unstarted(execution_id)
         raise rq.RequestError("could not enqueue the execution; try again", CallStatus.UNAVAILABLE) from None
     if task_id != execution_id:  # its first name was held by a finished task (a retried call)
-        store.update_if(execution_id, lambda e, j: Change(job={J.TASK: task_id}) if j and j.get(J.TASK) != task_id else None)
+        store.record_task(execution_id, task_id)
     log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[F.REQUESTED_MODEL], len(job[J.MESSAGES]))
     return StartAnswer(executionId=execution_id).to_json()
 

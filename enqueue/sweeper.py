@@ -19,7 +19,6 @@ from datetime import datetime
 
 from enqueue.tasks import TaskQueue
 from promptq import execution as ex
-from promptq.records import Change
 from promptq.schema import E, F, J, SweepKind
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
@@ -105,6 +104,6 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
     else:
         submitted = queue.submit(execution_id, first=task_id)
         if submitted != task_id:  # that name was held by a finished task
-            store.update_if(execution_id, lambda e, j: Change(job={J.TASK: submitted}) if j and j.get(J.TASK) == task_id else None)
+            store.record_task(execution_id, submitted, replacing=task_id)
         log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, submitted, requeues)
         report.requeued.append(execution_id)

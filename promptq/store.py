@@ -193,6 +193,11 @@ class ExecutionStore(Listeners):
         nothing). Returns the change applied and the version it was decided on."""
         return self.write_if(execution_id, lambda seen: decide(seen.execution, seen.job))
 
+    def record_task(self, execution_id: str, task_id: str, *, replacing: str | None = None) -> None:
+        """The task that delivers it, when its first name was held by a finished one (only over ``replacing``, if given)."""
+        self.update_if(execution_id, lambda e, j: Change(job={J.TASK: task_id})
+                       if j and j.get(J.TASK) != task_id and replacing in (None, j.get(J.TASK)) else None)
+
     def delete_unstarted(self, execution_id: str) -> bool:
         """Roll back a creation whose task could not be enqueued (only while still queued)."""
 

@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 import uuid
 from typing import Callable
 
@@ -37,21 +36,15 @@ log = logging.getLogger(__name__)
 FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
 
 
-STOP_LISTENER_LINGER_S: float | None = None  # never closed for idleness: closing one races commits in flight (the emulator cancels them; requeues seen in the backlog test)
-
-
 class StopListener:
-    """The process's one listener for Stop; attempts register a callback per execution. With
-    ``linger_s`` set it is closed once the process has held no execution that long (an idle
-    instance holding no Listen stream; on the emulator each open listener slows every write to
-    ``executions``). Off by default: closing a listener races commits in flight, which the
-    emulator cancels (the backlog test saw the sweeper re-enqueue executions after it)."""
+    """The process's one listener for Stop; attempts register a callback per execution. It stays
+    open for the process's life once opened: closing a listener while the process is idle raced
+    commits in flight, which the emulator cancelled (the backlog test saw the sweeper re-enqueue
+    executions after it)."""
 
-    def __init__(self, store: ExecutionStore, worker: str, *, linger_s: float | None = STOP_LISTENER_LINGER_S):
+    def __init__(self, store: ExecutionStore, worker: str):
         self.store = store
         self.worker = worker
-        self.linger_s = linger_s
-        self._idle_since = 0.0
         self._callbacks: dict[str, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._watch = None
@@ -67,20 +60,8 @@ class StopListener:
         def unregister() -> None:
             with self._lock:
                 self._callbacks.pop(execution_id, None)
-                if not self._callbacks and self._watch is not None and self.linger_s is not None:
-                    self._idle_since = time.monotonic()
-                    timer = threading.Timer(self.linger_s, self._close_if_idle)
-                    timer.daemon = True
-                    timer.start()  # off the event loop
 
         return unregister
-
-    def _close_if_idle(self) -> None:
-        with self._lock:
-            if self._callbacks or self._watch is None or time.monotonic() - self._idle_since < self.linger_s * 0.99:
-                return  # busy again, closed already, or idle for less (a later timer decides)
-            watch, self._watch = self._watch, None
-        watch.unsubscribe()
 
     def _stopped(self, execution_ids: list[str]) -> None:
         for execution_id in execution_ids:
