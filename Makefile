@@ -8,8 +8,8 @@ REGION ?= us-central1
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
 
-up: setup             ## start the local stack in the background; endpoints in .stack/env
-	@$(PY) -m devstack.stack up
+up: setup             ## start the local stack in the background; endpoints in .stack/env (FUNCTIONS=emulator: the Functions emulator serves main.py)
+	@$(PY) -m devstack.stack up $(if $(FUNCTIONS),--functions $(FUNCTIONS))
 
 down:                 ## stop everything `up` started
 	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; else echo "stack: nothing to stop (no venv)"; fi

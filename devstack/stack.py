@@ -4,11 +4,21 @@
     python -m devstack.stack down    # stop everything it started, whatever state it is in
     python -m devstack.stack status
 
+    python -m devstack.stack up --functions emulator   # main.py on the Firebase Functions emulator
+
 Components (each in its own process group, logs in .stack/logs/):
 - Firestore emulator (gcloud, Java 17), with infra/firestore.rules enforced;
-- the Firebase CLI's Auth and Functions emulators running main.py (project demo-promptq);
-  the CLI's own Firestore emulator is a jar it downloads (fails offline) and needs Java 21,
-  so we run gcloud's and export FIRESTORE_EMULATOR_HOST to it;
+- the Firebase CLI's Auth emulator (project demo-promptq); the CLI's own Firestore emulator is
+  a jar it downloads (fails offline) and needs Java 21, so we run gcloud's and export
+  FIRESTORE_EMULATOR_HOST to it;
+- main.py's functions, served as Cloud Run serves them (``--functions framework``, the
+  default): the worker by production's own entry point, ``functions-framework --target
+  runexecution`` under gunicorn, one process (WORKERS=1) with THREADS request threads from
+  the committed .env (80); the callables by devstack/cloudrun.py, the same framework and
+  gunicorn, one process for all of them. Both import main.py once, at start-up, and verify ID
+  tokens as production does (firebase_admin, against the Auth emulator). Or, with
+  ``--functions emulator``, the Firebase Functions emulator, which starts one Python process
+  per concurrent request (kept as a checked option: tests/emulator/test_functions_emulator.py);
 - a Cloud Tasks emulator that google-cloud-tasks talks to over gRPC (devstack/tasks_emulator.py
   on gcloud-tasks-emulator), dispatching to the worker function;
 - the local OpenRouter-compatible upstream (devstack/fakerouter), unless OPENROUTER_BASE_URL
@@ -55,7 +65,9 @@ PORTS = {
     "tasks": 9090,
     "tasks_stats": 9091,
     "upstream": 8787,
+    "worker": 5002,  # the worker's own server (functions=framework): its own URL, as in production
 }
+FUNCTIONS_MODES = ("framework", "emulator")
 
 # Worker settings on the local stack with the local upstream: short deadlines so that fault
 # scenarios end in seconds, not minutes. With a real upstream the production defaults apply.
@@ -66,8 +78,8 @@ FAKE_UPSTREAM_SETTINGS = {
     "PROMPTQ_BACKOFF_MAX": "0.5",
     "PROMPTQ_RETRY_AFTER_CAP": "3",
     "PROMPTQ_CONNECT_TIMEOUT": "3",
-    # A delivery the Functions emulator loses (it can give two Python runtimes the same port:
-    # the request hangs) is retried after the dispatch deadline: 5 minutes here, not 30.
+    # A delivery lost on its way (the Functions emulator can give two Python runtimes the same
+    # port: the request hangs) is retried after the dispatch deadline: 5 minutes here, not 30.
     "PROMPTQ_DISPATCH_DEADLINE": "300",
     "PROMPTQ_ATTEMPT_DEADLINE": "280",
 }
@@ -194,6 +206,7 @@ class Plan:
     upstream: str  # "fake" | "openrouter" | "custom"
     base_url: str
     functions_env: dict[str, str] = field(default_factory=dict)
+    functions: str = "framework"  # who serves main.py: FUNCTIONS_MODES
 
 
 def _prerequisites() -> None:
@@ -214,22 +227,43 @@ def _prerequisites() -> None:
         raise StackError("missing prerequisites:\n  - " + "\n  - ".join(missing))
 
 
-def _plan() -> Plan:
-    passthrough = {k: v for k, v in os.environ.items() if k.startswith("PROMPTQ_") and k != "PROMPTQ_TASKS_EMULATOR_HOST"}
+def _plan(functions: str) -> Plan:
+    if functions not in FUNCTIONS_MODES:
+        raise StackError(f"functions must be one of {', '.join(FUNCTIONS_MODES)}, got {functions!r}")
+    passthrough = {k: v for k, v in os.environ.items() if k.startswith("PROMPTQ_") and k not in ("PROMPTQ_TASKS_EMULATOR_HOST", "PROMPTQ_WORKER_URL")}
     if os.environ.get("OPENROUTER_BASE_URL"):
-        return Plan("custom", os.environ["OPENROUTER_BASE_URL"], passthrough)
+        return Plan("custom", os.environ["OPENROUTER_BASE_URL"], passthrough, functions)
     if os.environ.get("OPENROUTER_API_KEY"):
-        return Plan("openrouter", "https://openrouter.ai/api/v1", passthrough)
-    return Plan("fake", f"http://{HOST}:{PORTS['upstream']}/api/v1", {**FAKE_UPSTREAM_SETTINGS, **passthrough})
+        return Plan("openrouter", "https://openrouter.ai/api/v1", passthrough, functions)
+    return Plan("fake", f"http://{HOST}:{PORTS['upstream']}/api/v1", {**FAKE_UPSTREAM_SETTINGS, **passthrough}, functions)
+
+
+def committed_functions_env() -> dict[str, str]:
+    """The committed functions .env (what every deployed function gets: THREADS)."""
+    return _dotenv(ROOT / ".env")
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    values = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    return values
 
 
 def endpoints(plan: Plan) -> dict[str, str]:
+    functions_url = f"http://{HOST}:{PORTS['functions']}/{PROJECT_ID}/{REGION}/"
     return {
         "PROJECT_ID": PROJECT_ID,
         "REGION": REGION,
+        "FUNCTIONS": plan.functions,
         "FIRESTORE_EMULATOR_HOST": f"{HOST}:{PORTS['firestore']}",
         "FIREBASE_AUTH_EMULATOR_HOST": f"{HOST}:{PORTS['auth']}",
-        "FUNCTIONS_URL": f"http://{HOST}:{PORTS['functions']}/{PROJECT_ID}/{REGION}/",
+        "FUNCTIONS_URL": functions_url,
+        # The worker's URL: its own server, or the emulator's path for it.
+        "WORKER_URL": f"http://{HOST}:{PORTS['worker']}/{WORKER_FUNCTION}" if plan.functions == "framework" else functions_url + WORKER_FUNCTION,
         "PROMPTQ_TASKS_EMULATOR_HOST": f"{HOST}:{PORTS['tasks']}",
         "TASKS_STATS_URL": f"http://{HOST}:{PORTS['tasks_stats']}",
         "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/{WORKER_FUNCTION}",
@@ -248,20 +282,34 @@ def healthy(env: dict[str, str] | None = None) -> bool:
     env = read_env() if env is None else env
     if not env:
         return False
-    ports = ["firestore", "auth", "functions", "tasks"] + (["upstream"] if env.get("UPSTREAM") == "fake" else [])
-    return all(_port_open(PORTS[p]) for p in ports)
+    return all(_port_open(PORTS[p]) for p in _served(env))
 
 
-def up() -> dict[str, str]:
+def _served(env: dict[str, str]) -> list[str]:
+    """The ports the running stack serves."""
+    return (["firestore", "auth", "functions", "tasks"] + (["worker"] if env.get("FUNCTIONS") == "framework" else [])
+            + (["upstream"] if env.get("UPSTREAM") == "fake" else []))
+
+
+def worker_log(env: dict[str, str] | None = None) -> Path:
+    """Where the worker's log lines go: its own log, or the Functions emulator's."""
+    env = read_env() if env is None else env
+    return LOGS / ("worker.log" if env.get("FUNCTIONS", "framework") == "framework" else "functions.log")
+
+
+def up(functions: str = "framework") -> dict[str, str]:
     _prerequisites()
     if healthy():
-        say("already up (" + ENV_FILE.relative_to(ROOT).as_posix() + ")")
-        return read_env()
+        running = read_env()
+        if running.get("FUNCTIONS") == functions:
+            say("already up (" + ENV_FILE.relative_to(ROOT).as_posix() + ")")
+            return running
+        say(f"the running stack serves the functions with {running.get('FUNCTIONS')}; restarting it with {functions}")
+    plan = _plan(functions)
     down(quiet=True)
     busy = [f"{name} ({port})" for name, port in PORTS.items() if _port_open(port)]
     if busy:
         raise StackError("ports in use: " + ", ".join(busy) + " — another stack or program holds them")
-    plan = _plan()
     env = endpoints(plan)
     started = time.monotonic()
     try:
@@ -270,12 +318,16 @@ def up() -> dict[str, str]:
             _start_upstream()
         _start_tasks(env)
         _write_functions_env(plan, env)
-        _start_functions(env)
+        if plan.functions == "framework":
+            _start_auth(env)
+            _start_framework(env)
+        else:
+            _start_functions(env)
     except BaseException:
         down(quiet=True)
         raise
     stackenv.write(env, ENV_FILE)
-    say(f"up in {time.monotonic() - started:.1f} s (upstream: {plan.upstream}); endpoints in .stack/env")
+    say(f"up in {time.monotonic() - started:.1f} s (upstream: {plan.upstream}, functions: {plan.functions}); endpoints in .stack/env")
     return env
 
 
@@ -302,16 +354,25 @@ def _start_tasks(env: dict[str, str]) -> None:
         "tasks",
         [str(ROOT / ".venvs/tasks-emulator/bin/python"), str(ROOT / "devstack/tasks_emulator.py"),
          "--host", HOST, "--port", str(PORTS["tasks"]), "--stats-port", str(PORTS["tasks_stats"]),
-         "--queue", env["TASKS_QUEUE"], "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY", "20"),
+         "--queue", env["TASKS_QUEUE"], "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency(env),
          "--min-backoff", "0.5", "--max-backoff", "5", "--max-attempts", "30"],
     )
     _wait("tasks", proc, lambda: _http_ok(f"{env['TASKS_STATS_URL']}/stats"), 30)
 
 
+def _local_concurrency(env: dict[str, str]) -> str:
+    """The queue's concurrent dispatches on the local stack: what one worker instance holds
+    (THREADS) when the framework serves it; 20 on the Functions emulator, which starts a
+    Python process (~2 CPU-s of imports) per concurrent request."""
+    return committed_functions_env().get("THREADS", "80") if env["FUNCTIONS"] == "framework" else "20"
+
+
 def _write_functions_env(plan: Plan, env: dict[str, str]) -> None:
-    """.env.local and .secret.local: what the Functions emulator gives the functions."""
+    """.env.local and .secret.local: what the local stack gives the functions (the Functions
+    emulator reads them itself; the framework's servers get them from _functions_process_env)."""
     values = {
         "PROMPTQ_TASKS_EMULATOR_HOST": env["PROMPTQ_TASKS_EMULATOR_HOST"],
+        **({"PROMPTQ_WORKER_URL": env["WORKER_URL"]} if plan.functions == "framework" else {}),
         "OPENROUTER_BASE_URL": plan.base_url,
         # Users' own keys are wrapped by a local key-encryption key here (Cloud KMS in production).
         "PROMPTQ_LOCAL_KEK": base64.b64encode(os.urandom(32)).decode(),
@@ -353,10 +414,62 @@ def _start_functions(env: dict[str, str]) -> None:
             raise StackError(f"function {name} does not answer:\n{_log_tail('functions')}")
 
 
+def _functions_process_env(env: dict[str, str], target: str) -> dict[str, str]:
+    """What Cloud Run and the Firebase deploy give a function's process: the committed .env,
+    the project's (here .env.local), its secrets as variables, the project and the target."""
+    secrets = _dotenv(ROOT / ".secret.local")
+    return {
+        **committed_functions_env(),
+        **_dotenv(ROOT / ".env.local"),
+        **secrets,
+        "GCLOUD_PROJECT": PROJECT_ID,
+        "GOOGLE_CLOUD_PROJECT": PROJECT_ID,
+        "FIREBASE_CONFIG": json.dumps({"projectId": PROJECT_ID}),
+        "FUNCTION_TARGET": target,
+        "K_SERVICE": target.replace("_", "-"),
+        "FUNCTION_SIGNATURE_TYPE": "http",
+        "WORKERS": "1",  # one process per instance, as Cloud Run's functions framework runs
+        "FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"],
+        "FIREBASE_AUTH_EMULATOR_HOST": env["FIREBASE_AUTH_EMULATOR_HOST"],
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _start_auth(env: dict[str, str]) -> None:
+    say("starting the Firebase Auth emulator")
+    proc = _spawn(
+        "auth",
+        [str(ROOT / "infra/node_modules/.bin/firebase"), "emulators:start", "--only", "auth", "--project", PROJECT_ID],
+        env={"CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1"},
+    )
+    _wait("auth", proc, lambda: "All emulators ready" in (LOGS / "auth.log").read_text(errors="replace"), 60)
+
+
+def _start_framework(env: dict[str, str]) -> None:
+    """The worker and the callables, each a gunicorn server of the functions framework."""
+    say(f"starting the worker (functions framework, gunicorn, THREADS={committed_functions_env().get('THREADS')}) and the callables")
+    venv_bin = ROOT / "venv/bin"
+    worker = _spawn(
+        "worker",
+        [str(venv_bin / "functions-framework"), "--target", WORKER_FUNCTION, "--source", str(ROOT / "main.py"),
+         "--host", HOST, "--port", str(PORTS["worker"])],
+        env=_functions_process_env(env, WORKER_FUNCTION),
+    )
+    callables = _spawn(
+        "callables",
+        [str(venv_bin / "python"), "-m", "devstack.cloudrun", "--host", HOST, "--port", str(PORTS["functions"]),
+         "--prefix", f"/{PROJECT_ID}/{REGION}"],
+        env=_functions_process_env(env, "callables"),
+    )
+    _wait("worker", worker, lambda: _port_open(PORTS["worker"]), 60)
+    _wait("callables", callables, lambda: _port_open(PORTS["functions"]), 60)
+
+
 def down(quiet: bool = False) -> None:
     stopped, pgids = [], []
     if PIDS.exists():
-        for name in ("functions", "tasks", "upstream", "firestore"):
+        for name in ("functions", "callables", "worker", "auth", "tasks", "upstream", "firestore"):
             path = _pidfile(name)
             if path.exists():
                 with contextlib.suppress(ValueError):
@@ -376,26 +489,30 @@ def status() -> int:
     if not env:
         say("down")
         return 1
-    for name in ("firestore", "auth", "functions", "tasks", "upstream"):
-        if name == "upstream" and env.get("UPSTREAM") != "fake":
-            continue
+    say(f"functions served by {env.get('FUNCTIONS')}")
+    for name in _served(env):
         say(f"{name:10} {'up' if _port_open(PORTS[name]) else 'DOWN'} ({HOST}:{PORTS[name]})")
     return 0 if healthy(env) else 1
 
 
 def main(argv: list[str]) -> int:
     cmd = argv[1] if len(argv) > 1 else "status"
+    functions = "framework"
+    if len(argv) > 3 and argv[2] == "--functions":
+        functions = argv[3]
+    elif len(argv) > 2 and argv[2].startswith("--functions="):
+        functions = argv[2].split("=", 1)[1]
     try:
         if cmd == "up":
             with exclusive("stack"):
-                up()
+                up(functions or "framework")
         elif cmd == "down":
             with exclusive("stack"):
                 down()
         elif cmd == "status":
             return status()
         else:
-            print("usage: python -m devstack.stack up|down|status", file=sys.stderr)
+            print("usage: python -m devstack.stack up [--functions framework|emulator] | down | status", file=sys.stderr)
             return 2
     except StackError as err:
         print(f"stack: {err}", file=sys.stderr)

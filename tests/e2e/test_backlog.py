@@ -43,7 +43,7 @@ def five_slots(tasks_admin):
 
 
 def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, db, stack, upstream, five_slots):
-    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
                         tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"],
                         queue_timeout_s=1, sweep_grace_s=1, max_requeues=2)  # far shorter than the backlog
     store, queue = ExecutionStore(db), TaskQueue(settings)

@@ -14,7 +14,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.fakerouter import expected_text, seed_for
-from devstack.stack import LOGS
+from devstack.stack import worker_log
 from enqueue.batchflow import BatchFlow
 from enqueue.sweeper import sweep
 from enqueue.tasks import TaskQueue
@@ -26,7 +26,6 @@ from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq_client.api import CallError
 
-FUNCTIONS_LOG = LOGS / "functions.log"
 
 
 def wait_batch(client, user, batch_id: str, *, timeout: float = 120, until=("completed", "cancelled")):
@@ -155,12 +154,12 @@ def test_retry_runs_the_failed_items_again_and_the_results_follow_the_newest(cli
 
 def test_a_worker_killed_mid_batch_is_replaced_and_the_counts_stay_exact(client, make_user, db):
     user = make_user()
-    offset = FUNCTIONS_LOG.stat().st_size
+    offset = worker_log().stat().st_size
     items = [{"customId": str(i), "prompt": f"killed mid-batch {uuid.uuid4().hex[:6]} {i}"} for i in range(6)]
     started = client.start_batch(user, items, model="fake/tokens=80,rate=20", maxConcurrency=2)
     end, claims = time.monotonic() + 30, []
     while not claims and time.monotonic() < end:
-        with open(FUNCTIONS_LOG, errors="replace") as f:
+        with open(worker_log(), errors="replace") as f:
             f.seek(offset)
             claims = re.findall(r"execution (\w+): attempt 1 \(\w+\) claimed by pid (\d+)", f.read())
         time.sleep(0.1)
@@ -187,7 +186,7 @@ def test_the_sweeper_hands_over_an_item_whose_turn_was_lost(client, make_user, d
     paused_queue.resume_queue(name=stack["TASKS_QUEUE"])
     time.sleep(2.0)
     assert store.get(second)["waiting"] is True, "nothing handed it over"
-    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
                         tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], sweep_grace_s=0)
     queue = TaskQueue(settings)
     report = sweep(store, queue, settings, flow=BatchFlow(BatchStore(store), queue))
@@ -205,7 +204,7 @@ def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(cli
     store = ExecutionStore(db)
     first, second = (d["id"] for d in items_of(db, started.batchId))
     store.update_if(second, lambda e, j: ex.handed_over(e, now=ex.utcnow()))  # applied; its task never created
-    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
                         tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
     queue = TaskQueue(settings)
     flow = BatchFlow(BatchStore(store), queue)

@@ -22,7 +22,7 @@ from promptq.store import ExecutionStore
 
 @pytest.fixture
 def settings(stack) -> Settings:
-    return Settings(project_id=stack["PROJECT_ID"], worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+    return Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
                     tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], openrouter_base_url=stack["OPENROUTER_BASE_URL"])
 
 

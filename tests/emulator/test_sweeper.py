@@ -21,7 +21,7 @@ from promptq.store import ExecutionStore
 def settings(stack) -> Settings:
     return Settings(
         project_id=stack["PROJECT_ID"],
-        worker_url=stack["FUNCTIONS_URL"] + "runexecution",
+        worker_url=stack["WORKER_URL"],
         tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"],
         sweep_grace_s=60,
         queue_timeout_s=600,
