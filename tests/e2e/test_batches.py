@@ -25,6 +25,7 @@ from promptq.schema import Status
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq_client.api import CallError
+from waiting import wait_for
 
 
 
@@ -100,7 +101,7 @@ def test_cancel_early_ends_waiting_items_without_an_upstream_call(client, make_u
     user, marker = make_user(), uuid.uuid4().hex[:6]
     items = [{"customId": str(i), "prompt": f"cancel early [{marker}] {i}"} for i in range(60)]
     started = client.start_batch(user, items, model="fake/tokens=200,rate=40", maxConcurrency=2)
-    time.sleep(1.0)
+    wait_for(lambda: upstream.requests_for(f"cancel early [{marker}]"), what="the first items streaming")
     asked = time.monotonic()
     answer = client.cancel_batch(user, started.batchId)
     assert answer.status == "cancelling" and answer.message.startswith("cancelling: ")
@@ -164,7 +165,8 @@ def test_a_worker_killed_mid_batch_is_replaced_and_the_counts_stay_exact(client,
             claims = re.findall(r"execution (\w+): attempt 1 \(\w+\) claimed by pid (\d+)", f.read())
         time.sleep(0.1)
     victim, pid = claims[0]
-    time.sleep(1.0)
+    # Killed mid-stream: once some of the victim's text is in Firestore.
+    wait_for(lambda: list(db.collection("executions").document(victim).collection("chunks").limit(1).stream()), what="the victim's first chunk")
     os.kill(int(pid), signal.SIGKILL)
     final = wait_batch(client, user, started.batchId, timeout=120)[-1]
     assert final.status == "completed" and final.counts["succeeded"] == 6, final.counts
@@ -184,7 +186,8 @@ def test_the_sweeper_hands_over_an_item_whose_turn_was_lost(client, make_user, d
     paused_queue.delete_task(name=f"{stack['TASKS_QUEUE']}/tasks/{first}")
     store.update_if(first, lambda e, j: ex.ended(e, j, Ending(Status.SUCCEEDED), now=ex.utcnow()))  # ended, no hand-over
     paused_queue.resume_queue(name=stack["TASKS_QUEUE"])
-    time.sleep(2.0)
+    # Every task left (the batch's folds; the first's was deleted) ran: none handed it over.
+    wait_for(lambda: not list(paused_queue.list_tasks(parent=stack["TASKS_QUEUE"])), what="the queue to empty")
     assert store.get(second)["waiting"] is True, "nothing handed it over"
     settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
                         tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], sweep_grace_s=0)

@@ -9,16 +9,9 @@ import pytest
 
 from devstack.fakerouter import cost_usd, expected_text, seed_for
 from promptq_client.api import CallError
+from waiting import wait_for
 
 
-def _wait_for(predicate, timeout=15.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_cancel_queued_ends_before_any_upstream_call(client, make_user, upstream, paused_queue, listen, stack):
@@ -29,7 +22,8 @@ def test_cancel_queued_ends_before_any_upstream_call(client, make_user, upstream
     paused_queue.resume_queue(name=stack["TASKS_QUEUE"])  # the task is delivered now: a no-op
     final = listen(execution_id).wait()
     assert final["status"] == "cancelled" and final["output"] == "" and final["attempt"] == 0
-    time.sleep(1.0)
+    # Its task was delivered (a no-op, answered 2xx) and is gone: nothing can call upstream now.
+    wait_for(lambda: not list(paused_queue.list_tasks(parent=stack["TASKS_QUEUE"])), what="the task's delivery")
     assert upstream.requests_for("cancel while queued") == []
 
 
@@ -37,12 +31,12 @@ def test_cancel_before_the_first_token_closes_the_connection(client, make_user, 
     user = make_user()
     execution_id = client.start(user, prompt="cancel before first token", model="fake/tokens=5,ttft=3")
     rec = listen(execution_id)
-    _wait_for(lambda: upstream.requests_for("cancel before first token"), what="the upstream request")
+    wait_for(lambda: upstream.requests_for("cancel before first token"), what="the upstream request")
     asked = time.time()
     client.call("cancel_execution", {"executionId": execution_id}, user)
     final = rec.wait(timeout=10)
     assert final["status"] == "cancelled" and final["output"] == ""
-    record = _wait_for(lambda: (r := upstream.requests_for("cancel before first token")[0])["closedByClientAt"] and r, what="close")
+    record = wait_for(lambda: (r := upstream.requests_for("cancel before first token")[0])["closedByClientAt"] and r, what="close")
     assert record["closedByClientAt"] - asked < 1.0
     assert record["tokensSent"] == 0
 
@@ -64,8 +58,8 @@ def test_cancel_mid_stream_stops_within_a_second_and_reconciles_cost(client, mak
     prompt, model = f"cancel mid-stream via {via}", "fake/tokens=3000,rate=25"
     execution_id = client.start(user, prompt=prompt, model=model)
     rec = listen(execution_id)
-    _wait_for(lambda: any(v.doc.get("output") for v in rec.versions), what="some text")
-    time.sleep(0.5)
+    # Mid-stream: two flushes of its text arrived.
+    wait_for(lambda: len({v.doc["output"] for v in rec.versions if v.doc.get("output")}) >= 2, what="two flushes of text")
     other = make_user("other")
     if via == "document":
         assert _stop_as(other, stack, execution_id) == 403  # the rules: only its owner
@@ -82,11 +76,11 @@ def test_cancel_mid_stream_stops_within_a_second_and_reconciles_cost(client, mak
     expected = expected_text(seed_for([{"role": "user", "content": prompt}]), model)
     assert final["output"] and expected.startswith(final["output"]) and len(final["output"]) < len(expected)
 
-    record = _wait_for(lambda: (r := upstream.requests_for(prompt)[0])["closedByClientAt"] and r, what="close")
+    record = wait_for(lambda: (r := upstream.requests_for(prompt)[0])["closedByClientAt"] and r, what="close")
     assert record["outcome"] == "client_closed" and record["closedByClientAt"] - asked < 1.0
     assert record["text"].startswith(final["output"])  # nothing received was lost
     # No usage chunk ever came: the cost is read back from the generation endpoint.
-    done = _wait_for(lambda: (d := db.document(f"executions/{execution_id}").get().to_dict())["cost"] is not None and d, timeout=20, what="cost")
+    done = wait_for(lambda: (d := db.document(f"executions/{execution_id}").get().to_dict())["cost"] is not None and d, timeout=20, what="cost")
     assert done["costSource"] == "generation"
     assert done["usage"]["completionTokens"] == record["tokensSent"]
     assert done["cost"] == pytest.approx(cost_usd(done["usage"]["promptTokens"], record["tokensSent"]), abs=1e-12)

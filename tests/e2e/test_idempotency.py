@@ -5,7 +5,6 @@ emulator. A retried call with the same idempotency key runs the execution exactl
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -18,6 +17,7 @@ from enqueue.tasks import TaskQueue
 from promptq.schema import CallStatus, F, J
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
+from waiting import wait_for
 
 
 @pytest.fixture
@@ -47,13 +47,6 @@ def _key(marker: str) -> str:
     return "key-" + marker.split()[-1]
 
 
-def _until(predicate, timeout: float = 15.0):
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.1)
-
-
 def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings, upstream, listen, paused_queue):
     store, marker = ExecutionStore(db), f"rollback {uuid.uuid4().hex[:8]}"
     with pytest.raises(RequestError) as info:
@@ -68,7 +61,8 @@ def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings
     paused_queue.resume_queue(name=paused_queue.queue_name)
     final = listen(execution_id).wait(timeout=20)
     assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == execution_id
-    time.sleep(0.5)
+    # Only a delivery could ask again: wait until the queue holds no task any more.
+    wait_for(lambda: not list(paused_queue.list_tasks(parent=paused_queue.queue_name)), what="the task's completion")
     assert len(upstream.requests_for(marker)) == 1
 
 
@@ -84,7 +78,7 @@ def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, setting
     paused_queue.resume_queue(name=paused_queue.queue_name)
     # That task is delivered to no document (rolled back) and completes; Cloud Tasks keeps its
     # name for about an hour, so the retry's task cannot have it.
-    _until(lambda: not queue.exists(execution_id), timeout=60)
+    wait_for(lambda: not queue.exists(execution_id), timeout=60)
     service.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings, prices=_prices(settings))
     final = listen(execution_id).wait(timeout=20)
     assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == f"{execution_id}-r1"

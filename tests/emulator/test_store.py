@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -77,10 +76,8 @@ def test_an_expired_lease_is_taken_over_and_the_old_attempt_fenced_off(store):
     execution_id = _new(store)
     _, _, writer = _claim(store, execution_id, lease_s=0.5)
     writer.chunk(Chunk(1, 1, 0, "half"))
-    import time
-
-    time.sleep(0.7)
-    decision, _, other = _claim(store, execution_id)
+    later = ex.utcnow() + timedelta(seconds=0.7)  # the lease ran out (the claim's clock, not a sleep)
+    decision, _, other = _claim(store, execution_id, now=lambda: later)
     assert decision.kind is ex.ClaimKind.START and decision.restarted and other.attempt == 2
     with pytest.raises(LostClaim):
         writer.end(Ending(Status.SUCCEEDED), Produced(output_length=4))
@@ -189,7 +186,6 @@ def test_the_stop_listener_is_one_stream_kept_for_the_process(store):
         store.update_if(second, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
         assert stopped.wait(10)
         unregister_second()
-        time.sleep(0.5)
         assert stops._watch is watch and watch.is_active  # idle, still open: closing it raced commits
         stops.register(first, lambda: None)
         assert stops._watch is watch  # the next execution reuses it

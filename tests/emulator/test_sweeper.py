@@ -3,7 +3,6 @@ finished by the worker through Cloud Tasks) or ended failed; live ones are left 
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import timedelta
 
@@ -85,7 +84,6 @@ def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks
     assert f"{tasks.queue}/tasks/{ids['dead_worker']}-s1" in names
 
     # A second sweep finds nothing more to do.
-    time.sleep(0.5)
     again = sweep(store, TaskQueue(settings), settings)
     assert again.requeued == [] and again.failed == []
 

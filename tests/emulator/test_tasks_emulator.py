@@ -291,7 +291,7 @@ def test_5xx_is_retried_with_backoff_and_dropped_after_max_attempts(client, make
     task = new_task(client, queue, target.url, task_id="always-503")
 
     wait_for(lambda: emulator.stats()["queues"][queue]["dropped"] == 1, what="the drop")
-    time.sleep(0.5)  # nothing more may arrive
+    # A dropped task is gone: every hit arrived before the answer that led to the drop.
     hits = target.hits_for("always-503")
     assert len(hits) == 4
     gaps = [b.arrived - a.arrived for a, b in zip(hits, hits[1:])]
@@ -338,7 +338,9 @@ def test_deleted_task_is_not_dispatched_and_its_name_stays_taken(client, make_qu
 
     with pytest.raises(exceptions.AlreadyExists):
         new_task(client, queue, target.url, task_id="exec-del")
-    time.sleep(0.7)
+    # A task due after the deleted one's time: once it arrived, the deleted one would have.
+    new_task(client, queue, target.url, task_id="exec-del-later", delay_s=0.6)
+    wait_for(lambda: target.hits_for("exec-del-later"), what="the later task")
     assert target.hits_for("exec-del") == []
 
 
@@ -369,7 +371,11 @@ def test_paused_queue_dispatches_nothing_until_resumed(client, make_queue, targe
     queue = make_queue()
     client.pause_queue(name=queue)
     new_task(client, queue, target.url, task_id="waits")
-    time.sleep(0.4)
+    # One dispatcher serves every queue: a task created later on another queue arriving shows
+    # that it went past the paused one's task.
+    other = make_queue()
+    new_task(client, other, target.url, task_id="passes")
+    wait_for(lambda: target.hits_for("passes"), what="the other queue's task")
     assert target.hits_for("waits") == []
     assert [short(t) for t in client.list_tasks(parent=queue).tasks] == ["waits"]
 

@@ -436,8 +436,8 @@ def test_generation_404_then_data(fake, client):
     url = f"{fake.base_url}/generation?id={raw.headers['x-generation-id']}"
     first = client.get(url, headers=AUTH)
     assert first.status_code == 404 and first.json()["error"]["code"] == 404
-    time.sleep(0.35)
-    data = client.get(url, headers=AUTH).json()["data"]
+    later = wait_for(lambda: (r := client.get(url, headers=AUTH)).status_code == 200 and r, timeout=5)  # after generation_delay
+    data = later.json()["data"]
     prompt = count_prompt_tokens(messages())
     assert data["id"] == raw.headers["x-generation-id"] and data["cancelled"] is False
     assert (data["tokens_prompt"], data["tokens_completion"], data["native_tokens_reasoning"]) == (prompt, 4, 1)
