@@ -33,33 +33,63 @@ fi
 
 stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
+# The steps are independent: they run at once (a fresh machine waits for the slowest, not the
+# sum), each logging to .stack/setup-<step>.log, which is printed if it fails.
+mkdir -p .stack
+pids=() names=()
+step() {  # step NAME COMMAND...: run in the background
+  local name=$1; shift
+  ( "$@" ) > ".stack/setup-$name.log" 2>&1 &
+  pids+=($!) names+=("$name")
+}
+
 # 1. Main virtual environment (functions runtime + dev/test tools).
-want=$(stamp requirements.txt scripts/requirements-dev.txt pyproject.toml)
-if [ "$(cat venv/.promptq-stamp 2>/dev/null)" != "$want" ]; then
+main_venv() {
+  local want; want=$(stamp requirements.txt scripts/requirements-dev.txt pyproject.toml)
+  [ "$(cat venv/.promptq-stamp 2>/dev/null)" != "$want" ] || return 0
   echo "setup: creating ./venv (functions + dev dependencies)"
   [ -x venv/bin/python ] || "$py" -m venv venv
   venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-dev.txt
   venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > venv/.promptq-stamp
-fi
+}
 
 # 2. Cloud Tasks emulator venv: gcloud-tasks-emulator pins protobuf<5 and google-cloud-tasks<3.
-want=$(stamp scripts/requirements-tasks-emulator.txt)
-if [ "$(cat .venvs/tasks-emulator/.promptq-stamp 2>/dev/null)" != "$want" ]; then
+tasks_venv() {
+  local want; want=$(stamp scripts/requirements-tasks-emulator.txt)
+  [ "$(cat .venvs/tasks-emulator/.promptq-stamp 2>/dev/null)" != "$want" ] || return 0
   echo "setup: creating .venvs/tasks-emulator"
   mkdir -p .venvs
   [ -x .venvs/tasks-emulator/bin/python ] || "$py" -m venv .venvs/tasks-emulator
   .venvs/tasks-emulator/bin/pip install -q --disable-pip-version-check -r scripts/requirements-tasks-emulator.txt
   echo "$want" > .venvs/tasks-emulator/.promptq-stamp
-fi
+}
 
-# 3. npm packages: the Firebase CLI (infra/) and the web page's SDK + playwright-core (web/).
+# 3. npm packages of a folder (npm ci), when its package.json or lock changed.
+npm_folder() {
+  local dir=$1 want; want=$(stamp "$dir/package.json" "$dir/package-lock.json")
+  [ "$(cat "$dir/node_modules/.promptq-stamp" 2>/dev/null)" != "$want" ] || return 0
+  echo "setup: installing npm packages in $dir/"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$dir/node_modules/.promptq-stamp"
+}
+
+step venv main_venv
+step tasks-venv tasks_venv
+# The Firebase CLI (infra/) and the web page's SDK + playwright-core (web/).
 for dir in infra web; do
-  want=$(stamp $dir/package.json $dir/package-lock.json)
-  if [ "$(cat $dir/node_modules/.promptq-stamp 2>/dev/null)" != "$want" ]; then
-    echo "setup: installing npm packages in $dir/"
-    (cd $dir && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$want" > $dir/node_modules/.promptq-stamp
+  step "npm-${dir//\//-}" npm_folder "$dir"
+done
+
+failed=0
+for i in "${!pids[@]}"; do
+  if wait "${pids[$i]}"; then
+    grep -h '^setup:' ".stack/setup-${names[$i]}.log" || true
+  else
+    failed=1
+    echo "setup: ${names[$i]} failed:" >&2
+    tail -n 40 ".stack/setup-${names[$i]}.log" >&2
   fi
 done
+[ "$failed" = 0 ] || die "see the output above"
 echo "setup: ok"
