@@ -30,7 +30,7 @@ bench: setup          ## latency / staleness / writes benchmark on the local sta
 	@$(PY) -m bench.pipeline
 
 bench-cancel: setup   ## Stop latency: cancelled mid-stream -> cancelled, p95 over 20 runs
-	@$(PY) -m bench.cancel
+	@$(PY) -m bench.cancel --fresh
 
 bench-bytes: setup    ## bytes a watcher downloads per execution vs the answer's size (table + bench/results/bytes.png)
 	@$(PY) -m bench.bytes
@@ -47,8 +47,8 @@ load: setup           ## 1,000 executions through the callable; checks nothing l
 web: up               ## serve the web page on http://127.0.0.1:5173/ against the local stack (Ctrl-C stops it)
 	@$(PY) web/serve.py --port 5173
 
-web-schema:           ## regenerate web/schema.js from promptq/schema.py (a test fails when they drift)
-	@$(PY) -m devstack.schema_js > web/schema.js
+web-schema:           ## regenerate packages/web/src/schema.js (@promptq/web's names; web/schema.js links to it) from promptq/schema (a test fails when they drift)
+	@$(PY) -m devstack.schema_js > packages/web/src/schema.js
 
 deploy:               ## deploy to a Firebase project on Blaze, idempotently: make deploy PROJECT=<id> [REGION=us-central1] [SET="KEY=VALUE ..."]
 	@[ -x $(PY) ] || { echo "deploy: no virtual environment: run make setup" >&2; exit 2; }

@@ -16,10 +16,16 @@ N at once, against the Firestore emulator and the local upstream. Each execution
   a point where the 2 CPUs are busy more than 90% of the run is marked invalid — then the
   machine, not the worker, is what was measured.
 
-Writes bench/results/capacity.json (rows: streams, processes, staleness_p50_ms,
+A point written ``N@stack`` goes through the whole local stack instead: N executions started
+through the ``start_execution`` callable (by N/10 users), delivered by the Cloud Tasks emulator
+to the stack's own worker server (functions framework, one process, THREADS=80), whose CPU and
+RSS are measured; it adds how long each execution took from its creation to ``running``
+(start_to_running_p95_ms / _max_ms: the queue, the dispatch and the claim).
+
+Writes bench/results/capacity.json (rows: streams, processes, via, staleness_p50_ms,
 staleness_p95_ms, cpu_ms_per_stream_s, rss_mib_per_stream, valid, ...) and capacity.png.
 
-    venv/bin/python -m bench.capacity [--points 10,40,80,160x2] [--seconds 30] [--rate 30]
+    venv/bin/python -m bench.capacity [--points 10,40,80,160x2,80@stack] [--seconds 30] [--rate 30]
 """
 
 from __future__ import annotations
@@ -192,6 +198,59 @@ def run_point(env, store: ExecutionStore, upstream_root: str, streams: int, proc
     return measure(store, upstream_root, made, model, streams, processes, seconds, rate, codes, wall, idle, peak, before, after)
 
 
+def run_stack_point(env, store: ExecutionStore, upstream_root: str, streams: int, seconds: float, rate: float) -> dict:
+    """N executions through the callable, Cloud Tasks and the stack's own worker server."""
+    from promptq_client.api import Client
+
+    tokens = int(seconds * rate)
+    model = f"fake/tokens={tokens},rate={rate:g},ttft=0.2"
+    client = Client.from_env(env)
+    users = [client.sign_in(f"capacity-{n}-{uuid.uuid4().hex[:6]}@bench.promptq", "bench-password") for n in range(max(1, streams // 10))]
+    for user in users:
+        client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+    worker_pgid = int((stack.PIDS / "worker.pgid").read_text())
+    warm = client.start(users[0], prompt="capacity warm-up", model="fake/tokens=3,rate=0")
+    wait_ended(store, [warm])
+    idle = [group_usage(worker_pgid)]
+    others = {name: int((stack.PIDS / f"{name}.pgid").read_text()) for name in ("firestore", "upstream")}
+    before = {"workers": idle[0]["cpu"], **{k: group_usage(v)["cpu"] for k, v in others.items()}, "machine": machine_busy()}
+    peak = {"rss": 0.0, "threads": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            now = group_usage(worker_pgid)
+            peak["rss"], peak["threads"] = max(peak["rss"], now["rss"]), max(peak["threads"], now["threads"])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.monotonic()
+    prompts = [f"capacity {i} {uuid.uuid4().hex[:8]}" for i in range(streams)]
+    with concurrent.futures.ThreadPoolExecutor(min(streams, 40)) as pool:
+        ids = list(pool.map(lambda i: client.start(users[i % len(users)], prompt=prompts[i], model=model), range(streams)))
+    wait_ended(store, ids, timeout=seconds * 4 + 120)
+    wall = time.monotonic() - t0
+    done.set()
+    sampler.join()
+    after = {"workers": group_usage(worker_pgid)["cpu"], **{k: group_usage(v)["cpu"] for k, v in others.items()}, "machine": machine_busy()}
+    client.close()
+    row = measure(store, upstream_root, list(zip(ids, prompts)), model, streams, 1, seconds, rate, [200], wall, idle, peak, before, after)
+    waits = [(d["startedAt"] - d["createdAt"]).total_seconds() for d in map(store.get, ids) if d.get("startedAt")]
+    workers = {store.get(i).get("worker") for i in ids}
+    return {**row, "via": "stack", "worker_processes_seen": len(workers),
+            "start_to_running_p95_ms": round(pct(waits, 95) * 1000), "start_to_running_max_ms": round(max(waits) * 1000)}
+
+
+def wait_ended(store: ExecutionStore, ids: list[str], timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    pending = list(ids)
+    while pending:
+        pending = [i for i in pending if store.get(i)["status"] in ("queued", "running")]
+        if pending and time.monotonic() > end:
+            raise RuntimeError(f"{len(pending)} executions did not end within {timeout:.0f} s")
+        time.sleep(1.0)
+
+
 def measure(store, upstream_root, made, model, streams, processes, seconds, rate, codes, wall, idle, peak, before, after) -> dict:
     records = {r["messages"][0]["content"]: r for r in httpx.get(f"{upstream_root}/_fake/requests", timeout=30).json() if r.get("messages")}
     stale, writes, watcher_bytes, statuses = [], [], [], {}
@@ -220,7 +279,7 @@ def measure(store, upstream_root, made, model, streams, processes, seconds, rate
     worker_cpu = after["workers"] - before["workers"]
     stream_seconds = streams * seconds
     return {
-        "streams": streams, "processes": processes, "threads": THREADS, "seconds": seconds, "rate": rate,
+        "streams": streams, "processes": processes, "via": "handler", "threads": THREADS, "seconds": seconds, "rate": rate,
         "statuses": statuses, "http": sorted(set(codes)), "wall_s": round(wall, 1),
         "staleness_p50_ms": round(pct(stale, 50) * 1000), "staleness_p95_ms": round(pct(stale, 95) * 1000),
         "cpu_ms_per_stream_s": round(worker_cpu / stream_seconds * 1000, 2),
@@ -243,11 +302,12 @@ def measure(store, upstream_root, made, model, streams, processes, seconds, rate
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--points", default="10,40,80,160x2", help="streams[xprocesses], comma-separated")
+    ap.add_argument("--points", default="10,40,80,160x2,80@stack", help="streams[xprocesses] or streams@stack, comma-separated")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=30.0)
     args = ap.parse_args(argv)
-    points = [(int(p.split("x")[0]), int(p.split("x")[1]) if "x" in p else 1) for p in args.points.split(",")]
+    points = [(int(p.split("@")[0]), "stack") if p.endswith("@stack") else (int(p.split("x")[0]), int(p.split("x")[1]) if "x" in p else 1)
+              for p in args.points.split(",")]
     RESULTS.mkdir(exist_ok=True)
     with stack.exclusive("bench"):
         was_up = stack.healthy()
@@ -259,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for streams, processes in points:
                 httpx.delete(f"{upstream_root}/_fake/requests", timeout=10)
-                rows.append(run_point(env, store, upstream_root, streams, processes, args.seconds, args.rate))
+                if processes == "stack":
+                    rows.append(run_stack_point(env, store, upstream_root, streams, args.seconds, args.rate))
+                else:
+                    rows.append(run_point(env, store, upstream_root, streams, processes, args.seconds, args.rate))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             if not was_up:
@@ -270,14 +333,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rows: list[dict]) -> None:
     print(f"\nworker capacity: {rows[0]['seconds']:g} s streams at {rows[0]['rate']:g} tokens/s, THREADS={THREADS}, flush 0.5 s\n")
-    head = ("streams", "procs", "stale p50", "stale p95", "CPU ms/stream-s", "CPU ms/1k tok", "RSS MiB/stream", "threads/stream",
+    head = ("streams", "procs", "via", "stale p50", "stale p95", "CPU ms/stream-s", "CPU ms/1k tok", "RSS MiB/stream", "threads/stream",
             "writes/exec", "watcher KiB/exec", "emulator CPU", "machine busy", "valid")
     print("  ".join(f"{h:>10}" for h in head))
     for r in rows:
-        cells = (r["streams"], r["processes"], f"{r['staleness_p50_ms']} ms", f"{r['staleness_p95_ms']} ms", r["cpu_ms_per_stream_s"],
+        cells = (r["streams"], r["processes"], r.get("via", "handler"), f"{r['staleness_p50_ms']} ms", f"{r['staleness_p95_ms']} ms", r["cpu_ms_per_stream_s"],
                  r["cpu_ms_per_1000_tokens"], r["rss_mib_per_stream"], r["threads_per_stream"], r["writes_per_execution"],
                  r["watcher_kib_per_execution"], r["emulator_cpu"], r["machine_busy"], "yes" if r["valid"] else "NO")
         print("  ".join(f"{c!s:>10}" for c in cells))
+    for r in rows:
+        if r.get("via") == "stack":
+            print(f"through the stack, {r['streams']} streams: {r['worker_processes_seen']} worker process(es); creation -> running "
+                  f"p95 {r['start_to_running_p95_ms']} ms, max {r['start_to_running_max_ms']} ms")
     (RESULTS / "capacity.json").write_text(json.dumps(rows, indent=1))
     plot(rows, RESULTS / "capacity.png")
     print("\n(bench/results/capacity.json, bench/results/capacity.png)")
@@ -290,9 +357,16 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    stacked = [r for r in rows if r.get("via") == "stack"]
+    rows = [r for r in rows if r.get("via") != "stack"]
     xs = [r["streams"] for r in rows]
     left.plot(xs, [r["staleness_p50_ms"] for r in rows], marker="o", label="staleness p50")
     left.plot(xs, [r["staleness_p95_ms"] for r in rows], marker="o", label="staleness p95")
+    for r in stacked:  # through the callable, Cloud Tasks and the stack's worker server
+        left.plot([r["streams"]], [r["staleness_p95_ms"]], marker="*", markersize=14, linestyle="", color="purple",
+                  label=f"p95 through the stack ({r['streams']})")
+        right.plot([r["streams"]], [r["cpu_ms_per_stream_s"]], marker="*", markersize=14, linestyle="", color="purple",
+                   label=f"CPU ms/stream-s through the stack ({r['streams']})")
     left.axhline(650, color="black", linewidth=1, label="target p95: flush interval + 150 ms")
     right.plot(xs, [r["cpu_ms_per_stream_s"] for r in rows], marker="s", label="worker CPU ms per stream-second")
     right.plot(xs, [r["rss_mib_per_stream"] for r in rows], marker="^", label="worker RSS MiB per stream")

@@ -1,5 +1,5 @@
-"""A backlog fails no one: 500 executions queued behind 5 dispatch slots, with the sweeper
-running every two seconds on timeouts far shorter than the wait. The sweeper asks Cloud Tasks
+"""A backlog fails no one: 250 executions queued behind 5 dispatch slots (some 20 s of backlog),
+with the sweeper running every two seconds on timeouts (1 s) far shorter than the wait. The sweeper asks Cloud Tasks
 whether each execution's task still exists: waiting ones are left alone, so none is failed,
 none is run twice, and all succeed."""
 
@@ -21,7 +21,7 @@ from promptq.schema import F
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
-EXECUTIONS = 500
+EXECUTIONS = 250
 SLOTS = 5
 
 

@@ -404,12 +404,12 @@ def test_key_usage_and_list(cli_user, db, upstream):
 
 
 def test_batch_run_collects_every_result_of_a_mixed_jsonl_file(cli_user, tmp_path):
-    """200 lines, the project's own and OpenAI batch input lines mixed, run as one batch: the
+    """100 lines, the project's own and OpenAI batch input lines mixed, run as one batch: the
     progress goes to stderr, every item's result to --out once, each the text its prompt made."""
     cli, _user = cli_user
-    model, tag = "fake/tokens=6,rate=60", uuid.uuid4().hex[:6]
+    model, tag, ITEMS = "fake/tokens=6,rate=60", uuid.uuid4().hex[:6], 100
     lines, expected = [], {}
-    for i in range(200):
+    for i in range(ITEMS):
         prompt = f"cli batch {tag} {i}"
         if i % 4 == 3:
             lines.append({"custom_id": f"o-{i}", "method": "POST", "url": "/v1/chat/completions",
@@ -422,14 +422,14 @@ def test_batch_run_collects_every_result_of_a_mixed_jsonl_file(cli_user, tmp_pat
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     done = cli("batch", "run", str(source), "--model", model, "--concurrency", "20", "--out", str(out), timeout=240)
     assert done.code == 0, done.stderr
-    batch_id = re.search(r"batch ([0-9a-f]{32}): 200 items", done.stderr).group(1)
-    assert re.search(rf"batch {batch_id} completed: 200 succeeded, 0 failed, 0 cancelled; [\d,]+ tokens, \$[\d.]+", done.stderr)
+    batch_id = re.search(rf"batch ([0-9a-f]{{32}}): {ITEMS} items", done.stderr).group(1)
+    assert re.search(rf"batch {batch_id} completed: {ITEMS} succeeded, 0 failed, 0 cancelled; [\d,]+ tokens, \$[\d.]+", done.stderr)
     results = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(results) == 200 and {r["customId"] for r in results} == set(expected)  # each once
+    assert len(results) == ITEMS and {r["customId"] for r in results} == set(expected)  # each once
     assert all(r["custom_id"] == r["customId"] and r["status"] == "succeeded" for r in results)
     assert {r["customId"]: r["output"] for r in results} == expected
-    assert sorted(r["index"] for r in results) == list(range(200))
+    assert sorted(r["index"] for r in results) == list(range(ITEMS))
     shown = json.loads(cli("batch", "show", batch_id).stdout)
-    assert shown["status"] == "completed" and shown["counts"]["succeeded"] == 200
+    assert shown["status"] == "completed" and shown["counts"]["succeeded"] == ITEMS
     again = cli("batch", "results", batch_id)  # item order, to stdout
-    assert [json.loads(line)["index"] for line in again.stdout.splitlines()] == list(range(200))
+    assert [json.loads(line)["index"] for line in again.stdout.splitlines()] == list(range(ITEMS))
