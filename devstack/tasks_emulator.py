@@ -403,6 +403,7 @@ def send(task: Task, headers: dict[str, str], deadline: float) -> int | str:
 
     timer = threading.Timer(deadline, abort)
     timer.daemon = True
+    started = time.monotonic()
     timer.start()
     try:
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
@@ -412,7 +413,9 @@ def send(task: Task, headers: dict[str, str], deadline: float) -> int | str:
         response.read()
         return response.status
     except (OSError, http.client.HTTPException):
-        return DEADLINE_EXCEEDED if timed_out.is_set() else UNAVAILABLE
+        # The socket's own timeout (the same deadline) can fire before the timer thread has set
+        # timed_out: the clock tells a deadline from an unreachable target.
+        return DEADLINE_EXCEEDED if timed_out.is_set() or time.monotonic() - started >= deadline else UNAVAILABLE
     finally:
         timer.cancel()
         conn.close()
