@@ -1,8 +1,10 @@
-"""Generates ``web/schema.js``, the browser's copy of ``promptq.schema``'s names.
+"""Generates ``packages/web/src/schema.js``: the names ``@promptq/web`` (the npm package for
+frontends, which the web page loads too) shares with ``promptq.schema``.
 
-    python -m devstack.schema_js > web/schema.js      (make web-schema)
+    python -m devstack.schema_js > packages/web/src/schema.js      (make web-schema)
 
-tests/unit/test_layout.py fails when the committed file differs from what this prints.
+It is the one generated copy (``web/schema.js`` is a link to it). tests/unit/test_layout.py and
+tests/unit/test_npm_package.py fail when the committed file differs from what this prints.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import json
 import re
 
 from promptq.schema import (
-    ACCOUNTS, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USAGE, USERS, Acc, C, Callable,
-    CostSource, E, F, P, Status, U, Use, B, Count,
+    ACCOUNTS, BATCH_TERMINAL, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USAGE, USERS,
+    Acc, B, BatchStatus, C, Callable, CallStatus, Code, CostSource, Count, E, F, OutputFormat, P, Reason, Status, U, Use,
 )
 
 
 def js_module() -> str:
-    """``web/schema.js``: the names the web page and ``watchExecution`` use."""
+    """The module's text: the names the package, the web page and the example app use."""
     def obj(cls: type) -> dict[str, str]:
         return {k: v for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)}
+
+    def enum(cls: type) -> dict[str, str]:
+        return {s.name: s.value for s in cls}
 
     from enqueue.request import StartRequest
 
@@ -35,8 +40,10 @@ def js_module() -> str:
         "DAYS": DAYS,
         "BATCHES": BATCHES,
         "FINISH_CANCELLED": FINISH_CANCELLED,
-        "Status": {s.name: s.value for s in Status},
+        "Status": enum(Status),
         "LIVE": sorted(s.value for s in LIVE),
+        "BatchStatus": enum(BatchStatus),
+        "BATCH_TERMINAL": sorted(s.value for s in BATCH_TERMINAL),
         "F": obj(F),
         "C": obj(C),
         "U": obj(U),
@@ -46,12 +53,18 @@ def js_module() -> str:
         "Use": obj(Use),
         "B": obj(B),
         "Count": obj(Count),
-        "CostSource": {s.name: s.value for s in CostSource},
-        "Callable": {c.name: c.value for c in Callable},
+        "CostSource": enum(CostSource),
+        "OutputFormat": enum(OutputFormat),
+        # `error.code` of an execution
+        "Code": obj(Code),
+        "Callable": enum(Callable),
+        # a callable's refusal: `functions/<CallStatus>`, with `details.reason`
+        "CallStatus": enum(CallStatus),
+        "Reason": enum(Reason),
         # start_execution's request fields (enqueue/request.py, StartRequest)
         "Start": {re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): name for name in StartRequest.model_fields},
     }
-    lines = ["// Generated from promptq/schema.py by `make web-schema`: do not edit.", ""]
+    lines = ["// Generated from promptq/schema by `make web-schema` (devstack/schema_js.py): do not edit.", ""]
     for name, value in names.items():
         literal = json.dumps(value, indent=2)
         lines.append(f"export const {name} = {literal};" if isinstance(value, str) else f"export const {name} = Object.freeze({literal});")

@@ -110,8 +110,10 @@ npm_folder() {
 
 step venv main_venv
 step tasks-venv tasks_venv
-# The Firebase CLI (infra/) and the web page's SDK + playwright-core (web/).
-for dir in infra web; do
+# The Firebase CLI (infra/), the web page's SDK + playwright-core (web/), the npm package's
+# TypeScript, SDK and React for its tests (packages/web/), and the React example app's Vite
+# and React (examples/react/, which links packages/web).
+for dir in infra web packages/web examples/react; do
   step "npm-${dir//\//-}" npm_folder "$dir"
 done
 

@@ -2,10 +2,11 @@
 // OpenRouter key (set / delete; only its label is ever shown), and their last 20 executions
 // (live; a click follows one).
 
-import { httpsCallable } from "firebase/functions";
+import { getUsage } from "@promptq/web";
+import { Callable, DAYS, EXECUTIONS, F, USAGE, Use } from "@promptq/web/schema";
 import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
+import { httpsCallable } from "firebase/functions";
 import { $, fail, show } from "./dom.js";
-import { Callable, DAYS, EXECUTIONS, F, USAGE, Use } from "./schema.js";
 
 const HISTORY = 20;
 
@@ -67,9 +68,9 @@ export function setupAccount(db, functions) {
   const call = (name) => httpsCallable(functions, name);
   const state = { limits: { dailyBudgetUsd: 0 }, spent: null };
   wireKey(call);
-  const refresh = () => Promise.all([call(Callable.GET_USAGE)({ days: 1 }), call(Callable.GET_API_KEY)({})])
+  const refresh = () => Promise.all([getUsage(functions, { days: 1 }), call(Callable.GET_API_KEY)({})])
     .then(([usage, key]) => {
-      state.limits = usage.data.limits;
+      state.limits = usage.limits;
       renderSpend(state);
       renderKey(key.data);
     }, (err) => fail($("key-error"), err));

@@ -1,8 +1,9 @@
 // promptq's demo page: sign in, start an execution through the `start_execution` callable,
-// and watch `executions/{id}` with watchExecution (watch.js). What the page shows is what has
+// and watch `executions/{id}` with watchExecution, both from the npm package @promptq/web
+// (packages/web/, served by serve.py under /vendor/promptq/). What the page shows is what has
 // arrived. The modules: auth.js (sign-in), templates.js (prompt templates), run.js (Run and
-// Stop), view.js (the execution), account.js (spend, own key, history), dom.js (helpers);
-// names come from schema.js.
+// Stop), view.js (the execution), batch.js (batches), account.js (spend, own key, history),
+// dom.js (helpers); names come from "@promptq/web/schema".
 
 import { config } from "/config.js";
 import { initializeApp } from "firebase/app";

@@ -1,11 +1,12 @@
 // Batch runs on the page: the user's last batches (live), and a batch's view (#/batches/{id}):
-// its counts and progress (its document, folded about once a second) and its items with their
-// status (live), each a link to watch that execution stream.
+// its counts and progress (watchBatch: its document, folded about once a second) and its items
+// with their status (live), each a link to watch that execution stream.
 
-import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
+import { watchBatch } from "@promptq/web";
+import { B, BATCHES, Count, EXECUTIONS, F } from "@promptq/web/schema";
+import { collection, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 import { usd } from "./account.js";
 import { $, fail, setText, show } from "./dom.js";
-import { B, BATCHES, Count, EXECUTIONS, F } from "./schema.js";
 
 const ITEMS_SHOWN = 200;
 let shown = null;  // {id, stop}
@@ -53,16 +54,16 @@ export function showBatch(db, uid, id) {
   hideBatch();
   $("batch-view").hidden = false;
   $("batch-id").textContent = id;
-  const stopDoc = onSnapshot(doc(db, BATCHES, id), (snap) => {
-    if (!snap.exists()) return show($("batch-error"), "not found");
-    const b = snap.data();
-    setText($("batch-status"), b[B.STATUS]);
-    $("batch-status").dataset.status = b[B.STATUS];
-    setText($("batch-counts"), countsLine(b[B.COUNTS], b[B.COST]));
-    const counts = b[B.COUNTS];
-    $("batch-progress").max = counts[Count.TOTAL];
-    $("batch-progress").value = counts[Count.SUCCEEDED] + counts[Count.FAILED] + counts[Count.CANCELLED];
-  }, (err) => fail($("batch-error"), err));
+  const batch = watchBatch(db, id, {
+    onUpdate: ({ status, counts, cost }) => {
+      setText($("batch-status"), status);
+      $("batch-status").dataset.status = status;
+      setText($("batch-counts"), countsLine(counts, cost));
+      $("batch-progress").max = counts[Count.TOTAL];
+      $("batch-progress").value = counts[Count.SUCCEEDED] + counts[Count.FAILED] + counts[Count.CANCELLED];
+    },
+    onError: (err) => (err.code === "not-found" ? show($("batch-error"), "not found") : fail($("batch-error"), err)),
+  });
   // The rules let a user query only their own executions: the query says so (ownerUid).
   const items = query(collection(db, EXECUTIONS), where(F.OWNER, "==", uid), where(F.BATCH_ID, "==", id), where(F.LATEST, "==", true),
     orderBy(F.INDEX), limit(ITEMS_SHOWN));
@@ -75,7 +76,7 @@ export function showBatch(db, uid, id) {
       return li;
     }));
   }, (err) => fail($("batch-error"), err));
-  shown = { id, stop: () => { stopDoc(); stopItems(); } };
+  shown = { id, stop: () => { batch.unsubscribe(); stopItems(); } };
 }
 
 /** Stop showing the batch (another view, or sign-out). */

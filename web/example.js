@@ -1,12 +1,13 @@
-// The smallest app that follows a promptq execution: sign in, then watchExecution().
+// The smallest app that follows a promptq execution: sign in, then watchExecution() from the
+// package @promptq/web (example.html's import map points it at packages/web/src/).
 // Open /example.html#<executionId>. It records what the helper reports on `window`
 // (`updates`, `final`, `errors`, and `handle` for `handle.stop()`): tests read them there.
 
 import { config } from "/config.js";
+import { watchExecution } from "@promptq/web";
 import { initializeApp } from "firebase/app";
 import { connectAuthEmulator, createUserWithEmailAndPassword, getAuth, signInWithEmailAndPassword } from "firebase/auth";
 import { connectFirestoreEmulator, getFirestore } from "firebase/firestore";
-import { watchExecution } from "./watch.js";
 
 Object.assign(window, { updates: [], final: null, errors: [], handle: null });
 const $ = (id) => document.getElementById(id);

@@ -1,8 +1,8 @@
-// The run form (start_execution through the callable) and the Stop button.
+// The run form (startExecution: the start_execution callable) and the Stop button.
 
-import { httpsCallable } from "firebase/functions";
+import { startExecution } from "@promptq/web";
+import { Start } from "@promptq/web/schema";
 import { $, fail } from "./dom.js";
-import { Callable, Start } from "./schema.js";
 import { templateRequest } from "./templates.js";
 
 /**
@@ -26,8 +26,6 @@ export function formRequest() {
  * @param {{onStarted: (executionId: string) => void, current: () => ?{handle: {stop: () => Promise<void>}, stopping: boolean}}} hooks
  */
 export function setupRun(functions, { onStarted, current }) {
-  const startExecution = httpsCallable(functions, Callable.START_EXECUTION);
-
   $("run-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const run = $("run");
@@ -35,8 +33,8 @@ export function setupRun(functions, { onStarted, current }) {
     run.disabled = true;
     run.textContent = "Starting…";
     try {
-      const result = await startExecution(formRequest());
-      onStarted(result.data.executionId);
+      const { executionId } = await startExecution(functions, formRequest());
+      onStarted(executionId);
     } catch (err) {
       fail($("call-error"), err);
     } finally {

@@ -1,8 +1,8 @@
 // Prompt templates: users/{uid}/prompts/{id} = {content}, with `{name}` placeholders.
 
+import { PROMPTS, Start, TEMPLATE_CONTENT, USERS } from "@promptq/web/schema";
 import { collection, deleteDoc, doc, onSnapshot, setDoc } from "firebase/firestore";
 import { $, describe, fail } from "./dom.js";
-import { PROMPTS, Start, TEMPLATE_CONTENT, USERS } from "./schema.js";
 
 // `{name}` placeholders; `{{` and `}}` are literal braces (enqueue/request.py, _TOKEN).
 const PLACEHOLDER = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;

@@ -1,15 +1,15 @@
 // The execution view: status, text, reasoning, tokens, usage and cost, timings, error and
 // the restart note, rendered from what watchExecution reports.
 
+import { watchExecution } from "@promptq/web";
+import { CostSource, E, Status, U } from "@promptq/web/schema";
 import { $, fail, setText, show } from "./dom.js";
-import { CostSource, E, Status, U } from "./schema.js";
-import { watchExecution } from "./watch.js";
 
 let current = null;  // the execution shown: {id, handle, stopping, shown, attempt, text}
 
 /**
  * The execution shown, if any.
- * @returns {?{id: string, handle: import("./watch.js").ExecutionHandle, stopping: boolean}}
+ * @returns {?{id: string, handle: import("@promptq/web").ExecutionHandle, stopping: boolean}}
  */
 export function currentExecution() {
   return current;
@@ -50,7 +50,7 @@ function renderFailure(err) {
   else fail($("error"), err, "cannot watch this execution: ");
 }
 
-/** @param {import("./watch.js").ExecutionState} s */
+/** @param {import("@promptq/web").ExecutionState} s */
 function render(view, s) {
   setText($("status"), s.status);
   $("status").dataset.status = s.status;

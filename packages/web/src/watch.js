@@ -1,20 +1,52 @@
 // watchExecution: follow one promptq execution (`executions/{id}`) from a browser app.
 //
-//   import { watchExecution } from "./watch.js";
+//   import { watchExecution } from "@promptq/web";
 //   const handle = watchExecution(db, id, { onUpdate: (s) => render(s.text), onError: console.error });
 //   const final = await handle.done;   // status terminal, whole text assembled
 //
 // It imports the Firestore SDK by its bare name, "firebase/firestore": bundlers (Vite,
 // webpack) resolve it from node_modules; a page without a bundler maps it with an import map.
-// The document's field names come from ./schema.js (generated from promptq/schema.py).
+// The document's field names come from ./schema.js (generated from promptq/schema).
 
 import { collection, doc, getDocs, onSnapshot, orderBy, query, updateDoc, where } from "firebase/firestore";
-import { C, CHUNKS, EXECUTIONS, F, LIVE, PAGES } from "./schema.js";
+import { settle } from "./settle.js";
+import { C, CHUNKS, EXECUTIONS, F, LIVE, OutputFormat, PAGES, Status } from "./schema.js";
+
+/** @import { DocumentData, DocumentReference, Firestore } from "firebase/firestore" */
+/** @import { Code, CostSource } from "./schema.js" */
+/** @import { ToolCall } from "./request.js" */
+/** @import { Settled } from "./settle.js" */
+
+/**
+ * An execution's status: queued | running | succeeded | failed | cancelled.
+ * @typedef {(typeof Status)[keyof typeof Status]} ExecutionStatus
+ */
+
+/**
+ * An execution's `error.code`: upstream_bad_request, upstream_rate_limited, stream_stalled, …
+ * @typedef {(typeof Code)[keyof typeof Code]} ErrorCode
+ */
+
+/**
+ * @typedef {object} Usage
+ * @property {number} promptTokens
+ * @property {number} completionTokens
+ * @property {number} totalTokens
+ * @property {number} [reasoningTokens]
+ */
+
+/**
+ * Why an execution failed.
+ * @typedef {object} ExecutionError
+ * @property {ErrorCode} code
+ * @property {string} message
+ * @property {number} [upstreamStatus]  the upstream's HTTP status, when it answered one
+ */
 
 /**
  * What `onUpdate` receives, and what `done` resolves with.
  * @typedef {object} ExecutionState
- * @property {string} status            queued | running | succeeded | failed | cancelled
+ * @property {ExecutionStatus} status
  * @property {boolean} live             true while queued or running
  * @property {string} text              the whole answer so far
  * @property {string} reasoning         reasoning text of thinking models ("" when none)
@@ -22,18 +54,26 @@ import { C, CHUNKS, EXECUTIONS, F, LIVE, PAGES } from "./schema.js";
  * @property {number} attempt           the attempt whose text `text` is
  * @property {number} seq               the execution document's version (it never goes back)
  * @property {boolean} restarted        a new attempt replaced text this watcher had reported
- * @property {?{promptTokens: number, completionTokens: number, totalTokens: number, reasoningTokens?: number}} usage
- * @property {?number} cost             USD
- * @property {?string} costSource       "generation" when reconciled after a cancel
- * @property {?{code: string, message: string, upstreamStatus?: number}} error
- * @property {?string} model            the model that served
- * @property {?string} requestedModel   the model the request named
- * @property {?string} finishReason
+ * @property {Usage | null} usage
+ * @property {number | null} cost             USD
+ * @property {(typeof CostSource)[keyof typeof CostSource] | null} costSource  "generation" when reconciled after a cancel
+ * @property {ExecutionError | null} error
+ * @property {string | null} model            the model that served
+ * @property {string | null} requestedModel   the model the request named
+ * @property {string | null} finishReason   "tool_calls" when the model called tools
+ * @property {unknown} [json]              a JSON answer (`response_format`) that succeeded: its parsed value
+ * @property {ToolCall[] | null} toolCalls  the tools the model called
  * @property {boolean} cancelRequested
- * @property {?Date} createdAt
- * @property {?Date} startedAt
- * @property {?Date} firstTokenAt
- * @property {?Date} finishedAt
+ * @property {Date | null} createdAt
+ * @property {Date | null} startedAt
+ * @property {Date | null} firstTokenAt
+ * @property {Date | null} finishedAt
+ */
+
+/**
+ * @typedef {object} ExecutionCallbacks
+ * @property {(state: ExecutionState) => void} [onUpdate]  every change: status, text, usage, …
+ * @property {(err: Error & {code?: string}) => void} [onError]  the listener failed (`code`: Firestore's, or "not-found")
  */
 
 /**
@@ -52,28 +92,31 @@ import { C, CHUNKS, EXECUTIONS, F, LIVE, PAGES } from "./schema.js";
  * changes at transitions only) and the chunks of its current attempt (the text as it streams,
  * each chunk received once, in order). A new attempt restarted the text: its chunks replace
  * the old ones. An execution that ended before it was watched is read from its pages.
- * @param {import("firebase/firestore").Firestore} db
+ * @param {Firestore} db  signed in as the execution's owner
  * @param {string} executionId
- * @param {{onUpdate?: (state: ExecutionState) => void, onError?: (err: Error) => void}} [callbacks]
+ * @param {ExecutionCallbacks} [callbacks]
  * @returns {ExecutionHandle}
  */
 export function watchExecution(db, executionId, { onUpdate = () => {}, onError = () => {} } = {}) {
   const ref = doc(db, EXECUTIONS, executionId);
+  /** @type {Settled<ExecutionState>} */
   const done = settle();
   const text = textFollower(ref, () => report(), (err) => fail(err));
   let listening = true;
-  let latest = null;  // the execution document last seen
-  let reported = null;  // the state last reported
+  let latest = /** @type {DocumentData | null} */ (null);  // the execution document last seen
+  let reported = /** @type {ExecutionState | null} */ (null);  // the state last reported
 
   function report() {
     if (!listening || !latest) return;
     const assembled = text.current();
     const restarted = !!reported && (reported.attempt === assembled.attempt ? reported.restarted : reported.text !== "");
-    reported = toState(latest, assembled, restarted);
-    onUpdate(reported);
-    if (!reported.live && text.complete(latest)) done.resolve(reported);
+    const state = toState(latest, assembled, restarted);
+    reported = state;
+    onUpdate(state);
+    if (!state.live && text.complete(latest)) done.resolve(state);
   }
 
+  /** @param {Error} err */
   function fail(err) {
     if (!listening) return;  // after unsubscribe(): nobody listens any more
     unsubscribe();
@@ -96,7 +139,7 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
   }
 
   return {
-    stop: () => updateDoc(ref, { [F.CANCEL_REQUESTED]: true }),
+    stop: () => stopExecution(db, executionId),
     unsubscribe,
     done: done.promise,
     get chunksRead() { return text.chunksRead; },
@@ -104,23 +147,37 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
   };
 }
 
-// The text of the execution's current attempt, and nothing else: its chunks, followed by a
-// query listener (each received once, in order), or its pages when it had ended before.
+/**
+ * Ask the worker to stop execution `executionId` (Stop): sets `cancelRequested: true`, the one
+ * field its owner may write. It ends `cancelled`, keeping the text it had.
+ * @param {Firestore} db  signed in as the execution's owner
+ * @param {string} executionId
+ * @returns {Promise<void>}
+ */
+export function stopExecution(db, executionId) {
+  return updateDoc(doc(db, EXECUTIONS, executionId), { [F.CANCEL_REQUESTED]: true });
+}
+
+/**
+ * The text of the execution's current attempt, and nothing else: its chunks, followed by a
+ * query listener (each received once, in order), or its pages when it had ended before.
+ * @param {DocumentReference} ref
+ * @param {() => void} changed
+ * @param {(err: Error) => void} fail
+ */
 function textFollower(ref, changed, fail) {
-  let attempt = null;
-  let pieces = [];
-  let thoughts = [];  // reasoning, beside the text
-  let length = 0;  // code points received
+  let text = assembly(null);
   let unlisten = () => {};
   const counts = { chunksRead: 0, pagesRead: 0 };
 
+  /** @param {DocumentData} d */
   async function follow(d) {
     const current = d[F.ATTEMPT] ?? 0;
-    if (current === attempt) return;
-    const first = attempt === null;
+    if (current === text.attempt) return;
+    const first = text.attempt === null;
     unlisten();
     unlisten = () => {};
-    [attempt, pieces, thoughts, length] = [current, [], [], 0];
+    text = assembly(current);
     if (first && !LIVE.includes(d[F.STATUS])) {
       await (d[F.OUTPUT_PAGES] ? readAll(PAGES, "pagesRead") : readAll(CHUNKS, "chunksRead"));  // ended before we came
     } else if (current > 0) {
@@ -132,31 +189,72 @@ function textFollower(ref, changed, fail) {
   }
 
   // Pages and chunks share their field names (attempt, start, end, text, reasoning).
+  /** @param {string} source @param {keyof typeof counts} counter */
   async function readAll(source, counter) {
-    const snap = await getDocs(query(collection(ref, source), where(C.ATTEMPT, "==", attempt), orderBy(C.END)));
+    const snap = await getDocs(query(collection(ref, source), where(C.ATTEMPT, "==", text.attempt), orderBy(C.END)));
     for (const d of snap.docs) add(d.data(), counter);
   }
 
+  /** @param {DocumentData} piece @param {keyof typeof counts} counter */
   function add(piece, counter) {
     counts[counter] += 1;
-    if (piece[C.ATTEMPT] !== attempt || piece[C.START] !== length) return;  // not the next piece of this attempt
-    pieces.push(piece[C.TEXT]);
-    thoughts.push(piece[C.REASONING] ?? "");
-    length = piece[C.END];
+    text.add(piece);
   }
 
   return {
     follow,
-    current: () => ({ attempt: attempt ?? 0, text: pieces.join(""), reasoning: thoughts.join("") }),
+    current: () => text.current(),
     // Ended, and every character of it here (an ending without a length: nothing more comes).
-    complete: (d) => d[F.OUTPUT_LENGTH] == null || length >= d[F.OUTPUT_LENGTH],
+    /** @param {DocumentData} d */
+    complete: (d) => d[F.OUTPUT_LENGTH] == null || text.length >= d[F.OUTPUT_LENGTH],
     stop: () => unlisten(),
     get chunksRead() { return counts.chunksRead; },
     get pagesRead() { return counts.pagesRead; },
   };
 }
 
+/**
+ * One attempt's text and reasoning, put together from its pieces (chunks or pages) in order:
+ * a piece that is not the next one of this attempt is left out.
+ * @param {number | null} attempt  null: none yet
+ */
+function assembly(attempt) {
+  /** @type {string[]} */
+  const pieces = [];
+  /** @type {string[]} */
+  const thoughts = [];  // reasoning, beside the text
+  let length = 0;  // code points received
+  return {
+    attempt,
+    get length() { return length; },
+    /** @param {DocumentData} piece */
+    add(piece) {
+      if (piece[C.ATTEMPT] !== attempt || piece[C.START] !== length) return;
+      pieces.push(piece[C.TEXT]);
+      thoughts.push(piece[C.REASONING] ?? "");
+      length = piece[C.END];
+    },
+    current: () => ({ attempt: attempt ?? 0, text: pieces.join(""), reasoning: thoughts.join("") }),
+  };
+}
+
+/** @param {string} text  the parsed answer, or undefined while its text is incomplete */
+function parsed(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * @param {DocumentData} d
+ * @param {{attempt: number, text: string, reasoning: string}} assembled
+ * @param {boolean} restarted
+ * @returns {ExecutionState}
+ */
 function toState(d, { attempt, text, reasoning }, restarted) {
+  /** @param {string} field */
   const date = (field) => d[field]?.toDate?.() ?? null;
   const status = d[F.STATUS];
   return {
@@ -175,19 +273,12 @@ function toState(d, { attempt, text, reasoning }, restarted) {
     model: d[F.MODEL] ?? null,
     requestedModel: d[F.REQUESTED_MODEL] ?? null,
     finishReason: d[F.FINISH_REASON] ?? null,
+    json: status === Status.SUCCEEDED && d[F.OUTPUT_FORMAT] === OutputFormat.JSON ? parsed(text) : undefined,
+    toolCalls: d[F.TOOL_CALLS] ?? null,
     cancelRequested: d[F.CANCEL_REQUESTED] === true,
     createdAt: date(F.CREATED_AT),
     startedAt: date(F.STARTED_AT),
     firstTokenAt: date(F.FIRST_TOKEN_AT),
     finishedAt: date(F.FINISHED_AT),
   };
-}
-
-// A promise with its resolve/reject in hand; settling twice does nothing.
-function settle() {
-  let resolve;
-  let reject;
-  const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
-  promise.catch(() => {});  // a caller that never awaits `done` gets no unhandled rejection
-  return { promise, resolve, reject };
 }
