@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue import service
 from promptq import batch as bt
@@ -31,6 +32,8 @@ def _item_request(raw: Any, index: int, req: rq.BatchRequest) -> tuple[str, rq.S
     prefix = f"items.{index}"
     if not isinstance(raw, dict):
         raise rq.RequestError(f"{prefix}: an item must be an object")
+    own = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    inherited = {f"params.{name}" for name in req.params or {} if name not in own}
     try:
         custom_id = rq.parse(raw, rq.ItemId).customId
         data = {k: v for k, v in raw.items() if k != "customId"}
@@ -42,6 +45,8 @@ def _item_request(raw: Any, index: int, req: rq.BatchRequest) -> tuple[str, rq.S
             raise rq.RequestError("idempotencyKey: give it to the batch, not to an item")
         return custom_id, rq.parse(data)
     except rq.RequestError as err:
+        if err.field and ".".join(err.field.split(".")[:2]) in inherited:
+            raise  # the batch's own params (`params.response_format...`), not the item's
         raise rq.within(prefix, err) from None
 
 
@@ -63,7 +68,7 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
             execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, item=fields)
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
-        size += sum(len(m["content"].encode()) for m in messages)
+        size += pr.prompt_bytes(messages)
         if size > settings.batch_max_bytes:
             raise rq.RequestError(f"items: the prompts come to more than {settings.batch_max_bytes} bytes (at items.{i}); split the batch")
         items.append((ids[i], execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: source.value, J.HOLDS: False,

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue import service
 from enqueue.batch_items import concurrency, items_of
@@ -25,6 +26,7 @@ from promptq import execution as ex
 from promptq.batch_store import BatchStore, Item
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
+from promptq.records import answer_json
 from promptq.schema import (BATCH_TERMINAL, TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
                             J, KeySource, Req, Status, Use)
 from promptq.settings import Settings
@@ -57,7 +59,7 @@ def _taker(items: list[Item], settings: Settings, prices: Prices, source: KeySou
             for _, _, job in items:
                 request = job[J.REQUEST]
                 reservation += accounts.reservation(
-                    prompt_bytes=sum(len(m["content"].encode()) for m in job[J.MESSAGES]), messages=len(job[J.MESSAGES]),
+                    prompt_bytes=pr.prompt_bytes(job[J.MESSAGES]), messages=len(job[J.MESSAGES]),
                     max_tokens=int(request[Req.PARAMS]["max_tokens"]), prices=prices.of(request[Req.MODELS] or [request[Req.MODEL]]))
         account = accounts.decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0),
                                         reservation=round(reservation, 9), now=ex.utcnow(), counts_as_active=counts_as_active)
@@ -151,8 +153,8 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
         ended = ex.is_terminal(doc)
         output = batches.store.text(snap.id, doc) if ended else None
         items.append(BatchItem(customId=doc[F.CUSTOM_ID], index=doc[F.INDEX], executionId=snap.id, status=doc[F.STATUS], output=output,
-                               model=doc.get(F.MODEL), usage=doc.get(F.USAGE), cost=doc.get(F.COST), error=doc.get(F.ERROR),
-                               finishedAt=_iso(doc.get(F.FINISHED_AT))))
+                               json_value=answer_json(doc, output), toolCalls=doc.get(F.TOOL_CALLS), model=doc.get(F.MODEL),
+                               usage=doc.get(F.USAGE), cost=doc.get(F.COST), error=doc.get(F.ERROR), finishedAt=_iso(doc.get(F.FINISHED_AT))))
         chars += len(output or "")
         if chars > MAX_PAGE_CHARS:
             break
@@ -231,7 +233,7 @@ def _retried(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_:
         fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after, F.KEY_SOURCE: doc.get(F.KEY_SOURCE)}
         expire = now + timedelta(days=settings.retention_days)
         execution = ex.new_execution(owner_uid=doc[F.OWNER], requested_model=doc[F.REQUESTED_MODEL], idempotency_key=None, now=now,
-                                     expire_at=expire, title=doc.get(F.TITLE), item=fields)
+                                     expire_at=expire, title=doc.get(F.TITLE), output_format=doc.get(F.OUTPUT_FORMAT), item=fields)
         job = ex.new_job(owner_uid=doc[F.OWNER], messages=old[J.MESSAGES], request=old[J.REQUEST], request_hash=old[J.REQUEST_HASH],
                          task=new_id, now=now, expire_at=expire)
         items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: old.get(J.KEY_SOURCE),

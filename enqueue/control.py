@@ -12,7 +12,8 @@ from typing import Any
 
 from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq import execution as ex
-from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, PollAnswer, Reason, Status
+from promptq.records import answer_json
+from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status
 from promptq.store import ExecutionStore
 
 # One answer carries at most this many code points (a callable's response must stay small);
@@ -59,10 +60,11 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
     more = len(text) > MAX_TEXT_CHARS
     text = text[:MAX_TEXT_CHARS]
     status = ex.status_of(doc)
+    done = status in TERMINAL and not more
     return PollAnswer(
         executionId=req.executionId,
         status=status,
-        done=status in TERMINAL and not more,
+        done=done,
         more=more,
         seq=doc.get(F.SEQ, 0),
         attempt=attempt,
@@ -75,11 +77,20 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
         usage=doc.get(F.USAGE),
         cost=doc.get(F.COST),
         error=doc.get(F.ERROR),
+        json_value=_json(req, doc, store, text, start) if done else None,
+        toolCalls=doc.get(F.TOOL_CALLS),
         createdAt=_iso(doc.get(F.CREATED_AT)),
         startedAt=_iso(doc.get(F.STARTED_AT)),
         firstTokenAt=_iso(doc.get(F.FIRST_TOKEN_AT)),
         finishedAt=_iso(doc.get(F.FINISHED_AT)),
     ).to_json()
+
+
+def _json(req: PollRequest, doc: dict[str, Any], store: ExecutionStore, text: str, start: int) -> Any:
+    """A JSON answer's parsed value: from the whole text (read again unless this answer holds it)."""
+    if doc.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value or doc.get(F.STATUS) != Status.SUCCEEDED.value:
+        return None
+    return answer_json(doc, text if start == 0 else store.text(req.executionId, doc))
 
 
 def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore, flow=None) -> dict[str, Any]:

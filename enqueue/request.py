@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal, Mapping, TypeVar
 
 from pydantic import AfterValidator, PlainValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from enqueue.fields import TAG, Finite, Int64, Nested, Text, unicode_text as _unicode
+from enqueue.messages import Message, check_conversation
+from enqueue.vocabulary import Provider, Reasoning, ResponseFormat, ToolChoice, Tools, check_tools
 from promptq.schema import CallStatus, Reason
 
 
@@ -34,15 +37,6 @@ class RequestError(Exception):
 
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): ")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _unicode(value: str) -> str:
-    """Text Firestore can store: UTF-8, so no lone surrogate (JSON can carry "\\ud800")."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise ValueError("not valid Unicode text (it holds a lone surrogate)") from None
-    return value
 
 
 def _not_reserved(value: str) -> str:
@@ -83,16 +77,16 @@ def _variable(value: Any) -> str | int | float:
     raise ValueError("a string or a number")
 
 
-# Values Firestore refuses would otherwise fail the write (INTERNAL): bound them here.
-Text = Annotated[str, AfterValidator(_unicode)]
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
 # OpenRouter model ids look like "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet:beta",
 # "openrouter/auto", "meta-llama/llama-3-8b-instruct:free".
 ModelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@=,+\-]{0,199}$")]
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
 DocId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$"), AfterValidator(_not_reserved)]
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed")  # stored as the job's `params`
+VOCABULARY = ("response_format", "reasoning", "provider", "tools", "tool_choice", "parallel_tool_calls")  # as `paramsJson`
 
 
 class Params(BaseModel):
@@ -104,13 +98,18 @@ class Params(BaseModel):
     # One stop sequence, or a list of at most 4 (OpenAI's limit), each at most 200 characters.
     stop: Annotated[Any, PlainValidator(_stop)] = None
     seed: Int64 | None = None
+    # OpenRouter's vocabulary (enqueue.vocabulary), passed through as sent.
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
+    provider: Provider | None = None
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    role: Literal["system", "user", "assistant"]
-    content: Text
+    @model_validator(mode="after")
+    def _tools_go_together(self) -> "Params":
+        check_tools(self.tools, self.tool_choice, self.parallel_tool_calls)
+        return self
 
 
 class StartRequest(BaseModel):
@@ -138,6 +137,7 @@ class StartRequest(BaseModel):
             raise ValueError("variables: `variables` only go with `promptId`")
         if self.model is not None and self.models is not None:
             raise ValueError("models: give either `model` or `models` (an ordered fallback list), not both")
+        check_conversation(self.messages or ())
         return self
 
 
@@ -147,7 +147,7 @@ def _path(loc: tuple) -> tuple[str, str]:
     and that key."""
     names: list[str] = []
     for part in loc:
-        if isinstance(part, str) and part.startswith(("function-", "literal[")):
+        if isinstance(part, str) and part.startswith(("function-", "literal[", TAG)):
             continue
         if not (isinstance(part, int) or (len(part) <= 64 and _NAME.fullmatch(part))):
             return ".".join(names) or "data", part
@@ -160,6 +160,9 @@ def _describe(err: ValidationError) -> str:
     for item in err.errors()[:5]:
         loc, odd_key = _path(item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
+        nested = (item.get("ctx") or {}).get("error")
+        if isinstance(nested, Nested) and not odd_key:  # a refusal below the validator's own field
+            loc, msg = ".".join(filter(None, (loc, nested.path))), nested.message
         if item["type"] == "string_pattern_mismatch" and loc == "apiKey":
             msg = "not an OpenRouter key (8 to 256 printable characters, no spaces)"
         if item["type"] == "extra_forbidden":

@@ -42,11 +42,11 @@ def fingerprint(req: rq.StartRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settings: Settings) -> list[dict[str, str]]:
+def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settings: Settings) -> list[dict[str, Any]]:
     if req.prompt is not None:
         return [{"role": "user", "content": req.prompt}]
     if req.messages is not None:
-        return [m.model_dump() for m in req.messages]
+        return [m.model_dump(exclude_unset=True) for m in req.messages]  # as sent: content parts, tool calls
     pr.check_variables(req, settings.limits)  # before reading anything: the request alone is wrong
     template = store.template(uid, req.promptId)  # type: ignore[arg-type]
     if template is None:
@@ -57,18 +57,19 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settin
     return [{"role": "user", "content": pr.render(content, req.variables or {}, max_bytes=settings.limits.max_prompt_bytes)}]
 
 
-def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, str]], execution_id: str,
+def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, Any]], execution_id: str,
                   settings: Settings, *, item: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The execution (what watchers read) and its job (the request), both to be created
     (``item``: a batch item's fields, ``promptq.execution.new_execution``)."""
     models = req.models or [req.model or settings.default_model]
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.
-    request = {Req.MODEL: models[0], Req.MODELS: req.models, Req.PARAMS: pr.params_sent(req, settings.limits), Req.PROMPT_ID: req.promptId}
+    request = {Req.MODEL: models[0], Req.MODELS: req.models, Req.PARAMS: pr.params_sent(req, settings.limits),
+               Req.PARAMS_JSON: pr.params_json(req), Req.PROMPT_ID: req.promptId}
     now = ex.utcnow()
     expire_at = now + timedelta(days=settings.retention_days)
     execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at,
-                                 title=pr.title_of(messages), item=item)
+                                 title=pr.title_of(messages), output_format=pr.output_format(req), item=item)
     job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=fingerprint(req), task=execution_id, now=now,
                      expire_at=expire_at)
     return execution, job
@@ -91,7 +92,7 @@ def taker(job: dict[str, Any], settings: Settings, prices: Prices):
             return accounts.Taken(None, {F.KEY_SOURCE: source.value}, {J.KEY_SOURCE: source.value, J.HOLDS: False, J.RESERVED_USD: 0.0})
         reservation = 0.0
         if source is KeySource.APP and limits.daily_budget_usd:  # the user's own key is their bill
-            prompt_bytes = sum(len(m["content"].encode()) for m in job[J.MESSAGES])
+            prompt_bytes = pr.prompt_bytes(job[J.MESSAGES])
             reservation = accounts.reservation(prompt_bytes=prompt_bytes, messages=len(job[J.MESSAGES]),
                                                max_tokens=int(request[Req.PARAMS]["max_tokens"]), prices=prices.of(models))
         account = accounts.decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0),

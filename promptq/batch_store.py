@@ -23,11 +23,12 @@ from promptq import execution as ex
 from promptq.accounts import Taken, day_of
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
-from promptq.records import Change
+from promptq.records import Change, stored_bytes
 from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
 from promptq.store import INTERRUPTED, ExecutionStore, counted
 
 ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per commit
+COMMIT_BYTES = 8 * 1024 * 1024  # the items' documents in one commit: under Firestore's 10 MiB per request
 COMMIT_THREADS = 4
 DOCS_PER_COMMIT = 450  # one document each: under Firestore's 500 writes per commit
 # A conditional write that lost (the document changed), or a commit that was interrupted or met
@@ -37,6 +38,21 @@ _CHUNK_TRIES = 3
 _TRIES = 20
 
 Item = tuple[str, dict[str, Any], dict[str, Any]]  # execution id, execution, job
+
+
+def _commits(items: list[Item]) -> list[list[Item]]:
+    """The items in commits of at most ``ITEMS_PER_COMMIT`` and ``COMMIT_BYTES`` (a job may hold
+    up to 900 KiB of data URLs and schemas)."""
+    chunks: list[list[Item]] = []
+    size = 0
+    for item in items:
+        weight = stored_bytes(item[1]) + stored_bytes(item[2])
+        if not chunks or len(chunks[-1]) >= ITEMS_PER_COMMIT or size + weight > COMMIT_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += weight
+    return chunks
 
 
 class BatchStore:
@@ -61,7 +77,7 @@ class BatchStore:
         """Set the items' documents (a retried start writes the same again) in parallel commits;
         ``superseded``: executions that are no longer their item's newest (``restored``: again)."""
         now = ex.utcnow()
-        chunks = [items[i:i + ITEMS_PER_COMMIT] for i in range(0, len(items), ITEMS_PER_COMMIT)]
+        chunks = _commits(items)
 
         def commit(chunk: list[Item]) -> None:
             batch = self.client.batch()

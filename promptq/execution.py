@@ -41,15 +41,16 @@ Doc = Mapping[str, Any]
 
 
 def new_execution(*, owner_uid: str, requested_model: str, idempotency_key: str | None, now: datetime, expire_at: datetime,
-                  title: str | None = None, item: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The execution document the callable creates: ``queued``, nothing streamed yet. A batch
-    item also carries ``item`` (``F.BATCH_ID``, ``F.CUSTOM_ID``, ``F.INDEX``, ``F.AFTER``) and
-    waits for its turn (``F.WAITING``) until ``handed_over``."""
+                  title: str | None = None, output_format: str | None = None, item: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The execution document the callable creates: ``queued``, nothing streamed yet
+    (``output_format``: ``OutputFormat.JSON`` for a JSON answer). A batch item also carries
+    ``item`` (``F.BATCH_ID``, ``F.CUSTOM_ID``, ``F.INDEX``, ``F.AFTER``) and waits for its turn
+    (``F.WAITING``) until ``handed_over``."""
     empty = dict.fromkeys((F.MODEL, F.GENERATION_ID, F.USAGE, F.COST, F.FINISH_REASON, F.ERROR, F.WORKER, F.STARTED_AT,
                            F.FIRST_TOKEN_AT, F.FINISHED_AT, F.OUTPUT_LENGTH, F.CHUNK_COUNT, F.OUTPUT_PAGES, F.KEY_SOURCE))
     return {**empty, F.STATUS: Status.QUEUED.value, F.OWNER: owner_uid, F.REQUESTED_MODEL: requested_model, F.TITLE: title,
             F.IDEMPOTENCY_KEY: idempotency_key, F.ATTEMPT: 0, F.SEQ: 0, F.CANCEL_REQUESTED: False, F.CREATED_AT: now,
-            F.UPDATED_AT: now, F.EXPIRE_AT: expire_at, F.WRITES: 1, F.WAITING: item is not None,
+            F.OUTPUT_FORMAT: output_format, F.UPDATED_AT: now, F.EXPIRE_AT: expire_at, F.WRITES: 1, F.WAITING: item is not None,
             **({**dict(item), F.LATEST: True} if item is not None else {})}
 
 

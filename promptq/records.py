@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from promptq.redact import redact
-from promptq.schema import TERMINAL, C, E, F, Outcome, Status, U
+from promptq.schema import TERMINAL, C, E, F, Outcome, OutputFormat, Status, U
 
 
 def utcnow() -> datetime:
@@ -26,11 +27,44 @@ def bounded(text: str, max_bytes: int) -> str:
     return text if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")
 
 
+def stored_bytes(value: Any) -> int:
+    """A value's size as Firestore counts it (its documented storage sizes): text is its UTF-8
+    bytes + 1, numbers and times 8, a map the sum of its keys (+ 1 each) and values."""
+    if isinstance(value, str):
+        return len(value.encode()) + 1
+    if isinstance(value, dict):
+        return sum(len(str(k).encode()) + 1 + stored_bytes(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(stored_bytes(v) for v in value)
+    return 1 if value is None or isinstance(value, bool) else 8
+
+
 def error_doc(code: str, message: str, upstream_status: int | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {E.CODE: code, E.MESSAGE: bounded(redact(message), 2000)}
     if upstream_status is not None:
         doc[E.UPSTREAM_STATUS] = upstream_status
     return doc
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def parse_json_answer(text: str) -> Any:
+    """A JSON answer's value (RFC 8259: NaN and Infinity are not JSON); ``ValueError`` if the
+    text is not one JSON value (``json.JSONDecodeError`` says where)."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def answer_json(execution: Mapping[str, Any], text: str | None) -> Any:
+    """The parsed value of an execution's answer when it is a JSON answer that succeeded (the
+    worker checked it), else None."""
+    if text is None or execution.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value or execution.get(F.STATUS) != Status.SUCCEEDED.value:
+        return None
+    try:
+        return parse_json_answer(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def status_of(doc: Mapping[str, Any]) -> Status:
@@ -97,12 +131,14 @@ class Produced:
     usage: Usage | None = None
     cost: float | None = None
     reasoning_truncated: bool = False
+    tool_calls: tuple[dict[str, Any], ...] = ()  # assembled from the stream (TC keys)
 
     def fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {F.CHUNK_COUNT: self.chunks, F.OUTPUT_LENGTH: self.output_length, F.OUTPUT_PAGES: self.pages,
                                   F.FIRST_TOKEN_AT: self.first_token_at, F.FINISH_REASON: self.finish_reason}
         optional = {F.MODEL: self.model, F.GENERATION_ID: self.generation_id, F.USAGE: self.usage.to_doc() if self.usage else None,
-                    F.COST: self.cost, F.REASONING_TRUNCATED: self.reasoning_truncated or None}
+                    F.COST: self.cost, F.REASONING_TRUNCATED: self.reasoning_truncated or None,
+                    F.TOOL_CALLS: list(self.tool_calls) or None}
         fields.update({k: v for k, v in optional.items() if v is not None})
         return fields
 

@@ -56,9 +56,12 @@ def _from(cls: type, environ: Mapping[str, str], **given: Any) -> Any:
 class Limits:
     """What the callable accepts. All configurable; see README "Configuration"."""
 
-    # UTF-8 bytes over all messages after rendering. With the answer's tail (a page), the
-    # reasoning and the rest, a document stays well under Firestore's 1 MiB.
+    # UTF-8 bytes of the messages' text after rendering (contents, text parts, tool calls): what
+    # a model reads as text. Data URLs are bounded apart (below), and everything the job stores
+    # together (enqueue.prompt.JOB_REQUEST_BYTES), so that it stays under Firestore's 1 MiB.
     max_prompt_bytes: int = env("PROMPTQ_MAX_PROMPT_BYTES", 256 * 1024)
+    # One data URL of an image_url or file part ("data:image/png;base64,..."), its whole length.
+    max_data_url_bytes: int = env("PROMPTQ_MAX_DATA_URL_BYTES", 256 * 1024)
     max_messages: int = env("PROMPTQ_MAX_MESSAGES", 200)
     max_tokens_cap: int = env("PROMPTQ_MAX_TOKENS_CAP", 32_000)  # the most a request may ask for
     default_max_tokens: int = env("PROMPTQ_DEFAULT_MAX_TOKENS", 4096)  # sent when a request gives none

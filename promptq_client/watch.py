@@ -5,7 +5,8 @@ at transitions) and the chunks of its current attempt (the text as it streams: e
 received once, in order). A new attempt restarted the text: the chunks of the old one are
 dropped and the new one's followed. An execution that ended before it was followed is read
 from its pages (a few documents) instead of its chunks. Every callback gets the execution's
-fields plus ``output``, the whole text so far, and ``restarted``.
+fields (``toolCalls`` among them, once it ended) plus ``output``, the whole text so far,
+``reasoning``, ``restarted``, and ``json``: a JSON answer's parsed value once it succeeded.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from promptq.records import answer_json
 from promptq.schema import TERMINAL, C, F, Status
 from promptq.store import ExecutionStore
 
 OUTPUT = "output"  # the assembled text, in the states this module reports (not stored fields)
 REASONING = "reasoning"
 RESTARTED = "restarted"
+JSON = "json"  # a JSON answer's value (`outputFormat: "json"`), once it succeeded whole
 
 
 class Follower:
@@ -107,13 +110,16 @@ class Follower:
         expected = doc.get(F.OUTPUT_LENGTH)
         if ended and expected is None and self._length == 0 and self._attempt:
             self._read_all()  # ended with no length (claimed but never ended by its attempt): its chunks, once
-        state = {**doc, OUTPUT: "".join(self._text), REASONING: "".join(self._reasoning), RESTARTED: self._restarted}
+        whole = ended and (expected is None or self._length >= expected)
+        text = "".join(self._text)
+        state = {**doc, OUTPUT: text, REASONING: "".join(self._reasoning), RESTARTED: self._restarted,
+                 JSON: answer_json(doc, text) if whole else None}
         try:
             self.on_version(state)
         except BaseException as exc:  # surface callback errors in the waiting thread
             self.error = exc
             self.done.set()
             return
-        if ended and (expected is None or self._length >= expected):
+        if whole:
             self.final = state
             self.done.set()

@@ -21,7 +21,8 @@ from promptq.schema import Code
 from promptq.settings import Settings
 from promptq.writer import AttemptWriter
 from worker.coalesce import FlushSchedule
-from worker.stream import Delta, Done, Finish, Meta, StreamError, UsageReport
+from worker.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
+from worker.toolcalls import ToolCalls, TooLarge
 from worker.upstream import OpenRouterClient
 
 # register(execution_id, on_stop) -> unregister: the process's Stop listener (worker.runtime)
@@ -55,6 +56,7 @@ class Attempt:
         self.first_token_at = None
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
+        self.tool_calls = ToolCalls()
         self.schedule = FlushSchedule(settings.flush_interval_s)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -92,7 +94,8 @@ class Attempt:
         usage = ex.Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens) if u else None
         return ex.Produced(chunks=self.seq, output_length=self.length, pages=pages, model=self.model, generation_id=self.generation_id,
                            first_token_at=self.first_token_at, finish_reason=self.finish.reason if self.finish else None,
-                           usage=usage, cost=u.cost if u else None, reasoning_truncated=self._reasoning()[1])
+                           usage=usage, cost=u.cost if u else None, reasoning_truncated=self._reasoning()[1],
+                           tool_calls=self.tool_calls.calls())
 
     def pages(self) -> list[Page]:
         """The whole text in pages, for readers that come once it ended."""
@@ -105,6 +108,8 @@ class Attempt:
             self.model = event.model or self.model
         elif isinstance(event, Delta):
             self._delta(event)
+        elif isinstance(event, ToolCallDelta):
+            self._tool_call(event)
         elif isinstance(event, Finish):
             self.finish = event
         elif isinstance(event, UsageReport):
@@ -116,13 +121,25 @@ class Attempt:
             return True
         return False
 
-    def _delta(self, event: Delta) -> None:
+    def _counted(self, size: int) -> None:
+        """A token arrived (``size`` bytes of it): the first token's time, the output's cap."""
         if self.first_token_at is None:
             self.first_token_at = ex.utcnow()
-        size = len(event.content.encode()) + len(event.reasoning.encode())
         self.output_bytes += size
         if self.output_bytes > self.settings.max_output_bytes:
             raise Permanent(f"the answer passed the cap of {self.settings.max_output_bytes} bytes", code=Code.OUTPUT_TOO_LARGE)
+
+    def _tool_call(self, event: ToolCallDelta) -> None:
+        """A piece of a tool call: assembled here, written with the ending (``toolCalls``)."""
+        self._counted(len(event.arguments.encode()))
+        try:
+            self.tool_calls.add(event)
+        except TooLarge as err:
+            raise Permanent(str(err), code=Code.OUTPUT_TOO_LARGE) from None
+
+    def _delta(self, event: Delta) -> None:
+        size = len(event.content.encode()) + len(event.reasoning.encode())
+        self._counted(size)
         for whole, pending, piece in ((self.text, self.pending, event.content), (self.reasoning, self.pending_reasoning, event.reasoning)):
             if piece:
                 whole.append(piece)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from promptq.errors import CancelRequested, LostClaim, Permanent, Transient
 from promptq.records import Ending
 from promptq.schema import Code, Status
+from worker.answer import Refused
 from worker.attempt import Deadline
 
 
@@ -24,15 +25,16 @@ _USER_KEY = {
 
 def ending(
     stopped_by: BaseException | None, *, cancel_requested: bool, attempt_no: int, max_attempts: int,
-    deadline_s: float, max_retry_after_s: float = float("inf"), user_key: bool = False,
+    deadline_s: float, max_retry_after_s: float = float("inf"), user_key: bool = False, refused: Refused | None = None,
 ) -> Ending:
     """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended);
-    ``user_key``: it ran on the owner's own OpenRouter key."""
+    ``user_key``: it ran on the owner's own OpenRouter key; ``refused``: the answer of a stream
+    that ended is not what the request asked for (``worker.answer.check``): it fails, text kept."""
     if user_key and isinstance(stopped_by, Permanent) and stopped_by.code in _USER_KEY:
         code, message = _USER_KEY[stopped_by.code]
         return Ending(Status.FAILED, code=code, message=message.format(stopped_by.message), upstream_status=stopped_by.upstream_status)
     if stopped_by is None:
-        return Ending(Status.SUCCEEDED)
+        return Ending(Status.SUCCEEDED) if refused is None else Ending(Status.FAILED, code=refused.code, message=refused.message)
     if isinstance(stopped_by, LostClaim):
         return Ending(code=Code.LOST_CLAIM)
     if isinstance(stopped_by, CancelRequested):

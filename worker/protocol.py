@@ -84,6 +84,13 @@ def stream_error_before_first_token(err: StreamError) -> Transient | Permanent:
     return Transient(message, code=code, upstream_status=n)
 
 
+def vocabulary(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored request's ``response_format``, ``reasoning``, ``provider``, ``tools``,
+    ``tool_choice``, ``parallel_tool_calls``: as the caller sent them (``paramsJson``)."""
+    text = request.get(Req.PARAMS_JSON)
+    return json.loads(text) if text else {}
+
+
 def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The OpenRouter request body for an execution's stored request."""
     body: dict[str, Any] = {"model": request[Req.MODEL], "messages": messages, "stream": True}
@@ -93,6 +100,7 @@ def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dic
         value = (request.get(Req.PARAMS) or {}).get(name)
         if value is not None:
             body[name] = value
+    body.update(vocabulary(request))
     # Older OpenRouter docs need this for the usage chunk; current ones always send it. Harmless.
     body["usage"] = {"include": True}
     return body

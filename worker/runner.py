@@ -23,8 +23,10 @@ from promptq.schema import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, 
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq.writer import AttemptWriter
+from worker import answer
 from worker.attempt import Attempt, StopWatch
 from worker.ending import ending
+from worker.protocol import vocabulary
 from worker.upstream import OpenRouterClient, chat_body
 
 log = logging.getLogger(__name__)
@@ -67,19 +69,29 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_fo
     attempt = Attempt(execution_id, writer, settings, stops=stops)
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
+    refused: answer.Refused | None = None
     try:
         upstream = await asyncio.to_thread(upstream_for, seen.job)
         await attempt.run(upstream, chat_body(seen.job[J.REQUEST], seen.job[J.MESSAGES]), settings.attempt_deadline_s)
+        refused = await _checked(seen.job, attempt)  # the stream ended: is it what the request asked for?
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(stopped_by, cancel_requested=writer.cancel_requested, attempt_no=writer.attempt, max_attempts=settings.max_attempts,
                  deadline_s=settings.attempt_deadline_s, max_retry_after_s=settings.max_retry_after_s,
-                 user_key=seen.job.get(J.KEY_SOURCE) == KeySource.USER.value)
+                 user_key=seen.job.get(J.KEY_SOURCE) == KeySource.USER.value, refused=refused)
     _log_ending(execution_id, writer.attempt, end, stopped_by)
     result = await _apply(end, writer, attempt)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id and upstream is not None:
         await _reconcile_cost(execution_id, attempt.generation_id, store=store, upstream=upstream)
     return _in_batch(result, seen)
+
+
+async def _checked(job: dict, attempt: Attempt) -> answer.Refused | None:
+    """A JSON answer checked as the request asked (off the event loop: a big one takes a while)."""
+    response_format = vocabulary(job[J.REQUEST]).get("response_format")
+    if response_format is None:
+        return None
+    return await asyncio.to_thread(answer.check, response_format, "".join(attempt.text), tool_calls=bool(attempt.tool_calls))
 
 
 def _in_batch(result: RunResult, seen) -> RunResult:

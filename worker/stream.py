@@ -6,7 +6,10 @@ as documented in shared/reference/openrouter-streaming.md:
 
 - ``data: [DONE]`` ends the stream.
 - A chunk carries ``choices[0].delta.content`` (answer) and ``delta.reasoning`` (thinking),
-  kept apart; ``finish_reason`` arrives on a chunk whose content may be empty.
+  kept apart (``delta.reasoning_details``' text or summary when ``reasoning`` is empty);
+  ``finish_reason`` arrives on a chunk whose content may be empty.
+- ``delta.tool_calls`` carry tool calls in pieces, OpenAI's way: ``{index, id?, type?,
+  function: {name?, arguments?}}``, the arguments' JSON text split over many chunks.
 - Usage arrives in a separate chunk after the finish chunk (``choices`` empty or one empty
   delta, possibly repeating ``finish_reason``), with ``cost`` in USD.
 - Errors inside a 200 stream arrive as a data event with an ``error`` object, in three shapes
@@ -30,6 +33,17 @@ DONE = "[DONE]"
 class Delta:
     content: str = ""
     reasoning: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call: the first names it (id, name), the next ones carry its arguments."""
+
+    index: int | None
+    id: str | None = None
+    type: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +86,7 @@ class Done:
     """``data: [DONE]``, or the end of a stream that had finished (no [DONE] sent)."""
 
 
-Event = Union[Delta, Meta, Finish, UsageReport, StreamError, Done]
+Event = Union[Delta, ToolCallDelta, Meta, Finish, UsageReport, StreamError, Done]
 
 
 def _int(value: Any) -> int:
@@ -98,6 +112,32 @@ def _usage(raw: dict[str, Any]) -> UsageReport:
         cost=float(cost) if isinstance(cost, (int, float)) else None,
         reasoning_tokens=_int(details.get("reasoning_tokens") if isinstance(details, dict) else 0),
     )
+
+
+def _reasoning(delta: dict[str, Any]) -> str:
+    """``delta.reasoning``, else the text (or summary) of ``delta.reasoning_details``."""
+    if delta.get("reasoning"):
+        return str(delta["reasoning"])
+    details = delta.get("reasoning_details")
+    texts = (d.get("text") or d.get("summary") for d in details if isinstance(d, dict)) if isinstance(details, list) else ()
+    return "".join(t for t in texts if isinstance(t, str))
+
+
+def _tool_calls(delta: dict[str, Any]) -> list[ToolCallDelta]:
+    calls = delta.get("tool_calls")
+    pieces = []
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        index = call.get("index")
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):  # an object, from a lax provider
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        pieces.append(ToolCallDelta(index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 1024 else None,
+                                    _short(call.get("id"), 256), _short(call.get("type"), 32), _short(function.get("name"), 256),
+                                    arguments or ""))
+    return pieces
 
 
 def parse_data(data: str) -> list[Event]:
@@ -126,11 +166,12 @@ def parse_data(data: str) -> list[Event]:
     for choice in chunk.get("choices") or []:
         if not isinstance(choice, dict):
             continue
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         content = delta.get("content") or ""
-        reasoning = delta.get("reasoning") or ""
+        reasoning = _reasoning(delta)
         if content or reasoning:
-            events.append(Delta(content=str(content), reasoning=str(reasoning)))
+            events.append(Delta(content=str(content), reasoning=reasoning))
+        events.extend(_tool_calls(delta))
         reason = choice.get("finish_reason")
         if reason:
             events.append(Finish(str(reason)[:64], _short(choice.get("native_finish_reason"), 64)))

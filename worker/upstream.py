@@ -26,7 +26,7 @@ from promptq.redact import redact
 from promptq.redact import register as redact_register
 from promptq.schema import Code
 from worker.protocol import GenerationRecord, chat_body, parse_generation, status_error, stream_error_before_first_token
-from worker.stream import Delta, Done, Event, Finish, StreamError, aiter_events
+from worker.stream import Delta, Done, Event, Finish, StreamError, ToolCallDelta, aiter_events
 
 __all__ = ["GenerationRecord", "OpenRouterClient", "chat_body", "shared_http"]
 
@@ -172,7 +172,7 @@ class OpenRouterClient:
                         if isinstance(event, StreamError):
                             raise stream_error_before_first_token(event)
                         first.append(event)
-                        if isinstance(event, (Delta, Finish, Done)):
+                        if isinstance(event, (Delta, ToolCallDelta, Finish, Done)):  # a tool call is a token too
                             break
             except TimeoutError:
                 # Keep-alive comments do not count: the deadline is for the first token.

@@ -5,9 +5,11 @@ Start it in-process with ``FakeRouter`` (a background thread, sync or async test
 ``start_server`` (on the running loop), or as a process with
 ``python -m devstack.fakerouter --host 127.0.0.1 --port 0``. Choose what a generation does
 through the model name (``fake/tokens=100,fault=drop,at=30``; see ``scenario``), and compute
-what it will send with ``expected_text`` / ``generate_tokens`` / ``expected_usage``.
+what it will send with ``expected_text`` / ``generate_tokens`` / ``expected_usage``. A request
+with ``response_format``, ``tools`` or ``reasoning`` is answered as a model would (``answers``).
 """
 
+from .answers import EFFORT_TOKENS, PIECE_CHARS, ToolCallPlan, call_id, instance, json_answer, reasoning_tokens, tool_calls
 from .inprocess import FakeRouter
 from .protocol import KEEPALIVE, PROVIDER
 from .records import Outcome, RouterState
@@ -18,6 +20,7 @@ from .text import (BAD_UTF8_BYTES, BAD_UTF8_TEXT, COMPLETION_PRICE, PROMPT_PRICE
                    generate_tokens, seed_for)
 
 __all__ = [
+    "EFFORT_TOKENS", "PIECE_CHARS", "ToolCallPlan", "call_id", "instance", "json_answer", "reasoning_tokens", "tool_calls",
     "API_PREFIX", "BAD_UTF8_BYTES", "BAD_UTF8_TEXT", "COMPLETION_PRICE", "DEFAULT_MODEL", "FAULTS",
     "FakeRouter", "HEADER", "KEEPALIVE", "KEYS", "Outcome", "PROMPT_PRICE", "PROVIDER",
     "REQUIRED_KEY_ENV", "RouterState", "Scenario", "ScenarioError", "content_limit", "cost_usd",

@@ -81,6 +81,16 @@ def reasoning_chunk(head: ChunkHead, reasoning: str, *, null_content: bool) -> d
     return {**head.base(), "choices": [_choice(delta, None)]}
 
 
+def tool_call_chunk(head: ChunkHead, index: int, call_id: str, name: str, arguments: str, *, first: bool) -> dict[str, Any]:
+    """A piece of a tool call, OpenAI's way: the first names the call (id, type, name, empty
+    arguments), the next ones carry pieces of its arguments' JSON text under the same index."""
+    if first:
+        call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+    else:
+        call = {"index": index, "function": {"arguments": arguments}}
+    return {**head.base(), "choices": [_choice({"role": "assistant", "content": None, "tool_calls": [call]}, None)]}
+
+
 def finish_chunk(head: ChunkHead, finish_reason: str) -> dict[str, Any]:
     return {**head.base(), "choices": [_choice({"role": "assistant", "content": ""}, finish_reason)]}
 
@@ -151,9 +161,12 @@ def status_fault(code: int, model: str, retry_after: float | None, echo: str | N
     return error_body(code, echoing(_STATUS_MESSAGES[code], echo), metadata), headers
 
 
-def completion(head: ChunkHead, text: str, reasoning: str, finish_reason: str, usage: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed chat completion with the same text a stream would carry."""
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "reasoning": reasoning or None}
+def completion(head: ChunkHead, text: str, reasoning: str, finish_reason: str, usage: dict[str, Any],
+               tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A non-streamed chat completion with the same text (or tool calls) a stream would carry."""
+    message: dict[str, Any] = {"role": "assistant", "content": None if tool_calls else text, "refusal": None, "reasoning": reasoning or None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": head.id,
         "provider": PROVIDER,

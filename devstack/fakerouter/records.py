@@ -72,8 +72,11 @@ class RequestRecord:
     scenario: dict[str, Any] | None = None
     text_parts: list[str] = dataclasses.field(default_factory=list)
     reasoning_parts: list[str] = dataclasses.field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # as sent: {id, type, function: {name, arguments}}
     tokens_sent: int = 0
     reasoning_tokens_sent: int = 0
+    tool_tokens_sent: int = 0  # pieces of tool calls' arguments
+    hidden_reasoning_tokens: int = 0  # billed, not streamed (reasoning.exclude)
     finish_reason: str | None = None
     error: str | None = None
     outcome: Outcome | None = None
@@ -81,6 +84,10 @@ class RequestRecord:
     closed_by_client_at: float | None = None
     first_token_at: float | None = None
     key_fingerprint: str | None = None  # which key it came with (a hash: the key itself goes nowhere)
+
+    def completion_tokens(self) -> int:
+        """What was generated, as billed: sent content, reasoning (streamed or not), tool calls."""
+        return self.tokens_sent + self.reasoning_tokens_sent + self.hidden_reasoning_tokens + self.tool_tokens_sent
 
     def end(self, outcome: Outcome) -> None:
         if self.outcome is None:
@@ -99,8 +106,10 @@ class RequestRecord:
             "scenario": self.scenario,
             "text": "".join(self.text_parts),
             "reasoning": "".join(self.reasoning_parts),
+            "toolCalls": self.tool_calls,
             "tokensSent": self.tokens_sent,
             "reasoningTokensSent": self.reasoning_tokens_sent,
+            "toolTokensSent": self.tool_tokens_sent,
             "finishReason": self.finish_reason,
             "error": self.error,
             "outcome": self.outcome,

@@ -37,6 +37,10 @@ Keys (default in brackets):
 - ``unique`` [0]: 1 = every generation of the same request gets different text (the
   generation's serial number is mixed into the seed), so that a test can tell two
   generations apart and see that a document never mixes them.
+- ``json`` [schema]: a request with ``response_format`` json_object/json_schema is answered
+  with JSON that follows its schema (``schema``), with prose around it, not JSON
+  (``broken``), or with JSON of another type than the schema's (``mismatch``); see ``answers``.
+- ``calls`` [1]: tool calls a request with ``tools`` is answered with (0 = a text answer).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ PREFIX = "fake/"
 HEADER = "X-Fake-Scenario"
 
 TEXT_KINDS = ("words", "unicode", "big")
+JSON_KINDS = ("schema", "broken", "mismatch")
 
 # Each fault with what it does; the server implements them in stream.py.
 FAULTS = {
@@ -97,6 +102,8 @@ class Scenario:
     generation_delay: float = 1.0
     unique: bool = False
     echo: bool = False
+    json: str = "schema"
+    calls: int = 1
 
     @property
     def status_code(self) -> int:
@@ -177,6 +184,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "generation_delay": _float,
     "unique": _bool,
     "echo": _bool,
+    "json": _choice(JSON_KINDS),
+    "calls": _int,
 }
 KEYS = tuple(_PARSERS)
 

@@ -15,6 +15,7 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -28,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import protocol
+from . import answers, protocol
 from .protocol import ChunkHead
 from .records import Outcome, RequestRecord, RouterState
 from .scenario import HEADER, Scenario, ScenarioError, resolve
@@ -94,7 +95,7 @@ def _validate(body: Any) -> str | None:
     model = body.get("model")
     if model is not None and not (isinstance(model, str) and model):
         return "model: expected a model name"
-    return None
+    return answers.vocabulary_error(body)
 
 
 def _candidates(body: dict[str, Any]) -> list[str]:
@@ -111,7 +112,7 @@ def _new_generation_id() -> str:
 
 def _generation_data(plan: Plan, record: RequestRecord, streamed: bool) -> dict[str, Any]:
     """GET /generation's `data`; counts only what was sent (a cancelled stream bills less)."""
-    completion = record.tokens_sent + record.reasoning_tokens_sent
+    completion = record.completion_tokens()
     ended = record.ended_at or time.time()
     first = record.first_token_at
     return {
@@ -121,7 +122,7 @@ def _generation_data(plan: Plan, record: RequestRecord, streamed: bool) -> dict[
         "tokens_completion": completion,
         "native_tokens_prompt": plan.prompt_tokens,
         "native_tokens_completion": completion,
-        "native_tokens_reasoning": record.reasoning_tokens_sent,
+        "native_tokens_reasoning": record.reasoning_tokens_sent + record.hidden_reasoning_tokens,
         "finish_reason": record.finish_reason,
         "native_finish_reason": record.finish_reason,
         "cancelled": record.outcome in (Outcome.CLIENT_CLOSED, Outcome.STALLED_CLOSED),
@@ -180,7 +181,16 @@ def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: st
     seed = seed_for(body["messages"], body.get("seed"))
     if scenario.unique:
         seed = seed * 1_000_003 + next(_GENERATIONS)
-    limit, finish_reason = content_limit(scenario, body.get("max_tokens"))
+    streamed, hidden = answers.reasoning_tokens(body, scenario)
+    calls = answers.tool_calls(seed, body, scenario)
+    json_text = None if calls else answers.json_answer(seed, body, scenario)
+    if calls:
+        content, finish_reason = [], "tool_calls"
+    elif json_text is not None:
+        content, finish_reason = _capped(answers.pieces(json_text), body.get("max_tokens"))
+    else:
+        limit, finish_reason = content_limit(scenario, body.get("max_tokens"))
+        content = generate_tokens(seed, scenario)[:limit]
     fault_active = True
     if scenario.fault in ("error_event", "drop"):
         fault_active = state.fault_fires((scenario.fault, messages_key, model), scenario.times)
@@ -188,13 +198,22 @@ def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: st
         head=ChunkHead(_new_generation_id(), model, int(time.time())),
         scenario=scenario,
         seed=seed,
-        content=generate_tokens(seed, scenario)[:limit],
-        reasoning=generate_reasoning(seed, scenario),
+        content=content,
+        reasoning=generate_reasoning(seed, dataclasses.replace(scenario, reasoning=streamed)),
         finish_reason=finish_reason,
         prompt_tokens=count_prompt_tokens(body["messages"]),
         fault_active=fault_active,
         echo=echo,
+        tool_calls=tuple(calls),
+        hidden_reasoning=hidden,
     )
+
+
+def _capped(tokens: list[str], max_tokens: Any) -> tuple[list[str], str]:
+    """A JSON answer's tokens, cut at ``max_tokens`` (``length``) as a model's would be."""
+    if isinstance(max_tokens, int) and max_tokens < len(tokens):
+        return tokens[:max_tokens], "length"
+    return tokens, "stop"
 
 
 async def _prepare(request: web.Request, record: RequestRecord) -> tuple[dict[str, Any], Plan]:
@@ -310,11 +329,14 @@ async def _complete(writer: SseWriter, plan: Plan, record: RequestRecord) -> tup
     record.text_parts.append(text)
     record.reasoning_parts.append(reasoning)
     record.tokens_sent, record.reasoning_tokens_sent = len(plan.content), len(plan.reasoning)
+    record.hidden_reasoning_tokens = plan.hidden_reasoning
+    record.tool_calls = [call.to_json() for call in plan.tool_calls]
+    record.tool_tokens_sent = sum(len(call.pieces) for call in plan.tool_calls)
     record.first_token_at = time.time()
     record.finish_reason = plan.finish_reason
     record.status = 200
-    usage = usage_object(plan.prompt_tokens, len(plan.content) + len(plan.reasoning), len(plan.reasoning))
-    body = protocol.completion(plan.head, text, reasoning, plan.finish_reason, usage)
+    usage = usage_object(plan.prompt_tokens, record.completion_tokens(), len(plan.reasoning) + plan.hidden_reasoning)
+    body = protocol.completion(plan.head, text, reasoning, plan.finish_reason, usage, record.tool_calls)
     return Outcome.COMPLETED, web.json_response(body, dumps=protocol.dumps, headers={"X-Generation-Id": plan.head.id})
 
 

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 from aiohttp import web
 
 from . import protocol
+from .answers import ToolCallPlan
 from .protocol import ChunkHead
 from .records import Outcome, RequestRecord, RouterState
 from .scenario import Scenario
@@ -47,6 +48,8 @@ class Plan:
     prompt_tokens: int
     fault_active: bool = True  # False once a counted fault's `times` is used up
     echo: str | None = None  # the caller's key, quoted by error events (echo=1)
+    tool_calls: tuple[ToolCallPlan, ...] = ()  # streamed after the content (finish_reason tool_calls)
+    hidden_reasoning: int = 0  # reasoning tokens billed but not streamed (reasoning.exclude)
 
     @property
     def fault(self) -> str:
@@ -156,8 +159,7 @@ async def _fault(writer: SseWriter, plan: Plan, record: RequestRecord) -> Outcom
     """Play the fault at its `at` point; an Outcome means the stream ends here."""
     fault = plan.fault
     if fault == "error_event":
-        sent = record.tokens_sent + record.reasoning_tokens_sent
-        usage = usage_object(plan.prompt_tokens, sent, record.reasoning_tokens_sent)
+        usage = usage_object(plan.prompt_tokens, record.completion_tokens(), record.reasoning_tokens_sent + record.hidden_reasoning_tokens)
         event = protocol.error_event(plan.head, plan.scenario.shape, plan.scenario.event_code, usage, plan.echo)
         await writer.write(protocol.frame(event))
         record.finish_reason = "error"
@@ -178,6 +180,19 @@ async def _fault(writer: SseWriter, plan: Plan, record: RequestRecord) -> Outcom
     return None
 
 
+async def _tool_calls(writer: SseWriter, plan: Plan, record: RequestRecord, first_due: float, step: int) -> int:
+    """Each tool call: a chunk naming it, then one per piece of its arguments (a token each)."""
+    for index, call in enumerate(plan.tool_calls):
+        for n, piece in enumerate(["", *call.pieces]):
+            step += 1
+            await _pace(writer, plan.scenario, first_due, step)
+            await writer.write(protocol.frame(protocol.tool_call_chunk(plan.head, index, call.id, call.name, piece, first=n == 0)))
+            _first_token(record)
+            record.tool_tokens_sent += 1 if n else 0
+        record.tool_calls.append(call.to_json())
+    return step
+
+
 def _first_token(record: RequestRecord) -> None:
     if record.first_token_at is None:
         record.first_token_at = time.time()
@@ -188,9 +203,10 @@ async def run_stream(writer: SseWriter, plan: Plan, record: RequestRecord) -> Ou
 
     Order: a keep-alive comment, the wait for the first token (more comments), reasoning
     chunks, content chunks (the fault fires after `at` of them; at=0 fires before any token),
-    the finish chunk, the separate usage chunk, ``data: [DONE]``.
+    tool-call chunks, the finish chunk, the separate usage chunk, ``data: [DONE]``.
     """
     scenario = plan.scenario
+    record.hidden_reasoning_tokens = plan.hidden_reasoning
     if scenario.keepalive:
         await writer.write(protocol.KEEPALIVE)
     first_due = writer.loop.time() + scenario.ttft
@@ -222,8 +238,8 @@ async def run_stream(writer: SseWriter, plan: Plan, record: RequestRecord) -> Ou
         if record.tokens_sent == at and (outcome := await _fault(writer, plan, record)):
             return outcome
 
-    completion = record.tokens_sent + record.reasoning_tokens_sent
-    usage = usage_object(plan.prompt_tokens, completion, record.reasoning_tokens_sent)
+    step = await _tool_calls(writer, plan, record, first_due, step)
+    usage = usage_object(plan.prompt_tokens, record.completion_tokens(), record.reasoning_tokens_sent + record.hidden_reasoning_tokens)
     await writer.write(protocol.frame(protocol.finish_chunk(plan.head, plan.finish_reason)))
     record.finish_reason = plan.finish_reason
     chunk = protocol.usage_chunk(plan.head, usage, plan.finish_reason, empty_choices=plan.seed % 2 == 0)

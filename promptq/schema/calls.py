@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from promptq.schema.batches import BatchStatus
 from promptq.schema.documents import Status
@@ -96,7 +96,8 @@ class Reason(str, enum.Enum):
 
 
 class _Answer(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Aliases are the wire names (``json`` would shadow a BaseModel method in Python).
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -127,6 +128,10 @@ class PollAnswer(_Answer):
     usage: dict[str, int] | None = None
     cost: float | None = None
     error: dict[str, Any] | None = None
+    # A JSON answer (`outputFormat: "json"`) that succeeded: its parsed value, in the answer that
+    # is `done` (the whole text parsed, whatever `after` was).
+    json_value: Any = Field(None, alias="json")
+    toolCalls: list[dict[str, Any]] | None = None  # the answer's tool calls, once it ended
     createdAt: str | None = None
     startedAt: str | None = None
     firstTokenAt: str | None = None
@@ -232,6 +237,8 @@ class BatchItem(_Answer):
     executionId: str
     status: Status
     output: str | None = None  # the whole text, once it ended
+    json_value: Any = Field(None, alias="json")  # a JSON answer that succeeded: the parsed value
+    toolCalls: list[dict[str, Any]] | None = None
     model: str | None = None
     usage: dict[str, Any] | None = None
     cost: float | None = None

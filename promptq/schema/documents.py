@@ -67,6 +67,12 @@ class F:
     COST = "cost"  # USD, as reported by the upstream
     COST_SOURCE = "costSource"  # CostSource.GENERATION when reconciled after a cancel
     FINISH_REASON = "finishReason"
+    # The request asked for a JSON answer (`params.response_format`): OutputFormat.JSON, set at
+    # creation (None otherwise). A succeeded one's text is JSON that the worker validated; its
+    # parsed value is `json` in get_execution, batch results and watchers' states (parsed from
+    # the text, never stored: Firestore cannot hold every JSON value).
+    OUTPUT_FORMAT = "outputFormat"
+    TOOL_CALLS = "toolCalls"  # the answer's tool calls, assembled from the stream: [{id, type, function: {name, arguments}}] (see TC)
     ERROR = "error"  # {code, message, upstreamStatus?} (see E)
     CREATED_AT = "createdAt"
     STARTED_AT = "startedAt"
@@ -83,7 +89,7 @@ class J:
     need not read it (its owner may)."""
 
     OWNER = "ownerUid"
-    MESSAGES = "messages"  # the rendered prompt sent upstream: [{role, content}]
+    MESSAGES = "messages"  # the rendered prompt sent upstream: [{role, content, tool_calls?, tool_call_id?}]
     REQUEST = "request"  # {model, models, params, promptId} as validated (see Req)
     REQUEST_HASH = "requestHash"  # what the request asked for: an idempotency key must match it
     ATTEMPT_ID = "attemptId"  # the fencing token of the attempt holding it
@@ -136,8 +142,31 @@ class Req:
 
     MODEL = "model"
     MODELS = "models"
-    PARAMS = "params"
+    PARAMS = "params"  # the sampling parameters: {temperature, top_p, max_tokens, stop, seed}
+    # response_format, reasoning, provider, tools, tool_choice, parallel_tool_calls, as the JSON
+    # text they are sent upstream in (None: none given). Text, not a map: Firestore keeps no key
+    # order (a schema's property order steers a model) and cannot store every JSON value.
+    PARAMS_JSON = "paramsJson"
     PROMPT_ID = "promptId"
+
+
+class OutputFormat(str, enum.Enum):
+    """``outputFormat``: what the answer's text is (absent: text)."""
+
+    JSON = "json"
+
+
+class TC:
+    """Keys of one of ``toolCalls`` (OpenAI's names, as the upstream streams them)."""
+
+    ID = "id"
+    TYPE = "type"  # "function"
+    FUNCTION = "function"  # {name, arguments}
+    NAME = "name"
+    ARGUMENTS = "arguments"  # JSON text, as the model wrote it
+
+
+TOOL_CALL_TYPE = "function"  # the one type of tool call (OpenAI's)
 
 
 class U:
@@ -201,6 +230,8 @@ class Code:
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     QUEUE_TIMEOUT = "queue_timeout"  # queued, never picked up (sweeper)
     OUTPUT_TOO_LARGE = "output_too_large"
+    OUTPUT_NOT_JSON = "output_not_json"  # a JSON answer was asked for; the text is not JSON (kept)
+    OUTPUT_SCHEMA_MISMATCH = "output_schema_mismatch"  # the text is JSON but does not match the request's schema (kept)
     WRITE_REFUSED = "write_refused"  # Firestore refused a write (too large, a value it cannot store)
     ENQUEUE_FAILED = "enqueue_failed"
     USER_KEY_REFUSED = "user_key_refused"  # the user's own OpenRouter key: 401

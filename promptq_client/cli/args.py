@@ -8,7 +8,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from promptq_client.cli import account, batch
+from promptq_client.cli import account, batch, inputs
 from promptq_client.cli import commands as cmds
 from promptq_client.cli.follow import POLL_INTERVAL
 from promptq_client.cli.target import DEFAULT_REGION, EXIT_USAGE, LOCAL_EMAIL, PROG, CliError
@@ -45,12 +45,19 @@ def start_request(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError("give a prompt or --prompt-id, not both", EXIT_USAGE)
     if args.var and args.prompt_id is None:
         raise CliError("--var goes with --prompt-id (a template's {name} placeholders)", EXIT_USAGE)
+    if args.image and args.prompt_id is not None:
+        raise CliError("--image goes with a prompt, not --prompt-id", EXIT_USAGE)
     data: dict[str, Any] = {}
     if args.prompt_id is not None:
         data["promptId"] = args.prompt_id
         data["variables"] = parse_vars(args.var)
     else:
-        data["prompt"] = sys.stdin.read() if args.prompt == "-" else args.prompt
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+        if args.image:  # one user message: the prompt, then the images
+            parts = [{"type": "text", "text": prompt}, *(inputs.image_part(source) for source in args.image)]
+            data["messages"] = [{"role": "user", "content": parts}]
+        else:
+            data["prompt"] = prompt
     if args.model:
         data["model"] = args.model
     params: dict[str, Any] = {}
@@ -58,6 +65,7 @@ def start_request(args: argparse.Namespace) -> dict[str, Any]:
         params["max_tokens"] = args.max_tokens
     if args.temperature is not None:
         params["temperature"] = args.temperature
+    params.update(inputs.vocabulary(args))
     if params:
         data["params"] = params
     if args.idempotency_key:
@@ -125,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a template variable (repeatable); numbers are sent as numbers")
     run.add_argument("--max-tokens", type=int, metavar="N")
     run.add_argument("--temperature", type=float, metavar="T")
+    run.add_argument("--image", action="append", default=[], metavar="PATH|URL",
+                     help="an image to send with the prompt (repeatable): a file, sent inline, or an https URL")
+    inputs.add_options(run)
     run.add_argument("--idempotency-key", metavar="K", help="resubmitting with the same key follows the same execution")
     run.set_defaults(handler=cmds.cmd_run)
 

@@ -3,8 +3,9 @@ finish; follow, show, cancel, retry a batch, or fetch its results.
 
 Input lines are the project's own (``{customId, prompt | messages | promptId + variables,
 model?, models?, params?}``) or OpenAI batch input lines (``{custom_id, method, url, body:
-{model, messages, max_tokens, ...}}``). Results are JSONL, one line per item as it ends:
-``{customId, custom_id, index, status, output, model, usage, cost, error, executionId}``.
+{model, messages, max_tokens, response_format, tools, ...}}``). Results are JSONL, one line per
+item as it ends: ``{customId, custom_id, index, status, output, json, toolCalls, model, usage,
+cost, error, executionId}``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from promptq_client.api import Client, User
+from promptq_client.cli import inputs
 from promptq_client.cli.target import EXIT_ENDED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Target, say, sign_in
 
 POLL_S = 0.5
-OPENAI_PARAMS = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed"}
+OPENAI_PARAMS = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "response_format", "reasoning",
+                 "provider", "tools", "tool_choice", "parallel_tool_calls"}
 
 
 def item_of(line: dict[str, Any], number: int) -> dict[str, Any]:
@@ -30,10 +33,12 @@ def item_of(line: dict[str, Any], number: int) -> dict[str, Any]:
     body = line.get("body")
     if not isinstance(body, dict) or line.get("url", "/v1/chat/completions") != "/v1/chat/completions":
         raise CliError(f"line {number}: an OpenAI batch line needs url /v1/chat/completions and a body", EXIT_USAGE)
-    unknown = set(body) - OPENAI_PARAMS - {"model", "messages", "stream"}
+    unknown = set(body) - OPENAI_PARAMS - {"model", "messages", "stream", "reasoning_effort"}
     if unknown:
         raise CliError(f"line {number}: body fields promptq does not take: {', '.join(sorted(unknown))}", EXIT_USAGE)
     params = {("max_tokens" if k == "max_completion_tokens" else k): v for k, v in body.items() if k in OPENAI_PARAMS}
+    if "reasoning_effort" in body and "reasoning" not in body:  # OpenAI's name for it
+        params["reasoning"] = {"effort": body["reasoning_effort"]}
     item = {"customId": line["custom_id"], "messages": body.get("messages")}
     if body.get("model"):
         item["model"] = body["model"]
@@ -163,7 +168,8 @@ def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
     user = sign_in(client, target)
     if args.action == "run":
         items = read_items(args.target)
-        options = {k: v for k, v in (("model", args.model), ("maxConcurrency", args.concurrency)) if v is not None}
+        options = {k: v for k, v in (("model", args.model), ("maxConcurrency", args.concurrency), ("params", inputs.vocabulary(args) or None))
+                   if v is not None}
         started = client.start_batch(user, items, **options)
         say(f"batch {started.batchId}: {len(items)} items" + (" (already started: following it)" if started.deduplicated else ""))
         with _out(args.out) as out:
@@ -205,4 +211,5 @@ def add_parser(commands, target: argparse.ArgumentParser) -> None:
     batch.add_argument("--model", help="run: the model of items that name none")
     batch.add_argument("--concurrency", type=int, metavar="N", help="run: items running at once (maxConcurrency)")
     batch.add_argument("--out", metavar="FILE", help="run/follow/results: write results as JSONL here, as they finish")
+    inputs.add_options(batch)  # run: params of every item (an item's own params win)
     batch.set_defaults(handler=cmd_batch)

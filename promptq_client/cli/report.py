@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
-from promptq.schema import E, F, PollAnswer, Status, U
+from promptq.schema import TC, E, F, PollAnswer, Status, U
 from promptq_client.cli.target import EXIT_ENDED, EXIT_OK, PROG
 
 
@@ -54,6 +54,12 @@ def format_error(error: Any) -> str | None:
     return f"{error.get(E.CODE)}: {error.get(E.MESSAGE)}"
 
 
+def format_tool_calls(calls: Any) -> str:
+    if not calls:
+        return "-"
+    return ", ".join(f"{c[TC.FUNCTION][TC.NAME]}({c[TC.FUNCTION][TC.ARGUMENTS][:60]})" for c in calls)
+
+
 def summary(execution_id: str, result: Mapping[str, Any]) -> str:
     """One line: status, model, tokens, cost, timings (from a document or a poll answer)."""
     status = result.get(F.STATUS)
@@ -63,6 +69,8 @@ def summary(execution_id: str, result: Mapping[str, Any]) -> str:
         # A cancelled stream gets no usage chunk: the worker reads usage and cost afterwards.
         cost = f"pending (see `{PROG} show {execution_id}` in a few seconds)"
     parts = [head, f"model {result.get(F.MODEL) or '-'}", f"tokens {format_tokens(result.get(F.USAGE))}", f"cost {cost}"]
+    if result.get(F.TOOL_CALLS):
+        parts.append(f"tool calls {format_tool_calls(result[F.TOOL_CALLS])}")
     labels = {"queued": "queued", "firstToken": "first token", "streamed": "streamed", "total": "total"}
     timings = ", ".join(f"{labels[k]} {v:.2f} s" for k, v in durations(result).items() if v is not None)
     if timings:
@@ -101,6 +109,7 @@ def show_lines(record: Mapping[str, Any]) -> list[str]:
         ("tokens", format_tokens(record.get(F.USAGE))),
         ("cost", format_cost(record.get(F.COST))),
         ("finish reason", record.get(F.FINISH_REASON) or "-"),
+        ("tool calls", format_tool_calls(record.get(F.TOOL_CALLS))),
         ("error", format_error(record.get(F.ERROR)) or "-"),
         ("output", f"{record.get('outputChars')} characters"),
         ("created", at(F.CREATED_AT)),
