@@ -6,17 +6,31 @@ import { $, fail } from "./dom.js";
 import { templateRequest } from "./templates.js";
 
 /**
- * The request the form describes: the model (none: the server's default) and either the
- * prompt text or the chosen template with its variables.
- * @returns {Object<string, unknown>}
+ * The request the form describes: the model (none: the server's default), either the prompt
+ * text (with the attached image: a user message of a text part and an image_url part) or the
+ * chosen template with its variables, and a JSON answer if asked for.
+ * @returns {Promise<Object<string, unknown>>}
  */
-export function formRequest() {
+export async function formRequest() {
   const data = {};
   const model = $("model").value.trim();
   if (model) data[Start.MODEL] = model;
+  if (/** @type {HTMLInputElement} */ ($("json-answer")).checked) data[Start.PARAMS] = { response_format: { type: "json_object" } };
   if ($("source-template").checked) return { ...data, ...templateRequest() };
-  data[Start.PROMPT] = $("prompt").value;
-  return data;
+  const image = /** @type {HTMLInputElement} */ ($("image")).files?.[0];
+  if (!image) return { ...data, [Start.PROMPT]: $("prompt").value };
+  const content = [{ type: "text", text: $("prompt").value }, { type: "image_url", image_url: { url: await dataUrl(image) } }];
+  return { ...data, [Start.MESSAGES]: [{ role: "user", content }] };
+}
+
+/** @param {Blob} file */
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
 }
 
 /**
@@ -33,7 +47,7 @@ export function setupRun(functions, { onStarted, current }) {
     run.disabled = true;
     run.textContent = "Starting…";
     try {
-      const { executionId } = await startExecution(functions, formRequest());
+      const { executionId } = await startExecution(functions, await formRequest());
       onStarted(executionId);
     } catch (err) {
       fail($("call-error"), err);

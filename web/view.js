@@ -26,7 +26,7 @@ export function showExecution(db, id) {
   const view = { id, stopping: false, shown: "", attempt: null, text: document.createTextNode("") };
   $("output").replaceChildren(view.text);
   $("execution-id").textContent = id;
-  for (const el of ["usage", "timings", "error", "restart-note", "reasoning-box"]) $(el).hidden = true;
+  for (const el of ["usage", "timings", "error", "restart-note", "reasoning-box", "json-box", "tool-calls-box"]) $(el).hidden = true;
   for (const el of ["status", "status-note", "served-model", "seq", "attempt", "tokens"]) $(el).textContent = "";
   $("status").textContent = "starting";
   $("execution").hidden = false;
@@ -62,6 +62,7 @@ function render(view, s) {
   $("output").setAttribute("aria-busy", String(s.live));
   renderText(view, s);
   renderReasoning(s);
+  renderStructured(s);
   renderTokens(s);
   renderUsage(s);
   renderTimings(s);
@@ -85,6 +86,16 @@ function renderReasoning(s) {
   const reasoning = s.reasoning + (s.reasoningTruncated ? "\n[… reasoning cut: it outgrew its limit]" : "");
   $("reasoning-box").hidden = !reasoning;
   setText($("reasoning"), reasoning);
+}
+
+/** A JSON answer formatted (once it succeeded and was checked), and the tools the model called. */
+function renderStructured(s) {
+  $("json-box").hidden = s.json === undefined;
+  if (s.json !== undefined) setText($("json"), JSON.stringify(s.json, null, 2));
+  $("tool-calls-box").hidden = !s.toolCalls?.length;
+  if (s.toolCalls?.length) {
+    setText($("tool-calls"), s.toolCalls.map((c) => `${c.function.name}(${c.function.arguments})  [${c.id}]`).join("\n"));
+  }
 }
 
 function renderTokens(s) {

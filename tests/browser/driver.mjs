@@ -41,6 +41,9 @@ const ops = {
   click: ({ selector }) => page.click(selector),
   fill: ({ selector, value }) => page.fill(selector, value),
   check: ({ selector }) => page.check(selector),
+  // A file input's files, as a person picking them: [{name, mimeType, base64}].
+  set_files: ({ selector, files }) =>
+    page.setInputFiles(selector, files.map((f) => ({ name: f.name, mimeType: f.mimeType, buffer: Buffer.from(f.base64, "base64") }))),
   visible: ({ selector }) => page.isVisible(selector),
   wait: ({ selector, state = "visible", timeout = 10000 }) =>
     page.waitForSelector(selector, { state, timeout }).then(() => null),

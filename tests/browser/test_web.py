@@ -253,3 +253,27 @@ def test_a_batch_shows_its_counts_and_items_live_and_opens_one(page, web_url: st
     page.wait_text("#status", "^succeeded$")
     page.wait_text("#output", r"\S")
     page.screenshot("web-batch.png")
+
+
+PNG_1x1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def test_an_attached_image_and_a_json_answer(page, db, upstream):
+    """Attach an image and ask for JSON: the upstream gets a text part and the image as a data
+    URL, exactly; the page shows the answer's parsed JSON formatted."""
+    marker = f"describe the picture [{uuid.uuid4().hex[:8]}]"
+    page.call("set_files", selector="#image", files=[{"name": "dot.png", "mimeType": "image/png", "base64": PNG_1x1}])
+    page.call("check", selector="#json-answer")
+    execution_id = _run(page, "fake/tokens=8,rate=0", marker)
+    page.wait_text("#status", "^succeeded$", timeout=20)
+    page.wait_text("#json", r'^\{\n  "answer": ')  # formatted, two spaces
+    [request] = upstream.requests_for(marker)
+    assert request["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": marker}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1x1}"}}]}]
+    assert request["params"]["response_format"] == {"type": "json_object"}
+    doc = _execution(db, execution_id)
+    shown = page.text("#json")
+    import json as _json
+
+    assert _json.loads(shown) == _json.loads(doc["output"])
+    page.screenshot("web-json-image.png")
