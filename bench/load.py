@@ -276,7 +276,7 @@ def dispatch_cap(env: dict[str, str]) -> int:
 
 
 def warm_up(env: dict[str, str], threads: int, dispatches: int, step: int = 6) -> float:
-    """The Functions emulator runs each concurrent call in a Python process of its own, started
+    """(``make up FUNCTIONS=emulator`` only.) The Functions emulator runs each concurrent call in a Python process of its own, started
     on demand: seconds of CPU each, and a burst of them on a small machine takes minutes. Before
     measuring, grow the pools in waves of ``step`` new processes per function, with real calls
     (starts by a warm-up user, deliveries for missing executions), until they hold as many
@@ -285,8 +285,6 @@ def warm_up(env: dict[str, str], threads: int, dispatches: int, step: int = 6) -
     client = Client.from_env(env)
     user = client.sign_in(f"load-warm-up-{os.urandom(3).hex()}@promptq.local", "load-password")
     client.store.ledger.set_limits(user.uid, UNLIMITED)
-    base = env["FUNCTIONS_URL"]
-
     def job(call: tuple[str, int]) -> str | None:
         kind, n = call
         if kind == "start":
@@ -296,7 +294,7 @@ def warm_up(env: dict[str, str], threads: int, dispatches: int, step: int = 6) -
                 return starter.start(user, prompt=f"warm-up {n}", model="fake/tokens=2,rate=0")
             finally:
                 starter.close()
-        httpx.post(base + "runexecution", json={"data": {"executionId": f"warm-up-{n}"}}, timeout=600)
+        httpx.post(env["WORKER_URL"], json={"data": {"executionId": f"warm-up-{n}"}}, timeout=600)
         return None
 
     ids: list[str] = []
@@ -464,13 +462,14 @@ def _run(args, env: dict[str, str], began: float, deadline: float) -> int:
     upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
     planned = plan(args.executions, args.seed, args.faulty, run)
     concurrency = dispatch_cap(env)
-    warm_s = warm_up(env, args.threads, concurrency) if args.warm_up else 0.0
+    # Served by the functions framework, the functions are loaded once at start-up: nothing to warm.
+    warm_s = warm_up(env, args.threads, concurrency) if args.warm_up and env.get("FUNCTIONS") == "emulator" else 0.0
 
     sampled = Sampled(client.db)
     sampler = Sampler(client.db, user.uid, env["TASKS_STATS_URL"], env["TASKS_QUEUE"])
     tasks_before = httpx.get(f"{env['TASKS_STATS_URL']}/stats", timeout=5).json()["queues"].get(env["TASKS_QUEUE"], {})
     cpu_before = cpu_by_process()
-    log_offset = (stack.LOGS / "functions.log").stat().st_size
+    log_offset = stack.worker_log(env).stat().st_size
     sampler.start()
     print(f"load: {len(planned)} executions ({sum(p.kind != 'ok' for p in planned)} with a fault), "
           f"{args.threads} client threads, warm-up {warm_s:.1f} s", flush=True)
@@ -489,7 +488,7 @@ def _run(args, env: dict[str, str], began: float, deadline: float) -> int:
     docs = read_all(client.db, sorted(ids))
     records = upstream_records(upstream_root)
     problems, facts = check(planned, docs, records)
-    with open(stack.LOGS / "functions.log", errors="replace") as f:
+    with open(stack.worker_log(env), errors="replace") as f:
         f.seek(log_offset)
         log = f.read()
     figures = summarize(planned, facts, sampled, sampler, t0, submitted_s, warm_s, log, tasks_before, tasks_after,
@@ -630,14 +629,16 @@ def report(f: dict[str, Any], problems: dict[str, list[str]], args) -> None:
 
 
 def keep_logs(functions_offset: int) -> None:
-    """The stack's logs of the run, in bench/results/load-logs/ (the next `make up` overwrites them)."""
+    """The stack's logs of the run, in bench/results/load-logs/ (the next `make up` overwrites them);
+    the worker's from where the run began."""
     out = RESULTS / "load-logs"
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("functions", "tasks", "firestore", "upstream"):
+    worker = stack.worker_log().name.removesuffix(".log")
+    for name in ("functions", "worker", "callables", "tasks", "firestore", "upstream"):
         path = stack.LOGS / f"{name}.log"
         if path.exists():
             with open(path, "rb") as f:
-                f.seek(functions_offset if name == "functions" else 0)
+                f.seek(functions_offset if name == worker else 0)
                 (out / f"{name}.log").write_bytes(f.read())
 
 
