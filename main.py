@@ -13,7 +13,7 @@ from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import redact
 from promptq.schema import Outcome
-from promptq.settings import enforce_app_check, function_region
+from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region
 from worker.handler import handle
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -31,8 +31,9 @@ options.set_global_options(region=function_region())
 firebase_admin.initialize_app()
 
 # Every callable: App Check enforced when PROMPTQ_ENFORCE_APP_CHECK is true (a call without a
-# valid App Check token is refused UNAUTHENTICATED before it runs).
-CALLABLE = {"enforce_app_check": enforce_app_check()}
+# valid App Check token is refused UNAUTHENTICATED before it runs). Each role runs as its own
+# service account (`make deploy` grants each only what it needs: infra/deploy_steps.py).
+CALLABLE = {"enforce_app_check": enforce_app_check(), "service_account": f"{SERVICE_ACCOUNTS['callables']}@"}
 
 
 def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
@@ -76,19 +77,19 @@ def get_usage(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def set_api_key(req: https_fn.CallableRequest) -> dict:
     """Check the caller's own OpenRouter key with OpenRouter and store it encrypted."""
-    return _answer(req, account.set_api_key, vault=wiring.vault(), check=wiring.key_check)
+    return _answer(req, account.set_api_key, vault=wiring.vault(), check=wiring.key_check, store=wiring.store(), settings=wiring.settings())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def get_api_key(req: https_fn.CallableRequest) -> dict:
-    """The caller's own key: its label (last 4 characters), limit and usage; never the key."""
-    return _answer(req, account.get_api_key, vault=wiring.vault(), check=wiring.key_check)
+    """The caller's own key: its label (last 4 characters), limit and usage when set; never the key."""
+    return _answer(req, account.get_api_key, vault=wiring.vault(), store=wiring.store(), settings=wiring.settings())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def delete_api_key(req: https_fn.CallableRequest) -> dict:
     """Remove the caller's own key: their next executions run on the app's key."""
-    return _answer(req, account.delete_api_key, vault=wiring.vault())
+    return _answer(req, account.delete_api_key, vault=wiring.vault(), store=wiring.store(), settings=wiring.settings())
 
 
 @https_fn.on_call(memory=options.MemoryOption.GB_1, timeout_sec=540, **CALLABLE)
@@ -133,6 +134,7 @@ def retry_batch(req: https_fn.CallableRequest) -> dict:
     memory=options.MemoryOption.MB_512,
     concurrency=80,
     secrets=[OPENROUTER_API_KEY],
+    service_account=f"{SERVICE_ACCOUNTS['worker']}@",
 )
 def runexecution(req: tasks_fn.CallableRequest) -> dict:
     """The Cloud Tasks target: claim the execution and stream it into its document."""
@@ -143,7 +145,8 @@ def runexecution(req: tasks_fn.CallableRequest) -> dict:
     return result.answer().to_json()
 
 
-@scheduler_fn.on_schedule(schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256)
+@scheduler_fn.on_schedule(schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256,
+                          service_account=f"{SERVICE_ACCOUNTS['sweeper']}@")
 def sweep_executions(event: scheduler_fn.ScheduledEvent) -> None:
     """Revive or end executions nothing works on any more (dead workers, lost tasks)."""
     report = sweeper.sweep(wiring.store(), wiring.task_queue(), wiring.settings(), flow=wiring.batch_flow())

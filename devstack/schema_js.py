@@ -13,7 +13,8 @@ import json
 import re
 
 from promptq.schema import (
-    ACCOUNTS, BATCH_TERMINAL, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, USAGE, USERS,
+    ACCOUNTS, BATCH_TERMINAL, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, TEMPLATE_COUNT,
+    TEMPLATE_LAST, USAGE, USERS,
     Acc, B, BatchStatus, C, Callable, CallStatus, Code, CostSource, Count, E, F, OutputFormat, P, Reason, Status, U, Use,
 )
 
@@ -35,6 +36,9 @@ def js_module() -> str:
         "USERS": USERS,
         "PROMPTS": PROMPTS,
         "TEMPLATE_CONTENT": TEMPLATE_CONTENT,
+        # users/{uid}: how many templates the user has, and the one the last create/delete named
+        "TEMPLATE_COUNT": TEMPLATE_COUNT,
+        "TEMPLATE_LAST": TEMPLATE_LAST,
         "ACCOUNTS": ACCOUNTS,
         "USAGE": USAGE,
         "DAYS": DAYS,

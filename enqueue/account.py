@@ -1,6 +1,6 @@
 """The callables of a user's account: ``get_usage`` (their days, limits and what they hold),
 ``list_executions`` (their history), and their own OpenRouter key (``set_api_key``,
-``get_api_key``, ``delete_api_key``). Each answers for the caller only."""
+``get_api_key``, ``delete_api_key``: throttled per user). Each answers for the caller only."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from enqueue.request import ApiKeyRequest, ListRequest, NoArguments, RequestErro
 from enqueue.service import user_limits
 from promptq import accounts
 from promptq import execution as ex
+from promptq.errors import LimitExceeded
 from promptq.keys import KeyVault
 from promptq.schema import (Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use)
 from promptq.settings import Settings
@@ -68,42 +69,48 @@ def _checked(api_key: str, check: KeyCheck) -> KeyInfo:
         raise RequestError("could not reach OpenRouter to check the key; try again", CallStatus.UNAVAILABLE) from None
 
 
-def _answer(label: str | None, info: KeyInfo | None) -> dict[str, Any]:
-    return KeyAnswer(hasKey=label is not None, label=label, limit=info and info.limit, limitRemaining=info and info.limit_remaining,
-                     usage=info and info.usage).to_json()
+def _answer(stored: dict[str, Any] | None) -> dict[str, Any]:
+    stored = stored or {}
+    return KeyAnswer(hasKey=bool(stored.get(K.LABEL)), label=stored.get(K.LABEL), limit=stored.get(K.LIMIT),
+                     limitRemaining=stored.get(K.LIMIT_REMAINING), usage=stored.get(K.USAGE)).to_json()
 
 
-def set_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck) -> dict[str, Any]:
-    """Check the key with OpenRouter, then store it encrypted; the caller's executions go
-    upstream with it from their next start on."""
+def _throttled(uid: str, store: ExecutionStore, settings: Settings) -> None:
+    """The key calls are throttled per user (each may ask OpenRouter or Cloud KMS): a
+    compare-and-set of their account before anything else."""
+    try:
+        store.ledger.note(uid, lambda account: accounts.decide_key_call(account, settings.user_key_calls_per_minute, ex.utcnow()))
+    except LimitExceeded as refused:
+        raise RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason) from None
+
+
+def set_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck, store: ExecutionStore, settings: Settings) -> dict[str, Any]:
+    """Check the key with OpenRouter, then store it encrypted, with what OpenRouter said of it;
+    the caller's executions go upstream with it from their next start on."""
     uid = signed_in(uid, "set your OpenRouter key")
     api_key = parse(data, ApiKeyRequest).apiKey
     if vault.kek is None:
         raise RequestError("this deployment stores no users' keys (no PROMPTQ_KMS_KEY)", CallStatus.FAILED_PRECONDITION)
+    _throttled(uid, store, settings)
     info = _checked(api_key, check)
-    stored = vault.put(uid, api_key)
+    stored = vault.put(uid, api_key, {K.LIMIT: info.limit, K.LIMIT_REMAINING: info.limit_remaining, K.USAGE: info.usage})
     log.info("user %s stored an OpenRouter key (%s)", uid, stored[K.LABEL])
-    return _answer(stored[K.LABEL], info)
+    return _answer(stored)
 
 
-def get_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck) -> dict[str, Any]:
-    """The caller's stored key: its label, and its limit and usage as OpenRouter says now."""
+def get_api_key(uid: str | None, data: Any, *, vault: KeyVault, store: ExecutionStore, settings: Settings) -> dict[str, Any]:
+    """The caller's stored key: its label, and its limit and usage as OpenRouter said when it
+    was set (the callables never decrypt a key: only the worker may)."""
     parse(data, NoArguments)
     uid = signed_in(uid, "read your OpenRouter key")
-    stored = vault.info(uid)
-    if stored is None:
-        return _answer(None, None)
-    api_key = vault.get(uid)
-    try:
-        info = check(api_key) if api_key else None
-    except (KeyRefused, httpx.HTTPError):
-        info = None  # the label still answers; the page shows the limit as unknown
-    return _answer(stored[K.LABEL], info)
+    _throttled(uid, store, settings)
+    return _answer(vault.info(uid))
 
 
-def delete_api_key(uid: str | None, data: Any, *, vault: KeyVault) -> dict[str, Any]:
+def delete_api_key(uid: str | None, data: Any, *, vault: KeyVault, store: ExecutionStore, settings: Settings) -> dict[str, Any]:
     parse(data, NoArguments)
     uid = signed_in(uid, "delete your OpenRouter key")
+    _throttled(uid, store, settings)
     existed = vault.delete(uid)
     log.info("user %s deleted their OpenRouter key (%s)", uid, "had one" if existed else "had none")
-    return _answer(None, None)
+    return _answer(None)

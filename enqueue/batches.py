@@ -13,7 +13,7 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from enqueue import prompt as pr
+from enqueue import pricing
 from enqueue import request as rq
 from enqueue import service
 from enqueue.batch_items import concurrency, items_of
@@ -23,12 +23,13 @@ from enqueue.pricing import Prices
 from promptq import accounts
 from promptq import batch as bt
 from promptq import execution as ex
+from promptq.batch_claims import ItemsNotWritten
 from promptq.batch_store import BatchStore, Item
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
 from promptq.records import answer_json
 from promptq.schema import (BATCH_TERMINAL, TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
-                            J, KeySource, Req, Status, Use)
+                            J, KeySource, Req, Status)
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,66 +47,109 @@ def batch_id_for(uid: str, idempotency_key: str | None) -> str:
     return hashlib.sha256(f"batch\0{uid}\0{idempotency_key}".encode()).hexdigest()[:32]
 
 
-def _taker(items: list[Item], settings: Settings, prices: Prices, source: KeySource, *, counts_as_active: bool = True):
-    """What a batch takes of its owner's account: one active job, one start, and (on the app's
-    key, with a budget) the worst case of all its items."""
+class _Worst:
+    """The worst case of each item on the app's key (``enqueue.pricing.worst_case``), computed
+    once and only if a budget or the project's cap counts it."""
 
-    def take(view: AccountView) -> accounts.Taken:
-        limits = accounts.UserLimits.of(service.user_limits(settings), view.limits)
-        if not limits.any:
-            return accounts.Taken(None, {}, {B.KEY_SOURCE: source.value, B.HOLDS: False, B.RESERVED_USD: 0.0})
-        reservation = 0.0
-        if source is KeySource.APP and limits.daily_budget_usd:
-            for _, _, job in items:
-                request = job[J.REQUEST]
-                reservation += accounts.reservation(
-                    prompt_bytes=pr.prompt_bytes(job[J.MESSAGES]), messages=len(job[J.MESSAGES]),
-                    max_tokens=int(request[Req.PARAMS]["max_tokens"]), prices=prices.of(request[Req.MODELS] or [request[Req.MODEL]]))
-        account = accounts.decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0),
-                                        reservation=round(reservation, 9), now=ex.utcnow(), counts_as_active=counts_as_active)
-        return accounts.Taken(account, {}, {B.KEY_SOURCE: source.value, B.HOLDS: True, B.RESERVED_USD: round(reservation, 9)})
+    def __init__(self, items: list[Item], prices: Prices):
+        self.jobs = [job for _, _, job in items]
+        self.prices = prices
+        self._each: list[float] | None = None
+        self._of: dict[tuple[str, ...], list] = {}
 
-    return take
+    def of(self, models: list[str]) -> list:
+        """The prices of a set of models, looked up once per batch (items mostly share theirs)."""
+        key = tuple(models)
+        if key not in self._of:
+            self._of[key] = self.prices.of(models)
+        return self._of[key]
+
+    def each(self) -> list[float]:
+        if self._each is None:
+            self._each = [pricing.worst_case(job, self) for job in self.jobs]  # type: ignore[arg-type]
+        return self._each
+
+    def total(self) -> float:
+        return round(sum(self.each()), 9)
 
 
 def _refused(refused: LimitExceeded) -> rq.RequestError:
     return rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason)
 
 
+def _claimed(items: list[Item], batch: dict[str, Any], worst: _Worst) -> list[Item]:
+    """The items as the claim decided: on the key the batch recorded, each with its own worst
+    case when the batch reserved (an item whose cost stays unknown is charged it)."""
+    source = batch[B.KEY_SOURCE]
+    each = worst.each() if batch.get(B.RESERVED_USD) else [0.0] * len(items)
+    return [(i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, J.RESERVED_USD: r, J.PROJECT_SHARD: None})
+            for (i, e, j), r in zip(items, each)]
+
+
+def _check_models(items: list[Item], settings: Settings, prices: Prices) -> None:
+    for k, (_, _, job) in enumerate(items):
+        service.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)
+
+
+def _resubmitted(batch_id: str, batch: dict[str, Any], request_hash: str) -> dict:
+    if batch.get(B.REQUEST_HASH) != request_hash:
+        raise rq.RequestError("idempotencyKey: already used for a different batch; use a new key for a new batch")
+    return BatchStarted(batchId=batch_id, deduplicated=True).to_json()
+
+
+def _hand_over(batch_id: str, heads: list[Item], batches: BatchStore, flow: BatchFlow) -> None:
+    """Every item written: the batch may be folded, and the first of each lane runs (unless a
+    cancel came while they were written: then they end with the other waiting ones)."""
+    batches.written(batch_id)
+    if (batches.get(batch_id) or {}).get(B.STATUS) == BatchStatus.CANCELLING.value:
+        batches.cancel_waiting(batch_id, ex.utcnow())
+    else:
+        for execution_id, _, _ in heads:
+            flow.release(execution_id)
+    flow.touch(batch_id)
+
+
 def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
+    """Validate every item; claim the batch (its document created with what it takes, or
+    nothing written); create its items; hand the first of each lane over."""
     uid = signed_in(uid, "start a batch")
     req = rq.parse(data, rq.BatchRequest)
     batch_id = batch_id_for(uid, req.idempotencyKey)
     request_hash = hashlib.sha256(json.dumps(req.model_dump(mode="json", exclude={"idempotencyKey"}), sort_keys=True).encode()).hexdigest()
     earlier = batches.get(batch_id)
     if earlier is not None:
-        if earlier.get(B.REQUEST_HASH) != request_hash:
-            raise rq.RequestError("idempotencyKey: already used for a different batch; use a new key for a new batch")
-        return BatchStarted(batchId=batch_id, deduplicated=True).to_json()
-    view = batches.store.ledger.view(uid, accounts.day_of(ex.utcnow()))
-    source = KeySource.USER if view.has_key else KeySource.APP
-    items = items_of(uid, req, batch_id, batches.store, settings, source)
-    take = _taker(items, settings, prices, source)
-    try:
-        take(view)  # refused before anything is written
-    except LimitExceeded as refused:
-        raise _refused(refused) from None
+        return _resubmitted(batch_id, earlier, request_hash)
+    # The key source is the claim's (below); the items are built first, to refuse before anything is written.
+    items = items_of(uid, req, batch_id, batches.store, settings, KeySource.APP)
+    _check_models(items, settings, prices)
+    worst, lanes_ = _Worst(items, prices), concurrency(req, settings)
     now = ex.utcnow()
-    doc = bt.new_batch(owner_uid=uid, total=len(items), max_concurrency=concurrency(req, settings), title=items[0][1].get(F.TITLE),
+    doc = bt.new_batch(owner_uid=uid, total=len(items), max_concurrency=lanes_, title=items[0][1].get(F.TITLE),
                        requested_model=req.model or (req.models or [None])[0], idempotency_key=req.idempotencyKey,
                        request_hash=request_hash, now=now, expire_at=now + timedelta(days=settings.retention_days))
-    batches.write_items(items)
+
+    def take(view: AccountView) -> accounts.Taken:
+        return accounts.decide(view, defaults=service.user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
+                               worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_)
+
     try:
-        created = batches.create(batch_id, doc, take)
+        claimed, doc = batches.claim(batch_id, doc, take)
     except LimitExceeded as refused:
-        batches.delete_items([i for i, _, _ in items])
         raise _refused(refused) from None
-    if created:
-        for execution_id, _, _ in items[: doc[B.MAX_CONCURRENCY]]:
-            flow.release(execution_id)
-        flow.touch(batch_id)
-        log.info("batch %s: %d items, %d at a time", batch_id, len(items), doc[B.MAX_CONCURRENCY])
-    return BatchStarted(batchId=batch_id, deduplicated=not created).to_json()
+    if not claimed:
+        return _resubmitted(batch_id, doc, request_hash)  # another call claimed it: it writes the items
+    items = _claimed(items, doc, worst)
+    try:
+        batches.create_items(items)
+    except ItemsNotWritten as failed:
+        log.error("batch %s: %d of %d items written before a commit failed (%s); taking it back", batch_id, len(failed.created),
+                  len(items), type(failed.__cause__).__name__)
+        batches.undo_items(failed.created)
+        batches.unclaim(batch_id, doc)
+        raise rq.RequestError("could not write the batch's items; try again", CallStatus.UNAVAILABLE) from None
+    _hand_over(batch_id, items[:lanes_], batches, flow)
+    log.info("batch %s: %d items, %d at a time (%s key)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE])
+    return BatchStarted(batchId=batch_id).to_json()
 
 
 def _owned(batches: BatchStore, uid: str, batch_id: str) -> dict[str, Any]:
@@ -182,8 +226,9 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
 
 
 def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
-    """Run the failed items again, as new executions under the same customId; the batch's counts
-    and results follow the newest."""
+    """Run the failed items again, as new executions under the same customId, on the key the
+    batch recorded; the batch's counts and results follow the newest. The round is claimed
+    first (``BatchStore.claim_round``): a concurrent retry of the same batch writes nothing."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
     batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
     if BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL:
@@ -192,50 +237,50 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     failed = [(s.id, s.to_dict()) for s in failed_query.stream()]
     if not failed:
         return _answer(batch_id, batch, "no failed items to retry")
-    round_ = int(batch.get(B.ROUND) or 0) + 1
-    items = _retried(batch_id, batch, failed, round_, batches, settings)
-    source = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value)
-    take = _taker(items, settings, prices, source)
-    try:
-        take(batches.store.ledger.view(uid, accounts.day_of(ex.utcnow())))  # refused before anything is written
-    except LimitExceeded as refused:
-        raise _refused(refused) from None
+    items = _retried(batch_id, batch, failed, int(batch.get(B.ROUND) or 0) + 1, batches, settings)
+    source, worst, lanes_ = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value), _Worst(items, prices), int(batch[B.MAX_CONCURRENCY])
 
-    def reopen(current: dict[str, Any], view: AccountView):
-        if current.get(B.ROUND) != batch.get(B.ROUND):
-            raise rq.RequestError("batchId: retried already", CallStatus.ABORTED)
+    def decide(current: dict[str, Any], view: AccountView) -> tuple[dict[str, Any], accounts.Taken]:
+        if current.get(B.ROUND) != batch.get(B.ROUND) or BatchStatus(current[B.STATUS]) not in BATCH_TERMINAL:
+            raise rq.RequestError(f"batchId: retried already (round {current.get(B.ROUND)} is {current.get(B.STATUS)})",
+                                  CallStatus.FAILED_PRECONDITION)
+        if source is KeySource.USER and not view.has_key:
+            raise rq.RequestError("batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch",
+                                  CallStatus.FAILED_PRECONDITION)
         try:
-            taken = take(view)
+            taken = accounts.decide(view, defaults=service.user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
+                                    worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_, source=source)
         except LimitExceeded as refused:
             raise _refused(refused) from None
-        return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.job), taken.account
+        return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields()), taken
 
-    batches.write_items(items, superseded=[i for i, _ in failed])
+    claimed = batches.claim_round(batch_id, decide, len(items))
+    items = _claimed(items, claimed, worst)
     try:
-        batch = batches.reopen(batch_id, reopen)
-    except rq.RequestError:
-        batches.delete_items([i for i, _, _ in items])
-        batches.write_items([], superseded=[], restored=[i for i, _ in failed])
-        raise
-    for execution_id, _, _ in items[: batch[B.MAX_CONCURRENCY]]:
-        flow.release(execution_id)
-    flow.touch(batch_id)
-    return _answer(batch_id, batch, f"retrying {len(items)} failed items")
+        batches.create_items(items, superseded=[i for i, _ in failed])
+    except ItemsNotWritten as partial:
+        log.error("batch %s: %d of %d retried items written before a commit failed (%s); taking the round back", batch_id,
+                  len(partial.created), len(items), type(partial.__cause__).__name__)
+        batches.undo_items(partial.created, partial.olds)
+        batches.unclaim_round(batch_id, batch, claimed)
+        raise rq.RequestError("could not write the retried items; try again", CallStatus.UNAVAILABLE) from None
+    _hand_over(batch_id, items[:lanes_], batches, flow)
+    return _answer(batch_id, claimed, f"retrying {len(items)} failed items")
 
 
 def _retried(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_: int, batches: BatchStore, settings: Settings) -> list[Item]:
-    """New executions for failed items: the same request, customId and index; new lanes."""
+    """New executions for failed items: the same request, customId and index; new lanes (the
+    key source and reservations are the claim's: ``_claimed``)."""
     ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
     jobs = {s.reference.parent.parent.id: s.to_dict() for s in batches.client.get_all([batches.store.job_ref(i) for i, _ in failed])}
     now, items = ex.utcnow(), []
     for (old_id, doc), new_id, (after, nxt) in zip(failed, ids, bt.lanes(ids, int(batch[B.MAX_CONCURRENCY]))):
         old = jobs[old_id]
-        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after, F.KEY_SOURCE: doc.get(F.KEY_SOURCE)}
+        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after}
         expire = now + timedelta(days=settings.retention_days)
         execution = ex.new_execution(owner_uid=doc[F.OWNER], requested_model=doc[F.REQUESTED_MODEL], idempotency_key=None, now=now,
                                      expire_at=expire, title=doc.get(F.TITLE), output_format=doc.get(F.OUTPUT_FORMAT), item=fields)
         job = ex.new_job(owner_uid=doc[F.OWNER], messages=old[J.MESSAGES], request=old[J.REQUEST], request_hash=old[J.REQUEST_HASH],
                          task=new_id, now=now, expire_at=expire)
-        items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: old.get(J.KEY_SOURCE),
-                                          J.HOLDS: False, J.RESERVED_USD: 0.0}))
+        items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt}))
     return items

@@ -8,7 +8,8 @@ of the batch's document at the next whole second: one Cloud Tasks task per batch
 (named after both, so concurrent askers make one), which is what keeps the batch document
 written at most about once a second. ``repair`` is the sweeper's: a batch nothing folded for a
 while gets folded, and an item whose turn was lost (its worker died between the end of the
-previous item and the hand-over) is handed over.
+previous item and the hand-over) is handed over; a batch whose writer died while writing its
+items (``writing`` long after any call could still run) runs with the items written.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ class BatchFlow:
         """Fold a batch nothing folded for a while, and hand over the items whose turn was lost;
         returns how many were handed over."""
         batch = self.batches.fold(batch_id)
+        if batch and batch.get(B.WRITING):
+            if not bt.writer_gone(batch, ex.utcnow()):
+                return 0  # the call that claimed it is still writing its items, and hands them over itself
+            log.warning("batch %s: the call writing its items is gone; it runs with those written", batch_id)
+            self.batches.written(batch_id)
+            batch = self.batches.fold(batch_id)
         if not batch or batch.get(B.STATUS) in _STOPPED or not (waiting := self.batches.waiting(batch_id)):
             return 0
         counts = batch.get(B.COUNTS) or {}
@@ -120,5 +127,6 @@ class BatchFlow:
         """Waiting items whose predecessor in the lane has ended (or that have none)."""
         waiting = [(s.id, s.to_dict()) for s in self.batches.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)).stream()]
         after = {doc.get(F.AFTER) for _, doc in waiting if doc.get(F.AFTER)}
-        ended = {s.id for s in self.store.client.get_all([self.store.ref(a) for a in after]) if s.exists and ex.is_terminal(s.to_dict())}
+        # A predecessor that was never written (its writer died) holds nothing back.
+        ended = {s.id for s in self.store.client.get_all([self.store.ref(a) for a in after]) if not s.exists or ex.is_terminal(s.to_dict())}
         return [(i, doc) for i, doc in waiting if not doc.get(F.AFTER) or doc.get(F.AFTER) in ended]

@@ -1,37 +1,63 @@
-"""Model prices from OpenRouter's ``GET /models`` (USD per token), cached per process.
+"""Model prices from OpenRouter's ``GET /models`` (USD), cached per process, and what a request
+may cost at most.
 
-Only the daily budget needs them: a start on the app's key reserves the most the execution may
-cost (``promptq.accounts.reservation``) at the dearest of its models' prices. A model listed
-without a price (``openrouter/auto`` lists "-1": its price is the model it routes to) or not
-listed at all is priced at ``PROMPTQ_UNLISTED_MODEL_PRICE`` when set, else at the dearest
-listed price, the worst a router could pick.
+The daily budgets need them: a start on the app's key reserves the most the execution may cost
+(``worst_case``, ``promptq.accounts.reservation``) at the dearest of its models' prices, fees
+included: every fee ``/models`` lists (``request``, ``image``, ``web_search``,
+``internal_reasoning``, cached input), and OpenRouter's web search for an ``:online`` model. A
+model variant ``/models`` does not list (``openai/gpt-4o:nitro``, ``…:online``) costs what its
+base model costs. A model listed without a price (``openrouter/auto`` lists "-1": its price is
+the model it routes to) or not listed at all is priced at ``PROMPTQ_UNLISTED_MODEL_PRICE`` when
+set, else at the dearest listed price of each kind, the worst a router could pick. The optional
+price ceiling (``PROMPTQ_MODEL_MAX_PRICE``) refuses models dearer than it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import httpx
 
+from enqueue import prompt as pr
 from enqueue.openrouter import get_models
 from enqueue.request import RequestError
-from promptq.schema import CallStatus
+from promptq.costs import Price, reservation
+from promptq.schema import CallStatus, J, Reason, Req
 
 log = logging.getLogger(__name__)
 
-Price = tuple[float, float]  # (prompt, completion) USD per token
+# OpenRouter's web search for `:online` models (and the `web` plugin): $4 per 1,000 results, 5
+# results by default (openrouter.ai/docs/features/web-search): $0.02 per request.
+ONLINE_SEARCH_USD = 0.02
+_FEES = ("request", "image", "web_search", "internal_reasoning", "input_cache_read", "input_cache_write")
+_PER_MILLION = 1e6
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and number not in (float("inf"), float("-inf")) else None
 
 
 def _price(pricing: Any) -> Price | None:
-    """A listed price, or None for none (missing, malformed or negative)."""
-    try:
-        p, c = float(pricing["prompt"]), float(pricing["completion"])
-    except (KeyError, TypeError, ValueError):
+    """A listed price, or None for none: prompt and completion missing or malformed, or any
+    price negative (OpenRouter's "-1": priced by what it routes to)."""
+    if not isinstance(pricing, dict):
         return None
-    return (p, c) if p >= 0 and c >= 0 else None
+    values = [_number(pricing.get(name)) for name in ("prompt", "completion")]
+    if None in values:
+        return None
+    fees = [_number(pricing.get(name)) if pricing.get(name) is not None else 0.0 for name in _FEES]
+    if any(v is None for v in fees) or any(v < 0 for v in (*values, *fees)):  # type: ignore[operator]
+        return None
+    return Price(*values, *fees)  # type: ignore[arg-type]
 
 
 def parse_models(payload: Any) -> dict[str, Price]:
@@ -45,12 +71,20 @@ def parse_models(payload: Any) -> dict[str, Price]:
     return prices
 
 
+def _unlisted(values: tuple[str, ...]) -> Price | None:
+    """``PROMPTQ_UNLISTED_MODEL_PRICE``: prompt, completion, then optionally request, image,
+    web_search, internal_reasoning (missing ones 0)."""
+    if len(values) < 2:
+        return None
+    return Price(*(float(v) for v in values[:6]))
+
+
 class Prices:
     def __init__(self, base_url: str, *, ttl_s: float = 3600.0, unlisted: tuple[str, ...] = (),
                  fetch: Callable[[str], Any] | None = None, clock: Callable[[], float] = time.monotonic):
         self.base_url = base_url.rstrip("/")
         self.ttl_s = ttl_s
-        self.unlisted = tuple(float(v) for v in unlisted[:2]) if len(unlisted) >= 2 else None
+        self.unlisted = _unlisted(unlisted)
         self._fetch = fetch or get_models
         self._clock = clock
         self._lock = threading.Lock()
@@ -66,13 +100,57 @@ class Prices:
                 except (httpx.HTTPError, ValueError) as exc:
                     if not self._prices:
                         log.error("model prices unavailable: %s", type(exc).__name__)
-                        raise RequestError("could not read model prices from OpenRouter (needed for your daily budget); try again",
+                        raise RequestError("could not read model prices from OpenRouter (needed for the spending limits); try again",
                                            CallStatus.UNAVAILABLE) from None
                     log.warning("model prices not refreshed (%s); using those of %.0f s ago", type(exc).__name__, self._clock() - self._at)
         return self._prices
 
     def of(self, models: list[str]) -> list[Price]:
-        """The price of each model (unlisted ones as the module says)."""
+        """The price of each model (variants and unlisted ones as the module says)."""
         table = self.table()
-        fallback = self.unlisted or (max((p for p, _ in table.values()), default=0.0), max((c for _, c in table.values()), default=0.0))
-        return [table.get(model, fallback) for model in models]
+        fallback = self.unlisted
+        if fallback is None:
+            fallback = Price(0.0, 0.0)
+            for price in table.values():
+                fallback = fallback.dearest(price)
+        return [self._one(model, table, fallback) for model in models]
+
+    @staticmethod
+    def _one(model: str, table: Mapping[str, Price], fallback: Price) -> Price:
+        if model in table:
+            return table[model]
+        base, _, variant = model.rpartition(":")
+        price = table.get(base, fallback) if base else fallback
+        if variant == "online":  # OpenRouter's web search on every request
+            price = dataclasses.replace(price, web_search=max(price.web_search, ONLINE_SEARCH_USD))
+        return price
+
+    def check_ceiling(self, models: list[str], ceiling: tuple[str, ...], field: str) -> None:
+        """Refuse (naming ``field``) a model whose listed prompt or completion price is over
+        ``PROMPTQ_MODEL_MAX_PRICE`` ("prompt,completion", USD per million tokens)."""
+        if len(ceiling) < 2:
+            return
+        most_prompt, most_completion = float(ceiling[0]), float(ceiling[1])
+        for model, price in zip(models, self.of(models)):
+            if price.prompt * _PER_MILLION > most_prompt or price.completion * _PER_MILLION > most_completion:
+                raise RequestError(f"{field}: {model} costs ${price.prompt * _PER_MILLION:g} / ${price.completion * _PER_MILLION:g} per million "
+                                   f"prompt / completion tokens, over this app's ceiling of ${most_prompt:g} / ${most_completion:g}",
+                                   reason=Reason.MODEL_PRICE)
+
+
+def models_of(job: Mapping[str, Any]) -> list[str]:
+    request = job[J.REQUEST]
+    return list(request[Req.MODELS] or [request[Req.MODEL]])
+
+
+def worst_case(job: Mapping[str, Any], prices: Prices) -> float:
+    """The most an execution of this job may cost on the app's key: its prompt (data URLs whole,
+    a part given by URL as ``URL_PART_BYTES``), ``max_tokens`` and a reasoning budget given
+    apart, each image, at the dearest of its models' prices and fees (``prices``: anything with
+    ``of(models)``)."""
+    request, messages = job[J.REQUEST], job[J.MESSAGES]
+    vocabulary = json.loads(request.get(Req.PARAMS_JSON) or "{}")
+    reasoning = vocabulary.get("reasoning") if isinstance(vocabulary.get("reasoning"), dict) else {}
+    images = sum(1 for field, _ in pr.attachments(messages) if field.endswith(".image_url.url"))
+    return reservation(prompt_bytes=pr.prompt_bytes(messages), messages=len(messages), max_tokens=int(request[Req.PARAMS]["max_tokens"]),
+                       prices=prices.of(models_of(job)), images=images, reasoning_tokens=int(reasoning.get("max_tokens") or 0))

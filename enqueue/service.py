@@ -16,13 +16,14 @@ from typing import Any
 from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue.control import signed_in
+from enqueue import pricing
 from enqueue.pricing import Prices
 from enqueue.tasks import TaskQueue
 from promptq import accounts
 from promptq import execution as ex
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
-from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, KeySource, Req, StartAnswer, Use
+from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -80,26 +81,23 @@ def user_limits(settings: Settings) -> accounts.UserLimits:
     return accounts.UserLimits(settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd)
 
 
-def taker(job: dict[str, Any], settings: Settings, prices: Prices):
-    """What a start takes of its owner's account, decided on the account as read (``store.create``)."""
-    request = job[J.REQUEST]
-    models = request[Req.MODELS] or [request[Req.MODEL]]
+def taker(job: dict[str, Any], settings: Settings, prices: Prices, execution_id: str | None = None):
+    """What a start takes of its owner's account and the project's spend, decided on them as
+    read (``store.create``): its worst case is computed only when a budget or the project's cap
+    counts it."""
 
     def take(view: AccountView) -> accounts.Taken:
-        limits = accounts.UserLimits.of(user_limits(settings), view.limits)
-        source = KeySource.USER if view.has_key else KeySource.APP
-        if not limits.any:  # nothing to enforce: the account (one document per user) is not written
-            return accounts.Taken(None, {F.KEY_SOURCE: source.value}, {J.KEY_SOURCE: source.value, J.HOLDS: False, J.RESERVED_USD: 0.0})
-        reservation = 0.0
-        if source is KeySource.APP and limits.daily_budget_usd:  # the user's own key is their bill
-            prompt_bytes = pr.prompt_bytes(job[J.MESSAGES])
-            reservation = accounts.reservation(prompt_bytes=prompt_bytes, messages=len(job[J.MESSAGES]),
-                                               max_tokens=int(request[Req.PARAMS]["max_tokens"]), prices=prices.of(models))
-        account = accounts.decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0),
-                                        reservation=reservation, now=ex.utcnow())
-        return accounts.Taken(account, {F.KEY_SOURCE: source.value}, {J.KEY_SOURCE: source.value, J.HOLDS: True, J.RESERVED_USD: reservation})
+        return accounts.decide(view, defaults=user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
+                               worst_case=lambda: pricing.worst_case(job, prices), shard_key=execution_id or job[J.TASK], now=ex.utcnow())
 
     return take
+
+
+def check_models(models: list[str], field: str, settings: Settings, prices: Prices) -> None:
+    """The optional price ceiling (``PROMPTQ_MODEL_MAX_PRICE``); the allowlist is checked with
+    the request (``enqueue.prompt.check_limits``)."""
+    if settings.limits.model_max_price:
+        prices.check_ceiling(models, settings.limits.model_max_price, field)
 
 
 def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings,
@@ -108,8 +106,9 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
     req = rq.parse(data)
     execution_id = execution_id_for(uid, req.idempotencyKey)
     execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings)
+    check_models(pricing.models_of(job), "model" if req.models is None else "models", settings, prices)
     try:
-        created = store.create(execution_id, execution, job, take=taker(job, settings, prices))
+        created = store.create(execution_id, execution, job, take=taker(job, settings, prices, execution_id))
     except LimitExceeded as refused:
         raise rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason) from None
     if not created:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from promptq.schema import WORKER_FUNCTION
-from promptq.settings import APP_CHECK_ENV, DEFAULT_REGION, variables
+from promptq.settings import APP_CHECK_ENV, DEFAULT_REGION, SERVICE_ACCOUNTS, variables
 
 ROOT = Path(__file__).resolve().parents[1]
 FIREBASE = "infra/node_modules/.bin/firebase"  # the pinned CLI (`make setup`)
@@ -32,6 +32,16 @@ PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 # Not for a project's .env: the local stack's, and what the deploy derives (the queue is named after the function).
 FIXED = {"PROMPTQ_LOCAL_KEK", "PROMPTQ_TASKS_EMULATOR_HOST", "PROMPTQ_QUEUE_ID", "PROMPTQ_REGION", "PROMPTQ_TASKS_SERVICE_ACCOUNT", "PROMPTQ_KMS_KEY"}
 RELEASE_INPUTS = (".env", "firebase.json", "infra/firestore.rules", "infra/firestore.indexes.json")
+# What .env.<project> holds unless the operator set another value (SET=, or by editing the file):
+# a small app's protection against a drained OpenRouter account (README, Deploy).
+DEFAULTS = {
+    APP_CHECK_ENV: "true",  # only the app's registered web app (App Check) may call the callables
+    "PROMPTQ_USER_DAILY_BUDGET_USD": "1",  # each user spends at most $1 a day of the app's key (worst cases reserved)
+    "PROMPTQ_PROJECT_DAILY_BUDGET_USD": "20",  # all users together at most $20 a day: sign-ups cannot multiply it
+    # A request without a model runs on a priced model: openrouter/auto is priced at the dearest
+    # model OpenRouter lists, which no $1 budget affords.
+    "PROMPTQ_DEFAULT_MODEL": "openai/gpt-4o-mini",
+}
 DISCOVER = "from firebase_functions.private.serving import functions_as_yaml, get_functions; print(functions_as_yaml(get_functions()))"
 
 APIS = {
@@ -83,9 +93,13 @@ class Target:
     def tasks_account(self) -> str:
         return f"{TASKS_ACCOUNT}@{self.project}.iam.gserviceaccount.com"
 
+    def account(self, role: str) -> str:
+        """The service account a role's functions run as (``main.py``: callables, worker, sweeper)."""
+        return f"{SERVICE_ACCOUNTS[role]}@{self.project}.iam.gserviceaccount.com"
+
     @property
-    def runtime_account(self) -> str:
-        # The functions run as the default compute account: main.py sets no service_account.
+    def build_account(self) -> str:
+        # Cloud Build builds the functions as the default compute account (projects since 2024).
         return f"{NUMBER}-compute@developer.gserviceaccount.com"
 
     @property
@@ -144,7 +158,7 @@ def env_values(t: Target) -> dict[str, str]:
     for key, value in {**{k: v for k, v in kept.items() if k not in derived}, **dict(t.settings)}.items():
         if key not in set(variables()) - FIXED or "\n" in value:
             raise Refusal(f"{key} cannot be set in {t.env_path.name}: not a setting a project chooses (README, Configuration)")
-    return dict(sorted({APP_CHECK_ENV: "false", **kept, **derived, **dict(t.settings)}.items()))
+    return dict(sorted({**DEFAULTS, **kept, **derived, **dict(t.settings)}.items()))
 
 
 def env_file(t: Target) -> tuple[str, str]:
@@ -193,13 +207,16 @@ def resource_steps(t: Target) -> list[Step]:
         Step(f"Create the Firestore database (default) in {t.region}", "native mode, where every document lives",
              gcloud("firestore", "databases", "create", "--database=(default)", f"--location={t.region}", "--type=firestore-native", t=t),
              gcloud("firestore", "databases", "describe", "--database=(default)", "--format=value(name)", t=t), done="created"),
-        Step("Make sure the functions' runtime account exists", "the functions run as the default compute account, "
-             "which enabling Compute Engine creates", gcloud("services", "enable", "compute.googleapis.com", t=t),
-             gcloud("iam", "service-accounts", "describe", t.runtime_account, "--format=value(email)", t=t), done="created"),
-        Step(f"Create the service account {t.tasks_account}", "Cloud Tasks attaches its OIDC token to every delivery "
-             "to the worker (PROMPTQ_TASKS_SERVICE_ACCOUNT)",
-             gcloud("iam", "service-accounts", "create", TASKS_ACCOUNT, "--display-name=promptq Cloud Tasks deliveries", t=t),
-             gcloud("iam", "service-accounts", "describe", t.tasks_account, "--format=value(email)", t=t), done="created"),
+        Step("Make sure the functions' build account exists", "Cloud Build builds the functions as the default compute "
+             "account, which enabling Compute Engine creates", gcloud("services", "enable", "compute.googleapis.com", t=t),
+             gcloud("iam", "service-accounts", "describe", t.build_account, "--format=value(email)", t=t), done="created"),
+        *(account_step(t, name, email, why) for name, email, why in (
+            (TASKS_ACCOUNT, t.tasks_account, "Cloud Tasks attaches its OIDC token to every delivery to the worker "
+             "(PROMPTQ_TASKS_SERVICE_ACCOUNT)"),
+            (SERVICE_ACCOUNTS["callables"], t.account("callables"), "the callables run as it (main.py)"),
+            (SERVICE_ACCOUNTS["worker"], t.account("worker"), "the worker runs as it (main.py): the one role that reads the "
+             "OpenRouter key and decrypts users' keys"),
+            (SERVICE_ACCOUNTS["sweeper"], t.account("sweeper"), "the sweeper runs as it (main.py)"))),
         Step(f"Create the KMS key ring {KEY_RING} in {t.region}", "holds the key that wraps users' own OpenRouter keys",
              gcloud("kms", "keyrings", "create", KEY_RING, *ring, t=t),
              gcloud("kms", "keyrings", "describe", KEY_RING, *ring, "--format=value(name)", t=t), done="created"),
@@ -207,6 +224,12 @@ def resource_steps(t: Target) -> list[Step]:
              gcloud("kms", "keys", "create", KEY, *key, "--purpose=encryption", t=t),
              gcloud("kms", "keys", "describe", KEY, *key, "--format=value(name)", t=t), done="created"),
     ]
+
+
+def account_step(t: Target, name: str, email: str, why: str) -> Step:
+    return Step(f"Create the service account {email}", why,
+                gcloud("iam", "service-accounts", "create", name, f"--display-name=promptq: {name.removeprefix('promptq-')}", t=t),
+                gcloud("iam", "service-accounts", "describe", email, "--format=value(email)", t=t), done="created")
 
 
 def binding(on: tuple[tuple[str, ...], str, tuple[str, ...]], account: str, role: str, why: str) -> Step:
@@ -220,31 +243,41 @@ def binding(on: tuple[tuple[str, ...], str, tuple[str, ...]], account: str, role
 
 
 def runtime_bindings(t: Target) -> list[Step]:
-    """What the functions' runtime account may do. The first two (and the invoker binding after
-    the functions deploy) are the three a task-queue function enqueued from another needs."""
+    """What each role's service account may do, and nothing more. Enqueuing needs three
+    bindings (the enqueuer role; acting as the tasks account whose token a task carries; the
+    tasks account invoking the worker, after the functions deploy). Only the worker may
+    decrypt users' keys; the OpenRouter secret is bound to the worker alone (``secrets=`` in
+    main.py), and ``firebase deploy`` grants its account access to it."""
     project = (("projects",), t.project, ())
     tasks = (("iam", "service-accounts"), t.tasks_account, (f"--project={t.project}",))
     key = (("kms", "keys"), KEY, (f"--keyring={KEY_RING}", f"--location={t.region}", f"--project={t.project}"))
-    run = t.runtime_account
+    callables, worker, sweeper = t.account("callables"), t.account("worker"), t.account("sweeper")
+    steps = []
+    for account, role in ((callables, "the callables"), (worker, "the worker"), (sweeper, "the sweeper")):
+        steps += [binding(project, account, "roles/datastore.user", f"Firestore reads and writes ({role})"),
+                  binding(project, account, "roles/cloudtasks.enqueuer", {
+                      callables: "start_execution, start_batch's hand-overs and folds create tasks",
+                      worker: "a batch item's end hands the next of its lane over and asks for a fold",
+                      sweeper: "the sweeper re-enqueues lost executions and hands lost turns over"}[account]),
+                  binding(tasks, account, "roles/iam.serviceAccountUser", "a task may carry the tasks account's OIDC token only "
+                          "if its creator may act as it")]
     return [
-        binding(project, run, "roles/cloudtasks.enqueuer", "start_execution, batch hand-overs and the sweeper create tasks"),
-        binding(tasks, run, "roles/iam.serviceAccountUser", "a task may carry the tasks account's OIDC token only if its creator may act as it"),
-        binding(project, run, "roles/cloudtasks.viewer", "the sweeper and a retried start ask whether a task still exists (GetTask)"),
-        binding(project, run, "roles/cloudtasks.taskDeleter", "the sweeper deletes a task it replaced"),
-        binding(project, run, "roles/datastore.user", "every function reads and writes Firestore (new projects no longer make "
-                "the default account an Editor)"),
-        binding(project, run, "roles/cloudbuild.builds.builder", "Cloud Build builds the functions as this account in "
+        *steps,
+        binding(project, callables, "roles/cloudtasks.viewer", "a retried start asks whether its task still exists (GetTask)"),
+        binding(project, sweeper, "roles/cloudtasks.viewer", "the sweeper leaves alone an execution whose task still exists (GetTask)"),
+        binding(key, callables, "roles/cloudkms.cryptoKeyEncrypter", "set_api_key wraps the data key of a user's own OpenRouter "
+                "key (it never decrypts one)"),
+        binding(key, worker, "roles/cloudkms.cryptoKeyDecrypter", "the worker unwraps a user's key to run their execution on it"),
+        binding(project, t.build_account, "roles/cloudbuild.builds.builder", "Cloud Build builds the functions as this account in "
                 "projects created since 2024"),
-        binding(key, run, "roles/cloudkms.cryptoKeyEncrypterDecrypter", "set_api_key and the worker wrap and unwrap the data keys "
-                "of users' own OpenRouter keys"),
     ]
 
 
 def secret_steps(t: Target, found: dict) -> list[Step]:
     """Each secret main.py binds, set only when it has no enabled version (never overwritten)."""
     names = [p["name"] for p in found.get("params", []) if p.get("type") == "secret"]
-    return [Step(f"Set the secret {name} unless it has a version", "the worker reads it; firebase deploy grants the runtime "
-                 "account access to it", (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
+    return [Step(f"Set the secret {name} unless it has a version", "the worker reads it; firebase deploy grants the worker's "
+                 "account (and only it: no other function binds it) access to it", (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
                  gcloud("secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1", "--format=value(name)", t=t),
                  done="set", secret=name) for name in names]
 

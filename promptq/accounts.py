@@ -1,38 +1,30 @@
-"""A user's limits and bills: what a start may take, what an ending gives back. Pure; no I/O.
+"""A user's limits and bills, and the project's: what a start may take, what an ending gives
+back. Pure; no I/O.
 
-Every start changes the user's account atomically with the creation of the execution
-(``promptq.store``): it counts the execution as active, notes the start time, and reserves the
-worst case of what it may cost on the app's key. Every ending gives it back in the same batch as
-the write that ends the execution (which happens once: the ending is fenced, and a terminal
-execution never ends again): the active count, the reservation, and the real usage added to the
-day it ended. So a burst of starts never gets past a limit, and usage is counted exactly once.
+Every start changes the user's account atomically with the creation of the execution (or the
+claim of a batch: ``promptq.store``, ``promptq.batch_store``): it counts the slots it holds as
+active (an execution one, a batch its ``maxConcurrency``: its lanes bound its items in flight),
+notes the start time, and reserves the worst case of what it may cost on the app's key, in the
+user's account and in one of the project's spend shards. Every ending gives it back in the same
+batch as the write that ends the execution (which happens once: the ending is fenced, and a
+terminal execution never ends again): the slots, the reservations, and what it was charged
+added to the day it ended. So a burst of starts never gets past a user's limit, usage is
+counted exactly once, and the project's daily cap holds across all users.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from promptq.costs import (DAY_FORMAT, PROJECT_SHARDS, Price, ProjectSpend, cost_field, day_of, decide_project, midnight,  # noqa: F401
+                           reservation, shard_of)
 from promptq.errors import LimitExceeded
 from promptq.records import Inc, Produced, Settlement, Usage
-from promptq.schema import A, Acc, AttemptOutcome, F, J, KeySource, Lim, Reason, Use
+from promptq.schema import A, Acc, AttemptOutcome, B, F, J, KeySource, Lim, Reason, Use
 
-DAY_FORMAT = "%Y-%m-%d"
-
-
-def day_of(when: datetime) -> str:
-    return when.strftime(DAY_FORMAT)
-
-
-@dataclasses.dataclass(frozen=True)
-class Taken:
-    """What a start takes: the account after it (None: the user has no limits, the account is
-    not touched), and what the execution and its job record of it."""
-
-    account: dict[str, Any] | None
-    execution: dict[str, Any]
-    job: dict[str, Any]
+# --- what a start is decided on ---------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,36 +50,117 @@ class UserLimits:
         return {Lim.MAX_ACTIVE: self.max_active, Lim.STARTS_PER_MINUTE: self.starts_per_minute, Lim.DAILY_BUDGET_USD: self.daily_budget_usd}
 
 
+@dataclasses.dataclass(frozen=True)
+class AccountView:
+    """What a start is decided on, read in one round trip (``promptq.ledger``): the account as
+    read (and its version), the operator's overrides, the day's usage so far, whether the user
+    stored a key of their own, and the project's cap override and spend shards."""
+
+    uid: str
+    account: dict[str, Any] | None
+    account_time: Any
+    limits: dict[str, Any] | None
+    today: dict[str, Any]
+    has_key: bool
+    project_limits: dict[str, Any] | None = None
+    project_shards: tuple[dict[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Taken:
+    """What a start takes: the account after it (None: the user has no limits, the account is
+    not touched), whose key it runs on, what it reserves (its worst case on the app's key, else
+    0), whether the account holds it, and the project shard that holds the reservation."""
+
+    account: dict[str, Any] | None
+    source: KeySource
+    reservation: float = 0.0
+    holds: bool = False
+    project_shard: int | None = None
+
+    def execution_fields(self) -> dict[str, Any]:
+        return {F.KEY_SOURCE: self.source.value}
+
+    def job_fields(self) -> dict[str, Any]:
+        return {J.KEY_SOURCE: self.source.value, J.HOLDS: self.holds, J.RESERVED_USD: self.reservation, J.PROJECT_SHARD: self.project_shard}
+
+    def batch_fields(self) -> dict[str, Any]:
+        return {B.KEY_SOURCE: self.source.value, B.HOLDS: self.holds, B.RESERVED_USD: self.reservation, B.PROJECT_SHARD: self.project_shard}
+
+
+def decide(view: AccountView, *, defaults: UserLimits, project_cap_usd: float, worst_case: Callable[[], float], shard_key: str, now: datetime,
+           slots: int = 1, source: KeySource | None = None) -> Taken:
+    """A start decided on its owner's account and the project's spend as read: whose key it runs
+    on (the user's own when they stored one, unless ``source`` was decided before: a retried
+    batch's), what it reserves (``worst_case()``, on the app's key when a budget or the project's
+    cap counts it), and the account after it. ``LimitExceeded`` names the limit it would pass."""
+    source = source or (KeySource.USER if view.has_key else KeySource.APP)
+    limits = UserLimits.of(defaults, view.limits)
+    project = ProjectSpend.of(project_cap_usd, view.project_limits, view.project_shards, day_of(now))
+    app = source is KeySource.APP  # the user's own key is their bill
+    reserved = round(worst_case(), 9) if app and (limits.daily_budget_usd or project.cap_usd) else 0.0
+    account = None
+    if limits.any:  # else nothing to enforce: the account (one document per user) is not written
+        account = decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserved, now=now,
+                               slots=slots)
+    shard = None
+    if app and project.cap_usd:
+        decide_project(project, reserved, now)
+        shard = shard_of(shard_key)
+    return Taken(account, source, reserved, account is not None, shard)
+
+
 def decide_start(account: Mapping[str, Any] | None, limits: UserLimits, *, spent_today: float, reservation: float, now: datetime,
-                 counts_as_active: bool = True) -> dict[str, Any]:
-    """The account after one more start, or ``LimitExceeded`` naming the limit and when it frees."""
+                 slots: int = 1) -> dict[str, Any]:
+    """The account after one more start holding ``slots`` active slots (a batch: its
+    maxConcurrency), or ``LimitExceeded`` naming the limit and when it frees."""
     account = account or {}
     active = max(0, int(account.get(Acc.ACTIVE) or 0))
     reserved = max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0.0), 9))
     minute_ago = now - timedelta(seconds=60)
     recent = sorted(t for t in account.get(Acc.RECENT_STARTS) or [] if t > minute_ago)
-    if counts_as_active and limits.max_active and active >= limits.max_active:
-        raise LimitExceeded(Reason.MAX_ACTIVE, f"maxActive: {active} of your executions are queued or running, the most you may have "
-                            f"({limits.max_active}); one frees when one of them ends")
+    if slots and limits.max_active and active + slots > limits.max_active:
+        if slots == 1:
+            raise LimitExceeded(Reason.MAX_ACTIVE, f"maxActive: {active} of your executions are queued or running, the most you may "
+                                f"have ({limits.max_active}); one frees when one of them ends")
+        raise LimitExceeded(Reason.MAX_ACTIVE, f"maxActive: a batch holds its maxConcurrency ({slots}) of your {limits.max_active} "
+                            f"active slots while it runs, and {active} are held by your executions and batches queued or running; "
+                            f"ask for a maxConcurrency of at most {max(limits.max_active - active, 0)}, or wait until one ends")
     if limits.starts_per_minute and len(recent) >= limits.starts_per_minute:
         frees = recent[len(recent) - limits.starts_per_minute] + timedelta(seconds=60)
         raise LimitExceeded(Reason.STARTS_PER_MINUTE, f"startsPerMinute: {len(recent)} starts in the last minute, the most you may make "
                             f"({limits.starts_per_minute}); the next frees at {frees.isoformat(timespec='seconds')}")
     if limits.daily_budget_usd and reservation and spent_today + reserved + reservation > limits.daily_budget_usd:
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
         raise LimitExceeded(Reason.DAILY_BUDGET, f"dailyBudgetUsd: ${spent_today:.6f} spent and ${reserved:.6f} reserved today of your "
-                            f"${limits.daily_budget_usd:g}; this execution may cost up to ${reservation:.6f}; the budget frees at "
-                            f"{midnight.isoformat(timespec='seconds')}")
+                            f"${limits.daily_budget_usd:g}; this {'batch' if slots > 1 else 'execution'} may cost up to "
+                            f"${reservation:.6f}; the budget frees at {midnight(now)}")
     keep = recent[-(limits.starts_per_minute - 1):] if limits.starts_per_minute > 1 else []
-    return {Acc.ACTIVE: active + (1 if counts_as_active else 0), Acc.RESERVED_USD: round(reserved + reservation, 9),
+    return {Acc.ACTIVE: active + slots, Acc.RESERVED_USD: round(reserved + reservation, 9),
             Acc.RECENT_STARTS: [*keep, now] if limits.starts_per_minute else [], Acc.UPDATED_AT: now}
 
 
-def released(*, reservation: float, counts_as_active: bool = True) -> dict[str, Any]:
-    """What an execution that ends (or is rolled back) gives back to the account."""
+def decide_key_call(account: Mapping[str, Any] | None, per_minute: int, now: datetime) -> dict[str, Any] | None:
+    """The account after one more key call (``set_api_key``, ``get_api_key``, ``delete_api_key``),
+    None when there is no limit (nothing to write), or ``LimitExceeded`` saying when it frees."""
+    if not per_minute:
+        return None
+    minute_ago = now - timedelta(seconds=60)
+    recent = sorted(t for t in (account or {}).get(Acc.KEY_CALLS) or [] if t > minute_ago)
+    if len(recent) >= per_minute:
+        frees = recent[len(recent) - per_minute] + timedelta(seconds=60)
+        raise LimitExceeded(Reason.KEY_CALLS_PER_MINUTE, f"keyCallsPerMinute: {len(recent)} calls about your OpenRouter key in the "
+                            f"last minute, the most you may make ({per_minute}); the next frees at {frees.isoformat(timespec='seconds')}")
+    return {Acc.KEY_CALLS: [*recent[-(per_minute - 1):], now] if per_minute > 1 else [now], Acc.UPDATED_AT: now}
+
+
+# --- endings ----------------------------------------------------------------------------------
+
+
+def released(*, reservation: float, slots: int = 1) -> dict[str, Any]:
+    """What an execution (or a batch, its slots) that ends or is rolled back gives back to the account."""
     update: dict[str, Any] = {Acc.RESERVED_USD: Inc(-reservation)}
-    if counts_as_active:
-        update[Acc.ACTIVE] = Inc(-1)
+    if slots:
+        update[Acc.ACTIVE] = Inc(-slots)
     return update
 
 
@@ -107,27 +180,34 @@ def counted(job: Mapping[str, Any]) -> bool:
     return job.get(J.KEY_SOURCE) is not None
 
 
-def settled(execution: Mapping[str, Any], job: Mapping[str, Any], *, produced: Produced | None, history: list | None,
-            now: datetime) -> tuple[Settlement, dict[str, Any]]:
-    """What an ending gives back to the owner's account and adds to the day it ended, and what
-    the job records of it. Written once, in the batch that ends the execution.
-
-    The cost charged is the real one when the stream reported it; else, when a generation ran
-    (a cut stream: its cost comes later from the generation record, see ``reconciled``), its
-    reservation; and the reservation again for every attempt whose worker died holding it (its
-    generation's cost is never known). With no budget nothing is reserved, and unknown costs
-    count 0."""
+def charge(job: Mapping[str, Any], *, produced: Produced | None, history: list | None) -> tuple[float, float]:
+    """What an ending charges, and the part of it that is a worst case: the real cost when the
+    stream reported it; else, when a generation ran (a cut stream: its cost comes later from the
+    generation record, see ``reconciled``), its reservation; and the reservation again for every
+    attempt whose worker died holding it (its generation's cost is never known). Nothing reserved
+    (no budget, no project cap, the user's own key): unknown costs count 0."""
     reservation = float(job.get(J.RESERVED_USD) or 0.0)
     dead = sum(1 for a in (history if history is not None else job.get(J.ATTEMPTS) or [])
                if a.get(A.OUTCOME) == AttemptOutcome.LEASE_EXPIRED.value)
     known = produced.cost if produced is not None else None
     streamed = produced is not None and produced.generation_id is not None
     estimated = (reservation if known is None and streamed else 0.0) + dead * reservation
-    charged = round((known or 0.0) + estimated, 9)
+    return round((known or 0.0) + estimated, 9), round(estimated, 9)
+
+
+def settled(execution: Mapping[str, Any], job: Mapping[str, Any], *, produced: Produced | None, history: list | None,
+            now: datetime) -> tuple[Settlement, dict[str, Any]]:
+    """What an ending gives back to the owner's account and the project's shard and adds to the
+    day it ended, and what the job records of it (``charge``). Written once, in the batch that
+    ends the execution."""
+    reservation = float(job.get(J.RESERVED_USD) or 0.0)
+    charged, estimated = charge(job, produced=produced, history=history)
     key_source = str(job.get(J.KEY_SOURCE))
+    shard = job.get(J.PROJECT_SHARD)
     settle = Settlement(str(execution[F.OWNER]), account=released(reservation=reservation) if job.get(J.HOLDS) else None, day=day_of(now),
-                        usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged,
-                                          estimated=round(estimated, 9)))
+                        usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged, estimated=estimated),
+                        project_shard=shard, project_released=reservation if shard is not None else 0.0,
+                        project_cost=charged if shard is not None else 0.0)
     return settle, {J.CHARGED_USD: charged}
 
 
@@ -142,12 +222,13 @@ def reconciled(execution: Mapping[str, Any], job: Mapping[str, Any], *, usage: U
         fields[Use.ESTIMATED_COST] = Inc(-reservation)
     finished = execution.get(F.FINISHED_AT)
     day = day_of(finished) if isinstance(finished, datetime) else None
-    return Settlement(str(execution[F.OWNER]), day=day, usage=fields), {J.CHARGED_USD: round(charged - reservation + real, 9)}
+    shard = job.get(J.PROJECT_SHARD)
+    return (Settlement(str(execution[F.OWNER]), day=day, usage=fields, project_shard=shard if day else None,
+                       project_cost=round(real - reservation, 9) if shard is not None else 0.0),
+            {J.CHARGED_USD: round(charged - reservation + real, 9)})
 
 
-def reservation(*, prompt_bytes: int, messages: int, max_tokens: int, prices: list[tuple[float, float]]) -> float:
-    """The most an execution may cost: every prompt token and ``max_tokens`` completion tokens
-    at the dearest of its models' listed prices. A token is at least one byte, so the prompt
-    has at most as many tokens as UTF-8 bytes (plus a few per message)."""
-    prompt_tokens = prompt_bytes + 8 * messages
-    return round(max(prompt_tokens * p + max_tokens * c for p, c in prices), 9) if prices else 0.0
+def item_estimate_reconciled(execution: Mapping[str, Any], job: Mapping[str, Any]) -> float:
+    """A batch item's worst-case charge once its cut stream's real cost is known: what stays a
+    worst case is only its dead attempts'."""
+    return max(0.0, round(float(execution.get(F.ESTIMATED_COST) or 0.0) - float(job.get(J.RESERVED_USD) or 0.0), 9))

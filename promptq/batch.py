@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from promptq import accounts
 from promptq.records import Inc, Settlement
-from promptq.schema import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, U, Use
+from promptq.schema import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, R, U, Use
 
 Doc = Mapping[str, Any]
 
@@ -60,23 +60,27 @@ class Counts:
 
 @dataclasses.dataclass(frozen=True)
 class Totals:
-    """What the batch's executions that ended used (retried ones included)."""
+    """What the batch's executions that ended used (retried ones included): ``cost`` as they
+    reported it, ``estimated`` the reservations of those whose real cost is unknown."""
 
     executions: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    estimated: float = 0.0
 
     @classmethod
     def of(cls, batch: Doc) -> "Totals":
         """The totals the batch document holds now."""
         usage = batch.get(B.USAGE) or {}
         return cls(int(batch.get(B.EXECUTIONS) or 0), int(usage.get(U.PROMPT_TOKENS) or 0), int(usage.get(U.COMPLETION_TOKENS) or 0),
-                   float(batch.get(B.COST) or 0.0))
+                   float(batch.get(B.COST) or 0.0), float(batch.get(B.ESTIMATED_COST) or 0.0))
 
     def to_doc(self) -> dict[str, Any]:
+        """What its owner's day is given of it (``B.SETTLED``): ``cost`` is what it is charged,
+        the estimates included, as an execution's ending charges its day."""
         return {Use.EXECUTIONS: self.executions, Use.PROMPT_TOKENS: self.prompt_tokens, Use.COMPLETION_TOKENS: self.completion_tokens,
-                Use.COST: round(self.cost, 12)}
+                Use.COST: round(self.cost + self.estimated, 12), Use.ESTIMATED_COST: round(self.estimated, 12)}
 
 
 def new_batch(*, owner_uid: str, total: int, max_concurrency: int, title: str | None, requested_model: str | None,
@@ -85,7 +89,7 @@ def new_batch(*, owner_uid: str, total: int, max_concurrency: int, title: str | 
             B.USAGE: {U.PROMPT_TOKENS: 0, U.COMPLETION_TOKENS: 0}, B.COST: 0.0, B.EXECUTIONS: 0, B.MAX_CONCURRENCY: max_concurrency, B.ROUND: 0,
             B.REQUESTED_MODEL: requested_model, B.SETTLED: Totals().to_doc(), B.IDEMPOTENCY_KEY: idempotency_key,
             B.REQUEST_HASH: request_hash, B.CANCEL_REQUESTED: False, B.CREATED_AT: now, B.STARTED_AT: None, B.FINISHED_AT: None,
-            B.UPDATED_AT: now, B.FOLDED_AT: None, B.EXPIRE_AT: expire_at, B.WRITES: 1}
+            B.UPDATED_AT: now, B.FOLDED_AT: None, B.EXPIRE_AT: expire_at, B.WRITES: 1, B.ESTIMATED_COST: 0.0, B.WRITING: True}
 
 
 def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
@@ -105,7 +109,8 @@ def _usage_delta(batch: Doc, totals: Totals) -> dict[str, Any]:
     user = batch.get(B.KEY_SOURCE) == KeySource.USER.value
     names = {Use.EXECUTIONS: Use.USER_KEY_EXECUTIONS, Use.PROMPT_TOKENS: Use.USER_KEY_PROMPT_TOKENS,
              Use.COMPLETION_TOKENS: Use.USER_KEY_COMPLETION_TOKENS, Use.COST: Use.USER_KEY_COST}
-    return {(names[k] if user else k): Inc(round(v, 12) if k == Use.COST else v) for k, v in delta.items() if v}
+    return {(names[k] if user else k): Inc(round(v, 12) if k in (Use.COST, Use.ESTIMATED_COST) else v) for k, v in delta.items()
+            if v and (k in names or not user)}
 
 
 def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tuple[dict[str, Any] | None, Settlement | None]:
@@ -117,8 +122,10 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     update: dict[str, Any] = {}
     if counts.to_doc() != batch.get(B.COUNTS):
         update[B.COUNTS] = counts.to_doc()
-    if usage != batch.get(B.USAGE) or round(totals.cost, 12) != batch.get(B.COST) or totals.executions != batch.get(B.EXECUTIONS):
-        update.update({B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions})
+    if (usage != batch.get(B.USAGE) or round(totals.cost, 12) != batch.get(B.COST) or totals.executions != batch.get(B.EXECUTIONS)
+            or round(totals.estimated, 12) != (batch.get(B.ESTIMATED_COST) or 0.0)):
+        update.update({B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions,
+                       B.ESTIMATED_COST: round(totals.estimated, 12)})
     if status.value != batch[B.STATUS]:
         update[B.STATUS] = status.value
         if status is BatchStatus.RUNNING:
@@ -126,14 +133,19 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     settle = None
     if status in BATCH_TERMINAL:
         delta = _usage_delta(batch, totals)
-        account = None
+        account, released = None, 0.0
         if ends:
             update[B.FINISHED_AT] = now
+            released = float(batch.get(B.RESERVED_USD) or 0.0)
             if batch.get(B.HOLDS):
-                account = accounts.released(reservation=float(batch.get(B.RESERVED_USD) or 0.0))
-                update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
-        if delta or account:
-            settle = Settlement(str(batch[B.OWNER]), account=account, day=accounts.day_of(now), usage=delta or None)
+                account = accounts.released(reservation=released, slots=int(batch[B.MAX_CONCURRENCY]))
+            update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
+        shard = batch.get(B.PROJECT_SHARD)
+        charged = delta.get(Use.COST)
+        if delta or account or (shard is not None and released):
+            settle = Settlement(str(batch[B.OWNER]), account=account, day=accounts.day_of(now), usage=delta or None, project_shard=shard,
+                                project_released=released if shard is not None else 0.0,
+                                project_cost=charged.by if shard is not None and charged is not None else 0.0)
             update[B.SETTLED] = totals.to_doc()
     if not update:
         return None, None
@@ -158,6 +170,42 @@ def next_fold(batch: Doc, at: datetime) -> datetime | None:
 
 def reopened(batch: Doc, *, retried: int, now: datetime, held: Mapping[str, Any] | None) -> dict[str, Any]:
     """``retry_batch``: the batch runs again for ``retried`` items (its counts follow at the
-    next fold); ``held``: what the retry took of the owner's account (``B.HOLDS``...)."""
+    next fold, once they are written); ``held``: what the retry took of the owner's account and
+    the project's spend (``B.HOLDS``...)."""
     return {B.STATUS: BatchStatus.RUNNING.value, B.ROUND: int(batch.get(B.ROUND) or 0) + 1, B.FINISHED_AT: None,
-            B.CANCEL_REQUESTED: False, B.UPDATED_AT: now, **(held or {})}
+            B.CANCEL_REQUESTED: False, B.UPDATED_AT: now, B.WRITING: True, **(held or {})}
+
+
+def round_claim(batch: Doc, *, retried: int, now: datetime) -> dict[str, Any]:
+    """The document that claims a retry's round (``batches/{id}/rounds/{round}``, created once)."""
+    return {R.ROUND: int(batch.get(B.ROUND) or 0) + 1, R.RETRIED: retried, R.CREATED_AT: now, R.EXPIRE_AT: batch.get(B.EXPIRE_AT)}
+
+
+def unclaimed(batch: Doc) -> Settlement | None:
+    """A start that claimed the batch but could not write its items takes the batch back: what
+    its owner's account and the project's shard get back."""
+    reservation, shard = float(batch.get(B.RESERVED_USD) or 0.0), batch.get(B.PROJECT_SHARD)
+    if not batch.get(B.HOLDS) and shard is None:
+        return None
+    return Settlement(str(batch[B.OWNER]), account=accounts.released(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY]))
+                      if batch.get(B.HOLDS) else None, project_shard=shard, project_released=reservation if shard is not None else 0.0)
+
+
+def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
+    """A retry that claimed a round but could not write its items takes the round back: the
+    batch as it was before (``before``), holding nothing."""
+    return {B.STATUS: before[B.STATUS], B.ROUND: int(before.get(B.ROUND) or 0), B.FINISHED_AT: before.get(B.FINISHED_AT),
+            B.CANCEL_REQUESTED: bool(before.get(B.CANCEL_REQUESTED)), B.HOLDS: False, B.RESERVED_USD: 0.0,
+            B.PROJECT_SHARD: before.get(B.PROJECT_SHARD), B.WRITING: False, B.UPDATED_AT: now}
+
+
+# The longest a call that claimed a batch may still be writing its items: the start_batch
+# function's timeout (540 s, main.py) and a margin. A batch still `writing` after this lost its
+# writer (a crash): the sweeper lets it run with what was written.
+WRITER_TIMEOUT = timedelta(seconds=600)
+
+
+def writer_gone(batch: Doc, now: datetime) -> bool:
+    """Whether the batch is still marked as being written long after any writer could be."""
+    updated = batch.get(B.UPDATED_AT)
+    return bool(batch.get(B.WRITING)) and isinstance(updated, datetime) and updated < now - WRITER_TIMEOUT

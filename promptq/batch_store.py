@@ -1,10 +1,6 @@
-"""A batch's Firestore I/O: its document, its items (executions: ``promptq.store``), its fold.
-
-Items are written before the batch document, in parallel commits of a few hundred; the batch
-document is created last, with what the start takes of its owner's account (decided on the
-account as read, written only if it has not changed: ``ExecutionStore.create``'s rule), so a
-batch either exists whole or not at all for its owner (items of a start that failed before
-its document are invisible, and expire).
+"""A batch's Firestore I/O: its document, its items (executions: ``promptq.store``), its fold,
+its cancel. How a start or a retry claims a batch and writes its items: ``promptq.batch_claims``
+(which this store inherits). No fold ends a batch while it is being written.
 """
 
 from __future__ import annotations
@@ -12,7 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -20,42 +16,19 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq import batch as bt
 from promptq import execution as ex
-from promptq.accounts import Taken, day_of
-from promptq.errors import LimitExceeded
-from promptq.ledger import AccountView
-from promptq.records import Change, stored_bytes
+from promptq.batch_claims import _CHUNK_TRIES, _TRIES, COMMIT_THREADS, ITEMS_PER_COMMIT, BatchClaims
+from promptq.batch_claims import COMMIT_BYTES, Item, _commits  # noqa: F401 - what callers import from here
+from promptq.records import Change
 from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
 from promptq.store import INTERRUPTED, ExecutionStore, counted
 
-ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per commit
-COMMIT_BYTES = 8 * 1024 * 1024  # the items' documents in one commit: under Firestore's 10 MiB per request
-COMMIT_THREADS = 4
 DOCS_PER_COMMIT = 450  # one document each: under Firestore's 500 writes per commit
 # A conditional write that lost (the document changed), or a commit that was interrupted or met
 # a lock (ABORTED; the emulator's "Transaction lock timeout" too): the chunk is done one by one.
 _CONFLICT = (gexc.FailedPrecondition, *INTERRUPTED)
-_CHUNK_TRIES = 3
-_TRIES = 20
-
-Item = tuple[str, dict[str, Any], dict[str, Any]]  # execution id, execution, job
 
 
-def _commits(items: list[Item]) -> list[list[Item]]:
-    """The items in commits of at most ``ITEMS_PER_COMMIT`` and ``COMMIT_BYTES`` (a job may hold
-    up to 900 KiB of data URLs and schemas)."""
-    chunks: list[list[Item]] = []
-    size = 0
-    for item in items:
-        weight = stored_bytes(item[1]) + stored_bytes(item[2])
-        if not chunks or len(chunks[-1]) >= ITEMS_PER_COMMIT or size + weight > COMMIT_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += weight
-    return chunks
-
-
-class BatchStore:
+class BatchStore(BatchClaims):
     def __init__(self, store: ExecutionStore):
         self.store = store
         self.client = store.client
@@ -72,75 +45,6 @@ class BatchStore:
     def items(self, batch_id: str, *, latest: bool = True) -> firestore.Query:
         query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
         return query.where(filter=FieldFilter(F.LATEST, "==", True)) if latest else query
-
-    def write_items(self, items: list[Item], superseded: Iterable[str] = (), restored: Iterable[str] = ()) -> None:
-        """Set the items' documents (a retried start writes the same again) in parallel commits;
-        ``superseded``: executions that are no longer their item's newest (``restored``: again)."""
-        now = ex.utcnow()
-        chunks = _commits(items)
-
-        def commit(chunk: list[Item]) -> None:
-            batch = self.client.batch()
-            for execution_id, execution, job in chunk:
-                batch.set(self.store.ref(execution_id), execution)
-                batch.set(self.store.job_ref(execution_id), job)
-            batch.commit()
-
-        with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
-            list(pool.map(commit, chunks))
-        flips = [(i, False) for i in superseded] + [(i, True) for i in restored]
-        for start in range(0, len(flips), ITEMS_PER_COMMIT * 2):
-            batch = self.client.batch()
-            for execution_id, latest in flips[start:start + ITEMS_PER_COMMIT * 2]:
-                batch.update(self.store.ref(execution_id), counted({F.LATEST: latest, F.UPDATED_AT: now}))
-            batch.commit()
-
-    def delete_items(self, ids: list[str]) -> None:
-        for i in range(0, len(ids), ITEMS_PER_COMMIT):
-            batch = self.client.batch()
-            for execution_id in ids[i:i + ITEMS_PER_COMMIT]:
-                batch.delete(self.store.job_ref(execution_id))
-                batch.delete(self.store.ref(execution_id))
-            batch.commit()
-
-    def create(self, batch_id: str, batch_doc: dict[str, Any], take: Callable[[AccountView], Taken] | None) -> bool:
-        """Create the batch document (its items written already), with what it takes of its
-        owner's account; False if it exists (a resubmission). ``LimitExceeded`` propagates."""
-        for _ in range(_TRIES):
-            batch, doc = self.client.batch(), batch_doc
-            if take is not None:
-                view = self.store.ledger.view(batch_doc[B.OWNER], day_of(ex.utcnow()))
-                taken = take(view)
-                doc = {**batch_doc, **taken.job}
-                if taken.account is not None:
-                    self.store.ledger.take(batch, view, taken.account)
-            batch.create(self.ref(batch_id), doc)
-            try:
-                batch.commit()
-                return True
-            except gexc.AlreadyExists:
-                if self.ref(batch_id).get().exists:
-                    return False
-            except gexc.FailedPrecondition:
-                pass
-        raise RuntimeError(f"batch {batch_id}: too much contention on its owner's account")
-
-    def reopen(self, batch_id: str, update: Callable[[dict[str, Any], AccountView], tuple[dict[str, Any], dict[str, Any] | None]]) -> dict:
-        """``retry_batch``'s write of the batch document, with what it takes of the account."""
-        for _ in range(_TRIES):
-            snap = self.ref(batch_id).get()
-            batch = self.client.batch()
-            view = self.store.ledger.view(snap.get(B.OWNER), day_of(ex.utcnow()))
-            doc, account = update(snap.to_dict(), view)
-            if account is not None:
-                self.store.ledger.take(batch, view, account)
-            batch.update(self.ref(batch_id), counted(doc), option=self.client.write_option(last_update_time=snap.update_time))
-            try:
-                batch.commit()
-                return {**snap.to_dict(), **doc}
-            except gexc.FailedPrecondition:
-                pass
-        raise RuntimeError(f"batch {batch_id}: too much contention")
 
     # --- the fold -------------------------------------------------------------------------
 
@@ -161,9 +65,10 @@ class BatchStore:
         # A sum runs on the index of its field: it leaves out documents without one, so the
         # count of executions that ended is a query of its own.
         sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(
-            f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")
+            f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c").sum(F.ESTIMATED_COST, alias="estimated")
         values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}
-        return result, bt.Totals(self._count(ended, at), int(values.get("p") or 0), int(values.get("c") or 0), float(values.get("cost") or 0))
+        return result, bt.Totals(self._count(ended, at), int(values.get("p") or 0), int(values.get("c") or 0), float(values.get("cost") or 0),
+                                 float(values.get("estimated") or 0))
 
     def waiting(self, batch_id: str) -> int:
         """How many of its items still wait for their turn."""
@@ -183,6 +88,8 @@ class BatchStore:
             if not snap.exists:
                 return None
             batch = snap.to_dict()
+            if batch.get(B.WRITING):
+                return batch  # its items are still being written: the call writing them asks for a fold when done
             if batch.get(B.FOLDED_AT) is not None and batch[B.FOLDED_AT] >= at:
                 return batch  # a fold of a later instant was written: this one is older news
             # While it runs, the totals are read again only when more items ended; once it ended,

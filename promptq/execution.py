@@ -162,14 +162,21 @@ def ended(execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Pro
     if accounts.counted(job) and not job.get(J.BATCH_ID):  # (a batch item's usage counts with its batch's)
         settle, charge = accounts.settled(execution, job, produced=produced, history=history, now=now)
         release.update(charge)
+    elif job.get(J.BATCH_ID) and job.get(J.RESERVED_USD):
+        # Its batch's fold sums what its items cost: one whose real cost is unknown counts its worst case.
+        estimated = accounts.charge(job, produced=produced, history=history)[1]
+        if estimated:
+            update[F.ESTIMATED_COST] = estimated
     return Change(_bump(execution, update, now), release, chunk=last, settle=settle)
 
 
 def rolled_back(execution: Doc, job: Doc) -> Change:
     """Remove an execution whose task could not be enqueued; its owner gets back what the start took."""
     settle = None
-    if accounts.counted(job) and job.get(J.HOLDS):
-        settle = Settlement(str(execution[F.OWNER]), account=accounts.released(reservation=float(job.get(J.RESERVED_USD) or 0.0)))
+    reservation, shard = float(job.get(J.RESERVED_USD) or 0.0), job.get(J.PROJECT_SHARD)
+    if accounts.counted(job) and (job.get(J.HOLDS) or shard is not None):
+        settle = Settlement(str(execution[F.OWNER]), account=accounts.released(reservation=reservation) if job.get(J.HOLDS) else None,
+                            project_shard=shard, project_released=reservation if shard is not None else 0.0)
     return Change(delete=True, settle=settle)
 
 
@@ -196,6 +203,8 @@ def reconciled_cost(execution: Doc, job: Doc, *, generation_id: str, usage: Usag
     counted = accounts.counted(job) and not job.get(J.BATCH_ID)
     settle, charge = accounts.reconciled(execution, job, usage=usage, cost=cost) if counted else (None, None)
     update = _bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now)
+    if execution.get(F.ESTIMATED_COST):  # a batch item: its cut stream is no longer a worst case in its batch's cost
+        update[F.ESTIMATED_COST] = accounts.item_estimate_reconciled(execution, job)
     return Change(update, charge, settle=settle)
 
 

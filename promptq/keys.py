@@ -24,6 +24,7 @@ from promptq.records import utcnow
 from promptq.schema import KEYS, K
 
 NONCE_BYTES = 12
+PUBLIC = (K.LABEL, K.CREATED_AT, K.LIMIT, K.LIMIT_REMAINING, K.USAGE)  # what may leave keys/{uid}
 
 
 def label_of(api_key: str) -> str:
@@ -62,8 +63,9 @@ class LocalKek:
 
 
 class KmsKek:
-    """A Cloud KMS symmetric key (``projects/P/locations/L/keyRings/R/cryptoKeys/K``); the
-    functions' service account needs ``roles/cloudkms.cryptoKeyEncrypterDecrypter`` on it."""
+    """A Cloud KMS symmetric key (``projects/P/locations/L/keyRings/R/cryptoKeys/K``): the
+    callables' service account may encrypt with it (``roles/cloudkms.cryptoKeyEncrypter``:
+    set_api_key wraps), only the worker's may decrypt (``roles/cloudkms.cryptoKeyDecrypter``)."""
 
     def __init__(self, key_name: str):
         self.name = key_name
@@ -96,21 +98,22 @@ class KeyVault:
     def ref(self, uid: str) -> firestore.DocumentReference:
         return self.client.collection(KEYS).document(uid)
 
-    def put(self, uid: str, api_key: str) -> dict[str, Any]:
-        """Encrypt and store the user's key (replacing theirs); returns the stored document's
-        public part (the label)."""
+    def put(self, uid: str, api_key: str, about: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Encrypt and store the user's key (replacing theirs), with what OpenRouter said of it
+        (``about``: ``K.LIMIT``...); returns the stored document's public part. Wrapping needs
+        only encryption with the KEK (the callables' service account may not decrypt)."""
         if self.kek is None:
             raise RuntimeError("no key-encryption key configured (PROMPTQ_KMS_KEY)")
         aad = uid.encode()
         data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(NONCE_BYTES)
         doc = {K.LABEL: label_of(api_key), K.CIPHERTEXT: AESGCM(data_key).encrypt(nonce, api_key.encode(), aad), K.NONCE: nonce,
-               K.WRAPPED_KEY: self.kek.wrap(data_key, aad), K.KEK: self.kek.name, K.CREATED_AT: utcnow()}
+               K.WRAPPED_KEY: self.kek.wrap(data_key, aad), K.KEK: self.kek.name, K.CREATED_AT: utcnow(), **(about or {})}
         self.ref(uid).set(doc)
-        return {K.LABEL: doc[K.LABEL], K.CREATED_AT: doc[K.CREATED_AT]}
+        return {k: doc.get(k) for k in PUBLIC}
 
     def info(self, uid: str) -> dict[str, Any] | None:
-        """The stored key's public part (label, created), or None."""
-        snap = self.ref(uid).get([K.LABEL, K.CREATED_AT])
+        """The stored key's public part (label, created, what OpenRouter said of it), or None."""
+        snap = self.ref(uid).get(list(PUBLIC))
         return snap.to_dict() if snap.exists else None
 
     def get(self, uid: str) -> str | None:

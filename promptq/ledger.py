@@ -1,35 +1,30 @@
-"""Users' accounts in Firestore: what a start reads and takes, what an ending gives back.
+"""Users' accounts and the project's spend in Firestore: what a start reads and takes, what an
+ending gives back.
 
 The documents (``promptq.schema.accounts``): ``accounts/{uid}`` (what the user holds now),
 ``limits/{uid}`` (an operator's overrides), ``usage/{uid}/days/{day}`` (what their executions
-used). The decisions are ``promptq.accounts``'s; this module only reads and writes, always in
-the batch of the execution's own write (``promptq.store``), so the two never disagree.
+used), ``project/limits`` (an operator's override of the project's daily cap) and the spend
+shards ``project/spend-{nn}``. The decisions are ``promptq.accounts``'s; this module only reads
+and writes, always in the batch of the execution's own write (``promptq.store``) or of its
+batch's (``promptq.batch_store``), so the two never disagree.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from promptq.accounts import DAY_FORMAT
+from promptq.accounts import AccountView, Taken
+from promptq.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
 from promptq.records import Inc, Settlement
-from promptq.schema import ACCOUNTS, DAYS, KEYS, LIMITS, USAGE, Acc, Use
+from promptq.schema import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
 
+__all__ = ["AccountView", "Ledger"]
 
-@dataclasses.dataclass(frozen=True)
-class AccountView:
-    """What a start is decided on: the account as read (and its version), the operator's
-    overrides, the day's usage so far, and whether the user stored a key of their own."""
-
-    uid: str
-    account: dict[str, Any] | None
-    account_time: Any
-    limits: dict[str, Any] | None
-    today: dict[str, Any]
-    has_key: bool
+_TRIES = 20
 
 
 def _fields(update: dict[str, Any]) -> dict[str, Any]:
@@ -50,13 +45,22 @@ class Ledger:
     def day_ref(self, uid: str, day: str) -> firestore.DocumentReference:
         return self.client.collection(USAGE).document(uid).collection(DAYS).document(day)
 
+    def project_limits_ref(self) -> firestore.DocumentReference:
+        return self.client.collection(PROJECT).document(PROJECT_LIMITS)
+
+    def shard_ref(self, shard: int) -> firestore.DocumentReference:
+        return self.client.collection(PROJECT).document(PROJECT_SHARD.format(shard))
+
     def view(self, uid: str, day: str) -> AccountView:
-        """The four documents a start decides on, in one round trip."""
-        refs = [self.account_ref(uid), self.limits_ref(uid), self.day_ref(uid, day), self.client.collection(KEYS).document(uid)]
+        """What a start decides on, in one round trip: the user's four documents, the project's
+        override and its spend shards."""
+        refs = [self.account_ref(uid), self.limits_ref(uid), self.day_ref(uid, day), self.client.collection(KEYS).document(uid),
+                self.project_limits_ref(), *(self.shard_ref(n) for n in range(PROJECT_SHARDS))]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)}
-        account, limits, today, key = (snaps[r.path] for r in refs)
+        account, limits, today, key, project, *shards = (snaps[r.path] for r in refs)
         return AccountView(uid, account.to_dict() if account.exists else None, account.update_time if account.exists else None,
-                           limits.to_dict() if limits.exists else None, today.to_dict() if today.exists else {}, key.exists)
+                           limits.to_dict() if limits.exists else None, today.to_dict() if today.exists else {}, key.exists,
+                           project.to_dict() if project.exists else None, tuple(s.to_dict() for s in shards if s.exists))
 
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
         """An operator's overrides of one user's limits (``Lim`` fields; 0 = none); None removes
@@ -66,19 +70,51 @@ class Ledger:
         else:
             self.limits_ref(uid).set(limits)
 
+    def set_project_limits(self, limits: dict[str, Any] | None) -> None:
+        """An operator's override of the project's daily cap (``{dailyBudgetUsd}``; 0 = none);
+        None removes it (``PROMPTQ_PROJECT_DAILY_BUDGET_USD`` applies again). Operators only."""
+        if limits is None:
+            self.project_limits_ref().delete()
+        else:
+            self.project_limits_ref().set(limits)
+
     def days(self, uid: str, count: int) -> list[dict[str, Any]]:
         """The user's last ``count`` days with usage, newest first."""
         query = self.client.collection(USAGE).document(uid).collection(DAYS).order_by(Use.DAY, direction=firestore.Query.DESCENDING)
         return [snap.to_dict() for snap in query.limit(count).stream()]
 
-    # --- in the batch of an execution's write ---------------------------------------------
+    def note(self, uid: str, decide: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
+        """A compare-and-set of the user's account alone (the key calls' throttle): ``decide``
+        gets it as read and returns the fields to write (None: nothing), or raises."""
+        ref = self.account_ref(uid)
+        for _ in range(_TRIES):
+            snap = ref.get()
+            update = decide(snap.to_dict() if snap.exists else None)
+            if update is None:
+                return
+            try:
+                if snap.exists:
+                    ref.update(update, option=self.client.write_option(last_update_time=snap.update_time))
+                else:
+                    ref.create(update)
+                return
+            except (gexc.FailedPrecondition, gexc.AlreadyExists):
+                pass  # changed in between: decide again
+        raise RuntimeError(f"account {uid}: too much contention")
 
-    def take(self, batch: firestore.WriteBatch, view: AccountView, account: dict[str, Any]) -> None:
-        """The account after a start, written only if it is still the version decided on."""
-        if view.account_time is None:
-            batch.create(self.account_ref(view.uid), account)
-        else:
-            batch.update(self.account_ref(view.uid), account, option=self.client.write_option(last_update_time=view.account_time))
+    # --- in the batch of an execution's (or a batch's) write --------------------------------
+
+    def take(self, batch: firestore.WriteBatch, view: AccountView, taken: Taken, now: datetime) -> None:
+        """What a start takes: the account after it, written only if it is still the version
+        decided on; its reservation added to its project shard (an increment: they commute)."""
+        if taken.account is not None:
+            if view.account_time is None:
+                batch.create(self.account_ref(view.uid), taken.account)
+            else:
+                batch.update(self.account_ref(view.uid), taken.account, option=self.client.write_option(last_update_time=view.account_time))
+        if taken.project_shard is not None and taken.reservation:
+            batch.set(self.shard_ref(taken.project_shard), {Proj.RESERVED_USD: firestore.Increment(taken.reservation), Proj.UPDATED_AT: now},
+                      merge=True)
 
     def settle(self, batch: firestore.WriteBatch, settle: Settlement, now: datetime) -> None:
         """What an ending (or a correction) gives back and adds: increments, which commute."""
@@ -88,3 +124,10 @@ class Ledger:
             start = datetime.strptime(settle.day, DAY_FORMAT).replace(tzinfo=timezone.utc)
             batch.set(self.day_ref(settle.owner, settle.day),
                       {**_fields(settle.usage), Use.DAY: settle.day, Use.EXPIRE_AT: start + self.usage_retention}, merge=True)
+        if settle.project_shard is not None and (settle.project_released or settle.project_cost):
+            spend: dict[str, Any] = {Proj.UPDATED_AT: now}
+            if settle.project_released:
+                spend[Proj.RESERVED_USD] = firestore.Increment(-settle.project_released)
+            if settle.project_cost and settle.day:
+                spend[cost_field(settle.day)] = firestore.Increment(settle.project_cost)
+            batch.set(self.shard_ref(settle.project_shard), spend, merge=True)

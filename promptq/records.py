@@ -172,12 +172,18 @@ class Inc:
 @dataclasses.dataclass(frozen=True)
 class Settlement:
     """What a start, an ending or a correction changes of its owner's account
-    (``accounts/{owner}``) and usage (``usage/{owner}/days/{day}``), in the same batch."""
+    (``accounts/{owner}``) and usage (``usage/{owner}/days/{day}``), and of the project's spend
+    (``project/spend-{nn}``), in the same batch."""
 
     owner: str
     account: dict[str, Any] | None = None
     day: str | None = None
     usage: dict[str, Any] | None = None
+    # The project's spend shard the work was counted in (None: not counted there): what it
+    # gives back of its reservation, and what it adds to ``day``'s cost there.
+    project_shard: int | None = None
+    project_released: float = 0.0
+    project_cost: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

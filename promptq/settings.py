@@ -69,6 +69,9 @@ class Limits:
     max_variable_bytes: int = env("PROMPTQ_MAX_VARIABLE_BYTES", 20_000)
     max_models: int = env("PROMPTQ_MAX_MODELS", 5)
     model_allowlist: tuple[str, ...] = env("PROMPTQ_MODEL_ALLOWLIST", ())  # empty = any model
+    # "prompt,completion": the most a model may cost, USD per million tokens (/models' price per
+    # token × 10^6; a model over either is refused, naming it); empty = any price.
+    model_max_price: tuple[str, ...] = env("PROMPTQ_MODEL_MAX_PRICE", ())
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,15 @@ class Settings:
     user_max_active: int = env("PROMPTQ_USER_MAX_ACTIVE", 10)  # queued + running executions
     user_starts_per_minute: int = env("PROMPTQ_USER_STARTS_PER_MINUTE", 30)
     user_daily_budget_usd: float = env("PROMPTQ_USER_DAILY_BUDGET_USD", 0.0)  # on the app's key, per UTC day
-    # "prompt,completion" USD per token for models OpenRouter lists without a price (openrouter/auto);
-    # empty = the dearest listed price (the worst a router may pick).
+    # set_api_key / get_api_key / delete_api_key calls per user and minute (0 = off).
+    user_key_calls_per_minute: int = env("PROMPTQ_USER_KEY_CALLS_PER_MINUTE", 10)
+    # What the app's key may spend per UTC day across all users (0 = off); an operator overrides
+    # it in project/limits. Off here (the local stack's tests start thousands of executions);
+    # `make deploy` writes a small app's value into .env.<project> (infra/deploy_steps.py).
+    project_daily_budget_usd: float = env("PROMPTQ_PROJECT_DAILY_BUDGET_USD", 0.0)
+    # "prompt,completion[,request,image,web_search,internal_reasoning]" USD (per token; per request,
+    # image or search) for models OpenRouter lists without a price (openrouter/auto); empty = the
+    # dearest listed price of each (the worst a router may pick).
     unlisted_model_price: tuple[str, ...] = env("PROMPTQ_UNLISTED_MODEL_PRICE", ())
     prices_ttl_s: float = env("PROMPTQ_PRICES_TTL", 3600.0)  # how long a worker keeps /models' prices
     usage_retention_days: float = env("PROMPTQ_USAGE_RETENTION_DAYS", 400.0)  # usage/{uid}/days/* (TTL)
@@ -173,6 +183,11 @@ def _worker_url(environ: Mapping[str, str], project: str, region: str) -> str:
         return f"http://127.0.0.1:{port}/{project}/{region}/{WORKER_FUNCTION}"
     return f"https://{region}-{project}.cloudfunctions.net/{WORKER_FUNCTION}"
 
+
+# The service account each role's functions run as (main.py declares them; `make deploy` creates
+# them and grants each only what its role needs). "name@": the Firebase CLI completes it with
+# the project's domain. Only the worker reads the OpenRouter secret and decrypts users' keys.
+SERVICE_ACCOUNTS = {"callables": "promptq-callables", "worker": "promptq-worker", "sweeper": "promptq-sweeper"}
 
 APP_CHECK_ENV = "PROMPTQ_ENFORCE_APP_CHECK"
 

@@ -159,9 +159,9 @@ class ExecutionStore(Listeners):
                take: Callable[[AccountView], Taken] | None = None) -> bool:
         """Create both documents; False if the execution already exists (a resubmission).
 
-        With ``take``, the start is decided on its owner's account as read and the account
-        written in the same batch, only if it has not changed since (else read and decide
-        again): a burst of concurrent starts never gets past a limit. A ``LimitExceeded`` from
+        With ``take``, the start is decided on its owner's account (and the project's spend) as
+        read and the account written in the same batch, only if it has not changed since (else
+        read and decide again): a burst of concurrent starts never gets past a limit. A ``LimitExceeded`` from
         ``take`` propagates (nothing written), unless the execution exists already."""
         for _ in range(_CAS_TRIES):
             batch, e, j = self.client.batch(), execution, job
@@ -173,9 +173,8 @@ class ExecutionStore(Listeners):
                     if self.get(execution_id) is not None:
                         return False  # a resubmission is answered whatever the limits say now
                     raise
-                e, j = {**execution, **taken.execution}, {**job, **taken.job}
-                if taken.account is not None:
-                    self.ledger.take(batch, view, taken.account)
+                e, j = {**execution, **taken.execution_fields()}, {**job, **taken.job_fields()}
+                self.ledger.take(batch, view, taken, ex.utcnow())
             batch.create(self.ref(execution_id), e)
             batch.create(self.job_ref(execution_id), j)
             try:

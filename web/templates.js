@@ -1,7 +1,7 @@
 // Prompt templates: users/{uid}/prompts/{id} = {content}, with `{name}` placeholders.
 
-import { PROMPTS, Start, TEMPLATE_CONTENT, USERS } from "@promptq/web/schema";
-import { collection, deleteDoc, doc, onSnapshot, setDoc } from "firebase/firestore";
+import { PROMPTS, Start, TEMPLATE_CONTENT, TEMPLATE_COUNT, TEMPLATE_LAST, USERS } from "@promptq/web/schema";
+import { collection, doc, increment, onSnapshot, runTransaction, writeBatch } from "firebase/firestore";
 import { $, describe, fail } from "./dom.js";
 
 // `{name}` placeholders; `{{` and `}}` are literal braces (enqueue/request.py, _TOKEN).
@@ -34,6 +34,25 @@ export function templateRequest() {
 }
 
 /**
+ * Save or delete a template. The rules cap a user's templates: a create or a delete moves
+ * users/{uid}'s count by one, naming the template, in the same write (infra/firestore.rules).
+ * @param {import("firebase/firestore").Firestore} db
+ * @param {string} uid
+ */
+function templateWrites(db, uid) {
+  const templateDoc = (id) => doc(db, USERS, uid, PROMPTS, id);
+  const counted = (id, by) => [doc(db, USERS, uid), { [TEMPLATE_COUNT]: increment(by), [TEMPLATE_LAST]: id }, { merge: true }];
+  return {
+    save: (id, content) => runTransaction(db, async (tx) => {
+      const exists = (await tx.get(templateDoc(id))).exists();
+      tx.set(templateDoc(id), { [TEMPLATE_CONTENT]: content });
+      if (!exists) tx.set(...counted(id, 1));
+    }),
+    remove: (id) => writeBatch(db).delete(templateDoc(id)).set(...counted(id, -1)).commit(),
+  };
+}
+
+/**
  * Wire the template controls; returns `watch(uid)`, which follows that user's templates
  * and returns its unsubscribe function.
  * @param {import("firebase/firestore").Firestore} db
@@ -41,7 +60,7 @@ export function templateRequest() {
  * @returns {(uid: string) => () => void}
  */
 export function setupTemplates(db, auth) {
-  const templateDoc = (id) => doc(db, USERS, auth.currentUser.uid, PROMPTS, id);
+  const writes = () => templateWrites(db, auth.currentUser.uid);
 
   $("template").addEventListener("change", renderTemplate);
   for (const radio of document.querySelectorAll('input[name="source"]')) {
@@ -57,7 +76,7 @@ export function setupTemplates(db, auth) {
     const id = $("template-name").value.trim();
     const message = $("template-message");
     try {
-      await setDoc(templateDoc(id), { [TEMPLATE_CONTENT]: $("template-text").value });
+      await writes().save(id, $("template-text").value);
       message.textContent = `Saved template “${id}”.`;
       $("template").value = id;
       $("source-template").checked = true;
@@ -71,7 +90,7 @@ export function setupTemplates(db, auth) {
   $("delete-template").addEventListener("click", async () => {
     const id = $("template").value;
     try {
-      await deleteDoc(templateDoc(id));
+      await writes().remove(id);
       $("template-message").textContent = `Deleted template “${id}”.`;
     } catch (err) {
       fail($("call-error"), err, "delete: ");

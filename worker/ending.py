@@ -7,6 +7,8 @@ applies it.
 
 from __future__ import annotations
 
+import re
+
 from promptq.errors import CancelRequested, LostClaim, Permanent, Transient
 from promptq.records import Ending
 from promptq.schema import Code, Status
@@ -23,6 +25,20 @@ _USER_KEY = {
 }
 
 
+# What a user is told when the app's own OpenRouter key cannot pay (402, or a credit message).
+APP_KEY_NO_CREDIT = "the app cannot run this request right now (its OpenRouter account needs attention); try again later"
+_CREDIT = re.compile(r"\bcredits?\b|can only afford|insufficient (funds|balance)", re.IGNORECASE)
+
+
+def _about_credit(stopped_by: BaseException | None) -> bool:
+    """An upstream refusal about the key's money: a 402, or a message about credits (OpenRouter
+    says "This request requires more credits, or fewer max_tokens. You requested up to N tokens,
+    but can only afford M", with other statuses too)."""
+    if not isinstance(stopped_by, Permanent):
+        return False
+    return stopped_by.code == Code.UPSTREAM_PAYMENT_REQUIRED or stopped_by.upstream_status == 402 or bool(_CREDIT.search(stopped_by.message))
+
+
 def ending(
     stopped_by: BaseException | None, *, cancel_requested: bool, attempt_no: int, max_attempts: int,
     deadline_s: float, max_retry_after_s: float = float("inf"), user_key: bool = False, refused: Refused | None = None,
@@ -33,6 +49,11 @@ def ending(
     if user_key and isinstance(stopped_by, Permanent) and stopped_by.code in _USER_KEY:
         code, message = _USER_KEY[stopped_by.code]
         return Ending(Status.FAILED, code=code, message=message.format(stopped_by.message), upstream_status=stopped_by.upstream_status)
+    if not user_key and _about_credit(stopped_by):
+        # The app's OpenRouter account is out of credit: its balance and limits are the
+        # operator's business, not the user's (the worker's log keeps the upstream's words).
+        return Ending(Status.FAILED, code=Code.UPSTREAM_PAYMENT_REQUIRED, message=APP_KEY_NO_CREDIT,
+                      upstream_status=getattr(stopped_by, "upstream_status", None))
     if stopped_by is None:
         return Ending(Status.SUCCEEDED) if refused is None else Ending(Status.FAILED, code=refused.code, message=refused.message)
     if isinstance(stopped_by, LostClaim):

@@ -25,7 +25,7 @@ from promptq.store import ExecutionStore
 from promptq.writer import AttemptWriter
 from worker import answer
 from worker.attempt import Attempt, StopWatch
-from worker.ending import ending
+from worker.ending import APP_KEY_NO_CREDIT, ending
 from worker.protocol import vocabulary
 from worker.upstream import OpenRouterClient, chat_body
 
@@ -118,6 +118,8 @@ def _log_ending(execution_id: str, attempt_no: int, end: Ending, stopped_by: Exc
         log.error("execution %s: attempt %d crashed", execution_id, attempt_no, exc_info=stopped_by)
     elif end.release:
         log.warning("execution %s: attempt %d failed transiently (%s); handing back to the queue", execution_id, attempt_no, end.code)
+    elif end.message == APP_KEY_NO_CREDIT:  # the user is told little; the operator reads the upstream's words here
+        log.error("execution %s: the app's OpenRouter key cannot pay: %s", execution_id, getattr(stopped_by, "message", ""))
     elif end.status is Status.FAILED:
         log.warning("execution %s: failed (%s)", execution_id, end.code)
 

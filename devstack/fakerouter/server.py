@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 DEFAULT_MODEL = "openrouter/auto"  # what OpenRouter uses when a body names no model
 MODELS = ("openrouter/auto", "openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "fake/")
+FEE_MODEL = "fees/every-fee"
+# Small: an unlisted model is priced at the dearest of each listed price, this one's fees included.
+FEE_MODEL_FEES = {"request": 0.00001, "image": 0.00002, "web_search": 0.00003, "internal_reasoning": 2e-6, "input_cache_read": 5e-7,
+                  "input_cache_write": 1e-6}
 REQUIRED_KEY_ENV = "FAKEROUTER_REQUIRED_KEY"
 SHUTDOWN_TIMEOUT = 2.0
 BACKLOG = 2048  # a load test opens 1,000 streams at once
@@ -361,6 +365,11 @@ async def models(request: web.Request) -> web.Response:
     routed = {"prompt": "-1", "completion": "-1"}
     data = [{"id": name, "name": name, "context_length": 128000, "pricing": routed if name == "openrouter/auto" else price}
             for name in MODELS]
+    # A model listing every fee OpenRouter lists (per request, input image, web search; reasoning
+    # tokens, cache reads and writes): what a start reserves for it includes them. It streams as
+    # any model does and bills the token prices only.
+    fees = {name: f"{value:.10f}".rstrip("0").rstrip(".") for name, value in FEE_MODEL_FEES.items()}
+    data.append({"id": FEE_MODEL, "name": FEE_MODEL, "context_length": 128000, "pricing": {**price, **fees}})
     return web.json_response({"data": data}, dumps=protocol.dumps)
 
 

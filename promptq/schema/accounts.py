@@ -9,6 +9,12 @@ LIMITS = "limits"  # limits/{uid}: an operator's overrides of the user's limits 
 USAGE = "usage"  # usage/{uid}/days/{YYYY-MM-DD}: what the user's executions used, by UTC day
 DAYS = "days"
 KEYS = "keys"  # keys/{uid}: the user's own OpenRouter key, encrypted (server-only)
+# project/{doc}: what the whole project spends on the app's key (server-only): `limits` (an
+# operator's override of the project's daily cap, {dailyBudgetUsd}) and the spend shards
+# `spend-00` .. (Proj): many writers share the load, a start reads them all.
+PROJECT = "project"
+PROJECT_LIMITS = "limits"
+PROJECT_SHARD = "spend-{:02d}"
 
 
 class KeySource(str, enum.Enum):
@@ -21,9 +27,10 @@ class KeySource(str, enum.Enum):
 class Acc:
     """``accounts/{uid}``: changed atomically with each start and each ending."""
 
-    ACTIVE = "active"  # queued + running executions (a batch counts as one)
+    ACTIVE = "active"  # queued + running executions (a running batch counts its maxConcurrency)
     RESERVED_USD = "reservedUsd"  # the worst case of the app-key executions still running
     RECENT_STARTS = "recentStarts"  # start times of the last minute (for the per-minute limit)
+    KEY_CALLS = "keyCalls"  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
     UPDATED_AT = "updatedAt"
 
 
@@ -32,7 +39,17 @@ class Lim:
 
     MAX_ACTIVE = "maxActive"
     STARTS_PER_MINUTE = "startsPerMinute"
-    DAILY_BUDGET_USD = "dailyBudgetUsd"
+    DAILY_BUDGET_USD = "dailyBudgetUsd"  # also project/limits: the whole project's cap
+
+
+class Proj:
+    """A spend shard, ``project/spend-{nn}``: its share of the project's spending on the app's
+    key. A start adds its reservation to one shard (named in its job or batch) and its ending
+    takes it back there, with what it was charged added to the day it ended."""
+
+    RESERVED_USD = "reservedUsd"  # the worst case of the work in flight (this shard's share)
+    COST_PREFIX = "cost"  # cost{YYYYMMDD}: USD charged on that UTC day (this shard's share)
+    UPDATED_AT = "updatedAt"
 
 
 class Use:
@@ -61,3 +78,8 @@ class K:
     WRAPPED_KEY = "wrappedKey"
     KEK = "kek"  # which key-encryption key wrapped it ("local" or a Cloud KMS key name)
     CREATED_AT = "createdAt"
+    # What OpenRouter's /key said of it when it was set (get_api_key answers these: only the
+    # worker may decrypt a key, so nothing asks OpenRouter about it again).
+    LIMIT = "limit"
+    LIMIT_REMAINING = "limitRemaining"
+    USAGE = "usage"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 BATCHES = "batches"  # batches/{batchId}: status, counts and totals (written at most about once a second)
+ROUNDS = "rounds"  # batches/{batchId}/rounds/{round}: the claim of a retry_batch round, created once (R)
 
 
 class BatchStatus(str, enum.Enum):
@@ -31,13 +32,18 @@ class B:
     COUNTS = "counts"  # Count fields
     USAGE = "usage"  # {promptTokens, completionTokens} of the executions that ended
     COST = "cost"  # USD, summed over the executions that ended (retried ones included; those that report one)
+    ESTIMATED_COST = "estimatedCost"  # USD charged for items whose real cost is unknown: their reservations
     EXECUTIONS = "executions"  # executions that ended (a retried item counts each of its tries)
     MAX_CONCURRENCY = "maxConcurrency"
     ROUND = "round"  # 0; +1 for each retry_batch
     REQUESTED_MODEL = "requestedModel"  # the batch's default model, if it gave one
-    KEY_SOURCE = "keySource"
-    HOLDS = "holds"  # its start was counted in the owner's account (one active job)
+    KEY_SOURCE = "keySource"  # whose key every item runs on: decided once, when the batch is claimed
+    HOLDS = "holds"  # its start was counted in the owner's account (maxConcurrency active slots)
     RESERVED_USD = "reservedUsd"  # the worst case of all its items, reserved against the daily budget
+    PROJECT_SHARD = "projectShard"  # the project's spend shard holding that reservation (None: not counted)
+    # True from the claim until every item is written: no fold ends it meanwhile (the sweeper
+    # clears it when the call that claimed it is long gone).
+    WRITING = "writing"
     SETTLED = "settled"  # what was added to the owner's usage so far: {executions, promptTokens, completionTokens, cost}
     IDEMPOTENCY_KEY = "idempotencyKey"
     REQUEST_HASH = "requestHash"
@@ -61,3 +67,13 @@ class Count:
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class R:
+    """``batches/{batchId}/rounds/{round}``: created by the ``retry_batch`` that claims that
+    round (a second call for the same round fails to create it, and writes nothing)."""
+
+    ROUND = "round"
+    RETRIED = "retried"  # how many failed items it runs again
+    CREATED_AT = "createdAt"
+    EXPIRE_AT = "expireAt"

@@ -93,6 +93,9 @@ class Reason(str, enum.Enum):
     STARTS_PER_MINUTE = "starts_per_minute"  # RESOURCE_EXHAUSTED: too many starts in a minute
     DAILY_BUDGET = "daily_budget"  # RESOURCE_EXHAUSTED: the day's budget on the app's key
     KEY_REFUSED = "key_refused"  # set_api_key: OpenRouter refused the key
+    PROJECT_BUDGET = "project_budget"  # RESOURCE_EXHAUSTED: the app's daily spending cap, across all users
+    KEY_CALLS_PER_MINUTE = "key_calls_per_minute"  # RESOURCE_EXHAUSTED: too many key calls in a minute
+    MODEL_PRICE = "model_price"  # INVALID_ARGUMENT: the model costs more than this app allows
 
 
 class _Answer(BaseModel):

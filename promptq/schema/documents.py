@@ -14,6 +14,12 @@ JOB = "job"
 USERS = "users"
 PROMPTS = "prompts"  # users/{uid}/prompts/{promptId}: templates
 TEMPLATE_CONTENT = "content"  # the template's text, with {name} placeholders
+# users/{uid}: the count of the user's templates, which the rules cap (infra/firestore.rules): a
+# client creates or deletes a template in one batch with this count's +1 / -1 naming it.
+TEMPLATE_COUNT = "prompts"
+TEMPLATE_LAST = "lastPrompt"  # the template that batch creates or deletes
+MAX_TEMPLATES = 100  # templates per user (the rules hold the same number; a test holds them together)
+MAX_TEMPLATE_CHARS = 65536  # characters of one template's content (the rules' cap)
 
 
 class Status(str, enum.Enum):
@@ -66,6 +72,9 @@ class F:
     USAGE = "usage"  # {promptTokens, completionTokens, totalTokens, reasoningTokens} (see U)
     COST = "cost"  # USD, as reported by the upstream
     COST_SOURCE = "costSource"  # CostSource.GENERATION when reconciled after a cancel
+    # A batch item's part of its charge that is a worst case (its real cost unknown: a cut
+    # stream, a worker that died): its reservation, counted in its batch's cost (0 once known).
+    ESTIMATED_COST = "estimatedCost"
     FINISH_REASON = "finishReason"
     # The request asked for a JSON answer (`params.response_format`): OutputFormat.JSON, set at
     # creation (None otherwise). A succeeded one's text is JSON that the worker validated; its
@@ -103,6 +112,7 @@ class J:
     NEXT = "next"  # a batch item: the item its end hands over to Cloud Tasks (the same lane)
     HOLDS = "holds"  # its start was counted in its owner's account (active, reservation): its ending gives it back
     RESERVED_USD = "reservedUsd"  # the worst case reserved against the daily budget at its start
+    PROJECT_SHARD = "projectShard"  # the project's spend shard holding that reservation (None: not counted there)
     CHARGED_USD = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)
     UPDATED_AT = "updatedAt"
     EXPIRE_AT = "expireAt"

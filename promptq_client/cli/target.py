@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
+import urllib.parse
 import sys
 from typing import Mapping
 
@@ -50,12 +52,20 @@ class Target:
     email: str
     password: str
     local: bool
+    # A project that enforces App Check (make deploy's default): PROMPTQ_APP_CHECK_TOKEN, or a
+    # debug token registered for the web app (PROMPTQ_APP_CHECK_DEBUG_TOKEN, PROMPTQ_APP_ID).
+    app_check_token: str | None = None
+    app_check_debug: tuple[str, str] | None = None  # (app id, debug token)
 
     def client(self) -> Client:
         if self.firestore_emulator:
             # Read by google-cloud-firestore when the listener creates its client.
             os.environ["FIRESTORE_EMULATOR_HOST"] = self.firestore_emulator
-        return Client(functions_url=self.functions_url, project_id=self.project_id, auth_url=self.auth_url, web_api_key=self.web_api_key)
+        client = Client(functions_url=self.functions_url, project_id=self.project_id, auth_url=self.auth_url, web_api_key=self.web_api_key,
+                        app_check_token=self.app_check_token)
+        if self.app_check_debug and not self.app_check_token:
+            client.exchange_debug_token(*self.app_check_debug)
+        return client
 
 
 def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Target:
@@ -68,23 +78,43 @@ def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Targ
             raise CliError("--web-api-key (or FIREBASE_WEB_API_KEY) is required with --project", EXIT_USAGE)
         if not email or not password:
             raise CliError("set PROMPTQ_EMAIL and PROMPTQ_PASSWORD to sign in to a real project", EXIT_USAGE)
+        debug = (environ["PROMPTQ_APP_ID"], environ["PROMPTQ_APP_CHECK_DEBUG_TOKEN"]) \
+            if environ.get("PROMPTQ_APP_ID") and environ.get("PROMPTQ_APP_CHECK_DEBUG_TOKEN") else None
         return Target(functions_url=functions_url or f"https://{DEFAULT_REGION}-{project}.cloudfunctions.net/", project_id=project,
-                      auth_url=None, web_api_key=web_api_key, firestore_emulator=None, email=email, password=password, local=False)
+                      auth_url=None, web_api_key=web_api_key, firestore_emulator=None, email=email, password=password, local=False,
+                      app_check_token=environ.get("PROMPTQ_APP_CHECK_TOKEN") or None, app_check_debug=debug)
     # .stack/env, with the same names in the environment taking precedence (as for the tests).
     env = stackenv.read(overrides=stackenv.ENDPOINTS, environ=environ)
     if not functions_url and not env.get("FUNCTIONS_URL"):
         raise CliError("no local stack is up (no .stack/env): run `make up`, or target a project with --project")
     auth_host = env.get("FIREBASE_AUTH_EMULATOR_HOST")
+    functions_url = functions_url or env["FUNCTIONS_URL"]
+    # The local test user (a known password) is created on the emulators only: both the sign-in
+    # and the functions must be on this machine, whatever the project id says.
+    local = bool(auth_host) and _loopback(f"http://{auth_host}") and _loopback(functions_url)
+    if not local and not (email and password):
+        raise CliError(f"set PROMPTQ_EMAIL and PROMPTQ_PASSWORD to sign in: {functions_url} is not the local stack", EXIT_USAGE)
     return Target(
-        functions_url=functions_url or env["FUNCTIONS_URL"],
+        functions_url=functions_url,
         project_id=project or env.get("PROJECT_ID", "demo-promptq"),
         auth_url=f"http://{auth_host}/identitytoolkit.googleapis.com" if auth_host else None,
         web_api_key=web_api_key or env.get("FIREBASE_WEB_API_KEY", "fake-api-key"),
         firestore_emulator=env.get("FIRESTORE_EMULATOR_HOST"),
         email=email or LOCAL_EMAIL,
         password=password or LOCAL_PASSWORD,
-        local=True,
+        local=local,
     )
+
+
+def _loopback(url: str) -> bool:
+    """Whether a URL names this machine (the local stack's emulators and functions)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def sign_in(client: Client, target: Target) -> User:

@@ -12,6 +12,8 @@ import uuid
 import httpx
 import pytest
 
+from promptq.schema import MAX_TEMPLATE_CHARS, MAX_TEMPLATES, TEMPLATE_COUNT, TEMPLATE_LAST
+
 
 def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
@@ -62,6 +64,20 @@ class Rest:
     def delete(self, path: str) -> int:
         return self.http.delete(f"{self.base}/{path}").status_code
 
+    def commit(self, *writes: tuple[str, str, dict | None]) -> int:
+        """One batch: each write is ("create" | "set" | "delete", path, fields)."""
+        name = lambda path: f"projects/{self.project}/databases/(default)/documents/{path}"  # noqa: E731
+        body = []
+        for kind, path, fields in writes:
+            if kind == "delete":
+                body.append({"delete": name(path)})
+                continue
+            write = {"update": {"name": name(path), "fields": {k: _value(v) for k, v in (fields or {}).items()}}}
+            if kind == "create":
+                write["currentDocument"] = {"exists": False}
+            body.append(write)
+        return self.http.post(f"{self.base}:commit", json={"writes": body}).status_code
+
     def query_chunks(self, parent: str) -> int:
         where = {"fieldFilter": {"field": {"fieldPath": "attempt"}, "op": "EQUAL", "value": {"integerValue": "1"}}}
         query = {"from": [{"collectionId": "chunks"}], "where": where}
@@ -97,7 +113,7 @@ def world(clean):
         assert admin.create("limits", uid, {"maxActive": 3}) == ALLOWED
         assert admin.create("accounts", uid, {"active": 1}) == ALLOWED
         assert admin.create(f"usage/{uid}/days", "2026-11-30", {"day": "2026-11-30", "cost": 0}) == ALLOWED
-    return {"ids": ids, "alice": Rest(clean, "alice"), "bob": Rest(clean, "bob"), "anon": Rest(clean, None)}
+    return {"ids": ids, "alice": Rest(clean, "alice"), "bob": Rest(clean, "bob"), "anon": Rest(clean, None), "env": clean}
 
 
 def test_read_own_execution_only(world):
@@ -155,14 +171,38 @@ def test_only_the_owner_may_listen_to_the_chunks(world):
     assert world["anon"].query_chunks(parent) == DENIED
 
 
+def count(n: int, last: str) -> tuple[str, str, dict]:
+    """The user's count of templates, in the batch that creates or deletes ``last``."""
+    return ("set", "users/alice", {TEMPLATE_COUNT: n, TEMPLATE_LAST: last})
+
+
 def test_templates_are_private_to_their_owner(world):
-    assert world["alice"].get("users/alice/prompts/t1") == ALLOWED
-    assert world["alice"].create("users/alice/prompts", "t2", {"content": "Hi {x}"}) == ALLOWED
-    assert world["alice"].update("users/alice/prompts/t2", {"content": "Bye {x}"}) == ALLOWED
-    assert world["alice"].delete("users/alice/prompts/t2") == ALLOWED
+    alice = world["alice"]
+    assert alice.get("users/alice/prompts/t1") == ALLOWED
+    assert alice.commit(("create", "users/alice/prompts/t2", {"content": "Hi {x}"}), count(1, "t2")) == ALLOWED
+    assert alice.get("users/alice") == ALLOWED and world["bob"].get("users/alice") == DENIED
+    assert alice.update("users/alice/prompts/t2", {"content": "Bye {x}"}) == ALLOWED  # an edit needs no count
+    assert alice.commit(("delete", "users/alice/prompts/t2", None), count(0, "t2")) == ALLOWED
     assert world["bob"].get("users/alice/prompts/t1") == DENIED
-    assert world["bob"].create("users/alice/prompts", "evil", {"content": "x"}) == DENIED
+    assert world["bob"].commit(("create", "users/alice/prompts/evil", {"content": "x"}), count(1, "evil")) == DENIED
     assert world["anon"].get("users/alice/prompts/t1") == DENIED
+
+
+def test_templates_are_capped_in_size_and_number(world):
+    alice = world["alice"]
+    assert alice.create("users/alice/prompts", "t2", {"content": "no count"}) == DENIED  # a create counts itself
+    assert alice.commit(("create", "users/alice/prompts/t2", {"content": "x"}), count(2, "t2")) == DENIED  # by one
+    assert alice.commit(("create", "users/alice/prompts/t2", {"content": "x"}), count(1, "t9")) == DENIED  # naming it
+    assert alice.commit(count(1, "t9")) == DENIED  # the count moves only with a template
+    assert alice.commit(("create", "users/alice/prompts/t2", {"content": "x" * (MAX_TEMPLATE_CHARS + 1)}), count(1, "t2")) == DENIED
+    assert alice.commit(("create", "users/alice/prompts/t2", {"content": "x", "extra": "y"}), count(1, "t2")) == DENIED
+    assert alice.commit(("create", "users/alice/prompts/t2", {"content": "x" * MAX_TEMPLATE_CHARS}), count(1, "t2")) == ALLOWED
+    assert alice.update("users/alice/prompts/t2", {"content": "x" * (MAX_TEMPLATE_CHARS + 1)}) == DENIED
+    assert alice.delete("users/alice/prompts/t2") == DENIED  # a delete counts itself too
+    Rest(world["env"], "owner").commit(("set", "users/alice", {TEMPLATE_COUNT: MAX_TEMPLATES, TEMPLATE_LAST: "t2"}))
+    assert alice.commit(("create", "users/alice/prompts/t3", {"content": "x"}), count(MAX_TEMPLATES + 1, "t3")) == DENIED
+    assert alice.commit(("delete", "users/alice/prompts/t2", None), count(MAX_TEMPLATES - 1, "t2")) == ALLOWED
+    assert alice.commit(("create", "users/alice/prompts/t3", {"content": "x"}), count(MAX_TEMPLATES, "t3")) == ALLOWED
 
 
 def test_a_batch_is_its_owners_to_read_and_nobodys_to_write(world):

@@ -10,21 +10,22 @@ import httpx
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from enqueue.pricing import Prices, parse_models
+from enqueue.pricing import ONLINE_SEARCH_USD, Prices, parse_models, worst_case
 from enqueue.request import RequestError
 from promptq import accounts, redact
 from promptq import execution as ex
 from promptq.errors import LimitExceeded
 from promptq.keys import LocalKek
 from promptq.records import Ending, Inc, Produced, Usage
-from promptq.schema import A, Acc, AttemptOutcome, F, J, KeySource, Reason, Status, Use
+from promptq.accounts import Price
+from promptq.schema import A, Acc, AttemptOutcome, F, J, KeySource, Proj, Reason, Req, Status, Use
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 LIMITS = accounts.UserLimits(max_active=2, starts_per_minute=3, daily_budget_usd=1.0)
 
 
-def start(account=None, limits=LIMITS, *, spent=0.0, reservation=0.0, now=NOW):
-    return accounts.decide_start(account, limits, spent_today=spent, reservation=reservation, now=now)
+def start(account=None, limits=LIMITS, *, spent=0.0, reservation=0.0, now=NOW, slots=1):
+    return accounts.decide_start(account, limits, spent_today=spent, reservation=reservation, now=now, slots=slots)
 
 
 def refusal(**kw) -> LimitExceeded:
@@ -178,10 +179,136 @@ MODELS = {"data": [{"id": "openrouter/auto", "pricing": {"prompt": "-1", "comple
 
 
 def test_prices_come_from_models_and_an_unpriced_router_costs_the_dearest():
-    assert parse_models(MODELS) == {"cheap/a": (1e-6, 2e-6), "dear/b": (5e-6, 15e-6)}
+    assert parse_models(MODELS) == {"cheap/a": Price(1e-6, 2e-6), "dear/b": Price(5e-6, 15e-6)}
     prices = Prices("http://x", fetch=lambda base: MODELS)
-    assert prices.of(["cheap/a", "openrouter/auto", "unknown/z"]) == [(1e-6, 2e-6), (5e-6, 15e-6), (5e-6, 15e-6)]
-    assert Prices("http://x", fetch=lambda base: MODELS, unlisted=("0.00001", "0.00003")).of(["openrouter/auto"]) == [(1e-5, 3e-5)]
+    assert prices.of(["cheap/a", "openrouter/auto", "unknown/z"]) == [Price(1e-6, 2e-6), Price(5e-6, 15e-6), Price(5e-6, 15e-6)]
+    assert Prices("http://x", fetch=lambda base: MODELS, unlisted=("0.00001", "0.00003")).of(["openrouter/auto"]) == [Price(1e-5, 3e-5)]
+
+
+FEES = {"data": [{"id": "search/sonar", "pricing": {"prompt": "0.000001", "completion": "0.000001", "request": "0.005",
+                                                     "image": "0.001", "web_search": "0.008", "internal_reasoning": "0.000003",
+                                                     "input_cache_read": "0.0000001", "input_cache_write": "0.00000125"}},
+                 {"id": "plain/m", "pricing": {"prompt": "0.000002", "completion": "0.000004", "request": "0", "image": "0"}},
+                 {"id": "odd/fee", "pricing": {"prompt": "0.000001", "completion": "0.000001", "request": "-1"}}]}
+
+
+def test_every_fee_models_lists_is_reserved():
+    """A request-fee model reserves its request fee; and its images, its web search, its dearer
+    reasoning and cache-write prices."""
+    [sonar] = Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"])
+    assert sonar == Price(1e-6, 1e-6, request=0.005, image=0.001, web_search=0.008, internal_reasoning=3e-6, input_cache_read=1e-7,
+                          input_cache_write=1.25e-6)
+    r = accounts.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[sonar], images=2, reasoning_tokens=500)
+    assert r == pytest.approx(108 * 1.25e-6 + 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008)
+    plain = accounts.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[Price(2e-6, 4e-6)])
+    assert plain == pytest.approx(108 * 2e-6 + 1000 * 4e-6), "no fee listed, none reserved"
+    assert "odd/fee" not in parse_models(FEES), "a negative fee is not a price: the model is priced as unlisted"
+
+
+def test_variants_cost_their_base_and_online_adds_a_web_search():
+    prices = Prices("http://x", fetch=lambda base: FEES)
+    plain, nitro, online, unknown_online = prices.of(["plain/m", "plain/m:nitro", "plain/m:online", "nope/x:online"])
+    assert nitro == plain == Price(2e-6, 4e-6) and online == Price(2e-6, 4e-6, web_search=ONLINE_SEARCH_USD)
+    assert unknown_online.web_search == ONLINE_SEARCH_USD and unknown_online.request == 0.005, "unlisted: the dearest of each, fees included"
+
+
+def test_the_price_ceiling_refuses_a_dearer_model_naming_it():
+    prices = Prices("http://x", fetch=lambda base: MODELS)
+    prices.check_ceiling(["cheap/a"], ("1", "2"), "model")
+    with pytest.raises(RequestError) as info:
+        prices.check_ceiling(["cheap/a", "dear/b"], ("10", "10"), "models")
+    assert info.value.field == "models" and info.value.reason is Reason.MODEL_PRICE and "dear/b costs $5 / $15" in info.value.message
+    with pytest.raises(RequestError):
+        prices.check_ceiling(["openrouter/auto"], ("10", "10"), "model")  # a router costs the dearest it may pick
+
+
+def test_a_jobs_worst_case_counts_its_images_and_reasoning_budget():
+    job = {J.REQUEST: {Req.MODEL: "search/sonar", Req.MODELS: None, Req.PARAMS: {"max_tokens": 100},
+                       Req.PARAMS_JSON: '{"reasoning":{"max_tokens":50}}'},
+           J.MESSAGES: [{"role": "user", "content": [{"type": "text", "text": "abcd"},
+                                                     {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
+    expected = accounts.reservation(prompt_bytes=4 + 65536, messages=1, max_tokens=100, reasoning_tokens=50, images=1,
+                                    prices=Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"]))
+    assert worst_case(job, Prices("http://x", fetch=lambda base: FEES)) == pytest.approx(expected)
+    assert expected > 0.005 + 0.001 + 0.008
+
+
+# --- the project's cap, batches' slots, key calls -------------------------------------------------
+
+
+def view(**kw) -> accounts.AccountView:
+    return accounts.AccountView(**{"uid": "u1", "account": None, "account_time": None, "limits": None, "today": {}, "has_key": False, **kw})
+
+
+def test_the_project_cap_counts_every_shards_spend_today_and_reservations():
+    day = accounts.cost_field("2026-11-30")
+    shards = ({day: 5.0, accounts.cost_field("2026-11-29"): 100.0, Proj.RESERVED_USD: 2.0}, {day: 1.0, Proj.RESERVED_USD: 1.5})
+    spend = accounts.ProjectSpend.of(10.0, None, shards, "2026-11-30")
+    assert spend == accounts.ProjectSpend(10.0, 6.0, 3.5)
+    accounts.decide_project(spend, 0.5, NOW)  # exactly at the cap
+    with pytest.raises(LimitExceeded) as info:
+        accounts.decide_project(spend, 0.6, NOW)
+    assert info.value.reason is Reason.PROJECT_BUDGET and "2026-12-01T00:00:00" in info.value.message and "$" not in info.value.message
+    assert accounts.ProjectSpend.of(10.0, {"dailyBudgetUsd": 0}, shards, "2026-11-30").cap_usd == 0, "an operator's override"
+    with pytest.raises(LimitExceeded):
+        accounts.decide_project(accounts.ProjectSpend(10.0, 10.0, 0.0), 0.0, NOW)  # reached: even free work waits
+
+
+def test_a_start_on_the_app_key_reserves_in_the_account_and_a_project_shard():
+    worst = lambda: 0.25  # noqa: E731
+    taken = accounts.decide(view(), defaults=LIMITS, project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
+    assert (taken.source, taken.reservation, taken.holds, taken.project_shard) == (KeySource.APP, 0.25, True, accounts.shard_of("e1"))
+    assert taken.account[Acc.RESERVED_USD] == 0.25 and taken.job_fields()[J.PROJECT_SHARD] == accounts.shard_of("e1")
+    unlimited = accounts.decide(view(limits={"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0}), defaults=LIMITS,
+                                project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
+    assert (unlimited.account, unlimited.holds, unlimited.reservation) == (None, False, 0.25), "no user limits: the project's still"
+    own = accounts.decide(view(has_key=True), defaults=LIMITS, project_cap_usd=5.0, worst_case=lambda: 1 / 0, shard_key="e1", now=NOW)
+    assert (own.source, own.reservation, own.project_shard) == (KeySource.USER, 0.0, None), "the user's own key: nothing priced"
+    full = view(project_shards=({accounts.cost_field("2026-11-30"): 4.9},))
+    with pytest.raises(LimitExceeded) as info:
+        accounts.decide(full, defaults=accounts.UserLimits(), project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
+    assert info.value.reason is Reason.PROJECT_BUDGET
+
+
+def test_a_batch_holds_its_max_concurrency_of_the_users_active_slots():
+    limits = accounts.UserLimits(max_active=10)
+    account = start(None, limits, slots=10)
+    assert account[Acc.ACTIVE] == 10
+    err = refusal(account={Acc.ACTIVE: 3}, limits=limits, slots=8)
+    assert err.reason is Reason.MAX_ACTIVE and err.message.startswith("maxActive: a batch holds its maxConcurrency (8)")
+    assert "at most 7" in err.message
+    assert incs(accounts.released(reservation=0.5, slots=10)) == {Acc.ACTIVE: -10, Acc.RESERVED_USD: -0.5}
+
+
+def test_key_calls_are_throttled_per_minute():
+    account = None
+    for k in range(3):
+        account = {**(account or {}), **accounts.decide_key_call(account, 3, NOW + timedelta(seconds=k))}
+    with pytest.raises(LimitExceeded) as info:
+        accounts.decide_key_call(account, 3, NOW + timedelta(seconds=5))
+    assert info.value.reason is Reason.KEY_CALLS_PER_MINUTE and (NOW + timedelta(seconds=60)).isoformat(timespec="seconds") in info.value.message
+    assert accounts.decide_key_call(account, 3, NOW + timedelta(seconds=61)) is not None
+    assert accounts.decide_key_call(account, 0, NOW) is None, "0 = off: nothing written"
+
+
+def test_an_ending_gives_the_project_shard_back_its_reservation_and_the_charge():
+    e, j = counted(**{J.PROJECT_SHARD: 3})
+    change = ex.ended(e, j, Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
+    s = change.settle
+    assert (s.project_shard, s.project_released, s.project_cost) == (3, 0.05, 0.05), "an unknown cost is charged its reservation"
+    rolled = ex.rolled_back({**e, F.STATUS: "queued", F.ATTEMPT: 0}, j).settle
+    assert (rolled.project_shard, rolled.project_released, rolled.project_cost) == (3, 0.05, 0.0)
+
+
+def test_a_batch_items_unknown_cost_is_its_worst_case_in_its_batchs_cost():
+    e, j = counted(**{J.BATCH_ID: "b1", J.HOLDS: False})
+    e = {**e, F.BATCH_ID: "b1"}
+    cut = ex.ended(e, j, Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
+    assert cut.settle is None and cut.execution[F.ESTIMATED_COST] == 0.05
+    known = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(1, 1, 2), cost=0.01))
+    assert F.ESTIMATED_COST not in known.execution
+    fix = ex.reconciled_cost({**e, **cut.execution, F.GENERATION_ID: "g"}, j, generation_id="g", usage=Usage(1, 1, 2), cost=0.01, now=NOW)
+    assert fix.execution[F.ESTIMATED_COST] == 0 and fix.settle is None
 
 
 def test_prices_are_cached_and_kept_when_a_refresh_fails():
@@ -198,7 +325,7 @@ def test_prices_are_cached_and_kept_when_a_refresh_fails():
     prices.of(["cheap/a"])
     assert len(calls) == 1
     clock[0] = 61
-    assert prices.of(["cheap/a"]) == [(1e-6, 2e-6)] and len(calls) == 2  # stale, but a price
+    assert prices.of(["cheap/a"]) == [Price(1e-6, 2e-6)] and len(calls) == 2  # stale, but a price
 
 
 def test_no_prices_at_all_is_unavailable():

@@ -95,7 +95,7 @@ def test_the_fold_counts_starts_and_ends_a_batch_settling_once():
     totals = bt.Totals(4, 40, 20, 0.01)
     update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), totals, now=NOW)
     assert update[B.STATUS] == "completed" and update[B.FINISHED_AT] == NOW and update[B.HOLDS] is False
-    assert settle.account == {"active": Inc(-1), "reservedUsd": Inc(-0.4)}
+    assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)}, "its maxConcurrency slots, and its reservation"
     assert settle.usage == {Use.EXECUTIONS: Inc(4), Use.PROMPT_TOKENS: Inc(40), Use.COMPLETION_TOKENS: Inc(20), Use.COST: Inc(0.01)}
     doc = {**doc, **update}
     assert bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), totals, now=NOW) == (None, None), "settled once"
@@ -137,3 +137,34 @@ def test_a_fold_never_comes_sooner_than_the_last_one_took():
     assert bt.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=1.5 * bt.FOLD_DUTY)  # asked again for then
     assert bt.next_fold(last, NOW + timedelta(seconds=1.5 * bt.FOLD_DUTY)) is None
     assert bt.next_fold({B.FOLDED_AT: NOW, B.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
+
+
+def test_items_whose_cost_is_unknown_count_their_reservation_in_the_batchs_charge():
+    doc = {**batch_doc(**{B.PROJECT_SHARD: 4}), B.STATUS: "running"}
+    totals = bt.Totals(4, 40, 20, cost=0.01, estimated=0.03)  # one item cut: its reservation
+    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, cancelled=1), totals, now=NOW)
+    assert update[B.COST] == 0.01 and update[B.ESTIMATED_COST] == 0.03
+    assert settle.usage[Use.COST] == Inc(pytest.approx(0.04)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(0.03))
+    assert (settle.project_shard, settle.project_released, settle.project_cost) == (4, 0.4, pytest.approx(0.04))
+    doc = {**doc, **update}
+    fixed = bt.Totals(4, 44, 22, cost=0.012, estimated=0.0)  # its real cost read later
+    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, cancelled=1), fixed, now=NOW)
+    assert settle.usage[Use.COST] == Inc(pytest.approx(-0.028)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(-0.03))
+    assert (settle.project_released, settle.project_cost) == (0.0, pytest.approx(-0.028)) and settle.account is None
+
+
+def test_a_claim_taken_back_gives_back_what_it_took():
+    claimed = batch_doc(**{B.PROJECT_SHARD: 2})
+    settle = bt.unclaimed(claimed)
+    assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)} and (settle.project_shard, settle.project_released) == (2, 0.4)
+    assert bt.unclaimed(batch_doc(**{B.HOLDS: False})) is None
+    before = {**batch_doc(), B.STATUS: "completed", B.ROUND: 0, B.HOLDS: False, B.RESERVED_USD: 0.0, B.FINISHED_AT: NOW}
+    undone = bt.round_undone(before, now=NOW)
+    assert (undone[B.STATUS], undone[B.ROUND], undone[B.FINISHED_AT], undone[B.HOLDS], undone[B.WRITING]) == ("completed", 0, NOW, False, False)
+
+
+def test_a_batch_being_written_is_left_to_its_writer_until_it_is_surely_gone():
+    doc = batch_doc()
+    assert doc[B.WRITING] is True and not bt.writer_gone(doc, NOW + timedelta(minutes=5))
+    assert bt.writer_gone(doc, NOW + bt.WRITER_TIMEOUT + timedelta(seconds=1))
+    assert not bt.writer_gone({**doc, B.WRITING: False}, NOW + timedelta(days=1))

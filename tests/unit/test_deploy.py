@@ -62,7 +62,7 @@ def test_every_collection_group_that_expires_has_a_ttl_policy():
 
     overrides = json.loads((ROOT / "infra/firestore.indexes.json").read_text())["fieldOverrides"]
     ttl = {o["collectionGroup"] for o in overrides if o.get("ttl")}
-    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches"}
+    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches", "rounds"}
     assert all(o["fieldPath"] == "expireAt" for o in overrides if o.get("ttl"))
 
 
@@ -196,8 +196,9 @@ NUMBER = "123456789012"
 KEY_VALUE = "sk-or-v1-" + "c0ffee" * 10  # recognisable, key-shaped
 APIS = ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "cloudtasks", "firestore", "secretmanager",
         "cloudkms", "iam", "eventarc", "cloudscheduler")
-RUNTIME = '"serviceAccount:${PROJECT_NUMBER}-compute@developer.gserviceaccount.com"'
+BUILD = '"serviceAccount:${PROJECT_NUMBER}-compute@developer.gserviceaccount.com"'
 TASKS = f"serviceAccount:promptq-tasks@{PROJECT}.iam.gserviceaccount.com"
+CALLABLES, WORKER, SWEEPER = (f"serviceAccount:promptq-{role}@{PROJECT}.iam.gserviceaccount.com" for role in ("callables", "worker", "sweeper"))
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +236,9 @@ def test_the_plan_has_every_step_of_a_fresh_project_in_order(plan):
         at("gcloud firestore databases create", "--location=us-central1", "--type=firestore-native"),
         at("gcloud iam service-accounts create promptq-tasks", f"--project={PROJECT}"),
         at("gcloud kms keys create user-keys", "--keyring=promptq", "--purpose=encryption"),
-        at(f"gcloud projects add-iam-policy-binding {PROJECT}", f"--member={RUNTIME}", "--role=roles/cloudtasks.enqueuer"),
-        at(f"add-iam-policy-binding promptq-tasks@{PROJECT}.iam", f"--member={RUNTIME}", "--role=roles/iam.serviceAccountUser"),
-        at("gcloud kms keys add-iam-policy-binding user-keys", f"--member={RUNTIME}", "--role=roles/cloudkms.cryptoKeyEncrypterDecrypter"),
+        at(f"gcloud projects add-iam-policy-binding {PROJECT}", f"--member={CALLABLES}", "--role=roles/cloudtasks.enqueuer"),
+        at(f"add-iam-policy-binding promptq-tasks@{PROJECT}.iam", f"--member={CALLABLES}", "--role=roles/iam.serviceAccountUser"),
+        at("gcloud kms keys add-iam-policy-binding user-keys", f"--member={WORKER}", "--role=roles/cloudkms.cryptoKeyDecrypter"),
         at('printf %s "$OPENROUTER_API_KEY" | infra/node_modules/.bin/firebase functions:secrets:set OPENROUTER_API_KEY',
            f"--project={PROJECT}", "--data-file=-"),
         at(f"cat > .env.{PROJECT} <<'EOF'"),
@@ -247,7 +248,9 @@ def test_the_plan_has_every_step_of_a_fresh_project_in_order(plan):
         at("gcloud run services add-iam-policy-binding runexecution", "--region=us-central1", f"--member={TASKS}", "--role=roles/run.invoker"),
     ]
     assert order == sorted(order) and min(apis) < at("gcloud kms keyrings create promptq") < order[3]
-    assert at("gcloud services enable compute.googleapis.com") < order[4]  # creates the runtime account, before its bindings
+    assert at("gcloud services enable compute.googleapis.com") < at("--role=roles/cloudbuild.builds.builder", f"--member={BUILD}")
+    for role in ("callables", "worker", "sweeper"):  # each role's account exists before its bindings
+        assert at(f"gcloud iam service-accounts create promptq-{role}", f"--project={PROJECT}") < order[4]
 
 
 def env_block(plan: str) -> str:
@@ -264,7 +267,9 @@ def test_the_plans_env_file_is_what_the_functions_read(plan):
     assert s.queue_path == f"projects/{PROJECT}/locations/us-central1/queues/{WORKER_FUNCTION}"
     assert s.tasks_service_account == f"promptq-tasks@{PROJECT}.iam.gserviceaccount.com"
     assert s.kms_key == f"projects/{PROJECT}/locations/us-central1/keyRings/promptq/cryptoKeys/user-keys"
-    assert enforce_app_check(values) is False
+    assert enforce_app_check(values) is True, "App Check is on unless a project sets it off"
+    assert (s.user_daily_budget_usd, s.project_daily_budget_usd, s.default_model) == (1.0, 20.0, "openai/gpt-4o-mini")
+    assert {k: values[k] for k in steps.DEFAULTS} == steps.DEFAULTS
     assert re.fullmatch(r"[0-9a-f]{12}", values["PROMPTQ_RELEASE"]) and values["PROMPTQ_RELEASE"] in plan.splitlines()[0]
 
 
@@ -433,7 +438,7 @@ def test_a_fresh_project_gets_every_step_of_the_plan_in_its_order_and_the_key_on
     assert not any(c["secret_in_env"] for c in fake.calls())
     assert KEY_VALUE not in printed.out + printed.err and all(KEY_VALUE not in " ".join(c["argv"]) for c in fake.calls())
     assert fake.target.env_path.read_text() == d.env_content
-    assert printed.out.count(": already present") == 0 and printed.out.count(": granted") == 8
+    assert printed.out.count(": already present") == 0 and printed.out.count(": granted") == 15
 
 
 def test_a_missing_secret_without_a_value_is_refused_before_anything_changes(fake, capsys):
@@ -443,6 +448,43 @@ def test_a_missing_secret_without_a_value_is_refused_before_anything_changes(fak
     assert capsys.readouterr().out == "" and not fake.target.env_path.exists()
 
 
+def granted(d) -> set[tuple[str, str, str]]:
+    """Every binding the deploy makes: (member, role, resource)."""
+    out = set()
+    for step in d.steps:
+        if "add-iam-policy-binding" in step.argv:
+            flag = lambda name: next(a.partition("=")[2] for a in step.argv if a.startswith(f"--{name}="))  # noqa: E731
+            out.add((flag("member"), flag("role"), step.argv[step.argv.index("add-iam-policy-binding") + 1]))
+    return out
+
+
+def test_each_role_runs_as_its_own_account_and_only_the_worker_reads_the_key_or_decrypts(discovered, found):
+    """From the deploy's own bindings and main.py's manifest: the callables, the worker and the
+    sweeper each run as their own account; only the worker binds the OpenRouter secret (firebase
+    deploy grants secretAccessor to the account of each function that binds it, and to none
+    other) and may decrypt users' keys; no account is made an owner, editor or admin."""
+    d = steps.build(steps.Target(PROJECT))
+    accounts = {name: e.get("serviceAccountEmail") for name, e in found["endpoints"].items()}
+    assert {accounts[name] for name in d.callables} == {"promptq-callables@"}
+    assert (accounts[WORKER_FUNCTION], accounts["sweep_executions"]) == ("promptq-worker@", "promptq-sweeper@")
+    bindings = granted(d)
+    secret_readers = {f"serviceAccount:{accounts[n].removesuffix('@')}@{PROJECT}.iam.gserviceaccount.com"
+                      for n, e in found["endpoints"].items() if e.get("secretEnvironmentVariables")}
+    secret_readers |= {m for m, role, _ in bindings if "secretmanager" in role}
+    assert secret_readers == {WORKER}
+    decrypters = {m for m, role, _ in bindings if role in ("roles/cloudkms.cryptoKeyDecrypter", "roles/cloudkms.cryptoKeyEncrypterDecrypter")}
+    assert decrypters == {WORKER}
+    assert {role for m, role, _ in bindings if m == CALLABLES} == {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer",
+                                                                   "roles/iam.serviceAccountUser", "roles/cloudkms.cryptoKeyEncrypter"}
+    assert {role for m, role, _ in bindings if m == SWEEPER} == {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer",
+                                                                 "roles/iam.serviceAccountUser"}
+    assert {role for m, role, _ in bindings if m == WORKER} == {"roles/datastore.user", "roles/cloudtasks.enqueuer",
+                                                                "roles/iam.serviceAccountUser", "roles/cloudkms.cryptoKeyDecrypter"}
+    assert {(role, r) for m, role, r in bindings if m == TASKS} == {("roles/run.invoker", WORKER_FUNCTION)}
+    assert {role for m, role, _ in bindings if "compute@" in m} == {"roles/cloudbuild.builds.builder"}, "the default account only builds"
+    assert not any(role in ("roles/owner", "roles/editor") or role.endswith(".admin") for _, role, _ in bindings)
+
+
 def test_settings_given_once_are_kept_and_what_the_deploy_derives_is_not_settable(tmp_path):
     target = steps.Target(PROJECT, settings=(("PROMPTQ_USER_DAILY_BUDGET_USD", "5"), ("PROMPTQ_ENFORCE_APP_CHECK", "true")),
                           env_file=tmp_path / f".env.{PROJECT}")
@@ -450,6 +492,8 @@ def test_settings_given_once_are_kept_and_what_the_deploy_derives_is_not_settabl
     target.env_path.write_text(content)
     again = steps.env_values(steps.Target(PROJECT, env_file=target.env_path))  # a later run without SET
     assert again["PROMPTQ_USER_DAILY_BUDGET_USD"] == "5" and again["PROMPTQ_ENFORCE_APP_CHECK"] == "true"
+    off = steps.env_values(steps.Target(PROJECT, settings=(("PROMPTQ_ENFORCE_APP_CHECK", "false"),), env_file=tmp_path / "other"))
+    assert off["PROMPTQ_ENFORCE_APP_CHECK"] == "false" and off["PROMPTQ_PROJECT_DAILY_BUDGET_USD"] == "20", "a default is opted out of"
     assert "firebaseappcheck.googleapis.com" in " ".join(a for s in steps.api_steps(target, again) for a in s.argv)
     for key in ("PROMPTQ_REGION", "PROMPTQ_QUEUE_ID", "PROMPTQ_LOCAL_KEK", "THREADS", "OPENROUTER_API_KEY"):
         with pytest.raises(steps.Refusal, match=key):

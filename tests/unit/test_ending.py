@@ -85,3 +85,23 @@ def test_a_refused_user_key_tells_the_user_it_is_theirs(status, code, says):
     assert (end.status, end.code, end.upstream_status) == (Status.FAILED, code, status) and says in end.message and "nope" in end.message
     app = ending(refused, cancel_requested=False, attempt_no=1, max_attempts=3, deadline_s=10)
     assert app.code == upstream, "on the app's key it is the operator's problem, said as it is"
+
+
+@pytest.mark.parametrize("refused", [
+    Permanent("Insufficient credits. Add more using https://openrouter.ai/credits", code=Code.UPSTREAM_PAYMENT_REQUIRED, upstream_status=402),
+    Permanent("This request requires more credits, or fewer max_tokens. You requested up to 32000 tokens, but can only afford 1234",
+              code=Code.UPSTREAM_BAD_REQUEST, upstream_status=400),
+    Permanent("Key limit exceeded: credits remaining $0.12 of $50", code=Code.STREAM_ERROR),
+], ids=["402", "400-afford", "stream-error"])
+def test_the_apps_key_out_of_credit_tells_the_user_nothing_of_its_balance(refused):
+    e = ending(refused, cancel_requested=False, attempt_no=1, max_attempts=3, deadline_s=10)
+    assert (e.status, e.code) == (Status.FAILED, Code.UPSTREAM_PAYMENT_REQUIRED)
+    assert "credit" not in e.message and "$" not in e.message and "afford" not in e.message and "1234" not in e.message
+    own = ending(refused, cancel_requested=False, attempt_no=1, max_attempts=3, deadline_s=10, user_key=True)
+    assert own.message != e.message, "on their own key the user is told what OpenRouter said"
+
+
+def test_other_refusals_on_the_apps_key_keep_their_message():
+    e = end(Permanent("moderation: flagged", code=Code.UPSTREAM_FORBIDDEN, upstream_status=403))
+    assert e.message == "moderation: flagged"
+    assert end(Transient("no healthy upstream behind the load balancer", code=Code.UPSTREAM_UNAVAILABLE, upstream_status=503)).release

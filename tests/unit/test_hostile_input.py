@@ -39,7 +39,7 @@ class Store:
             return False
         if take is not None:  # a new user's account: nothing held, no key of their own
             taken = take(AccountView("user-1", None, None, None, {}, False))
-            execution, job = {**execution, **taken.execution}, {**job, **taken.job}
+            execution, job = {**execution, **taken.execution_fields()}, {**job, **taken.job_fields()}
         self.created[execution_id], self.executions[execution_id] = job, execution
         return True
 

@@ -6,6 +6,8 @@ export const PAGES = "pages";
 export const USERS = "users";
 export const PROMPTS = "prompts";
 export const TEMPLATE_CONTENT = "content";
+export const TEMPLATE_COUNT = "prompts";
+export const TEMPLATE_LAST = "lastPrompt";
 export const ACCOUNTS = "accounts";
 export const USAGE = "usage";
 export const DAYS = "days";
@@ -59,6 +61,7 @@ export const F = Object.freeze({
   "USAGE": "usage",
   "COST": "cost",
   "COST_SOURCE": "costSource",
+  "ESTIMATED_COST": "estimatedCost",
   "FINISH_REASON": "finishReason",
   "OUTPUT_FORMAT": "outputFormat",
   "TOOL_CALLS": "toolCalls",
@@ -105,6 +108,7 @@ export const Acc = Object.freeze({
   "ACTIVE": "active",
   "RESERVED_USD": "reservedUsd",
   "RECENT_STARTS": "recentStarts",
+  "KEY_CALLS": "keyCalls",
   "UPDATED_AT": "updatedAt"
 });
 export const Use = Object.freeze({
@@ -127,6 +131,7 @@ export const B = Object.freeze({
   "COUNTS": "counts",
   "USAGE": "usage",
   "COST": "cost",
+  "ESTIMATED_COST": "estimatedCost",
   "EXECUTIONS": "executions",
   "MAX_CONCURRENCY": "maxConcurrency",
   "ROUND": "round",
@@ -134,6 +139,8 @@ export const B = Object.freeze({
   "KEY_SOURCE": "keySource",
   "HOLDS": "holds",
   "RESERVED_USD": "reservedUsd",
+  "PROJECT_SHARD": "projectShard",
+  "WRITING": "writing",
   "SETTLED": "settled",
   "IDEMPOTENCY_KEY": "idempotencyKey",
   "REQUEST_HASH": "requestHash",
@@ -223,7 +230,10 @@ export const Reason = Object.freeze({
   "MAX_ACTIVE": "max_active",
   "STARTS_PER_MINUTE": "starts_per_minute",
   "DAILY_BUDGET": "daily_budget",
-  "KEY_REFUSED": "key_refused"
+  "KEY_REFUSED": "key_refused",
+  "PROJECT_BUDGET": "project_budget",
+  "KEY_CALLS_PER_MINUTE": "key_calls_per_minute",
+  "MODEL_PRICE": "model_price"
 });
 export const Start = Object.freeze({
   "PROMPT": "prompt",
