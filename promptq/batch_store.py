@@ -62,11 +62,14 @@ class BatchStore(BatchClaims):
         if ended_before is not None and result.ended == ended_before:
             return result, None  # nothing more ended: the totals are as they were
         ended = self.items(batch_id, latest=False).where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL]))
-        # A sum runs on the index of its field: it leaves out documents without one, so the
-        # count of executions that ended is a query of its own.
+        # A sum runs on the index of its field: it leaves out documents without one (and an
+        # aggregation of several sums, documents without any of them), so the count of
+        # executions that ended and the sum of the few charged their estimate are queries of
+        # their own.
         sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(
-            f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c").sum(F.ESTIMATED_COST, alias="estimated")
+            f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")
         values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}
+        values.update({r.alias: r.value for row in ended.sum(F.ESTIMATED_COST, alias="estimated").get(read_time=at) for r in row})
         return result, bt.Totals(self._count(ended, at), int(values.get("p") or 0), int(values.get("c") or 0), float(values.get("cost") or 0),
                                  float(values.get("estimated") or 0))
 

@@ -9,6 +9,7 @@ started with the local upstream, or starts one for the session and stops it at t
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -49,16 +50,70 @@ def scan_logs_for_key() -> None:
                 SECRET_FINDINGS.append(f"{log.name}:{number}")
 
 
+class _Boot:
+    """The local stack, brought up in the background as soon as the session knows a test needs
+    it (the unit tests, which run first, run meanwhile); the ``stack`` fixture waits for it."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.lock = None
+        self.env: dict[str, str] = {}
+        self.started = False
+        self.error: BaseException | None = None
+
+    def begin(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._up, name="stack-boot", daemon=True)
+            self.thread.start()
+
+    def _up(self) -> None:
+        try:
+            # One user of the stack at a time per machine (tests wipe its data between tests).
+            self.lock = devstack.exclusive("tests")
+            self.lock.__enter__()
+            self.env = devstack.read_env()
+            if not devstack.healthy(self.env):
+                self.started = True
+                self.env = devstack.up()
+        except BaseException as err:  # noqa: BLE001 - the fixture raises it in the test that needs the stack
+            self.error = err
+
+    def wait(self) -> dict[str, str]:
+        self.begin()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.env
+
+    def end(self) -> None:
+        """Stop what the boot started (also when no test got as far as the fixture)."""
+        if self.thread is None:
+            return
+        self.thread.join()
+        try:
+            if self.started:
+                devstack.down()
+        finally:
+            if self.lock is not None:
+                self.lock.__exit__(None, None, None)
+            self.thread = None
+
+
+BOOT = _Boot()
+
+
+def pytest_collection_finish(session) -> None:
+    if any("stack" in getattr(item, "fixturenames", ()) for item in session.items):
+        BOOT.begin()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    BOOT.end()
+
+
 @pytest.fixture(scope="session")
 def stack() -> dict[str, str]:
-    # One user of the stack at a time per machine (tests wipe its data between tests).
-    lock = devstack.exclusive("tests")
-    lock.__enter__()
-    env = devstack.read_env()
-    started = False
-    if not devstack.healthy(env):
-        env = devstack.up()
-        started = True
+    env = BOOT.wait()
     if env.get("UPSTREAM") != "fake":
         pytest.fail(
             "the running stack uses a real upstream; the tests need the local one: run `make down` and try again",
@@ -68,15 +123,10 @@ def stack() -> dict[str, str]:
         os.environ[key] = env[key]
     os.environ["GCLOUD_PROJECT"] = env["PROJECT_ID"]
     yield env
-    try:
-        from google.cloud import firestore
+    from google.cloud import firestore
 
-        scan_for_key(firestore.Client(project=env["PROJECT_ID"]))
-        scan_logs_for_key()
-    finally:
-        if started:
-            devstack.down()
-        lock.__exit__(None, None, None)
+    scan_for_key(firestore.Client(project=env["PROJECT_ID"]))
+    scan_logs_for_key()  # the stack is stopped after the session (pytest_sessionfinish)
     assert not SECRET_FINDINGS, f"a test API key leaked into: {SECRET_FINDINGS[:20]}"
 
 

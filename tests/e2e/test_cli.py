@@ -420,7 +420,7 @@ def test_batch_run_collects_every_result_of_a_mixed_jsonl_file(cli_user, tmp_pat
             expected[f"p-{i}"] = expected_text(seed_for(_messages(prompt)), model)
     source, out = tmp_path / "prompts.jsonl", tmp_path / "results.jsonl"
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    done = cli("batch", "run", str(source), "--model", model, "--concurrency", "20", "--out", str(out), timeout=240)
+    done = cli("batch", "run", str(source), "--model", model, "--concurrency", "10", "--out", str(out), timeout=240)  # a user's default maxActive
     assert done.code == 0, done.stderr
     batch_id = re.search(rf"batch ([0-9a-f]{{32}}): {ITEMS} items", done.stderr).group(1)
     assert re.search(rf"batch {batch_id} completed: {ITEMS} succeeded, 0 failed, 0 cancelled; [\d,]+ tokens, \$[\d.]+", done.stderr)
