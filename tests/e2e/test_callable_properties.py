@@ -44,7 +44,7 @@ def test_any_request_is_an_execution_or_a_refusal_naming_a_field(client, make_us
 
     check()
     paused_queue.purge_queue(name=paused_queue.queue_name)
-    assert seen["accepted"] > 5 and seen["refused"] > 100, seen
+    assert seen["accepted"] > 5 and seen["refused"] > 40, seen  # both kinds, in numbers
     print(f"\n{seen['accepted']} accepted, {seen['refused']} refused, none INTERNAL")
 
 
