@@ -1,4 +1,4 @@
-"""Following one execution as a watcher should (the Python twin of ``web/watch.js``).
+"""Following one execution as a watcher should (the Python twin of ``packages/web/src/watch.js`` (``@promptq/web``)).
 
 Two Firestore listeners: the execution document (status, attempt, usage, cost: it changes only
 at transitions) and the chunks of its current attempt (the text as it streams: each chunk is

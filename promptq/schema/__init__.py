@@ -4,7 +4,7 @@ This package is the one place that spells a state string, a field name or a call
 (``documents``: an execution's documents; ``accounts``: users' limits, usage and keys;
 ``batches``: batch runs; ``calls``: the callables and the worker's answers).
 Python code imports them from here (``from promptq.schema import F, Status``); the browser's
-copy (``web/schema.js``) is generated from it (``make web-schema``) and a test fails when the
+copy (``packages/web/src/schema.js``, linked as ``web/schema.js``) is generated from it (``make web-schema``) and a test fails when the
 two drift apart. The transitions between states live in ``promptq.execution``.
 """
 
