@@ -51,7 +51,7 @@ from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
 from promptq import execution as ex
-from promptq.schema import CHUNKS
+from promptq.schema import CHUNKS, F
 from promptq.store import ExecutionStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -235,8 +235,9 @@ def run_stack_point(env, store: ExecutionStore, upstream_root: str, streams: int
     after = {"workers": group_usage(worker_pgid)["cpu"], **{k: group_usage(v)["cpu"] for k, v in others.items()}, "machine": machine_busy()}
     client.close()
     row = measure(store, upstream_root, list(zip(ids, prompts)), model, streams, 1, seconds, rate, [200], wall, idle, peak, before, after)
-    waits = [(d["startedAt"] - d["createdAt"]).total_seconds() for d in map(store.get, ids) if d.get("startedAt")]
-    workers = {store.get(i).get("worker") for i in ids}
+    docs = [store.get(i) for i in ids]
+    waits = [(d[F.STARTED_AT] - d[F.CREATED_AT]).total_seconds() for d in docs if d.get(F.STARTED_AT)]
+    workers = {d.get(F.WORKER) for d in docs}
     return {**row, "via": "stack", "worker_processes_seen": len(workers),
             "start_to_running_p95_ms": round(pct(waits, 95) * 1000), "start_to_running_max_ms": round(max(waits) * 1000)}
 
@@ -245,7 +246,7 @@ def wait_ended(store: ExecutionStore, ids: list[str], timeout: float = 120) -> N
     end = time.monotonic() + timeout
     pending = list(ids)
     while pending:
-        pending = [i for i in pending if store.get(i)["status"] in ("queued", "running")]
+        pending = [i for i in pending if not ex.is_terminal(store.get(i))]
         if pending and time.monotonic() > end:
             raise RuntimeError(f"{len(pending)} executions did not end within {timeout:.0f} s")
         time.sleep(1.0)

@@ -244,13 +244,10 @@ def committed_functions_env() -> dict[str, str]:
 
 
 def _dotenv(path: Path) -> dict[str, str]:
-    values = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip()
-    return values
+    """A dotenv file as the deploy reads it (infra.deploy_steps.dotenv); {} when absent."""
+    from infra.deploy_steps import dotenv
+
+    return dotenv(path.read_text()) if path.exists() else {}
 
 
 def endpoints(plan: Plan) -> dict[str, str]:

@@ -31,25 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 # --- fixtures and helpers -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake():
-    router = FakeRouter().start()
-    try:
-        yield router
-    finally:
-        router.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(request):
-    if "fake" in request.fixturenames:
-        request.getfixturevalue("fake").clear()
-
-
-@pytest.fixture
-def client():
-    with httpx.Client(timeout=10) as c:
-        yield c
 
 
 def messages(text: str = "Say something please") -> list[dict[str, Any]]:

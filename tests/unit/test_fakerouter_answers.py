@@ -30,25 +30,6 @@ SCHEMAS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fake():
-    router = FakeRouter().start()
-    try:
-        yield router
-    finally:
-        router.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(request):
-    if "fake" in request.fixturenames:
-        request.getfixturevalue("fake").clear()
-
-
-@pytest.fixture
-def client():
-    with httpx.Client(timeout=10) as c:
-        yield c
 
 
 def body(model: str, **vocabulary) -> dict:
