@@ -14,8 +14,8 @@ import re
 
 from promptq.schema import (
     ACCOUNTS, BATCH_TERMINAL, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, TEMPLATE_COUNT,
-    TEMPLATE_LAST, USAGE, USERS,
-    Acc, B, BatchStatus, C, Callable, CallStatus, Code, CostSource, Count, E, F, OutputFormat, P, Reason, Status, U, Use,
+    STOPS, TEMPLATE_LAST, USAGE, USERS, WORKERS,
+    Acc, B, BatchStatus, C, Callable, CallStatus, Code, CostSource, Count, E, F, OutputFormat, P, Reason, S, Status, U, Use,
 )
 
 
@@ -43,6 +43,9 @@ def js_module() -> str:
         "USAGE": USAGE,
         "DAYS": DAYS,
         "BATCHES": BATCHES,
+        # workers/{worker}/stops/{executionId}: a Stop told to the worker process running it
+        "WORKERS": WORKERS,
+        "STOPS": STOPS,
         "FINISH_CANCELLED": FINISH_CANCELLED,
         "Status": enum(Status),
         "LIVE": sorted(s.value for s in LIVE),
@@ -50,6 +53,7 @@ def js_module() -> str:
         "BATCH_TERMINAL": sorted(s.value for s in BATCH_TERMINAL),
         "F": obj(F),
         "C": obj(C),
+        "S": obj(S),
         "U": obj(U),
         "E": obj(E),
         "P": obj(P),

@@ -16,12 +16,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq import batch as bt
 from promptq import execution as ex
-from promptq.batch_claims import _CHUNK_TRIES, _TRIES, COMMIT_THREADS, ITEMS_PER_COMMIT, BatchClaims
+from promptq.batch_claims import _CHUNK_TRIES, _TRIES, COMMIT_THREADS, BatchClaims
 from promptq.batch_claims import COMMIT_BYTES, Item, _commits  # noqa: F401 - what callers import from here
 from promptq.records import Change
 from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
 from promptq.store import INTERRUPTED, ExecutionStore, counted
 
+CHANGES_PER_COMMIT = 150  # up to three writes each (execution, job, a Stop request): under 500 per commit
 DOCS_PER_COMMIT = 450  # one document each: under Firestore's 500 writes per commit
 # A conditional write that lost (the document changed), or a commit that was interrupted or met
 # a lock (ABORTED; the emulator's "Transaction lock timeout" too): the chunk is done one by one.
@@ -149,7 +150,7 @@ class BatchStore(BatchClaims):
         """Apply a decision to many executions, a few hundred per commit, commits in parallel,
         each write conditional on the version read (a chunk that meets a conflict falls back to
         one at a time)."""
-        chunks = [ids[i:i + ITEMS_PER_COMMIT] for i in range(0, len(ids), ITEMS_PER_COMMIT)]
+        chunks = [ids[i:i + CHANGES_PER_COMMIT] for i in range(0, len(ids), CHANGES_PER_COMMIT)]
         with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
             return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
 
@@ -165,6 +166,7 @@ class BatchStore(BatchClaims):
             for snap, update in ((e, change.execution), (j, change.job)):
                 if update is not None:
                     batch.update(snap.reference, counted(update), option=self.client.write_option(last_update_time=snap.update_time))
+            self.store.add_stop(batch, change, execution_id)
             changed += 1
         try:
             if changed:

@@ -233,7 +233,9 @@ def decide_cancel(execution: Doc | None, job: Doc | None, *, now: datetime) -> C
         return ended(execution, job, Ending(Status.CANCELLED), now=now)
     if execution.get(F.CANCEL_REQUESTED):
         return None
-    return Change(_bump(execution, {F.CANCEL_REQUESTED: True}, now))
+    # The process holding it hears of it through its own Stop folder (none: it has not been
+    # claimed yet, and its claim will see the request).
+    return Change(_bump(execution, {F.CANCEL_REQUESTED: True}, now), stop=execution.get(F.WORKER))
 
 
 def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:

@@ -28,8 +28,9 @@ from promptq.errors import LimitExceeded, Permanent
 from promptq.ledger import AccountView, Ledger
 from promptq.listeners import Listeners
 from promptq.paging import Page
+from promptq.texts import TextReads
 from promptq.records import Change, Chunk
-from promptq.schema import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, C, Code, F, J, Status
+from promptq.schema import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, Code, F, J, S, Status
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ _CAS_TRIES = 20
 # may or may not have landed: re-read and decide again; the preconditions make that safe.
 INTERRUPTED = (gexc.Cancelled, gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted)
 _BATCH_BYTES = 8 * 1024 * 1024  # pages per commit: under Firestore's 10 MiB request limit
+STOP_RETENTION = timedelta(days=1)  # a Stop request's document, then TTL deletes it
 
 
 def counted(update: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +67,7 @@ def applied(change: Change, seen: Seen) -> bool:
     return bool(stamped) and all(theirs is not None and theirs.get(key) == mine[key] for mine, theirs, key in stamped)
 
 
-class ExecutionStore(Listeners):
+class ExecutionStore(Listeners, TextReads):
     def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
         self.client = client
         self.ledger = Ledger(client, usage_retention_days=usage_retention_days)
@@ -80,6 +82,11 @@ class ExecutionStore(Listeners):
 
     def job_ref(self, execution_id: str) -> firestore.DocumentReference:
         return self.ref(execution_id).collection(INTERNAL).document(JOB)
+
+    def add_stop(self, batch, change: Change, execution_id: str) -> None:
+        """A change that asks a running execution to stop tells its worker process, in the same batch."""
+        if change.stop:
+            batch.set(self.stops_ref(change.stop).document(execution_id), {S.REQUESTED_AT: (now := ex.utcnow()), S.EXPIRE_AT: now + STOP_RETENTION})
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -100,28 +107,6 @@ class ExecutionStore(Listeners):
     def template(self, uid: str, prompt_id: str) -> dict[str, Any] | None:
         snap = self.client.collection(USERS).document(uid).collection(PROMPTS).document(prompt_id).get()
         return snap.to_dict() if snap.exists else None
-
-    def text(self, execution_id: str, execution: dict[str, Any], *, after: int = 0) -> str:
-        """The execution's text (its current attempt's) from code point ``after`` on: from its
-        pages once it ended, else from its chunks. Only pieces that reach past ``after`` are read."""
-        return "".join(piece[C.TEXT][max(0, after - piece[C.START]):] for piece in self.pieces(execution_id, execution, after=after))
-
-    def pieces(self, execution_id: str, execution: dict[str, Any], *, after: int = -1) -> list[dict[str, Any]]:
-        """The pages (once it ended) or chunks of the current attempt that reach past ``after``, in order."""
-        query = self._pieces(execution_id, execution).where(filter=FieldFilter(C.END, ">", after)).order_by(C.END)
-        return [snap.to_dict() for snap in query.stream()]
-
-    def text_length(self, execution_id: str, execution: dict[str, Any]) -> int:
-        """Code points of the current attempt's text so far."""
-        if execution.get(F.OUTPUT_LENGTH) is not None:
-            return int(execution[F.OUTPUT_LENGTH])
-        last = list(self._pieces(execution_id, execution).order_by(C.END, direction=firestore.Query.DESCENDING).limit(1).stream())
-        return int(last[0].get(C.END)) if last else 0
-
-    def _pieces(self, execution_id: str, execution: dict[str, Any]) -> firestore.Query:
-        # Pages and chunks share their field names (start, end, text, attempt).
-        source = PAGES if execution.get(F.OUTPUT_PAGES) else CHUNKS
-        return self.ref(execution_id).collection(source).where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))
 
     def abandoned(self, *, now: datetime, grace_s: float, queue_timeout_s: float, limit: int) -> list[str]:
         """Ids of executions that look abandoned: a claim whose lease expired ``grace_s`` ago,
@@ -292,6 +277,7 @@ class ExecutionStore(Listeners):
         if change.chunk is not None:
             expire_at = (seen.execution or {}).get(F.EXPIRE_AT)
             batch.set(self.ref(execution_id).collection(CHUNKS).document(change.chunk.doc_id()), change.chunk.to_doc(expire_at))
+        self.add_stop(batch, change, execution_id)
         results = batch.commit()
         times = dict(zip((r.path for r in refs), (r.update_time for r in results)))
         # The version now stored: what was read, with this change applied.

@@ -7,10 +7,10 @@ thread of the functions framework (gunicorn: ``THREADS``). They share here, per 
   hands its execution over and waits for the result (no event loop per request);
 - one HTTP connection pool and TLS context for OpenRouter (``worker.upstream.shared_http``);
   each request carries its own key;
-- one Firestore listener for Stop (``StopListener``): a query for the executions this process
-  holds whose owner asked to stop. One Listen stream whatever the number of executions (the
-  Firestore clients hit a wall near 100 streams per connection), and it receives none of the
-  worker's own writes;
+- one Firestore listener for Stop (``StopListener``): the process's own Stop folder
+  (``workers/{worker}/stops``), where a Stop of an execution it holds is written with the
+  request. One Listen stream whatever the number of executions (the Firestore clients hit a
+  wall near 100 streams per connection), and it receives none of the worker's own writes;
 - a pool of threads for the Firestore client's blocking calls.
 """
 

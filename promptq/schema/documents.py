@@ -11,6 +11,10 @@ CHUNKS = "chunks"  # executions/{id}/chunks/{attempt:03d}-{seq:06d}: the text as
 PAGES = "pages"  # executions/{id}/pages/{attempt:03d}-{index:04d}: the whole text once it ended (P)
 INTERNAL = "internal"  # executions/{id}/internal/job: the request and the worker's claim (J)
 JOB = "job"
+# workers/{worker}/stops/{executionId}: Stop, addressed to the worker process that holds the
+# execution (S; server-only). Each process listens to its own folder only (worker.runtime).
+WORKERS = "workers"
+STOPS = "stops"
 USERS = "users"
 PROMPTS = "prompts"  # users/{uid}/prompts/{promptId}: templates
 TEMPLATE_CONTENT = "content"  # the template's text, with {name} placeholders
@@ -117,6 +121,14 @@ class J:
     UPDATED_AT = "updatedAt"
     EXPIRE_AT = "expireAt"
     WRITES = "writes"
+
+
+class S:
+    """A Stop request for a running execution, ``workers/{worker}/stops/{executionId}``: written
+    with the ``cancelRequested`` it signals, read by that worker's listener."""
+
+    REQUESTED_AT = "requestedAt"
+    EXPIRE_AT = "expireAt"  # TTL: a day after the request (the worker has long stopped it by then)
 
 
 class C:

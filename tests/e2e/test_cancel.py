@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -42,14 +43,23 @@ def test_cancel_before_the_first_token_closes_the_connection(client, make_user, 
 
 
 def _stop_as(user, stack, execution_id: str) -> int:
-    """Stop as a browser does: the user's own write of `cancelRequested`, through the security
-    rules (the Firestore emulator's REST API with the user's ID token from the Auth emulator)."""
-    url = (f"http://{stack['FIRESTORE_EMULATOR_HOST']}/v1/projects/{stack['PROJECT_ID']}"
-           f"/databases/(default)/documents/executions/{execution_id}")
-    r = httpx.patch(url, params={"updateMask.fieldPaths": "cancelRequested"},
-                    json={"fields": {"cancelRequested": {"booleanValue": True}}},
-                    headers={"Authorization": f"Bearer {user.id_token}"}, timeout=10)
-    return r.status_code
+    """Stop as a browser does (@promptq/web ``stopExecution``): the user's own write of
+    `cancelRequested` and, in the same batch, the Stop request in the folder of the worker process
+    running it — through the security rules (the Firestore emulator's REST API with the user's ID
+    token from the Auth emulator)."""
+    base = f"http://{stack['FIRESTORE_EMULATOR_HOST']}/v1/projects/{stack['PROJECT_ID']}/databases/(default)/documents"
+    name = lambda path: f"projects/{stack['PROJECT_ID']}/databases/(default)/documents/{path}"  # noqa: E731
+    headers = {"Authorization": f"Bearer {user.id_token}"}
+    read = httpx.get(f"{base}/executions/{execution_id}", headers=headers, timeout=10)
+    if read.status_code != 200:
+        return read.status_code
+    worker = read.json()["fields"]["worker"]["stringValue"]
+    expire_at = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    writes = [{"update": {"name": name(f"executions/{execution_id}"), "fields": {"cancelRequested": {"booleanValue": True}}},
+               "updateMask": {"fieldPaths": ["cancelRequested"]}, "currentDocument": {"exists": True}},
+              {"update": {"name": name(f"workers/{worker}/stops/{execution_id}"), "fields": {"expireAt": {"timestampValue": expire_at}}},
+               "updateTransforms": [{"fieldPath": "requestedAt", "setToServerValue": "REQUEST_TIME"}]}]
+    return httpx.post(f"{base}:commit", json={"writes": writes}, headers=headers, timeout=10).status_code
 
 
 @pytest.mark.parametrize("via", ["callable", "document"])

@@ -8,6 +8,7 @@ import base64
 import json
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -29,6 +30,8 @@ def token(uid: str, project: str) -> str:
 
 
 def _value(v):
+    if isinstance(v, datetime):
+        return {"timestampValue": v.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
     if isinstance(v, bool):
         return {"booleanValue": v}
     if isinstance(v, int):
@@ -65,14 +68,22 @@ class Rest:
         return self.http.delete(f"{self.base}/{path}").status_code
 
     def commit(self, *writes: tuple[str, str, dict | None]) -> int:
-        """One batch: each write is ("create" | "set" | "delete", path, fields)."""
+        """One batch: each write is ("create" | "set" | "update" | "delete", path, fields); a
+        field whose value is ``REQUEST_TIME`` gets the server's time (a transform)."""
         name = lambda path: f"projects/{self.project}/databases/(default)/documents/{path}"  # noqa: E731
         body = []
         for kind, path, fields in writes:
             if kind == "delete":
                 body.append({"delete": name(path)})
                 continue
-            write = {"update": {"name": name(path), "fields": {k: _value(v) for k, v in (fields or {}).items()}}}
+            fields = dict(fields or {})
+            now_fields = [k for k, v in fields.items() if v is REQUEST_TIME]
+            write = {"update": {"name": name(path), "fields": {k: _value(v) for k, v in fields.items() if v is not REQUEST_TIME}}}
+            if now_fields:
+                write["updateTransforms"] = [{"fieldPath": k, "setToServerValue": "REQUEST_TIME"} for k in now_fields]
+            if kind == "update":
+                write["updateMask"] = {"fieldPaths": [k for k in fields if k not in now_fields]}
+                write["currentDocument"] = {"exists": True}
             if kind == "create":
                 write["currentDocument"] = {"exists": False}
             body.append(write)
@@ -91,6 +102,7 @@ class Rest:
 
 
 ALLOWED, DENIED = 200, 403
+REQUEST_TIME = object()  # a field set to the commit's time (serverTimestamp())
 
 
 @pytest.fixture
@@ -99,7 +111,9 @@ def world(clean):
     admin = Rest(clean, "owner")
     ids = {s: f"{s}-{uuid.uuid4().hex[:6]}" for s in ("running", "queued", "succeeded")}
     for status, doc_id in ids.items():
-        assert admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "outputLength": 2, "cancelRequested": False}) == ALLOWED
+        worker = "w-1" if status == "running" else None
+        assert admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "outputLength": 2, "cancelRequested": False,
+                                                   "worker": worker}) == ALLOWED
     running = f"executions/{ids['running']}"
     assert admin.create(f"{running}/pages", "001-0000", {"attempt": 1, "index": 0, "text": "page"}) == ALLOWED
     assert admin.create(f"{running}/chunks", "001-000001", {"attempt": 1, "seq": 1, "start": 0, "end": 2, "text": "hi"}) == ALLOWED
@@ -233,3 +247,27 @@ def test_server_only_collections_are_closed(world, path):
     assert world["alice"].delete(path) == DENIED
     assert world["alice"].create(path.split("/")[0], "alice2", {"value": "x"}) == DENIED
     assert Rest({"PROJECT_ID": world["alice"].project, "FIRESTORE_EMULATOR_HOST": world["alice"].base.split("/")[2]}, "owner").get(path) == ALLOWED
+
+
+def _stop(world, who: str, *, worker: str = "w-1", status: str = "running", cancel: bool = True, **fields) -> int:
+    """A client's Stop as @promptq/web writes it: the request and the worker's Stop folder, one batch."""
+    execution_id = world["ids"][status]
+    stop = {"requestedAt": REQUEST_TIME, "expireAt": datetime.now(timezone.utc) + timedelta(days=1), **fields}
+    writes = [("update", f"executions/{execution_id}", {"cancelRequested": True})] if cancel else []
+    return world[who].commit(*writes, ("set", f"workers/{worker}/stops/{execution_id}", stop))
+
+
+def test_owner_stops_a_running_execution_in_its_workers_folder(world):
+    assert _stop(world, "alice") == ALLOWED
+    assert world["alice"].get(f"workers/w-1/stops/{world['ids']['running']}") == DENIED  # written, never read by clients
+
+
+def test_a_stop_request_goes_only_with_the_stop_to_the_process_holding_it(world):
+    assert _stop(world, "alice", cancel=False) == DENIED  # without cancelRequested in the same batch
+    assert _stop(world, "alice", worker="w-2") == DENIED  # another process's folder
+    assert _stop(world, "alice", status="queued", worker="None") == DENIED  # not running: nobody to tell
+    assert _stop(world, "bob") == DENIED
+    assert _stop(world, "anon") == DENIED
+    assert _stop(world, "alice", extra="x") == DENIED
+    assert _stop(world, "alice", expireAt=datetime.now(timezone.utc) + timedelta(days=30)) == DENIED  # TTL held short
+    assert _stop(world, "alice", requestedAt=datetime(2020, 1, 1, tzinfo=timezone.utc)) == DENIED  # the server's time only

@@ -258,6 +258,8 @@ def test_cancel_decisions():
     assert ex.decide_cancel(*docs(), now=NOW).execution[F.STATUS] == "cancelled"  # queued: ends now
     asked = ex.decide_cancel(*running(lease_in_s=5), now=NOW)
     assert asked.execution[F.CANCEL_REQUESTED] is True and F.STATUS not in asked.execution and asked.job is None
+    assert asked.stop == "w-old"  # the process holding it is told, in the same write
+    assert ex.decide_cancel(*docs(), now=NOW).stop is None  # queued: no process holds it
     assert ex.decide_cancel(*running(lease_in_s=5, execution={F.CANCEL_REQUESTED: True}), now=NOW) is None
     assert ex.decide_cancel(*docs(execution={F.STATUS: "succeeded"}), now=NOW) is None
     assert ex.decide_cancel(None, None, now=NOW) is None

@@ -12,6 +12,8 @@ export const ACCOUNTS = "accounts";
 export const USAGE = "usage";
 export const DAYS = "days";
 export const BATCHES = "batches";
+export const WORKERS = "workers";
+export const STOPS = "stops";
 export const FINISH_CANCELLED = "cancelled";
 export const Status = Object.freeze({
   "QUEUED": "queued",
@@ -82,6 +84,10 @@ export const C = Object.freeze({
   "END": "end",
   "TEXT": "text",
   "REASONING": "reasoning",
+  "EXPIRE_AT": "expireAt"
+});
+export const S = Object.freeze({
+  "REQUESTED_AT": "requestedAt",
   "EXPIRE_AT": "expireAt"
 });
 export const U = Object.freeze({

@@ -8,9 +8,9 @@
 // webpack) resolve it from node_modules; a page without a bundler maps it with an import map.
 // The document's field names come from ./schema.js (generated from promptq/schema).
 
-import { collection, doc, getDocs, onSnapshot, orderBy, query, updateDoc, where } from "firebase/firestore";
+import { collection, doc, getDoc, getDocs, onSnapshot, orderBy, query, serverTimestamp, Timestamp, where, writeBatch } from "firebase/firestore";
 import { settle } from "./settle.js";
-import { C, CHUNKS, EXECUTIONS, F, LIVE, OutputFormat, PAGES, Status } from "./schema.js";
+import { C, CHUNKS, EXECUTIONS, F, LIVE, OutputFormat, PAGES, S, Status, STOPS, WORKERS } from "./schema.js";
 
 /** @import { DocumentData, DocumentReference, Firestore } from "firebase/firestore" */
 /** @import { Code, CostSource } from "./schema.js" */
@@ -149,13 +149,24 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
 
 /**
  * Ask the worker to stop execution `executionId` (Stop): sets `cancelRequested: true`, the one
- * field its owner may write. It ends `cancelled`, keeping the text it had.
+ * field its owner may write, and tells the worker process running it
+ * (`workers/{worker}/stops/{executionId}`, in the same batch: the rules allow it only there).
+ * It ends `cancelled`, keeping the text it had. Nothing happens to an execution that ended.
  * @param {Firestore} db  signed in as the execution's owner
  * @param {string} executionId
  * @returns {Promise<void>}
  */
-export function stopExecution(db, executionId) {
-  return updateDoc(doc(db, EXECUTIONS, executionId), { [F.CANCEL_REQUESTED]: true });
+export async function stopExecution(db, executionId) {
+  const ref = doc(db, EXECUTIONS, executionId);
+  for (let tries = 1; ; tries++) {
+    const d = (await getDoc(ref)).data();
+    if (!d || !LIVE.includes(d[F.STATUS]) || d[F.CANCEL_REQUESTED] === true) return;
+    const batch = writeBatch(db).update(ref, { [F.CANCEL_REQUESTED]: true });
+    const expireAt = Timestamp.fromMillis(Date.now() + 86_400_000); // TTL deletes it a day later
+    if (d[F.WORKER]) batch.set(doc(db, WORKERS, d[F.WORKER], STOPS, executionId), { [S.REQUESTED_AT]: serverTimestamp(), [S.EXPIRE_AT]: expireAt });
+    // Denied when it changed in between (another process claimed it, or it ended): read again.
+    try { return await batch.commit(); } catch (/** @type {any} */ err) { if (tries === 3 || err?.code !== "permission-denied") throw err; }
+  }
 }
 
 /**

@@ -1,0 +1,37 @@
+"""Reading an execution's text (``ExecutionStore`` inherits it): from its pages once it ended,
+else from its chunks, of its current attempt only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from promptq.schema import CHUNKS, PAGES, C, F
+
+
+class TextReads:
+    """Needs ``self.ref`` (``promptq.store``)."""
+
+    def text(self, execution_id: str, execution: dict[str, Any], *, after: int = 0) -> str:
+        """The execution's text (its current attempt's) from code point ``after`` on: from its
+        pages once it ended, else from its chunks. Only pieces that reach past ``after`` are read."""
+        return "".join(piece[C.TEXT][max(0, after - piece[C.START]):] for piece in self.pieces(execution_id, execution, after=after))
+
+    def pieces(self, execution_id: str, execution: dict[str, Any], *, after: int = -1) -> list[dict[str, Any]]:
+        """The pages (once it ended) or chunks of the current attempt that reach past ``after``, in order."""
+        query = self._pieces(execution_id, execution).where(filter=FieldFilter(C.END, ">", after)).order_by(C.END)
+        return [snap.to_dict() for snap in query.stream()]
+
+    def text_length(self, execution_id: str, execution: dict[str, Any]) -> int:
+        """Code points of the current attempt's text so far."""
+        if execution.get(F.OUTPUT_LENGTH) is not None:
+            return int(execution[F.OUTPUT_LENGTH])
+        last = list(self._pieces(execution_id, execution).order_by(C.END, direction=firestore.Query.DESCENDING).limit(1).stream())
+        return int(last[0].get(C.END)) if last else 0
+
+    def _pieces(self, execution_id: str, execution: dict[str, Any]) -> firestore.Query:
+        # Pages and chunks share their field names (start, end, text, attempt).
+        source = PAGES if execution.get(F.OUTPUT_PAGES) else CHUNKS
+        return self.ref(execution_id).collection(source).where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))
