@@ -31,6 +31,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from devstack import stack
+from promptq.store import ExecutionStore
 from promptq_client.api import CallError, Client
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             client = Client.from_env(env)
             client.http.timeout = 600
             user = client.sign_in("batch-bench@promptq.local", "bench-password")
-            client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+            ExecutionStore(client.db).ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
             samples, info = batch(client, user, opts.items, opts.concurrency, opts.model)
             client.close()
         finally:

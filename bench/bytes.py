@@ -30,6 +30,7 @@ from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.types import Document
 
 from devstack import stack
+from promptq.store import ExecutionStore
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 
@@ -72,7 +73,7 @@ def one(client: Client, user, answer_kb: float, prompt_kb: float, seconds: float
             flushes.append((flushes[-1] if flushes else 0) + len(data.get("text", "").encode()))
 
     execution_id = client.start(user, prompt=prompt, model=model)
-    follower = Follower(client.store, execution_id, on_document=on_document).start()
+    follower = Follower(client.reader, execution_id, on_document=on_document).start()
     try:
         final = follower.wait(600)
     finally:
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
             client = Client.from_env(env)
             user = client.sign_in("bytes@promptq.local", "bench-password")
-            client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+            ExecutionStore(client.db).ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
             rows = [one(client, user, *cell) for cell in CELLS]
             client.close()
         finally:

@@ -46,7 +46,7 @@ def one(client: Client, user, upstream_root: str, n: int, via_document: bool) ->
             seen_at["cancelled"] = time.time()
             cancelled.set()
 
-    watch = Follower(client.store, execution_id, on_state).start()
+    watch = Follower(client.reader, execution_id, on_state).start()
     try:
         if not texted.wait(30):
             raise RuntimeError("no text arrived")

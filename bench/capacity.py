@@ -207,7 +207,7 @@ def run_stack_point(env, store: ExecutionStore, upstream_root: str, streams: int
     client = Client.from_env(env)
     users = [client.sign_in(f"capacity-{n}-{uuid.uuid4().hex[:6]}@bench.promptq", "bench-password") for n in range(max(1, streams // 10))]
     for user in users:
-        client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+        ExecutionStore(client.db).ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
     worker_pgid = int((stack.PIDS / "worker.pgid").read_text())
     warm = client.start(users[0], prompt="capacity warm-up", model="fake/tokens=3,rate=0")
     wait_ended(store, [warm])

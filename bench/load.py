@@ -284,7 +284,7 @@ def warm_up(env: dict[str, str], threads: int, dispatches: int, step: int = 6) -
     started = time.monotonic()
     client = Client.from_env(env)
     user = client.sign_in(f"load-warm-up-{os.urandom(3).hex()}@promptq.local", "load-password")
-    client.store.ledger.set_limits(user.uid, UNLIMITED)
+    ExecutionStore(client.db).ledger.set_limits(user.uid, UNLIMITED)
     def job(call: tuple[str, int]) -> str | None:
         kind, n = call
         if kind == "start":
@@ -458,7 +458,7 @@ def _run(args, env: dict[str, str], began: float, deadline: float) -> int:
     run = os.urandom(4).hex()
     client = Client.from_env(env)
     user = client.sign_in(f"load-{run}@promptq.local", "load-password")
-    client.store.ledger.set_limits(user.uid, UNLIMITED)  # one user starts them all: no per-user limits
+    ExecutionStore(client.db).ledger.set_limits(user.uid, UNLIMITED)  # one user starts them all: no per-user limits
     upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
     planned = plan(args.executions, args.seed, args.faulty, run)
     concurrency = dispatch_cap(env)

@@ -32,6 +32,7 @@ import httpx
 
 from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
+from promptq.store import ExecutionStore
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 
@@ -71,7 +72,7 @@ def one(client: Client, user, upstream_root: str, length_s: float, rate: float, 
     execution_id = client.start(user, prompt=prompt, model=model)
     call_s = time.time() - t_call
     # A watcher as the web page's helper is one: the execution document and its chunks.
-    follower = Follower(client.store, execution_id, lambda state: seen.append((time.time(), state))).start()
+    follower = Follower(client.reader, execution_id, lambda state: seen.append((time.time(), state))).start()
     try:
         final = follower.wait(length_s + 60)
     finally:
@@ -99,7 +100,7 @@ def one(client: Client, user, upstream_root: str, length_s: float, rate: float, 
         first_token_to_visible_s=first_seen - first_token_at,
         overhead_s=(first_seen - t_call) - upstream_ttft,
         staleness_s=staleness,
-        writes=int(final.get("writes") or 0) + int((client.store.get_job(execution_id) or {}).get("writes") or 0)
+        writes=int(final.get("writes") or 0) + int((ExecutionStore(client.db).get_job(execution_id) or {}).get("writes") or 0)
         + int(final.get("chunks") or 0) + int(final.get("outputPages") or 0),
         chunks=int(final.get("chunks") or 0),
         versions_seen=len(seen),
@@ -131,7 +132,7 @@ def _main(args) -> int:
         interval = float(env["PROMPTQ_FLUSH_INTERVAL"])
         client = Client.from_env(env)
         user = client.sign_in("bench@promptq.local", "bench-password")
-        client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+        ExecutionStore(client.db).ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
         upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
         lengths = [float(x) for x in args.lengths.split(",")]
         one(client, user, upstream_root, 1, args.rate, args.ttft, -1)  # warm-up, not counted

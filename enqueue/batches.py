@@ -27,7 +27,7 @@ from promptq.batch_claims import ItemsNotWritten
 from promptq.batch_store import BatchStore, Item
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
-from promptq.records import answer_json
+from promptq.schema import answer_json
 from promptq.schema import (BATCH_TERMINAL, TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
                             J, KeySource, Req, Status)
 from promptq.settings import Settings

@@ -3,7 +3,7 @@
 Offsets count Unicode code points (Python ``str`` indices), not UTF-16 units or bytes: a
 client that passes back the ``offset`` it got receives every character exactly once. An
 emoji such as "👍🏽" is two code points; "é" written as "e" + U+0301 is two as well.
-JavaScript clients that slice with UTF-16 indices must convert (see README "Polling").
+JavaScript clients that slice with UTF-16 indices must convert (see docs/API.md "Polling").
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq import execution as ex
-from promptq.records import answer_json
+from promptq.schema import answer_json
 from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status
 from promptq.store import ExecutionStore
 

@@ -33,7 +33,7 @@ PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 FIXED = {"PROMPTQ_LOCAL_KEK", "PROMPTQ_TASKS_EMULATOR_HOST", "PROMPTQ_QUEUE_ID", "PROMPTQ_REGION", "PROMPTQ_TASKS_SERVICE_ACCOUNT", "PROMPTQ_KMS_KEY"}
 RELEASE_INPUTS = (".env", "firebase.json", "infra/firestore.rules", "infra/firestore.indexes.json")
 # What .env.<project> holds unless the operator set another value (SET=, or by editing the file):
-# a small app's protection against a drained OpenRouter account (README, Deploy).
+# a small app's protection against a drained OpenRouter account (docs/OPERATIONS.md, Deploy).
 DEFAULTS = {
     APP_CHECK_ENV: "true",  # only the app's registered web app (App Check) may call the callables
     "PROMPTQ_USER_DAILY_BUDGET_USD": "1",  # each user spends at most $1 a day of the app's key (worst cases reserved)
@@ -157,7 +157,7 @@ def env_values(t: Target) -> dict[str, str]:
     kept.pop(RELEASE_ENV, None)
     for key, value in {**{k: v for k, v in kept.items() if k not in derived}, **dict(t.settings)}.items():
         if key not in set(variables()) - FIXED or "\n" in value:
-            raise Refusal(f"{key} cannot be set in {t.env_path.name}: not a setting a project chooses (README, Configuration)")
+            raise Refusal(f"{key} cannot be set in {t.env_path.name}: not a setting a project chooses (docs/CONFIGURATION.md)")
     return dict(sorted({**DEFAULTS, **kept, **derived, **dict(t.settings)}.items()))
 
 
@@ -183,7 +183,7 @@ def manifest(t: Target, env: dict[str, str]) -> dict:
     regions = {r for e in found["endpoints"].values() for r in (e.get("region") or [DEFAULT_REGION])}
     if regions != {t.region}:
         raise Refusal(f"main.py deploys the functions to {', '.join(sorted(regions))}, not {t.region}: "
-                      "deploy there, or set the functions' region in main.py first (README, Deploy)")
+                      "deploy there, or set the functions' region in main.py first (docs/OPERATIONS.md, Deploy)")
     return found
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from promptq.redact import redact
-from promptq.schema import TERMINAL, C, E, F, Outcome, OutputFormat, Status, U
+from promptq.schema import TERMINAL, C, E, F, Outcome, Status, U
 
 
 def utcnow() -> datetime:
@@ -44,27 +43,6 @@ def error_doc(code: str, message: str, upstream_status: int | None = None) -> di
     if upstream_status is not None:
         doc[E.UPSTREAM_STATUS] = upstream_status
     return doc
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def parse_json_answer(text: str) -> Any:
-    """A JSON answer's value (RFC 8259: NaN and Infinity are not JSON); ``ValueError`` if the
-    text is not one JSON value (``json.JSONDecodeError`` says where)."""
-    return json.loads(text, parse_constant=_not_json)
-
-
-def answer_json(execution: Mapping[str, Any], text: str | None) -> Any:
-    """The parsed value of an execution's answer when it is a JSON answer that succeeded (the
-    worker checked it), else None."""
-    if text is None or execution.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value or execution.get(F.STATUS) != Status.SUCCEEDED.value:
-        return None
-    try:
-        return parse_json_answer(text)
-    except (ValueError, RecursionError):
-        return None
 
 
 def status_of(doc: Mapping[str, Any]) -> Status:
@@ -191,10 +169,12 @@ class Change:
     """One atomic write of an execution: an update of the execution document and/or of its job,
     each conditional on the version it was decided on; ``chunk`` is the attempt's last chunk,
     written in the same batch; ``delete`` removes both (an unstarted execution rolled back);
-    ``settle`` is what it changes of its owner's account and usage, in the same batch."""
+    ``settle`` is what it changes of its owner's account and usage, in the same batch; ``stop``
+    names the worker process told to stop it (its Stop folder gets the request, in the same batch)."""
 
     execution: dict[str, Any] | None = None
     job: dict[str, Any] | None = None
     chunk: Chunk | None = None
     delete: bool = False
     settle: Settlement | None = None
+    stop: str | None = None

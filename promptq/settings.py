@@ -2,7 +2,7 @@
 
 Functions read it once per process (``Settings.from_env()``) and pass it down; nothing
 below the edge reads ``os.environ``. Each field names its environment variable in its
-metadata (``env``), so the table in the README, the parser and the defaults are one list.
+metadata (``env``), so the table in docs/CONFIGURATION.md, the parser and the defaults are one list.
 Secrets (the OpenRouter key) are NOT part of it: they are read inside the worker handler
 from the Firebase secret and handed to the upstream client only.
 """
@@ -54,7 +54,7 @@ def _from(cls: type, environ: Mapping[str, str], **given: Any) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
-    """What the callable accepts. All configurable; see README "Configuration"."""
+    """What the callable accepts. All configurable; see docs/CONFIGURATION.md."""
 
     # UTF-8 bytes of the messages' text after rendering (contents, text parts, tool calls): what
     # a model reads as text. Data URLs are bounded apart (below), and everything the job stores

@@ -56,7 +56,7 @@ class Client:
         self.web_api_key = web_api_key
         self.http = httpx.Client(timeout=timeout)
         self.app_check_token = app_check_token  # sent with every call (a project that enforces App Check needs one)
-        self._store = None
+        self._reader = None
 
     def exchange_debug_token(self, app_id: str, debug_token: str) -> str:
         """An App Check token for a debug token registered for the web app ``app_id`` (Firebase
@@ -201,20 +201,20 @@ class Client:
     # --- watching (Firestore, with Google credentials) ---------------------------------------
 
     @property
-    def store(self):
-        """The Firestore reads promptq itself uses (``promptq.store``), on this project."""
-        if self._store is None:
-            from promptq.store import ExecutionStore
+    def reader(self):
+        """The client's Firestore reads (``promptq_client.reader``), on this project."""
+        if self._reader is None:
+            from promptq_client.reader import Reader
 
-            self._store = ExecutionStore.connect(self.project_id)
-        return self._store
+            self._reader = Reader.connect(self.project_id)
+        return self._reader
 
     @property
     def db(self):
-        return self.store.client
+        return self.reader.client
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
-        return self.store.get(execution_id)
+        return self.reader.get(execution_id)
 
     def watch(self, execution_id: str, on_version: Callable[[dict[str, Any]], None], *, timeout: float = 300.0) -> dict[str, Any]:
         """Call ``on_version`` with each state a watcher sees (the execution's fields, and
@@ -222,7 +222,7 @@ class Client:
         Raises TimeoutError if it does not end in time."""
         from promptq_client.watch import Follower
 
-        follower = Follower(self.store, execution_id, on_version).start()
+        follower = Follower(self.reader, execution_id, on_version).start()
         try:
             return follower.wait(timeout)
         finally:

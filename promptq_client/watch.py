@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from promptq.records import answer_json
 from promptq.schema import TERMINAL, C, F, Status
-from promptq.store import ExecutionStore
+from promptq.schema import answer_json
+from promptq_client.reader import Reader
 
 OUTPUT = "output"  # the assembled text, in the states this module reports (not stored fields)
 REASONING = "reasoning"
@@ -25,11 +25,11 @@ JSON = "json"  # a JSON answer's value (`outputFormat: "json"`), once it succeed
 
 
 class Follower:
-    def __init__(self, store: ExecutionStore, execution_id: str, on_version: Callable[[dict[str, Any]], None] | None = None,
+    def __init__(self, reader: Reader, execution_id: str, on_version: Callable[[dict[str, Any]], None] | None = None,
                  on_document: Callable[[str, dict[str, Any]], None] | None = None):
         """``on_version(state)`` for each new state; ``on_document(kind, data)`` for each document
         received ("execution", "chunk" or "page"): what a watcher downloads, for measuring."""
-        self.store, self.execution_id = store, execution_id
+        self.reader, self.execution_id = reader, execution_id
         self.on_version = on_version or (lambda state: None)
         self.on_document = on_document or (lambda kind, data: None)
         self.done = threading.Event()
@@ -46,7 +46,7 @@ class Follower:
         self._watch = None
 
     def start(self) -> "Follower":
-        self._watch = self.store.watch(self.execution_id, self._on_doc)
+        self._watch = self.reader.watch(self.execution_id, self._on_doc)
         return self
 
     def stop(self) -> None:
@@ -81,7 +81,7 @@ class Follower:
         if late:  # it ended before we came: its pages (or chunks) in one read, no listener
             self._read_all()
         elif attempt > 0:
-            self._chunks = self.store.watch_chunks(self.execution_id, attempt, self._on_chunks)
+            self._chunks = self.reader.watch_chunks(self.execution_id, attempt, self._on_chunks)
 
     def _on_chunks(self, chunks: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -91,7 +91,7 @@ class Follower:
             self._report()
 
     def _read_all(self) -> None:
-        for piece in self.store.pieces(self.execution_id, self._doc):
+        for piece in self.reader.pieces(self.execution_id, self._doc):
             self.on_document("page" if self._doc.get(F.OUTPUT_PAGES) else "chunk", piece)
             self._append(piece)
 

@@ -138,6 +138,16 @@ def db(stack):
 
 
 @pytest.fixture(scope="session")
+def store(db):
+    """The server's store (``promptq.store``) on the emulator: for what a test arranges or inspects
+    that only the server writes (an operator's limits, a job's history). The client reads through
+    its own reader (``promptq_client.reader``)."""
+    from promptq.store import ExecutionStore
+
+    return ExecutionStore(db)
+
+
+@pytest.fixture(scope="session")
 def client(stack):
     from promptq_client.api import Client
 
@@ -163,7 +173,7 @@ def clean(stack, db):
 
 
 @pytest.fixture
-def make_user(client, clean):
+def make_user(client, store, clean):
     """Factory: a new signed-in user on the Auth emulator. Without ``limits`` the user has no
     limits (an operator's override of 0s: most tests start more than a user may); with a dict,
     that override (``limits/{uid}``); with ``"defaults"``, the settings' defaults."""
@@ -171,7 +181,7 @@ def make_user(client, clean):
     def make(name: str = "user", limits: dict | str | None = None):
         user = client.sign_in(f"{name}-{uuid.uuid4().hex[:8]}@test.promptq", "test-password")
         if limits != "defaults":
-            client.store.ledger.set_limits(user.uid, limits or {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
+            store.ledger.set_limits(user.uid, limits or {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
         return user
 
     return make
@@ -241,14 +251,14 @@ class Recorder:
 @pytest.fixture
 def listen(db):
     """listen(execution_id) -> Recorder following executions/{id}; detached after the test."""
-    from promptq.store import ExecutionStore
+    from promptq_client.reader import Reader
     from promptq_client.watch import Follower
 
     followers = []
 
     def attach(execution_id: str) -> Recorder:
         rec = Recorder()
-        rec.follower = Follower(ExecutionStore(db), execution_id, rec).start()
+        rec.follower = Follower(Reader(db), execution_id, rec).start()
         followers.append(rec.follower)
         return rec
 

@@ -14,7 +14,7 @@ from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
 from promptq import jsonschemas
-from promptq.records import parse_json_answer
+from promptq.schema import parse_json_answer
 from promptq.schema import Code
 
 

@@ -1,8 +1,9 @@
 """The OpenRouter HTTP client: open a chat-completion stream, with retries before the first token.
 
-Two retry levels, on purpose (README "Retries"): tenacity here, around opening the stream and
-waiting for its first token; Cloud Tasks around a whole attempt. After the first token nothing
-is retried here: a new request would be a new generation with new cost.
+Two retry levels, on purpose (docs/DOCUMENTS.md "Retries, deadlines and what survives
+what"): tenacity here, around opening the stream and waiting for its first token; Cloud Tasks
+around a whole attempt. After the first token nothing is retried here: a new request would be
+a new generation with new cost.
 
 Knows HTTP, SSE and OpenRouter; knows nothing of Firestore. The API key is held by this
 client only and never appears in an exception, a log line or a document.

@@ -9,6 +9,7 @@ two drift apart. The transitions between states live in ``promptq.execution``.
 """
 
 from promptq.schema.accounts import *  # noqa: F401,F403
+from promptq.schema.answers import answer_json, parse_json_answer  # noqa: F401
 from promptq.schema.batches import *  # noqa: F401,F403
 from promptq.schema.calls import *  # noqa: F401,F403
 from promptq.schema.documents import *  # noqa: F401,F403

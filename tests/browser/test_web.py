@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from documents import Scripted, execution_state
+from waiting import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -46,8 +47,8 @@ def _sample(page, timeout: float = 30) -> tuple[list[str], list[str], list[str]]
     steps: list[str] = []
     statuses: list[str] = []
     counts: list[str] = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+
+    def sample() -> str:
         output, status, count = page.texts("#output", "#status", "#tokens")
         if not statuses or statuses[-1] != status:
             statuses.append(status)
@@ -55,9 +56,9 @@ def _sample(page, timeout: float = 30) -> tuple[list[str], list[str], list[str]]
             steps.append(output)
         if status == "running" and count and (not counts or counts[-1] != count):
             counts.append(count)
-        if status in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.03)
+        return status
+
+    poll(sample, lambda status: status in ("succeeded", "failed", "cancelled"), timeout=timeout, every=0.03)
     return steps, statuses, counts
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import threading
-import time
 import uuid
 
 import pytest
@@ -21,6 +20,7 @@ from devstack.stack import FAKE_KEY
 from promptq import accounts
 from promptq.schema import Acc, Use
 from promptq_client.api import CallError
+from waiting import poll
 
 SLOW = "fake/tokens=300,rate=30"  # ~10 s of streaming: still running while the burst's calls arrive
 PRICE_PROMPT, PRICE_COMPLETION = 1e-6, 2e-6  # the local upstream's listed price for every model
@@ -128,15 +128,11 @@ def test_usage_is_counted_once_and_a_cancel_is_reconciled(client, make_user, lis
     user = make_user(limits={"dailyBudgetUsd": 1.0})
     execution_id = client.start(user, prompt="cancel and reconcile", model="fake/tokens=400,rate=40")
     rec = listen(execution_id)
-    deadline = time.monotonic() + 15
-    while not any(v.doc["output"] for v in rec.versions) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(lambda: any(v.doc["output"] for v in rec.versions), timeout=15)
     client.cancel(user, execution_id)
     final = rec.wait()
     assert final["status"] == "cancelled"
-    deadline = time.monotonic() + 20
-    while (doc := client.get(execution_id))["cost"] is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    doc = poll(lambda: client.get(execution_id), lambda execution: execution["cost"] is not None, timeout=20, every=0.2)
     assert doc["cost"] is not None, "the cost was reconciled from the generation record"
     day = today(db, user.uid, doc["finishedAt"])
     assert day[Use.EXECUTIONS] == 1 and day[Use.COST] == pytest.approx(doc["cost"], abs=1e-12)

@@ -20,6 +20,7 @@ from enqueue.tasks import TaskQueue
 from promptq.schema import F
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
+from waiting import poll
 
 EXECUTIONS = 250
 SLOTS = 5
@@ -65,10 +66,8 @@ def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, 
     thread = threading.Thread(target=sweeper, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 300
-        while (done := _count_ended(db)) < EXECUTIONS:
-            assert time.monotonic() < deadline, f"only {done} of {EXECUTIONS} ended"
-            time.sleep(1)
+        done = poll(lambda: _count_ended(db), lambda ended: ended >= EXECUTIONS, timeout=300, every=1)
+        assert done >= EXECUTIONS, f"only {done} of {EXECUTIONS} ended"
     finally:
         stop.set()
         thread.join()

@@ -25,21 +25,23 @@ from promptq.schema import Status
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq_client.api import CallError
-from waiting import wait_for
+from waiting import poll, wait_for
 
 
 
 def wait_batch(client, user, batch_id: str, *, timeout: float = 120, until=("completed", "cancelled")):
     """get_batch until the batch reaches a status of ``until``; every answer seen, in order."""
-    seen, end = [], time.monotonic() + timeout
-    while time.monotonic() < end:
+    seen = []
+
+    def latest():
         answer = client.batch(user, batch_id)
         if not seen or answer.counts != seen[-1].counts or answer.status != seen[-1].status:
             seen.append(answer)
-        if answer.status.value in until:
-            return seen
-        time.sleep(0.2)
-    raise AssertionError(f"batch {batch_id} still {seen[-1].status if seen else '?'}: {seen[-1].counts if seen else ''}")
+        return answer
+
+    if poll(latest, lambda answer: answer.status.value in until, timeout=timeout, every=0.2).status.value in until:
+        return seen
+    raise AssertionError(f"batch {batch_id} still {seen[-1].status}: {seen[-1].counts}")
 
 
 def items_of(db, batch_id: str, *, latest_only: bool = True) -> list[dict]:
@@ -119,9 +121,7 @@ def test_cancel_late_keeps_what_finished(client, make_user):
     items[7]["model"] = "fake/tokens=400,rate=20"  # the last one runs for 20 s
     started = client.start_batch(user, items, maxConcurrency=4)
     wait_batch(client, user, started.batchId, until=("running",))
-    end = time.monotonic() + 60
-    while client.batch(user, started.batchId).counts["succeeded"] < 7 and time.monotonic() < end:
-        time.sleep(0.2)
+    poll(lambda: client.batch(user, started.batchId).counts["succeeded"] >= 7, timeout=60, every=0.2)
     client.cancel_batch(user, started.batchId)
     final = wait_batch(client, user, started.batchId, timeout=20)[-1]
     assert final.status == "cancelled" and (final.counts["succeeded"], final.counts["cancelled"]) == (7, 1)
@@ -158,12 +158,12 @@ def test_a_worker_killed_mid_batch_is_replaced_and_the_counts_stay_exact(client,
     offset = worker_log().stat().st_size
     items = [{"customId": str(i), "prompt": f"killed mid-batch {uuid.uuid4().hex[:6]} {i}"} for i in range(6)]
     started = client.start_batch(user, items, model="fake/tokens=80,rate=20", maxConcurrency=2)
-    end, claims = time.monotonic() + 30, []
-    while not claims and time.monotonic() < end:
+    def claims_logged() -> list:
         with open(worker_log(), errors="replace") as f:
             f.seek(offset)
-            claims = re.findall(r"execution (\w+): attempt 1 \(\w+\) claimed by pid (\d+)", f.read())
-        time.sleep(0.1)
+            return re.findall(r"execution (\w+): attempt 1 \(\w+\) claimed by pid (\d+)", f.read())
+
+    claims = poll(claims_logged, timeout=30, every=0.1)
     victim, pid = claims[0]
     # Killed mid-stream: once some of the victim's text is in Firestore.
     wait_for(lambda: list(db.collection("executions").document(victim).collection("chunks").limit(1).stream()), what="the victim's first chunk")

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from devstack.stack import ROOT
 from promptq_client.cli.follow import Printer
 from promptq_client.cli.report import format_cost
 from promptq_client.cli.target import LOCAL_EMAIL, LOCAL_PASSWORD
+from waiting import poll
 
 pytestmark = pytest.mark.stack
 
@@ -303,9 +303,7 @@ def test_ctrl_c_cancels_the_execution(cli_user, db, upstream, mode):
     try:
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
         out.start(), err.start()
-        end = time.monotonic() + 20
-        while len(out.text()) < 20 and time.monotonic() < end and proc.poll() is None:
-            time.sleep(0.05)
+        poll(out.text, lambda text: len(text) >= 20 or proc.poll() is not None, timeout=20)
         assert len(out.text()) >= 20, f"no text within 20 s: {err.text()}"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         code = proc.wait(40)

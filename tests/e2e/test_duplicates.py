@@ -25,6 +25,7 @@ import pytest
 
 from devstack.stack import worker_log
 from documents import assert_counted_once
+from waiting import poll
 
 pytestmark = pytest.mark.stack
 
@@ -87,13 +88,11 @@ def warm(url: str, processes: int) -> None:
 def task_statuses(tasks, execution_id: str, *, until_done: bool, timeout: float = 30) -> list:
     """HTTP statuses the Cloud Tasks emulator got for the execution's task, in order; with
     ``until_done``, once it got a 2xx (the task completed)."""
-    end = time.monotonic() + timeout
-    while True:
+    def statuses() -> list:
         records = tasks.stats()["tasks"]
-        statuses = next((r["statuses"] for name, r in records.items() if name.endswith("/tasks/" + execution_id)), [])
-        if not until_done or (statuses and statuses[-1] == 200) or time.monotonic() > end:
-            return statuses
-        time.sleep(0.2)
+        return next((r["statuses"] for name, r in records.items() if name.endswith("/tasks/" + execution_id)), [])
+
+    return poll(statuses, lambda seen: not until_done or (seen and seen[-1] == 200), timeout=timeout, every=0.2)
 
 
 def claims_in_log(execution_id: str, offset: int) -> list[tuple[int, str, int]]:
@@ -113,7 +112,7 @@ def assert_versions_never_mix(versions: list[dict[str, Any]]) -> None:
             assert after["output"].startswith(before["output"]), (before["output"], after["output"])
 
 
-def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, unique_upstream, tasks, worker_url):
+def test_duplicate_deliveries_stream_one_generation(client, store, make_user, listen, unique_upstream, tasks, worker_url):
     warm(worker_url, 4)
     offset = worker_log().stat().st_size
     prompt = f"duplicate deliveries [{uuid.uuid4().hex[:8]}]"
@@ -126,7 +125,7 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
     after_end = deliver(worker_url, execution_id)
 
     records = unique_upstream.requests_for(prompt)
-    history = [(h["attempt"], h["outcome"]) for h in client.store.get_job(execution_id)["attempts"]]
+    history = [(h["attempt"], h["outcome"]) for h in store.get_job(execution_id)["attempts"]]
     assert final["status"] == "succeeded", final["error"]
     # Never a mix: the document holds exactly one generation, whole; any other one was closed.
     kept = [r for r in records if r["text"] == final["output"]]
@@ -160,7 +159,7 @@ def test_duplicate_deliveries_stream_one_generation(client, make_user, listen, u
     assert statuses[-1] == 200 and set(statuses[:-1]) <= {503}, statuses
 
 
-def test_killed_worker_is_replaced_after_its_lease(client, make_user, listen, unique_upstream, tasks, stack):
+def test_killed_worker_is_replaced_after_its_lease(client, store, make_user, listen, unique_upstream, tasks, stack):
     offset = worker_log().stat().st_size
     prompt = f"killed worker [{uuid.uuid4().hex[:8]}]"
     user = make_user()
@@ -168,12 +167,10 @@ def test_killed_worker_is_replaced_after_its_lease(client, make_user, listen, un
     rec = listen(execution_id)
 
     end = time.monotonic() + 30
-    while not (claims := claims_in_log(execution_id, offset)) and time.monotonic() < end:
-        time.sleep(0.05)
+    claims = poll(lambda: claims_in_log(execution_id, offset), timeout=30)
     assert claims, "the worker never logged its claim"
     [(_, first_attempt_id, pid)] = claims
-    while not any(v.doc["output"] for v in rec.versions) and time.monotonic() < end:
-        time.sleep(0.05)
+    poll(lambda: any(v.doc["output"] for v in rec.versions), timeout=max(0.0, end - time.monotonic()))
     assert any(v.doc["output"] for v in rec.versions), "no output visible before the kill"
     arbiter = _parent(pid)  # the function's gunicorn master; it outlives its killed worker
     os.kill(pid, signal.SIGKILL)
@@ -187,7 +184,7 @@ def test_killed_worker_is_replaced_after_its_lease(client, make_user, listen, un
     # The next delivery after the lease expired took over and streamed a new generation.
     assert final["status"] == "succeeded", final["error"]
     assert final["attempt"] == 2
-    [dead] = client.store.get_job(execution_id)["attempts"]
+    [dead] = store.get_job(execution_id)["attempts"]
     assert (dead["attempt"], dead["attemptId"], dead["outcome"]) == (1, first_attempt_id, "lease_expired"), dead
     assert final["restartedAt"] is not None
     # Nobody took over a live lease: it was last renewed at most a third of it before the kill

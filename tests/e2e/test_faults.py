@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from devstack.fakerouter import expected_text, expected_usage, generate_tokens, resolve, seed_for
+from waiting import poll
 
 pytestmark = pytest.mark.stack
 
@@ -151,7 +152,7 @@ class Launched:
 
 
 @pytest.fixture(scope="module")
-def launched(stack, client) -> Launched:
+def launched(stack, client, store) -> Launched:
     """A clean stack, then every case started at once (they stream concurrently)."""
     upstream_root = stack["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
     firestore = f"http://{stack['FIRESTORE_EMULATOR_HOST']}/emulator/v1/projects/{stack['PROJECT_ID']}/databases/(default)/documents"
@@ -160,7 +161,7 @@ def launched(stack, client) -> Launched:
     httpx.delete(f"{upstream_root}/_fake/requests", timeout=5).raise_for_status()
 
     user = client.sign_in(f"faults-{uuid.uuid4().hex[:8]}@test.promptq", "test-password")
-    client.store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})  # every case at once: more than a user may
+    store.ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})  # every case at once: more than a user may
     launch = Launched(uuid.uuid4().hex[:8], time.monotonic(), {}, upstream_root)
     for case in CASES:
         launch.ids[case.id] = client.start(user, prompt=launch.prompt(case), model=case.model)
@@ -193,12 +194,8 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 def _records(root: str, marker: str) -> list[dict[str, Any]]:
     """The upstream's records for one case, once every request has ended."""
-    end = time.monotonic() + 5
-    while True:
-        records = httpx.get(f"{root}/_fake/requests", params={"contains": marker}, timeout=5).json()
-        if all(r["outcome"] for r in records) or time.monotonic() > end:
-            return records
-        time.sleep(0.1)
+    return poll(lambda: httpx.get(f"{root}/_fake/requests", params={"contains": marker}, timeout=5).json(),
+                lambda records: all(r["outcome"] for r in records), timeout=5, every=0.1)
 
 
 def _timeline(records: list[dict[str, Any]]) -> list[tuple]:
@@ -220,7 +217,7 @@ def _expected_output(case: Case, prompt: str) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_fault(case: Case, launched: Launched, matrix: list, client):
+def test_fault(case: Case, launched: Launched, matrix: list, client, store):
     execution_id = launched.ids[case.id]
     remaining = DEADLINE_S - (time.monotonic() - launched.started_at)
     final = client.watch(execution_id, lambda _doc: None, timeout=max(remaining, 1))
@@ -231,7 +228,7 @@ def test_fault(case: Case, launched: Launched, matrix: list, client):
         "seconds": (final["finishedAt"] - final["createdAt"]).total_seconds(),
     })
 
-    history = [{k: v for k, v in h.items() if k in ("attempt", "outcome", "code")} for h in client.store.get_job(execution_id)["attempts"]]
+    history = [{k: v for k, v in h.items() if k in ("attempt", "outcome", "code")} for h in store.get_job(execution_id)["attempts"]]
     # No attempt may end by dying: a live worker always records how its attempt ended.
     assert all(h["outcome"] != "lease_expired" for h in history), (
         f"execution {execution_id}: an attempt stopped without recording its end and was replaced after its lease "

@@ -48,9 +48,9 @@ def slow_client(stack):
 
 
 @pytest.fixture
-def deployed_project(client, clean):
+def deployed_project(store, clean):
     """The project's daily cap as `make deploy` sets it (the stack's own setting is off)."""
-    client.store.ledger.set_project_limits({"dailyBudgetUsd": PROJECT_BUDGET})
+    store.ledger.set_project_limits({"dailyBudgetUsd": PROJECT_BUDGET})
 
 
 def at_once(calls: list) -> list:
@@ -106,13 +106,13 @@ def test_ten_batches_of_ten_thousand_items_from_one_new_account_get_only_what_th
     assert day.executions == 20 * len(started) and 0 < day.cost <= USER_BUDGET
 
 
-def test_the_project_cap_holds_across_new_accounts(client, make_user, db, paused_queue, stack):
+def test_the_project_cap_holds_across_new_accounts(client, store, make_user, db, paused_queue, stack):
     """Budgets are per account and accounts cost nothing: the project's cap counts them all.
     With the queue paused the reservations stay held: exactly what fits under the cap starts,
     whichever account asks; the next is refused for everyone; what ended is charged to the
     project's day and every reservation given back."""
     cap = 0.01
-    client.store.ledger.set_project_limits({"dailyBudgetUsd": cap})
+    store.ledger.set_project_limits({"dailyBudgetUsd": cap})
     users = [make_user(f"signup{n}", limits=DEPLOYED) for n in range(4)]
     reservation = (len("cap 0".encode()) + 8) * PROMPT_PRICE + 1000 * COMPLETION_PRICE + FEES_PER_REQUEST
     fits = int(cap // reservation)

@@ -3,11 +3,11 @@ idempotency; templates. The Cloud Tasks emulator's counters show what was enqueu
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from promptq_client.api import CallError
+from waiting import poll
 
 
 def _executions(db) -> list:
@@ -90,9 +90,7 @@ def test_document_is_created_queued_and_task_carries_only_the_id(client, make_us
     assert doc["status"] in ("queued", "running")  # the worker may already have it
     job = db.document(f"executions/{execution_id}/internal/job").get().to_dict()
     assert job["request"]["params"] == {"temperature": 0.2, "max_tokens": 50}
-    deadline = time.monotonic() + 10
-    while not tasks.stats()["tasks"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    poll(lambda: tasks.stats()["tasks"], timeout=10, every=0.1)
     assert list(tasks.stats()["tasks"]) == [f"{tasks.queue}/tasks/{execution_id}"]  # task name = execution id
     assert tasks.created() == 1
 
@@ -105,9 +103,7 @@ def test_idempotency_key_returns_same_execution_and_enqueues_nothing_new(client,
     other_user = make_user()
     third = client.call("start_execution", {"prompt": "idem marker-7", "model": "fake/tokens=3,rate=0", "idempotencyKey": "k-1"}, other_user)
     assert third["executionId"] != first["executionId"]  # keys are per user
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(upstream.requests_for("idem marker-7")) < 2:
-        time.sleep(0.2)
+    poll(lambda: len(upstream.requests_for("idem marker-7")) >= 2, timeout=20, every=0.2)
     assert tasks.created() == 2
     assert len(_executions(db)) == 2
     assert len(upstream.requests_for("idem marker-7")) == 2  # one generation per execution

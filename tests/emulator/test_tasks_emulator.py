@@ -21,13 +21,14 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,16 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclasses.dataclass
@@ -215,7 +206,7 @@ def test_dispatch_sends_body_and_cloud_tasks_headers(client, make_queue, target)
     queue = make_queue()
     task = new_task(client, queue, target.url, task_id="exec-abc", execution_id="abc")
 
-    [hit] = wait_for(lambda: target.hits_for("exec-abc"), what="the dispatch")
+    [hit] = wait_for(lambda: target.hits_for("exec-abc"), timeout=5, what="the dispatch")
     assert json.loads(hit.body) == {"data": {"executionId": "abc"}}
     assert hit.headers["Content-Type"] == "application/json"
     assert hit.headers["X-CloudTasks-QueueName"] == queue.rsplit("/", 1)[1]
@@ -224,7 +215,7 @@ def test_dispatch_sends_body_and_cloud_tasks_headers(client, make_queue, target)
     assert hit.headers["X-CloudTasks-TaskExecutionCount"] == "0"
     assert abs(float(hit.headers["X-CloudTasks-TaskETA"]) - task.schedule_time.timestamp()) < 0.01
     assert "X-CloudTasks-TaskPreviousResponse" not in hit.headers
-    wait_for(lambda: not client.list_tasks(parent=queue).tasks, what="the task to complete")
+    wait_for(lambda: not client.list_tasks(parent=queue).tasks, timeout=5, what="the task to complete")
 
 
 def test_retry_headers_count_attempts_and_non_5xx_answers(client, make_queue, target, emulator):
@@ -233,12 +224,12 @@ def test_retry_headers_count_attempts_and_non_5xx_answers(client, make_queue, ta
     target.behaviour = lambda hit, n: (answers[n], 0)
     new_task(client, queue, target.url, task_id="t-retry")
 
-    hits = wait_for(lambda: len(target.hits_for("t-retry")) == 3 and target.hits_for("t-retry"))
+    hits = wait_for(lambda: len(target.hits_for("t-retry")) == 3 and target.hits_for("t-retry"), timeout=5)
     assert [h.headers["X-CloudTasks-TaskRetryCount"] for h in hits] == ["0", "1", "2"]
     # Production counts only answers that are not 5xx as executions.
     assert [h.headers["X-CloudTasks-TaskExecutionCount"] for h in hits] == ["0", "0", "1"]
     assert [h.headers.get("X-CloudTasks-TaskPreviousResponse") for h in hits] == [None, "503", "400"]
-    wait_for(lambda: emulator.stats()["queues"][queue]["completed"] == 1)
+    wait_for(lambda: emulator.stats()["queues"][queue]["completed"] == 1, timeout=5)
     assert emulator.stats()["tasks"][f"{queue}/tasks/t-retry"] == {"attempts": 3, "statuses": [503, 400, 200]}
 
 
@@ -246,7 +237,7 @@ def run_five_sleepy_tasks(client, queue: str, target: Target) -> float:
     started = time.monotonic()
     names = [new_task(client, queue, target.url).name for _ in range(5)]
     wait_for(lambda: len([h for h in target.hits if h.left]) == 5, timeout=10, what="5 answers")
-    wait_for(lambda: not client.list_tasks(parent=queue).tasks, what="the queue to empty")
+    wait_for(lambda: not client.list_tasks(parent=queue).tasks, timeout=5, what="the queue to empty")
     assert {h.task for h in target.hits} == {n.rsplit("/", 1)[1] for n in names}
     return time.monotonic() - started
 
@@ -276,7 +267,7 @@ def test_list_tasks_shows_in_flight_tasks(client, make_queue, target, emulator):
     target.behaviour = lambda hit, n: (200, 1.0)
     queue = make_queue()
     new_task(client, queue, target.url, task_id="busy")
-    wait_for(lambda: target.hits_for("busy"))
+    wait_for(lambda: target.hits_for("busy"), timeout=5)
 
     [listed] = client.list_tasks(parent=queue).tasks
     assert listed.dispatch_count == 1 and listed.first_attempt.dispatch_time
@@ -290,7 +281,7 @@ def test_5xx_is_retried_with_backoff_and_dropped_after_max_attempts(client, make
     queue = make_queue(retry=retry)
     task = new_task(client, queue, target.url, task_id="always-503")
 
-    wait_for(lambda: emulator.stats()["queues"][queue]["dropped"] == 1, what="the drop")
+    wait_for(lambda: emulator.stats()["queues"][queue]["dropped"] == 1, timeout=5, what="the drop")
     # A dropped task is gone: every hit arrived before the answer that led to the drop.
     hits = target.hits_for("always-503")
     assert len(hits) == 4
@@ -314,7 +305,7 @@ def test_dispatch_deadline_overrun_gives_an_overlapping_retry(client, make_queue
     assert 1.0 <= second.arrived - first.arrived < 1.6
     assert second.headers["X-CloudTasks-TaskRetryCount"] == "1"
     assert second.headers["X-CloudTasks-TaskExecutionCount"] == "0"
-    wait_for(lambda: emulator.stats()["queues"][queue]["completed"] == 1)
+    wait_for(lambda: emulator.stats()["queues"][queue]["completed"] == 1, timeout=5)
     assert emulator.stats()["tasks"][f"{queue}/tasks/slow"]["statuses"] == ["deadline-exceeded", 200]
 
 
@@ -324,7 +315,7 @@ def test_task_name_is_deduplicated_while_pending_and_after_completion(client, ma
     with pytest.raises(exceptions.AlreadyExists):
         new_task(client, queue, target.url, task_id="exec-dup")
 
-    wait_for(lambda: emulator.stats()["queues"][queue]["completed"] == 1)
+    wait_for(lambda: emulator.stats()["queues"][queue]["completed"] == 1, timeout=5)
     with pytest.raises(exceptions.AlreadyExists):
         new_task(client, queue, target.url, task_id="exec-dup")
     assert len(target.hits_for("exec-dup")) == 1
@@ -340,7 +331,7 @@ def test_deleted_task_is_not_dispatched_and_its_name_stays_taken(client, make_qu
         new_task(client, queue, target.url, task_id="exec-del")
     # A task due after the deleted one's time: once it arrived, the deleted one would have.
     new_task(client, queue, target.url, task_id="exec-del-later", delay_s=0.6)
-    wait_for(lambda: target.hits_for("exec-del-later"), what="the later task")
+    wait_for(lambda: target.hits_for("exec-del-later"), timeout=5, what="the later task")
     assert target.hits_for("exec-del") == []
 
 
@@ -354,7 +345,7 @@ def test_stats_count_and_reset_clears_them(client, make_queue, target, emulator)
     with pytest.raises(exceptions.AlreadyExists):
         new_task(client, queue, target.url, task_id="ok")
 
-    wait_for(lambda: emulator.stats()["queues"][queue]["dropped"] == 1)
+    wait_for(lambda: emulator.stats()["queues"][queue]["dropped"] == 1, timeout=5)
     stats = emulator.stats()
     assert stats["queues"][queue] == {"created": 3, "completed": 1, "dropped": 1, "pending": 1,
                                       "inFlight": 0, "deduplicated": 1}
@@ -375,19 +366,19 @@ def test_paused_queue_dispatches_nothing_until_resumed(client, make_queue, targe
     # that it went past the paused one's task.
     other = make_queue()
     new_task(client, other, target.url, task_id="passes")
-    wait_for(lambda: target.hits_for("passes"), what="the other queue's task")
+    wait_for(lambda: target.hits_for("passes"), timeout=5, what="the other queue's task")
     assert target.hits_for("waits") == []
     assert [short(t) for t in client.list_tasks(parent=queue).tasks] == ["waits"]
 
     client.resume_queue(name=queue)
-    wait_for(lambda: target.hits_for("waits"), what="dispatch after resume")
+    wait_for(lambda: target.hits_for("waits"), timeout=5, what="dispatch after resume")
 
 
 def test_run_task_dispatches_a_scheduled_task_now(client, make_queue, target):
     queue = make_queue()
     task = new_task(client, queue, target.url, task_id="future", delay_s=60)
     client.run_task(name=task.name)
-    wait_for(lambda: target.hits_for("future"), what="the forced dispatch")
+    wait_for(lambda: target.hits_for("future"), timeout=5, what="the forced dispatch")
 
 
 def test_exits_cleanly_on_sigterm():

@@ -15,7 +15,8 @@ from test_runner import RecordingWriter
 
 from devstack.fakerouter import FakeRouter, call_id, seed_for
 from promptq.errors import Permanent
-from promptq.records import Produced, answer_json, parse_json_answer
+from promptq.records import Produced
+from promptq.schema import answer_json, parse_json_answer
 from promptq.schema import BatchItem, Code, F, PollAnswer, Status
 from promptq.settings import Settings
 from worker.answer import Refused, check

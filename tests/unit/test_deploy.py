@@ -1,5 +1,5 @@
 """What a deploy sends: the manifest the functions SDK gives the Firebase CLI for main.py, and
-the functions' committed environment. Asserted against what the README and docs promise."""
+the functions' committed environment. Asserted against what the README and docs/ promise."""
 
 from __future__ import annotations
 
@@ -57,18 +57,21 @@ def test_every_callable_in_the_schema_is_deployed_and_app_check_follows_the_sett
 
 def test_every_collection_group_that_expires_has_a_ttl_policy():
     """TTL does not delete subcollections: each group whose documents carry `expireAt` needs
-    its own policy (promptq.schema: executions, chunks, pages, internal; usage days)."""
+    its own policy (promptq.schema: executions, chunks, pages, internal; usage days; Stop requests)."""
     import json
 
     overrides = json.loads((ROOT / "infra/firestore.indexes.json").read_text())["fieldOverrides"]
     ttl = {o["collectionGroup"] for o in overrides if o.get("ttl")}
-    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches", "rounds"}
+    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches", "rounds", "stops"}
     assert all(o["fieldPath"] == "expireAt" for o in overrides if o.get("ttl"))
 
 
-# ---- the manifest, against what the README's Deploy section and docs/RELIABILITY.md promise ----
+# ---- the manifest, against what docs/OPERATIONS.md's Deploy section, the README and the rest of docs/ promise ----
 
-README = (ROOT / "README.md").read_text()
+OPERATIONS = (ROOT / "docs/OPERATIONS.md").read_text()
+# The README and the reference it points to (docs/, but RELIABILITY.md, asserted on its own): each
+# fact is said in one place of them, so the patterns below must match exactly once in all of it.
+DOCS = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if p.name != "RELIABILITY.md")
 RELIABILITY = (ROOT / "docs/RELIABILITY.md").read_text()
 FIREBASE_TOOLS = ROOT / "infra/node_modules/firebase-tools/lib"
 
@@ -81,7 +84,7 @@ def firebase_default(name: str, path: str = "deploy/functions/backend.js") -> in
 
 
 def deploy_section() -> str:
-    return README.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+    return OPERATIONS.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
 
 
 def table(header: str) -> list[list[str]]:
@@ -104,7 +107,7 @@ def one(pattern: str, text: str) -> str:
 
 
 def described(endpoint: dict) -> list[str]:
-    """An endpoint as the README's table of functions says it: trigger, region, memory,
+    """An endpoint as the Deploy section's table of functions says it: trigger, region, memory,
     timeout, concurrency, secrets (Firebase's defaults where main.py sets nothing)."""
     if "scheduleTrigger" in endpoint:
         trigger = f"schedule {endpoint['scheduleTrigger']['schedule']}"
@@ -118,9 +121,9 @@ def described(endpoint: dict) -> list[str]:
             f"{endpoint.get('timeoutSeconds') or firebase_default('DEFAULT_TIMEOUT_SECONDS')} s", str(concurrency), secrets]
 
 
-def test_every_function_deploys_as_the_readme_says(manifest):
+def test_every_function_deploys_as_the_docs_say(manifest):
     rows = {row[0]: row[1:] for row in table("function")}
-    assert set(rows) == set(manifest["endpoints"]), "the README's table of functions and main.py differ"
+    assert set(rows) == set(manifest["endpoints"]), "the Deploy section's table of functions and main.py differ"
     for name, endpoint in manifest["endpoints"].items():
         assert rows[name] == described(endpoint), name
 
@@ -142,7 +145,7 @@ QUEUE_FIELDS = {
 }
 
 
-def test_the_queue_is_configured_as_the_readme_says(manifest):
+def test_the_queue_is_configured_as_the_docs_say(manifest):
     queue = manifest["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"]
     # What main.py leaves unset the pinned CLI takes from its DEFAULT_SETTINGS for the queue.
     defaults = {"maxDispatchesPerSecond": firebase_default("maxDispatchesPerSecond", "gcp/cloudtasks.js")}
@@ -156,11 +159,11 @@ def test_the_queue_is_configured_as_the_readme_says(manifest):
 def test_the_docs_numbers_are_the_manifests(manifest):
     worker, sweeper = manifest["endpoints"][WORKER_FUNCTION], manifest["endpoints"]["sweep_executions"]
     schedule = sweeper["scheduleTrigger"]["schedule"]
-    assert one(r"\*\*`sweep_executions`\*\* \((every \d+ minutes)\)", README) == schedule
+    assert one(r"\*\*`sweep_executions`\*\* \((every \d+ minutes)\)", DOCS) == schedule
     assert one(r"`sweep_executions` \(a scheduled function, (every \d+ minutes)", RELIABILITY) == schedule
-    assert int(one(r"`concurrency=(\d+)` on the worker", README)) == worker["concurrency"]
+    assert int(one(r"`concurrency=(\d+)` on the worker", DOCS)) == worker["concurrency"]
     assert int(one(r"`concurrency=(\d+)` in `main.py`", RELIABILITY)) == worker["concurrency"]
-    assert int(one(r"the function timeout \((\d+) s\)", README)) == worker["timeoutSeconds"]
+    assert int(one(r"the function timeout \((\d+) s\)", DOCS)) == worker["timeoutSeconds"]
     assert int(one(r"(\d+) s dispatch deadline and function timeout", RELIABILITY)) == worker["timeoutSeconds"]
     assert int(one(r"Cloud Tasks min backoff\s+(\d+) s", RELIABILITY)) == worker["taskQueueTrigger"]["retryConfig"]["minBackoffSeconds"]
 

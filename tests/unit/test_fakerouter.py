@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 from devstack.fakerouter import (BAD_UTF8_BYTES, BAD_UTF8_TEXT, KEEPALIVE, FakeRouter, ScenarioError,
                                  cost_usd, count_prompt_tokens, expected_text, expected_usage,
                                  generate_reasoning, generate_tokens, parse_spec, resolve, seed_for)
+from waiting import wait_for
 
 KEY = "sk-or-test-do-not-store-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -67,17 +68,6 @@ class Raw:
 def stream(client: httpx.Client, fake: FakeRouter, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Raw:
     with client.stream("POST", f"{fake.base_url}/chat/completions", json=payload, headers={**AUTH, **(headers or {})}) as r:
         return Raw(r.status_code, r.headers, list(r.iter_raw()))
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def only_record(fake: FakeRouter, **filters: Any) -> dict[str, Any]:
@@ -300,7 +290,7 @@ def test_drop_leaves_the_body_incomplete(fake, client):
     raw = Raw(200, httpx.Headers(), pieces)
     assert raw.content() == expected_text(seed_for(messages()), model)
     assert len(raw.chunks) == 4 and b"[DONE]" not in raw.data
-    record = wait_for(lambda: (r := only_record(fake))["outcome"] and r)
+    record = wait_for(lambda: (r := only_record(fake))["outcome"] and r, timeout=5)
     assert record["outcome"] == "dropped" and record["tokensSent"] == 4 and record["closedByClientAt"] is None
 
 
@@ -327,7 +317,7 @@ def test_stall_sends_only_comments_until_the_client_closes(fake, client):
     assert len(data) == 3
     last_data = max(i for i, f in enumerate(frames) if f.startswith(b"data:"))
     assert all(f == b": OPENROUTER PROCESSING" for f in frames[last_data + 1:])
-    record = wait_for(lambda: (r := only_record(fake))["outcome"] and r)
+    record = wait_for(lambda: (r := only_record(fake))["outcome"] and r, timeout=5)
     assert record["outcome"] == "stalled_closed" and record["tokensSent"] == 3
     assert closed_at - 0.01 <= record["closedByClientAt"] <= closed_at + 1.0
 
@@ -342,11 +332,11 @@ def test_client_close_mid_stream_is_recorded_and_billed_as_sent(fake, client):
             if seen.count(b"data: ") >= 5:
                 break
     gen_url = f"{fake.base_url}/generation?id={gid}"
-    record = wait_for(lambda: (rec := only_record(fake))["outcome"] and rec)
+    record = wait_for(lambda: (rec := only_record(fake))["outcome"] and rec, timeout=5)
     assert record["outcome"] == "client_closed" and record["closedByClientAt"] is not None
     assert 5 <= record["tokensSent"] < 50
     assert record["text"] == expected_text(seed_for(messages()), model)[: len(record["text"])]
-    data = wait_for(lambda: (g := client.get(gen_url, headers=AUTH)).status_code == 200 and g.json()["data"])
+    data = wait_for(lambda: (g := client.get(gen_url, headers=AUTH)).status_code == 200 and g.json()["data"], timeout=5)
     prompt = count_prompt_tokens(messages())
     assert data["cancelled"] is True and data["tokens_completion"] == record["tokensSent"]
     assert data["total_cost"] == cost_usd(prompt, record["tokensSent"]) and data["tokens_prompt"] == prompt

@@ -18,6 +18,7 @@ from promptq.records import Chunk
 from promptq.settings import Settings
 from worker.attempt import Attempt, Deadline
 from worker.upstream import OpenRouterClient, chat_body
+from waiting import poll
 
 MESSAGES = [{"role": "user", "content": "runner test"}]
 
@@ -116,9 +117,7 @@ def test_stop_closes_the_stream(fake):
     fake.clear()
     attempt, exc = run(fake, "fake/tokens=500,rate=40,unique=1", writer, cancel_after=0.6)
     assert isinstance(exc, CancelRequested)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and not fake.requests()[-1].get("closedByClientAt"):
-        time.sleep(0.05)
+    poll(lambda: fake.requests()[-1].get("closedByClientAt"), timeout=3)
     [record] = fake.requests()
     assert record["closedByClientAt"] is not None and record["text"].startswith("".join(attempt.text))
 
