@@ -1,8 +1,9 @@
 """`make bench-cancel`: how fast Stop really stops, on the local stack.
 
 Each run starts a long stream, waits until text is visible, asks to stop (alternately via
-the `cancel_execution` callable and by writing `cancelRequested: true` on the document, as a
-browser does), and measures until a Firestore listener sees `cancelled`, and until the local
+the `cancel_execution` callable and by writing `cancelRequested: true` on the document with
+the Stop request in the worker process's folder, in one batch, as @promptq/web's
+`stopExecution` does), and measures until a Firestore listener sees `cancelled`, and until the local
 upstream saw its connection closed (generation, and billing, stop there).
 
 The first run is the cold one: with ``--fresh`` (``make bench-cancel`` passes it) the stack is
@@ -21,16 +22,30 @@ import os
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 
 from bench.pipeline import pct
 from devstack import stack
+from promptq.schema import EXECUTIONS, STOPS, WORKERS, F, S
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stop_by_document(db, execution_id: str) -> None:
+    """Stop as @promptq/web's ``stopExecution`` writes it (here with the Admin SDK's client)."""
+    ref = db.collection(EXECUTIONS).document(execution_id)
+    worker = ref.get().get(F.WORKER)
+    batch = db.batch()
+    batch.update(ref, {F.CANCEL_REQUESTED: True})
+    now = datetime.now(timezone.utc)
+    batch.set(db.collection(WORKERS).document(worker).collection(STOPS).document(execution_id),
+              {S.REQUESTED_AT: now, S.EXPIRE_AT: now + timedelta(days=1)})
+    batch.commit()
 
 
 def one(client: Client, user, upstream_root: str, n: int, via_document: bool) -> dict:
@@ -53,7 +68,7 @@ def one(client: Client, user, upstream_root: str, n: int, via_document: bool) ->
         time.sleep(0.3 + (n % 5) * 0.17)  # stop at different points of the stream
         asked = time.time()
         if via_document:
-            client.db.collection("executions").document(execution_id).update({"cancelRequested": True})
+            stop_by_document(client.db, execution_id)
         else:
             client.call("cancel_execution", {"executionId": execution_id}, user)
         if not cancelled.wait(15):
