@@ -4,7 +4,7 @@ The worker is the real ``runexecution`` handler of ``main.py``, served by the fu
 framework as Cloud Run serves it (gunicorn, one process, ``THREADS`` request threads: 80, as
 committed in ``.env``), and called as Cloud Tasks calls it (``POST {"data": {"executionId"}}``),
 N at once, against the Firestore emulator and the local upstream. Each execution streams
-30 tokens/s for 30 s. Per N (10, 40, 80 in one process; 160 across two):
+30 tokens/s for 30 s. Per N (10, 40, 80, 160 in one process; 160 across two):
 
 - staleness of every token: from the moment the upstream sent it (its fixed schedule, recorded
   by the upstream) to the commit of the chunk that holds it (the chunk's update time: a listener
@@ -25,7 +25,7 @@ RSS are measured; it adds how long each execution took from its creation to ``ru
 Writes bench/results/capacity.json (rows: streams, processes, via, staleness_p50_ms,
 staleness_p95_ms, cpu_ms_per_stream_s, rss_mib_per_stream, valid, ...) and capacity.png.
 
-    venv/bin/python -m bench.capacity [--points 10,40,80,160x2,80@stack] [--seconds 30] [--rate 30]
+    venv/bin/python -m bench.capacity [--points 10,40,80,160,160x2,80@stack] [--seconds 30] [--rate 30]
 """
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ def measure(store, upstream_root, made, model, streams, processes, seconds, rate
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--points", default="10,40,80,160x2,80@stack", help="streams[xprocesses] or streams@stack, comma-separated")
+    ap.add_argument("--points", default="10,40,80,160,160x2,80@stack", help="streams[xprocesses] or streams@stack, comma-separated")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=30.0)
     args = ap.parse_args(argv)

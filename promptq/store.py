@@ -24,6 +24,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq import execution as ex
 from promptq.accounts import Taken, day_of
+from promptq.bulk_writes import BulkWrites
 from promptq.errors import LimitExceeded, Permanent
 from promptq.ledger import AccountView, Ledger
 from promptq.listeners import Listeners
@@ -67,7 +68,7 @@ def applied(change: Change, seen: Seen) -> bool:
     return bool(stamped) and all(theirs is not None and theirs.get(key) == mine[key] for mine, theirs, key in stamped)
 
 
-class ExecutionStore(Listeners, TextReads):
+class ExecutionStore(Listeners, TextReads, BulkWrites):
     def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
         self.client = client
         self.ledger = Ledger(client, usage_retention_days=usage_retention_days)

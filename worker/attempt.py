@@ -20,10 +20,16 @@ from promptq.records import Chunk, bounded
 from promptq.schema import Code
 from promptq.settings import Settings
 from promptq.writer import AttemptWriter
-from worker.coalesce import FlushSchedule
+from worker.coalesce import FlushSchedule, next_tick
 from worker.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
 from worker.toolcalls import ToolCalls, TooLarge
 from worker.upstream import OpenRouterClient
+
+# The reader reads what came since the last flush all at once READ_LEAD before the next tick,
+# then as it comes; the flush starts FLUSH_LAG after its tick and finds it read
+# (``Attempt._until_needed``): the margin for the burst of all the process's streams.
+READ_LEAD = 0.05
+FLUSH_LAG = 0.02
 
 # register(execution_id, on_stop) -> unregister: the process's Stop listener (worker.runtime)
 StopWatch = Callable[[str, Callable[[], None]], Callable[[], None]]
@@ -57,7 +63,8 @@ class Attempt:
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
         self.tool_calls = ToolCalls()
-        self.schedule = FlushSchedule(settings.flush_interval_s)
+        self.schedule = FlushSchedule(settings.flush_interval_s, aligned=True)  # on the process's ticks: batched with the other streams' chunks
+        self.lag = min(FLUSH_LAG, settings.flush_interval_s / 10)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.urgent = asyncio.Event()  # write now: stopping, or a chunk's worth of text waiting
@@ -157,30 +164,55 @@ class Attempt:
         async with upstream.stream(body, execution_id=self.execution_id) as opened:
             loop = asyncio.get_running_loop()
             stall = self.settings.stall_timeout_s
+            # The stall deadline moves at most every tenth of it (not at each of ~30 events a
+            # second), a tenth beyond: it fires between stall and 1.1 × stall after the last event.
+            step = stall / 10
             try:
-                async with asyncio.timeout_at(loop.time() + stall) as window:
+                async with asyncio.timeout_at(loop.time() + stall + step) as window:
+                    moved = loop.time()
                     async for event in opened.events:
                         if self._take(event):
                             return
-                        # Only events reset the stall deadline; keep-alive comments never reach here.
-                        window.reschedule(loop.time() + stall)
+                        # Only events move the stall deadline; keep-alive comments never reach here.
+                        now = loop.time()
+                        if now - moved >= step:
+                            window.reschedule(now + stall + step)
+                            moved = now
+                        await self._until_needed(stall)
             except TimeoutError:
                 raise Permanent(f"no token for {stall:g} s", code=Code.STREAM_STALLED) from None
+
+    async def _until_needed(self, stall: float) -> None:
+        """While nothing read now could be written before the next flush, leave what comes in
+        the socket: read it all at once ``READ_LEAD`` before the flush's tick, then event by
+        event until the flush (``FLUSH_LAG`` after the tick). Text is written when it would
+        have been, but the ~15 events of an interval cost about three passes through the HTTP
+        stack instead of one each (that stack's cost per read was most of the worker's CPU).
+        Never while urgent, nor for long: a Stop cancels the sleep, and the stall deadline is
+        not reached by sleeping."""
+        delay = self.schedule.delay(self.monotonic())
+        lead = min(READ_LEAD, self.schedule.interval_s / 5)
+        if delay is not None and delay > lead and not self.urgent.is_set():
+            await asyncio.sleep(min(delay - lead, stall / 4))
 
     async def flush_loop(self) -> None:
         """Write the text as chunks: the first at once, then at most one per interval (and as
         the byte budget allows); renew the lease every third of it."""
         heartbeat_every = max(1.0, self.settings.lease_s / 3)
-        next_heartbeat = self.monotonic() + heartbeat_every
+        # On the process's heartbeat ticks (multiples of the period, half an interval after a
+        # flush's tick): the attempts of a process renew their leases together, in one batch
+        # (``AttemptWriter.beat``), between two flushes.
+        offset = self.settings.flush_interval_s / 2
+        next_heartbeat = next_tick(self.monotonic(), heartbeat_every, offset)
         while not self.stopping.is_set():
             now = self.monotonic()
             if now >= next_heartbeat:
-                await asyncio.to_thread(self.writer.heartbeat)
-                next_heartbeat = self.monotonic() + heartbeat_every
+                await self._write("beat", "heartbeat")
+                next_heartbeat = next_tick(self.monotonic(), heartbeat_every, offset)
                 if self.writer.cancel_requested:
                     self.cancel.set()  # the Stop listener's fallback (its stream may have been cut)
                 continue
-            delay = self.schedule.delay(now)
+            delay = self.schedule.delay(now - self.lag)
             if delay is None:  # nothing to write, or not worth a chunk yet: wait for text
                 await _wait_event(self.wake, next_heartbeat - now)
                 self.wake.clear()
@@ -195,7 +227,13 @@ class Attempt:
             self.schedule.flushed(self.monotonic(), self.pending_bytes)
             chunk = self.next_chunk()
             if chunk is not None:
-                await asyncio.to_thread(self.writer.chunk, chunk)
+                await self._write("put_chunk", "chunk", chunk)
+
+    async def _write(self, batched: str, alone: str, *args: Any) -> None:
+        """A write in the process's batch (``AttemptWriter.put_chunk``, ``beat``), or, for a
+        writer that writes one at a time, on a thread (``chunk``, ``heartbeat``)."""
+        write = getattr(self.writer, batched, None)
+        await (write(*args) if write is not None else asyncio.to_thread(getattr(self.writer, alone), *args))
 
     def _listen_for_stop(self) -> Callable[[], None] | None:
         """Stop is noticed at once through the process's one listener (no polling, no echo of

@@ -24,6 +24,7 @@ import json
 from typing import Any, AsyncIterator, Iterable, Iterator, Union
 
 import httpx
+import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
 DONE = "[DONE]"
@@ -140,12 +141,22 @@ def _tool_calls(delta: dict[str, Any]) -> list[ToolCallDelta]:
     return pieces
 
 
+def _loads(data: str) -> Any:
+    """JSON text to a value: orjson (a few times faster: ~30 payloads a second per stream), and
+    the standard library for what orjson refuses but Python's json reads (lone surrogates,
+    NaN, integers past 64 bits), so that what a payload means does not depend on the decoder."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def parse_data(data: str) -> list[Event]:
     """Events carried by one ``data:`` payload (a chunk may carry several: delta + finish)."""
     if data.strip() == DONE:
         return [Done()]
     try:
-        chunk = json.loads(data)
+        chunk = _loads(data)
     except ValueError:
         return [StreamError("malformed_chunk", f"upstream sent a data line that is not JSON: {data[:80]!r}", malformed=True)]
     if not isinstance(chunk, dict):

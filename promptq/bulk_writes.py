@@ -1,0 +1,102 @@
+"""The writes a worker process sends for many executions at once (``ExecutionStore`` inherits
+them): the chunks of all its streams in one BatchWrite, the leases of all its attempts in one
+read and one BatchWrite. A BatchWrite is not atomic: each write lands or fails on its own,
+with its own status, and each keeps the precondition it would have alone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Iterable, Sequence
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
+
+from promptq.records import Chunk
+from promptq.schema import CHUNKS
+
+MAX_WRITES = 500  # per BatchWrite (Firestore's limit)
+MAX_BYTES = 8 * 1024 * 1024  # of text per BatchWrite: under Firestore's 10 MiB request limit
+SENDS = 5  # a write the server answered with a transient status is sent again, up to this many times in all
+# The statuses of a write worth sending again, as ``promptq.store.INTERRUPTED`` for a commit.
+TRANSIENT = {grpc.StatusCode.ABORTED.value[0], grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+             grpc.StatusCode.CANCELLED.value[0]}
+
+
+class BulkWrites:
+    """Needs ``self.client``, ``self.ref``, ``self.job_ref`` and ``self.read`` (``promptq.store``)."""
+
+    def write_chunks(self, chunks: Sequence[tuple[str, Chunk, datetime | None]]) -> list[Exception | None]:
+        """Chunks of many executions (``(execution_id, chunk, expire_at)``), each written as
+        ``write_chunk`` writes one (no precondition: their ids name their attempt), in one
+        BatchWrite (more past its limits). Returns each write's error (None: it landed), in
+        order; an error of a whole call is raised."""
+        def write(batch: BulkWriteBatch, i: int) -> None:
+            execution_id, chunk, expire_at = chunks[i]
+            batch.set(self.ref(execution_id).collection(CHUNKS).document(chunk.doc_id()), chunk.to_doc(expire_at))
+
+        size = [len(c.text.encode()) + len(c.reasoning.encode()) for _, c, _ in chunks]
+        return [error for error, _ in self._bulk(len(chunks), write, size.__getitem__)]
+
+    def read_many(self, execution_ids: Sequence[str]) -> list[Any]:
+        """Both documents of each execution (``promptq.store.Seen``), in one round trip."""
+        from promptq.store import Seen  # the store builds on this module
+
+        refs = [ref for i in execution_ids for ref in (self.ref(i), self.job_ref(i))]
+        snaps = {s.reference.path: s for s in self.client.get_all(refs)} if refs else {}
+        seen = []
+        for i in execution_ids:
+            e, j = snaps[self.ref(i).path], snaps[self.job_ref(i).path]
+            seen.append(Seen(e.to_dict() if e.exists else None, j.to_dict() if j.exists else None, e.update_time, j.update_time))
+        return seen
+
+    def update_jobs_if(self, updates: Sequence[tuple[str, dict[str, Any], Any]]) -> list[tuple[Exception | None, Any]]:
+        """Jobs of many executions (``(execution_id, update, job_time)``), each updated only if
+        it is still the version of ``job_time`` (as ``write_if`` writes a job-only change, its
+        ``writes`` counted), in one BatchWrite. Returns each write's (error, new update time)."""
+        from promptq.store import counted  # the store builds on this module
+
+        def write(batch: BulkWriteBatch, i: int) -> None:
+            execution_id, update, job_time = updates[i]
+            batch.update(self.job_ref(execution_id), counted(update), option=self.client.write_option(last_update_time=job_time))
+
+        return self._bulk(len(updates), write, lambda i: 0)
+
+    def _bulk(self, n: int, write: Callable[[BulkWriteBatch, int], None], size: Callable[[int], int]) -> list[tuple[Exception | None, Any]]:
+        """Writes 0..n-1 in BatchWrites; each write's (error, update time). A write answered
+        with a transient status is sent again, as a lone write would be by its retry."""
+        results: list[tuple[Exception | None, Any]] = [(None, None)] * n
+        todo = list(range(n))
+        for send in range(SENDS):
+            again = []
+            for group in _groups(todo, size):
+                batch = BulkWriteBatch(self.client)
+                for i in group:
+                    write(batch, i)
+                response = batch.commit()
+                for i, status, result in zip(group, response.status, response.write_results):
+                    if status.code == 0:
+                        results[i] = (None, result.update_time)
+                        continue
+                    results[i] = (gexc.from_grpc_status(status.code, status.message), None)
+                    if status.code in TRANSIENT and send + 1 < SENDS:
+                        again.append(i)
+            if not again:
+                break
+            todo = again
+        return results
+
+
+def _groups(items: list[int], size: Callable[[int], int]) -> Iterable[list[int]]:
+    """``items`` in runs that fit one BatchWrite."""
+    group: list[int] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if group and (len(group) == MAX_WRITES or total + n > MAX_BYTES):
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        yield group
