@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := venv/bin/python
 REGION ?= us-central1
 
-.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity bench-batch load web web-schema clean deploy deploy-plan
+.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity bench-batch bench-fairness load web web-schema clean deploy deploy-plan
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -35,11 +35,14 @@ bench-cancel: setup   ## Stop latency: cancelled mid-stream -> cancelled, p95 ov
 bench-bytes: setup    ## bytes a watcher downloads per execution vs the answer's size (table + bench/results/bytes.png)
 	@$(PY) -m bench.bytes
 
-bench-capacity: setup ## one worker process at 10/40/80 streams (and 160 on two): staleness, CPU, RSS (bench/results/capacity.png)
+bench-capacity: setup ## one worker process at 10/40/80/160 streams (and 160 on two; 80 through the stack): staleness, CPU, RSS (bench/results/capacity.png)
 	@$(PY) -m bench.capacity
 
 bench-batch: setup    ## 1,000 prompts as one batch vs a direct asyncio loop at the same concurrency (bench/results/batch.png)
 	@$(PY) -m bench.batch
+
+bench-fairness: setup ## fair share: interactive first-visible p95 idle vs under two users' batches, batch lanes busy (bench/results/fairness.png)
+	@$(PY) -m bench.fairness
 
 load: setup           ## 1,000 executions through the callable; checks nothing lost, stuck or garbled
 	@$(PY) -m bench.load

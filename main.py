@@ -13,7 +13,7 @@ from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq import redact
 from promptq.schema import Outcome
-from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region
+from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region, queue_dispatches
 from worker.handler import handle
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -126,10 +126,13 @@ def retry_batch(req: https_fn.CallableRequest) -> dict:
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
 # allow only letters, digits and hyphens (the emulator and Cloud Tasks refuse "run_execution").
+# That queue delivers interactive executions; batch items and bookkeeping (folds) come through
+# two more queues to the same URL (PROMPTQ_BATCH_QUEUE_ID, PROMPTQ_BOOKS_QUEUE_ID: `make deploy`
+# creates them with this retry config), so a batch never takes an interactive dispatch.
 @tasks_fn.on_task_dispatched(
     # Cloud Tasks retries a whole attempt; each delivery claims the execution anew (fenced).
     retry_config=options.RetryConfig(max_attempts=10, min_backoff_seconds=2, max_backoff_seconds=120, max_doublings=4),
-    rate_limits=options.RateLimits(max_concurrent_dispatches=200),
+    rate_limits=options.RateLimits(max_concurrent_dispatches=queue_dispatches()),  # PROMPTQ_QUEUE_DISPATCHES
     timeout_sec=1800,
     memory=options.MemoryOption.MB_512,
     concurrency=80,

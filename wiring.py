@@ -17,6 +17,7 @@ from enqueue.pricing import Prices
 from enqueue.tasks import TaskQueue
 from promptq.batch_store import BatchStore
 from promptq.keys import KeyVault, kek_from
+from promptq.lane_store import LaneStore
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 
@@ -58,8 +59,14 @@ def batches() -> BatchStore:
 
 
 @functools.cache
+def lanes() -> LaneStore:
+    """Fair share of batch lanes (promptq.lanes): the caps are the settings' (a user's may be overridden)."""
+    return LaneStore(batches(), user_cap=settings().user_max_batch_lanes, project_cap=settings().project_max_batch_lanes)
+
+
+@functools.cache
 def batch_flow() -> BatchFlow:
-    return BatchFlow(batches(), task_queue(), fold_interval_s=settings().batch_fold_interval_s)
+    return BatchFlow(batches(), task_queue(), fold_interval_s=settings().batch_fold_interval_s, lanes=lanes())
 
 
 @functools.cache

@@ -264,6 +264,10 @@ def endpoints(plan: Plan) -> dict[str, str]:
         "PROMPTQ_TASKS_EMULATOR_HOST": f"{HOST}:{PORTS['tasks']}",
         "TASKS_STATS_URL": f"http://{HOST}:{PORTS['tasks_stats']}",
         "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/{WORKER_FUNCTION}",
+        # Every queue the emulator serves and its concurrent dispatches: interactive, batch, books.
+        "TASKS_QUEUES": ",".join(f"{path}={cap}" for path, cap in local_queues(plan).items()),
+        "TASKS_QUEUE_BATCH": _queue_path(plan, "PROMPTQ_BATCH_QUEUE_ID"),
+        "TASKS_QUEUE_BOOKS": _queue_path(plan, "PROMPTQ_BOOKS_QUEUE_ID"),
         "OPENROUTER_BASE_URL": plan.base_url,
         "UPSTREAM": plan.upstream,
         "PROMPTQ_FLUSH_INTERVAL": plan.functions_env.get("PROMPTQ_FLUSH_INTERVAL", "0.5"),
@@ -347,14 +351,38 @@ def _start_upstream() -> None:
 
 def _start_tasks(env: dict[str, str]) -> None:
     say("starting the Cloud Tasks emulator")
+    queues = [arg for spec in env["TASKS_QUEUES"].split(",") for arg in ("--queue", spec)]
     proc = _spawn(
         "tasks",
         [str(ROOT / ".venvs/tasks-emulator/bin/python"), str(ROOT / "devstack/tasks_emulator.py"),
          "--host", HOST, "--port", str(PORTS["tasks"]), "--stats-port", str(PORTS["tasks_stats"]),
-         "--queue", env["TASKS_QUEUE"], "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency(env),
+         *queues, "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency(env),
          "--min-backoff", "0.5", "--max-backoff", "5", "--max-attempts", "30"],
     )
     _wait("tasks", proc, lambda: _http_ok(f"{env['TASKS_STATS_URL']}/stats"), 30)
+
+
+# The local queues' shares of what one worker process holds (THREADS, 80: interactive 40, batch
+# 30, books 10), so that a full batch load never takes the threads an interactive execution
+# needs. Each is a setting (PROMPTQ_QUEUE_DISPATCHES ...): set in the environment, it wins.
+LOCAL_QUEUE_SHARES = {"PROMPTQ_QUEUE_DISPATCHES": ("PROMPTQ_QUEUE_ID", 4 / 8), "PROMPTQ_BATCH_QUEUE_DISPATCHES": ("PROMPTQ_BATCH_QUEUE_ID", 3 / 8),
+                      "PROMPTQ_BOOKS_QUEUE_DISPATCHES": ("PROMPTQ_BOOKS_QUEUE_ID", 1 / 8)}
+
+
+def _queue_path(plan: Plan, id_var: str) -> str:
+    from promptq.settings import Settings, variables
+
+    queue = plan.functions_env.get(id_var) or getattr(Settings(project_id=PROJECT_ID), variables()[id_var].split(".")[1])
+    return f"projects/{PROJECT_ID}/locations/{REGION}/queues/{queue}"
+
+
+def local_queues(plan: Plan) -> dict[str, int]:
+    """Each local queue's path and concurrent dispatches: the settings' when given, else their
+    share of what one worker holds (PROMPTQ_LOCAL_CONCURRENCY, else THREADS; the Functions
+    emulator: 20)."""
+    total = int(os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency({"FUNCTIONS": plan.functions}))
+    return {_queue_path(plan, id_var): int(plan.functions_env.get(caps_var) or max(1, round(total * share)))
+            for caps_var, (id_var, share) in LOCAL_QUEUE_SHARES.items()}
 
 
 def _local_concurrency(env: dict[str, str]) -> str:

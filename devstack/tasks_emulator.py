@@ -504,13 +504,22 @@ def serve_stats(queues: TaskQueues, host: str, port: int) -> http.server.Threadi
     return server
 
 
+def queue_spec(raw: str) -> tuple[str, int]:
+    """``NAME`` or ``NAME=MAX_CONCURRENT`` (0: the default cap)."""
+    name, _, cap = raw.partition("=")
+    if not name or (cap and (not cap.isdigit() or int(cap) < 1)):
+        raise argparse.ArgumentTypeError(f"--queue {raw!r}: NAME or NAME=MAX_CONCURRENT (a positive integer)")
+    return name, int(cap or 0)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--stats-port", type=int, default=0, help="0 = no stats endpoint")
-    p.add_argument("--queue", action="append", default=[],
-                   help="projects/P/locations/L/queues/Q to create at start (repeatable)")
+    p.add_argument("--queue", action="append", default=[], type=queue_spec, metavar="NAME[=MAX_CONCURRENT]",
+                   help="projects/P/locations/L/queues/Q to create at start, with its own "
+                        "rate_limits.max_concurrent_dispatches (default --max-concurrent); repeatable")
     p.add_argument("--max-concurrent", type=int, default=20,
                    help="default rate_limits.max_concurrent_dispatches")
     p.add_argument("--min-backoff", type=float, default=0.1, help="default min_backoff, s")
@@ -531,8 +540,11 @@ def main(argv=None) -> int:
     settings = Settings(args.max_concurrent, args.min_backoff, args.max_backoff, args.max_attempts,
                         args.dedup_window, args.min_deadline, args.max_task_records)
     queues = TaskQueues(settings)
-    for name in args.queue:
-        queues.create_queue(None, Queue(name=name))
+    for name, max_concurrent in args.queue:
+        queue = Queue(name=name)
+        if max_concurrent:
+            queue.rate_limits.max_concurrent_dispatches = max_concurrent
+        queues.create_queue(None, queue)
     dispatcher = Dispatcher(queues)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     add_CloudTasksServicer_to_server(Servicer(queues, dispatcher), server)

@@ -42,7 +42,8 @@ def get_usage(uid: str | None, data: Any, *, store: ExecutionStore, settings: Se
     days = store.ledger.days(uid, req.days)
     limits = accounts.UserLimits.of(user_limits(settings), view.limits)
     account = view.account or {}
-    now = {"active": max(0, int(account.get(Acc.ACTIVE) or 0)), "reservedUsd": max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0), 9))}
+    now = {"active": max(0, int(account.get(Acc.ACTIVE) or 0)), "reservedUsd": max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0), 9)),
+           "batchLanes": max(0, int(account.get(Acc.BATCH_LANES) or 0))}
     return UsageAnswer(today=_day({Use.DAY: today, **view.today}), days=[_day(d) for d in days], limits={**limits.to_json(), **now},
                        hasKey=view.has_key).to_json()
 

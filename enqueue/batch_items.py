@@ -5,14 +5,17 @@ then the executions and jobs to write, waiting, in their lanes (``promptq.batch`
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from typing import Any
 
 from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue import service
 from promptq import batch as bt
+from promptq import execution as ex
 from promptq.batch_store import Item
-from promptq.schema import F, J, KeySource
+from promptq.lanes import lane_key
+from promptq.schema import B, F, J, KeySource
 from promptq.settings import Settings
 
 
@@ -61,10 +64,12 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
         seen[custom_id] = i
     ids = [bt.item_id(batch_id, i) for i in range(len(parsed))]
     templates, size, items = _Templates(store), 0, []
-    for i, ((custom_id, item_req), (after, nxt)) in enumerate(zip(parsed, bt.lanes(ids, concurrency(req, settings)))):
+    width = concurrency(req, settings)
+    for i, ((custom_id, item_req), (after, nxt)) in enumerate(zip(parsed, bt.lanes(ids, width))):
         try:
             messages = service.build_messages(item_req, uid, templates, settings)
-            fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: custom_id, F.INDEX: i, F.AFTER: after, F.KEY_SOURCE: source.value}
+            fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: custom_id, F.INDEX: i, F.AFTER: after, F.KEY_SOURCE: source.value,
+                      F.LANE: lane_key(0, i % width)}
             execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, item=fields)
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
@@ -81,3 +86,23 @@ def concurrency(req: rq.BatchRequest, settings: Settings) -> int:
     if wanted > settings.batch_max_concurrency:
         raise rq.RequestError(f"maxConcurrency: {wanted} is over the most a batch may run at once ({settings.batch_max_concurrency})")
     return wanted
+
+
+def retried_items(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_: int, batches, settings: Settings) -> list[Item]:
+    """New executions for failed items: the same request, customId and index; new lanes (the
+    key source and reservations are the claim's: ``enqueue.batches._claimed``)."""
+    ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
+    jobs = {s.reference.parent.parent.id: s.to_dict() for s in batches.client.get_all([batches.store.job_ref(i) for i, _ in failed])}
+    now, items = ex.utcnow(), []
+    width = int(batch[B.MAX_CONCURRENCY])
+    for k, ((old_id, doc), new_id, (after, nxt)) in enumerate(zip(failed, ids, bt.lanes(ids, width))):
+        old = jobs[old_id]
+        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after,
+                  F.LANE: lane_key(round_, k % width)}
+        expire = now + timedelta(days=settings.retention_days)
+        execution = ex.new_execution(owner_uid=doc[F.OWNER], requested_model=doc[F.REQUESTED_MODEL], idempotency_key=None, now=now,
+                                     expire_at=expire, title=doc.get(F.TITLE), output_format=doc.get(F.OUTPUT_FORMAT), item=fields)
+        job = ex.new_job(owner_uid=doc[F.OWNER], messages=old[J.MESSAGES], request=old[J.REQUEST], request_hash=old[J.REQUEST_HASH],
+                         task=new_id, now=now, expire_at=expire)
+        items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt}))
+    return items

@@ -16,13 +16,14 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from enqueue import pricing
 from enqueue import request as rq
 from enqueue import service
-from enqueue.batch_items import concurrency, items_of
+from enqueue.batch_items import concurrency, items_of, retried_items
 from enqueue.batchflow import BatchFlow
 from enqueue.control import signed_in
 from enqueue.pricing import Prices
 from promptq import accounts
 from promptq import batch as bt
 from promptq import execution as ex
+from promptq import lanes as lanes_mod
 from promptq.batch_claims import ItemsNotWritten
 from promptq.batch_store import BatchStore, Item
 from promptq.errors import LimitExceeded
@@ -97,15 +98,27 @@ def _resubmitted(batch_id: str, batch: dict[str, Any], request_hash: str) -> dic
     return BatchStarted(batchId=batch_id, deduplicated=True).to_json()
 
 
-def _hand_over(batch_id: str, heads: list[Item], batches: BatchStore, flow: BatchFlow) -> None:
-    """Every item written: the batch may be folded, and the first of each lane runs (unless a
-    cancel came while they were written: then they end with the other waiting ones)."""
+def _parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
+    """The heads of the lanes the claim activated, and the items with the other heads marked
+    parked (``promptq.lanes``: they wait for a cap, and start when a lane ends)."""
+    width, active = len(claimed.get(B.LANES) or {}), lanes_mod.active(claimed)
+    marked = [(i, {**e, F.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
+    return marked[:active], marked
+
+
+def _hand_over(batch_id: str, heads: list[Item], batches: BatchStore, flow: BatchFlow, owner: str) -> None:
+    """Every item written: the batch may be folded, and the first of each active lane runs
+    (unless a cancel came while they were written: then they end with the other waiting ones);
+    parked lanes start now if a cap freed meanwhile."""
     batches.written(batch_id)
-    if (batches.get(batch_id) or {}).get(B.STATUS) == BatchStatus.CANCELLING.value:
+    batch = batches.get(batch_id) or {}
+    if batch.get(B.STATUS) == BatchStatus.CANCELLING.value:
         batches.cancel_waiting(batch_id, ex.utcnow())
     else:
         for execution_id, _, _ in heads:
             flow.release(execution_id)
+        if batch.get(B.LANES_PARKED):
+            flow.wake(owner)
     flow.touch(batch_id)
 
 
@@ -130,7 +143,8 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
 
     def take(view: AccountView) -> accounts.Taken:
         return accounts.decide(view, defaults=service.user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
-                               worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_)
+                               worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_, lanes=min(lanes_, len(items)),
+                               project_lanes_cap=settings.project_max_batch_lanes)
 
     try:
         claimed, doc = batches.claim(batch_id, doc, take)
@@ -138,7 +152,7 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         raise _refused(refused) from None
     if not claimed:
         return _resubmitted(batch_id, doc, request_hash)  # another call claimed it: it writes the items
-    items = _claimed(items, doc, worst)
+    heads, items = _parked(_claimed(items, doc, worst), doc)
     try:
         batches.create_items(items)
     except ItemsNotWritten as failed:
@@ -147,8 +161,9 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         batches.undo_items(failed.created)
         batches.unclaim(batch_id, doc)
         raise rq.RequestError("could not write the batch's items; try again", CallStatus.UNAVAILABLE) from None
-    _hand_over(batch_id, items[:lanes_], batches, flow)
-    log.info("batch %s: %d items, %d at a time (%s key)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE])
+    _hand_over(batch_id, heads, batches, flow, uid)
+    log.info("batch %s: %d items, %d at a time (%s key; %d lanes parked)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE],
+             doc.get(B.LANES_PARKED) or 0)
     return BatchStarted(batchId=batch_id).to_json()
 
 
@@ -165,7 +180,8 @@ def _answer(batch_id: str, batch: dict[str, Any], message: str | None = None) ->
     return BatchAnswer(batchId=batch_id, status=batch[B.STATUS], counts=batch[B.COUNTS], usage=batch.get(B.USAGE) or {},
                        cost=batch.get(B.COST) or 0.0, maxConcurrency=batch[B.MAX_CONCURRENCY], round=batch.get(B.ROUND) or 0,
                        title=batch.get(B.TITLE), createdAt=_iso(batch.get(B.CREATED_AT)), finishedAt=_iso(batch.get(B.FINISHED_AT)),
-                       foldedAt=_iso(batch.get(B.FOLDED_AT)), message=message).to_json()
+                       foldedAt=_iso(batch.get(B.FOLDED_AT)), lanesActive=int(batch.get(B.LANES_ACTIVE) or 0),
+                       lanesParked=int(batch.get(B.LANES_PARKED) or 0), waitingFor=batch.get(B.WAITING_FOR), message=message).to_json()
 
 
 def get_batch(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
@@ -237,7 +253,7 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     failed = [(s.id, s.to_dict()) for s in failed_query.stream()]
     if not failed:
         return _answer(batch_id, batch, "no failed items to retry")
-    items = _retried(batch_id, batch, failed, int(batch.get(B.ROUND) or 0) + 1, batches, settings)
+    items = retried_items(batch_id, batch, failed, int(batch.get(B.ROUND) or 0) + 1, batches, settings)
     source, worst, lanes_ = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value), _Worst(items, prices), int(batch[B.MAX_CONCURRENCY])
 
     def decide(current: dict[str, Any], view: AccountView) -> tuple[dict[str, Any], accounts.Taken]:
@@ -249,13 +265,15 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
                                   CallStatus.FAILED_PRECONDITION)
         try:
             taken = accounts.decide(view, defaults=service.user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
-                                    worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_, source=source)
+                                    worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_, source=source,
+                                    lanes=min(lanes_, len(items)), lane_round=int(current.get(B.ROUND) or 0) + 1,
+                                    project_lanes_cap=settings.project_max_batch_lanes)
         except LimitExceeded as refused:
             raise _refused(refused) from None
         return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields()), taken
 
     claimed = batches.claim_round(batch_id, decide, len(items))
-    items = _claimed(items, claimed, worst)
+    heads, items = _parked(_claimed(items, claimed, worst), claimed)
     try:
         batches.create_items(items, superseded=[i for i, _ in failed])
     except ItemsNotWritten as partial:
@@ -264,23 +282,6 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         batches.undo_items(partial.created, partial.olds)
         batches.unclaim_round(batch_id, batch, claimed)
         raise rq.RequestError("could not write the retried items; try again", CallStatus.UNAVAILABLE) from None
-    _hand_over(batch_id, items[:lanes_], batches, flow)
+    _hand_over(batch_id, heads, batches, flow, str(claimed[B.OWNER]))
     return _answer(batch_id, claimed, f"retrying {len(items)} failed items")
 
-
-def _retried(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_: int, batches: BatchStore, settings: Settings) -> list[Item]:
-    """New executions for failed items: the same request, customId and index; new lanes (the
-    key source and reservations are the claim's: ``_claimed``)."""
-    ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
-    jobs = {s.reference.parent.parent.id: s.to_dict() for s in batches.client.get_all([batches.store.job_ref(i) for i, _ in failed])}
-    now, items = ex.utcnow(), []
-    for (old_id, doc), new_id, (after, nxt) in zip(failed, ids, bt.lanes(ids, int(batch[B.MAX_CONCURRENCY]))):
-        old = jobs[old_id]
-        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after}
-        expire = now + timedelta(days=settings.retention_days)
-        execution = ex.new_execution(owner_uid=doc[F.OWNER], requested_model=doc[F.REQUESTED_MODEL], idempotency_key=None, now=now,
-                                     expire_at=expire, title=doc.get(F.TITLE), output_format=doc.get(F.OUTPUT_FORMAT), item=fields)
-        job = ex.new_job(owner_uid=doc[F.OWNER], messages=old[J.MESSAGES], request=old[J.REQUEST], request_hash=old[J.REQUEST_HASH],
-                         task=new_id, now=now, expire_at=expire)
-        items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt}))
-    return items

@@ -10,6 +10,12 @@ written at most about once a second. ``repair`` is the sweeper's: a batch nothin
 while gets folded, and an item whose turn was lost (its worker died between the end of the
 previous item and the hand-over) is handed over; a batch whose writer died while writing its
 items (``writing`` long after any call could still run) runs with the items written.
+
+Fair share (``promptq.lanes``): items go to the batch queue (``enqueue.tasks``), and a lane
+runs only while the caps on lanes in flight allow. When a lane's chain ends (its last item
+ended, or a hand-over walked past its end), ``lane_ended`` gives the lane back (fenced: once)
+and ``wake`` starts one parked lane head, its owner's first, else anyone's, oldest first.
+``repair`` also ends the lanes whose end was lost, and the sweeper wakes batches left parked.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from enqueue.tasks import TaskQueue
+from enqueue.tasks import BATCH, TaskQueue
 from promptq import batch as bt
 from promptq import execution as ex
+from promptq import lanes as ln
 from promptq.batch_store import BatchStore
+from promptq.lane_store import LaneStore
 from promptq.schema import B, BatchStatus, Count, F, J, Status
 
 log = logging.getLogger(__name__)
@@ -36,8 +44,10 @@ CLOCK_MARGIN_S = 0.25
 
 
 class BatchFlow:
-    def __init__(self, batches: BatchStore, queue: TaskQueue, *, fold_interval_s: float = 1.0, clock=time.time):
+    def __init__(self, batches: BatchStore, queue: TaskQueue, *, fold_interval_s: float = 1.0, clock=time.time,
+                 lanes: LaneStore | None = None):
         self.batches = batches
+        self.lanes = lanes  # None: no caps on lanes in flight
         self.store = batches.store
         self.queue = queue
         self.fold_interval_s = fold_interval_s
@@ -47,6 +57,7 @@ class BatchFlow:
 
     def release(self, execution_id: str | None) -> bool:
         """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
+        last: dict[str, Any] = {}
         while execution_id:
             change, seen = self.store.update_if(execution_id, lambda e, j: ex.handed_over(e, now=ex.utcnow()))
             execution = seen.execution
@@ -57,17 +68,47 @@ class BatchFlow:
                 # interrupted after it went through): a queued item gets its task. The name is
                 # the execution's, so a second hand-over creates nothing.
                 if change is not None or ex.status_of(execution) is Status.QUEUED:
-                    self.queue.enqueue(execution_id)
+                    self.queue.enqueue(execution_id, queue=BATCH)
                 return True
-            execution_id = (seen.job or {}).get(J.NEXT)  # it ended while it waited: the next one's turn
+            last, execution_id = execution, (seen.job or {}).get(J.NEXT)  # it ended while it waited: the next one's turn
+        if last.get(F.BATCH_ID):
+            self.lane_ended(last[F.BATCH_ID], last.get(F.LANE))  # past the lane's end: the lane is over
         return False
 
-    def after_end(self, batch_id: str, next_id: str | None) -> None:
-        """An item ended (or a delivery found it ended): the next of its lane, and a fold."""
+    def after_end(self, batch_id: str, next_id: str | None, lane: str | None = None) -> None:
+        """An item ended (or a delivery found it ended): the next of its lane (or, the last of
+        its lane, the lane's end), and a fold."""
         batch = self.batches.get(batch_id) or {}
         if next_id and batch.get(B.STATUS) not in _STOPPED:
             self.release(next_id)
+        elif not next_id:
+            self.lane_ended(batch_id, lane)
         self.touch(batch_id)
+
+    def lane_ended(self, batch_id: str, lane: str | None) -> None:
+        """A lane's chain is over: it is given back (once), and a parked lane may start."""
+        if self.lanes is None or not lane:
+            return
+        try:
+            owner = self.lanes.end(batch_id, lane)
+            if owner is not None:
+                self.wake(owner, most=1)
+        except Exception:  # noqa: BLE001 - the sweeper ends a lane whose end was lost, and wakes parked ones
+            log.exception("batch %s: could not end lane %s", batch_id, lane)
+
+    def wake(self, uid: str, *, most: int | None = None) -> int:
+        """Start parked lanes while the caps allow (``most`` at most): ``uid``'s oldest first,
+        then anyone's, oldest first; each started head is handed over. Returns how many."""
+        if self.lanes is None:
+            return 0
+        started = 0
+        for execution_id in dict.fromkeys([*self.lanes.parked(uid, 10), *self.lanes.parked(None, 20)]):
+            if most is not None and started >= most:
+                break
+            if self.lanes.activate(execution_id):
+                started += 1
+                self.release(execution_id)
+        return started
 
     def touch(self, batch_id: str) -> None:
         """Ask for a fold of the batch's document at the next whole interval after now (and
@@ -100,9 +141,23 @@ class BatchFlow:
             return
         self.batches.fold(batch_id, when)
 
+    def recount(self, batch_id: str, batch: dict[str, Any] | None = None) -> int:
+        """End the batch's lanes that have nothing left to run but are still held (their end was
+        lost), then wake parked lanes the caps have room for; returns how many lanes ended."""
+        batch = batch if batch is not None else self.batches.get(batch_id)
+        if self.lanes is None or not batch or not batch.get(B.LANES) or batch.get(B.WRITING):
+            return 0
+        idle = self.lanes.idle_lanes(batch_id, batch)
+        for key in idle:
+            log.warning("batch %s: lane %s has nothing left to run; ended", batch_id, key)
+            self.lanes.end(batch_id, key)
+        self.wake(str(batch[B.OWNER]))
+        return len(idle)
+
     def repair(self, batch_id: str) -> int:
-        """Fold a batch nothing folded for a while, and hand over the items whose turn was lost;
-        returns how many were handed over."""
+        """Fold a batch nothing folded for a while, end its lanes whose end was lost, and hand
+        over the items whose turn was lost; returns how many were handed over."""
+        self.recount(batch_id)
         batch = self.batches.fold(batch_id)
         if batch and batch.get(B.WRITING):
             if not bt.writer_gone(batch, ex.utcnow()):
@@ -114,7 +169,7 @@ class BatchFlow:
             return 0
         counts = batch.get(B.COUNTS) or {}
         in_flight = int(counts.get(Count.QUEUED) or 0) - waiting + int(counts.get(Count.RUNNING) or 0)
-        if in_flight >= int(batch.get(B.MAX_CONCURRENCY) or 1):
+        if in_flight >= (ln.active(batch) if batch.get(B.LANES) else int(batch.get(B.MAX_CONCURRENCY) or 1)):
             return 0  # every lane is busy: nothing was lost
         released = 0
         for execution_id, doc in self._waiting_heads(batch_id):
@@ -124,8 +179,10 @@ class BatchFlow:
         return released
 
     def _waiting_heads(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
-        """Waiting items whose predecessor in the lane has ended (or that have none)."""
+        """Waiting items whose predecessor in the lane has ended (or that have none), but for
+        parked lane heads (they wait for a cap: ``wake`` starts them)."""
         waiting = [(s.id, s.to_dict()) for s in self.batches.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)).stream()]
+        waiting = [(i, doc) for i, doc in waiting if not doc.get(F.PARKED)]
         after = {doc.get(F.AFTER) for _, doc in waiting if doc.get(F.AFTER)}
         # A predecessor that was never written (its writer died) holds nothing back.
         ended = {s.id for s in self.store.client.get_all([self.store.ref(a) for a in after]) if not s.exists or ex.is_terminal(s.to_dict())}

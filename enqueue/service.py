@@ -78,7 +78,8 @@ def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, Any]]
 
 def user_limits(settings: Settings) -> accounts.UserLimits:
     """The limits of a user without an operator's override."""
-    return accounts.UserLimits(settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd)
+    return accounts.UserLimits(settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd,
+                               settings.user_max_batch_lanes)
 
 
 def taker(job: dict[str, Any], settings: Settings, prices: Prices, execution_id: str | None = None):

@@ -8,7 +8,11 @@ sweeper asks Cloud Tasks whether the execution's task (``task``) still exists: i
 the execution is waiting, not lost, and is left alone. Only a lost one is re-enqueued under a
 new task name, with a fresh deadline, while re-enqueues are left; else it ends ``failed``
 (``attempts_exhausted`` / ``queue_timeout``). Each execution is handled on its own: one that
-fails to sweep is logged and the others go on.
+fails to sweep is logged and the others go on. An execution's task is looked for, and made
+again, on the queue it belongs to (``enqueue.tasks.queue_of``: a batch item's is the batch
+queue, any other's the interactive one; folds are the bookkeeping queue's). Batches with
+parked lanes get their lanes recounted (``BatchFlow.recount``: a lane whose end was lost is
+ended) and parked lanes a cap has room for started.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import dataclasses
 import logging
 from datetime import datetime
 
-from enqueue.tasks import TaskQueue
+from enqueue.tasks import TaskQueue, queue_of
 from promptq import execution as ex
 from promptq.schema import E, F, J, SweepKind
 from promptq.settings import Settings
@@ -35,6 +39,7 @@ class SweepReport:
     waiting: list[str] = dataclasses.field(default_factory=list)  # their task is still queued
     errors: list[str] = dataclasses.field(default_factory=list)
     handed_over: int = 0  # batch items whose lost turn was handed over
+    lanes_ended: int = 0  # batch lanes whose end was lost, ended
 
 
 def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime | None = None, *, flow=None) -> SweepReport:
@@ -52,12 +57,20 @@ def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: date
 
 
 def _repair_batches(flow, settings: Settings, now: datetime, report: SweepReport) -> None:
-    """Batches nothing folded for a while: fold them, and hand over items whose turn was lost."""
+    """Batches nothing folded for a while: fold them, end their lanes whose end was lost, and
+    hand over items whose turn was lost. Batches with parked lanes: the same lanes' check, and
+    a wake of those the caps have room for (a lost wake)."""
     for batch_id in flow.batches.stale(now=now, grace_s=settings.sweep_grace_s, limit=BATCH):
         try:
             report.handed_over += flow.repair(batch_id)
         except Exception:  # noqa: BLE001 - one batch must not stop the others
             log.exception("batch %s: could not be repaired", batch_id)
+            report.errors.append(batch_id)
+    for batch_id, batch in (flow.lanes.with_parked(BATCH) if flow.lanes is not None else []):
+        try:
+            report.lanes_ended += flow.recount(batch_id, batch)
+        except Exception:  # noqa: BLE001 - one batch must not stop the others
+            log.exception("batch %s: could not recount its lanes", batch_id)
             report.errors.append(batch_id)
 
 
@@ -76,7 +89,7 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
     kind, first = decide(seen.execution, seen.job)
     if kind is SweepKind.SKIP or first is None:
         return
-    if queue.exists(seen.job.get(J.TASK) or execution_id):
+    if queue.exists(seen.job.get(J.TASK) or execution_id, queue_of(seen.execution, seen.job)):
         report.waiting.append(execution_id)  # in the queue, or being retried: not lost
         return
     requeues = (first.job or {}).get(J.REQUEUES)
@@ -100,9 +113,9 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
         log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update.get(F.STATUS), (update.get(F.ERROR) or {}).get(E.CODE))
         report.failed.append(execution_id)
         if flow is not None and (seen.execution or {}).get(F.BATCH_ID):
-            flow.after_end(seen.execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT))
+            flow.after_end(seen.execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT), seen.execution.get(F.LANE))
     else:
-        submitted = queue.submit(execution_id, first=task_id)
+        submitted = queue.submit(execution_id, first=task_id, queue=queue_of(seen.execution, seen.job))
         if submitted != task_id:  # that name was held by a finished task
             store.record_task(execution_id, submitted, replacing=task_id)
         log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, submitted, requeues)

@@ -1,4 +1,10 @@
-"""The task queue: one Cloud Tasks task per execution, carrying only its id.
+"""The task queues: one Cloud Tasks task per execution, carrying only its id.
+
+Three queues deliver to the same worker URL, each with its own concurrent-dispatch cap, so
+that no kind of work takes the dispatches of another: ``interactive`` (``start_execution``:
+the worker function's own queue), ``batch`` (a batch item's hand-over, ``BatchFlow.release``)
+and ``books`` (bookkeeping: batch folds). The sweeper re-enqueues an execution on the queue it
+belongs to (``queue_of``).
 
 The task name is derived from the execution id, so Cloud Tasks itself refuses a second task
 for the same execution (ALREADY_EXISTS) for about an hour. Execution ids are random or
@@ -10,14 +16,23 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import Any, Mapping
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from promptq.schema import F, J
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
+
+INTERACTIVE, BATCH, BOOKS = "interactive", "batch", "books"
+
+
+def queue_of(execution: Mapping[str, Any] | None, job: Mapping[str, Any] | None = None) -> str:
+    """The queue an execution's tasks go to: a batch item's, or an interactive one's."""
+    return BATCH if (execution or {}).get(F.BATCH_ID) or (job or {}).get(J.BATCH_ID) else INTERACTIVE
 
 
 class TaskQueue:
@@ -34,10 +49,13 @@ class TaskQueue:
                 self._client = make_client(self.settings)
             return self._client
 
-    def task_name(self, task_id: str) -> str:
-        return f"{self.settings.queue_path}/tasks/{task_id}"
+    def path(self, queue: str = INTERACTIVE) -> str:
+        return self.settings.queue_paths[queue]
 
-    def build_task(self, execution_id: str, task_id: str, *, data: dict | None = None) -> tasks_v2.Task:
+    def task_name(self, task_id: str, queue: str = INTERACTIVE) -> str:
+        return f"{self.path(queue)}/tasks/{task_id}"
+
+    def build_task(self, execution_id: str, task_id: str, *, data: dict | None = None, queue: str = INTERACTIVE) -> tasks_v2.Task:
         s = self.settings
         request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
@@ -50,53 +68,57 @@ class TaskQueue:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
         deadline = int(min(max(s.dispatch_deadline_s, 15), 1800))
         return tasks_v2.Task(
-            name=self.task_name(task_id),
+            name=self.task_name(task_id, queue),
             http_request=request,
             dispatch_deadline=duration_pb2.Duration(seconds=deadline),
         )
 
-    def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
-        """Create a task for the execution; False if its name is taken (``task_id`` defaults to
-        the execution id)."""
+    def enqueue(self, execution_id: str, task_id: str | None = None, *, queue: str = INTERACTIVE) -> bool:
+        """Create a task for the execution on ``queue``; False if its name is taken
+        (``task_id`` defaults to the execution id)."""
         try:
-            self.client.create_task(parent=self.settings.queue_path, task=self.build_task(execution_id, task_id or execution_id))
+            self.client.create_task(parent=self.path(queue), task=self.build_task(execution_id, task_id or execution_id, queue=queue))
         except gexc.AlreadyExists:
             log.info("execution %s: task %s already exists", execution_id, task_id or execution_id)
             return False
         return True
 
     def enqueue_fold(self, batch_id: str, at: float) -> bool:
-        """A fold of the batch's document at ``at`` (epoch seconds): one task per batch and
-        instant, whoever asks; False if it was asked for already."""
-        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data={"batchId": batch_id, "at": at})
+        """A fold of the batch's document at ``at`` (epoch seconds), on the bookkeeping queue:
+        one task per batch and instant, whoever asks; False if it was asked for already."""
+        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data={"batchId": batch_id, "at": at}, queue=BOOKS)
         task.schedule_time = timestamp_pb2.Timestamp(seconds=int(at), nanos=int((at % 1) * 1e9))
         try:
-            self.client.create_task(parent=self.settings.queue_path, task=task)
+            self.client.create_task(parent=self.path(BOOKS), task=task)
         except gexc.AlreadyExists:
             return False
         return True
 
-    def exists(self, task_id: str) -> bool:
-        """Whether the task is still in the queue (waiting, running or being retried)."""
-        try:
-            self.client.get_task(name=self.task_name(task_id))
-            return True
-        except gexc.NotFound:
-            return False
+    def exists(self, task_id: str, queue: str | None = None) -> bool:
+        """Whether the task is still in the queue (waiting, running or being retried); without
+        ``queue``, in any of them."""
+        for name in (queue,) if queue else (INTERACTIVE, BATCH, BOOKS):
+            try:
+                self.client.get_task(name=self.task_name(task_id, name))
+                return True
+            except gexc.NotFound:
+                pass
+        return False
 
-    def delete(self, task_id: str) -> None:
-        try:
-            self.client.delete_task(name=self.task_name(task_id))
-        except gexc.NotFound:
-            pass
+    def delete(self, task_id: str, queue: str | None = None) -> None:
+        for name in (queue,) if queue else (INTERACTIVE, BATCH, BOOKS):
+            try:
+                self.client.delete_task(name=self.task_name(task_id, name))
+            except gexc.NotFound:
+                pass
 
-    def submit(self, execution_id: str, *, first: str | None = None) -> str:
+    def submit(self, execution_id: str, *, first: str | None = None, queue: str = INTERACTIVE) -> str:
         """Make sure one task delivers the execution; returns its id. A taken name is either a
         task still queued for it (a retried call: nothing to do) or the name of one that
         finished, which Cloud Tasks keeps for about an hour: then a fresh name is used."""
         base = first or execution_id
         for task_id in (base, *(f"{base}-r{n}" for n in range(1, 4))):
-            if self.enqueue(execution_id, task_id) or self.exists(task_id):
+            if self.enqueue(execution_id, task_id, queue=queue) or self.exists(task_id, queue):
                 return task_id
         raise RuntimeError(f"execution {execution_id}: no free task name")
 

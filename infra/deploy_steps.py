@@ -300,6 +300,32 @@ def deploy_steps(t: Target, found: dict, rel: str) -> list[Step]:
     ]
 
 
+def queue_steps(t: Target, env: dict[str, str], found: dict) -> list[Step]:
+    """The batch items' and bookkeeping queues (the interactive one is the worker function's,
+    made by firebase deploy): created, then set to their dispatch caps (settings) and the worker
+    queue's own retry config. The enqueuer bindings are the project's: they cover every queue."""
+    from promptq.settings import Settings
+
+    defaults, retry = Settings(project_id=t.project), found["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"].get("retryConfig") or {}
+    flags = (f"--max-attempts={retry.get('maxAttempts', 10)}", f"--min-backoff={retry.get('minBackoffSeconds', 2)}s",
+             f"--max-backoff={retry.get('maxBackoffSeconds', 120)}s", f"--max-doublings={retry.get('maxDoublings', 4)}")
+    out = []
+    for what, (id_var, caps_var) in {"batch items": ("PROMPTQ_BATCH_QUEUE_ID", "PROMPTQ_BATCH_QUEUE_DISPATCHES"),
+                                     "bookkeeping (batch folds)": ("PROMPTQ_BOOKS_QUEUE_ID", "PROMPTQ_BOOKS_QUEUE_DISPATCHES")}.items():
+        queue = env.get(id_var) or getattr(defaults, variables()[id_var].split(".")[1])
+        caps = env.get(caps_var) or str(getattr(defaults, variables()[caps_var].split(".")[1]))
+        where = (f"--location={t.region}", f"--project={t.project}")
+        describe = ("gcloud", "tasks", "queues", "describe", queue, *where)
+        out += [Step(f"Create the Cloud Tasks queue {queue}", f"{what}: their own queue to the worker, so they never take an "
+                     "interactive execution's dispatch", ("gcloud", "tasks", "queues", "create", queue, *where, *flags),
+                     (*describe, "--format=value(name)"), done="created"),
+                Step(f"Set {queue} to {caps} concurrent dispatches and the worker queue's retries", f"{caps_var} (docs/CONFIGURATION.md)",
+                     ("gcloud", "tasks", "queues", "update", queue, *where, f"--max-concurrent-dispatches={caps}", *flags),
+                     (*describe, "--format=value(rateLimits.maxConcurrentDispatches,retryConfig.maxAttempts)"),
+                     frozenset({f"{caps}\t{retry.get('maxAttempts', 10)}"}), done="set")]
+    return out
+
+
 def invoker_step(t: Target) -> Step:
     service = (("run", "services"), WORKER_FUNCTION, (f"--region={t.region}", f"--project={t.project}"))
     return binding(service, t.tasks_account, "roles/run.invoker", "Cloud Run admits a delivery only with an invoker's "
@@ -328,5 +354,5 @@ def build(t: Target) -> Deployment:
     write = Step(f"Write {t.env_path.name}", "the functions' environment in this project (firebase deploy reads it "
                  "beside main.py)", write=str(t.env_path), content=content, done="written")
     steps = [*api_steps(t, env), *resource_steps(t), *runtime_bindings(t), *secret_steps(t, found), write,
-             *deploy_steps(t, found, rel), invoker_step(t)]
+             *deploy_steps(t, found, rel), *queue_steps(t, env, found), invoker_step(t)]
     return Deployment(t, found, rel, content, tuple(steps))

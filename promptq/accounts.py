@@ -22,7 +22,8 @@ from promptq.costs import (DAY_FORMAT, PROJECT_SHARDS, Price, ProjectSpend, cost
                            reservation, shard_of)
 from promptq.errors import LimitExceeded
 from promptq.records import Inc, Produced, Settlement, Usage
-from promptq.schema import A, Acc, AttemptOutcome, B, F, J, KeySource, Lim, Reason, Use
+from promptq import lanes as lanes_mod
+from promptq.schema import A, Acc, AttemptOutcome, B, F, J, KeySource, Lim, Proj, Reason, Use
 
 # --- what a start is decided on ---------------------------------------------------------------
 
@@ -34,20 +35,23 @@ class UserLimits:
     max_active: int = 0
     starts_per_minute: int = 0
     daily_budget_usd: float = 0.0
+    max_batch_lanes: int = 0  # batch lanes in flight across the user's batches (promptq.lanes)
 
     @classmethod
     def of(cls, defaults: "UserLimits", override: Mapping[str, Any] | None) -> "UserLimits":
         """The settings' defaults, with an operator's overrides (``limits/{uid}``)."""
         o = override or {}
         return cls(int(o.get(Lim.MAX_ACTIVE, defaults.max_active)), int(o.get(Lim.STARTS_PER_MINUTE, defaults.starts_per_minute)),
-                   float(o.get(Lim.DAILY_BUDGET_USD, defaults.daily_budget_usd)))
+                   float(o.get(Lim.DAILY_BUDGET_USD, defaults.daily_budget_usd)), int(o.get(Lim.MAX_BATCH_LANES, defaults.max_batch_lanes)))
 
     @property
     def any(self) -> bool:
+        """Whether a start is counted in the account (the lanes' cap apart: ``lanes_taken``)."""
         return bool(self.max_active or self.starts_per_minute or self.daily_budget_usd)
 
     def to_json(self) -> dict[str, Any]:
-        return {Lim.MAX_ACTIVE: self.max_active, Lim.STARTS_PER_MINUTE: self.starts_per_minute, Lim.DAILY_BUDGET_USD: self.daily_budget_usd}
+        return {Lim.MAX_ACTIVE: self.max_active, Lim.STARTS_PER_MINUTE: self.starts_per_minute, Lim.DAILY_BUDGET_USD: self.daily_budget_usd,
+                Lim.MAX_BATCH_LANES: self.max_batch_lanes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,8 @@ class AccountView:
     has_key: bool
     project_limits: dict[str, Any] | None = None
     project_shards: tuple[dict[str, Any], ...] = ()
+    project_lanes: dict[str, Any] | None = None  # project/lanes, and its version (None: absent)
+    project_lanes_time: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +83,9 @@ class Taken:
     reservation: float = 0.0
     holds: bool = False
     project_shard: int | None = None
+    lanes: int = 0  # a batch's lanes activated now (promptq.lanes); the others park
+    lane_fields: dict[str, Any] | None = None  # the batch's lane fields (B.LANES ...)
+    project_lanes: int | None = None  # project/lanes after it (None: not written)
 
     def execution_fields(self) -> dict[str, Any]:
         return {F.KEY_SOURCE: self.source.value}
@@ -85,15 +94,18 @@ class Taken:
         return {J.KEY_SOURCE: self.source.value, J.HOLDS: self.holds, J.RESERVED_USD: self.reservation, J.PROJECT_SHARD: self.project_shard}
 
     def batch_fields(self) -> dict[str, Any]:
-        return {B.KEY_SOURCE: self.source.value, B.HOLDS: self.holds, B.RESERVED_USD: self.reservation, B.PROJECT_SHARD: self.project_shard}
+        return {B.KEY_SOURCE: self.source.value, B.HOLDS: self.holds, B.RESERVED_USD: self.reservation, B.PROJECT_SHARD: self.project_shard,
+                **(self.lane_fields or {})}
 
 
 def decide(view: AccountView, *, defaults: UserLimits, project_cap_usd: float, worst_case: Callable[[], float], shard_key: str, now: datetime,
-           slots: int = 1, source: KeySource | None = None) -> Taken:
+           slots: int = 1, source: KeySource | None = None, lanes: int = 0, lane_round: int = 0, project_lanes_cap: int = 0) -> Taken:
     """A start decided on its owner's account and the project's spend as read: whose key it runs
     on (the user's own when they stored one, unless ``source`` was decided before: a retried
     batch's), what it reserves (``worst_case()``, on the app's key when a budget or the project's
-    cap counts it), and the account after it. ``LimitExceeded`` names the limit it would pass."""
+    cap counts it), and the account after it; a batch (``lanes``: its maxConcurrency) also
+    activates the lanes the fair-share caps allow now (``lanes_taken``). ``LimitExceeded`` names
+    the limit it would pass."""
     source = source or (KeySource.USER if view.has_key else KeySource.APP)
     limits = UserLimits.of(defaults, view.limits)
     project = ProjectSpend.of(project_cap_usd, view.project_limits, view.project_shards, day_of(now))
@@ -107,7 +119,21 @@ def decide(view: AccountView, *, defaults: UserLimits, project_cap_usd: float, w
     if app and project.cap_usd:
         decide_project(project, reserved, now)
         shard = shard_of(shard_key)
-    return Taken(account, source, reserved, account is not None, shard)
+    taken = Taken(account, source, reserved, account is not None, shard)
+    return lanes_taken(taken, view, lanes, lane_round, lanes_mod.Caps(limits.max_batch_lanes, project_lanes_cap), now) if lanes else taken
+
+
+def lanes_taken(taken: Taken, view: AccountView, width: int, round_: int, caps: "lanes_mod.Caps", now: datetime) -> Taken:
+    """A batch's start: as many of its ``width`` lanes as the caps allow now, counted in the
+    owner's account and project/lanes (written only if they are still the versions read)."""
+    user_active = int((view.account or {}).get(Acc.BATCH_LANES) or 0)
+    project_active = int((view.project_lanes or {}).get(Proj.LANES) or 0)
+    n, waiting_for = lanes_mod.granted(width, caps, user_active=user_active, project_active=project_active)
+    account = taken.account
+    if n:
+        account = {**(account or {}), Acc.BATCH_LANES: max(user_active, 0) + n, Acc.UPDATED_AT: now}
+    return dataclasses.replace(taken, account=account, lanes=n, lane_fields=lanes_mod.initial(round_, width, n, waiting_for),
+                               project_lanes=max(project_active, 0) + n if n else None)
 
 
 def decide_start(account: Mapping[str, Any] | None, limits: UserLimits, *, spent_today: float, reservation: float, now: datetime,

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq import accounts
+from promptq import lanes as lanes_mod
 from promptq.records import Inc, Settlement
 from promptq.schema import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, R, U, Use
 
@@ -133,19 +134,22 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     settle = None
     if status in BATCH_TERMINAL:
         delta = _usage_delta(batch, totals)
-        account, released = None, 0.0
+        account, released, lanes_back = None, 0.0, 0
         if ends:
             update[B.FINISHED_AT] = now
             released = float(batch.get(B.RESERVED_USD) or 0.0)
             if batch.get(B.HOLDS):
                 account = accounts.released(reservation=released, slots=int(batch[B.MAX_CONCURRENCY]))
             update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
+            if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
+                lane_fields, lanes_back = lanes_mod.released_all(batch)
+                update.update(lane_fields)
         shard = batch.get(B.PROJECT_SHARD)
         charged = delta.get(Use.COST)
-        if delta or account or (shard is not None and released):
+        if delta or account or lanes_back or (shard is not None and released):
             settle = Settlement(str(batch[B.OWNER]), account=account, day=accounts.day_of(now), usage=delta or None, project_shard=shard,
                                 project_released=released if shard is not None else 0.0,
-                                project_cost=charged.by if shard is not None and charged is not None else 0.0)
+                                project_cost=charged.by if shard is not None and charged is not None else 0.0, lanes=lanes_back)
             update[B.SETTLED] = totals.to_doc()
     if not update:
         return None, None
@@ -184,11 +188,12 @@ def round_claim(batch: Doc, *, retried: int, now: datetime) -> dict[str, Any]:
 def unclaimed(batch: Doc) -> Settlement | None:
     """A start that claimed the batch but could not write its items takes the batch back: what
     its owner's account and the project's shard get back."""
-    reservation, shard = float(batch.get(B.RESERVED_USD) or 0.0), batch.get(B.PROJECT_SHARD)
-    if not batch.get(B.HOLDS) and shard is None:
+    reservation, shard, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), batch.get(B.PROJECT_SHARD), lanes_mod.active(batch)
+    if not batch.get(B.HOLDS) and shard is None and not lanes_back:
         return None
     return Settlement(str(batch[B.OWNER]), account=accounts.released(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY]))
-                      if batch.get(B.HOLDS) else None, project_shard=shard, project_released=reservation if shard is not None else 0.0)
+                      if batch.get(B.HOLDS) else None, project_shard=shard, project_released=reservation if shard is not None else 0.0,
+                      lanes=lanes_back)
 
 
 def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
@@ -196,7 +201,7 @@ def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
     batch as it was before (``before``), holding nothing."""
     return {B.STATUS: before[B.STATUS], B.ROUND: int(before.get(B.ROUND) or 0), B.FINISHED_AT: before.get(B.FINISHED_AT),
             B.CANCEL_REQUESTED: bool(before.get(B.CANCEL_REQUESTED)), B.HOLDS: False, B.RESERVED_USD: 0.0,
-            B.PROJECT_SHARD: before.get(B.PROJECT_SHARD), B.WRITING: False, B.UPDATED_AT: now}
+            B.PROJECT_SHARD: before.get(B.PROJECT_SHARD), B.WRITING: False, B.UPDATED_AT: now, **lanes_mod.released_all(before)[0]}
 
 
 # The longest a call that claimed a batch may still be writing its items: the start_batch

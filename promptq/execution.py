@@ -245,7 +245,16 @@ def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:
     if execution is None or not execution.get(F.WAITING) or status_of(execution) is not Status.QUEUED:
         return None
     return Change(_bump(execution, {F.STATUS: Status.CANCELLED.value, F.FINISHED_AT: now, F.WORKER: None,
-                                    F.FINISH_REASON: FINISH_CANCELLED, F.WAITING: False}, now))
+                                    F.FINISH_REASON: FINISH_CANCELLED, F.WAITING: False, **({F.PARKED: False} if execution.get(F.PARKED) else {})},
+                         now))
+
+
+def unparked(execution: Doc | None, *, now: datetime, start: bool) -> Change | None:
+    """A parked lane head (``promptq.lanes``): its lane starts (``start``: it is handed over in
+    the same write, as ``handed_over``), or it never will (it ended while parked). None: not parked."""
+    if execution is None or not execution.get(F.PARKED):
+        return None
+    return Change(_bump(execution, {F.PARKED: False, **({F.WAITING: False} if start else {})}, now))
 
 
 # --- the sweeper --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from google.cloud import firestore
 from promptq.accounts import AccountView, Taken
 from promptq.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
 from promptq.records import Inc, Settlement
-from promptq.schema import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
+from promptq.schema import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LANES, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
 
 __all__ = ["AccountView", "Ledger"]
 
@@ -51,16 +51,20 @@ class Ledger:
     def shard_ref(self, shard: int) -> firestore.DocumentReference:
         return self.client.collection(PROJECT).document(PROJECT_SHARD.format(shard))
 
+    def lanes_ref(self) -> firestore.DocumentReference:
+        return self.client.collection(PROJECT).document(PROJECT_LANES)
+
     def view(self, uid: str, day: str) -> AccountView:
         """What a start decides on, in one round trip: the user's four documents, the project's
         override and its spend shards."""
         refs = [self.account_ref(uid), self.limits_ref(uid), self.day_ref(uid, day), self.client.collection(KEYS).document(uid),
-                self.project_limits_ref(), *(self.shard_ref(n) for n in range(PROJECT_SHARDS))]
+                self.project_limits_ref(), self.lanes_ref(), *(self.shard_ref(n) for n in range(PROJECT_SHARDS))]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)}
-        account, limits, today, key, project, *shards = (snaps[r.path] for r in refs)
+        account, limits, today, key, project, lanes, *shards = (snaps[r.path] for r in refs)
         return AccountView(uid, account.to_dict() if account.exists else None, account.update_time if account.exists else None,
                            limits.to_dict() if limits.exists else None, today.to_dict() if today.exists else {}, key.exists,
-                           project.to_dict() if project.exists else None, tuple(s.to_dict() for s in shards if s.exists))
+                           project.to_dict() if project.exists else None, tuple(s.to_dict() for s in shards if s.exists),
+                           lanes.to_dict() if lanes.exists else None, lanes.update_time if lanes.exists else None)
 
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
         """An operator's overrides of one user's limits (``Lim`` fields; 0 = none); None removes
@@ -112,14 +116,26 @@ class Ledger:
                 batch.create(self.account_ref(view.uid), taken.account)
             else:
                 batch.update(self.account_ref(view.uid), taken.account, option=self.client.write_option(last_update_time=view.account_time))
+        if taken.project_lanes is not None:
+            self.count_lanes(batch, view.project_lanes_time, taken.project_lanes, now)
         if taken.project_shard is not None and taken.reservation:
             batch.set(self.shard_ref(taken.project_shard), {Proj.RESERVED_USD: firestore.Increment(taken.reservation), Proj.UPDATED_AT: now},
                       merge=True)
 
+    def count_lanes(self, batch: firestore.WriteBatch, version: Any, lanes: int, now: datetime) -> None:
+        """project/lanes set to ``lanes``, only if it is still the version decided on (None: absent)."""
+        if version is None:
+            batch.create(self.lanes_ref(), {Proj.LANES: lanes, Proj.UPDATED_AT: now})
+        else:
+            batch.update(self.lanes_ref(), {Proj.LANES: lanes, Proj.UPDATED_AT: now}, option=self.client.write_option(last_update_time=version))
+
     def settle(self, batch: firestore.WriteBatch, settle: Settlement, now: datetime) -> None:
         """What an ending (or a correction) gives back and adds: increments, which commute."""
-        if settle.account:
-            batch.set(self.account_ref(settle.owner), {**_fields(settle.account), Acc.UPDATED_AT: now}, merge=True)
+        if settle.account or settle.lanes:
+            lanes = {Acc.BATCH_LANES: firestore.Increment(-settle.lanes)} if settle.lanes else {}
+            batch.set(self.account_ref(settle.owner), {**_fields(settle.account or {}), **lanes, Acc.UPDATED_AT: now}, merge=True)
+        if settle.lanes:
+            batch.set(self.lanes_ref(), {Proj.LANES: firestore.Increment(-settle.lanes), Proj.UPDATED_AT: now}, merge=True)
         if settle.usage and settle.day:
             start = datetime.strptime(settle.day, DAY_FORMAT).replace(tzinfo=timezone.utc)
             batch.set(self.day_ref(settle.owner, settle.day),

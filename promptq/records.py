@@ -162,6 +162,7 @@ class Settlement:
     project_shard: int | None = None
     project_released: float = 0.0
     project_cost: float = 0.0
+    lanes: int = 0  # batch lanes given back: the owner's account's and project/lanes' counts (promptq.lanes)
 
 
 @dataclasses.dataclass(frozen=True)

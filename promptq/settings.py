@@ -80,7 +80,15 @@ class Settings:
     region: str = env("PROMPTQ_REGION", DEFAULT_REGION)
     # Where the worker is: the task's HTTP target (derived from project and region if unset).
     worker_url: str = env("PROMPTQ_WORKER_URL", "")
-    queue_id: str = env("PROMPTQ_QUEUE_ID", WORKER_FUNCTION)
+    queue_id: str = env("PROMPTQ_QUEUE_ID", WORKER_FUNCTION)  # interactive executions (the worker's own queue)
+    # Its concurrent dispatches (main.py's decorator; the local stack's emulator).
+    queue_dispatches: int = env("PROMPTQ_QUEUE_DISPATCHES", 200)
+    # Batch items' hand-overs, and bookkeeping tasks (batch folds): queues of their own, to the
+    # same worker URL, so that neither ever takes a dispatch an interactive execution needs.
+    batch_queue_id: str = env("PROMPTQ_BATCH_QUEUE_ID", f"{WORKER_FUNCTION}-batch")
+    batch_queue_dispatches: int = env("PROMPTQ_BATCH_QUEUE_DISPATCHES", 200)
+    books_queue_id: str = env("PROMPTQ_BOOKS_QUEUE_ID", f"{WORKER_FUNCTION}-books")
+    books_queue_dispatches: int = env("PROMPTQ_BOOKS_QUEUE_DISPATCHES", 20)
     # gRPC host of a Cloud Tasks emulator; empty = the real Cloud Tasks API.
     tasks_emulator_host: str = env("PROMPTQ_TASKS_EMULATOR_HOST", "")
     # Service account whose OIDC token Cloud Tasks attaches (production only).
@@ -149,6 +157,11 @@ class Settings:
     batch_default_concurrency: int = env("PROMPTQ_BATCH_DEFAULT_CONCURRENCY", 10)
     batch_max_concurrency: int = env("PROMPTQ_BATCH_MAX_CONCURRENCY", 100)  # the most maxConcurrency may be
     batch_fold_interval_s: float = env("PROMPTQ_BATCH_FOLD_INTERVAL", 1.0)  # a batch's document, at most once per
+    # Fair share: batch lanes in flight (a lane: one item handed over, queued or running) across
+    # all of one user's batches (an operator overrides it in limits/{uid}: maxBatchLanes), and
+    # across all users (0 = no cap). Lanes beyond them wait, parked, until one ends.
+    user_max_batch_lanes: int = env("PROMPTQ_USER_MAX_BATCH_LANES", 50)
+    project_max_batch_lanes: int = env("PROMPTQ_PROJECT_MAX_BATCH_LANES", 200)
 
     limits: Limits = field(default_factory=Limits)
 
@@ -164,7 +177,15 @@ class Settings:
 
     @property
     def queue_path(self) -> str:
-        return f"projects/{self.project_id}/locations/{self.region}/queues/{self.queue_id}"
+        return self.path_of(self.queue_id)
+
+    def path_of(self, queue_id: str) -> str:
+        return f"projects/{self.project_id}/locations/{self.region}/queues/{queue_id}"
+
+    @property
+    def queue_paths(self) -> dict[str, str]:
+        """Each queue's path by what it delivers (``enqueue.tasks``: interactive, batch, books)."""
+        return {"interactive": self.queue_path, "batch": self.path_of(self.batch_queue_id), "books": self.path_of(self.books_queue_id)}
 
 
 def function_region(environ: Mapping[str, str] | None = None) -> str:
@@ -173,6 +194,13 @@ def function_region(environ: Mapping[str, str] | None = None) -> str:
     main.py's functions), else the region a function runs in, else us-central1."""
     environ = os.environ if environ is None else environ
     return environ.get("PROMPTQ_REGION") or environ.get("FUNCTION_REGION") or DEFAULT_REGION
+
+
+def queue_dispatches(environ: Mapping[str, str] | None = None) -> int:
+    """The interactive queue's concurrent dispatches, read when main.py is imported (a
+    declaration option of the worker's task queue)."""
+    raw = (os.environ if environ is None else environ).get("PROMPTQ_QUEUE_DISPATCHES", "")
+    return _parse("PROMPTQ_QUEUE_DISPATCHES", raw, int) if raw else Settings.__dataclass_fields__["queue_dispatches"].default
 
 
 def _worker_url(environ: Mapping[str, str], project: str, region: str) -> str:

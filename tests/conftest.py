@@ -280,10 +280,13 @@ def tasks_admin(stack):
 
 
 @pytest.fixture
-def paused_queue(tasks_admin):
-    """promptq's queue, paused for the test (resumed after it)."""
-    tasks_admin.pause_queue(name=tasks_admin.queue_name)
+def paused_queue(tasks_admin, stack):
+    """promptq's queues (interactive, batch items, bookkeeping), paused for the test (resumed after it)."""
+    names = [spec.partition("=")[0] for spec in stack.get("TASKS_QUEUES", "").split(",") if spec] or [tasks_admin.queue_name]
+    for name in names:
+        tasks_admin.pause_queue(name=name)
     try:
         yield tasks_admin
     finally:
-        tasks_admin.resume_queue(name=tasks_admin.queue_name)
+        for name in names:
+            tasks_admin.resume_queue(name=name)

@@ -55,8 +55,11 @@ export function showBatch(db, uid, id) {
   $("batch-view").hidden = false;
   $("batch-id").textContent = id;
   const batch = watchBatch(db, id, {
-    onUpdate: ({ status, counts, cost }) => {
+    onUpdate: ({ status, counts, cost, lanesActive, lanesParked, waitingFor }) => {
       setText($("batch-status"), status);
+      // Fair share: lanes beyond the user's (or the project's) cap wait, parked, until lanes end.
+      setText($("batch-lanes"), lanesParked ? `${lanesActive} lanes running · ${lanesParked} waiting for the `
+        + `${waitingFor === "project_cap" ? "project's" : "your"} cap on batch lanes` : "");
       $("batch-status").dataset.status = status;
       setText($("batch-counts"), countsLine(counts, cost));
       $("batch-progress").max = counts[Count.TOTAL];

@@ -41,6 +41,7 @@ class RunResult:
     retry_after_s: float = 0.0
     batch_id: str | None = None  # a batch item: its batch ...
     next_id: str | None = None  # ... and the item its end hands over
+    lane: str | None = None  # ... and its lane (its end, the last of its lane, ends the lane: promptq.lanes)
 
     @property
     def ended(self) -> bool:
@@ -99,7 +100,7 @@ def _in_batch(result: RunResult, seen) -> RunResult:
     execution = seen.execution or {}
     if not execution.get(F.BATCH_ID):
         return result
-    return dataclasses.replace(result, batch_id=execution[F.BATCH_ID], next_id=(seen.job or {}).get(J.NEXT))
+    return dataclasses.replace(result, batch_id=execution[F.BATCH_ID], next_id=(seen.job or {}).get(J.NEXT), lane=execution.get(F.LANE))
 
 
 def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:

@@ -129,7 +129,7 @@ class WorkerRuntime:
         next item of its lane gets its turn when it ended)."""
         try:
             if result.ended:
-                self.flow.after_end(result.batch_id, result.next_id)
+                self.flow.after_end(result.batch_id, result.next_id, result.lane)
             elif result.claim is ClaimKind.START:
                 self.flow.touch(result.batch_id)
         except Exception:  # noqa: BLE001 - the sweeper repairs a lost hand-over; the delivery itself is done

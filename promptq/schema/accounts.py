@@ -15,6 +15,7 @@ KEYS = "keys"  # keys/{uid}: the user's own OpenRouter key, encrypted (server-on
 PROJECT = "project"
 PROJECT_LIMITS = "limits"
 PROJECT_SHARD = "spend-{:02d}"
+PROJECT_LANES = "lanes"  # project/lanes: {lanes: active batch lanes of all users, updatedAt}
 
 
 class KeySource(str, enum.Enum):
@@ -30,7 +31,8 @@ class Acc:
     ACTIVE = "active"  # queued + running executions (a running batch counts its maxConcurrency)
     RESERVED_USD = "reservedUsd"  # the worst case of the app-key executions still running
     RECENT_STARTS = "recentStarts"  # start times of the last minute (for the per-minute limit)
-    KEY_CALLS = "keyCalls"  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
+    KEY_CALLS = "keyCalls"
+    BATCH_LANES = "batchLanes"  # lanes of the user's batches active now (promptq.lanes)  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
     UPDATED_AT = "updatedAt"
 
 
@@ -40,6 +42,7 @@ class Lim:
     MAX_ACTIVE = "maxActive"
     STARTS_PER_MINUTE = "startsPerMinute"
     DAILY_BUDGET_USD = "dailyBudgetUsd"  # also project/limits: the whole project's cap
+    MAX_BATCH_LANES = "maxBatchLanes"  # batch lanes in flight across the user's batches
 
 
 class Proj:
@@ -48,6 +51,7 @@ class Proj:
     takes it back there, with what it was charged added to the day it ended."""
 
     RESERVED_USD = "reservedUsd"  # the worst case of the work in flight (this shard's share)
+    LANES = "lanes"  # project/lanes only: active batch lanes of all users
     COST_PREFIX = "cost"  # cost{YYYYMMDD}: USD charged on that UTC day (this shard's share)
     UPDATED_AT = "updatedAt"
 

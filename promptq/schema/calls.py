@@ -194,7 +194,7 @@ class UsageAnswer(_Answer):
 
     today: UsageDay
     days: list[UsageDay]  # the most recent days with usage, newest first (today included)
-    limits: dict[str, Any]  # maxActive, startsPerMinute, dailyBudgetUsd (0: none), and now: active, reservedUsd
+    limits: dict[str, Any]  # maxActive, startsPerMinute, dailyBudgetUsd, maxBatchLanes (0: none), and now: active, reservedUsd, batchLanes
     hasKey: bool = False  # their own OpenRouter key serves their executions (not counted in the budget)
 
 
@@ -229,6 +229,11 @@ class BatchAnswer(_Answer):
     createdAt: str | None = None
     finishedAt: str | None = None
     foldedAt: str | None = None
+    # Fair share: this round's lanes running now, and those parked until a lane of theirs (or,
+    # for the project's cap, anyone's) ends; waitingFor names the cap ("user_cap" | "project_cap").
+    lanesActive: int = 0
+    lanesParked: int = 0
+    waitingFor: str | None = None
     message: str | None = None  # what cancel/retry did
 
 

@@ -62,6 +62,8 @@ class F:
     LATEST = "latest"
     WAITING = "waiting"
     AFTER = "after"
+    LANE = "lane"  # its lane's key in the batch ("round-lane": promptq.lanes)
+    PARKED = "parked"  # a lane's head that waits for a fair-share cap (with WAITING) until a lane ends
     MODEL = "model"  # the model that served (from the stream; set when it ends)
     GENERATION_ID = "generationId"
     IDEMPOTENCY_KEY = "idempotencyKey"

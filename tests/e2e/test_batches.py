@@ -96,7 +96,8 @@ def test_a_batch_counts_exactly_runs_at_most_max_concurrency_and_returns_every_r
     assert (day.executions, day.cost) == (24, pytest.approx(final.cost, abs=1e-12))
     batch = db.collection("batches").document(started.batchId).get()
     span = (batch.get("finishedAt") - batch.get("createdAt")).total_seconds()
-    assert batch.get("writes") <= span / 1.0 + 3, f"{batch.get('writes')} writes of the batch document in {span:.1f} s"
+    # Folds at most once a second, and each lane's end once (promptq.lane_store: 3 lanes here).
+    assert batch.get("writes") <= span / 1.0 + 3 + 3, f"{batch.get('writes')} writes of the batch document in {span:.1f} s"
 
 
 def test_cancel_early_ends_waiting_items_without_an_upstream_call(client, make_user, db, upstream):
@@ -183,11 +184,13 @@ def test_the_sweeper_hands_over_an_item_whose_turn_was_lost(client, make_user, d
     started = client.start_batch(user, items, maxConcurrency=1)
     store = ExecutionStore(db)
     first, second = (d["id"] for d in items_of(db, started.batchId))
-    paused_queue.delete_task(name=f"{stack['TASKS_QUEUE']}/tasks/{first}")
+    paused_queue.delete_task(name=f"{stack['TASKS_QUEUE_BATCH']}/tasks/{first}")
     store.update_if(first, lambda e, j: ex.ended(e, j, Ending(Status.SUCCEEDED), now=ex.utcnow()))  # ended, no hand-over
-    paused_queue.resume_queue(name=stack["TASKS_QUEUE"])
+    queues = (stack["TASKS_QUEUE"], stack["TASKS_QUEUE_BATCH"], stack["TASKS_QUEUE_BOOKS"])
+    for name in queues:
+        paused_queue.resume_queue(name=name)
     # Every task left (the batch's folds; the first's was deleted) ran: none handed it over.
-    wait_for(lambda: not list(paused_queue.list_tasks(parent=stack["TASKS_QUEUE"])), what="the queue to empty")
+    wait_for(lambda: not any(list(paused_queue.list_tasks(parent=name)) for name in queues), what="the queues to empty")
     assert store.get(second)["waiting"] is True, "nothing handed it over"
     settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
                         tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], sweep_grace_s=0)
@@ -214,7 +217,8 @@ def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(cli
     assert not queue.exists(second)
     assert flow.release(second) is True and queue.exists(second)
     assert flow.release(second) is True  # again: the same task, nothing more
-    paused_queue.resume_queue(name=stack["TASKS_QUEUE"])
+    for name in (stack["TASKS_QUEUE"], stack["TASKS_QUEUE_BATCH"], stack["TASKS_QUEUE_BOOKS"]):
+        paused_queue.resume_queue(name=name)
     final = wait_batch(client, user, started.batchId, timeout=60)[-1]
     assert final.status == "completed" and final.counts["succeeded"] == 2
     assert store.get(second)["attempt"] == 1

@@ -29,8 +29,8 @@ def settings(stack) -> Settings:
 class LostAnswerQueue(TaskQueue):
     """Cloud Tasks creates the task, but the answer is lost: the call sees an error."""
 
-    def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
-        super().enqueue(execution_id, task_id)
+    def enqueue(self, execution_id: str, task_id: str | None = None, **kw) -> bool:
+        super().enqueue(execution_id, task_id, **kw)
         raise gexc.ServiceUnavailable("connection reset after the task was created")
 
 

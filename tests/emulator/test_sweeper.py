@@ -96,9 +96,9 @@ class WitnessQueue(TaskQueue):
         super().__init__(settings)
         self.store, self.seen = store, []
 
-    def enqueue(self, execution_id: str, task_id: str | None = None) -> bool:
+    def enqueue(self, execution_id: str, task_id: str | None = None, **kw) -> bool:
         self.seen.append((task_id, self.store.get_job(execution_id)[J.TASK], self.store.get_job(execution_id)[J.REQUEUES]))
-        return super().enqueue(execution_id, task_id)
+        return super().enqueue(execution_id, task_id, **kw)
 
 
 def test_a_re_enqueue_is_written_before_its_task_exists(db, clean, settings, paused_queue):

@@ -520,3 +520,31 @@ def test_another_region_moves_every_function_and_every_regional_resource():
     for needles in (("gcloud firestore databases create", "--location=europe-west1"), ("gcloud kms keyrings create", "--location=europe-west1"),
                     ("gcloud run services add-iam-policy-binding runexecution", "--region=europe-west1")):
         command_line(out.stdout, *needles)
+
+
+def test_the_batch_and_bookkeeping_queues_are_created_and_capped_after_the_functions(plan, found):
+    """Fair share: batch items and folds have their own queues to the worker, with the settings'
+    caps and the worker queue's own retry config; the enqueuer bindings are per project (all queues)."""
+    from promptq.settings import Settings
+
+    at = lambda *needles: command_line(plan, *needles)  # noqa: E731
+    retry = found["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"]["retryConfig"]
+    flags = (f"--max-attempts={retry['maxAttempts']}", f"--min-backoff={retry['minBackoffSeconds']}s",
+             f"--max-backoff={retry['maxBackoffSeconds']}s", f"--max-doublings={retry['maxDoublings']}")
+    s = Settings(project_id=PROJECT)
+    functions = at("firebase deploy --only functions", f"--project={PROJECT}")
+    for queue, caps in ((s.batch_queue_id, s.batch_queue_dispatches), (s.books_queue_id, s.books_queue_dispatches)):
+        assert queue != WORKER_FUNCTION and "_" not in queue
+        create = at(f"gcloud tasks queues create {queue}", "--location=us-central1", f"--project={PROJECT}", *flags)
+        update = at(f"gcloud tasks queues update {queue}", f"--max-concurrent-dispatches={caps}", *flags)
+        assert functions < create < update
+    assert at(f"gcloud projects add-iam-policy-binding {PROJECT}", f"--member={WORKER}", "--role=roles/cloudtasks.enqueuer")
+
+
+def test_the_queues_caps_follow_the_projects_settings(tmp_path, discovered):
+    target = steps.Target(PROJECT, env_file=tmp_path / f".env.{PROJECT}", settings=(("PROMPTQ_BATCH_QUEUE_DISPATCHES", "77"),))
+    d = steps.build(target)
+    updates = [s for s in d.steps if s.argv[:4] == ("gcloud", "tasks", "queues", "update")]
+    assert [a for s in updates for a in s.argv if a.startswith("--max-concurrent-dispatches=")] == [
+        "--max-concurrent-dispatches=77", "--max-concurrent-dispatches=20"]
+    assert all(s.expect for s in updates), "a queue with other caps is set again"

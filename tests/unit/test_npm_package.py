@@ -254,7 +254,7 @@ def test_the_types_name_the_fields_the_callables_take_and_answer(app):
         return "{" + ", ".join(f"{json.dumps(v)}: true" for v in found if v != "expireAt") + "}"
 
     class Now:  # what get_usage adds to the limits: what the caller holds now
-        ACTIVE, RESERVED_USD = "active", "reservedUsd"
+        ACTIVE, RESERVED_USD, BATCH_LANES = "active", "reservedUsd", "batchLanes"
 
     checks = {
         "StartRequest": _fields(StartRequest), "Params": _fields(Params), "Message": _fields(Message),

@@ -33,6 +33,9 @@ import { B, BATCH_TERMINAL, BATCHES, Count } from "./schema.js";
  * @property {Date | null} startedAt
  * @property {Date | null} finishedAt
  * @property {Date | null} foldedAt    the instant the counts describe
+ * @property {number} lanesActive      lanes running now (fair share: a user's and the project's caps)
+ * @property {number} lanesParked      lanes waiting for a cap; nothing is lost: they start as lanes end
+ * @property {string | null} waitingFor  the cap they wait for: "user_cap" | "project_cap"
  */
 
 /**
@@ -129,5 +132,8 @@ function toBatchState(batchId, b) {
     startedAt: date(B.STARTED_AT),
     finishedAt: date(B.FINISHED_AT),
     foldedAt: date(B.FOLDED_AT),
+    lanesActive: b[B.LANES_ACTIVE] ?? 0,
+    lanesParked: b[B.LANES_PARKED] ?? 0,
+    waitingFor: b[B.WAITING_FOR] ?? null,
   };
 }

@@ -102,7 +102,9 @@ import { Callable } from "./schema.js";
  * @property {number} maxActive        0: no limit
  * @property {number} startsPerMinute  0: no limit
  * @property {number} dailyBudgetUsd   0: no budget
+ * @property {number} maxBatchLanes    batch lanes in flight across the user's batches (0: no cap)
  * @property {number} active           executions and batches holding a place now
+ * @property {number} batchLanes       lanes of the user's batches in flight now
  * @property {number} reservedUsd      reserved against today's budget now
  */
 
@@ -151,6 +153,9 @@ import { Callable } from "./schema.js";
  * @property {string | null} createdAt
  * @property {string | null} finishedAt
  * @property {string | null} foldedAt
+ * @property {number} lanesActive     this round's lanes running now (fair share)
+ * @property {number} lanesParked     lanes waiting for a fair-share cap: they start as lanes end
+ * @property {string | null} waitingFor  the cap they wait for: "user_cap" | "project_cap"
  * @property {string | null} message
  */
 

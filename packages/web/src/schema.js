@@ -49,6 +49,8 @@ export const F = Object.freeze({
   "LATEST": "latest",
   "WAITING": "waiting",
   "AFTER": "after",
+  "LANE": "lane",
+  "PARKED": "parked",
   "MODEL": "model",
   "GENERATION_ID": "generationId",
   "IDEMPOTENCY_KEY": "idempotencyKey",
@@ -115,6 +117,7 @@ export const Acc = Object.freeze({
   "RESERVED_USD": "reservedUsd",
   "RECENT_STARTS": "recentStarts",
   "KEY_CALLS": "keyCalls",
+  "BATCH_LANES": "batchLanes",
   "UPDATED_AT": "updatedAt"
 });
 export const Use = Object.freeze({
@@ -158,7 +161,11 @@ export const B = Object.freeze({
   "FOLDED_AT": "foldedAt",
   "FOLD_SECONDS": "foldSeconds",
   "EXPIRE_AT": "expireAt",
-  "WRITES": "writes"
+  "WRITES": "writes",
+  "LANES": "lanes",
+  "LANES_ACTIVE": "lanesActive",
+  "LANES_PARKED": "lanesParked",
+  "WAITING_FOR": "waitingFor"
 });
 export const Count = Object.freeze({
   "TOTAL": "total",
