@@ -79,7 +79,8 @@ def batch(client: Client, user, n: int, concurrency: int, model: str) -> tuple[l
         if not (token := page.nextPageToken):
             break
     finished = sorted(datetime.fromisoformat(r.finishedAt).timestamp() - wall0 for r in results if r.finishedAt)
-    info = {"firstFinished": round(finished[0], 2), "lastFinished": round(finished[-1], 2), "batchId": batch_id, "startSeconds": round(started, 2), "status": answer.status.value,
+    info = {"firstFinished": round(finished[0], 2), "lastFinished": round(finished[-1], 2), "batchId": batch_id,
+            "startSeconds": round(started, 2), "status": answer.status.value,
             "succeeded": answer.counts.get("succeeded", 0), "results": len(results), "withOutput": sum(1 for r in results if r.output)}
     return samples, info
 

@@ -117,7 +117,7 @@ def report(rows: list[dict]) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bytes.json").write_text(json.dumps(rows, indent=1))
     plot(rows, RESULTS / "bytes.png")
-    print(f"\n(bench/results/bytes.json, bench/results/bytes.png)")
+    print("\n(bench/results/bytes.json, bench/results/bytes.png)")
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -338,7 +338,8 @@ def report(rows: list[dict]) -> None:
             "writes/exec", "watcher KiB/exec", "emulator CPU", "machine busy", "valid")
     print("  ".join(f"{h:>10}" for h in head))
     for r in rows:
-        cells = (r["streams"], r["processes"], r.get("via", "handler"), f"{r['staleness_p50_ms']} ms", f"{r['staleness_p95_ms']} ms", r["cpu_ms_per_stream_s"],
+        cells = (r["streams"], r["processes"], r.get("via", "handler"), f"{r['staleness_p50_ms']} ms", f"{r['staleness_p95_ms']} ms",
+                 r["cpu_ms_per_stream_s"],
                  r["cpu_ms_per_1000_tokens"], r["rss_mib_per_stream"], r["threads_per_stream"], r["writes_per_execution"],
                  r["watcher_kib_per_execution"], r["emulator_cpu"], r["machine_busy"], "yes" if r["valid"] else "NO")
         print("  ".join(f"{c!s:>10}" for c in cells))

@@ -2,7 +2,7 @@
 may cost at most.
 
 The daily budgets need them: a start on the app's key reserves the most the execution may cost
-(``worst_case``, ``promptq.accounts.reservation``) at the dearest of its models' prices, fees
+(``worst_case``, ``promptq.costs.reservation``) at the dearest of its models' prices, fees
 included: every fee ``/models`` lists (``request``, ``image``, ``web_search``,
 ``internal_reasoning``, cached input), and OpenRouter's web search for an ``:online`` model. A
 model variant ``/models`` does not list (``openai/gpt-4o:nitro``, ``…:online``) costs what its

@@ -277,7 +277,8 @@ def secret_steps(t: Target, found: dict) -> list[Step]:
     """Each secret main.py binds, set only when it has no enabled version (never overwritten)."""
     names = [p["name"] for p in found.get("params", []) if p.get("type") == "secret"]
     return [Step(f"Set the secret {name} unless it has a version", "the worker reads it; firebase deploy grants the worker's "
-                 "account (and only it: no other function binds it) access to it", (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
+                 "account (and only it: no other function binds it) access to it",
+                 (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
                  gcloud("secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1", "--format=value(name)", t=t),
                  done="set", secret=name) for name in names]
 

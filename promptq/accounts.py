@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from promptq.costs import (DAY_FORMAT, PROJECT_SHARDS, Price, ProjectSpend, cost_field, day_of, decide_project, midnight,  # noqa: F401
-                           reservation, shard_of)
+                           shard_of)
 from promptq.errors import LimitExceeded
 from promptq.records import Inc, Produced, Settlement, Usage
 from promptq import lanes as lanes_mod

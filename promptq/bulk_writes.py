@@ -14,6 +14,7 @@ from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from promptq.records import Chunk
 from promptq.schema import CHUNKS
+from promptq.versions import Seen, counted
 
 MAX_WRITES = 500  # per BatchWrite (Firestore's limit)
 MAX_BYTES = 8 * 1024 * 1024  # of text per BatchWrite: under Firestore's 10 MiB request limit
@@ -40,7 +41,6 @@ class BulkWrites:
 
     def read_many(self, execution_ids: Sequence[str]) -> list[Any]:
         """Both documents of each execution (``promptq.store.Seen``), in one round trip."""
-        from promptq.store import Seen  # the store builds on this module
 
         refs = [ref for i in execution_ids for ref in (self.ref(i), self.job_ref(i))]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)} if refs else {}
@@ -54,7 +54,6 @@ class BulkWrites:
         """Jobs of many executions (``(execution_id, update, job_time)``), each updated only if
         it is still the version of ``job_time`` (as ``write_if`` writes a job-only change, its
         ``writes`` counted), in one BatchWrite. Returns each write's (error, new update time)."""
-        from promptq.store import counted  # the store builds on this module
 
         def write(batch: BulkWriteBatch, i: int) -> None:
             execution_id, update, job_time = updates[i]

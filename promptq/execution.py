@@ -155,7 +155,7 @@ def ended(execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Pro
         update[F.FINISH_REASON] = FINISH_CANCELLED
     if end.status is Status.FAILED:
         update[F.ERROR] = error_doc(end.code or Code.INTERNAL, end.message, end.upstream_status)
-    release = {J.ATTEMPT_ID: None, J.LEASE_EXPIRES_AT: None, J.UPDATED_AT: now}
+    release: dict[str, Any] = {J.ATTEMPT_ID: None, J.LEASE_EXPIRES_AT: None, J.UPDATED_AT: now}
     if history is not None:
         release[J.ATTEMPTS] = history
     settle = None

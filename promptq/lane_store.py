@@ -82,7 +82,8 @@ class LaneStore:
             snaps = {s.reference.path: s for s in self.client.get_all(refs)}
             bsnap, account, limits, lanes = (snaps[r.path] for r in refs)
             batch = bsnap.to_dict() if bsnap.exists else {}
-            if ex.is_terminal(execution) or batch.get(B.STATUS, _STOPPED[0]) in _STOPPED or (batch.get(B.LANES) or {}).get(execution.get(F.LANE)) != ln.PARKED:
+            parked = (batch.get(B.LANES) or {}).get(execution.get(F.LANE)) == ln.PARKED
+            if ex.is_terminal(execution) or batch.get(B.STATUS, _STOPPED[0]) in _STOPPED or not parked:
                 self._unpark(esnap, execution)
                 return False
             try:

@@ -13,7 +13,6 @@ attempt's number in its id, and readers follow the execution's current attempt o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
@@ -32,30 +31,14 @@ from promptq.paging import Page
 from promptq.texts import TextReads
 from promptq.records import Change, Chunk
 from promptq.schema import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, Code, F, J, S, Status
+from promptq.versions import INTERRUPTED, Seen, counted  # noqa: F401 - the repositories' shared names, also from here
+
+_CAS_TRIES = 20
 
 log = logging.getLogger(__name__)
 
-_CAS_TRIES = 20
-# Transport hiccups (the emulator cancels a commit that races a closing listener). The write
-# may or may not have landed: re-read and decide again; the preconditions make that safe.
-INTERRUPTED = (gexc.Cancelled, gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Aborted)
 _BATCH_BYTES = 8 * 1024 * 1024  # pages per commit: under Firestore's 10 MiB request limit
 STOP_RETENTION = timedelta(days=1)  # a Stop request's document, then TTL deletes it
-
-
-def counted(update: dict[str, Any]) -> dict[str, Any]:
-    """Every server write of a document bumps its ``writes`` (a transform in the same write)."""
-    return {**update, F.WRITES: firestore.Increment(1)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Seen:
-    """A version of an execution: both documents (None if missing) and their update times."""
-
-    execution: dict[str, Any] | None
-    job: dict[str, Any] | None
-    execution_time: Any = None
-    job_time: Any = None
 
 
 def applied(change: Change, seen: Seen) -> bool:
@@ -209,9 +192,9 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
             batch.commit()
 
     def claim(self, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int,
-              now: Callable[[], datetime] = ex.utcnow) -> tuple[ex.ClaimDecision, Seen, Any]:
-        """Apply ``execution.decide_claim`` atomically. Returns the decision, the documents as
-        they were read, and for START a writer that holds the claim."""
+              now: Callable[[], datetime] = ex.utcnow) -> tuple[ex.ClaimDecision, Seen]:
+        """Apply ``execution.decide_claim`` atomically. Returns the decision and the documents as
+        they were read (``promptq.writer.claim`` builds, for START, the writer that holds it)."""
         decisions: list[ex.ClaimDecision] = []
 
         def decide(seen: Seen):
@@ -219,15 +202,8 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
                                             lease_s=lease_s, max_attempts=max_attempts)]
             return decisions[0].change
 
-        change, seen = self.write_if(execution_id, decide)
-        decision = decisions[0]
-        if decision.kind is not ex.ClaimKind.START:
-            return decision, seen, None
-        assert change is not None and seen.execution is not None
-        from promptq.writer import AttemptWriter  # the writer builds on the store
-
-        writer = AttemptWriter(self, execution_id, attempt_id, seen, attempt=int(change.execution[F.ATTEMPT]), lease_s=lease_s, now=now)
-        return decision, seen, writer
+        _, seen = self.write_if(execution_id, decide)
+        return decisions[0], seen
 
     # --- the one compare-and-set loop ----------------------------------------------------------
 

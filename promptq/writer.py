@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 import weakref
+from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from promptq import execution as ex
@@ -17,6 +18,18 @@ from promptq.schema import F, J
 from promptq.store import ExecutionStore, Seen
 
 log = logging.getLogger(__name__)
+
+
+def claim(store: ExecutionStore, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int,
+          now: Callable[[], datetime] = ex.utcnow) -> tuple[ex.ClaimDecision, Seen, AttemptWriter | None]:
+    """``ExecutionStore.claim``, and for START the writer that holds the claim (the store
+    decides and writes; the writer builds on it, never the other way round)."""
+    decision, seen = store.claim(execution_id, attempt_id=attempt_id, worker=worker, lease_s=lease_s, max_attempts=max_attempts, now=now)
+    if decision.kind is not ex.ClaimKind.START:
+        return decision, seen, None
+    assert decision.change is not None and seen.execution is not None
+    attempt = int(decision.change.execution[F.ATTEMPT])
+    return decision, seen, AttemptWriter(store, execution_id, attempt_id, seen, attempt=attempt, lease_s=lease_s, now=now)
 
 
 class AttemptWriter:

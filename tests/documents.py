@@ -7,6 +7,7 @@ from typing import Any
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.store import ExecutionStore
+from promptq.writer import claim
 
 
 def execution_state(db, execution_id: str) -> dict[str, Any]:
@@ -38,7 +39,7 @@ class Scripted:
         from datetime import timedelta
 
         when = self.now + timedelta(seconds=after_s)
-        decision, _, self.writer = self.store.claim(self.id, attempt_id=attempt_id, worker="w-test", lease_s=lease_s, max_attempts=3,
+        decision, _, self.writer = claim(self.store, self.id, attempt_id=attempt_id, worker="w-test", lease_s=lease_s, max_attempts=3,
                                                     now=lambda: when)
         self.sent = ""
         return decision

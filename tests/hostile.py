@@ -15,7 +15,8 @@ NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, -1, 1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 1e308, 5e-324]),
 )
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=40), EDGE_TEXT)
-JSON = st.recursive(SCALARS, lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)), max_leaves=12)
+JSON = st.recursive(SCALARS, lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+                    max_leaves=12)
 
 # Issue 17's vocabulary: content parts with every kind of URL, tool calls, response formats and
 # JSON Schemas (random keywords and values), reasoning, provider, tools.
@@ -26,9 +27,9 @@ PART = st.one_of(JSON, st.fixed_dictionaries({"type": st.just("text"), "text": s
                  st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.one_of(JSON, st.fixed_dictionaries({"url": URLS}))}),
                  st.fixed_dictionaries({"type": st.sampled_from(["file", "input_audio", ""]), "file": st.one_of(
                      JSON, st.fixed_dictionaries({"file_data": URLS}, optional={"filename": st.one_of(st.text(max_size=10), JSON)}))}))
+FUNCTION = st.fixed_dictionaries({"name": st.sampled_from(["f", "bad name"]), "arguments": st.one_of(st.text(max_size=10), JSON)})
 CALL = st.one_of(JSON, st.fixed_dictionaries({"id": st.one_of(st.sampled_from(["call_1", "c 2", ""]), JSON), "type": st.just("function"),
-                                              "function": st.one_of(JSON, st.fixed_dictionaries({"name": st.sampled_from(["f", "bad name"]),
-                                                                                                  "arguments": st.one_of(st.text(max_size=10), JSON)}))}))
+                                              "function": st.one_of(JSON, FUNCTION)}))
 SCHEMA = st.dictionaries(st.sampled_from(["type", "properties", "$ref", "enum", "items", "pattern", "minLength", "$schema", "required"]),
                          st.one_of(JSON, st.sampled_from(["object", "string", "#/x", "#", "https://x", "("])), max_size=3)
 VOCABULARY = st.one_of(

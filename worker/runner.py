@@ -22,7 +22,7 @@ from promptq.records import Ending
 from promptq.schema import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
-from promptq.writer import AttemptWriter
+from promptq.writer import AttemptWriter, claim
 from worker import answer
 from worker.attempt import Attempt, StopWatch
 from worker.ending import APP_KEY_NO_CREDIT, ending
@@ -61,7 +61,7 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_fo
     and decrypt the owner's key)."""
     attempt_id = uuid.uuid4().hex
     decision, seen, writer = await asyncio.to_thread(
-        store.claim, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
+        claim, store, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
     )
     if decision.kind is not ClaimKind.START:
         return _in_batch(_unclaimed(execution_id, decision), seen)

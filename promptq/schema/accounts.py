@@ -31,8 +31,8 @@ class Acc:
     ACTIVE = "active"  # queued + running executions (a running batch counts its maxConcurrency)
     RESERVED_USD = "reservedUsd"  # the worst case of the app-key executions still running
     RECENT_STARTS = "recentStarts"  # start times of the last minute (for the per-minute limit)
-    KEY_CALLS = "keyCalls"
-    BATCH_LANES = "batchLanes"  # lanes of the user's batches active now (promptq.lanes)  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
+    KEY_CALLS = "keyCalls"  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
+    BATCH_LANES = "batchLanes"  # lanes of the user's batches active now (promptq.lanes)
     UPDATED_AT = "updatedAt"
 
 

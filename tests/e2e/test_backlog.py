@@ -84,4 +84,5 @@ def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, 
 
 
 def _count_ended(db) -> int:
-    return sum(1 for _ in db.collection("executions").where(filter=FieldFilter("status", "in", ["succeeded", "failed", "cancelled"])).select([]).stream())
+    ended = FieldFilter("status", "in", ["succeeded", "failed", "cancelled"])
+    return sum(1 for _ in db.collection("executions").where(filter=ended).select([]).stream())

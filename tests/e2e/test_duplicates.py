@@ -243,9 +243,10 @@ def _parent(pid: int) -> int:
 
 def _stop_orphan(arbiter: int) -> None:
     """(Functions emulator only: the framework's gunicorn master is the stack's worker server,
-    which forks a fresh worker as Cloud Run replaces a crashed instance.) The Functions emulator answers the killed call with 500 and kills the shell it started
-    the function with, not the function's gunicorn master, which lives on (reparented to init)
-    with a fresh worker. Stop it, so that the test leaves no process behind."""
+    which forks a fresh worker as Cloud Run replaces a crashed instance.) The Functions
+    emulator answers the killed call with 500 and kills the shell it started the function with,
+    not the function's gunicorn master, which lives on (reparented to init) with a fresh worker.
+    Stop it, so that the test leaves no process behind."""
     try:
         if _parent(arbiter) == 1:
             os.kill(arbiter, signal.SIGTERM)

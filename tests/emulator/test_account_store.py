@@ -15,7 +15,6 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from enqueue import service
 from enqueue.pricing import Prices
 from enqueue.request import StartRequest
-from promptq import accounts
 from promptq import execution as ex
 from promptq.errors import LimitExceeded
 from promptq.keys import KeyVault, LocalKek

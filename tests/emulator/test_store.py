@@ -16,6 +16,7 @@ from promptq.paging import split_pages
 from promptq.records import Chunk, Ending, Produced, Usage
 from promptq.schema import Status
 from promptq.store import ExecutionStore
+from promptq.writer import claim
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def _new(store: ExecutionStore, execution: dict | None = None, job: dict | None 
 
 
 def _claim(store, execution_id, **kw):
-    return store.claim(execution_id, attempt_id=kw.pop("attempt_id", uuid.uuid4().hex), worker=kw.pop("worker", "w-test"),
+    return claim(store, execution_id, attempt_id=kw.pop("attempt_id", uuid.uuid4().hex), worker=kw.pop("worker", "w-test"),
                        lease_s=kw.pop("lease_s", 30), max_attempts=kw.pop("max_attempts", 3), **kw)
 
 

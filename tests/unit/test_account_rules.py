@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 
 from enqueue.pricing import ONLINE_SEARCH_USD, Prices, parse_models, worst_case
 from enqueue.request import RequestError
-from promptq import accounts, redact
+from promptq import accounts, costs, redact
 from promptq import execution as ex
 from promptq.errors import LimitExceeded
 from promptq.keys import LocalKek
@@ -88,7 +88,7 @@ def test_a_negative_account_reads_as_empty():
 
 def test_the_reservation_is_every_prompt_byte_and_max_tokens_at_the_dearest_price():
     prices = [(1e-6, 2e-6), (3e-6, 1e-6)]
-    r = accounts.reservation(prompt_bytes=1000, messages=2, max_tokens=500, prices=prices)
+    r = costs.reservation(prompt_bytes=1000, messages=2, max_tokens=500, prices=prices)
     assert r == pytest.approx(max(1016 * 1e-6 + 500 * 2e-6, 1016 * 3e-6 + 500 * 1e-6))
 
 
@@ -198,9 +198,9 @@ def test_every_fee_models_lists_is_reserved():
     [sonar] = Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"])
     assert sonar == Price(1e-6, 1e-6, request=0.005, image=0.001, web_search=0.008, internal_reasoning=3e-6, input_cache_read=1e-7,
                           input_cache_write=1.25e-6)
-    r = accounts.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[sonar], images=2, reasoning_tokens=500)
+    r = costs.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[sonar], images=2, reasoning_tokens=500)
     assert r == pytest.approx(108 * 1.25e-6 + 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008)
-    plain = accounts.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[Price(2e-6, 4e-6)])
+    plain = costs.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[Price(2e-6, 4e-6)])
     assert plain == pytest.approx(108 * 2e-6 + 1000 * 4e-6), "no fee listed, none reserved"
     assert "odd/fee" not in parse_models(FEES), "a negative fee is not a price: the model is priced as unlisted"
 
@@ -227,7 +227,7 @@ def test_a_jobs_worst_case_counts_its_images_and_reasoning_budget():
                        Req.PARAMS_JSON: '{"reasoning":{"max_tokens":50}}'},
            J.MESSAGES: [{"role": "user", "content": [{"type": "text", "text": "abcd"},
                                                      {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
-    expected = accounts.reservation(prompt_bytes=4 + 65536, messages=1, max_tokens=100, reasoning_tokens=50, images=1,
+    expected = costs.reservation(prompt_bytes=4 + 65536, messages=1, max_tokens=100, reasoning_tokens=50, images=1,
                                     prices=Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"]))
     assert worst_case(job, Prices("http://x", fetch=lambda base: FEES)) == pytest.approx(expected)
     assert expected > 0.005 + 0.001 + 0.008

@@ -203,7 +203,8 @@ def test_error_message_is_bounded():
 
 
 def test_cancelled_payload():
-    change = ex.ended(*running(lease_in_s=10), Ending(Status.CANCELLED), now=NOW, produced=Produced(output_length=6, usage=Usage(5, 2, 7), cost=0.0001))
+    produced = Produced(output_length=6, usage=Usage(5, 2, 7), cost=0.0001)
+    change = ex.ended(*running(lease_in_s=10), Ending(Status.CANCELLED), now=NOW, produced=produced)
     u = change.execution
     assert u[F.STATUS] == "cancelled" and u[F.FINISH_REASON] == "cancelled" and u[F.USAGE]["totalTokens"] == 7 and u[F.COST] == 0.0001
 

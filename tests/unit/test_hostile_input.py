@@ -20,7 +20,8 @@ from promptq.schema import J, Req
 from promptq.settings import Limits, Settings
 
 SETTINGS = Settings(project_id="demo-promptq")
-PRICES = Prices("http://prices.invalid", fetch=lambda base: {"data": [{"id": "openai/gpt-4o-mini", "pricing": {"prompt": "1e-6", "completion": "2e-6"}}]})
+MINI = {"id": "openai/gpt-4o-mini", "pricing": {"prompt": "1e-6", "completion": "2e-6"}}
+PRICES = Prices("http://prices.invalid", fetch=lambda base: {"data": [MINI]})
 
 
 class Store:

@@ -256,7 +256,8 @@ def test_non_retryable_status_fails_at_once(status: int, code: str):
     assert len(upstream.requests) == 1 and waits == []
 
 
-@pytest.mark.parametrize("status, code", [(408, "upstream_timeout"), (409, "upstream_error"), (429, "upstream_rate_limited"), (500, "upstream_unavailable")])
+@pytest.mark.parametrize("status, code", [(408, "upstream_timeout"), (409, "upstream_error"), (429, "upstream_rate_limited"),
+                                           (500, "upstream_unavailable")])
 def test_retryable_statuses_are_retried(status: int, code: str):
     upstream = Upstream(error_response(status))
     client, waits = make_client(upstream, open_attempts=2)
