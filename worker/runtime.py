@@ -21,7 +21,7 @@ import concurrent.futures
 import logging
 import threading
 import uuid
-from typing import Callable
+from typing import Callable, Protocol
 
 from promptq.errors import Permanent
 from promptq.keys import KeyVault
@@ -30,6 +30,17 @@ from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from worker.runner import RunResult, run_execution
 from worker.upstream import OpenRouterClient, shared_http
+
+
+class BatchHooks(Protocol):
+    """What the worker asks of a batch when one of its items is delivered (``enqueue.batchflow.
+    BatchFlow`` is it; the worker does not import the callables' side)."""
+
+    def after_end(self, batch_id: str, next_id: str | None, lane: str | None = None) -> None: ...
+
+    def touch(self, batch_id: str) -> None: ...
+
+    def fold(self, batch_id: str, at: float | None = None) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +88,11 @@ class StopListener:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None, flow=None):
+    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None, flow: BatchHooks | None = None):
         self.settings = settings
         self.store = store
         self.vault = vault
-        self.flow = flow  # enqueue.batchflow.BatchFlow: batch items' hand-overs and folds
+        self.flow = flow  # batch items' hand-overs and folds
         self.worker = f"w-{uuid.uuid4().hex[:16]}"  # this process, in the executions it holds
         self.stops = StopListener(store, self.worker)
         self.loop = asyncio.new_event_loop()
@@ -121,22 +132,23 @@ class WorkerRuntime:
                              worker=self.worker, stops=self.stops.register)
         result = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
         if result.batch_id and self.flow is not None:
-            self._batch_item_moved(result)
+            self._batch_item_moved(self.flow, result.batch_id, result)
         return result
 
-    def _batch_item_moved(self, result: RunResult) -> None:
+    def _batch_item_moved(self, flow: BatchHooks, batch_id: str, result: RunResult) -> None:
         """A batch item started, went back to the queue or ended: its batch hears of it (and the
         next item of its lane gets its turn when it ended)."""
         try:
             if result.ended:
-                self.flow.after_end(result.batch_id, result.next_id, result.lane)
+                flow.after_end(batch_id, result.next_id, result.lane)
             elif result.claim is ClaimKind.START:
-                self.flow.touch(result.batch_id)
+                flow.touch(batch_id)
         except Exception:  # noqa: BLE001 - the sweeper repairs a lost hand-over; the delivery itself is done
             log.exception("batch %s: could not hand over after an item", result.batch_id)
 
     def fold(self, batch_id: str, at: float | None) -> RunResult:
         """A fold task: the batch's document from its items as they were at ``at``."""
+        assert self.flow is not None, "a fold task reached a worker built without batches (wiring.worker_runtime)"
         self.flow.fold(batch_id, at)
         return RunResult(Outcome.DONE, ClaimKind.FOLD)
 
