@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
@@ -36,6 +35,7 @@ import httpx
 from bench import capacity
 from bench.capacity import create, deliver, free_port, group_usage, machine_busy, measure, start_worker, stop
 from bench.pipeline import pct
+from devstack.stack import _http_ok
 from promptq.schema import CHUNKS
 from promptq.store import ExecutionStore
 
@@ -43,14 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PROJECT_ID = "demo-profile"
 HOST = "127.0.0.1"
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except Exception:  # noqa: BLE001 - not up yet
-        return False
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -70,27 +62,28 @@ def _wait(name: str, proc: subprocess.Popen, ready, timeout: float) -> None:
     raise RuntimeError(f"{name} did not start within {timeout:.0f} s")
 
 
-def start_firestore() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = _spawn("firestore", ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{port}", "--quiet"],
-                  env={"CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+def _start(name: str, argv: list[str], ready_url: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start one component in its own process group and wait until ``ready_url`` answers
+    (stopped again if it does not)."""
+    proc = _spawn(name, argv, env)
     try:
-        _wait("firestore", proc, lambda: _ok(f"http://{HOST}:{port}/"), 90)
+        _wait(name, proc, lambda: _http_ok(ready_url), timeout)
     except BaseException:
         stop(proc)
         raise
-    return proc, f"{HOST}:{port}"
+    return proc
+
+
+def start_firestore() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    argv = ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{port}", "--quiet"]
+    return _start("firestore", argv, f"http://{HOST}:{port}/", 90, env={"CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}), f"{HOST}:{port}"
 
 
 def start_upstream() -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = _spawn("upstream", [str(ROOT / "venv/bin/python"), "-m", "devstack.fakerouter", "--host", HOST, "--port", str(port)])
-    try:
-        _wait("upstream", proc, lambda: _ok(f"http://{HOST}:{port}/api/v1/models"), 30)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, f"http://{HOST}:{port}"
+    argv = [str(ROOT / "venv/bin/python"), "-m", "devstack.fakerouter", "--host", HOST, "--port", str(port)]
+    return _start("upstream", argv, f"http://{HOST}:{port}/api/v1/models", 30), f"http://{HOST}:{port}"
 
 
 def worker_pid(pgid: int) -> int:

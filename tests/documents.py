@@ -76,3 +76,15 @@ def assert_counted_once(client, user, final: dict[str, Any]) -> None:
     assert day.executions == 1, day
     assert (day.promptTokens, day.completionTokens) == (usage.get("promptTokens", 0), usage.get("completionTokens", 0)), day
     assert day.cost == pytest.approx(final["cost"] or 0, abs=1e-12), day
+
+
+def most_at_once(docs: list[dict]) -> int:
+    """The most items queued in Cloud Tasks or running at one instant: from when each was handed
+    over (its `updatedAt` when it stopped waiting is not kept, so from its start) to its end."""
+    events = sorted([(d["startedAt"].timestamp(), 1) for d in docs if d.get("startedAt")]
+                    + [(d["finishedAt"].timestamp(), -1) for d in docs if d.get("startedAt") and d.get("finishedAt")])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most

@@ -25,6 +25,7 @@ from promptq.schema import Status
 from promptq.settings import Settings
 from promptq.store import ExecutionStore
 from promptq_client.api import CallError
+from documents import most_at_once
 from waiting import poll, wait_for
 
 
@@ -47,18 +48,6 @@ def wait_batch(client, user, batch_id: str, *, timeout: float = 120, until=("com
 def items_of(db, batch_id: str, *, latest_only: bool = True) -> list[dict]:
     docs = [s.to_dict() | {"id": s.id} for s in db.collection("executions").where(filter=FieldFilter("batchId", "==", batch_id)).stream()]
     return sorted((d for d in docs if d["latest"] or not latest_only), key=lambda d: d["index"])
-
-
-def most_at_once(docs: list[dict]) -> int:
-    """The most items queued in Cloud Tasks or running at one instant: from when each was handed
-    over (its `updatedAt` when it stopped waiting is not kept, so from its start) to its end."""
-    events = sorted([(d["startedAt"].timestamp(), 1) for d in docs if d.get("startedAt")]
-                    + [(d["finishedAt"].timestamp(), -1) for d in docs if d.get("startedAt") and d.get("finishedAt")])
-    now = most = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_a_batch_counts_exactly_runs_at_most_max_concurrency_and_returns_every_result(client, make_user, db, upstream):

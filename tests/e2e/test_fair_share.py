@@ -15,6 +15,7 @@ import uuid
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.schema import ACCOUNTS, PROJECT, PROJECT_LANES
+from documents import most_at_once
 from waiting import poll, wait_for
 
 NO_LIMITS = {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0}
@@ -34,17 +35,6 @@ def wait_batch(client, user, batch_id: str, *, timeout: float = 180, until=("com
     answer = poll(lambda: client.batch(user, batch_id), lambda a: a.status.value in until, timeout=timeout, every=0.25)
     assert answer.status.value in until, f"batch {batch_id} still {answer.status}: {answer.counts}"
     return answer
-
-
-def most_at_once(docs: list[dict]) -> int:
-    """The most of these items running at one instant (from each one's start to its end)."""
-    events = sorted([(d["startedAt"].timestamp(), 1) for d in docs if d.get("startedAt")]
-                    + [(d["finishedAt"].timestamp(), -1) for d in docs if d.get("startedAt") and d.get("finishedAt")])
-    now = most = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def in_flight(stack, queue: str) -> int:
