@@ -92,7 +92,7 @@ def retried_items(batch_id: str, batch: dict, failed: list[tuple[str, dict]], ro
     """New executions for failed items: the same request, customId and index; new lanes (the
     key source and reservations are the claim's: ``enqueue.batches._claimed``)."""
     ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
-    jobs = {s.reference.parent.parent.id: s.to_dict() for s in batches.client.get_all([batches.store.job_ref(i) for i, _ in failed])}
+    jobs = batches.store.jobs([i for i, _ in failed])
     now, items = ex.utcnow(), []
     width = int(batch[B.MAX_CONCURRENCY])
     for k, ((old_id, doc), new_id, (after, nxt)) in enumerate(zip(failed, ids, bt.lanes(ids, width))):

@@ -11,8 +11,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from google.cloud.firestore_v1.base_query import FieldFilter
-
 from enqueue import pricing
 from enqueue import request as rq
 from enqueue import service
@@ -29,8 +27,8 @@ from promptq.batch_store import BatchStore, Item
 from promptq.errors import LimitExceeded
 from promptq.ledger import AccountView
 from promptq.schema import answer_json
-from promptq.schema import (BATCH_TERMINAL, TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
-                            J, KeySource, Req, Status)
+from promptq.schema import (BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
+                            J, KeySource, Req)
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -192,33 +190,22 @@ def get_batch(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
 def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
     req = rq.parse(data, rq.BatchResultsRequest)
     _owned(batches, signed_in(uid, "read a batch's results"), req.batchId)
-    query = batches.items(req.batchId)
-    if req.order == "index":
-        query = query.order_by(F.INDEX)
-        if req.pageToken is not None:
-            if not req.pageToken.isdigit():
-                raise rq.RequestError("pageToken: not a token of this order (use the nextPageToken of the previous answer)")
-            query = query.start_after({F.INDEX: int(req.pageToken)})
-    else:
-        query = query.where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL])).order_by(F.FINISHED_AT)
-        if req.pageToken is not None:
-            cursor = batches.store.ref(req.pageToken).get()
-            if not cursor.exists or cursor.get(F.BATCH_ID) != req.batchId:
-                raise rq.RequestError("pageToken: not a token of this batch (use the nextPageToken of the previous answer)")
-            query = query.start_after(cursor)
-    snaps = list(query.limit(req.pageSize + 1).stream())
+    if req.order == "index" and req.pageToken is not None and not req.pageToken.isdigit():
+        raise rq.RequestError("pageToken: not a token of this order (use the nextPageToken of the previous answer)")
+    page = batches.page(req.batchId, by_index=req.order == "index", after=req.pageToken, limit=req.pageSize + 1)
+    if page is None:
+        raise rq.RequestError("pageToken: not a token of this batch (use the nextPageToken of the previous answer)")
     items, chars = [], 0
-    for snap in snaps[: req.pageSize]:
-        doc = snap.to_dict()
+    for execution_id, doc in page[: req.pageSize]:
         ended = ex.is_terminal(doc)
-        output = batches.store.text(snap.id, doc) if ended else None
-        items.append(BatchItem(customId=doc[F.CUSTOM_ID], index=doc[F.INDEX], executionId=snap.id, status=doc[F.STATUS], output=output,
+        output = batches.store.text(execution_id, doc) if ended else None
+        items.append(BatchItem(customId=doc[F.CUSTOM_ID], index=doc[F.INDEX], executionId=execution_id, status=doc[F.STATUS], output=output,
                                json_value=answer_json(doc, output), toolCalls=doc.get(F.TOOL_CALLS), model=doc.get(F.MODEL),
                                usage=doc.get(F.USAGE), cost=doc.get(F.COST), error=doc.get(F.ERROR), finishedAt=_iso(doc.get(F.FINISHED_AT))))
         chars += len(output or "")
         if chars > MAX_PAGE_CHARS:
             break
-    more = len(items) < len(snaps)
+    more = len(items) < len(page)
     token = (str(items[-1].index) if req.order == "index" else items[-1].executionId) if items and more else None
     return BatchResults(items=items, nextPageToken=token).to_json()
 
@@ -234,9 +221,8 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     batch = batches.set_status(batch_id, lambda b: None if b[B.STATUS] in (BatchStatus.CANCELLING.value, *[s.value for s in BATCH_TERMINAL])
                                else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now})
     waiting = batches.cancel_waiting(batch_id, now)
-    live_states = [Status.QUEUED.value, Status.RUNNING.value]  # in flight (and any handed over meanwhile)
-    live = [s.id for s in batches.items(batch_id).where(filter=FieldFilter(F.STATUS, "in", live_states)).select([F.STATUS]).stream()]
-    changed = batches.change_many(live, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
+    # in flight (and any handed over meanwhile)
+    changed = batches.change_many(batches.live(batch_id), lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
     flow.touch(batch_id)
     return _answer(batch_id, batch, f"cancelling: {waiting} waiting items cancelled, {changed} in flight stopped or asked to stop")
 
@@ -249,8 +235,7 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
     if BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL:
         raise rq.RequestError(f"batchId: the batch is {batch[B.STATUS]}; retry it once it has ended", CallStatus.FAILED_PRECONDITION)
-    failed_query = batches.items(batch_id).where(filter=FieldFilter(F.STATUS, "==", Status.FAILED.value)).order_by(F.INDEX)
-    failed = [(s.id, s.to_dict()) for s in failed_query.stream()]
+    failed = batches.failed(batch_id)
     if not failed:
         return _answer(batch_id, batch, "no failed items to retry")
     items = retried_items(batch_id, batch, failed, int(batch.get(B.ROUND) or 0) + 1, batches, settings)

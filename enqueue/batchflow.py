@@ -27,7 +27,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue.tasks import BATCH, TaskQueue
 from promptq import batch as bt
@@ -181,9 +180,8 @@ class BatchFlow:
     def _waiting_heads(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Waiting items whose predecessor in the lane has ended (or that have none), but for
         parked lane heads (they wait for a cap: ``wake`` starts them)."""
-        waiting = [(s.id, s.to_dict()) for s in self.batches.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)).stream()]
-        waiting = [(i, doc) for i, doc in waiting if not doc.get(F.PARKED)]
+        waiting = [(i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(F.PARKED)]
         after = {doc.get(F.AFTER) for _, doc in waiting if doc.get(F.AFTER)}
         # A predecessor that was never written (its writer died) holds nothing back.
-        ended = {s.id for s in self.store.client.get_all([self.store.ref(a) for a in after]) if not s.exists or ex.is_terminal(s.to_dict())}
+        ended = self.store.ended_or_missing(after)
         return [(i, doc) for i, doc in waiting if not doc.get(F.AFTER) or doc.get(F.AFTER) in ended]

@@ -47,6 +47,41 @@ class BatchStore(BatchClaims):
         query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
         return query.where(filter=FieldFilter(F.LATEST, "==", True)) if latest else query
 
+    def page(self, batch_id: str, *, by_index: bool, after: int | str | None, limit: int) -> list[tuple[str, dict[str, Any]]] | None:
+        """Up to ``limit`` of its items (the newest execution of each): all of them in index
+        order after the index ``after``, or those that ended in the order they ended after the
+        item ``after`` (an execution id). None when ``after`` names no item of this batch."""
+        query = self.items(batch_id)
+        if by_index:
+            query = query.order_by(F.INDEX)
+            if after is not None:
+                query = query.start_after({F.INDEX: int(after)})
+        else:
+            query = query.where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL])).order_by(F.FINISHED_AT)
+            if after is not None:
+                cursor = self.store.ref(str(after)).get()
+                if not cursor.exists or cursor.get(F.BATCH_ID) != batch_id:
+                    return None
+                query = query.start_after(cursor)
+        return [(s.id, s.to_dict()) for s in query.limit(limit).stream()]
+
+    def failed(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Its items (the newest execution of each) that failed, in index order."""
+        query = self.items(batch_id).where(filter=FieldFilter(F.STATUS, "==", Status.FAILED.value)).order_by(F.INDEX)
+        return [(s.id, s.to_dict()) for s in query.stream()]
+
+    def live(self, batch_id: str) -> list[str]:
+        """The ids of its items queued or running (waiting ones included)."""
+        query = self.items(batch_id).where(filter=FieldFilter(F.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
+        return [s.id for s in query.select([F.STATUS]).stream()]
+
+    def waiting_items(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Its items that still wait for their turn."""
+        return [(s.id, s.to_dict()) for s in self._waiting(batch_id).stream()]
+
+    def _waiting(self, batch_id: str) -> firestore.Query:
+        return self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True))
+
     # --- the fold -------------------------------------------------------------------------
 
     def aggregate(self, batch_id: str, at: datetime, *, total: int, ended_before: int | None = None) -> tuple[bt.Counts, bt.Totals | None]:
@@ -76,7 +111,7 @@ class BatchStore(BatchClaims):
 
     def waiting(self, batch_id: str) -> int:
         """How many of its items still wait for their turn."""
-        return self._count(self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)), ex.utcnow())
+        return self._count(self._waiting(batch_id), ex.utcnow())
 
     @staticmethod
     def _count(query: firestore.Query, at: datetime) -> int:
@@ -180,7 +215,7 @@ class BatchStore(BatchClaims):
         the query's documents, a few hundred per commit, commits in parallel, each write
         conditional on the version the query read (an item handed over meanwhile is cancelled as
         Stop does, on its own). Returns how many ended."""
-        snaps = list(self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True)).stream())
+        snaps = list(self._waiting(batch_id).stream())
         chunks = [snaps[i:i + DOCS_PER_COMMIT] for i in range(0, len(snaps), DOCS_PER_COMMIT)]
         with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
             return sum(pool.map(lambda chunk: self._cancel_chunk(chunk, now), chunks))

@@ -82,6 +82,16 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         snap = self.job_ref(execution_id).get()
         return snap.to_dict() if snap.exists else None
 
+    def jobs(self, execution_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The jobs of these executions that exist, by execution id, in one read."""
+        snaps = self.client.get_all([self.job_ref(i) for i in execution_ids])
+        return {s.reference.parent.parent.id: s.to_dict() for s in snaps if s.exists}
+
+    def ended_or_missing(self, execution_ids: Iterable[str]) -> set[str]:
+        """Which of these executions ended, or were never written, in one read."""
+        snaps = self.client.get_all([self.ref(i) for i in execution_ids])
+        return {s.id for s in snaps if not s.exists or ex.is_terminal(s.to_dict())}
+
     def read(self, execution_id: str) -> Seen:
         """Both documents, in one round trip."""
         snaps = {s.reference.path: s for s in self.client.get_all([self.ref(execution_id), self.job_ref(execution_id)])}
