@@ -50,7 +50,7 @@ load: setup           ## 1,000 executions through the callable; checks nothing l
 web: up               ## serve the web page on http://127.0.0.1:5173/ against the local stack (Ctrl-C stops it)
 	@$(PY) web/serve.py --port 5173
 
-web-schema:           ## regenerate packages/web/src/schema.js (@promptq/web's names; web/schema.js links to it) from promptq/schema (a test fails when they drift)
+web-schema:           ## regenerate packages/web/src/schema.js (@promptq/web's names; web/schema.js links to it) from promptq/contract (a test fails when they drift)
 	@$(PY) -m devstack.schema_js > packages/web/src/schema.js
 
 deploy:               ## deploy to a Firebase project on Blaze, idempotently: make deploy PROJECT=<id> [REGION=us-central1] [SET="KEY=VALUE ..."]

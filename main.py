@@ -1,6 +1,6 @@
 """promptq's Cloud Functions: declarations and wiring only. The work is in enqueue/ and worker/;
 what one process shares is built in wiring.py. Each function's name is its name in
-``promptq.schema`` (``Callable``, ``WORKER_FUNCTION``): a test holds them together."""
+``promptq.contract`` (``Callable``, ``WORKER_FUNCTION``): a test holds them together."""
 
 import logging
 
@@ -11,8 +11,8 @@ import wiring
 from enqueue import account, batches, control, sweeper
 from enqueue.request import RequestError
 from enqueue.service import start_execution as _start
-from promptq import redact
-from promptq.schema import Outcome
+from promptq.domain import redact
+from promptq.contract import Outcome
 from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region, queue_dispatches
 from worker.handler import handle
 

@@ -14,12 +14,12 @@ import functools
 from enqueue.batchflow import BatchFlow
 from enqueue.openrouter import KeyInfo, key_info
 from enqueue.pricing import Prices
-from enqueue.tasks import TaskQueue
-from promptq.batch_store import BatchStore
-from promptq.keys import KeyVault, kek_from
-from promptq.lane_store import LaneStore
+from promptq.adapters.tasks import TaskQueue
+from promptq.adapters.batch_store import BatchStore
+from promptq.adapters.keys import KeyVault, kek_from
+from promptq.adapters.lane_store import LaneStore
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 
 
 @functools.cache
@@ -60,7 +60,7 @@ def batches() -> BatchStore:
 
 @functools.cache
 def lanes() -> LaneStore:
-    """Fair share of batch lanes (promptq.lanes): the caps are the settings' (a user's may be overridden)."""
+    """Fair share of batch lanes (promptq.domain.lanes): the caps are the settings' (a user's may be overridden)."""
     return LaneStore(batches(), user_cap=settings().user_max_batch_lanes, project_cap=settings().project_max_batch_lanes)
 
 

@@ -31,7 +31,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from devstack import stack
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from promptq_client.api import CallError, Client
 
 RESULTS = Path(__file__).resolve().parent / "results"

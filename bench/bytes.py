@@ -30,7 +30,7 @@ from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.types import Document
 
 from devstack import stack
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 

@@ -29,7 +29,7 @@ import httpx
 
 from bench.pipeline import pct
 from devstack import stack
-from promptq.schema import EXECUTIONS, STOPS, WORKERS, F, S
+from promptq.contract import EXECUTIONS, STOPS, WORKERS, F, S
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 

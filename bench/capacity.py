@@ -50,9 +50,9 @@ from bench.bytes import wire_bytes
 from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
-from promptq import execution as ex
-from promptq.schema import CHUNKS, F
-from promptq.store import ExecutionStore
+from promptq.domain import execution as ex
+from promptq.contract import CHUNKS, F
+from promptq.adapters.store import ExecutionStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack import stack
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 

@@ -44,7 +44,7 @@ import httpx
 from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import expected_text, seed_for
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from promptq_client.api import CallError, Client
 
 RESULTS = Path(__file__).resolve().parent / "results"

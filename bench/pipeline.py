@@ -32,7 +32,7 @@ import httpx
 
 from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 

@@ -36,8 +36,8 @@ from bench import capacity
 from bench.capacity import create, deliver, free_port, group_usage, machine_busy, measure, start_worker, stop
 from bench.pipeline import pct
 from devstack.stack import _http_ok
-from promptq.schema import CHUNKS
-from promptq.store import ExecutionStore
+from promptq.contract import CHUNKS
+from promptq.adapters.store import ExecutionStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

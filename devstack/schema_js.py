@@ -1,5 +1,5 @@
 """Generates ``packages/web/src/schema.js``: the names ``@promptq/web`` (the npm package for
-frontends, which the web page loads too) shares with ``promptq.schema``.
+frontends, which the web page loads too) shares with ``promptq.contract``.
 
     python -m devstack.schema_js > packages/web/src/schema.js      (make web-schema)
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from promptq.schema import (
+from promptq.contract import (
     ACCOUNTS, BATCH_TERMINAL, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, TEMPLATE_COUNT,
     STOPS, TEMPLATE_LAST, USAGE, USERS, WORKERS,
     Acc, B, BatchStatus, C, Callable, CallStatus, Code, CostSource, Count, E, F, OutputFormat, P, Reason, S, Status, U, Use,
@@ -72,7 +72,7 @@ def js_module() -> str:
         # start_execution's request fields (enqueue/request.py, StartRequest)
         "Start": {re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): name for name in StartRequest.model_fields},
     }
-    lines = ["// Generated from promptq/schema by `make web-schema` (devstack/schema_js.py): do not edit.", ""]
+    lines = ["// Generated from promptq/contract by `make web-schema` (devstack/schema_js.py): do not edit.", ""]
     for name, value in names.items():
         literal = json.dumps(value, indent=2)
         lines.append(f"export const {name} = {literal};" if isinstance(value, str) else f"export const {name} = Object.freeze({literal});")

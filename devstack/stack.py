@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from promptq.schema import WORKER_FUNCTION, Callable as Fn
+from promptq.contract import WORKER_FUNCTION, Callable as Fn
 from promptq_client import stackenv
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,13 +13,13 @@ from enqueue.control import signed_in
 from enqueue.openrouter import KeyInfo, KeyRefused
 from enqueue.request import ApiKeyRequest, ListRequest, NoArguments, RequestError, UsageRequest, parse
 from enqueue.service import user_limits
-from promptq import accounts
-from promptq import execution as ex
-from promptq.errors import LimitExceeded
-from promptq.keys import KeyVault
-from promptq.schema import (Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use)
+from promptq.domain import accounts
+from promptq.domain import execution as ex
+from promptq.domain.errors import LimitExceeded
+from promptq.adapters.keys import KeyVault
+from promptq.contract import (Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use)
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
 

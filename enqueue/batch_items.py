@@ -1,6 +1,6 @@
 """A ``start_batch`` request's items, checked and built: each as ``start_execution`` would take
 it, under the batch's defaults, every refusal naming its item (``items.17.variables.city``);
-then the executions and jobs to write, waiting, in their lanes (``promptq.batch``)."""
+then the executions and jobs to write, waiting, in their lanes (``promptq.domain.batch``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 from enqueue import prompt as pr
 from enqueue import request as rq
 from enqueue import service
-from promptq import batch as bt
-from promptq import execution as ex
-from promptq.batch_store import Item
-from promptq.lanes import lane_key
-from promptq.schema import B, F, J, KeySource
+from promptq.domain import batch as bt
+from promptq.domain import execution as ex
+from promptq.adapters.batch_store import Item
+from promptq.domain.lanes import lane_key
+from promptq.contract import B, F, J, KeySource
 from promptq.settings import Settings
 
 

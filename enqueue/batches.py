@@ -1,5 +1,5 @@
 """The batch callables: ``start_batch``, ``get_batch``, ``get_batch_results``, ``cancel_batch``,
-``retry_batch``. A batch's items are executions (``promptq.batch``); these only create, read
+``retry_batch``. A batch's items are executions (``promptq.domain.batch``); these only create, read
 and change them, and hand the first of each lane to Cloud Tasks (``enqueue.batchflow``)."""
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from enqueue.batch_items import concurrency, items_of, retried_items
 from enqueue.batchflow import BatchFlow
 from enqueue.control import signed_in
 from enqueue.pricing import Prices
-from promptq import accounts
-from promptq import batch as bt
-from promptq import execution as ex
-from promptq import lanes as lanes_mod
-from promptq.batch_claims import ItemsNotWritten
-from promptq.batch_store import BatchStore, Item
-from promptq.errors import LimitExceeded
-from promptq.ledger import AccountView
-from promptq.schema import answer_json
-from promptq.schema import (BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
+from promptq.domain import accounts
+from promptq.domain import batch as bt
+from promptq.domain import execution as ex
+from promptq.domain import lanes as lanes_mod
+from promptq.adapters.batch_claims import ItemsNotWritten
+from promptq.adapters.batch_store import BatchStore, Item
+from promptq.domain.errors import LimitExceeded
+from promptq.adapters.ledger import AccountView
+from promptq.contract import answer_json
+from promptq.contract import (BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
                             J, KeySource, Req)
 from promptq.settings import Settings
 
@@ -98,7 +98,7 @@ def _resubmitted(batch_id: str, batch: dict[str, Any], request_hash: str) -> dic
 
 def _parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
     """The heads of the lanes the claim activated, and the items with the other heads marked
-    parked (``promptq.lanes``: they wait for a cap, and start when a lane ends)."""
+    parked (``promptq.domain.lanes``: they wait for a cap, and start when a lane ends)."""
     width, active = len(claimed.get(B.LANES) or {}), lanes_mod.active(claimed)
     marked = [(i, {**e, F.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
     return marked[:active], marked

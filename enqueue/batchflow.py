@@ -1,6 +1,6 @@
 """How a batch's items reach Cloud Tasks, and how its document learns of them.
 
-``release`` hands a waiting item over (``promptq.batch``: lanes): the item is marked handed over,
+``release`` hands a waiting item over (``promptq.domain.batch``: lanes): the item is marked handed over,
 then its task is created under its own id (Cloud Tasks refuses a second one); an item that
 ended while it waited (cancelled) hands its turn on at once. ``after_end`` is what every end of
 an item does: hand over the next item of its lane and ask for a fold. ``touch`` asks for a fold
@@ -11,7 +11,7 @@ while gets folded, and an item whose turn was lost (its worker died between the 
 previous item and the hand-over) is handed over; a batch whose writer died while writing its
 items (``writing`` long after any call could still run) runs with the items written.
 
-Fair share (``promptq.lanes``): items go to the batch queue (``enqueue.tasks``), and a lane
+Fair share (``promptq.domain.lanes``): items go to the batch queue (``promptq.adapters.tasks``), and a lane
 runs only while the caps on lanes in flight allow. When a lane's chain ends (its last item
 ended, or a hand-over walked past its end), ``lane_ended`` gives the lane back (fenced: once)
 and ``wake`` starts one parked lane head, its owner's first, else anyone's, oldest first.
@@ -28,13 +28,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-from enqueue.tasks import BATCH, TaskQueue
-from promptq import batch as bt
-from promptq import execution as ex
-from promptq import lanes as ln
-from promptq.batch_store import BatchStore
-from promptq.lane_store import LaneStore
-from promptq.schema import B, BatchStatus, Count, F, J, Status
+from promptq.adapters.tasks import BATCH, TaskQueue
+from promptq.domain import batch as bt
+from promptq.domain import execution as ex
+from promptq.domain import lanes as ln
+from promptq.adapters.batch_store import BatchStore
+from promptq.adapters.lane_store import LaneStore
+from promptq.contract import B, BatchStatus, Count, F, J, Status
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
-from promptq import execution as ex
-from promptq.schema import answer_json
-from promptq.schema import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status
-from promptq.store import ExecutionStore
+from promptq.domain import execution as ex
+from promptq.contract import answer_json
+from promptq.contract import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status
+from promptq.adapters.store import ExecutionStore
 
 # One answer carries at most this many code points (a callable's response must stay small);
 # `more: true` says to poll again at once from the new offset.

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from promptq.redact import redact
+from promptq.domain.redact import redact
 
 TIMEOUT_S = 10.0
 

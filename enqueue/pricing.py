@@ -2,7 +2,7 @@
 may cost at most.
 
 The daily budgets need them: a start on the app's key reserves the most the execution may cost
-(``worst_case``, ``promptq.costs.reservation``) at the dearest of its models' prices, fees
+(``worst_case``, ``promptq.domain.costs.reservation``) at the dearest of its models' prices, fees
 included: every fee ``/models`` lists (``request``, ``image``, ``web_search``,
 ``internal_reasoning``, cached input), and OpenRouter's web search for an ``:online`` model. A
 model variant ``/models`` does not list (``openai/gpt-4o:nitro``, ``…:online``) costs what its
@@ -26,8 +26,8 @@ import httpx
 from enqueue import prompt as pr
 from enqueue.openrouter import get_models
 from enqueue.request import RequestError
-from promptq.costs import Price, reservation
-from promptq.schema import CallStatus, J, Reason, Req
+from promptq.domain.costs import Price, reservation
+from promptq.contract import CallStatus, J, Reason, Req
 
 log = logging.getLogger(__name__)
 

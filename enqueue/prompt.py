@@ -13,8 +13,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from enqueue.messages import is_data_url
 from enqueue.request import SAMPLING, VOCABULARY, RequestError, StartRequest
-from promptq.records import stored_bytes
-from promptq.schema import OutputFormat
+from promptq.domain.records import stored_bytes
+from promptq.contract import OutputFormat
 from promptq.settings import Limits
 
 # `{name}` placeholders; `{{` and `}}` are literal braces (as in Python's str.format).

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, PlainValidator, BaseModel, ConfigDict, Fiel
 from enqueue.fields import TAG, Finite, Int64, Nested, Text, unicode_text as _unicode
 from enqueue.messages import Message, check_conversation
 from enqueue.vocabulary import Provider, Reasoning, ResponseFormat, ToolChoice, Tools, check_tools
-from promptq.schema import CallStatus, Reason
+from promptq.contract import CallStatus, Reason
 
 
 class RequestError(Exception):

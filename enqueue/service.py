@@ -18,14 +18,14 @@ from enqueue import request as rq
 from enqueue.control import signed_in
 from enqueue import pricing
 from enqueue.pricing import Prices
-from enqueue.tasks import TaskQueue
-from promptq import accounts
-from promptq import execution as ex
-from promptq.errors import LimitExceeded
-from promptq.ledger import AccountView
-from promptq.schema import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
+from promptq.adapters.tasks import TaskQueue
+from promptq.domain import accounts
+from promptq.domain import execution as ex
+from promptq.domain.errors import LimitExceeded
+from promptq.adapters.ledger import AccountView
+from promptq.contract import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settin
 def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, Any]], execution_id: str,
                   settings: Settings, *, item: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The execution (what watchers read) and its job (the request), both to be created
-    (``item``: a batch item's fields, ``promptq.execution.new_execution``)."""
+    (``item``: a batch item's fields, ``promptq.domain.execution.new_execution``)."""
     models = req.models or [req.model or settings.default_model]
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.

@@ -9,7 +9,7 @@ the execution is waiting, not lost, and is left alone. Only a lost one is re-enq
 new task name, with a fresh deadline, while re-enqueues are left; else it ends ``failed``
 (``attempts_exhausted`` / ``queue_timeout``). Each execution is handled on its own: one that
 fails to sweep is logged and the others go on. An execution's task is looked for, and made
-again, on the queue it belongs to (``enqueue.tasks.queue_of``: a batch item's is the batch
+again, on the queue it belongs to (``promptq.adapters.tasks.queue_of``: a batch item's is the batch
 queue, any other's the interactive one; folds are the bookkeeping queue's). Batches with
 parked lanes get their lanes recounted (``BatchFlow.recount``: a lane whose end was lost is
 ended) and parked lanes a cap has room for started.
@@ -21,11 +21,11 @@ import dataclasses
 import logging
 from datetime import datetime
 
-from enqueue.tasks import TaskQueue, queue_of
-from promptq import execution as ex
-from promptq.schema import E, F, J, SweepKind
+from promptq.adapters.tasks import TaskQueue, queue_of
+from promptq.domain import execution as ex
+from promptq.contract import E, F, J, SweepKind
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The parameters apps send OpenRouter beyond sampling: ``response_format``, ``reasoning``,
 ``provider``, ``tools``, ``tool_choice`` (``parallel_tool_calls`` is a bool). Their shapes, as
 OpenRouter documents them, and the JSON Schemas they carry, checked before anything is created:
-bounded in bytes and depth, then against their dialect's meta-schema (``promptq.jsonschemas``),
+bounded in bytes and depth, then against their dialect's meta-schema (``promptq.domain.jsonschemas``),
 with local references only. Pure; no I/O.
 """
 
@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from enqueue.fields import Finite, Int64, Nested, Strict, Text, plain_json, tagged
 from enqueue.messages import ToolName
-from promptq import jsonschemas
+from promptq.domain import jsonschemas
 
 SCHEMA_MAX_BYTES = 64 * 1024  # one JSON Schema, as JSON
 SCHEMA_MAX_DEPTH = 32  # its nesting of objects and arrays

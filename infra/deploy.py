@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.deploy_steps import FIREBASE, NUMBER, Deployment, Refusal, Step, Target, build
-from promptq.schema import WORKER_FUNCTION
+from promptq.contract import WORKER_FUNCTION
 from promptq.settings import DEFAULT_REGION
 
 RETRIES = (10, 30)  # seconds before retrying a gcloud change (IAM is eventually consistent)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from promptq.schema import WORKER_FUNCTION
+from promptq.contract import WORKER_FUNCTION
 from promptq.settings import APP_CHECK_ENV, DEFAULT_REGION, SERVICE_ACCOUNTS, variables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def resource_steps(t: Target) -> list[Step]:
         Step(f"Create the KMS key ring {KEY_RING} in {t.region}", "holds the key that wraps users' own OpenRouter keys",
              gcloud("kms", "keyrings", "create", KEY_RING, *ring, t=t),
              gcloud("kms", "keyrings", "describe", KEY_RING, *ring, "--format=value(name)", t=t), done="created"),
-        Step(f"Create the KMS key {KEY}", "envelope encryption of users' own OpenRouter keys (PROMPTQ_KMS_KEY, promptq/keys.py)",
+        Step(f"Create the KMS key {KEY}", "envelope encryption of users' own OpenRouter keys (PROMPTQ_KMS_KEY, promptq/adapters/keys.py)",
              gcloud("kms", "keys", "create", KEY, *key, "--purpose=encryption", t=t),
              gcloud("kms", "keys", "describe", KEY, *key, "--format=value(name)", t=t), done="created"),
     ]

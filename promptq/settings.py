@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from promptq.schema import WORKER_FUNCTION
+from promptq.contract import WORKER_FUNCTION
 
 DEFAULT_REGION = "us-central1"
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -184,7 +184,7 @@ class Settings:
 
     @property
     def queue_paths(self) -> dict[str, str]:
-        """Each queue's path by what it delivers (``enqueue.tasks``: interactive, batch, books)."""
+        """Each queue's path by what it delivers (``promptq.adapters.tasks``: interactive, batch, books)."""
         return {"interactive": self.queue_path, "batch": self.path_of(self.batch_queue_id), "books": self.path_of(self.books_queue_id)}
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from promptq.schema import (BatchAnswer, BatchResults, BatchStarted, Callable as Fn, CancelAnswer, KeyAnswer, ListAnswer, PollAnswer,
+from promptq.contract import (BatchAnswer, BatchResults, BatchStarted, Callable as Fn, CancelAnswer, KeyAnswer, ListAnswer, PollAnswer,
                             StartAnswer, UsageAnswer)
 
 

@@ -1,5 +1,5 @@
 """What a client reads of Firestore: an execution, the pieces of its text, and the two
-listeners a watcher needs. Read-only, and only the names of the contract (``promptq.schema``):
+listeners a watcher needs. Read-only, and only the names of the contract (``promptq.contract``):
 the client never imports the server's store, which writes and decides.
 
 Pages (once an attempt ended) and chunks (while it streams) share their field names
@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.schema import CHUNKS, EXECUTIONS, PAGES, C, F
+from promptq.contract import CHUNKS, EXECUTIONS, PAGES, C, F
 
 
 class Reader:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from promptq.schema import TERMINAL, C, F, Status
-from promptq.schema import answer_json
+from promptq.contract import TERMINAL, C, F, Status
+from promptq.contract import answer_json
 from promptq_client.reader import Reader
 
 OUTPUT = "output"  # the assembled text, in the states this module reports (not stored fields)

@@ -139,10 +139,10 @@ def db(stack):
 
 @pytest.fixture(scope="session")
 def store(db):
-    """The server's store (``promptq.store``) on the emulator: for what a test arranges or inspects
+    """The server's store (``promptq.adapters.store``) on the emulator: for what a test arranges or inspects
     that only the server writes (an operator's limits, a job's history). The client reads through
     its own reader (``promptq_client.reader``)."""
-    from promptq.store import ExecutionStore
+    from promptq.adapters.store import ExecutionStore
 
     return ExecutionStore(db)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.store import ExecutionStore
-from promptq.writer import claim
+from promptq.adapters.store import ExecutionStore
+from promptq.adapters.writer import claim
 
 
 def execution_state(db, execution_id: str) -> dict[str, Any]:
@@ -23,7 +23,7 @@ class Scripted:
     no worker): for what the pipeline cannot be made to do on cue, such as a restart."""
 
     def __init__(self, db, owner_uid: str, execution_id: str, *, prompt: str = "Hi", model: str = "fake/scripted"):
-        from promptq import execution as ex
+        from promptq.domain import execution as ex
 
         self.store, self.id, self.now = ExecutionStore(db), execution_id, ex.utcnow()
         expire = self.now + __import__("datetime").timedelta(days=1)
@@ -45,7 +45,7 @@ class Scripted:
         return decision
 
     def chunk(self, text: str) -> None:
-        from promptq.records import Chunk
+        from promptq.domain.records import Chunk
 
         self.writer.chunk(Chunk(self.writer.attempt, len(self.sent) and self._seq() + 1 or 1, len(self.sent), text))
         self.sent += text
@@ -54,9 +54,9 @@ class Scripted:
         return len(list(self.store.ref(self.id).collection("chunks").where(filter=FieldFilter("attempt", "==", self.writer.attempt)).stream()))
 
     def succeed(self, rest: str, *, usage=(3, 7, 10), cost: float = 0.00002) -> None:
-        from promptq.paging import split_pages
-        from promptq.records import Chunk, Ending, Produced, Usage
-        from promptq.schema import Status
+        from promptq.domain.paging import split_pages
+        from promptq.domain.records import Chunk, Ending, Produced, Usage
+        from promptq.contract import Status
 
         whole = self.sent + rest
         last = Chunk(self.writer.attempt, self._seq() + 1, len(self.sent), rest)

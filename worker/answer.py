@@ -1,4 +1,4 @@
-"""A JSON answer, checked when its stream ended: the text parsed (``promptq.records``) and, for
+"""A JSON answer, checked when its stream ended: the text parsed (``promptq.domain.records``) and, for
 ``response_format.type: json_schema``, validated against the request's schema (jsonschema).
 Pure; no I/O. What it finds is handed to ``worker.ending`` as it is: the ending stays a pure
 mapping of what happened.
@@ -13,9 +13,9 @@ from typing import Any, Mapping
 from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
-from promptq import jsonschemas
-from promptq.schema import parse_json_answer
-from promptq.schema import Code
+from promptq.domain import jsonschemas
+from promptq.contract import parse_json_answer
+from promptq.contract import Code
 
 
 @dataclasses.dataclass(frozen=True)

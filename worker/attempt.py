@@ -13,13 +13,13 @@ import contextlib
 import time
 from typing import Any, Callable
 
-from promptq import execution as ex
-from promptq.errors import CancelRequested, Permanent
-from promptq.paging import Page, split_pages
-from promptq.records import Chunk, bounded
-from promptq.schema import Code
+from promptq.domain import execution as ex
+from promptq.domain.errors import CancelRequested, Permanent
+from promptq.domain.paging import Page, split_pages
+from promptq.domain.records import Chunk, bounded
+from promptq.contract import Code
 from promptq.settings import Settings
-from promptq.writer import AttemptWriter
+from promptq.adapters.writer import AttemptWriter
 from worker.coalesce import FlushSchedule, next_tick
 from worker.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
 from worker.toolcalls import ToolCalls, TooLarge

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from promptq.errors import CancelRequested, LostClaim, Permanent, Transient
-from promptq.records import Ending
-from promptq.schema import Code, Status
+from promptq.domain.errors import CancelRequested, LostClaim, Permanent, Transient
+from promptq.domain.records import Ending
+from promptq.contract import Code, Status
 from worker.answer import Refused
 from worker.attempt import Deadline
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from promptq.schema import ClaimKind, Outcome
+from promptq.contract import ClaimKind, Outcome
 from worker.runner import RunResult
 from worker.runtime import WorkerRuntime
 

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from promptq.errors import Permanent, Transient
-from promptq.records import Usage
-from promptq.schema import Code, Req
+from promptq.domain.errors import Permanent, Transient
+from promptq.domain.records import Usage
+from promptq.contract import Code, Req
 from worker.stream import StreamError
 
 PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed")

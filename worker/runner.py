@@ -16,13 +16,13 @@ import os
 import uuid
 from typing import Callable
 
-from promptq import execution as ex
-from promptq.errors import LostClaim, Permanent
-from promptq.records import Ending
-from promptq.schema import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
+from promptq.domain import execution as ex
+from promptq.domain.errors import LostClaim, Permanent
+from promptq.domain.records import Ending
+from promptq.contract import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
-from promptq.writer import AttemptWriter, claim
+from promptq.adapters.store import ExecutionStore
+from promptq.adapters.writer import AttemptWriter, claim
 from worker import answer
 from worker.attempt import Attempt, StopWatch
 from worker.ending import APP_KEY_NO_CREDIT, ending
@@ -41,7 +41,7 @@ class RunResult:
     retry_after_s: float = 0.0
     batch_id: str | None = None  # a batch item: its batch ...
     next_id: str | None = None  # ... and the item its end hands over
-    lane: str | None = None  # ... and its lane (its end, the last of its lane, ends the lane: promptq.lanes)
+    lane: str | None = None  # ... and its lane (its end, the last of its lane, ends the lane: promptq.domain.lanes)
 
     @property
     def ended(self) -> bool:

@@ -23,11 +23,11 @@ import threading
 import uuid
 from typing import Callable, Protocol
 
-from promptq.errors import Permanent
-from promptq.keys import KeyVault
-from promptq.schema import ClaimKind, Code, J, KeySource, Outcome
+from promptq.domain.errors import Permanent
+from promptq.adapters.keys import KeyVault
+from promptq.contract import ClaimKind, Code, J, KeySource, Outcome
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from worker.runner import RunResult, run_execution
 from worker.upstream import OpenRouterClient, shared_http
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptq.schema import TC, TOOL_CALL_TYPE
+from promptq.contract import TC, TOOL_CALL_TYPE
 from worker.stream import ToolCallDelta
 
 # The calls are written on the execution document (1 MiB): their names and arguments together

@@ -22,10 +22,10 @@ import httpx
 from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
-from promptq.errors import Permanent, Transient
-from promptq.redact import redact
-from promptq.redact import register as redact_register
-from promptq.schema import Code
+from promptq.domain.errors import Permanent, Transient
+from promptq.domain.redact import redact
+from promptq.domain.redact import register as redact_register
+from promptq.contract import Code
 from worker.protocol import GenerationRecord, chat_body, parse_generation, status_error, stream_error_before_first_token
 from worker.stream import Delta, Done, Event, Finish, StreamError, ToolCallDelta, aiter_events
 

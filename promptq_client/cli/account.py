@@ -7,7 +7,7 @@ import getpass
 import json
 import sys
 
-from promptq.schema import KeyAnswer, UsageDay
+from promptq.contract import KeyAnswer, UsageDay
 from promptq_client.api import Client
 from promptq_client.cli.target import EXIT_OK, EXIT_USAGE, CliError, Target, sign_in
 

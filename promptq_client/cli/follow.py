@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Mapping, TextIO
 
-from promptq.schema import F, PollAnswer, Reason
+from promptq.contract import F, PollAnswer, Reason
 from promptq_client.watch import OUTPUT
 from promptq_client.api import CallError, Client, User
 from promptq_client.cli.target import Target, say

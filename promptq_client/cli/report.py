@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
-from promptq.schema import TC, E, F, PollAnswer, Status, U
+from promptq.contract import TC, E, F, PollAnswer, Status, U
 from promptq_client.cli.target import EXIT_ENDED, EXIT_OK, PROG
 
 

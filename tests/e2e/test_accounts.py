@@ -17,8 +17,8 @@ from leaks import secret
 
 from devstack.fakerouter.server import FEE_MODEL_FEES
 from devstack.stack import FAKE_KEY
-from promptq import accounts
-from promptq.schema import Acc, Use
+from promptq.domain import accounts
+from promptq.contract import Acc, Use
 from promptq_client.api import CallError
 from waiting import poll
 

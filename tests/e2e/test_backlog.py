@@ -16,10 +16,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.protobuf import field_mask_pb2
 
 from enqueue.sweeper import sweep
-from enqueue.tasks import TaskQueue
-from promptq.schema import F
+from promptq.adapters.tasks import TaskQueue
+from promptq.contract import F
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from waiting import poll
 
 EXECUTIONS = 250

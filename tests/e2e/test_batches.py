@@ -17,13 +17,13 @@ from devstack.fakerouter import expected_text, seed_for
 from devstack.stack import worker_log
 from enqueue.batchflow import BatchFlow
 from enqueue.sweeper import sweep
-from enqueue.tasks import TaskQueue
-from promptq import execution as ex
-from promptq.batch_store import BatchStore
-from promptq.records import Ending
-from promptq.schema import Status
+from promptq.adapters.tasks import TaskQueue
+from promptq.domain import execution as ex
+from promptq.adapters.batch_store import BatchStore
+from promptq.domain.records import Ending
+from promptq.contract import Status
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from promptq_client.api import CallError
 from documents import most_at_once
 from waiting import poll, wait_for
@@ -85,7 +85,7 @@ def test_a_batch_counts_exactly_runs_at_most_max_concurrency_and_returns_every_r
     assert (day.executions, day.cost) == (24, pytest.approx(final.cost, abs=1e-12))
     batch = db.collection("batches").document(started.batchId).get()
     span = (batch.get("finishedAt") - batch.get("createdAt")).total_seconds()
-    # Folds at most once a second, and each lane's end once (promptq.lane_store: 3 lanes here).
+    # Folds at most once a second, and each lane's end once (promptq.adapters.lane_store: 3 lanes here).
     assert batch.get("writes") <= span / 1.0 + 3 + 3, f"{batch.get('writes')} writes of the batch document in {span:.1f} s"
 
 

@@ -14,7 +14,7 @@ import uuid
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.schema import ACCOUNTS, PROJECT, PROJECT_LANES
+from promptq.contract import ACCOUNTS, PROJECT, PROJECT_LANES
 from documents import most_at_once
 from waiting import poll, wait_for
 

@@ -13,10 +13,10 @@ from google.api_core import exceptions as gexc
 from enqueue import service
 from enqueue.pricing import Prices
 from enqueue.request import RequestError
-from enqueue.tasks import TaskQueue
-from promptq.schema import CallStatus, F, J
+from promptq.adapters.tasks import TaskQueue
+from promptq.contract import CallStatus, F, J
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from waiting import wait_for
 
 

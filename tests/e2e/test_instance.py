@@ -11,7 +11,7 @@ import uuid
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.schema import EXECUTIONS, F, Status
+from promptq.contract import EXECUTIONS, F, Status
 from waiting import wait_for
 
 pytestmark = pytest.mark.stack

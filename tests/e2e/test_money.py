@@ -18,8 +18,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.fakerouter.server import FEE_MODEL, FEE_MODEL_FEES
 from enqueue.pricing import ONLINE_SEARCH_USD
-from promptq.costs import PROJECT_SHARDS, cost_field, day_of
-from promptq.schema import ACCOUNTS, BATCHES, EXECUTIONS, INTERNAL, JOB, PROJECT, PROJECT_SHARD, Acc, J, Proj
+from promptq.domain.costs import PROJECT_SHARDS, cost_field, day_of
+from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, INTERNAL, JOB, PROJECT, PROJECT_SHARD, Acc, J, Proj
 from promptq.settings import Settings
 from promptq_client.api import CallError, Client
 from waiting import wait_for

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.stack import FAKE_KEY
-from promptq.redact import MASK
+from promptq.domain.redact import MASK
 
 
 @pytest.mark.parametrize(

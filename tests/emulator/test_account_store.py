@@ -15,13 +15,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from enqueue import service
 from enqueue.pricing import Prices
 from enqueue.request import StartRequest
-from promptq import execution as ex
-from promptq.errors import LimitExceeded
-from promptq.keys import KeyVault, LocalKek
-from promptq.records import Ending, Produced, Usage
-from promptq.schema import Acc, F, J, K, KeySource, Reason, Status, Use
+from promptq.domain import execution as ex
+from promptq.domain.errors import LimitExceeded
+from promptq.adapters.keys import KeyVault, LocalKek
+from promptq.domain.records import Ending, Produced, Usage
+from promptq.contract import Acc, F, J, K, KeySource, Reason, Status, Use
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 
 PRICES = Prices("http://prices.invalid", fetch=lambda base: {"data": [{"id": "m", "pricing": {"prompt": "0.000001", "completion": "0.000002"}}]})
 

@@ -16,10 +16,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from enqueue import batches as calls
 from enqueue.pricing import Prices
 from enqueue.request import RequestError
-from promptq.batch_store import BatchStore
-from promptq.schema import ACCOUNTS, BATCHES, EXECUTIONS, KEYS, ROUNDS, Acc, B, F, J, Status
+from promptq.adapters.batch_store import BatchStore
+from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, KEYS, ROUNDS, Acc, B, F, J, Status
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 from waiting import wait_for
 
 SETTINGS = Settings(project_id="demo-promptq", user_daily_budget_usd=1.0)

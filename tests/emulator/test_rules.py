@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from promptq.schema import MAX_TEMPLATE_CHARS, MAX_TEMPLATES, TEMPLATE_COUNT, TEMPLATE_LAST
+from promptq.contract import MAX_TEMPLATE_CHARS, MAX_TEMPLATES, TEMPLATE_COUNT, TEMPLATE_LAST
 
 
 def _b64(data: dict) -> str:

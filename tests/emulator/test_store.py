@@ -9,14 +9,14 @@ from datetime import timedelta
 
 import pytest
 
-from promptq import execution as ex
-from promptq.errors import LostClaim, Permanent
-from promptq.execution import F, J
-from promptq.paging import split_pages
-from promptq.records import Chunk, Ending, Produced, Usage
-from promptq.schema import Status
-from promptq.store import ExecutionStore
-from promptq.writer import claim
+from promptq.domain import execution as ex
+from promptq.domain.errors import LostClaim, Permanent
+from promptq.domain.execution import F, J
+from promptq.domain.paging import split_pages
+from promptq.domain.records import Chunk, Ending, Produced, Usage
+from promptq.contract import Status
+from promptq.adapters.store import ExecutionStore
+from promptq.adapters.writer import claim
 
 
 @pytest.fixture
@@ -239,7 +239,7 @@ def test_a_write_interrupted_after_it_went_through_is_recognised_as_applied(stor
     """A commit whose answer was lost (DEADLINE_EXCEEDED, CANCELLED after Firestore applied it):
     the re-read finds this change's own stamp, and the writer goes on as if it had been
     answered, instead of deciding again on its own write (a lost claim, a lane that stops)."""
-    from promptq.store import applied
+    from promptq.adapters.store import applied
 
     execution_id = _new(store)
     _, seen, writer = _claim(store, execution_id)

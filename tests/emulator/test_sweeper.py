@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 
 from enqueue.sweeper import sweep
-from enqueue.tasks import TaskQueue
-from promptq import execution as ex
-from promptq.execution import F, J
+from promptq.adapters.tasks import TaskQueue
+from promptq.domain import execution as ex
+from promptq.domain.execution import F, J
 from promptq.settings import Settings
-from promptq.store import ExecutionStore
+from promptq.adapters.store import ExecutionStore
 
 
 @pytest.fixture

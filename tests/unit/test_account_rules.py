@@ -1,5 +1,5 @@
-"""Per-user limits, reservations and settlements (promptq.accounts), prices (enqueue.pricing),
-the key-encryption key (promptq.keys): pure, no emulator. The same decisions against the real
+"""Per-user limits, reservations and settlements (promptq.domain.accounts), prices (enqueue.pricing),
+the key-encryption key (promptq.adapters.keys): pure, no emulator. The same decisions against the real
 Firestore emulator and the whole stack: tests/emulator/test_account_store.py, tests/e2e/test_accounts.py."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from cryptography.exceptions import InvalidTag
 
 from enqueue.pricing import ONLINE_SEARCH_USD, Prices, parse_models, worst_case
 from enqueue.request import RequestError
-from promptq import accounts, costs, redact
-from promptq import execution as ex
-from promptq.errors import LimitExceeded
-from promptq.keys import LocalKek
-from promptq.records import Ending, Inc, Produced, Usage
-from promptq.accounts import Price
-from promptq.schema import A, Acc, AttemptOutcome, F, J, KeySource, Proj, Reason, Req, Status, Use
+from promptq.domain import accounts, costs, redact
+from promptq.domain import execution as ex
+from promptq.domain.errors import LimitExceeded
+from promptq.adapters.keys import LocalKek
+from promptq.domain.records import Ending, Inc, Produced, Usage
+from promptq.domain.accounts import Price
+from promptq.contract import A, Acc, AttemptOutcome, F, J, KeySource, Proj, Reason, Req, Status, Use
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 LIMITS = accounts.UserLimits(max_active=2, starts_per_minute=3, daily_budget_usd=1.0)

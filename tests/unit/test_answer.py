@@ -1,7 +1,7 @@
 """The worker's side of issue 17: tool-call deltas parsed (worker.stream) and assembled
 (worker.toolcalls), a JSON answer checked when its stream ends (worker.answer) and the ending
 that follows (worker.ending, pure: the check's result is passed in), what the ending writes
-(toolCalls), a JSON answer's value as readers parse it (promptq.records), and an attempt that
+(toolCalls), a JSON answer's value as readers parse it (promptq.domain.records), and an attempt that
 streams them from the local upstream (in-process, real HTTP)."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from test_runner import RecordingWriter
 
 from devstack.fakerouter import FakeRouter, call_id, seed_for
-from promptq.errors import Permanent
-from promptq.records import Produced
-from promptq.schema import answer_json, parse_json_answer
-from promptq.schema import BatchItem, Code, F, PollAnswer, Status
+from promptq.domain.errors import Permanent
+from promptq.domain.records import Produced
+from promptq.contract import answer_json, parse_json_answer
+from promptq.contract import BatchItem, Code, F, PollAnswer, Status
 from promptq.settings import Settings
 from worker.answer import Refused, check
 from worker.attempt import Attempt

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from promptq.schema import Callable
+from promptq.contract import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ CALL_EACH = """
 import json, sys
 import flask
 import main
-from promptq.schema import Callable
+from promptq.contract import Callable
 app = flask.Flask("t")
 answers = {}
 for name in Callable:

@@ -1,4 +1,4 @@
-"""A batch's pure decisions (promptq.batch) and its request (enqueue.batch_items): lanes,
+"""A batch's pure decisions (promptq.domain.batch) and its request (enqueue.batch_items): lanes,
 item ids, the fold, and hostile batches refused whole, naming the item. The same on the local
 stack: tests/e2e/test_batches.py."""
 
@@ -10,9 +10,9 @@ import pytest
 
 from enqueue import request as rq
 from enqueue.batch_items import items_of
-from promptq import batch as bt
-from promptq.records import Inc
-from promptq.schema import B, F, J, KeySource, Use
+from promptq.domain import batch as bt
+from promptq.domain.records import Inc
+from promptq.contract import B, F, J, KeySource, Use
 from promptq.settings import Settings
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -118,8 +118,8 @@ def test_a_retried_batch_runs_again_in_a_new_round():
 
 
 def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution():
-    from promptq import execution as ex
-    from promptq.schema import Status
+    from promptq.domain import execution as ex
+    from promptq.contract import Status
 
     (_, waiting, job), (_, second, _) = build({"items": [{"customId": "a", "prompt": "hi"}, {"customId": "b", "prompt": "yo"}], "maxConcurrency": 1})
     change = ex.cancelled_waiting(waiting, now=NOW)

@@ -1,4 +1,4 @@
-"""The worker process's batched writes (promptq.writer.Batched, heartbeat_all; promptq.bulk_writes),
+"""The worker process's batched writes (promptq.adapters.writer.Batched, heartbeat_all; promptq.adapters.bulk_writes),
 against a store that records what it is asked: one call for the writes of a tick, a refused
 write ends only its own attempt, an attempt's chunks land in order. No Firestore here: the
 BatchWrite itself runs on the emulator in tests/emulator and in bench.profile_worker."""
@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 import pytest
 from google.api_core import exceptions as gexc
 
-from promptq import bulk_writes
-from promptq.errors import LostClaim
-from promptq.records import Chunk
-from promptq.schema import F, J
-from promptq.store import Seen
-from promptq.writer import AttemptWriter, Batched, heartbeat_all
+from promptq.adapters import bulk_writes
+from promptq.domain.errors import LostClaim
+from promptq.domain.records import Chunk
+from promptq.contract import F, J
+from promptq.adapters.store import Seen
+from promptq.adapters.writer import AttemptWriter, Batched, heartbeat_all
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -1,7 +1,7 @@
 """What `pip install .` ships is what it declares: every third-party module the shipped modules
 import is one of pyproject's dependencies (and each dependency is imported), every first-party
 module they import is shipped too, and the client reads through its own reader, importing
-nothing of the server but the contract (``promptq.schema``)."""
+nothing of the server but the contract (``promptq.contract``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 FIRST_PARTY = {"promptq", "promptq_client"}
 # What the client may import of promptq: the contract, the names both ends share. Everything
 # else in promptq/ is the server's (its store, decisions and writes).
-CONTRACT = ("promptq.schema",)
+CONTRACT = ("promptq.contract",)
 # Modules whose distribution cannot be told from their top-level name (`google` is shared by
 # many distributions); others are found through importlib.metadata.
 DISTRIBUTION_OF = {

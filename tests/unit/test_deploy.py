@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptq.schema import WORKER_FUNCTION
+from promptq.contract import WORKER_FUNCTION
 from promptq.settings import DEFAULT_REGION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_threads_equal_the_workers_declared_concurrency(manifest):
 
 
 def test_every_callable_in_the_schema_is_deployed_and_app_check_follows_the_setting(manifest):
-    from promptq.schema import Callable
+    from promptq.contract import Callable
 
     endpoints = manifest["endpoints"]
     for name in Callable:
@@ -57,7 +57,7 @@ def test_every_callable_in_the_schema_is_deployed_and_app_check_follows_the_sett
 
 def test_every_collection_group_that_expires_has_a_ttl_policy():
     """TTL does not delete subcollections: each group whose documents carry `expireAt` needs
-    its own policy (promptq.schema: executions, chunks, pages, internal; usage days; Stop requests)."""
+    its own policy (promptq.contract: executions, chunks, pages, internal; usage days; Stop requests)."""
     import json
 
     overrides = json.loads((ROOT / "infra/firestore.indexes.json").read_text())["fieldOverrides"]

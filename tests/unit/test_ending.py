@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from promptq.errors import CancelRequested, LostClaim, Permanent, Transient
-from promptq.schema import Code, Outcome, Status
+from promptq.domain.errors import CancelRequested, LostClaim, Permanent, Transient
+from promptq.contract import Code, Outcome, Status
 from worker.attempt import Deadline
 from worker.ending import ending
 

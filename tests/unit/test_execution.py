@@ -1,4 +1,4 @@
-"""promptq.execution: an execution's transitions over its two documents (pure)."""
+"""promptq.domain.execution: an execution's transitions over its two documents (pure)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from promptq import execution as ex
-from promptq.execution import ClaimKind, Code, F, J, Status
-from promptq.paging import split_pages
-from promptq.records import Chunk, Ending, Produced, Usage
+from promptq.domain import execution as ex
+from promptq.domain.execution import ClaimKind, Code, F, J, Status
+from promptq.domain.paging import split_pages
+from promptq.domain.records import Chunk, Ending, Produced, Usage
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 LEASE_S = 30.0

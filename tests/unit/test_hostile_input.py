@@ -15,8 +15,8 @@ import pytest
 from enqueue import service
 from enqueue.pricing import Prices
 from enqueue.request import RequestError
-from promptq.ledger import AccountView
-from promptq.schema import J, Req
+from promptq.adapters.ledger import AccountView
+from promptq.contract import J, Req
 from promptq.settings import Limits, Settings
 
 SETTINGS = Settings(project_id="demo-promptq")

@@ -1,7 +1,7 @@
-"""Fair share's pure decisions (promptq.lanes, and their use in promptq.accounts and
-promptq.batch): lanes activated under the caps at a batch's start, the others parked, a lane's
+"""Fair share's pure decisions (promptq.domain.lanes, and their use in promptq.domain.accounts and
+promptq.domain.batch): lanes activated under the caps at a batch's start, the others parked, a lane's
 end fenced, a parked lane woken (its owner's first, then the oldest of anyone's), the counters
-given back when a cancelled batch ends; and which queue each task goes to (enqueue.tasks). The
+given back when a cancelled batch ends; and which queue each task goes to (promptq.adapters.tasks). The
 same on the local stack: tests/e2e/test_fair_share.py."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from enqueue.batchflow import BatchFlow
-from enqueue.tasks import BATCH, BOOKS, INTERACTIVE, TaskQueue, queue_of
-from promptq import accounts
-from promptq import batch as bt
-from promptq import lanes as ln
-from promptq.records import Inc
-from promptq.schema import Acc, B, BatchStatus, F, J, KeySource, Proj
+from promptq.adapters.tasks import BATCH, BOOKS, INTERACTIVE, TaskQueue, queue_of
+from promptq.domain import accounts
+from promptq.domain import batch as bt
+from promptq.domain import lanes as ln
+from promptq.domain.records import Inc
+from promptq.contract import Acc, B, BatchStatus, F, J, KeySource, Proj
 from promptq.settings import Settings
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)

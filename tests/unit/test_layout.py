@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import promptq.schema as schema
+import promptq.contract as schema
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYED_FOLDERS = ("promptq", "enqueue", "worker")
@@ -91,6 +91,47 @@ def test_the_client_does_not_import_the_dev_stack():
         assert not _imports(path) & {"devstack", "bench", "tests", "enqueue", "worker"}, _rel(path)
 
 
+def _imported(path: Path) -> set[str]:
+    """Every name an import brings in, whole: ``from a.b import c`` gives a.b and a.b.c."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update({node.module} | {f"{node.module}.{alias.name}" for alias in node.names})
+    return names
+
+
+# promptq's three rings, inside out: each may import only the rings inside it (and the domain
+# and the contract no I/O at all: no Google client, no HTTP).
+RINGS = {"contract": {"promptq.contract"}, "domain": {"promptq.contract", "promptq.domain"},
+         "adapters": {"promptq.contract", "promptq.domain", "promptq.adapters", "promptq.settings"}}
+IO = ("google", "httpx", "httpx_sse", "requests", "flask", "firebase_functions", "firebase_admin")
+CLOUD_CLIENTS = ("google.cloud.firestore", "google.cloud.tasks")
+
+
+def _ring_files() -> list[tuple[str, Path]]:
+    return [(ring, p) for ring in RINGS for p in sorted((ROOT / "promptq" / ring).rglob("*.py"))]
+
+
+@pytest.mark.parametrize("ring,path", _ring_files(), ids=lambda v: _rel(v) if isinstance(v, Path) else v)
+def test_each_ring_imports_only_the_rings_inside_it(ring: str, path: Path):
+    first_party = {n for n in _imported(path) if n.split(".")[0] in ("promptq", "promptq_client", "enqueue", "worker", "main", "wiring")}
+    outside = sorted(n for n in first_party if not any(n == r or n.startswith(r + ".") for r in RINGS[ring]))
+    assert outside == [], f"{_rel(path)} ({ring}) imports {outside}"
+    if ring != "adapters":
+        assert not {n.split(".")[0] for n in _imported(path)} & set(IO), f"{_rel(path)} ({ring}) does I/O"
+
+
+def test_only_the_adapters_speak_to_firestore_and_cloud_tasks():
+    """The server's Firestore and Cloud Tasks clients live in promptq/adapters; the Python
+    client has its own small reader (promptq_client/reader.py)."""
+    allowed = ("promptq/adapters/", "promptq_client/reader.py")
+    speaking = {_rel(p) for p in product_python() if any(n.startswith(CLOUD_CLIENTS) for n in _imported(p))}
+    assert sorted(p for p in speaking if not p.startswith(allowed)) == []
+    assert "promptq/adapters/store.py" in speaking and "promptq/adapters/tasks.py" in speaking  # the rule sees imports
+
+
 def _string_constants(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     docstrings = {id(n.body[0].value) for n in ast.walk(tree)
@@ -102,7 +143,7 @@ def _string_constants(path: Path) -> set[str]:
 def test_state_and_outcome_strings_are_spelled_in_the_schema_only():
     names = {s.value for s in schema.Status} | {o.value for o in schema.Outcome} | {o.value for o in schema.AttemptOutcome}
     spelled = {_rel(p): sorted(_string_constants(p) & names) for p in deployed_python()}
-    assert all(path.startswith("promptq/schema/") for path, found in spelled.items() if found), spelled
+    assert all(path.startswith("promptq/contract/") for path, found in spelled.items() if found), spelled
 
 
 def test_callable_names_are_the_schemas():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The contract (promptq.schema) and the domain (the pure decisions, no I/O); and the seam where
-# the worker meets the batches (worker.runtime.BatchHooks, which wiring fills with BatchFlow).
-TYPED = ["promptq/schema", "promptq/execution.py", "promptq/batch.py", "promptq/accounts.py", "promptq/costs.py",
-         "promptq/lanes.py", "promptq/records.py", "worker/coalesce.py", "worker/runtime.py", "wiring.py"]
+# The contract and the domain, whole (promptq/contract, promptq/domain: the rings that do no
+# I/O); and the seam where the worker meets the batches (worker.runtime.BatchHooks, which wiring
+# fills with BatchFlow).
+TYPED = ["promptq/contract", "promptq/domain", "worker/coalesce.py", "worker/runtime.py", "wiring.py"]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:

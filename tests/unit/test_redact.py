@@ -1,4 +1,4 @@
-"""promptq.redact: the one filter between an error message and a document, a log line or a caller."""
+"""promptq.domain.redact: the one filter between an error message and a document, a log line or a caller."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from promptq import execution as ex
-from promptq.redact import MASK, RedactingFilter, redact, register
+from promptq.domain import execution as ex
+from promptq.domain.redact import MASK, RedactingFilter, redact, register
 
 KEY = "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
 

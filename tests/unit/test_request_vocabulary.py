@@ -16,7 +16,7 @@ from test_hostile_input import SETTINGS, refused, start
 
 from enqueue import prompt as pr
 from enqueue.vocabulary import SCHEMA_MAX_BYTES, SCHEMA_MAX_DEPTH
-from promptq.schema import F, J, OutputFormat, Req
+from promptq.contract import F, J, OutputFormat, Req
 from promptq.settings import Limits
 from worker.protocol import chat_body, vocabulary
 
@@ -303,7 +303,7 @@ def test_batch_items_take_the_batchs_vocabulary_under_their_own():
 
 
 def test_a_batchs_items_are_written_in_commits_under_firestores_request_limit():
-    from promptq.batch_claims import COMMIT_BYTES, ITEMS_PER_COMMIT, _commits
+    from promptq.adapters.batch_claims import COMMIT_BYTES, ITEMS_PER_COMMIT, _commits
 
     big = {J.MESSAGES: [{"role": "user", "content": "x" * (pr.JOB_REQUEST_BYTES - 100)}]}
     small = {J.MESSAGES: [{"role": "user", "content": "x"}]}

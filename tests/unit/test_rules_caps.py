@@ -1,5 +1,5 @@
 """infra/firestore.rules caps what a client may store of its own (templates: their size and
-number) with the numbers promptq/schema names; the rules are tested both ways on the emulator
+number) with the numbers promptq/contract names; the rules are tested both ways on the emulator
 (tests/emulator/test_rules.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from promptq.schema import MAX_TEMPLATE_CHARS, MAX_TEMPLATES, TEMPLATE_CONTENT, TEMPLATE_COUNT, TEMPLATE_LAST
+from promptq.contract import MAX_TEMPLATE_CHARS, MAX_TEMPLATES, TEMPLATE_CONTENT, TEMPLATE_COUNT, TEMPLATE_LAST
 
 RULES = (Path(__file__).resolve().parents[2] / "infra/firestore.rules").read_text()
 

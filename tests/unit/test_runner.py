@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 
 from devstack.fakerouter import FakeRouter, expected_text, seed_for
-from promptq.errors import CancelRequested, LostClaim
-from promptq.records import Chunk
+from promptq.domain.errors import CancelRequested, LostClaim
+from promptq.domain.records import Chunk
 from promptq.settings import Settings
 from worker.attempt import Attempt, Deadline
 from worker.upstream import OpenRouterClient, chat_body

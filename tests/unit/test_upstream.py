@@ -15,10 +15,10 @@ from typing import Callable
 import httpx
 import pytest
 
-from promptq.errors import Permanent, PromptqError, Transient
-from promptq.execution import Code
+from promptq.domain.errors import Permanent, PromptqError, Transient
+from promptq.domain.execution import Code
 from worker.stream import Delta, Done, Finish, Meta, StreamError
-from promptq.execution import Usage
+from promptq.domain.execution import Usage
 from worker.protocol import GenerationRecord, chat_body, parse_retry_after, status_error
 from worker.upstream import OpenRouterClient
 

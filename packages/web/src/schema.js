@@ -1,4 +1,4 @@
-// Generated from promptq/schema by `make web-schema` (devstack/schema_js.py): do not edit.
+// Generated from promptq/contract by `make web-schema` (devstack/schema_js.py): do not edit.
 
 export const EXECUTIONS = "executions";
 export const CHUNKS = "chunks";

@@ -6,7 +6,7 @@
 //
 // It imports the Firestore SDK by its bare name, "firebase/firestore": bundlers (Vite,
 // webpack) resolve it from node_modules; a page without a bundler maps it with an import map.
-// The document's field names come from ./schema.js (generated from promptq/schema).
+// The document's field names come from ./schema.js (generated from promptq/contract).
 
 import { collection, doc, getDoc, getDocs, onSnapshot, orderBy, query, serverTimestamp, Timestamp, where, writeBatch } from "firebase/firestore";
 import { settle } from "./settle.js";

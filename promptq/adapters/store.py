@@ -2,7 +2,7 @@
 
 An execution is two documents: the execution (``executions/{id}``, what watchers read) and its
 job (``executions/{id}/internal/job``: the request and the claim). Every state change is
-decided by ``promptq.execution`` on both as read, and applied here by one compare-and-set loop
+decided by ``promptq.domain.execution`` on both as read, and applied here by one compare-and-set loop
 (``_write_if``): each document written carries a precondition on the update time of the
 version the decision was made on, all in one batch, so deciding and writing are one atomic
 step without transactions (which the emulator makes slow under contention). The attempt's
@@ -21,17 +21,17 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq import execution as ex
-from promptq.accounts import Taken, day_of
-from promptq.bulk_writes import BulkWrites
-from promptq.errors import LimitExceeded, Permanent
-from promptq.ledger import AccountView, Ledger
-from promptq.listeners import Listeners
-from promptq.paging import Page
-from promptq.texts import TextReads
-from promptq.records import Change, Chunk
-from promptq.schema import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, Code, F, J, S, Status
-from promptq.versions import INTERRUPTED, Seen, counted  # noqa: F401 - the repositories' shared names, also from here
+from promptq.domain import execution as ex
+from promptq.domain.accounts import Taken, day_of
+from promptq.adapters.bulk_writes import BulkWrites
+from promptq.domain.errors import LimitExceeded, Permanent
+from promptq.adapters.ledger import AccountView, Ledger
+from promptq.adapters.listeners import Listeners
+from promptq.domain.paging import Page
+from promptq.adapters.texts import TextReads
+from promptq.domain.records import Change, Chunk
+from promptq.contract import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, Code, F, J, S, Status
+from promptq.adapters.versions import INTERRUPTED, Seen, counted  # noqa: F401 - the repositories' shared names, also from here
 
 _CAS_TRIES = 20
 
@@ -204,7 +204,7 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
     def claim(self, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int,
               now: Callable[[], datetime] = ex.utcnow) -> tuple[ex.ClaimDecision, Seen]:
         """Apply ``execution.decide_claim`` atomically. Returns the decision and the documents as
-        they were read (``promptq.writer.claim`` builds, for START, the writer that holds it)."""
+        they were read (``promptq.adapters.writer.claim`` builds, for START, the writer that holds it)."""
         decisions: list[ex.ClaimDecision] = []
 
         def decide(seen: Seen):

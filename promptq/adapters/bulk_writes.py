@@ -12,20 +12,20 @@ import grpc
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
-from promptq.records import Chunk
-from promptq.schema import CHUNKS
-from promptq.versions import Seen, counted
+from promptq.domain.records import Chunk
+from promptq.contract import CHUNKS
+from promptq.adapters.versions import Seen, counted
 
 MAX_WRITES = 500  # per BatchWrite (Firestore's limit)
 MAX_BYTES = 8 * 1024 * 1024  # of text per BatchWrite: under Firestore's 10 MiB request limit
 SENDS = 5  # a write the server answered with a transient status is sent again, up to this many times in all
-# The statuses of a write worth sending again, as ``promptq.store.INTERRUPTED`` for a commit.
+# The statuses of a write worth sending again, as ``promptq.adapters.store.INTERRUPTED`` for a commit.
 TRANSIENT = {grpc.StatusCode.ABORTED.value[0], grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
              grpc.StatusCode.CANCELLED.value[0]}
 
 
 class BulkWrites:
-    """Needs ``self.client``, ``self.ref``, ``self.job_ref`` and ``self.read`` (``promptq.store``)."""
+    """Needs ``self.client``, ``self.ref``, ``self.job_ref`` and ``self.read`` (``promptq.adapters.store``)."""
 
     def write_chunks(self, chunks: Sequence[tuple[str, Chunk, datetime | None]]) -> list[Exception | None]:
         """Chunks of many executions (``(execution_id, chunk, expire_at)``), each written as
@@ -40,7 +40,7 @@ class BulkWrites:
         return [error for error, _ in self._bulk(len(chunks), write, size.__getitem__)]
 
     def read_many(self, execution_ids: Sequence[str]) -> list[Any]:
-        """Both documents of each execution (``promptq.store.Seen``), in one round trip."""
+        """Both documents of each execution (``promptq.adapters.store.Seen``), in one round trip."""
 
         refs = [ref for i in execution_ids for ref in (self.ref(i), self.job_ref(i))]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)} if refs else {}

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from promptq.schema import P
+from promptq.contract import P
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""A batch's Firestore I/O: its document, its items (executions: ``promptq.store``), its fold,
-its cancel. How a start or a retry claims a batch and writes its items: ``promptq.batch_claims``
+"""A batch's Firestore I/O: its document, its items (executions: ``promptq.adapters.store``), its fold,
+its cancel. How a start or a retry claims a batch and writes its items: ``promptq.adapters.batch_claims``
 (which this store inherits). No fold ends a batch while it is being written.
 """
 
@@ -14,13 +14,13 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq import batch as bt
-from promptq import execution as ex
-from promptq.batch_claims import _CHUNK_TRIES, _TRIES, COMMIT_THREADS, BatchClaims
-from promptq.batch_claims import COMMIT_BYTES, Item, _commits  # noqa: F401 - what callers import from here
-from promptq.records import Change
-from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
-from promptq.store import INTERRUPTED, ExecutionStore, counted
+from promptq.domain import batch as bt
+from promptq.domain import execution as ex
+from promptq.adapters.batch_claims import _CHUNK_TRIES, _TRIES, COMMIT_THREADS, BatchClaims
+from promptq.adapters.batch_claims import COMMIT_BYTES, Item, _commits  # noqa: F401 - what callers import from here
+from promptq.domain.records import Change
+from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
+from promptq.adapters.store import INTERRUPTED, ExecutionStore, counted
 
 CHANGES_PER_COMMIT = 150  # up to three writes each (execution, job, a Stop request): under 500 per commit
 DOCS_PER_COMMIT = 450  # one document each: under Firestore's 500 writes per commit

@@ -1,12 +1,12 @@
 """Users' accounts and the project's spend in Firestore: what a start reads and takes, what an
 ending gives back.
 
-The documents (``promptq.schema.accounts``): ``accounts/{uid}`` (what the user holds now),
+The documents (``promptq.contract.accounts``): ``accounts/{uid}`` (what the user holds now),
 ``limits/{uid}`` (an operator's overrides), ``usage/{uid}/days/{day}`` (what their executions
 used), ``project/limits`` (an operator's override of the project's daily cap) and the spend
-shards ``project/spend-{nn}``. The decisions are ``promptq.accounts``'s; this module only reads
-and writes, always in the batch of the execution's own write (``promptq.store``) or of its
-batch's (``promptq.batch_store``), so the two never disagree.
+shards ``project/spend-{nn}``. The decisions are ``promptq.domain.accounts``'s; this module only reads
+and writes, always in the batch of the execution's own write (``promptq.adapters.store``) or of its
+batch's (``promptq.adapters.batch_store``), so the two never disagree.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, Callable
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from promptq.accounts import AccountView, Taken
-from promptq.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
-from promptq.records import Inc, Settlement
-from promptq.schema import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LANES, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
+from promptq.domain.accounts import AccountView, Taken
+from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
+from promptq.domain.records import Inc, Settlement
+from promptq.contract import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LANES, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
 
 __all__ = ["AccountView", "Ledger"]
 

@@ -1,6 +1,6 @@
 """What work may cost, and what the whole project spent: model prices and the worst case of a
 request, the project's daily cap and its spend shards. Pure; no I/O (the prices come from
-``enqueue.pricing``, the shards from ``promptq.ledger``)."""
+``enqueue.pricing``, the shards from ``promptq.adapters.ledger``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq.errors import LimitExceeded
-from promptq.schema import Lim, Proj, Reason
+from promptq.domain.errors import LimitExceeded
+from promptq.contract import Lim, Proj, Reason
 
 DAY_FORMAT = "%Y-%m-%d"
 # The project's spend is spread over this many documents: every start and ending writes one,

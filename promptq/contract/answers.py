@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from promptq.schema.documents import F, OutputFormat, Status
+from promptq.contract.documents import F, OutputFormat, Status
 
 
 def _not_json(constant: str) -> Any:

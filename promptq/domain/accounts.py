@@ -2,7 +2,7 @@
 back. Pure; no I/O.
 
 Every start changes the user's account atomically with the creation of the execution (or the
-claim of a batch: ``promptq.store``, ``promptq.batch_store``): it counts the slots it holds as
+claim of a batch: ``promptq.adapters.store``, ``promptq.adapters.batch_store``): it counts the slots it holds as
 active (an execution one, a batch its ``maxConcurrency``: its lanes bound its items in flight),
 notes the start time, and reserves the worst case of what it may cost on the app's key, in the
 user's account and in one of the project's spend shards. Every ending gives it back in the same
@@ -18,12 +18,12 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from promptq.costs import (DAY_FORMAT, PROJECT_SHARDS, Price, ProjectSpend, cost_field, day_of, decide_project, midnight,  # noqa: F401
+from promptq.domain.costs import (DAY_FORMAT, PROJECT_SHARDS, Price, ProjectSpend, cost_field, day_of, decide_project, midnight,  # noqa: F401
                            shard_of)
-from promptq.errors import LimitExceeded
-from promptq.records import Inc, Produced, Settlement, Usage
-from promptq import lanes as lanes_mod
-from promptq.schema import A, Acc, AttemptOutcome, B, F, J, KeySource, Lim, Proj, Reason, Use
+from promptq.domain.errors import LimitExceeded
+from promptq.domain.records import Inc, Produced, Settlement, Usage
+from promptq.domain import lanes as lanes_mod
+from promptq.contract import A, Acc, AttemptOutcome, B, F, J, KeySource, Lim, Proj, Reason, Use
 
 # --- what a start is decided on ---------------------------------------------------------------
 
@@ -35,7 +35,7 @@ class UserLimits:
     max_active: int = 0
     starts_per_minute: int = 0
     daily_budget_usd: float = 0.0
-    max_batch_lanes: int = 0  # batch lanes in flight across the user's batches (promptq.lanes)
+    max_batch_lanes: int = 0  # batch lanes in flight across the user's batches (promptq.domain.lanes)
 
     @classmethod
     def of(cls, defaults: "UserLimits", override: Mapping[str, Any] | None) -> "UserLimits":
@@ -56,7 +56,7 @@ class UserLimits:
 
 @dataclasses.dataclass(frozen=True)
 class AccountView:
-    """What a start is decided on, read in one round trip (``promptq.ledger``): the account as
+    """What a start is decided on, read in one round trip (``promptq.adapters.ledger``): the account as
     read (and its version), the operator's overrides, the day's usage so far, whether the user
     stored a key of their own, and the project's cap override and spend shards."""
 
@@ -83,7 +83,7 @@ class Taken:
     reservation: float = 0.0
     holds: bool = False
     project_shard: int | None = None
-    lanes: int = 0  # a batch's lanes activated now (promptq.lanes); the others park
+    lanes: int = 0  # a batch's lanes activated now (promptq.domain.lanes); the others park
     lane_fields: dict[str, Any] | None = None  # the batch's lane fields (B.LANES ...)
     project_lanes: int | None = None  # project/lanes after it (None: not written)
 

@@ -8,11 +8,11 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.schema import CHUNKS, PAGES, C, F
+from promptq.contract import CHUNKS, PAGES, C, F
 
 
 class TextReads:
-    """Needs ``self.ref`` (``promptq.store``)."""
+    """Needs ``self.ref`` (``promptq.adapters.store``)."""
 
     def text(self, execution_id: str, execution: dict[str, Any], *, after: int = 0) -> str:
         """The execution's text (its current attempt's) from code point ``after`` on: from its

@@ -7,12 +7,12 @@ from typing import Any, Callable
 
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.schema import CHUNKS, STOPS, WORKERS, C
+from promptq.contract import CHUNKS, STOPS, WORKERS, C
 
 
 class Listeners:
     """Each method returns the watch (``unsubscribe()`` stops it); callbacks run on the
-    listener's thread. Needs ``self.client`` and ``self.ref`` (``promptq.store``)."""
+    listener's thread. Needs ``self.client`` and ``self.ref`` (``promptq.adapters.store``)."""
 
     def stops_ref(self, worker: str):
         """A worker process's Stop folder: one document per execution it was asked to stop

@@ -1,7 +1,7 @@
 """Fair share of batch lanes: how many of a batch's lanes may run now, which wait (parked), and
-what a lane's end gives back. Pure; no I/O (``promptq.lane_store`` reads and writes).
+what a lane's end gives back. Pure; no I/O (``promptq.adapters.lane_store`` reads and writes).
 
-A batch runs its items in ``maxConcurrency`` lanes (``promptq.batch``); a lane is **active**
+A batch runs its items in ``maxConcurrency`` lanes (``promptq.domain.batch``); a lane is **active**
 while one of its items is handed over, queued or running, from its head's hand-over to its last
 item's end. Active lanes are counted per user (``accounts/{uid}.batchLanes``, capped by
 ``maxBatchLanes``: ``limits/{uid}`` or PROMPTQ_USER_MAX_BATCH_LANES) and for the project
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from promptq.schema import B
+from promptq.contract import B
 
 ACTIVE, PARKED, ENDED = "active", "parked", "ended"
 USER_CAP, PROJECT_CAP = "user_cap", "project_cap"  # what a batch's parked lanes wait for (B.WAITING_FOR)

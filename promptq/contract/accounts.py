@@ -32,7 +32,7 @@ class Acc:
     RESERVED_USD = "reservedUsd"  # the worst case of the app-key executions still running
     RECENT_STARTS = "recentStarts"  # start times of the last minute (for the per-minute limit)
     KEY_CALLS = "keyCalls"  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
-    BATCH_LANES = "batchLanes"  # lanes of the user's batches active now (promptq.lanes)
+    BATCH_LANES = "batchLanes"  # lanes of the user's batches active now (promptq.domain.lanes)
     UPDATED_AT = "updatedAt"
 
 

@@ -21,10 +21,10 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq import accounts
-from promptq import lanes as lanes_mod
-from promptq.records import Inc, Settlement
-from promptq.schema import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, R, U, Use
+from promptq.domain import accounts
+from promptq.domain import lanes as lanes_mod
+from promptq.domain.records import Inc, Settlement
+from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, R, U, Use
 
 Doc = Mapping[str, Any]
 

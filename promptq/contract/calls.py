@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptq.schema.batches import BatchStatus
-from promptq.schema.documents import Status
+from promptq.contract.batches import BatchStatus
+from promptq.contract.documents import Status
 
 # --- the worker's answer to Cloud Tasks ------------------------------------------------
 

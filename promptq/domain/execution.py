@@ -1,11 +1,11 @@
 """An execution's transitions: what each one writes, given its documents as they are. Pure.
 
-An execution is two documents (``promptq.schema``): the **execution** (``F``), which watchers
+An execution is two documents (``promptq.contract``): the **execution** (``F``), which watchers
 read and which changes at transitions only, and its **job** (``J``), which holds the request
 and the worker's claim (fencing token and lease). Each decision here returns a ``Change`` of
-one or both; ``promptq.store`` applies it with preconditions on the update times of the
+one or both; ``promptq.adapters.store`` applies it with preconditions on the update times of the
 versions it was decided on, so deciding and writing are one atomic step. The text itself goes
-to append-only chunks (``promptq.records.Chunk``), which need no fencing: they carry their
+to append-only chunks (``promptq.domain.records.Chunk``), which need no fencing: they carry their
 attempt's number, and readers follow only the execution's current attempt.
 
 State machine::
@@ -26,10 +26,10 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq import accounts
-from promptq.records import Change, Chunk, Ending, Settlement, Produced, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
-from promptq.redact import redact
-from promptq.schema import FINISH_CANCELLED, TERMINAL, A, AttemptOutcome, ClaimKind, Code, CostSource, F, J, Status, SweepKind
+from promptq.domain import accounts
+from promptq.domain.records import Change, Chunk, Ending, Settlement, Produced, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
+from promptq.domain.redact import redact
+from promptq.contract import FINISH_CANCELLED, TERMINAL, A, AttemptOutcome, ClaimKind, Code, CostSource, F, J, Status, SweepKind
 
 __all__ = ["TERMINAL", "Change", "Chunk", "ClaimKind", "Code", "Ending", "F", "J", "Produced", "Status", "SweepKind", "Usage",
            "error_doc", "is_terminal", "status_of", "utcnow"]
@@ -250,7 +250,7 @@ def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:
 
 
 def unparked(execution: Doc | None, *, now: datetime, start: bool) -> Change | None:
-    """A parked lane head (``promptq.lanes``): its lane starts (``start``: it is handed over in
+    """A parked lane head (``promptq.domain.lanes``): its lane starts (``start``: it is handed over in
     the same write, as ``handed_over``), or it never will (it ended while parked). None: not parked."""
     if execution is None or not execution.get(F.PARKED):
         return None

@@ -1,4 +1,4 @@
-"""The writes of one attempt, through the store's compare-and-set (``promptq.store``); the
+"""The writes of one attempt, through the store's compare-and-set (``promptq.adapters.store``); the
 chunk writes and heartbeats of all the attempts of a process, batched (``Batched``)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import weakref
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from promptq import execution as ex
-from promptq.errors import LostClaim
-from promptq.paging import Page
-from promptq.records import Change, Chunk
-from promptq.schema import F, J
-from promptq.store import ExecutionStore, Seen
+from promptq.domain import execution as ex
+from promptq.domain.errors import LostClaim
+from promptq.domain.paging import Page
+from promptq.domain.records import Change, Chunk
+from promptq.contract import F, J
+from promptq.adapters.store import ExecutionStore, Seen
 
 log = logging.getLogger(__name__)
 

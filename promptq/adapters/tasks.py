@@ -22,7 +22,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from promptq.schema import F, J
+from promptq.contract import F, J
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)

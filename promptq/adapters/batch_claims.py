@@ -22,13 +22,13 @@ from typing import Any, Callable
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from promptq import batch as bt
-from promptq import execution as ex
-from promptq.accounts import AccountView, Taken, day_of
-from promptq.errors import LimitExceeded
-from promptq.records import stored_bytes
-from promptq.schema import ROUNDS, B, F, R
-from promptq.store import INTERRUPTED, counted
+from promptq.domain import batch as bt
+from promptq.domain import execution as ex
+from promptq.domain.accounts import AccountView, Taken, day_of
+from promptq.domain.errors import LimitExceeded
+from promptq.domain.records import stored_bytes
+from promptq.contract import ROUNDS, B, F, R
+from promptq.adapters.store import INTERRUPTED, counted
 
 ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per commit
 COMMIT_BYTES = 8 * 1024 * 1024  # the items' documents in one commit: under Firestore's 10 MiB per request
@@ -66,7 +66,7 @@ def _commits(items: list[Item], per_commit: int = ITEMS_PER_COMMIT) -> list[list
 
 
 class BatchClaims:
-    """Needs ``self.client``, ``self.store`` and ``self.ref`` (``promptq.batch_store``)."""
+    """Needs ``self.client``, ``self.store`` and ``self.ref`` (``promptq.adapters.batch_store``)."""
 
     def create_items(self, items: list[Item], superseded: list[str] | None = None) -> list[str]:
         """Create the items' documents, never over one that exists, in parallel commits; with

@@ -27,7 +27,7 @@ MAX_TEMPLATE_CHARS = 65536  # characters of one template's content (the rules' c
 
 
 class Status(str, enum.Enum):
-    """The states of an execution (diagram in ``promptq.execution``)."""
+    """The states of an execution (diagram in ``promptq.domain.execution``)."""
 
     QUEUED = "queued"  # created and enqueued; no attempt holds it
     RUNNING = "running"  # an attempt holds the lease and streams chunks
@@ -62,7 +62,7 @@ class F:
     LATEST = "latest"
     WAITING = "waiting"
     AFTER = "after"
-    LANE = "lane"  # its lane's key in the batch ("round-lane": promptq.lanes)
+    LANE = "lane"  # its lane's key in the batch ("round-lane": promptq.domain.lanes)
     PARKED = "parked"  # a lane's head that waits for a fair-share cap (with WAITING) until a lane ends
     MODEL = "model"  # the model that served (from the stream; set when it ends)
     GENERATION_ID = "generationId"
@@ -235,7 +235,7 @@ FINISH_CANCELLED = "cancelled"  # `finishReason` of a cancelled execution
 
 
 class Code:
-    """Error codes written to ``error.code``, grouped by what happens next (promptq.errors)."""
+    """Error codes written to ``error.code``, grouped by what happens next (promptq.domain.errors)."""
 
     UPSTREAM_BAD_REQUEST = "upstream_bad_request"  # 400
     UPSTREAM_UNAUTHORIZED = "upstream_unauthorized"  # 401

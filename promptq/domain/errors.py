@@ -11,7 +11,7 @@ and a message safe to show the owner: never a key, a token or a prompt.
 
 from __future__ import annotations
 
-from promptq.schema import Code
+from promptq.contract import Code
 
 
 class PromptqError(Exception):

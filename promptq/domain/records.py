@@ -6,8 +6,8 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from promptq.redact import redact
-from promptq.schema import TERMINAL, C, E, F, Outcome, Status, U
+from promptq.domain.redact import redact
+from promptq.contract import TERMINAL, C, E, F, Outcome, Status, U
 
 
 def utcnow() -> datetime:
@@ -162,7 +162,7 @@ class Settlement:
     project_shard: int | None = None
     project_released: float = 0.0
     project_cost: float = 0.0
-    lanes: int = 0  # batch lanes given back: the owner's account's and project/lanes' counts (promptq.lanes)
+    lanes: int = 0  # batch lanes given back: the owner's account's and project/lanes' counts (promptq.domain.lanes)
 
 
 @dataclasses.dataclass(frozen=True)

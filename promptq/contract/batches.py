@@ -56,7 +56,7 @@ class B:
     FOLD_SECONDS = "foldSeconds"  # how long that fold's queries took: the next comes no sooner
     EXPIRE_AT = "expireAt"
     WRITES = "writes"
-    # Fair share (promptq.lanes): this round's lanes by key ("round-lane": active | parked |
+    # Fair share (promptq.domain.lanes): this round's lanes by key ("round-lane": active | parked |
     # ended), how many are active (counted in the owner's account and project/lanes) and parked
     # (waiting for a cap), and which cap they wait for ("user_cap" | "project_cap"; None).
     LANES = "lanes"

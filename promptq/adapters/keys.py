@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.cloud import firestore
 
-from promptq import redact
-from promptq.records import utcnow
-from promptq.schema import KEYS, K
+from promptq.domain import redact
+from promptq.domain.records import utcnow
+from promptq.contract import KEYS, K
 
 NONCE_BYTES = 12
 PUBLIC = (K.LABEL, K.CREATED_AT, K.LIMIT, K.LIMIT_REMAINING, K.USAGE)  # what may leave keys/{uid}

@@ -11,7 +11,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from promptq.schema import F
+from promptq.contract import F
 
 # Transport hiccups (the emulator cancels a commit that races a closing listener). The write
 # may or may not have landed: re-read and decide again; the preconditions make that safe.

@@ -1,11 +1,11 @@
-"""Fair share's Firestore I/O (the decisions are ``promptq.lanes``'s): a lane's end, a parked
+"""Fair share's Firestore I/O (the decisions are ``promptq.domain.lanes``'s): a lane's end, a parked
 lane's start, the parked heads to wake, the lanes a batch holds with nothing left to run.
 
 Every change of a batch's ``lanes`` map is a compare-and-set of its document, in one commit
 with the owner's ``accounts/{uid}.batchLanes`` and ``project/lanes``: so a lane ends once
 (a second end finds it ended and writes nothing), and the counters are always the sum of the
-batches' active lanes. A start's claim writes them with the batch (``promptq.batch_claims``);
-the fold that ends a batch gives back what it still holds (``promptq.batch``).
+batches' active lanes. A start's claim writes them with the batch (``promptq.adapters.batch_claims``);
+the fold that ends a batch gives back what it still holds (``promptq.domain.batch``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq import execution as ex
-from promptq import lanes as ln
-from promptq.accounts import UserLimits
-from promptq.records import Settlement
-from promptq.schema import BATCH_TERMINAL, BATCHES, EXECUTIONS, Acc, B, BatchStatus, F, Proj, Status
-from promptq.store import INTERRUPTED, counted
+from promptq.domain import execution as ex
+from promptq.domain import lanes as ln
+from promptq.domain.accounts import UserLimits
+from promptq.domain.records import Settlement
+from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, Acc, B, BatchStatus, F, Proj, Status
+from promptq.adapters.store import INTERRUPTED, counted
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _STOPPED = (BatchStatus.CANCELLING.value, *(s.value for s in BATCH_TERMINAL))
 
 class LaneStore:
     def __init__(self, batches, *, user_cap: int, project_cap: int):
-        self.batches = batches  # promptq.batch_store.BatchStore
+        self.batches = batches  # promptq.adapters.batch_store.BatchStore
         self.store = batches.store
         self.client = batches.client
         self.ledger = batches.store.ledger
