@@ -10,12 +10,11 @@ from typing import Any, Callable
 import httpx
 
 from enqueue.control import signed_in
-from enqueue.openrouter import KeyInfo, KeyRefused
+from promptq.adapters.openrouter.calls import KeyInfo, KeyRefused
 from enqueue.request import ApiKeyRequest, ListRequest, NoArguments, RequestError, UsageRequest, parse
-from enqueue.service import user_limits
+from enqueue.start import refused_as_request_errors, user_limits
 from promptq.domain import accounts
 from promptq.domain import execution as ex
-from promptq.domain.errors import LimitExceeded
 from promptq.adapters.keys import KeyVault
 from promptq.contract import (Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use)
 from promptq.settings import Settings
@@ -23,7 +22,7 @@ from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
 
-KeyCheck = Callable[[str], KeyInfo]  # what OpenRouter says of a key (``enqueue.openrouter.key_info``)
+KeyCheck = Callable[[str], KeyInfo]  # what OpenRouter says of a key (``promptq.adapters.openrouter.calls.key_info``)
 
 
 def _iso(value: Any) -> str | None:
@@ -79,10 +78,8 @@ def _answer(stored: dict[str, Any] | None) -> dict[str, Any]:
 def _throttled(uid: str, store: ExecutionStore, settings: Settings) -> None:
     """The key calls are throttled per user (each may ask OpenRouter or Cloud KMS): a
     compare-and-set of their account before anything else."""
-    try:
+    with refused_as_request_errors():
         store.ledger.note(uid, lambda account: accounts.decide_key_call(account, settings.user_key_calls_per_minute, ex.utcnow()))
-    except LimitExceeded as refused:
-        raise RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason) from None
 
 
 def set_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck, store: ExecutionStore, settings: Settings) -> dict[str, Any]:

@@ -4,16 +4,14 @@ and change them, and hand the first of each lane to Cloud Tasks (``enqueue.batch
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
 from enqueue import pricing
 from enqueue import request as rq
 from enqueue import service
+from enqueue import start
 from enqueue.batch_items import concurrency, items_of, retried_items
 from enqueue.batchflow import BatchFlow
 from enqueue.control import signed_in
@@ -24,7 +22,6 @@ from promptq.domain import execution as ex
 from promptq.domain import lanes as lanes_mod
 from promptq.adapters.batch_claims import ItemsNotWritten
 from promptq.adapters.batch_store import BatchStore, Item
-from promptq.domain.errors import LimitExceeded
 from promptq.adapters.ledger import AccountView
 from promptq.contract import answer_json
 from promptq.contract import (BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
@@ -38,12 +35,6 @@ MAX_PAGE_CHARS = 4_000_000  # a results page stops early past this much output (
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else None
-
-
-def batch_id_for(uid: str, idempotency_key: str | None) -> str:
-    if idempotency_key is None:
-        return uuid.uuid4().hex
-    return hashlib.sha256(f"batch\0{uid}\0{idempotency_key}".encode()).hexdigest()[:32]
 
 
 class _Worst:
@@ -72,10 +63,6 @@ class _Worst:
         return round(sum(self.each()), 9)
 
 
-def _refused(refused: LimitExceeded) -> rq.RequestError:
-    return rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason)
-
-
 def _claimed(items: list[Item], batch: dict[str, Any], worst: _Worst) -> list[Item]:
     """The items as the claim decided: on the key the batch recorded, each with its own worst
     case when the batch reserved (an item whose cost stays unknown is charged it)."""
@@ -90,10 +77,9 @@ def _check_models(items: list[Item], settings: Settings, prices: Prices) -> None
         service.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)
 
 
-def _resubmitted(batch_id: str, batch: dict[str, Any], request_hash: str) -> dict:
-    if batch.get(B.REQUEST_HASH) != request_hash:
-        raise rq.RequestError("idempotencyKey: already used for a different batch; use a new key for a new batch")
-    return BatchStarted(batchId=batch_id, deduplicated=True).to_json()
+def _resubmitted(this: start.Start, earlier: dict[str, Any]) -> dict:
+    this.resubmitted(earlier.get(B.REQUEST_HASH))
+    return BatchStarted(batchId=this.id, deduplicated=True).to_json()
 
 
 def _parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
@@ -125,11 +111,11 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     nothing written); create its items; hand the first of each lane over."""
     uid = signed_in(uid, "start a batch")
     req = rq.parse(data, rq.BatchRequest)
-    batch_id = batch_id_for(uid, req.idempotencyKey)
-    request_hash = hashlib.sha256(json.dumps(req.model_dump(mode="json", exclude={"idempotencyKey"}), sort_keys=True).encode()).hexdigest()
+    this = start.Start.of(start.BATCH, uid, req)
+    batch_id = this.id
     earlier = batches.get(batch_id)
     if earlier is not None:
-        return _resubmitted(batch_id, earlier, request_hash)
+        return _resubmitted(this, earlier)
     # The key source is the claim's (below); the items are built first, to refuse before anything is written.
     items = items_of(uid, req, batch_id, batches.store, settings, KeySource.APP)
     _check_models(items, settings, prices)
@@ -137,19 +123,13 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     now = ex.utcnow()
     doc = bt.new_batch(owner_uid=uid, total=len(items), max_concurrency=lanes_, title=items[0][1].get(F.TITLE),
                        requested_model=req.model or (req.models or [None])[0], idempotency_key=req.idempotencyKey,
-                       request_hash=request_hash, now=now, expire_at=now + timedelta(days=settings.retention_days))
-
-    def take(view: AccountView) -> accounts.Taken:
-        return accounts.decide(view, defaults=service.user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
-                               worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_, lanes=min(lanes_, len(items)),
-                               project_lanes_cap=settings.project_max_batch_lanes)
-
-    try:
+                       request_hash=this.fingerprint, now=now, expire_at=now + timedelta(days=settings.retention_days))
+    take = start.taker(settings, worst_case=worst.total, shard_key=batch_id, slots=lanes_, lanes=min(lanes_, len(items)),
+                       project_lanes_cap=settings.project_max_batch_lanes)
+    with start.refused_as_request_errors():
         claimed, doc = batches.claim(batch_id, doc, take)
-    except LimitExceeded as refused:
-        raise _refused(refused) from None
     if not claimed:
-        return _resubmitted(batch_id, doc, request_hash)  # another call claimed it: it writes the items
+        return _resubmitted(this, doc)  # another call claimed it: it writes the items
     heads, items = _parked(_claimed(items, doc, worst), doc)
     try:
         batches.create_items(items)
@@ -248,13 +228,10 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         if source is KeySource.USER and not view.has_key:
             raise rq.RequestError("batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch",
                                   CallStatus.FAILED_PRECONDITION)
-        try:
-            taken = accounts.decide(view, defaults=service.user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
-                                    worst_case=worst.total, shard_key=batch_id, now=ex.utcnow(), slots=lanes_, source=source,
-                                    lanes=min(lanes_, len(items)), lane_round=int(current.get(B.ROUND) or 0) + 1,
-                                    project_lanes_cap=settings.project_max_batch_lanes)
-        except LimitExceeded as refused:
-            raise _refused(refused) from None
+        take = start.taker(settings, worst_case=worst.total, shard_key=batch_id, slots=lanes_, source=source, lanes=min(lanes_, len(items)),
+                           lane_round=int(current.get(B.ROUND) or 0) + 1, project_lanes_cap=settings.project_max_batch_lanes)
+        with start.refused_as_request_errors():
+            taken = take(view)
         return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields()), taken
 
     claimed = batches.claim_round(batch_id, decide, len(items))

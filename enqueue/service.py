@@ -6,41 +6,23 @@ enqueued is removed again, so a rejected or failed call leaves nothing half-done
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
 from enqueue import prompt as pr
 from enqueue import request as rq
+from enqueue import start
 from enqueue.control import signed_in
 from enqueue import pricing
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
-from promptq.domain import accounts
 from promptq.domain import execution as ex
-from promptq.domain.errors import LimitExceeded
-from promptq.adapters.ledger import AccountView
 from promptq.contract import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
-
-
-def execution_id_for(uid: str, idempotency_key: str | None) -> str:
-    """Random, or derived from (user, idempotency key) so that a resubmission finds it again."""
-    if idempotency_key is None:
-        return uuid.uuid4().hex
-    return hashlib.sha256(f"{uid}\0{idempotency_key}".encode()).hexdigest()[:32]
-
-
-def fingerprint(req: rq.StartRequest) -> str:
-    """What the request asks for, as a hash: the same idempotency key must come with it."""
-    canonical = json.dumps(req.model_dump(mode="json", exclude={"idempotencyKey"}), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settings: Settings) -> list[dict[str, Any]]:
@@ -71,27 +53,14 @@ def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, Any]]
     expire_at = now + timedelta(days=settings.retention_days)
     execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at,
                                  title=pr.title_of(messages), output_format=pr.output_format(req), item=item)
-    job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=fingerprint(req), task=execution_id, now=now,
+    job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=start.fingerprint(req), task=execution_id, now=now,
                      expire_at=expire_at)
     return execution, job
 
 
-def user_limits(settings: Settings) -> accounts.UserLimits:
-    """The limits of a user without an operator's override."""
-    return accounts.UserLimits(settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd,
-                               settings.user_max_batch_lanes)
-
-
 def taker(job: dict[str, Any], settings: Settings, prices: Prices, execution_id: str | None = None):
-    """What a start takes of its owner's account and the project's spend, decided on them as
-    read (``store.create``): its worst case is computed only when a budget or the project's cap
-    counts it."""
-
-    def take(view: AccountView) -> accounts.Taken:
-        return accounts.decide(view, defaults=user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
-                               worst_case=lambda: pricing.worst_case(job, prices), shard_key=execution_id or job[J.TASK], now=ex.utcnow())
-
-    return take
+    """What an execution's start takes (``enqueue.start.taker``): its worst case on its models."""
+    return start.taker(settings, worst_case=lambda: pricing.worst_case(job, prices), shard_key=execution_id or job[J.TASK])
 
 
 def check_models(models: list[str], field: str, settings: Settings, prices: Prices) -> None:
@@ -105,15 +74,16 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
                     prices: Prices) -> dict[str, Any]:
     uid = signed_in(uid, "start an execution")
     req = rq.parse(data)
-    execution_id = execution_id_for(uid, req.idempotencyKey)
+    this = start.Start.of(start.EXECUTION, uid, req)
+    execution_id = this.id
     execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings)
     check_models(pricing.models_of(job), "model" if req.models is None else "models", settings, prices)
-    try:
+    with start.refused_as_request_errors():
         created = store.create(execution_id, execution, job, take=taker(job, settings, prices, execution_id))
-    except LimitExceeded as refused:
-        raise rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason) from None
     if not created:
-        return _resubmitted(store, execution_id, job)
+        this.resubmitted((store.get_job(execution_id) or {}).get(J.REQUEST_HASH))
+        log.info("execution %s: idempotent resubmission", execution_id)
+        return StartAnswer(executionId=execution_id, deduplicated=True).to_json()
     try:
         task_id = queue.submit(execution_id)
     except Exception as exc:
@@ -125,12 +95,3 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
     log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[F.REQUESTED_MODEL], len(job[J.MESSAGES]))
     return StartAnswer(executionId=execution_id).to_json()
 
-
-def _resubmitted(store: ExecutionStore, execution_id: str, job: dict[str, Any]) -> dict[str, Any]:
-    """The same user sent the same idempotency key before: the same execution and no new task,
-    if it is the same request; a different request under a used key is refused."""
-    earlier = store.get_job(execution_id) or {}
-    if earlier.get(J.REQUEST_HASH) != job[J.REQUEST_HASH]:
-        raise rq.RequestError("idempotencyKey: already used for a different request; use a new key for a new request")
-    log.info("execution %s: idempotent resubmission", execution_id)
-    return StartAnswer(executionId=execution_id, deduplicated=True).to_json()

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from google.api_core import exceptions as gexc
 
-from enqueue import service
+from enqueue import service, start
 from enqueue.pricing import Prices
 from enqueue.request import RequestError
 from promptq.adapters.tasks import TaskQueue
@@ -52,7 +52,7 @@ def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings
     with pytest.raises(RequestError) as info:
         service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings))
     assert info.value.status is CallStatus.UNAVAILABLE
-    execution_id = service.execution_id_for("user-1", _key(marker))
+    execution_id = start.derived_id(start.EXECUTION, "user-1", _key(marker))
     assert store.get(execution_id) is None, "the document was not rolled back"
     # The client retries with the same key: the first call's task is still queued under the
     # execution's name (ALREADY_EXISTS), and it is the one that delivers.
@@ -73,7 +73,7 @@ def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, setting
     # (rightly) not rolled back, and the retry finds it (CI saw that race once).
     with pytest.raises(RequestError):
         service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings))
-    execution_id = service.execution_id_for("user-1", _key(marker))
+    execution_id = start.derived_id(start.EXECUTION, "user-1", _key(marker))
     assert store.get(execution_id) is None, "the document was not rolled back"
     paused_queue.resume_queue(name=paused_queue.queue_name)
     # That task is delivered to no document (rolled back) and completes; Cloud Tasks keeps its
