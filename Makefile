@@ -24,7 +24,7 @@ test: setup           ## the whole test suite (starts and stops the stack itself
 	@$(PY) -m pytest
 
 test-unit: setup      ## only the tests that need no emulator
-	@$(PY) -m pytest tests/unit
+	@$(PY) -m pytest tests/unit tests/tools
 
 bench: setup          ## latency / staleness / writes benchmark on the local stack
 	@$(PY) -m bench.pipeline

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from enqueue.batchflow import BatchFlow
-from enqueue.openrouter import KeyInfo, key_info
+from promptq.adapters.openrouter.calls import KeyInfo, key_info
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
 from promptq.adapters.batch_store import BatchStore

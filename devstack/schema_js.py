@@ -3,8 +3,8 @@ frontends, which the web page loads too) shares with ``promptq.contract``.
 
     python -m devstack.schema_js > packages/web/src/schema.js      (make web-schema)
 
-It is the one generated copy (``web/schema.js`` is a link to it). tests/unit/test_layout.py and
-tests/unit/test_npm_package.py fail when the committed file differs from what this prints.
+It is the one generated copy (``web/schema.js`` is a link to it). tests/tools/test_layout.py and
+tests/tools/test_npm_package.py fail when the committed file differs from what this prints.
 """
 
 from __future__ import annotations

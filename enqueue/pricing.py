@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from enqueue import prompt as pr
-from enqueue.openrouter import get_models
+from promptq.adapters.openrouter.calls import get_models
 from enqueue.request import RequestError
 from promptq.domain.costs import Price, reservation
 from promptq.contract import CallStatus, J, Reason, Req

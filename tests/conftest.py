@@ -1,5 +1,6 @@
-"""Shared fixtures. Tiers: tests/unit (pure, no emulator), tests/emulator (real emulators),
-tests/e2e (callable -> Cloud Tasks -> worker -> Firestore listener), tests/browser.
+"""Shared fixtures. Tiers: tests/unit (pure, in-process), tests/tools (the repository checked by
+its tools), tests/emulator (real emulators), tests/e2e (callable -> Cloud Tasks -> worker ->
+Firestore listener), tests/load (faults, load, fair share), tests/browser.
 
 Tests that need the local stack use the ``stack`` fixture: it reuses a running stack
 started with the local upstream, or starts one for the session and stops it at the end

@@ -1,4 +1,4 @@
-"""One attempt while it streams: the text received, its chunks, the stop signals.
+"""One attempt while it streams: the text received (``worker.text.TextBuffer``), its chunks, the stop signals.
 
 Three concurrent parts: ``read`` (the upstream stream into the attempt), ``flush_loop`` (the
 text into append-only chunks, coalesced, and the lease's heartbeats) and the process's Stop
@@ -15,15 +15,14 @@ from typing import Any, Callable
 
 from promptq.domain import execution as ex
 from promptq.domain.errors import CancelRequested, Permanent
-from promptq.domain.paging import Page, split_pages
-from promptq.domain.records import Chunk, bounded
 from promptq.contract import Code
 from promptq.settings import Settings
 from promptq.adapters.writer import AttemptWriter
 from worker.coalesce import FlushSchedule, next_tick
-from worker.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
-from worker.toolcalls import ToolCalls, TooLarge
-from worker.upstream import OpenRouterClient
+from worker.text import TextBuffer
+from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
+from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
+from promptq.adapters.openrouter.upstream import OpenRouterClient
 
 # The reader reads what came since the last flush all at once READ_LEAD before the next tick,
 # then as it comes; the flush starts FLUSH_LAG after its tick and finds it read
@@ -48,15 +47,8 @@ class Attempt:
         self.writer = writer
         self.settings = settings
         self.monotonic = monotonic
-        self.text: list[str] = []  # everything received, in pieces (joined once, at the end)
-        self.reasoning: list[str] = []
-        self.pending: list[str] = []  # received since the last chunk
-        self.pending_reasoning: list[str] = []
-        self.length = 0  # code points received
-        self.written = 0  # code points in chunks
-        self.seq = 0  # chunks written
-        self.output_bytes = 0
-        self.pending_bytes = 0
+        self.buffer = TextBuffer(writer.attempt, page_bytes=settings.page_bytes, max_output_bytes=settings.max_output_bytes,
+                                 max_reasoning_bytes=settings.max_reasoning_bytes)
         self.model: str | None = None
         self.generation_id: str | None = None
         self.first_token_at = None
@@ -73,40 +65,14 @@ class Attempt:
 
     # --- what has been received ----------------------------------------------------------
 
-    def next_chunk(self) -> Chunk | None:
-        """The text received since the last chunk, at most a page of it, as the next chunk
-        (None if there is none); the rest waits for the next one."""
-        if not self.pending and not self.pending_reasoning:
-            return None
-        text, reasoning = "".join(self.pending), "".join(self.pending_reasoning)
-        cap = self.settings.page_bytes
-        text, rest = _cut(text, cap)
-        reasoning, rest_reasoning = _cut(reasoning, max(0, cap - len(text.encode())))
-        self.pending[:] = [rest] if rest else []
-        self.pending_reasoning[:] = [rest_reasoning] if rest_reasoning else []
-        self.pending_bytes = len(rest.encode()) + len(rest_reasoning.encode())
-        self.seq += 1
-        chunk = Chunk(self.writer.attempt, self.seq, self.written, text, reasoning)
-        self.written = chunk.end
-        return chunk
-
-    def _reasoning(self) -> tuple[str, bool]:
-        whole = "".join(self.reasoning)
-        kept = bounded(whole, self.settings.max_reasoning_bytes)
-        return kept, len(kept) < len(whole)
-
     def produced(self, pages: int = 0) -> ex.Produced:
         """What the attempt produced, for its ending (usage and cost from the stream)."""
         u = self.usage
         usage = ex.Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens) if u else None
-        return ex.Produced(chunks=self.seq, output_length=self.length, pages=pages, model=self.model, generation_id=self.generation_id,
+        return ex.Produced(chunks=self.buffer.seq, output_length=self.buffer.length, pages=pages, model=self.model, generation_id=self.generation_id,
                            first_token_at=self.first_token_at, finish_reason=self.finish.reason if self.finish else None,
-                           usage=usage, cost=u.cost if u else None, reasoning_truncated=self._reasoning()[1],
+                           usage=usage, cost=u.cost if u else None, reasoning_truncated=self.buffer.kept_reasoning()[1],
                            tool_calls=self.tool_calls.calls())
-
-    def pages(self) -> list[Page]:
-        """The whole text in pages, for readers that come once it ended."""
-        return split_pages("".join(self.text), self.settings.page_bytes, attempt=self.writer.attempt, reasoning=self._reasoning()[0])
 
     def _take(self, event: Any) -> bool:
         """Record one event; True when the stream is over."""
@@ -128,34 +94,26 @@ class Attempt:
             return True
         return False
 
-    def _counted(self, size: int) -> None:
-        """A token arrived (``size`` bytes of it): the first token's time, the output's cap."""
+    def _counted(self) -> None:
+        """A token arrived: the first token's time."""
         if self.first_token_at is None:
             self.first_token_at = ex.utcnow()
-        self.output_bytes += size
-        if self.output_bytes > self.settings.max_output_bytes:
-            raise Permanent(f"the answer passed the cap of {self.settings.max_output_bytes} bytes", code=Code.OUTPUT_TOO_LARGE)
 
     def _tool_call(self, event: ToolCallDelta) -> None:
         """A piece of a tool call: assembled here, written with the ending (``toolCalls``)."""
-        self._counted(len(event.arguments.encode()))
+        self._counted()
+        self.buffer.count(len(event.arguments.encode()))
         try:
             self.tool_calls.add(event)
         except TooLarge as err:
             raise Permanent(str(err), code=Code.OUTPUT_TOO_LARGE) from None
 
     def _delta(self, event: Delta) -> None:
-        size = len(event.content.encode()) + len(event.reasoning.encode())
-        self._counted(size)
-        for whole, pending, piece in ((self.text, self.pending, event.content), (self.reasoning, self.pending_reasoning, event.reasoning)):
-            if piece:
-                whole.append(piece)
-                pending.append(piece)
-        self.length += len(event.content)
-        self.pending_bytes += size
+        self._counted()
+        size = self.buffer.add(event.content, event.reasoning)
         self.schedule.add(self.monotonic(), size)
         self.wake.set()
-        if self.pending_bytes >= self.settings.page_bytes:
+        if self.buffer.a_chunk_waits:
             self.urgent.set()  # a chunk's worth waiting: write it now, whatever the interval
 
     # --- the concurrent parts: read, flush ------------------------------------------------
@@ -224,8 +182,8 @@ class Attempt:
                 return  # the final write carries the rest
             self.urgent.clear()
             self.wake.clear()  # this chunk takes everything received so far
-            self.schedule.flushed(self.monotonic(), self.pending_bytes)
-            chunk = self.next_chunk()
+            self.schedule.flushed(self.monotonic(), self.buffer.pending_bytes)
+            chunk = self.buffer.next_chunk()
             if chunk is not None:
                 await self._write("put_chunk", "chunk", chunk)
 
@@ -278,12 +236,6 @@ class Attempt:
         if stop in done or self.cancel.is_set():
             raise CancelRequested("cancelled by its owner")
         raise Deadline()
-
-
-def _cut(text: str, max_bytes: int) -> tuple[str, str]:
-    """``text`` in two at most ``max_bytes`` UTF-8 bytes in, at a code point boundary."""
-    head = bounded(text, max_bytes)
-    return head, text[len(head):]
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> bool:

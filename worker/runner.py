@@ -26,8 +26,8 @@ from promptq.adapters.writer import AttemptWriter, claim
 from worker import answer
 from worker.attempt import Attempt, StopWatch
 from worker.ending import APP_KEY_NO_CREDIT, ending
-from worker.protocol import vocabulary
-from worker.upstream import OpenRouterClient, chat_body
+from promptq.adapters.openrouter.protocol import vocabulary
+from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ async def _checked(job: dict, attempt: Attempt) -> answer.Refused | None:
     response_format = vocabulary(job[J.REQUEST]).get("response_format")
     if response_format is None:
         return None
-    return await asyncio.to_thread(answer.check, response_format, "".join(attempt.text), tool_calls=bool(attempt.tool_calls))
+    return await asyncio.to_thread(answer.check, response_format, attempt.buffer.whole_text(), tool_calls=bool(attempt.tool_calls))
 
 
 def _in_batch(result: RunResult, seen) -> RunResult:
@@ -138,7 +138,7 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
         return RunResult(Outcome.DONE, ClaimKind.START, code=Code.LOST_CLAIM)
     except Permanent as refused:  # the ending itself was refused: end failed, with the chunks written
         end = Ending(Status.FAILED, code=refused.code, message=refused.message)
-        written = dataclasses.replace(attempt.produced(), output_length=attempt.written, pages=0)
+        written = dataclasses.replace(attempt.produced(), output_length=attempt.buffer.written, pages=0)
         await asyncio.to_thread(writer.end, end, written)
     except Exception:
         if not end.release:
@@ -151,11 +151,12 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
 
 async def _write_end(end: Ending, writer: AttemptWriter, attempt: Attempt) -> None:
     """The whole text in pages, then the ending with the last chunk, in one batch."""
-    last = attempt.next_chunk()
-    while attempt.pending or attempt.pending_reasoning:  # more than a chunk's worth was waiting
+    text = attempt.buffer
+    last = text.next_chunk()
+    while text.waiting:  # more than a chunk's worth was waiting
         await asyncio.to_thread(writer.chunk, last)
-        last = attempt.next_chunk()
-    pages = attempt.pages()
+        last = text.next_chunk()
+    pages = text.pages()
     await asyncio.to_thread(writer.end, end, attempt.produced(pages=len(pages)), last, pages)
 
 

@@ -5,7 +5,7 @@ thread of the functions framework (gunicorn: ``THREADS``). They share here, per 
 
 - one asyncio event loop, on a thread of its own, that runs every attempt: a request thread
   hands its execution over and waits for the result (no event loop per request);
-- one HTTP connection pool and TLS context for OpenRouter (``worker.upstream.shared_http``);
+- one HTTP connection pool and TLS context for OpenRouter (``promptq.adapters.openrouter.upstream.shared_http``);
   each request carries its own key;
 - one Firestore listener for Stop (``StopListener``): the process's own Stop folder
   (``workers/{worker}/stops``), where a Stop of an execution it holds is written with the
@@ -29,7 +29,7 @@ from promptq.contract import ClaimKind, Code, J, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from worker.runner import RunResult, run_execution
-from worker.upstream import OpenRouterClient, shared_http
+from promptq.adapters.openrouter.upstream import OpenRouterClient, shared_http
 
 
 class BatchHooks(Protocol):

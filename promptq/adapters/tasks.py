@@ -22,7 +22,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from promptq.contract import F, J
+from promptq.contract import F, FoldTask, J, RunTask
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TaskQueue:
             url=s.worker_url,
             headers={"Content-Type": "application/json"},
             # The payload is the execution id only: the prompt stays in Firestore.
-            body=json.dumps({"data": data or {"executionId": execution_id}}).encode(),
+            body=json.dumps({"data": data or RunTask(executionId=execution_id).to_json()}).encode(),
         )
         if s.tasks_service_account:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
@@ -86,7 +86,7 @@ class TaskQueue:
     def enqueue_fold(self, batch_id: str, at: float) -> bool:
         """A fold of the batch's document at ``at`` (epoch seconds), on the bookkeeping queue:
         one task per batch and instant, whoever asks; False if it was asked for already."""
-        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data={"batchId": batch_id, "at": at}, queue=BOOKS)
+        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data=FoldTask(batchId=batch_id, at=at).to_json(), queue=BOOKS)
         task.schedule_time = timestamp_pb2.Timestamp(seconds=int(at), nanos=int((at % 1) * 1e9))
         try:
             self.client.create_task(parent=self.path(BOOKS), task=task)

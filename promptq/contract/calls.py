@@ -4,6 +4,7 @@ typed shape of each callable's answer."""
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -157,6 +158,36 @@ class TaskAnswer(_Answer):
     claim: ClaimKind
     status: Status | None = None  # how the execution ended, when this delivery ended it
     code: str | None = None  # the error code of that ending
+
+
+class RunTask(_Answer):
+    """What a task that runs an execution carries (the HTTP body's ``data``): its id only; the
+    prompt stays in Firestore. ``promptq.adapters.tasks`` writes it, ``worker.handler`` reads it."""
+
+    executionId: str
+
+
+class FoldTask(_Answer):
+    """What a bookkeeping task carries: fold the batch's document as its items were at ``at``
+    (epoch seconds; None: a moment ago)."""
+
+    batchId: str
+    at: float | None = None
+
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def task_of(data: object) -> RunTask | FoldTask | None:
+    """What a delivered task asks for, or None when it is malformed (it can never succeed)."""
+    if not isinstance(data, dict):
+        return None
+    batch_id, execution_id, at = data.get("batchId"), data.get("executionId"), data.get("at")
+    if isinstance(batch_id, str) and _TASK_ID.match(batch_id):
+        return FoldTask(batchId=batch_id, at=at if isinstance(at, (int, float)) and not isinstance(at, bool) else None)
+    if isinstance(execution_id, str) and _TASK_ID.match(execution_id):
+        return RunTask(executionId=execution_id)
+    return None
 
 
 class ExecutionSummary(_Answer):

@@ -140,10 +140,14 @@ def _string_constants(path: Path) -> set[str]:
     return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
 
 
-def test_state_and_outcome_strings_are_spelled_in_the_schema_only():
-    names = {s.value for s in schema.Status} | {o.value for o in schema.Outcome} | {o.value for o in schema.AttemptOutcome}
+def test_every_schema_value_is_spelled_in_the_contract_only():
+    """States, outcomes, error codes, refusal reasons, callables: written as the contract's names
+    everywhere else (the values that are also common words, like ``user`` or ``json``, are left out)."""
+    names = {v.value for e in (schema.Status, schema.Outcome, schema.AttemptOutcome, schema.BatchStatus, schema.SweepKind,
+                               schema.CallStatus, schema.Reason, schema.Callable) for v in e}
+    names |= {v for k, v in vars(schema.Code).items() if not k.startswith("_") and isinstance(v, str)}
     spelled = {_rel(p): sorted(_string_constants(p) & names) for p in deployed_python()}
-    assert all(path.startswith("promptq/contract/") for path, found in spelled.items() if found), spelled
+    assert {path: found for path, found in spelled.items() if found and not path.startswith("promptq/contract/")} == {}
 
 
 def test_callable_names_are_the_schemas():
@@ -203,3 +207,18 @@ def test_test_modules_have_unique_basenames():
     share a basename, and only when both are collected: `make test` collects all of them."""
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_the_unit_tests_start_no_process():
+    """tests/unit runs in-process; a test that runs a tool or a process belongs in tests/tools
+    (or, if it needs the stack, in a later layer)."""
+    spawning = {_rel(p) for p in (ROOT / "tests/unit").rglob("*.py") if _imports(p) & {"subprocess", "multiprocessing"}}
+    assert sorted(spawning) == []
+
+
+def test_every_layer_runs_in_make_test():
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"]
+    folders = sorted(f"tests/{p.parent.name}" for p in (ROOT / "tests").glob("*/test_*.py"))
+    assert set(folders) <= set(layers), f"test folders `make test` does not run: {set(folders) - set(layers)}"

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The contract and the domain, whole (promptq/contract, promptq/domain: the rings that do no
 # I/O); and the seam where the worker meets the batches (worker.runtime.BatchHooks, which wiring
 # fills with BatchFlow).
-TYPED = ["promptq/contract", "promptq/domain", "worker/coalesce.py", "worker/runtime.py", "wiring.py"]
+TYPED = ["promptq/contract", "promptq/domain", "worker/coalesce.py", "worker/text.py", "worker/runtime.py", "wiring.py"]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def test_the_contract_and_the_domain_type_check():
 
 def test_the_typed_modules_exist():
     missing = [p for p in TYPED if not (ROOT / p).exists()]
-    assert not missing, f"tests/unit/test_lint.py names modules that moved: {missing}"
+    assert not missing, f"tests/tools/test_lint.py names modules that moved: {missing}"
 
 
 def _module_of(path: Path) -> str:

@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "packages" / "web"
 MANIFEST = json.loads((PACKAGE / "package.json").read_text())
-MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 50  # as tests/unit/test_layout.py holds web/
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 50  # as tests/tools/test_layout.py holds web/
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -1,5 +1,5 @@
-"""The worker's side of issue 17: tool-call deltas parsed (worker.stream) and assembled
-(worker.toolcalls), a JSON answer checked when its stream ends (worker.answer) and the ending
+"""The worker's side of issue 17: tool-call deltas parsed (promptq.adapters.openrouter.stream) and assembled
+(promptq.adapters.openrouter.toolcalls), a JSON answer checked when its stream ends (worker.answer) and the ending
 that follows (worker.ending, pure: the check's result is passed in), what the ending writes
 (toolCalls), a JSON answer's value as readers parse it (promptq.domain.records), and an attempt that
 streams them from the local upstream (in-process, real HTTP)."""
@@ -22,9 +22,9 @@ from promptq.settings import Settings
 from worker.answer import Refused, check
 from worker.attempt import Attempt
 from worker.ending import ending
-from worker.stream import Delta, ToolCallDelta, parse_data
-from worker.toolcalls import ToolCalls, TooLarge
-from worker.upstream import OpenRouterClient, chat_body
+from promptq.adapters.openrouter.stream import Delta, ToolCallDelta, parse_data
+from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
+from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 
 SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}}},
           "required": ["items"], "$defs": {"item": {"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}}}
@@ -106,7 +106,7 @@ def test_a_stream_that_did_not_end_well_ends_as_it_did_whatever_the_check():
     assert e.code == Code.CONNECTION_LOST
 
 
-# --- worker.stream: tool-call deltas and reasoning details ---------------------------------------
+# --- promptq.adapters.openrouter.stream: tool-call deltas and reasoning details ---------------------------------------
 
 
 def data(delta: dict, finish=None) -> str:
@@ -132,7 +132,7 @@ def test_reasoning_details_stand_in_for_an_empty_reasoning():
     assert parse_data(both)[1:] == [Delta(reasoning="said once")]
 
 
-# --- worker.toolcalls --------------------------------------------------------------------------
+# --- promptq.adapters.openrouter.toolcalls --------------------------------------------------------------------------
 
 
 def assembled(*pieces: ToolCallDelta, max_bytes: int = 1000) -> tuple:
@@ -228,7 +228,7 @@ def test_an_attempt_assembles_streamed_tool_calls(fake):
     attempt = stream(fake, "fake/rate=0,ttft=0,calls=2", {"tools": tools})
     produced = attempt.produced()
     [record] = fake.requests(contains="answer test")[-1:]
-    assert produced.finish_reason == "tool_calls" and attempt.text == [] and produced.first_token_at is not None
+    assert produced.finish_reason == "tool_calls" and attempt.buffer.text == [] and produced.first_token_at is not None
     assert list(produced.tool_calls) == record["toolCalls"] and [c["function"]["name"] for c in record["toolCalls"]] == ["lookup", "other"]
     assert produced.tool_calls[0]["id"] == call_id(seed_for(MESSAGES), 0)
     assert set(json.loads(produced.tool_calls[0]["function"]["arguments"])) == {"q", "n"}
@@ -237,16 +237,16 @@ def test_an_attempt_assembles_streamed_tool_calls(fake):
 
 def test_an_attempts_json_answer_passes_its_check(fake):
     attempt = stream(fake, "fake/rate=0,ttft=0", {"response_format": JSON_SCHEMA})
-    text = "".join(attempt.text)
-    assert check(JSON_SCHEMA, text) is None and json.loads(text)["items"] and len(attempt.text) > 3  # streamed in pieces
+    text = attempt.buffer.whole_text()
+    assert check(JSON_SCHEMA, text) is None and json.loads(text)["items"] and len(attempt.buffer.text) > 3  # streamed in pieces
     broken = stream(fake, "fake/rate=0,ttft=0,json=broken", {"response_format": JSON_SCHEMA})
-    assert check(JSON_SCHEMA, "".join(broken.text)).code == Code.OUTPUT_NOT_JSON
+    assert check(JSON_SCHEMA, broken.buffer.whole_text()).code == Code.OUTPUT_NOT_JSON
     mismatch = stream(fake, "fake/rate=0,ttft=0,json=mismatch", {"response_format": JSON_SCHEMA})
-    assert check(JSON_SCHEMA, "".join(mismatch.text)).code == Code.OUTPUT_SCHEMA_MISMATCH
+    assert check(JSON_SCHEMA, mismatch.buffer.whole_text()).code == Code.OUTPUT_SCHEMA_MISMATCH
 
 
 def test_an_attempt_keeps_requested_reasoning_apart(fake):
     attempt = stream(fake, "fake/tokens=5,rate=0,ttft=0", {"reasoning": {"effort": "high"}})
-    assert "".join(attempt.reasoning) and attempt.usage.reasoning_tokens == 16
+    assert "".join(attempt.buffer.reasoning) and attempt.usage.reasoning_tokens == 16
     hidden = stream(fake, "fake/tokens=5,rate=0,ttft=0", {"reasoning": {"effort": "high", "exclude": True}})
-    assert hidden.reasoning == [] and hidden.usage.reasoning_tokens == 16
+    assert hidden.buffer.reasoning == [] and hidden.usage.reasoning_tokens == 16

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -485,17 +483,3 @@ def test_many_concurrent_streams(fake):
     assert all(b.endswith("data: [DONE]\n\n") for b in bodies)
     assert time.monotonic() - started < 8
     assert {r["outcome"] for r in fake.requests()} == {"completed"}
-
-
-def test_runs_as_a_process():
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.fakerouter", "--host", "127.0.0.1", "--port", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline().strip()
-        assert line.startswith("fakerouter listening on http://127.0.0.1:") and line.endswith("/api/v1")
-        base = line.rsplit(" ", 1)[1]
-        r = httpx.post(f"{base}/chat/completions", json=body(f"fake/tokens=2,{FAST}"), headers=AUTH)
-        assert r.text.endswith("data: [DONE]\n\n")
-    finally:
-        proc.terminate()
-        assert proc.wait(5) == 0

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from worker.coalesce import FlushSchedule, next_tick
-from worker.stream import Delta, StreamError, parse_data
+from promptq.adapters.openrouter.stream import Delta, StreamError, parse_data
 
 
 def test_the_first_write_is_at_once_and_the_next_on_the_first_tick_an_interval_later():

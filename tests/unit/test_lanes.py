@@ -2,7 +2,7 @@
 promptq.domain.batch): lanes activated under the caps at a batch's start, the others parked, a lane's
 end fenced, a parked lane woken (its owner's first, then the oldest of anyone's), the counters
 given back when a cancelled batch ends; and which queue each task goes to (promptq.adapters.tasks). The
-same on the local stack: tests/e2e/test_fair_share.py."""
+same on the local stack: tests/load/test_fair_share.py."""
 
 from __future__ import annotations
 

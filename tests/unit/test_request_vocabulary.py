@@ -18,7 +18,7 @@ from enqueue import prompt as pr
 from enqueue.vocabulary import SCHEMA_MAX_BYTES, SCHEMA_MAX_DEPTH
 from promptq.contract import F, J, OutputFormat, Req
 from promptq.settings import Limits
-from worker.protocol import chat_body, vocabulary
+from promptq.adapters.openrouter.protocol import chat_body, vocabulary
 
 SCHEMA = {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "integer"}, "zeta": {"$ref": "#/$defs/z"}},
           "required": ["reasoning", "answer"], "additionalProperties": False, "$defs": {"z": {"type": "boolean"}}}

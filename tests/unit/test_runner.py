@@ -17,7 +17,7 @@ from promptq.domain.errors import CancelRequested, LostClaim
 from promptq.domain.records import Chunk
 from promptq.settings import Settings
 from worker.attempt import Attempt, Deadline
-from worker.upstream import OpenRouterClient, chat_body
+from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 from waiting import poll
 
 MESSAGES = [{"role": "user", "content": "runner test"}]
@@ -77,7 +77,7 @@ def run(fake, model: str, writer, *, deadline: float = 30, cancel_after: float |
 def _text(writer: RecordingWriter, attempt: Attempt) -> str:
     """The text of the chunks written, then what the final writes would carry."""
     rest = []
-    while (last := attempt.next_chunk()) is not None:
+    while (last := attempt.buffer.next_chunk()) is not None:
         rest.append(last.text)
     return "".join(c.text for _, c in writer.chunks) + "".join(rest)
 
@@ -87,7 +87,7 @@ def test_chunks_are_coalesced_first_token_at_once(fake):
     model = "fake/tokens=60,rate=30,ttft=0.2"
     attempt, exc = run(fake, model, writer)
     assert exc is None
-    assert _text(writer, attempt) == expected_text(seed_for(MESSAGES), model) == "".join(attempt.text)
+    assert _text(writer, attempt) == expected_text(seed_for(MESSAGES), model) == attempt.buffer.whole_text()
     times = [t for t, _ in writer.chunks]
     assert len(writer.chunks[0][1].text) < 25, "the first token was not written at once"
     # Written as soon as it came, not after a coalescing interval (0.3 s). Timed from the
@@ -119,14 +119,14 @@ def test_stop_closes_the_stream(fake):
     assert isinstance(exc, CancelRequested)
     poll(lambda: fake.requests()[-1].get("closedByClientAt"), timeout=3)
     [record] = fake.requests()
-    assert record["closedByClientAt"] is not None and record["text"].startswith("".join(attempt.text))
+    assert record["closedByClientAt"] is not None and record["text"].startswith(attempt.buffer.whole_text())
 
 
 def test_a_lost_claim_stops_the_attempt(fake):
     writer = RecordingWriter(lose_after=1)
     attempt, exc = run(fake, "fake/tokens=100,rate=20", writer, lease_s=3)  # a heartbeat every 1 s
     assert isinstance(exc, LostClaim)
-    assert len("".join(attempt.text)) < len(expected_text(seed_for(MESSAGES), "fake/tokens=100,rate=20"))
+    assert len(attempt.buffer.whole_text()) < len(expected_text(seed_for(MESSAGES), "fake/tokens=100,rate=20"))
 
 
 def test_heartbeats_renew_the_lease_while_waiting_and_while_streaming(fake):
@@ -146,5 +146,5 @@ def test_large_answers_are_written_in_bounded_chunks_and_paged_at_the_end(fake):
     expected = expected_text(seed_for(MESSAGES), model)
     assert _text(writer, attempt) == expected
     assert all(len(c.text.encode()) <= 64 * 1024 for _, c in writer.chunks)  # a chunk is a page at most
-    pages = attempt.pages()
+    pages = attempt.buffer.pages()
     assert "".join(p.text for p in pages) == expected and len(pages) >= 600 * 1024 // (64 * 1024)

@@ -1,4 +1,4 @@
-"""worker.stream: literal OpenRouter byte streams in, typed events out.
+"""promptq.adapters.openrouter.stream: literal OpenRouter byte streams in, typed events out.
 
 Every case of shared/reference/openrouter-streaming.md "Stream framing" and "Errors" is a
 literal stream here. ``aiter_events`` is fed through a real ``httpx.Response`` whose body is
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from httpx_sse import ServerSentEvent
 
-from worker.stream import (
+from promptq.adapters.openrouter.stream import (
     Delta,
     Done,
     Finish,

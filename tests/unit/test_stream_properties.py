@@ -16,7 +16,7 @@ import httpx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from worker.stream import Delta, Done, Finish, StreamError, UsageReport, aiter_events
+from promptq.adapters.openrouter.stream import Delta, Done, Finish, StreamError, UsageReport, aiter_events
 
 
 class Chunks(httpx.AsyncByteStream):

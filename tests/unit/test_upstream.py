@@ -1,4 +1,4 @@
-"""worker.upstream: the OpenRouter client, against httpx.MockTransport (no network).
+"""promptq.adapters.openrouter.upstream: the OpenRouter client, against httpx.MockTransport (no network).
 
 A fake ``sleep`` records tenacity's waits, so retries and Retry-After are checked without
 waiting. Only the first-token deadline runs on the real clock (a fraction of a second).
@@ -17,10 +17,10 @@ import pytest
 
 from promptq.domain.errors import Permanent, PromptqError, Transient
 from promptq.domain.execution import Code
-from worker.stream import Delta, Done, Finish, Meta, StreamError
+from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError
 from promptq.domain.execution import Usage
-from worker.protocol import GenerationRecord, chat_body, parse_retry_after, status_error
-from worker.upstream import OpenRouterClient
+from promptq.adapters.openrouter.protocol import GenerationRecord, chat_body, parse_retry_after, status_error
+from promptq.adapters.openrouter.upstream import OpenRouterClient
 
 API_KEY = "sk-or-v1-0123456789abcdef-SECRET"
 BASE_URL = "https://openrouter.test/api/v1"
@@ -509,7 +509,7 @@ def test_api_key_echoed_by_the_upstream_is_not_repeated_in_the_exception():
     upstream = Upstream(error_response(401, f"Invalid API key provided: {API_KEY}"))
     client, _ = make_client(upstream)
     exc = raised(client)
-    assert API_KEY not in str(exc), "BUG worker/upstream.py: the upstream's error message is copied verbatim, key included"
+    assert API_KEY not in str(exc), "BUG promptq/adapters/openrouter/upstream.py: the upstream's error message is copied verbatim, key included"
     assert API_KEY not in exc.message
 
 
@@ -549,7 +549,7 @@ def test_status_error_message_is_bounded():
 
 
 class FakeClock:
-    """Stands in for the ``time`` module inside worker.upstream; advanced by the fake sleep."""
+    """Stands in for the ``time`` module inside promptq.adapters.openrouter.upstream; advanced by the fake sleep."""
 
     def __init__(self):
         self.now = 1000.0
@@ -562,7 +562,7 @@ class FakeClock:
 
 
 def generation_client(upstream: Upstream, monkeypatch) -> tuple[OpenRouterClient, list[float]]:
-    import worker.upstream as module
+    import promptq.adapters.openrouter.upstream as module
 
     clock = FakeClock()
     monkeypatch.setattr(module, "time", clock)

@@ -1,4 +1,4 @@
-"""What the callables ask OpenRouter (the worker's streaming client is ``worker.upstream``):
+"""What the callables ask OpenRouter (the worker's streaming client is ``promptq.adapters.openrouter.upstream``):
 model prices (``GET /models``, public) and what it says of a key (``GET /key``)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """OpenRouter's protocol around the stream: the request body, what an error status means,
-``Retry-After``, the generation record. Pure; no I/O (``worker.upstream`` does the HTTP)."""
+``Retry-After``, the generation record. Pure; no I/O (``promptq.adapters.openrouter.upstream`` does the HTTP)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from promptq.domain.errors import Permanent, Transient
 from promptq.domain.records import Usage
 from promptq.contract import Code, Req
-from worker.stream import StreamError
+from promptq.adapters.openrouter.stream import StreamError
 
 PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed")
 

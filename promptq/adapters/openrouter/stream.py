@@ -27,6 +27,8 @@ import httpx
 import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
+from promptq.contract import Code
+
 DONE = "[DONE]"
 
 
@@ -158,9 +160,9 @@ def parse_data(data: str) -> list[Event]:
     try:
         chunk = _loads(data)
     except ValueError:
-        return [StreamError("malformed_chunk", f"upstream sent a data line that is not JSON: {data[:80]!r}", malformed=True)]
+        return [StreamError(Code.MALFORMED_CHUNK, f"upstream sent a data line that is not JSON: {data[:80]!r}", malformed=True)]
     if not isinstance(chunk, dict):
-        return [StreamError("malformed_chunk", "upstream sent a data line that is not a JSON object", malformed=True)]
+        return [StreamError(Code.MALFORMED_CHUNK, "upstream sent a data line that is not a JSON object", malformed=True)]
     events: list[Event] = []
     if chunk.get("model") or chunk.get("id"):
         events.append(Meta(_short(chunk.get("id"), 128), _short(chunk.get("model"), 200), _short(chunk.get("provider"), 100)))
@@ -216,7 +218,7 @@ class _Tracker:
         self.ended = True
         if self.finished:
             return [Done()]  # finish chunk seen, [DONE] missing: the generation did end
-        return [StreamError("connection_lost", "the upstream connection ended before the answer was finished", truncated=True)]
+        return [StreamError(Code.CONNECTION_LOST, "the upstream connection ended before the answer was finished", truncated=True)]
 
 
 def events_from_sse(sses: Iterable[ServerSentEvent]) -> Iterator[Event]:
@@ -249,6 +251,6 @@ async def aiter_events(response: httpx.Response) -> AsyncIterator[Event]:
         # After the finish chunk a break loses at most usage and [DONE]: close() says Done.
         if not tracker.ended and not tracker.finished:
             tracker.ended = True
-            yield StreamError("connection_lost", f"the upstream connection broke: {type(exc).__name__}", truncated=True)
+            yield StreamError(Code.CONNECTION_LOST, f"the upstream connection broke: {type(exc).__name__}", truncated=True)
     for event in tracker.close():
         yield event

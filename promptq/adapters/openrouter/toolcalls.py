@@ -1,4 +1,4 @@
-"""Tool calls, assembled from their streamed pieces (``worker.stream.ToolCallDelta``). Pure.
+"""Tool calls, assembled from their streamed pieces (``promptq.adapters.openrouter.stream.ToolCallDelta``). Pure.
 
 OpenAI's way, which OpenRouter passes on: a call's first piece carries its ``index``, ``id``,
 ``type`` and ``function.name``, the next ones the same ``index`` and a piece of
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from promptq.contract import TC, TOOL_CALL_TYPE
-from worker.stream import ToolCallDelta
+from promptq.adapters.openrouter.stream import ToolCallDelta
 
 # The calls are written on the execution document (1 MiB): their names and arguments together
 # may take this many UTF-8 bytes (more ends the execution `output_too_large`).

@@ -26,8 +26,8 @@ from promptq.domain.errors import Permanent, Transient
 from promptq.domain.redact import redact
 from promptq.domain.redact import register as redact_register
 from promptq.contract import Code
-from worker.protocol import GenerationRecord, chat_body, parse_generation, status_error, stream_error_before_first_token
-from worker.stream import Delta, Done, Event, Finish, StreamError, ToolCallDelta, aiter_events
+from promptq.adapters.openrouter.protocol import GenerationRecord, chat_body, parse_generation, status_error, stream_error_before_first_token
+from promptq.adapters.openrouter.stream import Delta, Done, Event, Finish, StreamError, ToolCallDelta, aiter_events
 
 __all__ = ["GenerationRecord", "OpenRouterClient", "chat_body", "shared_http"]
 
