@@ -9,7 +9,7 @@ from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
 from enqueue import account, batches, control, sweeper
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 from enqueue.service import start_execution as _start
 from promptq.domain import redact
 from promptq.contract import Outcome

@@ -27,7 +27,7 @@ def js_module() -> str:
     def enum(cls: type) -> dict[str, str]:
         return {s.name: s.value for s in cls}
 
-    from enqueue.request import StartRequest
+    from promptq.contract.requests.request import StartRequest
 
     names = {
         "EXECUTIONS": EXECUTIONS,
@@ -69,7 +69,7 @@ def js_module() -> str:
         # a callable's refusal: `functions/<CallStatus>`, with `details.reason`
         "CallStatus": enum(CallStatus),
         "Reason": enum(Reason),
-        # start_execution's request fields (enqueue/request.py, StartRequest)
+        # start_execution's request fields (promptq/contract/requests/request.py, StartRequest)
         "Start": {re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): name for name in StartRequest.model_fields},
     }
     lines = ["// Generated from promptq/contract by `make web-schema` (devstack/schema_js.py): do not edit.", ""]

@@ -11,7 +11,7 @@ import httpx
 
 from enqueue.control import signed_in
 from promptq.adapters.openrouter.calls import KeyInfo, KeyRefused
-from enqueue.request import ApiKeyRequest, ListRequest, NoArguments, RequestError, UsageRequest, parse
+from promptq.contract.requests.request import ApiKeyRequest, ListRequest, NoArguments, RequestError, UsageRequest, parse
 from enqueue.start import refused_as_request_errors, user_limits
 from promptq.domain import accounts
 from promptq.domain import execution as ex

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from enqueue import prompt as pr
-from enqueue import request as rq
+from promptq.contract.requests import request as rq
 from enqueue import service
 from promptq.domain import batch as bt
 from promptq.domain import execution as ex

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from enqueue import pricing
-from enqueue import request as rq
+from promptq.contract.requests import request as rq
 from enqueue import service
 from enqueue import start
 from enqueue.batch_items import concurrency, items_of, retried_items

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from enqueue.request import ExecutionRef, PollRequest, RequestError, parse
+from promptq.contract.requests.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq.domain import execution as ex
 from promptq.contract import answer_json
 from promptq.contract import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status

@@ -25,7 +25,7 @@ import httpx
 
 from enqueue import prompt as pr
 from promptq.adapters.openrouter.calls import get_models
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 from promptq.domain.costs import Price, reservation
 from promptq.contract import CallStatus, J, Reason, Req
 

@@ -11,8 +11,8 @@ import re
 import unicodedata
 from typing import Any, Iterable, Iterator, Mapping
 
-from enqueue.messages import is_data_url
-from enqueue.request import SAMPLING, VOCABULARY, RequestError, StartRequest
+from promptq.contract.requests.messages import is_data_url
+from promptq.contract.requests.request import SAMPLING, VOCABULARY, RequestError, StartRequest
 from promptq.domain.records import stored_bytes
 from promptq.contract import OutputFormat
 from promptq.settings import Limits

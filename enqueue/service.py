@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from enqueue import prompt as pr
-from enqueue import request as rq
+from promptq.contract.requests import request as rq
 from enqueue import start
 from enqueue.control import signed_in
 from enqueue import pricing

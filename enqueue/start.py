@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
-from enqueue import request as rq
+from promptq.contract.requests import request as rq
 from promptq.adapters.ledger import AccountView
 from promptq.contract import CallStatus
 from promptq.domain import accounts

@@ -4,7 +4,7 @@ import { PROMPTS, Start, TEMPLATE_CONTENT, TEMPLATE_COUNT, TEMPLATE_LAST, USERS 
 import { collection, doc, increment, onSnapshot, runTransaction, writeBatch } from "firebase/firestore";
 import { $, describe, fail } from "./dom.js";
 
-// `{name}` placeholders; `{{` and `}}` are literal braces (enqueue/request.py, _TOKEN).
+// `{name}` placeholders; `{{` and `}}` are literal braces (promptq/contract/requests/request.py, _TOKEN).
 const PLACEHOLDER = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 const variableValues = {};  // typed values by placeholder name, kept across re-renders

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
-from promptq.domain import jsonschemas
+from promptq.contract.requests import jsonschemas
 from promptq.contract import parse_json_answer
 from promptq.contract import Code
 

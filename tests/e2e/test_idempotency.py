@@ -12,7 +12,7 @@ from google.api_core import exceptions as gexc
 
 from enqueue import service, start
 from enqueue.pricing import Prices
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 from promptq.adapters.tasks import TaskQueue
 from promptq.contract import CallStatus, F, J
 from promptq.settings import Settings

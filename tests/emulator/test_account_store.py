@@ -14,7 +14,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue import service
 from enqueue.pricing import Prices
-from enqueue.request import StartRequest
+from promptq.contract.requests.request import StartRequest
 from promptq.domain import execution as ex
 from promptq.domain.errors import LimitExceeded
 from promptq.adapters.keys import KeyVault, LocalKek

@@ -15,7 +15,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue import batches as calls
 from enqueue.pricing import Prices
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 from promptq.adapters.batch_store import BatchStore
 from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, KEYS, ROUNDS, Acc, B, F, J, Status
 from promptq.settings import Settings

@@ -214,10 +214,9 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
     _, _, writer = _claim(store, execution_id)
     writer.chunk(Chunk(1, 1, 0, "kept so far"))
 
-    class Huge:  # an attempt whose last piece of text does not fit a document
+    class HugeText:  # an attempt's text whose last piece does not fit a document (worker.text.TextBuffer)
         written = len("kept so far")
-        pending: list = []
-        pending_reasoning: list = []
+        waiting = False
 
         def next_chunk(self):
             return Chunk(1, 2, self.written, "y" * 1_100_000)
@@ -225,8 +224,11 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
         def pages(self):
             return []
 
+    class Huge:
+        buffer = HugeText()
+
         def produced(self, pages=0):
-            return Produced(chunks=2, output_length=self.written + 1_100_000, pages=pages)
+            return Produced(chunks=2, output_length=self.buffer.written + 1_100_000, pages=pages)
 
     result = asyncio.run(_apply(Ending(Status.SUCCEEDED), writer, Huge()))
     doc = store.get(execution_id)

@@ -244,7 +244,7 @@ def _fields(model) -> str:
 def test_the_types_name_the_fields_the_callables_take_and_answer(app):
     """Each request and answer type has exactly the pydantic model's fields: the object
     literals below are generated from them, and TypeScript refuses a missing or an extra one."""
-    from enqueue.request import BatchRequest, ItemId, ListRequest, Message, Params, StartRequest, UsageRequest
+    from promptq.contract.requests.request import BatchRequest, ItemId, ListRequest, Message, Params, StartRequest, UsageRequest
     from promptq.contract import (
         E, U, BatchAnswer, BatchStarted, CancelAnswer, Count, ExecutionSummary, Lim, ListAnswer, StartAnswer, UsageAnswer, UsageDay,
     )

@@ -11,7 +11,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from enqueue.pricing import ONLINE_SEARCH_USD, Prices, parse_models, worst_case
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 from promptq.domain import accounts, costs, redact
 from promptq.domain import execution as ex
 from promptq.domain.errors import LimitExceeded

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from enqueue import request as rq
+from promptq.contract.requests import request as rq
 from enqueue.batch_items import items_of
 from promptq.domain import batch as bt
 from promptq.domain.records import Inc

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from enqueue.request import parse
+from promptq.contract.requests.request import parse
 from promptq_client.cli.args import build_parser, start_request
 from promptq_client.cli.batch import item_of
 from promptq_client.cli.inputs import image_part, response_format

@@ -14,7 +14,7 @@ import pytest
 
 from enqueue import service
 from enqueue.pricing import Prices
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 from promptq.adapters.ledger import AccountView
 from promptq.contract import J, Req
 from promptq.settings import Limits, Settings

@@ -11,7 +11,7 @@ from hostile import any_requests
 from test_hostile_input import PRICES, SETTINGS, Queue, Store
 
 from enqueue import service
-from enqueue.request import RequestError
+from promptq.contract.requests.request import RequestError
 
 
 def _storable(value) -> bool:

@@ -1,4 +1,4 @@
-"""enqueue.request: what start_execution accepts. Every rejection names the field."""
+"""promptq.contract.requests.request: what start_execution accepts. Every rejection names the field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enqueue.prompt import check_limits, placeholders, render
-from enqueue.request import RequestError, StartRequest, parse
+from promptq.contract.requests.request import RequestError, StartRequest, parse
 from promptq.settings import Limits
 
 

@@ -15,7 +15,7 @@ import pytest
 from test_hostile_input import SETTINGS, refused, start
 
 from enqueue import prompt as pr
-from enqueue.vocabulary import SCHEMA_MAX_BYTES, SCHEMA_MAX_DEPTH
+from promptq.contract.requests.vocabulary import SCHEMA_MAX_BYTES, SCHEMA_MAX_DEPTH
 from promptq.contract import F, J, OutputFormat, Req
 from promptq.settings import Limits
 from promptq.adapters.openrouter.protocol import chat_body, vocabulary

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from enqueue import request as rq
+from promptq.contract.requests import request as rq
 from enqueue import start
 from promptq.contract import CallStatus, Reason
 from promptq.domain.errors import LimitExceeded

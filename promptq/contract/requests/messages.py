@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from enqueue.fields import Nested, Strict, Text, tagged
+from promptq.contract.requests.fields import Nested, Strict, Text, tagged
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 FILE_TYPES = ("application/pdf",)
@@ -110,7 +110,8 @@ def _unknown_part(value: Any) -> ValueError:
 
 
 Part = tagged(PARTS, _part_type, _unknown_part)
-Parts = Annotated[list[Part], Field(min_length=1, max_length=MAX_PARTS)]
+Parts = Annotated[list[Part], Field(  # type: ignore[valid-type]  # a union built at import (``tagged``)
+    min_length=1, max_length=MAX_PARTS)]
 Content = tagged({"text": Text, "parts": Parts}, lambda v: "text" if isinstance(v, str) else "parts" if isinstance(v, list) else None,
                  lambda v: ValueError("a string, or a list of content parts ({type: text | image_url | file, ...})"))
 
@@ -134,7 +135,7 @@ class ToolCall(Strict):
 
 class Message(Strict):
     role: Literal["system", "user", "assistant", "tool"]
-    content: Content | None = None
+    content: Content | None = None  # type: ignore[valid-type]  # a union built at import (``tagged``)
     tool_calls: Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)] | None = None
     tool_call_id: CallId | None = None  # a tool message: the call it answers
 
@@ -162,5 +163,5 @@ def check_conversation(messages: Sequence[Message]) -> None:
     for i, message in enumerate(messages):
         called.update(call.id for call in message.tool_calls or ())
         if message.role == "tool" and message.tool_call_id not in called:
-            raise ValueError(f"messages.{i}.tool_call_id: {message.tool_call_id[:80]!r} answers no tool call of an earlier "
+            raise ValueError(f"messages.{i}.tool_call_id: {(message.tool_call_id or '')[:80]!r} answers no tool call of an earlier "
                              "assistant message")

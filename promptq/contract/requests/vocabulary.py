@@ -1,7 +1,7 @@
 """The parameters apps send OpenRouter beyond sampling: ``response_format``, ``reasoning``,
 ``provider``, ``tools``, ``tool_choice`` (``parallel_tool_calls`` is a bool). Their shapes, as
 OpenRouter documents them, and the JSON Schemas they carry, checked before anything is created:
-bounded in bytes and depth, then against their dialect's meta-schema (``promptq.domain.jsonschemas``),
+bounded in bytes and depth, then against their dialect's meta-schema (``promptq.contract.requests.jsonschemas``),
 with local references only. Pure; no I/O.
 """
 
@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 from jsonschema.exceptions import SchemaError
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
-from enqueue.fields import Finite, Int64, Nested, Strict, Text, plain_json, tagged
-from enqueue.messages import ToolName
-from promptq.domain import jsonschemas
+from promptq.contract.requests.fields import Finite, Int64, Nested, Strict, Text, plain_json, tagged
+from promptq.contract.requests.messages import ToolName
+from promptq.contract.requests import jsonschemas
 
 SCHEMA_MAX_BYTES = 64 * 1024  # one JSON Schema, as JSON
 SCHEMA_MAX_DEPTH = 32  # its nesting of objects and arrays
@@ -24,7 +24,8 @@ MAX_PROVIDERS = 50  # names in one of provider's lists
 
 def _refs(schema: Any) -> list[tuple[list, str]]:
     """Every ``$ref`` / ``$dynamicRef`` string in a schema, with where it is."""
-    found, stack = [], [(schema, [])]
+    found: list[tuple[list, str]] = []
+    stack: list[tuple[Any, list]] = [(schema, [])]
     while stack:
         node, path = stack.pop()
         items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
@@ -73,7 +74,8 @@ def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _subschemas(schema: dict) -> list[dict]:
     """The objects below the root (where a ``$id`` would change what ``#`` means)."""
-    found, stack = [], [schema]
+    found: list[dict] = []
+    stack: list[Any] = [schema]
     while stack:
         node = stack.pop()
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()

@@ -1,5 +1,5 @@
-"""The values the request models are built of (``enqueue.request``, ``enqueue.messages``,
-``enqueue.vocabulary``): text and numbers Firestore can store, strict models, unions whose tags
+"""The values the request models are built of (``promptq.contract.requests.request``, ``promptq.contract.requests.messages``,
+``promptq.contract.requests.vocabulary``): text and numbers Firestore can store, strict models, unions whose tags
 stay out of a refusal's field, and ``Nested``, a refusal of a field below the validator's own.
 Pure; no I/O."""
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Mapping, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag
 
-# Pydantic puts a union member's tag in an error's location; enqueue.request leaves out the
+# Pydantic puts a union member's tag in an error's location; promptq.contract.requests.request leaves out the
 # parts that start with this, so that a refusal names the caller's field only.
 TAG = "tag:"
 
@@ -57,7 +57,7 @@ def tagged(members: Mapping[str, Any], choose: Callable[[Any], str | None], refu
 
     def pick(value: Any) -> str:
         name = choose(value)
-        return TAG + (name if name in members else "?")
+        return TAG + (name if name is not None and name in members else "?")
 
     return Annotated[Union[tuple(options)], Discriminator(pick)]
 

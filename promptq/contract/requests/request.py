@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal, Mapping, TypeVar
 
 from pydantic import AfterValidator, PlainValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from enqueue.fields import TAG, Finite, Int64, Nested, Text, unicode_text as _unicode
-from enqueue.messages import Message, check_conversation
-from enqueue.vocabulary import Provider, Reasoning, ResponseFormat, ToolChoice, Tools, check_tools
+from promptq.contract.requests.fields import TAG, Finite, Int64, Nested, Text, unicode_text as _unicode
+from promptq.contract.requests.messages import Message, check_conversation
+from promptq.contract.requests.vocabulary import Provider, Reasoning, ResponseFormat, ToolChoice, Tools, check_tools
 from promptq.contract import CallStatus, Reason
 
 
@@ -98,7 +98,7 @@ class Params(BaseModel):
     # One stop sequence, or a list of at most 4 (OpenAI's limit), each at most 200 characters.
     stop: Annotated[Any, PlainValidator(_stop)] = None
     seed: Int64 | None = None
-    # OpenRouter's vocabulary (enqueue.vocabulary), passed through as sent.
+    # OpenRouter's vocabulary (promptq.contract.requests.vocabulary), passed through as sent.
     response_format: ResponseFormat | None = None
     reasoning: Reasoning | None = None
     provider: Provider | None = None
