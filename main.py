@@ -95,8 +95,7 @@ def delete_api_key(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.GB_1, timeout_sec=540, **CALLABLE)
 def start_batch(req: https_fn.CallableRequest) -> dict:
     """Validate every item, create them (waiting) and the batch; hand the first of each lane over."""
-    return _answer(req, batches.start_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(),
-                   prices=wiring.prices())
+    return _answer(req, batches.start_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(), prices=wiring.prices())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
@@ -120,8 +119,7 @@ def cancel_batch(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
 def retry_batch(req: https_fn.CallableRequest) -> dict:
     """Run a batch's failed items again, as new executions under the same customId."""
-    return _answer(req, batches.retry_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(),
-                   prices=wiring.prices())
+    return _answer(req, batches.retry_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(), prices=wiring.prices())
 
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
@@ -148,8 +146,9 @@ def runexecution(req: tasks_fn.CallableRequest) -> dict:
     return result.answer().to_json()
 
 
-@scheduler_fn.on_schedule(schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256,
-                          service_account=f"{SERVICE_ACCOUNTS['sweeper']}@")
+@scheduler_fn.on_schedule(
+    schedule="every 5 minutes", timeout_sec=300, memory=options.MemoryOption.MB_256, service_account=f"{SERVICE_ACCOUNTS['sweeper']}@"
+)
 def sweep_executions(event: scheduler_fn.ScheduledEvent) -> None:
     """Revive or end executions nothing works on any more (dead workers, lost tasks)."""
     report = sweeper.sweep(wiring.store(), wiring.task_queue(), wiring.settings(), flow=wiring.batch_flow())

@@ -79,9 +79,16 @@ def batch(client: Client, user, n: int, concurrency: int, model: str) -> tuple[l
         if not (token := page.nextPageToken):
             break
     finished = sorted(datetime.fromisoformat(r.finishedAt).timestamp() - wall0 for r in results if r.finishedAt)
-    info = {"firstFinished": round(finished[0], 2), "lastFinished": round(finished[-1], 2), "batchId": batch_id,
-            "startSeconds": round(started, 2), "status": answer.status.value,
-            "succeeded": answer.counts.get("succeeded", 0), "results": len(results), "withOutput": sum(1 for r in results if r.output)}
+    info = {
+        "firstFinished": round(finished[0], 2),
+        "lastFinished": round(finished[-1], 2),
+        "batchId": batch_id,
+        "startSeconds": round(started, 2),
+        "status": answer.status.value,
+        "succeeded": answer.counts.get("succeeded", 0),
+        "results": len(results),
+        "withOutput": sum(1 for r in results if r.output),
+    }
     return samples, info
 
 
@@ -113,18 +120,31 @@ def main(argv: list[str] | None = None) -> int:
 def report(opts, ends: list[float], samples: list[tuple[float, int]], info: dict) -> int:
     batch_s = info["lastFinished"]  # when its last item ended (the polled curve also shows when the counts said so)
     first = info["firstFinished"]
-    row = {"items": opts.items, "concurrency": opts.concurrency, "model": opts.model,
-           "directSeconds": round(ends[-1], 2), "directPerSecond": round(opts.items / ends[-1], 2), "directFirstResult": round(ends[0], 2),
-           "batchSeconds": round(batch_s, 2), "batchPerSecond": round(opts.items / batch_s, 2), "batchFirstResult": round(first, 2),
-           "ratio": round(ends[-1] / batch_s, 3), **info}
+    row = {
+        "items": opts.items,
+        "concurrency": opts.concurrency,
+        "model": opts.model,
+        "directSeconds": round(ends[-1], 2),
+        "directPerSecond": round(opts.items / ends[-1], 2),
+        "directFirstResult": round(ends[0], 2),
+        "batchSeconds": round(batch_s, 2),
+        "batchPerSecond": round(opts.items / batch_s, 2),
+        "batchFirstResult": round(first, 2),
+        "ratio": round(ends[-1] / batch_s, 3),
+        **info,
+    }
     row["ok"] = row["ratio"] >= 0.8 and info["succeeded"] == info["results"] == info["withOutput"] == opts.items
     print(f"\n{opts.items} prompts, {opts.concurrency} at a time, {opts.model}\n")
     print(f"{'':>8} {'wall s':>8} {'items/s':>8} {'first result s':>15}")
     print(f"{'direct':>8} {row['directSeconds']:>8} {row['directPerSecond']:>8} {row['directFirstResult']:>15}")
-    print(f"{'batch':>8} {row['batchSeconds']:>8} {row['batchPerSecond']:>8} {row['batchFirstResult']:>15}"
-          f"   (start_batch answered in {info['startSeconds']} s; the counts said completed at {samples[-1][0]:.1f} s)")
-    print(f"\nthroughput ratio batch/direct: {row['ratio']} (target ≥ 0.8); {info['succeeded']} succeeded, "
-          f"{info['results']} results, {info['withOutput']} with output{'' if row['ok'] else '  -- BELOW TARGET'}")
+    print(
+        f"{'batch':>8} {row['batchSeconds']:>8} {row['batchPerSecond']:>8} {row['batchFirstResult']:>15}"
+        f"   (start_batch answered in {info['startSeconds']} s; the counts said completed at {samples[-1][0]:.1f} s)"
+    )
+    print(
+        f"\nthroughput ratio batch/direct: {row['ratio']} (target ≥ 0.8); {info['succeeded']} succeeded, "
+        f"{info['results']} results, {info['withOutput']} with output{'' if row['ok'] else '  -- BELOW TARGET'}"
+    )
     RESULTS.mkdir(exist_ok=True)
     name = "batch" if (opts.items, opts.tokens) == (1000, 20) else f"batch-{opts.items}x{opts.tokens}"
     (RESULTS / f"{name}.json").write_text(json.dumps(row, indent=1))
@@ -142,8 +162,11 @@ def plot(ends: list[float], samples: list[tuple[float, int]], row: dict, path: P
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.step([0.0, *ends], range(len(ends) + 1), where="post", label=f"direct asyncio loop ({row['directSeconds']} s)")
     ax.step([t for t, _ in samples], [n for _, n in samples], where="post", label=f"promptq batch, polled ({row['batchSeconds']} s)")
-    ax.set(xlabel="seconds since the start", ylabel="items ended",
-           title=f"{row['items']} prompts, {row['concurrency']} at a time: throughput ratio {row['ratio']}")
+    ax.set(
+        xlabel="seconds since the start",
+        ylabel="items ended",
+        title=f"{row['items']} prompts, {row['concurrency']} at a time: throughput ratio {row['ratio']}",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

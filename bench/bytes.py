@@ -39,7 +39,9 @@ KIB = 1024
 WORD_BYTES = 5.4  # mean UTF-8 bytes of a `text=words` token of the local upstream (measured)
 CELLS = [  # (answer KB, prompt KB, stream seconds or None for 30 tokens/s)
     *[(answer, prompt, 15.0) for answer in (1, 10, 100, 1000) for prompt in (0.1, 50)],
-    (1, 0.1, None), (10, 0.1, None), (10, 50, None),
+    (1, 0.1, None),
+    (10, 0.1, None),
+    (10, 50, None),
 ]
 PREFIX = "projects/demo-promptq/databases/(default)/documents/"
 
@@ -83,10 +85,22 @@ def one(client: Client, user, answer_kb: float, prompt_kb: float, seconds: float
     # The old document: the execution's fields, the prompt in `messages`, the cumulative text.
     base = wire_bytes(f"executions/{execution_id}", {k: v for k, v in final.items() if k not in ("output", "reasoning", "restarted")})
     before = sum(base + len(prompt.encode()) + 40 + n for n in flushes)
-    return {"answerKB": answer_kb, "promptKB": prompt_kb, "rate": "30 tok/s" if seconds is None else f"{seconds:g} s stream",
-            "model": model, "status": final["status"], "answerBytes": answer, "chunks": final.get("chunks"), "received": received,
-            "afterBytes": after, "afterRatio": round(after / answer, 2), "target": 3 * answer + 64 * KIB,
-            "beforeBytes": before, "beforeRatio": round(before / answer, 1), "ok": after <= 3 * answer + 64 * KIB}
+    return {
+        "answerKB": answer_kb,
+        "promptKB": prompt_kb,
+        "rate": "30 tok/s" if seconds is None else f"{seconds:g} s stream",
+        "model": model,
+        "status": final["status"],
+        "answerBytes": answer,
+        "chunks": final.get("chunks"),
+        "received": received,
+        "afterBytes": after,
+        "afterRatio": round(after / answer, 2),
+        "target": 3 * answer + 64 * KIB,
+        "beforeBytes": before,
+        "beforeRatio": round(before / answer, 1),
+        "ok": after <= 3 * answer + 64 * KIB,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rows: list[dict]) -> None:
     print("\nbytes a watcher downloads to follow one execution (target: 3 × answer + 64 KiB)\n")
-    print(f"{'answer':>9} {'prompt':>7} {'stream':>14} {'chunks':>7} {'received':>11} {'÷ answer':>9} {'target':>11}"
-          f" {'before':>12} {'÷ answer':>9}")
+    print(f"{'answer':>9} {'prompt':>7} {'stream':>14} {'chunks':>7} {'received':>11} {'÷ answer':>9} {'target':>11} {'before':>12} {'÷ answer':>9}")
     for r in rows:
-        print(f"{r['answerBytes']:>8}B {r['promptKB']:>6g}K {r['rate']:>14} {r['chunks']:>7} {r['afterBytes']:>10}B"
-              f" {r['afterRatio']:>8}x {r['target']:>10}B {r['beforeBytes']:>11}B {r['beforeRatio']:>8}x {'' if r['ok'] else 'OVER'}")
+        print(
+            f"{r['answerBytes']:>8}B {r['promptKB']:>6g}K {r['rate']:>14} {r['chunks']:>7} {r['afterBytes']:>10}B"
+            f" {r['afterRatio']:>8}x {r['target']:>10}B {r['beforeBytes']:>11}B {r['beforeRatio']:>8}x {'' if r['ok'] else 'OVER'}"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bytes.json").write_text(json.dumps(rows, indent=1))
     plot(rows, RESULTS / "bytes.png")
@@ -134,8 +149,13 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.plot(xs, [r["beforeBytes"] for r in group], marker=marker, linestyle="--", label=f"one growing document (before), prompt {prompt:g} KB")
     xs = sorted({r["answerBytes"] for r in rows})
     ax.plot(xs, [3 * x + 64 * KIB for x in xs], color="black", linewidth=1, label="target: 3 × answer + 64 KiB")
-    ax.set(xscale="log", yscale="log", xlabel="answer (UTF-8 bytes)", ylabel="bytes a watcher downloads",
-           title="Following one execution: bytes received vs answer size")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="answer (UTF-8 bytes)",
+        ylabel="bytes a watcher downloads",
+        title="Following one execution: bytes received vs answer size",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -43,8 +43,9 @@ def stop_by_document(db, execution_id: str) -> None:
     batch = db.batch()
     batch.update(ref, {F.CANCEL_REQUESTED: True})
     now = datetime.now(timezone.utc)
-    batch.set(db.collection(WORKERS).document(worker).collection(STOPS).document(execution_id),
-              {S.REQUESTED_AT: now, S.EXPIRE_AT: now + timedelta(days=1)})
+    batch.set(
+        db.collection(WORKERS).document(worker).collection(STOPS).document(execution_id), {S.REQUESTED_AT: now, S.EXPIRE_AT: now + timedelta(days=1)}
+    )
     batch.commit()
 
 
@@ -118,18 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
     functions = env.get("FUNCTIONS", "framework")
     print(f"\nStop on the local stack (functions: {functions}): {len(all_runs)} runs (half via cancel_execution, half via the document)\n")
-    print(f"first Stop{' of a fresh stack' if args.fresh else ''} (cold, via {cold['via']}): requested -> cancelled "
-          f"{ms(cold['to_cancelled_s'])}" + (f", -> upstream closed {ms(cold['to_closed_s'])}" if cold["to_closed_s"] else ""))
+    print(
+        f"first Stop{' of a fresh stack' if args.fresh else ''} (cold, via {cold['via']}): requested -> cancelled "
+        f"{ms(cold['to_cancelled_s'])}" + (f", -> upstream closed {ms(cold['to_closed_s'])}" if cold["to_closed_s"] else "")
+    )
     print(f"\n{'warm runs':46} {'p50':>8} {'p95':>8} {'max':>8}   target")
-    print(f"{'stop requested -> listener sees cancelled':46} {ms(pct(to_cancelled, 50)):>8} {ms(pct(to_cancelled, 95)):>8} "
-          f"{ms(max(to_cancelled)):>8}   p95 < 1000 ms")
+    print(
+        f"{'stop requested -> listener sees cancelled':46} {ms(pct(to_cancelled, 50)):>8} {ms(pct(to_cancelled, 95)):>8} "
+        f"{ms(max(to_cancelled)):>8}   p95 < 1000 ms"
+    )
     if closed:
         print(f"{'stop requested -> upstream connection closed':46} {ms(pct(closed, 50)):>8} {ms(pct(closed, 95)):>8} {ms(max(closed)):>8}")
     print(f"\nupstream saw the connection closed in {len(closed)}/{len(all_runs)} runs")
     RESULTS.mkdir(exist_ok=True)
-    summary = {"functions": functions, "fresh": args.fresh, "cold_to_cancelled_ms": round(cold["to_cancelled_s"] * 1000),
-               "warm_to_cancelled_p50_ms": round(pct(to_cancelled, 50) * 1000), "warm_to_cancelled_p95_ms": round(pct(to_cancelled, 95) * 1000),
-               "warm_to_cancelled_max_ms": round(max(to_cancelled) * 1000), "runs": all_runs}
+    summary = {
+        "functions": functions,
+        "fresh": args.fresh,
+        "cold_to_cancelled_ms": round(cold["to_cancelled_s"] * 1000),
+        "warm_to_cancelled_p50_ms": round(pct(to_cancelled, 50) * 1000),
+        "warm_to_cancelled_p95_ms": round(pct(to_cancelled, 95) * 1000),
+        "warm_to_cancelled_max_ms": round(max(to_cancelled) * 1000),
+        "runs": all_runs,
+    }
     (RESULTS / "cancel.json").write_text(json.dumps(summary, indent=1))
     plot(all_runs, functions, RESULTS / "cancel.png")
     print("(bench/results/cancel.json, bench/results/cancel.png)")
@@ -147,8 +158,14 @@ def plot(runs: list[dict], functions: str, path) -> None:
     for via, marker in (("callable", "o"), ("document", "s")):
         xs = [n for n, r in enumerate(runs) if r["via"] == via]
         ax.plot(xs, [runs[n]["to_cancelled_s"] * 1000 for n in xs], marker=marker, linestyle="", label=f"-> cancelled, via {via}")
-        ax.plot(xs, [(runs[n]["to_closed_s"] or 0) * 1000 for n in xs], marker=marker, linestyle="", fillstyle="none",
-                label=f"-> upstream closed, via {via}")
+        ax.plot(
+            xs,
+            [(runs[n]["to_closed_s"] or 0) * 1000 for n in xs],
+            marker=marker,
+            linestyle="",
+            fillstyle="none",
+            label=f"-> upstream closed, via {via}",
+        )
     ax.axvline(0.5, color="gray", linewidth=1, linestyle=":")
     ax.annotate("cold (first)", (0, 0), xytext=(0.1, 0.95), textcoords="axes fraction", fontsize=8)
     ax.axhline(1000, color="black", linewidth=1, label="target p95: 1 s")

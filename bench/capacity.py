@@ -50,6 +50,7 @@ from bench.bytes import wire_bytes
 from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
+from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.contract import CHUNKS, F
 from promptq.adapters.store import ExecutionStore
@@ -107,13 +108,25 @@ def start_worker(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     """main.py's functions, served by the functions framework (gunicorn, THREADS threads)."""
     port = free_port()
     worker_env = {
-        **os.environ, "THREADS": str(THREADS), "GCLOUD_PROJECT": env["PROJECT_ID"], "FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"],
-        "OPENROUTER_BASE_URL": env["OPENROUTER_BASE_URL"], "OPENROUTER_API_KEY": stack.FAKE_KEY, "PROMPTQ_FLUSH_INTERVAL": "0.5",
-        "PROMPTQ_LEASE": "30", "GUNICORN_LOG_LEVEL": "warning",
+        **os.environ,
+        "THREADS": str(THREADS),
+        "GCLOUD_PROJECT": env["PROJECT_ID"],
+        "FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"],
+        "OPENROUTER_BASE_URL": env["OPENROUTER_BASE_URL"],
+        "OPENROUTER_API_KEY": stack.FAKE_KEY,
+        "PROMPTQ_FLUSH_INTERVAL": "0.5",
+        "PROMPTQ_LEASE": "30",
+        "GUNICORN_LOG_LEVEL": "warning",
     }
     log = open(RESULTS / f"capacity-worker-{port}.log", "wb")
-    proc = subprocess.Popen([str(ROOT / "venv/bin/functions-framework"), "--target", "runexecution", "--source", "main.py",
-                             "--port", str(port)], cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(ROOT / "venv/bin/functions-framework"), "--target", "runexecution", "--source", "main.py", "--port", str(port)],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     end = time.monotonic() + 60
     while time.monotonic() < end:
         with socket.socket() as s:
@@ -146,9 +159,16 @@ def create(store: ExecutionStore, n: int, model: str) -> list[tuple[str, str]]:
     for i in range(n):
         execution_id, prompt = uuid.uuid4().hex, f"capacity {i} {uuid.uuid4().hex[:8]}"
         now = ex.utcnow()
-        execution = ex.new_execution(owner_uid="bench", requested_model=model, idempotency_key=None, now=now, expire_at=now + timedelta(days=1))
-        job = ex.new_job(owner_uid="bench", messages=[{"role": "user", "content": prompt}], request={"model": model, "params": {}},
-                         request_hash="bench", task=execution_id, now=now, expire_at=now + timedelta(days=1))
+        execution = creation.new_execution(owner_uid="bench", requested_model=model, idempotency_key=None, now=now, expire_at=now + timedelta(days=1))
+        job = creation.new_job(
+            owner_uid="bench",
+            messages=[{"role": "user", "content": prompt}],
+            request={"model": model, "params": {}},
+            request_hash="bench",
+            task=execution_id,
+            now=now,
+            expire_at=now + timedelta(days=1),
+        )
         assert store.create(execution_id, execution, job)
         made.append((execution_id, prompt))
     return made
@@ -171,8 +191,11 @@ def run_point(env, store: ExecutionStore, upstream_root: str, streams: int, proc
         idle = [group_usage(p.pid) for p, _ in workers]
         made = create(store, streams, model)
         others = {name: int((stack.PIDS / f"{name}.pgid").read_text()) for name in ("firestore", "upstream")}
-        before = {"workers": sum(group_usage(p.pid)["cpu"] for p, _ in workers),
-                  **{k: group_usage(v)["cpu"] for k, v in others.items()}, "machine": machine_busy()}
+        before = {
+            "workers": sum(group_usage(p.pid)["cpu"] for p, _ in workers),
+            **{k: group_usage(v)["cpu"] for k, v in others.items()},
+            "machine": machine_busy(),
+        }
         peak = {"rss": 0.0, "threads": 0.0}
         done = threading.Event()
 
@@ -190,8 +213,11 @@ def run_point(env, store: ExecutionStore, upstream_root: str, streams: int, proc
         wall = time.monotonic() - t0
         done.set()
         sampler.join()
-        after = {"workers": sum(group_usage(p.pid)["cpu"] for p, _ in workers),
-                 **{k: group_usage(v)["cpu"] for k, v in others.items()}, "machine": machine_busy()}
+        after = {
+            "workers": sum(group_usage(p.pid)["cpu"] for p, _ in workers),
+            **{k: group_usage(v)["cpu"] for k, v in others.items()},
+            "machine": machine_busy(),
+        }
     finally:
         for proc, _ in workers:
             stop(proc)
@@ -238,8 +264,13 @@ def run_stack_point(env, store: ExecutionStore, upstream_root: str, streams: int
     docs = [store.get(i) for i in ids]
     waits = [(d[F.STARTED_AT] - d[F.CREATED_AT]).total_seconds() for d in docs if d.get(F.STARTED_AT)]
     workers = {d.get(F.WORKER) for d in docs}
-    return {**row, "via": "stack", "worker_processes_seen": len(workers),
-            "start_to_running_p95_ms": round(pct(waits, 95) * 1000), "start_to_running_max_ms": round(max(waits) * 1000)}
+    return {
+        **row,
+        "via": "stack",
+        "worker_processes_seen": len(workers),
+        "start_to_running_p95_ms": round(pct(waits, 95) * 1000),
+        "start_to_running_max_ms": round(max(waits) * 1000),
+    }
 
 
 def wait_ended(store: ExecutionStore, ids: list[str], timeout: float = 120) -> None:
@@ -259,10 +290,13 @@ def measure(store, upstream_root, made, model, streams, processes, seconds, rate
         doc = store.get(execution_id)
         statuses[doc["status"]] = statuses.get(doc["status"], 0) + 1
         chunks = sorted((s for s in store.ref(execution_id).collection(CHUNKS).stream()), key=lambda s: s.get("seq"))
-        writes.append(int(doc.get("writes") or 0) + int((store.get_job(execution_id) or {}).get("writes") or 0) + len(chunks)
-                      + int(doc.get("outputPages") or 0))
-        watcher_bytes.append(sum(wire_bytes(f"executions/{execution_id}/chunks/{s.id}", s.to_dict()) for s in chunks)
-                             + 4 * wire_bytes(f"executions/{execution_id}", doc))
+        writes.append(
+            int(doc.get("writes") or 0) + int((store.get_job(execution_id) or {}).get("writes") or 0) + len(chunks) + int(doc.get("outputPages") or 0)
+        )
+        watcher_bytes.append(
+            sum(wire_bytes(f"executions/{execution_id}/chunks/{s.id}", s.to_dict()) for s in chunks)
+            + 4 * wire_bytes(f"executions/{execution_id}", doc)
+        )
         record = records.get(prompt)
         if record is None or not chunks:
             continue
@@ -280,9 +314,17 @@ def measure(store, upstream_root, made, model, streams, processes, seconds, rate
     worker_cpu = after["workers"] - before["workers"]
     stream_seconds = streams * seconds
     return {
-        "streams": streams, "processes": processes, "via": "handler", "threads": THREADS, "seconds": seconds, "rate": rate,
-        "statuses": statuses, "http": sorted(set(codes)), "wall_s": round(wall, 1),
-        "staleness_p50_ms": round(pct(stale, 50) * 1000), "staleness_p95_ms": round(pct(stale, 95) * 1000),
+        "streams": streams,
+        "processes": processes,
+        "via": "handler",
+        "threads": THREADS,
+        "seconds": seconds,
+        "rate": rate,
+        "statuses": statuses,
+        "http": sorted(set(codes)),
+        "wall_s": round(wall, 1),
+        "staleness_p50_ms": round(pct(stale, 50) * 1000),
+        "staleness_p95_ms": round(pct(stale, 95) * 1000),
         "cpu_ms_per_stream_s": round(worker_cpu / stream_seconds * 1000, 2),
         "cpu_ms_per_1000_tokens": round(worker_cpu / (streams * seconds * rate) * 1000 * 1000, 1),
         "rss_mib_per_stream": round((peak["rss"] - sum(u["rss"] for u in idle)) / streams, 2),
@@ -307,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=30.0)
     args = ap.parse_args(argv)
-    points = [(int(p.split("@")[0]), "stack") if p.endswith("@stack") else (int(p.split("x")[0]), int(p.split("x")[1]) if "x" in p else 1)
-              for p in args.points.split(",")]
+    points = [
+        (int(p.split("@")[0]), "stack") if p.endswith("@stack") else (int(p.split("x")[0]), int(p.split("x")[1]) if "x" in p else 1)
+        for p in args.points.split(",")
+    ]
     RESULTS.mkdir(exist_ok=True)
     with stack.exclusive("bench"):
         was_up = stack.healthy()
@@ -334,19 +378,47 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rows: list[dict]) -> None:
     print(f"\nworker capacity: {rows[0]['seconds']:g} s streams at {rows[0]['rate']:g} tokens/s, THREADS={THREADS}, flush 0.5 s\n")
-    head = ("streams", "procs", "via", "stale p50", "stale p95", "CPU ms/stream-s", "CPU ms/1k tok", "RSS MiB/stream", "threads/stream",
-            "writes/exec", "watcher KiB/exec", "emulator CPU", "machine busy", "valid")
+    head = (
+        "streams",
+        "procs",
+        "via",
+        "stale p50",
+        "stale p95",
+        "CPU ms/stream-s",
+        "CPU ms/1k tok",
+        "RSS MiB/stream",
+        "threads/stream",
+        "writes/exec",
+        "watcher KiB/exec",
+        "emulator CPU",
+        "machine busy",
+        "valid",
+    )
     print("  ".join(f"{h:>10}" for h in head))
     for r in rows:
-        cells = (r["streams"], r["processes"], r.get("via", "handler"), f"{r['staleness_p50_ms']} ms", f"{r['staleness_p95_ms']} ms",
-                 r["cpu_ms_per_stream_s"],
-                 r["cpu_ms_per_1000_tokens"], r["rss_mib_per_stream"], r["threads_per_stream"], r["writes_per_execution"],
-                 r["watcher_kib_per_execution"], r["emulator_cpu"], r["machine_busy"], "yes" if r["valid"] else "NO")
+        cells = (
+            r["streams"],
+            r["processes"],
+            r.get("via", "handler"),
+            f"{r['staleness_p50_ms']} ms",
+            f"{r['staleness_p95_ms']} ms",
+            r["cpu_ms_per_stream_s"],
+            r["cpu_ms_per_1000_tokens"],
+            r["rss_mib_per_stream"],
+            r["threads_per_stream"],
+            r["writes_per_execution"],
+            r["watcher_kib_per_execution"],
+            r["emulator_cpu"],
+            r["machine_busy"],
+            "yes" if r["valid"] else "NO",
+        )
         print("  ".join(f"{c!s:>10}" for c in cells))
     for r in rows:
         if r.get("via") == "stack":
-            print(f"through the stack, {r['streams']} streams: {r['worker_processes_seen']} worker process(es); creation -> running "
-                  f"p95 {r['start_to_running_p95_ms']} ms, max {r['start_to_running_max_ms']} ms")
+            print(
+                f"through the stack, {r['streams']} streams: {r['worker_processes_seen']} worker process(es); creation -> running "
+                f"p95 {r['start_to_running_p95_ms']} ms, max {r['start_to_running_max_ms']} ms"
+            )
     (RESULTS / "capacity.json").write_text(json.dumps(rows, indent=1))
     plot(rows, RESULTS / "capacity.png")
     print("\n(bench/results/capacity.json, bench/results/capacity.png)")
@@ -365,10 +437,24 @@ def plot(rows: list[dict], path: Path) -> None:
     left.plot(xs, [r["staleness_p50_ms"] for r in rows], marker="o", label="staleness p50")
     left.plot(xs, [r["staleness_p95_ms"] for r in rows], marker="o", label="staleness p95")
     for r in stacked:  # through the callable, Cloud Tasks and the stack's worker server
-        left.plot([r["streams"]], [r["staleness_p95_ms"]], marker="*", markersize=14, linestyle="", color="purple",
-                  label=f"p95 through the stack ({r['streams']})")
-        right.plot([r["streams"]], [r["cpu_ms_per_stream_s"]], marker="*", markersize=14, linestyle="", color="purple",
-                   label=f"CPU ms/stream-s through the stack ({r['streams']})")
+        left.plot(
+            [r["streams"]],
+            [r["staleness_p95_ms"]],
+            marker="*",
+            markersize=14,
+            linestyle="",
+            color="purple",
+            label=f"p95 through the stack ({r['streams']})",
+        )
+        right.plot(
+            [r["streams"]],
+            [r["cpu_ms_per_stream_s"]],
+            marker="*",
+            markersize=14,
+            linestyle="",
+            color="purple",
+            label=f"CPU ms/stream-s through the stack ({r['streams']})",
+        )
     left.axhline(650, color="black", linewidth=1, label="target p95: flush interval + 150 ms")
     right.plot(xs, [r["cpu_ms_per_stream_s"] for r in rows], marker="s", label="worker CPU ms per stream-second")
     right.plot(xs, [r["rss_mib_per_stream"] for r in rows], marker="^", label="worker RSS MiB per stream")

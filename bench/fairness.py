@@ -101,9 +101,18 @@ def run(env: dict[str, str], opts) -> dict:
     stop_sampling, stop_interactive = threading.Event(), threading.Event()
     sampler = threading.Thread(target=sample, args=(env, stop_sampling, samples, t0), daemon=True)
     sampler.start()
-    batches = [(user, client.start_batch(user, [{"customId": str(i), "prompt": f"fairness {user.uid} {i} {time.time_ns()}"}
-                                                 for i in range(opts.items)], model=opts.batch_model, maxConcurrency=per_user).batchId)
-               for user in users[:2]]
+    batches = [
+        (
+            user,
+            client.start_batch(
+                user,
+                [{"customId": str(i), "prompt": f"fairness {user.uid} {i} {time.time_ns()}"} for i in range(opts.items)],
+                model=opts.batch_model,
+                maxConcurrency=per_user,
+            ).batchId,
+        )
+        for user in users[:2]
+    ]
     loaded_from = time.time() - t0
     holder: list[list[tuple[float, float]]] = []
     person = threading.Thread(target=lambda: holder.append(interactive(client, users[2], 10_000, t0, stop_interactive)), daemon=True)
@@ -121,15 +130,24 @@ def run(env: dict[str, str], opts) -> dict:
     loaded = holder[0] if holder else []
     window = [s for s in samples if loaded_from + 5 <= s[0] <= loaded_to]  # both batches running (5 s to ramp up)
     allowed = 2 * per_user
-    row = {"idle_first_visible_p95_ms": round(p95([s for _, s in idle]) * 1000, 1),
-           "loaded_first_visible_p95_ms": round(p95([s for _, s in loaded]) * 1000, 1),
-           "batch_items_in_flight_mean": round(statistics.fmean(n for _, n, _ in window), 2) if window else 0.0,
-           "batch_items_dispatched_mean": round(statistics.fmean(d for _, _, d in window), 2) if window else 0.0,
-           "batch_concurrency_allowed": allowed, "per_user_max_batch_lanes": per_user, "queues": {k: int(v) for k, v in caps.items()},
-           "items_per_batch": opts.items, "batch_model": opts.batch_model, "interactive_model": INTERACTIVE_MODEL,
-           "idle_runs": len(idle), "loaded_runs": len(loaded), "loaded_seconds": round(loaded_to - loaded_from, 1)}
-    row["ok"] = (row["loaded_first_visible_p95_ms"] <= 1.5 * row["idle_first_visible_p95_ms"] + 100
-                 and row["batch_items_in_flight_mean"] >= 0.8 * allowed)
+    row = {
+        "idle_first_visible_p95_ms": round(p95([s for _, s in idle]) * 1000, 1),
+        "loaded_first_visible_p95_ms": round(p95([s for _, s in loaded]) * 1000, 1),
+        "batch_items_in_flight_mean": round(statistics.fmean(n for _, n, _ in window), 2) if window else 0.0,
+        "batch_items_dispatched_mean": round(statistics.fmean(d for _, _, d in window), 2) if window else 0.0,
+        "batch_concurrency_allowed": allowed,
+        "per_user_max_batch_lanes": per_user,
+        "queues": {k: int(v) for k, v in caps.items()},
+        "items_per_batch": opts.items,
+        "batch_model": opts.batch_model,
+        "interactive_model": INTERACTIVE_MODEL,
+        "idle_runs": len(idle),
+        "loaded_runs": len(loaded),
+        "loaded_seconds": round(loaded_to - loaded_from, 1),
+    }
+    row["ok"] = (
+        row["loaded_first_visible_p95_ms"] <= 1.5 * row["idle_first_visible_p95_ms"] + 100 and row["batch_items_in_flight_mean"] >= 0.8 * allowed
+    )
     return {"row": row, "idle": idle, "loaded": loaded, "samples": samples, "window": (loaded_from, loaded_to)}
 
 
@@ -144,16 +162,21 @@ def plot(result: dict, path: Path) -> None:
     top.scatter([t for t, _ in result["idle"]], [s * 1000 for _, s in result["idle"]], s=12, label="idle")
     top.scatter([t for t, _ in result["loaded"]], [s * 1000 for _, s in result["loaded"]], s=12, label="under the batch load")
     top.axhline(1.5 * row["idle_first_visible_p95_ms"] + 100, color="red", ls="--", lw=1, label="target: 1.5 x idle p95 + 100 ms")
-    top.set(ylabel="enqueue -> first token visible, ms", title=f"interactive p95: idle {row['idle_first_visible_p95_ms']} ms, "
-            f"loaded {row['loaded_first_visible_p95_ms']} ms")
+    top.set(
+        ylabel="enqueue -> first token visible, ms",
+        title=f"interactive p95: idle {row['idle_first_visible_p95_ms']} ms, loaded {row['loaded_first_visible_p95_ms']} ms",
+    )
     top.legend()
     top.grid(True, alpha=0.3)
     bottom.plot([t for t, _, _ in result["samples"]], [n for _, n, _ in result["samples"]], label="batch items in flight (queue)")
     bottom.plot([t for t, _, _ in result["samples"]], [d for _, _, d in result["samples"]], label="dispatched to the worker", alpha=0.7)
     bottom.axhline(row["batch_concurrency_allowed"], color="gray", ls=":", label="lanes allowed (two users' caps)")
     bottom.axvspan(*result["window"], alpha=0.08, color="green")
-    bottom.set(xlabel="seconds since the start", ylabel="batch items",
-               title=f"mean in flight {row['batch_items_in_flight_mean']} of {row['batch_concurrency_allowed']} allowed")
+    bottom.set(
+        xlabel="seconds since the start",
+        ylabel="batch items",
+        title=f"mean in flight {row['batch_items_in_flight_mean']} of {row['batch_concurrency_allowed']} allowed",
+    )
     bottom.legend()
     bottom.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -182,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "fairness.json").write_text(json.dumps(row, indent=1))
     plot(result, RESULTS / "fairness.png")
     print(json.dumps(row, indent=1))
-    print(f"\nloaded p95 {row['loaded_first_visible_p95_ms']} ms <= 1.5 x {row['idle_first_visible_p95_ms']} + 100 ms; batch items in flight "
-          f"{row['batch_items_in_flight_mean']} >= 80 % of {row['batch_concurrency_allowed']}: {'ok' if row['ok'] else 'BELOW TARGET'}")
+    print(
+        f"\nloaded p95 {row['loaded_first_visible_p95_ms']} ms <= 1.5 x {row['idle_first_visible_p95_ms']} + 100 ms; batch items in flight "
+        f"{row['batch_items_in_flight_mean']} >= 80 % of {row['batch_concurrency_allowed']}: {'ok' if row['ok'] else 'BELOW TARGET'}"
+    )
     print("(bench/results/fairness.json, bench/results/fairness.png)")
     return 0 if row["ok"] else 1
 

@@ -285,6 +285,7 @@ def warm_up(env: dict[str, str], threads: int, dispatches: int, step: int = 6) -
     client = Client.from_env(env)
     user = client.sign_in(f"load-warm-up-{os.urandom(3).hex()}@promptq.local", "load-password")
     ExecutionStore(client.db).ledger.set_limits(user.uid, UNLIMITED)
+
     def job(call: tuple[str, int]) -> str | None:
         kind, n = call
         if kind == "start":
@@ -362,7 +363,7 @@ def read_all(db, ids: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
     refs += [ref.collection("internal").document("job") for ref in refs]
     docs, jobs = {}, {}
     for start in range(0, len(refs), 200):
-        for snap in db.get_all(refs[start:start + 200]):
+        for snap in db.get_all(refs[start : start + 200]):
             if snap.exists:
                 if snap.reference.parent.id == "internal":
                     jobs[snap.reference.parent.parent.id] = snap.to_dict()
@@ -471,8 +472,11 @@ def _run(args, env: dict[str, str], began: float, deadline: float) -> int:
     cpu_before = cpu_by_process()
     log_offset = stack.worker_log(env).stat().st_size
     sampler.start()
-    print(f"load: {len(planned)} executions ({sum(p.kind != 'ok' for p in planned)} with a fault), "
-          f"{args.threads} client threads, warm-up {warm_s:.1f} s", flush=True)
+    print(
+        f"load: {len(planned)} executions ({sum(p.kind != 'ok' for p in planned)} with a fault), "
+        f"{args.threads} client threads, warm-up {warm_s:.1f} s",
+        flush=True,
+    )
     t0 = time.time()
     submit(planned, env, user, args.threads, deadline, sampled, args.sample_every)
     submitted_s = time.time() - t0
@@ -491,8 +495,7 @@ def _run(args, env: dict[str, str], began: float, deadline: float) -> int:
     with open(stack.worker_log(env), errors="replace") as f:
         f.seek(log_offset)
         log = f.read()
-    figures = summarize(planned, facts, sampled, sampler, t0, submitted_s, warm_s, log, tasks_before, tasks_after,
-                        cpu_used(cpu_before, cpu_after))
+    figures = summarize(planned, facts, sampled, sampler, t0, submitted_s, warm_s, log, tasks_before, tasks_after, cpu_used(cpu_before, cpu_after))
     figures["concurrency"]["dispatchCap"] = concurrency
     report(figures, problems, args)
     keep_logs(log_offset)
@@ -515,8 +518,19 @@ def _running_at_once(intervals: list[tuple[float, float]]) -> tuple[int, float]:
     return peak, (area / span if span else 0.0)
 
 
-def summarize(planned, facts, sampled: Sampled, sampler: Sampler, t0: float, submitted_s: float, warm_s: float,
-              log: str, tasks_before: dict, tasks_after: dict, cpu: dict[str, float]) -> dict[str, Any]:
+def summarize(
+    planned,
+    facts,
+    sampled: Sampled,
+    sampler: Sampler,
+    t0: float,
+    submitted_s: float,
+    warm_s: float,
+    log: str,
+    tasks_before: dict,
+    tasks_after: dict,
+    cpu: dict[str, float],
+) -> dict[str, Any]:
     ts = lambda value: value.timestamp()  # noqa: E731 - Firestore timestamps, same machine clock
     docs = [f["doc"] for f in facts]
     ended = [ts(d["finishedAt"]) for d in docs if d.get("finishedAt")]
@@ -528,14 +542,19 @@ def summarize(planned, facts, sampled: Sampled, sampler: Sampler, t0: float, sub
     ttft_written = [ts(f["doc"]["firstTokenAt"]) - f["p"].call_started for f in facts if f["doc"].get("firstTokenAt")]
     with sampled.lock:
         ttfv = [t - by_id[eid]["p"].call_started for eid, t in sampled.first_visible.items() if eid in by_id]
-        lag = [t - ts(by_id[eid]["doc"]["firstTokenAt"]) for eid, t in sampled.first_visible.items()
-               if eid in by_id and by_id[eid]["doc"].get("firstTokenAt")]
+        lag = [
+            t - ts(by_id[eid]["doc"]["firstTokenAt"])
+            for eid, t in sampled.first_visible.items()
+            if eid in by_id and by_id[eid]["doc"].get("firstTokenAt")
+        ]
     queued = [(d["startedAt"] - d["createdAt"]).total_seconds() for d in docs if d.get("startedAt")]
     intervals = [(ts(d["startedAt"]), ts(d["finishedAt"])) for d in docs if d.get("startedAt") and d.get("finishedAt")]
     peak, mean = _running_at_once(intervals)
     # Every write: the execution's and the job's counters, the chunks and the pages.
-    writes = [int(f["doc"].get("writes") or 0) + int(f["job"].get("writes") or 0) + int(f["doc"].get("chunks") or 0)
-              + int(f["doc"].get("outputPages") or 0) for f in facts]
+    writes = [
+        int(f["doc"].get("writes") or 0) + int(f["job"].get("writes") or 0) + int(f["doc"].get("chunks") or 0) + int(f["doc"].get("outputPages") or 0)
+        for f in facts
+    ]
     # The flush schedule's bound: streaming seconds / interval (0.5 s) + 2 chunks, for single attempts.
     single = [f["doc"] for f in facts if f["doc"]["status"] == "succeeded" and f["doc"].get("attempt") == 1 and f["doc"].get("firstTokenAt")]
     over = [d for d in single if (d.get("chunks") or 0) > (d["finishedAt"] - d["firstTokenAt"]).total_seconds() / 0.5 + 2]
@@ -556,9 +575,14 @@ def summarize(planned, facts, sampled: Sampled, sampler: Sampler, t0: float, sub
         "callToFirstVisibleSampleS": {"n": len(ttfv), "p50": round(pct(ttfv, 50), 2), "p95": round(pct(ttfv, 95), 2)},
         "firstTokenWrittenToVisibleMs": {"p50": round(pct(lag, 50) * 1000), "p95": round(pct(lag, 95) * 1000)},
         "queuedS": {"p50": round(pct(queued, 50), 2), "p95": round(pct(queued, 95), 2), "max": round(max(queued, default=0), 2)},
-        "writes": {"total": sum(writes), "perExecution": round(sum(writes) / max(len(writes), 1), 2),
-                   "p50": pct(writes, 50), "p95": pct(writes, 95), "max": max(writes, default=0),
-                   "singleAttemptOverFlushBound": len(over)},
+        "writes": {
+            "total": sum(writes),
+            "perExecution": round(sum(writes) / max(len(writes), 1), 2),
+            "p50": pct(writes, 50),
+            "p95": pct(writes, 95),
+            "max": max(writes, default=0),
+            "singleAttemptOverFlushBound": len(over),
+        },
         "streamS": {"p50": round(pct([f["p"].stream_s for f in facts], 50), 2), "sum": round(sum(f["p"].stream_s for f in facts), 1)},
         "docBytes": {"max": max((f["size"] for f in facts), default=0), "p50": pct([f["size"] for f in facts], 50)},
         "upstreamRequests": sum(f["requests"] for f in facts),
@@ -593,8 +617,10 @@ def report(f: dict[str, Any], problems: dict[str, list[str]], args) -> None:
         ("callable latency p50 / p95 / max", f"{f['callableMs']['p50']} / {f['callableMs']['p95']} / {f['callableMs']['max']} ms"),
         ("callable calls failed (retried)", f"{f['callableFailures']}" + (f" ({'; '.join(f['callableErrors'])})" if f["callableErrors"] else "")),
         ("call -> first token written p50 / p95", f"{f['callToFirstTokenWrittenS']['p50']} / {f['callToFirstTokenWrittenS']['p95']} s"),
-        (f"call -> first text visible p50 / p95 (n={f['callToFirstVisibleSampleS']['n']})",
-         f"{f['callToFirstVisibleSampleS']['p50']} / {f['callToFirstVisibleSampleS']['p95']} s"),
+        (
+            f"call -> first text visible p50 / p95 (n={f['callToFirstVisibleSampleS']['n']})",
+            f"{f['callToFirstVisibleSampleS']['p50']} / {f['callToFirstVisibleSampleS']['p95']} s",
+        ),
         ("first token written -> visible p50 / p95", f"{f['firstTokenWrittenToVisibleMs']['p50']} / {f['firstTokenWrittenToVisibleMs']['p95']} ms"),
         ("queued (created -> claimed) p50 / p95 / max", f"{f['queuedS']['p50']} / {f['queuedS']['p95']} / {f['queuedS']['max']} s"),
         ("Firestore writes total / per execution", f"{f['writes']['total']} / {f['writes']['perExecution']}"),
@@ -603,8 +629,10 @@ def report(f: dict[str, Any], problems: dict[str, list[str]], args) -> None:
         ("upstream stream length p50 / total", f"{f['streamS']['p50']} s / {f['streamS']['sum']} s"),
         ("largest document", f"{f['docBytes']['max']} bytes (limit {MIB})"),
         ("upstream requests", str(f["upstreamRequests"])),
-        ("attempts streaming at once: mean / max", f"{c['runningMean']} / {c['runningMax']} (Cloud Tasks in flight max "
-         f"{c['tasksInFlightMax']}, dispatch cap {c.get('dispatchCap')})"),
+        (
+            "attempts streaming at once: mean / max",
+            f"{c['runningMean']} / {c['runningMax']} (Cloud Tasks in flight max {c['tasksInFlightMax']}, dispatch cap {c.get('dispatchCap')})",
+        ),
         ("attempt-seconds per wall second", str(c["attemptSecondsPerWallSecond"])),
         ("CPU busy (mean, whole machine)", f"{c['cpuBusyMean'] * 100:.0f}% of {c['cpus']} CPUs"),
         ("worker processes used", str(c["workerProcesses"])),
@@ -613,8 +641,10 @@ def report(f: dict[str, Any], problems: dict[str, list[str]], args) -> None:
         ("worker calls ended by an unhandled error", str(f["workerUnhandledErrors"])),
         ("CPU seconds by component", ", ".join(f"{k} {v:g}" for k, v in f["cpuSecondsByComponent"].items())),
     ]
-    print(f"\npromptq load test: {f['executions']} executions through the callable on the local stack, "
-          f"{args.threads} client threads, seed {args.seed}\n")
+    print(
+        f"\npromptq load test: {f['executions']} executions through the callable on the local stack, "
+        f"{args.threads} client threads, seed {args.seed}\n"
+    )
     for name, value in rows:
         print(f"{name:50} {value}")
     print()

@@ -100,8 +100,10 @@ def one(client: Client, user, upstream_root: str, length_s: float, rate: float, 
         first_token_to_visible_s=first_seen - first_token_at,
         overhead_s=(first_seen - t_call) - upstream_ttft,
         staleness_s=staleness,
-        writes=int(final.get("writes") or 0) + int((ExecutionStore(client.db).get_job(execution_id) or {}).get("writes") or 0)
-        + int(final.get("chunks") or 0) + int(final.get("outputPages") or 0),
+        writes=int(final.get("writes") or 0)
+        + int((ExecutionStore(client.db).get_job(execution_id) or {}).get("writes") or 0)
+        + int(final.get("chunks") or 0)
+        + int(final.get("outputPages") or 0),
         chunks=int(final.get("chunks") or 0),
         versions_seen=len(seen),
         status=final["status"],
@@ -136,10 +138,7 @@ def _main(args) -> int:
         upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
         lengths = [float(x) for x in args.lengths.split(",")]
         one(client, user, upstream_root, 1, args.rate, args.ttft, -1)  # warm-up, not counted
-        runs = [
-            one(client, user, upstream_root, length, args.rate, args.ttft, n)
-            for n, length in enumerate(lengths * args.runs_per_length)
-        ]
+        runs = [one(client, user, upstream_root, length, args.rate, args.ttft, n) for n, length in enumerate(lengths * args.runs_per_length)]
         client.close()
     finally:
         if not was_up:
@@ -153,14 +152,24 @@ def report(runs: list[Run], interval: float, args) -> None:
     stale = [s for r in runs for s in r.staleness_s]
     rows = [
         ("callable latency (start_execution)", ms(pct([r.call_s for r in runs], 50)), ms(pct([r.call_s for r in runs], 95)), "-"),
-        ("first token read -> visible to a listener", ms(pct([r.first_token_to_visible_s for r in runs], 50)),
-         ms(pct([r.first_token_to_visible_s for r in runs], 95)), "p50 < 50 ms"),
+        (
+            "first token read -> visible to a listener",
+            ms(pct([r.first_token_to_visible_s for r in runs], 50)),
+            ms(pct([r.first_token_to_visible_s for r in runs], 95)),
+            "p50 < 50 ms",
+        ),
         ("staleness of each token", ms(pct(stale, 50)), ms(pct(stale, 95)), f"p95 < {ms(interval + 0.1)}"),
-        ("enqueue -> first visible, minus upstream TTFT", ms(pct([r.overhead_s for r in runs], 50)),
-         ms(pct([r.overhead_s for r in runs], 95)), "p50 < 300 ms"),
+        (
+            "enqueue -> first visible, minus upstream TTFT",
+            ms(pct([r.overhead_s for r in runs], 50)),
+            ms(pct([r.overhead_s for r in runs], 95)),
+            "p50 < 300 ms",
+        ),
     ]
-    print(f"\npromptq pipeline benchmark: {len(runs)} executions on the local stack, flush interval {interval:g} s, "
-          f"{args.rate:g} tokens/s, upstream TTFT {args.ttft:g} s\n")
+    print(
+        f"\npromptq pipeline benchmark: {len(runs)} executions on the local stack, flush interval {interval:g} s, "
+        f"{args.rate:g} tokens/s, upstream TTFT {args.ttft:g} s\n"
+    )
     print(f"{'measure':48} {'p50':>9} {'p95':>9}   target")
     for name, p50, p95, target in rows:
         print(f"{name:48} {p50:>9} {p95:>9}   {target}")
@@ -173,12 +182,18 @@ def report(runs: list[Run], interval: float, args) -> None:
         summary[str(length)] = {"writes_max": worst, "chunks_max": chunks, "chunk_target": length / interval + 2}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "pipeline.json"
-    out.write_text(json.dumps({
-        "flush_interval_s": interval,
-        "rows": [{"measure": r[0], "p50": r[1], "p95": r[2], "target": r[3]} for r in rows],
-        "writes": summary,
-        "runs": [r.__dict__ for r in runs],
-    }, indent=1, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "flush_interval_s": interval,
+                "rows": [{"measure": r[0], "p50": r[1], "p95": r[2], "target": r[3]} for r in rows],
+                "writes": summary,
+                "runs": [r.__dict__ for r in runs],
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"\n(raw figures in {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out})")
 
 

@@ -47,8 +47,9 @@ HOST = "127.0.0.1"
 
 def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     log = open(RESULTS / f"profile-{name}.log", "wb")
-    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _wait(name: str, proc: subprocess.Popen, ready, timeout: float) -> None:
@@ -105,8 +106,14 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
     return threads
 
 
-ROLES = (("run_forever", "event loop"), ("gthread", "request threads (gunicorn)"), ("concurrent/futures/thread", "executor (Firestore calls)"),
-         ("channel_spin", "grpc channel spin"), ("bidi", "Firestore listener"), ("", "other"))
+ROLES = (
+    ("run_forever", "event loop"),
+    ("gthread", "request threads (gunicorn)"),
+    ("concurrent/futures/thread", "executor (Firestore calls)"),
+    ("channel_spin", "grpc channel spin"),
+    ("bidi", "Firestore listener"),
+    ("", "other"),
+)
 
 
 def thread_roles(pid: int) -> dict[int, str]:
@@ -135,13 +142,24 @@ def thread_report(pid: int, before: dict, after: dict, roles: dict[int, str], se
         g[0] += 1
         g[1] += user - user0
         g[2] += system - system0
-    lines = [f"{n:4d} threads  user {u:6.2f} s  sys {s:6.2f} s  ({(u + s) / seconds:.3f} CPU)  {role}"
-             for role, (n, u, s) in sorted(groups.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))]
+    lines = [
+        f"{n:4d} threads  user {u:6.2f} s  sys {s:6.2f} s  ({(u + s) / seconds:.3f} CPU)  {role}"
+        for role, (n, u, s) in sorted(groups.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
+    ]
     return lines
 
 
-def run(env: dict[str, str], store: ExecutionStore, upstream_root: str, others: dict[str, int], *, streams: int, seconds: float,
-        rate: float, flame: Path | None) -> dict:
+def run(
+    env: dict[str, str],
+    store: ExecutionStore,
+    upstream_root: str,
+    others: dict[str, int],
+    *,
+    streams: int,
+    seconds: float,
+    rate: float,
+    flame: Path | None,
+) -> dict:
     """One point, as ``bench.capacity.run_point`` measures it (on this harness's processes)."""
     tokens = int(seconds * rate)
     model = f"fake/tokens={tokens},rate={rate:g},ttft=0.2"
@@ -155,9 +173,27 @@ def run(env: dict[str, str], store: ExecutionStore, upstream_root: str, others: 
         idle = [group_usage(proc.pid)]
         made = create(store, streams, model)
         if flame is not None:
-            spy = subprocess.Popen([str(ROOT / "venv/bin/py-spy"), "record", "--pid", str(proc.pid), "--subprocesses", "--format",
-                                    "flamegraph", "-o", str(flame), "--rate", "100", "--nonblocking", "--duration", str(int(seconds))],
-                                   stdout=subprocess.DEVNULL, stderr=open(RESULTS / "profile-py-spy.log", "wb"), start_new_session=True)
+            spy = subprocess.Popen(
+                [
+                    str(ROOT / "venv/bin/py-spy"),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--subprocesses",
+                    "--format",
+                    "flamegraph",
+                    "-o",
+                    str(flame),
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "--duration",
+                    str(int(seconds)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(RESULTS / "profile-py-spy.log", "wb"),
+                start_new_session=True,
+            )
         pid = worker_pid(proc.pid)
         threads_before = thread_cpu(pid)
         before = {"workers": group_usage(proc.pid)["cpu"], **{k: group_usage(v)["cpu"] for k, v in others.items()}, "machine": machine_busy()}
@@ -204,8 +240,11 @@ def commit_spread(store: ExecutionStore, ids: list[str]) -> dict:
         if a is None or b - a > 0.1:
             first = b
         delays.append(b - first)
-    return {"commit_spread_p50_ms": round(pct(delays, 50) * 1000), "commit_spread_p95_ms": round(pct(delays, 95) * 1000),
-            "commit_spread_max_ms": round(max(delays) * 1000) if delays else None}
+    return {
+        "commit_spread_p50_ms": round(pct(delays, 50) * 1000),
+        "commit_spread_p95_ms": round(pct(delays, 95) * 1000),
+        "commit_spread_max_ms": round(max(delays) * 1000) if delays else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(row["threads_cpu"][:15]), flush=True)
         print()
         for r in rows:
-            print(f"{r['streams']} streams{' (profiled)' if r['profiled'] else ''}: CPU {r['cpu_ms_per_stream_s']} ms/stream-s, "
-                  f"staleness p50 {r['staleness_p50_ms']} / p95 {r['staleness_p95_ms']} ms, RSS {r['rss_mib_per_stream']} MiB/stream, "
-                  f"statuses {r['statuses']}, machine busy {r['machine_busy']}, commit spread in a tick p50/p95/max "
-                  f"{r['commit_spread_p50_ms']}/{r['commit_spread_p95_ms']}/{r['commit_spread_max_ms']} ms")
+            print(
+                f"{r['streams']} streams{' (profiled)' if r['profiled'] else ''}: CPU {r['cpu_ms_per_stream_s']} ms/stream-s, "
+                f"staleness p50 {r['staleness_p50_ms']} / p95 {r['staleness_p95_ms']} ms, RSS {r['rss_mib_per_stream']} MiB/stream, "
+                f"statuses {r['statuses']}, machine busy {r['machine_busy']}, commit spread in a tick p50/p95/max "
+                f"{r['commit_spread_p50_ms']}/{r['commit_spread_p95_ms']}/{r['commit_spread_max_ms']} ms"
+            )
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -52,7 +52,7 @@ def run(env: dict[str, str]) -> int:
             if shown["first"] is None:
                 shown["first"] = time.monotonic() - t0
             shown["versions"] += 1
-            sys.stdout.write(out[len(shown["text"]):])
+            sys.stdout.write(out[len(shown["text"]) :])
             sys.stdout.flush()
             shown["text"] = out
 

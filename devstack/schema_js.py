@@ -13,14 +13,47 @@ import json
 import re
 
 from promptq.contract import (
-    ACCOUNTS, BATCH_TERMINAL, BATCHES, CHUNKS, DAYS, EXECUTIONS, FINISH_CANCELLED, LIVE, PAGES, PROMPTS, TEMPLATE_CONTENT, TEMPLATE_COUNT,
-    STOPS, TEMPLATE_LAST, USAGE, USERS, WORKERS,
-    Acc, B, BatchStatus, C, Callable, CallStatus, Code, CostSource, Count, E, F, OutputFormat, P, Reason, S, Status, U, Use,
+    ACCOUNTS,
+    BATCH_TERMINAL,
+    BATCHES,
+    CHUNKS,
+    DAYS,
+    EXECUTIONS,
+    FINISH_CANCELLED,
+    LIVE,
+    PAGES,
+    PROMPTS,
+    TEMPLATE_CONTENT,
+    TEMPLATE_COUNT,
+    STOPS,
+    TEMPLATE_LAST,
+    USAGE,
+    USERS,
+    WORKERS,
+    Acc,
+    B,
+    BatchStatus,
+    C,
+    Callable,
+    CallStatus,
+    Code,
+    CostSource,
+    Count,
+    E,
+    F,
+    OutputFormat,
+    P,
+    Reason,
+    S,
+    Status,
+    U,
+    Use,
 )
 
 
 def js_module() -> str:
     """The module's text: the names the package, the web page and the example app use."""
+
     def obj(cls: type) -> dict[str, str]:
         return {k: v for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)}
 

@@ -288,8 +288,11 @@ def healthy(env: dict[str, str] | None = None) -> bool:
 
 def _served(env: dict[str, str]) -> list[str]:
     """The ports the running stack serves."""
-    return (["firestore", "auth", "functions", "tasks"] + (["worker"] if env.get("FUNCTIONS") == "framework" else [])
-            + (["upstream"] if env.get("UPSTREAM") == "fake" else []))
+    return (
+        ["firestore", "auth", "functions", "tasks"]
+        + (["worker"] if env.get("FUNCTIONS") == "framework" else [])
+        + (["upstream"] if env.get("UPSTREAM") == "fake" else [])
+    )
 
 
 def worker_log(env: dict[str, str] | None = None) -> Path:
@@ -336,8 +339,15 @@ def _start_firestore() -> None:
     say("starting the Firestore emulator")
     proc = _spawn(
         "firestore",
-        ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{PORTS['firestore']}",
-         f"--rules={ROOT / 'infra/firestore.rules'}", "--quiet"],
+        [
+            "gcloud",
+            "emulators",
+            "firestore",
+            "start",
+            f"--host-port={HOST}:{PORTS['firestore']}",
+            f"--rules={ROOT / 'infra/firestore.rules'}",
+            "--quiet",
+        ],
         env={"CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
     )
     _wait("firestore", proc, lambda: _http_ok(f"http://{HOST}:{PORTS['firestore']}/"), 60)
@@ -354,10 +364,25 @@ def _start_tasks(env: dict[str, str]) -> None:
     queues = [arg for spec in env["TASKS_QUEUES"].split(",") for arg in ("--queue", spec)]
     proc = _spawn(
         "tasks",
-        [str(ROOT / ".venvs/tasks-emulator/bin/python"), str(ROOT / "devstack/tasks_emulator.py"),
-         "--host", HOST, "--port", str(PORTS["tasks"]), "--stats-port", str(PORTS["tasks_stats"]),
-         *queues, "--max-concurrent", os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency(env),
-         "--min-backoff", "0.5", "--max-backoff", "5", "--max-attempts", "30"],
+        [
+            str(ROOT / ".venvs/tasks-emulator/bin/python"),
+            str(ROOT / "devstack/tasks_emulator.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(PORTS["tasks"]),
+            "--stats-port",
+            str(PORTS["tasks_stats"]),
+            *queues,
+            "--max-concurrent",
+            os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency(env),
+            "--min-backoff",
+            "0.5",
+            "--max-backoff",
+            "5",
+            "--max-attempts",
+            "30",
+        ],
     )
     _wait("tasks", proc, lambda: _http_ok(f"{env['TASKS_STATS_URL']}/stats"), 30)
 
@@ -365,8 +390,11 @@ def _start_tasks(env: dict[str, str]) -> None:
 # The local queues' shares of what one worker process holds (THREADS, 80: interactive 40, batch
 # 30, books 10), so that a full batch load never takes the threads an interactive execution
 # needs. Each is a setting (PROMPTQ_QUEUE_DISPATCHES ...): set in the environment, it wins.
-LOCAL_QUEUE_SHARES = {"PROMPTQ_QUEUE_DISPATCHES": ("PROMPTQ_QUEUE_ID", 4 / 8), "PROMPTQ_BATCH_QUEUE_DISPATCHES": ("PROMPTQ_BATCH_QUEUE_ID", 3 / 8),
-                      "PROMPTQ_BOOKS_QUEUE_DISPATCHES": ("PROMPTQ_BOOKS_QUEUE_ID", 1 / 8)}
+LOCAL_QUEUE_SHARES = {
+    "PROMPTQ_QUEUE_DISPATCHES": ("PROMPTQ_QUEUE_ID", 4 / 8),
+    "PROMPTQ_BATCH_QUEUE_DISPATCHES": ("PROMPTQ_BATCH_QUEUE_ID", 3 / 8),
+    "PROMPTQ_BOOKS_QUEUE_DISPATCHES": ("PROMPTQ_BOOKS_QUEUE_ID", 1 / 8),
+}
 
 
 def _queue_path(plan: Plan, id_var: str) -> str:
@@ -381,8 +409,10 @@ def local_queues(plan: Plan) -> dict[str, int]:
     share of what one worker holds (PROMPTQ_LOCAL_CONCURRENCY, else THREADS; the Functions
     emulator: 20)."""
     total = int(os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency({"FUNCTIONS": plan.functions}))
-    return {_queue_path(plan, id_var): int(plan.functions_env.get(caps_var) or max(1, round(total * share)))
-            for caps_var, (id_var, share) in LOCAL_QUEUE_SHARES.items()}
+    return {
+        _queue_path(plan, id_var): int(plan.functions_env.get(caps_var) or max(1, round(total * share)))
+        for caps_var, (id_var, share) in LOCAL_QUEUE_SHARES.items()
+    }
 
 
 def _local_concurrency(env: dict[str, str]) -> str:
@@ -415,13 +445,17 @@ def _start_functions(env: dict[str, str]) -> None:
     proc = _spawn(
         "functions",
         [str(ROOT / "infra/node_modules/.bin/firebase"), "emulators:start", "--only", "auth,functions", "--project", PROJECT_ID],
-        env={"FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"], "CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1",
-             # The emulator starts one Python process per concurrent request and gives each
-             # 30 s to answer its health check; past that it drops the request unanswered, and
-             # Cloud Tasks waits out the dispatch deadline (300 s) before retrying it. A burst of
-             # 20 tasks on 2 CPUs starts ~20 processes at once (~2 CPU-s each to import): give
-             # them longer rather than lose the request.
-             "FUNCTIONS_DISCOVERY_TIMEOUT": str(FUNCTION_START_TIMEOUT_S)},
+        env={
+            "FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"],
+            "CI": "true",
+            "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1",
+            # The emulator starts one Python process per concurrent request and gives each
+            # 30 s to answer its health check; past that it drops the request unanswered, and
+            # Cloud Tasks waits out the dispatch deadline (300 s) before retrying it. A burst of
+            # 20 tasks on 2 CPUs starts ~20 processes at once (~2 CPU-s each to import): give
+            # them longer rather than lose the request.
+            "FUNCTIONS_DISCOVERY_TIMEOUT": str(FUNCTION_START_TIMEOUT_S),
+        },
     )
 
     def ready() -> bool:
@@ -477,14 +511,32 @@ def _start_framework(env: dict[str, str]) -> None:
     venv_bin = ROOT / "venv/bin"
     worker = _spawn(
         "worker",
-        [str(venv_bin / "functions-framework"), "--target", WORKER_FUNCTION, "--source", str(ROOT / "main.py"),
-         "--host", HOST, "--port", str(PORTS["worker"])],
+        [
+            str(venv_bin / "functions-framework"),
+            "--target",
+            WORKER_FUNCTION,
+            "--source",
+            str(ROOT / "main.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(PORTS["worker"]),
+        ],
         env=_functions_process_env(env, WORKER_FUNCTION),
     )
     callables = _spawn(
         "callables",
-        [str(venv_bin / "python"), "-m", "devstack.cloudrun", "--host", HOST, "--port", str(PORTS["functions"]),
-         "--prefix", f"/{PROJECT_ID}/{REGION}"],
+        [
+            str(venv_bin / "python"),
+            "-m",
+            "devstack.cloudrun",
+            "--host",
+            HOST,
+            "--port",
+            str(PORTS["functions"]),
+            "--prefix",
+            f"/{PROJECT_ID}/{REGION}",
+        ],
         env=_functions_process_env(env, "callables"),
     )
     _wait("worker", worker, lambda: _port_open(PORTS["worker"]), 60)

@@ -34,6 +34,7 @@ Not reproduced:
 
 Test instrumentation (not production): `GET /stats` and `POST /reset` on --stats-port.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,12 +67,11 @@ from google.protobuf import empty_pb2  # noqa: E402
 
 logger = logging.getLogger("tasks_emulator")
 
-MAX_TASK_BYTES = 100 * 1024        # production limit on a task's size
-DEFAULT_DEADLINE_S = 600.0         # production default dispatch_deadline for HTTP targets
+MAX_TASK_BYTES = 100 * 1024  # production limit on a task's size
+DEFAULT_DEADLINE_S = 600.0  # production default dispatch_deadline for HTTP targets
 MAX_DEADLINE_S = 1800.0
-DEFAULT_MAX_DOUBLINGS = 16         # production default retry_config.max_doublings
-HTTP_TO_GRPC = {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 429: 8, 499: 1, 500: 13,
-                501: 12, 503: 14, 504: 4}
+DEFAULT_MAX_DOUBLINGS = 16  # production default retry_config.max_doublings
+HTTP_TO_GRPC = {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 429: 8, 499: 1, 500: 13, 501: 12, 503: 14, 504: 4}
 TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")  # production's rule for task ids
 DEADLINE_EXCEEDED, UNAVAILABLE = "deadline-exceeded", "unreachable"
 
@@ -79,22 +79,24 @@ DEADLINE_EXCEEDED, UNAVAILABLE = "deadline-exceeded", "unreachable"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Defaults for what a queue or task leaves unset, and the emulator's own limits."""
+
     max_concurrent: int = 20
     min_backoff: float = 0.1
     max_backoff: float = 3600.0
     max_attempts: int = 100
     dedup_window: float = 3600.0
-    min_deadline: float = 15.0      # production's minimum; tests lower it
+    min_deadline: float = 15.0  # production's minimum; tests lower it
     max_task_records: int = 10000
 
 
 @dataclasses.dataclass
 class Entry:
     """A task in a queue, with the bookkeeping production keeps for it."""
+
     task: Task
-    due: float                       # epoch seconds of the next attempt
+    due: float  # epoch seconds of the next attempt
     attempts: int = 0
-    responses: int = 0               # previous attempts answered with a non-5xx status
+    responses: int = 0  # previous attempts answered with a non-5xx status
     previous_status: int | None = None
     first_attempt_at: float | None = None
     in_flight: bool = False
@@ -105,7 +107,7 @@ class QueueSlot:
     queue: Queue
     entries: dict[str, Entry] = dataclasses.field(default_factory=dict)
     counters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    next_dispatch: float = 0.0       # spacing for max_dispatches_per_second
+    next_dispatch: float = 0.0  # spacing for max_dispatches_per_second
 
 
 def _seconds(duration: datetime.timedelta | None) -> float:
@@ -117,7 +119,7 @@ def backoff(queue: Queue, failed_attempts: int) -> float:
     rc = queue.retry_config
     lo, hi = _seconds(rc.min_backoff), _seconds(rc.max_backoff)
     n, doublings = failed_attempts - 1, rc.max_doublings
-    delay = lo * 2 ** min(n, doublings) + lo * 2 ** doublings * max(0, n - doublings)
+    delay = lo * 2 ** min(n, doublings) + lo * 2**doublings * max(0, n - doublings)
     return min(delay, hi)
 
 
@@ -132,7 +134,7 @@ class TaskQueues:
         self.settings = settings
         self._lock = threading.RLock()
         self._slots: dict[str, QueueSlot] = {}
-        self._used_names: dict[str, float] = {}   # task name -> end of its dedup window
+        self._used_names: dict[str, float] = {}  # task name -> end of its dedup window
         self._records: collections.OrderedDict[str, dict] = collections.OrderedDict()
 
     # -- queues --
@@ -273,10 +275,9 @@ class TaskQueues:
                     continue
                 in_flight = sum(e.in_flight for e in slot.entries.values())
                 room = queue.rate_limits.max_concurrent_dispatches - in_flight
-                due = sorted((e for e in slot.entries.values() if not e.in_flight and e.due <= now),
-                             key=lambda e: e.due)
+                due = sorted((e for e in slot.entries.values() if not e.in_flight and e.due <= now), key=lambda e: e.due)
                 rate = queue.rate_limits.max_dispatches_per_second
-                for entry in due[:max(room, 0)]:
+                for entry in due[: max(room, 0)]:
                     if rate and slot.next_dispatch > now:
                         break
                     slot.next_dispatch = max(slot.next_dispatch, now) + (1 / rate if rate else 0)
@@ -298,14 +299,16 @@ class TaskQueues:
             headers = dict(task.http_request.headers)
             if task.http_request.body and "content-type" not in map(str.lower, headers):
                 headers["Content-Type"] = "application/octet-stream"
-            headers.update({
-                "User-Agent": "Google-Cloud-Tasks",
-                "X-CloudTasks-QueueName": queue_name,
-                "X-CloudTasks-TaskName": name,
-                "X-CloudTasks-TaskRetryCount": str(entry.attempts),
-                "X-CloudTasks-TaskExecutionCount": str(entry.responses),
-                "X-CloudTasks-TaskETA": f"{task.schedule_time.timestamp():.6f}",
-            })
+            headers.update(
+                {
+                    "User-Agent": "Google-Cloud-Tasks",
+                    "X-CloudTasks-QueueName": queue_name,
+                    "X-CloudTasks-TaskName": name,
+                    "X-CloudTasks-TaskRetryCount": str(entry.attempts),
+                    "X-CloudTasks-TaskExecutionCount": str(entry.responses),
+                    "X-CloudTasks-TaskETA": f"{task.schedule_time.timestamp():.6f}",
+                }
+            )
             if entry.previous_status is not None:
                 headers["X-CloudTasks-TaskPreviousResponse"] = str(entry.previous_status)
             return Task(task), headers
@@ -315,8 +318,7 @@ class TaskQueues:
         with self._lock:
             name, ok = entry.task.name, isinstance(outcome, int) and 200 <= outcome < 300
             entry.in_flight, entry.attempts = False, entry.attempts + 1
-            code = 0 if ok else HTTP_TO_GRPC.get(outcome, 2) if isinstance(outcome, int) else (
-                4 if outcome == DEADLINE_EXCEEDED else 14)
+            code = 0 if ok else HTTP_TO_GRPC.get(outcome, 2) if isinstance(outcome, int) else (4 if outcome == DEADLINE_EXCEEDED else 14)
             entry.task.last_attempt.response_time = _now_ts()
             entry.task.last_attempt.response_status = {"code": code, "message": str(outcome)}
             if isinstance(outcome, int):
@@ -329,8 +331,7 @@ class TaskQueues:
             else:
                 self._record(name, outcome)
                 step = self._settle(slot, entry, ok)
-            logger.info("dispatch %s attempt=%d status=%s duration=%.3fs -> %s",
-                        name, entry.attempts, outcome, took, step)
+            logger.info("dispatch %s attempt=%d status=%s duration=%.3fs -> %s", name, entry.attempts, outcome, took, step)
 
     def _settle(self, slot: QueueSlot, entry: Entry, ok: bool) -> str:
         """Completes, drops or reschedules a task after an attempt; says which."""
@@ -358,8 +359,7 @@ class TaskQueues:
         rc = queue.retry_config
         limit = _seconds(rc.max_retry_duration)
         elapsed = time.time() - (entry.first_attempt_at or time.time())
-        return (rc.max_attempts != -1 and entry.attempts >= rc.max_attempts
-                and (not limit or elapsed >= limit))
+        return rc.max_attempts != -1 and entry.attempts >= rc.max_attempts and (not limit or elapsed >= limit)
 
     def deadline(self, task: Task) -> float:
         """The attempt's time limit: the task's dispatch_deadline, clamped like production."""
@@ -372,8 +372,7 @@ class TaskQueues:
             queues = {}
             for name, slot in self._slots.items():
                 in_flight = sum(e.in_flight for e in slot.entries.values())
-                queues[name] = {key: slot.counters[key] for key in
-                                ("created", "completed", "dropped", "deduplicated")}
+                queues[name] = {key: slot.counters[key] for key in ("created", "completed", "dropped", "deduplicated")}
                 queues[name].update(pending=len(slot.entries) - in_flight, inFlight=in_flight)
             return {"queues": queues, "tasks": json.loads(json.dumps(self._records))}
 
@@ -407,8 +406,7 @@ def send(task: Task, headers: dict[str, str], deadline: float) -> int | str:
     timer.start()
     try:
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        conn.request(task.http_request.http_method.name, path,
-                     body=task.http_request.body or None, headers=headers)
+        conn.request(task.http_request.http_method.name, path, body=task.http_request.body or None, headers=headers)
         response = conn.getresponse()
         response.read()
         return response.status
@@ -458,8 +456,7 @@ class Servicer(Greeter):
             context.abort(err.grpc_status_code, err.message)
 
     def UpdateQueue(self, request, context):
-        return self._call(context, self._state.update_queue, request.queue,
-                          list(request.update_mask.paths))
+        return self._call(context, self._state.update_queue, request.queue, list(request.update_mask.paths))
 
     def GetTask(self, request, context):
         return self._call(context, self._state.get_task, request.name)
@@ -517,17 +514,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--stats-port", type=int, default=0, help="0 = no stats endpoint")
-    p.add_argument("--queue", action="append", default=[], type=queue_spec, metavar="NAME[=MAX_CONCURRENT]",
-                   help="projects/P/locations/L/queues/Q to create at start, with its own "
-                        "rate_limits.max_concurrent_dispatches (default --max-concurrent); repeatable")
-    p.add_argument("--max-concurrent", type=int, default=20,
-                   help="default rate_limits.max_concurrent_dispatches")
+    p.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        type=queue_spec,
+        metavar="NAME[=MAX_CONCURRENT]",
+        help="projects/P/locations/L/queues/Q to create at start, with its own "
+        "rate_limits.max_concurrent_dispatches (default --max-concurrent); repeatable",
+    )
+    p.add_argument("--max-concurrent", type=int, default=20, help="default rate_limits.max_concurrent_dispatches")
     p.add_argument("--min-backoff", type=float, default=0.1, help="default min_backoff, s")
     p.add_argument("--max-backoff", type=float, default=3600.0, help="default max_backoff, s")
     p.add_argument("--max-attempts", type=int, default=100, help="default max_attempts, -1 = no limit")
     p.add_argument("--dedup-window", type=float, default=3600.0, help="task-name reuse ban, s")
-    p.add_argument("--min-deadline", type=float, default=15.0,
-                   help="lower clamp of dispatch_deadline, s (production: 15; lower it for tests)")
+    p.add_argument("--min-deadline", type=float, default=15.0, help="lower clamp of dispatch_deadline, s (production: 15; lower it for tests)")
     p.add_argument("--max-task-records", type=int, default=10000, help="tasks kept in /stats")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -535,10 +536,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(args.max_concurrent, args.min_backoff, args.max_backoff, args.max_attempts,
-                        args.dedup_window, args.min_deadline, args.max_task_records)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(
+        args.max_concurrent, args.min_backoff, args.max_backoff, args.max_attempts, args.dedup_window, args.min_deadline, args.max_task_records
+    )
     queues = TaskQueues(settings)
     for name, max_concurrent in args.queue:
         queue = Queue(name=name)

@@ -16,7 +16,7 @@ from enqueue.start import refused_as_request_errors, user_limits
 from promptq.domain import accounts
 from promptq.domain import execution as ex
 from promptq.adapters.keys import KeyVault
-from promptq.contract import (Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use)
+from promptq.contract import Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -41,10 +41,14 @@ def get_usage(uid: str | None, data: Any, *, store: ExecutionStore, settings: Se
     days = store.ledger.days(uid, req.days)
     limits = accounts.UserLimits.of(user_limits(settings), view.limits)
     account = view.account or {}
-    now = {"active": max(0, int(account.get(Acc.ACTIVE) or 0)), "reservedUsd": max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0), 9)),
-           "batchLanes": max(0, int(account.get(Acc.BATCH_LANES) or 0))}
-    return UsageAnswer(today=_day({Use.DAY: today, **view.today}), days=[_day(d) for d in days], limits={**limits.to_json(), **now},
-                       hasKey=view.has_key).to_json()
+    now = {
+        "active": max(0, int(account.get(Acc.ACTIVE) or 0)),
+        "reservedUsd": max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0), 9)),
+        "batchLanes": max(0, int(account.get(Acc.BATCH_LANES) or 0)),
+    }
+    return UsageAnswer(
+        today=_day({Use.DAY: today, **view.today}), days=[_day(d) for d in days], limits={**limits.to_json(), **now}, hasKey=view.has_key
+    ).to_json()
 
 
 def list_executions(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
@@ -54,8 +58,18 @@ def list_executions(uid: str | None, data: Any, *, store: ExecutionStore) -> dic
         docs = store.history(uid, limit=req.limit + 1, after=req.pageToken)
     except LookupError:
         raise RequestError("pageToken: not a page of yours (use the nextPageToken of the previous answer)") from None
-    items = [ExecutionSummary(executionId=i, status=d[F.STATUS], requestedModel=d.get(F.REQUESTED_MODEL), model=d.get(F.MODEL),
-                              title=d.get(F.TITLE), cost=d.get(F.COST), createdAt=_iso(d.get(F.CREATED_AT))) for i, d in docs[: req.limit]]
+    items = [
+        ExecutionSummary(
+            executionId=i,
+            status=d[F.STATUS],
+            requestedModel=d.get(F.REQUESTED_MODEL),
+            model=d.get(F.MODEL),
+            title=d.get(F.TITLE),
+            cost=d.get(F.COST),
+            createdAt=_iso(d.get(F.CREATED_AT)),
+        )
+        for i, d in docs[: req.limit]
+    ]
     return ListAnswer(items=items, nextPageToken=items[-1].executionId if len(docs) > req.limit else None).to_json()
 
 
@@ -71,8 +85,13 @@ def _checked(api_key: str, check: KeyCheck) -> KeyInfo:
 
 def _answer(stored: dict[str, Any] | None) -> dict[str, Any]:
     stored = stored or {}
-    return KeyAnswer(hasKey=bool(stored.get(K.LABEL)), label=stored.get(K.LABEL), limit=stored.get(K.LIMIT),
-                     limitRemaining=stored.get(K.LIMIT_REMAINING), usage=stored.get(K.USAGE)).to_json()
+    return KeyAnswer(
+        hasKey=bool(stored.get(K.LABEL)),
+        label=stored.get(K.LABEL),
+        limit=stored.get(K.LIMIT),
+        limitRemaining=stored.get(K.LIMIT_REMAINING),
+        usage=stored.get(K.USAGE),
+    ).to_json()
 
 
 def _throttled(uid: str, store: ExecutionStore, settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """A ``start_batch`` request's items, checked and built: each as ``start_execution`` would take
 it, under the batch's defaults, every refusal naming its item (``items.17.variables.city``);
-then the executions and jobs to write, waiting, in their lanes (``promptq.domain.batch``)."""
+then the executions and jobs to write, waiting, in their lanes (``promptq.domain.batch``); their
+worst case, and how the claim's decision marks them (its key source, the parked lanes)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 from enqueue import prompt as pr
 from promptq.contract.requests import request as rq
-from enqueue import service
+from enqueue import pricing, service
+from enqueue.pricing import Prices
 from promptq.domain import batch as bt
+from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.adapters.batch_store import Item
+from promptq.domain import lanes as lanes_mod
 from promptq.domain.lanes import lane_key
-from promptq.contract import B, F, J, KeySource
+from promptq.contract import B, F, J, KeySource, Req
 from promptq.settings import Settings
 
 
@@ -68,16 +72,21 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
     for i, ((custom_id, item_req), (after, nxt)) in enumerate(zip(parsed, bt.lanes(ids, width))):
         try:
             messages = service.build_messages(item_req, uid, templates, settings)
-            fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: custom_id, F.INDEX: i, F.AFTER: after, F.KEY_SOURCE: source.value,
-                      F.LANE: lane_key(0, i % width)}
+            fields = {
+                F.BATCH_ID: batch_id,
+                F.CUSTOM_ID: custom_id,
+                F.INDEX: i,
+                F.AFTER: after,
+                F.KEY_SOURCE: source.value,
+                F.LANE: lane_key(0, i % width),
+            }
             execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, item=fields)
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
         size += pr.prompt_bytes(messages)
         if size > settings.batch_max_bytes:
             raise rq.RequestError(f"items: the prompts come to more than {settings.batch_max_bytes} bytes (at items.{i}); split the batch")
-        items.append((ids[i], execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: source.value, J.HOLDS: False,
-                                          J.RESERVED_USD: 0.0}))
+        items.append((ids[i], execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: source.value, J.HOLDS: False, J.RESERVED_USD: 0.0}))
     return items
 
 
@@ -97,12 +106,76 @@ def retried_items(batch_id: str, batch: dict, failed: list[tuple[str, dict]], ro
     width = int(batch[B.MAX_CONCURRENCY])
     for k, ((old_id, doc), new_id, (after, nxt)) in enumerate(zip(failed, ids, bt.lanes(ids, width))):
         old = jobs[old_id]
-        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after,
-                  F.LANE: lane_key(round_, k % width)}
+        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after, F.LANE: lane_key(round_, k % width)}
         expire = now + timedelta(days=settings.retention_days)
-        execution = ex.new_execution(owner_uid=doc[F.OWNER], requested_model=doc[F.REQUESTED_MODEL], idempotency_key=None, now=now,
-                                     expire_at=expire, title=doc.get(F.TITLE), output_format=doc.get(F.OUTPUT_FORMAT), item=fields)
-        job = ex.new_job(owner_uid=doc[F.OWNER], messages=old[J.MESSAGES], request=old[J.REQUEST], request_hash=old[J.REQUEST_HASH],
-                         task=new_id, now=now, expire_at=expire)
+        execution = creation.new_execution(
+            owner_uid=doc[F.OWNER],
+            requested_model=doc[F.REQUESTED_MODEL],
+            idempotency_key=None,
+            now=now,
+            expire_at=expire,
+            title=doc.get(F.TITLE),
+            output_format=doc.get(F.OUTPUT_FORMAT),
+            item=fields,
+        )
+        job = creation.new_job(
+            owner_uid=doc[F.OWNER],
+            messages=old[J.MESSAGES],
+            request=old[J.REQUEST],
+            request_hash=old[J.REQUEST_HASH],
+            task=new_id,
+            now=now,
+            expire_at=expire,
+        )
         items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt}))
     return items
+
+
+class Worst:
+    """The worst case of each item on the app's key (``enqueue.pricing.worst_case``), computed
+    once and only if a budget or the project's cap counts it."""
+
+    def __init__(self, items: list[Item], prices: Prices):
+        self.jobs = [job for _, _, job in items]
+        self.prices = prices
+        self._each: list[float] | None = None
+        self._of: dict[tuple[str, ...], list] = {}
+
+    def of(self, models: list[str]) -> list:
+        """The prices of a set of models, looked up once per batch (items mostly share theirs)."""
+        key = tuple(models)
+        if key not in self._of:
+            self._of[key] = self.prices.of(models)
+        return self._of[key]
+
+    def each(self) -> list[float]:
+        if self._each is None:
+            self._each = [pricing.worst_case(job, self) for job in self.jobs]  # type: ignore[arg-type]
+        return self._each
+
+    def total(self) -> float:
+        return round(sum(self.each()), 9)
+
+
+def claimed_items(items: list[Item], batch: dict[str, Any], worst: Worst) -> list[Item]:
+    """The items as the claim decided: on the key the batch recorded, each with its own worst
+    case when the batch reserved (an item whose cost stays unknown is charged it)."""
+    source = batch[B.KEY_SOURCE]
+    each = worst.each() if batch.get(B.RESERVED_USD) else [0.0] * len(items)
+    return [
+        (i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, J.RESERVED_USD: r, J.PROJECT_SHARD: None})
+        for (i, e, j), r in zip(items, each)
+    ]
+
+
+def check_models(items: list[Item], settings: Settings, prices: Prices) -> None:
+    for k, (_, _, job) in enumerate(items):
+        service.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)
+
+
+def parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
+    """The heads of the lanes the claim activated, and the items with the other heads marked
+    parked (``promptq.domain.lanes``: they wait for a cap, and start when a lane ends)."""
+    width, active = len(claimed.get(B.LANES) or {}), lanes_mod.active(claimed)
+    marked = [(i, {**e, F.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
+    return marked[:active], marked

@@ -6,26 +6,22 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
-from enqueue import pricing
 from promptq.contract.requests import request as rq
-from enqueue import service
 from enqueue import start
-from enqueue.batch_items import concurrency, items_of, retried_items
+from enqueue.batch_items import Worst, check_models, claimed_items, concurrency, items_of, parked, retried_items
 from enqueue.batchflow import BatchFlow
 from enqueue.control import signed_in
 from enqueue.pricing import Prices
 from promptq.domain import accounts
 from promptq.domain import batch as bt
 from promptq.domain import execution as ex
-from promptq.domain import lanes as lanes_mod
 from promptq.adapters.batch_claims import ItemsNotWritten
 from promptq.adapters.batch_store import BatchStore, Item
 from promptq.adapters.ledger import AccountView
 from promptq.contract import answer_json
-from promptq.contract import (BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F,
-                            J, KeySource, Req)
+from promptq.contract import BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F, KeySource
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,57 +33,30 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else None
 
 
-class _Worst:
-    """The worst case of each item on the app's key (``enqueue.pricing.worst_case``), computed
-    once and only if a budget or the project's cap counts it."""
-
-    def __init__(self, items: list[Item], prices: Prices):
-        self.jobs = [job for _, _, job in items]
-        self.prices = prices
-        self._each: list[float] | None = None
-        self._of: dict[tuple[str, ...], list] = {}
-
-    def of(self, models: list[str]) -> list:
-        """The prices of a set of models, looked up once per batch (items mostly share theirs)."""
-        key = tuple(models)
-        if key not in self._of:
-            self._of[key] = self.prices.of(models)
-        return self._of[key]
-
-    def each(self) -> list[float]:
-        if self._each is None:
-            self._each = [pricing.worst_case(job, self) for job in self.jobs]  # type: ignore[arg-type]
-        return self._each
-
-    def total(self) -> float:
-        return round(sum(self.each()), 9)
-
-
-def _claimed(items: list[Item], batch: dict[str, Any], worst: _Worst) -> list[Item]:
-    """The items as the claim decided: on the key the batch recorded, each with its own worst
-    case when the batch reserved (an item whose cost stays unknown is charged it)."""
-    source = batch[B.KEY_SOURCE]
-    each = worst.each() if batch.get(B.RESERVED_USD) else [0.0] * len(items)
-    return [(i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, J.RESERVED_USD: r, J.PROJECT_SHARD: None})
-            for (i, e, j), r in zip(items, each)]
-
-
-def _check_models(items: list[Item], settings: Settings, prices: Prices) -> None:
-    for k, (_, _, job) in enumerate(items):
-        service.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)
-
-
 def _resubmitted(this: start.Start, earlier: dict[str, Any]) -> dict:
     this.resubmitted(earlier.get(B.REQUEST_HASH))
     return BatchStarted(batchId=this.id, deduplicated=True).to_json()
 
 
-def _parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
-    """The heads of the lanes the claim activated, and the items with the other heads marked
-    parked (``promptq.domain.lanes``: they wait for a cap, and start when a lane ends)."""
-    width, active = len(claimed.get(B.LANES) or {}), lanes_mod.active(claimed)
-    marked = [(i, {**e, F.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
-    return marked[:active], marked
+def _write_items(
+    batches: BatchStore, batch_id: str, items: list[Item], what: str, *, unclaim: Callable[[], None], superseded: list[str] | None = None
+) -> None:
+    """Create the claim's items; when a commit fails, delete those written, take the claim back
+    (nothing is left half-done) and ask the caller to try again."""
+    try:
+        batches.create_items(items, superseded=superseded)
+    except ItemsNotWritten as failed:
+        log.error(
+            "batch %s: %d of %d %s written before a commit failed (%s); taking it back",
+            batch_id,
+            len(failed.created),
+            len(items),
+            what,
+            type(failed.__cause__).__name__,
+        )
+        batches.undo_items(failed.created, failed.olds)
+        unclaim()
+        raise rq.RequestError(f"could not write the {what}; try again", CallStatus.UNAVAILABLE) from None
 
 
 def _hand_over(batch_id: str, heads: list[Item], batches: BatchStore, flow: BatchFlow, owner: str) -> None:
@@ -118,30 +87,31 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         return _resubmitted(this, earlier)
     # The key source is the claim's (below); the items are built first, to refuse before anything is written.
     items = items_of(uid, req, batch_id, batches.store, settings, KeySource.APP)
-    _check_models(items, settings, prices)
-    worst, lanes_ = _Worst(items, prices), concurrency(req, settings)
+    check_models(items, settings, prices)
+    worst, lanes_ = Worst(items, prices), concurrency(req, settings)
     now = ex.utcnow()
-    doc = bt.new_batch(owner_uid=uid, total=len(items), max_concurrency=lanes_, title=items[0][1].get(F.TITLE),
-                       requested_model=req.model or (req.models or [None])[0], idempotency_key=req.idempotencyKey,
-                       request_hash=this.fingerprint, now=now, expire_at=now + timedelta(days=settings.retention_days))
-    take = start.taker(settings, worst_case=worst.total, shard_key=batch_id, slots=lanes_, lanes=min(lanes_, len(items)),
-                       project_lanes_cap=settings.project_max_batch_lanes)
+    doc = bt.new_batch(
+        owner_uid=uid,
+        total=len(items),
+        max_concurrency=lanes_,
+        title=items[0][1].get(F.TITLE),
+        requested_model=req.model or (req.models or [None])[0],
+        idempotency_key=req.idempotencyKey,
+        request_hash=this.fingerprint,
+        now=now,
+        expire_at=now + timedelta(days=settings.retention_days),
+    )
+    take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=len(items))
     with start.refused_as_request_errors():
         claimed, doc = batches.claim(batch_id, doc, take)
     if not claimed:
         return _resubmitted(this, doc)  # another call claimed it: it writes the items
-    heads, items = _parked(_claimed(items, doc, worst), doc)
-    try:
-        batches.create_items(items)
-    except ItemsNotWritten as failed:
-        log.error("batch %s: %d of %d items written before a commit failed (%s); taking it back", batch_id, len(failed.created),
-                  len(items), type(failed.__cause__).__name__)
-        batches.undo_items(failed.created)
-        batches.unclaim(batch_id, doc)
-        raise rq.RequestError("could not write the batch's items; try again", CallStatus.UNAVAILABLE) from None
+    heads, items = parked(claimed_items(items, doc, worst), doc)
+    _write_items(batches, batch_id, items, "batch's items", unclaim=lambda: batches.unclaim(batch_id, doc))
     _hand_over(batch_id, heads, batches, flow, uid)
-    log.info("batch %s: %d items, %d at a time (%s key; %d lanes parked)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE],
-             doc.get(B.LANES_PARKED) or 0)
+    log.info(
+        "batch %s: %d items, %d at a time (%s key; %d lanes parked)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE], doc.get(B.LANES_PARKED) or 0
+    )
     return BatchStarted(batchId=batch_id).to_json()
 
 
@@ -155,11 +125,23 @@ def _owned(batches: BatchStore, uid: str, batch_id: str) -> dict[str, Any]:
 
 
 def _answer(batch_id: str, batch: dict[str, Any], message: str | None = None) -> dict[str, Any]:
-    return BatchAnswer(batchId=batch_id, status=batch[B.STATUS], counts=batch[B.COUNTS], usage=batch.get(B.USAGE) or {},
-                       cost=batch.get(B.COST) or 0.0, maxConcurrency=batch[B.MAX_CONCURRENCY], round=batch.get(B.ROUND) or 0,
-                       title=batch.get(B.TITLE), createdAt=_iso(batch.get(B.CREATED_AT)), finishedAt=_iso(batch.get(B.FINISHED_AT)),
-                       foldedAt=_iso(batch.get(B.FOLDED_AT)), lanesActive=int(batch.get(B.LANES_ACTIVE) or 0),
-                       lanesParked=int(batch.get(B.LANES_PARKED) or 0), waitingFor=batch.get(B.WAITING_FOR), message=message).to_json()
+    return BatchAnswer(
+        batchId=batch_id,
+        status=batch[B.STATUS],
+        counts=batch[B.COUNTS],
+        usage=batch.get(B.USAGE) or {},
+        cost=batch.get(B.COST) or 0.0,
+        maxConcurrency=batch[B.MAX_CONCURRENCY],
+        round=batch.get(B.ROUND) or 0,
+        title=batch.get(B.TITLE),
+        createdAt=_iso(batch.get(B.CREATED_AT)),
+        finishedAt=_iso(batch.get(B.FINISHED_AT)),
+        foldedAt=_iso(batch.get(B.FOLDED_AT)),
+        lanesActive=int(batch.get(B.LANES_ACTIVE) or 0),
+        lanesParked=int(batch.get(B.LANES_PARKED) or 0),
+        waitingFor=batch.get(B.WAITING_FOR),
+        message=message,
+    ).to_json()
 
 
 def get_batch(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
@@ -179,9 +161,22 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
     for execution_id, doc in page[: req.pageSize]:
         ended = ex.is_terminal(doc)
         output = batches.store.text(execution_id, doc) if ended else None
-        items.append(BatchItem(customId=doc[F.CUSTOM_ID], index=doc[F.INDEX], executionId=execution_id, status=doc[F.STATUS], output=output,
-                               json_value=answer_json(doc, output), toolCalls=doc.get(F.TOOL_CALLS), model=doc.get(F.MODEL),
-                               usage=doc.get(F.USAGE), cost=doc.get(F.COST), error=doc.get(F.ERROR), finishedAt=_iso(doc.get(F.FINISHED_AT))))
+        items.append(
+            BatchItem(
+                customId=doc[F.CUSTOM_ID],
+                index=doc[F.INDEX],
+                executionId=execution_id,
+                status=doc[F.STATUS],
+                output=output,
+                json_value=answer_json(doc, output),
+                toolCalls=doc.get(F.TOOL_CALLS),
+                model=doc.get(F.MODEL),
+                usage=doc.get(F.USAGE),
+                cost=doc.get(F.COST),
+                error=doc.get(F.ERROR),
+                finishedAt=_iso(doc.get(F.FINISHED_AT)),
+            )
+        )
         chars += len(output or "")
         if chars > MAX_PAGE_CHARS:
             break
@@ -198,8 +193,14 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     if BatchStatus(batch[B.STATUS]) in BATCH_TERMINAL:
         return _answer(batch_id, batch, f"already {batch[B.STATUS]}: nothing to cancel")
     now = ex.utcnow()
-    batch = batches.set_status(batch_id, lambda b: None if b[B.STATUS] in (BatchStatus.CANCELLING.value, *[s.value for s in BATCH_TERMINAL])
-                               else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now})
+    batch = batches.set_status(
+        batch_id,
+        lambda b: (
+            None
+            if b[B.STATUS] in (BatchStatus.CANCELLING.value, *[s.value for s in BATCH_TERMINAL])
+            else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now}
+        ),
+    )
     waiting = batches.cancel_waiting(batch_id, now)
     # in flight (and any handed over meanwhile)
     changed = batches.change_many(batches.live(batch_id), lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
@@ -219,31 +220,28 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     if not failed:
         return _answer(batch_id, batch, "no failed items to retry")
     items = retried_items(batch_id, batch, failed, int(batch.get(B.ROUND) or 0) + 1, batches, settings)
-    source, worst, lanes_ = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value), _Worst(items, prices), int(batch[B.MAX_CONCURRENCY])
+    source, worst, lanes_ = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value), Worst(items, prices), int(batch[B.MAX_CONCURRENCY])
 
     def decide(current: dict[str, Any], view: AccountView) -> tuple[dict[str, Any], accounts.Taken]:
         if current.get(B.ROUND) != batch.get(B.ROUND) or BatchStatus(current[B.STATUS]) not in BATCH_TERMINAL:
-            raise rq.RequestError(f"batchId: retried already (round {current.get(B.ROUND)} is {current.get(B.STATUS)})",
-                                  CallStatus.FAILED_PRECONDITION)
+            raise rq.RequestError(
+                f"batchId: retried already (round {current.get(B.ROUND)} is {current.get(B.STATUS)})", CallStatus.FAILED_PRECONDITION
+            )
         if source is KeySource.USER and not view.has_key:
-            raise rq.RequestError("batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch",
-                                  CallStatus.FAILED_PRECONDITION)
-        take = start.taker(settings, worst_case=worst.total, shard_key=batch_id, slots=lanes_, source=source, lanes=min(lanes_, len(items)),
-                           lane_round=int(current.get(B.ROUND) or 0) + 1, project_lanes_cap=settings.project_max_batch_lanes)
+            raise rq.RequestError(
+                "batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch", CallStatus.FAILED_PRECONDITION
+            )
+        take = start.batch_taker(
+            settings, worst, batch_id, lanes=lanes_, items=len(items), source=source, lane_round=int(current.get(B.ROUND) or 0) + 1
+        )
         with start.refused_as_request_errors():
             taken = take(view)
         return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields()), taken
 
     claimed = batches.claim_round(batch_id, decide, len(items))
-    heads, items = _parked(_claimed(items, claimed, worst), claimed)
-    try:
-        batches.create_items(items, superseded=[i for i, _ in failed])
-    except ItemsNotWritten as partial:
-        log.error("batch %s: %d of %d retried items written before a commit failed (%s); taking the round back", batch_id,
-                  len(partial.created), len(items), type(partial.__cause__).__name__)
-        batches.undo_items(partial.created, partial.olds)
-        batches.unclaim_round(batch_id, batch, claimed)
-        raise rq.RequestError("could not write the retried items; try again", CallStatus.UNAVAILABLE) from None
+    heads, items = parked(claimed_items(items, claimed, worst), claimed)
+    _write_items(
+        batches, batch_id, items, "retried items", unclaim=lambda: batches.unclaim_round(batch_id, batch, claimed), superseded=[i for i, _ in failed]
+    )
     _hand_over(batch_id, heads, batches, flow, str(claimed[B.OWNER]))
     return _answer(batch_id, claimed, f"retrying {len(items)} failed items")
-

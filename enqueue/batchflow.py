@@ -43,8 +43,7 @@ CLOCK_MARGIN_S = 0.25
 
 
 class BatchFlow:
-    def __init__(self, batches: BatchStore, queue: TaskQueue, *, fold_interval_s: float = 1.0, clock=time.time,
-                 lanes: LaneStore | None = None):
+    def __init__(self, batches: BatchStore, queue: TaskQueue, *, fold_interval_s: float = 1.0, clock=time.time, lanes: LaneStore | None = None):
         self.batches = batches
         self.lanes = lanes  # None: no caps on lanes in flight
         self.store = batches.store

@@ -80,8 +80,15 @@ def _unlisted(values: tuple[str, ...]) -> Price | None:
 
 
 class Prices:
-    def __init__(self, base_url: str, *, ttl_s: float = 3600.0, unlisted: tuple[str, ...] = (),
-                 fetch: Callable[[str], Any] | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ttl_s: float = 3600.0,
+        unlisted: tuple[str, ...] = (),
+        fetch: Callable[[str], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.base_url = base_url.rstrip("/")
         self.ttl_s = ttl_s
         self.unlisted = _unlisted(unlisted)
@@ -100,8 +107,9 @@ class Prices:
                 except (httpx.HTTPError, ValueError) as exc:
                     if not self._prices:
                         log.error("model prices unavailable: %s", type(exc).__name__)
-                        raise RequestError("could not read model prices from OpenRouter (needed for the spending limits); try again",
-                                           CallStatus.UNAVAILABLE) from None
+                        raise RequestError(
+                            "could not read model prices from OpenRouter (needed for the spending limits); try again", CallStatus.UNAVAILABLE
+                        ) from None
                     log.warning("model prices not refreshed (%s); using those of %.0f s ago", type(exc).__name__, self._clock() - self._at)
         return self._prices
 
@@ -133,9 +141,11 @@ class Prices:
         most_prompt, most_completion = float(ceiling[0]), float(ceiling[1])
         for model, price in zip(models, self.of(models)):
             if price.prompt * _PER_MILLION > most_prompt or price.completion * _PER_MILLION > most_completion:
-                raise RequestError(f"{field}: {model} costs ${price.prompt * _PER_MILLION:g} / ${price.completion * _PER_MILLION:g} per million "
-                                   f"prompt / completion tokens, over this app's ceiling of ${most_prompt:g} / ${most_completion:g}",
-                                   reason=Reason.MODEL_PRICE)
+                raise RequestError(
+                    f"{field}: {model} costs ${price.prompt * _PER_MILLION:g} / ${price.completion * _PER_MILLION:g} per million "
+                    f"prompt / completion tokens, over this app's ceiling of ${most_prompt:g} / ${most_completion:g}",
+                    reason=Reason.MODEL_PRICE,
+                )
 
 
 def models_of(job: Mapping[str, Any]) -> list[str]:
@@ -152,5 +162,11 @@ def worst_case(job: Mapping[str, Any], prices: Prices) -> float:
     vocabulary = json.loads(request.get(Req.PARAMS_JSON) or "{}")
     reasoning = vocabulary.get("reasoning") if isinstance(vocabulary.get("reasoning"), dict) else {}
     images = sum(1 for field, _ in pr.attachments(messages) if field.endswith(".image_url.url"))
-    return reservation(prompt_bytes=pr.prompt_bytes(messages), messages=len(messages), max_tokens=int(request[Req.PARAMS]["max_tokens"]),
-                       prices=prices.of(models_of(job)), images=images, reasoning_tokens=int(reasoning.get("max_tokens") or 0))
+    return reservation(
+        prompt_bytes=pr.prompt_bytes(messages),
+        messages=len(messages),
+        max_tokens=int(request[Req.PARAMS]["max_tokens"]),
+        prices=prices.of(models_of(job)),
+        images=images,
+        reasoning_tokens=int(reasoning.get("max_tokens") or 0),
+    )

@@ -104,8 +104,10 @@ def check_limits(req: StartRequest, messages: list[dict[str, Any]], model_ids: l
     if req.models is not None and len(req.models) > limits.max_models:
         raise RequestError(f"models: {len(req.models)} given, at most {limits.max_models} allowed")
     params = req.params
-    for field, tokens in (("max_tokens", params and params.max_tokens), ("reasoning.max_tokens", params and params.reasoning
-                                                                           and params.reasoning.max_tokens)):
+    for field, tokens in (
+        ("max_tokens", params and params.max_tokens),
+        ("reasoning.max_tokens", params and params.reasoning and params.reasoning.max_tokens),
+    ):
         if tokens is not None and tokens > limits.max_tokens_cap:
             raise RequestError(f"params.{field}: {tokens} is over the cap of {limits.max_tokens_cap}")
     if limits.model_allowlist:
@@ -120,13 +122,16 @@ def check_storage(req: StartRequest, messages: list[dict[str, Any]], limits: Lim
     (data URLs count in full there, and the tools and schemas of ``paramsJson``)."""
     for field, url in attachments(messages):
         if is_data_url(url) and (size := len(url.encode())) > limits.max_data_url_bytes:
-            raise RequestError(f"messages.{field}: a data URL of {size} bytes, at most {limits.max_data_url_bytes} allowed "
-                               "(give a larger file by https URL)")
+            raise RequestError(
+                f"messages.{field}: a data URL of {size} bytes, at most {limits.max_data_url_bytes} allowed (give a larger file by https URL)"
+            )
     in_messages, in_params = stored_bytes(messages), stored_bytes(params_json(req))
     if in_messages + in_params > JOB_REQUEST_BYTES:
         field = "params" if in_params > in_messages else source_field(req)
-        raise RequestError(f"{field}: the request takes {in_messages + in_params} bytes stored (text, data URLs, tools, schemas), "
-                           f"at most {JOB_REQUEST_BYTES} allowed")
+        raise RequestError(
+            f"{field}: the request takes {in_messages + in_params} bytes stored (text, data URLs, tools, schemas), "
+            f"at most {JOB_REQUEST_BYTES} allowed"
+        )
 
 
 def params_sent(req: StartRequest, limits: Limits) -> dict:
@@ -197,5 +202,8 @@ def prompt_bytes(messages: list[Mapping[str, Any]]) -> int:
     """What a prompt is reserved as against the daily budget, in bytes (a token is at least
     one): its text, each data URL whole, and ``URL_PART_BYTES`` for a part given by URL."""
     linked = [url for _, url in attachments(messages)]
-    return (sum(len(message_text(m).encode()) for m in messages) + sum(len(u.encode()) for u in linked if is_data_url(u))
-            + URL_PART_BYTES * sum(1 for u in linked if not is_data_url(u)))
+    return (
+        sum(len(message_text(m).encode()) for m in messages)
+        + sum(len(u.encode()) for u in linked if is_data_url(u))
+        + URL_PART_BYTES * sum(1 for u in linked if not is_data_url(u))
+    )

@@ -17,6 +17,7 @@ from enqueue.control import signed_in
 from enqueue import pricing
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
+from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.contract import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
 from promptq.settings import Settings
@@ -40,21 +41,36 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settin
     return [{"role": "user", "content": pr.render(content, req.variables or {}, max_bytes=settings.limits.max_prompt_bytes)}]
 
 
-def new_documents(uid: str, req: rq.StartRequest, messages: list[dict[str, Any]], execution_id: str,
-                  settings: Settings, *, item: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def new_documents(
+    uid: str, req: rq.StartRequest, messages: list[dict[str, Any]], execution_id: str, settings: Settings, *, item: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The execution (what watchers read) and its job (the request), both to be created
     (``item``: a batch item's fields, ``promptq.domain.execution.new_execution``)."""
     models = req.models or [req.model or settings.default_model]
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.
-    request = {Req.MODEL: models[0], Req.MODELS: req.models, Req.PARAMS: pr.params_sent(req, settings.limits),
-               Req.PARAMS_JSON: pr.params_json(req), Req.PROMPT_ID: req.promptId}
+    request = {
+        Req.MODEL: models[0],
+        Req.MODELS: req.models,
+        Req.PARAMS: pr.params_sent(req, settings.limits),
+        Req.PARAMS_JSON: pr.params_json(req),
+        Req.PROMPT_ID: req.promptId,
+    }
     now = ex.utcnow()
     expire_at = now + timedelta(days=settings.retention_days)
-    execution = ex.new_execution(owner_uid=uid, requested_model=models[0], idempotency_key=req.idempotencyKey, now=now, expire_at=expire_at,
-                                 title=pr.title_of(messages), output_format=pr.output_format(req), item=item)
-    job = ex.new_job(owner_uid=uid, messages=messages, request=request, request_hash=start.fingerprint(req), task=execution_id, now=now,
-                     expire_at=expire_at)
+    execution = creation.new_execution(
+        owner_uid=uid,
+        requested_model=models[0],
+        idempotency_key=req.idempotencyKey,
+        now=now,
+        expire_at=expire_at,
+        title=pr.title_of(messages),
+        output_format=pr.output_format(req),
+        item=item,
+    )
+    job = creation.new_job(
+        owner_uid=uid, messages=messages, request=request, request_hash=start.fingerprint(req), task=execution_id, now=now, expire_at=expire_at
+    )
     return execution, job
 
 
@@ -70,8 +86,7 @@ def check_models(models: list[str], field: str, settings: Settings, prices: Pric
         prices.check_ceiling(models, settings.limits.model_max_price, field)
 
 
-def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings,
-                    prices: Prices) -> dict[str, Any]:
+def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings, prices: Prices) -> dict[str, Any]:
     uid = signed_in(uid, "start an execution")
     req = rq.parse(data)
     this = start.Start.of(start.EXECUTION, uid, req)
@@ -94,4 +109,3 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
         store.record_task(execution_id, task_id)
     log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[F.REQUESTED_MODEL], len(job[J.MESSAGES]))
     return StartAnswer(executionId=execution_id).to_json()
-

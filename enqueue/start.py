@@ -65,8 +65,9 @@ class Start:
 
 def user_limits(settings: Settings) -> accounts.UserLimits:
     """The limits of a user without an operator's override."""
-    return accounts.UserLimits(settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd,
-                               settings.user_max_batch_lanes)
+    return accounts.UserLimits(
+        settings.user_max_active, settings.user_starts_per_minute, settings.user_daily_budget_usd, settings.user_max_batch_lanes
+    )
 
 
 def taker(settings: Settings, *, worst_case: Callable[[], float], shard_key: str, **batch: Any) -> Callable[[AccountView], accounts.Taken]:
@@ -76,10 +77,31 @@ def taker(settings: Settings, *, worst_case: Callable[[], float], shard_key: str
     (``promptq.domain.accounts.decide``)."""
 
     def take(view: AccountView) -> accounts.Taken:
-        return accounts.decide(view, defaults=user_limits(settings), project_cap_usd=settings.project_daily_budget_usd,
-                               worst_case=worst_case, shard_key=shard_key, now=ex.utcnow(), **batch)
+        return accounts.decide(
+            view,
+            defaults=user_limits(settings),
+            project_cap_usd=settings.project_daily_budget_usd,
+            worst_case=worst_case,
+            shard_key=shard_key,
+            now=ex.utcnow(),
+            **batch,
+        )
 
     return take
+
+
+def batch_taker(settings: Settings, worst: Any, batch_id: str, *, lanes: int, items: int, **more: Any) -> Callable[[AccountView], accounts.Taken]:
+    """What a batch's start (or a retry's round: ``more`` = its key source and round) takes: its
+    items' worst case, and its lanes (as many as its concurrency, at most one per item)."""
+    return taker(
+        settings,
+        worst_case=worst.total,
+        shard_key=batch_id,
+        slots=lanes,
+        lanes=min(lanes, items),
+        project_lanes_cap=settings.project_max_batch_lanes,
+        **more,
+    )
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import logging
 from datetime import datetime
 
 from promptq.adapters.tasks import TaskQueue, queue_of
+from promptq.domain.sweep import decide_sweep
 from promptq.domain import execution as ex
 from promptq.contract import E, F, J, SweepKind
 from promptq.settings import Settings
@@ -66,7 +67,7 @@ def _repair_batches(flow, settings: Settings, now: datetime, report: SweepReport
         except Exception:  # noqa: BLE001 - one batch must not stop the others
             log.exception("batch %s: could not be repaired", batch_id)
             report.errors.append(batch_id)
-    for batch_id, batch in (flow.lanes.with_parked(BATCH) if flow.lanes is not None else []):
+    for batch_id, batch in flow.lanes.with_parked(BATCH) if flow.lanes is not None else []:
         try:
             report.lanes_ended += flow.recount(batch_id, batch)
         except Exception:  # noqa: BLE001 - one batch must not stop the others
@@ -76,14 +77,20 @@ def _repair_batches(flow, settings: Settings, now: datetime, report: SweepReport
 
 def _decide(settings: Settings, now: datetime):
     def decide(execution, job):
-        return ex.decide_sweep(execution, job, now=now, grace_s=settings.sweep_grace_s, queue_timeout_s=settings.queue_timeout_s,
-                               max_attempts=settings.max_attempts, max_requeues=settings.max_requeues)
+        return decide_sweep(
+            execution,
+            job,
+            now=now,
+            grace_s=settings.sweep_grace_s,
+            queue_timeout_s=settings.queue_timeout_s,
+            max_attempts=settings.max_attempts,
+            max_requeues=settings.max_requeues,
+        )
 
     return decide
 
 
-def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime, report: SweepReport,
-               flow=None) -> None:
+def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, settings: Settings, now: datetime, report: SweepReport, flow=None) -> None:
     seen = store.read(execution_id)
     decide = _decide(settings, now)
     kind, first = decide(seen.execution, seen.job)

@@ -44,13 +44,19 @@ class Prerequisite:
 
 def prerequisites(t: Target) -> list[Prerequisite]:
     return [
-        Prerequisite("gcloud is not signed in: run `gcloud auth login`",
-                     ("gcloud", "auth", "list", "--filter=status=ACTIVE", "--format=value(account)")),
-        Prerequisite(f"project {t.project} does not exist, or the gcloud account cannot see it",
-                     ("gcloud", "projects", "describe", t.project, "--format=value(projectNumber)")),
-        Prerequisite(f"project {t.project} is not on the Blaze plan (billing is off): upgrade it at "
-                     f"https://console.firebase.google.com/project/{t.project}/usage/details",
-                     ("gcloud", "billing", "projects", "describe", t.project, "--format=value(billingEnabled)"), "True"),
+        Prerequisite(
+            "gcloud is not signed in: run `gcloud auth login`", ("gcloud", "auth", "list", "--filter=status=ACTIVE", "--format=value(account)")
+        ),
+        Prerequisite(
+            f"project {t.project} does not exist, or the gcloud account cannot see it",
+            ("gcloud", "projects", "describe", t.project, "--format=value(projectNumber)"),
+        ),
+        Prerequisite(
+            f"project {t.project} is not on the Blaze plan (billing is off): upgrade it at "
+            f"https://console.firebase.google.com/project/{t.project}/usage/details",
+            ("gcloud", "billing", "projects", "describe", t.project, "--format=value(billingEnabled)"),
+            "True",
+        ),
         Prerequisite(f"the Firebase CLI is not signed in: run {FIREBASE} login", (FIREBASE, "login:list"), "Logged in as"),
     ]
 
@@ -64,10 +70,14 @@ def shell(argv: tuple[str, ...]) -> str:
 
 def urls(d: Deployment) -> list[str]:
     t = d.target
-    return [f"callables: {t.functions_url}/<name> for {', '.join(d.callables)}",
-            f"worker:    {t.functions_url}/{WORKER_FUNCTION} (Cloud Tasks only, with {t.tasks_account}'s token)",
-            (f"client:    PROMPTQ_PROJECT={t.project} PROMPTQ_FUNCTIONS_URL={t.functions_url} "
-             "FIREBASE_WEB_API_KEY=<the web app's API key> venv/bin/promptq run \"…\"")]
+    return [
+        f"callables: {t.functions_url}/<name> for {', '.join(d.callables)}",
+        f"worker:    {t.functions_url}/{WORKER_FUNCTION} (Cloud Tasks only, with {t.tasks_account}'s token)",
+        (
+            f"client:    PROMPTQ_PROJECT={t.project} PROMPTQ_FUNCTIONS_URL={t.functions_url} "
+            'FIREBASE_WEB_API_KEY=<the web app\'s API key> venv/bin/promptq run "…"'
+        ),
+    ]
 
 
 def render(step: Step, t: Target) -> list[str]:
@@ -85,13 +95,15 @@ def render(step: Step, t: Target) -> list[str]:
 def plan(d: Deployment) -> str:
     t = d.target
     checks = prerequisites(t)
-    lines = [f"# promptq deploy plan: project {t.project}, region {t.region}, release {d.release}.",
-             f"# `make deploy PROJECT={t.project}` refuses unless gcloud is installed and each of these prints",
-             "# what it must (an account, the project number, True, a signed-in account):",
-             *(f"#   {shell(p.argv)}" for p in checks),
-             "# then runs each step below unless the command after `skipped when` says it is done.",
-             "set -euo pipefail",
-             f"PROJECT_NUMBER=$({shell(checks[1].argv)})"]
+    lines = [
+        f"# promptq deploy plan: project {t.project}, region {t.region}, release {d.release}.",
+        f"# `make deploy PROJECT={t.project}` refuses unless gcloud is installed and each of these prints",
+        "# what it must (an account, the project number, True, a signed-in account):",
+        *(f"#   {shell(p.argv)}" for p in checks),
+        "# then runs each step below unless the command after `skipped when` says it is done.",
+        "set -euo pipefail",
+        f"PROJECT_NUMBER=$({shell(checks[1].argv)})",
+    ]
     for i, step in enumerate(d.steps, 1):
         lines += ["", f"# {i}/{len(d.steps)} {step.what}: {step.why}.", *render(step, t)]
     return "\n".join([*lines, "", "# Then:", *(f"#   {line}" for line in urls(d))])
@@ -101,8 +113,9 @@ def execute(argv: tuple[str, ...], t: Target, env: dict, *, capture: bool = True
     program = (env.get("PROMPTQ_FIREBASE") or str(t.root / FIREBASE)) if argv[0] == FIREBASE else argv[0]
     io = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     try:
-        return subprocess.run([program, *argv[1:]], cwd=t.root, env=env, text=True, capture_output=capture,
-                              timeout=300 if capture else 3600, check=False, **io)
+        return subprocess.run(
+            [program, *argv[1:]], cwd=t.root, env=env, text=True, capture_output=capture, timeout=300 if capture else 3600, check=False, **io
+        )
     except FileNotFoundError:
         raise Refusal(f"{argv[0]} is missing: run `make setup`") from None
     except subprocess.TimeoutExpired as err:

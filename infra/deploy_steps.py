@@ -151,8 +151,12 @@ def dotenv(text: str) -> dict[str, str]:
 def env_values(t: Target) -> dict[str, str]:
     """.env.<project>: what deploy derives (recomputed every time unless --set), the other
     settings an operator put in the file (kept), then --set."""
-    derived = {"PROMPTQ_REGION": t.region, "PROMPTQ_WORKER_URL": f"{t.functions_url}/{WORKER_FUNCTION}",
-               "PROMPTQ_TASKS_SERVICE_ACCOUNT": t.tasks_account, "PROMPTQ_KMS_KEY": t.kms_key}
+    derived = {
+        "PROMPTQ_REGION": t.region,
+        "PROMPTQ_WORKER_URL": f"{t.functions_url}/{WORKER_FUNCTION}",
+        "PROMPTQ_TASKS_SERVICE_ACCOUNT": t.tasks_account,
+        "PROMPTQ_KMS_KEY": t.kms_key,
+    }
     kept = dotenv(t.env_path.read_text()) if t.env_path.exists() else {}
     kept.pop(RELEASE_ENV, None)
     for key, value in {**{k: v for k, v in kept.items() if k not in derived}, **dict(t.settings)}.items():
@@ -165,8 +169,10 @@ def env_file(t: Target) -> tuple[str, str]:
     """The content of .env.<project> and its release."""
     body = "".join(f"{k}={v}\n" for k, v in env_values(t).items())
     rel = release(t.root, body)
-    head = (f"# Written by `make deploy PROJECT={t.project}` (infra/deploy.py). It recomputes the region, worker URL,\n"
-            "# tasks account, KMS key and release on every run; other settings added here are kept.\n")
+    head = (
+        f"# Written by `make deploy PROJECT={t.project}` (infra/deploy.py). It recomputes the region, worker URL,\n"
+        "# tasks account, KMS key and release on every run; other settings added here are kept.\n"
+    )
     return f"{head}{body}{RELEASE_ENV}={rel}\n", rel
 
 
@@ -175,15 +181,18 @@ def manifest(t: Target, env: dict[str, str]) -> dict:
     with the environment the deploy gives them (.env, .env.<project>)."""
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
     shared = dotenv((t.root / ".env").read_text()) if (t.root / ".env").exists() else {}
-    out = subprocess.run([sys.executable, "-c", DISCOVER], cwd=t.root, env={**base, **shared, **env},
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", DISCOVER], cwd=t.root, env={**base, **shared, **env}, capture_output=True, text=True, timeout=120, check=False
+    )
     if out.returncode:
         raise Refusal(f"main.py does not load: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
     found = yaml.safe_load(out.stdout)
     regions = {r for e in found["endpoints"].values() for r in (e.get("region") or [DEFAULT_REGION])}
     if regions != {t.region}:
-        raise Refusal(f"main.py deploys the functions to {', '.join(sorted(regions))}, not {t.region}: "
-                      "deploy there, or set the functions' region in main.py first (docs/OPERATIONS.md, Deploy)")
+        raise Refusal(
+            f"main.py deploys the functions to {', '.join(sorted(regions))}, not {t.region}: "
+            "deploy there, or set the functions' region in main.py first (docs/OPERATIONS.md, Deploy)"
+        )
     return found
 
 
@@ -195,51 +204,100 @@ def api_steps(t: Target, env: dict[str, str]) -> list[Step]:
     apis = dict(APIS)
     if env.get(APP_CHECK_ENV) in ("true", "1", "yes"):
         apis["firebaseappcheck.googleapis.com"] = "App Check tokens for the callables (PROMPTQ_ENFORCE_APP_CHECK)"
-    return [Step(f"Enable {api}", why, gcloud("services", "enable", api, t=t),
-                 gcloud("services", "list", "--enabled", f"--filter=config.name={api}", "--format=value(config.name)", t=t),
-                 done="enabled") for api, why in apis.items()]
+    return [
+        Step(
+            f"Enable {api}",
+            why,
+            gcloud("services", "enable", api, t=t),
+            gcloud("services", "list", "--enabled", f"--filter=config.name={api}", "--format=value(config.name)", t=t),
+            done="enabled",
+        )
+        for api, why in apis.items()
+    ]
 
 
 def resource_steps(t: Target) -> list[Step]:
     ring = (f"--location={t.region}",)
     key = (f"--keyring={KEY_RING}", *ring)
     return [
-        Step(f"Create the Firestore database (default) in {t.region}", "native mode, where every document lives",
-             gcloud("firestore", "databases", "create", "--database=(default)", f"--location={t.region}", "--type=firestore-native", t=t),
-             gcloud("firestore", "databases", "describe", "--database=(default)", "--format=value(name)", t=t), done="created"),
-        Step("Make sure the functions' build account exists", "Cloud Build builds the functions as the default compute "
-             "account, which enabling Compute Engine creates", gcloud("services", "enable", "compute.googleapis.com", t=t),
-             gcloud("iam", "service-accounts", "describe", t.build_account, "--format=value(email)", t=t), done="created"),
-        *(account_step(t, name, email, why) for name, email, why in (
-            (TASKS_ACCOUNT, t.tasks_account, "Cloud Tasks attaches its OIDC token to every delivery to the worker "
-             "(PROMPTQ_TASKS_SERVICE_ACCOUNT)"),
-            (SERVICE_ACCOUNTS["callables"], t.account("callables"), "the callables run as it (main.py)"),
-            (SERVICE_ACCOUNTS["worker"], t.account("worker"), "the worker runs as it (main.py): the one role that reads the "
-             "OpenRouter key and decrypts users' keys"),
-            (SERVICE_ACCOUNTS["sweeper"], t.account("sweeper"), "the sweeper runs as it (main.py)"))),
-        Step(f"Create the KMS key ring {KEY_RING} in {t.region}", "holds the key that wraps users' own OpenRouter keys",
-             gcloud("kms", "keyrings", "create", KEY_RING, *ring, t=t),
-             gcloud("kms", "keyrings", "describe", KEY_RING, *ring, "--format=value(name)", t=t), done="created"),
-        Step(f"Create the KMS key {KEY}", "envelope encryption of users' own OpenRouter keys (PROMPTQ_KMS_KEY, promptq/adapters/keys.py)",
-             gcloud("kms", "keys", "create", KEY, *key, "--purpose=encryption", t=t),
-             gcloud("kms", "keys", "describe", KEY, *key, "--format=value(name)", t=t), done="created"),
+        Step(
+            f"Create the Firestore database (default) in {t.region}",
+            "native mode, where every document lives",
+            gcloud("firestore", "databases", "create", "--database=(default)", f"--location={t.region}", "--type=firestore-native", t=t),
+            gcloud("firestore", "databases", "describe", "--database=(default)", "--format=value(name)", t=t),
+            done="created",
+        ),
+        Step(
+            "Make sure the functions' build account exists",
+            "Cloud Build builds the functions as the default compute account, which enabling Compute Engine creates",
+            gcloud("services", "enable", "compute.googleapis.com", t=t),
+            gcloud("iam", "service-accounts", "describe", t.build_account, "--format=value(email)", t=t),
+            done="created",
+        ),
+        *(
+            account_step(t, name, email, why)
+            for name, email, why in (
+                (
+                    TASKS_ACCOUNT,
+                    t.tasks_account,
+                    "Cloud Tasks attaches its OIDC token to every delivery to the worker (PROMPTQ_TASKS_SERVICE_ACCOUNT)",
+                ),
+                (SERVICE_ACCOUNTS["callables"], t.account("callables"), "the callables run as it (main.py)"),
+                (
+                    SERVICE_ACCOUNTS["worker"],
+                    t.account("worker"),
+                    "the worker runs as it (main.py): the one role that reads the OpenRouter key and decrypts users' keys",
+                ),
+                (SERVICE_ACCOUNTS["sweeper"], t.account("sweeper"), "the sweeper runs as it (main.py)"),
+            )
+        ),
+        Step(
+            f"Create the KMS key ring {KEY_RING} in {t.region}",
+            "holds the key that wraps users' own OpenRouter keys",
+            gcloud("kms", "keyrings", "create", KEY_RING, *ring, t=t),
+            gcloud("kms", "keyrings", "describe", KEY_RING, *ring, "--format=value(name)", t=t),
+            done="created",
+        ),
+        Step(
+            f"Create the KMS key {KEY}",
+            "envelope encryption of users' own OpenRouter keys (PROMPTQ_KMS_KEY, promptq/adapters/keys.py)",
+            gcloud("kms", "keys", "create", KEY, *key, "--purpose=encryption", t=t),
+            gcloud("kms", "keys", "describe", KEY, *key, "--format=value(name)", t=t),
+            done="created",
+        ),
     ]
 
 
 def account_step(t: Target, name: str, email: str, why: str) -> Step:
-    return Step(f"Create the service account {email}", why,
-                gcloud("iam", "service-accounts", "create", name, f"--display-name=promptq: {name.removeprefix('promptq-')}", t=t),
-                gcloud("iam", "service-accounts", "describe", email, "--format=value(email)", t=t), done="created")
+    return Step(
+        f"Create the service account {email}",
+        why,
+        gcloud("iam", "service-accounts", "create", name, f"--display-name=promptq: {name.removeprefix('promptq-')}", t=t),
+        gcloud("iam", "service-accounts", "describe", email, "--format=value(email)", t=t),
+        done="created",
+    )
 
 
 def binding(on: tuple[tuple[str, ...], str, tuple[str, ...]], account: str, role: str, why: str) -> Step:
     """Grant `role` to `account` on a resource: `on` is (gcloud group, resource, its flags)."""
     group, name, flags = on
     member = f"serviceAccount:{account}"
-    return Step(f"Grant {role} to {account} on {name}", why,
-                ("gcloud", *group, "add-iam-policy-binding", name, *flags, f"--member={member}", f"--role={role}", "--condition=None"),
-                ("gcloud", *group, "get-iam-policy", name, *flags, "--flatten=bindings[].members",
-                 f"--filter=bindings.role={role} AND bindings.members={member}", "--format=value(bindings.role)"), done="granted")
+    return Step(
+        f"Grant {role} to {account} on {name}",
+        why,
+        ("gcloud", *group, "add-iam-policy-binding", name, *flags, f"--member={member}", f"--role={role}", "--condition=None"),
+        (
+            "gcloud",
+            *group,
+            "get-iam-policy",
+            name,
+            *flags,
+            "--flatten=bindings[].members",
+            f"--filter=bindings.role={role} AND bindings.members={member}",
+            "--format=value(bindings.role)",
+        ),
+        done="granted",
+    )
 
 
 def runtime_bindings(t: Target) -> list[Step]:
@@ -254,50 +312,87 @@ def runtime_bindings(t: Target) -> list[Step]:
     callables, worker, sweeper = t.account("callables"), t.account("worker"), t.account("sweeper")
     steps = []
     for account, role in ((callables, "the callables"), (worker, "the worker"), (sweeper, "the sweeper")):
-        steps += [binding(project, account, "roles/datastore.user", f"Firestore reads and writes ({role})"),
-                  binding(project, account, "roles/cloudtasks.enqueuer", {
-                      callables: "start_execution, start_batch's hand-overs and folds create tasks",
-                      worker: "a batch item's end hands the next of its lane over and asks for a fold",
-                      sweeper: "the sweeper re-enqueues lost executions and hands lost turns over"}[account]),
-                  binding(tasks, account, "roles/iam.serviceAccountUser", "a task may carry the tasks account's OIDC token only "
-                          "if its creator may act as it")]
+        steps += [
+            binding(project, account, "roles/datastore.user", f"Firestore reads and writes ({role})"),
+            binding(
+                project,
+                account,
+                "roles/cloudtasks.enqueuer",
+                {
+                    callables: "start_execution, start_batch's hand-overs and folds create tasks",
+                    worker: "a batch item's end hands the next of its lane over and asks for a fold",
+                    sweeper: "the sweeper re-enqueues lost executions and hands lost turns over",
+                }[account],
+            ),
+            binding(
+                tasks, account, "roles/iam.serviceAccountUser", "a task may carry the tasks account's OIDC token only if its creator may act as it"
+            ),
+        ]
     return [
         *steps,
         binding(project, callables, "roles/cloudtasks.viewer", "a retried start asks whether its task still exists (GetTask)"),
         binding(project, sweeper, "roles/cloudtasks.viewer", "the sweeper leaves alone an execution whose task still exists (GetTask)"),
-        binding(key, callables, "roles/cloudkms.cryptoKeyEncrypter", "set_api_key wraps the data key of a user's own OpenRouter "
-                "key (it never decrypts one)"),
+        binding(
+            key,
+            callables,
+            "roles/cloudkms.cryptoKeyEncrypter",
+            "set_api_key wraps the data key of a user's own OpenRouter key (it never decrypts one)",
+        ),
         binding(key, worker, "roles/cloudkms.cryptoKeyDecrypter", "the worker unwraps a user's key to run their execution on it"),
-        binding(project, t.build_account, "roles/cloudbuild.builds.builder", "Cloud Build builds the functions as this account in "
-                "projects created since 2024"),
+        binding(
+            project,
+            t.build_account,
+            "roles/cloudbuild.builds.builder",
+            "Cloud Build builds the functions as this account in projects created since 2024",
+        ),
     ]
 
 
 def secret_steps(t: Target, found: dict) -> list[Step]:
     """Each secret main.py binds, set only when it has no enabled version (never overwritten)."""
     names = [p["name"] for p in found.get("params", []) if p.get("type") == "secret"]
-    return [Step(f"Set the secret {name} unless it has a version", "the worker reads it; firebase deploy grants the worker's "
-                 "account (and only it: no other function binds it) access to it",
-                 (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
-                 gcloud("secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1", "--format=value(name)", t=t),
-                 done="set", secret=name) for name in names]
+    return [
+        Step(
+            f"Set the secret {name} unless it has a version",
+            "the worker reads it; firebase deploy grants the worker's account (and only it: no other function binds it) access to it",
+            (FIREBASE, "functions:secrets:set", name, f"--project={t.project}", "--data-file=-", "--non-interactive"),
+            gcloud("secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1", "--format=value(name)", t=t),
+            done="set",
+            secret=name,
+        )
+        for name in names
+    ]
 
 
 def deploy_steps(t: Target, found: dict, rel: str) -> list[Step]:
     """Firestore first (rules and indexes before code that needs them), then the functions. Both
     are done when every function carries this release (firebase itself skips what is unchanged)."""
     names = sorted(found["endpoints"])
-    check = gcloud("functions", "list", "--v2", f"--regions={t.region}",
-                   f"--format=value(name.basename(),serviceConfig.environmentVariables.{RELEASE_ENV})", t=t)
+    check = gcloud(
+        "functions", "list", "--v2", f"--regions={t.region}", f"--format=value(name.basename(),serviceConfig.environmentVariables.{RELEASE_ENV})", t=t
+    )
     expect = frozenset(f"{name}\t{rel}" for name in names)
     only = lambda what, *more: (FIREBASE, "deploy", "--only", what, f"--project={t.project}", "--non-interactive", *more)
     return [
-        Step("Deploy the Firestore rules, indexes and TTL policies", "infra/firestore.rules and infra/firestore.indexes.json "
-             "(its ttl fieldOverrides are the TTL policies: the pinned CLI deploys them); indexes not in the file are kept",
-             only("firestore"), check, expect, done="deployed"),
-        Step(f"Deploy the {len(names)} functions, release {rel}", "Firebase also creates the runexecution queue with the "
-             "decorator's retry config and rate limits; --force sets the images' cleanup policy and deletes this "
-             "codebase's functions main.py no longer has", only("functions", "--force"), check, expect, done="deployed"),
+        Step(
+            "Deploy the Firestore rules, indexes and TTL policies",
+            "infra/firestore.rules and infra/firestore.indexes.json "
+            "(its ttl fieldOverrides are the TTL policies: the pinned CLI deploys them); indexes not in the file are kept",
+            only("firestore"),
+            check,
+            expect,
+            done="deployed",
+        ),
+        Step(
+            f"Deploy the {len(names)} functions, release {rel}",
+            "Firebase also creates the runexecution queue with the "
+            "decorator's retry config and rate limits; --force sets the images' cleanup policy and deletes this "
+            "codebase's functions main.py no longer has",
+            only("functions", "--force"),
+            check,
+            expect,
+            done="deployed",
+        ),
     ]
 
 
@@ -308,29 +403,49 @@ def queue_steps(t: Target, env: dict[str, str], found: dict) -> list[Step]:
     from promptq.settings import Settings
 
     defaults, retry = Settings(project_id=t.project), found["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"].get("retryConfig") or {}
-    flags = (f"--max-attempts={retry.get('maxAttempts', 10)}", f"--min-backoff={retry.get('minBackoffSeconds', 2)}s",
-             f"--max-backoff={retry.get('maxBackoffSeconds', 120)}s", f"--max-doublings={retry.get('maxDoublings', 4)}")
+    flags = (
+        f"--max-attempts={retry.get('maxAttempts', 10)}",
+        f"--min-backoff={retry.get('minBackoffSeconds', 2)}s",
+        f"--max-backoff={retry.get('maxBackoffSeconds', 120)}s",
+        f"--max-doublings={retry.get('maxDoublings', 4)}",
+    )
     out = []
-    for what, (id_var, caps_var) in {"batch items": ("PROMPTQ_BATCH_QUEUE_ID", "PROMPTQ_BATCH_QUEUE_DISPATCHES"),
-                                     "bookkeeping (batch folds)": ("PROMPTQ_BOOKS_QUEUE_ID", "PROMPTQ_BOOKS_QUEUE_DISPATCHES")}.items():
+    for what, (id_var, caps_var) in {
+        "batch items": ("PROMPTQ_BATCH_QUEUE_ID", "PROMPTQ_BATCH_QUEUE_DISPATCHES"),
+        "bookkeeping (batch folds)": ("PROMPTQ_BOOKS_QUEUE_ID", "PROMPTQ_BOOKS_QUEUE_DISPATCHES"),
+    }.items():
         queue = env.get(id_var) or getattr(defaults, variables()[id_var].split(".")[1])
         caps = env.get(caps_var) or str(getattr(defaults, variables()[caps_var].split(".")[1]))
         where = (f"--location={t.region}", f"--project={t.project}")
         describe = ("gcloud", "tasks", "queues", "describe", queue, *where)
-        out += [Step(f"Create the Cloud Tasks queue {queue}", f"{what}: their own queue to the worker, so they never take an "
-                     "interactive execution's dispatch", ("gcloud", "tasks", "queues", "create", queue, *where, *flags),
-                     (*describe, "--format=value(name)"), done="created"),
-                Step(f"Set {queue} to {caps} concurrent dispatches and the worker queue's retries", f"{caps_var} (docs/CONFIGURATION.md)",
-                     ("gcloud", "tasks", "queues", "update", queue, *where, f"--max-concurrent-dispatches={caps}", *flags),
-                     (*describe, "--format=value(rateLimits.maxConcurrentDispatches,retryConfig.maxAttempts)"),
-                     frozenset({f"{caps}\t{retry.get('maxAttempts', 10)}"}), done="set")]
+        out += [
+            Step(
+                f"Create the Cloud Tasks queue {queue}",
+                f"{what}: their own queue to the worker, so they never take an interactive execution's dispatch",
+                ("gcloud", "tasks", "queues", "create", queue, *where, *flags),
+                (*describe, "--format=value(name)"),
+                done="created",
+            ),
+            Step(
+                f"Set {queue} to {caps} concurrent dispatches and the worker queue's retries",
+                f"{caps_var} (docs/CONFIGURATION.md)",
+                ("gcloud", "tasks", "queues", "update", queue, *where, f"--max-concurrent-dispatches={caps}", *flags),
+                (*describe, "--format=value(rateLimits.maxConcurrentDispatches,retryConfig.maxAttempts)"),
+                frozenset({f"{caps}\t{retry.get('maxAttempts', 10)}"}),
+                done="set",
+            ),
+        ]
     return out
 
 
 def invoker_step(t: Target) -> Step:
     service = (("run", "services"), WORKER_FUNCTION, (f"--region={t.region}", f"--project={t.project}"))
-    return binding(service, t.tasks_account, "roles/run.invoker", "Cloud Run admits a delivery only with an invoker's "
-                   "OIDC token (else 401/403); the service exists once the functions are deployed")
+    return binding(
+        service,
+        t.tasks_account,
+        "roles/run.invoker",
+        "Cloud Run admits a delivery only with an invoker's OIDC token (else 401/403); the service exists once the functions are deployed",
+    )
 
 
 @dataclass(frozen=True)
@@ -352,8 +467,21 @@ def build(t: Target) -> Deployment:
     content, rel = env_file(t)
     env = dotenv(content)
     found = manifest(t, env)
-    write = Step(f"Write {t.env_path.name}", "the functions' environment in this project (firebase deploy reads it "
-                 "beside main.py)", write=str(t.env_path), content=content, done="written")
-    steps = [*api_steps(t, env), *resource_steps(t), *runtime_bindings(t), *secret_steps(t, found), write,
-             *deploy_steps(t, found, rel), *queue_steps(t, env, found), invoker_step(t)]
+    write = Step(
+        f"Write {t.env_path.name}",
+        "the functions' environment in this project (firebase deploy reads it beside main.py)",
+        write=str(t.env_path),
+        content=content,
+        done="written",
+    )
+    steps = [
+        *api_steps(t, env),
+        *resource_steps(t),
+        *runtime_bindings(t),
+        *secret_steps(t, found),
+        write,
+        *deploy_steps(t, found, rel),
+        *queue_steps(t, env, found),
+        invoker_step(t),
+    ]
     return Deployment(t, found, rel, content, tuple(steps))

@@ -172,8 +172,7 @@ class Settings:
         if not project:
             raise ValueError("no project id: set GCLOUD_PROJECT (or PROMPTQ_PROJECT_ID)")
         region = function_region(environ)
-        return _from(cls, environ, project_id=project, region=region, worker_url=_worker_url(environ, project, region),
-                     limits=_from(Limits, environ))
+        return _from(cls, environ, project_id=project, region=region, worker_url=_worker_url(environ, project, region), limits=_from(Limits, environ))
 
     @property
     def queue_path(self) -> str:

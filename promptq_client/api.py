@@ -16,8 +16,18 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from promptq.contract import (BatchAnswer, BatchResults, BatchStarted, Callable as Fn, CancelAnswer, KeyAnswer, ListAnswer, PollAnswer,
-                            StartAnswer, UsageAnswer)
+from promptq.contract import (
+    BatchAnswer,
+    BatchResults,
+    BatchStarted,
+    Callable as Fn,
+    CancelAnswer,
+    KeyAnswer,
+    ListAnswer,
+    PollAnswer,
+    StartAnswer,
+    UsageAnswer,
+)
 
 
 RETRY_WAITS = (0.2, 0.5, 1.0)  # seconds before each retry of a call that is safe to repeat
@@ -46,7 +56,13 @@ class User:
 
 class Client:
     def __init__(
-        self, *, functions_url: str, project_id: str, auth_url: str | None = None, web_api_key: str = "fake-api-key", timeout: float = 60.0,
+        self,
+        *,
+        functions_url: str,
+        project_id: str,
+        auth_url: str | None = None,
+        web_api_key: str = "fake-api-key",
+        timeout: float = 60.0,
         app_check_token: str | None = None,
     ):
         self.functions_url = functions_url.rstrip("/") + "/"
@@ -62,8 +78,11 @@ class Client:
         """An App Check token for a debug token registered for the web app ``app_id`` (Firebase
         console, App Check, Manage debug tokens): App Check's ``exchangeDebugToken``. It is used
         for every call from now on."""
-        r = self.http.post(f"https://firebaseappcheck.googleapis.com/v1/projects/{self.project_id}/apps/{app_id}:exchangeDebugToken",
-                           params={"key": self.web_api_key}, json={"debugToken": debug_token})
+        r = self.http.post(
+            f"https://firebaseappcheck.googleapis.com/v1/projects/{self.project_id}/apps/{app_id}:exchangeDebugToken",
+            params={"key": self.web_api_key},
+            json={"debugToken": debug_token},
+        )
         if r.status_code != 200:
             raise CallError("UNAUTHENTICATED", f"App Check refused the debug token (HTTP {r.status_code})", r.status_code)
         self.app_check_token = r.json()["token"]
@@ -185,8 +204,9 @@ class Client:
     def batch(self, user: User | None, batch_id: str) -> BatchAnswer:
         return BatchAnswer.model_validate(self.call(Fn.GET_BATCH, {"batchId": batch_id}, user, retry=True))
 
-    def batch_results(self, user: User | None, batch_id: str, *, page_token: str | None = None, page_size: int = 100,
-                      order: str = "index") -> BatchResults:
+    def batch_results(
+        self, user: User | None, batch_id: str, *, page_token: str | None = None, page_size: int = 100, order: str = "index"
+    ) -> BatchResults:
         data: dict[str, Any] = {"batchId": batch_id, "pageSize": page_size, "order": order}
         if page_token:
             data["pageToken"] = page_token

@@ -38,9 +38,13 @@ class Reader:
     def pieces(self, execution_id: str, execution: Mapping[str, Any], *, after: int = -1) -> list[dict[str, Any]]:
         """The pages (once it ended) or chunks of the current attempt that reach past ``after``, in order."""
         source = PAGES if execution.get(F.OUTPUT_PAGES) else CHUNKS
-        query = (self.ref(execution_id).collection(source)
-                 .where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))
-                 .where(filter=FieldFilter(C.END, ">", after)).order_by(C.END))
+        query = (
+            self.ref(execution_id)
+            .collection(source)
+            .where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))
+            .where(filter=FieldFilter(C.END, ">", after))
+            .order_by(C.END)
+        )
         return [snap.to_dict() for snap in query.stream()]
 
     def watch(self, execution_id: str, on_doc: Callable[[dict[str, Any]], None]):

@@ -46,6 +46,5 @@ def read(file: Path | None = None, *, overrides: Iterable[str] = (), environ: Ma
 def write(env: Mapping[str, str], file: Path) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(
-        "# Endpoints of the local stack (written by `make up`; shell assignments).\n"
-        + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+        "# Endpoints of the local stack (written by `make up`; shell assignments).\n" + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
     )

@@ -25,8 +25,13 @@ JSON = "json"  # a JSON answer's value (`outputFormat: "json"`), once it succeed
 
 
 class Follower:
-    def __init__(self, reader: Reader, execution_id: str, on_version: Callable[[dict[str, Any]], None] | None = None,
-                 on_document: Callable[[str, dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        reader: Reader,
+        execution_id: str,
+        on_version: Callable[[dict[str, Any]], None] | None = None,
+        on_document: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
         """``on_version(state)`` for each new state; ``on_document(kind, data)`` for each document
         received ("execution", "chunk" or "page"): what a watcher downloads, for measuring."""
         self.reader, self.execution_id = reader, execution_id
@@ -112,8 +117,13 @@ class Follower:
             self._read_all()  # ended with no length (claimed but never ended by its attempt): its chunks, once
         whole = ended and (expected is None or self._length >= expected)
         text = "".join(self._text)
-        state = {**doc, OUTPUT: text, REASONING: "".join(self._reasoning), RESTARTED: self._restarted,
-                 JSON: answer_json(doc, text) if whole else None}
+        state = {
+            **doc,
+            OUTPUT: text,
+            REASONING: "".join(self._reasoning),
+            RESTARTED: self._restarted,
+            JSON: answer_json(doc, text) if whole else None,
+        }
         try:
             self.on_version(state)
         except BaseException as exc:  # surface callback errors in the waiting thread

@@ -116,10 +116,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 def stack() -> dict[str, str]:
     env = BOOT.wait()
     if env.get("UPSTREAM") != "fake":
-        pytest.fail(
-            "the running stack uses a real upstream; the tests need the local one: run `make down` and try again",
-            pytrace=False,
-        )
+        pytest.fail("the running stack uses a real upstream; the tests need the local one: run `make down` and try again", pytrace=False)
     for key in ("FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
         os.environ[key] = env[key]
     os.environ["GCLOUD_PROJECT"] = env["PROJECT_ID"]

@@ -23,13 +23,21 @@ class Scripted:
     no worker): for what the pipeline cannot be made to do on cue, such as a restart."""
 
     def __init__(self, db, owner_uid: str, execution_id: str, *, prompt: str = "Hi", model: str = "fake/scripted"):
+        from promptq.domain import creation
         from promptq.domain import execution as ex
 
         self.store, self.id, self.now = ExecutionStore(db), execution_id, ex.utcnow()
         expire = self.now + __import__("datetime").timedelta(days=1)
-        execution = ex.new_execution(owner_uid=owner_uid, requested_model=model, idempotency_key=None, now=self.now, expire_at=expire)
-        job = ex.new_job(owner_uid=owner_uid, messages=[{"role": "user", "content": prompt}], request={"model": model},
-                         request_hash="h", task=execution_id, now=self.now, expire_at=expire)
+        execution = creation.new_execution(owner_uid=owner_uid, requested_model=model, idempotency_key=None, now=self.now, expire_at=expire)
+        job = creation.new_job(
+            owner_uid=owner_uid,
+            messages=[{"role": "user", "content": prompt}],
+            request={"model": model},
+            request_hash="h",
+            task=execution_id,
+            now=self.now,
+            expire_at=expire,
+        )
         assert self.store.create(execution_id, execution, job)
         self.writer = None
         self.sent = ""
@@ -39,8 +47,9 @@ class Scripted:
         from datetime import timedelta
 
         when = self.now + timedelta(seconds=after_s)
-        decision, _, self.writer = claim(self.store, self.id, attempt_id=attempt_id, worker="w-test", lease_s=lease_s, max_attempts=3,
-                                                    now=lambda: when)
+        decision, _, self.writer = claim(
+            self.store, self.id, attempt_id=attempt_id, worker="w-test", lease_s=lease_s, max_attempts=3, now=lambda: when
+        )
         self.sent = ""
         return decision
 
@@ -61,8 +70,9 @@ class Scripted:
         whole = self.sent + rest
         last = Chunk(self.writer.attempt, self._seq() + 1, len(self.sent), rest)
         pages = split_pages(whole, 256 * 1024, attempt=self.writer.attempt)
-        produced = Produced(chunks=last.seq, output_length=len(whole), pages=len(pages), finish_reason="stop",
-                            usage=Usage(*usage), cost=cost, first_token_at=self.now)
+        produced = Produced(
+            chunks=last.seq, output_length=len(whole), pages=len(pages), finish_reason="stop", usage=Usage(*usage), cost=cost, first_token_at=self.now
+        )
         self.writer.end(Ending(Status.SUCCEEDED), produced, last=last, pages=pages)
         self.sent = whole
 
@@ -81,8 +91,10 @@ def assert_counted_once(client, user, final: dict[str, Any]) -> None:
 def most_at_once(docs: list[dict]) -> int:
     """The most items queued in Cloud Tasks or running at one instant: from when each was handed
     over (its `updatedAt` when it stopped waiting is not kept, so from its start) to its end."""
-    events = sorted([(d["startedAt"].timestamp(), 1) for d in docs if d.get("startedAt")]
-                    + [(d["finishedAt"].timestamp(), -1) for d in docs if d.get("startedAt") and d.get("finishedAt")])
+    events = sorted(
+        [(d["startedAt"].timestamp(), 1) for d in docs if d.get("startedAt")]
+        + [(d["finishedAt"].timestamp(), -1) for d in docs if d.get("startedAt") and d.get("finishedAt")]
+    )
     now = most = 0
     for _, step in events:
         now += step

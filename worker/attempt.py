@@ -41,14 +41,25 @@ class Deadline(Exception):
 class Attempt:
     """The state of one attempt while it streams: text received, chunks written, stop signals."""
 
-    def __init__(self, execution_id: str, writer: AttemptWriter, settings: Settings, *, stops: StopWatch | None = None,
-                 monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        execution_id: str,
+        writer: AttemptWriter,
+        settings: Settings,
+        *,
+        stops: StopWatch | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.execution_id = execution_id
         self.writer = writer
         self.settings = settings
         self.monotonic = monotonic
-        self.buffer = TextBuffer(writer.attempt, page_bytes=settings.page_bytes, max_output_bytes=settings.max_output_bytes,
-                                 max_reasoning_bytes=settings.max_reasoning_bytes)
+        self.buffer = TextBuffer(
+            writer.attempt,
+            page_bytes=settings.page_bytes,
+            max_output_bytes=settings.max_output_bytes,
+            max_reasoning_bytes=settings.max_reasoning_bytes,
+        )
         self.model: str | None = None
         self.generation_id: str | None = None
         self.first_token_at = None
@@ -69,10 +80,19 @@ class Attempt:
         """What the attempt produced, for its ending (usage and cost from the stream)."""
         u = self.usage
         usage = ex.Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens) if u else None
-        return ex.Produced(chunks=self.buffer.seq, output_length=self.buffer.length, pages=pages, model=self.model, generation_id=self.generation_id,
-                           first_token_at=self.first_token_at, finish_reason=self.finish.reason if self.finish else None,
-                           usage=usage, cost=u.cost if u else None, reasoning_truncated=self.buffer.kept_reasoning()[1],
-                           tool_calls=self.tool_calls.calls())
+        return ex.Produced(
+            chunks=self.buffer.seq,
+            output_length=self.buffer.length,
+            pages=pages,
+            model=self.model,
+            generation_id=self.generation_id,
+            first_token_at=self.first_token_at,
+            finish_reason=self.finish.reason if self.finish else None,
+            usage=usage,
+            cost=u.cost if u else None,
+            reasoning_truncated=self.buffer.kept_reasoning()[1],
+            tool_calls=self.tool_calls.calls(),
+        )
 
     def _take(self, event: Any) -> bool:
         """Record one event; True when the stream is over."""

@@ -18,10 +18,14 @@ from worker.attempt import Deadline
 
 # What a user whose own key OpenRouter refuses is told, by the code of the refusal.
 _USER_KEY = {
-    Code.UPSTREAM_UNAUTHORIZED: (Code.USER_KEY_REFUSED, "OpenRouter refused your own OpenRouter key ({}); set a new one, or delete "
-                                 "it to run on the app's key"),
-    Code.UPSTREAM_PAYMENT_REQUIRED: (Code.USER_KEY_NO_CREDIT, "your own OpenRouter key is out of credit ({}); add credit on "
-                                     "openrouter.ai, or delete the key to run on the app's key"),
+    Code.UPSTREAM_UNAUTHORIZED: (
+        Code.USER_KEY_REFUSED,
+        "OpenRouter refused your own OpenRouter key ({}); set a new one, or delete it to run on the app's key",
+    ),
+    Code.UPSTREAM_PAYMENT_REQUIRED: (
+        Code.USER_KEY_NO_CREDIT,
+        "your own OpenRouter key is out of credit ({}); add credit on openrouter.ai, or delete the key to run on the app's key",
+    ),
 }
 
 
@@ -39,9 +43,37 @@ def _about_credit(stopped_by: BaseException | None) -> bool:
     return stopped_by.code == Code.UPSTREAM_PAYMENT_REQUIRED or stopped_by.upstream_status == 402 or bool(_CREDIT.search(stopped_by.message))
 
 
+def _transient(stopped_by: Transient, *, cancel_requested: bool, last: bool, max_retry_after_s: float) -> Ending:
+    """A failure that may pass: released for the next delivery, unless a Stop came, it was the
+    last attempt, or it asks to wait longer than promptq waits."""
+    if cancel_requested:
+        return Ending(Status.CANCELLED)
+    if last:
+        return Ending(Status.FAILED, code=stopped_by.code, message=stopped_by.message, upstream_status=stopped_by.upstream_status)
+    wait = stopped_by.retry_after_s
+    if wait is not None and wait > max_retry_after_s:
+        # Parking the execution that long would only look like a lost task later.
+        message = f"{stopped_by.message} (it asked to retry after {wait:g} s, beyond the {max_retry_after_s:g} s promptq waits)"
+        return Ending(Status.FAILED, code=stopped_by.code, message=message, upstream_status=stopped_by.upstream_status)
+    return Ending(
+        release=True,
+        code=stopped_by.code,
+        message=stopped_by.message,
+        upstream_status=stopped_by.upstream_status,
+        retry_after_s=stopped_by.retry_after_s,
+    )
+
+
 def ending(
-    stopped_by: BaseException | None, *, cancel_requested: bool, attempt_no: int, max_attempts: int,
-    deadline_s: float, max_retry_after_s: float = float("inf"), user_key: bool = False, refused: Refused | None = None,
+    stopped_by: BaseException | None,
+    *,
+    cancel_requested: bool,
+    attempt_no: int,
+    max_attempts: int,
+    deadline_s: float,
+    max_retry_after_s: float = float("inf"),
+    user_key: bool = False,
+    refused: Refused | None = None,
 ) -> Ending:
     """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended);
     ``user_key``: it ran on the owner's own OpenRouter key; ``refused``: the answer of a stream
@@ -52,8 +84,12 @@ def ending(
     if not user_key and _about_credit(stopped_by):
         # The app's OpenRouter account is out of credit: its balance and limits are the
         # operator's business, not the user's (the worker's log keeps the upstream's words).
-        return Ending(Status.FAILED, code=Code.UPSTREAM_PAYMENT_REQUIRED, message=APP_KEY_NO_CREDIT,
-                      upstream_status=getattr(stopped_by, "upstream_status", None))
+        return Ending(
+            Status.FAILED,
+            code=Code.UPSTREAM_PAYMENT_REQUIRED,
+            message=APP_KEY_NO_CREDIT,
+            upstream_status=getattr(stopped_by, "upstream_status", None),
+        )
     if stopped_by is None:
         return Ending(Status.SUCCEEDED) if refused is None else Ending(Status.FAILED, code=refused.code, message=refused.message)
     if isinstance(stopped_by, LostClaim):
@@ -63,17 +99,7 @@ def ending(
     if isinstance(stopped_by, Deadline):
         return Ending(Status.FAILED, code=Code.DEADLINE_EXCEEDED, message=f"the attempt reached the worker's deadline ({deadline_s:g} s)")
     if isinstance(stopped_by, Transient):
-        if cancel_requested:
-            return Ending(Status.CANCELLED)
-        if attempt_no >= max_attempts:
-            return Ending(Status.FAILED, code=stopped_by.code, message=stopped_by.message, upstream_status=stopped_by.upstream_status)
-        wait = stopped_by.retry_after_s
-        if wait is not None and wait > max_retry_after_s:
-            # Parking the execution that long would only look like a lost task later.
-            message = f"{stopped_by.message} (it asked to retry after {wait:g} s, beyond the {max_retry_after_s:g} s promptq waits)"
-            return Ending(Status.FAILED, code=stopped_by.code, message=message, upstream_status=stopped_by.upstream_status)
-        return Ending(release=True, code=stopped_by.code, message=stopped_by.message, upstream_status=stopped_by.upstream_status,
-                      retry_after_s=stopped_by.retry_after_s)
+        return _transient(stopped_by, cancel_requested=cancel_requested, last=attempt_no >= max_attempts, max_retry_after_s=max_retry_after_s)
     if isinstance(stopped_by, Permanent):
         return Ending(Status.FAILED, code=stopped_by.code, message=stopped_by.message, upstream_status=stopped_by.upstream_status)
     # A bug or an unexpected Firestore error: never keep the lease; another delivery may do better.

@@ -55,8 +55,9 @@ class RunResult:
 UpstreamFor = Callable[[dict], OpenRouterClient]  # the client for a job (its owner's key, or the app's)
 
 
-async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_for: UpstreamFor, settings: Settings,
-                        worker: str = "", stops: StopWatch | None = None) -> RunResult:
+async def run_execution(
+    execution_id: str, *, store: ExecutionStore, upstream_for: UpstreamFor, settings: Settings, worker: str = "", stops: StopWatch | None = None
+) -> RunResult:
     """Handle one delivery of the execution's task (``upstream_for`` may block: it may read
     and decrypt the owner's key)."""
     attempt_id = uuid.uuid4().hex
@@ -65,8 +66,14 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_fo
     )
     if decision.kind is not ClaimKind.START:
         return _in_batch(_unclaimed(execution_id, decision), seen)
-    log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, writer.attempt, attempt_id, os.getpid(),
-             " (restart)" if decision.restarted else "")
+    log.info(
+        "execution %s: attempt %d (%s) claimed by pid %d%s",
+        execution_id,
+        writer.attempt,
+        attempt_id,
+        os.getpid(),
+        " (restart)" if decision.restarted else "",
+    )
     attempt = Attempt(execution_id, writer, settings, stops=stops)
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
@@ -77,9 +84,16 @@ async def run_execution(execution_id: str, *, store: ExecutionStore, upstream_fo
         refused = await _checked(seen.job, attempt)  # the stream ended: is it what the request asked for?
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
-    end = ending(stopped_by, cancel_requested=writer.cancel_requested, attempt_no=writer.attempt, max_attempts=settings.max_attempts,
-                 deadline_s=settings.attempt_deadline_s, max_retry_after_s=settings.max_retry_after_s,
-                 user_key=seen.job.get(J.KEY_SOURCE) == KeySource.USER.value, refused=refused)
+    end = ending(
+        stopped_by,
+        cancel_requested=writer.cancel_requested,
+        attempt_no=writer.attempt,
+        max_attempts=settings.max_attempts,
+        deadline_s=settings.attempt_deadline_s,
+        max_retry_after_s=settings.max_retry_after_s,
+        user_key=seen.job.get(J.KEY_SOURCE) == KeySource.USER.value,
+        refused=refused,
+    )
     _log_ending(execution_id, writer.attempt, end, stopped_by)
     result = await _apply(end, writer, attempt)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id and upstream is not None:
@@ -168,8 +182,10 @@ async def _reconcile_cost(execution_id: str, generation_id: str, *, store: Execu
         log.warning("execution %s: cost of the cancelled generation not available", execution_id)
         return
     await asyncio.to_thread(
-        store.update_if, execution_id,
-        lambda execution, job: ex.reconciled_cost(execution or {}, job or {}, generation_id=generation_id, usage=record.usage,
-                                                  cost=record.cost, now=ex.utcnow()),
+        store.update_if,
+        execution_id,
+        lambda execution, job: ex.reconciled_cost(
+            execution or {}, job or {}, generation_id=generation_id, usage=record.usage, cost=record.cost, now=ex.utcnow()
+        ),
     )
     log.info("execution %s: cost of the cancelled generation reconciled", execution_id)

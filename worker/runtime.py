@@ -42,6 +42,7 @@ class BatchHooks(Protocol):
 
     def fold(self, batch_id: str, at: float | None = None) -> None: ...
 
+
 log = logging.getLogger(__name__)
 
 FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
@@ -107,10 +108,19 @@ class WorkerRuntime:
 
     def upstream(self, api_key: str, *, user_key: bool = False) -> OpenRouterClient:
         s = self.settings
-        return OpenRouterClient(base_url=s.openrouter_base_url, api_key=api_key, first_token_timeout_s=s.first_token_timeout_s,
-                                connect_timeout_s=s.connect_timeout_s, open_attempts=s.open_attempts, backoff_max_s=s.backoff_max_s,
-                                retry_after_cap_s=s.retry_after_cap_s, app_title=s.app_title, app_url=s.app_url, http=self.http,
-                                user_key=user_key)
+        return OpenRouterClient(
+            base_url=s.openrouter_base_url,
+            api_key=api_key,
+            first_token_timeout_s=s.first_token_timeout_s,
+            connect_timeout_s=s.connect_timeout_s,
+            open_attempts=s.open_attempts,
+            backoff_max_s=s.backoff_max_s,
+            retry_after_cap_s=s.retry_after_cap_s,
+            app_title=s.app_title,
+            app_url=s.app_url,
+            http=self.http,
+            user_key=user_key,
+        )
 
     def upstream_for(self, app_key: str):
         """The client for a job: with its owner's own key if the start chose it, else the app's."""
@@ -120,16 +130,21 @@ class WorkerRuntime:
                 return self.upstream(app_key)
             user_key = self.vault.get(job[J.OWNER]) if self.vault is not None else None
             if user_key is None:
-                raise Permanent("your own OpenRouter key was deleted before this execution ran; start it again",
-                                code=Code.USER_KEY_MISSING)
+                raise Permanent("your own OpenRouter key was deleted before this execution ran; start it again", code=Code.USER_KEY_MISSING)
             return self.upstream(user_key, user_key=True)
 
         return pick
 
     def run(self, execution_id: str, api_key: str) -> RunResult:
         """Run one delivery on the shared loop; blocks the calling request thread until it ends."""
-        coro = run_execution(execution_id, store=self.store, upstream_for=self.upstream_for(api_key), settings=self.settings,
-                             worker=self.worker, stops=self.stops.register)
+        coro = run_execution(
+            execution_id,
+            store=self.store,
+            upstream_for=self.upstream_for(api_key),
+            settings=self.settings,
+            worker=self.worker,
+            stops=self.stops.register,
+        )
         result = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
         if result.batch_id and self.flow is not None:
             self._batch_item_moved(self.flow, result.batch_id, result)

@@ -87,4 +87,4 @@ class TextBuffer:
 def _cut(text: str, max_bytes: int) -> tuple[str, str]:
     """``text`` in two at most ``max_bytes`` UTF-8 bytes in, at a code point boundary."""
     head = bounded(text, max_bytes)
-    return head, text[len(head):]
+    return head, text[len(head) :]

@@ -28,14 +28,14 @@ async def _serve(host: str, port: int, access_log: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m devstack.fakerouter",
-                                     description="A local OpenRouter-compatible upstream for tests and the demo.")
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.fakerouter", description="A local OpenRouter-compatible upstream for tests and the demo."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     parser.add_argument("--access-log", action="store_true", help="log one line per request (no bodies, no keys)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(_serve(args.host, args.port, args.access_log))
 
 

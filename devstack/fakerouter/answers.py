@@ -34,8 +34,15 @@ PIECE_CHARS = 6
 EFFORT_TOKENS = {"minimal": 2, "low": 4, "medium": 8, "high": 16}
 DEFAULT_REASONING = 8
 MAX_DEPTH = 16
-FORMATS = {"date": "2024-01-31", "date-time": "2024-01-31T12:00:00Z", "time": "12:00:00Z", "email": "ada@example.com",
-           "uri": "https://example.com/", "uuid": "123e4567-e89b-12d3-a456-426614174000", "ipv4": "192.0.2.1"}
+FORMATS = {
+    "date": "2024-01-31",
+    "date-time": "2024-01-31T12:00:00Z",
+    "time": "12:00:00Z",
+    "email": "ada@example.com",
+    "uri": "https://example.com/",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+    "ipv4": "192.0.2.1",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +60,7 @@ class ToolCallPlan:
 
 
 def pieces(text: str) -> list[str]:
-    return [text[i:i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
+    return [text[i : i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
 
 
 def _rng(seed: int, kind: str) -> random.Random:
@@ -143,8 +150,15 @@ def _number(schema: dict, rng: random.Random, root: Any, depth: int) -> int | fl
     return int(math.ceil(value)) if integer else min(math.ceil(value * 4) / 4, high)
 
 
-_BUILDERS = {"object": _object, "array": _array, "string": _string, "integer": _number, "number": _number,
-             "boolean": lambda s, rng, root, d: rng.random() < 0.5, "null": lambda s, rng, root, d: None}
+_BUILDERS = {
+    "object": _object,
+    "array": _array,
+    "string": _string,
+    "integer": _number,
+    "number": _number,
+    "boolean": lambda s, rng, root, d: rng.random() < 0.5,
+    "null": lambda s, rng, root, d: None,
+}
 
 
 def json_answer(seed: int, body: dict[str, Any], scenario: Scenario) -> str | None:
@@ -199,8 +213,11 @@ def reasoning_tokens(body: dict[str, Any], scenario: Scenario) -> tuple[int, int
     if asked.get("enabled") is False:
         return 0, 0
     budget = asked.get("max_tokens")
-    count = scenario.reasoning or EFFORT_TOKENS.get(asked.get("effort")) or (
-        min(budget, 32) if isinstance(budget, int) and budget > 0 else DEFAULT_REASONING)
+    count = (
+        scenario.reasoning
+        or EFFORT_TOKENS.get(asked.get("effort"))
+        or (min(budget, 32) if isinstance(budget, int) and budget > 0 else DEFAULT_REASONING)
+    )
     return (0, count) if asked.get("exclude") is True else (count, 0)
 
 
@@ -211,8 +228,10 @@ def vocabulary_error(body: dict[str, Any]) -> str | None:
         return "response_format: expected {type: text | json_object | json_schema}"
     if isinstance(fmt, dict) and fmt["type"] == "json_schema" and not isinstance((fmt.get("json_schema") or {}).get("schema"), dict):
         return "response_format.json_schema.schema: expected an object"
-    if tools is not None and not (isinstance(tools, list) and all(
-            isinstance(t, dict) and t.get("type") == "function" and isinstance((t.get("function") or {}).get("name"), str) for t in tools)):
+    if tools is not None and not (
+        isinstance(tools, list)
+        and all(isinstance(t, dict) and t.get("type") == "function" and isinstance((t.get("function") or {}).get("name"), str) for t in tools)
+    ):
         return "tools: expected an array of {type: function, function: {name, parameters?}}"
     if choice is not None and not (choice in ("none", "auto", "required") or isinstance(choice, dict)):
         return "tool_choice: expected none, auto, required or {type: function, function: {name}}"

@@ -46,7 +46,8 @@ class FakeRouter:
             asyncio.set_event_loop(self._loop)
             try:
                 self._runner, self.base_url = self._loop.run_until_complete(
-                    start_server(self.host, self.port, state=self.state, required_key=self.required_key))
+                    start_server(self.host, self.port, state=self.state, required_key=self.required_key)
+                )
             except BaseException as exc:  # reported to the starting thread
                 failure.append(exc)
                 ready.set()

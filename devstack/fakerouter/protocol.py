@@ -44,23 +44,11 @@ class ChunkHead:
     created: int
 
     def base(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "provider": PROVIDER,
-            "model": self.model,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-        }
+        return {"id": self.id, "provider": PROVIDER, "model": self.model, "object": "chat.completion.chunk", "created": self.created}
 
 
 def _choice(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-    return {
-        "index": 0,
-        "delta": delta,
-        "finish_reason": finish_reason,
-        "native_finish_reason": finish_reason,
-        "logprobs": None,
-    }
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "native_finish_reason": finish_reason, "logprobs": None}
 
 
 def content_chunk(head: ChunkHead, content: str, *, with_reasoning_key: bool = False) -> dict[str, Any]:
@@ -112,8 +100,7 @@ def error_event(head: ChunkHead, shape: str, code: int, usage: dict[str, Any], e
     if shape == "bare":
         return {"error": {"message": echoing("Rate limit exceeded upstream (fakerouter bare error event)", echo), "code": code}}
     if shape == "usage":
-        error = {"code": code, "message": echoing("Provider returned error (fakerouter error event)", echo),
-                 "metadata": {"provider_name": PROVIDER}}
+        error = {"code": code, "message": echoing("Provider returned error (fakerouter error event)", echo), "metadata": {"provider_name": PROVIDER}}
         return {**head.base(), "error": error, "choices": [], "usage": usage}
     error = {"code": "server_error", "message": echoing("Provider disconnected mid-stream (fakerouter error event)", echo)}
     choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error", "native_finish_reason": "error"}
@@ -150,8 +137,7 @@ def status_fault(code: int, model: str, retry_after: float | None, echo: str | N
         headers["Retry-After"] = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
     if code == 429:
         reset_ms = int((time.time() + (retry_after if retry_after is not None else 1.0)) * 1000)
-        limits = {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Remaining": "0",
-                  "X-RateLimit-Reset": str(reset_ms)}
+        limits = {"X-RateLimit-Limit": str(RATE_LIMIT), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset_ms)}
         headers.update(limits)
         metadata["headers"] = dict(limits)  # OpenRouter mirrors them in error.metadata.headers
     elif code == 403:
@@ -161,8 +147,9 @@ def status_fault(code: int, model: str, retry_after: float | None, echo: str | N
     return error_body(code, echoing(_STATUS_MESSAGES[code], echo), metadata), headers
 
 
-def completion(head: ChunkHead, text: str, reasoning: str, finish_reason: str, usage: dict[str, Any],
-               tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def completion(
+    head: ChunkHead, text: str, reasoning: str, finish_reason: str, usage: dict[str, Any], tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A non-streamed chat completion with the same text (or tool calls) a stream would carry."""
     message: dict[str, Any] = {"role": "assistant", "content": None if tool_calls else text, "refusal": None, "reasoning": reasoning or None}
     if tool_calls:
@@ -173,7 +160,6 @@ def completion(head: ChunkHead, text: str, reasoning: str, finish_reason: str, u
         "model": head.model,
         "object": "chat.completion",
         "created": head.created,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
-                     "native_finish_reason": finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "native_finish_reason": finish_reason, "logprobs": None}],
         "usage": usage,
     }

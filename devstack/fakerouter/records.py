@@ -36,8 +36,7 @@ class Outcome(enum.StrEnum):
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Request headers with every credential replaced; the key is never stored."""
     return {
-        name: (REDACTED if name.lower() == "authorization" else "<redacted>")
-        if name.lower() in _SECRET_HEADERS else value
+        name: (REDACTED if name.lower() == "authorization" else "<redacted>") if name.lower() in _SECRET_HEADERS else value
         for name, value in headers.items()
     }
 

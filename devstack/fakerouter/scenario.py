@@ -222,7 +222,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
 
 def spec_of_model(model: str) -> str:
     """The scenario spec carried by a model name ("" for any non-``fake/`` model)."""
-    return model[len(PREFIX):] if model.startswith(PREFIX) else ""
+    return model[len(PREFIX) :] if model.startswith(PREFIX) else ""
 
 
 def build(overrides: Mapping[str, Any]) -> Scenario:

@@ -34,8 +34,17 @@ from .protocol import ChunkHead
 from .records import Outcome, RequestRecord, RouterState
 from .scenario import HEADER, Scenario, ScenarioError, resolve
 from .stream import ClientGone, Plan, ServerStopping, SseWriter, run_stream
-from .text import (COMPLETION_PRICE, PROMPT_PRICE, content_limit, count_prompt_tokens, cost_usd,
-                   generate_reasoning, generate_tokens, seed_for, usage_object)
+from .text import (
+    COMPLETION_PRICE,
+    PROMPT_PRICE,
+    content_limit,
+    count_prompt_tokens,
+    cost_usd,
+    generate_reasoning,
+    generate_tokens,
+    seed_for,
+    usage_object,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +53,14 @@ DEFAULT_MODEL = "openrouter/auto"  # what OpenRouter uses when a body names no m
 MODELS = ("openrouter/auto", "openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "fake/")
 FEE_MODEL = "fees/every-fee"
 # Small: an unlisted model is priced at the dearest of each listed price, this one's fees included.
-FEE_MODEL_FEES = {"request": 0.00001, "image": 0.00002, "web_search": 0.00003, "internal_reasoning": 2e-6, "input_cache_read": 5e-7,
-                  "input_cache_write": 1e-6}
+FEE_MODEL_FEES = {
+    "request": 0.00001,
+    "image": 0.00002,
+    "web_search": 0.00003,
+    "internal_reasoning": 2e-6,
+    "input_cache_read": 5e-7,
+    "input_cache_write": 1e-6,
+}
 REQUIRED_KEY_ENV = "FAKEROUTER_REQUIRED_KEY"
 SHUTDOWN_TIMEOUT = 2.0
 BACKLOG = 2048  # a load test opens 1,000 streams at once
@@ -54,8 +69,7 @@ STATE = web.AppKey("state", RouterState)
 REQUIRED_KEY = web.AppKey("required_key", object)  # str, or None = read the env per request
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None,
-           body: dict[str, Any] | None = None) -> web.Response:
+def _error(status: int, message: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> web.Response:
     payload = body or protocol.error_body(status, message)
     return web.json_response(payload, status=status, headers=headers, dumps=protocol.dumps)
 
@@ -162,8 +176,7 @@ def _echo(request: web.Request, scenario: Scenario) -> str | None:
     return request.headers.get("Authorization", "").partition(" ")[2] or None if scenario.echo else None
 
 
-def _choose(request: web.Request, state: RouterState, messages_key: str, candidates: list[str],
-            scenarios: list[Scenario]) -> tuple[str, Scenario]:
+def _choose(request: web.Request, state: RouterState, messages_key: str, candidates: list[str], scenarios: list[Scenario]) -> tuple[str, Scenario]:
     """The model that serves: skip those whose `status` fault fires (OpenRouter falls back
     on errors before streaming); if all fail, the last failure is the answer."""
     failure: tuple[str, web.Response] | None = None
@@ -180,8 +193,7 @@ def _choose(request: web.Request, state: RouterState, messages_key: str, candida
 _GENERATIONS = itertools.count(1)
 
 
-def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: str, scenario: Scenario,
-          echo: str | None = None) -> Plan:
+def _plan(state: RouterState, body: dict[str, Any], messages_key: str, model: str, scenario: Scenario, echo: str | None = None) -> Plan:
     seed = seed_for(body["messages"], body.get("seed"))
     if scenario.unique:
         seed = seed * 1_000_003 + next(_GENERATIONS)
@@ -363,8 +375,7 @@ async def models(request: web.Request) -> web.Response:
     # The router lists no price of its own ("-1"): it costs what the model it picks costs.
     price = {"prompt": f"{PROMPT_PRICE:.10f}".rstrip("0"), "completion": f"{COMPLETION_PRICE:.10f}".rstrip("0")}
     routed = {"prompt": "-1", "completion": "-1"}
-    data = [{"id": name, "name": name, "context_length": 128000, "pricing": routed if name == "openrouter/auto" else price}
-            for name in MODELS]
+    data = [{"id": name, "name": name, "context_length": 128000, "pricing": routed if name == "openrouter/auto" else price} for name in MODELS]
     # A model listing every fee OpenRouter lists (per request, input image, web search; reasoning
     # tokens, cache reads and writes): what a start reserves for it includes them. It streams as
     # any model does and bills the token prices only.
@@ -380,9 +391,20 @@ async def key_info(request: web.Request) -> web.Response:
         return _error(401, reason)
     key = request.headers["Authorization"].partition(" ")[2].strip()
     limited = "limited" in key
-    data = {"label": f"{key[:9]}...{key[-3:]}", "limit": 5.0 if limited else None, "limit_remaining": 4.25 if limited else None,
-            "limit_reset": None, "usage": 0.75, "usage_daily": 0.25, "usage_weekly": 0.5, "usage_monthly": 0.75,
-            "is_free_tier": False, "is_management_key": False, "include_byok_in_limit": False, "expires_at": None}
+    data = {
+        "label": f"{key[:9]}...{key[-3:]}",
+        "limit": 5.0 if limited else None,
+        "limit_remaining": 4.25 if limited else None,
+        "limit_reset": None,
+        "usage": 0.75,
+        "usage_daily": 0.25,
+        "usage_weekly": 0.5,
+        "usage_monthly": 0.75,
+        "is_free_tier": False,
+        "is_management_key": False,
+        "include_byok_in_limit": False,
+        "expires_at": None,
+    }
     return web.json_response({"data": data}, dumps=protocol.dumps)
 
 
@@ -419,15 +441,15 @@ def create_app(state: RouterState | None = None, required_key: str | None = None
     return app
 
 
-async def start_server(host: str = "127.0.0.1", port: int = 0, *, state: RouterState | None = None,
-                       required_key: str | None = None, access_log: bool = False) -> tuple[web.AppRunner, str]:
+async def start_server(
+    host: str = "127.0.0.1", port: int = 0, *, state: RouterState | None = None, required_key: str | None = None, access_log: bool = False
+) -> tuple[web.AppRunner, str]:
     """Start the fake on the running loop; return the runner (``await runner.cleanup()``
     stops it) and the base URL ``http://HOST:PORT/api/v1``. Port 0 picks a free port."""
     app = create_app(state, required_key)
     # handler_cancellation: aiohttp cancels a handler as soon as its connection is lost, so a
     # client closing a stream is noticed at once (the poll in SseWriter is the backstop).
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                           access_log=log if access_log else None)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=log if access_log else None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -67,8 +67,9 @@ def _split_point(data: bytes) -> int | None:
 class SseWriter:
     """Writes frames to one response and waits between them, watching for the client leaving."""
 
-    def __init__(self, request: web.Request, response: web.StreamResponse | None, state: RouterState,
-                 scenario: Scenario, *, split_multibyte: bool = False) -> None:
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse | None, state: RouterState, scenario: Scenario, *, split_multibyte: bool = False
+    ) -> None:
         self.request = request
         self.response = response
         self.state = state

@@ -24,7 +24,8 @@ from google.cloud import firestore
 
 from promptq.domain import batch as bt
 from promptq.domain import execution as ex
-from promptq.domain.accounts import AccountView, Taken, day_of
+from promptq.domain.accounts import AccountView, Taken
+from promptq.domain.costs import day_of
 from promptq.domain.errors import LimitExceeded
 from promptq.domain.records import stored_bytes
 from promptq.contract import ROUNDS, B, F, R
@@ -62,7 +63,6 @@ def _commits(items: list[Item], per_commit: int = ITEMS_PER_COMMIT) -> list[list
         chunks[-1].append(item)
         size += weight
     return chunks
-
 
 
 class BatchClaims:
@@ -129,7 +129,7 @@ class BatchClaims:
         olds = olds or {}
         for i in range(0, len(created), ITEMS_PER_COMMIT):
             batch = self.client.batch()
-            for execution_id in created[i:i + ITEMS_PER_COMMIT]:
+            for execution_id in created[i : i + ITEMS_PER_COMMIT]:
                 batch.delete(self.store.job_ref(execution_id))
                 batch.delete(self.store.ref(execution_id))
                 if execution_id in olds:
@@ -177,8 +177,9 @@ class BatchClaims:
             self.store.ledger.settle(writes, settle, ex.utcnow())
         writes.commit()
 
-    def claim_round(self, batch_id: str, decide: Callable[[dict[str, Any], AccountView], tuple[dict[str, Any], Taken]],
-                    retried: int) -> dict[str, Any]:
+    def claim_round(
+        self, batch_id: str, decide: Callable[[dict[str, Any], AccountView], tuple[dict[str, Any], Taken]], retried: int
+    ) -> dict[str, Any]:
         """``retry_batch``'s claim: the next round's document created and the batch moved on to
         it (with a precondition on the version decided on), with what it takes, in one commit.
         ``decide`` refuses (raises) a batch that is not the one the retry read; a call that loses

@@ -90,11 +90,14 @@ class BatchStore(BatchClaims):
         ``at``: aggregation queries at one read time (an item moving between two states is
         counted once; a snapshot read takes no lock, unlike a transaction on the emulator)."""
         latest = self.items(batch_id)
-        counts = {s: self._count(latest.where(filter=FieldFilter(F.STATUS, "==", s.value)), at)
-                  for s in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED)}
+        counts = {
+            s: self._count(latest.where(filter=FieldFilter(F.STATUS, "==", s.value)), at)
+            for s in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED)
+        }
         counts[Status.CANCELLED] = total - sum(counts.values())
-        result = bt.Counts(total, counts[Status.QUEUED], counts[Status.RUNNING], counts[Status.SUCCEEDED], counts[Status.FAILED],
-                           counts[Status.CANCELLED])
+        result = bt.Counts(
+            total, counts[Status.QUEUED], counts[Status.RUNNING], counts[Status.SUCCEEDED], counts[Status.FAILED], counts[Status.CANCELLED]
+        )
         if ended_before is not None and result.ended == ended_before:
             return result, None  # nothing more ended: the totals are as they were
         ended = self.items(batch_id, latest=False).where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL]))
@@ -102,12 +105,16 @@ class BatchStore(BatchClaims):
         # aggregation of several sums, documents without any of them), so the count of
         # executions that ended and the sum of the few charged their estimate are queries of
         # their own.
-        sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(
-            f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")
+        sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")
         values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}
         values.update({r.alias: r.value for row in ended.sum(F.ESTIMATED_COST, alias="estimated").get(read_time=at) for r in row})
-        return result, bt.Totals(self._count(ended, at), int(values.get("p") or 0), int(values.get("c") or 0), float(values.get("cost") or 0),
-                                 float(values.get("estimated") or 0))
+        return result, bt.Totals(
+            self._count(ended, at),
+            int(values.get("p") or 0),
+            int(values.get("c") or 0),
+            float(values.get("cost") or 0),
+            float(values.get("estimated") or 0),
+        )
 
     def waiting(self, batch_id: str) -> int:
         """How many of its items still wait for their turn."""
@@ -136,8 +143,7 @@ class BatchStore(BatchClaims):
             running = BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL
             before = bt.Counts(**{k: int(v) for k, v in batch[B.COUNTS].items()}) if batch.get(B.FOLDED_AT) and running else None
             started = time.monotonic()
-            counts, totals = self.aggregate(batch_id, at, total=int(batch[B.COUNTS][Count.TOTAL]),
-                                            ended_before=before.ended if before else None)
+            counts, totals = self.aggregate(batch_id, at, total=int(batch[B.COUNTS][Count.TOTAL]), ended_before=before.ended if before else None)
             took = round(time.monotonic() - started, 3)
             now = ex.utcnow()
             update, settle = bt.folded(batch, counts, totals or bt.Totals.of(batch), now=now)
@@ -157,10 +163,12 @@ class BatchStore(BatchClaims):
 
     def stale(self, *, now: datetime, grace_s: float, limit: int) -> list[str]:
         """Batches not yet ended whose last fold is older than ``grace_s``."""
-        query = (self.client.collection(BATCHES)
-                 .where(filter=FieldFilter(B.STATUS, "in", [BatchStatus.QUEUED.value, BatchStatus.RUNNING.value,
-                                                             BatchStatus.CANCELLING.value]))
-                 .where(filter=FieldFilter(B.UPDATED_AT, "<", now - timedelta(seconds=grace_s))).limit(limit))
+        query = (
+            self.client.collection(BATCHES)
+            .where(filter=FieldFilter(B.STATUS, "in", [BatchStatus.QUEUED.value, BatchStatus.RUNNING.value, BatchStatus.CANCELLING.value]))
+            .where(filter=FieldFilter(B.UPDATED_AT, "<", now - timedelta(seconds=grace_s)))
+            .limit(limit)
+        )
         return [snap.id for snap in query.stream()]
 
     def set_status(self, batch_id: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -185,7 +193,7 @@ class BatchStore(BatchClaims):
         """Apply a decision to many executions, a few hundred per commit, commits in parallel,
         each write conditional on the version read (a chunk that meets a conflict falls back to
         one at a time)."""
-        chunks = [ids[i:i + CHANGES_PER_COMMIT] for i in range(0, len(ids), CHANGES_PER_COMMIT)]
+        chunks = [ids[i : i + CHANGES_PER_COMMIT] for i in range(0, len(ids), CHANGES_PER_COMMIT)]
         with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
             return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
 
@@ -216,7 +224,7 @@ class BatchStore(BatchClaims):
         conditional on the version the query read (an item handed over meanwhile is cancelled as
         Stop does, on its own). Returns how many ended."""
         snaps = list(self._waiting(batch_id).stream())
-        chunks = [snaps[i:i + DOCS_PER_COMMIT] for i in range(0, len(snaps), DOCS_PER_COMMIT)]
+        chunks = [snaps[i : i + DOCS_PER_COMMIT] for i in range(0, len(snaps), DOCS_PER_COMMIT)]
         with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
             return sum(pool.map(lambda chunk: self._cancel_chunk(chunk, now), chunks))
 

@@ -20,8 +20,12 @@ MAX_WRITES = 500  # per BatchWrite (Firestore's limit)
 MAX_BYTES = 8 * 1024 * 1024  # of text per BatchWrite: under Firestore's 10 MiB request limit
 SENDS = 5  # a write the server answered with a transient status is sent again, up to this many times in all
 # The statuses of a write worth sending again, as ``promptq.adapters.store.INTERRUPTED`` for a commit.
-TRANSIENT = {grpc.StatusCode.ABORTED.value[0], grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
-             grpc.StatusCode.CANCELLED.value[0]}
+TRANSIENT = {
+    grpc.StatusCode.ABORTED.value[0],
+    grpc.StatusCode.UNAVAILABLE.value[0],
+    grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+    grpc.StatusCode.CANCELLED.value[0],
+}
 
 
 class BulkWrites:
@@ -32,6 +36,7 @@ class BulkWrites:
         ``write_chunk`` writes one (no precondition: their ids name their attempt), in one
         BatchWrite (more past its limits). Returns each write's error (None: it landed), in
         order; an error of a whole call is raised."""
+
         def write(batch: BulkWriteBatch, i: int) -> None:
             execution_id, chunk, expire_at = chunks[i]
             batch.set(self.ref(execution_id).collection(CHUNKS).document(chunk.doc_id()), chunk.to_doc(expire_at))

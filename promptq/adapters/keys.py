@@ -106,8 +106,15 @@ class KeyVault:
             raise RuntimeError("no key-encryption key configured (PROMPTQ_KMS_KEY)")
         aad = uid.encode()
         data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(NONCE_BYTES)
-        doc = {K.LABEL: label_of(api_key), K.CIPHERTEXT: AESGCM(data_key).encrypt(nonce, api_key.encode(), aad), K.NONCE: nonce,
-               K.WRAPPED_KEY: self.kek.wrap(data_key, aad), K.KEK: self.kek.name, K.CREATED_AT: utcnow(), **(about or {})}
+        doc = {
+            K.LABEL: label_of(api_key),
+            K.CIPHERTEXT: AESGCM(data_key).encrypt(nonce, api_key.encode(), aad),
+            K.NONCE: nonce,
+            K.WRAPPED_KEY: self.kek.wrap(data_key, aad),
+            K.KEK: self.kek.name,
+            K.CREATED_AT: utcnow(),
+            **(about or {}),
+        }
         self.ref(uid).set(doc)
         return {k: doc.get(k) for k in PUBLIC}
 

@@ -96,8 +96,7 @@ class LaneStore:
         user_active = int((account.to_dict() or {}).get(Acc.BATCH_LANES) or 0) if account.exists else 0
         project_active = int((lanes.to_dict() or {}).get(Proj.LANES) or 0) if lanes.exists else 0
         cap = UserLimits.of(UserLimits(max_batch_lanes=self.user_cap), limits.to_dict() if limits.exists else None).max_batch_lanes
-        update, waits = ln.activated(batch, execution[F.LANE], ln.Caps(cap, self.project_cap), user_active=user_active,
-                                     project_active=project_active)
+        update, waits = ln.activated(batch, execution[F.LANE], ln.Caps(cap, self.project_cap), user_active=user_active, project_active=project_active)
         if update is None:
             return False
         now, writes = ex.utcnow(), self.client.batch()
@@ -126,8 +125,12 @@ class LaneStore:
         keys = ln.live(batch)
         if not keys:
             return []
-        query = (self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
-                 .where(filter=FieldFilter(F.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value])).select([F.LANE]))
+        query = (
+            self.client.collection(EXECUTIONS)
+            .where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
+            .where(filter=FieldFilter(F.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
+            .select([F.LANE])
+        )
         return ln.lanes_of(keys, {(s.to_dict() or {}).get(F.LANE) for s in query.stream()})
 
     def with_parked(self, limit: int) -> list[tuple[str, dict[str, Any]]]:

@@ -57,14 +57,29 @@ class Ledger:
     def view(self, uid: str, day: str) -> AccountView:
         """What a start decides on, in one round trip: the user's four documents, the project's
         override and its spend shards."""
-        refs = [self.account_ref(uid), self.limits_ref(uid), self.day_ref(uid, day), self.client.collection(KEYS).document(uid),
-                self.project_limits_ref(), self.lanes_ref(), *(self.shard_ref(n) for n in range(PROJECT_SHARDS))]
+        refs = [
+            self.account_ref(uid),
+            self.limits_ref(uid),
+            self.day_ref(uid, day),
+            self.client.collection(KEYS).document(uid),
+            self.project_limits_ref(),
+            self.lanes_ref(),
+            *(self.shard_ref(n) for n in range(PROJECT_SHARDS)),
+        ]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)}
         account, limits, today, key, project, lanes, *shards = (snaps[r.path] for r in refs)
-        return AccountView(uid, account.to_dict() if account.exists else None, account.update_time if account.exists else None,
-                           limits.to_dict() if limits.exists else None, today.to_dict() if today.exists else {}, key.exists,
-                           project.to_dict() if project.exists else None, tuple(s.to_dict() for s in shards if s.exists),
-                           lanes.to_dict() if lanes.exists else None, lanes.update_time if lanes.exists else None)
+        return AccountView(
+            uid,
+            account.to_dict() if account.exists else None,
+            account.update_time if account.exists else None,
+            limits.to_dict() if limits.exists else None,
+            today.to_dict() if today.exists else {},
+            key.exists,
+            project.to_dict() if project.exists else None,
+            tuple(s.to_dict() for s in shards if s.exists),
+            lanes.to_dict() if lanes.exists else None,
+            lanes.update_time if lanes.exists else None,
+        )
 
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
         """An operator's overrides of one user's limits (``Lim`` fields; 0 = none); None removes
@@ -119,8 +134,9 @@ class Ledger:
         if taken.project_lanes is not None:
             self.count_lanes(batch, view.project_lanes_time, taken.project_lanes, now)
         if taken.project_shard is not None and taken.reservation:
-            batch.set(self.shard_ref(taken.project_shard), {Proj.RESERVED_USD: firestore.Increment(taken.reservation), Proj.UPDATED_AT: now},
-                      merge=True)
+            batch.set(
+                self.shard_ref(taken.project_shard), {Proj.RESERVED_USD: firestore.Increment(taken.reservation), Proj.UPDATED_AT: now}, merge=True
+            )
 
     def count_lanes(self, batch: firestore.WriteBatch, version: Any, lanes: int, now: datetime) -> None:
         """project/lanes set to ``lanes``, only if it is still the version decided on (None: absent)."""
@@ -138,8 +154,11 @@ class Ledger:
             batch.set(self.lanes_ref(), {Proj.LANES: firestore.Increment(-settle.lanes), Proj.UPDATED_AT: now}, merge=True)
         if settle.usage and settle.day:
             start = datetime.strptime(settle.day, DAY_FORMAT).replace(tzinfo=timezone.utc)
-            batch.set(self.day_ref(settle.owner, settle.day),
-                      {**_fields(settle.usage), Use.DAY: settle.day, Use.EXPIRE_AT: start + self.usage_retention}, merge=True)
+            batch.set(
+                self.day_ref(settle.owner, settle.day),
+                {**_fields(settle.usage), Use.DAY: settle.day, Use.EXPIRE_AT: start + self.usage_retention},
+                merge=True,
+            )
         if settle.project_shard is not None and (settle.project_released or settle.project_cost):
             spend: dict[str, Any] = {Proj.UPDATED_AT: now}
             if settle.project_released:

@@ -22,7 +22,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.domain import execution as ex
-from promptq.domain.accounts import Taken, day_of
+from promptq.domain.accounts import Taken
+from promptq.domain.costs import day_of
 from promptq.adapters.bulk_writes import BulkWrites
 from promptq.domain.errors import LimitExceeded, Permanent
 from promptq.adapters.ledger import AccountView, Ledger
@@ -46,8 +47,11 @@ def applied(change: Change, seen: Seen) -> bool:
     own stamp (``updatedAt`` is the instant its decision was made; no other write has it)."""
     if change.delete:
         return seen.execution is None and seen.job is None
-    stamped = [(mine, theirs, key) for mine, theirs, key in ((change.execution, seen.execution, F.UPDATED_AT), (change.job, seen.job, J.UPDATED_AT))
-               if mine and key in mine]
+    stamped = [
+        (mine, theirs, key)
+        for mine, theirs, key in ((change.execution, seen.execution, F.UPDATED_AT), (change.job, seen.job, J.UPDATED_AT))
+        if mine and key in mine
+    ]
     return bool(stamped) and all(theirs is not None and theirs.get(key) == mine[key] for mine, theirs, key in stamped)
 
 
@@ -106,9 +110,7 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         """Ids of executions that look abandoned: a claim whose lease expired ``grace_s`` ago,
         or queued without a change for ``queue_timeout_s`` (the sweeper re-checks each)."""
         expired = (
-            self.client.collection_group(INTERNAL)
-            .where(filter=FieldFilter(J.LEASE_EXPIRES_AT, "<", now - timedelta(seconds=grace_s)))
-            .limit(limit)
+            self.client.collection_group(INTERNAL).where(filter=FieldFilter(J.LEASE_EXPIRES_AT, "<", now - timedelta(seconds=grace_s))).limit(limit)
         )
         stale = (
             self.client.collection(EXECUTIONS)
@@ -123,8 +125,11 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
     def history(self, uid: str, *, limit: int, after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """The user's executions, newest first, after the execution ``after`` (``LookupError``
         if that is not one of theirs)."""
-        query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.OWNER, "==", uid)).order_by(
-            F.CREATED_AT, direction=firestore.Query.DESCENDING)
+        query = (
+            self.client.collection(EXECUTIONS)
+            .where(filter=FieldFilter(F.OWNER, "==", uid))
+            .order_by(F.CREATED_AT, direction=firestore.Query.DESCENDING)
+        )
         if after is not None:
             cursor = self.ref(after).get()
             if not cursor.exists or cursor.get(F.OWNER) != uid:
@@ -134,8 +139,9 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
 
     # --- writes ---------------------------------------------------------------------------
 
-    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any], *,
-               take: Callable[[AccountView], Taken] | None = None) -> bool:
+    def create(
+        self, execution_id: str, execution: dict[str, Any], job: dict[str, Any], *, take: Callable[[AccountView], Taken] | None = None
+    ) -> bool:
         """Create both documents; False if the execution already exists (a resubmission).
 
         With ``take``, the start is decided on its owner's account (and the project's spend) as
@@ -173,8 +179,10 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
 
     def record_task(self, execution_id: str, task_id: str, *, replacing: str | None = None) -> None:
         """The task that delivers it, when its first name was held by a finished one (only over ``replacing``, if given)."""
-        self.update_if(execution_id, lambda e, j: Change(job={J.TASK: task_id})
-                       if j and j.get(J.TASK) != task_id and replacing in (None, j.get(J.TASK)) else None)
+        self.update_if(
+            execution_id,
+            lambda e, j: Change(job={J.TASK: task_id}) if j and j.get(J.TASK) != task_id and replacing in (None, j.get(J.TASK)) else None,
+        )
 
     def delete_unstarted(self, execution_id: str) -> bool:
         """Roll back a creation whose task could not be enqueued (only while still queued)."""
@@ -201,15 +209,17 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         if size or len(batch):
             batch.commit()
 
-    def claim(self, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int,
-              now: Callable[[], datetime] = ex.utcnow) -> tuple[ex.ClaimDecision, Seen]:
+    def claim(
+        self, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int, now: Callable[[], datetime] = ex.utcnow
+    ) -> tuple[ex.ClaimDecision, Seen]:
         """Apply ``execution.decide_claim`` atomically. Returns the decision and the documents as
         they were read (``promptq.adapters.writer.claim`` builds, for START, the writer that holds it)."""
         decisions: list[ex.ClaimDecision] = []
 
         def decide(seen: Seen):
-            decisions[:] = [ex.decide_claim(seen.execution, seen.job, attempt_id=attempt_id, worker=worker, now=now(),
-                                            lease_s=lease_s, max_attempts=max_attempts)]
+            decisions[:] = [
+                ex.decide_claim(seen.execution, seen.job, attempt_id=attempt_id, worker=worker, now=now(), lease_s=lease_s, max_attempts=max_attempts)
+            ]
             return decisions[0].change
 
         _, seen = self.write_if(execution_id, decide)
@@ -217,8 +227,9 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
 
     # --- the one compare-and-set loop ----------------------------------------------------------
 
-    def write_if(self, execution_id: str, build: Callable[[Seen], Change | None], *, seen: Seen | None = None,
-                  check: Callable[[Seen], None] | None = None) -> tuple[Change | None, Seen]:
+    def write_if(
+        self, execution_id: str, build: Callable[[Seen], Change | None], *, seen: Seen | None = None, check: Callable[[Seen], None] | None = None
+    ) -> tuple[Change | None, Seen]:
         """Decide on a version of the documents and write only if it is still that version;
         on a conflict or an interrupted write, read them again (``check`` may refuse the new
         version by raising) and decide again. Returns the change written (None: nothing) and
@@ -256,8 +267,10 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
             batch.delete(self.ref(execution_id), option=self.client.write_option(last_update_time=seen.execution_time))
             batch.commit()
             return Seen(None, None)
-        for ref, update, time in ((self.ref(execution_id), change.execution, seen.execution_time),
-                                  (self.job_ref(execution_id), change.job, seen.job_time)):
+        for ref, update, time in (
+            (self.ref(execution_id), change.execution, seen.execution_time),
+            (self.job_ref(execution_id), change.job, seen.job_time),
+        ):
             if update is not None:
                 batch.update(ref, counted(update), option=self.client.write_option(last_update_time=time))
                 refs.append(ref)
@@ -268,5 +281,9 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         results = batch.commit()
         times = dict(zip((r.path for r in refs), (r.update_time for r in results)))
         # The version now stored: what was read, with this change applied.
-        return Seen({**(seen.execution or {}), **(change.execution or {})}, {**(seen.job or {}), **(change.job or {})},
-                    times.get(self.ref(execution_id).path, seen.execution_time), times.get(self.job_ref(execution_id).path, seen.job_time))
+        return Seen(
+            {**(seen.execution or {}), **(change.execution or {})},
+            {**(seen.job or {}), **(change.job or {})},
+            times.get(self.ref(execution_id).path, seen.execution_time),
+            times.get(self.job_ref(execution_id).path, seen.job_time),
+        )

@@ -67,11 +67,7 @@ class TaskQueue:
         if s.tasks_service_account:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
         deadline = int(min(max(s.dispatch_deadline_s, 15), 1800))
-        return tasks_v2.Task(
-            name=self.task_name(task_id, queue),
-            http_request=request,
-            dispatch_deadline=duration_pb2.Duration(seconds=deadline),
-        )
+        return tasks_v2.Task(name=self.task_name(task_id, queue), http_request=request, dispatch_deadline=duration_pb2.Duration(seconds=deadline))
 
     def enqueue(self, execution_id: str, task_id: str | None = None, *, queue: str = INTERACTIVE) -> bool:
         """Create a task for the execution on ``queue``; False if its name is taken

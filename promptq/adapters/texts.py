@@ -17,7 +17,7 @@ class TextReads:
     def text(self, execution_id: str, execution: dict[str, Any], *, after: int = 0) -> str:
         """The execution's text (its current attempt's) from code point ``after`` on: from its
         pages once it ended, else from its chunks. Only pieces that reach past ``after`` are read."""
-        return "".join(piece[C.TEXT][max(0, after - piece[C.START]):] for piece in self.pieces(execution_id, execution, after=after))
+        return "".join(piece[C.TEXT][max(0, after - piece[C.START]) :] for piece in self.pieces(execution_id, execution, after=after))
 
     def pieces(self, execution_id: str, execution: dict[str, Any], *, after: int = -1) -> list[dict[str, Any]]:
         """The pages (once it ended) or chunks of the current attempt that reach past ``after``, in order."""

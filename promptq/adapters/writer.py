@@ -20,8 +20,16 @@ from promptq.adapters.store import ExecutionStore, Seen
 log = logging.getLogger(__name__)
 
 
-def claim(store: ExecutionStore, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int,
-          now: Callable[[], datetime] = ex.utcnow) -> tuple[ex.ClaimDecision, Seen, AttemptWriter | None]:
+def claim(
+    store: ExecutionStore,
+    execution_id: str,
+    *,
+    attempt_id: str,
+    worker: str,
+    lease_s: float,
+    max_attempts: int,
+    now: Callable[[], datetime] = ex.utcnow,
+) -> tuple[ex.ClaimDecision, Seen, AttemptWriter | None]:
     """``ExecutionStore.claim``, and for START the writer that holds the claim (the store
     decides and writes; the writer builds on it, never the other way round)."""
     decision, seen = store.claim(execution_id, attempt_id=attempt_id, worker=worker, lease_s=lease_s, max_attempts=max_attempts, now=now)
@@ -81,8 +89,11 @@ class AttemptWriter:
 
     def release(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         """Give the execution back to the queue after a transient failure (no text yet)."""
-        self._write(lambda seen: ex.released(seen.execution, seen.job, attempt_id=self.attempt_id, code=code, message=message,
-                                             now=self.now(), retry_after_s=retry_after_s))
+        self._write(
+            lambda seen: ex.released(
+                seen.execution, seen.job, attempt_id=self.attempt_id, code=code, message=message, now=self.now(), retry_after_s=retry_after_s
+            )
+        )
 
     def _write(self, build: Callable[[Seen], Change]) -> None:
         with self._lock:
@@ -95,7 +106,6 @@ class AttemptWriter:
             raise LostClaim(f"attempt {self.attempt_id} no longer holds the execution")
         if (seen.execution or {}).get(F.CANCEL_REQUESTED):
             self.cancel_requested = True
-
 
 
 def heartbeat_all(writers: list[AttemptWriter]) -> list[Exception | None]:

@@ -264,5 +264,3 @@ class Code:
     INTERNAL = "internal"
     LOST_CLAIM = "lost_claim"  # not written: another attempt holds the execution
     CANCELLED = "cancelled"  # not written: the owner pressed Stop
-
-

@@ -18,12 +18,10 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from promptq.domain.costs import (DAY_FORMAT, PROJECT_SHARDS, Price, ProjectSpend, cost_field, day_of, decide_project, midnight,  # noqa: F401
-                           shard_of)
+from promptq.domain.costs import ProjectSpend, day_of, decide_project, midnight, shard_of
 from promptq.domain.errors import LimitExceeded
-from promptq.domain.records import Inc, Produced, Settlement, Usage
 from promptq.domain import lanes as lanes_mod
-from promptq.contract import A, Acc, AttemptOutcome, B, F, J, KeySource, Lim, Proj, Reason, Use
+from promptq.contract import Acc, B, F, J, KeySource, Lim, Proj, Reason, Use
 
 # --- what a start is decided on ---------------------------------------------------------------
 
@@ -41,8 +39,12 @@ class UserLimits:
     def of(cls, defaults: "UserLimits", override: Mapping[str, Any] | None) -> "UserLimits":
         """The settings' defaults, with an operator's overrides (``limits/{uid}``)."""
         o = override or {}
-        return cls(int(o.get(Lim.MAX_ACTIVE, defaults.max_active)), int(o.get(Lim.STARTS_PER_MINUTE, defaults.starts_per_minute)),
-                   float(o.get(Lim.DAILY_BUDGET_USD, defaults.daily_budget_usd)), int(o.get(Lim.MAX_BATCH_LANES, defaults.max_batch_lanes)))
+        return cls(
+            int(o.get(Lim.MAX_ACTIVE, defaults.max_active)),
+            int(o.get(Lim.STARTS_PER_MINUTE, defaults.starts_per_minute)),
+            float(o.get(Lim.DAILY_BUDGET_USD, defaults.daily_budget_usd)),
+            int(o.get(Lim.MAX_BATCH_LANES, defaults.max_batch_lanes)),
+        )
 
     @property
     def any(self) -> bool:
@@ -50,8 +52,12 @@ class UserLimits:
         return bool(self.max_active or self.starts_per_minute or self.daily_budget_usd)
 
     def to_json(self) -> dict[str, Any]:
-        return {Lim.MAX_ACTIVE: self.max_active, Lim.STARTS_PER_MINUTE: self.starts_per_minute, Lim.DAILY_BUDGET_USD: self.daily_budget_usd,
-                Lim.MAX_BATCH_LANES: self.max_batch_lanes}
+        return {
+            Lim.MAX_ACTIVE: self.max_active,
+            Lim.STARTS_PER_MINUTE: self.starts_per_minute,
+            Lim.DAILY_BUDGET_USD: self.daily_budget_usd,
+            Lim.MAX_BATCH_LANES: self.max_batch_lanes,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +100,29 @@ class Taken:
         return {J.KEY_SOURCE: self.source.value, J.HOLDS: self.holds, J.RESERVED_USD: self.reservation, J.PROJECT_SHARD: self.project_shard}
 
     def batch_fields(self) -> dict[str, Any]:
-        return {B.KEY_SOURCE: self.source.value, B.HOLDS: self.holds, B.RESERVED_USD: self.reservation, B.PROJECT_SHARD: self.project_shard,
-                **(self.lane_fields or {})}
+        return {
+            B.KEY_SOURCE: self.source.value,
+            B.HOLDS: self.holds,
+            B.RESERVED_USD: self.reservation,
+            B.PROJECT_SHARD: self.project_shard,
+            **(self.lane_fields or {}),
+        }
 
 
-def decide(view: AccountView, *, defaults: UserLimits, project_cap_usd: float, worst_case: Callable[[], float], shard_key: str, now: datetime,
-           slots: int = 1, source: KeySource | None = None, lanes: int = 0, lane_round: int = 0, project_lanes_cap: int = 0) -> Taken:
+def decide(
+    view: AccountView,
+    *,
+    defaults: UserLimits,
+    project_cap_usd: float,
+    worst_case: Callable[[], float],
+    shard_key: str,
+    now: datetime,
+    slots: int = 1,
+    source: KeySource | None = None,
+    lanes: int = 0,
+    lane_round: int = 0,
+    project_lanes_cap: int = 0,
+) -> Taken:
     """A start decided on its owner's account and the project's spend as read: whose key it runs
     on (the user's own when they stored one, unless ``source`` was decided before: a retried
     batch's), what it reserves (``worst_case()``, on the app's key when a budget or the project's
@@ -113,8 +136,7 @@ def decide(view: AccountView, *, defaults: UserLimits, project_cap_usd: float, w
     reserved = round(worst_case(), 9) if app and (limits.daily_budget_usd or project.cap_usd) else 0.0
     account = None
     if limits.any:  # else nothing to enforce: the account (one document per user) is not written
-        account = decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserved, now=now,
-                               slots=slots)
+        account = decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserved, now=now, slots=slots)
     shard = None
     if app and project.cap_usd:
         decide_project(project, reserved, now)
@@ -132,12 +154,18 @@ def lanes_taken(taken: Taken, view: AccountView, width: int, round_: int, caps: 
     account = taken.account
     if n:
         account = {**(account or {}), Acc.BATCH_LANES: max(user_active, 0) + n, Acc.UPDATED_AT: now}
-    return dataclasses.replace(taken, account=account, lanes=n, lane_fields=lanes_mod.initial(round_, width, n, waiting_for),
-                               project_lanes=max(project_active, 0) + n if n else None)
+    return dataclasses.replace(
+        taken,
+        account=account,
+        lanes=n,
+        lane_fields=lanes_mod.initial(round_, width, n, waiting_for),
+        project_lanes=max(project_active, 0) + n if n else None,
+    )
 
 
-def decide_start(account: Mapping[str, Any] | None, limits: UserLimits, *, spent_today: float, reservation: float, now: datetime,
-                 slots: int = 1) -> dict[str, Any]:
+def decide_start(
+    account: Mapping[str, Any] | None, limits: UserLimits, *, spent_today: float, reservation: float, now: datetime, slots: int = 1
+) -> dict[str, Any]:
     """The account after one more start holding ``slots`` active slots (a batch: its
     maxConcurrency), or ``LimitExceeded`` naming the limit and when it frees."""
     account = account or {}
@@ -147,22 +175,38 @@ def decide_start(account: Mapping[str, Any] | None, limits: UserLimits, *, spent
     recent = sorted(t for t in account.get(Acc.RECENT_STARTS) or [] if t > minute_ago)
     if slots and limits.max_active and active + slots > limits.max_active:
         if slots == 1:
-            raise LimitExceeded(Reason.MAX_ACTIVE, f"maxActive: {active} of your executions are queued or running, the most you may "
-                                f"have ({limits.max_active}); one frees when one of them ends")
-        raise LimitExceeded(Reason.MAX_ACTIVE, f"maxActive: a batch holds its maxConcurrency ({slots}) of your {limits.max_active} "
-                            f"active slots while it runs, and {active} are held by your executions and batches queued or running; "
-                            f"ask for a maxConcurrency of at most {max(limits.max_active - active, 0)}, or wait until one ends")
+            raise LimitExceeded(
+                Reason.MAX_ACTIVE,
+                f"maxActive: {active} of your executions are queued or running, the most you may "
+                f"have ({limits.max_active}); one frees when one of them ends",
+            )
+        raise LimitExceeded(
+            Reason.MAX_ACTIVE,
+            f"maxActive: a batch holds its maxConcurrency ({slots}) of your {limits.max_active} "
+            f"active slots while it runs, and {active} are held by your executions and batches queued or running; "
+            f"ask for a maxConcurrency of at most {max(limits.max_active - active, 0)}, or wait until one ends",
+        )
     if limits.starts_per_minute and len(recent) >= limits.starts_per_minute:
         frees = recent[len(recent) - limits.starts_per_minute] + timedelta(seconds=60)
-        raise LimitExceeded(Reason.STARTS_PER_MINUTE, f"startsPerMinute: {len(recent)} starts in the last minute, the most you may make "
-                            f"({limits.starts_per_minute}); the next frees at {frees.isoformat(timespec='seconds')}")
+        raise LimitExceeded(
+            Reason.STARTS_PER_MINUTE,
+            f"startsPerMinute: {len(recent)} starts in the last minute, the most you may make "
+            f"({limits.starts_per_minute}); the next frees at {frees.isoformat(timespec='seconds')}",
+        )
     if limits.daily_budget_usd and reservation and spent_today + reserved + reservation > limits.daily_budget_usd:
-        raise LimitExceeded(Reason.DAILY_BUDGET, f"dailyBudgetUsd: ${spent_today:.6f} spent and ${reserved:.6f} reserved today of your "
-                            f"${limits.daily_budget_usd:g}; this {'batch' if slots > 1 else 'execution'} may cost up to "
-                            f"${reservation:.6f}; the budget frees at {midnight(now)}")
-    keep = recent[-(limits.starts_per_minute - 1):] if limits.starts_per_minute > 1 else []
-    return {Acc.ACTIVE: active + slots, Acc.RESERVED_USD: round(reserved + reservation, 9),
-            Acc.RECENT_STARTS: [*keep, now] if limits.starts_per_minute else [], Acc.UPDATED_AT: now}
+        raise LimitExceeded(
+            Reason.DAILY_BUDGET,
+            f"dailyBudgetUsd: ${spent_today:.6f} spent and ${reserved:.6f} reserved today of your "
+            f"${limits.daily_budget_usd:g}; this {'batch' if slots > 1 else 'execution'} may cost up to "
+            f"${reservation:.6f}; the budget frees at {midnight(now)}",
+        )
+    keep = recent[-(limits.starts_per_minute - 1) :] if limits.starts_per_minute > 1 else []
+    return {
+        Acc.ACTIVE: active + slots,
+        Acc.RESERVED_USD: round(reserved + reservation, 9),
+        Acc.RECENT_STARTS: [*keep, now] if limits.starts_per_minute else [],
+        Acc.UPDATED_AT: now,
+    }
 
 
 def decide_key_call(account: Mapping[str, Any] | None, per_minute: int, now: datetime) -> dict[str, Any] | None:
@@ -174,87 +218,9 @@ def decide_key_call(account: Mapping[str, Any] | None, per_minute: int, now: dat
     recent = sorted(t for t in (account or {}).get(Acc.KEY_CALLS) or [] if t > minute_ago)
     if len(recent) >= per_minute:
         frees = recent[len(recent) - per_minute] + timedelta(seconds=60)
-        raise LimitExceeded(Reason.KEY_CALLS_PER_MINUTE, f"keyCallsPerMinute: {len(recent)} calls about your OpenRouter key in the "
-                            f"last minute, the most you may make ({per_minute}); the next frees at {frees.isoformat(timespec='seconds')}")
-    return {Acc.KEY_CALLS: [*recent[-(per_minute - 1):], now] if per_minute > 1 else [now], Acc.UPDATED_AT: now}
-
-
-# --- endings ----------------------------------------------------------------------------------
-
-
-def released(*, reservation: float, slots: int = 1) -> dict[str, Any]:
-    """What an execution (or a batch, its slots) that ends or is rolled back gives back to the account."""
-    update: dict[str, Any] = {Acc.RESERVED_USD: Inc(-reservation)}
-    if slots:
-        update[Acc.ACTIVE] = Inc(-slots)
-    return update
-
-
-def usage_added(*, key_source: str, usage: Usage | None, cost: float, estimated: float = 0.0, executions: int = 1) -> dict[str, Any]:
-    """What one execution adds to its day (its own key's share apart)."""
-    p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-    if key_source == KeySource.USER.value:
-        fields = {Use.USER_KEY_EXECUTIONS: executions, Use.USER_KEY_PROMPT_TOKENS: p, Use.USER_KEY_COMPLETION_TOKENS: c,
-                  Use.USER_KEY_COST: cost}
-    else:
-        fields = {Use.EXECUTIONS: executions, Use.PROMPT_TOKENS: p, Use.COMPLETION_TOKENS: c, Use.COST: cost, Use.ESTIMATED_COST: estimated}
-    return {k: Inc(v) for k, v in fields.items() if v}
-
-
-def counted(job: Mapping[str, Any]) -> bool:
-    """Whether the execution's start was counted in its owner's account (then its ending is)."""
-    return job.get(J.KEY_SOURCE) is not None
-
-
-def charge(job: Mapping[str, Any], *, produced: Produced | None, history: list | None) -> tuple[float, float]:
-    """What an ending charges, and the part of it that is a worst case: the real cost when the
-    stream reported it; else, when a generation ran (a cut stream: its cost comes later from the
-    generation record, see ``reconciled``), its reservation; and the reservation again for every
-    attempt whose worker died holding it (its generation's cost is never known). Nothing reserved
-    (no budget, no project cap, the user's own key): unknown costs count 0."""
-    reservation = float(job.get(J.RESERVED_USD) or 0.0)
-    dead = sum(1 for a in (history if history is not None else job.get(J.ATTEMPTS) or [])
-               if a.get(A.OUTCOME) == AttemptOutcome.LEASE_EXPIRED.value)
-    known = produced.cost if produced is not None else None
-    streamed = produced is not None and produced.generation_id is not None
-    estimated = (reservation if known is None and streamed else 0.0) + dead * reservation
-    return round((known or 0.0) + estimated, 9), round(estimated, 9)
-
-
-def settled(execution: Mapping[str, Any], job: Mapping[str, Any], *, produced: Produced | None, history: list | None,
-            now: datetime) -> tuple[Settlement, dict[str, Any]]:
-    """What an ending gives back to the owner's account and the project's shard and adds to the
-    day it ended, and what the job records of it (``charge``). Written once, in the batch that
-    ends the execution."""
-    reservation = float(job.get(J.RESERVED_USD) or 0.0)
-    charged, estimated = charge(job, produced=produced, history=history)
-    key_source = str(job.get(J.KEY_SOURCE))
-    shard = job.get(J.PROJECT_SHARD)
-    settle = Settlement(str(execution[F.OWNER]), account=released(reservation=reservation) if job.get(J.HOLDS) else None, day=day_of(now),
-                        usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged, estimated=estimated),
-                        project_shard=shard, project_released=reservation if shard is not None else 0.0,
-                        project_cost=charged if shard is not None else 0.0)
-    return settle, {J.CHARGED_USD: charged}
-
-
-def reconciled(execution: Mapping[str, Any], job: Mapping[str, Any], *, usage: Usage, cost: float | None) -> tuple[Settlement, dict[str, Any]]:
-    """A cut stream's real usage and cost, read after its ending charged its reservation: the
-    difference, added to the day it ended (once: only while the execution has no cost)."""
-    reservation = float(job.get(J.RESERVED_USD) or 0.0)
-    charged = float(job.get(J.CHARGED_USD) or 0.0)
-    real = cost or 0.0
-    fields = usage_added(key_source=str(job.get(J.KEY_SOURCE)), usage=usage, cost=real - reservation, executions=0)
-    if reservation and str(job.get(J.KEY_SOURCE)) == KeySource.APP.value:
-        fields[Use.ESTIMATED_COST] = Inc(-reservation)
-    finished = execution.get(F.FINISHED_AT)
-    day = day_of(finished) if isinstance(finished, datetime) else None
-    shard = job.get(J.PROJECT_SHARD)
-    return (Settlement(str(execution[F.OWNER]), day=day, usage=fields, project_shard=shard if day else None,
-                       project_cost=round(real - reservation, 9) if shard is not None else 0.0),
-            {J.CHARGED_USD: round(charged - reservation + real, 9)})
-
-
-def item_estimate_reconciled(execution: Mapping[str, Any], job: Mapping[str, Any]) -> float:
-    """A batch item's worst-case charge once its cut stream's real cost is known: what stays a
-    worst case is only its dead attempts'."""
-    return max(0.0, round(float(execution.get(F.ESTIMATED_COST) or 0.0) - float(job.get(J.RESERVED_USD) or 0.0), 9))
+        raise LimitExceeded(
+            Reason.KEY_CALLS_PER_MINUTE,
+            f"keyCallsPerMinute: {len(recent)} calls about your OpenRouter key in the "
+            f"last minute, the most you may make ({per_minute}); the next frees at {frees.isoformat(timespec='seconds')}",
+        )
+    return {Acc.KEY_CALLS: [*recent[-(per_minute - 1) :], now] if per_minute > 1 else [now], Acc.UPDATED_AT: now}

@@ -21,10 +21,10 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq.domain import accounts
 from promptq.domain import lanes as lanes_mod
-from promptq.domain.records import Inc, Settlement
-from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, R, U, Use
+from promptq.domain import settlement
+from promptq.domain.records import Settlement
+from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, R, U, Use
 
 Doc = Mapping[str, Any]
 
@@ -55,8 +55,14 @@ class Counts:
         return self.succeeded + self.failed + self.cancelled
 
     def to_doc(self) -> dict[str, int]:
-        return {Count.TOTAL: self.total, Count.QUEUED: self.queued, Count.RUNNING: self.running, Count.SUCCEEDED: self.succeeded,
-                Count.FAILED: self.failed, Count.CANCELLED: self.cancelled}
+        return {
+            Count.TOTAL: self.total,
+            Count.QUEUED: self.queued,
+            Count.RUNNING: self.running,
+            Count.SUCCEEDED: self.succeeded,
+            Count.FAILED: self.failed,
+            Count.CANCELLED: self.cancelled,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,23 +80,63 @@ class Totals:
     def of(cls, batch: Doc) -> "Totals":
         """The totals the batch document holds now."""
         usage = batch.get(B.USAGE) or {}
-        return cls(int(batch.get(B.EXECUTIONS) or 0), int(usage.get(U.PROMPT_TOKENS) or 0), int(usage.get(U.COMPLETION_TOKENS) or 0),
-                   float(batch.get(B.COST) or 0.0), float(batch.get(B.ESTIMATED_COST) or 0.0))
+        return cls(
+            int(batch.get(B.EXECUTIONS) or 0),
+            int(usage.get(U.PROMPT_TOKENS) or 0),
+            int(usage.get(U.COMPLETION_TOKENS) or 0),
+            float(batch.get(B.COST) or 0.0),
+            float(batch.get(B.ESTIMATED_COST) or 0.0),
+        )
 
     def to_doc(self) -> dict[str, Any]:
         """What its owner's day is given of it (``B.SETTLED``): ``cost`` is what it is charged,
         the estimates included, as an execution's ending charges its day."""
-        return {Use.EXECUTIONS: self.executions, Use.PROMPT_TOKENS: self.prompt_tokens, Use.COMPLETION_TOKENS: self.completion_tokens,
-                Use.COST: round(self.cost + self.estimated, 12), Use.ESTIMATED_COST: round(self.estimated, 12)}
+        return {
+            Use.EXECUTIONS: self.executions,
+            Use.PROMPT_TOKENS: self.prompt_tokens,
+            Use.COMPLETION_TOKENS: self.completion_tokens,
+            Use.COST: round(self.cost + self.estimated, 12),
+            Use.ESTIMATED_COST: round(self.estimated, 12),
+        }
 
 
-def new_batch(*, owner_uid: str, total: int, max_concurrency: int, title: str | None, requested_model: str | None,
-              idempotency_key: str | None, request_hash: str, now: datetime, expire_at: datetime) -> dict[str, Any]:
-    return {B.OWNER: owner_uid, B.STATUS: BatchStatus.QUEUED.value, B.TITLE: title, B.COUNTS: Counts(total, queued=total).to_doc(),
-            B.USAGE: {U.PROMPT_TOKENS: 0, U.COMPLETION_TOKENS: 0}, B.COST: 0.0, B.EXECUTIONS: 0, B.MAX_CONCURRENCY: max_concurrency, B.ROUND: 0,
-            B.REQUESTED_MODEL: requested_model, B.SETTLED: Totals().to_doc(), B.IDEMPOTENCY_KEY: idempotency_key,
-            B.REQUEST_HASH: request_hash, B.CANCEL_REQUESTED: False, B.CREATED_AT: now, B.STARTED_AT: None, B.FINISHED_AT: None,
-            B.UPDATED_AT: now, B.FOLDED_AT: None, B.EXPIRE_AT: expire_at, B.WRITES: 1, B.ESTIMATED_COST: 0.0, B.WRITING: True}
+def new_batch(
+    *,
+    owner_uid: str,
+    total: int,
+    max_concurrency: int,
+    title: str | None,
+    requested_model: str | None,
+    idempotency_key: str | None,
+    request_hash: str,
+    now: datetime,
+    expire_at: datetime,
+) -> dict[str, Any]:
+    return {
+        B.OWNER: owner_uid,
+        B.STATUS: BatchStatus.QUEUED.value,
+        B.TITLE: title,
+        B.COUNTS: Counts(total, queued=total).to_doc(),
+        B.USAGE: {U.PROMPT_TOKENS: 0, U.COMPLETION_TOKENS: 0},
+        B.COST: 0.0,
+        B.EXECUTIONS: 0,
+        B.MAX_CONCURRENCY: max_concurrency,
+        B.ROUND: 0,
+        B.REQUESTED_MODEL: requested_model,
+        B.SETTLED: Totals().to_doc(),
+        B.IDEMPOTENCY_KEY: idempotency_key,
+        B.REQUEST_HASH: request_hash,
+        B.CANCEL_REQUESTED: False,
+        B.CREATED_AT: now,
+        B.STARTED_AT: None,
+        B.FINISHED_AT: None,
+        B.UPDATED_AT: now,
+        B.FOLDED_AT: None,
+        B.EXPIRE_AT: expire_at,
+        B.WRITES: 1,
+        B.ESTIMATED_COST: 0.0,
+        B.WRITING: True,
+    }
 
 
 def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
@@ -103,17 +149,6 @@ def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
     return status, False
 
 
-def _usage_delta(batch: Doc, totals: Totals) -> dict[str, Any]:
-    """What its owner's day has not been given yet of what the batch used."""
-    settled = batch.get(B.SETTLED) or {}
-    delta = {k: v - (settled.get(k) or 0) for k, v in totals.to_doc().items()}
-    user = batch.get(B.KEY_SOURCE) == KeySource.USER.value
-    names = {Use.EXECUTIONS: Use.USER_KEY_EXECUTIONS, Use.PROMPT_TOKENS: Use.USER_KEY_PROMPT_TOKENS,
-             Use.COMPLETION_TOKENS: Use.USER_KEY_COMPLETION_TOKENS, Use.COST: Use.USER_KEY_COST}
-    return {(names[k] if user else k): Inc(round(v, 12) if k in (Use.COST, Use.ESTIMATED_COST) else v) for k, v in delta.items()
-            if v and (k in names or not user)}
-
-
 def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tuple[dict[str, Any] | None, Settlement | None]:
     """The batch document's update for its items as they are now, and, when the batch ends (or
     an ended batch's totals change: a cancelled item's cost read later), what its owner's
@@ -123,34 +158,23 @@ def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tupl
     update: dict[str, Any] = {}
     if counts.to_doc() != batch.get(B.COUNTS):
         update[B.COUNTS] = counts.to_doc()
-    if (usage != batch.get(B.USAGE) or round(totals.cost, 12) != batch.get(B.COST) or totals.executions != batch.get(B.EXECUTIONS)
-            or round(totals.estimated, 12) != (batch.get(B.ESTIMATED_COST) or 0.0)):
-        update.update({B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions,
-                       B.ESTIMATED_COST: round(totals.estimated, 12)})
+    if (
+        usage != batch.get(B.USAGE)
+        or round(totals.cost, 12) != batch.get(B.COST)
+        or totals.executions != batch.get(B.EXECUTIONS)
+        or round(totals.estimated, 12) != (batch.get(B.ESTIMATED_COST) or 0.0)
+    ):
+        update.update(
+            {B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions, B.ESTIMATED_COST: round(totals.estimated, 12)}
+        )
     if status.value != batch[B.STATUS]:
         update[B.STATUS] = status.value
         if status is BatchStatus.RUNNING:
             update[B.STARTED_AT] = now
     settle = None
     if status in BATCH_TERMINAL:
-        delta = _usage_delta(batch, totals)
-        account, released, lanes_back = None, 0.0, 0
-        if ends:
-            update[B.FINISHED_AT] = now
-            released = float(batch.get(B.RESERVED_USD) or 0.0)
-            if batch.get(B.HOLDS):
-                account = accounts.released(reservation=released, slots=int(batch[B.MAX_CONCURRENCY]))
-            update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
-            if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
-                lane_fields, lanes_back = lanes_mod.released_all(batch)
-                update.update(lane_fields)
-        shard = batch.get(B.PROJECT_SHARD)
-        charged = delta.get(Use.COST)
-        if delta or account or lanes_back or (shard is not None and released):
-            settle = Settlement(str(batch[B.OWNER]), account=account, day=accounts.day_of(now), usage=delta or None, project_shard=shard,
-                                project_released=released if shard is not None else 0.0,
-                                project_cost=charged.by if shard is not None and charged is not None else 0.0, lanes=lanes_back)
-            update[B.SETTLED] = totals.to_doc()
+        ended_fields, settle = settlement.batch_settled(batch, totals.to_doc(), ends=ends, now=now)
+        update.update(ended_fields)
     if not update:
         return None, None
     return {**update, B.UPDATED_AT: now}, settle
@@ -176,8 +200,15 @@ def reopened(batch: Doc, *, retried: int, now: datetime, held: Mapping[str, Any]
     """``retry_batch``: the batch runs again for ``retried`` items (its counts follow at the
     next fold, once they are written); ``held``: what the retry took of the owner's account and
     the project's spend (``B.HOLDS``...)."""
-    return {B.STATUS: BatchStatus.RUNNING.value, B.ROUND: int(batch.get(B.ROUND) or 0) + 1, B.FINISHED_AT: None,
-            B.CANCEL_REQUESTED: False, B.UPDATED_AT: now, B.WRITING: True, **(held or {})}
+    return {
+        B.STATUS: BatchStatus.RUNNING.value,
+        B.ROUND: int(batch.get(B.ROUND) or 0) + 1,
+        B.FINISHED_AT: None,
+        B.CANCEL_REQUESTED: False,
+        B.UPDATED_AT: now,
+        B.WRITING: True,
+        **(held or {}),
+    }
 
 
 def round_claim(batch: Doc, *, retried: int, now: datetime) -> dict[str, Any]:
@@ -191,17 +222,30 @@ def unclaimed(batch: Doc) -> Settlement | None:
     reservation, shard, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), batch.get(B.PROJECT_SHARD), lanes_mod.active(batch)
     if not batch.get(B.HOLDS) and shard is None and not lanes_back:
         return None
-    return Settlement(str(batch[B.OWNER]), account=accounts.released(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY]))
-                      if batch.get(B.HOLDS) else None, project_shard=shard, project_released=reservation if shard is not None else 0.0,
-                      lanes=lanes_back)
+    return Settlement(
+        str(batch[B.OWNER]),
+        account=settlement.released(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY])) if batch.get(B.HOLDS) else None,
+        project_shard=shard,
+        project_released=reservation if shard is not None else 0.0,
+        lanes=lanes_back,
+    )
 
 
 def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
     """A retry that claimed a round but could not write its items takes the round back: the
     batch as it was before (``before``), holding nothing."""
-    return {B.STATUS: before[B.STATUS], B.ROUND: int(before.get(B.ROUND) or 0), B.FINISHED_AT: before.get(B.FINISHED_AT),
-            B.CANCEL_REQUESTED: bool(before.get(B.CANCEL_REQUESTED)), B.HOLDS: False, B.RESERVED_USD: 0.0,
-            B.PROJECT_SHARD: before.get(B.PROJECT_SHARD), B.WRITING: False, B.UPDATED_AT: now, **lanes_mod.released_all(before)[0]}
+    return {
+        B.STATUS: before[B.STATUS],
+        B.ROUND: int(before.get(B.ROUND) or 0),
+        B.FINISHED_AT: before.get(B.FINISHED_AT),
+        B.CANCEL_REQUESTED: bool(before.get(B.CANCEL_REQUESTED)),
+        B.HOLDS: False,
+        B.RESERVED_USD: 0.0,
+        B.PROJECT_SHARD: before.get(B.PROJECT_SHARD),
+        B.WRITING: False,
+        B.UPDATED_AT: now,
+        **lanes_mod.released_all(before)[0],
+    }
 
 
 # The longest a call that claimed a batch may still be writing its items: the start_batch

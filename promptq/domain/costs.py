@@ -51,13 +51,18 @@ class Price:
         price (a cache write may cost more than a plain token), every output token at the dearer
         of completion and internal reasoning, the request fee, each image, and a web search for
         every request of a model that lists one (search models search every time)."""
-        return (prompt_tokens * max(self.prompt, self.input_cache_read, self.input_cache_write)
-                + output_tokens * max(self.completion, self.internal_reasoning)
-                + self.request + images * self.image + self.web_search)
+        return (
+            prompt_tokens * max(self.prompt, self.input_cache_read, self.input_cache_write)
+            + output_tokens * max(self.completion, self.internal_reasoning)
+            + self.request
+            + images * self.image
+            + self.web_search
+        )
 
 
-def reservation(*, prompt_bytes: int, messages: int, max_tokens: int, prices: list[Price | tuple[float, float]], images: int = 0,
-                reasoning_tokens: int = 0) -> float:
+def reservation(
+    *, prompt_bytes: int, messages: int, max_tokens: int, prices: list[Price | tuple[float, float]], images: int = 0, reasoning_tokens: int = 0
+) -> float:
     """The most an execution may cost: at the dearest of its models' listed prices and fees,
     every prompt token (a token is at least one byte, so the prompt has at most as many tokens as
     UTF-8 bytes, plus a few per message), ``max_tokens`` completion tokens and a reasoning budget
@@ -83,8 +88,9 @@ class ProjectSpend:
     def of(cls, cap_usd: float, override: Mapping[str, Any] | None, shards: tuple[Mapping[str, Any], ...], day: str) -> "ProjectSpend":
         cap = float((override or {}).get(Lim.DAILY_BUDGET_USD, cap_usd))
         field = cost_field(day)
-        return cls(cap, max(0.0, sum(float(s.get(field) or 0.0) for s in shards)),
-                   max(0.0, sum(float(s.get(Proj.RESERVED_USD) or 0.0) for s in shards)))
+        return cls(
+            cap, max(0.0, sum(float(s.get(field) or 0.0) for s in shards)), max(0.0, sum(float(s.get(Proj.RESERVED_USD) or 0.0) for s in shards))
+        )
 
 
 def cost_field(day: str) -> str:
@@ -103,6 +109,9 @@ def decide_project(project: ProjectSpend, reservation: float, now: datetime) -> 
     message says when it frees, never what the project spends (the operator's business)."""
     spent = project.spent_today
     if project.cap_usd and (spent >= project.cap_usd or spent + project.reserved + reservation > project.cap_usd):
-        raise LimitExceeded(Reason.PROJECT_BUDGET, "this app has reached what it may spend on its OpenRouter key today; new work on "
-                            f"the app's key is refused until {midnight(now)} (work already started goes on; your own "
-                            "OpenRouter key, if you set one, is not limited by it)")
+        raise LimitExceeded(
+            Reason.PROJECT_BUDGET,
+            "this app has reached what it may spend on its OpenRouter key today; new work on "
+            f"the app's key is refused until {midnight(now)} (work already started goes on; your own "
+            "OpenRouter key, if you set one, is not limited by it)",
+        )

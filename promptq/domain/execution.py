@@ -26,43 +26,34 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq.domain import accounts
+from promptq.domain import settlement
 from promptq.domain.records import Change, Chunk, Ending, Settlement, Produced, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
 from promptq.domain.redact import redact
 from promptq.contract import FINISH_CANCELLED, TERMINAL, A, AttemptOutcome, ClaimKind, Code, CostSource, F, J, Status, SweepKind
 
-__all__ = ["TERMINAL", "Change", "Chunk", "ClaimKind", "Code", "Ending", "F", "J", "Produced", "Status", "SweepKind", "Usage",
-           "error_doc", "is_terminal", "status_of", "utcnow"]
+__all__ = [
+    "TERMINAL",
+    "Change",
+    "Chunk",
+    "ClaimKind",
+    "Code",
+    "Ending",
+    "F",
+    "J",
+    "Produced",
+    "Status",
+    "SweepKind",
+    "Usage",
+    "error_doc",
+    "is_terminal",
+    "status_of",
+    "utcnow",
+]
 
 Doc = Mapping[str, Any]
 
 
-# --- creation -------------------------------------------------------------------------
-
-
-def new_execution(*, owner_uid: str, requested_model: str, idempotency_key: str | None, now: datetime, expire_at: datetime,
-                  title: str | None = None, output_format: str | None = None, item: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The execution document the callable creates: ``queued``, nothing streamed yet
-    (``output_format``: ``OutputFormat.JSON`` for a JSON answer). A batch item also carries
-    ``item`` (``F.BATCH_ID``, ``F.CUSTOM_ID``, ``F.INDEX``, ``F.AFTER``) and waits for its turn
-    (``F.WAITING``) until ``handed_over``."""
-    empty = dict.fromkeys((F.MODEL, F.GENERATION_ID, F.USAGE, F.COST, F.FINISH_REASON, F.ERROR, F.WORKER, F.STARTED_AT,
-                           F.FIRST_TOKEN_AT, F.FINISHED_AT, F.OUTPUT_LENGTH, F.CHUNK_COUNT, F.OUTPUT_PAGES, F.KEY_SOURCE))
-    return {**empty, F.STATUS: Status.QUEUED.value, F.OWNER: owner_uid, F.REQUESTED_MODEL: requested_model, F.TITLE: title,
-            F.IDEMPOTENCY_KEY: idempotency_key, F.ATTEMPT: 0, F.SEQ: 0, F.CANCEL_REQUESTED: False, F.CREATED_AT: now,
-            F.OUTPUT_FORMAT: output_format, F.UPDATED_AT: now, F.EXPIRE_AT: expire_at, F.WRITES: 1, F.WAITING: item is not None,
-            **({**dict(item), F.LATEST: True} if item is not None else {})}
-
-
-def new_job(*, owner_uid: str, messages: list[dict[str, str]], request: Mapping[str, Any], request_hash: str, task: str,
-            now: datetime, expire_at: datetime) -> dict[str, Any]:
-    """The job created with it: the request, no claim."""
-    return {J.OWNER: owner_uid, J.MESSAGES: messages, J.REQUEST: dict(request), J.REQUEST_HASH: request_hash, J.ATTEMPT_ID: None,
-            J.LEASE_EXPIRES_AT: None, J.ATTEMPTS: [], J.RETRY_AT: None, J.REQUEUES: 0, J.TASK: task, J.UPDATED_AT: now,
-            J.EXPIRE_AT: expire_at, J.WRITES: 1}
-
-
-def _bump(execution: Doc, update: dict[str, Any], now: datetime) -> dict[str, Any]:
+def bump(execution: Doc, update: dict[str, Any], now: datetime) -> dict[str, Any]:
     """Every write of the execution document moves ``seq`` on and stamps ``updatedAt``."""
     return {**update, F.SEQ: int(execution.get(F.SEQ) or 0) + 1, F.UPDATED_AT: now}
 
@@ -104,13 +95,15 @@ def _history_with_dead_holder(execution: Doc, job: Doc, now: datetime) -> list[d
     history = list(job.get(J.ATTEMPTS) or [])
     holder = job.get(J.ATTEMPT_ID)
     if status_of(execution) is Status.RUNNING and holder:
-        history.append({A.ATTEMPT: int(execution.get(F.ATTEMPT) or 0), A.ATTEMPT_ID: holder,
-                        A.OUTCOME: AttemptOutcome.LEASE_EXPIRED.value, A.ENDED_AT: now})
+        history.append(
+            {A.ATTEMPT: int(execution.get(F.ATTEMPT) or 0), A.ATTEMPT_ID: holder, A.OUTCOME: AttemptOutcome.LEASE_EXPIRED.value, A.ENDED_AT: now}
+        )
     return history
 
 
-def decide_claim(execution: Doc | None, job: Doc | None, *, attempt_id: str, worker: str, now: datetime, lease_s: float,
-                 max_attempts: int) -> ClaimDecision:
+def decide_claim(
+    execution: Doc | None, job: Doc | None, *, attempt_id: str, worker: str, now: datetime, lease_s: float, max_attempts: int
+) -> ClaimDecision:
     """Decide what a delivery of the task does with the execution as it is now."""
     if execution is None or job is None:
         return ClaimDecision(ClaimKind.MISSING)
@@ -131,9 +124,8 @@ def decide_claim(execution: Doc | None, job: Doc | None, *, attempt_id: str, wor
         update[F.STARTED_AT] = now
     if restarted:
         update[F.RESTARTED_AT] = now
-    claim = {J.ATTEMPT_ID: attempt_id, J.LEASE_EXPIRES_AT: now + timedelta(seconds=lease_s), J.ATTEMPTS: history,
-             J.RETRY_AT: None, J.UPDATED_AT: now}
-    return ClaimDecision(ClaimKind.START, Change(_bump(execution, update, now), claim), restarted=restarted)
+    claim = {J.ATTEMPT_ID: attempt_id, J.LEASE_EXPIRES_AT: now + timedelta(seconds=lease_s), J.ATTEMPTS: history, J.RETRY_AT: None, J.UPDATED_AT: now}
+    return ClaimDecision(ClaimKind.START, Change(bump(execution, update, now), claim), restarted=restarted)
 
 
 # --- writes by the attempt holding the lease ------------------------------------------
@@ -144,8 +136,9 @@ def heartbeat(*, now: datetime, lease_s: float) -> Change:
     return Change(job={J.LEASE_EXPIRES_AT: now + timedelta(seconds=lease_s), J.UPDATED_AT: now})
 
 
-def ended(execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Produced | None = None, last: Chunk | None = None,
-          history: list | None = None) -> Change:
+def ended(
+    execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Produced | None = None, last: Chunk | None = None, history: list | None = None
+) -> Change:
     """The final write of an execution: its status and what the attempt produced and cost, in
     the execution (with the attempt's ``last`` chunk, in the same batch); the claim cleared in
     the job."""
@@ -159,52 +152,66 @@ def ended(execution: Doc, job: Doc, end: Ending, *, now: datetime, produced: Pro
     if history is not None:
         release[J.ATTEMPTS] = history
     settle = None
-    if accounts.counted(job) and not job.get(J.BATCH_ID):  # (a batch item's usage counts with its batch's)
-        settle, charge = accounts.settled(execution, job, produced=produced, history=history, now=now)
+    if settlement.counted(job) and not job.get(J.BATCH_ID):  # (a batch item's usage counts with its batch's)
+        settle, charge = settlement.settled(execution, job, produced=produced, history=history, now=now)
         release.update(charge)
     elif job.get(J.BATCH_ID) and job.get(J.RESERVED_USD):
         # Its batch's fold sums what its items cost: one whose real cost is unknown counts its worst case.
-        estimated = accounts.charge(job, produced=produced, history=history)[1]
+        estimated = settlement.charge(job, produced=produced, history=history)[1]
         if estimated:
             update[F.ESTIMATED_COST] = estimated
-    return Change(_bump(execution, update, now), release, chunk=last, settle=settle)
+    return Change(bump(execution, update, now), release, chunk=last, settle=settle)
 
 
 def rolled_back(execution: Doc, job: Doc) -> Change:
     """Remove an execution whose task could not be enqueued; its owner gets back what the start took."""
     settle = None
     reservation, shard = float(job.get(J.RESERVED_USD) or 0.0), job.get(J.PROJECT_SHARD)
-    if accounts.counted(job) and (job.get(J.HOLDS) or shard is not None):
-        settle = Settlement(str(execution[F.OWNER]), account=accounts.released(reservation=reservation) if job.get(J.HOLDS) else None,
-                            project_shard=shard, project_released=reservation if shard is not None else 0.0)
+    if settlement.counted(job) and (job.get(J.HOLDS) or shard is not None):
+        settle = Settlement(
+            str(execution[F.OWNER]),
+            account=settlement.released(reservation=reservation) if job.get(J.HOLDS) else None,
+            project_shard=shard,
+            project_released=reservation if shard is not None else 0.0,
+        )
     return Change(delete=True, settle=settle)
 
 
-def released(execution: Doc, job: Doc, *, attempt_id: str, code: str, message: str, now: datetime,
-             retry_after_s: float | None = None) -> Change:
+def released(execution: Doc, job: Doc, *, attempt_id: str, code: str, message: str, now: datetime, retry_after_s: float | None = None) -> Change:
     """A transient failure before the first token: hand the execution back to the queue
     (not to be claimed again before the upstream's Retry-After, when it gave one)."""
-    history = [*(job.get(J.ATTEMPTS) or []), {
-        A.ATTEMPT: int(execution.get(F.ATTEMPT) or 0), A.ATTEMPT_ID: attempt_id, A.OUTCOME: AttemptOutcome.RETRY.value,
-        A.CODE: code, A.MESSAGE: bounded(redact(message), 500), A.ENDED_AT: now,
-    }]
-    back = {J.ATTEMPT_ID: None, J.LEASE_EXPIRES_AT: None, J.ATTEMPTS: history, J.UPDATED_AT: now,
-            J.RETRY_AT: now + timedelta(seconds=retry_after_s) if retry_after_s else None}
-    return Change(_bump(execution, {F.STATUS: Status.QUEUED.value, F.WORKER: None}, now), back)
+    history = [
+        *(job.get(J.ATTEMPTS) or []),
+        {
+            A.ATTEMPT: int(execution.get(F.ATTEMPT) or 0),
+            A.ATTEMPT_ID: attempt_id,
+            A.OUTCOME: AttemptOutcome.RETRY.value,
+            A.CODE: code,
+            A.MESSAGE: bounded(redact(message), 500),
+            A.ENDED_AT: now,
+        },
+    ]
+    back = {
+        J.ATTEMPT_ID: None,
+        J.LEASE_EXPIRES_AT: None,
+        J.ATTEMPTS: history,
+        J.UPDATED_AT: now,
+        J.RETRY_AT: now + timedelta(seconds=retry_after_s) if retry_after_s else None,
+    }
+    return Change(bump(execution, {F.STATUS: Status.QUEUED.value, F.WORKER: None}, now), back)
 
 
 def reconciled_cost(execution: Doc, job: Doc, *, generation_id: str, usage: Usage, cost: float | None, now: datetime) -> Change | None:
     """Usage and cost of a cancelled stream (which never gets its usage chunk), read later
     from OpenRouter's generation endpoint. Only fills what is missing (so its day is corrected
     once: the ending charged the reservation, this adds the difference and the tokens)."""
-    if (execution.get(F.STATUS) != Status.CANCELLED.value or execution.get(F.GENERATION_ID) != generation_id
-            or execution.get(F.COST) is not None):
+    if execution.get(F.STATUS) != Status.CANCELLED.value or execution.get(F.GENERATION_ID) != generation_id or execution.get(F.COST) is not None:
         return None
-    counted = accounts.counted(job) and not job.get(J.BATCH_ID)
-    settle, charge = accounts.reconciled(execution, job, usage=usage, cost=cost) if counted else (None, None)
-    update = _bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now)
+    counted = settlement.counted(job) and not job.get(J.BATCH_ID)
+    settle, charge = settlement.reconciled(execution, job, usage=usage, cost=cost) if counted else (None, None)
+    update = bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now)
     if execution.get(F.ESTIMATED_COST):  # a batch item: its cut stream is no longer a worst case in its batch's cost
-        update[F.ESTIMATED_COST] = accounts.item_estimate_reconciled(execution, job)
+        update[F.ESTIMATED_COST] = settlement.item_estimate_reconciled(execution, job)
     return Change(update, charge, settle=settle)
 
 
@@ -213,12 +220,12 @@ def handed_over(execution: Doc | None, *, now: datetime) -> Change | None:
     None: it is not waiting (handed over already)."""
     if execution is None or not execution.get(F.WAITING):
         return None
-    return Change(_bump(execution, {F.WAITING: False}, now))
+    return Change(bump(execution, {F.WAITING: False}, now))
 
 
 def superseded(execution: Doc, *, now: datetime) -> Change:
     """A retried batch item's old execution: no longer the item's newest."""
-    return Change(_bump(execution, {F.LATEST: False}, now))
+    return Change(bump(execution, {F.LATEST: False}, now))
 
 
 # --- Stop -------------------------------------------------------------------------------
@@ -235,7 +242,7 @@ def decide_cancel(execution: Doc | None, job: Doc | None, *, now: datetime) -> C
         return None
     # The process holding it hears of it through its own Stop folder (none: it has not been
     # claimed yet, and its claim will see the request).
-    return Change(_bump(execution, {F.CANCEL_REQUESTED: True}, now), stop=execution.get(F.WORKER))
+    return Change(bump(execution, {F.CANCEL_REQUESTED: True}, now), stop=execution.get(F.WORKER))
 
 
 def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:
@@ -244,9 +251,20 @@ def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:
     items writes 10,000 documents, reads none but the query's). None: it is not waiting."""
     if execution is None or not execution.get(F.WAITING) or status_of(execution) is not Status.QUEUED:
         return None
-    return Change(_bump(execution, {F.STATUS: Status.CANCELLED.value, F.FINISHED_AT: now, F.WORKER: None,
-                                    F.FINISH_REASON: FINISH_CANCELLED, F.WAITING: False, **({F.PARKED: False} if execution.get(F.PARKED) else {})},
-                         now))
+    return Change(
+        bump(
+            execution,
+            {
+                F.STATUS: Status.CANCELLED.value,
+                F.FINISHED_AT: now,
+                F.WORKER: None,
+                F.FINISH_REASON: FINISH_CANCELLED,
+                F.WAITING: False,
+                **({F.PARKED: False} if execution.get(F.PARKED) else {}),
+            },
+            now,
+        )
+    )
 
 
 def unparked(execution: Doc | None, *, now: datetime, start: bool) -> Change | None:
@@ -254,33 +272,4 @@ def unparked(execution: Doc | None, *, now: datetime, start: bool) -> Change | N
     the same write, as ``handed_over``), or it never will (it ended while parked). None: not parked."""
     if execution is None or not execution.get(F.PARKED):
         return None
-    return Change(_bump(execution, {F.PARKED: False, **({F.WAITING: False} if start else {})}, now))
-
-
-# --- the sweeper --------------------------------------------------------------------------
-
-
-def decide_sweep(execution: Doc | None, job: Doc | None, *, now: datetime, grace_s: float, queue_timeout_s: float,
-                 max_attempts: int, max_requeues: int) -> tuple[SweepKind, Change | None]:
-    """What the sweeper does with an execution that looks abandoned (re-checked atomically)."""
-    if execution is None or job is None or is_terminal(execution):
-        return SweepKind.SKIP, None
-    requeues = int(job.get(J.REQUEUES) or 0)
-    if execution.get(F.WAITING):
-        return SweepKind.SKIP, None  # a batch item waiting for its turn (its batch's repair hands it over)
-    if status_of(execution) is Status.RUNNING:
-        lease = as_utc(job.get(J.LEASE_EXPIRES_AT))
-        if lease is None or lease > now - timedelta(seconds=grace_s):
-            return SweepKind.SKIP, None
-        if int(execution.get(F.ATTEMPT) or 0) >= max_attempts or requeues >= max_requeues:
-            # Same ending a delivery would write (history entry for the dead attempt included).
-            decision = decide_claim(execution, job, attempt_id="sweeper", worker="", now=now, lease_s=0, max_attempts=0)
-            return SweepKind.FAIL, decision.change
-    else:  # queued
-        since = as_utc(execution.get(F.UPDATED_AT)) or now
-        if since > now - timedelta(seconds=queue_timeout_s):
-            return SweepKind.SKIP, None
-        if requeues >= max_requeues:
-            message = f"no worker picked it up in {queue_timeout_s:g} s, {requeues} re-enqueue(s) included"
-            return SweepKind.FAIL, ended(execution, job, Ending(Status.FAILED, code=Code.QUEUE_TIMEOUT, message=message), now=now)
-    return SweepKind.REQUEUE, Change(_bump(execution, {}, now), {J.REQUEUES: requeues + 1, J.UPDATED_AT: now})
+    return Change(bump(execution, {F.PARKED: False, **({F.WAITING: False} if start else {})}, now))

@@ -51,8 +51,12 @@ def granted(want: int, caps: Caps, *, user_active: int, project_active: int) -> 
 
 def _fields(lanes: dict[str, str], waiting_for: str | None) -> dict[str, Any]:
     parked = sum(1 for s in lanes.values() if s == PARKED)
-    return {B.LANES: lanes, B.LANES_ACTIVE: sum(1 for s in lanes.values() if s == ACTIVE), B.LANES_PARKED: parked,
-            B.WAITING_FOR: waiting_for if parked else None}
+    return {
+        B.LANES: lanes,
+        B.LANES_ACTIVE: sum(1 for s in lanes.values() if s == ACTIVE),
+        B.LANES_PARKED: parked,
+        B.WAITING_FOR: waiting_for if parked else None,
+    }
 
 
 def initial(round_: int, width: int, active: int, waiting_for: str | None) -> dict[str, Any]:

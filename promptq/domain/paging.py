@@ -27,8 +27,7 @@ class Page:
         return page_id(self.attempt, self.index)
 
     def to_doc(self, expire_at: datetime | None) -> dict[str, Any]:
-        doc = {P.ATTEMPT: self.attempt, P.INDEX: self.index, P.START: self.start, P.END: self.end, P.TEXT: self.text,
-               P.EXPIRE_AT: expire_at}
+        doc = {P.ATTEMPT: self.attempt, P.INDEX: self.index, P.START: self.start, P.END: self.end, P.TEXT: self.text, P.EXPIRE_AT: expire_at}
         if self.reasoning:
             doc[P.REASONING] = self.reasoning
         return doc

@@ -61,8 +61,12 @@ class Usage:
     reasoning_tokens: int = 0
 
     def to_doc(self) -> dict[str, int]:
-        return {U.PROMPT_TOKENS: self.prompt_tokens, U.COMPLETION_TOKENS: self.completion_tokens,
-                U.TOTAL_TOKENS: self.total_tokens, U.REASONING_TOKENS: self.reasoning_tokens}
+        return {
+            U.PROMPT_TOKENS: self.prompt_tokens,
+            U.COMPLETION_TOKENS: self.completion_tokens,
+            U.TOTAL_TOKENS: self.total_tokens,
+            U.REASONING_TOKENS: self.reasoning_tokens,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +88,7 @@ class Chunk:
         return chunk_id(self.attempt, self.seq)
 
     def to_doc(self, expire_at: datetime | None) -> dict[str, Any]:
-        doc = {C.ATTEMPT: self.attempt, C.SEQ: self.seq, C.START: self.start, C.END: self.end, C.TEXT: self.text,
-               C.EXPIRE_AT: expire_at}
+        doc = {C.ATTEMPT: self.attempt, C.SEQ: self.seq, C.START: self.start, C.END: self.end, C.TEXT: self.text, C.EXPIRE_AT: expire_at}
         if self.reasoning:
             doc[C.REASONING] = self.reasoning
         return doc
@@ -112,11 +115,21 @@ class Produced:
     tool_calls: tuple[dict[str, Any], ...] = ()  # assembled from the stream (TC keys)
 
     def fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {F.CHUNK_COUNT: self.chunks, F.OUTPUT_LENGTH: self.output_length, F.OUTPUT_PAGES: self.pages,
-                                  F.FIRST_TOKEN_AT: self.first_token_at, F.FINISH_REASON: self.finish_reason}
-        optional = {F.MODEL: self.model, F.GENERATION_ID: self.generation_id, F.USAGE: self.usage.to_doc() if self.usage else None,
-                    F.COST: self.cost, F.REASONING_TRUNCATED: self.reasoning_truncated or None,
-                    F.TOOL_CALLS: list(self.tool_calls) or None}
+        fields: dict[str, Any] = {
+            F.CHUNK_COUNT: self.chunks,
+            F.OUTPUT_LENGTH: self.output_length,
+            F.OUTPUT_PAGES: self.pages,
+            F.FIRST_TOKEN_AT: self.first_token_at,
+            F.FINISH_REASON: self.finish_reason,
+        }
+        optional = {
+            F.MODEL: self.model,
+            F.GENERATION_ID: self.generation_id,
+            F.USAGE: self.usage.to_doc() if self.usage else None,
+            F.COST: self.cost,
+            F.REASONING_TRUNCATED: self.reasoning_truncated or None,
+            F.TOOL_CALLS: list(self.tool_calls) or None,
+        }
         fields.update({k: v for k, v in optional.items() if v is not None})
         return fields
 

@@ -17,13 +17,14 @@ def _usd(value: float | None) -> str:
 
 
 def _day_line(day: UsageDay) -> str:
-    line = (f"{day.executions} executions, {day.promptTokens:,} prompt + {day.completionTokens:,} completion tokens, "
-            f"{_usd(day.cost)}")
+    line = f"{day.executions} executions, {day.promptTokens:,} prompt + {day.completionTokens:,} completion tokens, {_usd(day.cost)}"
     if day.estimatedCost:
         line += f" ({_usd(day.estimatedCost)} of it at its worst case: the real cost was not reported)"
     if day.userKeyExecutions:
-        line += (f"; on your own key: {day.userKeyExecutions} executions, {day.userKeyPromptTokens:,} + "
-                 f"{day.userKeyCompletionTokens:,} tokens, {_usd(day.userKeyCost)}")
+        line += (
+            f"; on your own key: {day.userKeyExecutions} executions, {day.userKeyPromptTokens:,} + "
+            f"{day.userKeyCompletionTokens:,} tokens, {_usd(day.userKeyCost)}"
+        )
     return line
 
 
@@ -32,12 +33,13 @@ def usage_lines(answer) -> list[str]:
     budget = limits.get("dailyBudgetUsd") or 0
     lines = [f"today ({answer.today.day}, UTC): {_day_line(answer.today)}"]
     if budget:
-        lines.append(f"daily budget on the app's key: {_usd(answer.today.cost)} spent + {_usd(limits.get('reservedUsd'))} reserved "
-                     f"of {_usd(budget)}")
+        lines.append(f"daily budget on the app's key: {_usd(answer.today.cost)} spent + {_usd(limits.get('reservedUsd'))} reserved of {_usd(budget)}")
     active = f"{limits.get('active', 0)} of {limits['maxActive']}" if limits.get("maxActive") else str(limits.get("active", 0))
     per_minute = limits.get("startsPerMinute") or "no limit"
-    lines.append(f"now: {active} executions queued or running; starts per minute: {per_minute}"
-                 + ("; your own OpenRouter key serves your executions" if answer.hasKey else ""))
+    lines.append(
+        f"now: {active} executions queued or running; starts per minute: {per_minute}"
+        + ("; your own OpenRouter key serves your executions" if answer.hasKey else "")
+    )
     earlier = [d for d in answer.days if d.day != answer.today.day]
     if earlier:
         lines.append("earlier days:")
@@ -105,8 +107,12 @@ def add_parsers(commands, target: argparse.ArgumentParser) -> None:
     listing.add_argument("--json", action="store_true", help="print list_executions' answer as JSON")
     listing.set_defaults(handler=cmd_list)
 
-    key = commands.add_parser("key", parents=[target], help="your own OpenRouter key: set, show or delete it",
-                              description="Your own OpenRouter key serves your executions (your bill, not the app's). "
-                                          "`set` reads it from stdin or a prompt, never from the command line.")
+    key = commands.add_parser(
+        "key",
+        parents=[target],
+        help="your own OpenRouter key: set, show or delete it",
+        description="Your own OpenRouter key serves your executions (your bill, not the app's). "
+        "`set` reads it from stdin or a prompt, never from the command line.",
+    )
     key.add_argument("action", choices=["set", "show", "delete"])
     key.set_defaults(handler=cmd_key)

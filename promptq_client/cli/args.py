@@ -102,45 +102,68 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     target = argparse.ArgumentParser(add_help=False)
     group = target.add_argument_group("target (default: the local stack, from .stack/env)")
     group.add_argument("--project", help="Firebase project id (env PROMPTQ_PROJECT)")
-    group.add_argument("--functions-url", help="base URL of the functions (env PROMPTQ_FUNCTIONS_URL; "
-                       f"default https://{DEFAULT_REGION}-PROJECT.cloudfunctions.net/)")
+    group.add_argument(
+        "--functions-url", help=f"base URL of the functions (env PROMPTQ_FUNCTIONS_URL; default https://{DEFAULT_REGION}-PROJECT.cloudfunctions.net/)"
+    )
     group.add_argument("--web-api-key", help="the project's Web API key, for sign-in (env FIREBASE_WEB_API_KEY)")
 
     follow = argparse.ArgumentParser(add_help=False)
-    follow.add_argument("--poll", action="store_true",
-                        help="follow through get_execution instead of a Firestore listener "
-                             "(needs only the sign-in, no Google credentials)")
-    follow.add_argument("--interval", type=_positive_float, default=POLL_INTERVAL, metavar="S",
-                        help=f"seconds between polls with --poll (default {POLL_INTERVAL})")
+    follow.add_argument(
+        "--poll",
+        action="store_true",
+        help="follow through get_execution instead of a Firestore listener (needs only the sign-in, no Google credentials)",
+    )
+    follow.add_argument(
+        "--interval", type=_positive_float, default=POLL_INTERVAL, metavar="S", help=f"seconds between polls with --poll (default {POLL_INTERVAL})"
+    )
     return target, follow
 
 
-def build_parser() -> argparse.ArgumentParser:
-    target, follow = _parents()
-    parser = _Parser(prog=PROG, description="Run LLM prompts in the background on Firebase; print the answer as it arrives.",
-                     epilog="Sign-in: PROMPTQ_EMAIL / PROMPTQ_PASSWORD (the local stack defaults to a test user, "
-                            f"{LOCAL_EMAIL}). Exit codes: 0 succeeded, 1 failed or cancelled, 2 usage, 3 call error, "
-                            "130 interrupted.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", parents=[target, follow], help="run a prompt and print its answer as it arrives",
-                              description="Submit a prompt, print the answer as it arrives (stdout) and a summary "
-                                          "(stderr). Ctrl-C cancels the execution.")
+def _add_run(commands: Any, target: argparse.ArgumentParser, follow: argparse.ArgumentParser) -> None:
+    """``promptq run``: a prompt (or a template), its parameters and inputs."""
+    run = commands.add_parser(
+        "run",
+        parents=[target, follow],
+        help="run a prompt and print its answer as it arrives",
+        description="Submit a prompt, print the answer as it arrives (stdout) and a summary (stderr). Ctrl-C cancels the execution.",
+    )
     run.add_argument("prompt", nargs="?", help="the prompt ('-' reads it from stdin)")
     run.add_argument("--model", help="OpenRouter model id (default: the project's)")
     run.add_argument("--prompt-id", help="a template users/{uid}/prompts/{ID} instead of a prompt")
-    run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                     help="a template variable (repeatable); numbers are sent as numbers")
+    run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a template variable (repeatable); numbers are sent as numbers")
     run.add_argument("--max-tokens", type=int, metavar="N")
     run.add_argument("--temperature", type=float, metavar="T")
-    run.add_argument("--image", action="append", default=[], metavar="PATH|URL",
-                     help="an image to send with the prompt (repeatable): a file, sent inline, or an https URL")
+    run.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH|URL",
+        help="an image to send with the prompt (repeatable): a file, sent inline, or an https URL",
+    )
     inputs.add_options(run)
     run.add_argument("--idempotency-key", metavar="K", help="resubmitting with the same key follows the same execution")
     run.set_defaults(handler=cmds.cmd_run)
 
-    fol = commands.add_parser("follow", parents=[target, follow], help="print an execution's answer from an offset",
-                              description="Attach to an execution and print its answer from offset N (Unicode code points).")
+
+def build_parser() -> argparse.ArgumentParser:
+    target, follow = _parents()
+    parser = _Parser(
+        prog=PROG,
+        description="Run LLM prompts in the background on Firebase; print the answer as it arrives.",
+        epilog="Sign-in: PROMPTQ_EMAIL / PROMPTQ_PASSWORD (the local stack defaults to a test user, "
+        f"{LOCAL_EMAIL}). Exit codes: 0 succeeded, 1 failed or cancelled, 2 usage, 3 call error, "
+        "130 interrupted.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_run(commands, target, follow)
+
+    fol = commands.add_parser(
+        "follow",
+        parents=[target, follow],
+        help="print an execution's answer from an offset",
+        description="Attach to an execution and print its answer from offset N (Unicode code points).",
+    )
     fol.add_argument("execution_id", metavar="ID")
     fol.add_argument("--after", type=_non_negative_int, default=0, metavar="N", help="start after N code points")
     fol.set_defaults(handler=cmds.cmd_follow)

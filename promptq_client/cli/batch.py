@@ -22,8 +22,20 @@ from promptq_client.cli import inputs
 from promptq_client.cli.target import EXIT_ENDED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Target, say, sign_in
 
 POLL_S = 0.5
-OPENAI_PARAMS = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "response_format", "reasoning",
-                 "provider", "tools", "tool_choice", "parallel_tool_calls"}
+OPENAI_PARAMS = {
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "response_format",
+    "reasoning",
+    "provider",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+}
 
 
 def item_of(line: dict[str, Any], number: int) -> dict[str, Any]:
@@ -106,10 +118,20 @@ class Collector:
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] {task.fields[tokens]} tokens "
-                               "${task.fields[cost]} {task.fields[rate]}/s"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=_console(), transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] {task.fields[tokens]} tokens "
+            "${task.fields[cost]} {task.fields[rate]}/s"
+        ),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=_console(),
+        transient=False,
+    )
 
 
 def _console():
@@ -128,9 +150,17 @@ def follow(client: Client, user: User, batch_id: str, out: TextIO | None) -> int
                 answer = client.batch(user, batch_id)
                 c, done = answer.counts, answer.counts["succeeded"] + answer.counts["failed"] + answer.counts["cancelled"]
                 tokens = sum((answer.usage or {}).values())
-                bar.update(task, total=c["total"], completed=done, description=answer.status.value, ok=c["succeeded"],
-                           failed=c["failed"] + c["cancelled"], tokens=f"{tokens:,}", cost=f"{answer.cost:.6f}",
-                           rate=f"{done / max(time.monotonic() - started, 1e-9):.1f}")
+                bar.update(
+                    task,
+                    total=c["total"],
+                    completed=done,
+                    description=answer.status.value,
+                    ok=c["succeeded"],
+                    failed=c["failed"] + c["cancelled"],
+                    tokens=f"{tokens:,}",
+                    cost=f"{answer.cost:.6f}",
+                    rate=f"{done / max(time.monotonic() - started, 1e-9):.1f}",
+                )
                 collector.collect()
                 if answer.status.value in ("completed", "cancelled"):
                     break
@@ -139,8 +169,10 @@ def follow(client: Client, user: User, batch_id: str, out: TextIO | None) -> int
             bar.stop()
             return _interrupted(client, user, batch_id)
     collector.finish()
-    say(f"batch {batch_id} {answer.status.value}: {c['succeeded']} succeeded, {c['failed']} failed, {c['cancelled']} cancelled; "
-        f"{tokens:,} tokens, ${answer.cost:.6f}")
+    say(
+        f"batch {batch_id} {answer.status.value}: {c['succeeded']} succeeded, {c['failed']} failed, {c['cancelled']} cancelled; "
+        f"{tokens:,} tokens, ${answer.cost:.6f}"
+    )
     return EXIT_OK if answer.status.value == "completed" and not c["failed"] else EXIT_ENDED
 
 
@@ -168,8 +200,11 @@ def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
     user = sign_in(client, target)
     if args.action == "run":
         items = read_items(args.target)
-        options = {k: v for k, v in (("model", args.model), ("maxConcurrency", args.concurrency), ("params", inputs.vocabulary(args) or None))
-                   if v is not None}
+        options = {
+            k: v
+            for k, v in (("model", args.model), ("maxConcurrency", args.concurrency), ("params", inputs.vocabulary(args) or None))
+            if v is not None
+        }
         started = client.start_batch(user, items, **options)
         say(f"batch {started.batchId}: {len(items)} items" + (" (already started: following it)" if started.deduplicated else ""))
         with _out(args.out) as out:
@@ -204,8 +239,12 @@ class _Null:
 
 
 def add_parser(commands, target: argparse.ArgumentParser) -> None:
-    batch = commands.add_parser("batch", parents=[target], help="run a JSONL file as one batch; follow, cancel, retry, results",
-                                description="promptq batch run FILE.jsonl | follow|show|cancel|retry|results ID")
+    batch = commands.add_parser(
+        "batch",
+        parents=[target],
+        help="run a JSONL file as one batch; follow, cancel, retry, results",
+        description="promptq batch run FILE.jsonl | follow|show|cancel|retry|results ID",
+    )
     batch.add_argument("action", choices=["run", "follow", "show", "cancel", "retry", "results"])
     batch.add_argument("target", metavar="FILE|ID", help="run: a JSONL file ('-': stdin); otherwise the batch id")
     batch.add_argument("--model", help="run: the model of items that name none")

@@ -64,7 +64,7 @@ class Printer:
             return  # a gap (text sealed into pages in between): the caller fills it first
         end = start + len(text)
         if end > begin:
-            piece = text[begin - start:]
+            piece = text[begin - start :]
             self.out.write(piece)
             self.out.flush()
             self.printed, self.last = True, piece[-1]

@@ -61,8 +61,13 @@ class Target:
         if self.firestore_emulator:
             # Read by google-cloud-firestore when the listener creates its client.
             os.environ["FIRESTORE_EMULATOR_HOST"] = self.firestore_emulator
-        client = Client(functions_url=self.functions_url, project_id=self.project_id, auth_url=self.auth_url, web_api_key=self.web_api_key,
-                        app_check_token=self.app_check_token)
+        client = Client(
+            functions_url=self.functions_url,
+            project_id=self.project_id,
+            auth_url=self.auth_url,
+            web_api_key=self.web_api_key,
+            app_check_token=self.app_check_token,
+        )
         if self.app_check_debug and not self.app_check_token:
             client.exchange_debug_token(*self.app_check_debug)
         return client
@@ -78,11 +83,23 @@ def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Targ
             raise CliError("--web-api-key (or FIREBASE_WEB_API_KEY) is required with --project", EXIT_USAGE)
         if not email or not password:
             raise CliError("set PROMPTQ_EMAIL and PROMPTQ_PASSWORD to sign in to a real project", EXIT_USAGE)
-        debug = (environ["PROMPTQ_APP_ID"], environ["PROMPTQ_APP_CHECK_DEBUG_TOKEN"]) \
-            if environ.get("PROMPTQ_APP_ID") and environ.get("PROMPTQ_APP_CHECK_DEBUG_TOKEN") else None
-        return Target(functions_url=functions_url or f"https://{DEFAULT_REGION}-{project}.cloudfunctions.net/", project_id=project,
-                      auth_url=None, web_api_key=web_api_key, firestore_emulator=None, email=email, password=password, local=False,
-                      app_check_token=environ.get("PROMPTQ_APP_CHECK_TOKEN") or None, app_check_debug=debug)
+        debug = (
+            (environ["PROMPTQ_APP_ID"], environ["PROMPTQ_APP_CHECK_DEBUG_TOKEN"])
+            if environ.get("PROMPTQ_APP_ID") and environ.get("PROMPTQ_APP_CHECK_DEBUG_TOKEN")
+            else None
+        )
+        return Target(
+            functions_url=functions_url or f"https://{DEFAULT_REGION}-{project}.cloudfunctions.net/",
+            project_id=project,
+            auth_url=None,
+            web_api_key=web_api_key,
+            firestore_emulator=None,
+            email=email,
+            password=password,
+            local=False,
+            app_check_token=environ.get("PROMPTQ_APP_CHECK_TOKEN") or None,
+            app_check_debug=debug,
+        )
     # .stack/env, with the same names in the environment taking precedence (as for the tests).
     env = stackenv.read(overrides=stackenv.ENDPOINTS, environ=environ)
     if not functions_url and not env.get("FUNCTIONS_URL"):

@@ -157,7 +157,11 @@ class Browser:
 def web_url(stack):
     proc = subprocess.Popen(
         [str(ROOT / "venv/bin/python"), str(WEB / "serve.py"), "--port", "0", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         lines = _Lines(proc.stdout)
@@ -186,7 +190,11 @@ def browser(node, web_url, tmp_path_factory):
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
             [node, str(DRIVER), str(profile), str(CHROMIUM)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
             start_new_session=True,
         )
     try:

@@ -45,8 +45,14 @@ def example_build(stack, node, tmp_path_factory) -> Path:
         "VITE_AUTH_EMULATOR": stack["FIREBASE_AUTH_EMULATOR_HOST"],
         "VITE_FUNCTIONS_EMULATOR": f"{functions.hostname}:{functions.port}",
     }
-    proc = subprocess.run([node, str(vite), "build", "--outDir", str(out), "--emptyOutDir", "--logLevel", "warn"],
-                          cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [node, str(vite), "build", "--outDir", str(out), "--emptyOutDir", "--logLevel", "warn"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, f"vite build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (out / "index.html").is_file()
     return out

@@ -145,7 +145,7 @@ def test_a_restart_replaces_the_text(example, client, user, db):
     partial, second = "Second attempt:", "Second attempt: a shorter answer."
     run.chunk(partial)
     page.wait_js(f"window.updates.some((u) => u.text === {json.dumps(partial)})")
-    run.succeed(second[len(partial):])
+    run.succeed(second[len(partial) :])
     final = _final(page, timeout=10)
 
     updates = page.eval("window.updates")

@@ -85,10 +85,7 @@ def test_answer_grows_in_steps_then_shows_usage_and_cost(page, db):
     assert doc["status"] == "succeeded"
     assert page.text("#output") == doc["output"], "the page's text differs from the document's output"
     usage = doc["usage"]
-    page.wait_text(
-        "#usage",
-        rf"Usage: {usage['promptTokens']} prompt \+ {usage['completionTokens']} completion = {usage['totalTokens']} tokens",
-    )
+    page.wait_text("#usage", rf"Usage: {usage['promptTokens']} prompt \+ {usage['completionTokens']} completion = {usage['totalTokens']} tokens")
     assert usage["completionTokens"] == 80
     assert re.search(r"Cost: \$[0-9.e-]+ USD", page.text("#usage")), page.text("#usage")
     assert doc["cost"] is not None
@@ -269,8 +266,12 @@ def test_an_attached_image_and_a_json_answer(page, db, upstream):
     page.wait_text("#status", "^succeeded$", timeout=20)
     page.wait_text("#json", r'^\{\n  "answer": ')  # formatted, two spaces
     [request] = upstream.requests_for(marker)
-    assert request["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": marker}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1x1}"}}]}]
+    assert request["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": marker}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1x1}"}}],
+        }
+    ]
     assert request["params"]["response_format"] == {"type": "json_object"}
     doc = _execution(db, execution_id)
     shown = page.text("#json")

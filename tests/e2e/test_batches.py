@@ -29,7 +29,6 @@ from documents import most_at_once
 from waiting import poll, wait_for
 
 
-
 def wait_batch(client, user, batch_id: str, *, timeout: float = 120, until=("completed", "cancelled")):
     """get_batch until the batch reaches a status of ``until``; every answer seen, in order."""
     seen = []
@@ -59,10 +58,8 @@ def test_a_batch_counts_exactly_runs_at_most_max_concurrency_and_returns_every_r
     started = client.start_batch(user, items, model="fake/tokens=30,rate=60", maxConcurrency=3)
     seen = wait_batch(client, user, started.batchId)
     final = seen[-1]
-    assert final.status == "completed" and final.counts == {"total": 24, "queued": 0, "running": 0, "succeeded": 21, "failed": 3,
-                                                             "cancelled": 0}
-    assert all(sum(a.counts[k] for k in ("queued", "running", "succeeded", "failed", "cancelled")) == 24 for a in seen), \
-        [a.counts for a in seen]
+    assert final.status == "completed" and final.counts == {"total": 24, "queued": 0, "running": 0, "succeeded": 21, "failed": 3, "cancelled": 0}
+    assert all(sum(a.counts[k] for k in ("queued", "running", "succeeded", "failed", "cancelled")) == 24 for a in seen), [a.counts for a in seen]
     assert len(seen) >= 4, "the counts moved while it ran (live), not only at the end"
     docs = items_of(db, started.batchId)
     assert most_at_once(docs) <= 3
@@ -133,8 +130,7 @@ def test_retry_runs_the_failed_items_again_and_the_results_follow_the_newest(cli
     answer = client.retry_batch(user, started.batchId)
     assert answer.status == "running" and answer.round == 1 and answer.message == "retrying 2 failed items"
     final = wait_batch(client, user, started.batchId)[-1]
-    assert final.status == "completed" and final.counts == {"total": 6, "queued": 0, "running": 0, "succeeded": 6, "failed": 0,
-                                                            "cancelled": 0}
+    assert final.status == "completed" and final.counts == {"total": 6, "queued": 0, "running": 0, "succeeded": 6, "failed": 0, "cancelled": 0}
     results = client.batch_results(user, started.batchId).items
     assert [r.customId for r in results] == [f"r{i}" for i in range(6)] and {r.status for r in results} == {"succeeded"}
     every = items_of(db, started.batchId, latest_only=False)
@@ -148,6 +144,7 @@ def test_a_worker_killed_mid_batch_is_replaced_and_the_counts_stay_exact(client,
     offset = worker_log().stat().st_size
     items = [{"customId": str(i), "prompt": f"killed mid-batch {uuid.uuid4().hex[:6]} {i}"} for i in range(6)]
     started = client.start_batch(user, items, model="fake/tokens=80,rate=20", maxConcurrency=2)
+
     def claims_logged() -> list:
         with open(worker_log(), errors="replace") as f:
             f.seek(offset)
@@ -181,8 +178,9 @@ def test_the_sweeper_hands_over_an_item_whose_turn_was_lost(client, make_user, d
     # Every task left (the batch's folds; the first's was deleted) ran: none handed it over.
     wait_for(lambda: not any(list(paused_queue.list_tasks(parent=name)) for name in queues), what="the queues to empty")
     assert store.get(second)["waiting"] is True, "nothing handed it over"
-    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
-                        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], sweep_grace_s=0)
+    settings = Settings(
+        project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"], tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], sweep_grace_s=0
+    )
     queue = TaskQueue(settings)
     report = sweep(store, queue, settings, flow=BatchFlow(BatchStore(store), queue))
     assert report.handed_over == 1, report
@@ -199,8 +197,7 @@ def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(cli
     store = ExecutionStore(db)
     first, second = (d["id"] for d in items_of(db, started.batchId))
     store.update_if(second, lambda e, j: ex.handed_over(e, now=ex.utcnow()))  # applied; its task never created
-    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
-                        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
+    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"], tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
     queue = TaskQueue(settings)
     flow = BatchFlow(BatchStore(store), queue)
     assert not queue.exists(second)
@@ -213,12 +210,19 @@ def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(cli
     assert store.get(second)["attempt"] == 1
 
 
-@pytest.mark.parametrize(("items", "field"), [
-    ([{"customId": "a", "prompt": "x"}, {"customId": "a", "prompt": "y"}], "items.1.customId"),
-    ([{"customId": "ok", "prompt": "fine"}] * 0 + [{"customId": f"g{i}", "prompt": "good"} for i in range(5)]
-     + [{"customId": "bad", "prompt": "x", "params": {"temperature": 7}}], "items.5.params.temperature"),
-    ([{"customId": f"c{i}", "prompt": "x"} for i in range(10_001)], "items"),
-])
+@pytest.mark.parametrize(
+    ("items", "field"),
+    [
+        ([{"customId": "a", "prompt": "x"}, {"customId": "a", "prompt": "y"}], "items.1.customId"),
+        (
+            [{"customId": "ok", "prompt": "fine"}] * 0
+            + [{"customId": f"g{i}", "prompt": "good"} for i in range(5)]
+            + [{"customId": "bad", "prompt": "x", "params": {"temperature": 7}}],
+            "items.5.params.temperature",
+        ),
+        ([{"customId": f"c{i}", "prompt": "x"} for i in range(10_001)], "items"),
+    ],
+)
 def test_a_hostile_batch_is_refused_whole_and_nothing_is_written(client, make_user, clean, db, items, field):
     with pytest.raises(CallError) as info:
         client.start_batch(make_user(), items)
@@ -230,8 +234,11 @@ def test_another_user_can_read_nothing_of_a_batch(client, make_user, db):
     owner, other = make_user("owner"), make_user("other")
     started = client.start_batch(owner, [{"customId": "only", "prompt": "mine", "model": "fake/tokens=2,rate=0"}])
     wait_batch(client, owner, started.batchId)
-    for call in (lambda: client.batch(other, started.batchId), lambda: client.batch_results(other, started.batchId),
-                 lambda: client.cancel_batch(other, started.batchId)):
+    for call in (
+        lambda: client.batch(other, started.batchId),
+        lambda: client.batch_results(other, started.batchId),
+        lambda: client.cancel_batch(other, started.batchId),
+    ):
         with pytest.raises(CallError) as info:
             call()
         assert info.value.status == "PERMISSION_DENIED"

@@ -13,8 +13,6 @@ from promptq_client.api import CallError
 from waiting import wait_for
 
 
-
-
 def test_cancel_queued_ends_before_any_upstream_call(client, make_user, upstream, paused_queue, listen, stack):
     user = make_user()
     execution_id = client.start(user, prompt="cancel while queued", model="fake/tokens=5,rate=0")
@@ -55,10 +53,17 @@ def _stop_as(user, stack, execution_id: str) -> int:
         return read.status_code
     worker = read.json()["fields"]["worker"]["stringValue"]
     expire_at = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    writes = [{"update": {"name": name(f"executions/{execution_id}"), "fields": {"cancelRequested": {"booleanValue": True}}},
-               "updateMask": {"fieldPaths": ["cancelRequested"]}, "currentDocument": {"exists": True}},
-              {"update": {"name": name(f"workers/{worker}/stops/{execution_id}"), "fields": {"expireAt": {"timestampValue": expire_at}}},
-               "updateTransforms": [{"fieldPath": "requestedAt", "setToServerValue": "REQUEST_TIME"}]}]
+    writes = [
+        {
+            "update": {"name": name(f"executions/{execution_id}"), "fields": {"cancelRequested": {"booleanValue": True}}},
+            "updateMask": {"fieldPaths": ["cancelRequested"]},
+            "currentDocument": {"exists": True},
+        },
+        {
+            "update": {"name": name(f"workers/{worker}/stops/{execution_id}"), "fields": {"expireAt": {"timestampValue": expire_at}}},
+            "updateTransforms": [{"fieldPath": "requestedAt", "setToServerValue": "REQUEST_TIME"}],
+        },
+    ]
     return httpx.post(f"{base}:commit", json={"writes": writes}, headers=headers, timeout=10).status_code
 
 

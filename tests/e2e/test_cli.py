@@ -66,8 +66,7 @@ def _env(email: str | None, password: str | None, **extra: str) -> dict[str, str
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(PROMPTQ), *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [str(PROMPTQ), *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
 
 
@@ -172,8 +171,25 @@ def test_run_a_template_with_variables(cli_user, db, upstream):
     template = "Greet {name} {count} times at temperature {ratio}: {greeting}!"
     db.collection("users").document(user.uid).collection("prompts").document("greet").set({"content": template})
     model = "fake/tokens=20,rate=0"
-    done = cli("run", "--prompt-id", "greet", "--model", model, "--max-tokens", "12", "--temperature", "0.4",
-               "--var", "name=Ada", "--var", "count=3", "--var", "ratio=0.5", "--var", "greeting=hé 👋🏽")
+    done = cli(
+        "run",
+        "--prompt-id",
+        "greet",
+        "--model",
+        model,
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0.4",
+        "--var",
+        "name=Ada",
+        "--var",
+        "count=3",
+        "--var",
+        "ratio=0.5",
+        "--var",
+        "greeting=hé 👋🏽",
+    )
 
     rendered = "Greet Ada 3 times at temperature 0.5: hé 👋🏽!"
     assert done.code == 0, done.stderr
@@ -210,8 +226,14 @@ def test_call_errors_are_one_line_and_exit_3(cli_user, db):
 
 def test_usage_errors_are_one_line_and_exit_2(cli_user):
     cli, _ = cli_user
-    for args in (["run"], ["run", "--prompt-id", "x", "--var", "novalue"], ["run", "hi", "--var", "a=1"],
-                 ["run", "hi", "--max-tokens", "many"], ["follow", "abc", "--after", "-3"], ["frobnicate"]):
+    for args in (
+        ["run"],
+        ["run", "--prompt-id", "x", "--var", "novalue"],
+        ["run", "hi", "--var", "a=1"],
+        ["run", "hi", "--max-tokens", "many"],
+        ["follow", "abc", "--after", "-3"],
+        ["frobnicate"],
+    ):
         done = cli(*args)
         assert done.code == 2, (args, done.stderr)
         assert len(done.err_lines) == 1 and done.err_lines[0].startswith("promptq: error: "), (args, done.stderr)
@@ -251,8 +273,9 @@ def test_follow_after_prints_exactly_the_rest(cli_user, client, listen, mode):
     final = _finished(client, user, listen, "follow me", "fake/tokens=60,rate=0,text=unicode")
     output = final["output"]
     # An offset inside a grapheme cluster (before a skin tone, after a ZWJ, before an accent).
-    inside = next(k for k in range(1, len(output)) if output[k - 1] == "\u200d" or output[k] in "\u0300\u0301"
-                  or 0x1F3FB <= ord(output[k]) <= 0x1F3FF)
+    inside = next(
+        k for k in range(1, len(output)) if output[k - 1] == "\u200d" or output[k] in "\u0300\u0301" or 0x1F3FB <= ord(output[k]) <= 0x1F3FF
+    )
     for after in (0, inside, len(output) - 3, len(output)):
         done = cli("follow", final["id"], "--after", str(after), *mode)
         assert (done.code, done.stdout) == (0, output[after:]), (after, done.stderr)
@@ -382,8 +405,7 @@ def test_key_usage_and_list(cli_user, db, upstream):
 
     cli, user = cli_user
     key = secret(f"sk-or-v1-cli{uuid.uuid4().hex}")
-    done = subprocess.run([str(PROMPTQ), "key", "set"], input=key + "\n", env=cli.env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([str(PROMPTQ), "key", "set"], input=key + "\n", env=cli.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"your OpenRouter key …{key[-4:]}: no credit limit, used $0.75\n" and key not in done.stdout + done.stderr
     assert cli("key", "show").stdout == done.stdout
@@ -410,8 +432,14 @@ def test_batch_run_collects_every_result_of_a_mixed_jsonl_file(cli_user, tmp_pat
     for i in range(ITEMS):
         prompt = f"cli batch {tag} {i}"
         if i % 4 == 3:
-            lines.append({"custom_id": f"o-{i}", "method": "POST", "url": "/v1/chat/completions",
-                          "body": {"model": model, "messages": _messages(prompt), "max_tokens": 50}})
+            lines.append(
+                {
+                    "custom_id": f"o-{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": model, "messages": _messages(prompt), "max_tokens": 50},
+                }
+            )
             expected[f"o-{i}"] = expected_text(seed_for(_messages(prompt)), model, 50)
         else:
             lines.append({"customId": f"p-{i}", "prompt": prompt})

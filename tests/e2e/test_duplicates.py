@@ -88,6 +88,7 @@ def warm(url: str, processes: int) -> None:
 def task_statuses(tasks, execution_id: str, *, until_done: bool, timeout: float = 30) -> list:
     """HTTP statuses the Cloud Tasks emulator got for the execution's task, in order; with
     ``until_done``, once it got a 2xx (the task completed)."""
+
     def statuses() -> list:
         records = tasks.stats()["tasks"]
         return next((r["statuses"] for name, r in records.items() if name.endswith("/tasks/" + execution_id)), [])
@@ -206,7 +207,7 @@ def test_killed_worker_is_replaced_after_its_lease(client, store, make_user, lis
     assert_versions_never_mix(docs)
     resets = [i for i in range(1, len(docs)) if len(docs[i]["output"]) < len(docs[i - 1]["output"])]
     assert len(resets) == 1, [(d["attempt"], d["seq"], len(d["output"])) for d in docs]
-    before, after = docs[: resets[0]], docs[resets[0]:]
+    before, after = docs[: resets[0]], docs[resets[0] :]
     assert all(first["text"].startswith(d["output"]) for d in before)
     assert all(final["output"].startswith(d["output"]) and d["attempt"] == 2 for d in after)
     assert docs[resets[0]]["seq"] > docs[resets[0] - 1]["seq"]

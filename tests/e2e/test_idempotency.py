@@ -22,8 +22,12 @@ from waiting import wait_for
 
 @pytest.fixture
 def settings(stack) -> Settings:
-    return Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
-                    tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], openrouter_base_url=stack["OPENROUTER_BASE_URL"])
+    return Settings(
+        project_id=stack["PROJECT_ID"],
+        worker_url=stack["WORKER_URL"],
+        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"],
+        openrouter_base_url=stack["OPENROUTER_BASE_URL"],
+    )
 
 
 class LostAnswerQueue(TaskQueue):

@@ -31,8 +31,7 @@ STACK_DEFAULTS = Settings(project_id="demo-promptq")
 USER_BUDGET = float(DEFAULTS["PROMPTQ_USER_DAILY_BUDGET_USD"])
 PROJECT_BUDGET = float(DEFAULTS["PROMPTQ_PROJECT_DAILY_BUDGET_USD"])
 # A new account under the deploy's defaults: the settings' per-user limits, the deploy's budget.
-DEPLOYED = {"maxActive": STACK_DEFAULTS.user_max_active, "startsPerMinute": STACK_DEFAULTS.user_starts_per_minute,
-            "dailyBudgetUsd": USER_BUDGET}
+DEPLOYED = {"maxActive": STACK_DEFAULTS.user_max_active, "startsPerMinute": STACK_DEFAULTS.user_starts_per_minute, "dailyBudgetUsd": USER_BUDGET}
 PROMPT_PRICE, COMPLETION_PRICE = 1e-6, 2e-6  # the local upstream's token prices
 FEES_PER_REQUEST = FEE_MODEL_FEES["request"] + FEE_MODEL_FEES["web_search"]  # what an unlisted model is also reserved
 
@@ -41,8 +40,13 @@ FEES_PER_REQUEST = FEE_MODEL_FEES["request"] + FEE_MODEL_FEES["web_search"]  # w
 def slow_client(stack):
     """The callables with a long read timeout: 10 batches of 10,000 items are validated at once."""
     auth = stack.get("FIREBASE_AUTH_EMULATOR_HOST")
-    c = Client(functions_url=stack["FUNCTIONS_URL"], project_id=stack["PROJECT_ID"], web_api_key=stack.get("FIREBASE_WEB_API_KEY", "fake-api-key"),
-               auth_url=f"http://{auth}/identitytoolkit.googleapis.com" if auth else None, timeout=300.0)
+    c = Client(
+        functions_url=stack["FUNCTIONS_URL"],
+        project_id=stack["PROJECT_ID"],
+        web_api_key=stack.get("FIREBASE_WEB_API_KEY", "fake-api-key"),
+        auth_url=f"http://{auth}/identitytoolkit.googleapis.com" if auth else None,
+        timeout=300.0,
+    )
     yield c
     c.close()
 
@@ -72,8 +76,7 @@ def owned(db, collection: str, uid: str) -> int:
     return len(list(db.collection(collection).where(filter=FieldFilter("ownerUid", "==", uid)).select([]).stream()))
 
 
-def test_ten_batches_of_ten_thousand_items_from_one_new_account_get_only_what_the_defaults_allow(
-        slow_client, make_user, db, deployed_project):
+def test_ten_batches_of_ten_thousand_items_from_one_new_account_get_only_what_the_defaults_allow(slow_client, make_user, db, deployed_project):
     """The attack: a new account, 10 batches of 10,000 items each at max_tokens 32,000 on the
     dearest model, all at once. Each reserves every item's worst case: all are refused, before
     anything is written. Then what the defaults do allow: batches of small items, each holding
@@ -92,8 +95,9 @@ def test_ten_batches_of_ten_thousand_items_from_one_new_account_get_only_what_th
 
     lanes = 2
     small = [{"customId": f"s{i}", "prompt": f"hi {i}"} for i in range(20)]
-    results = at_once([lambda: slow_client.start_batch(attacker, small, model="fake/tokens=2,rate=0", params={"max_tokens": 16},
-                                                       maxConcurrency=lanes)] * 10)
+    results = at_once(
+        [lambda: slow_client.start_batch(attacker, small, model="fake/tokens=2,rate=0", params={"max_tokens": 16}, maxConcurrency=lanes)] * 10
+    )
     started = [r.batchId for r in results if not isinstance(r, CallError)]
     refused = [r for r in results if isinstance(r, CallError)]
     assert len(started) == STACK_DEFAULTS.user_max_active // lanes, results
@@ -130,8 +134,9 @@ def test_the_project_cap_holds_across_new_accounts(client, store, make_user, db,
         wait_for(lambda: client.get(execution_id)["status"] == "succeeded", 60, f"{execution_id} succeeded")
     shards = [s.id for s in db.collection(PROJECT).stream() if s.id != "limits"]
     assert 1 <= len(shards) <= PROJECT_SHARDS and all(s.startswith(PROJECT_SHARD.format(0)[:-2]) for s in shards)
-    wait_for(lambda: sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9, 30,
-             "every reservation given back")
+    wait_for(
+        lambda: sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9, 30, "every reservation given back"
+    )
     spent = sum(client.get(i)["cost"] for _, i in started)
     today = sum((s.to_dict() or {}).get(cost_field(day_of(client.get(started[0][1])["finishedAt"])), 0) for s in db.collection(PROJECT).stream())
     assert today == pytest.approx(spent, abs=1e-9)
@@ -153,9 +158,12 @@ def test_a_request_fee_model_reserves_its_request_fee(client, make_user, db, pau
     assert fees - plain == pytest.approx(FEE_MODEL_FEES["request"] + FEE_MODEL_FEES["web_search"], abs=1e-9)
     online = reserved(db, client.start(user, model="openai/gpt-4o-mini:online", **ask))
     assert online - plain == pytest.approx(ONLINE_SEARCH_USD, abs=1e-9)
-    image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "fee"},
-                                                       {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}],
-             "params": {"max_tokens": 100}}
+    image = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "fee"}, {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}
+        ],
+        "params": {"max_tokens": 100},
+    }
     with_image = reserved(db, client.start(user, model=FEE_MODEL, **image))
     assert with_image - fees == pytest.approx(65536 * PROMPT_PRICE + FEE_MODEL_FEES["image"], abs=1e-9), "a linked image: its bytes and its fee"
     for execution in db.collection(EXECUTIONS).where(filter=FieldFilter("ownerUid", "==", user.uid)).stream():

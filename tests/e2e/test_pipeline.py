@@ -79,8 +79,9 @@ def test_max_tokens_gives_length(client, make_user, listen):
     assert final["usage"]["completionTokens"] == 7
 
 
-@pytest.mark.parametrize("code,error", [(400, "upstream_bad_request"), (401, "upstream_unauthorized"), (402, "upstream_payment_required"),
-                                        (403, "upstream_forbidden")])
+@pytest.mark.parametrize(
+    "code,error", [(400, "upstream_bad_request"), (401, "upstream_unauthorized"), (402, "upstream_payment_required"), (403, "upstream_forbidden")]
+)
 def test_permanent_upstream_errors_fail_at_once(client, make_user, listen, upstream, code, error):
     prompt = f"permanent {code}"
     final = listen(_start(client, make_user(), prompt, f"fake/fault=status,code={code}")).wait()

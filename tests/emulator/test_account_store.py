@@ -77,8 +77,9 @@ def test_a_racing_ending_settles_once_and_frees_a_slot(store):
 
     def end(_):
         barrier.wait()
-        change, _ = store.update_if(execution_id, lambda e, j: None if ex.is_terminal(e) else
-                                    ex.ended(e, j, Ending(Status.SUCCEEDED), now=ex.utcnow(), produced=produced))
+        change, _ = store.update_if(
+            execution_id, lambda e, j: None if ex.is_terminal(e) else ex.ended(e, j, Ending(Status.SUCCEEDED), now=ex.utcnow(), produced=produced)
+        )
         return change is not None
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

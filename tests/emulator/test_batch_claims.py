@@ -115,8 +115,12 @@ def store(db, clean) -> ExecutionStore:
 
 
 def batch_request(key: str | None = "same-key", n: int = ITEMS) -> dict:
-    request = {"items": [{"customId": f"c{i}", "prompt": f"item {i}"} for i in range(n)], "model": "m", "params": {"max_tokens": 100},
-               "maxConcurrency": LANES}
+    request = {
+        "items": [{"customId": f"c{i}", "prompt": f"item {i}"} for i in range(n)],
+        "model": "m",
+        "params": {"max_tokens": 100},
+        "maxConcurrency": LANES,
+    }
     return {**request, "idempotencyKey": key} if key else request
 
 
@@ -158,8 +162,16 @@ def test_a_concurrent_start_refused_by_the_limit_leaves_nothing(store, db):
     uid = f"two-{uuid.uuid4().hex[:6]}"
     store.ledger.set_limits(uid, {"maxActive": LANES})
     gate, flow = Interleaved(store), Flow()
-    start = lambda key: lambda: calls.start_batch(uid, batch_request(key), batches=gate, flow=flow, settings=SETTINGS,  # noqa: E731
-                                                  prices=PRICES)
+    start = lambda key: (
+        lambda: calls.start_batch(
+            uid,
+            batch_request(key),
+            batches=gate,
+            flow=flow,
+            settings=SETTINGS,  # noqa: E731
+            prices=PRICES,
+        )
+    )
     a, b = run_both(gate, start("first"), start("second"))
     assert isinstance(b, RequestError) and b.status.value == "resource-exhausted" and b.reason.value == "max_active", b
     assert [d[F.INDEX] for d in items(db, a["batchId"])] == list(range(ITEMS))
@@ -178,8 +190,10 @@ def test_the_key_source_and_reservation_are_the_claims(store, db):
     gate.b_done.set()  # A alone, on a thread named A: its key goes just before it claims
     gate.both_read = threading.Barrier(1)
     result: dict = {}
-    t = threading.Thread(target=lambda: result.update(calls.start_batch(uid, batch_request(None, 5), batches=gate, flow=Flow(),
-                                                                          settings=SETTINGS, prices=PRICES)), name="A")
+    t = threading.Thread(
+        target=lambda: result.update(calls.start_batch(uid, batch_request(None, 5), batches=gate, flow=Flow(), settings=SETTINGS, prices=PRICES)),
+        name="A",
+    )
     t.start()
     t.join(60)
     batch = db.collection(BATCHES).document(result["batchId"]).get().to_dict()

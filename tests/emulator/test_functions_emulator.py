@@ -39,18 +39,34 @@ def manifest() -> dict:
 @pytest.fixture(scope="module")
 def emulated(stack) -> list[dict]:
     config = json.loads((ROOT / "firebase.json").read_text())
-    config["emulators"] = {"singleProjectMode": True, "ui": {"enabled": False},
-                           **{name: {"host": devstack.HOST, "port": port} for name, port in PORTS.items()}}
+    config["emulators"] = {
+        "singleProjectMode": True,
+        "ui": {"enabled": False},
+        **{name: {"host": devstack.HOST, "port": port} for name, port in PORTS.items()},
+    }
     CONFIG.write_text(json.dumps(config))
     log = devstack.LOGS / "functions-emulator-check.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(ROOT / "infra/node_modules/.bin/firebase"), "emulators:start", "--only", "functions", "--project", devstack.PROJECT_ID,
-             "--config", CONFIG.name],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(ROOT / "infra/node_modules/.bin/firebase"),
+                "emulators:start",
+                "--only",
+                "functions",
+                "--project",
+                devstack.PROJECT_ID,
+                "--config",
+                CONFIG.name,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
             env={**os.environ, "CI": "true", "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1", "FIRESTORE_EMULATOR_HOST": stack["FIRESTORE_EMULATOR_HOST"]},
         )
     try:
+
         def ready() -> bool:
             assert proc.poll() is None, f"the Functions emulator exited:\n{log.read_text(errors='replace')[-3000:]}"
             return "All emulators ready" in log.read_text(errors="replace")
@@ -95,8 +111,9 @@ def test_the_emulator_runs_each_function_with_its_declared_options(manifest, emu
         assert trigger["availableMemoryMb"] == declared["availableMemoryMb"], name
         if declared.get("timeoutSeconds") is not None:
             assert trigger["timeoutSeconds"] == declared["timeoutSeconds"], name
-        assert sorted(s["key"] for s in trigger["secretEnvironmentVariables"]) == sorted(
-            s["key"] for s in declared["secretEnvironmentVariables"]), name
+        assert sorted(s["key"] for s in trigger["secretEnvironmentVariables"]) == sorted(s["key"] for s in declared["secretEnvironmentVariables"]), (
+            name
+        )
         if _kind(declared) == "taskQueue":
             assert trigger["taskQueueTrigger"] == declared["taskQueueTrigger"], name
         if _kind(declared) == "schedule":

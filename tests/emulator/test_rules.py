@@ -23,8 +23,14 @@ def _b64(data: dict) -> str:
 def token(uid: str, project: str) -> str:
     now = int(time.time())
     claims = {
-        "sub": uid, "user_id": uid, "aud": project, "iss": f"https://securetoken.google.com/{project}",
-        "iat": now, "exp": now + 3600, "auth_time": now, "firebase": {"sign_in_provider": "password"},
+        "sub": uid,
+        "user_id": uid,
+        "aud": project,
+        "iss": f"https://securetoken.google.com/{project}",
+        "iat": now,
+        "exp": now + 3600,
+        "auth_time": now,
+        "firebase": {"sign_in_provider": "password"},
     }
     return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
 
@@ -112,8 +118,10 @@ def world(clean):
     ids = {s: f"{s}-{uuid.uuid4().hex[:6]}" for s in ("running", "queued", "succeeded")}
     for status, doc_id in ids.items():
         worker = "w-1" if status == "running" else None
-        assert admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "outputLength": 2, "cancelRequested": False,
-                                                   "worker": worker}) == ALLOWED
+        assert (
+            admin.create("executions", doc_id, {"status": status, "ownerUid": "alice", "outputLength": 2, "cancelRequested": False, "worker": worker})
+            == ALLOWED
+        )
     running = f"executions/{ids['running']}"
     assert admin.create(f"{running}/pages", "001-0000", {"attempt": 1, "index": 0, "text": "page"}) == ALLOWED
     assert admin.create(f"{running}/chunks", "001-000001", {"attempt": 1, "seq": 1, "start": 0, "end": 2, "text": "hi"}) == ALLOWED

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim, Permanent
 from promptq.domain.execution import F, J
@@ -27,9 +28,16 @@ def store(db, clean) -> ExecutionStore:
 def _new(store: ExecutionStore, execution: dict | None = None, job: dict | None = None) -> str:
     execution_id = uuid.uuid4().hex
     now = ex.utcnow()
-    e = ex.new_execution(owner_uid="u1", requested_model="m", idempotency_key=None, now=now, expire_at=now + timedelta(days=1))
-    j = ex.new_job(owner_uid="u1", messages=[{"role": "user", "content": "hi"}], request={"model": "m"}, request_hash="h",
-                   task=execution_id, now=now, expire_at=now + timedelta(days=1))
+    e = creation.new_execution(owner_uid="u1", requested_model="m", idempotency_key=None, now=now, expire_at=now + timedelta(days=1))
+    j = creation.new_job(
+        owner_uid="u1",
+        messages=[{"role": "user", "content": "hi"}],
+        request={"model": "m"},
+        request_hash="h",
+        task=execution_id,
+        now=now,
+        expire_at=now + timedelta(days=1),
+    )
     e.update(execution or {})
     j.update(job or {})
     assert store.create(execution_id, e, j)
@@ -37,8 +45,15 @@ def _new(store: ExecutionStore, execution: dict | None = None, job: dict | None 
 
 
 def _claim(store, execution_id, **kw):
-    return claim(store, execution_id, attempt_id=kw.pop("attempt_id", uuid.uuid4().hex), worker=kw.pop("worker", "w-test"),
-                       lease_s=kw.pop("lease_s", 30), max_attempts=kw.pop("max_attempts", 3), **kw)
+    return claim(
+        store,
+        execution_id,
+        attempt_id=kw.pop("attempt_id", uuid.uuid4().hex),
+        worker=kw.pop("worker", "w-test"),
+        lease_s=kw.pop("lease_s", 30),
+        max_attempts=kw.pop("max_attempts", 3),
+        **kw,
+    )
 
 
 def test_create_is_idempotent(store):
@@ -98,8 +113,12 @@ def test_chunks_then_the_ending_make_the_text(store):
     assert doc[F.STATUS] == "running" and store.text(execution_id, doc) == "Hello, wor" and store.text_length(execution_id, doc) == 10
     assert store.text(execution_id, doc, after=7) == "wor"
     pages = split_pages("Hello, world!", 8, attempt=1)
-    writer.end(Ending(Status.SUCCEEDED), Produced(chunks=3, output_length=13, pages=len(pages), usage=Usage(1, 4, 5), cost=0.01),
-               last=Chunk(1, 3, 10, "ld!"), pages=pages)
+    writer.end(
+        Ending(Status.SUCCEEDED),
+        Produced(chunks=3, output_length=13, pages=len(pages), usage=Usage(1, 4, 5), cost=0.01),
+        last=Chunk(1, 3, 10, "ld!"),
+        pages=pages,
+    )
     doc = store.get(execution_id)
     assert doc[F.STATUS] == "succeeded" and doc[F.OUTPUT_LENGTH] == 13 and doc[F.OUTPUT_PAGES] == 2 and doc[F.CHUNK_COUNT] == 3
     assert doc[F.USAGE] == {"promptTokens": 1, "completionTokens": 4, "totalTokens": 5, "reasoningTokens": 0}

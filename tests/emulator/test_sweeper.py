@@ -10,6 +10,7 @@ import pytest
 
 from enqueue.sweeper import sweep
 from promptq.adapters.tasks import TaskQueue
+from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.domain.execution import F, J
 from promptq.settings import Settings
@@ -31,10 +32,18 @@ def settings(stack) -> Settings:
 
 def _docs(prompt: str, execution: dict | None = None, job: dict | None = None) -> tuple[dict, dict]:
     now = ex.utcnow()
-    e = ex.new_execution(owner_uid="u", requested_model="fake/tokens=5,rate=0", idempotency_key=None, now=now,
-                         expire_at=now + timedelta(days=1))
-    j = ex.new_job(owner_uid="u", messages=[{"role": "user", "content": prompt}], request={"model": "fake/tokens=5,rate=0", "params": {}},
-                   request_hash="h", task=f"lost-{uuid.uuid4().hex}", now=now, expire_at=now + timedelta(days=1))
+    e = creation.new_execution(
+        owner_uid="u", requested_model="fake/tokens=5,rate=0", idempotency_key=None, now=now, expire_at=now + timedelta(days=1)
+    )
+    j = creation.new_job(
+        owner_uid="u",
+        messages=[{"role": "user", "content": prompt}],
+        request={"model": "fake/tokens=5,rate=0", "params": {}},
+        request_hash="h",
+        task=f"lost-{uuid.uuid4().hex}",
+        now=now,
+        expire_at=now + timedelta(days=1),
+    )
     e.update(execution or {})
     j.update(job or {})
     return e, j

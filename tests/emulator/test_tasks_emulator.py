@@ -3,6 +3,7 @@
 A scripted HTTP target in this process stands in for the worker function and records every
 request it gets (headers, body, arrival, overlap with other requests for the same task).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,14 +67,26 @@ def running_emulator(*flags: str):
     log = Path(tempfile.mkstemp(prefix="tasks-emulator-", suffix=".log")[1])
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [str(EMULATOR_PYTHON), str(REPO / "devstack/tasks_emulator.py"), "--host", "127.0.0.1",
-             "--port", str(port), "--stats-port", str(stats_port), *flags],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+            [
+                str(EMULATOR_PYTHON),
+                str(REPO / "devstack/tasks_emulator.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--stats-port",
+                str(stats_port),
+                *flags,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 20)
         line = process.stdout.readline() if ready else ""
-        assert line.strip() == f"tasks emulator listening on 127.0.0.1:{port}", (
-            f"emulator did not start: {line!r}\n{log.read_text()}")
+        assert line.strip() == f"tasks emulator listening on 127.0.0.1:{port}", f"emulator did not start: {line!r}\n{log.read_text()}"
         yield Emulator(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}", log)
     finally:
         if process.poll() is None:
@@ -86,8 +99,9 @@ def running_emulator(*flags: str):
 @pytest.fixture(scope="module")
 def emulator():
     # --min-deadline 1 lets a test use a 1 s dispatch deadline (production's minimum is 15 s).
-    with running_emulator("--min-deadline", "1", "--min-backoff", "0.1", "--max-backoff", "10",
-                          "--max-concurrent", "20", "--max-attempts", "100") as emu:
+    with running_emulator(
+        "--min-deadline", "1", "--min-backoff", "0.1", "--max-backoff", "10", "--max-concurrent", "20", "--max-attempts", "100"
+    ) as emu:
         yield emu
 
 
@@ -101,11 +115,12 @@ def client(emulator):
 @dataclasses.dataclass
 class Hit:
     """One request the target received."""
+
     task: str
     headers: dict[str, str]
     body: bytes
     arrived: float
-    overlapping: int           # other requests for the same task still running on arrival
+    overlapping: int  # other requests for the same task still running on arrival
     left: float | None = None
 
 
@@ -172,8 +187,7 @@ def make_queue(client, emulator):
 
     def make(max_concurrent=20, retry=None, **queue_fields) -> str:
         name = f"{LOCATION}/queues/q-{uuid.uuid4().hex[:8]}"
-        queue = tasks_v2.Queue(name=name, rate_limits={"max_concurrent_dispatches": max_concurrent},
-                               retry_config=retry or {}, **queue_fields)
+        queue = tasks_v2.Queue(name=name, rate_limits={"max_concurrent_dispatches": max_concurrent}, retry_config=retry or {}, **queue_fields)
         client.create_queue(parent=LOCATION, queue=queue)
         created.append(name)
         return name
@@ -183,12 +197,17 @@ def make_queue(client, emulator):
         client.delete_queue(name=name)
 
 
-def new_task(client, queue: str, url: str, task_id: str | None = None, deadline_s: float | None = None,
-             delay_s: float = 0, execution_id: str = "exec-1") -> tasks_v2.Task:
-    task = tasks_v2.Task(http_request={
-        "url": url, "http_method": tasks_v2.HttpMethod.POST,
-        "headers": {"Content-Type": "application/json"},
-        "body": json.dumps({"data": {"executionId": execution_id}}).encode()})
+def new_task(
+    client, queue: str, url: str, task_id: str | None = None, deadline_s: float | None = None, delay_s: float = 0, execution_id: str = "exec-1"
+) -> tasks_v2.Task:
+    task = tasks_v2.Task(
+        http_request={
+            "url": url,
+            "http_method": tasks_v2.HttpMethod.POST,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"data": {"executionId": execution_id}}).encode(),
+        }
+    )
     if task_id:
         task.name = f"{queue}/tasks/{task_id}"
     if deadline_s:
@@ -276,8 +295,7 @@ def test_list_tasks_shows_in_flight_tasks(client, make_queue, target, emulator):
 
 def test_5xx_is_retried_with_backoff_and_dropped_after_max_attempts(client, make_queue, target, emulator):
     target.behaviour = lambda hit, n: (503, 0)
-    retry = {"max_attempts": 4, "min_backoff": datetime.timedelta(seconds=0.1),
-             "max_backoff": datetime.timedelta(seconds=10), "max_doublings": 16}
+    retry = {"max_attempts": 4, "min_backoff": datetime.timedelta(seconds=0.1), "max_backoff": datetime.timedelta(seconds=10), "max_doublings": 16}
     queue = make_queue(retry=retry)
     task = new_task(client, queue, target.url, task_id="always-503")
 
@@ -347,8 +365,7 @@ def test_stats_count_and_reset_clears_them(client, make_queue, target, emulator)
 
     wait_for(lambda: emulator.stats()["queues"][queue]["dropped"] == 1, timeout=5)
     stats = emulator.stats()
-    assert stats["queues"][queue] == {"created": 3, "completed": 1, "dropped": 1, "pending": 1,
-                                      "inFlight": 0, "deduplicated": 1}
+    assert stats["queues"][queue] == {"created": 3, "completed": 1, "dropped": 1, "pending": 1, "inFlight": 0, "deduplicated": 1}
     assert stats["tasks"][f"{queue}/tasks/bad"] == {"attempts": 2, "statuses": [503, 503]}
 
     emulator.reset()

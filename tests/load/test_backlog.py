@@ -44,9 +44,14 @@ def five_slots(tasks_admin):
 
 
 def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, db, stack, upstream, five_slots):
-    settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"],
-                        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"],
-                        queue_timeout_s=1, sweep_grace_s=1, max_requeues=2)  # far shorter than the backlog
+    settings = Settings(
+        project_id=stack["PROJECT_ID"],
+        worker_url=stack["WORKER_URL"],
+        tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"],
+        queue_timeout_s=1,
+        sweep_grace_s=1,
+        max_requeues=2,
+    )  # far shorter than the backlog
     store, queue = ExecutionStore(db), TaskQueue(settings)
     user, marker = make_user(), uuid.uuid4().hex[:8]
     started = time.monotonic()
@@ -60,8 +65,7 @@ def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, 
     def sweeper() -> None:
         while not stop.wait(2.0):
             report = sweep(store, queue, settings)
-            totals.update(requeued=len(report.requeued), failed=len(report.failed), waiting=len(report.waiting),
-                          errors=len(report.errors), sweeps=1)
+            totals.update(requeued=len(report.requeued), failed=len(report.failed), waiting=len(report.waiting), errors=len(report.errors), sweeps=1)
 
     thread = threading.Thread(target=sweeper, daemon=True)
     thread.start()
@@ -79,8 +83,10 @@ def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, 
     assert len(per_prompt) == EXECUTIONS and set(per_prompt.values()) == {1}, "an execution ran twice"
     assert totals["requeued"] == 0 and totals["failed"] == 0 and totals["errors"] == 0, totals
     assert totals["sweeps"] >= 3 and totals["waiting"] > 0, f"the sweeper never saw the backlog: {totals}"
-    print(f"\n{EXECUTIONS} executions behind {SLOTS} slots: queued in {queued_in:.1f} s, all succeeded in {took:.1f} s; "
-          f"{totals['sweeps']} sweeps saw {totals['waiting']} waiting, requeued {totals['requeued']}, failed {totals['failed']}")
+    print(
+        f"\n{EXECUTIONS} executions behind {SLOTS} slots: queued in {queued_in:.1f} s, all succeeded in {took:.1f} s; "
+        f"{totals['sweeps']} sweeps saw {totals['waiting']} waiting, requeued {totals['requeued']}, failed {totals['failed']}"
+    )
 
 
 def _count_ended(db) -> int:

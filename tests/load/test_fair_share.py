@@ -46,13 +46,15 @@ def test_a_second_users_batch_starts_while_a_first_users_1000_item_batch_runs(cl
     first = make_user("big", limits={**NO_LIMITS, "maxBatchLanes": 10})
     second = make_user("small", limits={**NO_LIMITS, "maxBatchLanes": 10})
     marker = uuid.uuid4().hex[:6]
-    big = client.start_batch(first, [{"customId": str(i), "prompt": f"big [{marker}] {i}"} for i in range(1000)],
-                             model="fake/tokens=20,rate=40", maxConcurrency=20)
+    big = client.start_batch(
+        first, [{"customId": str(i), "prompt": f"big [{marker}] {i}"} for i in range(1000)], model="fake/tokens=20,rate=40", maxConcurrency=20
+    )
     answer = client.batch(first, big.batchId)
     assert (answer.lanesActive, answer.lanesParked, answer.waitingFor) == (10, 10, "user_cap"), answer
     wait_for(lambda: client.batch(first, big.batchId).counts["running"] > 0, timeout=60, what="the big batch to run")
-    small = client.start_batch(second, [{"customId": str(i), "prompt": f"small [{marker}] {i}"} for i in range(5)],
-                               model="fake/tokens=3,rate=0", maxConcurrency=5)
+    small = client.start_batch(
+        second, [{"customId": str(i), "prompt": f"small [{marker}] {i}"} for i in range(5)], model="fake/tokens=3,rate=0", maxConcurrency=5
+    )
     assert client.batch(second, small.batchId).lanesParked == 0, "the second user's cap is theirs: nothing of theirs runs"
     wait_for(lambda: any(d.get("startedAt") for d in items_of(db, small.batchId)), timeout=30, what="an item of the second batch to run")
     running = client.batch(first, big.batchId)
@@ -68,10 +70,12 @@ def test_a_second_users_batch_starts_while_a_first_users_1000_item_batch_runs(cl
 def test_a_second_batch_beyond_the_users_cap_parks_then_runs_to_completion(client, make_user, db):
     user = make_user("two-batches", limits={**NO_LIMITS, "maxBatchLanes": 3})
     marker = uuid.uuid4().hex[:6]
-    one = client.start_batch(user, [{"customId": str(i), "prompt": f"one [{marker}] {i}"} for i in range(12)],
-                             model="fake/tokens=10,rate=20", maxConcurrency=3)
-    two = client.start_batch(user, [{"customId": str(i), "prompt": f"two [{marker}] {i}"} for i in range(6)],
-                             model="fake/tokens=3,rate=0", maxConcurrency=3)
+    one = client.start_batch(
+        user, [{"customId": str(i), "prompt": f"one [{marker}] {i}"} for i in range(12)], model="fake/tokens=10,rate=20", maxConcurrency=3
+    )
+    two = client.start_batch(
+        user, [{"customId": str(i), "prompt": f"two [{marker}] {i}"} for i in range(6)], model="fake/tokens=3,rate=0", maxConcurrency=3
+    )
     parked = client.batch(user, two.batchId)
     assert (parked.lanesActive, parked.lanesParked, parked.waitingFor) == (0, 3, "user_cap"), parked
     heads = [d for d in items_of(db, two.batchId) if d["index"] < 3]
@@ -94,14 +98,19 @@ def test_an_interactive_execution_is_dispatched_at_once_under_a_full_batch_load(
     marker = uuid.uuid4().hex[:6]
     caps = dict(spec.rsplit("=", 1) for spec in stack["TASKS_QUEUES"].split(","))
     full = int(caps[stack["TASKS_QUEUE_BATCH"]])
-    load = client.start_batch(loader, [{"customId": str(i), "prompt": f"load [{marker}] {i}"} for i in range(full * 10)],
-                              model="fake/tokens=40,rate=20", maxConcurrency=min(100, full + 10))
+    load = client.start_batch(
+        loader,
+        [{"customId": str(i), "prompt": f"load [{marker}] {i}"} for i in range(full * 10)],
+        model="fake/tokens=40,rate=20",
+        maxConcurrency=min(100, full + 10),
+    )
     try:
         wait_for(lambda: in_flight(stack, stack["TASKS_QUEUE_BATCH"]) >= full, timeout=60, what="the batch queue to be full")
         for _ in range(3):
             execution_id = client.start(person, prompt=f"interactive [{marker}]", model="fake/tokens=3,rate=0")
-            done = wait_for(lambda: (d := client.get(execution_id)) and d.get("firstTokenAt") and d, timeout=30,
-                            what="the interactive execution's first token")
+            done = wait_for(
+                lambda: (d := client.get(execution_id)) and d.get("firstTokenAt") and d, timeout=30, what="the interactive execution's first token"
+            )
             assert (done["startedAt"] - done["createdAt"]).total_seconds() < 2.0, done
             assert in_flight(stack, stack["TASKS_QUEUE_BATCH"]) >= full * 0.8, "the batch load was still on"
     finally:

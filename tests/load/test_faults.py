@@ -69,19 +69,58 @@ class Case:
 
 
 def _status_cases() -> list[Case]:
-    codes = {400: "upstream_bad_request", 401: "upstream_unauthorized", 402: "upstream_payment_required",
-             403: "upstream_forbidden", 408: "upstream_timeout", 429: "upstream_rate_limited",
-             500: "upstream_unavailable", 502: "upstream_unavailable", 503: "upstream_unavailable"}
+    codes = {
+        400: "upstream_bad_request",
+        401: "upstream_unauthorized",
+        402: "upstream_payment_required",
+        403: "upstream_forbidden",
+        408: "upstream_timeout",
+        429: "upstream_rate_limited",
+        500: "upstream_unavailable",
+        502: "upstream_unavailable",
+        503: "upstream_unavailable",
+    }
     cases = []
     for status in (400, 401, 402, 403):
-        cases.append(Case(f"status-{status}", f"HTTP {status} before the stream", f"tokens=12,rate=0,fault=status,code={status}",
-                          "failed", codes[status], 1, 1, NONE, upstream_status=status))
+        cases.append(
+            Case(
+                f"status-{status}",
+                f"HTTP {status} before the stream",
+                f"tokens=12,rate=0,fault=status,code={status}",
+                "failed",
+                codes[status],
+                1,
+                1,
+                NONE,
+                upstream_status=status,
+            )
+        )
     for status in (408, 429, 500, 502, 503):
-        cases.append(Case(f"status-{status}-x2", f"HTTP {status} twice, then a stream", f"tokens=12,rate=0,fault=status,code={status},times=2",
-                          "succeeded", None, 3, 1))
+        cases.append(
+            Case(
+                f"status-{status}-x2",
+                f"HTTP {status} twice, then a stream",
+                f"tokens=12,rate=0,fault=status,code={status},times=2",
+                "succeeded",
+                None,
+                3,
+                1,
+            )
+        )
     for status in (408, 429, 500, 502, 503):
-        cases.append(Case(f"status-{status}-always", f"HTTP {status} on every request", f"tokens=12,rate=0,fault=status,code={status}",
-                          "failed", codes[status], ALL_TRIES, MAX_ATTEMPTS, NONE, upstream_status=status))
+        cases.append(
+            Case(
+                f"status-{status}-always",
+                f"HTTP {status} on every request",
+                f"tokens=12,rate=0,fault=status,code={status}",
+                "failed",
+                codes[status],
+                ALL_TRIES,
+                MAX_ATTEMPTS,
+                NONE,
+                upstream_status=status,
+            )
+        )
     return cases
 
 
@@ -89,50 +128,175 @@ CASES: list[Case] = [
     *_status_cases(),
     # Retry-After: within the worker's cap (3 s locally) tenacity sleeps that long; above it the
     # attempt is handed back to Cloud Tasks, and the next request must not come sooner either.
-    Case("retry-after-429-1s", "HTTP 429 Retry-After: 1 once", "tokens=12,rate=0,fault=status,code=429,retry_after=1,times=1",
-         "succeeded", None, 2, 1, retry_after=1.0),
-    Case("retry-after-503-2s", "HTTP 503 Retry-After: 2 once", "tokens=12,rate=0,fault=status,code=503,retry_after=2,times=1",
-         "succeeded", None, 2, 1, retry_after=2.0),
-    Case("retry-after-429-6s", "HTTP 429 Retry-After: 6 always (above the 3 s cap)",
-         "tokens=12,rate=0,fault=status,code=429,retry_after=6", "failed", "upstream_rate_limited", MAX_ATTEMPTS, MAX_ATTEMPTS,
-         NONE, upstream_status=429, retry_after=6.0),
+    Case(
+        "retry-after-429-1s",
+        "HTTP 429 Retry-After: 1 once",
+        "tokens=12,rate=0,fault=status,code=429,retry_after=1,times=1",
+        "succeeded",
+        None,
+        2,
+        1,
+        retry_after=1.0,
+    ),
+    Case(
+        "retry-after-503-2s",
+        "HTTP 503 Retry-After: 2 once",
+        "tokens=12,rate=0,fault=status,code=503,retry_after=2,times=1",
+        "succeeded",
+        None,
+        2,
+        1,
+        retry_after=2.0,
+    ),
+    Case(
+        "retry-after-429-6s",
+        "HTTP 429 Retry-After: 6 always (above the 3 s cap)",
+        "tokens=12,rate=0,fault=status,code=429,retry_after=6",
+        "failed",
+        "upstream_rate_limited",
+        MAX_ATTEMPTS,
+        MAX_ATTEMPTS,
+        NONE,
+        upstream_status=429,
+        retry_after=6.0,
+    ),
     # A Retry-After beyond what promptq waits (PROMPTQ_MAX_RETRY_AFTER, 300 s): ended at once,
     # with the upstream's message, not parked until the sweeper calls it a queue timeout.
-    Case("retry-after-429-30d", "HTTP 429 Retry-After: 30 days", "tokens=12,rate=0,fault=status,code=429,retry_after=2592000",
-         "failed", "upstream_rate_limited", 1, 1, NONE, upstream_status=429),
+    Case(
+        "retry-after-429-30d",
+        "HTTP 429 Retry-After: 30 days",
+        "tokens=12,rate=0,fault=status,code=429,retry_after=2592000",
+        "failed",
+        "upstream_rate_limited",
+        1,
+        1,
+        NONE,
+        upstream_status=429,
+    ),
     # Error events inside the 200 stream, before any token: retried.
-    *[Case(f"event-{shape}-before", f"error event ({shape}) before the first token, once",
-           f"tokens=12,rate=0,fault=error_event,shape={shape},at=0,times=1", "succeeded", None, 2, 1)
-      for shape in ("choices", "bare", "usage")],
-    Case("event-choices-before-always", "error event (choices) before the first token, always",
-         "tokens=12,rate=0,fault=error_event,shape=choices,at=0", "failed", "stream_error", ALL_TRIES, MAX_ATTEMPTS, NONE),
-    Case("event-bare-400-before", "error event (bare, code 400) before the first token",
-         "tokens=12,rate=0,fault=error_event,shape=bare,code=400,at=0", "failed", "upstream_bad_request", 1, 1, NONE,
-         upstream_status=400),
+    *[
+        Case(
+            f"event-{shape}-before",
+            f"error event ({shape}) before the first token, once",
+            f"tokens=12,rate=0,fault=error_event,shape={shape},at=0,times=1",
+            "succeeded",
+            None,
+            2,
+            1,
+        )
+        for shape in ("choices", "bare", "usage")
+    ],
+    Case(
+        "event-choices-before-always",
+        "error event (choices) before the first token, always",
+        "tokens=12,rate=0,fault=error_event,shape=choices,at=0",
+        "failed",
+        "stream_error",
+        ALL_TRIES,
+        MAX_ATTEMPTS,
+        NONE,
+    ),
+    Case(
+        "event-bare-400-before",
+        "error event (bare, code 400) before the first token",
+        "tokens=12,rate=0,fault=error_event,shape=bare,code=400,at=0",
+        "failed",
+        "upstream_bad_request",
+        1,
+        1,
+        NONE,
+        upstream_status=400,
+    ),
     # ... and after tokens: never retried (a new request is a new generation), text kept.
-    *[Case(f"event-{shape}-after", f"error event ({shape}) after 10 tokens",
-           f"tokens=30,rate=0,fault=error_event,shape={shape},at=10", "failed", "stream_error", 1, 1, CUT)
-      for shape in ("choices", "bare", "usage")],
-    Case("event-choices-done-after", "error event (choices) + [DONE] after 10 tokens",
-         "tokens=30,rate=0,fault=error_event,shape=choices,done=1,at=10", "failed", "stream_error", 1, 1, CUT),
-    Case("drop-after", "connection dropped after 10 tokens", "tokens=30,rate=0,fault=drop,at=10",
-         "failed", "connection_lost", 1, 1, CUT),
-    Case("drop-before", "connection dropped before the first token, once", "tokens=12,rate=0,fault=drop,at=0,times=1",
-         "succeeded", None, 2, 1),
-    Case("drop-before-always", "connection dropped before the first token, always", "tokens=12,rate=0,fault=drop,at=0",
-         "failed", "connection_lost", ALL_TRIES, MAX_ATTEMPTS, NONE),
-    Case("stall-before", "only keep-alive comments, no token (first-token timeout 4 s)", "tokens=12,rate=0,fault=stall,at=0",
-         "failed", "first_token_timeout", ALL_TRIES, MAX_ATTEMPTS, NONE, closed_by_client=True),
-    Case("stall-after", "keep-alive comments only after 5 tokens (stall timeout 3 s)", "tokens=30,rate=0,fault=stall,at=5",
-         "failed", "stream_stalled", 1, 1, CUT, closed_by_client=True),
+    *[
+        Case(
+            f"event-{shape}-after",
+            f"error event ({shape}) after 10 tokens",
+            f"tokens=30,rate=0,fault=error_event,shape={shape},at=10",
+            "failed",
+            "stream_error",
+            1,
+            1,
+            CUT,
+        )
+        for shape in ("choices", "bare", "usage")
+    ],
+    Case(
+        "event-choices-done-after",
+        "error event (choices) + [DONE] after 10 tokens",
+        "tokens=30,rate=0,fault=error_event,shape=choices,done=1,at=10",
+        "failed",
+        "stream_error",
+        1,
+        1,
+        CUT,
+    ),
+    Case("drop-after", "connection dropped after 10 tokens", "tokens=30,rate=0,fault=drop,at=10", "failed", "connection_lost", 1, 1, CUT),
+    Case("drop-before", "connection dropped before the first token, once", "tokens=12,rate=0,fault=drop,at=0,times=1", "succeeded", None, 2, 1),
+    Case(
+        "drop-before-always",
+        "connection dropped before the first token, always",
+        "tokens=12,rate=0,fault=drop,at=0",
+        "failed",
+        "connection_lost",
+        ALL_TRIES,
+        MAX_ATTEMPTS,
+        NONE,
+    ),
+    Case(
+        "stall-before",
+        "only keep-alive comments, no token (first-token timeout 4 s)",
+        "tokens=12,rate=0,fault=stall,at=0",
+        "failed",
+        "first_token_timeout",
+        ALL_TRIES,
+        MAX_ATTEMPTS,
+        NONE,
+        closed_by_client=True,
+    ),
+    Case(
+        "stall-after",
+        "keep-alive comments only after 5 tokens (stall timeout 3 s)",
+        "tokens=30,rate=0,fault=stall,at=5",
+        "failed",
+        "stream_stalled",
+        1,
+        1,
+        CUT,
+        closed_by_client=True,
+    ),
     Case("slow-first-token", "first token after 3 s of keep-alive comments", "tokens=12,rate=0,ttft=3", "succeeded", None, 1, 1),
     Case("trickle", "trickle: 2 tokens/s, a comment between tokens", "tokens=10,fault=trickle", "succeeded", None, 1, 1),
-    Case("malformed-after", "a data line that is not JSON, after 5 tokens", "tokens=30,rate=0,fault=malformed,at=5",
-         "failed", "malformed_chunk", 1, 1, PREFIX),
-    Case("malformed-before", "a data line that is not JSON, before the first token", "tokens=12,rate=0,fault=malformed,at=0",
-         "failed", "malformed_chunk", ALL_TRIES, MAX_ATTEMPTS, NONE),
-    Case("badutf8", "invalid UTF-8, multi-byte characters split across reads", "tokens=40,rate=0,text=unicode,fault=badutf8,at=10",
-         "succeeded", None, 1, 1, CUT),
+    Case(
+        "malformed-after",
+        "a data line that is not JSON, after 5 tokens",
+        "tokens=30,rate=0,fault=malformed,at=5",
+        "failed",
+        "malformed_chunk",
+        1,
+        1,
+        PREFIX,
+    ),
+    Case(
+        "malformed-before",
+        "a data line that is not JSON, before the first token",
+        "tokens=12,rate=0,fault=malformed,at=0",
+        "failed",
+        "malformed_chunk",
+        ALL_TRIES,
+        MAX_ATTEMPTS,
+        NONE,
+    ),
+    Case(
+        "badutf8",
+        "invalid UTF-8, multi-byte characters split across reads",
+        "tokens=40,rate=0,text=unicode,fault=badutf8,at=10",
+        "succeeded",
+        None,
+        1,
+        1,
+        CUT,
+    ),
     Case("nodone", "no final [DONE]", "tokens=20,rate=0,fault=nodone", "succeeded", None, 1, 1),
 ]
 
@@ -178,12 +342,19 @@ def matrix():
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    head = ["fault", "scenario (`fake/...`)", "upstream requests", "attempts", "final status", "error code",
-            "text kept (chars)", "created → ended"]
+    head = ["fault", "scenario (`fake/...`)", "upstream requests", "attempts", "final status", "error code", "text kept (chars)", "created → ended"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["fault"], f"`{r['spec']}`", str(r["requests"]), str(r["attempt"]), r["status"],
-                 f"`{r['code']}`" if r["code"] else "-", str(r["chars"]), f"{r['seconds']:.1f} s"]
+        cells = [
+            r["fault"],
+            f"`{r['spec']}`",
+            str(r["requests"]),
+            str(r["attempt"]),
+            r["status"],
+            f"`{r['code']}`" if r["code"] else "-",
+            str(r["chars"]),
+            f"{r['seconds']:.1f} s",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return (
         f"Fault matrix: {len(rows)} cases run concurrently through callable -> Cloud Tasks emulator -> worker -> "
@@ -194,8 +365,12 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 def _records(root: str, marker: str) -> list[dict[str, Any]]:
     """The upstream's records for one case, once every request has ended."""
-    return poll(lambda: httpx.get(f"{root}/_fake/requests", params={"contains": marker}, timeout=5).json(),
-                lambda records: all(r["outcome"] for r in records), timeout=5, every=0.1)
+    return poll(
+        lambda: httpx.get(f"{root}/_fake/requests", params={"contains": marker}, timeout=5).json(),
+        lambda records: all(r["outcome"] for r in records),
+        timeout=5,
+        every=0.1,
+    )
 
 
 def _timeline(records: list[dict[str, Any]]) -> list[tuple]:
@@ -222,11 +397,18 @@ def test_fault(case: Case, launched: Launched, matrix: list, client, store):
     remaining = DEADLINE_S - (time.monotonic() - launched.started_at)
     final = client.watch(execution_id, lambda _doc: None, timeout=max(remaining, 1))
     records = _records(launched.upstream_root, launched.marker(case))
-    matrix.append({
-        "fault": case.fault, "spec": case.spec, "requests": len(records), "attempt": final["attempt"],
-        "status": final["status"], "code": (final["error"] or {}).get("code"), "chars": len(final["output"]),
-        "seconds": (final["finishedAt"] - final["createdAt"]).total_seconds(),
-    })
+    matrix.append(
+        {
+            "fault": case.fault,
+            "spec": case.spec,
+            "requests": len(records),
+            "attempt": final["attempt"],
+            "status": final["status"],
+            "code": (final["error"] or {}).get("code"),
+            "chars": len(final["output"]),
+            "seconds": (final["finishedAt"] - final["createdAt"]).total_seconds(),
+        }
+    )
 
     history = [{k: v for k, v in h.items() if k in ("attempt", "outcome", "code")} for h in store.get_job(execution_id)["attempts"]]
     # No attempt may end by dying: a live worker always records how its attempt ended.

@@ -28,6 +28,7 @@ def test_forty_executions_of_four_users_run_at_once_in_at_most_two_worker_proces
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         ids = list(pool.map(start, range(40)))
     try:
+
         def running() -> list[dict]:
             docs = [s.to_dict() for s in db.collection(EXECUTIONS).where(filter=FieldFilter(F.STATUS, "==", Status.RUNNING.value)).stream()]
             return docs if len(docs) == 40 else []

@@ -33,10 +33,16 @@ print(json.dumps(answers))
 
 
 def call_each(enforce: str, headers: dict[str, str] | None = None) -> dict[str, list]:
-    env = {**os.environ, "PROMPTQ_ENFORCE_APP_CHECK": enforce, "GCLOUD_PROJECT": "demo-promptq", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9",
-           "PROMPTQ_TASKS_EMULATOR_HOST": "127.0.0.1:9", "FUNCTIONS_EMULATOR": "true", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", CALL_EACH, json.dumps(headers or {})], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PROMPTQ_ENFORCE_APP_CHECK": enforce,
+        "GCLOUD_PROJECT": "demo-promptq",
+        "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9",
+        "PROMPTQ_TASKS_EMULATOR_HOST": "127.0.0.1:9",
+        "FUNCTIONS_EMULATOR": "true",
+        "PYTHONPATH": str(ROOT),
+    }
+    out = subprocess.run([sys.executable, "-c", CALL_EACH, json.dumps(headers or {})], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,5 +65,6 @@ def test_without_app_check_the_call_reaches_the_callable(enforce):
     field its empty request lacks)."""
     answers = call_each(enforce)
     for name, (status, message) in answers.items():
-        assert (status == 401 and message.startswith("sign in to")) or (status == 400 and re.fullmatch(r"\w+: required", message)), \
+        assert (status == 401 and message.startswith("sign in to")) or (status == 400 and re.fullmatch(r"\w+: required", message)), (
             f"{name}: {message}"
+        )

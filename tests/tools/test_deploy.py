@@ -51,8 +51,10 @@ def test_every_callable_in_the_schema_is_deployed_and_app_check_follows_the_sett
     for name in Callable:
         assert "callableTrigger" in endpoints[name.value], f"{name.value} is not deployed as a callable"
     # The committed environment leaves App Check to each project (.env.<project>); off here.
-    assert not any(e.get("callableTrigger", {}).get("enforceAppCheck") for e in endpoints.values()) or \
-        dotenv(ROOT / ".env").get("PROMPTQ_ENFORCE_APP_CHECK") == "true"
+    assert (
+        not any(e.get("callableTrigger", {}).get("enforceAppCheck") for e in endpoints.values())
+        or dotenv(ROOT / ".env").get("PROMPTQ_ENFORCE_APP_CHECK") == "true"
+    )
 
 
 def test_every_collection_group_that_expires_has_a_ttl_policy():
@@ -93,7 +95,7 @@ def table(header: str) -> list[list[str]]:
     lines = deploy_section().splitlines()
     start = next(i for i, line in enumerate(lines) if line.replace("`", "").startswith(f"| {header} |"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip().replace("`", "") for cell in line.strip().strip("|").split("|")])
@@ -117,8 +119,14 @@ def described(endpoint: dict) -> list[str]:
     # firebase-tools gives 2nd gen functions 1 CPU up to 2 GB, and DEFAULT_CONCURRENCY with a whole CPU.
     concurrency = endpoint.get("concurrency") or firebase_default("DEFAULT_CONCURRENCY")
     secrets = ", ".join(s["key"] for s in endpoint.get("secretEnvironmentVariables") or []) or "—"
-    return [trigger, (endpoint.get("region") or [DEFAULT_REGION])[0], f"{memory} MB",
-            f"{endpoint.get('timeoutSeconds') or firebase_default('DEFAULT_TIMEOUT_SECONDS')} s", str(concurrency), secrets]
+    return [
+        trigger,
+        (endpoint.get("region") or [DEFAULT_REGION])[0],
+        f"{memory} MB",
+        f"{endpoint.get('timeoutSeconds') or firebase_default('DEFAULT_TIMEOUT_SECONDS')} s",
+        str(concurrency),
+        secrets,
+    ]
 
 
 def test_every_function_deploys_as_the_docs_say(manifest):
@@ -184,7 +192,7 @@ def test_the_pinned_cli_deploys_ttl_policies_from_field_overrides():
     """The plan relies on `firebase deploy --only firestore` for TTL (no gcloud ttls step):
     firebase-tools' Firestore deploy sends `ttlConfig` for a fieldOverride with `"ttl": true`."""
     api = (FIREBASE_TOOLS / "firestore/api.js").read_text()
-    patch = api[api.index("async patchField("):api.index("\n    deleteField(field)")]
+    patch = api[api.index("async patchField(") : api.index("\n    deleteField(field)")]
     assert "if (spec.ttl)" in patch and "ttlConfig" in patch
 
 
@@ -197,8 +205,19 @@ from infra import deploy_steps as steps  # noqa: E402
 PROJECT = "acme-prod-123"
 NUMBER = "123456789012"
 KEY_VALUE = "sk-or-v1-" + "c0ffee" * 10  # recognisable, key-shaped
-APIS = ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "cloudtasks", "firestore", "secretmanager",
-        "cloudkms", "iam", "eventarc", "cloudscheduler")
+APIS = (
+    "cloudfunctions",
+    "run",
+    "cloudbuild",
+    "artifactregistry",
+    "cloudtasks",
+    "firestore",
+    "secretmanager",
+    "cloudkms",
+    "iam",
+    "eventarc",
+    "cloudscheduler",
+)
 BUILD = '"serviceAccount:${PROJECT_NUMBER}-compute@developer.gserviceaccount.com"'
 TASKS = f"serviceAccount:promptq-tasks@{PROJECT}.iam.gserviceaccount.com"
 CALLABLES, WORKER, SWEEPER = (f"serviceAccount:promptq-{role}@{PROJECT}.iam.gserviceaccount.com" for role in ("callables", "worker", "sweeper"))
@@ -218,8 +237,14 @@ def discovered(monkeypatch, found) -> None:
 
 @pytest.fixture(scope="module")
 def plan() -> str:
-    out = subprocess.run([sys.executable, "-m", "infra.deploy", "plan", "--project", PROJECT], cwd=ROOT,
-                         env={**os.environ, "OPENROUTER_API_KEY": KEY_VALUE}, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.deploy", "plan", "--project", PROJECT],
+        cwd=ROOT,
+        env={**os.environ, "OPENROUTER_API_KEY": KEY_VALUE},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -242,8 +267,11 @@ def test_the_plan_has_every_step_of_a_fresh_project_in_order(plan):
         at(f"gcloud projects add-iam-policy-binding {PROJECT}", f"--member={CALLABLES}", "--role=roles/cloudtasks.enqueuer"),
         at(f"add-iam-policy-binding promptq-tasks@{PROJECT}.iam", f"--member={CALLABLES}", "--role=roles/iam.serviceAccountUser"),
         at("gcloud kms keys add-iam-policy-binding user-keys", f"--member={WORKER}", "--role=roles/cloudkms.cryptoKeyDecrypter"),
-        at('printf %s "$OPENROUTER_API_KEY" | infra/node_modules/.bin/firebase functions:secrets:set OPENROUTER_API_KEY',
-           f"--project={PROJECT}", "--data-file=-"),
+        at(
+            'printf %s "$OPENROUTER_API_KEY" | infra/node_modules/.bin/firebase functions:secrets:set OPENROUTER_API_KEY',
+            f"--project={PROJECT}",
+            "--data-file=-",
+        ),
         at(f"cat > .env.{PROJECT} <<'EOF'"),
         at("firebase deploy --only firestore", f"--project={PROJECT}"),
         at("firebase deploy --only functions", f"--project={PROJECT}"),
@@ -302,8 +330,13 @@ def test_make_deploy_plan_runs_offline(tmp_path, plan):
     it): the plan is computed from the checkout alone."""
     empty = tmp_path / "bin"
     empty.mkdir()
-    env = {"PATH": str(empty), "HOME": str(tmp_path), "OPENROUTER_API_KEY": KEY_VALUE,
-           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env = {
+        "PATH": str(empty),
+        "HOME": str(tmp_path),
+        "OPENROUTER_API_KEY": KEY_VALUE,
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
     command = [shutil.which("make"), "-s", "deploy-plan", f"PROJECT={PROJECT}"]
     unshare = shutil.which("unshare")
     if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
@@ -319,8 +352,13 @@ def test_the_release_covers_exactly_what_firebase_uploads():
 
     node = shutil.which("node")
     assert node and (FIREBASE_TOOLS / "fsAsync.js").exists(), "node and infra/node_modules are required (make setup)"
-    out = subprocess.run([node, "-e", UPLOAD_JS, str(FIREBASE_TOOLS / "fsAsync.js"), str(ROOT / "firebase.json")],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [node, "-e", UPLOAD_JS, str(FIREBASE_TOOLS / "fsAsync.js"), str(ROOT / "firebase.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert sorted(json.loads(out)) == sorted(p.relative_to(ROOT).as_posix() for p in steps.uploaded(ROOT))
 
 
@@ -347,8 +385,6 @@ def call(argv: tuple[str, ...]) -> str:
     return " ".join(["firebase" if argv[0] == steps.FIREBASE else argv[0], *argv[1:]])
 
 
-
-
 class Fake:
     """A bin directory with fake gcloud and firebase, the answers they give and what they were asked."""
 
@@ -362,8 +398,14 @@ class Fake:
 
     def environ(self, answers: dict, **extra: str) -> dict:
         (self.dir / "answers.json").write_text(json.dumps(answers))
-        return {"PATH": str(self.bin), "HOME": str(self.dir), "PROMPTQ_FIREBASE": str(self.bin / "firebase"),
-                "FAKE_LOG": str(self.dir / "calls.jsonl"), "FAKE_ANSWERS": str(self.dir / "answers.json"), **extra}
+        return {
+            "PATH": str(self.bin),
+            "HOME": str(self.dir),
+            "PROMPTQ_FIREBASE": str(self.bin / "firebase"),
+            "FAKE_LOG": str(self.dir / "calls.jsonl"),
+            "FAKE_ANSWERS": str(self.dir / "answers.json"),
+            **extra,
+        }
 
     def calls(self) -> list[dict]:
         log = self.dir / "calls.jsonl"
@@ -371,9 +413,15 @@ class Fake:
 
     def apply_process(self, answers: dict, *, project: str = PROJECT, **extra: str) -> subprocess.CompletedProcess:
         """`python -m infra.deploy apply`, as `make deploy` runs it."""
-        return subprocess.run([sys.executable, "-m", "infra.deploy", "apply", "--project", project, "--env-file", str(self.target.env_path)],
-                              cwd=ROOT, env=self.environ(answers, **extra), capture_output=True, text=True, timeout=300,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "infra.deploy", "apply", "--project", project, "--env-file", str(self.target.env_path)],
+            cwd=ROOT,
+            env=self.environ(answers, **extra),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
 
     def prerequisites(self, upto: int = 4) -> dict:
         return {call(p.argv): good for p, good in zip(deploy.prerequisites(self.target)[:upto], GOOD)}
@@ -415,7 +463,7 @@ def test_each_missing_prerequisite_is_named(fake, missing):
     with pytest.raises(steps.Refusal) as refused:
         deploy.check_prerequisites(fake.target, fake.environ(fake.prerequisites(missing)))
     assert str(refused.value) == deploy.prerequisites(fake.target)[missing].missing
-    assert [c["argv"] for c in fake.calls()] == [call(p.argv).split(" ") for p in deploy.prerequisites(fake.target)[:missing + 1]]
+    assert [c["argv"] for c in fake.calls()] == [call(p.argv).split(" ") for p in deploy.prerequisites(fake.target)[: missing + 1]]
 
 
 def test_a_second_apply_changes_nothing(fake):
@@ -471,26 +519,43 @@ def test_each_role_runs_as_its_own_account_and_only_the_worker_reads_the_key_or_
     assert {accounts[name] for name in d.callables} == {"promptq-callables@"}
     assert (accounts[WORKER_FUNCTION], accounts["sweep_executions"]) == ("promptq-worker@", "promptq-sweeper@")
     bindings = granted(d)
-    secret_readers = {f"serviceAccount:{accounts[n].removesuffix('@')}@{PROJECT}.iam.gserviceaccount.com"
-                      for n, e in found["endpoints"].items() if e.get("secretEnvironmentVariables")}
+    secret_readers = {
+        f"serviceAccount:{accounts[n].removesuffix('@')}@{PROJECT}.iam.gserviceaccount.com"
+        for n, e in found["endpoints"].items()
+        if e.get("secretEnvironmentVariables")
+    }
     secret_readers |= {m for m, role, _ in bindings if "secretmanager" in role}
     assert secret_readers == {WORKER}
     decrypters = {m for m, role, _ in bindings if role in ("roles/cloudkms.cryptoKeyDecrypter", "roles/cloudkms.cryptoKeyEncrypterDecrypter")}
     assert decrypters == {WORKER}
-    assert {role for m, role, _ in bindings if m == CALLABLES} == {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer",
-                                                                   "roles/iam.serviceAccountUser", "roles/cloudkms.cryptoKeyEncrypter"}
-    assert {role for m, role, _ in bindings if m == SWEEPER} == {"roles/datastore.user", "roles/cloudtasks.enqueuer", "roles/cloudtasks.viewer",
-                                                                 "roles/iam.serviceAccountUser"}
-    assert {role for m, role, _ in bindings if m == WORKER} == {"roles/datastore.user", "roles/cloudtasks.enqueuer",
-                                                                "roles/iam.serviceAccountUser", "roles/cloudkms.cryptoKeyDecrypter"}
+    assert {role for m, role, _ in bindings if m == CALLABLES} == {
+        "roles/datastore.user",
+        "roles/cloudtasks.enqueuer",
+        "roles/cloudtasks.viewer",
+        "roles/iam.serviceAccountUser",
+        "roles/cloudkms.cryptoKeyEncrypter",
+    }
+    assert {role for m, role, _ in bindings if m == SWEEPER} == {
+        "roles/datastore.user",
+        "roles/cloudtasks.enqueuer",
+        "roles/cloudtasks.viewer",
+        "roles/iam.serviceAccountUser",
+    }
+    assert {role for m, role, _ in bindings if m == WORKER} == {
+        "roles/datastore.user",
+        "roles/cloudtasks.enqueuer",
+        "roles/iam.serviceAccountUser",
+        "roles/cloudkms.cryptoKeyDecrypter",
+    }
     assert {(role, r) for m, role, r in bindings if m == TASKS} == {("roles/run.invoker", WORKER_FUNCTION)}
     assert {role for m, role, _ in bindings if "compute@" in m} == {"roles/cloudbuild.builds.builder"}, "the default account only builds"
     assert not any(role in ("roles/owner", "roles/editor") or role.endswith(".admin") for _, role, _ in bindings)
 
 
 def test_settings_given_once_are_kept_and_what_the_deploy_derives_is_not_settable(tmp_path):
-    target = steps.Target(PROJECT, settings=(("PROMPTQ_USER_DAILY_BUDGET_USD", "5"), ("PROMPTQ_ENFORCE_APP_CHECK", "true")),
-                          env_file=tmp_path / f".env.{PROJECT}")
+    target = steps.Target(
+        PROJECT, settings=(("PROMPTQ_USER_DAILY_BUDGET_USD", "5"), ("PROMPTQ_ENFORCE_APP_CHECK", "true")), env_file=tmp_path / f".env.{PROJECT}"
+    )
     content, _ = steps.env_file(target)
     target.env_path.write_text(content)
     again = steps.env_values(steps.Target(PROJECT, env_file=target.env_path))  # a later run without SET
@@ -513,12 +578,21 @@ def test_another_region_moves_every_function_and_every_regional_resource():
     assert env["PROMPTQ_WORKER_URL"] == f"https://europe-west1-{PROJECT}.cloudfunctions.net/{WORKER_FUNCTION}"
     found = steps.manifest(target, env)
     assert {name: e["region"] for name, e in found["endpoints"].items()} == {name: ["europe-west1"] for name in found["endpoints"]}
-    out = subprocess.run([sys.executable, "-m", "infra.deploy", "plan", "--project", PROJECT, "--region", "europe-west1"], cwd=ROOT,
-                         env={**os.environ, "OPENROUTER_API_KEY": KEY_VALUE}, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.deploy", "plan", "--project", PROJECT, "--region", "europe-west1"],
+        cwd=ROOT,
+        env={**os.environ, "OPENROUTER_API_KEY": KEY_VALUE},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert DEFAULT_REGION not in out.stdout
-    for needles in (("gcloud firestore databases create", "--location=europe-west1"), ("gcloud kms keyrings create", "--location=europe-west1"),
-                    ("gcloud run services add-iam-policy-binding runexecution", "--region=europe-west1")):
+    for needles in (
+        ("gcloud firestore databases create", "--location=europe-west1"),
+        ("gcloud kms keyrings create", "--location=europe-west1"),
+        ("gcloud run services add-iam-policy-binding runexecution", "--region=europe-west1"),
+    ):
         command_line(out.stdout, *needles)
 
 
@@ -529,8 +603,12 @@ def test_the_batch_and_bookkeeping_queues_are_created_and_capped_after_the_funct
 
     at = lambda *needles: command_line(plan, *needles)  # noqa: E731
     retry = found["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"]["retryConfig"]
-    flags = (f"--max-attempts={retry['maxAttempts']}", f"--min-backoff={retry['minBackoffSeconds']}s",
-             f"--max-backoff={retry['maxBackoffSeconds']}s", f"--max-doublings={retry['maxDoublings']}")
+    flags = (
+        f"--max-attempts={retry['maxAttempts']}",
+        f"--min-backoff={retry['minBackoffSeconds']}s",
+        f"--max-backoff={retry['maxBackoffSeconds']}s",
+        f"--max-doublings={retry['maxDoublings']}",
+    )
     s = Settings(project_id=PROJECT)
     functions = at("firebase deploy --only functions", f"--project={PROJECT}")
     for queue, caps in ((s.batch_queue_id, s.batch_queue_dispatches), (s.books_queue_id, s.books_queue_dispatches)):
@@ -546,5 +624,7 @@ def test_the_queues_caps_follow_the_projects_settings(tmp_path, discovered):
     d = steps.build(target)
     updates = [s for s in d.steps if s.argv[:4] == ("gcloud", "tasks", "queues", "update")]
     assert [a for s in updates for a in s.argv if a.startswith("--max-concurrent-dispatches=")] == [
-        "--max-concurrent-dispatches=77", "--max-concurrent-dispatches=20"]
+        "--max-concurrent-dispatches=77",
+        "--max-concurrent-dispatches=20",
+    ]
     assert all(s.expect for s in updates), "a queue with other caps is set again"

@@ -17,8 +17,13 @@ AUTH = {"Authorization": "Bearer sk-or-test-do-not-store-0123456789"}
 
 
 def test_runs_as_a_process():
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.fakerouter", "--host", "127.0.0.1", "--port", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack.fakerouter", "--host", "127.0.0.1", "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("fakerouter listening on http://127.0.0.1:") and line.endswith("/api/v1")

@@ -53,8 +53,7 @@ def test_the_upload_is_exactly_the_deployed_code():
     assert node, "node is required (scripts/setup.sh checks for it)"
     assert FIREBASE_TOOLS.exists(), "infra/node_modules is missing: run scripts/setup.sh"
     # Stray caches and local files the CLI must leave out, whatever the working tree holds.
-    out = subprocess.run([node, "-e", UPLOAD_JS, str(FIREBASE_TOOLS), str(ROOT / "firebase.json")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([node, "-e", UPLOAD_JS, str(FIREBASE_TOOLS), str(ROOT / "firebase.json")], capture_output=True, text=True, check=True).stdout
     uploaded = set(json.loads(out))
     expected = {_rel(p) for p in deployed_python()} | set(DEPLOYED_FILES)
     assert uploaded == expected, f"uploaded but not deployed code: {sorted(uploaded - expected)}; missing: {sorted(expected - uploaded)}"
@@ -104,8 +103,11 @@ def _imported(path: Path) -> set[str]:
 
 # promptq's three rings, inside out: each may import only the rings inside it (and the domain
 # and the contract no I/O at all: no Google client, no HTTP).
-RINGS = {"contract": {"promptq.contract"}, "domain": {"promptq.contract", "promptq.domain"},
-         "adapters": {"promptq.contract", "promptq.domain", "promptq.adapters", "promptq.settings"}}
+RINGS = {
+    "contract": {"promptq.contract"},
+    "domain": {"promptq.contract", "promptq.domain"},
+    "adapters": {"promptq.contract", "promptq.domain", "promptq.adapters", "promptq.settings"},
+}
 IO = ("google", "httpx", "httpx_sse", "requests", "flask", "firebase_functions", "firebase_admin")
 CLOUD_CLIENTS = ("google.cloud.firestore", "google.cloud.tasks")
 
@@ -134,17 +136,34 @@ def test_only_the_adapters_speak_to_firestore_and_cloud_tasks():
 
 def _string_constants(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
 
 
 def test_every_schema_value_is_spelled_in_the_contract_only():
     """States, outcomes, error codes, refusal reasons, callables: written as the contract's names
     everywhere else (the values that are also common words, like ``user`` or ``json``, are left out)."""
-    names = {v.value for e in (schema.Status, schema.Outcome, schema.AttemptOutcome, schema.BatchStatus, schema.SweepKind,
-                               schema.CallStatus, schema.Reason, schema.Callable) for v in e}
+    names = {
+        v.value
+        for e in (
+            schema.Status,
+            schema.Outcome,
+            schema.AttemptOutcome,
+            schema.BatchStatus,
+            schema.SweepKind,
+            schema.CallStatus,
+            schema.Reason,
+            schema.Callable,
+        )
+        for v in e
+    }
     names |= {v for k, v in vars(schema.Code).items() if not k.startswith("_") and isinstance(v, str)}
     spelled = {_rel(p): sorted(_string_constants(p) & names) for p in deployed_python()}
     assert {path: found for path, found in spelled.items() if found and not path.startswith("promptq/contract/")} == {}
@@ -164,9 +183,11 @@ def test_the_browsers_names_are_generated_from_the_schema():
 
 def _long_functions(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
-    return [f"{_rel(path)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+    return [
+        f"{_rel(path)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES
+    ]
 
 
 def test_product_functions_are_short():

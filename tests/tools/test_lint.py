@@ -23,6 +23,11 @@ def test_ruff_finds_nothing():
     assert done.returncode == 0, f"ruff check:\n{done.stdout[-4000:]}{done.stderr[-1000:]}"
 
 
+def test_the_code_is_formatted():
+    done = _run("ruff", "format", "--check", "--no-cache", ".")
+    assert done.returncode == 0, f"ruff format --check (run `ruff format .`):\n{done.stdout[-4000:]}{done.stderr[-1000:]}"
+
+
 def test_the_contract_and_the_domain_type_check():
     done = _run("mypy", "--no-incremental", "--cache-dir=/dev/null", *TYPED)
     assert done.returncode == 0, f"mypy:\n{done.stdout[-4000:]}{done.stderr[-1000:]}"
@@ -66,7 +71,7 @@ def test_the_import_graph_has_no_circle():
         path.append(module)
         for other in sorted(graph[module]):
             if state.get(other) == "open":
-                raise AssertionError("an import circle: " + " -> ".join(path[path.index(other):] + [other]))
+                raise AssertionError("an import circle: " + " -> ".join(path[path.index(other) :] + [other]))
             if other not in state:
                 visit(other)
         path.pop()

@@ -207,7 +207,9 @@ def app(npm, request, tmp_path_factory) -> Path:
     tarball.replace(named)
     pins = MANIFEST["devDependencies"]
     manifest = {
-        "name": "fresh-app", "private": True, "type": "module",
+        "name": "fresh-app",
+        "private": True,
+        "type": "module",
         "dependencies": {"@promptq/web": f"file:./{named.name}", **{n: pins[n] for n in ("firebase", "react", "@types/react", "typescript")}},
     }
     (app / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -220,10 +222,18 @@ def app(npm, request, tmp_path_factory) -> Path:
 def _tsc(app: Path, resolution: str, file: str) -> subprocess.CompletedProcess:
     """`tsc --noEmit --strict` over one file of the app, resolving modules as `resolution` does."""
     module, resolver = RESOLUTIONS[resolution]
-    options = {"noEmit": True, "strict": True, "jsx": "react-jsx", "target": "es2022", "lib": ["es2022", "dom"], "types": [],
-               "module": module, "moduleResolution": resolver,
-               # as apps have it: firebase's own .d.ts need a `Temporal` lib that TypeScript 5.9 lacks
-               "skipLibCheck": True}
+    options = {
+        "noEmit": True,
+        "strict": True,
+        "jsx": "react-jsx",
+        "target": "es2022",
+        "lib": ["es2022", "dom"],
+        "types": [],
+        "module": module,
+        "moduleResolution": resolver,
+        # as apps have it: firebase's own .d.ts need a `Temporal` lib that TypeScript 5.9 lacks
+        "skipLibCheck": True,
+    }
     config = app / f"tsconfig.{Path(file).stem}.{resolution}.json"
     config.write_text(json.dumps({"compilerOptions": options, "files": [file]}, indent=2) + "\n")
     return _run([str(app / "node_modules/.bin/tsc"), "-p", config.name], app)
@@ -246,7 +256,18 @@ def test_the_types_name_the_fields_the_callables_take_and_answer(app):
     literals below are generated from them, and TypeScript refuses a missing or an extra one."""
     from promptq.contract.requests.request import BatchRequest, ItemId, ListRequest, Message, Params, StartRequest, UsageRequest
     from promptq.contract import (
-        E, U, BatchAnswer, BatchStarted, CancelAnswer, Count, ExecutionSummary, Lim, ListAnswer, StartAnswer, UsageAnswer, UsageDay,
+        E,
+        U,
+        BatchAnswer,
+        BatchStarted,
+        CancelAnswer,
+        Count,
+        ExecutionSummary,
+        Lim,
+        ListAnswer,
+        StartAnswer,
+        UsageAnswer,
+        UsageDay,
     )
 
     def names(*classes) -> str:
@@ -257,20 +278,36 @@ def test_the_types_name_the_fields_the_callables_take_and_answer(app):
         ACTIVE, RESERVED_USD, BATCH_LANES = "active", "reservedUsd", "batchLanes"
 
     checks = {
-        "StartRequest": _fields(StartRequest), "Params": _fields(Params), "Message": _fields(Message),
-        "BatchRequest": _fields(BatchRequest), "ListRequest": _fields(ListRequest), "UsageRequest": _fields(UsageRequest),
+        "StartRequest": _fields(StartRequest),
+        "Params": _fields(Params),
+        "Message": _fields(Message),
+        "BatchRequest": _fields(BatchRequest),
+        "ListRequest": _fields(ListRequest),
+        "UsageRequest": _fields(UsageRequest),
         "BatchItemRequest": _fields(StartRequest)[:-1] + ", " + _fields(ItemId)[1:],
-        "StartAnswer": _fields(StartAnswer), "BatchStarted": _fields(BatchStarted), "ListAnswer": _fields(ListAnswer),
-        "ExecutionSummary": _fields(ExecutionSummary), "UsageAnswer": _fields(UsageAnswer), "UsageDay": _fields(UsageDay),
-        "UsageLimits": names(Lim, Now), "CancelAnswer": _fields(CancelAnswer), "BatchAnswer": _fields(BatchAnswer),
-        "BatchCounts": names(Count), "Usage": names(U), "ExecutionError": names(E),
+        "StartAnswer": _fields(StartAnswer),
+        "BatchStarted": _fields(BatchStarted),
+        "ListAnswer": _fields(ListAnswer),
+        "ExecutionSummary": _fields(ExecutionSummary),
+        "UsageAnswer": _fields(UsageAnswer),
+        "UsageDay": _fields(UsageDay),
+        "UsageLimits": names(Lim, Now),
+        "CancelAnswer": _fields(CancelAnswer),
+        "BatchAnswer": _fields(BatchAnswer),
+        "BatchCounts": names(Count),
+        "Usage": names(U),
+        "ExecutionError": names(E),
     }
-    lines = [f"import type {{ {', '.join(checks)} }} from \"@promptq/web\";",
-             "type Keys<T> = T extends unknown ? keyof T : never;  // of every member of a union"]
+    lines = [
+        f'import type {{ {", ".join(checks)} }} from "@promptq/web";',
+        "type Keys<T> = T extends unknown ? keyof T : never;  // of every member of a union",
+    ]
     lines += [f"export const {name}Fields: Record<Keys<{name}>, true> = {fields};" for name, fields in checks.items()]
     (app / "src/fields.ts").write_text("\n".join(lines) + "\n")
-    _ok(_tsc(app, "bundler", "src/fields.ts"),
-        "the package's types differ from the callables' models: mend the typedefs in packages/web/src/ (src/fields.ts)")
+    _ok(
+        _tsc(app, "bundler", "src/fields.ts"),
+        "the package's types differ from the callables' models: mend the typedefs in packages/web/src/ (src/fields.ts)",
+    )
 
 
 # --- the web page loads the package -----------------------------------------------------
@@ -285,10 +322,10 @@ def _import_map(page: str) -> dict[str, str]:
     return json.loads(re.search(r'<script type="importmap">(.*?)</script>', html, re.S).group(1))["imports"]
 
 
-@pytest.mark.parametrize("page, modules", [
-    ("index.html", [p.name for p in (ROOT / "web").glob("*.js") if p.name not in ("example.js", "schema.js")]),
-    ("example.html", ["example.js"]),
-])
+@pytest.mark.parametrize(
+    "page, modules",
+    [("index.html", [p.name for p in (ROOT / "web").glob("*.js") if p.name not in ("example.js", "schema.js")]), ("example.html", ["example.js"])],
+)
 def test_the_page_maps_every_package_it_imports_to_a_file_it_serves(page, modules):
     import importlib.util
 

@@ -12,12 +12,14 @@ from cryptography.exceptions import InvalidTag
 
 from enqueue.pricing import ONLINE_SEARCH_USD, Prices, parse_models, worst_case
 from promptq.contract.requests.request import RequestError
+from promptq.domain import settlement
 from promptq.domain import accounts, costs, redact
+from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.domain.errors import LimitExceeded
 from promptq.adapters.keys import LocalKek
 from promptq.domain.records import Ending, Inc, Produced, Usage
-from promptq.domain.accounts import Price
+from promptq.domain.costs import Price
 from promptq.contract import A, Acc, AttemptOutcome, F, J, KeySource, Proj, Reason, Req, Status, Use
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
@@ -96,8 +98,8 @@ def test_the_reservation_is_every_prompt_byte_and_max_tokens_at_the_dearest_pric
 
 
 def counted(**job) -> tuple[dict, dict]:
-    e = ex.new_execution(owner_uid="u1", requested_model="m", idempotency_key=None, now=NOW, expire_at=NOW, title="t")
-    j = ex.new_job(owner_uid="u1", messages=[], request={}, request_hash="h", task="t", now=NOW, expire_at=NOW)
+    e = creation.new_execution(owner_uid="u1", requested_model="m", idempotency_key=None, now=NOW, expire_at=NOW, title="t")
+    j = creation.new_job(owner_uid="u1", messages=[], request={}, request_hash="h", task="t", now=NOW, expire_at=NOW)
     return {**e, F.STATUS: "running", F.ATTEMPT: 1}, {**j, J.KEY_SOURCE: KeySource.APP.value, J.HOLDS: True, J.RESERVED_USD: 0.05, **job}
 
 
@@ -120,8 +122,9 @@ def test_an_unknown_cost_is_charged_at_its_reservation_and_reconciled_once():
     e = {**e, **change.execution, F.GENERATION_ID: "g"}
     j = {**j, **change.job}
     fix = ex.reconciled_cost(e, j, generation_id="g", usage=Usage(10, 3, 13), cost=0.001, now=NOW)
-    assert incs(fix.settle.usage) == pytest.approx({Use.PROMPT_TOKENS: 10, Use.COMPLETION_TOKENS: 3, Use.COST: 0.001 - 0.05,
-                                                     Use.ESTIMATED_COST: -0.05})
+    assert incs(fix.settle.usage) == pytest.approx(
+        {Use.PROMPT_TOKENS: 10, Use.COMPLETION_TOKENS: 3, Use.COST: 0.001 - 0.05, Use.ESTIMATED_COST: -0.05}
+    )
     assert fix.settle.account is None and fix.settle.day == "2026-11-30" and fix.job[J.CHARGED_USD] == pytest.approx(0.001)
     assert ex.reconciled_cost({**e, **fix.execution}, {**j, **fix.job}, generation_id="g", usage=Usage(1, 1, 2), cost=1.0, now=NOW) is None
 
@@ -142,16 +145,27 @@ def test_each_attempt_lost_with_its_worker_is_charged_its_reservation():
 def test_the_users_own_key_is_counted_apart_and_reserves_nothing():
     e, j = counted(**{J.KEY_SOURCE: KeySource.USER.value, J.RESERVED_USD: 0.0})
     change = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(4, 2, 6), cost=0.3))
-    assert incs(change.settle.usage) == {Use.USER_KEY_EXECUTIONS: 1, Use.USER_KEY_PROMPT_TOKENS: 4, Use.USER_KEY_COMPLETION_TOKENS: 2,
-                                         Use.USER_KEY_COST: 0.3}
+    assert incs(change.settle.usage) == {
+        Use.USER_KEY_EXECUTIONS: 1,
+        Use.USER_KEY_PROMPT_TOKENS: 4,
+        Use.USER_KEY_COMPLETION_TOKENS: 2,
+        Use.USER_KEY_COST: 0.3,
+    }
 
 
 def test_every_ending_transition_settles_and_a_rollback_releases():
     e, j = counted()
     queued = {**e, F.STATUS: "queued", F.ATTEMPT: 0}
     assert ex.decide_cancel(queued, j, now=NOW).settle.account == {Acc.ACTIVE: Inc(-1), Acc.RESERVED_USD: Inc(-0.05)}
-    exhausted = ex.decide_claim({**e, F.ATTEMPT: 3}, {**j, J.ATTEMPT_ID: "old", J.LEASE_EXPIRES_AT: NOW - timedelta(minutes=5)},
-                                attempt_id="a", worker="w", now=NOW, lease_s=30, max_attempts=3)
+    exhausted = ex.decide_claim(
+        {**e, F.ATTEMPT: 3},
+        {**j, J.ATTEMPT_ID: "old", J.LEASE_EXPIRES_AT: NOW - timedelta(minutes=5)},
+        attempt_id="a",
+        worker="w",
+        now=NOW,
+        lease_s=30,
+        max_attempts=3,
+    )
     assert exhausted.change.settle is not None and incs(exhausted.change.settle.usage)[Use.ESTIMATED_COST] == 0.05
     rolled = ex.rolled_back(queued, j)
     assert rolled.delete and rolled.settle.usage is None and incs(rolled.settle.account) == {Acc.ACTIVE: -1, Acc.RESERVED_USD: -0.05}
@@ -172,10 +186,15 @@ def test_executions_started_before_accounts_settle_nothing():
 
 # --- prices ---------------------------------------------------------------------------------
 
-MODELS = {"data": [{"id": "openrouter/auto", "pricing": {"prompt": "-1", "completion": "-1"}},
-                   {"id": "cheap/a", "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
-                   {"id": "dear/b", "pricing": {"prompt": "0.000005", "completion": "0.000015"}},
-                   {"id": "odd/c", "pricing": {"prompt": "x"}}, "not a model"]}
+MODELS = {
+    "data": [
+        {"id": "openrouter/auto", "pricing": {"prompt": "-1", "completion": "-1"}},
+        {"id": "cheap/a", "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
+        {"id": "dear/b", "pricing": {"prompt": "0.000005", "completion": "0.000015"}},
+        {"id": "odd/c", "pricing": {"prompt": "x"}},
+        "not a model",
+    ]
+}
 
 
 def test_prices_come_from_models_and_an_unpriced_router_costs_the_dearest():
@@ -185,19 +204,34 @@ def test_prices_come_from_models_and_an_unpriced_router_costs_the_dearest():
     assert Prices("http://x", fetch=lambda base: MODELS, unlisted=("0.00001", "0.00003")).of(["openrouter/auto"]) == [Price(1e-5, 3e-5)]
 
 
-FEES = {"data": [{"id": "search/sonar", "pricing": {"prompt": "0.000001", "completion": "0.000001", "request": "0.005",
-                                                     "image": "0.001", "web_search": "0.008", "internal_reasoning": "0.000003",
-                                                     "input_cache_read": "0.0000001", "input_cache_write": "0.00000125"}},
-                 {"id": "plain/m", "pricing": {"prompt": "0.000002", "completion": "0.000004", "request": "0", "image": "0"}},
-                 {"id": "odd/fee", "pricing": {"prompt": "0.000001", "completion": "0.000001", "request": "-1"}}]}
+FEES = {
+    "data": [
+        {
+            "id": "search/sonar",
+            "pricing": {
+                "prompt": "0.000001",
+                "completion": "0.000001",
+                "request": "0.005",
+                "image": "0.001",
+                "web_search": "0.008",
+                "internal_reasoning": "0.000003",
+                "input_cache_read": "0.0000001",
+                "input_cache_write": "0.00000125",
+            },
+        },
+        {"id": "plain/m", "pricing": {"prompt": "0.000002", "completion": "0.000004", "request": "0", "image": "0"}},
+        {"id": "odd/fee", "pricing": {"prompt": "0.000001", "completion": "0.000001", "request": "-1"}},
+    ]
+}
 
 
 def test_every_fee_models_lists_is_reserved():
     """A request-fee model reserves its request fee; and its images, its web search, its dearer
     reasoning and cache-write prices."""
     [sonar] = Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"])
-    assert sonar == Price(1e-6, 1e-6, request=0.005, image=0.001, web_search=0.008, internal_reasoning=3e-6, input_cache_read=1e-7,
-                          input_cache_write=1.25e-6)
+    assert sonar == Price(
+        1e-6, 1e-6, request=0.005, image=0.001, web_search=0.008, internal_reasoning=3e-6, input_cache_read=1e-7, input_cache_write=1.25e-6
+    )
     r = costs.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[sonar], images=2, reasoning_tokens=500)
     assert r == pytest.approx(108 * 1.25e-6 + 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008)
     plain = costs.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[Price(2e-6, 4e-6)])
@@ -223,12 +257,20 @@ def test_the_price_ceiling_refuses_a_dearer_model_naming_it():
 
 
 def test_a_jobs_worst_case_counts_its_images_and_reasoning_budget():
-    job = {J.REQUEST: {Req.MODEL: "search/sonar", Req.MODELS: None, Req.PARAMS: {"max_tokens": 100},
-                       Req.PARAMS_JSON: '{"reasoning":{"max_tokens":50}}'},
-           J.MESSAGES: [{"role": "user", "content": [{"type": "text", "text": "abcd"},
-                                                     {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
-    expected = costs.reservation(prompt_bytes=4 + 65536, messages=1, max_tokens=100, reasoning_tokens=50, images=1,
-                                    prices=Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"]))
+    job = {
+        J.REQUEST: {Req.MODEL: "search/sonar", Req.MODELS: None, Req.PARAMS: {"max_tokens": 100}, Req.PARAMS_JSON: '{"reasoning":{"max_tokens":50}}'},
+        J.MESSAGES: [
+            {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+        ],
+    }
+    expected = costs.reservation(
+        prompt_bytes=4 + 65536,
+        messages=1,
+        max_tokens=100,
+        reasoning_tokens=50,
+        images=1,
+        prices=Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"]),
+    )
     assert worst_case(job, Prices("http://x", fetch=lambda base: FEES)) == pytest.approx(expected)
     assert expected > 0.005 + 0.001 + 0.008
 
@@ -241,30 +283,36 @@ def view(**kw) -> accounts.AccountView:
 
 
 def test_the_project_cap_counts_every_shards_spend_today_and_reservations():
-    day = accounts.cost_field("2026-11-30")
-    shards = ({day: 5.0, accounts.cost_field("2026-11-29"): 100.0, Proj.RESERVED_USD: 2.0}, {day: 1.0, Proj.RESERVED_USD: 1.5})
-    spend = accounts.ProjectSpend.of(10.0, None, shards, "2026-11-30")
-    assert spend == accounts.ProjectSpend(10.0, 6.0, 3.5)
-    accounts.decide_project(spend, 0.5, NOW)  # exactly at the cap
+    day = costs.cost_field("2026-11-30")
+    shards = ({day: 5.0, costs.cost_field("2026-11-29"): 100.0, Proj.RESERVED_USD: 2.0}, {day: 1.0, Proj.RESERVED_USD: 1.5})
+    spend = costs.ProjectSpend.of(10.0, None, shards, "2026-11-30")
+    assert spend == costs.ProjectSpend(10.0, 6.0, 3.5)
+    costs.decide_project(spend, 0.5, NOW)  # exactly at the cap
     with pytest.raises(LimitExceeded) as info:
-        accounts.decide_project(spend, 0.6, NOW)
+        costs.decide_project(spend, 0.6, NOW)
     assert info.value.reason is Reason.PROJECT_BUDGET and "2026-12-01T00:00:00" in info.value.message and "$" not in info.value.message
-    assert accounts.ProjectSpend.of(10.0, {"dailyBudgetUsd": 0}, shards, "2026-11-30").cap_usd == 0, "an operator's override"
+    assert costs.ProjectSpend.of(10.0, {"dailyBudgetUsd": 0}, shards, "2026-11-30").cap_usd == 0, "an operator's override"
     with pytest.raises(LimitExceeded):
-        accounts.decide_project(accounts.ProjectSpend(10.0, 10.0, 0.0), 0.0, NOW)  # reached: even free work waits
+        costs.decide_project(costs.ProjectSpend(10.0, 10.0, 0.0), 0.0, NOW)  # reached: even free work waits
 
 
 def test_a_start_on_the_app_key_reserves_in_the_account_and_a_project_shard():
     worst = lambda: 0.25  # noqa: E731
     taken = accounts.decide(view(), defaults=LIMITS, project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
-    assert (taken.source, taken.reservation, taken.holds, taken.project_shard) == (KeySource.APP, 0.25, True, accounts.shard_of("e1"))
-    assert taken.account[Acc.RESERVED_USD] == 0.25 and taken.job_fields()[J.PROJECT_SHARD] == accounts.shard_of("e1")
-    unlimited = accounts.decide(view(limits={"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0}), defaults=LIMITS,
-                                project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
+    assert (taken.source, taken.reservation, taken.holds, taken.project_shard) == (KeySource.APP, 0.25, True, costs.shard_of("e1"))
+    assert taken.account[Acc.RESERVED_USD] == 0.25 and taken.job_fields()[J.PROJECT_SHARD] == costs.shard_of("e1")
+    unlimited = accounts.decide(
+        view(limits={"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0}),
+        defaults=LIMITS,
+        project_cap_usd=5.0,
+        worst_case=worst,
+        shard_key="e1",
+        now=NOW,
+    )
     assert (unlimited.account, unlimited.holds, unlimited.reservation) == (None, False, 0.25), "no user limits: the project's still"
     own = accounts.decide(view(has_key=True), defaults=LIMITS, project_cap_usd=5.0, worst_case=lambda: 1 / 0, shard_key="e1", now=NOW)
     assert (own.source, own.reservation, own.project_shard) == (KeySource.USER, 0.0, None), "the user's own key: nothing priced"
-    full = view(project_shards=({accounts.cost_field("2026-11-30"): 4.9},))
+    full = view(project_shards=({costs.cost_field("2026-11-30"): 4.9},))
     with pytest.raises(LimitExceeded) as info:
         accounts.decide(full, defaults=accounts.UserLimits(), project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
     assert info.value.reason is Reason.PROJECT_BUDGET
@@ -277,7 +325,7 @@ def test_a_batch_holds_its_max_concurrency_of_the_users_active_slots():
     err = refusal(account={Acc.ACTIVE: 3}, limits=limits, slots=8)
     assert err.reason is Reason.MAX_ACTIVE and err.message.startswith("maxActive: a batch holds its maxConcurrency (8)")
     assert "at most 7" in err.message
-    assert incs(accounts.released(reservation=0.5, slots=10)) == {Acc.ACTIVE: -10, Acc.RESERVED_USD: -0.5}
+    assert incs(settlement.released(reservation=0.5, slots=10)) == {Acc.ACTIVE: -10, Acc.RESERVED_USD: -0.5}
 
 
 def test_key_calls_are_throttled_per_minute():

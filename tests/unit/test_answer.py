@@ -26,8 +26,12 @@ from promptq.adapters.openrouter.stream import Delta, ToolCallDelta, parse_data
 from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
 from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 
-SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}}},
-          "required": ["items"], "$defs": {"item": {"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}}}
+SCHEMA = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}}},
+    "required": ["items"],
+    "$defs": {"item": {"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}},
+}
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "order", "schema": SCHEMA}}
 
 
@@ -39,13 +43,16 @@ def test_an_answer_that_follows_its_schema_passes():
     assert check({"type": "json_object"}, '{"a": [1, null, "x"]}') is None
 
 
-@pytest.mark.parametrize("text, says", [
-    ('{"items": [{"price": 1}', "Expecting ',' delimiter at line 1, column 24 (char 23)"),
-    ("Sure! Here it is: {}", "Expecting value at line 1, column 1 (char 0)"),
-    ("", "Expecting value"),
-    ('{"a": NaN}', "NaN is not JSON"),
-    ('{"a": Infinity}', "Infinity is not JSON"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('{"items": [{"price": 1}', "Expecting ',' delimiter at line 1, column 24 (char 23)"),
+        ("Sure! Here it is: {}", "Expecting value at line 1, column 1 (char 0)"),
+        ("", "Expecting value"),
+        ('{"a": NaN}', "NaN is not JSON"),
+        ('{"a": Infinity}', "Infinity is not JSON"),
+    ],
+)
 def test_an_answer_that_is_not_json_says_where(text, says):
     refused = check({"type": "json_object"}, text)
     assert refused.code == Code.OUTPUT_NOT_JSON and says in refused.message
@@ -53,8 +60,7 @@ def test_an_answer_that_is_not_json_says_where(text, says):
 
 def test_an_answer_that_misses_its_schema_says_where():
     refused = check(JSON_SCHEMA, '{"items": [{"price": 1}, {"price": "abc"}]}')
-    assert refused == Refused(Code.OUTPUT_SCHEMA_MISMATCH, "the answer does not match the schema at $.items[1].price: "
-                                                            "'abc' is not of type 'number'")
+    assert refused == Refused(Code.OUTPUT_SCHEMA_MISMATCH, "the answer does not match the schema at $.items[1].price: 'abc' is not of type 'number'")
     assert "at $: 'items' is a required property" in check(JSON_SCHEMA, "{}").message
     assert check(JSON_SCHEMA, "[1]").code == Code.OUTPUT_SCHEMA_MISMATCH
 
@@ -114,19 +120,33 @@ def data(delta: dict, finish=None) -> str:
 
 
 def test_tool_call_deltas_are_events():
-    first = data({"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": "call_a", "type": "function",
-                                                                        "function": {"name": "get_weather", "arguments": ""}}]})
+    first = data(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}],
+        }
+    )
     assert parse_data(first)[1:] == [ToolCallDelta(0, "call_a", "function", "get_weather", "")]
-    more = data({"tool_calls": [{"index": 0, "function": {"arguments": "{\"ci"}}, {"index": 1, "id": "call_b",
-                                                                                  "function": {"name": "f", "arguments": {"x": 1}}}]})
-    assert parse_data(more)[1:] == [ToolCallDelta(0, arguments="{\"ci"), ToolCallDelta(1, "call_b", None, "f", '{"x": 1}')]
+    more = data(
+        {
+            "tool_calls": [
+                {"index": 0, "function": {"arguments": '{"ci'}},
+                {"index": 1, "id": "call_b", "function": {"name": "f", "arguments": {"x": 1}}},
+            ]
+        }
+    )
+    assert parse_data(more)[1:] == [ToolCallDelta(0, arguments='{"ci'), ToolCallDelta(1, "call_b", None, "f", '{"x": 1}')]
     odd = data({"tool_calls": [{"index": True}, "junk", {"index": -1, "function": "f"}]})
     assert parse_data(odd)[1:] == [ToolCallDelta(None), ToolCallDelta(None)]
 
 
 def test_reasoning_details_stand_in_for_an_empty_reasoning():
-    details = [{"type": "reasoning.summary", "summary": "Think. "}, {"type": "reasoning.encrypted", "data": "xx"},
-               {"type": "reasoning.text", "text": "Then act."}]
+    details = [
+        {"type": "reasoning.summary", "summary": "Think. "},
+        {"type": "reasoning.encrypted", "data": "xx"},
+        {"type": "reasoning.text", "text": "Then act."},
+    ]
     assert parse_data(data({"content": "", "reasoning": None, "reasoning_details": details}))[1:] == [Delta(reasoning="Think. Then act.")]
     both = data({"content": "", "reasoning": "said once", "reasoning_details": [{"type": "reasoning.text", "text": "said once"}]})
     assert parse_data(both)[1:] == [Delta(reasoning="said once")]
@@ -147,14 +167,20 @@ def call(id_, name, arguments) -> dict:
 
 
 def test_openai_style_pieces_make_whole_calls_in_order():
-    assert assembled(ToolCallDelta(0, "c1", "function", "f", ""), ToolCallDelta(1, "c2", "function", "g", ""),
-                     ToolCallDelta(0, arguments='{"a"'), ToolCallDelta(1, arguments="{}"), ToolCallDelta(0, arguments=": 1}")) == (
-        call("c1", "f", '{"a": 1}'), call("c2", "g", "{}"))
+    assert assembled(
+        ToolCallDelta(0, "c1", "function", "f", ""),
+        ToolCallDelta(1, "c2", "function", "g", ""),
+        ToolCallDelta(0, arguments='{"a"'),
+        ToolCallDelta(1, arguments="{}"),
+        ToolCallDelta(0, arguments=": 1}"),
+    ) == (call("c1", "f", '{"a": 1}'), call("c2", "g", "{}"))
 
 
 def test_lax_providers_whole_calls_repeated_names_and_no_index():
     assert assembled(ToolCallDelta(None, "c1", None, "f", '{"a": 1}'), ToolCallDelta(None, "c2", None, "g", "{}")) == (
-        call("c1", "f", '{"a": 1}'), call("c2", "g", "{}"))
+        call("c1", "f", '{"a": 1}'),
+        call("c2", "g", "{}"),
+    )
     assert assembled(ToolCallDelta(0, "c1", "function", "f", "{"), ToolCallDelta(0, "c1", "function", "f", "}")) == (call("c1", "f", "{}"),)
     assert assembled(ToolCallDelta(None, "c1", None, "f", "{"), ToolCallDelta(None, None, None, None, "}")) == (call("c1", "f", "{}"),)
 
@@ -185,8 +211,19 @@ def test_a_json_answers_value_only_when_it_succeeded():
 
 
 def test_answers_carry_the_value_as_json():
-    poll = PollAnswer(executionId="e", status="succeeded", done=True, more=False, seq=2, attempt=1, restarted=False, text="{}",
-                      offset=2, json_value={"a": 1}, toolCalls=[call("c", "f", "{}")])
+    poll = PollAnswer(
+        executionId="e",
+        status="succeeded",
+        done=True,
+        more=False,
+        seq=2,
+        attempt=1,
+        restarted=False,
+        text="{}",
+        offset=2,
+        json_value={"a": 1},
+        toolCalls=[call("c", "f", "{}")],
+    )
     wire = poll.to_json()
     assert wire["json"] == {"a": 1} and "json_value" not in wire and wire["toolCalls"] == [call("c", "f", "{}")]
     assert PollAnswer.model_validate(wire).json_value == {"a": 1}
@@ -222,9 +259,20 @@ def stream(fake, model: str, vocabulary: dict) -> Attempt:
 
 
 def test_an_attempt_assembles_streamed_tool_calls(fake):
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {
-        "q": {"type": "string"}, "n": {"type": "integer", "minimum": 1, "maximum": 3}}, "required": ["q", "n"]}}},
-             {"type": "function", "function": {"name": "other"}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"q": {"type": "string"}, "n": {"type": "integer", "minimum": 1, "maximum": 3}},
+                    "required": ["q", "n"],
+                },
+            },
+        },
+        {"type": "function", "function": {"name": "other"}},
+    ]
     attempt = stream(fake, "fake/rate=0,ttft=0,calls=2", {"tools": tools})
     produced = attempt.produced()
     [record] = fake.requests(contains="answer test")[-1:]

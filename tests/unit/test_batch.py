@@ -48,9 +48,18 @@ def test_item_ids_are_stable_per_round_and_random_looking():
 
 
 def test_items_take_the_batchs_defaults_under_their_own():
-    items = build({"items": [{"customId": "a", "prompt": "hi"}, {"customId": "b", "prompt": "yo", "model": "x/y", "params": {"seed": 3}},
-                             {"customId": "c", "promptId": "greet", "variables": {"name": "Ada"}}],
-                   "model": "m/default", "params": {"max_tokens": 50, "seed": 1}, "maxConcurrency": 2})
+    items = build(
+        {
+            "items": [
+                {"customId": "a", "prompt": "hi"},
+                {"customId": "b", "prompt": "yo", "model": "x/y", "params": {"seed": 3}},
+                {"customId": "c", "promptId": "greet", "variables": {"name": "Ada"}},
+            ],
+            "model": "m/default",
+            "params": {"max_tokens": 50, "seed": 1},
+            "maxConcurrency": 2,
+        }
+    )
     (i0, e0, j0), (i1, e1, j1), (i2, e2, j2) = items
     assert j0[J.REQUEST]["model"] == "m/default" and j1[J.REQUEST]["model"] == "x/y"
     assert j1[J.REQUEST]["params"] == {"max_tokens": 50, "seed": 3} and j0[J.REQUEST]["params"]["seed"] == 1
@@ -61,28 +70,40 @@ def test_items_take_the_batchs_defaults_under_their_own():
     assert j0[J.BATCH_ID] == "b1" and j0[J.HOLDS] is False and j0[J.KEY_SOURCE] == "app"
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "a", "prompt": "y"}]}, "items.1.customId"),
-    ({"items": [{"prompt": "x"}]}, "items.0.customId"),
-    ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "promptId": "greet", "variables": {"nam": "x"}}]}, "items.1.variables"),
-    ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "prompt": "   "}]}, "items.1.prompt"),
-    ({"items": [{"customId": "a", "prompt": "x", "params": {"temperature": 9}}]}, "items.0.params.temperature"),
-    ({"items": [{"customId": "a", "promptId": "nope"}]}, "items.0.promptId"),
-    ({"items": [{"customId": "a", "prompt": "x", "idempotencyKey": "k"}]}, "items.0.idempotencyKey"),
-    ({"items": ["just a string"]}, "items.0"),
-    ({"items": [{"customId": f"c{i}", "prompt": "x"} for i in range(51)]}, "items"),
-    ({"items": [{"customId": f"c{i}", "prompt": "x" * 600} for i in range(20)]}, "items"),
-    ({"items": [{"customId": "a", "prompt": "x"}], "maxConcurrency": 9}, "maxConcurrency"),
-    ({"items": []}, "items"),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "a", "prompt": "y"}]}, "items.1.customId"),
+        ({"items": [{"prompt": "x"}]}, "items.0.customId"),
+        ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "promptId": "greet", "variables": {"nam": "x"}}]}, "items.1.variables"),
+        ({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "prompt": "   "}]}, "items.1.prompt"),
+        ({"items": [{"customId": "a", "prompt": "x", "params": {"temperature": 9}}]}, "items.0.params.temperature"),
+        ({"items": [{"customId": "a", "promptId": "nope"}]}, "items.0.promptId"),
+        ({"items": [{"customId": "a", "prompt": "x", "idempotencyKey": "k"}]}, "items.0.idempotencyKey"),
+        ({"items": ["just a string"]}, "items.0"),
+        ({"items": [{"customId": f"c{i}", "prompt": "x"} for i in range(51)]}, "items"),
+        ({"items": [{"customId": f"c{i}", "prompt": "x" * 600} for i in range(20)]}, "items"),
+        ({"items": [{"customId": "a", "prompt": "x"}], "maxConcurrency": 9}, "maxConcurrency"),
+        ({"items": []}, "items"),
+    ],
+)
 def test_a_hostile_batch_is_refused_whole_naming_the_item(data, field):
     err = refused(data, field)
     assert err.status.value == ("not-found" if field == "items.0.promptId" else "invalid-argument")
 
 
 def batch_doc(**over) -> dict:
-    doc = bt.new_batch(owner_uid="u1", total=4, max_concurrency=2, title="t", requested_model=None, idempotency_key=None,
-                       request_hash="h", now=NOW, expire_at=NOW + timedelta(days=30))
+    doc = bt.new_batch(
+        owner_uid="u1",
+        total=4,
+        max_concurrency=2,
+        title="t",
+        requested_model=None,
+        idempotency_key=None,
+        request_hash="h",
+        now=NOW,
+        expire_at=NOW + timedelta(days=30),
+    )
     return {**doc, B.KEY_SOURCE: "app", B.HOLDS: True, B.RESERVED_USD: 0.4, **over}
 
 

@@ -156,11 +156,14 @@ def test_beat_batches_the_heartbeats_due_together():
     assert calls == [3] and results[:2] == [None, None] and isinstance(results[2], LostClaim)
 
 
-@pytest.mark.parametrize("sizes, groups", [
-    ([1] * 1001, [500, 500, 1]),
-    ([3 * 1024 * 1024] * 5, [2, 2, 1]),  # 8 MiB of text at most per call
-    ([0], [1]),
-])
+@pytest.mark.parametrize(
+    "sizes, groups",
+    [
+        ([1] * 1001, [500, 500, 1]),
+        ([3 * 1024 * 1024] * 5, [2, 2, 1]),  # 8 MiB of text at most per call
+        ([0], [1]),
+    ],
+)
 def test_bulk_writes_are_split_within_firestores_limits(sizes, groups):
     assert [len(g) for g in bulk_writes._groups(list(range(len(sizes))), sizes.__getitem__)] == groups
 

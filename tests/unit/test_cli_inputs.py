@@ -26,14 +26,36 @@ def request(*argv: str) -> dict:
 def test_run_with_a_schema_an_image_and_an_effort_makes_a_request_the_callable_takes(tmp_path):
     (tmp_path / "city.json").write_text(json.dumps(SCHEMA))
     (tmp_path / "cat.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    data = request("what city?", "--json-schema", str(tmp_path / "city.json"), "--image", str(tmp_path / "cat.png"),
-                   "--image", "https://example.com/dog.jpg", "--reasoning-effort", "low", "--max-tokens", "9")
-    assert data == {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what city?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/dog.jpg"}}]}],
-        "params": {"max_tokens": 9, "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}},
-                   "reasoning": {"effort": "low"}}}
+    data = request(
+        "what city?",
+        "--json-schema",
+        str(tmp_path / "city.json"),
+        "--image",
+        str(tmp_path / "cat.png"),
+        "--image",
+        "https://example.com/dog.jpg",
+        "--reasoning-effort",
+        "low",
+        "--max-tokens",
+        "9",
+    )
+    assert data == {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what city?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/dog.jpg"}},
+                ],
+            }
+        ],
+        "params": {
+            "max_tokens": 9,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}},
+            "reasoning": {"effort": "low"},
+        },
+    }
     parse(data)
 
 
@@ -69,13 +91,36 @@ def test_image_goes_with_a_prompt_not_a_template():
 
 def test_openai_batch_lines_carry_the_vocabulary():
     tools = [{"type": "function", "function": {"name": "f"}}]
-    line = {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "m/x", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 5, "tools": tools,
-                     "tool_choice": "required", "response_format": {"type": "json_object"}, "reasoning_effort": "high",
-                     "provider": {"sort": "price"}, "parallel_tool_calls": False}}
-    assert item_of(line, 1) == {"customId": "q1", "messages": [{"role": "user", "content": "hi"}], "model": "m/x",
-                                "params": {"max_tokens": 5, "tools": tools, "tool_choice": "required", "response_format": {"type": "json_object"},
-                                           "provider": {"sort": "price"}, "parallel_tool_calls": False, "reasoning": {"effort": "high"}}}
+    line = {
+        "custom_id": "q1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "m/x",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_completion_tokens": 5,
+            "tools": tools,
+            "tool_choice": "required",
+            "response_format": {"type": "json_object"},
+            "reasoning_effort": "high",
+            "provider": {"sort": "price"},
+            "parallel_tool_calls": False,
+        },
+    }
+    assert item_of(line, 1) == {
+        "customId": "q1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "model": "m/x",
+        "params": {
+            "max_tokens": 5,
+            "tools": tools,
+            "tool_choice": "required",
+            "response_format": {"type": "json_object"},
+            "provider": {"sort": "price"},
+            "parallel_tool_calls": False,
+            "reasoning": {"effort": "high"},
+        },
+    }
     with pytest.raises(CliError):
         item_of({"custom_id": "q", "body": {"messages": [], "logprobs": True}}, 2)
 
@@ -85,5 +130,7 @@ def test_batch_run_takes_the_vocabulary_as_the_batchs_params(tmp_path):
     args = build_parser().parse_args(["batch", "run", "x.jsonl", "--json-schema", str(tmp_path / "s.json"), "--reasoning-effort", "minimal"])
     from promptq_client.cli.inputs import vocabulary
 
-    assert vocabulary(args) == {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}},
-                                "reasoning": {"effort": "minimal"}}
+    assert vocabulary(args) == {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}},
+        "reasoning": {"effort": "minimal"},
+    }

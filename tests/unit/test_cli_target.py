@@ -10,8 +10,12 @@ import pytest
 
 from promptq_client.cli.target import LOCAL_EMAIL, CliError, resolve_target
 
-LOCAL = {"FUNCTIONS_URL": "http://127.0.0.1:5001/demo-promptq/us-central1/", "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
-         "PROJECT_ID": "demo-promptq", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8080"}
+LOCAL = {
+    "FUNCTIONS_URL": "http://127.0.0.1:5001/demo-promptq/us-central1/",
+    "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
+    "PROJECT_ID": "demo-promptq",
+    "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8080",
+}
 REMOTE = "https://us-central1-acme-prod-123.cloudfunctions.net/"
 
 
@@ -36,9 +40,11 @@ def test_the_local_stack_gets_its_test_user(stack_env):
 @pytest.mark.parametrize("how", ["functions-url-flag", "functions-url-env", "demo-project-with-real-url"])
 def test_a_real_functions_url_never_gets_the_local_test_user(stack_env, how):
     environ = stack_env(LOCAL)
-    given = {"functions-url-flag": (args(functions_url=REMOTE), environ),
-             "functions-url-env": (args(), {**environ, "PROMPTQ_FUNCTIONS_URL": REMOTE}),
-             "demo-project-with-real-url": (args(project="demo-x", functions_url=REMOTE), environ)}[how]
+    given = {
+        "functions-url-flag": (args(functions_url=REMOTE), environ),
+        "functions-url-env": (args(), {**environ, "PROMPTQ_FUNCTIONS_URL": REMOTE}),
+        "demo-project-with-real-url": (args(project="demo-x", functions_url=REMOTE), environ),
+    }[how]
     with pytest.raises(CliError) as info:
         resolve_target(*given)
     assert "PROMPTQ_EMAIL" in info.value.message and REMOTE in info.value.message
@@ -53,8 +59,12 @@ def test_a_stack_env_whose_auth_is_not_local_is_not_the_local_stack(stack_env):
 
 
 def test_a_project_that_enforces_app_check_gets_the_token_on_every_call():
-    environ = {"FIREBASE_WEB_API_KEY": "web-key", "PROMPTQ_EMAIL": "ops@acme.example", "PROMPTQ_PASSWORD": "pw",
-               "PROMPTQ_APP_CHECK_TOKEN": "app-check-token"}
+    environ = {
+        "FIREBASE_WEB_API_KEY": "web-key",
+        "PROMPTQ_EMAIL": "ops@acme.example",
+        "PROMPTQ_PASSWORD": "pw",
+        "PROMPTQ_APP_CHECK_TOKEN": "app-check-token",
+    }
     target = resolve_target(args(project="acme-prod-123"), environ)
     client = target.client()
     seen = []

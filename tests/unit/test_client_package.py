@@ -23,10 +23,7 @@ FIRST_PARTY = {"promptq", "promptq_client"}
 CONTRACT = ("promptq.contract",)
 # Modules whose distribution cannot be told from their top-level name (`google` is shared by
 # many distributions); others are found through importlib.metadata.
-DISTRIBUTION_OF = {
-    "google.cloud.firestore": "google-cloud-firestore",
-    "google.cloud.firestore_v1": "google-cloud-firestore",
-}
+DISTRIBUTION_OF = {"google.cloud.firestore": "google-cloud-firestore", "google.cloud.firestore_v1": "google-cloud-firestore"}
 
 
 def normalized(name: str) -> str:
@@ -90,8 +87,9 @@ SHIPPED = shipped_modules()
 
 def test_the_shipped_packages_are_the_client_and_the_contract():
     assert {m.split(".")[0] for m in SHIPPED} == FIRST_PARTY
-    assert sorted(m for m in SHIPPED if m.startswith("promptq.")) == sorted(
-        m for m in SHIPPED if m.startswith(CONTRACT)), "only the contract of promptq/ ships"
+    assert sorted(m for m in SHIPPED if m.startswith("promptq.")) == sorted(m for m in SHIPPED if m.startswith(CONTRACT)), (
+        "only the contract of promptq/ ships"
+    )
     assert "promptq_client.reader" in SHIPPED
 
 
@@ -111,13 +109,18 @@ def test_a_shipped_module_imports_only_what_ships_or_is_declared(module: str):
 
 
 def test_every_dependency_is_imported_by_a_shipped_module():
-    used = {distribution(name) for path in SHIPPED.values() for name in imports(path)
-            if name.split(".")[0] not in sys.stdlib_module_names | FIRST_PARTY}
+    used = {
+        distribution(name) for path in SHIPPED.values() for name in imports(path) if name.split(".")[0] not in sys.stdlib_module_names | FIRST_PARTY
+    }
     assert declared() == used
 
 
 def test_the_client_imports_nothing_of_the_server_but_the_contract():
     """Its Firestore reads are its own (promptq_client.reader), never the server's store."""
-    found = {f"{path.relative_to(ROOT)}: {name}" for path in sorted((ROOT / "promptq_client").rglob("*.py"))
-             for name in imports(path) if name.split(".")[0] == "promptq" and not name.startswith(CONTRACT)}
+    found = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "promptq_client").rglob("*.py"))
+        for name in imports(path)
+        if name.split(".")[0] == "promptq" and not name.startswith(CONTRACT)
+    }
     assert found == set()

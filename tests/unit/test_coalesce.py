@@ -160,8 +160,7 @@ def test_simulated_stream_with_slow_writes():
 
 @settings(max_examples=200, deadline=None)
 @given(
-    gaps=st.lists(st.floats(min_value=0.0, max_value=3.0, allow_nan=False), min_size=1, max_size=200),
-    interval=st.sampled_from([0.1, 0.5, 1.0, 2.0]),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=3.0, allow_nan=False), min_size=1, max_size=200), interval=st.sampled_from([0.1, 0.5, 1.0, 2.0])
 )
 def test_any_token_timing_keeps_the_invariants(gaps: list[float], interval: float):
     tokens, t = [], 0.0

@@ -11,8 +11,14 @@ from worker.ending import ending
 
 
 def end(stopped_by, *, cancel_requested=False, attempt_no=1, max_attempts=3, max_retry_after_s=300.0):
-    return ending(stopped_by, cancel_requested=cancel_requested, attempt_no=attempt_no, max_attempts=max_attempts,
-                  deadline_s=1700, max_retry_after_s=max_retry_after_s)
+    return ending(
+        stopped_by,
+        cancel_requested=cancel_requested,
+        attempt_no=attempt_no,
+        max_attempts=max_attempts,
+        deadline_s=1700,
+        max_retry_after_s=max_retry_after_s,
+    )
 
 
 def test_a_stream_that_ended_succeeds():
@@ -76,8 +82,10 @@ def test_a_bug_releases_the_lease_for_another_delivery():
     assert e.release and e.code == Code.INTERNAL and "KeyError" in e.message
 
 
-@pytest.mark.parametrize(("status", "code", "says"), [(401, Code.USER_KEY_REFUSED, "refused your own OpenRouter key"),
-                                                       (402, Code.USER_KEY_NO_CREDIT, "your own OpenRouter key is out of credit")])
+@pytest.mark.parametrize(
+    ("status", "code", "says"),
+    [(401, Code.USER_KEY_REFUSED, "refused your own OpenRouter key"), (402, Code.USER_KEY_NO_CREDIT, "your own OpenRouter key is out of credit")],
+)
 def test_a_refused_user_key_tells_the_user_it_is_theirs(status, code, says):
     upstream = Code.UPSTREAM_UNAUTHORIZED if status == 401 else Code.UPSTREAM_PAYMENT_REQUIRED
     refused = Permanent(f"OpenRouter {status}: nope", code=upstream, upstream_status=status)
@@ -87,12 +95,19 @@ def test_a_refused_user_key_tells_the_user_it_is_theirs(status, code, says):
     assert app.code == upstream, "on the app's key it is the operator's problem, said as it is"
 
 
-@pytest.mark.parametrize("refused", [
-    Permanent("Insufficient credits. Add more using https://openrouter.ai/credits", code=Code.UPSTREAM_PAYMENT_REQUIRED, upstream_status=402),
-    Permanent("This request requires more credits, or fewer max_tokens. You requested up to 32000 tokens, but can only afford 1234",
-              code=Code.UPSTREAM_BAD_REQUEST, upstream_status=400),
-    Permanent("Key limit exceeded: credits remaining $0.12 of $50", code=Code.STREAM_ERROR),
-], ids=["402", "400-afford", "stream-error"])
+@pytest.mark.parametrize(
+    "refused",
+    [
+        Permanent("Insufficient credits. Add more using https://openrouter.ai/credits", code=Code.UPSTREAM_PAYMENT_REQUIRED, upstream_status=402),
+        Permanent(
+            "This request requires more credits, or fewer max_tokens. You requested up to 32000 tokens, but can only afford 1234",
+            code=Code.UPSTREAM_BAD_REQUEST,
+            upstream_status=400,
+        ),
+        Permanent("Key limit exceeded: credits remaining $0.12 of $50", code=Code.STREAM_ERROR),
+    ],
+    ids=["402", "400-afford", "stream-error"],
+)
 def test_the_apps_key_out_of_credit_tells_the_user_nothing_of_its_balance(refused):
     e = ending(refused, cancel_requested=False, attempt_no=1, max_attempts=3, deadline_s=10)
     assert (e.status, e.code) == (Status.FAILED, Code.UPSTREAM_PAYMENT_REQUIRED)

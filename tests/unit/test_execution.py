@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from promptq.domain import creation
+from promptq.domain.sweep import decide_sweep
 from promptq.domain import execution as ex
 from promptq.domain.execution import ClaimKind, Code, F, J, Status
 from promptq.domain.paging import split_pages
@@ -19,18 +21,26 @@ EXPIRE = NOW + timedelta(days=30)
 
 def docs(*, execution: dict | None = None, job: dict | None = None) -> tuple[dict, dict]:
     created = NOW - timedelta(minutes=5)
-    e = ex.new_execution(owner_uid="user-1", requested_model="openai/gpt-4o-mini", idempotency_key=None, now=created, expire_at=EXPIRE)
-    j = ex.new_job(owner_uid="user-1", messages=[{"role": "user", "content": "hi"}], request={"model": "openai/gpt-4o-mini"},
-                   request_hash="h", task="task-1", now=created, expire_at=EXPIRE)
+    e = creation.new_execution(owner_uid="user-1", requested_model="openai/gpt-4o-mini", idempotency_key=None, now=created, expire_at=EXPIRE)
+    j = creation.new_job(
+        owner_uid="user-1",
+        messages=[{"role": "user", "content": "hi"}],
+        request={"model": "openai/gpt-4o-mini"},
+        request_hash="h",
+        task="task-1",
+        now=created,
+        expire_at=EXPIRE,
+    )
     e.update(execution or {})
     j.update(job or {})
     return e, j
 
 
 def running(*, lease_in_s: float, execution: dict | None = None, job: dict | None = None) -> tuple[dict, dict]:
-    return docs(execution={F.STATUS: "running", F.ATTEMPT: 1, F.STARTED_AT: NOW - timedelta(minutes=4), F.WORKER: "w-old", F.SEQ: 2,
-                           **(execution or {})},
-                job={J.ATTEMPT_ID: "attempt-old", J.LEASE_EXPIRES_AT: NOW + timedelta(seconds=lease_in_s), **(job or {})})
+    return docs(
+        execution={F.STATUS: "running", F.ATTEMPT: 1, F.STARTED_AT: NOW - timedelta(minutes=4), F.WORKER: "w-old", F.SEQ: 2, **(execution or {})},
+        job={J.ATTEMPT_ID: "attempt-old", J.LEASE_EXPIRES_AT: NOW + timedelta(seconds=lease_in_s), **(job or {})},
+    )
 
 
 def claim(e, j, *, max_attempts: int = 3) -> ex.ClaimDecision:
@@ -172,8 +182,17 @@ def test_a_chunk_knows_its_place():
 
 def test_succeeded_records_what_the_attempt_produced():
     e, j = running(lease_in_s=10)
-    produced = Produced(chunks=9, output_length=1234, pages=1, model="m/x", generation_id="gen-1", first_token_at=NOW,
-                        finish_reason="stop", usage=Usage(10, 3, 13, 1), cost=0.00042)
+    produced = Produced(
+        chunks=9,
+        output_length=1234,
+        pages=1,
+        model="m/x",
+        generation_id="gen-1",
+        first_token_at=NOW,
+        finish_reason="stop",
+        usage=Usage(10, 3, 13, 1),
+        cost=0.00042,
+    )
     last = Chunk(1, 9, 1200, "the end")
     change = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=produced, last=last)
     u = change.execution
@@ -269,7 +288,7 @@ def test_cancel_decisions():
 def _sweep(e, j, **kw):
     args = dict(now=NOW, grace_s=60, queue_timeout_s=600, max_attempts=3, max_requeues=2)
     args.update(kw)
-    return ex.decide_sweep(e, j, **args)
+    return decide_sweep(e, j, **args)
 
 
 def test_sweep_decisions():

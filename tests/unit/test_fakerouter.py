@@ -16,9 +16,22 @@ import httpx
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from devstack.fakerouter import (BAD_UTF8_BYTES, BAD_UTF8_TEXT, KEEPALIVE, FakeRouter, ScenarioError,
-                                 cost_usd, count_prompt_tokens, expected_text, expected_usage,
-                                 generate_reasoning, generate_tokens, parse_spec, resolve, seed_for)
+from devstack.fakerouter import (
+    BAD_UTF8_BYTES,
+    BAD_UTF8_TEXT,
+    KEEPALIVE,
+    FakeRouter,
+    ScenarioError,
+    cost_usd,
+    count_prompt_tokens,
+    expected_text,
+    expected_usage,
+    generate_reasoning,
+    generate_tokens,
+    parse_spec,
+    resolve,
+    seed_for,
+)
 from waiting import wait_for
 
 KEY = "sk-or-test-do-not-store-0123456789"
@@ -28,8 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
-
-
 
 
 def messages(text: str = "Say something please") -> list[dict[str, Any]]:
@@ -84,10 +95,16 @@ def test_scenario_defaults_for_any_non_fake_model():
 
 
 def test_scenario_parse_is_strict_and_names_the_key():
-    assert parse_spec("tokens=100,rate=50,ttft=0.2,fault=drop,at=30") == {
-        "tokens": 100, "rate": 50.0, "ttft": 0.2, "fault": "drop", "at": 30}
-    for spec, key in [("tokns=3", "tokns"), ("tokens=x", "tokens"), ("rate=-1", "rate"),
-                      ("text=klingon", "text"), ("code=418", "code"), ("chunk=0", "chunk"), ("at=1,at=2", "at")]:
+    assert parse_spec("tokens=100,rate=50,ttft=0.2,fault=drop,at=30") == {"tokens": 100, "rate": 50.0, "ttft": 0.2, "fault": "drop", "at": 30}
+    for spec, key in [
+        ("tokns=3", "tokns"),
+        ("tokens=x", "tokens"),
+        ("rate=-1", "rate"),
+        ("text=klingon", "text"),
+        ("code=418", "code"),
+        ("chunk=0", "chunk"),
+        ("at=1,at=2", "at"),
+    ]:
         with pytest.raises(ScenarioError) as info:
             parse_spec(spec)
         assert info.value.key == key and repr(key) in str(info.value)
@@ -99,7 +116,7 @@ def test_scenario_parse_is_strict_and_names_the_key():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(-2**63, 2**63), kind=st.sampled_from(["words", "unicode", "big"]), n=st.integers(0, 60))
+@given(seed=st.integers(-(2**63), 2**63), kind=st.sampled_from(["words", "unicode", "big"]), n=st.integers(0, 60))
 def test_generated_text_is_deterministic_and_prefix_stable(seed, kind, n):
     short = generate_tokens(seed, f"tokens={n},text={kind}")
     longer = generate_tokens(seed, f"tokens={n + 7},text={kind}")
@@ -143,13 +160,26 @@ def test_exact_framing_of_a_small_stream(fake, client):
     expected = [KEEPALIVE]
     for token in tokens:
         content = json.dumps(token, ensure_ascii=False)
-        expected.append(("data: " + head + '"choices":[{"index":0,"delta":{"role":"assistant","content":' + content
-                         + '},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n').encode())
-    expected.append(("data: " + head + '"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-                     '"finish_reason":"stop","native_finish_reason":"stop","logprobs":null}]}\n\n').encode())
-    usage = (f'{{"prompt_tokens":{prompt},"completion_tokens":3,"total_tokens":{prompt + 3},'
-             f'"cost":{json.dumps(cost_usd(prompt, 3))},"is_byok":false,"prompt_tokens_details":{{"cached_tokens":0}},'
-             '"completion_tokens_details":{"reasoning_tokens":0},"cost_details":{"upstream_inference_cost":null}}')
+        expected.append(
+            (
+                "data: "
+                + head
+                + '"choices":[{"index":0,"delta":{"role":"assistant","content":'
+                + content
+                + '},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
+            ).encode()
+        )
+    expected.append(
+        (
+            "data: " + head + '"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+            '"finish_reason":"stop","native_finish_reason":"stop","logprobs":null}]}\n\n'
+        ).encode()
+    )
+    usage = (
+        f'{{"prompt_tokens":{prompt},"completion_tokens":3,"total_tokens":{prompt + 3},'
+        f'"cost":{json.dumps(cost_usd(prompt, 3))},"is_byok":false,"prompt_tokens_details":{{"cached_tokens":0}},'
+        '"completion_tokens_details":{"reasoning_tokens":0},"cost_details":{"upstream_inference_cost":null}}'
+    )
     expected.append(("data: " + head + '"choices":[],"usage":' + usage + "}\n\n").encode())  # even seed: []
     expected.append(b"data: [DONE]\n\n")
     assert raw.data == b"".join(expected)
@@ -161,14 +191,14 @@ def test_exact_framing_of_a_small_stream(fake, client):
 def test_odd_seed_usage_chunk_repeats_finish_reason(fake, client):
     raw = stream(client, fake, body(f"fake/tokens=2,{FAST}", seed=3))
     usage_chunk = raw.chunks[-1]
-    assert usage_chunk["choices"] == [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                       "finish_reason": "stop", "native_finish_reason": "stop", "logprobs": None}]
+    assert usage_chunk["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": "stop", "native_finish_reason": "stop", "logprobs": None}
+    ]
     assert usage_chunk["usage"]["completion_tokens"] == 2
     assert raw.frames[-1] == b"data: [DONE]"
 
 
-@pytest.mark.parametrize("spec, content_chunks", [
-    ("tokens=25,chunk=3", 9), ("tokens=30,text=unicode,chunk=2", 15), ("tokens=3,text=big", 3)])
+@pytest.mark.parametrize("spec, content_chunks", [("tokens=25,chunk=3", 9), ("tokens=30,text=unicode,chunk=2", 15), ("tokens=3,text=big", 3)])
 def test_text_matches_generate_tokens_and_ids_match_header(fake, client, spec, content_chunks):
     raw = stream(client, fake, body(f"fake/{spec},{FAST}"))
     seed = seed_for(messages())
@@ -314,7 +344,7 @@ def test_stall_sends_only_comments_until_the_client_closes(fake, client):
     data = [f for f in frames if f.startswith(b"data:")]
     assert len(data) == 3
     last_data = max(i for i, f in enumerate(frames) if f.startswith(b"data:"))
-    assert all(f == b": OPENROUTER PROCESSING" for f in frames[last_data + 1:])
+    assert all(f == b": OPENROUTER PROCESSING" for f in frames[last_data + 1 :])
     record = wait_for(lambda: (r := only_record(fake))["outcome"] and r, timeout=5)
     assert record["outcome"] == "stalled_closed" and record["tokensSent"] == 3
     assert closed_at - 0.01 <= record["closedByClientAt"] <= closed_at + 1.0
@@ -467,8 +497,9 @@ def test_models_endpoint(fake, client):
 def test_many_concurrent_streams(fake):
     async def one(c: httpx.AsyncClient, i: int) -> str:
         text = ""
-        async with c.stream("POST", f"{fake.base_url}/chat/completions",
-                            json=body("fake/tokens=20,rate=200,ttft=0.05", f"prompt {i}"), headers=AUTH) as r:
+        async with c.stream(
+            "POST", f"{fake.base_url}/chat/completions", json=body("fake/tokens=20,rate=200,ttft=0.05", f"prompt {i}"), headers=AUTH
+        ) as r:
             async for piece in r.aiter_raw():
                 text += piece.decode("utf-8", "replace")
         return text

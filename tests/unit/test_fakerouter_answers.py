@@ -11,24 +11,57 @@ import pytest
 from jsonschema import Draft202012Validator
 from test_fakerouter import AUTH, FAST, KEEPALIVE, messages, only_record, stream
 
-from devstack.fakerouter import (EFFORT_TOKENS, PIECE_CHARS, ScenarioError, call_id, count_prompt_tokens, cost_usd,
-                                 instance, json_answer, parse_spec, reasoning_tokens, resolve, seed_for, tool_calls)
+from devstack.fakerouter import (
+    EFFORT_TOKENS,
+    PIECE_CHARS,
+    ScenarioError,
+    call_id,
+    count_prompt_tokens,
+    cost_usd,
+    instance,
+    json_answer,
+    parse_spec,
+    reasoning_tokens,
+    resolve,
+    seed_for,
+    tool_calls,
+)
 
 SCHEMAS = [
-    {"type": "object", "properties": {"name": {"type": "string", "minLength": 30}, "age": {"type": "integer", "minimum": 18, "maximum": 20},
-                                      "score": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
-     "required": ["name", "age", "score"], "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 30},
+            "age": {"type": "integer", "minimum": 18, "maximum": 20},
+            "score": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        },
+        "required": ["name", "age", "score"],
+        "additionalProperties": False,
+    },
     {"type": "array", "items": {"enum": ["red", "green"]}, "minItems": 3, "maxItems": 4},
-    {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}, "who": {"type": "string", "format": "email"},
-                                      "kind": {"const": "event"}, "note": {"type": ["string", "null"], "maxLength": 5}}},
-    {"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer", "multipleOf": 7}, "ok": {"type": "boolean"}}}},
-     "type": "object", "properties": {"root": {"$ref": "#/$defs/node"}, "any": {"anyOf": [{"type": "null"}, {"type": "string"}]},
-                                      "both": {"allOf": [{"properties": {"a": {"type": "string"}}}, {"properties": {"b": {"type": "number"}}}]}}},
+    {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "format": "date-time"},
+            "who": {"type": "string", "format": "email"},
+            "kind": {"const": "event"},
+            "note": {"type": ["string", "null"], "maxLength": 5},
+        },
+    },
+    {
+        "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer", "multipleOf": 7}, "ok": {"type": "boolean"}}}},
+        "type": "object",
+        "properties": {
+            "root": {"$ref": "#/$defs/node"},
+            "any": {"anyOf": [{"type": "null"}, {"type": "string"}]},
+            "both": {"allOf": [{"properties": {"a": {"type": "string"}}}, {"properties": {"b": {"type": "number"}}}]},
+        },
+    },
     {"type": "object", "properties": {"pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]}}},
-    {"type": "string"}, {"type": "null"}, {},
+    {"type": "string"},
+    {"type": "null"},
+    {},
 ]
-
-
 
 
 def body(model: str, **vocabulary) -> dict:
@@ -78,11 +111,20 @@ def test_tool_call_plans():
     assert tool_calls(3, body("m"), default) == []
 
 
-@pytest.mark.parametrize("reasoning, spec, expected", [
-    (None, "", (0, 0)), (None, "reasoning=5", (5, 0)), ({"effort": "low"}, "", (EFFORT_TOKENS["low"], 0)),
-    ({"max_tokens": 3}, "", (3, 0)), ({"max_tokens": 5000}, "", (32, 0)), ({}, "", (8, 0)), ({"enabled": True}, "reasoning=2", (2, 0)),
-    ({"effort": "high", "exclude": True}, "", (0, 16)), ({"enabled": False}, "reasoning=5", (0, 0)),
-])
+@pytest.mark.parametrize(
+    "reasoning, spec, expected",
+    [
+        (None, "", (0, 0)),
+        (None, "reasoning=5", (5, 0)),
+        ({"effort": "low"}, "", (EFFORT_TOKENS["low"], 0)),
+        ({"max_tokens": 3}, "", (3, 0)),
+        ({"max_tokens": 5000}, "", (32, 0)),
+        ({}, "", (8, 0)),
+        ({"enabled": True}, "reasoning=2", (2, 0)),
+        ({"effort": "high", "exclude": True}, "", (0, 16)),
+        ({"enabled": False}, "reasoning=5", (0, 0)),
+    ],
+)
 def test_reasoning_as_asked(reasoning, spec, expected):
     extra = {"reasoning": reasoning} if reasoning is not None else {}
     assert reasoning_tokens(body("m", **extra), resolve("fake/" + spec)) == expected
@@ -105,21 +147,31 @@ def test_exact_framing_of_a_tool_call_stream(fake, client):
     head = f'{{"id":"{gid}","provider":"Fake","model":"{model}","object":"chat.completion.chunk","created":{created},'
 
     def event(delta: str, finish: str = "null") -> bytes:
-        return ("data: " + head + '"choices":[{"index":0,"delta":' + delta + f',"finish_reason":{finish},"native_finish_reason":{finish},'
-                '"logprobs":null}]}\n\n').encode()
+        return (
+            "data: " + head + '"choices":[{"index":0,"delta":' + delta + f',"finish_reason":{finish},"native_finish_reason":{finish},'
+            '"logprobs":null}]}\n\n'
+        ).encode()
 
     arguments = '{"c": "Paris"}'
-    expected = [KEEPALIVE, event('{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"' + call_id(4, 0)
-                                 + '","type":"function","function":{"name":"get_weather","arguments":""}}]}')]
+    expected = [
+        KEEPALIVE,
+        event(
+            '{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"'
+            + call_id(4, 0)
+            + '","type":"function","function":{"name":"get_weather","arguments":""}}]}'
+        ),
+    ]
     for i in range(0, len(arguments), PIECE_CHARS):
-        piece = json.dumps(arguments[i:i + PIECE_CHARS])
-        expected.append(event('{"role":"assistant","content":null,"tool_calls":[{"index":0,"function":{"arguments":' + piece + '}}]}'))
+        piece = json.dumps(arguments[i : i + PIECE_CHARS])
+        expected.append(event('{"role":"assistant","content":null,"tool_calls":[{"index":0,"function":{"arguments":' + piece + "}}]}"))
     expected.append(event('{"role":"assistant","content":""}', '"tool_calls"'))
     pieces = -(-len(arguments) // PIECE_CHARS)
     prompt = count_prompt_tokens(messages())
-    usage = (f'{{"prompt_tokens":{prompt},"completion_tokens":{pieces},"total_tokens":{prompt + pieces},'
-             f'"cost":{json.dumps(cost_usd(prompt, pieces))},"is_byok":false,"prompt_tokens_details":{{"cached_tokens":0}},'
-             '"completion_tokens_details":{"reasoning_tokens":0},"cost_details":{"upstream_inference_cost":null}}')
+    usage = (
+        f'{{"prompt_tokens":{prompt},"completion_tokens":{pieces},"total_tokens":{prompt + pieces},'
+        f'"cost":{json.dumps(cost_usd(prompt, pieces))},"is_byok":false,"prompt_tokens_details":{{"cached_tokens":0}},'
+        '"completion_tokens_details":{"reasoning_tokens":0},"cost_details":{"upstream_inference_cost":null}}'
+    )
     expected.append(("data: " + head + '"choices":[],"usage":' + usage + "}\n\n").encode())  # even seed: []
     expected.append(b"data: [DONE]\n\n")
     assert raw.data == b"".join(expected)
@@ -153,14 +205,24 @@ def test_a_non_streamed_answer_carries_the_tool_calls(fake, client):
     tools = [{"type": "function", "function": {"name": "f"}}]
     answer = client.post(f"{fake.base_url}/chat/completions", json={**body(f"fake/{FAST}", tools=tools), "stream": False}, headers=AUTH).json()
     message = answer["choices"][0]["message"]
-    assert message["content"] is None and message["tool_calls"] == [{"id": call_id(seed_for(messages()), 0), "type": "function",
-                                                                     "function": {"name": "f", "arguments": "{}"}}]
+    assert message["content"] is None and message["tool_calls"] == [
+        {"id": call_id(seed_for(messages()), 0), "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
     assert answer["choices"][0]["finish_reason"] == "tool_calls"
 
 
-@pytest.mark.parametrize("vocabulary", [{"response_format": {"type": "yaml"}}, {"response_format": {"type": "json_schema"}},
-                                        {"tools": [{"type": "function"}]}, {"tool_choice": 3}, {"reasoning": "high"},
-                                        {"provider": ["openai"]}, {"parallel_tool_calls": "yes"}])
+@pytest.mark.parametrize(
+    "vocabulary",
+    [
+        {"response_format": {"type": "yaml"}},
+        {"response_format": {"type": "json_schema"}},
+        {"tools": [{"type": "function"}]},
+        {"tool_choice": 3},
+        {"reasoning": "high"},
+        {"provider": ["openai"]},
+        {"parallel_tool_calls": "yes"},
+    ],
+)
 def test_a_malformed_vocabulary_is_a_400(fake, client, vocabulary):
     r = client.post(f"{fake.base_url}/chat/completions", json=body(f"fake/{FAST}", **vocabulary), headers=AUTH)
     assert r.status_code == 400 and r.json()["error"]["message"].startswith(next(iter(vocabulary)))

@@ -63,11 +63,14 @@ def test_heartbeat_ticks_are_within_a_period():
         assert now < nxt <= now + 10.0 and (nxt - 0.25) % 10.0 == pytest.approx(0.0, abs=1e-9)
 
 
-@pytest.mark.parametrize("payload", [
-    '{"choices":[{"delta":{"content":"\\ud800 lone"}}]}',  # a lone surrogate: orjson refuses, json reads
-    '{"choices":[{"delta":{"content":"big"}}],"usage":{"prompt_tokens":123456789012345678901234567890}}',
-    '{"choices":[{"delta":{"content":"x"}}],"usage":{"cost":NaN}}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"choices":[{"delta":{"content":"\\ud800 lone"}}]}',  # a lone surrogate: orjson refuses, json reads
+        '{"choices":[{"delta":{"content":"big"}}],"usage":{"prompt_tokens":123456789012345678901234567890}}',
+        '{"choices":[{"delta":{"content":"x"}}],"usage":{"cost":NaN}}',
+    ],
+)
 def test_the_fast_decoder_reads_what_the_standard_one_reads(payload):
     events = parse_data(payload)
     assert not any(isinstance(e, StreamError) for e in events)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from enqueue.batchflow import BatchFlow
 from promptq.adapters.tasks import BATCH, BOOKS, INTERACTIVE, TaskQueue, queue_of
+from promptq.domain import settlement
 from promptq.domain import accounts
 from promptq.domain import batch as bt
 from promptq.domain import lanes as ln
@@ -25,8 +26,18 @@ def view(**kw) -> accounts.AccountView:
 
 
 def take(v: accounts.AccountView, *, width: int, user_cap: int = 50, project_cap: int = 0, round_: int = 0) -> accounts.Taken:
-    return accounts.decide(v, defaults=accounts.UserLimits(max_batch_lanes=user_cap), project_cap_usd=0.0, worst_case=lambda: 0.0,
-                           shard_key="b1", now=NOW, slots=width, lanes=width, lane_round=round_, project_lanes_cap=project_cap)
+    return accounts.decide(
+        v,
+        defaults=accounts.UserLimits(max_batch_lanes=user_cap),
+        project_cap_usd=0.0,
+        worst_case=lambda: 0.0,
+        shard_key="b1",
+        now=NOW,
+        slots=width,
+        lanes=width,
+        lane_round=round_,
+        project_lanes_cap=project_cap,
+    )
 
 
 # --- how many lanes a start activates -------------------------------------------------------------
@@ -43,8 +54,12 @@ def test_a_start_activates_what_the_caps_allow_and_names_the_cap_the_others_wait
 
 
 def test_the_claim_counts_its_lanes_in_the_account_and_the_project_and_parks_the_rest():
-    taken = take(view(account={Acc.BATCH_LANES: 6}, account_time=1, project_lanes={Proj.LANES: 30}, project_lanes_time=2),
-                 width=8, user_cap=10, project_cap=100)
+    taken = take(
+        view(account={Acc.BATCH_LANES: 6}, account_time=1, project_lanes={Proj.LANES: 30}, project_lanes_time=2),
+        width=8,
+        user_cap=10,
+        project_cap=100,
+    )
     assert taken.lanes == 4 and taken.account[Acc.BATCH_LANES] == 10 and taken.project_lanes == 34
     assert taken.holds is False, "no other limit: the batch holds no active slots (the lanes are counted apart)"
     fields = taken.batch_fields()
@@ -67,8 +82,17 @@ def test_an_operators_override_sets_a_users_cap():
 
 
 def batch_doc(active: int, width: int, **over) -> dict:
-    doc = bt.new_batch(owner_uid="u1", total=width * 3, max_concurrency=width, title="t", requested_model=None, idempotency_key=None,
-                       request_hash="h", now=NOW, expire_at=NOW + timedelta(days=30))
+    doc = bt.new_batch(
+        owner_uid="u1",
+        total=width * 3,
+        max_concurrency=width,
+        title="t",
+        requested_model=None,
+        idempotency_key=None,
+        request_hash="h",
+        now=NOW,
+        expire_at=NOW + timedelta(days=30),
+    )
     return {**doc, B.KEY_SOURCE: "app", B.HOLDS: False, B.RESERVED_USD: 0.0, **ln.initial(0, width, active, ln.USER_CAP), **over}
 
 
@@ -180,7 +204,8 @@ def test_each_kind_of_task_has_its_own_queue_to_the_same_worker():
 
 
 def test_a_start_counts_lanes_only_for_a_batch():
-    taken = accounts.decide(view(), defaults=accounts.UserLimits(max_active=5, max_batch_lanes=2), project_cap_usd=0.0,
-                            worst_case=lambda: 0.0, shard_key="e1", now=NOW)
+    taken = accounts.decide(
+        view(), defaults=accounts.UserLimits(max_active=5, max_batch_lanes=2), project_cap_usd=0.0, worst_case=lambda: 0.0, shard_key="e1", now=NOW
+    )
     assert taken.lanes == 0 and Acc.BATCH_LANES not in taken.account and taken.source is KeySource.APP
-    assert accounts.released(reservation=0.0, slots=1) == {Acc.RESERVED_USD: Inc(-0.0), Acc.ACTIVE: Inc(-1)}
+    assert settlement.released(reservation=0.0, slots=1) == {Acc.RESERVED_USD: Inc(-0.0), Acc.ACTIVE: Inc(-1)}

@@ -41,8 +41,9 @@ def test_error_documents_never_carry_a_key():
     # An error event after the first token used to be copied verbatim into `error.message`.
     doc = ex.error_doc("stream_error", f"OpenRouter stream error (server_error): Incorrect API key provided: {KEY}")
     assert KEY not in doc["message"] and MASK in doc["message"]
-    change = ex.released({"status": "running", "attempt": 1}, {"attempts": []}, attempt_id="a", code="upstream_unauthorized",
-                         message=f"bad key {KEY}", now=ex.utcnow())
+    change = ex.released(
+        {"status": "running", "attempt": 1}, {"attempts": []}, attempt_id="a", code="upstream_unauthorized", message=f"bad key {KEY}", now=ex.utcnow()
+    )
     assert KEY not in repr(change)
 
 

@@ -20,19 +20,44 @@ from promptq.contract import F, J, OutputFormat, Req
 from promptq.settings import Limits
 from promptq.adapters.openrouter.protocol import chat_body, vocabulary
 
-SCHEMA = {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "integer"}, "zeta": {"$ref": "#/$defs/z"}},
-          "required": ["reasoning", "answer"], "additionalProperties": False, "$defs": {"z": {"type": "boolean"}}}
+SCHEMA = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "answer": {"type": "integer"}, "zeta": {"$ref": "#/$defs/z"}},
+    "required": ["reasoning", "answer"],
+    "additionalProperties": False,
+    "$defs": {"z": {"type": "boolean"}},
+}
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": SCHEMA}}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-PROVIDER = {"order": ["openai", "deepinfra/turbo"], "only": ["openai"], "ignore": ["azure"], "allow_fallbacks": False,
-            "require_parameters": True, "data_collection": "deny", "zdr": True, "sort": "throughput",
-            "max_price": {"prompt": 1, "completion": 2.5}, "quantizations": ["fp8", "bf16"]}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+PROVIDER = {
+    "order": ["openai", "deepinfra/turbo"],
+    "only": ["openai"],
+    "ignore": ["azure"],
+    "allow_fallbacks": False,
+    "require_parameters": True,
+    "data_collection": "deny",
+    "zdr": True,
+    "sort": "throughput",
+    "max_price": {"prompt": 1, "completion": 2.5},
+    "quantizations": ["fp8", "bf16"],
+}
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(64)).decode()
 PDF = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4\n" + bytes(39)).decode()  # no padding: more may follow
-CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
-CONVERSATION = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "{\"celsius\": 21}"}]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+CONVERSATION = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21}'},
+]
 
 
 def job_of(data: dict) -> dict:
@@ -55,9 +80,15 @@ def sent(data: dict) -> dict:
 
 
 def test_every_parameter_reaches_the_body_exactly_as_sent():
-    params = {"temperature": 0.2, "response_format": RESPONSE_FORMAT, "reasoning": {"effort": "high", "exclude": False},
-              "provider": PROVIDER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-              "parallel_tool_calls": False}
+    params = {
+        "temperature": 0.2,
+        "response_format": RESPONSE_FORMAT,
+        "reasoning": {"effort": "high", "exclude": False},
+        "provider": PROVIDER,
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": False,
+    }
     body = sent({"messages": CONVERSATION, "params": params})
     for name, value in params.items():
         assert body[name] == value, name
@@ -83,18 +114,22 @@ def test_a_json_answer_is_flagged_on_the_execution_from_its_creation():
 
 
 def test_content_parts_are_stored_as_sent():
-    content = [{"type": "text", "text": "What is in these?"}, {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}},
-               {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-               {"type": "file", "file": {"filename": "paper.pdf", "file_data": PDF}},
-               {"type": "file", "file": {"file_data": "https://example.com/paper.pdf"}}]
+    content = [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        {"type": "file", "file": {"filename": "paper.pdf", "file_data": PDF}},
+        {"type": "file", "file": {"file_data": "https://example.com/paper.pdf"}},
+    ]
     job = job_of({"messages": [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]}, {"role": "user", "content": content}]})
     assert job[J.MESSAGES][1] == {"role": "user", "content": content}
 
 
 def test_an_image_alone_is_a_prompt_and_the_title_is_its_text():
     assert job_of({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]}]})
-    execution = execution_of({"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe it"},
-                                                                        {"type": "image_url", "image_url": {"url": PNG}}]}]})
+    execution = execution_of(
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe it"}, {"type": "image_url", "image_url": {"url": PNG}}]}]}
+    )
     assert execution[F.TITLE] == "Describe it"
 
 
@@ -104,8 +139,9 @@ def test_reasoning_budgets_and_provider_preferences():
     assert vocabulary(job_of({"prompt": "x", "params": {"provider": {"sort": "price"}}})[J.REQUEST]) == {"provider": {"sort": "price"}}
 
 
-@pytest.mark.parametrize("dialect", ["http://json-schema.org/draft-07/schema#", "https://json-schema.org/draft/2020-12/schema",
-                                     "http://json-schema.org/draft-04/schema#"])
+@pytest.mark.parametrize(
+    "dialect", ["http://json-schema.org/draft-07/schema#", "https://json-schema.org/draft/2020-12/schema", "http://json-schema.org/draft-04/schema#"]
+)
 def test_a_schema_may_name_its_dialect(dialect):
     schema = {"$schema": dialect, "type": "object", "properties": {"a": {"type": "string"}}}
     start({"prompt": "x", "params": {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}})
@@ -127,49 +163,64 @@ def deep(levels: int) -> dict:
     return schema
 
 
-@pytest.mark.parametrize("data, field, says", [
-    (with_schema({"type": "objec"}), SCHEMA_FIELD, "at /type"),
-    (with_schema({"type": "object", "properties": {"a": {"minLength": -1}}}), SCHEMA_FIELD, "at /properties/a/minLength"),
-    (with_schema({"type": "string", "pattern": "("}), SCHEMA_FIELD, "at /pattern"),
-    (with_schema({"$ref": "https://example.com/s.json"}), SCHEMA_FIELD, "only local references"),
-    (with_schema({"properties": {"a": {"$ref": "#/$defs/missing"}}}), SCHEMA_FIELD, "points at nothing"),
-    (with_schema({"$schema": "https://example.com/my-dialect", "type": "object"}), SCHEMA_FIELD, "at /$schema"),
-    (with_schema(deep(SCHEMA_MAX_DEPTH)), SCHEMA_FIELD, f"deeper than {SCHEMA_MAX_DEPTH}"),
-    (with_schema({"description": "x" * SCHEMA_MAX_BYTES}), SCHEMA_FIELD, f"more than {SCHEMA_MAX_BYTES} bytes"),
-    (with_schema({"maximum": float("nan")}), SCHEMA_FIELD, "finite"),
-    (with_schema({"title": "\ud800"}), SCHEMA_FIELD, "lone surrogate"),
-    (with_schema(["not", "an", "object"]), SCHEMA_FIELD, "valid dictionary"),
-    ({"prompt": "x", "params": {"response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}}},
-     "params.response_format.json_schema.name", ""),
-    ({"prompt": "x", "params": {"response_format": {"type": "json_schema", "json_schema": {"name": "a"}}}},
-     "params.response_format.json_schema.schema", "required"),
-    ({"prompt": "x", "params": {"response_format": {"type": "xml"}}}, "params.response_format.type", "unknown type 'xml'"),
-    ({"prompt": "x", "params": {"response_format": "json"}}, "params.response_format", "an object"),
-    ({"prompt": "x", "params": {"response_format": {"type": "json_object", "schema": {}}}}, "params.response_format.schema", "unknown field"),
-    ({"prompt": "x", "params": {"reasoning": {"effort": "extreme"}}}, "params.reasoning.effort", ""),
-    ({"prompt": "x", "params": {"reasoning": {"effort": "low", "max_tokens": 100}}}, "params.reasoning.max_tokens", "not both"),
-    ({"prompt": "x", "params": {"reasoning": {"max_tokens": 0}}}, "params.reasoning.max_tokens", ""),
-    ({"prompt": "x", "params": {"reasoning": {"max_tokens": 10**6}}}, "params.reasoning.max_tokens", "over the cap"),
-    ({"prompt": "x", "params": {"reasoning": {"exclude": "yes"}}}, "params.reasoning.exclude", ""),
-    ({"prompt": "x", "params": {"provider": {"order": ["bad slug"]}}}, "params.provider.order.0", ""),
-    ({"prompt": "x", "params": {"provider": {"sort": "cheapest"}}}, "params.provider.sort", ""),
-    ({"prompt": "x", "params": {"provider": {"max_price": {"prompt": -1}}}}, "params.provider.max_price.prompt", ""),
-    ({"prompt": "x", "params": {"provider": {"quantizations": ["fp7"]}}}, "params.provider.quantizations.0", ""),
-    ({"prompt": "x", "params": {"provider": {"data_collection": "maybe"}}}, "params.provider.data_collection", ""),
-    ({"prompt": "x", "params": {"provider": {"routing": "fast"}}}, "params.provider.routing", "unknown field"),
-    ({"prompt": "x", "params": {"tools": []}}, "params.tools", ""),
-    ({"prompt": "x", "params": {"tools": [{"type": "retrieval"}]}}, "params.tools.0.type", ""),
-    ({"prompt": "x", "params": {"tools": [{"type": "function", "function": {"name": "get weather"}}]}}, "params.tools.0.function.name", ""),
-    ({"prompt": "x", "params": {"tools": TOOLS + TOOLS}}, "params.tools.1.function.name", "unique"),
-    ({"prompt": "x", "params": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]}},
-     "params.tools.0.function.parameters", "at /type"),
-    ({"prompt": "x", "params": {"tool_choice": "auto"}}, "params.tool_choice", "goes with `tools`"),
-    ({"prompt": "x", "params": {"parallel_tool_calls": True}}, "params.parallel_tool_calls", "goes with `tools`"),
-    ({"prompt": "x", "params": {"tools": TOOLS, "tool_choice": "always"}}, "params.tool_choice", ""),
-    ({"prompt": "x", "params": {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "other"}}}},
-     "params.tool_choice.function.name", "none of `tools`"),
-    ({"prompt": "x", "params": {"tools": TOOLS, "parallel_tool_calls": "yes"}}, "params.parallel_tool_calls", ""),
-])
+@pytest.mark.parametrize(
+    "data, field, says",
+    [
+        (with_schema({"type": "objec"}), SCHEMA_FIELD, "at /type"),
+        (with_schema({"type": "object", "properties": {"a": {"minLength": -1}}}), SCHEMA_FIELD, "at /properties/a/minLength"),
+        (with_schema({"type": "string", "pattern": "("}), SCHEMA_FIELD, "at /pattern"),
+        (with_schema({"$ref": "https://example.com/s.json"}), SCHEMA_FIELD, "only local references"),
+        (with_schema({"properties": {"a": {"$ref": "#/$defs/missing"}}}), SCHEMA_FIELD, "points at nothing"),
+        (with_schema({"$schema": "https://example.com/my-dialect", "type": "object"}), SCHEMA_FIELD, "at /$schema"),
+        (with_schema(deep(SCHEMA_MAX_DEPTH)), SCHEMA_FIELD, f"deeper than {SCHEMA_MAX_DEPTH}"),
+        (with_schema({"description": "x" * SCHEMA_MAX_BYTES}), SCHEMA_FIELD, f"more than {SCHEMA_MAX_BYTES} bytes"),
+        (with_schema({"maximum": float("nan")}), SCHEMA_FIELD, "finite"),
+        (with_schema({"title": "\ud800"}), SCHEMA_FIELD, "lone surrogate"),
+        (with_schema(["not", "an", "object"]), SCHEMA_FIELD, "valid dictionary"),
+        (
+            {"prompt": "x", "params": {"response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}}},
+            "params.response_format.json_schema.name",
+            "",
+        ),
+        (
+            {"prompt": "x", "params": {"response_format": {"type": "json_schema", "json_schema": {"name": "a"}}}},
+            "params.response_format.json_schema.schema",
+            "required",
+        ),
+        ({"prompt": "x", "params": {"response_format": {"type": "xml"}}}, "params.response_format.type", "unknown type 'xml'"),
+        ({"prompt": "x", "params": {"response_format": "json"}}, "params.response_format", "an object"),
+        ({"prompt": "x", "params": {"response_format": {"type": "json_object", "schema": {}}}}, "params.response_format.schema", "unknown field"),
+        ({"prompt": "x", "params": {"reasoning": {"effort": "extreme"}}}, "params.reasoning.effort", ""),
+        ({"prompt": "x", "params": {"reasoning": {"effort": "low", "max_tokens": 100}}}, "params.reasoning.max_tokens", "not both"),
+        ({"prompt": "x", "params": {"reasoning": {"max_tokens": 0}}}, "params.reasoning.max_tokens", ""),
+        ({"prompt": "x", "params": {"reasoning": {"max_tokens": 10**6}}}, "params.reasoning.max_tokens", "over the cap"),
+        ({"prompt": "x", "params": {"reasoning": {"exclude": "yes"}}}, "params.reasoning.exclude", ""),
+        ({"prompt": "x", "params": {"provider": {"order": ["bad slug"]}}}, "params.provider.order.0", ""),
+        ({"prompt": "x", "params": {"provider": {"sort": "cheapest"}}}, "params.provider.sort", ""),
+        ({"prompt": "x", "params": {"provider": {"max_price": {"prompt": -1}}}}, "params.provider.max_price.prompt", ""),
+        ({"prompt": "x", "params": {"provider": {"quantizations": ["fp7"]}}}, "params.provider.quantizations.0", ""),
+        ({"prompt": "x", "params": {"provider": {"data_collection": "maybe"}}}, "params.provider.data_collection", ""),
+        ({"prompt": "x", "params": {"provider": {"routing": "fast"}}}, "params.provider.routing", "unknown field"),
+        ({"prompt": "x", "params": {"tools": []}}, "params.tools", ""),
+        ({"prompt": "x", "params": {"tools": [{"type": "retrieval"}]}}, "params.tools.0.type", ""),
+        ({"prompt": "x", "params": {"tools": [{"type": "function", "function": {"name": "get weather"}}]}}, "params.tools.0.function.name", ""),
+        ({"prompt": "x", "params": {"tools": TOOLS + TOOLS}}, "params.tools.1.function.name", "unique"),
+        (
+            {"prompt": "x", "params": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]}},
+            "params.tools.0.function.parameters",
+            "at /type",
+        ),
+        ({"prompt": "x", "params": {"tool_choice": "auto"}}, "params.tool_choice", "goes with `tools`"),
+        ({"prompt": "x", "params": {"parallel_tool_calls": True}}, "params.parallel_tool_calls", "goes with `tools`"),
+        ({"prompt": "x", "params": {"tools": TOOLS, "tool_choice": "always"}}, "params.tool_choice", ""),
+        (
+            {"prompt": "x", "params": {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "other"}}}},
+            "params.tool_choice.function.name",
+            "none of `tools`",
+        ),
+        ({"prompt": "x", "params": {"tools": TOOLS, "parallel_tool_calls": "yes"}}, "params.parallel_tool_calls", ""),
+    ],
+)
 def test_bad_parameters_are_refused_naming_the_field(data, field, says):
     assert says in refused(data, field).message
 
@@ -186,47 +237,59 @@ IMAGE_URL = "messages.0.content.0.image_url.url"
 FILE_DATA = "messages.0.content.0.file.file_data"
 
 
-@pytest.mark.parametrize("data, field, says", [
-    (user(part("image", "http://example.com/a.png")), IMAGE_URL, "not http:"),
-    (user(part("image", "ftp://example.com/a.png")), IMAGE_URL, "not ftp:"),
-    (user(part("image", "file:///etc/passwd")), IMAGE_URL, "not file:"),
-    (user(part("image", "gs://bucket/users/someone/a.png")), IMAGE_URL, "gs://"),
-    (user(part("image", "example.com/a.png")), IMAGE_URL, "an https URL"),
-    (user(part("image", "https:///a.png")), IMAGE_URL, "with a host"),
-    (user(part("image", "https://example.com/" + "a" * 3000)), IMAGE_URL, "2048"),
-    (user(part("image", "data:image/svg+xml;base64,PHN2Zz4=")), IMAGE_URL, "image/svg+xml"),
-    (user(part("image", "data:image/png,rawbytes")), IMAGE_URL, "base64"),
-    (user(part("image", "data:image/png;base64,not base64!")), IMAGE_URL, "not base64"),
-    (user(part("image", PDF)), IMAGE_URL, "application/pdf"),
-    (user(part("file", PNG)), FILE_DATA, "image/png"),
-    (user(part("file", "http://example.com/a.pdf")), FILE_DATA, "not http:"),
-    (user({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}), "messages.0.content.0.type", "unknown part type"),
-    (user({"text": "no type"}), "messages.0.content.0.type", "required"),
-    (user("just a string in a list"), "messages.0.content.0", "an object"),
-    (user({"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}), "messages.0.content.0.cache_control", "unknown field"),
-    (user({"type": "image_url", "image_url": {"url": PNG, "detail": "max"}}), "messages.0.content.0.image_url.detail", ""),
-    ({"messages": [{"role": "user", "content": []}]}, "messages.0.content", ""),
-    ({"messages": [{"role": "user", "content": 7}]}, "messages.0.content", "a string, or a list"),
-    ({"messages": [{"role": "system", "content": [part("image", PNG)]}]}, "messages.0.content.0", "user messages"),
-    ({"messages": [{"role": "assistant", "content": [part("file", PDF)]}]}, "messages.0.content.0", "user messages"),
-])
+@pytest.mark.parametrize(
+    "data, field, says",
+    [
+        (user(part("image", "http://example.com/a.png")), IMAGE_URL, "not http:"),
+        (user(part("image", "ftp://example.com/a.png")), IMAGE_URL, "not ftp:"),
+        (user(part("image", "file:///etc/passwd")), IMAGE_URL, "not file:"),
+        (user(part("image", "gs://bucket/users/someone/a.png")), IMAGE_URL, "gs://"),
+        (user(part("image", "example.com/a.png")), IMAGE_URL, "an https URL"),
+        (user(part("image", "https:///a.png")), IMAGE_URL, "with a host"),
+        (user(part("image", "https://example.com/" + "a" * 3000)), IMAGE_URL, "2048"),
+        (user(part("image", "data:image/svg+xml;base64,PHN2Zz4=")), IMAGE_URL, "image/svg+xml"),
+        (user(part("image", "data:image/png,rawbytes")), IMAGE_URL, "base64"),
+        (user(part("image", "data:image/png;base64,not base64!")), IMAGE_URL, "not base64"),
+        (user(part("image", PDF)), IMAGE_URL, "application/pdf"),
+        (user(part("file", PNG)), FILE_DATA, "image/png"),
+        (user(part("file", "http://example.com/a.pdf")), FILE_DATA, "not http:"),
+        (user({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}), "messages.0.content.0.type", "unknown part type"),
+        (user({"text": "no type"}), "messages.0.content.0.type", "required"),
+        (user("just a string in a list"), "messages.0.content.0", "an object"),
+        (user({"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}), "messages.0.content.0.cache_control", "unknown field"),
+        (user({"type": "image_url", "image_url": {"url": PNG, "detail": "max"}}), "messages.0.content.0.image_url.detail", ""),
+        ({"messages": [{"role": "user", "content": []}]}, "messages.0.content", ""),
+        ({"messages": [{"role": "user", "content": 7}]}, "messages.0.content", "a string, or a list"),
+        ({"messages": [{"role": "system", "content": [part("image", PNG)]}]}, "messages.0.content.0", "user messages"),
+        ({"messages": [{"role": "assistant", "content": [part("file", PDF)]}]}, "messages.0.content.0", "user messages"),
+    ],
+)
 def test_bad_parts_are_refused_naming_the_field(data, field, says):
     assert says in refused(data, field).message
 
 
-@pytest.mark.parametrize("messages, field, says", [
-    ([{"role": "tool", "content": "x"}], "messages.0.tool_call_id", "required"),
-    ([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_9", "content": "x"}], "messages.1.tool_call_id",
-     "answers no tool call"),
-    ([{"role": "user", "content": "x", "tool_call_id": "call_1"}], "messages.0.tool_call_id", "only a tool message"),
-    ([{"role": "user", "content": "x", "tool_calls": [CALL]}], "messages.0.tool_calls", "only an assistant"),
-    ([{"role": "assistant"}], "messages.0.content", "or tool_calls"),
-    ([{"role": "assistant", "tool_calls": []}], "messages.0.tool_calls", ""),
-    ([{"role": "assistant", "tool_calls": [{**CALL, "type": "code"}]}], "messages.0.tool_calls.0.type", ""),
-    ([{"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"city": "Paris"}}}]}],
-     "messages.0.tool_calls.0.function.arguments", ""),
-    ([{"role": "assistant", "tool_calls": [{**CALL, "id": "has space"}]}], "messages.0.tool_calls.0.id", ""),
-])
+@pytest.mark.parametrize(
+    "messages, field, says",
+    [
+        ([{"role": "tool", "content": "x"}], "messages.0.tool_call_id", "required"),
+        (
+            [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_9", "content": "x"}],
+            "messages.1.tool_call_id",
+            "answers no tool call",
+        ),
+        ([{"role": "user", "content": "x", "tool_call_id": "call_1"}], "messages.0.tool_call_id", "only a tool message"),
+        ([{"role": "user", "content": "x", "tool_calls": [CALL]}], "messages.0.tool_calls", "only an assistant"),
+        ([{"role": "assistant"}], "messages.0.content", "or tool_calls"),
+        ([{"role": "assistant", "tool_calls": []}], "messages.0.tool_calls", ""),
+        ([{"role": "assistant", "tool_calls": [{**CALL, "type": "code"}]}], "messages.0.tool_calls.0.type", ""),
+        (
+            [{"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"city": "Paris"}}}]}],
+            "messages.0.tool_calls.0.function.arguments",
+            "",
+        ),
+        ([{"role": "assistant", "tool_calls": [{**CALL, "id": "has space"}]}], "messages.0.tool_calls.0.id", ""),
+    ],
+)
 def test_bad_tool_conversations_are_refused_naming_the_field(messages, field, says):
     assert says in refused({"messages": messages}, field).message
 
@@ -241,8 +304,11 @@ def test_a_conversation_with_tool_calls_is_accepted():
 def test_a_data_url_over_its_setting_is_refused_naming_it():
     settings = replace(SETTINGS, limits=Limits(max_data_url_bytes=len(PNG)))
     start(user(part("image", PNG)), settings=settings)
-    err = refused({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, part("file", PDF + "AAAA" * 10)]}]},
-                  "messages.0.content.1.file.file_data", settings=settings)
+    err = refused(
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, part("file", PDF + "AAAA" * 10)]}]},
+        "messages.0.content.1.file.file_data",
+        settings=settings,
+    )
     assert "at most" in err.message and "https URL" in err.message
 
 
@@ -256,8 +322,12 @@ def test_data_urls_do_not_count_as_prompt_text_but_count_in_what_the_job_stores(
 def test_the_stored_request_of_any_accepted_start_stays_under_firestores_limit():
     big = "data:image/png;base64," + "A" * (256 * 1024 - 24)
     text = "y" * (SETTINGS.limits.max_prompt_bytes - 1)
-    job = job_of({"messages": [{"role": "user", "content": [{"type": "text", "text": text}, part("image", big), part("image", big)]}],
-                  "params": {"tools": TOOLS, "response_format": RESPONSE_FORMAT}})
+    job = job_of(
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": text}, part("image", big), part("image", big)]}],
+            "params": {"tools": TOOLS, "response_format": RESPONSE_FORMAT},
+        }
+    )
     assert pr.stored_bytes(job) < pr.JOB_REQUEST_BYTES + 16 * 1024 < 1024 * 1024
     refused({"messages": [{"role": "user", "content": [{"type": "text", "text": text}, *[part("image", big)] * 3]}]}, "messages")
 
@@ -274,8 +344,10 @@ def test_stored_bytes_counts_as_firestore_does():
 
 
 def test_prompt_bytes_reserve_data_urls_whole_and_a_linked_part_at_its_allowance():
-    messages = [{"role": "user", "content": [{"type": "text", "text": "hé"}, part("image", PNG), part("file", "https://e.org/a.pdf")]},
-                {"role": "assistant", "tool_calls": [CALL]}]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "hé"}, part("image", PNG), part("file", "https://e.org/a.pdf")]},
+        {"role": "assistant", "tool_calls": [CALL]},
+    ]
     assert pr.prompt_bytes(messages) == 3 + len(PNG) + pr.URL_PART_BYTES + len("get_weather" + CALL["function"]["arguments"])
 
 
@@ -293,13 +365,16 @@ def test_a_batchs_bad_params_are_named_as_the_batchs_and_an_items_as_the_items()
 def test_batch_items_take_the_batchs_vocabulary_under_their_own():
     from test_batch import build
 
-    items = build({"items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "prompt": "y", "params": {"tools": TOOLS}}],
-                   "params": {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}}})
+    items = build(
+        {
+            "items": [{"customId": "a", "prompt": "x"}, {"customId": "b", "prompt": "y", "params": {"tools": TOOLS}}],
+            "params": {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}},
+        }
+    )
     (_, e0, j0), (_, e1, j1) = items
     assert vocabulary(j0[J.REQUEST]) == {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}}
     assert vocabulary(j1[J.REQUEST]) == {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}, "tools": TOOLS}
     assert e0[F.OUTPUT_FORMAT] == e1[F.OUTPUT_FORMAT] == "json"
-
 
 
 def test_a_batchs_items_are_written_in_commits_under_firestores_request_limit():

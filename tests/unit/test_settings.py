@@ -136,8 +136,7 @@ def test_empty_strings_mean_default_too():
     s = from_env(PROMPTQ_DEFAULT_MODEL="", PROMPTQ_QUEUE_ID="", PROMPTQ_APP_TITLE="", OPENROUTER_BASE_URL="")
     assert s.openrouter_base_url == "https://openrouter.ai/api/v1"
     assert (s.default_model, s.queue_id, s.app_title) == ("openrouter/auto", FN, "promptq"), (
-        "BUG promptq/settings.py from_env: an empty PROMPTQ_DEFAULT_MODEL / PROMPTQ_QUEUE_ID / PROMPTQ_APP_TITLE "
-        "is used as is instead of the default"
+        "BUG promptq/settings.py from_env: an empty PROMPTQ_DEFAULT_MODEL / PROMPTQ_QUEUE_ID / PROMPTQ_APP_TITLE is used as is instead of the default"
     )
 
 

@@ -17,17 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from httpx_sse import ServerSentEvent
 
-from promptq.adapters.openrouter.stream import (
-    Delta,
-    Done,
-    Finish,
-    Meta,
-    StreamError,
-    UsageReport,
-    aiter_events,
-    events_from_sse,
-    parse_data,
-)
+from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError, UsageReport, aiter_events, events_from_sse, parse_data
 
 # --- literal streams --------------------------------------------------------------------
 
@@ -212,9 +202,7 @@ def test_parse_data_error_with_finish_reason_error_choices():
 
 
 def test_parse_data_bare_error_with_numeric_code():
-    assert parse_data('{"error":{"message":"Rate limit exceeded","code":429}}') == [
-        StreamError("429", "Rate limit exceeded", numeric_code=429)
-    ]
+    assert parse_data('{"error":{"message":"Rate limit exceeded","code":429}}') == [StreamError("429", "Rate limit exceeded", numeric_code=429)]
 
 
 def test_parse_data_numeric_error_with_usage():

@@ -43,7 +43,11 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 def chunk(content: str, finish: str | None = None) -> bytes:
     body = {
-        "id": "gen-1", "provider": "P", "model": "m", "object": "chat.completion.chunk", "created": 1,
+        "id": "gen-1",
+        "provider": "P",
+        "model": "m",
+        "object": "chat.completion.chunk",
+        "created": 1,
         "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": finish, "native_finish_reason": finish}],
     }
     return b"data: " + json.dumps(body, ensure_ascii=bool(len(content) % 2)).encode() + b"\n\n"

@@ -20,8 +20,9 @@ def test_what_the_queue_writes_is_what_the_worker_reads():
     assert task_of(fold) == FoldTask(batchId="b1", at=12.5)
 
 
-@pytest.mark.parametrize("data", [None, "e1", [], {}, {"executionId": ""}, {"executionId": 7}, {"executionId": "a/b"},
-                                  {"executionId": "x" * 129}, {"batchId": "../etc"}])
+@pytest.mark.parametrize(
+    "data", [None, "e1", [], {}, {"executionId": ""}, {"executionId": 7}, {"executionId": "a/b"}, {"executionId": "x" * 129}, {"batchId": "../etc"}]
+)
 def test_a_malformed_task_is_none(data):
     assert task_of(data) is None
 

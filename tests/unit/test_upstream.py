@@ -237,13 +237,7 @@ def test_backoff_is_capped_at_backoff_max():
 
 
 @pytest.mark.parametrize(
-    "status, code",
-    [
-        (400, "upstream_bad_request"),
-        (401, "upstream_unauthorized"),
-        (402, "upstream_payment_required"),
-        (403, "upstream_forbidden"),
-    ],
+    "status, code", [(400, "upstream_bad_request"), (401, "upstream_unauthorized"), (402, "upstream_payment_required"), (403, "upstream_forbidden")]
 )
 def test_non_retryable_status_fails_at_once(status: int, code: str):
     upstream = Upstream(error_response(status, f"upstream says {status}"), sse(GOOD))
@@ -256,8 +250,9 @@ def test_non_retryable_status_fails_at_once(status: int, code: str):
     assert len(upstream.requests) == 1 and waits == []
 
 
-@pytest.mark.parametrize("status, code", [(408, "upstream_timeout"), (409, "upstream_error"), (429, "upstream_rate_limited"),
-                                           (500, "upstream_unavailable")])
+@pytest.mark.parametrize(
+    "status, code", [(408, "upstream_timeout"), (409, "upstream_error"), (429, "upstream_rate_limited"), (500, "upstream_unavailable")]
+)
 def test_retryable_statuses_are_retried(status: int, code: str):
     upstream = Upstream(error_response(status))
     client, waits = make_client(upstream, open_attempts=2)
@@ -572,9 +567,7 @@ def generation_client(upstream: Upstream, monkeypatch) -> tuple[OpenRouterClient
         waits.append(seconds)
         clock.now += seconds
 
-    client = OpenRouterClient(
-        base_url=BASE_URL, api_key=API_KEY, first_token_timeout_s=5, transport=httpx.MockTransport(upstream), sleep=fake_sleep
-    )
+    client = OpenRouterClient(base_url=BASE_URL, api_key=API_KEY, first_token_timeout_s=5, transport=httpx.MockTransport(upstream), sleep=fake_sleep)
     return client, waits
 
 

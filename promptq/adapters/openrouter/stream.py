@@ -137,9 +137,15 @@ def _tool_calls(delta: dict[str, Any]) -> list[ToolCallDelta]:
         arguments = function.get("arguments")
         if arguments is not None and not isinstance(arguments, str):  # an object, from a lax provider
             arguments = json.dumps(arguments, ensure_ascii=False)
-        pieces.append(ToolCallDelta(index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 1024 else None,
-                                    _short(call.get("id"), 256), _short(call.get("type"), 32), _short(function.get("name"), 256),
-                                    arguments or ""))
+        pieces.append(
+            ToolCallDelta(
+                index if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 1024 else None,
+                _short(call.get("id"), 256),
+                _short(call.get("type"), 32),
+                _short(function.get("name"), 256),
+                arguments or "",
+            )
+        )
     return pieces
 
 

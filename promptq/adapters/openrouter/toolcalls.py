@@ -63,5 +63,11 @@ class ToolCalls:
 
     def calls(self) -> tuple[dict[str, Any], ...]:
         """The calls in the order they began: ``{id, type, function: {name, arguments}}``."""
-        return tuple({TC.ID: c["id"] or "", TC.TYPE: c["type"] or TOOL_CALL_TYPE,
-                      TC.FUNCTION: {TC.NAME: c["name"] or "", TC.ARGUMENTS: "".join(c["arguments"])}} for c in self._calls)
+        return tuple(
+            {
+                TC.ID: c["id"] or "",
+                TC.TYPE: c["type"] or TOOL_CALL_TYPE,
+                TC.FUNCTION: {TC.NAME: c["name"] or "", TC.ARGUMENTS: "".join(c["arguments"])},
+            }
+            for c in self._calls
+        )

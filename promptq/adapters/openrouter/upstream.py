@@ -46,8 +46,9 @@ class OpenedStream:
 _SSL = None  # one TLS context per process: building one costs ~26 ms of CPU and ~0.9 MiB
 
 
-def shared_http(base_url: str, *, connect_timeout_s: float, first_token_timeout_s: float,
-                transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def shared_http(
+    base_url: str, *, connect_timeout_s: float, first_token_timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """An HTTP client for OpenRouter: the connection pool a worker process shares among the
     executions it runs (their keys travel in each request's headers)."""
     global _SSL
@@ -83,8 +84,9 @@ class OpenRouterClient:
         if app_url:
             self._headers["HTTP-Referer"] = app_url
         self._owned = http is None
-        self._client = http or shared_http(base_url, connect_timeout_s=connect_timeout_s, first_token_timeout_s=first_token_timeout_s,
-                                           transport=transport)
+        self._client = http or shared_http(
+            base_url, connect_timeout_s=connect_timeout_s, first_token_timeout_s=first_token_timeout_s, transport=transport
+        )
         self.first_token_timeout_s = first_token_timeout_s
         self.open_attempts = open_attempts
         self.backoff_max_s = backoff_max_s
@@ -177,9 +179,7 @@ class OpenRouterClient:
                             break
             except TimeoutError:
                 # Keep-alive comments do not count: the deadline is for the first token.
-                raise Transient(
-                    f"no token within {self.first_token_timeout_s:g} s", code=Code.FIRST_TOKEN_TIMEOUT
-                ) from None
+                raise Transient(f"no token within {self.first_token_timeout_s:g} s", code=Code.FIRST_TOKEN_TIMEOUT) from None
             except httpx.TimeoutException as exc:
                 raise Transient(f"OpenRouter timed out: {type(exc).__name__}", code=Code.UPSTREAM_TIMEOUT) from None
             except SSEError as exc:

@@ -50,6 +50,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 def tagged(members: Mapping[str, Any], choose: Callable[[Any], str | None], refuse: Callable[[Any], ValueError]) -> Any:
     """A union of ``members`` (name: type), the member chosen by ``choose(value)``; a value no
     member fits (``choose`` says None) is refused with ``refuse(value)``."""
+
     def refused(value: Any) -> Any:
         raise refuse(value)
 

@@ -35,7 +35,7 @@ def _data_url(url: str, media_types: tuple[str, ...]) -> str:
         raise ValueError("a data URL is data:<media type>;base64,<data>")
     if head.group(1).lower() not in media_types:
         raise ValueError(f"a data URL of {head.group(1)[:40]!r}; this part takes {', '.join(media_types)}")
-    data = url[head.end():]
+    data = url[head.end() :]
     if not data or len(data) % 4 or not _BASE64.fullmatch(data):
         raise ValueError("a data URL whose data is not base64")
     return url
@@ -110,10 +110,13 @@ def _unknown_part(value: Any) -> ValueError:
 
 
 Part = tagged(PARTS, _part_type, _unknown_part)
-Parts = Annotated[list[Part], Field(  # type: ignore[valid-type]  # a union built at import (``tagged``)
-    min_length=1, max_length=MAX_PARTS)]
-Content = tagged({"text": Text, "parts": Parts}, lambda v: "text" if isinstance(v, str) else "parts" if isinstance(v, list) else None,
-                 lambda v: ValueError("a string, or a list of content parts ({type: text | image_url | file, ...})"))
+# (Part and Content are unions built at import, by ``tagged``: mypy cannot follow them.)
+Parts = Annotated[list[Part], Field(min_length=1, max_length=MAX_PARTS)]  # type: ignore[valid-type]
+Content = tagged(
+    {"text": Text, "parts": Parts},
+    lambda v: "text" if isinstance(v, str) else "parts" if isinstance(v, list) else None,
+    lambda v: ValueError("a string, or a list of content parts ({type: text | image_url | file, ...})"),
+)
 
 # OpenAI's rule for function names; ids are the upstream's ("call_...", "toolu_...").
 ToolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -163,5 +166,4 @@ def check_conversation(messages: Sequence[Message]) -> None:
     for i, message in enumerate(messages):
         called.update(call.id for call in message.tool_calls or ())
         if message.role == "tool" and message.tool_call_id not in called:
-            raise ValueError(f"messages.{i}.tool_call_id: {(message.tool_call_id or '')[:80]!r} answers no tool call of an earlier "
-                             "assistant message")
+            raise ValueError(f"messages.{i}.tool_call_id: {(message.tool_call_id or '')[:80]!r} answers no tool call of an earlier assistant message")

@@ -127,8 +127,9 @@ def _unknown(kinds: str):
     return refuse
 
 
-ResponseFormat = tagged({"json_schema": JsonSchemaResponse, "json_object": JsonObjectResponse, "text": TextResponse}, _kind,
-                        _unknown("json_schema, json_object or text"))
+ResponseFormat = tagged(
+    {"json_schema": JsonSchemaResponse, "json_object": JsonObjectResponse, "text": TextResponse}, _kind, _unknown("json_schema, json_object or text")
+)
 
 # --- reasoning, provider -------------------------------------------------------------------
 
@@ -171,8 +172,7 @@ class Provider(Strict):
     zdr: bool | None = None
     sort: Literal["price", "throughput", "latency"] | None = None
     max_price: MaxPrice | None = None
-    quantizations: Annotated[list[Literal["int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"]],
-                             Field(max_length=9)] | None = None
+    quantizations: Annotated[list[Literal["int4", "int8", "fp4", "fp6", "fp8", "fp16", "bf16", "fp32", "unknown"]], Field(max_length=9)] | None = None
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -211,9 +211,11 @@ class NamedToolChoice(Strict):
     function: FunctionRef
 
 
-ToolChoice = tagged({"mode": Literal["none", "auto", "required"], "function": NamedToolChoice},
-                    lambda v: "mode" if isinstance(v, str) else "function" if isinstance(v, dict) else None,
-                    lambda v: ValueError("none, auto, required, or {type: function, function: {name}}"))
+ToolChoice = tagged(
+    {"mode": Literal["none", "auto", "required"], "function": NamedToolChoice},
+    lambda v: "mode" if isinstance(v, str) else "function" if isinstance(v, dict) else None,
+    lambda v: ValueError("none, auto, required, or {type: function, function: {name}}"),
+)
 
 
 def check_tools(tools: list[Tool] | None, tool_choice: Any, parallel_tool_calls: bool | None) -> None:

@@ -1,0 +1,152 @@
+"""What an ending gives back and charges: the owner's account, the day it ended, the project's
+spend; and a cut stream's real cost once OpenRouter reports it. Pure (``promptq.domain.accounts``
+decides what a start takes; ``promptq.adapters.ledger`` writes both)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+from promptq.contract import A, Acc, AttemptOutcome, B, F, J, KeySource, Use
+from promptq.domain import lanes as lanes_mod
+from promptq.domain.costs import day_of
+from promptq.domain.records import Inc, Produced, Settlement, Usage
+
+
+def released(*, reservation: float, slots: int = 1) -> dict[str, Any]:
+    """What an execution (or a batch, its slots) that ends or is rolled back gives back to the account."""
+    update: dict[str, Any] = {Acc.RESERVED_USD: Inc(-reservation)}
+    if slots:
+        update[Acc.ACTIVE] = Inc(-slots)
+    return update
+
+
+def usage_added(*, key_source: str, usage: Usage | None, cost: float, estimated: float = 0.0, executions: int = 1) -> dict[str, Any]:
+    """What one execution adds to its day (its own key's share apart)."""
+    p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    if key_source == KeySource.USER.value:
+        fields = {Use.USER_KEY_EXECUTIONS: executions, Use.USER_KEY_PROMPT_TOKENS: p, Use.USER_KEY_COMPLETION_TOKENS: c, Use.USER_KEY_COST: cost}
+    else:
+        fields = {Use.EXECUTIONS: executions, Use.PROMPT_TOKENS: p, Use.COMPLETION_TOKENS: c, Use.COST: cost, Use.ESTIMATED_COST: estimated}
+    return {k: Inc(v) for k, v in fields.items() if v}
+
+
+def counted(job: Mapping[str, Any]) -> bool:
+    """Whether the execution's start was counted in its owner's account (then its ending is)."""
+    return job.get(J.KEY_SOURCE) is not None
+
+
+def charge(job: Mapping[str, Any], *, produced: Produced | None, history: list | None) -> tuple[float, float]:
+    """What an ending charges, and the part of it that is a worst case: the real cost when the
+    stream reported it; else, when a generation ran (a cut stream: its cost comes later from the
+    generation record, see ``reconciled``), its reservation; and the reservation again for every
+    attempt whose worker died holding it (its generation's cost is never known). Nothing reserved
+    (no budget, no project cap, the user's own key): unknown costs count 0."""
+    reservation = float(job.get(J.RESERVED_USD) or 0.0)
+    dead = sum(1 for a in (history if history is not None else job.get(J.ATTEMPTS) or []) if a.get(A.OUTCOME) == AttemptOutcome.LEASE_EXPIRED.value)
+    known = produced.cost if produced is not None else None
+    streamed = produced is not None and produced.generation_id is not None
+    estimated = (reservation if known is None and streamed else 0.0) + dead * reservation
+    return round((known or 0.0) + estimated, 9), round(estimated, 9)
+
+
+def settled(
+    execution: Mapping[str, Any], job: Mapping[str, Any], *, produced: Produced | None, history: list | None, now: datetime
+) -> tuple[Settlement, dict[str, Any]]:
+    """What an ending gives back to the owner's account and the project's shard and adds to the
+    day it ended, and what the job records of it (``charge``). Written once, in the batch that
+    ends the execution."""
+    reservation = float(job.get(J.RESERVED_USD) or 0.0)
+    charged, estimated = charge(job, produced=produced, history=history)
+    key_source = str(job.get(J.KEY_SOURCE))
+    shard = job.get(J.PROJECT_SHARD)
+    settle = Settlement(
+        str(execution[F.OWNER]),
+        account=released(reservation=reservation) if job.get(J.HOLDS) else None,
+        day=day_of(now),
+        usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged, estimated=estimated),
+        project_shard=shard,
+        project_released=reservation if shard is not None else 0.0,
+        project_cost=charged if shard is not None else 0.0,
+    )
+    return settle, {J.CHARGED_USD: charged}
+
+
+def reconciled(execution: Mapping[str, Any], job: Mapping[str, Any], *, usage: Usage, cost: float | None) -> tuple[Settlement, dict[str, Any]]:
+    """A cut stream's real usage and cost, read after its ending charged its reservation: the
+    difference, added to the day it ended (once: only while the execution has no cost)."""
+    reservation = float(job.get(J.RESERVED_USD) or 0.0)
+    charged = float(job.get(J.CHARGED_USD) or 0.0)
+    real = cost or 0.0
+    fields = usage_added(key_source=str(job.get(J.KEY_SOURCE)), usage=usage, cost=real - reservation, executions=0)
+    if reservation and str(job.get(J.KEY_SOURCE)) == KeySource.APP.value:
+        fields[Use.ESTIMATED_COST] = Inc(-reservation)
+    finished = execution.get(F.FINISHED_AT)
+    day = day_of(finished) if isinstance(finished, datetime) else None
+    shard = job.get(J.PROJECT_SHARD)
+    return (
+        Settlement(
+            str(execution[F.OWNER]),
+            day=day,
+            usage=fields,
+            project_shard=shard if day else None,
+            project_cost=round(real - reservation, 9) if shard is not None else 0.0,
+        ),
+        {J.CHARGED_USD: round(charged - reservation + real, 9)},
+    )
+
+
+def item_estimate_reconciled(execution: Mapping[str, Any], job: Mapping[str, Any]) -> float:
+    """A batch item's worst-case charge once its cut stream's real cost is known: what stays a
+    worst case is only its dead attempts'."""
+    return max(0.0, round(float(execution.get(F.ESTIMATED_COST) or 0.0) - float(job.get(J.RESERVED_USD) or 0.0), 9))
+
+
+def _batch_usage(batch: Mapping[str, Any], totals: Mapping[str, Any]) -> dict[str, Any]:
+    """What its owner's day has not been given yet of what the batch used."""
+    settled = batch.get(B.SETTLED) or {}
+    delta = {k: v - (settled.get(k) or 0) for k, v in totals.items()}
+    user = batch.get(B.KEY_SOURCE) == KeySource.USER.value
+    names = {
+        Use.EXECUTIONS: Use.USER_KEY_EXECUTIONS,
+        Use.PROMPT_TOKENS: Use.USER_KEY_PROMPT_TOKENS,
+        Use.COMPLETION_TOKENS: Use.USER_KEY_COMPLETION_TOKENS,
+        Use.COST: Use.USER_KEY_COST,
+    }
+    return {
+        (names[k] if user else k): Inc(round(v, 12) if k in (Use.COST, Use.ESTIMATED_COST) else v)
+        for k, v in delta.items()
+        if v and (k in names or not user)
+    }
+
+
+def batch_settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: bool, now: datetime) -> tuple[dict[str, Any], Settlement | None]:
+    """An ended batch's settlement (``promptq.domain.batch.folded``), given its items' totals
+    (``Totals.to_doc``): when it ends, its reservation, slots and lanes given back; and what its
+    owner's day has not been given yet of what it used. With the batch document's fields for it."""
+    update: dict[str, Any] = {}
+    delta = _batch_usage(batch, totals)
+    account, released_usd, lanes_back = None, 0.0, 0
+    if ends:
+        update[B.FINISHED_AT] = now
+        released_usd = float(batch.get(B.RESERVED_USD) or 0.0)
+        if batch.get(B.HOLDS):
+            account = released(reservation=released_usd, slots=int(batch[B.MAX_CONCURRENCY]))
+        update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
+        if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
+            lane_fields, lanes_back = lanes_mod.released_all(batch)
+            update.update(lane_fields)
+    shard, charged = batch.get(B.PROJECT_SHARD), delta.get(Use.COST)
+    if not (delta or account or lanes_back or (shard is not None and released_usd)):
+        return update, None
+    update[B.SETTLED] = dict(totals)
+    return update, Settlement(
+        str(batch[B.OWNER]),
+        account=account,
+        day=day_of(now),
+        usage=delta or None,
+        project_shard=shard,
+        project_released=released_usd if shard is not None else 0.0,
+        project_cost=charged.by if shard is not None and charged is not None else 0.0,
+        lanes=lanes_back,
+    )
