@@ -1,4 +1,4 @@
-"""One attempt while it streams: the text received (``worker.text.TextBuffer``), its chunks, the stop signals.
+"""One attempt while it streams: the text received (``promptq.domain.text.TextBuffer``), its chunks, the stop signals.
 
 Three concurrent parts: ``read`` (the upstream stream into the attempt), ``flush_loop`` (the
 text into append-only chunks, coalesced, and the lease's heartbeats) and the process's Stop
@@ -14,12 +14,12 @@ import time
 from typing import Any, Callable
 
 from promptq.domain import execution as ex
-from promptq.domain.errors import CancelRequested, Permanent
+from promptq.domain.errors import CancelRequested, Deadline, Permanent
 from promptq.contract import Code
 from promptq.settings import Settings
 from promptq.adapters.writer import AttemptWriter
-from worker.coalesce import FlushSchedule, next_tick
-from worker.text import TextBuffer
+from promptq.domain.coalesce import FlushSchedule, next_tick
+from promptq.domain.text import TextBuffer
 from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
 from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
 from promptq.adapters.openrouter.upstream import OpenRouterClient
@@ -32,10 +32,6 @@ FLUSH_LAG = 0.02
 
 # register(execution_id, on_stop) -> unregister: the process's Stop listener (worker.runtime)
 StopWatch = Callable[[str, Callable[[], None]], Callable[[], None]]
-
-
-class Deadline(Exception):
-    """The worker's own deadline for the attempt passed."""
 
 
 class Attempt:

@@ -23,9 +23,9 @@ from promptq.contract import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import AttemptWriter, claim
-from worker import answer
+from promptq.domain import answer
 from worker.attempt import Attempt, StopWatch
-from worker.ending import APP_KEY_NO_CREDIT, ending
+from promptq.domain.ending import APP_KEY_NO_CREDIT, ending
 from promptq.adapters.openrouter.protocol import vocabulary
 from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 

@@ -148,7 +148,7 @@ def heartbeat_all(writers: list[AttemptWriter]) -> list[Exception | None]:
 class Batched:
     """Writes of the attempts a process runs, sent together: ``send`` (blocking, on the loop's
     default executor) gets every item ``put`` within ``window_s`` of the first (the attempts'
-    flushes and heartbeats fall on the same ticks: ``worker.coalesce``) or while the previous
+    flushes and heartbeats fall on the same ticks: ``promptq.domain.coalesce``) or while the previous
     call was on its way, and returns each item's error (None: done); each ``put`` returns or
     raises its own. A call that raises fails all its items. An attempt awaits each put before
     the next, so its writes land in order.

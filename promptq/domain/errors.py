@@ -45,6 +45,10 @@ class CancelRequested(PromptqError):
     code = Code.CANCELLED
 
 
+class Deadline(Exception):
+    """The worker's own deadline for the attempt passed."""
+
+
 class LimitExceeded(Exception):
     """A start a user's limits refuse; ``reason`` names the limit (``schema.Reason``) and the
     message says when it frees."""

@@ -233,7 +233,7 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
     _, _, writer = _claim(store, execution_id)
     writer.chunk(Chunk(1, 1, 0, "kept so far"))
 
-    class HugeText:  # an attempt's text whose last piece does not fit a document (worker.text.TextBuffer)
+    class HugeText:  # an attempt's text whose last piece does not fit a document (promptq.domain.text.TextBuffer)
         written = len("kept so far")
         waiting = False
 

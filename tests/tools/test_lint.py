@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The contract and the domain, whole (promptq/contract, promptq/domain: the rings that do no
 # I/O); and the seam where the worker meets the batches (worker.runtime.BatchHooks, which wiring
 # fills with BatchFlow).
-TYPED = ["promptq/contract", "promptq/domain", "worker/coalesce.py", "worker/text.py", "worker/runtime.py", "wiring.py"]
+TYPED = ["promptq/contract", "promptq/domain", "worker/runtime.py", "wiring.py"]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The worker's side of issue 17: tool-call deltas parsed (promptq.adapters.openrouter.stream) and assembled
-(promptq.adapters.openrouter.toolcalls), a JSON answer checked when its stream ends (worker.answer) and the ending
-that follows (worker.ending, pure: the check's result is passed in), what the ending writes
+(promptq.adapters.openrouter.toolcalls), a JSON answer checked when its stream ends (promptq.domain.answer) and the ending
+that follows (promptq.domain.ending, pure: the check's result is passed in), what the ending writes
 (toolCalls), a JSON answer's value as readers parse it (promptq.domain.records), and an attempt that
 streams them from the local upstream (in-process, real HTTP)."""
 
@@ -19,9 +19,9 @@ from promptq.domain.records import Produced
 from promptq.contract import answer_json, parse_json_answer
 from promptq.contract import BatchItem, Code, F, PollAnswer, Status
 from promptq.settings import Settings
-from worker.answer import Refused, check
+from promptq.domain.answer import Refused, check
 from worker.attempt import Attempt
-from worker.ending import ending
+from promptq.domain.ending import ending
 from promptq.adapters.openrouter.stream import Delta, ToolCallDelta, parse_data
 from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
 from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
@@ -35,7 +35,7 @@ SCHEMA = {
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "order", "schema": SCHEMA}}
 
 
-# --- worker.answer ------------------------------------------------------------------------------
+# --- promptq.domain.answer ------------------------------------------------------------------------------
 
 
 def test_an_answer_that_follows_its_schema_passes():
@@ -94,7 +94,7 @@ def test_a_long_mismatch_message_is_bounded():
     assert len(refused.message) < 400
 
 
-# --- worker.ending: the check's result decides a stream that ended ------------------------------
+# --- promptq.domain.ending: the check's result decides a stream that ended ------------------------------
 
 
 def end(stopped_by=None, refused=None):

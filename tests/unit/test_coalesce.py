@@ -1,4 +1,4 @@
-"""worker.coalesce: when the growing output is written. A fake clock; no I/O."""
+"""promptq.domain.coalesce: when the growing output is written. A fake clock; no I/O."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.coalesce import FlushSchedule
+from promptq.domain.coalesce import FlushSchedule
 
 
 def test_interval_must_be_positive():

@@ -1,4 +1,4 @@
-"""worker.ending: what stopped an attempt -> the one ending to write and the answer to Cloud Tasks."""
+"""promptq.domain.ending: what stopped an attempt -> the one ending to write and the answer to Cloud Tasks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 from promptq.domain.errors import CancelRequested, LostClaim, Permanent, Transient
 from promptq.contract import Code, Outcome, Status
-from worker.attempt import Deadline
-from worker.ending import ending
+from promptq.domain.errors import Deadline
+from promptq.domain.ending import ending
 
 
 def end(stopped_by, *, cancel_requested=False, attempt_no=1, max_attempts=3, max_retry_after_s=300.0):

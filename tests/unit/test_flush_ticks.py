@@ -1,4 +1,4 @@
-"""worker.coalesce with ``aligned=True`` (the worker's): after the first write, writes fall on
+"""promptq.domain.coalesce with ``aligned=True`` (the worker's): after the first write, writes fall on
 the process's ticks (multiples of the interval), at most one per tick. A fake clock; no I/O."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from worker.coalesce import FlushSchedule, next_tick
+from promptq.domain.coalesce import FlushSchedule, next_tick
 from promptq.adapters.openrouter.stream import Delta, StreamError, parse_data
 
 

@@ -16,7 +16,8 @@ from devstack.fakerouter import FakeRouter, expected_text, seed_for
 from promptq.domain.errors import CancelRequested, LostClaim
 from promptq.domain.records import Chunk
 from promptq.settings import Settings
-from worker.attempt import Attempt, Deadline
+from promptq.domain.errors import Deadline
+from worker.attempt import Attempt
 from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 from waiting import poll
 

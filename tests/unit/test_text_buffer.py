@@ -1,4 +1,4 @@
-"""An attempt's text as it arrives (``worker.text.TextBuffer``): chunks of at most a page, cut at
+"""An attempt's text as it arrives (``promptq.domain.text.TextBuffer``): chunks of at most a page, cut at
 code points, reasoning within the same budget, the output cap, the pages at the end."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from promptq.contract import Code
 from promptq.domain.errors import Permanent
-from worker.text import TextBuffer
+from promptq.domain.text import TextBuffer
 
 
 def _buffer(**kw) -> TextBuffer:

@@ -1,6 +1,6 @@
 """A JSON answer, checked when its stream ended: the text parsed (``promptq.domain.records``) and, for
 ``response_format.type: json_schema``, validated against the request's schema (jsonschema).
-Pure; no I/O. What it finds is handed to ``worker.ending`` as it is: the ending stays a pure
+Pure; no I/O. What it finds is handed to ``promptq.domain.ending`` as it is: the ending stays a pure
 mapping of what happened.
 """
 
@@ -29,7 +29,8 @@ class Refused:
 def check(response_format: Mapping[str, Any] | None, text: str, *, tool_calls: bool = False) -> Refused | None:
     """None when the answer is what ``response_format`` asked for (or it asked for nothing, or
     the model called tools instead of answering), else why not."""
-    kind = (response_format or {}).get("type")
+    fmt = response_format or {}
+    kind = fmt.get("type")
     if kind not in ("json_object", "json_schema") or tool_calls:
         return None
     try:
@@ -41,7 +42,7 @@ def check(response_format: Mapping[str, Any] | None, text: str, *, tool_calls: b
     except RecursionError:
         return Refused(Code.OUTPUT_NOT_JSON, "the answer is nested too deeply to be read as JSON")
     if kind == "json_schema":
-        return _mismatch(response_format["json_schema"]["schema"], value)
+        return _mismatch(fmt["json_schema"]["schema"], value)
     return None
 
 

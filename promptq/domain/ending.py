@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 
-from promptq.domain.errors import CancelRequested, LostClaim, Permanent, Transient
+from promptq.domain.errors import CancelRequested, Deadline, LostClaim, Permanent, Transient
 from promptq.domain.records import Ending
 from promptq.contract import Code, Status
-from worker.answer import Refused
-from worker.attempt import Deadline
+from promptq.domain.answer import Refused
 
 
 # What a user whose own key OpenRouter refuses is told, by the code of the refusal.
@@ -77,7 +76,7 @@ def ending(
 ) -> Ending:
     """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended);
     ``user_key``: it ran on the owner's own OpenRouter key; ``refused``: the answer of a stream
-    that ended is not what the request asked for (``worker.answer.check``): it fails, text kept."""
+    that ended is not what the request asked for (``promptq.domain.answer.check``): it fails, text kept."""
     if user_key and isinstance(stopped_by, Permanent) and stopped_by.code in _USER_KEY:
         code, message = _USER_KEY[stopped_by.code]
         return Ending(Status.FAILED, code=code, message=message.format(stopped_by.message), upstream_status=stopped_by.upstream_status)
