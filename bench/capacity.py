@@ -437,24 +437,10 @@ def plot(rows: list[dict], path: Path) -> None:
     left.plot(xs, [r["staleness_p50_ms"] for r in rows], marker="o", label="staleness p50")
     left.plot(xs, [r["staleness_p95_ms"] for r in rows], marker="o", label="staleness p95")
     for r in stacked:  # through the callable, Cloud Tasks and the stack's worker server
-        left.plot(
-            [r["streams"]],
-            [r["staleness_p95_ms"]],
-            marker="*",
-            markersize=14,
-            linestyle="",
-            color="purple",
-            label=f"p95 through the stack ({r['streams']})",
-        )
-        right.plot(
-            [r["streams"]],
-            [r["cpu_ms_per_stream_s"]],
-            marker="*",
-            markersize=14,
-            linestyle="",
-            color="purple",
-            label=f"CPU ms/stream-s through the stack ({r['streams']})",
-        )
+        for ax, key, what in ((left, "staleness_p95_ms", "p95"), (right, "cpu_ms_per_stream_s", "CPU ms/stream-s")):
+            ax.plot(
+                [r["streams"]], [r[key]], marker="*", markersize=14, linestyle="", color="purple", label=f"{what} through the stack ({r['streams']})"
+            )
     left.axhline(650, color="black", linewidth=1, label="target p95: flush interval + 150 ms")
     right.plot(xs, [r["cpu_ms_per_stream_s"] for r in rows], marker="s", label="worker CPU ms per stream-second")
     right.plot(xs, [r["rss_mib_per_stream"] for r in rows], marker="^", label="worker RSS MiB per stream")

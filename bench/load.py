@@ -45,6 +45,7 @@ from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import expected_text, seed_for
 from promptq.adapters.store import ExecutionStore
+from promptq_client.reader import Reader
 from promptq_client.api import CallError, Client
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -136,7 +137,7 @@ class Sampled:
             with self.lock:
                 self.first_visible.setdefault(execution_id, time.time())
 
-        watch = ExecutionStore(self.db).watch_chunks(execution_id, 1, on_chunks)
+        watch = Reader(self.db).watch_chunks(execution_id, 1, on_chunks)
         with self.lock:
             self.watches.append(watch)
 

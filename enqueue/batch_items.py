@@ -11,7 +11,7 @@ from typing import Any
 
 from enqueue import prompt as pr
 from promptq.contract.requests import request as rq
-from enqueue import pricing, service
+from enqueue import pricing, service, start
 from enqueue.pricing import Prices
 from promptq.domain import batch as bt
 from promptq.domain import creation
@@ -80,7 +80,7 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
                 F.KEY_SOURCE: source.value,
                 F.LANE: lane_key(0, i % width),
             }
-            execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, item=fields)
+            execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, request_hash=start.fingerprint(item_req), item=fields)
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
         size += pr.prompt_bytes(messages)

@@ -12,7 +12,8 @@ import unicodedata
 from typing import Any, Iterable, Iterator, Mapping
 
 from promptq.contract.requests.messages import is_data_url
-from promptq.contract.requests.request import SAMPLING, VOCABULARY, RequestError, StartRequest
+from promptq.contract import SAMPLING, VOCABULARY
+from promptq.contract.requests.request import RequestError, StartRequest
 from promptq.domain.records import stored_bytes
 from promptq.contract import OutputFormat
 from promptq.settings import Limits

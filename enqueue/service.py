@@ -42,10 +42,18 @@ def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settin
 
 
 def new_documents(
-    uid: str, req: rq.StartRequest, messages: list[dict[str, Any]], execution_id: str, settings: Settings, *, item: dict[str, Any] | None = None
+    uid: str,
+    req: rq.StartRequest,
+    messages: list[dict[str, Any]],
+    execution_id: str,
+    settings: Settings,
+    *,
+    request_hash: str,
+    item: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The execution (what watchers read) and its job (the request), both to be created
-    (``item``: a batch item's fields, ``promptq.domain.execution.new_execution``)."""
+    """The execution (what watchers read) and its job (the request, with its fingerprint
+    ``request_hash``: ``enqueue.start.fingerprint``), both to be created (``item``: a batch
+    item's fields, ``promptq.domain.creation.new_execution``)."""
     models = req.models or [req.model or settings.default_model]
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.
@@ -69,7 +77,7 @@ def new_documents(
         item=item,
     )
     job = creation.new_job(
-        owner_uid=uid, messages=messages, request=request, request_hash=start.fingerprint(req), task=execution_id, now=now, expire_at=expire_at
+        owner_uid=uid, messages=messages, request=request, request_hash=request_hash, task=execution_id, now=now, expire_at=expire_at
     )
     return execution, job
 
@@ -91,7 +99,7 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
     req = rq.parse(data)
     this = start.Start.of(start.EXECUTION, uid, req)
     execution_id = this.id
-    execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings)
+    execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings, request_hash=this.fingerprint)
     check_models(pricing.models_of(job), "model" if req.models is None else "models", settings, prices)
     with start.refused_as_request_errors():
         created = store.create(execution_id, execution, job, take=taker(job, settings, prices, execution_id))

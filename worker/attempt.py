@@ -110,14 +110,14 @@ class Attempt:
             return True
         return False
 
-    def _counted(self) -> None:
+    def _arrived(self) -> None:
         """A token arrived: the first token's time."""
         if self.first_token_at is None:
             self.first_token_at = ex.utcnow()
 
     def _tool_call(self, event: ToolCallDelta) -> None:
         """A piece of a tool call: assembled here, written with the ending (``toolCalls``)."""
-        self._counted()
+        self._arrived()
         self.buffer.count(len(event.arguments.encode()))
         try:
             self.tool_calls.add(event)
@@ -125,7 +125,7 @@ class Attempt:
             raise Permanent(str(err), code=Code.OUTPUT_TOO_LARGE) from None
 
     def _delta(self, event: Delta) -> None:
-        self._counted()
+        self._arrived()
         size = self.buffer.add(event.content, event.reasoning)
         self.schedule.add(self.monotonic(), size)
         self.wake.set()

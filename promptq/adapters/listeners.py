@@ -1,45 +1,23 @@
-"""The store's Firestore listeners (``ExecutionStore`` inherits them): an execution document,
-an attempt's chunks, and the Stop requests addressed to one worker process."""
+"""The store's Firestore listener (``ExecutionStore`` inherits it): the Stop requests addressed to
+one worker process. Clients listen to an execution and its chunks through their own reader
+(``promptq_client.reader``)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
-from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.contract import CHUNKS, STOPS, WORKERS, C
+from promptq.contract import STOPS, WORKERS
 
 
 class Listeners:
-    """Each method returns the watch (``unsubscribe()`` stops it); callbacks run on the
-    listener's thread. Needs ``self.client`` and ``self.ref`` (``promptq.adapters.store``)."""
+    """``watch_stops`` returns the watch (``unsubscribe()`` stops it); its callback runs on the
+    listener's thread. Needs ``self.client`` (``promptq.adapters.store``)."""
 
     def stops_ref(self, worker: str):
         """A worker process's Stop folder: one document per execution it was asked to stop
         (written by ``ExecutionStore.add_stop``, and by its owner's client with the request)."""
         return self.client.collection(WORKERS).document(worker).collection(STOPS)
-
-    def watch(self, execution_id: str, on_doc: Callable[[dict[str, Any]], None]):
-        """Listen to the execution document; returns the watch (``unsubscribe()`` stops it).
-        ``on_doc`` runs on the listener's thread."""
-
-        def on_snapshot(snaps, _changes, _read_time):
-            for snap in snaps:
-                if snap.exists:
-                    on_doc(snap.to_dict())
-
-        return self.ref(execution_id).on_snapshot(on_snapshot)
-
-    def watch_chunks(self, execution_id: str, attempt: int, on_chunks: Callable[[list[dict[str, Any]]], None]):
-        """Listen to an attempt's chunks: ``on_chunks`` gets the new ones, in order, each once."""
-
-        def on_snapshot(_snaps, changes, _read_time):
-            added = sorted((c.document.to_dict() for c in changes if c.type.name == "ADDED"), key=lambda d: d[C.SEQ])
-            if added:
-                on_chunks(added)
-
-        query = self.ref(execution_id).collection(CHUNKS).where(filter=FieldFilter(C.ATTEMPT, "==", attempt))
-        return query.on_snapshot(on_snapshot)
 
     def watch_stops(self, worker: str, on_ids: Callable[[list[str]], None]):
         """One listener for all the executions a worker process holds: its Stop folder, where a

@@ -174,6 +174,12 @@ class Req:
     PROMPT_ID = "promptId"
 
 
+# A request's `params`, by where the job keeps them: the sampling parameters as ``Req.PARAMS``,
+# OpenRouter's vocabulary beyond them as ``Req.PARAMS_JSON``.
+SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed")
+VOCABULARY = ("response_format", "reasoning", "provider", "tools", "tool_choice", "parallel_tool_calls")
+
+
 class OutputFormat(str, enum.Enum):
     """``outputFormat``: what the answer's text is (absent: text)."""
 

@@ -17,25 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from promptq.contract import SAMPLING, VOCABULARY
 from promptq_client.api import Client, User
 from promptq_client.cli import inputs
 from promptq_client.cli.target import EXIT_ENDED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Target, say, sign_in
 
 POLL_S = 0.5
-OPENAI_PARAMS = {
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "seed",
-    "response_format",
-    "reasoning",
-    "provider",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-}
+# What an OpenAI batch line's body may carry besides model and messages: the request's params
+# (max_completion_tokens is read as max_tokens).
+OPENAI_PARAMS = {*SAMPLING, *VOCABULARY, "max_completion_tokens"}
 
 
 def item_of(line: dict[str, Any], number: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue import service
+from enqueue.start import fingerprint
 from enqueue.pricing import Prices
 from promptq.contract.requests.request import StartRequest
 from promptq.domain import execution as ex
@@ -35,7 +36,7 @@ def documents(uid: str, prompt: str = "hi", max_tokens: int = 100) -> tuple[str,
     settings = Settings(project_id="demo-promptq")
     req = StartRequest(prompt=prompt, model="m", params={"max_tokens": max_tokens})
     execution_id = uuid.uuid4().hex
-    execution, job = service.new_documents(uid, req, [{"role": "user", "content": prompt}], execution_id, settings)
+    execution, job = service.new_documents(uid, req, [{"role": "user", "content": prompt}], execution_id, settings, request_hash=fingerprint(req))
     return execution_id, execution, job
 
 

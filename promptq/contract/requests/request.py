@@ -85,10 +85,6 @@ DocId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$"), Af
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
-SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed")  # stored as the job's `params`
-VOCABULARY = ("response_format", "reasoning", "provider", "tools", "tool_choice", "parallel_tool_calls")  # as `paramsJson`
-
-
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
