@@ -7,10 +7,14 @@ Start it in-process with ``FakeRouter`` (a background thread, sync or async test
 through the model name (``fake/tokens=100,fault=drop,at=30``; see ``scenario``), and compute
 what it will send with ``expected_text`` / ``generate_tokens`` / ``expected_usage``. A request
 with ``response_format``, ``tools`` or ``reasoning`` is answered as a model would (``answers``).
+Throttling storms and spent credit are switched on by admin routes (``throttle``), a request's
+``provider.max_price`` is held against the listed prices (``catalog``), and OpenRouter's Batch
+API runs batches in memory on a short time scale (``batches``, ``batchrun``).
 """
 
 from .answers import EFFORT_TOKENS, PIECE_CHARS, ToolCallPlan, call_id, instance, json_answer, reasoning_tokens, tool_calls
 from .inprocess import FakeRouter
+from .planning import BATCH_PRICE_FACTOR
 from .protocol import KEEPALIVE, PROVIDER
 from .records import Outcome, RouterState
 from .scenario import FAULTS, HEADER, KEYS, Scenario, ScenarioError, parse_spec, resolve
@@ -31,6 +35,7 @@ from .text import (
 )
 
 __all__ = [
+    "BATCH_PRICE_FACTOR",
     "EFFORT_TOKENS",
     "PIECE_CHARS",
     "ToolCallPlan",

@@ -82,7 +82,8 @@ class FakeRouter:
         return self.state.records(generation_id=generation_id, contains=contains)
 
     def clear(self) -> None:
-        """Forget the records and the `times=N` fault counters (DELETE /_fake/requests)."""
+        """Forget the records, the `times=N` fault counters, the storm, the spent-credit toggle
+        and the batches (DELETE /_fake/requests)."""
         self.state.clear()
 
     def __enter__(self) -> "FakeRouter":

@@ -1,4 +1,5 @@
-"""What the fake remembers: one record per chat request, generations, and fault counters.
+"""What the fake remembers: one record per chat request, generations, and fault counters; and,
+next to them, the throttling storm and credit toggle (``limits``) and the batches (``batchstore``).
 
 In memory and bounded. Records are written on the server's event loop and read from any
 thread (FakeRouter.requests), hence the lock around the containers.
@@ -13,6 +14,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from typing import Any, Mapping
+
+from .batchstore import BatchStore
+from .limits import Limits
 
 MAX_RECORDS = 5000
 MAX_GENERATIONS = 20000
@@ -83,6 +87,7 @@ class RequestRecord:
     closed_by_client_at: float | None = None
     first_token_at: float | None = None
     key_fingerprint: str | None = None  # which key it came with (a hash: the key itself goes nowhere)
+    refusal: str | None = None  # what refused it: "throttle" (a storm), "credit" (402), "max_price" (404)
 
     def completion_tokens(self) -> int:
         """What was generated, as billed: sent content, reasoning (streamed or not), tool calls."""
@@ -117,6 +122,7 @@ class RequestRecord:
             "closedByClientAt": self.closed_by_client_at,
             "firstTokenAt": self.first_token_at,
             "keyFingerprint": self.key_fingerprint,
+            "refusal": self.refusal,
         }
 
 
@@ -136,6 +142,8 @@ class RouterState:
         self._records: deque[RequestRecord] = deque(maxlen=max_records)
         self._generations: OrderedDict[str, GenerationEntry] = OrderedDict()
         self._fault_counts: dict[tuple[str, ...], int] = {}
+        self.limits = Limits()
+        self.batches = BatchStore()
         self.shutting_down = False
 
     def new_record(self, headers: Mapping[str, str]) -> RequestRecord:
@@ -155,10 +163,13 @@ class RouterState:
         return [r.to_json() for r in records]
 
     def clear(self) -> None:
-        """Forget the records and the `times=N` fault counters."""
+        """Forget the records, the `times=N` fault counters, the storm and its counters, the
+        spent-credit toggle and the batches (a batch still running stops at its next step)."""
         with self._lock:
             self._records.clear()
             self._fault_counts.clear()
+        self.limits.clear()
+        self.batches.clear()
 
     def fault_fires(self, key: tuple[str, ...], times: int | None) -> bool:
         """Whether a counted fault hits this request: always, or for the first ``times`` ones."""

@@ -41,6 +41,13 @@ Keys (default in brackets):
   with JSON that follows its schema (``schema``), with prose around it, not JSON
   (``broken``), or with JSON of another type than the schema's (``mismatch``); see ``answers``.
 - ``calls`` [1]: tool calls a request with ``tools`` is answered with (0 = a text answer).
+- ``batch_phase``: for a batch (its ``model``), the seconds each phase lasts (validating,
+  then producing the results) [``FAKEROUTER_BATCH_TIME_SCALE``, or ``POST /_fake/batches``,
+  else 2].
+- ``batch_expire``: for a batch, it expires after producing this many results [never].
+
+In a batch, each request's result follows its own model's keys (``fault=status,code=400``:
+that request fails with an ``error``); see ``batches``.
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ class Scenario:
     echo: bool = False
     json: str = "schema"
     calls: int = 1
+    batch_phase: float | None = None
+    batch_expire: int | None = None
 
     @property
     def status_code(self) -> int:
@@ -186,6 +195,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "echo": _bool,
     "json": _choice(JSON_KINDS),
     "calls": _int,
+    "batch_phase": _float,
+    "batch_expire": _int,
 }
 KEYS = tuple(_PARSERS)
 
