@@ -4,12 +4,16 @@
 settings (read once from the environment, at the edge), the Firestore store, the task queue
 and the worker's runtime (one event loop, HTTP pool and Stop listener for all the executions
 the process runs). Network clients are never created at import time (that breaks deploys and
-cold starts).
+cold starts). Each is built once per process whatever arrives first and however many at once:
+Cloud Tasks sends a burst of deliveries to a new instance, and ``functools.cache`` lets every
+thread that misses build its own (40 deliveries to a cold worker built 20 runtimes).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from typing import Callable, TypeVar
 
 from enqueue.batchflow import BatchFlow
 from promptq.adapters.openrouter.calls import KeyInfo, key_info
@@ -22,23 +26,42 @@ from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
 
-@functools.cache
+T = TypeVar("T")
+
+
+def once(build: Callable[[], T]) -> Callable[[], T]:
+    """``build()`` run once, the first caller building while the others wait for its result."""
+    lock = threading.Lock()
+    built: list[T] = []
+
+    @functools.wraps(build)
+    def get() -> T:
+        if not built:
+            with lock:
+                if not built:
+                    built.append(build())
+        return built[0]
+
+    return get
+
+
+@once
 def settings() -> Settings:
     return Settings.from_env()
 
 
-@functools.cache
+@once
 def store() -> ExecutionStore:
     return ExecutionStore.connect(settings().project_id, usage_retention_days=settings().usage_retention_days)
 
 
-@functools.cache
+@once
 def vault() -> KeyVault:
     """Users' own OpenRouter keys (the key-encryption key: Cloud KMS, or the local stack's)."""
     return KeyVault(store().client, kek_from(settings().kms_key, settings().local_kek))
 
 
-@functools.cache
+@once
 def prices() -> Prices:
     return Prices(settings().openrouter_base_url, ttl_s=settings().prices_ttl_s, unlisted=settings().unlisted_model_price)
 
@@ -48,28 +71,28 @@ def key_check(api_key: str) -> KeyInfo:
     return key_info(settings().openrouter_base_url, api_key)
 
 
-@functools.cache
+@once
 def task_queue() -> TaskQueue:
     return TaskQueue(settings())
 
 
-@functools.cache
+@once
 def batches() -> BatchStore:
     return BatchStore(store())
 
 
-@functools.cache
+@once
 def lanes() -> LaneStore:
     """Fair share of batch lanes (promptq.domain.lanes): the caps are the settings' (a user's may be overridden)."""
     return LaneStore(batches(), user_cap=settings().user_max_batch_lanes, project_cap=settings().project_max_batch_lanes)
 
 
-@functools.cache
+@once
 def batch_flow() -> BatchFlow:
     return BatchFlow(batches(), task_queue(), fold_interval_s=settings().batch_fold_interval_s, lanes=lanes())
 
 
-@functools.cache
+@once
 def worker_runtime():
     from worker.runtime import WorkerRuntime
 

@@ -6,15 +6,19 @@ worst case, and how the claim's decision marks them (its key source, the parked 
 from __future__ import annotations
 
 import functools
+import json
 from datetime import timedelta
 from typing import Any
 
-from enqueue import prompt as pr
+import orjson
+
 from promptq.contract.requests import request as rq
 from enqueue import pricing, service, start
 from enqueue.pricing import Prices
 from promptq.domain import batch as bt
 from promptq.domain import creation
+from promptq.domain.records import stored_bytes
+from promptq.domain.costs import NOT_RESERVED, Reserve
 from promptq.domain import execution as ex
 from promptq.adapters.batch_store import Item
 from promptq.domain import lanes as lanes_mod
@@ -34,20 +38,56 @@ class _Templates:
         return self.store.template(uid, prompt_id)
 
 
-def _item_request(raw: Any, index: int, req: rq.BatchRequest) -> tuple[str, rq.StartRequest]:
+def shared_params(req: rq.BatchRequest) -> dict[str, Any]:
+    """The batch's ``params``, each checked once for all its items (a refusal names
+    ``params.…``): its items inherit them as checked, and only their own fields are checked with
+    each item (700 KB of tools are not checked again for each of 300 items)."""
+    if req.params is None:
+        return {}
+    try:
+        checked = rq.parse(req.params, rq.ParamFields)
+    except rq.RequestError as err:
+        raise rq.within("params", err) from None
+    return {name: getattr(checked, name) for name in checked.model_fields_set}
+
+
+def _json_bytes(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # not JSON (an integer beyond 64 bits...): its item is refused when it is parsed
+        return len(json.dumps(value, default=str, ensure_ascii=False).encode())
+
+
+def check_bytes(req: rq.BatchRequest, settings: Settings) -> None:
+    """What the batch stores, bounded before any item is parsed: each item's request, and the
+    batch's params again in every item that inherits them (each item's job keeps its own)."""
+    shared = {name: _json_bytes(value) for name, value in (req.params or {}).items()}
+    total = 0
+    for i, raw in enumerate(req.items):
+        own = raw.get("params") if isinstance(raw, dict) and isinstance(raw.get("params"), dict) else {}
+        total += _json_bytes(raw) + sum(size for name, size in shared.items() if name not in own)
+        if total > settings.batch_max_bytes:
+            each = f" (the batch's params: {sum(shared.values())} bytes, stored with every item)" if shared else ""
+            raise rq.RequestError(
+                f"items: the batch comes to more than {settings.batch_max_bytes} bytes stored at items.{i}{each}; split the batch"
+                + (" or move large params into fewer items" if shared else "")
+            )
+
+
+def _item_request(raw: Any, index: int, req: rq.BatchRequest, shared: dict[str, Any]) -> tuple[str, rq.StartRequest]:
     """One item as ``start_execution`` would take it: the batch's defaults under its own fields."""
     prefix = f"items.{index}"
     if not isinstance(raw, dict):
         raise rq.RequestError(f"{prefix}: an item must be an object")
     own = raw.get("params") if isinstance(raw.get("params"), dict) else {}
-    inherited = {f"params.{name}" for name in req.params or {} if name not in own}
+    inherited = {f"params.{name}" for name in shared if name not in own}
     try:
         custom_id = rq.parse(raw, rq.ItemId).customId
         data = {k: v for k, v in raw.items() if k != "customId"}
         if "model" not in data and "models" not in data:
             data.update({k: v for k, v in (("model", req.model), ("models", req.models)) if v is not None})
-        if req.params is not None:
-            data["params"] = {**req.params, **(data.get("params") or {})} if isinstance(data.get("params") or {}, dict) else data["params"]
+        if shared:
+            data["params"] = {**shared, **(data.get("params") or {})} if isinstance(data.get("params") or {}, dict) else data["params"]
         if "idempotencyKey" in data:
             raise rq.RequestError("idempotencyKey: give it to the batch, not to an item")
         return custom_id, rq.parse(data)
@@ -60,7 +100,9 @@ def _item_request(raw: Any, index: int, req: rq.BatchRequest) -> tuple[str, rq.S
 def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Settings, source: KeySource) -> list[Item]:
     if len(req.items) > settings.batch_max_items:
         raise rq.RequestError(f"items: {len(req.items)} items; a batch has at most {settings.batch_max_items}")
-    parsed = [_item_request(raw, i, req) for i, raw in enumerate(req.items)]
+    check_bytes(req, settings)
+    shared = shared_params(req)
+    parsed = [_item_request(raw, i, req, shared) for i, raw in enumerate(req.items)]
     seen: dict[str, int] = {}
     for i, (custom_id, _) in enumerate(parsed):
         if custom_id in seen:
@@ -83,9 +125,9 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
             execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, request_hash=start.fingerprint(item_req), item=fields)
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
-        size += pr.prompt_bytes(messages)
+        size += stored_bytes(job[J.MESSAGES]) + stored_bytes(job[J.REQUEST][Req.PARAMS_JSON])  # rendered templates included
         if size > settings.batch_max_bytes:
-            raise rq.RequestError(f"items: the prompts come to more than {settings.batch_max_bytes} bytes (at items.{i}); split the batch")
+            raise rq.RequestError(f"items: the requests come to more than {settings.batch_max_bytes} bytes stored (at items.{i}); split the batch")
         items.append((ids[i], execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: source.value, J.HOLDS: False, J.RESERVED_USD: 0.0}))
     return items
 
@@ -138,7 +180,7 @@ class Worst:
     def __init__(self, items: list[Item], prices: Prices):
         self.jobs = [job for _, _, job in items]
         self.prices = prices
-        self._each: list[float] | None = None
+        self._each: list[Reserve] | None = None
         self._of: dict[tuple[str, ...], list] = {}
 
     def of(self, models: list[str]) -> list:
@@ -148,22 +190,23 @@ class Worst:
             self._of[key] = self.prices.of(models)
         return self._of[key]
 
-    def each(self) -> list[float]:
+    def each(self) -> list[Reserve]:
         if self._each is None:
             self._each = [pricing.worst_case(job, self) for job in self.jobs]  # type: ignore[arg-type]
         return self._each
 
-    def total(self) -> float:
-        return round(sum(self.each()), 9)
+    def total(self) -> Reserve:
+        """The batch's reservation: every item's worst case (each item's own is in its job)."""
+        return Reserve(round(sum(r.usd for r in self.each()), 9), 0, 0, {})
 
 
 def claimed_items(items: list[Item], batch: dict[str, Any], worst: Worst) -> list[Item]:
     """The items as the claim decided: on the key the batch recorded, each with its own worst
     case when the batch reserved (an item whose cost stays unknown is charged it)."""
     source = batch[B.KEY_SOURCE]
-    each = worst.each() if batch.get(B.RESERVED_USD) else [0.0] * len(items)
+    each = worst.each() if batch.get(B.RESERVED_USD) else [NOT_RESERVED] * len(items)
     return [
-        (i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, J.RESERVED_USD: r, J.PROJECT_SHARD: None})
+        (i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, **r.job_fields(), J.PROJECT_HOLD: {}})
         for (i, e, j), r in zip(items, each)
     ]
 

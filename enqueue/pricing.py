@@ -2,7 +2,7 @@
 may cost at most.
 
 The daily budgets need them: a start on the app's key reserves the most the execution may cost
-(``worst_case``, ``promptq.domain.costs.reservation``) at the dearest of its models' prices, fees
+(``worst_case``, ``promptq.domain.costs.reserve``: measured on the body its worker sends) at the dearest of its models' prices, fees
 included: every fee ``/models`` lists (``request``, ``image``, ``web_search``,
 ``internal_reasoning``, cached input), and OpenRouter's web search for an ``:online`` model. A
 model variant ``/models`` does not list (``openai/gpt-4o:nitro``, ``…:online``) costs what its
@@ -15,7 +15,6 @@ price ceiling (``PROMPTQ_MODEL_MAX_PRICE``) refuses models dearer than it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -23,10 +22,10 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from enqueue import prompt as pr
 from promptq.adapters.openrouter.calls import get_models
 from promptq.contract.requests.request import RequestError
-from promptq.domain.costs import Price, reservation
+from promptq.adapters.openrouter.protocol import chat_body
+from promptq.domain.costs import Price, Reserve, dearest, measure, reserve
 from promptq.contract import CallStatus, J, Reason, Req
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,10 @@ def _number(value: Any) -> float | None:
     return number if number == number and number not in (float("inf"), float("-inf")) else None
 
 
-def _price(pricing: Any) -> Price | None:
+def _price(pricing: Any, context: Any = None) -> Price | None:
     """A listed price, or None for none: prompt and completion missing or malformed, or any
-    price negative (OpenRouter's "-1": priced by what it routes to)."""
+    price negative (OpenRouter's "-1": priced by what it routes to). With its model's context
+    length (0: not listed)."""
     if not isinstance(pricing, dict):
         return None
     values = [_number(pricing.get(name)) for name in ("prompt", "completion")]
@@ -57,7 +57,8 @@ def _price(pricing: Any) -> Price | None:
     fees = [_number(pricing.get(name)) if pricing.get(name) is not None else 0.0 for name in _FEES]
     if any(v is None for v in fees) or any(v < 0 for v in (*values, *fees)):  # type: ignore[operator]
         return None
-    return Price(*values, *fees)  # type: ignore[arg-type]
+    window = context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else 0
+    return Price(*values, *fees, context=window)  # type: ignore[arg-type, misc]
 
 
 def parse_models(payload: Any) -> dict[str, Price]:
@@ -65,7 +66,7 @@ def parse_models(payload: Any) -> dict[str, Price]:
     listed = payload.get("data") if isinstance(payload, dict) else None
     prices = {}
     for model in listed if isinstance(listed, list) else []:
-        price = _price(model.get("pricing")) if isinstance(model, dict) else None
+        price = _price(model.get("pricing"), model.get("context_length")) if isinstance(model, dict) else None
         if price is not None and isinstance(model.get("id"), str):
             prices[model["id"]] = price
     return prices
@@ -153,20 +154,11 @@ def models_of(job: Mapping[str, Any]) -> list[str]:
     return list(request[Req.MODELS] or [request[Req.MODEL]])
 
 
-def worst_case(job: Mapping[str, Any], prices: Prices) -> float:
-    """The most an execution of this job may cost on the app's key: its prompt (data URLs whole,
-    a part given by URL as ``URL_PART_BYTES``), ``max_tokens`` and a reasoning budget given
-    apart, each image, at the dearest of its models' prices and fees (``prices``: anything with
-    ``of(models)``)."""
-    request, messages = job[J.REQUEST], job[J.MESSAGES]
-    vocabulary = json.loads(request.get(Req.PARAMS_JSON) or "{}")
-    reasoning = vocabulary.get("reasoning") if isinstance(vocabulary.get("reasoning"), dict) else {}
-    images = sum(1 for field, _ in pr.attachments(messages) if field.endswith(".image_url.url"))
-    return reservation(
-        prompt_bytes=pr.prompt_bytes(messages),
-        messages=len(messages),
-        max_tokens=int(request[Req.PARAMS]["max_tokens"]),
-        prices=prices.of(models_of(job)),
-        images=images,
-        reasoning_tokens=int(reasoning.get("max_tokens") or 0),
-    )
+def worst_case(job: Mapping[str, Any], prices: Prices) -> Reserve:
+    """The most an execution of this job may cost on the app's key (``promptq.domain.costs.reserve``),
+    measured on the very body its worker sends (``chat_body``: messages, parts, tools, schemas),
+    with the price ceiling that body carries: the dearest of its models' prices and fees
+    (``prices``: anything with ``of(models)``)."""
+    priced = prices.of(models_of(job))
+    ceiling = dearest(priced).ceiling()
+    return reserve(measure(chat_body(job[J.REQUEST], job[J.MESSAGES], ceiling)), priced)

@@ -120,6 +120,9 @@ class Settings:
     page_bytes: int = env("PROMPTQ_PAGE_BYTES", 256 * 1024)
     max_output_bytes: int = env("PROMPTQ_MAX_OUTPUT_BYTES", 64 * 1024 * 1024)  # all pages included
     max_reasoning_bytes: int = env("PROMPTQ_MAX_REASONING_BYTES", 64 * 1024)  # not paged: longer is cut (flagged)
+    # CPU seconds one JSON answer's check against its schema may take in the worker's checker
+    # process (worker.checker); past it the execution fails output_schema_too_costly.
+    output_check_cpu_s: float = env("PROMPTQ_OUTPUT_CHECK_CPU_S", 2.0)
 
     # The sweeper (a scheduled function) revives or ends executions nobody works on.
     sweep_grace_s: float = env("PROMPTQ_SWEEP_GRACE", 120.0)  # a lease expired this long ago: its worker is gone
@@ -153,7 +156,9 @@ class Settings:
 
     # Batch runs (start_batch).
     batch_max_items: int = env("PROMPTQ_BATCH_MAX_ITEMS", 10_000)
-    batch_max_bytes: int = env("PROMPTQ_BATCH_MAX_BYTES", 16 * 1024 * 1024)  # all items' prompts, UTF-8, after rendering
+    # What all its items store: each item's request (messages, data URLs, tools and schemas), the
+    # batch's params counted in every item that inherits them (each item's job keeps its own).
+    batch_max_bytes: int = env("PROMPTQ_BATCH_MAX_BYTES", 64 * 1024 * 1024)
     batch_default_concurrency: int = env("PROMPTQ_BATCH_DEFAULT_CONCURRENCY", 10)
     batch_max_concurrency: int = env("PROMPTQ_BATCH_MAX_CONCURRENCY", 100)  # the most maxConcurrency may be
     batch_fold_interval_s: float = env("PROMPTQ_BATCH_FOLD_INTERVAL", 1.0)  # a batch's document, at most once per

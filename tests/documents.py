@@ -100,3 +100,20 @@ def most_at_once(docs: list[dict]) -> int:
         now += step
         most = max(most, now)
     return most
+
+
+def job_of(db, execution_id: str) -> dict[str, Any]:
+    snap = db.collection("executions").document(execution_id).collection("internal").document("job").get()
+    assert snap.exists, f"no job for executions/{execution_id}"
+    return snap.to_dict()
+
+
+def body_bytes(job: dict[str, Any]) -> int:
+    """The size of the body an execution's worker sends upstream, as its start measured it
+    (``promptq.domain.costs.measure``): what its reservation counts as prompt tokens."""
+    from promptq.adapters.openrouter.protocol import job_body
+    from promptq.domain import costs
+
+    size = costs.measure(job_body(job)).body_bytes
+    assert size == job.get("reservedBodyBytes", size), "the worker's body is the body the start measured"
+    return size

@@ -30,6 +30,9 @@ from promptq.adapters.openrouter.upstream import OpenRouterClient
 READ_LEAD = 0.05
 FLUSH_LAG = 0.02
 
+# A stream may send a few pieces more than its tokens (a provider splitting one): not a stop.
+OUTPUT_MARGIN = 16
+
 # register(execution_id, on_stop) -> unregister: the process's Stop listener (worker.runtime)
 StopWatch = Callable[[str, Callable[[], None]], Callable[[], None]]
 
@@ -45,6 +48,7 @@ class Attempt:
         *,
         stops: StopWatch | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        output_cap: int = 0,
     ):
         self.execution_id = execution_id
         self.writer = writer
@@ -69,6 +73,10 @@ class Attempt:
         self.urgent = asyncio.Event()  # write now: stopping, or a chunk's worth of text waiting
         self.cancel = asyncio.Event()
         self._stops = stops
+        # The output its start reserved (0: nothing reserved), and the pieces streamed so far: each
+        # delta of text, reasoning or tool-call arguments carries at least one token.
+        self.output_cap = output_cap
+        self.pieces = 0
 
     # --- what has been received ----------------------------------------------------------
 
@@ -111,9 +119,16 @@ class Attempt:
         return False
 
     def _arrived(self) -> None:
-        """A token arrived: the first token's time."""
+        """A token arrived: the first token's time; past what its start reserved, the stream
+        stops (the text kept): at least one token a piece, so it has certainly cost more."""
         if self.first_token_at is None:
             self.first_token_at = ex.utcnow()
+        self.pieces += 1
+        if self.output_cap and self.pieces > self.output_cap + OUTPUT_MARGIN:
+            raise Permanent(
+                f"the stream passed the {self.output_cap} output tokens its start reserved (the upstream ignored max_tokens); stopped",
+                code=Code.RESERVATION_EXCEEDED,
+            )
 
     def _tool_call(self, event: ToolCallDelta) -> None:
         """A piece of a tool call: assembled here, written with the ending (``toolCalls``)."""

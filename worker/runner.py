@@ -25,9 +25,12 @@ from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import AttemptWriter, claim
 from promptq.domain import answer
 from worker.attempt import Attempt, StopWatch
+from worker.checker import Checker
 from promptq.domain.ending import APP_KEY_NO_CREDIT, ending
 from promptq.adapters.openrouter.protocol import vocabulary
-from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
+from promptq.adapters.openrouter.upstream import OpenRouterClient
+from promptq.adapters.openrouter.protocol import job_body
+from promptq.domain import costs
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +59,35 @@ UpstreamFor = Callable[[dict], OpenRouterClient]  # the client for a job (its ow
 
 
 async def run_execution(
-    execution_id: str, *, store: ExecutionStore, upstream_for: UpstreamFor, settings: Settings, worker: str = "", stops: StopWatch | None = None
+    execution_id: str,
+    *,
+    store: ExecutionStore,
+    upstream_for: UpstreamFor,
+    settings: Settings,
+    checker: Checker,
+    worker: str = "",
+    stops: StopWatch | None = None,
 ) -> RunResult:
     """Handle one delivery of the execution's task (``upstream_for`` may block: it may read
-    and decrypt the owner's key)."""
+    and decrypt the owner's key; ``checker``: the process's answer checker)."""
     attempt_id = uuid.uuid4().hex
     decision, seen, writer = await asyncio.to_thread(
         claim, store, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
     )
     if decision.kind is not ClaimKind.START:
         return _in_batch(_unclaimed(execution_id, decision), seen)
-    log.info(
-        "execution %s: attempt %d (%s) claimed by pid %d%s",
-        execution_id,
-        writer.attempt,
-        attempt_id,
-        os.getpid(),
-        " (restart)" if decision.restarted else "",
-    )
-    attempt = Attempt(execution_id, writer, settings, stops=stops)
+    _log_claim(execution_id, writer.attempt, attempt_id, decision.restarted)
+    body = job_body(seen.job)
+    attempt = Attempt(execution_id, writer, settings, stops=stops, output_cap=int(seen.job.get(J.RESERVED_OUTPUT_TOKENS) or 0))
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
     refused: answer.Refused | None = None
     try:
+        if (why := costs.exceeded(costs.measure(body), seen.job)) is not None:
+            raise Permanent(f"{why}; not sent", code=Code.RESERVATION_EXCEEDED)
         upstream = await asyncio.to_thread(upstream_for, seen.job)
-        await attempt.run(upstream, chat_body(seen.job[J.REQUEST], seen.job[J.MESSAGES]), settings.attempt_deadline_s)
-        refused = await _checked(seen.job, attempt)  # the stream ended: is it what the request asked for?
+        await attempt.run(upstream, body, settings.attempt_deadline_s)
+        refused = await _checked(seen.job, attempt, checker)  # the stream ended: is it what the request asked for?
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(
@@ -101,12 +107,18 @@ async def run_execution(
     return _in_batch(result, seen)
 
 
-async def _checked(job: dict, attempt: Attempt) -> answer.Refused | None:
-    """A JSON answer checked as the request asked (off the event loop: a big one takes a while)."""
+async def _checked(job: dict, attempt: Attempt, checker: Checker) -> answer.Refused | None:
+    """A JSON answer checked as the request asked, never on the event loop: on a thread when
+    cheap, else in the checker process under its CPU budget (``worker.checker``)."""
     response_format = vocabulary(job[J.REQUEST]).get("response_format")
     if response_format is None:
         return None
-    return await asyncio.to_thread(answer.check, response_format, attempt.buffer.whole_text(), tool_calls=bool(attempt.tool_calls))
+    return await checker.check(response_format, attempt.buffer.whole_text(), tool_calls=bool(attempt.tool_calls))
+
+
+def _log_claim(execution_id: str, attempt_no: int, attempt_id: str, restarted: bool) -> None:
+    restart = " (restart)" if restarted else ""
+    log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, attempt_no, attempt_id, os.getpid(), restart)
 
 
 def _in_batch(result: RunResult, seen) -> RunResult:

@@ -11,7 +11,9 @@ thread of the functions framework (gunicorn: ``THREADS``). They share here, per 
   (``workers/{worker}/stops``), where a Stop of an execution it holds is written with the
   request. One Listen stream whatever the number of executions (the Firestore clients hit a
   wall near 100 streams per connection), and it receives none of the worker's own writes;
-- a pool of threads for the Firestore client's blocking calls.
+- a pool of threads for the Firestore client's blocking calls;
+- one checker of JSON answers against their schemas (``worker.checker``), with its own process
+  for the costly ones, under a CPU budget.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from promptq.contract import ClaimKind, Code, J, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from worker.runner import RunResult, run_execution
+from worker.checker import Checker
 from promptq.adapters.openrouter.upstream import OpenRouterClient, shared_http
 
 
@@ -96,6 +99,7 @@ class WorkerRuntime:
         self.flow = flow  # batch items' hand-overs and folds
         self.worker = f"w-{uuid.uuid4().hex[:16]}"  # this process, in the executions it holds
         self.stops = StopListener(store, self.worker)
+        self.checker = Checker(settings.output_check_cpu_s)  # JSON answers against their schemas, within a CPU budget
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(FIRESTORE_THREADS, thread_name_prefix="firestore"))
         self._thread = threading.Thread(target=self.loop.run_forever, name="promptq-worker-loop", daemon=True)
@@ -144,6 +148,7 @@ class WorkerRuntime:
             settings=self.settings,
             worker=self.worker,
             stops=self.stops.register,
+            checker=self.checker,
         )
         result = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
         if result.batch_id and self.flow is not None:
@@ -169,6 +174,7 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self.stops.close()
+        self.checker.close()
         asyncio.run_coroutine_threadsafe(self.http.aclose(), self.loop).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)

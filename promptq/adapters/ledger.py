@@ -76,7 +76,8 @@ class Ledger:
             today.to_dict() if today.exists else {},
             key.exists,
             project.to_dict() if project.exists else None,
-            tuple(s.to_dict() for s in shards if s.exists),
+            tuple(s.to_dict() if s.exists else None for s in shards),
+            tuple(s.update_time if s.exists else None for s in shards),
             lanes.to_dict() if lanes.exists else None,
             lanes.update_time if lanes.exists else None,
         )
@@ -124,8 +125,8 @@ class Ledger:
     # --- in the batch of an execution's (or a batch's) write --------------------------------
 
     def take(self, batch: firestore.WriteBatch, view: AccountView, taken: Taken, now: datetime) -> None:
-        """What a start takes: the account after it, written only if it is still the version
-        decided on; its reservation added to its project shard (an increment: they commute)."""
+        """What a start takes: the account after it, and each spend shard holding part of its
+        reservation, each written only if it is still the version decided on."""
         if taken.account is not None:
             if view.account_time is None:
                 batch.create(self.account_ref(view.uid), taken.account)
@@ -133,10 +134,16 @@ class Ledger:
                 batch.update(self.account_ref(view.uid), taken.account, option=self.client.write_option(last_update_time=view.account_time))
         if taken.project_lanes is not None:
             self.count_lanes(batch, view.project_lanes_time, taken.project_lanes, now)
-        if taken.project_shard is not None and taken.reservation:
-            batch.set(
-                self.shard_ref(taken.project_shard), {Proj.RESERVED_USD: firestore.Increment(taken.reservation), Proj.UPDATED_AT: now}, merge=True
-            )
+        for shard, usd in taken.project_hold.items():
+            if not usd:
+                continue
+            # Each shard owns a slice of the cap: taken only if it is still the version decided on.
+            version = view.project_shard_times[shard] if shard < len(view.project_shard_times) else None
+            fields = {Proj.RESERVED_USD: firestore.Increment(usd), Proj.UPDATED_AT: now}
+            if version is None:
+                batch.create(self.shard_ref(shard), {Proj.RESERVED_USD: usd, Proj.UPDATED_AT: now})
+            else:
+                batch.update(self.shard_ref(shard), fields, option=self.client.write_option(last_update_time=version))
 
     def count_lanes(self, batch: firestore.WriteBatch, version: Any, lanes: int, now: datetime) -> None:
         """project/lanes set to ``lanes``, only if it is still the version decided on (None: absent)."""
@@ -159,10 +166,12 @@ class Ledger:
                 {**_fields(settle.usage), Use.DAY: settle.day, Use.EXPIRE_AT: start + self.usage_retention},
                 merge=True,
             )
-        if settle.project_shard is not None and (settle.project_released or settle.project_cost):
+        for shard, released, cost in settle.project:
+            if not (released or (cost and settle.day)):
+                continue
             spend: dict[str, Any] = {Proj.UPDATED_AT: now}
-            if settle.project_released:
-                spend[Proj.RESERVED_USD] = firestore.Increment(-settle.project_released)
-            if settle.project_cost and settle.day:
-                spend[cost_field(settle.day)] = firestore.Increment(settle.project_cost)
-            batch.set(self.shard_ref(settle.project_shard), spend, merge=True)
+            if released:
+                spend[Proj.RESERVED_USD] = firestore.Increment(-released)
+            if cost and settle.day:
+                spend[cost_field(settle.day)] = firestore.Increment(cost)
+            batch.set(self.shard_ref(shard), spend, merge=True)

@@ -40,7 +40,8 @@ class B:
     KEY_SOURCE = "keySource"  # whose key every item runs on: decided once, when the batch is claimed
     HOLDS = "holds"  # its start was counted in the owner's account (maxConcurrency active slots)
     RESERVED_USD = "reservedUsd"  # the worst case of all its items, reserved against the daily budget
-    PROJECT_SHARD = "projectShard"  # the project's spend shard holding that reservation (None: not counted)
+    PROJECT_HOLD = "projectHold"  # the project's spend shards holding that reservation ({"3": usd, ...}; absent: not counted)
+    PROJECT_SHARD = "projectShard"  # one shard holding all of it, as written before the slices (read, never written)
     # True from the claim until every item is written: no fold ends it meanwhile (the sweeper
     # clears it when the call that claimed it is long gone).
     WRITING = "writing"

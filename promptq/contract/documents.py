@@ -118,7 +118,17 @@ class J:
     NEXT = "next"  # a batch item: the item its end hands over to Cloud Tasks (the same lane)
     HOLDS = "holds"  # its start was counted in its owner's account (active, reservation): its ending gives it back
     RESERVED_USD = "reservedUsd"  # the worst case reserved against the daily budget at its start
-    PROJECT_SHARD = "projectShard"  # the project's spend shard holding that reservation (None: not counted there)
+    # What that reservation was computed on (promptq.domain.costs.Reserve), which the worker holds
+    # the request to: the upstream body's size in bytes, the output tokens it allows, and the
+    # price ceiling sent upstream as provider.max_price (absent: nothing was reserved).
+    RESERVED_BODY_BYTES = "reservedBodyBytes"
+    RESERVED_OUTPUT_TOKENS = "reservedOutputTokens"
+    PRICE_CEILING = "priceCeiling"
+    # The project's spend shards holding that reservation, {"3": usd, ...} (promptq.domain.costs:
+    # each shard owns a slice of the daily cap). PROJECT_SHARD: one shard holding all of it, as
+    # written before the slices (read, never written).
+    PROJECT_HOLD = "projectHold"
+    PROJECT_SHARD = "projectShard"
     CHARGED_USD = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)
     UPDATED_AT = "updatedAt"
     EXPIRE_AT = "expireAt"
@@ -262,6 +272,8 @@ class Code:
     OUTPUT_TOO_LARGE = "output_too_large"
     OUTPUT_NOT_JSON = "output_not_json"  # a JSON answer was asked for; the text is not JSON (kept)
     OUTPUT_SCHEMA_MISMATCH = "output_schema_mismatch"  # the text is JSON but does not match the request's schema (kept)
+    OUTPUT_SCHEMA_TOO_COSTLY = "output_schema_too_costly"  # checking the JSON against the schema went past the worker's CPU budget (kept)
+    RESERVATION_EXCEEDED = "reservation_exceeded"  # the request or its stream would cost more than its start reserved (text kept)
     WRITE_REFUSED = "write_refused"  # Firestore refused a write (too large, a value it cannot store)
     ENQUEUE_FAILED = "enqueue_failed"
     USER_KEY_REFUSED = "user_key_refused"  # the user's own OpenRouter key: 401

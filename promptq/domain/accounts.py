@@ -18,7 +18,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from promptq.domain.costs import ProjectSpend, day_of, decide_project, midnight, shard_of
+from promptq.domain.costs import NOT_RESERVED, Hold, ProjectSpend, Reserve, day_of, decide_project, hold_doc, midnight, shard_of
 from promptq.domain.errors import LimitExceeded
 from promptq.domain import lanes as lanes_mod
 from promptq.contract import Acc, B, F, J, KeySource, Lim, Proj, Reason, Use
@@ -73,7 +73,9 @@ class AccountView:
     today: dict[str, Any]
     has_key: bool
     project_limits: dict[str, Any] | None = None
-    project_shards: tuple[dict[str, Any], ...] = ()
+    # Every spend shard, in order (None: absent), and their versions (None: absent).
+    project_shards: tuple[dict[str, Any] | None, ...] = ()
+    project_shard_times: tuple[Any, ...] = ()
     project_lanes: dict[str, Any] | None = None  # project/lanes, and its version (None: absent)
     project_lanes_time: Any = None
 
@@ -82,29 +84,34 @@ class AccountView:
 class Taken:
     """What a start takes: the account after it (None: the user has no limits, the account is
     not touched), whose key it runs on, what it reserves (its worst case on the app's key, else
-    0), whether the account holds it, and the project shard that holds the reservation."""
+    nothing), whether the account holds it, and the project's spend shards that hold the
+    reservation (empty: the project's cap does not count it)."""
 
     account: dict[str, Any] | None
     source: KeySource
-    reservation: float = 0.0
+    reserve: Reserve = NOT_RESERVED
     holds: bool = False
-    project_shard: int | None = None
+    project_hold: Hold = dataclasses.field(default_factory=dict)
     lanes: int = 0  # a batch's lanes activated now (promptq.domain.lanes); the others park
     lane_fields: dict[str, Any] | None = None  # the batch's lane fields (B.LANES ...)
     project_lanes: int | None = None  # project/lanes after it (None: not written)
+
+    @property
+    def reservation(self) -> float:
+        return self.reserve.usd
 
     def execution_fields(self) -> dict[str, Any]:
         return {F.KEY_SOURCE: self.source.value}
 
     def job_fields(self) -> dict[str, Any]:
-        return {J.KEY_SOURCE: self.source.value, J.HOLDS: self.holds, J.RESERVED_USD: self.reservation, J.PROJECT_SHARD: self.project_shard}
+        return {J.KEY_SOURCE: self.source.value, J.HOLDS: self.holds, **self.reserve.job_fields(), J.PROJECT_HOLD: hold_doc(self.project_hold)}
 
     def batch_fields(self) -> dict[str, Any]:
         return {
             B.KEY_SOURCE: self.source.value,
             B.HOLDS: self.holds,
             B.RESERVED_USD: self.reservation,
-            B.PROJECT_SHARD: self.project_shard,
+            B.PROJECT_HOLD: hold_doc(self.project_hold),
             **(self.lane_fields or {}),
         }
 
@@ -114,7 +121,7 @@ def decide(
     *,
     defaults: UserLimits,
     project_cap_usd: float,
-    worst_case: Callable[[], float],
+    worst_case: Callable[[], Reserve],
     shard_key: str,
     now: datetime,
     slots: int = 1,
@@ -133,15 +140,14 @@ def decide(
     limits = UserLimits.of(defaults, view.limits)
     project = ProjectSpend.of(project_cap_usd, view.project_limits, view.project_shards, day_of(now))
     app = source is KeySource.APP  # the user's own key is their bill
-    reserved = round(worst_case(), 9) if app and (limits.daily_budget_usd or project.cap_usd) else 0.0
+    reserve = worst_case() if app and (limits.daily_budget_usd or project.cap_usd) else NOT_RESERVED
     account = None
     if limits.any:  # else nothing to enforce: the account (one document per user) is not written
-        account = decide_start(view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserved, now=now, slots=slots)
-    shard = None
-    if app and project.cap_usd:
-        decide_project(project, reserved, now)
-        shard = shard_of(shard_key)
-    taken = Taken(account, source, reserved, account is not None, shard)
+        account = decide_start(
+            view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserve.usd, now=now, slots=slots
+        )
+    hold = decide_project(project, reserve.usd, now, shard_of(shard_key)) if app else {}
+    taken = Taken(account, source, reserve, account is not None, hold)
     return lanes_taken(taken, view, lanes, lane_round, lanes_mod.Caps(limits.max_batch_lanes, project_lanes_cap), now) if lanes else taken
 
 

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from promptq.domain import lanes as lanes_mod
 from promptq.domain import settlement
+from promptq.domain.costs import shares
 from promptq.domain.records import Settlement
 from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, R, U, Use
 
@@ -219,14 +220,13 @@ def round_claim(batch: Doc, *, retried: int, now: datetime) -> dict[str, Any]:
 def unclaimed(batch: Doc) -> Settlement | None:
     """A start that claimed the batch but could not write its items takes the batch back: what
     its owner's account and the project's shard get back."""
-    reservation, shard, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), batch.get(B.PROJECT_SHARD), lanes_mod.active(batch)
-    if not batch.get(B.HOLDS) and shard is None and not lanes_back:
+    reservation, hold, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), settlement.batch_hold(batch), lanes_mod.active(batch)
+    if not batch.get(B.HOLDS) and not hold and not lanes_back:
         return None
     return Settlement(
         str(batch[B.OWNER]),
         account=settlement.released(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY])) if batch.get(B.HOLDS) else None,
-        project_shard=shard,
-        project_released=reservation if shard is not None else 0.0,
+        project=shares(hold, released=True, cost=0.0),
         lanes=lanes_back,
     )
 
@@ -241,6 +241,7 @@ def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
         B.CANCEL_REQUESTED: bool(before.get(B.CANCEL_REQUESTED)),
         B.HOLDS: False,
         B.RESERVED_USD: 0.0,
+        B.PROJECT_HOLD: before.get(B.PROJECT_HOLD),
         B.PROJECT_SHARD: before.get(B.PROJECT_SHARD),
         B.WRITING: False,
         B.UPDATED_AT: now,

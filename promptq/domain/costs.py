@@ -5,12 +5,14 @@ request, the project's daily cap and its spend shards. Pure; no I/O (the prices 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq.domain.errors import LimitExceeded
-from promptq.contract import Lim, Proj, Reason
+from promptq.contract import J, Lim, Proj, Reason
 
 DAY_FORMAT = "%Y-%m-%d"
 # The project's spend is spread over this many documents: every start and ending writes one,
@@ -31,7 +33,7 @@ def midnight(now: datetime) -> str:
 class Price:
     """A model's listed prices (OpenRouter's ``/models`` ``pricing``), USD: per token for the
     prompt, the completion, internal reasoning and cached input; per request, per input image,
-    per web search."""
+    per web search. ``context``: its context length in tokens (0: not listed)."""
 
     prompt: float
     completion: float
@@ -41,9 +43,11 @@ class Price:
     internal_reasoning: float = 0.0
     input_cache_read: float = 0.0
     input_cache_write: float = 0.0
+    context: int = 0
 
     def dearest(self, other: "Price") -> "Price":
-        """Each price the dearer of the two (what a router that may pick either may cost)."""
+        """Each price the dearer of the two (what a router that may pick either may cost), and
+        the longer context."""
         return Price(*(max(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
     def worst(self, *, prompt_tokens: int, output_tokens: int, images: int) -> float:
@@ -59,38 +63,165 @@ class Price:
             + self.web_search
         )
 
+    def ceiling(self) -> dict[str, float]:
+        """These prices as OpenRouter's ``provider.max_price`` (USD per million tokens; per
+        request, per image): routing may pick no endpoint dearer than what was reserved."""
+        per_million = lambda usd: round(usd * 1e6, 6)  # noqa: E731
+        return {
+            "prompt": per_million(max(self.prompt, self.input_cache_read, self.input_cache_write)),
+            "completion": per_million(max(self.completion, self.internal_reasoning)),
+            "request": self.request,
+            "image": self.image,
+        }
 
-def reservation(
-    *, prompt_bytes: int, messages: int, max_tokens: int, prices: list[Price | tuple[float, float]], images: int = 0, reasoning_tokens: int = 0
-) -> float:
-    """The most an execution may cost: at the dearest of its models' listed prices and fees,
-    every prompt token (a token is at least one byte, so the prompt has at most as many tokens as
-    UTF-8 bytes, plus a few per message), ``max_tokens`` completion tokens and a reasoning budget
-    given apart (``reasoning.max_tokens``: some providers spend it on top), each image."""
-    prompt_tokens, output_tokens = prompt_bytes + 8 * messages, max_tokens + reasoning_tokens
-    priced = [p if isinstance(p, Price) else Price(*p) for p in prices]
-    return round(max(p.worst(prompt_tokens=prompt_tokens, output_tokens=output_tokens, images=images) for p in priced), 9) if priced else 0.0
+
+# A part given by https URL: an image costs a few thousand tokens at most (the body holds only
+# its URL). A file (a PDF) may be read whole by a model that reads PDFs natively: its model's
+# whole context (or this, for a model whose context is not listed).
+URL_PART_TOKENS = 64 * 1024
+UNLISTED_CONTEXT = 2_000_000
+# What providers add to the prompt for tools beyond their definitions (Anthropic's tool-use
+# system prompt is ~350 tokens): counted once when a request carries tools.
+TOOLS_PROMPT_TOKENS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """What a start measures of the very body its execution sends upstream (``measure``): its
+    size as JSON in UTF-8 bytes (every byte a model may read is in it: messages, parts, tools,
+    schemas, anything a later field adds; a token is at least one byte), the image parts given
+    by URL (their bytes are not in it), every image (the per-image fee), whether it carries a
+    file part or tools, and the output tokens it allows (``max_tokens`` and a reasoning budget
+    given apart: some providers spend it on top)."""
+
+    body_bytes: int
+    url_images: int = 0
+    images: int = 0
+    files: int = 0
+    tools: bool = False
+    output_tokens: int = 0
+
+    def prompt_tokens(self, context: int) -> int:
+        """The most prompt tokens a model with this context may read of the body (a prompt
+        never costs more than its model's context: beyond it, the request is refused or cut)."""
+        if self.files:
+            return context or UNLISTED_CONTEXT
+        tokens = self.body_bytes + URL_PART_TOKENS * self.url_images + (TOOLS_PROMPT_TOKENS if self.tools else 0)
+        return min(tokens, context) if context else tokens
+
+
+def measure(body: Mapping[str, Any]) -> Measured:
+    """``Measured`` of an OpenRouter chat body (``promptq.adapters.openrouter.protocol.chat_body``)."""
+    images = url_images = files = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "image_url":
+                images += 1
+                url_images += not str(part["image_url"]["url"]).startswith("data:")
+            elif kind == "file":
+                files += 1
+    reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
+    return Measured(
+        body_bytes=len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()),
+        url_images=url_images,
+        images=images,
+        files=files,
+        tools=bool(body.get("tools")),
+        output_tokens=int(body.get("max_tokens") or 0) + int(reasoning.get("max_tokens") or 0),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Reserve:
+    """What a start reserves for one execution: its worst case in USD, and what the worker holds
+    its request to (``exceeded``): the body's size, its output tokens, the price ceiling."""
+
+    usd: float
+    body_bytes: int
+    output_tokens: int
+    ceiling: dict[str, float]
+
+    def job_fields(self) -> dict[str, Any]:
+        return {
+            J.RESERVED_USD: self.usd,
+            J.RESERVED_BODY_BYTES: self.body_bytes,
+            J.RESERVED_OUTPUT_TOKENS: self.output_tokens,
+            J.PRICE_CEILING: self.ceiling,
+        }
+
+
+NOT_RESERVED = Reserve(0.0, 0, 0, {})
+
+
+def dearest(prices: list[Price]) -> Price:
+    """The dearest of each price (and the longest context): what a request that may be served by
+    any of these models may cost, and what its ``provider.max_price`` allows."""
+    return functools.reduce(Price.dearest, prices, Price(0.0, 0.0))
+
+
+def reserve(measured: Measured, prices: list[Price]) -> Reserve:
+    """The most an execution may cost: at the dearest of its models' prices and fees, every
+    prompt token its body may cost that model, its output tokens, each image."""
+    usd = max(
+        (p.worst(prompt_tokens=measured.prompt_tokens(p.context), output_tokens=measured.output_tokens, images=measured.images) for p in prices),
+        default=0.0,
+    )
+    return Reserve(round(usd, 9), measured.body_bytes, measured.output_tokens, dearest(prices).ceiling() if prices else {})
+
+
+def exceeded(measured: Measured, job: Mapping[str, Any]) -> str | None:
+    """Why a body the worker is about to send is not what its start reserved (None: it is, or
+    nothing was reserved): larger, or allowing more output tokens."""
+    if not float(job.get(J.RESERVED_USD) or 0.0) or job.get(J.RESERVED_BODY_BYTES) is None:
+        return None
+    if measured.body_bytes > int(job[J.RESERVED_BODY_BYTES]):
+        return f"the request is {measured.body_bytes} bytes, more than the {job[J.RESERVED_BODY_BYTES]} its start reserved"
+    if measured.output_tokens > int(job.get(J.RESERVED_OUTPUT_TOKENS) or 0):
+        return f"the request allows {measured.output_tokens} output tokens, more than the {job.get(J.RESERVED_OUTPUT_TOKENS)} its start reserved"
+    return None
 
 
 # --- the project's daily cap -------------------------------------------------------------------
 
 
+# The project's spend shards holding a reservation, by shard: ``{3: 0.12, 4: 0.05}`` (stored
+# with string keys: ``J.PROJECT_HOLD``, ``B.PROJECT_HOLD``).
+Hold = dict[int, float]
+
+
 @dataclasses.dataclass(frozen=True)
 class ProjectSpend:
-    """The project's spending on the app's key as a start read it: its daily cap (0 = off), what
-    was charged today and what is reserved now, over all its shards."""
+    """The project's spending on the app's key as a start read it: its daily cap (0 = off) and,
+    for each of its ``PROJECT_SHARDS`` shards, what was charged there today and what is reserved
+    there now. Each shard owns an equal slice of the cap: a reservation takes room in one or
+    more shards, each written only if it is still the version read (``promptq.adapters.ledger``),
+    so that starts at the same moment never pass the cap together."""
 
     cap_usd: float = 0.0
-    spent_today: float = 0.0
-    reserved: float = 0.0
+    spent: tuple[float, ...] = ()
+    reserved: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, cap_usd: float, override: Mapping[str, Any] | None, shards: tuple[Mapping[str, Any], ...], day: str) -> "ProjectSpend":
+    def of(cls, cap_usd: float, override: Mapping[str, Any] | None, shards: tuple[Mapping[str, Any] | None, ...], day: str) -> "ProjectSpend":
         cap = float((override or {}).get(Lim.DAILY_BUDGET_USD, cap_usd))
         field = cost_field(day)
+        read = [s or {} for s in shards]
         return cls(
-            cap, max(0.0, sum(float(s.get(field) or 0.0) for s in shards)), max(0.0, sum(float(s.get(Proj.RESERVED_USD) or 0.0) for s in shards))
+            cap, tuple(max(0.0, float(s.get(field) or 0.0)) for s in read), tuple(max(0.0, float(s.get(Proj.RESERVED_USD) or 0.0)) for s in read)
         )
+
+    @property
+    def spent_today(self) -> float:
+        return sum(self.spent)
+
+    def room(self, shard: int) -> float:
+        """What is left of a shard's slice of the cap."""
+        slice_ = self.cap_usd / PROJECT_SHARDS
+        if shard >= len(self.spent):
+            return slice_
+        return max(0.0, slice_ - self.spent[shard] - self.reserved[shard])
 
 
 def cost_field(day: str) -> str:
@@ -99,19 +230,61 @@ def cost_field(day: str) -> str:
 
 
 def shard_of(key: str) -> int:
-    """The project's spend shard of an execution or batch (by its id: the same every time)."""
+    """The project's spend shard an execution or batch tries first (by its id: the same every
+    time, and spread over the shards)."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % PROJECT_SHARDS
 
 
-def decide_project(project: ProjectSpend, reservation: float, now: datetime) -> None:
-    """``LimitExceeded`` when this reservation would take the project past its daily cap, or the
-    day's charges reached it (then even work that reserves nothing waits for tomorrow). The
-    message says when it frees, never what the project spends (the operator's business)."""
-    spent = project.spent_today
-    if project.cap_usd and (spent >= project.cap_usd or spent + project.reserved + reservation > project.cap_usd):
+def decide_project(project: ProjectSpend, reservation: float, now: datetime, first: int = 0) -> Hold:
+    """The shards that hold this reservation, taken from their room from shard ``first`` on (at
+    least that one, which the work's costs are charged to even when it reserves nothing), or
+    ``LimitExceeded`` when the room left is not enough, or the day's charges reached the cap
+    (then even work that reserves nothing waits for tomorrow). The message says when it frees,
+    never what the project spends (the operator's business)."""
+    if not project.cap_usd:
+        return {}
+    hold: Hold = {first: 0.0}
+    need = round(reservation, 9)
+    for k in range(PROJECT_SHARDS):
+        if need <= 0:
+            break
+        shard = (first + k) % PROJECT_SHARDS
+        take = min(round(project.room(shard), 9), need)
+        if take > 0:
+            hold[shard] = round(take, 9)
+            need = round(need - take, 9)
+    if project.spent_today >= project.cap_usd or need > 0:
         raise LimitExceeded(
             Reason.PROJECT_BUDGET,
             "this app has reached what it may spend on its OpenRouter key today; new work on "
             f"the app's key is refused until {midnight(now)} (work already started goes on; your own "
             "OpenRouter key, if you set one, is not limited by it)",
         )
+    return hold
+
+
+def hold_doc(hold: Hold) -> dict[str, float]:
+    return {str(shard): usd for shard, usd in sorted(hold.items())}
+
+
+def hold_of(doc: Mapping[str, Any], hold_field: str, shard_field: str, reserved_field: str) -> Hold:
+    """The shards a document's reservation is held in (``projectHold``; or, written before the
+    slices, all of it in ``projectShard``)."""
+    hold = doc.get(hold_field)
+    if isinstance(hold, Mapping):
+        return {int(k): float(v or 0.0) for k, v in hold.items()}
+    shard = doc.get(shard_field)
+    return {int(shard): float(doc.get(reserved_field) or 0.0)} if shard is not None else {}
+
+
+def shares(hold: Hold, *, released: bool, cost: float) -> tuple[tuple[int, float, float], ...]:
+    """What each shard of a hold gets back (its part, when ``released``) and is charged (the
+    cost spread as the reservation was: a shard is charged at most what it held while the cost
+    is within the reservation; the rest goes to the first shard)."""
+    if not hold:
+        return ()
+    total = sum(hold.values())
+    shards = sorted(hold, key=lambda s: (-hold[s], s))
+    charged = {s: round(cost * hold[s] / total, 12) if total else 0.0 for s in shards}
+    charged[shards[0]] = round(charged[shards[0]] + cost - sum(charged.values()), 12)
+    return tuple((s, hold[s] if released else 0.0, charged[s]) for s in sorted(hold))

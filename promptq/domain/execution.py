@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq.domain import settlement
+from promptq.domain.costs import shares
 from promptq.domain.records import Change, Chunk, Ending, Settlement, Produced, Usage, as_utc, bounded, error_doc, is_terminal, status_of, utcnow
 from promptq.domain.redact import redact
 from promptq.contract import FINISH_CANCELLED, TERMINAL, A, AttemptOutcome, ClaimKind, Code, CostSource, F, J, Status, SweepKind
@@ -166,13 +167,12 @@ def ended(
 def rolled_back(execution: Doc, job: Doc) -> Change:
     """Remove an execution whose task could not be enqueued; its owner gets back what the start took."""
     settle = None
-    reservation, shard = float(job.get(J.RESERVED_USD) or 0.0), job.get(J.PROJECT_SHARD)
-    if settlement.counted(job) and (job.get(J.HOLDS) or shard is not None):
+    reservation, hold = float(job.get(J.RESERVED_USD) or 0.0), settlement.job_hold(job)
+    if settlement.counted(job) and (job.get(J.HOLDS) or hold):
         settle = Settlement(
             str(execution[F.OWNER]),
             account=settlement.released(reservation=reservation) if job.get(J.HOLDS) else None,
-            project_shard=shard,
-            project_released=reservation if shard is not None else 0.0,
+            project=shares(hold, released=True, cost=0.0),
         )
     return Change(delete=True, settle=settle)
 

@@ -170,11 +170,9 @@ class Settlement:
     account: dict[str, Any] | None = None
     day: str | None = None
     usage: dict[str, Any] | None = None
-    # The project's spend shard the work was counted in (None: not counted there): what it
-    # gives back of its reservation, and what it adds to ``day``'s cost there.
-    project_shard: int | None = None
-    project_released: float = 0.0
-    project_cost: float = 0.0
+    # The project's spend shards the work was counted in (``promptq.domain.costs.shares``): for
+    # each, what it gives back of its reservation and what it adds to ``day``'s cost there.
+    project: tuple[tuple[int, float, float], ...] = ()
     lanes: int = 0  # batch lanes given back: the owner's account's and project/lanes' counts (promptq.domain.lanes)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from promptq.contract import A, Acc, AttemptOutcome, B, F, J, KeySource, Use
 from promptq.domain import lanes as lanes_mod
-from promptq.domain.costs import day_of
+from promptq.domain.costs import Hold, day_of, hold_of, shares
 from promptq.domain.records import Inc, Produced, Settlement, Usage
 
 
@@ -29,6 +29,16 @@ def usage_added(*, key_source: str, usage: Usage | None, cost: float, estimated:
     else:
         fields = {Use.EXECUTIONS: executions, Use.PROMPT_TOKENS: p, Use.COMPLETION_TOKENS: c, Use.COST: cost, Use.ESTIMATED_COST: estimated}
     return {k: Inc(v) for k, v in fields.items() if v}
+
+
+def job_hold(job: Mapping[str, Any]) -> Hold:
+    """The project's spend shards an execution's reservation is held in (empty: not counted)."""
+    return hold_of(job, J.PROJECT_HOLD, J.PROJECT_SHARD, J.RESERVED_USD)
+
+
+def batch_hold(batch: Mapping[str, Any]) -> Hold:
+    """The project's spend shards a batch's reservation is held in (empty: not counted)."""
+    return hold_of(batch, B.PROJECT_HOLD, B.PROJECT_SHARD, B.RESERVED_USD)
 
 
 def counted(job: Mapping[str, Any]) -> bool:
@@ -59,15 +69,12 @@ def settled(
     reservation = float(job.get(J.RESERVED_USD) or 0.0)
     charged, estimated = charge(job, produced=produced, history=history)
     key_source = str(job.get(J.KEY_SOURCE))
-    shard = job.get(J.PROJECT_SHARD)
     settle = Settlement(
         str(execution[F.OWNER]),
         account=released(reservation=reservation) if job.get(J.HOLDS) else None,
         day=day_of(now),
         usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged, estimated=estimated),
-        project_shard=shard,
-        project_released=reservation if shard is not None else 0.0,
-        project_cost=charged if shard is not None else 0.0,
+        project=shares(job_hold(job), released=True, cost=charged),
     )
     return settle, {J.CHARGED_USD: charged}
 
@@ -83,14 +90,12 @@ def reconciled(execution: Mapping[str, Any], job: Mapping[str, Any], *, usage: U
         fields[Use.ESTIMATED_COST] = Inc(-reservation)
     finished = execution.get(F.FINISHED_AT)
     day = day_of(finished) if isinstance(finished, datetime) else None
-    shard = job.get(J.PROJECT_SHARD)
     return (
         Settlement(
             str(execution[F.OWNER]),
             day=day,
             usage=fields,
-            project_shard=shard if day else None,
-            project_cost=round(real - reservation, 9) if shard is not None else 0.0,
+            project=shares(job_hold(job), released=False, cost=round(real - reservation, 9)) if day else (),
         ),
         {J.CHARGED_USD: round(charged - reservation + real, 9)},
     )
@@ -133,11 +138,13 @@ def batch_settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: 
         if batch.get(B.HOLDS):
             account = released(reservation=released_usd, slots=int(batch[B.MAX_CONCURRENCY]))
         update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
+        if batch.get(B.PROJECT_HOLD):  # given back; its shards still take what a late fold adds
+            update[B.PROJECT_HOLD] = {k: 0.0 for k in batch[B.PROJECT_HOLD]}
         if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
             lane_fields, lanes_back = lanes_mod.released_all(batch)
             update.update(lane_fields)
-    shard, charged = batch.get(B.PROJECT_SHARD), delta.get(Use.COST)
-    if not (delta or account or lanes_back or (shard is not None and released_usd)):
+    hold, charged = batch_hold(batch), delta.get(Use.COST)
+    if not (delta or account or lanes_back or (hold and released_usd)):
         return update, None
     update[B.SETTLED] = dict(totals)
     return update, Settlement(
@@ -145,8 +152,6 @@ def batch_settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: 
         account=account,
         day=day_of(now),
         usage=delta or None,
-        project_shard=shard,
-        project_released=released_usd if shard is not None else 0.0,
-        project_cost=charged.by if shard is not None and charged is not None else 0.0,
+        project=shares(hold, released=ends, cost=charged.by if charged is not None else 0.0),
         lanes=lanes_back,
     )

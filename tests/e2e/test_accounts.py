@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
+from documents import body_bytes, job_of
 from leaks import secret
 
 from devstack.fakerouter.server import FEE_MODEL_FEES
@@ -92,20 +93,22 @@ def test_the_per_minute_limit_refuses_the_next_start_and_says_when_it_frees(clie
 
 
 def test_the_daily_budget_reserves_the_worst_case_of_executions_in_flight(client, make_user, listen, db):
-    """Budget $0.005; each start reserves its worst case, ~$0.00208 (38 prompt tokens at most,
-    max_tokens 1000 and the fees at the listed prices): of 6 simultaneous starts, 2 fit. When they end,
-    their real cost replaces the reservations, and spending never passes the budget."""
+    """Budget $0.005; each start reserves its worst case, ~$0.0023 (every byte of the body its
+    worker sends as a prompt token, max_tokens 1000 and the fees at the listed prices): of 6
+    simultaneous starts, 2 fit. When they end, their real cost replaces the reservations, and
+    spending never passes the budget."""
     user = make_user(limits={"dailyBudgetUsd": 0.005})
     marker = uuid.uuid4().hex[:6]
     results = burst(client, user, 6, prompt=f"budget [{marker}]", params={"max_tokens": 1000})
     created = [r for r in results if isinstance(r, str)]
     refused = [r for r in results if isinstance(r, CallError)]
     assert len(created) == 2 and {(e.status, e.reason, e.field) for e in refused} == {("RESOURCE_EXHAUSTED", "daily_budget", "dailyBudgetUsd")}
-    assert "this execution may cost up to $0.0020" in refused[0].message and "the budget frees at" in refused[0].message
+    assert "this execution may cost up to $0.002" in refused[0].message and "the budget frees at" in refused[0].message
     held = account(db, user.uid)[Acc.RESERVED_USD]
     finals = [listen(i).wait() for i in created]
     spent = sum(f["cost"] for f in finals)
-    assert held == pytest.approx(2 * ((len(f"budget [{marker}] 0".encode()) + 8) * PRICE_PROMPT + 1000 * PRICE_COMPLETION + FEES), rel=1e-6)
+    each = [body_bytes(job_of(db, i)) * PRICE_PROMPT + 1000 * PRICE_COMPLETION + FEES for i in created]
+    assert held == pytest.approx(sum(each), rel=1e-6), "each reserves every byte of the body its worker sends"
     assert spent < held, "the real cost is within the reservation"
     usage = client.usage(user)
     assert usage.today.cost == pytest.approx(spent, abs=1e-12) and usage.today.estimatedCost == 0
@@ -118,7 +121,7 @@ def test_the_daily_budget_reserves_the_worst_case_of_executions_in_flight(client
             assert err.reason == "daily_budget"
             break
     day = client.usage(user).today
-    assert day.cost <= 0.005 and day.cost + (len(b"more") + 8) * PRICE_PROMPT + 1000 * PRICE_COMPLETION + FEES > 0.005, day
+    assert day.cost <= 0.005 and day.cost + each[0] > 0.005, day
 
 
 def test_usage_is_counted_once_and_a_cancel_is_reconciled(client, make_user, listen, db, upstream):

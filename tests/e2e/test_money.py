@@ -18,10 +18,11 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.fakerouter.server import FEE_MODEL, FEE_MODEL_FEES
 from enqueue.pricing import ONLINE_SEARCH_USD
-from promptq.domain.costs import PROJECT_SHARDS, cost_field, day_of
+from promptq.domain.costs import PROJECT_SHARDS, URL_PART_TOKENS, cost_field, day_of
 from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, INTERNAL, JOB, PROJECT, PROJECT_SHARD, Acc, J, Proj
 from promptq.settings import Settings
 from promptq_client.api import CallError, Client
+from documents import body_bytes, job_of
 from waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -118,10 +119,11 @@ def test_the_project_cap_holds_across_new_accounts(client, store, make_user, db,
     cap = 0.01
     store.ledger.set_project_limits({"dailyBudgetUsd": cap})
     users = [make_user(f"signup{n}", limits=DEPLOYED) for n in range(4)]
-    reservation = (len("cap 0".encode()) + 8) * PROMPT_PRICE + 1000 * COMPLETION_PRICE + FEES_PER_REQUEST
+    started, refused = [(users[0], client.start(users[0], prompt="cap 0", model="fake/tokens=3,rate=0", params={"max_tokens": 1000}))], []
+    reservation = body_bytes(job_of(db, started[0][1])) * PROMPT_PRICE + 1000 * COMPLETION_PRICE + FEES_PER_REQUEST
+    assert reserved(db, started[0][1]) == pytest.approx(reservation, abs=1e-9)
     fits = int(cap // reservation)
-    started, refused = [], []
-    for n in range(2 * fits):
+    for n in range(1, 2 * fits):
         user = users[n % len(users)]
         try:
             started.append((user, client.start(user, prompt=f"cap {n % 10}", model="fake/tokens=3,rate=0", params={"max_tokens": 1000})))
@@ -132,14 +134,38 @@ def test_the_project_cap_holds_across_new_accounts(client, store, make_user, db,
     paused_queue.resume_queue(name=stack["TASKS_QUEUE"])
     for user, execution_id in started:
         wait_for(lambda: client.get(execution_id)["status"] == "succeeded", 60, f"{execution_id} succeeded")
-    shards = [s.id for s in db.collection(PROJECT).stream() if s.id != "limits"]
-    assert 1 <= len(shards) <= PROJECT_SHARDS and all(s.startswith(PROJECT_SHARD.format(0)[:-2]) for s in shards)
+    shards = [s.id for s in db.collection(PROJECT).stream() if s.id not in ("limits", "lanes")]
+    assert 1 <= len(shards) <= PROJECT_SHARDS and all(s.startswith(PROJECT_SHARD.format(0)[:-2]) for s in shards), shards
     wait_for(
         lambda: sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9, 30, "every reservation given back"
     )
     spent = sum(client.get(i)["cost"] for _, i in started)
     today = sum((s.to_dict() or {}).get(cost_field(day_of(client.get(started[0][1])["finishedAt"])), 0) for s in db.collection(PROJECT).stream())
     assert today == pytest.approx(spent, abs=1e-9)
+
+
+def test_the_project_cap_holds_when_twenty_accounts_start_at_the_same_moment(client, store, make_user, db, paused_queue):
+    """Each spend shard owns a slice of the cap and a start takes room in shards it writes only
+    if they are still the versions it read: 20 new accounts starting at one instant against a
+    cap that admits 5 get 5 (it was 20 of 20 when every start added to a shard unconditionally)."""
+    users = [make_user(f"rush{n}", limits=DEPLOYED) for n in range(20)]
+    ask = dict(model="fake/tokens=3,rate=0", params={"max_tokens": 1000})
+    probe = client.start(users[0], prompt="rush 00", **ask)
+    reservation = reserved(db, probe)
+    client.cancel(users[0], probe)  # queued: given back at once
+    store.ledger.set_project_limits({"dailyBudgetUsd": round(5.5 * reservation, 9)})
+    results = at_once([lambda n=n: client.start(users[n], prompt=f"rush {n:02d}", **ask) for n in range(20)])
+    started = [(users[n], r) for n, r in enumerate(results) if not isinstance(r, CallError)]
+    refused = [r for r in results if isinstance(r, CallError)]
+    assert len(started) == 5, [getattr(r, "reason", r) for r in results]
+    assert {(e.status, e.reason) for e in refused} == {("RESOURCE_EXHAUSTED", "project_budget")}
+    held = sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream())
+    assert held == pytest.approx(5 * reservation, abs=1e-9) and held <= 5.5 * reservation
+    for user, execution_id in started:
+        client.cancel(user, execution_id)
+    wait_for(
+        lambda: sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9, 30, "every reservation given back"
+    )
 
 
 def reserved(db, execution_id: str) -> float:
@@ -152,19 +178,26 @@ def test_a_request_fee_model_reserves_its_request_fee(client, make_user, db, pau
     only its tokens."""
     user = make_user("fees", limits={"dailyBudgetUsd": USER_BUDGET})
     ask = dict(prompt="fee", params={"max_tokens": 100})
-    plain = reserved(db, client.start(user, model="openai/gpt-4o-mini", **ask))
-    assert plain == pytest.approx((3 + 8) * PROMPT_PRICE + 100 * COMPLETION_PRICE, abs=1e-9)
-    fees = reserved(db, client.start(user, model=FEE_MODEL, **ask))
-    assert fees - plain == pytest.approx(FEE_MODEL_FEES["request"] + FEE_MODEL_FEES["web_search"], abs=1e-9)
-    online = reserved(db, client.start(user, model="openai/gpt-4o-mini:online", **ask))
-    assert online - plain == pytest.approx(ONLINE_SEARCH_USD, abs=1e-9)
+    first = client.start(user, model="openai/gpt-4o-mini", **ask)
+    plain, plain_bytes = reserved(db, first), body_bytes(job_of(db, first))
+    assert plain == pytest.approx(plain_bytes * PROMPT_PRICE + 100 * COMPLETION_PRICE, abs=1e-9)
+    fee_id = client.start(user, model=FEE_MODEL, **ask)
+    fees, fee_bytes = reserved(db, fee_id), body_bytes(job_of(db, fee_id))
+    fee_prompt = max(PROMPT_PRICE, FEE_MODEL_FEES["input_cache_write"])  # a cache write may cost more than a plain token
+    fee_completion = max(COMPLETION_PRICE, FEE_MODEL_FEES["internal_reasoning"])
+    assert fees == pytest.approx(fee_bytes * fee_prompt + 100 * fee_completion + FEE_MODEL_FEES["request"] + FEE_MODEL_FEES["web_search"], abs=1e-9)
+    online_id = client.start(user, model="openai/gpt-4o-mini:online", **ask)
+    online = reserved(db, online_id)
+    assert online == pytest.approx(body_bytes(job_of(db, online_id)) * PROMPT_PRICE + 100 * COMPLETION_PRICE + ONLINE_SEARCH_USD, abs=1e-9)
     image = {
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "fee"}, {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}
         ],
         "params": {"max_tokens": 100},
     }
-    with_image = reserved(db, client.start(user, model=FEE_MODEL, **image))
-    assert with_image - fees == pytest.approx(65536 * PROMPT_PRICE + FEE_MODEL_FEES["image"], abs=1e-9), "a linked image: its bytes and its fee"
+    image_id = client.start(user, model=FEE_MODEL, **image)
+    with_image, image_bytes = reserved(db, image_id), body_bytes(job_of(db, image_id))
+    expected = (image_bytes + URL_PART_TOKENS) * fee_prompt + 100 * fee_completion + FEE_MODEL_FEES["request"] + FEE_MODEL_FEES["web_search"]
+    assert with_image == pytest.approx(expected + FEE_MODEL_FEES["image"], abs=1e-9), "a linked image: its tokens and its fee"
     for execution in db.collection(EXECUTIONS).where(filter=FieldFilter("ownerUid", "==", user.uid)).stream():
         client.cancel(user, execution.id)

@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from documents import body_bytes
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from enqueue import service
@@ -72,7 +73,7 @@ def test_a_racing_ending_settles_once_and_frees_a_slot(store):
     with pytest.raises(LimitExceeded):
         start(store, "racer")
     job = store.get_job(execution_id)
-    assert job[J.KEY_SOURCE] == KeySource.APP.value and job[J.RESERVED_USD] == pytest.approx((2 + 8) * 1e-6 + 1000 * 2e-6)
+    assert job[J.KEY_SOURCE] == KeySource.APP.value and job[J.RESERVED_USD] == pytest.approx(body_bytes(job) * 1e-6 + 1000 * 2e-6)
     produced = Produced(generation_id="g", usage=Usage(10, 5, 15), cost=0.00002)
     barrier = threading.Barrier(4)
 

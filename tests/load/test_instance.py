@@ -6,12 +6,20 @@ the worker the same way (devstack/stack.py: functions-framework, WORKERS=1, THRE
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import json
+import os
+import socket
+import subprocess
+import threading
+import urllib.parse
 import uuid
 
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.contract import EXECUTIONS, F, Status
+from devstack import stack as stack_mod
+from promptq.contract import EXECUTIONS, WORKER_FUNCTION, F, Status
 from waiting import wait_for
 
 pytestmark = pytest.mark.stack
@@ -40,3 +48,61 @@ def test_forty_executions_of_four_users_run_at_once_in_at_most_two_worker_proces
     finally:
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             list(pool.map(lambda n: client.cancel(users[n % 4], ids[n]), range(40)))
+
+
+@pytest.fixture
+def cold_worker(stack):
+    """A worker process of its own, started for the test and never called before: production's
+    entry point (functions framework, gunicorn, WORKERS=1, THREADS) on a free port, stopped with
+    its process group."""
+    with socket.socket() as s:
+        s.bind((stack_mod.HOST, 0))
+        port = s.getsockname()[1]
+    argv = [str(stack_mod.ROOT / "venv/bin/functions-framework"), "--target", WORKER_FUNCTION, "--source", str(stack_mod.ROOT / "main.py")]
+    env = {**os.environ, **stack_mod._functions_process_env(dict(stack), WORKER_FUNCTION)}
+    log = open(stack_mod.LOGS / "cold-worker.log", "wb")
+    proc = subprocess.Popen(
+        [*argv, "--host", stack_mod.HOST, "--port", str(port)],
+        env=env,
+        cwd=stack_mod.ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: stack_mod._port_open(port) or proc.poll() is not None, timeout=60, what="the cold worker's port")
+        assert proc.poll() is None, (stack_mod.LOGS / "cold-worker.log").read_text()
+        yield f"http://{stack_mod.HOST}:{port}/"
+    finally:
+        stack_mod._kill_groups([proc.pid])
+        log.close()
+
+
+def test_forty_deliveries_at_once_to_a_cold_worker_build_one_runtime(client, make_user, db, paused_queue, cold_worker):
+    """Cloud Tasks sends a burst to a new instance: every delivery's first call builds the
+    process's singletons, and they are built once (one event loop, HTTP pool, Stop listener:
+    one ``worker`` value on every execution it claims)."""
+    user, tag = make_user("cold"), uuid.uuid4().hex[:8]
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        ids = list(pool.map(lambda i: client.start(user, prompt=f"cold {tag} {i}", model="fake/tokens=5"), range(40)))
+
+    host, port = urllib.parse.urlsplit(cold_worker).netloc.split(":")
+    connections = [http.client.HTTPConnection(host, int(port), timeout=120) for _ in ids]
+    for connection in connections:
+        connection.connect()  # every connection open first: the 40 requests then leave at one instant
+    barrier = threading.Barrier(len(ids))
+
+    def deliver(n: int) -> int:
+        body = json.dumps({"data": {"executionId": ids[n]}}).encode()
+        barrier.wait()
+        connections[n].request("POST", "/", body=body, headers={"Content-Type": "application/json"})
+        return connections[n].getresponse().status
+
+    with concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
+        assert set(pool.map(deliver, range(len(ids)))) == {200}
+    for connection in connections:
+        connection.close()
+    docs = [db.collection(EXECUTIONS).document(i).get().to_dict() for i in ids]
+    assert {d[F.STATUS] for d in docs} == {Status.SUCCEEDED.value}
+    workers = {d[F.WORKER] for d in docs}
+    assert len(workers) == 1, f"{len(workers)} runtimes in one process: {sorted(workers)}"

@@ -4,6 +4,7 @@ Firestore emulator and the whole stack: tests/emulator/test_account_store.py, te
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from enqueue.pricing import ONLINE_SEARCH_USD, Prices, parse_models, worst_case
+from promptq.adapters.openrouter.protocol import chat_body
 from promptq.contract.requests.request import RequestError
 from promptq.domain import settlement
 from promptq.domain import accounts, costs, redact
@@ -88,10 +90,32 @@ def test_a_negative_account_reads_as_empty():
     assert start({Acc.ACTIVE: -3, Acc.RESERVED_USD: -1.0})[Acc.ACTIVE] == 1
 
 
-def test_the_reservation_is_every_prompt_byte_and_max_tokens_at_the_dearest_price():
-    prices = [(1e-6, 2e-6), (3e-6, 1e-6)]
-    r = costs.reservation(prompt_bytes=1000, messages=2, max_tokens=500, prices=prices)
-    assert r == pytest.approx(max(1016 * 1e-6 + 500 * 2e-6, 1016 * 3e-6 + 500 * 1e-6))
+def test_the_reservation_is_every_body_byte_and_max_tokens_at_the_dearest_price():
+    prices = [Price(1e-6, 2e-6), Price(3e-6, 1e-6)]
+    r = costs.reserve(costs.Measured(body_bytes=1000, output_tokens=500), prices)
+    assert r.usd == pytest.approx(max(1000 * 1e-6 + 500 * 2e-6, 1000 * 3e-6 + 500 * 1e-6))
+    assert (r.body_bytes, r.output_tokens) == (1000, 500)
+    assert r.ceiling == {"prompt": 3.0, "completion": 2.0, "request": 0.0, "image": 0.0}, "the dearest of each, per million tokens"
+
+
+def test_a_prompt_never_costs_more_than_its_models_context_and_a_file_costs_all_of_it():
+    small, large = Price(1e-6, 1e-6, context=1000), Price(1e-6, 1e-6, context=200_000)
+    huge = costs.Measured(body_bytes=50_000, output_tokens=10)
+    assert costs.reserve(huge, [small]).usd == pytest.approx(1000e-6 + 10e-6), "cut at the context"
+    assert costs.reserve(huge, [large]).usd == pytest.approx(50_000e-6 + 10e-6)
+    pdf = costs.Measured(body_bytes=300, files=1, output_tokens=10)
+    assert costs.reserve(pdf, [large]).usd == pytest.approx(200_000e-6 + 10e-6), "a PDF may be read whole: the context"
+    assert costs.reserve(pdf, [Price(1e-6, 1e-6)]).usd == pytest.approx(costs.UNLISTED_CONTEXT * 1e-6 + 10e-6)
+    tools = costs.Measured(body_bytes=300, url_images=1, images=1, tools=True)
+    assert tools.prompt_tokens(0) == 300 + costs.URL_PART_TOKENS + costs.TOOLS_PROMPT_TOKENS
+
+
+def test_the_worker_holds_a_body_to_what_was_reserved():
+    job = {J.RESERVED_USD: 0.5, J.RESERVED_BODY_BYTES: 1000, J.RESERVED_OUTPUT_TOKENS: 100}
+    assert costs.exceeded(costs.Measured(1000, output_tokens=100), job) is None
+    assert "1001 bytes" in costs.exceeded(costs.Measured(1001, output_tokens=100), job)
+    assert "101 output tokens" in costs.exceeded(costs.Measured(10, output_tokens=101), job)
+    assert costs.exceeded(costs.Measured(10**9), {J.RESERVED_USD: 0.0}) is None, "nothing reserved: nothing to hold it to"
 
 
 # --- endings --------------------------------------------------------------------------------
@@ -232,10 +256,10 @@ def test_every_fee_models_lists_is_reserved():
     assert sonar == Price(
         1e-6, 1e-6, request=0.005, image=0.001, web_search=0.008, internal_reasoning=3e-6, input_cache_read=1e-7, input_cache_write=1.25e-6
     )
-    r = costs.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[sonar], images=2, reasoning_tokens=500)
-    assert r == pytest.approx(108 * 1.25e-6 + 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008)
-    plain = costs.reservation(prompt_bytes=100, messages=1, max_tokens=1000, prices=[Price(2e-6, 4e-6)])
-    assert plain == pytest.approx(108 * 2e-6 + 1000 * 4e-6), "no fee listed, none reserved"
+    r = costs.reserve(costs.Measured(body_bytes=100, images=2, output_tokens=1500), [sonar]).usd
+    assert r == pytest.approx(100 * 1.25e-6 + 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008)
+    plain = costs.reserve(costs.Measured(body_bytes=100, output_tokens=1000), [Price(2e-6, 4e-6)]).usd
+    assert plain == pytest.approx(100 * 2e-6 + 1000 * 4e-6), "no fee listed, none reserved"
     assert "odd/fee" not in parse_models(FEES), "a negative fee is not a price: the model is priced as unlisted"
 
 
@@ -256,23 +280,33 @@ def test_the_price_ceiling_refuses_a_dearer_model_naming_it():
         prices.check_ceiling(["openrouter/auto"], ("10", "10"), "model")  # a router costs the dearest it may pick
 
 
-def test_a_jobs_worst_case_counts_its_images_and_reasoning_budget():
+def test_a_jobs_worst_case_is_measured_on_the_body_its_worker_sends():
+    tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object", "description": "x" * 5000}}} for i in range(12)]
     job = {
-        J.REQUEST: {Req.MODEL: "search/sonar", Req.MODELS: None, Req.PARAMS: {"max_tokens": 100}, Req.PARAMS_JSON: '{"reasoning":{"max_tokens":50}}'},
+        J.REQUEST: {
+            Req.MODEL: "search/sonar",
+            Req.MODELS: None,
+            Req.PARAMS: {"max_tokens": 100},
+            Req.PARAMS_JSON: json.dumps({"reasoning": {"max_tokens": 50}, "tools": tools}),
+        },
         J.MESSAGES: [
             {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
         ],
     }
-    expected = costs.reservation(
-        prompt_bytes=4 + 65536,
-        messages=1,
-        max_tokens=100,
-        reasoning_tokens=50,
-        images=1,
-        prices=Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"]),
-    )
-    assert worst_case(job, Prices("http://x", fetch=lambda base: FEES)) == pytest.approx(expected)
-    assert expected > 0.005 + 0.001 + 0.008
+    prices = Prices("http://x", fetch=lambda base: FEES)
+    reserved = worst_case(job, prices)
+    body = chat_body(job[J.REQUEST], job[J.MESSAGES], reserved.ceiling)
+    sent = len(json.dumps(body, separators=(",", ":")).encode())
+    assert reserved.body_bytes == sent > 60_000, "the tools are in the body, and in the reservation"
+    prompt = sent + costs.URL_PART_TOKENS + costs.TOOLS_PROMPT_TOKENS
+    assert reserved.usd == pytest.approx(prompt * 1.25e-6 + 150 * 3e-6 + 0.005 + 0.001 + 0.008)
+    assert body["provider"]["max_price"] == {"prompt": 1.25, "completion": 3.0, "request": 0.005, "image": 0.001}
+
+
+def test_the_ceiling_keeps_the_callers_own_lower_max_price():
+    request = {Req.MODEL: "m/x", Req.PARAMS_JSON: json.dumps({"provider": {"order": ["a"], "max_price": {"prompt": 0.5, "audio": 1}}})}
+    body = chat_body(request, [], {"prompt": 2.0, "completion": 3.0, "request": 0.0, "image": 0.0})
+    assert body["provider"] == {"order": ["a"], "max_price": {"prompt": 0.5, "audio": 1, "completion": 3.0, "request": 0.0, "image": 0.0}}
 
 
 # --- the project's cap, batches' slots, key calls -------------------------------------------------
@@ -282,25 +316,39 @@ def view(**kw) -> accounts.AccountView:
     return accounts.AccountView(**{"uid": "u1", "account": None, "account_time": None, "limits": None, "today": {}, "has_key": False, **kw})
 
 
-def test_the_project_cap_counts_every_shards_spend_today_and_reservations():
+def test_the_project_cap_is_sliced_over_its_shards_and_a_reservation_takes_room_in_several():
     day = costs.cost_field("2026-11-30")
-    shards = ({day: 5.0, costs.cost_field("2026-11-29"): 100.0, Proj.RESERVED_USD: 2.0}, {day: 1.0, Proj.RESERVED_USD: 1.5})
+    shards = ({day: 0.5, costs.cost_field("2026-11-29"): 100.0, Proj.RESERVED_USD: 0.2}, None, {day: 1.0}) + (None,) * 7
     spend = costs.ProjectSpend.of(10.0, None, shards, "2026-11-30")
-    assert spend == costs.ProjectSpend(10.0, 6.0, 3.5)
-    costs.decide_project(spend, 0.5, NOW)  # exactly at the cap
+    assert spend.spent_today == 1.5 and spend.room(0) == pytest.approx(0.3) and spend.room(1) == 1.0 and spend.room(2) == 0.0
+    assert costs.decide_project(spend, 0.25, NOW, first=0) == {0: 0.25}
+    assert costs.decide_project(spend, 1.5, NOW, first=0) == {0: 0.3, 1: 1.0, 3: 0.2}, "a full shard is skipped"
+    assert costs.decide_project(spend, 0.0, NOW, first=4) == {4: 0.0}, "free work is still charged to its first shard"
+    assert sum(costs.decide_project(spend, 8.3, NOW, first=9).values()) == pytest.approx(8.3), "exactly the room left"
     with pytest.raises(LimitExceeded) as info:
-        costs.decide_project(spend, 0.6, NOW)
+        costs.decide_project(spend, 8.31, NOW)
     assert info.value.reason is Reason.PROJECT_BUDGET and "2026-12-01T00:00:00" in info.value.message and "$" not in info.value.message
     assert costs.ProjectSpend.of(10.0, {"dailyBudgetUsd": 0}, shards, "2026-11-30").cap_usd == 0, "an operator's override"
+    assert costs.decide_project(costs.ProjectSpend.of(0.0, None, shards, "2026-11-30"), 5.0, NOW) == {}, "no cap: nothing held"
     with pytest.raises(LimitExceeded):
-        costs.decide_project(costs.ProjectSpend(10.0, 10.0, 0.0), 0.0, NOW)  # reached: even free work waits
+        costs.decide_project(costs.ProjectSpend(10.0, (10.0,) + (0.0,) * 9, (0.0,) * 10), 0.0, NOW)  # reached: even free work waits
 
 
-def test_a_start_on_the_app_key_reserves_in_the_account_and_a_project_shard():
-    worst = lambda: 0.25  # noqa: E731
+def test_a_holds_shares_give_back_each_part_and_spread_the_cost():
+    assert costs.shares({3: 0.3, 5: 0.1}, released=True, cost=0.2) == ((3, 0.3, 0.15), (5, 0.1, 0.05))
+    assert costs.shares({3: 0.0}, released=True, cost=0.02) == ((3, 0.0, 0.02),), "free work: its cost to its shard"
+    assert costs.shares({3: 0.1, 5: 0.1}, released=False, cost=0.3) == ((3, 0.0, 0.15), (5, 0.0, 0.15))
+    legacy = costs.hold_of({J.PROJECT_SHARD: 4, J.RESERVED_USD: 0.2}, J.PROJECT_HOLD, J.PROJECT_SHARD, J.RESERVED_USD)
+    assert legacy == {4: 0.2}, "written before the slices"
+
+
+def test_a_start_on_the_app_key_reserves_in_the_account_and_the_project_shards():
+    worst = lambda: costs.Reserve(0.25, 100, 10, {"prompt": 1.0})  # noqa: E731
     taken = accounts.decide(view(), defaults=LIMITS, project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
-    assert (taken.source, taken.reservation, taken.holds, taken.project_shard) == (KeySource.APP, 0.25, True, costs.shard_of("e1"))
-    assert taken.account[Acc.RESERVED_USD] == 0.25 and taken.job_fields()[J.PROJECT_SHARD] == costs.shard_of("e1")
+    assert (taken.source, taken.reservation, taken.holds, taken.project_hold) == (KeySource.APP, 0.25, True, {costs.shard_of("e1"): 0.25})
+    fields = taken.job_fields()
+    assert taken.account[Acc.RESERVED_USD] == 0.25 and fields[J.PROJECT_HOLD] == {str(costs.shard_of("e1")): 0.25}
+    assert (fields[J.RESERVED_BODY_BYTES], fields[J.RESERVED_OUTPUT_TOKENS], fields[J.PRICE_CEILING]) == (100, 10, {"prompt": 1.0})
     unlimited = accounts.decide(
         view(limits={"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0}),
         defaults=LIMITS,
@@ -311,8 +359,8 @@ def test_a_start_on_the_app_key_reserves_in_the_account_and_a_project_shard():
     )
     assert (unlimited.account, unlimited.holds, unlimited.reservation) == (None, False, 0.25), "no user limits: the project's still"
     own = accounts.decide(view(has_key=True), defaults=LIMITS, project_cap_usd=5.0, worst_case=lambda: 1 / 0, shard_key="e1", now=NOW)
-    assert (own.source, own.reservation, own.project_shard) == (KeySource.USER, 0.0, None), "the user's own key: nothing priced"
-    full = view(project_shards=({costs.cost_field("2026-11-30"): 4.9},))
+    assert (own.source, own.reservation, own.project_hold) == (KeySource.USER, 0.0, {}), "the user's own key: nothing priced"
+    full = view(project_shards=tuple({costs.cost_field("2026-11-30"): 0.49} for _ in range(10)))
     with pytest.raises(LimitExceeded) as info:
         accounts.decide(full, defaults=accounts.UserLimits(), project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
     assert info.value.reason is Reason.PROJECT_BUDGET
@@ -339,13 +387,14 @@ def test_key_calls_are_throttled_per_minute():
     assert accounts.decide_key_call(account, 0, NOW) is None, "0 = off: nothing written"
 
 
-def test_an_ending_gives_the_project_shard_back_its_reservation_and_the_charge():
-    e, j = counted(**{J.PROJECT_SHARD: 3})
+def test_an_ending_gives_the_project_shards_back_their_parts_and_the_charge():
+    e, j = counted(**{J.PROJECT_HOLD: {"3": 0.04, "7": 0.01}})
     change = ex.ended(e, j, Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
-    s = change.settle
-    assert (s.project_shard, s.project_released, s.project_cost) == (3, 0.05, 0.05), "an unknown cost is charged its reservation"
+    assert change.settle.project == ((3, 0.04, 0.04), (7, 0.01, 0.01)), "an unknown cost is charged its reservation"
     rolled = ex.rolled_back({**e, F.STATUS: "queued", F.ATTEMPT: 0}, j).settle
-    assert (rolled.project_shard, rolled.project_released, rolled.project_cost) == (3, 0.05, 0.0)
+    assert rolled.project == ((3, 0.04, 0.0), (7, 0.01, 0.0))
+    legacy = ex.ended(*counted(**{J.PROJECT_SHARD: 3}), Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
+    assert legacy.settle.project == ((3, 0.05, 0.05),), "a start written before the slices settles as it was taken"
 
 
 def test_a_batch_items_unknown_cost_is_its_worst_case_in_its_batchs_cost():

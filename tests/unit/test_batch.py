@@ -4,10 +4,13 @@ stack: tests/e2e/test_batches.py."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from promptq.contract.requests import jsonschemas
 from promptq.contract.requests import request as rq
 from enqueue.batch_items import items_of
 from promptq.domain import batch as bt
@@ -92,6 +95,50 @@ def test_a_hostile_batch_is_refused_whole_naming_the_item(data, field):
     assert err.status.value == ("not-found" if field == "items.0.promptId" else "invalid-argument")
 
 
+def _counting_schema_checks(monkeypatch) -> list:
+    """Every JSON Schema a request carries is checked through ``jsonschemas.validator_class``."""
+    checked: list = []
+    original = jsonschemas.validator_class
+    monkeypatch.setattr(jsonschemas, "validator_class", lambda schema: (checked.append(1), original(schema))[1])
+    return checked
+
+
+def test_a_batchs_params_are_checked_once_not_once_per_item(monkeypatch):
+    checked = _counting_schema_checks(monkeypatch)
+    tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object"}}} for i in range(3)]
+    roomy = replace(SETTINGS, batch_max_bytes=1_000_000)
+    items = build({"items": [{"customId": f"c{i}", "prompt": "x"} for i in range(40)], "params": {"tools": tools, "tool_choice": "auto"}}, roomy)
+    assert len(items) == 40 and len(checked) == 3, "each tool's schema once, whatever the number of items"
+    assert all(json.loads(j[J.REQUEST]["paramsJson"])["tools"] == tools for _, _, j in items), "every item carries them, as sent"
+    own = build({"items": [{"customId": "a", "prompt": "x", "params": {"tool_choice": "none"}}], "params": {"tools": tools}})
+    assert json.loads(own[0][2][J.REQUEST]["paramsJson"])["tool_choice"] == "none", "an item's own field wins and is checked with the shared ones"
+    refused(
+        {
+            "items": [{"customId": "a", "prompt": "x", "params": {"tool_choice": {"type": "function", "function": {"name": "nope"}}}}],
+            "params": {"tools": tools},
+        },
+        "items.0.params.tool_choice.function.name",
+    )
+    refused(
+        {
+            "items": [{"customId": "a", "prompt": "x"}],
+            "params": {"tools": [{"type": "function", "function": {"name": "t", "parameters": {"type": "nope"}}}]},
+        },
+        "params.tools.0.function.parameters",
+    )
+
+
+def test_a_batch_too_large_to_store_is_refused_before_any_item_is_parsed(monkeypatch):
+    """300 items inheriting 700 KB of tools are 210 MB of jobs: refused on the raw request's
+    size, before a single item (or the tools) is validated."""
+    checked = _counting_schema_checks(monkeypatch)
+    tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object", "description": "d" * 60_000}}} for i in range(12)]
+    data = {"items": [{"customId": f"c{i}", "prompt": "x"} for i in range(300)], "params": {"tools": tools}}
+    err = refused(data, "items", replace(SETTINGS, batch_max_items=1000, batch_max_bytes=64 * 1024 * 1024))
+    assert "stored with every item" in err.message and "split the batch" in err.message
+    assert checked == [], "nothing validated: the size alone refuses it"
+
+
 def batch_doc(**over) -> dict:
     doc = bt.new_batch(
         owner_uid="u1",
@@ -161,23 +208,25 @@ def test_a_fold_never_comes_sooner_than_the_last_one_took():
 
 
 def test_items_whose_cost_is_unknown_count_their_reservation_in_the_batchs_charge():
-    doc = {**batch_doc(**{B.PROJECT_SHARD: 4}), B.STATUS: "running"}
+    doc = {**batch_doc(**{B.PROJECT_HOLD: {"4": 0.3, "5": 0.1}}), B.STATUS: "running"}
     totals = bt.Totals(4, 40, 20, cost=0.01, estimated=0.03)  # one item cut: its reservation
     update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, cancelled=1), totals, now=NOW)
     assert update[B.COST] == 0.01 and update[B.ESTIMATED_COST] == 0.03
     assert settle.usage[Use.COST] == Inc(pytest.approx(0.04)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(0.03))
-    assert (settle.project_shard, settle.project_released, settle.project_cost) == (4, 0.4, pytest.approx(0.04))
+    assert settle.project == ((4, 0.3, pytest.approx(0.03)), (5, 0.1, pytest.approx(0.01))), "given back, and charged as it was held"
+    assert update[B.PROJECT_HOLD] == {"4": 0.0, "5": 0.0}, "its shards stay, holding nothing"
     doc = {**doc, **update}
     fixed = bt.Totals(4, 44, 22, cost=0.012, estimated=0.0)  # its real cost read later
     update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, cancelled=1), fixed, now=NOW)
     assert settle.usage[Use.COST] == Inc(pytest.approx(-0.028)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(-0.03))
-    assert (settle.project_released, settle.project_cost) == (0.0, pytest.approx(-0.028)) and settle.account is None
+    assert settle.project == ((4, 0.0, pytest.approx(-0.028)), (5, 0.0, 0.0)) and settle.account is None, "a late correction: to its first shard"
 
 
 def test_a_claim_taken_back_gives_back_what_it_took():
-    claimed = batch_doc(**{B.PROJECT_SHARD: 2})
+    claimed = batch_doc(**{B.PROJECT_HOLD: {"2": 0.4}})
     settle = bt.unclaimed(claimed)
-    assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)} and (settle.project_shard, settle.project_released) == (2, 0.4)
+    assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)} and settle.project == ((2, 0.4, 0.0),)
+    assert bt.unclaimed(batch_doc(**{B.PROJECT_SHARD: 2})).project == ((2, 0.4, 0.0),), "a claim written before the slices"
     assert bt.unclaimed(batch_doc(**{B.HOLDS: False})) is None
     before = {**batch_doc(), B.STATUS: "completed", B.ROUND: 0, B.HOLDS: False, B.RESERVED_USD: 0.0, B.FINISHED_AT: NOW}
     undone = bt.round_undone(before, now=NOW)

@@ -17,7 +17,9 @@ from promptq.domain.errors import CancelRequested, LostClaim
 from promptq.domain.records import Chunk
 from promptq.settings import Settings
 from promptq.domain.errors import Deadline
-from worker.attempt import Attempt
+from worker.attempt import OUTPUT_MARGIN, Attempt
+from promptq.contract import Code
+from promptq.domain.errors import Permanent
 from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 from waiting import poll
 
@@ -56,12 +58,12 @@ def settings(**over) -> Settings:
     return replace(Settings(project_id="p", flush_interval_s=0.3, stall_timeout_s=5, first_token_timeout_s=5, lease_s=3), **over)
 
 
-def run(fake, model: str, writer, *, deadline: float = 30, cancel_after: float | None = None, **over):
+def run(fake, model: str, writer, *, deadline: float = 30, cancel_after: float | None = None, output_cap: int = 0, **over):
     s = settings(**over)
 
     async def go():
         upstream = OpenRouterClient(base_url=fake.base_url, api_key="sk-test", first_token_timeout_s=s.first_token_timeout_s)
-        attempt = Attempt("exec-1", writer, s)
+        attempt = Attempt("exec-1", writer, s, output_cap=output_cap)
         if cancel_after is not None:
             asyncio.get_running_loop().call_later(cancel_after, attempt.cancel.set)
         try:
@@ -103,6 +105,18 @@ def test_chunks_are_coalesced_first_token_at_once(fake):
     assert [c.seq for c in chunks] == list(range(1, len(chunks) + 1)) and {c.attempt for c in chunks} == {1}
     for before, after in zip(chunks, chunks[1:]):
         assert after.start == before.end  # contiguous: each character in exactly one chunk
+
+
+def test_a_stream_past_its_reserved_output_stops_and_keeps_the_text(fake):
+    """An upstream that ignores max_tokens: at least a token a piece, so once the pieces pass the
+    output its start reserved (and a small margin), it has certainly cost more: stopped."""
+    writer = RecordingWriter()
+    attempt, exc = run(fake, "fake/tokens=200,rate=0", writer, output_cap=20)
+    assert isinstance(exc, Permanent) and exc.code == Code.RESERVATION_EXCEEDED and "20 output tokens" in exc.message
+    assert attempt.pieces == 20 + OUTPUT_MARGIN + 1 and len(attempt.buffer.whole_text()) > 0, "stopped at once, the text kept"
+    writer = RecordingWriter()
+    attempt, exc = run(fake, "fake/tokens=30,rate=0", writer, output_cap=30)
+    assert exc is None and attempt.pieces == 30, "within what was reserved: untouched"
 
 
 def test_worker_deadline_stops_the_stream_and_keeps_the_text(fake):

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from promptq.domain.errors import Permanent, Transient
 from promptq.domain.records import Usage
-from promptq.contract import Code, Req
+from promptq.contract import Code, J, Req
 from promptq.adapters.openrouter.stream import StreamError
 
 PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed")
@@ -91,8 +91,11 @@ def vocabulary(request: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
-def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The OpenRouter request body for an execution's stored request."""
+def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]], ceiling: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The OpenRouter request body for an execution's stored request: the one function that
+    builds it, for the worker to send and for the start to measure (``promptq.domain.costs.measure``).
+    ``ceiling``: the prices its reservation was computed at, sent as ``provider.max_price`` (each
+    the lower of it and the caller's own), so that routing picks no dearer endpoint."""
     body: dict[str, Any] = {"model": request[Req.MODEL], "messages": messages, "stream": True}
     if request.get(Req.MODELS):
         body["models"] = list(request[Req.MODELS])
@@ -101,9 +104,19 @@ def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]]) -> dic
         if value is not None:
             body[name] = value
     body.update(vocabulary(request))
+    if ceiling:
+        provider = dict(body.get("provider") or {})
+        own = provider.get("max_price") or {}
+        provider["max_price"] = {**own, **{k: min(v, own[k]) if isinstance(own.get(k), (int, float)) else v for k, v in ceiling.items()}}
+        body["provider"] = provider
     # Older OpenRouter docs need this for the usage chunk; current ones always send it. Harmless.
     body["usage"] = {"include": True}
     return body
+
+
+def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The body an execution's job sends upstream (its reservation's ceiling included)."""
+    return chat_body(job[J.REQUEST], job[J.MESSAGES], job.get(J.PRICE_CEILING))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ def tagged(members: Mapping[str, Any], choose: Callable[[Any], str | None], refu
     options = [Annotated[kind, Tag(TAG + name)] for name, kind in members.items()] + [Annotated[Any, PlainValidator(refused), Tag(TAG + "?")]]
 
     def pick(value: Any) -> str:
+        for member, kind in members.items():  # a value validated before (a batch's shared params) is itself
+            if isinstance(kind, type) and isinstance(value, kind):
+                return TAG + member
         name = choose(value)
         return TAG + (name if name is not None and name in members else "?")
 

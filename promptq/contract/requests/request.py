@@ -85,7 +85,10 @@ DocId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,128}$"), Af
 VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
-class Params(BaseModel):
+class ParamFields(BaseModel):
+    """Each parameter checked alone (a batch's shared ``params``, validated once for all its
+    items: ``enqueue.batch_items``); ``Params`` checks them together."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     temperature: Finite | None = Field(None, ge=0, le=2)
@@ -102,6 +105,8 @@ class Params(BaseModel):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
+
+class Params(ParamFields):
     @model_validator(mode="after")
     def _tools_go_together(self) -> "Params":
         check_tools(self.tools, self.tool_choice, self.parallel_tool_calls)

@@ -2,7 +2,9 @@
 ``provider``, ``tools``, ``tool_choice`` (``parallel_tool_calls`` is a bool). Their shapes, as
 OpenRouter documents them, and the JSON Schemas they carry, checked before anything is created:
 bounded in bytes and depth, then against their dialect's meta-schema (``promptq.contract.requests.jsonschemas``),
-with local references only. Pure; no I/O.
+with local references only, patterns RE2 runs (``promptq.contract.requests.patterns``) and a bounded
+expansion (``promptq.contract.requests.schemashape``), so that no schema can wedge the worker that
+applies it. Pure; no I/O.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from promptq.contract.requests.fields import Finite, Int64, Nested, Strict, Text, plain_json, tagged
 from promptq.contract.requests.messages import ToolName
-from promptq.contract.requests import jsonschemas
+from promptq.contract.requests import jsonschemas, patterns, schemashape
 
 SCHEMA_MAX_BYTES = 64 * 1024  # one JSON Schema, as JSON
 SCHEMA_MAX_DEPTH = 32  # its nesting of objects and arrays
+# Subschemas one schema expands to, references followed (a recursive one's cycle counted once).
+# A validator applies each to an answer's value at most once, at ~1-3 µs each: 10,000 keeps one
+# value's check to ~10-30 ms. 64 KiB of typical properties is ~2,500 of them; OpenAI's structured
+# outputs allow 5,000 properties. A chain of allOf that doubles per level passes it at level 12.
+SCHEMA_MAX_SUBSCHEMAS = 10_000
 MAX_TOOLS = 128  # OpenAI's limit
 MAX_PROVIDERS = 50  # names in one of provider's lists
 
@@ -59,17 +66,34 @@ def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     cls = jsonschemas.validator_class(schema)
     if cls is None:
         raise ValueError(f"at /$schema: not a dialect jsonschema knows ({', '.join(jsonschemas.dialects())})")
+    shape = schemashape.shape(schema)  # first: the meta-schema takes ~0.2 ms per subschema
+    if shape.subschemas > SCHEMA_MAX_SUBSCHEMAS:
+        raise ValueError(f"at /: expands to more than {SCHEMA_MAX_SUBSCHEMAS} subschemas ($ref/allOf/anyOf/oneOf); simplify it")
+    budget = patterns.Budget()
     try:
-        cls.check_schema(schema)
+        jsonschemas.check_schema(cls, schema, budget.check)
     except SchemaError as err:
-        raise ValueError(f"at {jsonschemas.pointer(err.path)}: {jsonschemas.short(err.message)}") from None
+        path, pattern = jsonschemas.refused_pattern(err)
+        raise ValueError(f"at {jsonschemas.pointer(path)}: {pattern or jsonschemas.short(err.message)}") from None
+    for path in jsonschemas.nested_dialects(schema)[:1]:
+        raise ValueError(f"at {jsonschemas.pointer(path)}: `$schema` is read at the root only (one dialect per schema)")
+    _local_refs(schema)
+    for where, pattern in shape.patterns:  # the meta-schema saw those of its subschemas; `$ref` may point elsewhere
+        try:
+            budget.check(pattern)
+        except patterns.PatternError as err:
+            raise ValueError(f"at {jsonschemas.pointer(where)}: {patterns.refusal(pattern, err)}") from None
+    return schema
+
+
+def _local_refs(schema: dict[str, Any]) -> None:
+    """Every reference local (``#...``) and, without a nested ``$id``, pointing into the schema."""
     nested_ids = any("$id" in node for node in _subschemas(schema))
     for path, ref in _refs(schema):
         if not ref.startswith("#"):
             raise ValueError(f"at {jsonschemas.pointer(path)}: only local references (#...) are allowed, not {ref[:80]!r}")
         if not nested_ids and not _resolves(schema, ref):
             raise ValueError(f"at {jsonschemas.pointer(path)}: {ref[:80]!r} points at nothing in the schema")
-    return schema
 
 
 def _subschemas(schema: dict) -> list[dict]:
