@@ -74,7 +74,7 @@ def cold_worker(stack):
         assert proc.poll() is None, (stack_mod.LOGS / "cold-worker.log").read_text()
         yield f"http://{stack_mod.HOST}:{port}/"
     finally:
-        stack_mod._kill_groups([proc.pid])
+        stack_mod._kill_groups([proc.pid], timeout=1.0)  # its executions ended: nothing to wait for
         log.close()
 
 

@@ -123,7 +123,7 @@ def test_the_loop_measurement_sees_a_stall(checker):
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 )
 @given(SCHEMAS, ANSWERS)
 @example(items_of(product(6, 4)), list(range(3000)))

@@ -143,7 +143,7 @@ def test_a_batch_is_accepted_validating_then_completes_with_the_chat_answers_at_
 
 
 def test_completed_grows_while_in_progress_and_results_wait_for_the_end(fake, client):
-    batch_id = submit(client, fake, [item(i) for i in range(40)], model="fake/tokens=2,batch_phase=1").json()["id"]
+    batch_id = submit(client, fake, [item(i) for i in range(40)], model="fake/tokens=2,batch_phase=0.3").json()["id"]
     growing = wait_for(lambda: (b := get(client, fake, batch_id))["status"] == "in_progress" and 0 < b["request_counts"]["completed"] < 40 and b)
     assert growing["usage"]["completion_tokens"] == 2 * growing["request_counts"]["completed"] and growing["results"] == []
     early = client.get(f"{fake.base_url}/batches/{batch_id}/results", headers=AUTH)
@@ -264,7 +264,7 @@ def test_submits_are_authorized_as_chat_completions(fake, client):
 
 
 def test_cancel_goes_through_cancelling_and_keeps_the_results_produced(fake, client):
-    batch_id = submit(client, fake, [item(i) for i in range(100)], model="fake/tokens=2,batch_phase=2").json()["id"]
+    batch_id = submit(client, fake, [item(i) for i in range(100)], model="fake/tokens=2,batch_phase=0.5").json()["id"]
     wait_for(lambda: get(client, fake, batch_id)["request_counts"]["completed"] > 0)
     r = client.post(f"{fake.base_url}/batches/{batch_id}/cancel", headers=AUTH)
     assert r.status_code == 200 and r.json()["status"] == "cancelling"
