@@ -238,7 +238,8 @@ class Client:
 
     def watch(self, execution_id: str, on_version: Callable[[dict[str, Any]], None], *, timeout: float = 300.0) -> dict[str, Any]:
         """Call ``on_version`` with each state a watcher sees (the execution's fields, and
-        ``output``: the whole text so far), until the execution ends; return the final state.
+        ``output``: the whole text so far; a JSON answer's ``partial`` and ``partialComplete``
+        while it streams, ``json`` once it succeeded), until the execution ends; return the final state.
         Raises TimeoutError if it does not end in time."""
         from promptq_client.watch import Follower
 

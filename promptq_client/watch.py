@@ -7,6 +7,9 @@ dropped and the new one's followed. An execution that ended before it was follow
 from its pages (a few documents) instead of its chunks. Every callback gets the execution's
 fields (``toolCalls`` among them, once it ended) plus ``output``, the whole text so far,
 ``reasoning``, ``restarted``, and ``json``: a JSON answer's parsed value once it succeeded.
+A JSON answer (``outputFormat: "json"``) also has ``partial``, the value its text so far parses
+to, and ``partialComplete``, its top-level members that are whole (``promptq_client.partial``:
+parsed as the text grows by an eighth, up to 256 Ki characters); None for a text answer.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from promptq.contract import TERMINAL, C, F, Status
+from promptq.contract import TERMINAL, C, F, OutputFormat, Status
 from promptq.contract import answer_json
+from promptq_client.partial import Partial
 from promptq_client.reader import Reader
 
 OUTPUT = "output"  # the assembled text, in the states this module reports (not stored fields)
 REASONING = "reasoning"
 RESTARTED = "restarted"
 JSON = "json"  # a JSON answer's value (`outputFormat: "json"`), once it succeeded whole
+PARTIAL = "partial"  # a JSON answer's value so far (promptq_client.partial)
+PARTIAL_COMPLETE = "partialComplete"  # the top-level keys (or indices) of `partial` that are whole
 
 
 class Follower:
@@ -47,6 +53,7 @@ class Follower:
         self._reasoning: list[str] = []
         self._length = 0
         self._restarted = False
+        self._partial = Partial()
         self._chunks = None
         self._watch = None
 
@@ -83,6 +90,7 @@ class Follower:
             self._chunks = None
         self._restarted = self._restarted or bool(self._text)
         self._attempt, self._text, self._reasoning, self._length = attempt, [], [], 0
+        self._partial = Partial()
         if late:  # it ended before we came: its pages (or chunks) in one read, no listener
             self._read_all()
         elif attempt > 0:
@@ -117,13 +125,9 @@ class Follower:
             self._read_all()  # ended with no length (claimed but never ended by its attempt): its chunks, once
         whole = ended and (expected is None or self._length >= expected)
         text = "".join(self._text)
-        state = {
-            **doc,
-            OUTPUT: text,
-            REASONING: "".join(self._reasoning),
-            RESTARTED: self._restarted,
-            JSON: answer_json(doc, text) if whole else None,
-        }
+        value = answer_json(doc, text) if whole else None
+        state = {**doc, OUTPUT: text, REASONING: "".join(self._reasoning), RESTARTED: self._restarted, JSON: value}
+        state[PARTIAL], state[PARTIAL_COMPLETE] = self._partial_of(doc, text, whole, value)
         try:
             self.on_version(state)
         except BaseException as exc:  # surface callback errors in the waiting thread
@@ -133,3 +137,10 @@ class Follower:
         if whole:
             self.final = state
             self.done.set()
+
+    def _partial_of(self, doc: dict[str, Any], text: str, whole: bool, value: Any) -> tuple[Any, list[str | int] | None]:
+        if doc.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value:
+            return None, None
+        if whole and doc[F.STATUS] == Status.SUCCEEDED.value:
+            return self._partial.settle(value)  # the validated value, every member whole
+        return self._partial.update(text, final=whole)

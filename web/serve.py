@@ -8,6 +8,8 @@ Routes:
   (``node_modules``, ``serve.py``, the parent directory) can be reached;
 - ``/vendor/promptq/<name>.js``: the npm package ``@promptq/web`` (packages/web/src/, the
   modules the page imports as ``@promptq/web``, through its import map), by name likewise;
+- ``/vendor/partial-json.js``: its one dependency, ``partial-json`` (its parser of JSON that
+  is still streaming), from packages/web/node_modules: CommonJS files, served as one ES module;
 - ``/config.js``: the emulator endpoints, generated on each request from ``.stack/env``
   (written by ``make up``), so a restarted stack needs no restart here;
 - ``/vendor/firebase/firebase-*.js``: the Firebase JS SDK's browser ESM bundles from
@@ -35,6 +37,8 @@ ROOT = WEB.parent
 ENV_FILE = ROOT / ".stack" / "env"
 SDK = WEB / "node_modules" / "firebase"
 PACKAGE = ROOT / "packages" / "web" / "src"  # @promptq/web's ES modules
+PARTIAL_JSON = ROOT / "packages" / "web" / "node_modules" / "partial-json"  # @promptq/web's dependency (CommonJS)
+PARTIAL_JSON_URL = "/vendor/partial-json.js"
 
 PAGE_FILE = re.compile(r"^/([A-Za-z0-9_][A-Za-z0-9_.-]*\.(?:html|js|css))$")  # one name, no folder
 TYPES = {
@@ -97,6 +101,32 @@ def package_file(path: str) -> Path | None:
     return file if file.is_file() and file.resolve().parent == PACKAGE.resolve() else None
 
 
+def partial_json_module() -> bytes | None:
+    """``partial-json`` (CommonJS: ``dist/*.js``, each requiring its siblings as ``./name``) as
+    one ES module exporting what @promptq/web imports of it; None when it is not installed."""
+    files = sorted((PARTIAL_JSON / "dist").glob("*.js"))
+    if not files:
+        return None
+    version = json.loads((PARTIAL_JSON / "package.json").read_text())["version"]
+    sources = "".join(f"  {json.dumps('./' + f.stem)}: function (module, exports, require) {{\n{f.read_text()}\n  }},\n" for f in files)
+    return (
+        f"// partial-json {version} (MIT), its CommonJS files as one ES module (web/serve.py).\n"
+        f"const sources = {{\n{sources}}};\n"
+        "const loaded = {};\n"
+        "function load(name) {\n"
+        '  const key = name.replace(/\\.js$/, "");\n'
+        "  if (!loaded[key]) {\n"
+        "    const module = (loaded[key] = { exports: {} });\n"
+        "    sources[key].call(module.exports, module, module.exports, load);\n"
+        "  }\n"
+        "  return loaded[key].exports;\n"
+        "}\n"
+        'const main = load("./index");\n'
+        "export const { Allow, MalformedJSON, PartialJSON, parse, parseJSON } = main;\n"
+        "export default main;\n"
+    ).encode()
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "promptq-web"
 
@@ -115,6 +145,11 @@ class Handler(BaseHTTPRequestHandler):
         file = page_file(path) or package_file(path)
         if file is not None:
             return self._send(file.read_bytes(), TYPES[file.suffix], send_body)
+        if path == PARTIAL_JSON_URL:
+            module = partial_json_module()
+            if module is None:
+                return self._error(HTTPStatus.NOT_FOUND, "partial-json is not installed in packages/web/node_modules: run scripts/setup.sh")
+            return self._send(module, TYPES[".js"], send_body)
         m = SDK_FILE.match(path)
         if m and (SDK / m.group(1)).is_file():
             body = GSTATIC.sub(b"./", (SDK / m.group(1)).read_bytes())

@@ -88,14 +88,29 @@ function renderReasoning(s) {
   setText($("reasoning"), reasoning);
 }
 
-/** A JSON answer formatted (once it succeeded and was checked), and the tools the model called. */
+/**
+ * A JSON answer formatted: what its text parses to while it streams (`partial`, with the fields
+ * that are whole), then the checked value (`json`) once it succeeded; and the tools the model called.
+ * @param {import("@promptq/web").ExecutionState} s
+ */
 function renderStructured(s) {
-  $("json-box").hidden = s.json === undefined;
-  if (s.json !== undefined) setText($("json"), JSON.stringify(s.json, null, 2));
+  const checked = s.json !== undefined;
+  const value = checked ? s.json : s.partial;
+  $("json-box").hidden = value === undefined;
+  $("json-box").dataset.state = checked ? "checked" : "partial";
+  if (value !== undefined) setText($("json"), JSON.stringify(value, null, 2));
+  setText($("json-summary"), checked ? "JSON answer (parsed, checked)" : partialSummary(s));
   $("tool-calls-box").hidden = !s.toolCalls?.length;
   if (s.toolCalls?.length) {
     setText($("tool-calls"), s.toolCalls.map((c) => `${c.function.name}(${c.function.arguments})  [${c.id}]`).join("\n"));
   }
+}
+
+/** @param {import("@promptq/web").ExecutionState} s */
+function partialSummary(s) {
+  if (!s.live && s.status !== Status.SUCCEEDED) return "JSON answer as far as it parsed (not checked: it did not succeed)";
+  const whole = s.partialComplete ?? [];
+  return `JSON answer so far (streaming): ${whole.length ? `${whole.join(", ")} complete` : "no field complete yet"}`;
 }
 
 function renderTokens(s) {

@@ -29,3 +29,8 @@ def answer_json(execution: Mapping[str, Any], text: str | None) -> Any:
         return parse_json_answer(text)
     except (ValueError, RecursionError):
         return None
+
+
+def iso_time(value: Any) -> str | None:
+    """A document's time as an answer spells it: ISO 8601 (None: not set)."""
+    return value.isoformat() if hasattr(value, "isoformat") else None

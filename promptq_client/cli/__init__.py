@@ -7,8 +7,8 @@
     promptq list [--limit N] [--json]
     promptq usage [--days N] [--json]
     promptq key set|show|delete        (set reads the key from stdin or a prompt)
-    promptq batch run FILE.jsonl [--model M] [--concurrency N] [--out results.jsonl]
-    promptq batch follow|show|cancel|retry|results ID [--out FILE]
+    promptq batch run FILE.jsonl [--model M] [--concurrency N] [--out results.jsonl] [--format openai]
+    promptq batch follow|show|cancel|retry|results ID [--out FILE] [--format openai]
 
 Targets the local stack by default (endpoints from .stack/env, written by ``make up``), or a
 real project with ``--project`` / ``--functions-url`` / ``--web-api-key`` (or PROMPTQ_PROJECT,
@@ -24,7 +24,8 @@ Exit codes: 0 succeeded (or the command was done), 1 the execution failed or was
 130 interrupted (Ctrl-C; ``run`` cancels its execution first).
 
 Modules: ``target`` (where to, who, errors), ``args`` (the parser), ``commands``, ``account``
-(usage, list, key), ``batch``, ``follow`` (printing the answer as it grows), ``report`` (summaries).
+(usage, list, key), ``batch`` (with ``openai_batch``: OpenAI's batch files), ``follow`` (printing
+the answer as it grows), ``report`` (summaries).
 """
 
 from __future__ import annotations

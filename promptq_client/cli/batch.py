@@ -3,9 +3,10 @@ finish; follow, show, cancel, retry a batch, or fetch its results.
 
 Input lines are the project's own (``{customId, prompt | messages | promptId + variables,
 model?, models?, params?}``) or OpenAI batch input lines (``{custom_id, method, url, body:
-{model, messages, max_tokens, response_format, tools, ...}}``). Results are JSONL, one line per
-item as it ends: ``{customId, custom_id, index, status, output, json, toolCalls, model, usage,
-cost, error, executionId}``.
+{model, messages, max_tokens, response_format, tools, ...}}``: ``openai_batch``). Results are
+JSONL, one line per item as it ends: ``{customId, custom_id, index, status, output, json,
+toolCalls, model, usage, cost, error, executionId}``, or with ``--format openai`` OpenAI's batch
+output lines (``{id, custom_id, response: {status_code, request_id, body}, error}``).
 """
 
 from __future__ import annotations
@@ -14,42 +15,28 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
-from promptq.contract import SAMPLING, VOCABULARY
+from promptq.contract import TERMINAL
 from promptq_client.api import Client, User
-from promptq_client.cli import inputs
+from promptq_client.cli import inputs, openai_batch
 from promptq_client.cli.target import EXIT_ENDED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Target, say, sign_in
 
 POLL_S = 0.5
-# What an OpenAI batch line's body may carry besides model and messages: the request's params
-# (max_completion_tokens is read as max_tokens).
-OPENAI_PARAMS = {*SAMPLING, *VOCABULARY, "max_completion_tokens"}
+FORMATS = ("promptq", "openai")
 
 
-def item_of(line: dict[str, Any], number: int) -> dict[str, Any]:
+def item_of(line: dict[str, Any], number: int, dropped: Counter[str] | None = None) -> dict[str, Any]:
     """One input line as a batch item (the project's own shape, or OpenAI's batch input)."""
-    if "custom_id" not in line:
-        return line
-    body = line.get("body")
-    if not isinstance(body, dict) or line.get("url", "/v1/chat/completions") != "/v1/chat/completions":
-        raise CliError(f"line {number}: an OpenAI batch line needs url /v1/chat/completions and a body", EXIT_USAGE)
-    unknown = set(body) - OPENAI_PARAMS - {"model", "messages", "stream", "reasoning_effort"}
-    if unknown:
-        raise CliError(f"line {number}: body fields promptq does not take: {', '.join(sorted(unknown))}", EXIT_USAGE)
-    params = {("max_tokens" if k == "max_completion_tokens" else k): v for k, v in body.items() if k in OPENAI_PARAMS}
-    if "reasoning_effort" in body and "reasoning" not in body:  # OpenAI's name for it
-        params["reasoning"] = {"effort": body["reasoning_effort"]}
-    item = {"customId": line["custom_id"], "messages": body.get("messages")}
-    if body.get("model"):
-        item["model"] = body["model"]
-    return {**item, **({"params": params} if params else {})}
+    return openai_batch.item_of(line, number, dropped) if "custom_id" in line else line
 
 
 def read_items(path: str) -> list[dict[str, Any]]:
     source = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")
-    items = []
+    items: list[dict[str, Any]] = []
+    dropped: Counter[str] = Counter()  # OpenAI body fields left out, and on how many lines
     with source:
         for number, text in enumerate(source, 1):
             if not text.strip():
@@ -60,13 +47,17 @@ def read_items(path: str) -> list[dict[str, Any]]:
                 raise CliError(f"line {number}: not JSON ({err.msg})", EXIT_USAGE) from None
             if not isinstance(line, dict):
                 raise CliError(f"line {number}: not a JSON object", EXIT_USAGE)
-            items.append(item_of(line, number))
+            items.append(item_of(line, number, dropped))
     if not items:
         raise CliError(f"{path}: no items", EXIT_USAGE)
+    openai_batch.note_dropped(dropped)
     return items
 
 
-def result_line(item) -> str:
+def result_line(item, fmt: str = "promptq") -> str:
+    """One ended item's line of results: promptq's record, or OpenAI's batch output line."""
+    if fmt == "openai":
+        return json.dumps(openai_batch.output_line(item), ensure_ascii=False)
     record = item.to_json()
     return json.dumps({"customId": record["customId"], "custom_id": record["customId"], **record}, ensure_ascii=False)
 
@@ -74,8 +65,9 @@ def result_line(item) -> str:
 class Collector:
     """Writes each item's result once, as it ends (``order: finished``), then whatever it missed."""
 
-    def __init__(self, client: Client, user: User, batch_id: str, out: TextIO | None):
+    def __init__(self, client: Client, user: User, batch_id: str, out: TextIO | None, fmt: str = "promptq"):
         self.client, self.user, self.batch_id, self.out = client, user, batch_id, out
+        self.line: Callable[[Any], str] = lambda item: result_line(item, fmt)
         self.written: set[str] = set()
         self.token: str | None = None
 
@@ -93,14 +85,14 @@ class Collector:
         token = None
         while True:
             page = self.client.batch_results(self.user, self.batch_id, page_token=token, page_size=200)
-            self._write([i for i in page.items if i.status.value in ("succeeded", "failed", "cancelled")])
+            self._write([i for i in page.items if i.status in TERMINAL])
             if not (token := page.nextPageToken):
                 return
 
     def _write(self, items) -> None:
         for item in items:
             if self.out is not None and item.executionId not in self.written:
-                self.out.write(result_line(item) + "\n")
+                self.out.write(self.line(item) + "\n")
                 self.out.flush()
             self.written.add(item.executionId)
 
@@ -130,9 +122,9 @@ def _console():
     return Console(stderr=True)
 
 
-def follow(client: Client, user: User, batch_id: str, out: TextIO | None) -> int:
+def follow(client: Client, user: User, batch_id: str, out: TextIO | None, fmt: str = "promptq") -> int:
     """Show the batch's progress and collect its results until it ends (Ctrl-C: cancel or detach)."""
-    collector, started = Collector(client, user, batch_id, out), time.monotonic()
+    collector, started = Collector(client, user, batch_id, out, fmt), time.monotonic()
     with _progress() as bar:
         task = bar.add_task("batch", total=None, ok=0, failed=0, tokens=0, cost="0", rate="0.0")
         try:
@@ -198,17 +190,17 @@ def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
         started = client.start_batch(user, items, **options)
         say(f"batch {started.batchId}: {len(items)} items" + (" (already started: following it)" if started.deduplicated else ""))
         with _out(args.out) as out:
-            return follow(client, user, started.batchId, out)
+            return follow(client, user, started.batchId, out, args.format)
     if args.action == "follow":
         with _out(args.out) as out:
-            return follow(client, user, args.target, out)
+            return follow(client, user, args.target, out, args.format)
     if args.action in ("cancel", "retry"):
         answer = (client.cancel_batch if args.action == "cancel" else client.retry_batch)(user, args.target)
         print(answer.message or answer.status.value, flush=True)
         return EXIT_OK
     if args.action == "results":
         with _out(args.out, sys.stdout) as out:
-            Collector(client, user, args.target, out).finish()
+            Collector(client, user, args.target, out, args.format).finish()
         return EXIT_OK
     answer = client.batch(user, args.target)
     print(json.dumps(answer.to_json(), indent=2, ensure_ascii=False), flush=True)
@@ -240,5 +232,8 @@ def add_parser(commands, target: argparse.ArgumentParser) -> None:
     batch.add_argument("--model", help="run: the model of items that name none")
     batch.add_argument("--concurrency", type=int, metavar="N", help="run: items running at once (maxConcurrency)")
     batch.add_argument("--out", metavar="FILE", help="run/follow/results: write results as JSONL here, as they finish")
+    batch.add_argument(
+        "--format", choices=FORMATS, default="promptq", help="run/follow/results: promptq's result lines, or OpenAI's batch output lines"
+    )
     inputs.add_options(batch)  # run: params of every item (an item's own params win)
     batch.set_defaults(handler=cmd_batch)

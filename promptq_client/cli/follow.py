@@ -8,6 +8,9 @@ back to polling when it cannot read Firestore.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+import sys
 import threading
 import time
 from typing import Any, Mapping, TextIO
@@ -35,11 +38,13 @@ class Printer:
     ``show`` gets a piece of the current attempt's output starting at ``start`` (code points).
     A new attempt restarts the text from scratch: a marker line goes to stderr and the new
     attempt's text follows. ``skip`` leaves out the first code points of the first attempt
-    (``follow --after N``).
+    (``follow --after N``). Before a line on stderr (the marker, the summary), ``finish`` ends
+    the answer's line where both show together (``line_end``).
     """
 
-    def __init__(self, out: TextIO, *, skip: int = 0):
+    def __init__(self, out: TextIO, *, skip: int = 0, err: TextIO | None = None):
         self.out = out
+        self.err = err  # None: sys.stderr, where `say` writes
         self.skip = skip
         self.attempt: int | None = None
         self.pos = 0  # code points of the current attempt's output already handled
@@ -71,14 +76,41 @@ class Printer:
         self.pos = max(self.pos, end)
 
     def _newline(self) -> None:
-        # Only for a terminal: piped output stays exactly the generated text.
-        if self.printed and self.last != "\n" and self.out.isatty():
-            self.out.write("\n")
-            self.out.flush()
-            self.last = "\n"
+        if not self.printed or self.last == "\n":
+            return
+        stream = line_end(self.out, self.err or sys.stderr)
+        if stream is not None:
+            stream.write("\n")
+            stream.flush()
+        self.last = "\n"  # the line is ended (or nothing shows it) until more text comes
 
     def finish(self) -> None:
         self._newline()
+
+
+def _fd_stat(stream: TextIO) -> os.stat_result | None:
+    try:
+        return os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (StringIO), or closed
+        return None
+
+
+def line_end(out: TextIO, err: TextIO) -> TextIO | None:
+    """Where to end the answer's line (it did not end with one) before a line on ``err``, or None.
+
+    On a terminal, and where both go to the same file or pipe (``2>&1``), on ``out``: the line on
+    ``err`` would run into the answer. Where the answer goes through a pipe and ``err`` is a
+    terminal (``| less``, ``| tee``), the pipe's end may show on that terminal too: on ``err``,
+    so the answer stays exactly the generated text. Into a file, or both captured apart (a
+    script's pipes): nowhere, the answer exactly the generated text."""
+    if out.isatty():
+        return out
+    mine, theirs = _fd_stat(out), _fd_stat(err)
+    if mine is not None and theirs is not None and (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+        return out
+    if mine is not None and stat.S_ISFIFO(mine.st_mode) and err.isatty():
+        return err
+    return None
 
 
 class Poller:

@@ -155,3 +155,66 @@ def test_stop_in_the_example_app_cancels_the_stream(app, db):
     _shows(app, doc["output"])  # what the stream had when it stopped, and no more
     assert app.text("#error") is None
     app.screenshot("example-cancelled.png")
+
+
+# The card's fields as the app showed them, recorded on each change of its DOM: the fields
+# marked complete, the values shown, and whether the card was the checked `json` yet.
+RECORD_CARD = """(() => {
+  const root = document.getElementById("root");
+  const read = () => {
+    const card = document.getElementById("card");
+    if (!card) return null;
+    const fields = [...card.querySelectorAll("[data-complete]")];
+    return {
+      checked: card.dataset.checked === "true",
+      complete: fields.filter((f) => f.dataset.complete === "true").map((f) => f.id.slice(5)),
+      values: Object.fromEntries(fields.map((f) => [f.id.slice(5), f.querySelector(".value").textContent])),
+    };
+  };
+  window.cards = [];
+  new MutationObserver(() => { const c = read(); if (c) window.cards.push(c); })
+    .observe(root, { subtree: true, childList: true, characterData: true, attributes: true });
+  return true;
+})()"""
+
+CARD_FIELDS = ["title", "summary", "facts", "confidence"]
+
+
+def test_the_example_app_fills_a_json_card_field_by_field(app, db):
+    """Asked for a JSON card (response_format json_schema), the app shows the answer's fields as
+    they stream in (`partial`), marks each complete in order (`partialComplete`), and shows the
+    checked value (`json`) once it succeeded."""
+    assert app.eval(RECORD_CARD) is True
+    app.call("check", selector="#card-answer")
+    # ~180 characters in 6-character tokens at 6 tokens/s: about ten flushes (0.5 s apart).
+    execution_id = _run(app, "fake/rate=6,ttft=0.2", f"a card for the React example {uuid.uuid4().hex[:6]}")
+    app.wait_text("#status", "^succeeded$", timeout=40)
+    app.wait_js("document.getElementById('card')?.dataset.checked === 'true'")
+    app.wait_text("#card-state", "^checked$")
+
+    doc = execution_state(db, execution_id)
+    card = json.loads(doc["output"])
+    assert list(card) == CARD_FIELDS and doc["outputFormat"] == "json"
+    seen = app.eval("window.cards")
+    streaming = [c for c in seen if not c["checked"]]
+    completes = [c["complete"] for c in streaming]
+    assert all(a == b[: len(a)] for a, b in zip(completes, completes[1:])), f"fields completed out of order: {completes}"
+    assert {len(c) for c in completes} >= {0, 1, 2}, f"the card filled in too few steps: {completes}"
+    # A text field's value grew before it was complete (the title may be short enough to come
+    # in one flush; the summary is not), every value shown a prefix of the final one; and a
+    # complete one shows its final value.
+    grew = {}
+    for field in ("title", "summary"):
+        shown = sorted({c["values"][field] for c in streaming if c["values"][field]}, key=len)
+        assert all(card[field].startswith(v) for v in shown), (field, shown)
+        grew[field] = len(shown)
+    assert max(grew.values()) >= 2, grew
+    for c in streaming:
+        for field in c["complete"]:
+            if field in ("title", "summary"):
+                assert c["values"][field] == card[field]
+    first_checked = next(i for i, c in enumerate(seen) if c["checked"])
+    assert first_checked > 0 and all(c["checked"] for c in seen[first_checked:]), "the card streamed, then was checked"
+    assert app.text("#card-title .value") == card["title"]
+    assert app.text("#card-facts .value") == "\n".join(f"• {fact}" for fact in card["facts"])
+    app.screenshot("example-json-card.png")

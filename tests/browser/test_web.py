@@ -279,3 +279,40 @@ def test_an_attached_image_and_a_json_answer(page, db, upstream):
 
     assert _json.loads(shown) == _json.loads(doc["output"])
     page.screenshot("web-json-image.png")
+
+
+# What the JSON box showed, recorded on each change of its DOM: [state, text] (state "partial"
+# while it streams, "checked" once the execution succeeded).
+RECORD_JSON = """(() => {
+  const box = document.getElementById("json-box");
+  const read = () => [box.hidden ? "" : box.dataset.state ?? "", document.getElementById("json").textContent];
+  window.jsonShown = [read()];
+  new MutationObserver(() => window.jsonShown.push(read())).observe(box, { subtree: true, childList: true, characterData: true, attributes: true });
+  return true;
+})()"""
+
+
+def test_a_json_answer_grows_parsed_before_it_is_checked(page, db):
+    """A JSON answer shows what its text parses to while it streams (`partial`), growing, with
+    the fields that are whole; then the checked value (`json`) once it succeeded."""
+    import json as _json
+
+    page.call("check", selector="#json-answer")
+    assert page.eval(RECORD_JSON) is True
+    # ~45 characters in 6-character tokens at 4 tokens/s: several flushes (0.5 s apart) while it streams.
+    execution_id = _run(page, "fake/rate=4,ttft=0.2", f"a JSON answer that grows [{uuid.uuid4().hex[:8]}]")
+    page.wait_text("#json-summary", r"^JSON answer so far \(streaming\)", timeout=20)
+    page.wait_text("#status", "^succeeded$", timeout=30)
+    page.wait_js("document.getElementById('json-box').dataset.state === 'checked'")
+    assert page.text("#json-summary") == "JSON answer (parsed, checked)"
+
+    final = _json.loads(_execution(db, execution_id)["output"])
+    assert _json.loads(page.text("#json")) == final and set(final) == {"answer"}
+    shown = [(state, text) for state, text in page.eval("window.jsonShown") if state]
+    partial = [_json.loads(text) for state, text in shown if state == "partial"]
+    growing = sorted({p.get("answer", "") for p in partial}, key=len)
+    assert len(growing) >= 3, f"the JSON answer grew in {len(growing)} step(s) before it was checked: {shown}"
+    assert all(final["answer"].startswith(answer) for answer in growing), growing
+    first_checked = next(i for i, (state, _) in enumerate(shown) if state == "checked")
+    assert all(state == "partial" for state, _ in shown[:first_checked]) and first_checked >= 3
+    page.screenshot("web-json-growing.png")

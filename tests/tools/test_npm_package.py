@@ -65,10 +65,12 @@ def test_the_version_is_pyprojects():
 
 def test_the_manifest_says_what_a_frontend_needs():
     assert MANIFEST["name"] == "@promptq/web" and MANIFEST["type"] == "module"
-    assert set(MANIFEST["exports"]) == {".", "./react", "./schema", "./package.json"}
+    # ./webhooks: for servers (promptq_client.webhooks's twin)
+    assert set(MANIFEST["exports"]) == {".", "./react", "./schema", "./webhooks", "./package.json"}
     assert set(MANIFEST["peerDependencies"]) == {"firebase", "react"}
     assert MANIFEST["peerDependenciesMeta"] == {"react": {"optional": True}}
-    assert not MANIFEST.get("dependencies"), "the package depends on nothing but its peers"
+    # One dependency besides its peers: the parser of a JSON answer while it streams (partial.js).
+    assert MANIFEST.get("dependencies") == {"partial-json": "0.1.7"}
     # The SDK it is built and tested with is the web page's (pinned: newer ones do not install here).
     web = json.loads((ROOT / "web/package.json").read_text())
     assert MANIFEST["devDependencies"]["firebase"] == web["devDependencies"]["firebase"]
@@ -158,10 +160,13 @@ export async function batch(): Promise<number> {
 export function Answer({ executionId }: { executionId: string }) {
   const execution = useExecution(db, executionId);  // undefined until the first snapshot
   if (!execution) return <p>waiting…</p>;
+  const whole: Array<string | number> = execution.partialComplete ?? [];  // a JSON answer's whole fields so far
+  const card: unknown = execution.json ?? execution.partial;
   return (
     <div>
       <button disabled={!execution.live} onClick={() => stopExecution(db, executionId)}>Stop</button>
       <pre>{execution.text}</pre>
+      <p>{whole.join(", ")}: {JSON.stringify(card ?? null)}</p>
     </div>
   );
 }
@@ -339,4 +344,6 @@ def test_the_page_maps_every_package_it_imports_to_a_file_it_serves(page, module
     for name, url in imports.items():
         if name.startswith("@promptq/web"):
             assert serve.package_file(url) is not None, f"{page}: {name} -> {url} is not served"
+    # The package's dependency, CommonJS on npm, is served as one ES module (web/serve.py).
+    assert imports["partial-json"] == serve.PARTIAL_JSON_URL and serve.partial_json_module() is not None
     assert not (ROOT / "web/watch.js").exists(), "one implementation: watchExecution lives in packages/web/src/watch.js"

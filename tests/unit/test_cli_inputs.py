@@ -122,7 +122,7 @@ def test_openai_batch_lines_carry_the_vocabulary():
         },
     }
     with pytest.raises(CliError):
-        item_of({"custom_id": "q", "body": {"messages": [], "logprobs": True}}, 2)
+        item_of({"custom_id": "q", "body": {"messages": [], "frequency_penalty": 0.5}}, 2)
 
 
 def test_batch_run_takes_the_vocabulary_as_the_batchs_params(tmp_path):

@@ -18,7 +18,8 @@ import { watchExecution } from "./watch.js";
  */
 
 /**
- * The state of execution `executionId`, live: its status, text so far, usage and cost.
+ * The state of execution `executionId`, live: its status, text so far, usage and cost; a JSON
+ * answer's value so far (`partial`, `partialComplete`) and, once it succeeded, `json`.
  * @param {Firestore} db  signed in as the execution's owner
  * @param {string | null | undefined} executionId  none: undefined
  * @param {HookOptions} [options]

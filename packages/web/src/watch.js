@@ -10,12 +10,14 @@
 
 import { collection, doc, getDoc, getDocs, onSnapshot, orderBy, query, serverTimestamp, Timestamp, where, writeBatch } from "firebase/firestore";
 import { settle } from "./settle.js";
+import { assembly, parsed } from "./text.js";
 import { C, CHUNKS, EXECUTIONS, F, LIVE, OutputFormat, PAGES, S, Status, STOPS, WORKERS } from "./schema.js";
 
 /** @import { DocumentData, DocumentReference, Firestore } from "firebase/firestore" */
 /** @import { Code, CostSource } from "./schema.js" */
 /** @import { ToolCall } from "./request.js" */
 /** @import { Settled } from "./settle.js" */
+/** @import { Assembled } from "./text.js" */
 
 /**
  * An execution's status: queued | running | succeeded | failed | cancelled.
@@ -62,6 +64,11 @@ import { C, CHUNKS, EXECUTIONS, F, LIVE, OutputFormat, PAGES, S, Status, STOPS, 
  * @property {string | null} requestedModel   the model the request named
  * @property {string | null} finishReason   "tool_calls" when the model called tools
  * @property {unknown} [json]              a JSON answer (`response_format`) that succeeded: its parsed value
+ * @property {unknown} [partial]           a JSON answer (`outputFormat: "json"`) so far: what its text parses to
+ *   (undefined while it is not JSON), parsed as the text grows by an eighth, up to 256 Ki characters; once
+ *   it succeeded, `json`
+ * @property {Array<string | number>} [partialComplete]  the top-level keys (an array's indices) of `partial`
+ *   whose values are whole, in order
  * @property {ToolCall[] | null} toolCalls  the tools the model called
  * @property {boolean} cancelRequested
  * @property {Date | null} createdAt
@@ -110,10 +117,11 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
     if (!listening || !latest) return;
     const assembled = text.current();
     const restarted = !!reported && (reported.attempt === assembled.attempt ? reported.restarted : reported.text !== "");
-    const state = toState(latest, assembled, restarted);
+    const whole = !LIVE.includes(latest[F.STATUS]) && text.complete(latest);
+    const state = toState(latest, assembled, restarted, whole);
     reported = state;
     onUpdate(state);
-    if (!state.live && text.complete(latest)) done.resolve(state);
+    if (whole) done.resolve(state);
   }
 
   /** @param {Error} err */
@@ -225,49 +233,19 @@ function textFollower(ref, changed, fail) {
 }
 
 /**
- * One attempt's text and reasoning, put together from its pieces (chunks or pages) in order:
- * a piece that is not the next one of this attempt is left out.
- * @param {number | null} attempt  null: none yet
- */
-function assembly(attempt) {
-  /** @type {string[]} */
-  const pieces = [];
-  /** @type {string[]} */
-  const thoughts = [];  // reasoning, beside the text
-  let length = 0;  // code points received
-  return {
-    attempt,
-    get length() { return length; },
-    /** @param {DocumentData} piece */
-    add(piece) {
-      if (piece[C.ATTEMPT] !== attempt || piece[C.START] !== length) return;
-      pieces.push(piece[C.TEXT]);
-      thoughts.push(piece[C.REASONING] ?? "");
-      length = piece[C.END];
-    },
-    current: () => ({ attempt: attempt ?? 0, text: pieces.join(""), reasoning: thoughts.join("") }),
-  };
-}
-
-/** @param {string} text  the parsed answer, or undefined while its text is incomplete */
-function parsed(text) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
  * @param {DocumentData} d
- * @param {{attempt: number, text: string, reasoning: string}} assembled
+ * @param {Assembled} assembled
  * @param {boolean} restarted
+ * @param {boolean} whole  ended, and all its text here
  * @returns {ExecutionState}
  */
-function toState(d, { attempt, text, reasoning }, restarted) {
+function toState(d, { attempt, text, reasoning, partial }, restarted, whole) {
   /** @param {string} field */
   const date = (field) => d[field]?.toDate?.() ?? null;
   const status = d[F.STATUS];
+  const isJson = d[F.OUTPUT_FORMAT] === OutputFormat.JSON;
+  const json = status === Status.SUCCEEDED && isJson ? parsed(text) : undefined;
+  const sofar = !isJson ? {} : whole && status === Status.SUCCEEDED ? partial.settle(json) : partial.update(text, whole);
   return {
     status,
     live: LIVE.includes(status),
@@ -284,7 +262,8 @@ function toState(d, { attempt, text, reasoning }, restarted) {
     model: d[F.MODEL] ?? null,
     requestedModel: d[F.REQUESTED_MODEL] ?? null,
     finishReason: d[F.FINISH_REASON] ?? null,
-    json: status === Status.SUCCEEDED && d[F.OUTPUT_FORMAT] === OutputFormat.JSON ? parsed(text) : undefined,
+    json,
+    ...sofar,
     toolCalls: d[F.TOOL_CALLS] ?? null,
     cancelRequested: d[F.CANCEL_REQUESTED] === true,
     createdAt: date(F.CREATED_AT),
