@@ -3,6 +3,7 @@ what one process shares is built in wiring.py. Each function's name is its name 
 ``promptq.contract`` (``Callable``, ``WORKER_FUNCTION``): a test holds them together."""
 
 import logging
+from typing import TypedDict
 
 import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
@@ -10,7 +11,7 @@ from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 import wiring
 from enqueue import account, batches, control, sweeper
 from promptq.contract.requests.request import RequestError
-from enqueue.service import start_execution as _start
+from enqueue.executions import start_execution as _start
 from promptq.domain import redact
 from promptq.contract import Outcome
 from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region, queue_dispatches
@@ -30,10 +31,16 @@ options.set_global_options(region=function_region())
 # The callable's auth check verifies ID tokens with the default app.
 firebase_admin.initialize_app()
 
+
+class CallableOptions(TypedDict):
+    enforce_app_check: bool
+    service_account: str
+
+
 # Every callable: App Check enforced when PROMPTQ_ENFORCE_APP_CHECK is true (a call without a
 # valid App Check token is refused UNAUTHENTICATED before it runs). Each role runs as its own
 # service account (`make deploy` grants each only what it needs: infra/deploy_steps.py).
-CALLABLE = {"enforce_app_check": enforce_app_check(), "service_account": f"{SERVICE_ACCOUNTS['callables']}@"}
+CALLABLE = CallableOptions(enforce_app_check=enforce_app_check(), service_account=f"{SERVICE_ACCOUNTS['callables']}@")
 
 
 def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:

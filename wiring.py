@@ -15,13 +15,13 @@ import functools
 import threading
 from typing import Callable, TypeVar
 
-from enqueue.batchflow import BatchFlow
 from promptq.adapters.openrouter.calls import KeyInfo, key_info
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
-from promptq.adapters.batch_store import BatchStore
 from promptq.adapters.keys import KeyVault, kek_from
-from promptq.adapters.lane_store import LaneStore
+from promptq.batches.fairshare_store import LaneStore
+from promptq.batches.flow import BatchFlow
+from promptq.batches.store import BatchStore
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -83,7 +83,7 @@ def batches() -> BatchStore:
 
 @once
 def lanes() -> LaneStore:
-    """Fair share of batch lanes (promptq.domain.lanes): the caps are the settings' (a user's may be overridden)."""
+    """Fair share of batch lanes (promptq.batches.fairshare): the caps are the settings' (a user's may be overridden)."""
     return LaneStore(batches(), user_cap=settings().user_max_batch_lanes, project_cap=settings().project_max_batch_lanes)
 
 

@@ -16,17 +16,13 @@ from enqueue.start import refused_as_request_errors, user_limits
 from promptq.domain import accounts
 from promptq.domain import execution as ex
 from promptq.adapters.keys import KeyVault
-from promptq.contract import Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use
+from promptq.contract import iso_time, Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
 
 KeyCheck = Callable[[str], KeyInfo]  # what OpenRouter says of a key (``promptq.adapters.openrouter.calls.key_info``)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if hasattr(value, "isoformat") else None
 
 
 def _day(doc: dict[str, Any]) -> UsageDay:
@@ -66,7 +62,7 @@ def list_executions(uid: str | None, data: Any, *, store: ExecutionStore) -> dic
             model=d.get(F.MODEL),
             title=d.get(F.TITLE),
             cost=d.get(F.COST),
-            createdAt=_iso(d.get(F.CREATED_AT)),
+            createdAt=iso_time(d.get(F.CREATED_AT)),
         )
         for i, d in docs[: req.limit]
     ]

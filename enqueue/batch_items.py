@@ -1,7 +1,8 @@
 """A ``start_batch`` request's items, checked and built: each as ``start_execution`` would take
 it, under the batch's defaults, every refusal naming its item (``items.17.variables.city``);
-then the executions and jobs to write, waiting, in their lanes (``promptq.domain.batch``); their
-worst case, and how the claim's decision marks them (its key source, the parked lanes)."""
+then the executions and jobs to write, waiting, in their lanes (``promptq.batches.batch``), and
+their worst cases (``Worst``). How the claim's decision marks them, and their writing:
+``promptq.batches.start``."""
 
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ from typing import Any
 import orjson
 
 from promptq.contract.requests import request as rq
-from enqueue import pricing, service, start
+from enqueue import executions, pricing, start
 from enqueue.pricing import Prices
-from promptq.domain import batch as bt
+from promptq.batches import batch as bt
 from promptq.domain import creation
 from promptq.domain.records import stored_bytes
-from promptq.domain.costs import NOT_RESERVED, Reserve
+from promptq.domain.costs import Reserve
 from promptq.domain import execution as ex
-from promptq.adapters.batch_store import Item
-from promptq.domain import lanes as lanes_mod
-from promptq.domain.lanes import lane_key
+from promptq.batches.claims import Item
+from promptq.batches.fairshare import lane_key
 from promptq.contract import B, F, J, KeySource, Req
 from promptq.settings import Settings
 
@@ -64,7 +64,8 @@ def check_bytes(req: rq.BatchRequest, settings: Settings) -> None:
     shared = {name: _json_bytes(value) for name, value in (req.params or {}).items()}
     total = 0
     for i, raw in enumerate(req.items):
-        own = raw.get("params") if isinstance(raw, dict) and isinstance(raw.get("params"), dict) else {}
+        given = raw.get("params") if isinstance(raw, dict) else None
+        own: dict[str, Any] = given if isinstance(given, dict) else {}
         total += _json_bytes(raw) + sum(size for name, size in shared.items() if name not in own)
         if total > settings.batch_max_bytes:
             each = f" (the batch's params: {sum(shared.values())} bytes, stored with every item)" if shared else ""
@@ -79,7 +80,8 @@ def _item_request(raw: Any, index: int, req: rq.BatchRequest, shared: dict[str, 
     prefix = f"items.{index}"
     if not isinstance(raw, dict):
         raise rq.RequestError(f"{prefix}: an item must be an object")
-    own = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    given = raw.get("params")
+    own: dict[str, Any] = given if isinstance(given, dict) else {}
     inherited = {f"params.{name}" for name in shared if name not in own}
     try:
         custom_id = rq.parse(raw, rq.ItemId).customId
@@ -113,7 +115,7 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
     width = concurrency(req, settings)
     for i, ((custom_id, item_req), (after, nxt)) in enumerate(zip(parsed, bt.lanes(ids, width))):
         try:
-            messages = service.build_messages(item_req, uid, templates, settings)
+            messages = executions.build_messages(item_req, uid, templates, settings)
             fields = {
                 F.BATCH_ID: batch_id,
                 F.CUSTOM_ID: custom_id,
@@ -122,7 +124,9 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
                 F.KEY_SOURCE: source.value,
                 F.LANE: lane_key(0, i % width),
             }
-            execution, job = service.new_documents(uid, item_req, messages, ids[i], settings, request_hash=start.fingerprint(item_req), item=fields)
+            execution, job = executions.new_documents(
+                uid, item_req, messages, ids[i], settings, request_hash=start.fingerprint(item_req), item=fields
+            )
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
         size += stored_bytes(job[J.MESSAGES]) + stored_bytes(job[J.REQUEST][Req.PARAMS_JSON])  # rendered templates included
@@ -141,7 +145,7 @@ def concurrency(req: rq.BatchRequest, settings: Settings) -> int:
 
 def retried_items(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_: int, batches, settings: Settings) -> list[Item]:
     """New executions for failed items: the same request, customId and index; new lanes (the
-    key source and reservations are the claim's: ``enqueue.batches._claimed``)."""
+    key source and reservations are the claim's: ``promptq.batches.start.claimed_items``)."""
     ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
     jobs = batches.store.jobs([i for i, _ in failed])
     now, items = ex.utcnow(), []
@@ -200,25 +204,6 @@ class Worst:
         return Reserve(round(sum(r.usd for r in self.each()), 9), 0, 0, {})
 
 
-def claimed_items(items: list[Item], batch: dict[str, Any], worst: Worst) -> list[Item]:
-    """The items as the claim decided: on the key the batch recorded, each with its own worst
-    case when the batch reserved (an item whose cost stays unknown is charged it)."""
-    source = batch[B.KEY_SOURCE]
-    each = worst.each() if batch.get(B.RESERVED_USD) else [NOT_RESERVED] * len(items)
-    return [
-        (i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, **r.job_fields(), J.PROJECT_HOLD: {}})
-        for (i, e, j), r in zip(items, each)
-    ]
-
-
 def check_models(items: list[Item], settings: Settings, prices: Prices) -> None:
     for k, (_, _, job) in enumerate(items):
-        service.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)
-
-
-def parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
-    """The heads of the lanes the claim activated, and the items with the other heads marked
-    parked (``promptq.domain.lanes``: they wait for a cap, and start when a lane ends)."""
-    width, active = len(claimed.get(B.LANES) or {}), lanes_mod.active(claimed)
-    marked = [(i, {**e, F.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
-    return marked[:active], marked
+        executions.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)

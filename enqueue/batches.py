@@ -1,6 +1,6 @@
 """The batch callables: ``start_batch``, ``get_batch``, ``get_batch_results``, ``cancel_batch``,
-``retry_batch``. A batch's items are executions (``promptq.domain.batch``); these only create, read
-and change them, and hand the first of each lane to Cloud Tasks (``enqueue.batchflow``)."""
+``retry_batch``. Thin: each checks its request and its caller, then asks the batches feature
+(``promptq.batches``: the claim, the items written and handed over, the fold, the flow)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,33 @@ import logging
 from datetime import timedelta
 from typing import Any, Callable
 
-from promptq.contract.requests import request as rq
 from enqueue import start
-from enqueue.batch_items import Worst, check_models, claimed_items, concurrency, items_of, parked, retried_items
-from enqueue.batchflow import BatchFlow
+from enqueue.batch_items import Worst, check_models, concurrency, items_of, retried_items
 from enqueue.control import signed_in
 from enqueue.pricing import Prices
-from promptq.domain import accounts
-from promptq.domain import batch as bt
-from promptq.domain import execution as ex
-from promptq.adapters.batch_claims import ItemsNotWritten
-from promptq.adapters.batch_store import BatchStore, Item
 from promptq.adapters.ledger import AccountView
-from promptq.contract import answer_json
-from promptq.contract import BATCH_TERMINAL, B, BatchAnswer, BatchItem, BatchResults, BatchStarted, BatchStatus, CallStatus, F, KeySource
+from promptq.batches import batch as bt
+from promptq.batches import start as batch_start
+from promptq.batches.flow import BatchFlow
+from promptq.batches.store import BatchStore
+from promptq.contract import (
+    iso_time,
+    BATCH_OVER,
+    BATCH_TERMINAL,
+    B,
+    BatchAnswer,
+    BatchItem,
+    BatchResults,
+    BatchStarted,
+    BatchStatus,
+    CallStatus,
+    F,
+    KeySource,
+    answer_json,
+)
+from promptq.contract.requests import request as rq
+from promptq.domain import accounts
+from promptq.domain import execution as ex
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,50 +42,17 @@ log = logging.getLogger(__name__)
 MAX_PAGE_CHARS = 4_000_000  # a results page stops early past this much output (the answer's size)
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if hasattr(value, "isoformat") else None
-
-
 def _resubmitted(this: start.Start, earlier: dict[str, Any]) -> dict:
     this.resubmitted(earlier.get(B.REQUEST_HASH))
     return BatchStarted(batchId=this.id, deduplicated=True).to_json()
 
 
-def _write_items(
-    batches: BatchStore, batch_id: str, items: list[Item], what: str, *, unclaim: Callable[[], None], superseded: list[str] | None = None
-) -> None:
-    """Create the claim's items; when a commit fails, delete those written, take the claim back
-    (nothing is left half-done) and ask the caller to try again."""
+def _written(write: Callable[[], int]) -> None:
+    """Items that could not be written (nothing is left of them) are the caller's to try again."""
     try:
-        batches.create_items(items, superseded=superseded)
-    except ItemsNotWritten as failed:
-        log.error(
-            "batch %s: %d of %d %s written before a commit failed (%s); taking it back",
-            batch_id,
-            len(failed.created),
-            len(items),
-            what,
-            type(failed.__cause__).__name__,
-        )
-        batches.undo_items(failed.created, failed.olds)
-        unclaim()
-        raise rq.RequestError(f"could not write the {what}; try again", CallStatus.UNAVAILABLE) from None
-
-
-def _hand_over(batch_id: str, heads: list[Item], batches: BatchStore, flow: BatchFlow, owner: str) -> None:
-    """Every item written: the batch may be folded, and the first of each active lane runs
-    (unless a cancel came while they were written: then they end with the other waiting ones);
-    parked lanes start now if a cap freed meanwhile."""
-    batches.written(batch_id)
-    batch = batches.get(batch_id) or {}
-    if batch.get(B.STATUS) == BatchStatus.CANCELLING.value:
-        batches.cancel_waiting(batch_id, ex.utcnow())
-    else:
-        for execution_id, _, _ in heads:
-            flow.release(execution_id)
-        if batch.get(B.LANES_PARKED):
-            flow.wake(owner)
-    flow.touch(batch_id)
+        write()
+    except batch_start.NotWritten as failed:
+        raise rq.RequestError(str(failed), CallStatus.UNAVAILABLE) from None
 
 
 def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
@@ -95,7 +75,7 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         total=len(items),
         max_concurrency=lanes_,
         title=items[0][1].get(F.TITLE),
-        requested_model=req.model or (req.models or [None])[0],
+        requested_model=req.model or (req.models[0] if req.models else None),
         idempotency_key=req.idempotencyKey,
         request_hash=this.fingerprint,
         now=now,
@@ -103,12 +83,11 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     )
     take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=len(items))
     with start.refused_as_request_errors():
-        claimed, doc = batches.claim(batch_id, doc, take)
+        claimed, doc = batches.claims.claim(batch_id, doc, take)
     if not claimed:
         return _resubmitted(this, doc)  # another call claimed it: it writes the items
-    heads, items = parked(claimed_items(items, doc, worst), doc)
-    _write_items(batches, batch_id, items, "batch's items", unclaim=lambda: batches.unclaim(batch_id, doc))
-    _hand_over(batch_id, heads, batches, flow, uid)
+    unclaim = lambda: batches.claims.unclaim(batch_id, doc)  # noqa: E731
+    _written(lambda: batch_start.write(batches, flow, batch_id, items, doc, reserves=worst.each, unclaim=unclaim))
     log.info(
         "batch %s: %d items, %d at a time (%s key; %d lanes parked)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE], doc.get(B.LANES_PARKED) or 0
     )
@@ -134,9 +113,9 @@ def _answer(batch_id: str, batch: dict[str, Any], message: str | None = None) ->
         maxConcurrency=batch[B.MAX_CONCURRENCY],
         round=batch.get(B.ROUND) or 0,
         title=batch.get(B.TITLE),
-        createdAt=_iso(batch.get(B.CREATED_AT)),
-        finishedAt=_iso(batch.get(B.FINISHED_AT)),
-        foldedAt=_iso(batch.get(B.FOLDED_AT)),
+        createdAt=iso_time(batch.get(B.CREATED_AT)),
+        finishedAt=iso_time(batch.get(B.FINISHED_AT)),
+        foldedAt=iso_time(batch.get(B.FOLDED_AT)),
         lanesActive=int(batch.get(B.LANES_ACTIVE) or 0),
         lanesParked=int(batch.get(B.LANES_PARKED) or 0),
         waitingFor=batch.get(B.WAITING_FOR),
@@ -160,7 +139,7 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
     items, chars = [], 0
     for execution_id, doc in page[: req.pageSize]:
         ended = ex.is_terminal(doc)
-        output = batches.store.text(execution_id, doc) if ended else None
+        output = batches.store.texts.text(execution_id, doc) if ended else None
         items.append(
             BatchItem(
                 customId=doc[F.CUSTOM_ID],
@@ -174,7 +153,7 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
                 usage=doc.get(F.USAGE),
                 cost=doc.get(F.COST),
                 error=doc.get(F.ERROR),
-                finishedAt=_iso(doc.get(F.FINISHED_AT)),
+                finishedAt=iso_time(doc.get(F.FINISHED_AT)),
             )
         )
         chars += len(output or "")
@@ -193,13 +172,16 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     if BatchStatus(batch[B.STATUS]) in BATCH_TERMINAL:
         return _answer(batch_id, batch, f"already {batch[B.STATUS]}: nothing to cancel")
     now = ex.utcnow()
-    batch = batches.set_status(
-        batch_id,
-        lambda b: (
-            None
-            if b[B.STATUS] in (BatchStatus.CANCELLING.value, *[s.value for s in BATCH_TERMINAL])
-            else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now}
-        ),
+    batch = (
+        batches.set_status(
+            batch_id,
+            lambda b: (
+                None
+                if BatchStatus(b[B.STATUS]) in BATCH_OVER
+                else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now}
+            ),
+        )
+        or batch
     )
     waiting = batches.cancel_waiting(batch_id, now)
     # in flight (and any handed over meanwhile)
@@ -211,7 +193,7 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
 def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
     """Run the failed items again, as new executions under the same customId, on the key the
     batch recorded; the batch's counts and results follow the newest. The round is claimed
-    first (``BatchStore.claim_round``): a concurrent retry of the same batch writes nothing."""
+    first (``promptq.batches.claims.BatchClaims.claim_round``): a concurrent retry of the same batch writes nothing."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
     batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
     if BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL:
@@ -238,10 +220,8 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
             taken = take(view)
         return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields()), taken
 
-    claimed = batches.claim_round(batch_id, decide, len(items))
-    heads, items = parked(claimed_items(items, claimed, worst), claimed)
-    _write_items(
-        batches, batch_id, items, "retried items", unclaim=lambda: batches.unclaim_round(batch_id, batch, claimed), superseded=[i for i, _ in failed]
-    )
-    _hand_over(batch_id, heads, batches, flow, str(claimed[B.OWNER]))
+    claimed = batches.claims.claim_round(batch_id, decide, len(items))
+    unclaim = lambda: batches.claims.unclaim_round(batch_id, batch, claimed)  # noqa: E731
+    superseded = [i for i, _ in failed]
+    _written(lambda: batch_start.write(batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded))
     return _answer(batch_id, claimed, f"retrying {len(items)} failed items")

@@ -12,7 +12,7 @@ from typing import Any
 
 from promptq.contract.requests.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq.domain import execution as ex
-from promptq.contract import answer_json
+from promptq.contract import iso_time, answer_json
 from promptq.contract import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status
 from promptq.adapters.store import ExecutionStore
 
@@ -36,10 +36,6 @@ def owned(store: ExecutionStore, uid: str, execution_id: str) -> dict[str, Any]:
     return doc
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if hasattr(value, "isoformat") else None
-
-
 def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[str, Any]:
     req = parse(data, PollRequest)
     doc = owned(store, signed_in(uid, "poll an execution"), req.executionId)
@@ -49,14 +45,14 @@ def get_execution(uid: str | None, data: Any, *, store: ExecutionStore) -> dict[
 def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[str, Any]:
     """One answer, from one version of the document: the text of its attempt only (chunks and
     pages name their attempt, and never change), never text of two attempts."""
-    total = store.text_length(req.executionId, doc)
+    total = store.texts.text_length(req.executionId, doc)
     attempt = int(doc.get(F.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.
     restarted = req.attempt is not None and req.attempt != attempt and req.after > 0
     if not restarted and req.after > total:
         raise RequestError(f"after: {req.after} is past the end of the text ({total} code points so far)", reason=Reason.PAST_END)
     start = 0 if restarted else req.after
-    text = store.text(req.executionId, doc, after=start) if start < total else ""
+    text = store.texts.text(req.executionId, doc, after=start) if start < total else ""
     more = len(text) > MAX_TEXT_CHARS
     text = text[:MAX_TEXT_CHARS]
     status = ex.status_of(doc)
@@ -79,10 +75,10 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
         error=doc.get(F.ERROR),
         json_value=_json(req, doc, store, text, start) if done else None,
         toolCalls=doc.get(F.TOOL_CALLS),
-        createdAt=_iso(doc.get(F.CREATED_AT)),
-        startedAt=_iso(doc.get(F.STARTED_AT)),
-        firstTokenAt=_iso(doc.get(F.FIRST_TOKEN_AT)),
-        finishedAt=_iso(doc.get(F.FINISHED_AT)),
+        createdAt=iso_time(doc.get(F.CREATED_AT)),
+        startedAt=iso_time(doc.get(F.STARTED_AT)),
+        firstTokenAt=iso_time(doc.get(F.FIRST_TOKEN_AT)),
+        finishedAt=iso_time(doc.get(F.FINISHED_AT)),
     ).to_json()
 
 
@@ -90,18 +86,19 @@ def _json(req: PollRequest, doc: dict[str, Any], store: ExecutionStore, text: st
     """A JSON answer's parsed value: from the whole text (read again unless this answer holds it)."""
     if doc.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value or doc.get(F.STATUS) != Status.SUCCEEDED.value:
         return None
-    return answer_json(doc, text if start == 0 else store.text(req.executionId, doc))
+    return answer_json(doc, text if start == 0 else store.texts.text(req.executionId, doc))
 
 
 def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore, flow=None) -> dict[str, Any]:
     """Stop an execution: a queued one ends now; a running one is asked to stop (its worker
     notices within a second, closes the upstream connection and ends it ``cancelled``). A batch
-    item's batch hears of it (``flow``: enqueue.batchflow)."""
+    item's batch hears of it (``flow``: ``promptq.batches.flow``)."""
     execution_id = parse(data, ExecutionRef).executionId
     owned(store, signed_in(uid, "cancel an execution"), execution_id)
     change, seen = store.update_if(execution_id, lambda execution, job: ex.decide_cancel(execution, job, now=ex.utcnow()))
-    if change is not None and flow is not None and (seen.execution or {}).get(F.BATCH_ID):
-        flow.touch(seen.execution[F.BATCH_ID])
+    batch_id = (seen.execution or {}).get(F.BATCH_ID)
+    if change is not None and flow is not None and batch_id:
+        flow.touch(batch_id)
     status = ex.status_of(seen.execution) if seen.execution else None
     if change is None:
         message = f"already {status}: nothing to cancel" if status in TERMINAL else "cancel already requested"

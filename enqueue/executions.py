@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from enqueue import prompt as pr
 from promptq.contract.requests import request as rq
@@ -26,7 +26,13 @@ from promptq.adapters.store import ExecutionStore
 log = logging.getLogger(__name__)
 
 
-def build_messages(req: rq.StartRequest, uid: str, store: ExecutionStore, settings: Settings) -> list[dict[str, Any]]:
+class Templates(Protocol):
+    """Where a start reads its prompt templates (``ExecutionStore.template``)."""
+
+    def template(self, uid: str, prompt_id: str) -> dict[str, Any] | None: ...
+
+
+def build_messages(req: rq.StartRequest, uid: str, store: Templates, settings: Settings) -> list[dict[str, Any]]:
     if req.prompt is not None:
         return [{"role": "user", "content": req.prompt}]
     if req.messages is not None:
@@ -96,7 +102,7 @@ def check_models(models: list[str], field: str, settings: Settings, prices: Pric
 
 def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue: TaskQueue, settings: Settings, prices: Prices) -> dict[str, Any]:
     uid = signed_in(uid, "start an execution")
-    req = rq.parse(data)
+    req: rq.StartRequest = rq.parse(data)
     this = start.Start.of(start.EXECUTION, uid, req)
     execution_id = this.id
     execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings, request_hash=this.fingerprint)

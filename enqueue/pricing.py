@@ -77,7 +77,9 @@ def _unlisted(values: tuple[str, ...]) -> Price | None:
     web_search, internal_reasoning (missing ones 0)."""
     if len(values) < 2:
         return None
-    return Price(*(float(v) for v in values[:6]))
+    given = [float(v) for v in values[:6]]
+    prompt, completion, request, image, web_search, internal_reasoning = given + [0.0] * (6 - len(given))
+    return Price(prompt, completion, request, image, web_search, internal_reasoning)
 
 
 class Prices:

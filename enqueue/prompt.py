@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from promptq.contract.requests.messages import is_data_url
 from promptq.contract import SAMPLING, VOCABULARY
@@ -105,9 +105,10 @@ def check_limits(req: StartRequest, messages: list[dict[str, Any]], model_ids: l
     if req.models is not None and len(req.models) > limits.max_models:
         raise RequestError(f"models: {len(req.models)} given, at most {limits.max_models} allowed")
     params = req.params
+    reasoning = params.reasoning if params else None
     for field, tokens in (
-        ("max_tokens", params and params.max_tokens),
-        ("reasoning.max_tokens", params and params.reasoning and params.reasoning.max_tokens),
+        ("max_tokens", params.max_tokens if params else None),
+        ("reasoning.max_tokens", reasoning.max_tokens if reasoning else None),
     ):
         if tokens is not None and tokens > limits.max_tokens_cap:
             raise RequestError(f"params.{field}: {tokens} is over the cap of {limits.max_tokens_cap}")
@@ -188,7 +189,7 @@ def message_text(message: Mapping[str, Any]) -> str:
     return text_of(message.get("content")) + "".join(c["function"]["name"] + c["function"]["arguments"] for c in calls)
 
 
-def attachments(messages: list[Mapping[str, Any]]) -> Iterator[tuple[str, str]]:
+def attachments(messages: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, str]]:
     """Each image or file a message links or holds: (its field below ``messages``, its URL)."""
     for i, message in enumerate(messages):
         content = message.get("content")
@@ -199,7 +200,7 @@ def attachments(messages: list[Mapping[str, Any]]) -> Iterator[tuple[str, str]]:
                 yield f"{i}.content.{j}.file.file_data", part["file"]["file_data"]
 
 
-def prompt_bytes(messages: list[Mapping[str, Any]]) -> int:
+def prompt_bytes(messages: Sequence[Mapping[str, Any]]) -> int:
     """What a prompt is reserved as against the daily budget, in bytes (a token is at least
     one): its text, each data URL whole, and ``URL_PART_BYTES`` for a part given by URL."""
     linked = [url for _, url in attachments(messages)]

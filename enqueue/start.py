@@ -1,7 +1,7 @@
 """What starting an execution and starting a batch share, in the order a start goes: its id
 (random, or derived from the caller's idempotency key), the request's fingerprint, the
 resubmission check, and what the start takes of its owner's account and the project's spend.
-``enqueue.service`` (``start_execution``) and ``enqueue.batches`` (``start_batch``, and
+``enqueue.executions`` (``start_execution``) and ``enqueue.batches`` (``start_batch``, and
 ``retry_batch``'s claim) are its two users."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from pydantic import BaseModel
 
 from promptq.contract.requests import request as rq
 from promptq.adapters.ledger import AccountView
-from promptq.contract import CallStatus
+from promptq.batches import fairshare
+from promptq.contract import CallStatus, KeySource
 from promptq.domain import accounts
 from promptq.domain import execution as ex
+from promptq.domain.costs import Reserve
 from promptq.domain.errors import LimitExceeded
 from promptq.settings import Settings
 
@@ -70,7 +72,7 @@ def user_limits(settings: Settings) -> accounts.UserLimits:
     )
 
 
-def taker(settings: Settings, *, worst_case: Callable[[], float], shard_key: str, **batch: Any) -> Callable[[AccountView], accounts.Taken]:
+def taker(settings: Settings, *, worst_case: Callable[[], Reserve], shard_key: str, **batch: Any) -> Callable[[AccountView], accounts.Taken]:
     """What a start takes of its owner's account and the project's spend, decided on them as
     read (by the repository's compare-and-set): its worst case is computed only when a budget or
     the project's cap counts it. ``batch``: a batch's slots, lanes and key source
@@ -90,18 +92,20 @@ def taker(settings: Settings, *, worst_case: Callable[[], float], shard_key: str
     return take
 
 
-def batch_taker(settings: Settings, worst: Any, batch_id: str, *, lanes: int, items: int, **more: Any) -> Callable[[AccountView], accounts.Taken]:
-    """What a batch's start (or a retry's round: ``more`` = its key source and round) takes: its
-    items' worst case, and its lanes (as many as its concurrency, at most one per item)."""
-    return taker(
-        settings,
-        worst_case=worst.total,
-        shard_key=batch_id,
-        slots=lanes,
-        lanes=min(lanes, items),
-        project_lanes_cap=settings.project_max_batch_lanes,
-        **more,
-    )
+def batch_taker(
+    settings: Settings, worst: Any, batch_id: str, *, lanes: int, items: int, source: KeySource | None = None, lane_round: int = 0
+) -> Callable[[AccountView], accounts.Taken]:
+    """What a batch's start (or a retry's round: its key source and round) takes: its items'
+    worst case, its maxConcurrency of active slots, and its lanes (as many as its concurrency, at
+    most one per item) as far as the fair-share caps allow now (``promptq.batches.fairshare``)."""
+    take = taker(settings, worst_case=worst.total, shard_key=batch_id, slots=lanes, source=source)
+
+    def with_lanes(view: AccountView) -> accounts.Taken:
+        limits = accounts.UserLimits.of(user_limits(settings), view.limits)
+        caps = fairshare.Caps(limits.max_batch_lanes, settings.project_max_batch_lanes)
+        return fairshare.taken(take(view), view, min(lanes, items), lane_round, caps, ex.utcnow())
+
+    return with_lanes
 
 
 @contextlib.contextmanager

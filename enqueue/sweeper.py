@@ -94,7 +94,7 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
     seen = store.read(execution_id)
     decide = _decide(settings, now)
     kind, first = decide(seen.execution, seen.job)
-    if kind is SweepKind.SKIP or first is None:
+    if kind is SweepKind.SKIP or first is None or seen.execution is None or seen.job is None:
         return
     if queue.exists(seen.job.get(J.TASK) or execution_id, queue_of(seen.execution, seen.job)):
         report.waiting.append(execution_id)  # in the queue, or being retried: not lost
@@ -119,8 +119,9 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
         update = change.execution or {}
         log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update.get(F.STATUS), (update.get(F.ERROR) or {}).get(E.CODE))
         report.failed.append(execution_id)
-        if flow is not None and (seen.execution or {}).get(F.BATCH_ID):
-            flow.after_end(seen.execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT), seen.execution.get(F.LANE))
+        execution = seen.execution or {}
+        if flow is not None and execution.get(F.BATCH_ID):
+            flow.after_end(execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT), execution.get(F.LANE))
     else:
         submitted = queue.submit(execution_id, first=task_id, queue=queue_of(seen.execution, seen.job))
         if submitted != task_id:  # that name was held by a finished task

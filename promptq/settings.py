@@ -47,7 +47,7 @@ def _from(cls: type, environ: Mapping[str, str], **given: Any) -> Any:
     for f in dataclasses.fields(cls):
         name = f.metadata.get("env")
         raw = environ.get(name) if name else None
-        if f.name not in values and raw:
+        if f.name not in values and raw and name:
             values[f.name] = _parse(name, raw, type(f.default))
     return cls(**values)
 
@@ -204,7 +204,7 @@ def queue_dispatches(environ: Mapping[str, str] | None = None) -> int:
     """The interactive queue's concurrent dispatches, read when main.py is imported (a
     declaration option of the worker's task queue)."""
     raw = (os.environ if environ is None else environ).get("PROMPTQ_QUEUE_DISPATCHES", "")
-    return _parse("PROMPTQ_QUEUE_DISPATCHES", raw, int) if raw else Settings.__dataclass_fields__["queue_dispatches"].default
+    return _parse("PROMPTQ_QUEUE_DISPATCHES", raw, int) if raw else int(Settings.__dataclass_fields__["queue_dispatches"].default)  # type: ignore[arg-type]
 
 
 def _worker_url(environ: Mapping[str, str], project: str, region: str) -> str:

@@ -15,7 +15,7 @@ def execution_state(db, execution_id: str) -> dict[str, Any]:
     store = ExecutionStore(db)
     doc = store.get(execution_id)
     assert doc is not None, f"no document executions/{execution_id}"
-    return {**doc, "output": store.text(execution_id, doc)}
+    return {**doc, "output": store.texts.text(execution_id, doc)}
 
 
 class Scripted:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import datetime
 from typing import Any, Callable
 
 from promptq.domain import execution as ex
@@ -62,7 +63,7 @@ class Attempt:
         )
         self.model: str | None = None
         self.generation_id: str | None = None
-        self.first_token_at = None
+        self.first_token_at: datetime | None = None
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
         self.tool_calls = ToolCalls()
@@ -196,7 +197,7 @@ class Attempt:
         while not self.stopping.is_set():
             now = self.monotonic()
             if now >= next_heartbeat:
-                await self._write("beat", "heartbeat")
+                await self.writer.beat()
                 next_heartbeat = next_tick(self.monotonic(), heartbeat_every, offset)
                 if self.writer.cancel_requested:
                     self.cancel.set()  # the Stop listener's fallback (its stream may have been cut)
@@ -216,13 +217,7 @@ class Attempt:
             self.schedule.flushed(self.monotonic(), self.buffer.pending_bytes)
             chunk = self.buffer.next_chunk()
             if chunk is not None:
-                await self._write("put_chunk", "chunk", chunk)
-
-    async def _write(self, batched: str, alone: str, *args: Any) -> None:
-        """A write in the process's batch (``AttemptWriter.put_chunk``, ``beat``), or, for a
-        writer that writes one at a time, on a thread (``chunk``, ``heartbeat``)."""
-        write = getattr(self.writer, batched, None)
-        await (write(*args) if write is not None else asyncio.to_thread(getattr(self.writer, alone), *args))
+                await self.writer.put_chunk(chunk)
 
     def _listen_for_stop(self) -> Callable[[], None] | None:
         """Stop is noticed at once through the process's one listener (no polling, no echo of
@@ -259,8 +254,9 @@ class Attempt:
             self.wake.set()
             with contextlib.suppress(BaseException):
                 await asyncio.wait({flusher})
-        if flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
-            raise flusher.exception()  # LostClaim, or a write that failed
+        failed = flusher.exception() if flusher.done() and not flusher.cancelled() else None
+        if failed is not None:
+            raise failed  # LostClaim, or a write that failed
         if reader in done:
             reader.result()  # re-raises Transient/Permanent
             return

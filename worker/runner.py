@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import uuid
@@ -22,7 +23,7 @@ from promptq.domain.records import Ending
 from promptq.contract import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
-from promptq.adapters.writer import AttemptWriter, claim
+from promptq.adapters.writer import AttemptWriter, Batchers, claim
 from promptq.domain import answer
 from worker.attempt import Attempt, StopWatch
 from worker.checker import Checker
@@ -58,36 +59,42 @@ class RunResult:
 UpstreamFor = Callable[[dict], OpenRouterClient]  # the client for a job (its owner's key, or the app's)
 
 
-async def run_execution(
-    execution_id: str,
-    *,
-    store: ExecutionStore,
-    upstream_for: UpstreamFor,
-    settings: Settings,
-    checker: Checker,
-    worker: str = "",
-    stops: StopWatch | None = None,
-) -> RunResult:
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """What the deliveries a worker process runs share (``worker.runtime.WorkerRuntime`` builds
+    it once): the store, the settings, the answer checker, the batched writes, the process's
+    name in the executions it holds and its Stop listener."""
+
+    store: ExecutionStore
+    settings: Settings
+    checker: Checker
+    batchers: Batchers | None = None
+    worker: str = ""
+    stops: StopWatch | None = None
+
+
+async def run_execution(execution_id: str, *, shared: Shared, upstream_for: UpstreamFor) -> RunResult:
     """Handle one delivery of the execution's task (``upstream_for`` may block: it may read
-    and decrypt the owner's key; ``checker``: the process's answer checker)."""
+    and decrypt the owner's key)."""
+    store, settings, checker = shared.store, shared.settings, shared.checker
     attempt_id = uuid.uuid4().hex
-    decision, seen, writer = await asyncio.to_thread(
-        claim, store, execution_id, attempt_id=attempt_id, worker=worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts
-    )
-    if decision.kind is not ClaimKind.START:
+    claimed = functools.partial(claim, worker=shared.worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts, batchers=shared.batchers)
+    decision, seen, writer = await asyncio.to_thread(claimed, store, execution_id, attempt_id=attempt_id)
+    if decision.kind is not ClaimKind.START or writer is None or seen.job is None:
         return _in_batch(_unclaimed(execution_id, decision), seen)
+    job = seen.job
     _log_claim(execution_id, writer.attempt, attempt_id, decision.restarted)
-    body = job_body(seen.job)
-    attempt = Attempt(execution_id, writer, settings, stops=stops, output_cap=int(seen.job.get(J.RESERVED_OUTPUT_TOKENS) or 0))
+    body = job_body(job)
+    attempt = Attempt(execution_id, writer, settings, stops=shared.stops, output_cap=int(job.get(J.RESERVED_OUTPUT_TOKENS) or 0))
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
     refused: answer.Refused | None = None
     try:
-        if (why := costs.exceeded(costs.measure(body), seen.job)) is not None:
+        if (why := costs.exceeded(costs.measure(body), job)) is not None:
             raise Permanent(f"{why}; not sent", code=Code.RESERVATION_EXCEEDED)
-        upstream = await asyncio.to_thread(upstream_for, seen.job)
+        upstream = await asyncio.to_thread(upstream_for, job)
         await attempt.run(upstream, body, settings.attempt_deadline_s)
-        refused = await _checked(seen.job, attempt, checker)  # the stream ended: is it what the request asked for?
+        refused = await _checked(job, attempt, checker)  # the stream ended: is it what the request asked for?
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(
@@ -97,7 +104,7 @@ async def run_execution(
         max_attempts=settings.max_attempts,
         deadline_s=settings.attempt_deadline_s,
         max_retry_after_s=settings.max_retry_after_s,
-        user_key=seen.job.get(J.KEY_SOURCE) == KeySource.USER.value,
+        user_key=job.get(J.KEY_SOURCE) == KeySource.USER.value,
         refused=refused,
     )
     _log_ending(execution_id, writer.attempt, end, stopped_by)
@@ -157,7 +164,7 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
         return RunResult(Outcome.DONE, ClaimKind.START, code=end.code)
     try:
         if end.release:
-            await asyncio.to_thread(writer.release, end.code, end.message, end.retry_after_s)
+            await asyncio.to_thread(writer.release, end.code or Code.INTERNAL, end.message, end.retry_after_s)
         else:
             await _write_end(end, writer, attempt)
     except LostClaim:
@@ -179,7 +186,7 @@ async def _write_end(end: Ending, writer: AttemptWriter, attempt: Attempt) -> No
     """The whole text in pages, then the ending with the last chunk, in one batch."""
     text = attempt.buffer
     last = text.next_chunk()
-    while text.waiting:  # more than a chunk's worth was waiting
+    while text.waiting and last is not None:  # more than a chunk's worth was waiting
         await asyncio.to_thread(writer.chunk, last)
         last = text.next_chunk()
     pages = text.pages()

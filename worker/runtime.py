@@ -23,27 +23,18 @@ import concurrent.futures
 import logging
 import threading
 import uuid
-from typing import Callable, Protocol
+from typing import Callable
 
+from promptq.batches.flow import BatchFlow
 from promptq.domain.errors import Permanent
 from promptq.adapters.keys import KeyVault
 from promptq.contract import ClaimKind, Code, J, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
-from worker.runner import RunResult, run_execution
+from promptq.adapters.writer import Batchers
+from worker.runner import RunResult, Shared, run_execution
 from worker.checker import Checker
 from promptq.adapters.openrouter.upstream import OpenRouterClient, shared_http
-
-
-class BatchHooks(Protocol):
-    """What the worker asks of a batch when one of its items is delivered (``enqueue.batchflow.
-    BatchFlow`` is it; the worker does not import the callables' side)."""
-
-    def after_end(self, batch_id: str, next_id: str | None, lane: str | None = None) -> None: ...
-
-    def touch(self, batch_id: str) -> None: ...
-
-    def fold(self, batch_id: str, at: float | None = None) -> None: ...
 
 
 log = logging.getLogger(__name__)
@@ -70,7 +61,7 @@ class StopListener:
             if self._watch is None or not self._watch.is_active:
                 # (Re)started lazily: a stream the server cut is replaced on the next claim;
                 # meanwhile the heartbeats notice Stop.
-                self._watch = self.store.watch_stops(self.worker, self._stopped)
+                self._watch = self.store.stops.watch(self.worker, self._stopped)
 
         def unregister() -> None:
             with self._lock:
@@ -92,7 +83,7 @@ class StopListener:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None, flow: BatchHooks | None = None):
+    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None, flow: BatchFlow | None = None):
         self.settings = settings
         self.store = store
         self.vault = vault
@@ -100,6 +91,8 @@ class WorkerRuntime:
         self.worker = f"w-{uuid.uuid4().hex[:16]}"  # this process, in the executions it holds
         self.stops = StopListener(store, self.worker)
         self.checker = Checker(settings.output_check_cpu_s)  # JSON answers against their schemas, within a CPU budget
+        self.batchers = Batchers(store)  # the chunks and heartbeats of all its attempts, batched
+        self.shared = Shared(store, settings, self.checker, self.batchers, self.worker, self.stops.register)
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(FIRESTORE_THREADS, thread_name_prefix="firestore"))
         self._thread = threading.Thread(target=self.loop.run_forever, name="promptq-worker-loop", daemon=True)
@@ -141,21 +134,13 @@ class WorkerRuntime:
 
     def run(self, execution_id: str, api_key: str) -> RunResult:
         """Run one delivery on the shared loop; blocks the calling request thread until it ends."""
-        coro = run_execution(
-            execution_id,
-            store=self.store,
-            upstream_for=self.upstream_for(api_key),
-            settings=self.settings,
-            worker=self.worker,
-            stops=self.stops.register,
-            checker=self.checker,
-        )
+        coro = run_execution(execution_id, shared=self.shared, upstream_for=self.upstream_for(api_key))
         result = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
         if result.batch_id and self.flow is not None:
             self._batch_item_moved(self.flow, result.batch_id, result)
         return result
 
-    def _batch_item_moved(self, flow: BatchHooks, batch_id: str, result: RunResult) -> None:
+    def _batch_item_moved(self, flow: BatchFlow, batch_id: str, result: RunResult) -> None:
         """A batch item started, went back to the queue or ended: its batch hears of it (and the
         next item of its lane gets its turn when it ended)."""
         try:

@@ -1,6 +1,6 @@
-"""The writes a worker process sends for many executions at once (``ExecutionStore`` inherits
-them): the chunks of all its streams in one BatchWrite, the leases of all its attempts in one
-read and one BatchWrite. A BatchWrite is not atomic: each write lands or fails on its own,
+"""The writes a worker process sends for many executions at once: the chunks of all its streams
+in one BatchWrite, the leases of all its attempts in one BatchWrite (read together by
+``ExecutionDocs.read_many``). A BatchWrite is not atomic: each write lands or fails on its own,
 with its own status, and each keeps the precondition it would have alone."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from promptq.domain.records import Chunk
-from promptq.contract import CHUNKS
-from promptq.adapters.versions import Seen, counted
+from promptq.adapters.cas import write_counted
+from promptq.adapters.reads import ExecutionDocs
 
 MAX_WRITES = 500  # per BatchWrite (Firestore's limit)
 MAX_BYTES = 8 * 1024 * 1024  # of text per BatchWrite: under Firestore's 10 MiB request limit
@@ -29,31 +29,22 @@ TRANSIENT = {
 
 
 class BulkWrites:
-    """Needs ``self.client``, ``self.ref``, ``self.job_ref`` and ``self.read`` (``promptq.adapters.store``)."""
+    def __init__(self, docs: ExecutionDocs):
+        self.docs = docs
+        self.client = docs.client
 
     def write_chunks(self, chunks: Sequence[tuple[str, Chunk, datetime | None]]) -> list[Exception | None]:
         """Chunks of many executions (``(execution_id, chunk, expire_at)``), each written as
-        ``write_chunk`` writes one (no precondition: their ids name their attempt), in one
-        BatchWrite (more past its limits). Returns each write's error (None: it landed), in
-        order; an error of a whole call is raised."""
+        ``ExecutionStore.write_chunk`` writes one (no precondition: their ids name their
+        attempt), in one BatchWrite (more past its limits). Returns each write's error (None:
+        it landed), in order; an error of a whole call is raised."""
 
         def write(batch: BulkWriteBatch, i: int) -> None:
             execution_id, chunk, expire_at = chunks[i]
-            batch.set(self.ref(execution_id).collection(CHUNKS).document(chunk.doc_id()), chunk.to_doc(expire_at))
+            batch.set(self.docs.chunks(execution_id).document(chunk.doc_id()), chunk.to_doc(expire_at))
 
         size = [len(c.text.encode()) + len(c.reasoning.encode()) for _, c, _ in chunks]
         return [error for error, _ in self._bulk(len(chunks), write, size.__getitem__)]
-
-    def read_many(self, execution_ids: Sequence[str]) -> list[Any]:
-        """Both documents of each execution (``promptq.adapters.store.Seen``), in one round trip."""
-
-        refs = [ref for i in execution_ids for ref in (self.ref(i), self.job_ref(i))]
-        snaps = {s.reference.path: s for s in self.client.get_all(refs)} if refs else {}
-        seen = []
-        for i in execution_ids:
-            e, j = snaps[self.ref(i).path], snaps[self.job_ref(i).path]
-            seen.append(Seen(e.to_dict() if e.exists else None, j.to_dict() if j.exists else None, e.update_time, j.update_time))
-        return seen
 
     def update_jobs_if(self, updates: Sequence[tuple[str, dict[str, Any], Any]]) -> list[tuple[Exception | None, Any]]:
         """Jobs of many executions (``(execution_id, update, job_time)``), each updated only if
@@ -62,7 +53,7 @@ class BulkWrites:
 
         def write(batch: BulkWriteBatch, i: int) -> None:
             execution_id, update, job_time = updates[i]
-            batch.update(self.job_ref(execution_id), counted(update), option=self.client.write_option(last_update_time=job_time))
+            batch.update(self.docs.job_ref(execution_id), write_counted(update), option=self.client.write_option(last_update_time=job_time))
 
         return self._bulk(len(updates), write, lambda i: 0)
 

@@ -128,7 +128,7 @@ class KeyVault:
         snap = self.ref(uid).get()
         if not snap.exists or self.kek is None:
             return None
-        doc, aad = snap.to_dict(), uid.encode()
+        doc, aad = snap.to_dict() or {}, uid.encode()
         data_key = self.kek.unwrap(doc[K.WRAPPED_KEY], aad)
         api_key = AESGCM(data_key).decrypt(doc[K.NONCE], doc[K.CIPHERTEXT], aad).decode()
         redact.register(api_key, user=True)

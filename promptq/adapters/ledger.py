@@ -5,8 +5,8 @@ The documents (``promptq.contract.accounts``): ``accounts/{uid}`` (what the user
 ``limits/{uid}`` (an operator's overrides), ``usage/{uid}/days/{day}`` (what their executions
 used), ``project/limits`` (an operator's override of the project's daily cap) and the spend
 shards ``project/spend-{nn}``. The decisions are ``promptq.domain.accounts``'s; this module only reads
-and writes, always in the batch of the execution's own write (``promptq.adapters.store``) or of its
-batch's (``promptq.adapters.batch_store``), so the two never disagree.
+and writes, always in the commit of the execution's own write (``promptq.adapters.store``) or of its
+batch's, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from promptq.adapters.cas import Commit, Step, compare_and_set
 from promptq.domain.accounts import AccountView, Taken
 from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
 from promptq.domain.records import Inc, Settlement
 from promptq.contract import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LANES, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
 
 __all__ = ["AccountView", "Ledger"]
-
-_TRIES = 20
 
 
 def _fields(update: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +71,7 @@ class Ledger:
             account.to_dict() if account.exists else None,
             account.update_time if account.exists else None,
             limits.to_dict() if limits.exists else None,
-            today.to_dict() if today.exists else {},
+            (today.to_dict() or {}) if today.exists else {},
             key.exists,
             project.to_dict() if project.exists else None,
             tuple(s.to_dict() if s.exists else None for s in shards),
@@ -107,61 +105,50 @@ class Ledger:
         """A compare-and-set of the user's account alone (the key calls' throttle): ``decide``
         gets it as read and returns the fields to write (None: nothing), or raises."""
         ref = self.account_ref(uid)
-        for _ in range(_TRIES):
-            snap = ref.get()
+
+        def step(snap: firestore.DocumentSnapshot) -> Step[None]:
             update = decide(snap.to_dict() if snap.exists else None)
             if update is None:
-                return
-            try:
-                if snap.exists:
-                    ref.update(update, option=self.client.write_option(last_update_time=snap.update_time))
-                else:
-                    ref.create(update)
-                return
-            except (gexc.FailedPrecondition, gexc.AlreadyExists):
-                pass  # changed in between: decide again
-        raise RuntimeError(f"account {uid}: too much contention")
+                return Step(None, lambda: None)
+            commit = Commit(self.client)
+            commit.put(ref, update, version=snap.update_time if snap.exists else None)
+            return Step(commit, lambda: None)
+
+        compare_and_set(ref.get, step, what=f"account {uid}")
 
     # --- in the batch of an execution's (or a batch's) write --------------------------------
 
-    def take(self, batch: firestore.WriteBatch, view: AccountView, taken: Taken, now: datetime) -> None:
+    def take(self, commit: Commit, view: AccountView, taken: Taken, now: datetime) -> None:
         """What a start takes: the account after it, and each spend shard holding part of its
         reservation, each written only if it is still the version decided on."""
         if taken.account is not None:
-            if view.account_time is None:
-                batch.create(self.account_ref(view.uid), taken.account)
-            else:
-                batch.update(self.account_ref(view.uid), taken.account, option=self.client.write_option(last_update_time=view.account_time))
+            commit.put(self.account_ref(view.uid), taken.account, version=view.account_time)
         if taken.project_lanes is not None:
-            self.count_lanes(batch, view.project_lanes_time, taken.project_lanes, now)
+            self.count_lanes(commit, view.project_lanes_time, taken.project_lanes, now)
         for shard, usd in taken.project_hold.items():
             if not usd:
                 continue
             # Each shard owns a slice of the cap: taken only if it is still the version decided on.
             version = view.project_shard_times[shard] if shard < len(view.project_shard_times) else None
-            fields = {Proj.RESERVED_USD: firestore.Increment(usd), Proj.UPDATED_AT: now}
             if version is None:
-                batch.create(self.shard_ref(shard), {Proj.RESERVED_USD: usd, Proj.UPDATED_AT: now})
+                commit.create(self.shard_ref(shard), {Proj.RESERVED_USD: usd, Proj.UPDATED_AT: now})
             else:
-                batch.update(self.shard_ref(shard), fields, option=self.client.write_option(last_update_time=version))
+                commit.update(self.shard_ref(shard), {Proj.RESERVED_USD: firestore.Increment(usd), Proj.UPDATED_AT: now}, version=version)
 
-    def count_lanes(self, batch: firestore.WriteBatch, version: Any, lanes: int, now: datetime) -> None:
+    def count_lanes(self, commit: Commit, version: Any, lanes: int, now: datetime) -> None:
         """project/lanes set to ``lanes``, only if it is still the version decided on (None: absent)."""
-        if version is None:
-            batch.create(self.lanes_ref(), {Proj.LANES: lanes, Proj.UPDATED_AT: now})
-        else:
-            batch.update(self.lanes_ref(), {Proj.LANES: lanes, Proj.UPDATED_AT: now}, option=self.client.write_option(last_update_time=version))
+        commit.put(self.lanes_ref(), {Proj.LANES: lanes, Proj.UPDATED_AT: now}, version=version)
 
-    def settle(self, batch: firestore.WriteBatch, settle: Settlement, now: datetime) -> None:
+    def settle(self, commit: Commit, settle: Settlement, now: datetime) -> None:
         """What an ending (or a correction) gives back and adds: increments, which commute."""
         if settle.account or settle.lanes:
             lanes = {Acc.BATCH_LANES: firestore.Increment(-settle.lanes)} if settle.lanes else {}
-            batch.set(self.account_ref(settle.owner), {**_fields(settle.account or {}), **lanes, Acc.UPDATED_AT: now}, merge=True)
+            commit.set(self.account_ref(settle.owner), {**_fields(settle.account or {}), **lanes, Acc.UPDATED_AT: now}, merge=True)
         if settle.lanes:
-            batch.set(self.lanes_ref(), {Proj.LANES: firestore.Increment(-settle.lanes), Proj.UPDATED_AT: now}, merge=True)
+            commit.set(self.lanes_ref(), {Proj.LANES: firestore.Increment(-settle.lanes), Proj.UPDATED_AT: now}, merge=True)
         if settle.usage and settle.day:
             start = datetime.strptime(settle.day, DAY_FORMAT).replace(tzinfo=timezone.utc)
-            batch.set(
+            commit.set(
                 self.day_ref(settle.owner, settle.day),
                 {**_fields(settle.usage), Use.DAY: settle.day, Use.EXPIRE_AT: start + self.usage_retention},
                 merge=True,
@@ -174,4 +161,4 @@ class Ledger:
                 spend[Proj.RESERVED_USD] = firestore.Increment(-released)
             if cost and settle.day:
                 spend[cost_field(settle.day)] = firestore.Increment(cost)
-            batch.set(self.shard_ref(shard), spend, merge=True)
+            commit.set(self.shard_ref(shard), spend, merge=True)

@@ -1,14 +1,19 @@
-"""All of promptq's Firestore I/O: executions, their jobs, chunks and pages, prompt templates.
+"""Executions in Firestore: an execution and its job, their chunks and pages, prompt templates.
 
 An execution is two documents: the execution (``executions/{id}``, what watchers read) and its
 job (``executions/{id}/internal/job``: the request and the claim). Every state change is
-decided by ``promptq.domain.execution`` on both as read, and applied here by one compare-and-set loop
-(``_write_if``): each document written carries a precondition on the update time of the
-version the decision was made on, all in one batch, so deciding and writing are one atomic
-step without transactions (which the emulator makes slow under contention). The attempt's
-writes go through the same loop, conditional on the attempt still holding the claim
-(``AttemptWriter``). Chunks and pages are written without preconditions: each carries its
-attempt's number in its id, and readers follow the execution's current attempt only.
+decided by ``promptq.domain.execution`` on both as read (``promptq.adapters.reads``), and
+written through the one compare-and-set (``promptq.adapters.cas``): each document written
+carries a precondition on the update time of the version the decision was made on, all in one
+commit, so deciding and writing are one atomic step without transactions (which the emulator
+makes slow under contention). The attempt's writes go through the same path, conditional on
+the attempt still holding the claim (``promptq.adapters.writer``). Chunks and pages are written
+without preconditions: each carries its attempt's number in its id, and readers follow the
+execution's current attempt only.
+
+The store is composed of the parts it is given the client for: ``docs`` (where the documents
+are, and reading them), ``texts`` (the text), ``bulk`` (a process's batched writes), ``stops``
+(Stop folders) and ``ledger`` (accounts and the project's spend).
 """
 
 from __future__ import annotations
@@ -17,29 +22,28 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from promptq.adapters.bulk_writes import BulkWrites
+from promptq.adapters.cas import Commit, Step, compare_and_set, write_counted
+from promptq.adapters.ledger import AccountView, Ledger
+from promptq.adapters.reads import ExecutionDocs, Seen
+from promptq.adapters.stops import StopFolders
+from promptq.adapters.texts import Texts
+from promptq.contract import EXECUTIONS, INTERNAL, PROMPTS, USERS, F, J, Status
 from promptq.domain import execution as ex
 from promptq.domain.accounts import Taken
 from promptq.domain.costs import day_of
-from promptq.adapters.bulk_writes import BulkWrites
-from promptq.domain.errors import LimitExceeded, Permanent
-from promptq.adapters.ledger import AccountView, Ledger
-from promptq.adapters.listeners import Listeners
+from promptq.domain.errors import LimitExceeded
 from promptq.domain.paging import Page
-from promptq.adapters.texts import TextReads
 from promptq.domain.records import Change, Chunk
-from promptq.contract import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES, PROMPTS, USERS, Code, F, J, S, Status
-from promptq.adapters.versions import INTERRUPTED, Seen, counted  # noqa: F401 - the repositories' shared names, also from here
 
-_CAS_TRIES = 20
+__all__ = ["ExecutionStore", "Seen", "applied"]
 
 log = logging.getLogger(__name__)
 
-_BATCH_BYTES = 8 * 1024 * 1024  # pages per commit: under Firestore's 10 MiB request limit
-STOP_RETENTION = timedelta(days=1)  # a Stop request's document, then TTL deletes it
+_BATCH_BYTES = 3 * 1024 * 1024  # pages per commit: under the emulator's 4 MiB message (Firestore allows 10 MiB)
 
 
 def applied(change: Change, seen: Seen) -> bool:
@@ -55,9 +59,13 @@ def applied(change: Change, seen: Seen) -> bool:
     return bool(stamped) and all(theirs is not None and theirs.get(key) == mine[key] for mine, theirs, key in stamped)
 
 
-class ExecutionStore(Listeners, TextReads, BulkWrites):
+class ExecutionStore:
     def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
         self.client = client
+        self.docs = ExecutionDocs(client)
+        self.texts = Texts(self.docs)
+        self.bulk = BulkWrites(self.docs)
+        self.stops = StopFolders(client)
         self.ledger = Ledger(client, usage_retention_days=usage_retention_days)
 
     @classmethod
@@ -66,45 +74,38 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         return cls(firestore.Client(project=project_id), **kw)
 
     def ref(self, execution_id: str) -> firestore.DocumentReference:
-        return self.client.collection(EXECUTIONS).document(execution_id)
+        return self.docs.ref(execution_id)
 
     def job_ref(self, execution_id: str) -> firestore.DocumentReference:
-        return self.ref(execution_id).collection(INTERNAL).document(JOB)
-
-    def add_stop(self, batch, change: Change, execution_id: str) -> None:
-        """A change that asks a running execution to stop tells its worker process, in the same batch."""
-        if change.stop:
-            batch.set(self.stops_ref(change.stop).document(execution_id), {S.REQUESTED_AT: (now := ex.utcnow()), S.EXPIRE_AT: now + STOP_RETENTION})
+        return self.docs.job_ref(execution_id)
 
     # --- reads ----------------------------------------------------------------------------
 
+    def read(self, execution_id: str) -> Seen:
+        """Both documents, in one round trip."""
+        return self.docs.read(execution_id)
+
     def get(self, execution_id: str) -> dict[str, Any] | None:
         snap = self.ref(execution_id).get()
-        return snap.to_dict() if snap.exists else None
+        return (snap.to_dict() or {}) if snap.exists else None
 
     def get_job(self, execution_id: str) -> dict[str, Any] | None:
         snap = self.job_ref(execution_id).get()
-        return snap.to_dict() if snap.exists else None
+        return (snap.to_dict() or {}) if snap.exists else None
 
     def jobs(self, execution_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The jobs of these executions that exist, by execution id, in one read."""
         snaps = self.client.get_all([self.job_ref(i) for i in execution_ids])
-        return {s.reference.parent.parent.id: s.to_dict() for s in snaps if s.exists}
+        return {snap.reference.parent.parent.id: snap.to_dict() or {} for snap in snaps if snap.exists and snap.reference.parent.parent}
 
     def ended_or_missing(self, execution_ids: Iterable[str]) -> set[str]:
         """Which of these executions ended, or were never written, in one read."""
         snaps = self.client.get_all([self.ref(i) for i in execution_ids])
-        return {s.id for s in snaps if not s.exists or ex.is_terminal(s.to_dict())}
-
-    def read(self, execution_id: str) -> Seen:
-        """Both documents, in one round trip."""
-        snaps = {s.reference.path: s for s in self.client.get_all([self.ref(execution_id), self.job_ref(execution_id)])}
-        e, j = snaps[self.ref(execution_id).path], snaps[self.job_ref(execution_id).path]
-        return Seen(e.to_dict() if e.exists else None, j.to_dict() if j.exists else None, e.update_time, j.update_time)
+        return {s.id for s in snaps if not s.exists or ex.is_terminal(s.to_dict() or {})}
 
     def template(self, uid: str, prompt_id: str) -> dict[str, Any] | None:
         snap = self.client.collection(USERS).document(uid).collection(PROMPTS).document(prompt_id).get()
-        return snap.to_dict() if snap.exists else None
+        return (snap.to_dict() or {}) if snap.exists else None
 
     def abandoned(self, *, now: datetime, grace_s: float, queue_timeout_s: float, limit: int) -> list[str]:
         """Ids of executions that look abandoned: a claim whose lease expired ``grace_s`` ago,
@@ -119,7 +120,7 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
             .where(filter=FieldFilter(F.UPDATED_AT, "<", now - timedelta(seconds=queue_timeout_s)))
             .limit(limit)
         )
-        ids = [snap.reference.parent.parent.id for snap in expired.stream()] + [snap.id for snap in stale.stream()]
+        ids = [parent.id for snap in expired.stream() if (parent := snap.reference.parent.parent)] + [snap.id for snap in stale.stream()]
         return list(dict.fromkeys(ids))
 
     def history(self, uid: str, *, limit: int, after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -135,7 +136,7 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
             if not cursor.exists or cursor.get(F.OWNER) != uid:
                 raise LookupError(after)
             query = query.start_after(cursor)
-        return [(snap.id, snap.to_dict()) for snap in query.limit(limit).stream()]
+        return [(snap.id, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -145,32 +146,35 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         """Create both documents; False if the execution already exists (a resubmission).
 
         With ``take``, the start is decided on its owner's account (and the project's spend) as
-        read and the account written in the same batch, only if it has not changed since (else
-        read and decide again): a burst of concurrent starts never gets past a limit. A ``LimitExceeded`` from
-        ``take`` propagates (nothing written), unless the execution exists already."""
-        for _ in range(_CAS_TRIES):
-            batch, e, j = self.client.batch(), execution, job
-            if take is not None:
-                view = self.ledger.view(execution[F.OWNER], day_of(ex.utcnow()))
+        read and written in the same commit, only if they have not changed since (else read
+        and decide again): a burst of concurrent starts never gets past a limit. A
+        ``LimitExceeded`` from ``take`` propagates (nothing written), unless the execution
+        exists already (a resubmission is answered whatever the limits say now)."""
+
+        def read() -> AccountView | None:
+            return self.ledger.view(execution[F.OWNER], day_of(ex.utcnow())) if take is not None else None
+
+        lost: list[bool] = []
+
+        def decide(view: AccountView | None) -> Step[bool]:
+            if lost and self.get(execution_id) is not None:
+                return Step(None, lambda: False)  # the commit lost to the creation of the same execution
+            lost.append(True)  # a next decision comes after a conflict
+            commit, e, j = Commit(self.client), execution, job
+            if take is not None and view is not None:
                 try:
                     taken = take(view)
                 except LimitExceeded:
                     if self.get(execution_id) is not None:
-                        return False  # a resubmission is answered whatever the limits say now
+                        return Step(None, lambda: False)
                     raise
                 e, j = {**execution, **taken.execution_fields()}, {**job, **taken.job_fields()}
-                self.ledger.take(batch, view, taken, ex.utcnow())
-            batch.create(self.ref(execution_id), e)
-            batch.create(self.job_ref(execution_id), j)
-            try:
-                batch.commit()
-                return True
-            except gexc.AlreadyExists:
-                if take is None or self.get(execution_id) is not None:
-                    return False
-            except gexc.FailedPrecondition:
-                pass  # the account changed in between: decide again
-        raise RuntimeError(f"execution {execution_id}: too much contention on its owner's account")
+                self.ledger.take(commit, view, taken, ex.utcnow())
+            commit.create(self.ref(execution_id), e)
+            commit.create(self.job_ref(execution_id), j)
+            return Step(commit, lambda: True)
+
+        return compare_and_set(read, decide, what=f"execution {execution_id} and its owner's account")
 
     def update_if(self, execution_id: str, decide: Callable[[dict | None, dict | None], Change | None]) -> tuple[Change | None, Seen]:
         """Compare-and-set with a caller's decision on both documents as they are (None: write
@@ -195,19 +199,18 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
 
     def write_chunk(self, execution_id: str, chunk: Chunk, expire_at: datetime | None) -> None:
         """A chunk is written once; written again after an interrupted commit, the same."""
-        self.ref(execution_id).collection(CHUNKS).document(chunk.doc_id()).set(chunk.to_doc(expire_at))
+        self.docs.chunks(execution_id).document(chunk.doc_id()).set(chunk.to_doc(expire_at))
 
     def write_pages(self, execution_id: str, pages: Iterable[Page], expire_at: datetime | None) -> None:
         """The whole text of an attempt, before the write that ends it points at it."""
-        batch, size = self.client.batch(), 0
+        commit, size = Commit(self.client), 0
         for page in pages:
             if size and size + len(page.text.encode()) > _BATCH_BYTES:
-                batch.commit()
-                batch, size = self.client.batch(), 0
-            batch.set(self.ref(execution_id).collection(PAGES).document(page.doc_id()), page.to_doc(expire_at))
+                commit.commit()
+                commit, size = Commit(self.client), 0
+            commit.set(self.docs.pages(execution_id).document(page.doc_id()), page.to_doc(expire_at))
             size += len(page.text.encode()) + len(page.reasoning.encode())
-        if size or len(batch):
-            batch.commit()
+        commit.commit()
 
     def claim(
         self, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int, now: Callable[[], datetime] = ex.utcnow
@@ -216,7 +219,7 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         they were read (``promptq.adapters.writer.claim`` builds, for START, the writer that holds it)."""
         decisions: list[ex.ClaimDecision] = []
 
-        def decide(seen: Seen):
+        def decide(seen: Seen) -> Change | None:
             decisions[:] = [
                 ex.decide_claim(seen.execution, seen.job, attempt_id=attempt_id, worker=worker, now=now(), lease_s=lease_s, max_attempts=max_attempts)
             ]
@@ -225,65 +228,60 @@ class ExecutionStore(Listeners, TextReads, BulkWrites):
         _, seen = self.write_if(execution_id, decide)
         return decisions[0], seen
 
-    # --- the one compare-and-set loop ----------------------------------------------------------
-
     def write_if(
         self, execution_id: str, build: Callable[[Seen], Change | None], *, seen: Seen | None = None, check: Callable[[Seen], None] | None = None
     ) -> tuple[Change | None, Seen]:
-        """Decide on a version of the documents and write only if it is still that version;
-        on a conflict or an interrupted write, read them again (``check`` may refuse the new
-        version by raising) and decide again. Returns the change written (None: nothing) and
-        the version it was decided on, carrying the new update times."""
-        seen = seen or self.read(execution_id)
-        for _ in range(_CAS_TRIES):
-            change = build(seen)
-            if change is None:
-                return None, seen
-            interrupted = False
-            try:
-                return change, self._commit(execution_id, change, seen)
-            except gexc.FailedPrecondition:
-                pass  # someone wrote in between: decide again on the new version
-            except gexc.InvalidArgument as exc:
-                # Firestore refuses this write (too large, a value it cannot store): trying it
-                # again, or another attempt regenerating the answer, would only fail the same way.
-                raise Permanent(f"Firestore refused the write: {exc.message}", code=Code.WRITE_REFUSED) from None
-            except INTERRUPTED as exc:
-                log.warning("execution %s: write interrupted (%s), re-reading", execution_id, type(exc).__name__)
-                interrupted = True
-            seen = self.read(execution_id)
-            if interrupted and applied(change, seen):
-                return change, seen  # it went through before the answer was lost
-            if check is not None:
-                check(seen)
-        raise RuntimeError(f"execution {execution_id}: too much contention to write")
+        """Decide on a version of the documents and write only if it is still that version
+        (``promptq.adapters.cas``); ``check`` may refuse a version read again by raising.
+        Returns the change written (None: nothing) and the version it was decided on, carrying
+        the new update times."""
+        decided: list[Change] = []
 
-    def _commit(self, execution_id: str, change: Change, seen: Seen) -> Seen:
-        batch, refs = self.client.batch(), []
+        def decide(version: Seen) -> Step[tuple[Change | None, Seen]]:
+            if decided and check is not None:
+                check(version)  # a version read again: still ours to write?
+            change = build(version)
+            if change is None:
+                return Step(None, lambda: (None, version))
+            decided[:] = [change]
+            commit = self._commit(execution_id, change, version)
+            return Step(commit, lambda: (change, _after(version, change, commit, self.ref(execution_id), self.job_ref(execution_id))))
+
+        def landed(version: Seen) -> tuple[Change | None, Seen] | None:
+            log.warning("execution %s: write interrupted, re-read", execution_id)
+            return (decided[0], version) if applied(decided[0], version) else None
+
+        return compare_and_set(lambda: self.read(execution_id), decide, what=f"execution {execution_id}", seen=seen, landed=landed)
+
+    def _commit(self, execution_id: str, change: Change, seen: Seen) -> Commit:
+        """The writes of one change of an execution, conditional on the version decided on."""
+        commit = Commit(self.client)
         if change.settle is not None:  # the owner's account and usage, with the execution's own write
-            self.ledger.settle(batch, change.settle, ex.utcnow())
+            self.ledger.settle(commit, change.settle, ex.utcnow())
         if change.delete:
-            batch.delete(self.job_ref(execution_id), option=self.client.write_option(last_update_time=seen.job_time))
-            batch.delete(self.ref(execution_id), option=self.client.write_option(last_update_time=seen.execution_time))
-            batch.commit()
-            return Seen(None, None)
+            commit.delete(self.job_ref(execution_id), version=seen.job_time)
+            commit.delete(self.ref(execution_id), version=seen.execution_time)
+            return commit
         for ref, update, time in (
             (self.ref(execution_id), change.execution, seen.execution_time),
             (self.job_ref(execution_id), change.job, seen.job_time),
         ):
             if update is not None:
-                batch.update(ref, counted(update), option=self.client.write_option(last_update_time=time))
-                refs.append(ref)
+                commit.update(ref, write_counted(update), version=time)
         if change.chunk is not None:
             expire_at = (seen.execution or {}).get(F.EXPIRE_AT)
-            batch.set(self.ref(execution_id).collection(CHUNKS).document(change.chunk.doc_id()), change.chunk.to_doc(expire_at))
-        self.add_stop(batch, change, execution_id)
-        results = batch.commit()
-        times = dict(zip((r.path for r in refs), (r.update_time for r in results)))
-        # The version now stored: what was read, with this change applied.
-        return Seen(
-            {**(seen.execution or {}), **(change.execution or {})},
-            {**(seen.job or {}), **(change.job or {})},
-            times.get(self.ref(execution_id).path, seen.execution_time),
-            times.get(self.job_ref(execution_id).path, seen.job_time),
-        )
+            commit.set(self.docs.chunks(execution_id).document(change.chunk.doc_id()), change.chunk.to_doc(expire_at))
+        self.stops.ask(commit, change, execution_id)
+        return commit
+
+
+def _after(seen: Seen, change: Change, commit: Commit, ref: firestore.DocumentReference, job_ref: firestore.DocumentReference) -> Seen:
+    """The version now stored: what was read, with this change applied, at its new update times."""
+    if change.delete:
+        return Seen(None, None)
+    return Seen(
+        {**(seen.execution or {}), **(change.execution or {})},
+        {**(seen.job or {}), **(change.job or {})},
+        commit.times.get(ref.path, seen.execution_time),
+        commit.times.get(job_ref.path, seen.job_time),
+    )

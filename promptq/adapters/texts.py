@@ -1,5 +1,5 @@
-"""Reading an execution's text (``ExecutionStore`` inherits it): from its pages once it ended,
-else from its chunks, of its current attempt only."""
+"""Reading an execution's text: from its pages once it ended, else from its chunks, of its
+current attempt only."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.contract import CHUNKS, PAGES, C, F
+from promptq.adapters.reads import ExecutionDocs
+from promptq.contract import C, F
 
 
-class TextReads:
-    """Needs ``self.ref`` (``promptq.adapters.store``)."""
+class Texts:
+    def __init__(self, docs: ExecutionDocs):
+        self.docs = docs
 
     def text(self, execution_id: str, execution: dict[str, Any], *, after: int = 0) -> str:
         """The execution's text (its current attempt's) from code point ``after`` on: from its
@@ -22,7 +24,7 @@ class TextReads:
     def pieces(self, execution_id: str, execution: dict[str, Any], *, after: int = -1) -> list[dict[str, Any]]:
         """The pages (once it ended) or chunks of the current attempt that reach past ``after``, in order."""
         query = self._pieces(execution_id, execution).where(filter=FieldFilter(C.END, ">", after)).order_by(C.END)
-        return [snap.to_dict() for snap in query.stream()]
+        return [snap.to_dict() or {} for snap in query.stream()]
 
     def text_length(self, execution_id: str, execution: dict[str, Any]) -> int:
         """Code points of the current attempt's text so far."""
@@ -33,5 +35,5 @@ class TextReads:
 
     def _pieces(self, execution_id: str, execution: dict[str, Any]) -> firestore.Query:
         # Pages and chunks share their field names (start, end, text, attempt).
-        source = PAGES if execution.get(F.OUTPUT_PAGES) else CHUNKS
-        return self.ref(execution_id).collection(source).where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))
+        folder = self.docs.pages(execution_id) if execution.get(F.OUTPUT_PAGES) else self.docs.chunks(execution_id)
+        return folder.where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
@@ -15,7 +14,8 @@ from promptq.domain.errors import LostClaim
 from promptq.domain.paging import Page
 from promptq.domain.records import Change, Chunk
 from promptq.contract import F, J
-from promptq.adapters.store import ExecutionStore, Seen
+from promptq.adapters.reads import Seen
+from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,17 @@ def claim(
     lease_s: float,
     max_attempts: int,
     now: Callable[[], datetime] = ex.utcnow,
+    batchers: Batchers | None = None,
 ) -> tuple[ex.ClaimDecision, Seen, AttemptWriter | None]:
     """``ExecutionStore.claim``, and for START the writer that holds the claim (the store
-    decides and writes; the writer builds on it, never the other way round)."""
+    decides and writes; the writer builds on it, never the other way round). ``batchers``: the
+    worker process's batched writes its chunks and heartbeats go through."""
     decision, seen = store.claim(execution_id, attempt_id=attempt_id, worker=worker, lease_s=lease_s, max_attempts=max_attempts, now=now)
     if decision.kind is not ex.ClaimKind.START:
         return decision, seen, None
-    assert decision.change is not None and seen.execution is not None
+    assert decision.change is not None and decision.change.execution is not None
     attempt = int(decision.change.execution[F.ATTEMPT])
-    return decision, seen, AttemptWriter(store, execution_id, attempt_id, seen, attempt=attempt, lease_s=lease_s, now=now)
+    return decision, seen, AttemptWriter(store, execution_id, attempt_id, seen, attempt=attempt, lease_s=lease_s, now=now, batchers=batchers)
 
 
 class AttemptWriter:
@@ -47,8 +49,20 @@ class AttemptWriter:
     write nothing); if the owner asked to stop, ``cancel_requested`` becomes true and the
     write goes through. Chunks are written as they are (their id names the attempt)."""
 
-    def __init__(self, store: ExecutionStore, execution_id: str, attempt_id: str, seen: Seen, *, attempt: int, lease_s: float, now):
+    def __init__(
+        self,
+        store: ExecutionStore,
+        execution_id: str,
+        attempt_id: str,
+        seen: Seen,
+        *,
+        attempt: int,
+        lease_s: float,
+        now: Callable[[], datetime],
+        batchers: Batchers | None = None,
+    ):
         self.store = store
+        self.batchers = batchers
         self.execution_id = execution_id
         self.attempt_id = attempt_id
         self.attempt = attempt
@@ -66,32 +80,27 @@ class AttemptWriter:
 
     async def put_chunk(self, chunk: Chunk) -> None:
         """The same write, from the event loop, in the process's next BatchWrite of chunks
-        (``Batched``): returns once it landed, raises its own error if it did not."""
-        await Batched.of(self.store, "chunks", self.store.write_chunks).put((self.execution_id, chunk, self.expire_at))
+        (``Batchers``): returns once it landed, raises its own error if it did not."""
+        assert self.batchers is not None, "a writer built without the process's batched writes (promptq.adapters.writer.claim)"
+        await self.batchers.chunks.put((self.execution_id, chunk, self.expire_at))
         self.writes += 1
-
-    def heartbeat(self) -> None:
-        """Renew the lease; on the way, notice a lost claim or a Stop the listener missed."""
-        with self._lock:
-            self._seen = self.store.read(self.execution_id)
-            self._still_ours(self._seen)
-        self._write(lambda seen: ex.heartbeat(now=self.now(), lease_s=self.lease_s))
 
     async def beat(self) -> None:
         """``heartbeat``, from the event loop, with the other attempts' of the process that are
         due at the same time: one read and one BatchWrite for all (``heartbeat_all``)."""
-        await Batched.of(self.store, "heartbeats", heartbeat_all).put(self)
+        assert self.batchers is not None, "a writer built without the process's batched writes (promptq.adapters.writer.claim)"
+        await self.batchers.heartbeats.put(self)
 
     def end(self, end: ex.Ending, produced: ex.Produced | None = None, last: Chunk | None = None, pages: Iterable[Page] = ()) -> None:
         """The final write: the whole text in pages first, then the status with the last chunk."""
         self.store.write_pages(self.execution_id, pages, self.expire_at)
-        self._write(lambda seen: ex.ended(seen.execution, seen.job, end, now=self.now(), produced=produced, last=last))
+        self._write(lambda seen: ex.ended(*_both(seen), end, now=self.now(), produced=produced, last=last))
 
     def release(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         """Give the execution back to the queue after a transient failure (no text yet)."""
         self._write(
             lambda seen: ex.released(
-                seen.execution, seen.job, attempt_id=self.attempt_id, code=code, message=message, now=self.now(), retry_after_s=retry_after_s
+                *_both(seen), attempt_id=self.attempt_id, code=code, message=message, now=self.now(), retry_after_s=retry_after_s
             )
         )
 
@@ -107,39 +116,65 @@ class AttemptWriter:
         if (seen.execution or {}).get(F.CANCEL_REQUESTED):
             self.cancel_requested = True
 
+    # --- the heartbeats of many attempts at once (``heartbeat_all``) --------------------------
+
+    def observe(self, seen: Seen) -> Change:
+        """A version read for this attempt's heartbeat: kept, and checked as every write checks
+        it (``LostClaim``, a Stop); returns the renewal of its lease."""
+        with self._lock:
+            self._seen = seen
+            self._still_ours(seen)
+        return ex.heartbeat(now=self.now(), lease_s=self.lease_s)
+
+    def renewed(self, change: Change, job_time: Any) -> None:
+        """The renewal ``observe`` returned landed (the job at update time ``job_time``)."""
+        with self._lock:
+            before = self._seen
+            self._seen = Seen(before.execution, {**(before.job or {}), **(change.job or {})}, before.execution_time, job_time)
+            self.writes += 1
+
+    def heartbeat(self) -> None:
+        """Renew the lease alone, on the documents as they are now (read again: a Stop the
+        listener missed, or a takeover, is noticed here); a renewal in a batch that was refused
+        comes this way."""
+        with self._lock:
+            self._seen = self.store.read(self.execution_id)
+            self._still_ours(self._seen)
+        self._write(lambda _: ex.heartbeat(now=self.now(), lease_s=self.lease_s))
+
+
+def _both(seen: Seen) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both documents of a version this attempt still holds (``_still_ours`` checked the job;
+    an execution deleted meanwhile is a claim lost as well)."""
+    if seen.execution is None or seen.job is None:
+        raise LostClaim("the execution is gone")
+    return seen.execution, seen.job
+
 
 def heartbeat_all(writers: list[AttemptWriter]) -> list[Exception | None]:
-    """``AttemptWriter.heartbeat`` for many attempts (of one store): both documents of each
-    read in one round trip, each checked as its own heartbeat checks them (``LostClaim``, a
-    Stop), and the leases renewed in one BatchWrite, each conditional on its job as read. A
-    renewal refused (the job changed since: a Stop, a takeover) goes the way of a lone
-    heartbeat, read again and decided again. Returns each one's error (None: renewed)."""
+    """The heartbeats of many attempts (of one store): both documents of each read in one round
+    trip, each checked as its own writes check them (``LostClaim``, a Stop), and the leases
+    renewed in one BatchWrite, each conditional on its job as read. A renewal refused (the job
+    changed since: a Stop, a takeover) is decided again alone (``AttemptWriter.heartbeat``).
+    Returns each one's error (None: renewed)."""
     if not writers:
         return []
     store = writers[0].store
-    seen = store.read_many([w.execution_id for w in writers])
+    seen = store.docs.read_many([w.execution_id for w in writers])
     errors: list[Exception | None] = [None] * len(writers)
     due: list[tuple[int, Change]] = []
     for k, (writer, version) in enumerate(zip(writers, seen)):
-        with writer._lock:
-            writer._seen = version
-            try:
-                writer._still_ours(version)
-            except LostClaim as lost:
-                errors[k] = lost
-                continue
-        due.append((k, ex.heartbeat(now=writer.now(), lease_s=writer.lease_s)))
-    written = store.update_jobs_if([(writers[k].execution_id, change.job, seen[k].job_time) for k, change in due])
+        try:
+            due.append((k, writer.observe(version)))
+        except LostClaim as lost:
+            errors[k] = lost
+    written = store.bulk.update_jobs_if([(writers[k].execution_id, change.job or {}, seen[k].job_time) for k, change in due])
     for (k, change), (error, job_time) in zip(due, written):
-        writer = writers[k]
         if error is None:
-            with writer._lock:
-                before = writer._seen
-                writer._seen = Seen(before.execution, {**(before.job or {}), **change.job}, before.execution_time, job_time)
-                writer.writes += 1
+            writers[k].renewed(change, job_time)
             continue
-        try:  # decided again on the documents as they are now, as a lone heartbeat
-            writer._write(lambda _: ex.heartbeat(now=writer.now(), lease_s=writer.lease_s))
+        try:
+            writers[k].heartbeat()
         except Exception as exc:  # noqa: BLE001 - its own attempt hears of it
             errors[k] = exc
     return errors
@@ -153,10 +188,7 @@ class Batched:
     raises its own. A call that raises fails all its items. An attempt awaits each put before
     the next, so its writes land in order.
 
-    One per event loop, store and kind (``of``): the worker's runtime runs every attempt on
-    one loop."""
-
-    _instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], Batched]] = weakref.WeakKeyDictionary()
+    ``Batchers`` holds a process's two: its runtime runs every attempt on one event loop."""
 
     def __init__(self, send: Callable[[list[Any]], list[Exception | None]], *, window_s: float = 0.01):
         self.send = send
@@ -164,15 +196,6 @@ class Batched:
         self.calls = 0  # for tests and benchmarks
         self._pending: list[tuple[Any, asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
-
-    @classmethod
-    def of(cls, store: ExecutionStore, kind: str, send: Callable[[list[Any]], list[Exception | None]]) -> Batched:
-        """The running loop's batcher of ``kind`` for ``store``."""
-        per_loop = cls._instances.setdefault(asyncio.get_running_loop(), {})
-        key = (id(store), kind)
-        if key not in per_loop:
-            per_loop[key] = cls(send)
-        return per_loop[key]
 
     async def put(self, item: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -201,3 +224,12 @@ class Batched:
                         done.set_exception(error)
         finally:
             self._sender = None
+
+
+class Batchers:
+    """The batched writes of the attempts one worker process runs on its one event loop
+    (``worker.runtime.WorkerRuntime`` owns them): their chunks, and their heartbeats."""
+
+    def __init__(self, store: ExecutionStore):
+        self.chunks = Batched(store.bulk.write_chunks)
+        self.heartbeats = Batched(heartbeat_all)

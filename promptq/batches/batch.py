@@ -1,4 +1,4 @@
-"""A batch run's decisions: its items' ids and lanes, its document, its fold. Pure; no I/O.
+"""A batch run's decisions: its items' ids and lanes, its document, its claims. Pure; no I/O.
 
 A batch is many executions (its items) and one document, ``batches/{id}``. At most
 ``maxConcurrency`` items are in Cloud Tasks at once, without a shared counter: the items are
@@ -8,24 +8,23 @@ the next item of its lane (``J.NEXT``). Until then an item waits in Firestore (`
 So no more than ``maxConcurrency`` items are ever queued or running, and nothing but the
 items' own documents is written when they start and end.
 
-The batch document is written by its **fold** (``folded``): its counts and totals computed from
-the items' documents (aggregation queries), at most about once a second whatever the batch's
-size or speed; the fold that sees every item ended ends the batch and settles its owner's
-account and usage, once.
+The batch document is created by its start's claim (``new_batch``, with what the start takes:
+``promptq.batches.start``), written by its fold (``promptq.batches.fold``) and by cancel and
+retry (``reopened``, ``round_claim``: a retry claims its round).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from promptq.domain import lanes as lanes_mod
+from promptq.batches import fairshare
+from promptq.batches.fold import Counts, Totals
+from promptq.contract import B, BatchStatus, R, U
 from promptq.domain import settlement
 from promptq.domain.costs import shares
 from promptq.domain.records import Settlement
-from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, R, U, Use
 
 Doc = Mapping[str, Any]
 
@@ -40,65 +39,6 @@ def lanes(ids: list[str], width: int) -> list[tuple[str | None, str | None]]:
     """For each item, in order: the item whose end hands it over (None: it starts at once) and
     the item its own end hands over (None: the last of its lane)."""
     return [(ids[k - width] if k >= width else None, ids[k + width] if k + width < len(ids) else None) for k in range(len(ids))]
-
-
-@dataclasses.dataclass(frozen=True)
-class Counts:
-    total: int = 0
-    queued: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @property
-    def ended(self) -> int:
-        return self.succeeded + self.failed + self.cancelled
-
-    def to_doc(self) -> dict[str, int]:
-        return {
-            Count.TOTAL: self.total,
-            Count.QUEUED: self.queued,
-            Count.RUNNING: self.running,
-            Count.SUCCEEDED: self.succeeded,
-            Count.FAILED: self.failed,
-            Count.CANCELLED: self.cancelled,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class Totals:
-    """What the batch's executions that ended used (retried ones included): ``cost`` as they
-    reported it, ``estimated`` the reservations of those whose real cost is unknown."""
-
-    executions: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    estimated: float = 0.0
-
-    @classmethod
-    def of(cls, batch: Doc) -> "Totals":
-        """The totals the batch document holds now."""
-        usage = batch.get(B.USAGE) or {}
-        return cls(
-            int(batch.get(B.EXECUTIONS) or 0),
-            int(usage.get(U.PROMPT_TOKENS) or 0),
-            int(usage.get(U.COMPLETION_TOKENS) or 0),
-            float(batch.get(B.COST) or 0.0),
-            float(batch.get(B.ESTIMATED_COST) or 0.0),
-        )
-
-    def to_doc(self) -> dict[str, Any]:
-        """What its owner's day is given of it (``B.SETTLED``): ``cost`` is what it is charged,
-        the estimates included, as an execution's ending charges its day."""
-        return {
-            Use.EXECUTIONS: self.executions,
-            Use.PROMPT_TOKENS: self.prompt_tokens,
-            Use.COMPLETION_TOKENS: self.completion_tokens,
-            Use.COST: round(self.cost + self.estimated, 12),
-            Use.ESTIMATED_COST: round(self.estimated, 12),
-        }
 
 
 def new_batch(
@@ -140,63 +80,6 @@ def new_batch(
     }
 
 
-def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
-    """The batch's status given its items' counts, and whether it ends now."""
-    status = BatchStatus(batch[B.STATUS])
-    if status not in BATCH_TERMINAL and counts.total and counts.ended >= counts.total:
-        return (BatchStatus.CANCELLED if status is BatchStatus.CANCELLING else BatchStatus.COMPLETED), True
-    if status is BatchStatus.QUEUED and (counts.running or counts.ended):
-        return BatchStatus.RUNNING, False
-    return status, False
-
-
-def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tuple[dict[str, Any] | None, Settlement | None]:
-    """The batch document's update for its items as they are now, and, when the batch ends (or
-    an ended batch's totals change: a cancelled item's cost read later), what its owner's
-    account gets back and their day gets. None: nothing changed."""
-    status, ends = _status(batch, counts)
-    usage = {U.PROMPT_TOKENS: totals.prompt_tokens, U.COMPLETION_TOKENS: totals.completion_tokens}
-    update: dict[str, Any] = {}
-    if counts.to_doc() != batch.get(B.COUNTS):
-        update[B.COUNTS] = counts.to_doc()
-    if (
-        usage != batch.get(B.USAGE)
-        or round(totals.cost, 12) != batch.get(B.COST)
-        or totals.executions != batch.get(B.EXECUTIONS)
-        or round(totals.estimated, 12) != (batch.get(B.ESTIMATED_COST) or 0.0)
-    ):
-        update.update(
-            {B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions, B.ESTIMATED_COST: round(totals.estimated, 12)}
-        )
-    if status.value != batch[B.STATUS]:
-        update[B.STATUS] = status.value
-        if status is BatchStatus.RUNNING:
-            update[B.STARTED_AT] = now
-    settle = None
-    if status in BATCH_TERMINAL:
-        ended_fields, settle = settlement.batch_settled(batch, totals.to_doc(), ends=ends, now=now)
-        update.update(ended_fields)
-    if not update:
-        return None, None
-    return {**update, B.UPDATED_AT: now}, settle
-
-
-FOLD_DUTY = 4  # the next fold comes no sooner than 4 × the last one took
-
-
-def next_fold(batch: Doc, at: datetime) -> datetime | None:
-    """When a fold asked for the instant ``at`` should run instead, if it comes too soon: a
-    batch is folded at most once per fold interval, and its folds take at most 1/FOLD_DUTY of
-    the time (their aggregation queries take milliseconds on Firestore's indexes; the emulator
-    scans, a second for a few thousand items), so that folds never pile up nor crowd out the
-    items' own writes. None: now."""
-    last = batch.get(B.FOLDED_AT)
-    if last is None:
-        return None
-    due = last + timedelta(seconds=FOLD_DUTY * float(batch.get(B.FOLD_SECONDS) or 0.0))
-    return due if at < due else None
-
-
 def reopened(batch: Doc, *, retried: int, now: datetime, held: Mapping[str, Any] | None) -> dict[str, Any]:
     """``retry_batch``: the batch runs again for ``retried`` items (its counts follow at the
     next fold, once they are written); ``held``: what the retry took of the owner's account and
@@ -220,12 +103,12 @@ def round_claim(batch: Doc, *, retried: int, now: datetime) -> dict[str, Any]:
 def unclaimed(batch: Doc) -> Settlement | None:
     """A start that claimed the batch but could not write its items takes the batch back: what
     its owner's account and the project's shard get back."""
-    reservation, hold, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), settlement.batch_hold(batch), lanes_mod.active(batch)
+    reservation, hold, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), settlement.batch_hold(batch), fairshare.active(batch)
     if not batch.get(B.HOLDS) and not hold and not lanes_back:
         return None
     return Settlement(
         str(batch[B.OWNER]),
-        account=settlement.released(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY])) if batch.get(B.HOLDS) else None,
+        account=settlement.given_back(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY])) if batch.get(B.HOLDS) else None,
         project=shares(hold, released=True, cost=0.0),
         lanes=lanes_back,
     )
@@ -245,7 +128,7 @@ def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
         B.PROJECT_SHARD: before.get(B.PROJECT_SHARD),
         B.WRITING: False,
         B.UPDATED_AT: now,
-        **lanes_mod.released_all(before)[0],
+        **fairshare.all_given_back(before)[0],
     }
 
 

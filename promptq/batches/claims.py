@@ -1,5 +1,5 @@
-"""How ``start_batch`` and ``retry_batch`` write a batch (``BatchStore`` inherits it): claim
-first, then the items, never over what another call wrote.
+"""How ``start_batch`` and ``retry_batch`` write a batch (``BatchStore.claims``): claim first,
+then the items, never over what another call wrote.
 
 A start **claims** the batch: it creates the batch document (``writing: true``) in one commit
 with what the start takes of its owner's account and the project's spend (decided on them as
@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from datetime import datetime
 from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from promptq.domain import batch as bt
+from promptq.adapters.cas import INTERRUPTED, Commit, Step, compare_and_set, write_counted
+from promptq.adapters.store import ExecutionStore
+from promptq.batches import batch as bt
+from promptq.contract import ROUNDS, B, F, R
 from promptq.domain import execution as ex
 from promptq.domain.accounts import AccountView, Taken
 from promptq.domain.costs import day_of
 from promptq.domain.errors import LimitExceeded
 from promptq.domain.records import stored_bytes
-from promptq.contract import ROUNDS, B, F, R
-from promptq.adapters.store import INTERRUPTED, counted
 
 ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per commit
 # The items' documents in one commit: under Firestore's 10 MiB per request, and under the
@@ -37,8 +39,7 @@ ITEMS_PER_COMMIT = 200  # two documents each: under Firestore's 500 writes per c
 # retried for a minute: 20 items sharing 600 KB of tools could not be written locally).
 COMMIT_BYTES = 3 * 1024 * 1024 + 512 * 1024
 COMMIT_THREADS = 4
-_CHUNK_TRIES = 3
-_TRIES = 20
+CHUNK_TRIES = 3  # an interrupted commit of items, sent again
 
 Item = tuple[str, dict[str, Any], dict[str, Any]]  # execution id, execution, job
 
@@ -69,7 +70,10 @@ def _commits(items: list[Item], per_commit: int = ITEMS_PER_COMMIT) -> list[list
 
 
 class BatchClaims:
-    """Needs ``self.client``, ``self.store`` and ``self.ref`` (``promptq.adapters.batch_store``)."""
+    def __init__(self, client: firestore.Client, store: ExecutionStore, ref: Callable[[str], firestore.DocumentReference]):
+        self.client = client
+        self.store = store
+        self.ref = ref  # a batch's document (``BatchStore.ref``)
 
     def create_items(self, items: list[Item], superseded: list[str] | None = None) -> list[str]:
         """Create the items' documents, never over one that exists, in parallel commits; with
@@ -90,39 +94,39 @@ class BatchClaims:
             raise ItemsNotWritten(created, olds) from errors[0]
         return created
 
-    def _write_item(self, batch: firestore.WriteBatch, item: Item, olds: dict[str, str], now) -> None:
+    def _write_item(self, commit: Commit, item: Item, olds: dict[str, str], now: datetime) -> None:
         execution_id, execution, job = item
-        batch.create(self.store.ref(execution_id), execution)
-        batch.create(self.store.job_ref(execution_id), job)
+        commit.create(self.store.ref(execution_id), execution)
+        commit.create(self.store.job_ref(execution_id), job)
         if execution_id in olds:
-            batch.update(self.store.ref(olds[execution_id]), counted({F.LATEST: False, F.UPDATED_AT: now}))
+            commit.update(self.store.ref(olds[execution_id]), write_counted({F.LATEST: False, F.UPDATED_AT: now}), version=None)
 
-    def _create_chunk(self, chunk: list[Item], olds: dict[str, str], now) -> list[str]:
+    def _create_chunk(self, chunk: list[Item], olds: dict[str, str], now: datetime) -> list[str]:
         """One commit; if it meets an existing document (or is interrupted), one item at a time."""
-        batch = self.client.batch()
+        commit = Commit(self.client)
         for item in chunk:
-            self._write_item(batch, item, olds, now)
+            self._write_item(commit, item, olds, now)
         try:
-            batch.commit()
+            commit.commit()
             return [i for i, _, _ in chunk]
         except (gexc.AlreadyExists, *INTERRUPTED):
             return [item[0] for item in chunk if self._create_one(item, olds, now)]
 
-    def _create_one(self, item: Item, olds: dict[str, str], now) -> bool:
+    def _create_one(self, item: Item, olds: dict[str, str], now: datetime) -> bool:
         """Whether this call created the item: an item that exists is its own only if it carries
         this call's own creation time (a commit whose answer was lost); else an earlier call's,
         left as it is."""
-        for attempt in range(_CHUNK_TRIES):
-            batch = self.client.batch()
-            self._write_item(batch, item, olds, now)
+        for attempt in range(CHUNK_TRIES):
+            commit = Commit(self.client)
+            self._write_item(commit, item, olds, now)
             try:
-                batch.commit()
+                commit.commit()
                 return True
             except gexc.AlreadyExists:
                 there = self.store.get(item[0]) or {}
                 return there.get(F.CREATED_AT) == item[1][F.CREATED_AT] and there.get(F.OWNER) == item[1][F.OWNER]
             except INTERRUPTED:
-                if attempt == _CHUNK_TRIES - 1:
+                if attempt == CHUNK_TRIES - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
         return False
@@ -131,54 +135,60 @@ class BatchClaims:
         """Delete the items this call created (and mark their predecessors the newest again)."""
         olds = olds or {}
         for i in range(0, len(created), ITEMS_PER_COMMIT):
-            batch = self.client.batch()
+            commit = Commit(self.client)
             for execution_id in created[i : i + ITEMS_PER_COMMIT]:
-                batch.delete(self.store.job_ref(execution_id))
-                batch.delete(self.store.ref(execution_id))
+                commit.delete(self.store.job_ref(execution_id))
+                commit.delete(self.store.ref(execution_id))
                 if execution_id in olds:
-                    batch.update(self.store.ref(olds[execution_id]), counted({F.LATEST: True, F.UPDATED_AT: ex.utcnow()}))
-            batch.commit()
+                    commit.update(self.store.ref(olds[execution_id]), write_counted({F.LATEST: True, F.UPDATED_AT: ex.utcnow()}), version=None)
+            commit.commit()
 
     def claim(self, batch_id: str, batch_doc: dict[str, Any], take: Callable[[AccountView], Taken]) -> tuple[bool, dict[str, Any]]:
         """Create the batch document, before any item, with what the start takes (decided on its
-        owner's account and the project's spend as read; decided again if the account changed).
+        owner's account and the project's spend as read; decided again if they changed).
         Returns (True, the document) for the call that created it, (False, the document that
         exists) for any other: that call has written nothing. ``LimitExceeded`` propagates
         (nothing written), unless the batch exists (a resubmission is answered)."""
-        for _ in range(_TRIES):
-            now = ex.utcnow()
-            view = self.store.ledger.view(batch_doc[B.OWNER], day_of(now))
+        lost: list[bool] = []
+
+        def existing() -> dict[str, Any] | None:
+            snap = self.ref(batch_id).get()
+            return (snap.to_dict() or {}) if snap.exists else None
+
+        def theirs(there: dict[str, Any]) -> Step[tuple[bool, dict[str, Any]]]:
+            return Step(None, lambda: (False, there))  # another call claimed it: it writes the items
+
+        def decide(view: AccountView) -> Step[tuple[bool, dict[str, Any]]]:
+            if lost and (there := existing()) is not None:
+                return theirs(there)
+            lost.append(True)
             try:
                 taken = take(view)
             except LimitExceeded:
-                if (snap := self.ref(batch_id).get()).exists:
-                    return False, snap.to_dict()
+                if (there := existing()) is not None:
+                    return theirs(there)
                 raise
-            doc, writes = {**batch_doc, **taken.batch_fields()}, self.client.batch()
-            writes.create(self.ref(batch_id), doc)
-            self.store.ledger.take(writes, view, taken, now)
-            try:
-                writes.commit()
-                return True, doc
-            except gexc.AlreadyExists:
-                if (snap := self.ref(batch_id).get()).exists:
-                    return False, snap.to_dict()
-            except gexc.FailedPrecondition:
-                pass  # the account changed in between: decide again
-        raise RuntimeError(f"batch {batch_id}: too much contention on its owner's account")
+            doc, commit = {**batch_doc, **taken.batch_fields()}, Commit(self.client)
+            commit.create(self.ref(batch_id), doc)
+            self.store.ledger.take(commit, view, taken, ex.utcnow())
+            return Step(commit, lambda: (True, doc))
+
+        return compare_and_set(lambda: self.store.ledger.view(batch_doc[B.OWNER], day_of(ex.utcnow())), decide, what=f"batch {batch_id}")
 
     def written(self, batch_id: str) -> None:
         """Every item of the claim is written: folds may count and end the batch."""
-        self.ref(batch_id).update(counted({B.WRITING: False, B.UPDATED_AT: ex.utcnow()}))
+        commit = Commit(self.client)
+        commit.update(self.ref(batch_id), write_counted({B.WRITING: False, B.UPDATED_AT: ex.utcnow()}), version=None)
+        commit.commit()
 
     def unclaim(self, batch_id: str, batch_doc: dict[str, Any]) -> None:
         """Take back a claimed batch whose items could not be written (after ``undo_items``):
         the document deleted, and what it took given back, in one commit."""
-        writes = self.client.batch()
-        writes.delete(self.ref(batch_id))
+        commit = Commit(self.client)
+        commit.delete(self.ref(batch_id))
         if (settle := bt.unclaimed(batch_doc)) is not None:
-            self.store.ledger.settle(writes, settle, ex.utcnow())
-        writes.commit()
+            self.store.ledger.settle(commit, settle, ex.utcnow())
+        commit.commit()
 
     def claim_round(
         self, batch_id: str, decide: Callable[[dict[str, Any], AccountView], tuple[dict[str, Any], Taken]], retried: int
@@ -187,30 +197,30 @@ class BatchClaims:
         it (with a precondition on the version decided on), with what it takes, in one commit.
         ``decide`` refuses (raises) a batch that is not the one the retry read; a call that loses
         the race has written nothing. Returns the batch as written."""
-        for _ in range(_TRIES):
+
+        def read() -> tuple[firestore.DocumentSnapshot, AccountView]:
             snap = self.ref(batch_id).get()
+            return snap, self.store.ledger.view((snap.to_dict() or {}).get(B.OWNER, ""), day_of(ex.utcnow()))
+
+        def step(seen: tuple[firestore.DocumentSnapshot, AccountView]) -> Step[dict[str, Any]]:
+            snap, view = seen
             current = snap.to_dict() or {}
-            now = ex.utcnow()
-            view = self.store.ledger.view(current.get(B.OWNER, ""), day_of(now))
             update, taken = decide(current, view)  # raises: not the batch the retry read (retried already, running ...)
+            now, commit = ex.utcnow(), Commit(self.client)
             claim = bt.round_claim(current, retried=retried, now=now)
-            writes = self.client.batch()
-            writes.create(self.ref(batch_id).collection(ROUNDS).document(str(claim[R.ROUND])), claim)
-            writes.update(self.ref(batch_id), counted(update), option=self.client.write_option(last_update_time=snap.update_time))
-            self.store.ledger.take(writes, view, taken, now)
-            try:
-                writes.commit()
-                return {**current, **update}
-            except (gexc.FailedPrecondition, gexc.AlreadyExists):
-                pass  # the batch (or the account) changed, or the round was claimed: decide again on what is there now
-        raise RuntimeError(f"batch {batch_id}: too much contention")
+            commit.create(self.ref(batch_id).collection(ROUNDS).document(str(claim[R.ROUND])), claim)
+            commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
+            self.store.ledger.take(commit, view, taken, now)
+            return Step(commit, lambda: {**current, **update})
+
+        return compare_and_set(read, step, what=f"batch {batch_id}")
 
     def unclaim_round(self, batch_id: str, before: dict[str, Any], claimed: dict[str, Any]) -> None:
         """Take back a retry's round whose items could not be written (after ``undo_items``):
         the batch as it was, the round's document deleted, what the retry took given back."""
-        writes, now = self.client.batch(), ex.utcnow()
-        writes.update(self.ref(batch_id), counted(bt.round_undone(before, now=now)))
-        writes.delete(self.ref(batch_id).collection(ROUNDS).document(str(claimed[B.ROUND])))
+        commit, now = Commit(self.client), ex.utcnow()
+        commit.update(self.ref(batch_id), write_counted(bt.round_undone(before, now=now)), version=None)
+        commit.delete(self.ref(batch_id).collection(ROUNDS).document(str(claimed[B.ROUND])))
         if (settle := bt.unclaimed(claimed)) is not None:
-            self.store.ledger.settle(writes, settle, now)
-        writes.commit()
+            self.store.ledger.settle(commit, settle, now)
+        commit.commit()

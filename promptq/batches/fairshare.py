@@ -1,7 +1,8 @@
 """Fair share of batch lanes: how many of a batch's lanes may run now, which wait (parked), and
-what a lane's end gives back. Pure; no I/O (``promptq.adapters.lane_store`` reads and writes).
+what a lane's end gives back. Pure; no I/O (``promptq.batches.fairshare_store`` reads and writes).
 
-A batch runs its items in ``maxConcurrency`` lanes (``promptq.domain.batch``); a lane is **active**
+A **lane** is a chain of a batch's items run one after another (``promptq.batches.batch``: item
+``k`` follows item ``k - maxConcurrency``); a batch has ``maxConcurrency`` of them. A lane is **active**
 while one of its items is handed over, queued or running, from its head's hand-over to its last
 item's end. Active lanes are counted per user (``accounts/{uid}.batchLanes``, capped by
 ``maxBatchLanes``: ``limits/{uid}`` or PROMPTQ_USER_MAX_BATCH_LANES) and for the project
@@ -15,9 +16,11 @@ one parked head is activated (its owner's first, else any user's, oldest first).
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Any, Mapping
 
-from promptq.contract import B
+from promptq.contract import Acc, B, Proj
+from promptq.domain.accounts import AccountView, Taken
 
 ACTIVE, PARKED, ENDED = "active", "parked", "ended"
 USER_CAP, PROJECT_CAP = "user_cap", "project_cap"  # what a batch's parked lanes wait for (B.WAITING_FOR)
@@ -98,7 +101,7 @@ def activated(batch: Doc, key: str, caps: Caps, *, user_active: int, project_act
     return _fields(lanes, batch.get(B.WAITING_FOR)), None
 
 
-def released_all(batch: Doc) -> tuple[dict[str, Any], int]:
+def all_given_back(batch: Doc) -> tuple[dict[str, Any], int]:
     """The batch ended (or its claim is taken back): every lane ends; how many it gives back."""
     lanes = {k: ENDED for k in batch.get(B.LANES) or {}}
     return _fields(lanes, None), active(batch)
@@ -108,3 +111,17 @@ def lanes_of(keys: list[str], live_keys: set[str]) -> list[str]:
     """Of a batch's lanes not yet ended, those with no item left queued, waiting or running:
     their chain is over (a lost end: the sweeper ends them)."""
     return [k for k in keys if k not in live_keys]
+
+
+def taken(start: Taken, view: AccountView, width: int, round_: int, caps: Caps, now: datetime) -> Taken:
+    """A batch's start: as many of its ``width`` lanes as the caps allow now, counted in the
+    owner's account and project/lanes (written only if they are still the versions read)."""
+    user_active = int((view.account or {}).get(Acc.BATCH_LANES) or 0)
+    project_active = int((view.project_lanes or {}).get(Proj.LANES) or 0)
+    n, waiting_for = granted(width, caps, user_active=user_active, project_active=project_active)
+    account = start.account
+    if n:
+        account = {**(account or {}), Acc.BATCH_LANES: max(user_active, 0) + n, Acc.UPDATED_AT: now}
+    return dataclasses.replace(
+        start, account=account, lanes=n, lane_fields=initial(round_, width, n, waiting_for), project_lanes=max(project_active, 0) + n if n else None
+    )

@@ -1,38 +1,39 @@
-"""Fair share's Firestore I/O (the decisions are ``promptq.domain.lanes``'s): a lane's end, a parked
-lane's start, the parked heads to wake, the lanes a batch holds with nothing left to run.
+"""Fair share's Firestore I/O (the decisions are ``promptq.batches.fairshare``'s): a lane's end, a
+parked lane's start, the parked heads to wake, the lanes a batch holds with nothing left to run.
 
 Every change of a batch's ``lanes`` map is a compare-and-set of its document, in one commit
 with the owner's ``accounts/{uid}.batchLanes`` and ``project/lanes``: so a lane ends once
 (a second end finds it ended and writes nothing), and the counters are always the sum of the
-batches' active lanes. A start's claim writes them with the batch (``promptq.adapters.batch_claims``);
-the fold that ends a batch gives back what it still holds (``promptq.domain.batch``).
+batches' active lanes. A start's claim writes them with the batch (``promptq.batches.claims``);
+the fold that ends a batch gives back what it still holds (``promptq.batches.fold``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.api_core import exceptions as gexc
+from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from promptq.adapters.cas import Commit, Step, compare_and_set, write_counted
+from promptq.batches import fairshare as ln
+from promptq.contract import BATCH_OVER, BATCHES, EXECUTIONS, Acc, B, BatchStatus, F, Proj, Status
 from promptq.domain import execution as ex
-from promptq.domain import lanes as ln
 from promptq.domain.accounts import UserLimits
 from promptq.domain.records import Settlement
-from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, Acc, B, BatchStatus, F, Proj, Status
-from promptq.adapters.store import INTERRUPTED, counted
+
+if TYPE_CHECKING:
+    from promptq.batches.store import BatchStore
 
 log = logging.getLogger(__name__)
 
-_TRIES = 20
-_CONFLICT = (gexc.FailedPrecondition, gexc.AlreadyExists, *INTERRUPTED)
-_STOPPED = (BatchStatus.CANCELLING.value, *(s.value for s in BATCH_TERMINAL))
+_OVER = frozenset(s.value for s in BATCH_OVER)
 
 
 class LaneStore:
-    def __init__(self, batches, *, user_cap: int, project_cap: int):
-        self.batches = batches  # promptq.adapters.batch_store.BatchStore
+    def __init__(self, batches: BatchStore, *, user_cap: int, project_cap: int):
+        self.batches = batches
         self.store = batches.store
         self.client = batches.client
         self.ledger = batches.store.ledger
@@ -44,22 +45,19 @@ class LaneStore:
         if not key:
             return None
         ref = self.batches.ref(batch_id)
-        for _ in range(_TRIES):
-            snap = ref.get()
-            batch = snap.to_dict() if snap.exists else None
+
+        def decide(snap: firestore.DocumentSnapshot) -> Step[str | None]:
+            batch = (snap.to_dict() or {}) if snap.exists else None
             update, back = ln.ended(batch or {}, key)
             if batch is None or update is None:
-                return None
-            writes, now = self.client.batch(), ex.utcnow()
-            writes.update(ref, counted(update), option=self.client.write_option(last_update_time=snap.update_time))
+                return Step(None, lambda: None)
+            commit, now = Commit(self.client), ex.utcnow()
+            commit.update(ref, write_counted(update), version=snap.update_time)
             if back:
-                self.ledger.settle(writes, Settlement(str(batch[B.OWNER]), lanes=back), now)
-            try:
-                writes.commit()
-                return str(batch[B.OWNER]) if back else None
-            except _CONFLICT:
-                pass  # a fold, another lane or a wake wrote the batch: decide again
-        raise RuntimeError(f"batch {batch_id}: too much contention to end lane {key}")
+                self.ledger.settle(commit, Settlement(str(batch[B.OWNER]), lanes=back), now)
+            return Step(commit, lambda: str(batch[B.OWNER]) if back else None)
+
+        return compare_and_set(ref.get, decide, what=f"batch {batch_id}'s lane {key}")
 
     def parked(self, uid: str | None, limit: int) -> list[str]:
         """Parked lane heads, oldest first: one user's, or anyone's."""
@@ -70,54 +68,55 @@ class LaneStore:
 
     def activate(self, execution_id: str) -> bool:
         """Start a parked head's lane if the caps allow now (the head handed over in the same
-        commit: its task comes next, ``BatchFlow.release``); False: it stays parked, or it
+        commit: its task comes next, ``BatchFlow.hand_over``); False: it stays parked, or it
         will never run (ended, or its batch stopped or ended) and is unparked."""
-        for _ in range(_TRIES):
-            esnap = self.store.ref(execution_id).get()
-            execution = esnap.to_dict() if esnap.exists else None
-            if not (execution or {}).get(F.PARKED):
-                return False
-            bref, owner = self.batches.ref(execution[F.BATCH_ID]), execution[F.OWNER]
-            refs = [bref, self.ledger.account_ref(owner), self.ledger.limits_ref(owner), self.ledger.lanes_ref()]
-            snaps = {s.reference.path: s for s in self.client.get_all(refs)}
-            bsnap, account, limits, lanes = (snaps[r.path] for r in refs)
-            batch = bsnap.to_dict() if bsnap.exists else {}
-            parked = (batch.get(B.LANES) or {}).get(execution.get(F.LANE)) == ln.PARKED
-            if ex.is_terminal(execution) or batch.get(B.STATUS, _STOPPED[0]) in _STOPPED or not parked:
-                self._unpark(esnap, execution)
-                return False
-            try:
-                return self._start(esnap, execution, bsnap, batch, account, limits, lanes)
-            except _CONFLICT:
-                pass  # something changed in between: decide again on what is there now
-        raise RuntimeError(f"execution {execution_id}: too much contention to start its lane")
+        return compare_and_set(lambda: self._read(execution_id), self._decide_start, what=f"execution {execution_id}'s lane")
 
-    def _start(self, esnap, execution: dict, bsnap, batch: dict, account, limits, lanes) -> bool:
+    def _read(self, execution_id: str) -> list[firestore.DocumentSnapshot]:
+        """The head, then its batch, its owner's account and limits, and project/lanes."""
+        esnap = self.store.ref(execution_id).get()
+        execution = (esnap.to_dict() or {}) if esnap.exists else {}
+        if not execution.get(F.PARKED):
+            return [esnap]
+        owner = execution[F.OWNER]
+        refs = [self.batches.ref(execution[F.BATCH_ID]), self.ledger.account_ref(owner), self.ledger.limits_ref(owner), self.ledger.lanes_ref()]
+        snaps = {s.reference.path: s for s in self.client.get_all(refs)}
+        return [esnap, *(snaps[r.path] for r in refs)]
+
+    def _decide_start(self, snaps: list[firestore.DocumentSnapshot]) -> Step[bool]:
+        esnap = snaps[0]
+        execution = (esnap.to_dict() or {}) if esnap.exists else {}
+        if len(snaps) == 1:
+            return Step(None, lambda: False)  # not parked (any more)
+        bsnap, account, limits, lanes = snaps[1:]
+        batch = (bsnap.to_dict() or {}) if bsnap.exists else {}
+        parked = (batch.get(B.LANES) or {}).get(execution.get(F.LANE)) == ln.PARKED
+        if ex.is_terminal(execution) or batch.get(B.STATUS, BatchStatus.CANCELLED.value) in _OVER or not parked:
+            return Step(self._unparked(esnap, execution), lambda: False)
         user_active = int((account.to_dict() or {}).get(Acc.BATCH_LANES) or 0) if account.exists else 0
         project_active = int((lanes.to_dict() or {}).get(Proj.LANES) or 0) if lanes.exists else 0
         cap = UserLimits.of(UserLimits(max_batch_lanes=self.user_cap), limits.to_dict() if limits.exists else None).max_batch_lanes
-        update, waits = ln.activated(batch, execution[F.LANE], ln.Caps(cap, self.project_cap), user_active=user_active, project_active=project_active)
+        update, _ = ln.activated(batch, execution[F.LANE], ln.Caps(cap, self.project_cap), user_active=user_active, project_active=project_active)
         if update is None:
-            return False
-        now, writes = ex.utcnow(), self.client.batch()
+            return Step(None, lambda: False)
+        now, commit = ex.utcnow(), Commit(self.client)
         change = ex.unparked(execution, now=now, start=True)
-        writes.update(esnap.reference, counted(change.execution), option=self.client.write_option(last_update_time=esnap.update_time))
-        writes.update(bsnap.reference, counted(update), option=self.client.write_option(last_update_time=bsnap.update_time))
-        counts = {Acc.BATCH_LANES: user_active + 1, Acc.UPDATED_AT: now}
-        if account.exists:
-            writes.update(account.reference, counts, option=self.client.write_option(last_update_time=account.update_time))
-        else:
-            writes.create(account.reference, counts)
-        self.ledger.count_lanes(writes, lanes.update_time if lanes.exists else None, project_active + 1, now)
-        writes.commit()
-        return True
+        commit.update(esnap.reference, write_counted((change.execution if change else None) or {}), version=esnap.update_time)
+        commit.update(bsnap.reference, write_counted(update), version=bsnap.update_time)
+        commit.put(
+            account.reference, {Acc.BATCH_LANES: user_active + 1, Acc.UPDATED_AT: now}, version=account.update_time if account.exists else None
+        )
+        self.ledger.count_lanes(commit, lanes.update_time if lanes.exists else None, project_active + 1, now)
+        return Step(commit, lambda: True)
 
-    def _unpark(self, esnap, execution: dict) -> None:
+    def _unparked(self, esnap: firestore.DocumentSnapshot, execution: dict[str, Any]) -> Commit | None:
+        """A head whose lane will never run: no longer parked (the next look sees any change)."""
         change = ex.unparked(execution, now=ex.utcnow(), start=False)
-        try:
-            esnap.reference.update(counted(change.execution), option=self.client.write_option(last_update_time=esnap.update_time))
-        except _CONFLICT:
-            pass  # changed meanwhile: the next look sees it
+        if change is None or change.execution is None:
+            return None
+        commit = Commit(self.client)
+        commit.update(esnap.reference, write_counted(change.execution), version=esnap.update_time)
+        return commit
 
     def idle_lanes(self, batch_id: str, batch: dict[str, Any]) -> list[str]:
         """The batch's lanes not yet ended that have no item left waiting, queued or running
@@ -131,12 +130,12 @@ class LaneStore:
             .where(filter=FieldFilter(F.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
             .select([F.LANE])
         )
-        return ln.lanes_of(keys, {(s.to_dict() or {}).get(F.LANE) for s in query.stream()})
+        return ln.lanes_of(keys, {str(lane) for s in query.stream() if (lane := (s.to_dict() or {}).get(F.LANE))})
 
     def with_parked(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
         """Batches with parked lanes (the sweeper wakes them if a cap has room: a lost wake)."""
         query = self.client.collection(BATCHES).where(filter=FieldFilter(B.LANES_PARKED, ">", 0)).limit(limit)
-        return [(s.id, s.to_dict()) for s in query.stream()]
+        return [(s.id, s.to_dict() or {}) for s in query.stream()]
 
 
 __all__ = ["LaneStore"]

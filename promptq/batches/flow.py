@@ -1,6 +1,6 @@
 """How a batch's items reach Cloud Tasks, and how its document learns of them.
 
-``release`` hands a waiting item over (``promptq.domain.batch``: lanes): the item is marked handed over,
+``hand_over`` hands a waiting item over (``promptq.batches.batch``: lanes): the item is marked handed over,
 then its task is created under its own id (Cloud Tasks refuses a second one); an item that
 ended while it waited (cancelled) hands its turn on at once. ``after_end`` is what every end of
 an item does: hand over the next item of its lane and ask for a fold. ``touch`` asks for a fold
@@ -11,7 +11,7 @@ while gets folded, and an item whose turn was lost (its worker died between the 
 previous item and the hand-over) is handed over; a batch whose writer died while writing its
 items (``writing`` long after any call could still run) runs with the items written.
 
-Fair share (``promptq.domain.lanes``): items go to the batch queue (``promptq.adapters.tasks``), and a lane
+Fair share (``promptq.batches.fairshare``): items go to the batch queue (``promptq.adapters.tasks``), and a lane
 runs only while the caps on lanes in flight allow. When a lane's chain ends (its last item
 ended, or a hand-over walked past its end), ``lane_ended`` gives the lane back (fenced: once)
 and ``wake`` starts one parked lane head, its owner's first, else anyone's, oldest first.
@@ -29,16 +29,17 @@ from typing import Any
 
 
 from promptq.adapters.tasks import BATCH, TaskQueue
-from promptq.domain import batch as bt
+from promptq.batches import batch as bt
+from promptq.batches import fairshare as ln
+from promptq.batches import fold as fd
+from promptq.batches.fairshare_store import LaneStore
+from promptq.batches.store import BatchStore
+from promptq.contract import BATCH_OVER, B, Count, F, J, Status
 from promptq.domain import execution as ex
-from promptq.domain import lanes as ln
-from promptq.adapters.batch_store import BatchStore
-from promptq.adapters.lane_store import LaneStore
-from promptq.contract import B, BatchStatus, Count, F, J, Status
 
 log = logging.getLogger(__name__)
 
-_STOPPED = (BatchStatus.CANCELLING.value, BatchStatus.CANCELLED.value)
+_OVER = frozenset(s.value for s in BATCH_OVER)
 CLOCK_MARGIN_S = 0.25
 
 
@@ -53,7 +54,7 @@ class BatchFlow:
         self._asked: dict[str, float] = {}  # batch id -> the fold this process last asked for
         self._lock = threading.Lock()
 
-    def release(self, execution_id: str | None) -> bool:
+    def hand_over(self, execution_id: str | None) -> bool:
         """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
         last: dict[str, Any] = {}
         while execution_id:
@@ -77,8 +78,8 @@ class BatchFlow:
         """An item ended (or a delivery found it ended): the next of its lane (or, the last of
         its lane, the lane's end), and a fold."""
         batch = self.batches.get(batch_id) or {}
-        if next_id and batch.get(B.STATUS) not in _STOPPED:
-            self.release(next_id)
+        if next_id and batch.get(B.STATUS) not in _OVER:
+            self.hand_over(next_id)
         elif not next_id:
             self.lane_ended(batch_id, lane)
         self.touch(batch_id)
@@ -105,7 +106,7 @@ class BatchFlow:
                 break
             if self.lanes.activate(execution_id):
                 started += 1
-                self.release(execution_id)
+                self.hand_over(execution_id)
         return started
 
     def touch(self, batch_id: str) -> None:
@@ -134,7 +135,7 @@ class BatchFlow:
         # A read time must not lie ahead of the database's clock.
         when = datetime.fromtimestamp(min(at, self.clock()), timezone.utc) if at is not None else None
         batch = self.batches.get(batch_id)
-        if batch is not None and when is not None and (later := bt.next_fold(batch, when)) is not None:
+        if batch is not None and when is not None and (later := fd.next_fold(batch, when)) is not None:
             self._ask(batch_id, later.timestamp())  # too soon after the last fold: asked again for then
             return
         self.batches.fold(batch_id, when)
@@ -161,26 +162,26 @@ class BatchFlow:
             if not bt.writer_gone(batch, ex.utcnow()):
                 return 0  # the call that claimed it is still writing its items, and hands them over itself
             log.warning("batch %s: the call writing its items is gone; it runs with those written", batch_id)
-            self.batches.written(batch_id)
+            self.batches.claims.written(batch_id)
             batch = self.batches.fold(batch_id)
-        if not batch or batch.get(B.STATUS) in _STOPPED or not (waiting := self.batches.waiting(batch_id)):
+        if not batch or batch.get(B.STATUS) in _OVER or not (waiting := self.batches.waiting(batch_id)):
             return 0
         counts = batch.get(B.COUNTS) or {}
         in_flight = int(counts.get(Count.QUEUED) or 0) - waiting + int(counts.get(Count.RUNNING) or 0)
         if in_flight >= (ln.active(batch) if batch.get(B.LANES) else int(batch.get(B.MAX_CONCURRENCY) or 1)):
             return 0  # every lane is busy: nothing was lost
-        released = 0
+        handed = 0
         for execution_id, doc in self._waiting_heads(batch_id):
-            released += self.release(execution_id)
-        if released:
-            log.warning("batch %s: %d items' turns were lost; handed over", batch_id, released)
-        return released
+            handed += self.hand_over(execution_id)
+        if handed:
+            log.warning("batch %s: %d items' turns were lost; handed over", batch_id, handed)
+        return handed
 
     def _waiting_heads(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Waiting items whose predecessor in the lane has ended (or that have none), but for
         parked lane heads (they wait for a cap: ``wake`` starts them)."""
         waiting = [(i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(F.PARKED)]
-        after = {doc.get(F.AFTER) for _, doc in waiting if doc.get(F.AFTER)}
+        after = {str(doc[F.AFTER]) for _, doc in waiting if doc.get(F.AFTER)}
         # A predecessor that was never written (its writer died) holds nothing back.
         ended = self.store.ended_or_missing(after)
         return [(i, doc) for i, doc in waiting if not doc.get(F.AFTER) or doc.get(F.AFTER) in ended]

@@ -1,6 +1,6 @@
 """A batch's Firestore I/O: its document, its items (executions: ``promptq.adapters.store``), its fold,
-its cancel. How a start or a retry claims a batch and writes its items: ``promptq.adapters.batch_claims``
-(which this store inherits). No fold ends a batch while it is being written.
+its cancel. How a start or a retry claims a batch and writes its items: ``BatchStore.claims``
+(``promptq.batches.claims``). No fold ends a batch while it is being written.
 """
 
 from __future__ import annotations
@@ -14,25 +14,29 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.domain import batch as bt
-from promptq.domain import execution as ex
-from promptq.adapters.batch_claims import _CHUNK_TRIES, _TRIES, COMMIT_THREADS, BatchClaims
-from promptq.adapters.batch_claims import COMMIT_BYTES, Item, _commits  # noqa: F401 - what callers import from here
-from promptq.domain.records import Change
+from promptq.adapters.cas import INTERRUPTED, Commit, Step, compare_and_set, write_counted
+from promptq.adapters.store import ExecutionStore
+from promptq.batches import fold as fd
+from promptq.batches.claims import CHUNK_TRIES, COMMIT_THREADS, BatchClaims, Item
 from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
-from promptq.adapters.store import INTERRUPTED, ExecutionStore, counted
+from promptq.domain import execution as ex
+from promptq.domain.records import Change
+
+__all__ = ["BatchStore", "Item"]
 
 CHANGES_PER_COMMIT = 150  # up to three writes each (execution, job, a Stop request): under 500 per commit
 DOCS_PER_COMMIT = 450  # one document each: under Firestore's 500 writes per commit
 # A conditional write that lost (the document changed), or a commit that was interrupted or met
-# a lock (ABORTED; the emulator's "Transaction lock timeout" too): the chunk is done one by one.
+# a lock (ABORTED; the emulator's "Transaction lock timeout" too): the chunk is done one by one,
+# each through the compare-and-set (``ExecutionStore.update_if``).
 _CONFLICT = (gexc.FailedPrecondition, *INTERRUPTED)
 
 
-class BatchStore(BatchClaims):
+class BatchStore:
     def __init__(self, store: ExecutionStore):
         self.store = store
         self.client = store.client
+        self.claims = BatchClaims(self.client, store, self.ref)
 
     def ref(self, batch_id: str) -> firestore.DocumentReference:
         return self.client.collection(BATCHES).document(batch_id)
@@ -63,12 +67,12 @@ class BatchStore(BatchClaims):
                 if not cursor.exists or cursor.get(F.BATCH_ID) != batch_id:
                     return None
                 query = query.start_after(cursor)
-        return [(s.id, s.to_dict()) for s in query.limit(limit).stream()]
+        return [(s.id, s.to_dict() or {}) for s in query.limit(limit).stream()]
 
     def failed(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Its items (the newest execution of each) that failed, in index order."""
         query = self.items(batch_id).where(filter=FieldFilter(F.STATUS, "==", Status.FAILED.value)).order_by(F.INDEX)
-        return [(s.id, s.to_dict()) for s in query.stream()]
+        return [(s.id, s.to_dict() or {}) for s in query.stream()]
 
     def live(self, batch_id: str) -> list[str]:
         """The ids of its items queued or running (waiting ones included)."""
@@ -77,14 +81,14 @@ class BatchStore(BatchClaims):
 
     def waiting_items(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Its items that still wait for their turn."""
-        return [(s.id, s.to_dict()) for s in self._waiting(batch_id).stream()]
+        return [(s.id, s.to_dict() or {}) for s in self._waiting(batch_id).stream()]
 
     def _waiting(self, batch_id: str) -> firestore.Query:
         return self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True))
 
     # --- the fold -------------------------------------------------------------------------
 
-    def aggregate(self, batch_id: str, at: datetime, *, total: int, ended_before: int | None = None) -> tuple[bt.Counts, bt.Totals | None]:
+    def aggregate(self, batch_id: str, at: datetime, *, total: int, ended_before: int | None = None) -> tuple[fd.Counts, fd.Totals | None]:
         """The items' counts (newest executions of its ``total`` items) and, when more of them
         ended than ``ended_before``, what the executions that ended used; as they all were at
         ``at``: aggregation queries at one read time (an item moving between two states is
@@ -95,7 +99,7 @@ class BatchStore(BatchClaims):
             for s in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED)
         }
         counts[Status.CANCELLED] = total - sum(counts.values())
-        result = bt.Counts(
+        result = fd.Counts(
             total, counts[Status.QUEUED], counts[Status.RUNNING], counts[Status.SUCCEEDED], counts[Status.FAILED], counts[Status.CANCELLED]
         )
         if ended_before is not None and result.ended == ended_before:
@@ -105,10 +109,13 @@ class BatchStore(BatchClaims):
         # aggregation of several sums, documents without any of them), so the count of
         # executions that ended and the sum of the few charged their estimate are queries of
         # their own.
-        sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")
-        values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}
-        values.update({r.alias: r.value for row in ended.sum(F.ESTIMATED_COST, alias="estimated").get(read_time=at) for r in row})
-        return result, bt.Totals(
+        # (google-cloud-firestore's stubs type an aggregation's ``sum`` and ``get`` wrongly: the
+        # ignores below are theirs.)
+        sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")  # type: ignore[call-arg, arg-type]
+        values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}  # type: ignore[call-arg, attr-defined]
+        estimated = ended.sum(F.ESTIMATED_COST, alias="estimated").get(read_time=at)  # type: ignore[call-arg]
+        values.update({r.alias: r.value for row in estimated for r in row})  # type: ignore[attr-defined]
+        return result, fd.Totals(
             self._count(ended, at),
             int(values.get("p") or 0),
             int(values.get("c") or 0),
@@ -122,44 +129,41 @@ class BatchStore(BatchClaims):
 
     @staticmethod
     def _count(query: firestore.Query, at: datetime) -> int:
-        return int(query.count(alias="n").get(read_time=at)[0][0].value)
+        return int(query.count(alias="n").get(read_time=at)[0][0].value)  # type: ignore[call-arg, index]
 
     def fold(self, batch_id: str, at: datetime | None = None) -> dict[str, Any] | None:
         """Compute the batch's counts from its items as they were at ``at`` (default: a moment
         ago) and write them if they changed and no fold of a later instant did (with the
         ending's settlement when every item ended); returns the batch as written (or as it is)."""
-        at = at or ex.utcnow() - timedelta(seconds=1)
-        for _ in range(_TRIES):
-            snap = self.ref(batch_id).get()
+        when = at or ex.utcnow() - timedelta(seconds=1)
+
+        def decide(snap: firestore.DocumentSnapshot) -> Step[dict[str, Any] | None]:
             if not snap.exists:
-                return None
-            batch = snap.to_dict()
-            if batch.get(B.WRITING):
-                return batch  # its items are still being written: the call writing them asks for a fold when done
-            if batch.get(B.FOLDED_AT) is not None and batch[B.FOLDED_AT] >= at:
-                return batch  # a fold of a later instant was written: this one is older news
+                return Step(None, lambda: None)
+            batch = snap.to_dict() or {}
+            if batch.get(B.WRITING) or (batch.get(B.FOLDED_AT) is not None and batch[B.FOLDED_AT] >= when):
+                # Its items are still being written (the call writing them asks for a fold when
+                # done), or a fold of a later instant was written: this one is older news.
+                return Step(None, lambda: batch)
             # While it runs, the totals are read again only when more items ended; once it ended,
             # always (a cancelled item's cost is read from OpenRouter after its end).
             running = BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL
-            before = bt.Counts(**{k: int(v) for k, v in batch[B.COUNTS].items()}) if batch.get(B.FOLDED_AT) and running else None
+            before = fd.Counts(**{k: int(v) for k, v in batch[B.COUNTS].items()}) if batch.get(B.FOLDED_AT) and running else None
             started = time.monotonic()
-            counts, totals = self.aggregate(batch_id, at, total=int(batch[B.COUNTS][Count.TOTAL]), ended_before=before.ended if before else None)
+            counts, totals = self.aggregate(batch_id, when, total=int(batch[B.COUNTS][Count.TOTAL]), ended_before=before.ended if before else None)
             took = round(time.monotonic() - started, 3)
             now = ex.utcnow()
-            update, settle = bt.folded(batch, counts, totals or bt.Totals.of(batch), now=now)
+            update, settle = fd.folded(batch, counts, totals or fd.Totals.of(batch), now=now)
             if update is None:
-                return batch
-            update.update({B.FOLDED_AT: at, B.FOLD_SECONDS: took})
-            writes = self.client.batch()
+                return Step(None, lambda: batch)
+            update.update({B.FOLDED_AT: when, B.FOLD_SECONDS: took})
+            commit = Commit(self.client)
             if settle is not None:
-                self.store.ledger.settle(writes, settle, now)
-            writes.update(self.ref(batch_id), counted(update), option=self.client.write_option(last_update_time=snap.update_time))
-            try:
-                writes.commit()
-                return {**batch, **update}
-            except (gexc.FailedPrecondition, *INTERRUPTED):
-                pass  # another fold, a cancel or a retry wrote it (or the write was interrupted): fold again
-        raise RuntimeError(f"batch {batch_id}: too much contention to fold")
+                self.store.ledger.settle(commit, settle, now)
+            commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
+            return Step(commit, lambda: {**batch, **update})
+
+        return compare_and_set(self.ref(batch_id).get, decide, what=f"batch {batch_id}")
 
     def stale(self, *, now: datetime, grace_s: float, limit: int) -> list[str]:
         """Batches not yet ended whose last fold is older than ``grace_s``."""
@@ -173,19 +177,17 @@ class BatchStore(BatchClaims):
 
     def set_status(self, batch_id: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
         """A compare-and-set of the batch document (cancel); returns it as written (or as is)."""
-        for _ in range(_TRIES):
-            snap = self.ref(batch_id).get()
-            if not snap.exists:
-                return None
-            update = decide(snap.to_dict())
-            if update is None:
-                return snap.to_dict()
-            try:
-                self.ref(batch_id).update(counted(update), option=self.client.write_option(last_update_time=snap.update_time))
-                return {**snap.to_dict(), **update}
-            except (gexc.FailedPrecondition, *INTERRUPTED):
-                pass  # changed meanwhile, or the write was interrupted: read it again
-        raise RuntimeError(f"batch {batch_id}: too much contention")
+
+        def step(snap: firestore.DocumentSnapshot) -> Step[dict[str, Any] | None]:
+            batch = (snap.to_dict() or {}) if snap.exists else None
+            update = decide(batch) if batch is not None else None
+            if batch is None or update is None:
+                return Step(None, lambda: batch)
+            commit = Commit(self.client)
+            commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
+            return Step(commit, lambda: {**batch, **update})
+
+        return compare_and_set(self.ref(batch_id).get, step, what=f"batch {batch_id}")
 
     # --- many items at once ------------------------------------------------------------------
 
@@ -198,22 +200,21 @@ class BatchStore(BatchClaims):
             return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
 
     def _change_chunk(self, chunk: list[str], decide: Callable[[dict | None, dict | None], Change | None]) -> int:
-        refs = [r for execution_id in chunk for r in (self.store.ref(execution_id), self.store.job_ref(execution_id))]
-        snaps = {s.reference.path: s for s in self.client.get_all(refs)}
-        batch, changed = self.client.batch(), 0
-        for execution_id in chunk:
-            e, j = snaps[self.store.ref(execution_id).path], snaps[self.store.job_ref(execution_id).path]
-            change = decide(e.to_dict() if e.exists else None, j.to_dict() if j.exists else None)
+        commit, changed = Commit(self.client), 0
+        for seen_id, seen in zip(chunk, self.store.docs.read_many(chunk)):
+            change = decide(seen.execution, seen.job)
             if change is None:
                 continue
-            for snap, update in ((e, change.execution), (j, change.job)):
+            for ref, update, version in (
+                (self.store.ref(seen_id), change.execution, seen.execution_time),
+                (self.store.job_ref(seen_id), change.job, seen.job_time),
+            ):
                 if update is not None:
-                    batch.update(snap.reference, counted(update), option=self.client.write_option(last_update_time=snap.update_time))
-            self.store.add_stop(batch, change, execution_id)
+                    commit.update(ref, write_counted(update), version=version)
+            self.store.stops.ask(commit, change, seen_id)
             changed += 1
         try:
-            if changed:
-                batch.commit()
+            commit.commit()
             return changed
         except _CONFLICT:
             return sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)
@@ -229,14 +230,13 @@ class BatchStore(BatchClaims):
             return sum(pool.map(lambda chunk: self._cancel_chunk(chunk, now), chunks))
 
     def _cancel_chunk(self, snaps: list[firestore.DocumentSnapshot], now: datetime) -> int:
-        changes = [(snap, change) for snap in snaps if (change := ex.cancelled_waiting(snap.to_dict(), now=now)) is not None]
-        for attempt in range(_CHUNK_TRIES):
-            writes = self.client.batch()
+        changes = [(snap, change) for snap in snaps if (change := ex.cancelled_waiting(snap.to_dict() or {}, now=now)) is not None]
+        for attempt in range(CHUNK_TRIES):
+            commit = Commit(self.client)
             for snap, change in changes:
-                writes.update(snap.reference, counted(change.execution), option=self.client.write_option(last_update_time=snap.update_time))
+                commit.update(snap.reference, write_counted(change.execution or {}), version=snap.update_time)
             try:
-                if changes:
-                    writes.commit()
+                commit.commit()
                 return len(changes)
             except gexc.FailedPrecondition:
                 break  # an item was handed over (or an interrupted commit went through): one by one

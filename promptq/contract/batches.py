@@ -20,6 +20,8 @@ class BatchStatus(str, enum.Enum):
 
 
 BATCH_TERMINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.CANCELLED})
+# No item of the batch starts any more: it ended, or a cancel was asked.
+BATCH_OVER = BATCH_TERMINAL | {BatchStatus.CANCELLING}
 
 
 class B:

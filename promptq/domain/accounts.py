@@ -2,7 +2,7 @@
 back. Pure; no I/O.
 
 Every start changes the user's account atomically with the creation of the execution (or the
-claim of a batch: ``promptq.adapters.store``, ``promptq.adapters.batch_store``): it counts the slots it holds as
+claim of a batch: ``promptq.adapters.store``, ``promptq.batches.claims``): it counts the slots it holds as
 active (an execution one, a batch its ``maxConcurrency``: its lanes bound its items in flight),
 notes the start time, and reserves the worst case of what it may cost on the app's key, in the
 user's account and in one of the project's spend shards. Every ending gives it back in the same
@@ -20,8 +20,7 @@ from typing import Any, Callable, Mapping
 
 from promptq.domain.costs import NOT_RESERVED, Hold, ProjectSpend, Reserve, day_of, decide_project, hold_doc, midnight, shard_of
 from promptq.domain.errors import LimitExceeded
-from promptq.domain import lanes as lanes_mod
-from promptq.contract import Acc, B, F, J, KeySource, Lim, Proj, Reason, Use
+from promptq.contract import Acc, B, F, J, KeySource, Lim, Reason, Use
 
 # --- what a start is decided on ---------------------------------------------------------------
 
@@ -33,7 +32,7 @@ class UserLimits:
     max_active: int = 0
     starts_per_minute: int = 0
     daily_budget_usd: float = 0.0
-    max_batch_lanes: int = 0  # batch lanes in flight across the user's batches (promptq.domain.lanes)
+    max_batch_lanes: int = 0  # batch lanes in flight across the user's batches (promptq.batches.fairshare)
 
     @classmethod
     def of(cls, defaults: "UserLimits", override: Mapping[str, Any] | None) -> "UserLimits":
@@ -92,7 +91,7 @@ class Taken:
     reserve: Reserve = NOT_RESERVED
     holds: bool = False
     project_hold: Hold = dataclasses.field(default_factory=dict)
-    lanes: int = 0  # a batch's lanes activated now (promptq.domain.lanes); the others park
+    lanes: int = 0  # a batch's lanes activated now (promptq.batches.fairshare); the others park
     lane_fields: dict[str, Any] | None = None  # the batch's lane fields (B.LANES ...)
     project_lanes: int | None = None  # project/lanes after it (None: not written)
 
@@ -126,16 +125,12 @@ def decide(
     now: datetime,
     slots: int = 1,
     source: KeySource | None = None,
-    lanes: int = 0,
-    lane_round: int = 0,
-    project_lanes_cap: int = 0,
 ) -> Taken:
     """A start decided on its owner's account and the project's spend as read: whose key it runs
     on (the user's own when they stored one, unless ``source`` was decided before: a retried
     batch's), what it reserves (``worst_case()``, on the app's key when a budget or the project's
-    cap counts it), and the account after it; a batch (``lanes``: its maxConcurrency) also
-    activates the lanes the fair-share caps allow now (``lanes_taken``). ``LimitExceeded`` names
-    the limit it would pass."""
+    cap counts it), and the account after it (a batch's start also takes its lanes:
+    ``promptq.batches.fairshare.taken``). ``LimitExceeded`` names the limit it would pass."""
     source = source or (KeySource.USER if view.has_key else KeySource.APP)
     limits = UserLimits.of(defaults, view.limits)
     project = ProjectSpend.of(project_cap_usd, view.project_limits, view.project_shards, day_of(now))
@@ -147,26 +142,7 @@ def decide(
             view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserve.usd, now=now, slots=slots
         )
     hold = decide_project(project, reserve.usd, now, shard_of(shard_key)) if app else {}
-    taken = Taken(account, source, reserve, account is not None, hold)
-    return lanes_taken(taken, view, lanes, lane_round, lanes_mod.Caps(limits.max_batch_lanes, project_lanes_cap), now) if lanes else taken
-
-
-def lanes_taken(taken: Taken, view: AccountView, width: int, round_: int, caps: "lanes_mod.Caps", now: datetime) -> Taken:
-    """A batch's start: as many of its ``width`` lanes as the caps allow now, counted in the
-    owner's account and project/lanes (written only if they are still the versions read)."""
-    user_active = int((view.account or {}).get(Acc.BATCH_LANES) or 0)
-    project_active = int((view.project_lanes or {}).get(Proj.LANES) or 0)
-    n, waiting_for = lanes_mod.granted(width, caps, user_active=user_active, project_active=project_active)
-    account = taken.account
-    if n:
-        account = {**(account or {}), Acc.BATCH_LANES: max(user_active, 0) + n, Acc.UPDATED_AT: now}
-    return dataclasses.replace(
-        taken,
-        account=account,
-        lanes=n,
-        lane_fields=lanes_mod.initial(round_, width, n, waiting_for),
-        project_lanes=max(project_active, 0) + n if n else None,
-    )
+    return Taken(account, source, reserve, account is not None, hold)
 
 
 def decide_start(

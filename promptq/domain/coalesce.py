@@ -14,7 +14,7 @@
 - Aligned (``aligned=True``, what the worker uses): after the first write, writes fall on the
   process's ticks, the multiples of the interval on the monotonic clock, so that the streams of
   one process write at the same instants and one BatchWrite carries all their chunks
-  (``promptq.adapters.writer.ChunkWrites``). Still at most one write per tick, so per interval.
+  (``promptq.adapters.writer.Batchers``). Still at most one write per tick, so per interval.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def ended(
     if history is not None:
         release[J.ATTEMPTS] = history
     settle = None
-    if settlement.counted(job) and not job.get(J.BATCH_ID):  # (a batch item's usage counts with its batch's)
+    if settlement.accounted(job) and not job.get(J.BATCH_ID):  # (a batch item's usage counts with its batch's)
         settle, charge = settlement.settled(execution, job, produced=produced, history=history, now=now)
         release.update(charge)
     elif job.get(J.BATCH_ID) and job.get(J.RESERVED_USD):
@@ -168,10 +168,10 @@ def rolled_back(execution: Doc, job: Doc) -> Change:
     """Remove an execution whose task could not be enqueued; its owner gets back what the start took."""
     settle = None
     reservation, hold = float(job.get(J.RESERVED_USD) or 0.0), settlement.job_hold(job)
-    if settlement.counted(job) and (job.get(J.HOLDS) or hold):
+    if settlement.accounted(job) and (job.get(J.HOLDS) or hold):
         settle = Settlement(
             str(execution[F.OWNER]),
-            account=settlement.released(reservation=reservation) if job.get(J.HOLDS) else None,
+            account=settlement.given_back(reservation=reservation) if job.get(J.HOLDS) else None,
             project=shares(hold, released=True, cost=0.0),
         )
     return Change(delete=True, settle=settle)
@@ -207,8 +207,8 @@ def reconciled_cost(execution: Doc, job: Doc, *, generation_id: str, usage: Usag
     once: the ending charged the reservation, this adds the difference and the tokens)."""
     if execution.get(F.STATUS) != Status.CANCELLED.value or execution.get(F.GENERATION_ID) != generation_id or execution.get(F.COST) is not None:
         return None
-    counted = settlement.counted(job) and not job.get(J.BATCH_ID)
-    settle, charge = settlement.reconciled(execution, job, usage=usage, cost=cost) if counted else (None, None)
+    accounted = settlement.accounted(job) and not job.get(J.BATCH_ID)
+    settle, charge = settlement.reconciled(execution, job, usage=usage, cost=cost) if accounted else (None, None)
     update = bump(execution, {F.USAGE: usage.to_doc(), F.COST: cost, F.COST_SOURCE: CostSource.GENERATION.value}, now)
     if execution.get(F.ESTIMATED_COST):  # a batch item: its cut stream is no longer a worst case in its batch's cost
         update[F.ESTIMATED_COST] = settlement.item_estimate_reconciled(execution, job)
@@ -221,14 +221,6 @@ def handed_over(execution: Doc | None, *, now: datetime) -> Change | None:
     if execution is None or not execution.get(F.WAITING):
         return None
     return Change(bump(execution, {F.WAITING: False}, now))
-
-
-def superseded(execution: Doc, *, now: datetime) -> Change:
-    """A retried batch item's old execution: no longer the item's newest."""
-    return Change(bump(execution, {F.LATEST: False}, now))
-
-
-# --- Stop -------------------------------------------------------------------------------
 
 
 def decide_cancel(execution: Doc | None, job: Doc | None, *, now: datetime) -> Change | None:
@@ -268,7 +260,7 @@ def cancelled_waiting(execution: Doc | None, *, now: datetime) -> Change | None:
 
 
 def unparked(execution: Doc | None, *, now: datetime, start: bool) -> Change | None:
-    """A parked lane head (``promptq.domain.lanes``): its lane starts (``start``: it is handed over in
+    """A parked lane head (``promptq.batches.fairshare``): its lane starts (``start``: it is handed over in
     the same write, as ``handed_over``), or it never will (it ended while parked). None: not parked."""
     if execution is None or not execution.get(F.PARKED):
         return None

@@ -8,12 +8,11 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from promptq.contract import A, Acc, AttemptOutcome, B, F, J, KeySource, Use
-from promptq.domain import lanes as lanes_mod
 from promptq.domain.costs import Hold, day_of, hold_of, shares
 from promptq.domain.records import Inc, Produced, Settlement, Usage
 
 
-def released(*, reservation: float, slots: int = 1) -> dict[str, Any]:
+def given_back(*, reservation: float, slots: int = 1) -> dict[str, Any]:
     """What an execution (or a batch, its slots) that ends or is rolled back gives back to the account."""
     update: dict[str, Any] = {Acc.RESERVED_USD: Inc(-reservation)}
     if slots:
@@ -41,8 +40,8 @@ def batch_hold(batch: Mapping[str, Any]) -> Hold:
     return hold_of(batch, B.PROJECT_HOLD, B.PROJECT_SHARD, B.RESERVED_USD)
 
 
-def counted(job: Mapping[str, Any]) -> bool:
-    """Whether the execution's start was counted in its owner's account (then its ending is)."""
+def accounted(job: Mapping[str, Any]) -> bool:
+    """Whether the execution's start was accounted for in its owner's account (then its ending is)."""
     return job.get(J.KEY_SOURCE) is not None
 
 
@@ -71,7 +70,7 @@ def settled(
     key_source = str(job.get(J.KEY_SOURCE))
     settle = Settlement(
         str(execution[F.OWNER]),
-        account=released(reservation=reservation) if job.get(J.HOLDS) else None,
+        account=given_back(reservation=reservation) if job.get(J.HOLDS) else None,
         day=day_of(now),
         usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged, estimated=estimated),
         project=shares(job_hold(job), released=True, cost=charged),
@@ -105,53 +104,3 @@ def item_estimate_reconciled(execution: Mapping[str, Any], job: Mapping[str, Any
     """A batch item's worst-case charge once its cut stream's real cost is known: what stays a
     worst case is only its dead attempts'."""
     return max(0.0, round(float(execution.get(F.ESTIMATED_COST) or 0.0) - float(job.get(J.RESERVED_USD) or 0.0), 9))
-
-
-def _batch_usage(batch: Mapping[str, Any], totals: Mapping[str, Any]) -> dict[str, Any]:
-    """What its owner's day has not been given yet of what the batch used."""
-    settled = batch.get(B.SETTLED) or {}
-    delta = {k: v - (settled.get(k) or 0) for k, v in totals.items()}
-    user = batch.get(B.KEY_SOURCE) == KeySource.USER.value
-    names = {
-        Use.EXECUTIONS: Use.USER_KEY_EXECUTIONS,
-        Use.PROMPT_TOKENS: Use.USER_KEY_PROMPT_TOKENS,
-        Use.COMPLETION_TOKENS: Use.USER_KEY_COMPLETION_TOKENS,
-        Use.COST: Use.USER_KEY_COST,
-    }
-    return {
-        (names[k] if user else k): Inc(round(v, 12) if k in (Use.COST, Use.ESTIMATED_COST) else v)
-        for k, v in delta.items()
-        if v and (k in names or not user)
-    }
-
-
-def batch_settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: bool, now: datetime) -> tuple[dict[str, Any], Settlement | None]:
-    """An ended batch's settlement (``promptq.domain.batch.folded``), given its items' totals
-    (``Totals.to_doc``): when it ends, its reservation, slots and lanes given back; and what its
-    owner's day has not been given yet of what it used. With the batch document's fields for it."""
-    update: dict[str, Any] = {}
-    delta = _batch_usage(batch, totals)
-    account, released_usd, lanes_back = None, 0.0, 0
-    if ends:
-        update[B.FINISHED_AT] = now
-        released_usd = float(batch.get(B.RESERVED_USD) or 0.0)
-        if batch.get(B.HOLDS):
-            account = released(reservation=released_usd, slots=int(batch[B.MAX_CONCURRENCY]))
-        update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
-        if batch.get(B.PROJECT_HOLD):  # given back; its shards still take what a late fold adds
-            update[B.PROJECT_HOLD] = {k: 0.0 for k in batch[B.PROJECT_HOLD]}
-        if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
-            lane_fields, lanes_back = lanes_mod.released_all(batch)
-            update.update(lane_fields)
-    hold, charged = batch_hold(batch), delta.get(Use.COST)
-    if not (delta or account or lanes_back or (hold and released_usd)):
-        return update, None
-    update[B.SETTLED] = dict(totals)
-    return update, Settlement(
-        str(batch[B.OWNER]),
-        account=account,
-        day=day_of(now),
-        usage=delta or None,
-        project=shares(hold, released=ends, cost=charged.by if charged is not None else 0.0),
-        lanes=lanes_back,
-    )

@@ -15,11 +15,11 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.fakerouter import expected_text, seed_for
 from devstack.stack import worker_log
-from enqueue.batchflow import BatchFlow
+from promptq.batches.flow import BatchFlow
 from enqueue.sweeper import sweep
 from promptq.adapters.tasks import TaskQueue
 from promptq.domain import execution as ex
-from promptq.adapters.batch_store import BatchStore
+from promptq.batches.store import BatchStore
 from promptq.domain.records import Ending
 from promptq.contract import Status
 from promptq.settings import Settings
@@ -201,8 +201,8 @@ def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(cli
     queue = TaskQueue(settings)
     flow = BatchFlow(BatchStore(store), queue)
     assert not queue.exists(second)
-    assert flow.release(second) is True and queue.exists(second)
-    assert flow.release(second) is True  # again: the same task, nothing more
+    assert flow.hand_over(second) is True and queue.exists(second)
+    assert flow.hand_over(second) is True  # again: the same task, nothing more
     for name in (stack["TASKS_QUEUE"], stack["TASKS_QUEUE_BATCH"], stack["TASKS_QUEUE_BOOKS"]):
         paused_queue.resume_queue(name=name)
     final = wait_batch(client, user, started.batchId, timeout=60)[-1]

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import threading
 import uuid
-from dataclasses import dataclass
 
 import pytest
 
@@ -27,81 +26,14 @@ from devstack.stack import ROOT
 from promptq_client.cli.follow import Printer
 from promptq_client.cli.report import format_cost
 from promptq_client.cli.target import LOCAL_EMAIL, LOCAL_PASSWORD
+from cli import PROMPTQ, Cli, Done, _kill, _spawn, cli_env
 from waiting import poll
 
 pytestmark = pytest.mark.stack
 
-PROMPTQ = ROOT / "venv/bin/promptq"
-TARGET_VARS = ("PROMPTQ_PROJECT", "PROMPTQ_FUNCTIONS_URL", "FIREBASE_WEB_API_KEY", "PROMPTQ_EMAIL", "PROMPTQ_PASSWORD")
-
 
 def _messages(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
-
-
-@dataclass
-class Done:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.stderr.splitlines()
-
-    def execution_id(self) -> str:
-        match = re.search(r"execution ([0-9a-f]{32})", self.stderr)
-        assert match, self.stderr
-        return match.group(1)
-
-
-def _env(email: str | None, password: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in TARGET_VARS}
-    env["PYTHONIOENCODING"] = "utf-8"
-    if email:
-        env.update(PROMPTQ_EMAIL=email, PROMPTQ_PASSWORD=password or "")
-    env.update(extra)
-    return env
-
-
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(PROMPTQ), *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
-
-
-@dataclass
-class Cli:
-    """Runs the real command as one user (PROMPTQ_EMAIL / PROMPTQ_PASSWORD, or the default)."""
-
-    env: dict[str, str]
-
-    def __call__(self, *args: str, timeout: float = 60, **extra_env: str) -> Done:
-        proc = _spawn(list(args), {**self.env, **extra_env})
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        finally:
-            _kill(proc)
-        done = Done(proc.returncode, out.decode("utf-8"), err.decode("utf-8"))
-        assert "Traceback" not in done.stderr, done.stderr
-        return done
-
-
-@pytest.fixture
-def cli_user(clean, client):
-    """A fresh user for the CLI (through PROMPTQ_EMAIL/PASSWORD) and the same user signed in
-    here, for its uid and for calls the test makes itself; on a clean stack."""
-    email, password = f"cli-{uuid.uuid4().hex[:8]}@test.promptq", "cli-test-password"
-    return Cli(_env(email, password)), client.sign_in(email, password)
 
 
 def _doc(db, execution_id: str) -> dict:
@@ -127,7 +59,7 @@ def _check_run(done: Done, prompt: str, model: str, db, upstream) -> dict:
 
 def test_run_prints_the_answer_through_the_listener(client, db, upstream):
     # No PROMPTQ_EMAIL: the CLI signs in as its local test user, created if missing.
-    cli = Cli(_env(None, None))
+    cli = Cli(cli_env(None, None))
     prompt, model = f"listen {uuid.uuid4().hex[:6]}", "fake/tokens=80,rate=80,text=unicode"
     done = cli("run", prompt, "--model", model)
     doc = _check_run(done, prompt, model, db, upstream)

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from google.api_core import exceptions as gexc
 
-from enqueue import service, start
+from enqueue import executions, start
 from enqueue.pricing import Prices
 from promptq.contract.requests.request import RequestError
 from promptq.adapters.tasks import TaskQueue
@@ -54,13 +54,17 @@ def _key(marker: str) -> str:
 def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings, upstream, listen, paused_queue):
     store, marker = ExecutionStore(db), f"rollback {uuid.uuid4().hex[:8]}"
     with pytest.raises(RequestError) as info:
-        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings))
+        executions.start_execution(
+            "user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings)
+        )
     assert info.value.status is CallStatus.UNAVAILABLE
     execution_id = start.derived_id(start.EXECUTION, "user-1", _key(marker))
     assert store.get(execution_id) is None, "the document was not rolled back"
     # The client retries with the same key: the first call's task is still queued under the
     # execution's name (ALREADY_EXISTS), and it is the one that delivers.
-    answer = service.start_execution("user-1", _request(marker), store=store, queue=TaskQueue(settings), settings=settings, prices=_prices(settings))
+    answer = executions.start_execution(
+        "user-1", _request(marker), store=store, queue=TaskQueue(settings), settings=settings, prices=_prices(settings)
+    )
     assert answer == {"executionId": execution_id, "deduplicated": False}
     paused_queue.resume_queue(name=paused_queue.queue_name)
     final = listen(execution_id).wait(timeout=20)
@@ -76,14 +80,16 @@ def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, setting
     # Paused: a task delivered before the rollback would start the execution, which is then
     # (rightly) not rolled back, and the retry finds it (CI saw that race once).
     with pytest.raises(RequestError):
-        service.start_execution("user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings))
+        executions.start_execution(
+            "user-1", _request(marker), store=store, queue=LostAnswerQueue(settings), settings=settings, prices=_prices(settings)
+        )
     execution_id = start.derived_id(start.EXECUTION, "user-1", _key(marker))
     assert store.get(execution_id) is None, "the document was not rolled back"
     paused_queue.resume_queue(name=paused_queue.queue_name)
     # That task is delivered to no document (rolled back) and completes; Cloud Tasks keeps its
     # name for about an hour, so the retry's task cannot have it.
     wait_for(lambda: not queue.exists(execution_id), timeout=60)
-    service.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings, prices=_prices(settings))
+    executions.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings, prices=_prices(settings))
     final = listen(execution_id).wait(timeout=20)
     assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == f"{execution_id}-r1"
     assert len(upstream.requests_for(marker)) == 1

@@ -14,7 +14,6 @@ import uuid
 
 import pytest
 from jsonschema import Draft202012Validator
-from test_cli import cli_user  # noqa: F401 - the fixture: a CLI as a fresh user
 
 from devstack.fakerouter import EFFORT_TOKENS, expected_text, seed_for
 from promptq_client.api import CallError

@@ -13,7 +13,7 @@ import pytest
 from documents import body_bytes
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from enqueue import service
+from enqueue import executions
 from enqueue.start import fingerprint
 from enqueue.pricing import Prices
 from promptq.contract.requests.request import StartRequest
@@ -37,13 +37,13 @@ def documents(uid: str, prompt: str = "hi", max_tokens: int = 100) -> tuple[str,
     settings = Settings(project_id="demo-promptq")
     req = StartRequest(prompt=prompt, model="m", params={"max_tokens": max_tokens})
     execution_id = uuid.uuid4().hex
-    execution, job = service.new_documents(uid, req, [{"role": "user", "content": prompt}], execution_id, settings, request_hash=fingerprint(req))
+    execution, job = executions.new_documents(uid, req, [{"role": "user", "content": prompt}], execution_id, settings, request_hash=fingerprint(req))
     return execution_id, execution, job
 
 
 def start(store: ExecutionStore, uid: str, **kw) -> str:
     execution_id, execution, job = documents(uid, **kw)
-    assert store.create(execution_id, execution, job, take=service.taker(job, Settings(project_id="demo-promptq"), PRICES))
+    assert store.create(execution_id, execution, job, take=executions.taker(job, Settings(project_id="demo-promptq"), PRICES))
     return execution_id
 
 
@@ -105,7 +105,7 @@ def test_a_rolled_back_start_gives_back_what_it_took(store):
 def test_a_resubmission_is_answered_even_at_the_limit(store):
     store.ledger.set_limits("again", {"maxActive": 1})
     execution_id, execution, job = documents("again")
-    take = service.taker(job, Settings(project_id="demo-promptq"), PRICES)
+    take = executions.taker(job, Settings(project_id="demo-promptq"), PRICES)
     assert store.create(execution_id, execution, job, take=take)
     assert store.create(execution_id, execution, job, take=take) is False  # not LimitExceeded: it exists
     assert store.ledger.view("again", "x").account[Acc.ACTIVE] == 1

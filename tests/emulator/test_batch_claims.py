@@ -16,7 +16,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from enqueue import batches as calls
 from enqueue.pricing import Prices
 from promptq.contract.requests.request import RequestError
-from promptq.adapters.batch_store import BatchStore
+from promptq.batches.claims import BatchClaims
+from promptq.batches.store import BatchStore
 from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, KEYS, ROUNDS, Acc, B, F, J, Status
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
@@ -42,37 +43,23 @@ class Flow:
         self.touched.append(batch_id)
 
 
-class Interleaved(BatchStore):
-    """Calls on threads named "A" and "B": each one's first read of the batch waits for the
-    other's (both see it as it was), B's claim waits until A has claimed, and A writes its items
-    only once B's call has returned (``b_done``, set by the test)."""
+class InterleavedClaims(BatchClaims):
+    """The claims of ``Interleaved``: B's claim waits until A has claimed, and A writes its
+    items only once B's call has returned (``b_done``, set by the test)."""
 
-    def __init__(self, store: ExecutionStore, *, before_claim=None):
-        super().__init__(store)
-        self.both_read = threading.Barrier(2, timeout=30)
-        self.a_claimed, self.b_done = threading.Event(), threading.Event()
-        self.before_claim = before_claim
-        self._read = threading.local()
-
-    @staticmethod
-    def _who() -> str:
-        return threading.current_thread().name
-
-    def get(self, batch_id: str):
-        doc = super().get(batch_id)
-        if self._who() in ("A", "B") and not getattr(self._read, "done", False):
-            self._read.done = True
-            self.both_read.wait()
-        return doc
+    def __init__(self, gate: "Interleaved"):
+        super().__init__(gate.client, gate.store, gate.ref)
+        self.gate = gate
 
     def _claiming(self, claim, *args):
-        if self._who() == "B":
-            assert self.a_claimed.wait(30), "A never claimed"
-        if self.before_claim is not None and self._who() == "A":
-            self.before_claim()
+        gate = self.gate
+        if gate.who() == "B":
+            assert gate.a_claimed.wait(30), "A never claimed"
+        if gate.before_claim is not None and gate.who() == "A":
+            gate.before_claim()
         result = claim(*args)
-        if self._who() == "A":
-            self.a_claimed.set()
+        if gate.who() == "A":
+            gate.a_claimed.set()
         return result
 
     def claim(self, *args):
@@ -82,9 +69,33 @@ class Interleaved(BatchStore):
         return self._claiming(super().claim_round, *args)
 
     def create_items(self, items, superseded=None):
-        if self._who() == "A":
-            assert self.b_done.wait(30), "B never returned"
+        if self.gate.who() == "A":
+            assert self.gate.b_done.wait(30), "B never returned"
         return super().create_items(items, superseded)
+
+
+class Interleaved(BatchStore):
+    """Calls on threads named "A" and "B": each one's first read of the batch waits for the
+    other's (both see it as it was); then ``InterleavedClaims``."""
+
+    def __init__(self, store: ExecutionStore, *, before_claim=None):
+        super().__init__(store)
+        self.both_read = threading.Barrier(2, timeout=30)
+        self.a_claimed, self.b_done = threading.Event(), threading.Event()
+        self.before_claim = before_claim
+        self._read = threading.local()
+        self.claims = InterleavedClaims(self)
+
+    @staticmethod
+    def who() -> str:
+        return threading.current_thread().name
+
+    def get(self, batch_id: str):
+        doc = super().get(batch_id)
+        if self.who() in ("A", "B") and not getattr(self._read, "done", False):
+            self._read.done = True
+            self.both_read.wait()
+        return doc
 
 
 def run_both(gate: Interleaved, a, b):

@@ -101,7 +101,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_attempt_fenced_off(store):
         writer.heartbeat()
     doc, job = store.get(execution_id), store.get_job(execution_id)
     assert doc[F.STATUS] == "running" and doc[F.ATTEMPT] == 2 and job[J.ATTEMPTS][0]["outcome"] == "lease_expired"
-    assert store.text(execution_id, doc) == "", "the new attempt does not see the old one's chunks"
+    assert store.texts.text(execution_id, doc) == "", "the new attempt does not see the old one's chunks"
 
 
 def test_chunks_then_the_ending_make_the_text(store):
@@ -110,8 +110,8 @@ def test_chunks_then_the_ending_make_the_text(store):
     writer.chunk(Chunk(1, 1, 0, "Hello"))
     writer.chunk(Chunk(1, 2, 5, ", wor"))
     doc = store.get(execution_id)
-    assert doc[F.STATUS] == "running" and store.text(execution_id, doc) == "Hello, wor" and store.text_length(execution_id, doc) == 10
-    assert store.text(execution_id, doc, after=7) == "wor"
+    assert doc[F.STATUS] == "running" and store.texts.text(execution_id, doc) == "Hello, wor" and store.texts.text_length(execution_id, doc) == 10
+    assert store.texts.text(execution_id, doc, after=7) == "wor"
     pages = split_pages("Hello, world!", 8, attempt=1)
     writer.end(
         Ending(Status.SUCCEEDED),
@@ -122,7 +122,7 @@ def test_chunks_then_the_ending_make_the_text(store):
     doc = store.get(execution_id)
     assert doc[F.STATUS] == "succeeded" and doc[F.OUTPUT_LENGTH] == 13 and doc[F.OUTPUT_PAGES] == 2 and doc[F.CHUNK_COUNT] == 3
     assert doc[F.USAGE] == {"promptTokens": 1, "completionTokens": 4, "totalTokens": 5, "reasoningTokens": 0}
-    assert store.text(execution_id, doc) == "Hello, world!" and store.text(execution_id, doc, after=9) == "rld!"  # from the pages
+    assert store.texts.text(execution_id, doc) == "Hello, world!" and store.texts.text(execution_id, doc, after=9) == "rld!"  # from the pages
     assert store.get_job(execution_id)[J.ATTEMPT_ID] is None and doc[F.WORKER] is None
     assert doc[F.SEQ] == 2, "created (0), claimed (1), ended (2): the text never touched the execution document"
 
@@ -179,7 +179,7 @@ def test_the_stop_listener_hears_only_stops_of_its_worker(store):
         if ids:
             got.set()
 
-    watch = store.watch_stops("w-1", on_ids)
+    watch = store.stops.watch("w-1", on_ids)
     try:
         for execution_id in (other, mine):
             store.update_if(execution_id, lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
@@ -253,7 +253,7 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
     doc = store.get(execution_id)
     assert result.status.value == "failed" and result.outcome.value == "done"
     assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "write_refused" and doc[F.OUTPUT_LENGTH] == len("kept so far")
-    assert store.text(execution_id, doc) == "kept so far"
+    assert store.texts.text(execution_id, doc) == "kept so far"
 
 
 def test_a_write_interrupted_after_it_went_through_is_recognised_as_applied(store):
@@ -266,7 +266,7 @@ def test_a_write_interrupted_after_it_went_through_is_recognised_as_applied(stor
     _, seen, writer = _claim(store, execution_id)
     change = ex.ended(seen.execution, seen.job, Ending(Status.SUCCEEDED), now=ex.utcnow())
     assert not applied(change, store.read(execution_id))
-    store._commit(execution_id, change, store.read(execution_id))
+    store._commit(execution_id, change, store.read(execution_id)).commit()
     assert applied(change, store.read(execution_id))
     later = ex.decide_cancel(*(lambda s: (s.execution, s.job))(store.read(execution_id)), now=ex.utcnow())
     assert later is None  # ended: a cancel changes nothing, and the stamp stays this change's

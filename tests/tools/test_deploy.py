@@ -348,7 +348,7 @@ def test_make_deploy_plan_runs_offline(tmp_path, plan):
 
 def test_the_release_covers_exactly_what_firebase_uploads():
     # The Firebase CLI's own listing of the upload (tests/tools/test_layout.py runs the same code).
-    from test_layout import UPLOAD_JS
+    from firebase_upload import UPLOAD_JS
 
     node = shutil.which("node")
     assert node and (FIREBASE_TOOLS / "fsAsync.js").exists(), "node and infra/node_modules are required (make setup)"

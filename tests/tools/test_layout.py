@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import promptq.contract as schema
+from firebase_upload import UPLOAD_JS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYED_FOLDERS = ("promptq", "enqueue", "worker")
@@ -20,19 +21,6 @@ NOT_DEPLOYED = ("devstack", "bench", "tests", "promptq_client")
 FIREBASE_TOOLS = ROOT / "infra/node_modules/firebase-tools/lib/fsAsync.js"
 MAX_FUNCTION_LINES = 50
 MAX_MODULE_LINES = 300
-
-# What firebase-tools' prepareFunctionsUpload does: the codebase's ignore list (plus what it
-# always adds) through its own readdirRecursive.
-UPLOAD_JS = """
-const path = require("path");
-const { readdirRecursive } = require(process.argv[1]);
-const cfg = require(process.argv[2]).functions[0];
-const source = path.resolve(path.dirname(process.argv[2]), cfg.source);
-const ignore = [...(cfg.ignore || ["node_modules", ".git"]), "firebase-debug.log", "firebase-debug.*.log", ".runtimeconfig.json"];
-readdirRecursive({ path: source, ignoreStrings: ignore }).then((files) => {
-  console.log(JSON.stringify(files.map((f) => path.relative(source, f.name))));
-});
-"""
 
 
 def deployed_python() -> list[Path]:
@@ -112,26 +100,64 @@ IO = ("google", "httpx", "httpx_sse", "requests", "flask", "firebase_functions",
 CLOUD_CLIENTS = ("google.cloud.firestore", "google.cloud.tasks")
 
 
+# A feature folder keeps its rings inside it: promptq/batches holds a batch's pure decisions (of
+# the domain's ring), its stores (of the adapters') and what runs a batch on them (the flow, the
+# start: they may use all of promptq, never the callables nor the worker).
+BATCH_PURE = {"promptq.batches", "promptq.batches.batch", "promptq.batches.fold", "promptq.batches.fairshare"}
+BATCH_STORES = {"promptq.batches.claims", "promptq.batches.store", "promptq.batches.fairshare_store"}
+BATCH_RUNS = {"promptq.batches.flow", "promptq.batches.start"}
+FEATURE_RINGS = {"domain": RINGS["domain"] | BATCH_PURE, "adapters": RINGS["adapters"] | BATCH_PURE | BATCH_STORES, "application": {"promptq"}}
+
+
+def _ring_of(module: str) -> str:
+    if module in BATCH_PURE:
+        return "domain"
+    if module in BATCH_STORES:
+        return "adapters"
+    if module in BATCH_RUNS:
+        return "application"
+    raise AssertionError(f"{module}: which ring? (tests/tools/test_layout.py names each module of promptq/batches)")
+
+
 def _ring_files() -> list[tuple[str, Path]]:
-    return [(ring, p) for ring in RINGS for p in sorted((ROOT / "promptq" / ring).rglob("*.py"))]
+    rings = [(ring, p) for ring in RINGS for p in sorted((ROOT / "promptq" / ring).rglob("*.py"))]
+    return rings + [(_ring_of(_module(p)), p) for p in sorted((ROOT / "promptq/batches").rglob("*.py"))]
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
 
 
 @pytest.mark.parametrize("ring,path", _ring_files(), ids=lambda v: _rel(v) if isinstance(v, Path) else v)
 def test_each_ring_imports_only_the_rings_inside_it(ring: str, path: Path):
+    allowed = FEATURE_RINGS[ring] if path.is_relative_to(ROOT / "promptq/batches") else RINGS[ring]
     first_party = {n for n in _imported(path) if n.split(".")[0] in ("promptq", "promptq_client", "enqueue", "worker", "main", "wiring")}
-    outside = sorted(n for n in first_party if not any(n == r or n.startswith(r + ".") for r in RINGS[ring]))
+    outside = sorted(n for n in first_party if not any(n == r or n.startswith(r + ".") for r in allowed))
     assert outside == [], f"{_rel(path)} ({ring}) imports {outside}"
-    if ring != "adapters":
+    if ring == "domain" or ring == "contract":
         assert not {n.split(".")[0] for n in _imported(path)} & set(IO), f"{_rel(path)} ({ring}) does I/O"
 
 
+def test_every_module_of_a_feature_has_its_ring():
+    assert {_module(p) for p in (ROOT / "promptq/batches").rglob("*.py")} == BATCH_PURE | BATCH_STORES | BATCH_RUNS
+
+
 def test_only_the_adapters_speak_to_firestore_and_cloud_tasks():
-    """The server's Firestore and Cloud Tasks clients live in promptq/adapters; the Python
-    client has its own small reader (promptq_client/reader.py)."""
-    allowed = ("promptq/adapters/", "promptq_client/reader.py")
+    """The server's Firestore and Cloud Tasks clients live in promptq/adapters and in the stores of a
+    feature (promptq/batches); the Python client has its own small reader (promptq_client/reader.py)."""
+    allowed = ("promptq/adapters/", "promptq_client/reader.py", *(m.replace(".", "/") + ".py" for m in BATCH_STORES))
     speaking = {_rel(p) for p in product_python() if any(n.startswith(CLOUD_CLIENTS) for n in _imported(p))}
     assert sorted(p for p in speaking if not p.startswith(allowed)) == []
     assert "promptq/adapters/store.py" in speaking and "promptq/adapters/tasks.py" in speaking  # the rule sees imports
+
+
+def test_preconditions_are_spelled_in_one_place():
+    """A write conditional on the version read is spelled by the one compare-and-set
+    (promptq/adapters/cas.py: ``Commit``) and by the bulk writer of a worker process's writes
+    (promptq/adapters/bulk_writes.py); everything else decides and hands them a ``Commit``."""
+    spelled = {_rel(p) for p in deployed_python() if re.search(r"write_option\(|last_update_time|\.batch\(\)", p.read_text())}
+    assert spelled == {"promptq/adapters/cas.py", "promptq/adapters/bulk_writes.py"}
 
 
 def _string_constants(path: Path) -> set[str]:
@@ -243,3 +269,17 @@ def test_every_layer_runs_in_make_test():
     layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"]
     folders = sorted(f"tests/{p.parent.name}" for p in (ROOT / "tests").glob("*/test_*.py"))
     assert set(folders) <= set(layers), f"test folders `make test` does not run: {set(folders) - set(layers)}"
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in tests/fakes.py, tests/samples.py and the layers' conftest.py, not
+    in another test module (importing one runs its module-level code and couples their fixtures)."""
+    importing = {_rel(p): sorted(n for n in _imports(p) if n.startswith("test_")) for p in (ROOT / "tests").rglob("*.py")}
+    assert {path: names for path, names in importing.items() if names} == {}
+
+
+def test_no_unit_test_times_anything():
+    """Unit tests assert what happened, not how long it took: durations on a loaded 2-CPU machine
+    are the benchmarks' (bench/), or the tools layer's where a budget is the point."""
+    timing = {_rel(p) for p in (ROOT / "tests/unit").rglob("*.py") if re.search(r"perf_counter|time\.monotonic\(\)", p.read_text())}
+    assert sorted(timing) == []

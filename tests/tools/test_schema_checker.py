@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,8 @@ def test_the_child_speaks_length_prefixed_json_niced_and_exits_on_eof():
 
 
 def test_the_worker_runtime_owns_one_checker_and_closes_it():
-    runtime = WorkerRuntime(Settings(project_id="p", output_check_cpu_s=BUDGET), store=None)
+    unused_store = types.SimpleNamespace(bulk=types.SimpleNamespace(write_chunks=None))  # no execution runs here
+    runtime = WorkerRuntime(Settings(project_id="p", output_check_cpu_s=BUDGET), store=unused_store)  # type: ignore[arg-type]
     try:
         assert isinstance(runtime.checker, Checker) and runtime.checker.cpu_s == BUDGET
         future = asyncio.run_coroutine_threadsafe(runtime.checker.check(response_format({"pattern": "^a"}), '"b"'), runtime.loop)
@@ -186,3 +188,22 @@ def test_the_worker_runtime_owns_one_checker_and_closes_it():
         os.kill(pid, 0)
     with pytest.raises(CheckerGone):
         asyncio.run(runtime.checker.check(response_format({"pattern": "^a"}), '"b"'))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(SCHEMAS, ANSWERS)
+def test_a_schema_is_refused_or_checked_inline_only_when_that_is_quick(schema, value):
+    """The property (timed, so here in tests/tools rather than tests/unit): the callable refuses a random schema (naming where), or the
+    worker checks the answer inline only when that takes little (the rest: the checker process,
+    tests/tools/test_schema_checker.py)."""
+    try:
+        vocabulary.json_schema(schema)
+    except ValueError as err:
+        assert str(err).startswith("at /"), err
+        return
+    fmt, text = response_format(schema), json.dumps(value)
+    if answer.cheap(fmt, text):
+        started = time.perf_counter()
+        answer.check(fmt, text)
+        took = time.perf_counter() - started
+        assert took < 0.25, (took, schema, value)  # inline: a quarter of a second at most, on a loaded machine

@@ -373,7 +373,7 @@ def test_a_batch_holds_its_max_concurrency_of_the_users_active_slots():
     err = refusal(account={Acc.ACTIVE: 3}, limits=limits, slots=8)
     assert err.reason is Reason.MAX_ACTIVE and err.message.startswith("maxActive: a batch holds its maxConcurrency (8)")
     assert "at most 7" in err.message
-    assert incs(settlement.released(reservation=0.5, slots=10)) == {Acc.ACTIVE: -10, Acc.RESERVED_USD: -0.5}
+    assert incs(settlement.given_back(reservation=0.5, slots=10)) == {Acc.ACTIVE: -10, Acc.RESERVED_USD: -0.5}
 
 
 def test_key_calls_are_throttled_per_minute():

@@ -11,7 +11,8 @@ import json
 from dataclasses import replace
 
 import pytest
-from test_runner import RecordingWriter
+from fakes import RecordingWriter
+from samples import ORDER_SCHEMA
 
 from devstack.fakerouter import FakeRouter, call_id, seed_for
 from promptq.domain.errors import Permanent
@@ -26,12 +27,7 @@ from promptq.adapters.openrouter.stream import Delta, ToolCallDelta, parse_data
 from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
 from promptq.adapters.openrouter.upstream import OpenRouterClient, chat_body
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}}},
-    "required": ["items"],
-    "$defs": {"item": {"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}},
-}
+SCHEMA = ORDER_SCHEMA
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "order", "schema": SCHEMA}}
 
 

@@ -9,34 +9,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fakes import BATCH_SETTINGS as SETTINGS
+from fakes import batch_refused as refused
+from fakes import build_batch as build
 
 from promptq.contract.requests import jsonschemas
-from promptq.contract.requests import request as rq
-from enqueue.batch_items import items_of
-from promptq.domain import batch as bt
+from promptq.batches import batch as bt
+from promptq.batches import fold as fd
 from promptq.domain.records import Inc
-from promptq.contract import B, F, J, KeySource, Use
-from promptq.settings import Settings
+from promptq.contract import B, F, J, Use
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
-SETTINGS = Settings(project_id="p", batch_max_items=50, batch_max_bytes=10_000, batch_max_concurrency=8)
-
-
-class Templates:
-    def template(self, uid, prompt_id):
-        return {"content": "Hello {name}"} if prompt_id == "greet" else None
-
-
-def build(data: dict, settings: Settings = SETTINGS):
-    req = rq.parse(data, rq.BatchRequest)
-    return items_of("u1", req, "b1", Templates(), settings, KeySource.APP)
-
-
-def refused(data: dict, field: str, settings: Settings = SETTINGS) -> rq.RequestError:
-    with pytest.raises(rq.RequestError) as info:
-        build(data, settings)
-    assert info.value.field == field, info.value.message
-    return info.value
 
 
 def test_lanes_hand_each_item_to_the_one_width_later():
@@ -156,25 +139,25 @@ def batch_doc(**over) -> dict:
 
 def test_the_fold_counts_starts_and_ends_a_batch_settling_once():
     doc = batch_doc()
-    update, settle = bt.folded(doc, bt.Counts(4, queued=2, running=2), bt.Totals(), now=NOW)
+    update, settle = fd.folded(doc, fd.Counts(4, queued=2, running=2), fd.Totals(), now=NOW)
     assert update[B.STATUS] == "running" and update[B.STARTED_AT] == NOW and settle is None
     doc = {**doc, **update}
-    assert bt.folded(doc, bt.Counts(4, queued=2, running=2), bt.Totals(), now=NOW) == (None, None), "nothing changed: no write"
-    totals = bt.Totals(4, 40, 20, 0.01)
-    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), totals, now=NOW)
+    assert fd.folded(doc, fd.Counts(4, queued=2, running=2), fd.Totals(), now=NOW) == (None, None), "nothing changed: no write"
+    totals = fd.Totals(4, 40, 20, 0.01)
+    update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, failed=1), totals, now=NOW)
     assert update[B.STATUS] == "completed" and update[B.FINISHED_AT] == NOW and update[B.HOLDS] is False
     assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)}, "its maxConcurrency slots, and its reservation"
     assert settle.usage == {Use.EXECUTIONS: Inc(4), Use.PROMPT_TOKENS: Inc(40), Use.COMPLETION_TOKENS: Inc(20), Use.COST: Inc(0.01)}
     doc = {**doc, **update}
-    assert bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), totals, now=NOW) == (None, None), "settled once"
-    later = bt.Totals(4, 40, 20, 0.012)  # a cancelled item's cost read after the end
-    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, failed=1), later, now=NOW)
+    assert fd.folded(doc, fd.Counts(4, succeeded=3, failed=1), totals, now=NOW) == (None, None), "settled once"
+    later = fd.Totals(4, 40, 20, 0.012)  # a cancelled item's cost read after the end
+    update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, failed=1), later, now=NOW)
     assert settle.account is None and settle.usage == {Use.COST: Inc(pytest.approx(0.002))}
 
 
 def test_a_cancelling_batch_ends_cancelled_and_a_users_key_batch_counts_apart():
     doc = batch_doc(**{B.STATUS: "cancelling", B.KEY_SOURCE: "user", B.HOLDS: False})
-    update, settle = bt.folded(doc, bt.Counts(4, succeeded=1, cancelled=3), bt.Totals(1, 5, 5, 0.001), now=NOW)
+    update, settle = fd.folded(doc, fd.Counts(4, succeeded=1, cancelled=3), fd.Totals(1, 5, 5, 0.001), now=NOW)
     assert update[B.STATUS] == "cancelled" and settle.account is None
     assert set(settle.usage) == {Use.USER_KEY_EXECUTIONS, Use.USER_KEY_PROMPT_TOKENS, Use.USER_KEY_COMPLETION_TOKENS, Use.USER_KEY_COST}
 
@@ -200,24 +183,24 @@ def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution
 
 
 def test_a_fold_never_comes_sooner_than_the_last_one_took():
-    assert bt.next_fold({B.FOLDED_AT: None}, NOW) is None  # never folded: now
+    assert fd.next_fold({B.FOLDED_AT: None}, NOW) is None  # never folded: now
     last = {B.FOLDED_AT: NOW, B.FOLD_SECONDS: 1.5}
-    assert bt.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=1.5 * bt.FOLD_DUTY)  # asked again for then
-    assert bt.next_fold(last, NOW + timedelta(seconds=1.5 * bt.FOLD_DUTY)) is None
-    assert bt.next_fold({B.FOLDED_AT: NOW, B.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
+    assert fd.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=1.5 * fd.FOLD_DUTY)  # asked again for then
+    assert fd.next_fold(last, NOW + timedelta(seconds=1.5 * fd.FOLD_DUTY)) is None
+    assert fd.next_fold({B.FOLDED_AT: NOW, B.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
 
 
 def test_items_whose_cost_is_unknown_count_their_reservation_in_the_batchs_charge():
     doc = {**batch_doc(**{B.PROJECT_HOLD: {"4": 0.3, "5": 0.1}}), B.STATUS: "running"}
-    totals = bt.Totals(4, 40, 20, cost=0.01, estimated=0.03)  # one item cut: its reservation
-    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, cancelled=1), totals, now=NOW)
+    totals = fd.Totals(4, 40, 20, cost=0.01, estimated=0.03)  # one item cut: its reservation
+    update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, cancelled=1), totals, now=NOW)
     assert update[B.COST] == 0.01 and update[B.ESTIMATED_COST] == 0.03
     assert settle.usage[Use.COST] == Inc(pytest.approx(0.04)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(0.03))
     assert settle.project == ((4, 0.3, pytest.approx(0.03)), (5, 0.1, pytest.approx(0.01))), "given back, and charged as it was held"
     assert update[B.PROJECT_HOLD] == {"4": 0.0, "5": 0.0}, "its shards stay, holding nothing"
     doc = {**doc, **update}
-    fixed = bt.Totals(4, 44, 22, cost=0.012, estimated=0.0)  # its real cost read later
-    update, settle = bt.folded(doc, bt.Counts(4, succeeded=3, cancelled=1), fixed, now=NOW)
+    fixed = fd.Totals(4, 44, 22, cost=0.012, estimated=0.0)  # its real cost read later
+    update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, cancelled=1), fixed, now=NOW)
     assert settle.usage[Use.COST] == Inc(pytest.approx(-0.028)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(-0.03))
     assert settle.project == ((4, 0.0, pytest.approx(-0.028)), (5, 0.0, 0.0)) and settle.account is None, "a late correction: to its first shard"
 

@@ -1,4 +1,4 @@
-"""The worker process's batched writes (promptq.adapters.writer.Batched, heartbeat_all; promptq.adapters.bulk_writes),
+"""The worker process's batched writes (promptq.adapters.writer.Batchers, heartbeat_all; promptq.adapters.bulk_writes),
 against a store that records what it is asked: one call for the writes of a tick, a refused
 write ends only its own attempt, an attempt's chunks land in order. No Firestore here: the
 BatchWrite itself runs on the emulator in tests/emulator and in bench.profile_worker."""
@@ -16,8 +16,8 @@ from promptq.adapters import bulk_writes
 from promptq.domain.errors import LostClaim
 from promptq.domain.records import Chunk
 from promptq.contract import F, J
-from promptq.adapters.store import Seen
-from promptq.adapters.writer import AttemptWriter, Batched, heartbeat_all
+from promptq.adapters.reads import Seen
+from promptq.adapters.writer import AttemptWriter, Batched, Batchers, heartbeat_all
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -31,6 +31,7 @@ class FakeStore:
         self.renewed: list[str] = []
         self.alone: list[str] = []  # heartbeats that went the lone way (write_if)
         self.lock = threading.Lock()
+        self.bulk = self.docs = self  # its parts: the batched writes and the reads, recorded here
 
     def write_chunks(self, chunks):
         with self.lock:
@@ -51,14 +52,17 @@ class FakeStore:
                 results.append((None, "t-j2"))
         return results
 
+    def read(self, execution_id):
+        return self.read_many([execution_id])[0]
+
     def write_if(self, execution_id, build, *, seen=None, check=None):
         self.alone.append(execution_id)
         return build(seen), seen
 
 
-def writer(store: FakeStore, execution_id: str) -> AttemptWriter:
+def writer(store: FakeStore, execution_id: str, batchers: Batchers | None = None) -> AttemptWriter:
     seen = Seen({F.CANCEL_REQUESTED: False}, {J.ATTEMPT_ID: f"a-{execution_id}"}, "t-e", "t-j")
-    return AttemptWriter(store, execution_id, f"a-{execution_id}", seen, attempt=1, lease_s=30, now=lambda: NOW)
+    return AttemptWriter(store, execution_id, f"a-{execution_id}", seen, attempt=1, lease_s=30, now=lambda: NOW, batchers=batchers)  # type: ignore[arg-type]
 
 
 def chunk(seq: int) -> Chunk:
@@ -67,7 +71,8 @@ def chunk(seq: int) -> Chunk:
 
 def test_the_chunks_of_a_tick_go_in_one_call_and_a_refused_one_ends_only_its_own_attempt():
     store = FakeStore(refuse={"bad"})
-    writers = {i: writer(store, i) for i in ("a", "b", "bad", "c")}
+    batchers = Batchers(store)  # type: ignore[arg-type]
+    writers = {i: writer(store, i, batchers) for i in ("a", "b", "bad", "c")}
 
     async def go():
         return await asyncio.gather(*(w.put_chunk(chunk(1)) for w in writers.values()), return_exceptions=True)
@@ -81,9 +86,10 @@ def test_the_chunks_of_a_tick_go_in_one_call_and_a_refused_one_ends_only_its_own
 
 def test_each_attempts_chunks_land_in_order_and_writes_that_come_during_a_call_go_in_the_next():
     store = FakeStore()
+    batchers = Batchers(store)  # type: ignore[arg-type]
 
     async def stream(execution_id: str, n: int, pause: float):
-        w = writer(store, execution_id)
+        w = writer(store, execution_id, batchers)
         for seq in range(1, n + 1):
             await w.put_chunk(chunk(seq))  # an attempt has one chunk write in flight at a time
             await asyncio.sleep(pause)
@@ -104,22 +110,17 @@ def test_a_failed_call_fails_each_of_its_writes():
             raise gexc.ServiceUnavailable("down")
 
     store = Down()
+    batchers = Batchers(store)  # type: ignore[arg-type]
 
     async def go():
-        return await asyncio.gather(writer(store, "a").put_chunk(chunk(1)), writer(store, "b").put_chunk(chunk(1)), return_exceptions=True)
+        return await asyncio.gather(*(writer(store, i, batchers).put_chunk(chunk(1)) for i in "ab"), return_exceptions=True)
 
     assert all(isinstance(r, gexc.ServiceUnavailable) for r in asyncio.run(go()))
 
 
-def test_one_batcher_per_loop_and_store():
-    store = FakeStore()
-
-    async def two():
-        return Batched.of(store, "chunks", store.write_chunks), Batched.of(store, "chunks", store.write_chunks)
-
-    first, again = asyncio.run(two())
-    assert first is again
-    assert asyncio.run(two())[0] is not first  # another loop, another batcher
+def test_a_writer_built_without_the_processs_batched_writes_says_so():
+    with pytest.raises(AssertionError, match="batched writes"):
+        asyncio.run(writer(FakeStore(), "a").put_chunk(chunk(1)))
 
 
 def test_heartbeats_of_a_process_go_together_and_each_ends_only_its_own_attempt():
@@ -149,7 +150,7 @@ def test_beat_batches_the_heartbeats_due_together():
         return real(writers)
 
     async def go():
-        batched = Batched.of(store, "heartbeats", counting)
+        batched = Batched(counting)
         return await asyncio.gather(*(batched.put(writer(store, i)) for i in ("a", "b", "taken")), return_exceptions=True)
 
     results = asyncio.run(go())
@@ -190,13 +191,13 @@ def test_a_write_answered_with_a_transient_status_is_sent_again_and_a_refused_on
             sent.append(list(self.ids))
             return type("R", (), {"status": [Status(answers[i].pop(0)) for i in self.ids], "write_results": [Result() for _ in self.ids]})
 
-    class Store(bulk_writes.BulkWrites):
+    class Docs:
         client = None
 
-        def ref(self, execution_id):
-            return type("Ref", (), {"collection": lambda _, name: type("C", (), {"document": lambda _, doc_id: execution_id})()})()
+        def chunks(self, execution_id):
+            return type("Chunks", (), {"document": lambda _, doc_id: execution_id})()
 
     monkeypatch.setattr(bulk_writes, "BulkWriteBatch", FakeBatch)
-    errors = Store().write_chunks([(i, chunk(1), None) for i in ("flaky", "refused", "fine")])
+    errors = bulk_writes.BulkWrites(Docs()).write_chunks([(i, chunk(1), None) for i in ("flaky", "refused", "fine")])  # type: ignore[arg-type]
     assert errors[0] is None and isinstance(errors[1], gexc.InvalidArgument) and errors[2] is None
     assert sent == [["flaky", "refused", "fine"], ["flaky"]]

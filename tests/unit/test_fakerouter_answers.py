@@ -9,9 +9,10 @@ import random
 
 import pytest
 from jsonschema import Draft202012Validator
-from test_fakerouter import AUTH, FAST, KEEPALIVE, messages, only_record, stream
+from fakes import AUTH, FAST, messages, only_record, stream
 
 from devstack.fakerouter import (
+    KEEPALIVE,
     EFFORT_TOKENS,
     PIECE_CHARS,
     ScenarioError,

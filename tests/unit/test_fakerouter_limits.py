@@ -12,8 +12,10 @@ import math
 import time
 
 import httpx
+
+from devstack.fakerouter import KEEPALIVE
 import pytest
-from test_fakerouter import AUTH, FAST, KEEPALIVE, body, only_record, stream
+from fakes import AUTH, FAST, body, only_record, stream
 
 from devstack.fakerouter.limits import Storm, parse_storm
 from waiting import wait_for

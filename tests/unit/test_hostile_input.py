@@ -8,76 +8,13 @@ from __future__ import annotations
 import math
 import tracemalloc
 from dataclasses import replace
-from typing import Any
 
 import pytest
+from fakes import SETTINGS, Store, refused, start
 
-from enqueue import service
-from enqueue.pricing import Prices
 from promptq.contract.requests.request import RequestError
-from promptq.adapters.ledger import AccountView
 from promptq.contract import J, Req
-from promptq.settings import Limits, Settings
-
-SETTINGS = Settings(project_id="demo-promptq")
-MINI = {"id": "openai/gpt-4o-mini", "pricing": {"prompt": "1e-6", "completion": "2e-6"}}
-PRICES = Prices("http://prices.invalid", fetch=lambda base: {"data": [MINI]})
-
-
-class Store:
-    """Just enough of ExecutionStore for start_execution: a template, and what was created."""
-
-    def __init__(self, template: str | None = "Hello {name}"):
-        self.content = template
-        self.created: dict[str, dict[str, Any]] = {}  # execution id -> the job (request)
-        self.executions: dict[str, dict[str, Any]] = {}
-
-    def template(self, uid: str, prompt_id: str):
-        return None if self.content is None else {"content": self.content}
-
-    def create(self, execution_id: str, execution: dict[str, Any], job: dict[str, Any], *, take=None) -> bool:
-        if execution_id in self.created:
-            return False
-        if take is not None:  # a new user's account: nothing held, no key of their own
-            taken = take(AccountView("user-1", None, None, None, {}, False))
-            execution, job = {**execution, **taken.execution_fields()}, {**job, **taken.job_fields()}
-        self.created[execution_id], self.executions[execution_id] = job, execution
-        return True
-
-    def get_job(self, execution_id: str):
-        return self.created.get(execution_id)
-
-    def delete_unstarted(self, execution_id: str) -> bool:
-        return self.created.pop(execution_id, None) is not None
-
-
-class Queue:
-    def __init__(self):
-        self.enqueued: list[str] = []
-
-    def submit(self, execution_id: str) -> str:
-        self.enqueued.append(execution_id)
-        return execution_id
-
-
-def start(data: Any, *, template: str | None = "Hello {name}", settings: Settings = SETTINGS, store: Store | None = None):
-    store = store or Store(template)
-    queue = Queue()
-    answer = service.start_execution("user-1", data, store=store, queue=queue, settings=settings, prices=PRICES)
-    return answer, store, queue
-
-
-def refused(data: Any, field: str, **kw) -> RequestError:
-    store, queue = Store(kw.pop("template", "Hello {name}")), Queue()
-    with pytest.raises(RequestError) as info:
-        service.start_execution("user-1", data, store=store, queue=queue, settings=kw.pop("settings", SETTINGS), prices=PRICES)
-    err = info.value
-    assert err.field == field, f"named {err.field!r}, not {field!r}: {err.message}"
-    assert err.message.startswith(field), err.message
-    assert len(err.message) <= 2000, "a refusal's message is bounded"
-    assert store.created == {} and queue.enqueued == [], "a refused call wrote something"
-    return err
-
+from promptq.settings import Limits
 
 # --- 2. templates amplify before any limit ----------------------------------------------
 

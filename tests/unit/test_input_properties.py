@@ -8,9 +8,9 @@ import math
 
 from hypothesis import HealthCheck, given, settings
 from hostile import any_requests
-from test_hostile_input import PRICES, SETTINGS, Queue, Store
+from fakes import PRICES, SETTINGS, Queue, Store
 
-from enqueue import service
+from enqueue import executions
 from promptq.contract.requests.request import RequestError
 
 
@@ -40,7 +40,7 @@ def _storable(value) -> bool:
 def test_any_request_is_an_execution_or_a_refusal_naming_a_field(data):
     store, queue = Store("Hello {name}"), Queue()
     try:
-        answer = service.start_execution("user-1", data, store=store, queue=queue, settings=SETTINGS, prices=PRICES)
+        answer = executions.start_execution("user-1", data, store=store, queue=queue, settings=SETTINGS, prices=PRICES)
     except RequestError as err:
         assert err.field, f"no field named: {err.message!r}"
         assert err.status.value in ("invalid-argument", "not-found", "failed-precondition"), err.status

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from enqueue.batchflow import BatchFlow
+from promptq.batches.flow import BatchFlow
 from promptq.adapters.tasks import BATCH, BOOKS, INTERACTIVE, TaskQueue, queue_of
 from promptq.domain import settlement
 from promptq.domain import accounts
-from promptq.domain import batch as bt
-from promptq.domain import lanes as ln
+from promptq.batches import batch as bt
+from promptq.batches import fold as fd
+from promptq.batches import fairshare as ln
 from promptq.domain.records import Inc
 from promptq.contract import Acc, B, BatchStatus, F, J, KeySource, Proj
 from promptq.settings import Settings
@@ -26,18 +27,11 @@ def view(**kw) -> accounts.AccountView:
 
 
 def take(v: accounts.AccountView, *, width: int, user_cap: int = 50, project_cap: int = 0, round_: int = 0) -> accounts.Taken:
-    return accounts.decide(
-        v,
-        defaults=accounts.UserLimits(max_batch_lanes=user_cap),
-        project_cap_usd=0.0,
-        worst_case=lambda: 0.0,
-        shard_key="b1",
-        now=NOW,
-        slots=width,
-        lanes=width,
-        lane_round=round_,
-        project_lanes_cap=project_cap,
+    """A batch's start: what it takes of the account (``accounts.decide``), then its lanes."""
+    start = accounts.decide(
+        v, defaults=accounts.UserLimits(max_batch_lanes=user_cap), project_cap_usd=0.0, worst_case=lambda: 0.0, shard_key="b1", now=NOW, slots=width
     )
+    return ln.taken(start, v, width, round_, ln.Caps(user_cap, project_cap), NOW)
 
 
 # --- how many lanes a start activates -------------------------------------------------------------
@@ -128,7 +122,7 @@ def test_lanes_with_nothing_left_to_run_are_the_lost_ends():
 
 def test_a_cancelled_batch_gives_back_every_lane_it_still_holds_when_it_ends():
     doc = batch_doc(3, 5, **{B.STATUS: BatchStatus.CANCELLING.value})
-    update, settle = bt.folded(doc, bt.Counts(15, succeeded=4, cancelled=11), bt.Totals(4, 1, 1, 0.0), now=NOW)
+    update, settle = fd.folded(doc, fd.Counts(15, succeeded=4, cancelled=11), fd.Totals(4, 1, 1, 0.0), now=NOW)
     assert update[B.STATUS] == "cancelled" and settle.lanes == 3
     assert set(update[B.LANES].values()) == {ln.ENDED} and (update[B.LANES_ACTIVE], update[B.LANES_PARKED]) == (0, 0)
     assert update[B.WAITING_FOR] is None
@@ -136,7 +130,7 @@ def test_a_cancelled_batch_gives_back_every_lane_it_still_holds_when_it_ends():
 
 def test_a_batch_whose_lanes_all_ended_gives_nothing_back_at_its_end():
     doc = batch_doc(0, 2, **{B.LANES: {"0-0": ln.ENDED, "0-1": ln.ENDED}})
-    _, settle = bt.folded(doc, bt.Counts(6, succeeded=6), bt.Totals(6, 1, 1, 0.0), now=NOW)
+    _, settle = fd.folded(doc, fd.Counts(6, succeeded=6), fd.Totals(6, 1, 1, 0.0), now=NOW)
     assert settle.lanes == 0
 
 
@@ -163,22 +157,22 @@ class FakeLanes:
         return False
 
 
-class ReleasingFlow(BatchFlow):
+class HandingFlow(BatchFlow):
     def __init__(self, lanes):
-        self.lanes, self.released = lanes, []
+        self.lanes, self.handed = lanes, []
 
-    def release(self, execution_id):
-        self.released.append(execution_id)
+    def hand_over(self, execution_id):
+        self.handed.append(execution_id)
         return True
 
 
 def test_a_lane_end_wakes_its_owners_oldest_parked_lane_first_then_anyones():
-    flow = ReleasingFlow(FakeLanes(["mine-1", "mine-2"], ["other-1", "mine-1", "mine-2"], room=5))
-    assert flow.wake("u1", most=1) == 1 and flow.released == ["mine-1"]
-    flow = ReleasingFlow(FakeLanes([], ["full-user", "other-1", "other-2"], room=5))
-    assert flow.wake("u1", most=1) == 1 and flow.released == ["other-1"], "a lane whose owner is at their cap is passed over"
-    flow = ReleasingFlow(FakeLanes(["mine-1"], ["mine-1", "other-1", "other-2"], room=2))
-    assert flow.wake("u1") == 2 and flow.released == ["mine-1", "other-1"] and flow.lanes.tried == ["mine-1", "other-1", "other-2"]
+    flow = HandingFlow(FakeLanes(["mine-1", "mine-2"], ["other-1", "mine-1", "mine-2"], room=5))
+    assert flow.wake("u1", most=1) == 1 and flow.handed == ["mine-1"]
+    flow = HandingFlow(FakeLanes([], ["full-user", "other-1", "other-2"], room=5))
+    assert flow.wake("u1", most=1) == 1 and flow.handed == ["other-1"], "a lane whose owner is at their cap is passed over"
+    flow = HandingFlow(FakeLanes(["mine-1"], ["mine-1", "other-1", "other-2"], room=2))
+    assert flow.wake("u1") == 2 and flow.handed == ["mine-1", "other-1"] and flow.lanes.tried == ["mine-1", "other-1", "other-2"]
 
 
 # --- which queue each task goes to ----------------------------------------------------------------------
@@ -208,4 +202,4 @@ def test_a_start_counts_lanes_only_for_a_batch():
         view(), defaults=accounts.UserLimits(max_active=5, max_batch_lanes=2), project_cap_usd=0.0, worst_case=lambda: 0.0, shard_key="e1", now=NOW
     )
     assert taken.lanes == 0 and Acc.BATCH_LANES not in taken.account and taken.source is KeySource.APP
-    assert settlement.released(reservation=0.0, slots=1) == {Acc.RESERVED_USD: Inc(-0.0), Acc.ACTIVE: Inc(-1)}
+    assert settlement.given_back(reservation=0.0, slots=1) == {Acc.RESERVED_USD: Inc(-0.0), Acc.ACTIVE: Inc(-1)}

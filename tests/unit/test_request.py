@@ -12,7 +12,7 @@ from promptq.settings import Limits
 
 
 def messages_of(req: StartRequest, template: str = "Hello {name}") -> list[dict[str, str]]:
-    """What the service sends upstream (enqueue.service.build_messages, template given)."""
+    """What the service sends upstream (enqueue.executions.build_messages, template given)."""
     if req.prompt is not None:
         return [{"role": "user", "content": req.prompt}]
     if req.messages is not None:

@@ -12,7 +12,9 @@ import json
 from dataclasses import replace
 
 import pytest
-from test_hostile_input import SETTINGS, refused, start
+from fakes import SETTINGS, batch_refused, refused, start
+from samples import ANSWER_SCHEMA, WEATHER_TOOLS
+from fakes import build_batch as build
 
 from enqueue import prompt as pr
 from promptq.contract.requests.vocabulary import SCHEMA_MAX_BYTES, SCHEMA_MAX_DEPTH
@@ -20,24 +22,9 @@ from promptq.contract import F, J, OutputFormat, Req
 from promptq.settings import Limits
 from promptq.adapters.openrouter.protocol import chat_body, vocabulary
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"reasoning": {"type": "string"}, "answer": {"type": "integer"}, "zeta": {"$ref": "#/$defs/z"}},
-    "required": ["reasoning", "answer"],
-    "additionalProperties": False,
-    "$defs": {"z": {"type": "boolean"}},
-}
+SCHEMA = ANSWER_SCHEMA
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": SCHEMA}}
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather of a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
+TOOLS = WEATHER_TOOLS
 PROVIDER = {
     "order": ["openai", "deepinfra/turbo"],
     "only": ["openai"],
@@ -355,7 +342,6 @@ def test_prompt_bytes_reserve_data_urls_whole_and_a_linked_part_at_its_allowance
 
 
 def test_a_batchs_bad_params_are_named_as_the_batchs_and_an_items_as_the_items():
-    from test_batch import refused as batch_refused
 
     items = [{"customId": "a", "prompt": "x"}, {"customId": "b", "prompt": "y", "params": {"reasoning": {"effort": "loud"}}}]
     batch_refused({"items": items[:1], "params": {"response_format": {"type": "xml"}}}, "params.response_format.type")
@@ -363,7 +349,6 @@ def test_a_batchs_bad_params_are_named_as_the_batchs_and_an_items_as_the_items()
 
 
 def test_batch_items_take_the_batchs_vocabulary_under_their_own():
-    from test_batch import build
 
     items = build(
         {
@@ -378,7 +363,7 @@ def test_batch_items_take_the_batchs_vocabulary_under_their_own():
 
 
 def test_a_batchs_items_are_written_in_commits_under_firestores_request_limit():
-    from promptq.adapters.batch_claims import COMMIT_BYTES, ITEMS_PER_COMMIT, _commits
+    from promptq.batches.claims import COMMIT_BYTES, ITEMS_PER_COMMIT, _commits
 
     big = {J.MESSAGES: [{"role": "user", "content": "x" * (pr.JOB_REQUEST_BYTES - 100)}]}
     small = {J.MESSAGES: [{"role": "user", "content": "x"}]}

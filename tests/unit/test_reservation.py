@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hostile_input import SETTINGS, Queue, Store
+from fakes import SETTINGS, Queue, Store
 
-from enqueue import service
+from enqueue import executions
 from enqueue.pricing import Prices
 from promptq.adapters.openrouter.protocol import job_body
 from promptq.contract import J
@@ -45,7 +45,7 @@ def api_examples() -> list[dict]:
 def reserved(data: dict) -> dict:
     """The job a start writes for ``data``, with what it reserved."""
     store = Store()
-    answer = service.start_execution("user-1", data, store=store, queue=Queue(), settings=BUDGET, prices=PRICES)
+    answer = executions.start_execution("user-1", data, store=store, queue=Queue(), settings=BUDGET, prices=PRICES)
     return store.created[answer["executionId"]]
 
 

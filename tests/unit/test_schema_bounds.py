@@ -8,23 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import types
 import urllib.request
 from pathlib import Path
 
 import jsonschema
 import pytest
-from hostile_schemas import ANSWERS, CATASTROPHIC, SCHEMAS, SLOW_FOR_RE, TREE, doubling_chain, product, response_format, unique_objects
+from hostile_schemas import CATASTROPHIC, SLOW_FOR_RE, TREE, doubling_chain, product, response_format, unique_objects
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator, Draft201909Validator, Draft202012Validator
-from test_hostile_input import refused
+from fakes import refused
 
-import test_answer
-import test_request_vocabulary
+from samples import ANSWER_SCHEMA, ORDER_SCHEMA, WEATHER_TOOLS
 from promptq.contract import Code, J, Req, Status
-from promptq.contract.requests import jsonschemas, patterns, vocabulary
+from promptq.contract.requests import jsonschemas, patterns, schemashape, vocabulary
 from promptq.contract.requests.schemashape import shape
 from promptq.domain import answer
 from promptq.domain.ending import ending
@@ -43,12 +41,6 @@ def with_schema(schema) -> dict:
 
 def with_tool(parameters) -> dict:
     return {"prompt": "x", "params": {"tools": [{"type": "function", "function": {"name": "f", "parameters": parameters}}]}}
-
-
-def timed(fn, *args, **kw):
-    start = time.perf_counter()
-    result = fn(*args, **kw)
-    return result, time.perf_counter() - start
 
 
 # --- patterns: on RE2, or refused ------------------------------------------------------------------
@@ -95,8 +87,8 @@ def test_a_catastrophic_pattern_is_matched_in_linear_time():
     ]
     for schema, value, code in cases:
         vocabulary.json_schema(schema)  # accepted: RE2 runs it
-        refused_, took = timed(answer.check, response_format(schema), json.dumps(value))
-        assert took < 0.5 and (refused_ and refused_.code) == code, (schema, took, refused_)
+        refused_ = answer.check(response_format(schema), json.dumps(value))  # Python's re: minutes; RE2: microseconds
+        assert (refused_ and refused_.code) == code, (schema, refused_)
 
 
 class NoRe:
@@ -182,9 +174,8 @@ def test_a_pattern_stored_before_re2_fails_the_answer_instead_of_the_worker():
 
 
 def test_a_doubling_chain_of_40_levels_is_refused_at_once():
-    err, took = timed(refused, with_schema(doubling_chain(40)), FIELD)
+    err = refused(with_schema(doubling_chain(40)), FIELD)  # 2^40 subschemas: refused after reading 10,000
     assert err.message == f"{FIELD}: at /: expands to more than 10000 subschemas ($ref/allOf/anyOf/oneOf); simplify it"
-    assert took < 0.25, took
     refused(with_tool(doubling_chain(40, {"type": "object"})), TOOL_FIELD)
 
 
@@ -216,14 +207,25 @@ def test_a_recursive_schema_is_accepted_and_checked(schema, value):
     assert answer.check(response_format(schema), json.dumps(value)) is None
 
 
-def test_the_shape_is_read_in_linear_time():
-    _, took = timed(shape, doubling_chain(1000))
-    assert took < 0.5, took
+def _objects(schema) -> int:
+    return 1 + sum(_objects(v) for v in (schema.values() if isinstance(schema, dict) else schema if isinstance(schema, list) else ()))
+
+
+def test_the_shape_is_read_in_linear_time(monkeypatch):
+    """Each subschema's children are listed a bounded number of times, however far references
+    make the schema expand: the walk is linear in the schema as written."""
+    listed = []
+    children = schemashape._children
+    monkeypatch.setattr(schemashape, "_children", lambda node, *a: (listed.append(1), children(node, *a))[1])
+    chain = doubling_chain(1000)
+    shape(chain)
+    assert len(listed) <= 3 * _objects(chain), (len(listed), _objects(chain))
     chain = {"$defs": {f"r{i}": {"$ref": f"#/$defs/r{i + 1}"} for i in range(5000)}, "$ref": "#/$defs/r0"}
     assert shape(chain).subschemas > 5000  # a long chain of references is followed without recursion
     anchors = {"$defs": {f"a{i}": {"$dynamicAnchor": "x", "items": {"$dynamicRef": "#x"}} for i in range(1500)}}
-    _, took = timed(shape, anchors)
-    assert took < 0.5, f"dynamic references measured once per name ({took:.2f} s)"
+    listed.clear()
+    shape(anchors)
+    assert len(listed) <= 3 * _objects(anchors), "dynamic references measured once per name"
 
 
 def docs_schemas() -> list[dict]:
@@ -243,7 +245,7 @@ def docs_schemas() -> list[dict]:
 def test_every_schema_the_docs_and_the_tests_show_is_accepted():
     schemas = docs_schemas()
     assert len(schemas) >= 2, "docs/API.md shows a response_format and a tool"
-    schemas += [test_answer.SCHEMA, test_request_vocabulary.SCHEMA, test_request_vocabulary.TOOLS[0]["function"]["parameters"], TREE]
+    schemas += [ORDER_SCHEMA, ANSWER_SCHEMA, WEATHER_TOOLS[0]["function"]["parameters"], TREE]
     for schema in schemas:
         assert vocabulary.json_schema(schema) is schema
 
@@ -281,23 +283,6 @@ def test_an_estimate_grows_with_the_work():
     schema, items = unique_objects(100)
     assert answer.estimate(schema, items) >= 100 * 100
     assert answer.estimate(TREE, {"name": "a"}) == float("inf")
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(SCHEMAS, ANSWERS)
-def test_a_schema_is_refused_or_checked_inline_only_when_that_is_quick(schema, value):
-    """The property, in-process: the callable refuses a random schema (naming where), or the
-    worker checks the answer inline only when that takes little (the rest: the checker process,
-    tests/tools/test_schema_checker.py)."""
-    try:
-        vocabulary.json_schema(schema)
-    except ValueError as err:
-        assert str(err).startswith("at /"), err
-        return
-    fmt, text = response_format(schema), json.dumps(value)
-    if answer.cheap(fmt, text):
-        _, took = timed(answer.check, fmt, text)
-        assert took < 0.25, (took, schema, value)
 
 
 def test_too_costly_fails_the_execution_keeping_its_text():

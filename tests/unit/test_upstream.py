@@ -14,6 +14,7 @@ from typing import Callable
 
 import httpx
 import pytest
+from fakes import FakeClock
 
 from promptq.domain.errors import Permanent, PromptqError, Transient
 from promptq.domain.execution import Code
@@ -401,14 +402,13 @@ def test_keepalives_do_not_reset_the_first_token_deadline():
 
     upstream = Upstream(only_keepalives)
     client, _ = make_client(upstream, first_token_timeout_s=0.3, open_attempts=1)
-    started = time.monotonic()
     exc = raised(client)
-    elapsed = time.monotonic() - started
     assert isinstance(exc, Transient)
     assert exc.code == Code.FIRST_TOKEN_TIMEOUT == "first_token_timeout"
-    assert 0.25 <= elapsed < 1.5, elapsed
-    assert streams[0].sent >= 5  # comments kept arriving, and did not reset the deadline
-    assert streams[0].closed  # the connection was given up
+    # Comments kept arriving (a dozen in the 0.3 s deadline) and did not reset it: the stream
+    # was given up long before its 100 comments (2 s) were sent.
+    assert 5 <= streams[0].sent < 100, streams[0].sent
+    assert streams[0].closed
 
 
 def test_first_token_timeout_is_retried_then_succeeds():
@@ -541,19 +541,6 @@ def test_status_error_message_is_bounded():
 
 
 # --- the generation record (cost of a cancelled stream) ---------------------------------
-
-
-class FakeClock:
-    """Stands in for the ``time`` module inside promptq.adapters.openrouter.upstream; advanced by the fake sleep."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
 
 
 def generation_client(upstream: Upstream, monkeypatch) -> tuple[OpenRouterClient, list[float]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, AsyncIterator, Iterable, Iterator, Union
+from typing import Any, AsyncGenerator, Iterable, Iterator, Union
 
 import httpx
 import orjson
@@ -92,6 +92,11 @@ class Done:
 Event = Union[Delta, ToolCallDelta, Meta, Finish, UsageReport, StreamError, Done]
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A JSON object of a chunk (any other value reads as an empty one)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _int(value: Any) -> int:
     try:
         return int(value or 0)
@@ -132,7 +137,7 @@ def _tool_calls(delta: dict[str, Any]) -> list[ToolCallDelta]:
     for call in calls if isinstance(calls, list) else ():
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = _mapping(call.get("function"))
         index = call.get("index")
         arguments = function.get("arguments")
         if arguments is not None and not isinstance(arguments, str):  # an object, from a lax provider
@@ -185,7 +190,7 @@ def parse_data(data: str) -> list[Event]:
     for choice in chunk.get("choices") or []:
         if not isinstance(choice, dict):
             continue
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = _mapping(choice.get("delta"))
         content = delta.get("content") or ""
         reasoning = _reasoning(delta)
         if content or reasoning:
@@ -239,7 +244,7 @@ def events_from_sse(sses: Iterable[ServerSentEvent]) -> Iterator[Event]:
     yield from tracker.close()
 
 
-async def aiter_events(response: httpx.Response) -> AsyncIterator[Event]:
+async def aiter_events(response: httpx.Response) -> AsyncGenerator[Event, None]:
     """Typed events of a streaming response. Ends after Done or a StreamError.
 
     A connection dropped mid-body (``httpx.RemoteProtocolError``/``ReadError``) becomes a

@@ -55,7 +55,7 @@ class ToolCalls:
             return self._by_id[piece.id]
         if piece.index is None and self._calls and not piece.id:
             return self._calls[-1]
-        call = {"id": None, "type": None, "name": None, "arguments": []}
+        call: dict[str, Any] = {"id": None, "type": None, "name": None, "arguments": []}
         self._calls.append(call)
         if piece.index is not None:
             self._by_index[piece.index] = call

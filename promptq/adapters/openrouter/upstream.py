@@ -140,7 +140,10 @@ class OpenRouterClient:
             reraise=True,
             sleep=self._sleep,
             before_sleep=lambda s: log.warning(
-                "execution %s: upstream try %d failed (%s), retrying", execution_id, s.attempt_number, s.outcome.exception().code
+                "execution %s: upstream try %d failed (%s), retrying",
+                execution_id,
+                s.attempt_number,
+                _code(s.outcome.exception() if s.outcome else None),
             ),
         )
         opened: tuple[contextlib.AsyncExitStack, OpenedStream] | None = None
@@ -197,6 +200,11 @@ class OpenRouterClient:
         exc.message = redact(exc.message)
         exc.args = (exc.message,)
         return exc
+
+
+def _code(exc: BaseException | None) -> str | None:
+    """A failed try's code (``Transient`` carries one)."""
+    return getattr(exc, "code", None)
 
 
 async def _replay(first: list[Event], rest: AsyncIterator[Event]) -> AsyncIterator[Event]:

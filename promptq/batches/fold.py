@@ -1,0 +1,189 @@
+"""A batch's fold: its document's counts and totals from its items' own documents, and when
+every item ended, the batch ended and its owner settled, once. Pure; no I/O
+(``promptq.batches.store`` reads the items with aggregation queries at one read time and writes
+what this decides).
+
+The batch document is written by its fold only (and by cancel and retry): at most about once a
+second whatever the batch's size or speed (``promptq.batches.flow`` asks for one fold per batch
+and second), and never sooner after the last one than ``FOLD_DUTY`` times what it took.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from promptq.batches import fairshare
+from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, U, Use
+from promptq.domain.costs import day_of, shares
+from promptq.domain.records import Inc, Settlement
+from promptq.domain.settlement import batch_hold, given_back
+
+Doc = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    def to_doc(self) -> dict[str, int]:
+        return {
+            Count.TOTAL: self.total,
+            Count.QUEUED: self.queued,
+            Count.RUNNING: self.running,
+            Count.SUCCEEDED: self.succeeded,
+            Count.FAILED: self.failed,
+            Count.CANCELLED: self.cancelled,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """What the batch's executions that ended used (retried ones included): ``cost`` as they
+    reported it, ``estimated`` the reservations of those whose real cost is unknown."""
+
+    executions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    estimated: float = 0.0
+
+    @classmethod
+    def of(cls, batch: Doc) -> "Totals":
+        """The totals the batch document holds now."""
+        usage = batch.get(B.USAGE) or {}
+        return cls(
+            int(batch.get(B.EXECUTIONS) or 0),
+            int(usage.get(U.PROMPT_TOKENS) or 0),
+            int(usage.get(U.COMPLETION_TOKENS) or 0),
+            float(batch.get(B.COST) or 0.0),
+            float(batch.get(B.ESTIMATED_COST) or 0.0),
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        """What its owner's day is given of it (``B.SETTLED``): ``cost`` is what it is charged,
+        the estimates included, as an execution's ending charges its day."""
+        return {
+            Use.EXECUTIONS: self.executions,
+            Use.PROMPT_TOKENS: self.prompt_tokens,
+            Use.COMPLETION_TOKENS: self.completion_tokens,
+            Use.COST: round(self.cost + self.estimated, 12),
+            Use.ESTIMATED_COST: round(self.estimated, 12),
+        }
+
+
+def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
+    """The batch's status given its items' counts, and whether it ends now."""
+    status = BatchStatus(batch[B.STATUS])
+    if status not in BATCH_TERMINAL and counts.total and counts.ended >= counts.total:
+        return (BatchStatus.CANCELLED if status is BatchStatus.CANCELLING else BatchStatus.COMPLETED), True
+    if status is BatchStatus.QUEUED and (counts.running or counts.ended):
+        return BatchStatus.RUNNING, False
+    return status, False
+
+
+def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tuple[dict[str, Any] | None, Settlement | None]:
+    """The batch document's update for its items as they are now, and, when the batch ends (or
+    an ended batch's totals change: a cancelled item's cost read later), what its owner's
+    account gets back and their day gets. None: nothing changed."""
+    status, ends = _status(batch, counts)
+    usage = {U.PROMPT_TOKENS: totals.prompt_tokens, U.COMPLETION_TOKENS: totals.completion_tokens}
+    update: dict[str, Any] = {}
+    if counts.to_doc() != batch.get(B.COUNTS):
+        update[B.COUNTS] = counts.to_doc()
+    if (
+        usage != batch.get(B.USAGE)
+        or round(totals.cost, 12) != batch.get(B.COST)
+        or totals.executions != batch.get(B.EXECUTIONS)
+        or round(totals.estimated, 12) != (batch.get(B.ESTIMATED_COST) or 0.0)
+    ):
+        update.update(
+            {B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions, B.ESTIMATED_COST: round(totals.estimated, 12)}
+        )
+    if status.value != batch[B.STATUS]:
+        update[B.STATUS] = status.value
+        if status is BatchStatus.RUNNING:
+            update[B.STARTED_AT] = now
+    settle = None
+    if status in BATCH_TERMINAL:
+        ended_fields, settle = settled(batch, totals.to_doc(), ends=ends, now=now)
+        update.update(ended_fields)
+    if not update:
+        return None, None
+    return {**update, B.UPDATED_AT: now}, settle
+
+
+FOLD_DUTY = 4  # the next fold comes no sooner than 4 × the last one took
+
+
+def next_fold(batch: Doc, at: datetime) -> datetime | None:
+    """When a fold asked for the instant ``at`` should run instead, if it comes too soon: a
+    batch is folded at most once per fold interval, and its folds take at most 1/FOLD_DUTY of
+    the time (their aggregation queries take milliseconds on Firestore's indexes; the emulator
+    scans, a second for a few thousand items), so that folds never pile up nor crowd out the
+    items' own writes. None: now."""
+    last = batch.get(B.FOLDED_AT)
+    if last is None:
+        return None
+    due = last + timedelta(seconds=FOLD_DUTY * float(batch.get(B.FOLD_SECONDS) or 0.0))
+    return due if at < due else None
+
+
+def _batch_usage(batch: Mapping[str, Any], totals: Mapping[str, Any]) -> dict[str, Any]:
+    """What its owner's day has not been given yet of what the batch used."""
+    settled = batch.get(B.SETTLED) or {}
+    delta = {k: v - (settled.get(k) or 0) for k, v in totals.items()}
+    user = batch.get(B.KEY_SOURCE) == KeySource.USER.value
+    names = {
+        Use.EXECUTIONS: Use.USER_KEY_EXECUTIONS,
+        Use.PROMPT_TOKENS: Use.USER_KEY_PROMPT_TOKENS,
+        Use.COMPLETION_TOKENS: Use.USER_KEY_COMPLETION_TOKENS,
+        Use.COST: Use.USER_KEY_COST,
+    }
+    return {
+        (names[k] if user else k): Inc(round(v, 12) if k in (Use.COST, Use.ESTIMATED_COST) else v)
+        for k, v in delta.items()
+        if v and (k in names or not user)
+    }
+
+
+def settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: bool, now: datetime) -> tuple[dict[str, Any], Settlement | None]:
+    """An ended batch's settlement (``folded``), given its items' totals
+    (``Totals.to_doc``): when it ends, its reservation, slots and lanes given back; and what its
+    owner's day has not been given yet of what it used. With the batch document's fields for it."""
+    update: dict[str, Any] = {}
+    delta = _batch_usage(batch, totals)
+    account, released_usd, lanes_back = None, 0.0, 0
+    if ends:
+        update[B.FINISHED_AT] = now
+        released_usd = float(batch.get(B.RESERVED_USD) or 0.0)
+        if batch.get(B.HOLDS):
+            account = given_back(reservation=released_usd, slots=int(batch[B.MAX_CONCURRENCY]))
+        update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
+        if batch.get(B.PROJECT_HOLD):  # given back; its shards still take what a late fold adds
+            update[B.PROJECT_HOLD] = {k: 0.0 for k in batch[B.PROJECT_HOLD]}
+        if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
+            lane_fields, lanes_back = fairshare.all_given_back(batch)
+            update.update(lane_fields)
+    hold, charged = batch_hold(batch), delta.get(Use.COST)
+    if not (delta or account or lanes_back or (hold and released_usd)):
+        return update, None
+    update[B.SETTLED] = dict(totals)
+    return update, Settlement(
+        str(batch[B.OWNER]),
+        account=account,
+        day=day_of(now),
+        usage=delta or None,
+        project=shares(hold, released=ends, cost=charged.by if charged is not None else 0.0),
+        lanes=lanes_back,
+    )
