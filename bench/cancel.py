@@ -29,7 +29,7 @@ import httpx
 
 from bench.pipeline import pct
 from devstack import stack
-from promptq.contract import EXECUTIONS, STOPS, WORKERS, F, S
+from promptq.contract import EXECUTIONS, STOPS, WORKERS, ExecutionField, StopField
 from promptq_client.api import Client
 from promptq_client.watch import Follower
 
@@ -39,12 +39,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def stop_by_document(db, execution_id: str) -> None:
     """Stop as @promptq/web's ``stopExecution`` writes it (here with the Admin SDK's client)."""
     ref = db.collection(EXECUTIONS).document(execution_id)
-    worker = ref.get().get(F.WORKER)
+    worker = ref.get().get(ExecutionField.WORKER)
     batch = db.batch()
-    batch.update(ref, {F.CANCEL_REQUESTED: True})
+    batch.update(ref, {ExecutionField.CANCEL_REQUESTED: True})
     now = datetime.now(timezone.utc)
     batch.set(
-        db.collection(WORKERS).document(worker).collection(STOPS).document(execution_id), {S.REQUESTED_AT: now, S.EXPIRE_AT: now + timedelta(days=1)}
+        db.collection(WORKERS).document(worker).collection(STOPS).document(execution_id),
+        {StopField.REQUESTED_AT: now, StopField.EXPIRE_AT: now + timedelta(days=1)},
     )
     batch.commit()
 

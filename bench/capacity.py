@@ -52,7 +52,7 @@ from devstack import stack
 from devstack.fakerouter import generate_tokens, seed_for
 from promptq.domain import creation
 from promptq.domain import execution as ex
-from promptq.contract import CHUNKS, F
+from promptq.contract import CHUNKS, ExecutionField
 from promptq.adapters.store import ExecutionStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -262,8 +262,8 @@ def run_stack_point(env, store: ExecutionStore, upstream_root: str, streams: int
     client.close()
     row = measure(store, upstream_root, list(zip(ids, prompts)), model, streams, 1, seconds, rate, [200], wall, idle, peak, before, after)
     docs = [store.get(i) for i in ids]
-    waits = [(d[F.STARTED_AT] - d[F.CREATED_AT]).total_seconds() for d in docs if d.get(F.STARTED_AT)]
-    workers = {d.get(F.WORKER) for d in docs}
+    waits = [(d[ExecutionField.STARTED_AT] - d[ExecutionField.CREATED_AT]).total_seconds() for d in docs if d.get(ExecutionField.STARTED_AT)]
+    workers = {d.get(ExecutionField.WORKER) for d in docs}
     return {
         **row,
         "via": "stack",

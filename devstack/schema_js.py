@@ -30,24 +30,24 @@ from promptq.contract import (
     USAGE,
     USERS,
     WORKERS,
-    Acc,
-    B,
+    AccountField,
+    BatchField,
     BatchStatus,
-    C,
+    ChunkField,
     Callable,
     CallStatus,
     Code,
     CostSource,
     Count,
-    E,
-    F,
+    ErrorField,
+    ExecutionField,
     OutputFormat,
-    P,
+    PageField,
     Reason,
-    S,
+    StopField,
     Status,
-    U,
-    Use,
+    UsageField,
+    DayField,
 )
 
 
@@ -84,15 +84,15 @@ def js_module() -> str:
         "LIVE": sorted(s.value for s in LIVE),
         "BatchStatus": enum(BatchStatus),
         "BATCH_TERMINAL": sorted(s.value for s in BATCH_TERMINAL),
-        "F": obj(F),
-        "C": obj(C),
-        "S": obj(S),
-        "U": obj(U),
-        "E": obj(E),
-        "P": obj(P),
-        "Acc": obj(Acc),
-        "Use": obj(Use),
-        "B": obj(B),
+        "ExecutionField": obj(ExecutionField),
+        "ChunkField": obj(ChunkField),
+        "StopField": obj(StopField),
+        "UsageField": obj(UsageField),
+        "ErrorField": obj(ErrorField),
+        "PageField": obj(PageField),
+        "AccountField": obj(AccountField),
+        "DayField": obj(DayField),
+        "BatchField": obj(BatchField),
         "Count": obj(Count),
         "CostSource": enum(CostSource),
         "OutputFormat": enum(OutputFormat),
@@ -109,7 +109,23 @@ def js_module() -> str:
     for name, value in names.items():
         literal = json.dumps(value, indent=2)
         lines.append(f"export const {name} = {literal};" if isinstance(value, str) else f"export const {name} = Object.freeze({literal});")
+    lines.append("// The names of @promptq/web 0.2 (one letter each), kept for apps written against them: deprecated.")
+    lines += [f"export const {old} = {new};" for old, new in DEPRECATED.items()]
     return "\n".join(lines) + "\n"
+
+
+# Before 0.3 the field names' classes were one letter (F, C, ...): apps may import them still.
+DEPRECATED = {
+    "F": "ExecutionField",
+    "C": "ChunkField",
+    "S": "StopField",
+    "U": "UsageField",
+    "E": "ErrorField",
+    "P": "PageField",
+    "Acc": "AccountField",
+    "Use": "DayField",
+    "B": "BatchField",
+}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,20 @@ from enqueue.start import refused_as_request_errors, user_limits
 from promptq.domain import accounts
 from promptq.domain import execution as ex
 from promptq.adapters.keys import KeyVault
-from promptq.contract import iso_time, Acc, CallStatus, ExecutionSummary, F, K, KeyAnswer, ListAnswer, Reason, UsageAnswer, UsageDay, Use
+from promptq.contract import (
+    iso_time,
+    AccountField,
+    CallStatus,
+    ExecutionSummary,
+    ExecutionField,
+    KeyField,
+    KeyAnswer,
+    ListAnswer,
+    Reason,
+    UsageAnswer,
+    UsageDay,
+    DayField,
+)
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -26,7 +39,7 @@ KeyCheck = Callable[[str], KeyInfo]  # what OpenRouter says of a key (``promptq.
 
 
 def _day(doc: dict[str, Any]) -> UsageDay:
-    return UsageDay.model_validate({"day": doc.get(Use.DAY), **{k: v for k, v in doc.items() if k in UsageDay.model_fields and k != "day"}})
+    return UsageDay.model_validate({"day": doc.get(DayField.DAY), **{k: v for k, v in doc.items() if k in UsageDay.model_fields and k != "day"}})
 
 
 def get_usage(uid: str | None, data: Any, *, store: ExecutionStore, settings: Settings) -> dict[str, Any]:
@@ -38,12 +51,12 @@ def get_usage(uid: str | None, data: Any, *, store: ExecutionStore, settings: Se
     limits = accounts.UserLimits.of(user_limits(settings), view.limits)
     account = view.account or {}
     now = {
-        "active": max(0, int(account.get(Acc.ACTIVE) or 0)),
-        "reservedUsd": max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0), 9)),
-        "batchLanes": max(0, int(account.get(Acc.BATCH_LANES) or 0)),
+        "active": max(0, int(account.get(AccountField.ACTIVE) or 0)),
+        "reservedUsd": max(0.0, round(float(account.get(AccountField.RESERVED_USD) or 0), 9)),
+        "batchLanes": max(0, int(account.get(AccountField.BATCH_LANES) or 0)),
     }
     return UsageAnswer(
-        today=_day({Use.DAY: today, **view.today}), days=[_day(d) for d in days], limits={**limits.to_json(), **now}, hasKey=view.has_key
+        today=_day({DayField.DAY: today, **view.today}), days=[_day(d) for d in days], limits={**limits.to_json(), **now}, hasKey=view.has_key
     ).to_json()
 
 
@@ -57,12 +70,12 @@ def list_executions(uid: str | None, data: Any, *, store: ExecutionStore) -> dic
     items = [
         ExecutionSummary(
             executionId=i,
-            status=d[F.STATUS],
-            requestedModel=d.get(F.REQUESTED_MODEL),
-            model=d.get(F.MODEL),
-            title=d.get(F.TITLE),
-            cost=d.get(F.COST),
-            createdAt=iso_time(d.get(F.CREATED_AT)),
+            status=d[ExecutionField.STATUS],
+            requestedModel=d.get(ExecutionField.REQUESTED_MODEL),
+            model=d.get(ExecutionField.MODEL),
+            title=d.get(ExecutionField.TITLE),
+            cost=d.get(ExecutionField.COST),
+            createdAt=iso_time(d.get(ExecutionField.CREATED_AT)),
         )
         for i, d in docs[: req.limit]
     ]
@@ -82,11 +95,11 @@ def _checked(api_key: str, check: KeyCheck) -> KeyInfo:
 def _answer(stored: dict[str, Any] | None) -> dict[str, Any]:
     stored = stored or {}
     return KeyAnswer(
-        hasKey=bool(stored.get(K.LABEL)),
-        label=stored.get(K.LABEL),
-        limit=stored.get(K.LIMIT),
-        limitRemaining=stored.get(K.LIMIT_REMAINING),
-        usage=stored.get(K.USAGE),
+        hasKey=bool(stored.get(KeyField.LABEL)),
+        label=stored.get(KeyField.LABEL),
+        limit=stored.get(KeyField.LIMIT),
+        limitRemaining=stored.get(KeyField.LIMIT_REMAINING),
+        usage=stored.get(KeyField.USAGE),
     ).to_json()
 
 
@@ -106,8 +119,8 @@ def set_api_key(uid: str | None, data: Any, *, vault: KeyVault, check: KeyCheck,
         raise RequestError("this deployment stores no users' keys (no PROMPTQ_KMS_KEY)", CallStatus.FAILED_PRECONDITION)
     _throttled(uid, store, settings)
     info = _checked(api_key, check)
-    stored = vault.put(uid, api_key, {K.LIMIT: info.limit, K.LIMIT_REMAINING: info.limit_remaining, K.USAGE: info.usage})
-    log.info("user %s stored an OpenRouter key (%s)", uid, stored[K.LABEL])
+    stored = vault.put(uid, api_key, {KeyField.LIMIT: info.limit, KeyField.LIMIT_REMAINING: info.limit_remaining, KeyField.USAGE: info.usage})
+    log.info("user %s stored an OpenRouter key (%s)", uid, stored[KeyField.LABEL])
     return _answer(stored)
 
 

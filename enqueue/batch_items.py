@@ -23,7 +23,8 @@ from promptq.domain.costs import Reserve
 from promptq.domain import execution as ex
 from promptq.batches.claims import Item
 from promptq.batches.fairshare import lane_key
-from promptq.contract import B, F, J, KeySource, Req
+from promptq.contract import BatchField, ExecutionField, JobField, KeySource, RequestField
+from promptq.contract.shapes import BatchDoc
 from promptq.settings import Settings
 
 
@@ -117,22 +118,35 @@ def items_of(uid: str, req: rq.BatchRequest, batch_id: str, store, settings: Set
         try:
             messages = executions.build_messages(item_req, uid, templates, settings)
             fields = {
-                F.BATCH_ID: batch_id,
-                F.CUSTOM_ID: custom_id,
-                F.INDEX: i,
-                F.AFTER: after,
-                F.KEY_SOURCE: source.value,
-                F.LANE: lane_key(0, i % width),
+                ExecutionField.BATCH_ID: batch_id,
+                ExecutionField.CUSTOM_ID: custom_id,
+                ExecutionField.INDEX: i,
+                ExecutionField.AFTER: after,
+                ExecutionField.KEY_SOURCE: source.value,
+                ExecutionField.LANE: lane_key(0, i % width),
             }
             execution, job = executions.new_documents(
                 uid, item_req, messages, ids[i], settings, request_hash=start.fingerprint(item_req), item=fields
             )
         except rq.RequestError as err:
             raise rq.within(f"items.{i}", err) from None
-        size += stored_bytes(job[J.MESSAGES]) + stored_bytes(job[J.REQUEST][Req.PARAMS_JSON])  # rendered templates included
+        size += stored_bytes(job[JobField.MESSAGES]) + stored_bytes(job[JobField.REQUEST][RequestField.PARAMS_JSON])  # rendered templates included
         if size > settings.batch_max_bytes:
             raise rq.RequestError(f"items: the requests come to more than {settings.batch_max_bytes} bytes stored (at items.{i}); split the batch")
-        items.append((ids[i], execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt, J.KEY_SOURCE: source.value, J.HOLDS: False, J.RESERVED_USD: 0.0}))
+        items.append(
+            (
+                ids[i],
+                execution,
+                {
+                    **job,
+                    JobField.BATCH_ID: batch_id,
+                    JobField.NEXT: nxt,
+                    JobField.KEY_SOURCE: source.value,
+                    JobField.HOLDS: False,
+                    JobField.RESERVED_USD: 0.0,
+                },
+            )
+        )
     return items
 
 
@@ -143,37 +157,43 @@ def concurrency(req: rq.BatchRequest, settings: Settings) -> int:
     return wanted
 
 
-def retried_items(batch_id: str, batch: dict, failed: list[tuple[str, dict]], round_: int, batches, settings: Settings) -> list[Item]:
+def retried_items(batch_id: str, batch: BatchDoc, failed: list[tuple[str, dict]], round_: int, batches, settings: Settings) -> list[Item]:
     """New executions for failed items: the same request, customId and index; new lanes (the
     key source and reservations are the claim's: ``promptq.batches.start.claimed_items``)."""
-    ids = [bt.item_id(batch_id, doc[F.INDEX], round_) for _, doc in failed]
+    ids = [bt.item_id(batch_id, doc[ExecutionField.INDEX], round_) for _, doc in failed]
     jobs = batches.store.jobs([i for i, _ in failed])
     now, items = ex.utcnow(), []
-    width = int(batch[B.MAX_CONCURRENCY])
+    width = int(batch[BatchField.MAX_CONCURRENCY])
     for k, ((old_id, doc), new_id, (after, nxt)) in enumerate(zip(failed, ids, bt.lanes(ids, width))):
         old = jobs[old_id]
-        fields = {F.BATCH_ID: batch_id, F.CUSTOM_ID: doc[F.CUSTOM_ID], F.INDEX: doc[F.INDEX], F.AFTER: after, F.LANE: lane_key(round_, k % width)}
+        fields = {
+            ExecutionField.BATCH_ID: batch_id,
+            ExecutionField.CUSTOM_ID: doc[ExecutionField.CUSTOM_ID],
+            ExecutionField.INDEX: doc[ExecutionField.INDEX],
+            ExecutionField.AFTER: after,
+            ExecutionField.LANE: lane_key(round_, k % width),
+        }
         expire = now + timedelta(days=settings.retention_days)
         execution = creation.new_execution(
-            owner_uid=doc[F.OWNER],
-            requested_model=doc[F.REQUESTED_MODEL],
+            owner_uid=doc[ExecutionField.OWNER],
+            requested_model=doc[ExecutionField.REQUESTED_MODEL],
             idempotency_key=None,
             now=now,
             expire_at=expire,
-            title=doc.get(F.TITLE),
-            output_format=doc.get(F.OUTPUT_FORMAT),
+            title=doc.get(ExecutionField.TITLE),
+            output_format=doc.get(ExecutionField.OUTPUT_FORMAT),
             item=fields,
         )
         job = creation.new_job(
-            owner_uid=doc[F.OWNER],
-            messages=old[J.MESSAGES],
-            request=old[J.REQUEST],
-            request_hash=old[J.REQUEST_HASH],
+            owner_uid=doc[ExecutionField.OWNER],
+            messages=old[JobField.MESSAGES],
+            request=old[JobField.REQUEST],
+            request_hash=old[JobField.REQUEST_HASH],
             task=new_id,
             now=now,
             expire_at=expire,
         )
-        items.append((new_id, execution, {**job, J.BATCH_ID: batch_id, J.NEXT: nxt}))
+        items.append((new_id, execution, {**job, JobField.BATCH_ID: batch_id, JobField.NEXT: nxt}))
     return items
 
 
@@ -206,4 +226,6 @@ class Worst:
 
 def check_models(items: list[Item], settings: Settings, prices: Prices) -> None:
     for k, (_, _, job) in enumerate(items):
-        executions.check_models(pricing.models_of(job), f"items.{k}.{'models' if job[J.REQUEST][Req.MODELS] else 'model'}", settings, prices)
+        executions.check_models(
+            pricing.models_of(job), f"items.{k}.{'models' if job[JobField.REQUEST][RequestField.MODELS] else 'model'}", settings, prices
+        )

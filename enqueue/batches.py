@@ -17,18 +17,19 @@ from promptq.batches import batch as bt
 from promptq.batches import start as batch_start
 from promptq.batches.flow import BatchFlow
 from promptq.batches.store import BatchStore
+from promptq.contract.shapes import BatchDoc
 from promptq.contract import (
     iso_time,
     BATCH_OVER,
     BATCH_TERMINAL,
-    B,
+    BatchField,
     BatchAnswer,
     BatchItem,
     BatchResults,
     BatchStarted,
     BatchStatus,
     CallStatus,
-    F,
+    ExecutionField,
     KeySource,
     answer_json,
 )
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 MAX_PAGE_CHARS = 4_000_000  # a results page stops early past this much output (the answer's size)
 
 
-def _resubmitted(this: start.Start, earlier: dict[str, Any]) -> dict:
-    this.resubmitted(earlier.get(B.REQUEST_HASH))
+def _resubmitted(this: start.Start, earlier: BatchDoc) -> dict:
+    this.resubmitted(earlier.get(BatchField.REQUEST_HASH))
     return BatchStarted(batchId=this.id, deduplicated=True).to_json()
 
 
@@ -74,7 +75,7 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         owner_uid=uid,
         total=len(items),
         max_concurrency=lanes_,
-        title=items[0][1].get(F.TITLE),
+        title=items[0][1].get(ExecutionField.TITLE),
         requested_model=req.model or (req.models[0] if req.models else None),
         idempotency_key=req.idempotencyKey,
         request_hash=this.fingerprint,
@@ -89,36 +90,41 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     unclaim = lambda: batches.claims.unclaim(batch_id, doc)  # noqa: E731
     _written(lambda: batch_start.write(batches, flow, batch_id, items, doc, reserves=worst.each, unclaim=unclaim))
     log.info(
-        "batch %s: %d items, %d at a time (%s key; %d lanes parked)", batch_id, len(items), lanes_, doc[B.KEY_SOURCE], doc.get(B.LANES_PARKED) or 0
+        "batch %s: %d items, %d at a time (%s key; %d lanes parked)",
+        batch_id,
+        len(items),
+        lanes_,
+        doc[BatchField.KEY_SOURCE],
+        doc.get(BatchField.LANES_PARKED) or 0,
     )
     return BatchStarted(batchId=batch_id).to_json()
 
 
-def _owned(batches: BatchStore, uid: str, batch_id: str) -> dict[str, Any]:
+def _owned(batches: BatchStore, uid: str, batch_id: str) -> BatchDoc:
     batch = batches.get(batch_id)
     if batch is None:
         raise rq.RequestError(f"batchId: no batch {batch_id!r}", CallStatus.NOT_FOUND)
-    if batch.get(B.OWNER) != uid:
+    if batch.get(BatchField.OWNER) != uid:
         raise rq.RequestError("batchId: not yours", CallStatus.PERMISSION_DENIED)
     return batch
 
 
-def _answer(batch_id: str, batch: dict[str, Any], message: str | None = None) -> dict[str, Any]:
+def _answer(batch_id: str, batch: BatchDoc, message: str | None = None) -> dict[str, Any]:
     return BatchAnswer(
         batchId=batch_id,
-        status=batch[B.STATUS],
-        counts=batch[B.COUNTS],
-        usage=batch.get(B.USAGE) or {},
-        cost=batch.get(B.COST) or 0.0,
-        maxConcurrency=batch[B.MAX_CONCURRENCY],
-        round=batch.get(B.ROUND) or 0,
-        title=batch.get(B.TITLE),
-        createdAt=iso_time(batch.get(B.CREATED_AT)),
-        finishedAt=iso_time(batch.get(B.FINISHED_AT)),
-        foldedAt=iso_time(batch.get(B.FOLDED_AT)),
-        lanesActive=int(batch.get(B.LANES_ACTIVE) or 0),
-        lanesParked=int(batch.get(B.LANES_PARKED) or 0),
-        waitingFor=batch.get(B.WAITING_FOR),
+        status=batch[BatchField.STATUS],
+        counts=batch[BatchField.COUNTS],
+        usage=batch.get(BatchField.USAGE) or {},
+        cost=batch.get(BatchField.COST) or 0.0,
+        maxConcurrency=batch[BatchField.MAX_CONCURRENCY],
+        round=batch.get(BatchField.ROUND) or 0,
+        title=batch.get(BatchField.TITLE),
+        createdAt=iso_time(batch.get(BatchField.CREATED_AT)),
+        finishedAt=iso_time(batch.get(BatchField.FINISHED_AT)),
+        foldedAt=iso_time(batch.get(BatchField.FOLDED_AT)),
+        lanesActive=int(batch.get(BatchField.LANES_ACTIVE) or 0),
+        lanesParked=int(batch.get(BatchField.LANES_PARKED) or 0),
+        waitingFor=batch.get(BatchField.WAITING_FOR),
         message=message,
     ).to_json()
 
@@ -142,18 +148,18 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
         output = batches.store.texts.text(execution_id, doc) if ended else None
         items.append(
             BatchItem(
-                customId=doc[F.CUSTOM_ID],
-                index=doc[F.INDEX],
+                customId=doc[ExecutionField.CUSTOM_ID],
+                index=doc[ExecutionField.INDEX],
                 executionId=execution_id,
-                status=doc[F.STATUS],
+                status=doc[ExecutionField.STATUS],
                 output=output,
                 json_value=answer_json(doc, output),
-                toolCalls=doc.get(F.TOOL_CALLS),
-                model=doc.get(F.MODEL),
-                usage=doc.get(F.USAGE),
-                cost=doc.get(F.COST),
-                error=doc.get(F.ERROR),
-                finishedAt=iso_time(doc.get(F.FINISHED_AT)),
+                toolCalls=doc.get(ExecutionField.TOOL_CALLS),
+                model=doc.get(ExecutionField.MODEL),
+                usage=doc.get(ExecutionField.USAGE),
+                cost=doc.get(ExecutionField.COST),
+                error=doc.get(ExecutionField.ERROR),
+                finishedAt=iso_time(doc.get(ExecutionField.FINISHED_AT)),
             )
         )
         chars += len(output or "")
@@ -169,16 +175,16 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     to stop, as Stop does; the batch ends ``cancelled`` when the last one has."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
     batch = _owned(batches, signed_in(uid, "cancel a batch"), batch_id)
-    if BatchStatus(batch[B.STATUS]) in BATCH_TERMINAL:
-        return _answer(batch_id, batch, f"already {batch[B.STATUS]}: nothing to cancel")
+    if BatchStatus(batch[BatchField.STATUS]) in BATCH_TERMINAL:
+        return _answer(batch_id, batch, f"already {batch[BatchField.STATUS]}: nothing to cancel")
     now = ex.utcnow()
     batch = (
         batches.set_status(
             batch_id,
             lambda b: (
                 None
-                if BatchStatus(b[B.STATUS]) in BATCH_OVER
-                else {B.STATUS: BatchStatus.CANCELLING.value, B.CANCEL_REQUESTED: True, B.UPDATED_AT: now}
+                if BatchStatus(b[BatchField.STATUS]) in BATCH_OVER
+                else {BatchField.STATUS: BatchStatus.CANCELLING.value, BatchField.CANCEL_REQUESTED: True, BatchField.UPDATED_AT: now}
             ),
         )
         or batch
@@ -196,25 +202,30 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     first (``promptq.batches.claims.BatchClaims.claim_round``): a concurrent retry of the same batch writes nothing."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
     batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
-    if BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL:
-        raise rq.RequestError(f"batchId: the batch is {batch[B.STATUS]}; retry it once it has ended", CallStatus.FAILED_PRECONDITION)
+    if BatchStatus(batch[BatchField.STATUS]) not in BATCH_TERMINAL:
+        raise rq.RequestError(f"batchId: the batch is {batch[BatchField.STATUS]}; retry it once it has ended", CallStatus.FAILED_PRECONDITION)
     failed = batches.failed(batch_id)
     if not failed:
         return _answer(batch_id, batch, "no failed items to retry")
-    items = retried_items(batch_id, batch, failed, int(batch.get(B.ROUND) or 0) + 1, batches, settings)
-    source, worst, lanes_ = KeySource(batch.get(B.KEY_SOURCE) or KeySource.APP.value), Worst(items, prices), int(batch[B.MAX_CONCURRENCY])
+    items = retried_items(batch_id, batch, failed, int(batch.get(BatchField.ROUND) or 0) + 1, batches, settings)
+    source, worst, lanes_ = (
+        KeySource(batch.get(BatchField.KEY_SOURCE) or KeySource.APP.value),
+        Worst(items, prices),
+        int(batch[BatchField.MAX_CONCURRENCY]),
+    )
 
-    def decide(current: dict[str, Any], view: AccountView) -> tuple[dict[str, Any], accounts.Taken]:
-        if current.get(B.ROUND) != batch.get(B.ROUND) or BatchStatus(current[B.STATUS]) not in BATCH_TERMINAL:
+    def decide(current: BatchDoc, view: AccountView) -> tuple[dict[str, Any], accounts.Taken]:
+        if current.get(BatchField.ROUND) != batch.get(BatchField.ROUND) or BatchStatus(current[BatchField.STATUS]) not in BATCH_TERMINAL:
             raise rq.RequestError(
-                f"batchId: retried already (round {current.get(B.ROUND)} is {current.get(B.STATUS)})", CallStatus.FAILED_PRECONDITION
+                f"batchId: retried already (round {current.get(BatchField.ROUND)} is {current.get(BatchField.STATUS)})",
+                CallStatus.FAILED_PRECONDITION,
             )
         if source is KeySource.USER and not view.has_key:
             raise rq.RequestError(
                 "batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch", CallStatus.FAILED_PRECONDITION
             )
         take = start.batch_taker(
-            settings, worst, batch_id, lanes=lanes_, items=len(items), source=source, lane_round=int(current.get(B.ROUND) or 0) + 1
+            settings, worst, batch_id, lanes=lanes_, items=len(items), source=source, lane_round=int(current.get(BatchField.ROUND) or 0) + 1
         )
         with start.refused_as_request_errors():
             taken = take(view)

@@ -13,7 +13,7 @@ from typing import Any
 from promptq.contract.requests.request import ExecutionRef, PollRequest, RequestError, parse
 from promptq.domain import execution as ex
 from promptq.contract import iso_time, answer_json
-from promptq.contract import TERMINAL, CallStatus, CancelAnswer, F, OutputFormat, PollAnswer, Reason, Status
+from promptq.contract import TERMINAL, CallStatus, CancelAnswer, ExecutionField, OutputFormat, PollAnswer, Reason, Status
 from promptq.adapters.store import ExecutionStore
 
 # One answer carries at most this many code points (a callable's response must stay small);
@@ -31,7 +31,7 @@ def owned(store: ExecutionStore, uid: str, execution_id: str) -> dict[str, Any]:
     doc = store.get(execution_id)
     if doc is None:
         raise RequestError(f"executionId: no execution {execution_id!r}", CallStatus.NOT_FOUND)
-    if doc.get(F.OWNER) != uid:
+    if doc.get(ExecutionField.OWNER) != uid:
         raise RequestError("executionId: not yours", CallStatus.PERMISSION_DENIED)
     return doc
 
@@ -46,7 +46,7 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
     """One answer, from one version of the document: the text of its attempt only (chunks and
     pages name their attempt, and never change), never text of two attempts."""
     total = store.texts.text_length(req.executionId, doc)
-    attempt = int(doc.get(F.ATTEMPT) or 0)
+    attempt = int(doc.get(ExecutionField.ATTEMPT) or 0)
     # A new attempt restarted the text from scratch: the old offset means nothing any more.
     restarted = req.attempt is not None and req.attempt != attempt and req.after > 0
     if not restarted and req.after > total:
@@ -62,29 +62,29 @@ def _poll(req: PollRequest, doc: dict[str, Any], store: ExecutionStore) -> dict[
         status=status,
         done=done,
         more=more,
-        seq=doc.get(F.SEQ, 0),
+        seq=doc.get(ExecutionField.SEQ, 0),
         attempt=attempt,
         restarted=restarted,
         text=text,
         offset=start + len(text),
-        requestedModel=doc.get(F.REQUESTED_MODEL),
-        model=doc.get(F.MODEL),
-        finishReason=doc.get(F.FINISH_REASON),
-        usage=doc.get(F.USAGE),
-        cost=doc.get(F.COST),
-        error=doc.get(F.ERROR),
+        requestedModel=doc.get(ExecutionField.REQUESTED_MODEL),
+        model=doc.get(ExecutionField.MODEL),
+        finishReason=doc.get(ExecutionField.FINISH_REASON),
+        usage=doc.get(ExecutionField.USAGE),
+        cost=doc.get(ExecutionField.COST),
+        error=doc.get(ExecutionField.ERROR),
         json_value=_json(req, doc, store, text, start) if done else None,
-        toolCalls=doc.get(F.TOOL_CALLS),
-        createdAt=iso_time(doc.get(F.CREATED_AT)),
-        startedAt=iso_time(doc.get(F.STARTED_AT)),
-        firstTokenAt=iso_time(doc.get(F.FIRST_TOKEN_AT)),
-        finishedAt=iso_time(doc.get(F.FINISHED_AT)),
+        toolCalls=doc.get(ExecutionField.TOOL_CALLS),
+        createdAt=iso_time(doc.get(ExecutionField.CREATED_AT)),
+        startedAt=iso_time(doc.get(ExecutionField.STARTED_AT)),
+        firstTokenAt=iso_time(doc.get(ExecutionField.FIRST_TOKEN_AT)),
+        finishedAt=iso_time(doc.get(ExecutionField.FINISHED_AT)),
     ).to_json()
 
 
 def _json(req: PollRequest, doc: dict[str, Any], store: ExecutionStore, text: str, start: int) -> Any:
     """A JSON answer's parsed value: from the whole text (read again unless this answer holds it)."""
-    if doc.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value or doc.get(F.STATUS) != Status.SUCCEEDED.value:
+    if doc.get(ExecutionField.OUTPUT_FORMAT) != OutputFormat.JSON.value or doc.get(ExecutionField.STATUS) != Status.SUCCEEDED.value:
         return None
     return answer_json(doc, text if start == 0 else store.texts.text(req.executionId, doc))
 
@@ -96,13 +96,13 @@ def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore, flow=
     execution_id = parse(data, ExecutionRef).executionId
     owned(store, signed_in(uid, "cancel an execution"), execution_id)
     change, seen = store.update_if(execution_id, lambda execution, job: ex.decide_cancel(execution, job, now=ex.utcnow()))
-    batch_id = (seen.execution or {}).get(F.BATCH_ID)
+    batch_id = (seen.execution or {}).get(ExecutionField.BATCH_ID)
     if change is not None and flow is not None and batch_id:
         flow.touch(batch_id)
     status = ex.status_of(seen.execution) if seen.execution else None
     if change is None:
         message = f"already {status}: nothing to cancel" if status in TERMINAL else "cancel already requested"
         return CancelAnswer(executionId=execution_id, status=status, changed=False, message=message).to_json()
-    new_status = Status((change.execution or {}).get(F.STATUS, status))
+    new_status = Status((change.execution or {}).get(ExecutionField.STATUS, status))
     message = str(new_status) if new_status is Status.CANCELLED else "cancel requested; the worker stops within a second"
     return CancelAnswer(executionId=execution_id, status=new_status, changed=True, message=message).to_json()

@@ -19,7 +19,7 @@ from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
 from promptq.domain import creation
 from promptq.domain import execution as ex
-from promptq.contract import TEMPLATE_CONTENT, CallStatus, F, J, Req, StartAnswer
+from promptq.contract import TEMPLATE_CONTENT, CallStatus, ExecutionField, JobField, RequestField, StartAnswer
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -64,11 +64,11 @@ def new_documents(
     pr.check_limits(req, messages, models, settings.limits)
     # The variables are in the rendered messages: stored once, not again in `request`.
     request = {
-        Req.MODEL: models[0],
-        Req.MODELS: req.models,
-        Req.PARAMS: pr.params_sent(req, settings.limits),
-        Req.PARAMS_JSON: pr.params_json(req),
-        Req.PROMPT_ID: req.promptId,
+        RequestField.MODEL: models[0],
+        RequestField.MODELS: req.models,
+        RequestField.PARAMS: pr.params_sent(req, settings.limits),
+        RequestField.PARAMS_JSON: pr.params_json(req),
+        RequestField.PROMPT_ID: req.promptId,
     }
     now = ex.utcnow()
     expire_at = now + timedelta(days=settings.retention_days)
@@ -90,7 +90,7 @@ def new_documents(
 
 def taker(job: dict[str, Any], settings: Settings, prices: Prices, execution_id: str | None = None):
     """What an execution's start takes (``enqueue.start.taker``): its worst case on its models."""
-    return start.taker(settings, worst_case=lambda: pricing.worst_case(job, prices), shard_key=execution_id or job[J.TASK])
+    return start.taker(settings, worst_case=lambda: pricing.worst_case(job, prices), shard_key=execution_id or job[JobField.TASK])
 
 
 def check_models(models: list[str], field: str, settings: Settings, prices: Prices) -> None:
@@ -110,7 +110,7 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
     with start.refused_as_request_errors():
         created = store.create(execution_id, execution, job, take=taker(job, settings, prices, execution_id))
     if not created:
-        this.resubmitted((store.get_job(execution_id) or {}).get(J.REQUEST_HASH))
+        this.resubmitted((store.get_job(execution_id) or {}).get(JobField.REQUEST_HASH))
         log.info("execution %s: idempotent resubmission", execution_id)
         return StartAnswer(executionId=execution_id, deduplicated=True).to_json()
     try:
@@ -121,5 +121,5 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
         raise rq.RequestError("could not enqueue the execution; try again", CallStatus.UNAVAILABLE) from None
     if task_id != execution_id:  # its first name was held by a finished task (a retried call)
         store.record_task(execution_id, task_id)
-    log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[F.REQUESTED_MODEL], len(job[J.MESSAGES]))
+    log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[ExecutionField.REQUESTED_MODEL], len(job[JobField.MESSAGES]))
     return StartAnswer(executionId=execution_id).to_json()

@@ -26,7 +26,7 @@ from promptq.adapters.openrouter.calls import get_models
 from promptq.contract.requests.request import RequestError
 from promptq.adapters.openrouter.protocol import chat_body
 from promptq.domain.costs import Price, Reserve, dearest, measure, reserve
-from promptq.contract import CallStatus, J, Reason, Req
+from promptq.contract import CallStatus, JobField, Reason, RequestField
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ class Prices:
 
 
 def models_of(job: Mapping[str, Any]) -> list[str]:
-    request = job[J.REQUEST]
-    return list(request[Req.MODELS] or [request[Req.MODEL]])
+    request = job[JobField.REQUEST]
+    return list(request[RequestField.MODELS] or [request[RequestField.MODEL]])
 
 
 def worst_case(job: Mapping[str, Any], prices: Prices) -> Reserve:
@@ -163,4 +163,4 @@ def worst_case(job: Mapping[str, Any], prices: Prices) -> Reserve:
     (``prices``: anything with ``of(models)``)."""
     priced = prices.of(models_of(job))
     ceiling = dearest(priced).ceiling()
-    return reserve(measure(chat_body(job[J.REQUEST], job[J.MESSAGES], ceiling)), priced)
+    return reserve(measure(chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], ceiling)), priced)

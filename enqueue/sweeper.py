@@ -24,7 +24,7 @@ from datetime import datetime
 from promptq.adapters.tasks import TaskQueue, queue_of
 from promptq.domain.sweep import decide_sweep
 from promptq.domain import execution as ex
-from promptq.contract import E, F, J, SweepKind
+from promptq.contract import ErrorField, ExecutionField, JobField, SweepKind
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -96,10 +96,10 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
     kind, first = decide(seen.execution, seen.job)
     if kind is SweepKind.SKIP or first is None or seen.execution is None or seen.job is None:
         return
-    if queue.exists(seen.job.get(J.TASK) or execution_id, queue_of(seen.execution, seen.job)):
+    if queue.exists(seen.job.get(JobField.TASK) or execution_id, queue_of(seen.execution, seen.job)):
         report.waiting.append(execution_id)  # in the queue, or being retried: not lost
         return
-    requeues = (first.job or {}).get(J.REQUEUES)
+    requeues = (first.job or {}).get(JobField.REQUEUES)
     # The documents first, then the task (as start_execution does): a task created first can be
     # delivered and claimed before the documents say re-enqueued, and the re-enqueue would go
     # uncounted. An enqueue that fails after the write leaves a task name that does not exist:
@@ -108,20 +108,25 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
 
     def apply(execution, job):
         again, change = decide(execution, job)
-        if again is not kind or change is None or (change.job or {}).get(J.REQUEUES) != requeues:
+        if again is not kind or change is None or (change.job or {}).get(JobField.REQUEUES) != requeues:
             return None  # someone changed it in between: leave it to them
-        return dataclasses.replace(change, job={**change.job, J.TASK: task_id}) if task_id else change
+        return dataclasses.replace(change, job={**change.job, JobField.TASK: task_id}) if task_id else change
 
     change, _ = store.update_if(execution_id, apply)
     if change is None:
         return
     if kind is SweepKind.FAIL:
         update = change.execution or {}
-        log.warning("execution %s: abandoned; ended %s (%s)", execution_id, update.get(F.STATUS), (update.get(F.ERROR) or {}).get(E.CODE))
+        log.warning(
+            "execution %s: abandoned; ended %s (%s)",
+            execution_id,
+            update.get(ExecutionField.STATUS),
+            (update.get(ExecutionField.ERROR) or {}).get(ErrorField.CODE),
+        )
         report.failed.append(execution_id)
         execution = seen.execution or {}
-        if flow is not None and execution.get(F.BATCH_ID):
-            flow.after_end(execution[F.BATCH_ID], (seen.job or {}).get(J.NEXT), execution.get(F.LANE))
+        if flow is not None and execution.get(ExecutionField.BATCH_ID):
+            flow.after_end(execution[ExecutionField.BATCH_ID], (seen.job or {}).get(JobField.NEXT), execution.get(ExecutionField.LANE))
     else:
         submitted = queue.submit(execution_id, first=task_id, queue=queue_of(seen.execution, seen.job))
         if submitted != task_id:  # that name was held by a finished task

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from promptq.contract import CHUNKS, EXECUTIONS, PAGES, C, F
+from promptq.contract import CHUNKS, EXECUTIONS, PAGES, ChunkField, ExecutionField
 
 
 class Reader:
@@ -37,13 +37,13 @@ class Reader:
 
     def pieces(self, execution_id: str, execution: Mapping[str, Any], *, after: int = -1) -> list[dict[str, Any]]:
         """The pages (once it ended) or chunks of the current attempt that reach past ``after``, in order."""
-        source = PAGES if execution.get(F.OUTPUT_PAGES) else CHUNKS
+        source = PAGES if execution.get(ExecutionField.OUTPUT_PAGES) else CHUNKS
         query = (
             self.ref(execution_id)
             .collection(source)
-            .where(filter=FieldFilter(C.ATTEMPT, "==", int(execution.get(F.ATTEMPT) or 0)))
-            .where(filter=FieldFilter(C.END, ">", after))
-            .order_by(C.END)
+            .where(filter=FieldFilter(ChunkField.ATTEMPT, "==", int(execution.get(ExecutionField.ATTEMPT) or 0)))
+            .where(filter=FieldFilter(ChunkField.END, ">", after))
+            .order_by(ChunkField.END)
         )
         return [snap.to_dict() for snap in query.stream()]
 
@@ -61,9 +61,9 @@ class Reader:
         """Listen to an attempt's chunks: ``on_chunks`` gets the new ones, in order, each once."""
 
         def on_snapshot(_snaps, changes, _read_time):
-            added = sorted((c.document.to_dict() for c in changes if c.type.name == "ADDED"), key=lambda d: d[C.SEQ])
+            added = sorted((c.document.to_dict() for c in changes if c.type.name == "ADDED"), key=lambda d: d[ChunkField.SEQ])
             if added:
                 on_chunks(added)
 
-        query = self.ref(execution_id).collection(CHUNKS).where(filter=FieldFilter(C.ATTEMPT, "==", attempt))
+        query = self.ref(execution_id).collection(CHUNKS).where(filter=FieldFilter(ChunkField.ATTEMPT, "==", attempt))
         return query.on_snapshot(on_snapshot)

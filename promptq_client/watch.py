@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from promptq.contract import TERMINAL, C, F, OutputFormat, Status
+from promptq.contract import TERMINAL, ChunkField, ExecutionField, OutputFormat, Status
 from promptq.contract import answer_json
 from promptq_client.partial import Partial
 from promptq_client.reader import Reader
@@ -76,12 +76,12 @@ class Follower:
     def _on_doc(self, doc: dict[str, Any]) -> None:
         self.on_document("execution", doc)
         with self._lock:
-            if self._doc is not None and int(doc.get(F.SEQ) or 0) < int(self._doc.get(F.SEQ) or 0):
+            if self._doc is not None and int(doc.get(ExecutionField.SEQ) or 0) < int(self._doc.get(ExecutionField.SEQ) or 0):
                 return  # an older version than the one reported
             self._doc = doc
-            attempt = int(doc.get(F.ATTEMPT) or 0)
+            attempt = int(doc.get(ExecutionField.ATTEMPT) or 0)
             if attempt != self._attempt:
-                self._follow_attempt(attempt, late=self._attempt is None and Status(doc[F.STATUS]) in TERMINAL)
+                self._follow_attempt(attempt, late=self._attempt is None and Status(doc[ExecutionField.STATUS]) in TERMINAL)
             self._report()
 
     def _follow_attempt(self, attempt: int, *, late: bool) -> None:
@@ -105,22 +105,22 @@ class Follower:
 
     def _read_all(self) -> None:
         for piece in self.reader.pieces(self.execution_id, self._doc):
-            self.on_document("page" if self._doc.get(F.OUTPUT_PAGES) else "chunk", piece)
+            self.on_document("page" if self._doc.get(ExecutionField.OUTPUT_PAGES) else "chunk", piece)
             self._append(piece)
 
     def _append(self, piece: dict[str, Any]) -> None:
-        if piece[C.ATTEMPT] != self._attempt or piece[C.START] != self._length:
+        if piece[ChunkField.ATTEMPT] != self._attempt or piece[ChunkField.START] != self._length:
             return  # not the next piece of the attempt followed
-        self._text.append(piece[C.TEXT])
-        self._reasoning.append(piece.get(C.REASONING) or "")
-        self._length = piece[C.END]
+        self._text.append(piece[ChunkField.TEXT])
+        self._reasoning.append(piece.get(ChunkField.REASONING) or "")
+        self._length = piece[ChunkField.END]
 
     def _report(self) -> None:
         doc = self._doc
         if doc is None or self.done.is_set():
             return
-        ended = Status(doc[F.STATUS]) in TERMINAL
-        expected = doc.get(F.OUTPUT_LENGTH)
+        ended = Status(doc[ExecutionField.STATUS]) in TERMINAL
+        expected = doc.get(ExecutionField.OUTPUT_LENGTH)
         if ended and expected is None and self._length == 0 and self._attempt:
             self._read_all()  # ended with no length (claimed but never ended by its attempt): its chunks, once
         whole = ended and (expected is None or self._length >= expected)
@@ -139,8 +139,8 @@ class Follower:
             self.done.set()
 
     def _partial_of(self, doc: dict[str, Any], text: str, whole: bool, value: Any) -> tuple[Any, list[str | int] | None]:
-        if doc.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value:
+        if doc.get(ExecutionField.OUTPUT_FORMAT) != OutputFormat.JSON.value:
             return None, None
-        if whole and doc[F.STATUS] == Status.SUCCEEDED.value:
+        if whole and doc[ExecutionField.STATUS] == Status.SUCCEEDED.value:
             return self._partial.settle(value)  # the validated value, every member whole
         return self._partial.update(text, final=whole)

@@ -3,7 +3,7 @@
 // (live; a click follows one).
 
 import { getUsage } from "@promptq/web";
-import { Callable, DAYS, EXECUTIONS, F, USAGE, Use } from "@promptq/web/schema";
+import { Callable, DAYS, EXECUTIONS, ExecutionField, USAGE, DayField } from "@promptq/web/schema";
 import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 import { httpsCallable } from "firebase/functions";
 import { $, fail, show } from "./dom.js";
@@ -23,12 +23,12 @@ const today = () => new Date().toISOString().slice(0, 10);
 function renderSpend({ limits, spent }) {
   if (!spent) return show($("spend"), "Today: nothing spent yet.");
   const budget = limits.dailyBudgetUsd;
-  show($("spend"), `Today: ${usd(spent[Use.COST] ?? 0)}` + (budget ? ` of your ${usd(budget)} daily budget` : " (no daily budget)")
-    + ` · ${spent[Use.EXECUTIONS] ?? 0} executions on the app's key`
-    + (spent[Use.USER_KEY_EXECUTIONS] ? `, ${spent[Use.USER_KEY_EXECUTIONS]} on your own (${usd(spent[Use.USER_KEY_COST])})` : ""));
+  show($("spend"), `Today: ${usd(spent[DayField.COST] ?? 0)}` + (budget ? ` of your ${usd(budget)} daily budget` : " (no daily budget)")
+    + ` · ${spent[DayField.EXECUTIONS] ?? 0} executions on the app's key`
+    + (spent[DayField.USER_KEY_EXECUTIONS] ? `, ${spent[DayField.USER_KEY_EXECUTIONS]} on your own (${usd(spent[DayField.USER_KEY_COST])})` : ""));
   const bar = $("budget-bar");
   bar.hidden = !budget;
-  if (budget) bar.value = Math.min(1, (spent[Use.COST] ?? 0) / budget);
+  if (budget) bar.value = Math.min(1, (spent[DayField.COST] ?? 0) / budget);
 }
 
 /** The key's label, limit and usage (get_api_key / set_api_key / delete_api_key's answer). */
@@ -84,7 +84,7 @@ export function setupAccount(db, functions) {
       state.spent = snap.exists() ? snap.data() : null;
       renderSpend(state);
     }, (err) => fail($("key-error"), err));
-    const mine = query(collection(db, EXECUTIONS), where(F.OWNER, "==", uid), orderBy(F.CREATED_AT, "desc"), limit(HISTORY));
+    const mine = query(collection(db, EXECUTIONS), where(ExecutionField.OWNER, "==", uid), orderBy(ExecutionField.CREATED_AT, "desc"), limit(HISTORY));
     const stopHistory = onSnapshot(mine, (snaps) => renderHistory(snaps.docs), (err) => fail($("history-error"), err));
     return () => {
       stopSpend();
@@ -103,17 +103,17 @@ function renderHistory(docs) {
     a.dataset.executionId = snap.id;
     const status = document.createElement("span");
     status.className = "status";
-    status.dataset.status = d[F.STATUS];
-    status.textContent = d[F.STATUS];
+    status.dataset.status = d[ExecutionField.STATUS];
+    status.textContent = d[ExecutionField.STATUS];
     const model = document.createElement("span");
     model.className = "model";
-    model.textContent = d[F.MODEL] ?? d[F.REQUESTED_MODEL] ?? "";
+    model.textContent = d[ExecutionField.MODEL] ?? d[ExecutionField.REQUESTED_MODEL] ?? "";
     const title = document.createElement("span");
     title.className = "title";
-    title.textContent = d[F.TITLE] ?? "";
+    title.textContent = d[ExecutionField.TITLE] ?? "";
     const cost = document.createElement("span");
     cost.className = "cost";
-    cost.textContent = d[F.COST] != null ? usd(d[F.COST]) : "";
+    cost.textContent = d[ExecutionField.COST] != null ? usd(d[ExecutionField.COST]) : "";
     a.append(status, model, title, cost);
     li.append(a);
     return li;

@@ -3,7 +3,7 @@
 // with their status (live), each a link to watch that execution stream.
 
 import { watchBatch } from "@promptq/web";
-import { B, BATCHES, Count, EXECUTIONS, F } from "@promptq/web/schema";
+import { BatchField, BATCHES, Count, EXECUTIONS, ExecutionField } from "@promptq/web/schema";
 import { collection, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 import { usd } from "./account.js";
 import { $, fail, setText, show } from "./dom.js";
@@ -36,14 +36,14 @@ function span(className, text, status) {
 
 /** The user's last 10 batches, live; returns the unsubscribe. */
 export function watchBatches(db, uid) {
-  const mine = query(collection(db, BATCHES), where(B.OWNER, "==", uid), orderBy(B.CREATED_AT, "desc"), limit(10));
+  const mine = query(collection(db, BATCHES), where(BatchField.OWNER, "==", uid), orderBy(BatchField.CREATED_AT, "desc"), limit(10));
   return onSnapshot(mine, (snaps) => {
     $("batches-section").hidden = snaps.empty;
     $("batches").replaceChildren(...snaps.docs.map((snap) => {
       const b = snap.data();
       const li = document.createElement("li");
-      li.append(link(`#/batches/${snap.id}`, snap.id, span("status", b[B.STATUS], b[B.STATUS]), span("title", b[B.TITLE]),
-        span("counts", countsLine(b[B.COUNTS], b[B.COST]))));
+      li.append(link(`#/batches/${snap.id}`, snap.id, span("status", b[BatchField.STATUS], b[BatchField.STATUS]), span("title", b[BatchField.TITLE]),
+        span("counts", countsLine(b[BatchField.COUNTS], b[BatchField.COST]))));
       return li;
     }));
   }, (err) => fail($("batch-error"), err));
@@ -68,14 +68,14 @@ export function showBatch(db, uid, id) {
     onError: (err) => (err.code === "not-found" ? show($("batch-error"), "not found") : fail($("batch-error"), err)),
   });
   // The rules let a user query only their own executions: the query says so (ownerUid).
-  const items = query(collection(db, EXECUTIONS), where(F.OWNER, "==", uid), where(F.BATCH_ID, "==", id), where(F.LATEST, "==", true),
-    orderBy(F.INDEX), limit(ITEMS_SHOWN));
+  const items = query(collection(db, EXECUTIONS), where(ExecutionField.OWNER, "==", uid), where(ExecutionField.BATCH_ID, "==", id), where(ExecutionField.LATEST, "==", true),
+    orderBy(ExecutionField.INDEX), limit(ITEMS_SHOWN));
   const stopItems = onSnapshot(items, (snaps) => {
     $("batch-items").replaceChildren(...snaps.docs.map((snap) => {
       const d = snap.data();
       const li = document.createElement("li");
-      li.append(link(`#/executions/${snap.id}`, snap.id, span("index", `#${d[F.INDEX]}`), span("status", d[F.STATUS], d[F.STATUS]),
-        span("custom-id", d[F.CUSTOM_ID]), span("title", d[F.TITLE]), span("cost", d[F.COST] != null ? usd(d[F.COST]) : "")));
+      li.append(link(`#/executions/${snap.id}`, snap.id, span("index", `#${d[ExecutionField.INDEX]}`), span("status", d[ExecutionField.STATUS], d[ExecutionField.STATUS]),
+        span("custom-id", d[ExecutionField.CUSTOM_ID]), span("title", d[ExecutionField.TITLE]), span("cost", d[ExecutionField.COST] != null ? usd(d[ExecutionField.COST]) : "")));
       return li;
     }));
   }, (err) => fail($("batch-error"), err));

@@ -2,7 +2,7 @@
 // the restart note, rendered from what watchExecution reports.
 
 import { watchExecution } from "@promptq/web";
-import { CostSource, E, Status, U } from "@promptq/web/schema";
+import { CostSource, ErrorField, Status, UsageField } from "@promptq/web/schema";
 import { $, fail, setText, show } from "./dom.js";
 
 let current = null;  // the execution shown: {id, handle, stopping, shown, attempt, text}
@@ -115,7 +115,7 @@ function partialSummary(s) {
 
 function renderTokens(s) {
   if (s.usage) {
-    $("tokens").textContent = `${s.usage[U.COMPLETION_TOKENS]} completion tokens (exact, from usage)`;
+    $("tokens").textContent = `${s.usage[UsageField.COMPLETION_TOKENS]} completion tokens (exact, from usage)`;
     return;
   }
   const words = plural((s.text.match(/\S+/g) ?? []).length, "word");
@@ -137,8 +137,8 @@ function renderUsage(s) {
   }
   let tokens;
   if (usage) {
-    tokens = `Usage: ${usage[U.PROMPT_TOKENS]} prompt + ${usage[U.COMPLETION_TOKENS]} completion = ${usage[U.TOTAL_TOKENS]} tokens`;
-    if (usage[U.REASONING_TOKENS]) tokens += ` (${usage[U.REASONING_TOKENS]} reasoning)`;
+    tokens = `Usage: ${usage[UsageField.PROMPT_TOKENS]} prompt + ${usage[UsageField.COMPLETION_TOKENS]} completion = ${usage[UsageField.TOTAL_TOKENS]} tokens`;
+    if (usage[UsageField.REASONING_TOKENS]) tokens += ` (${usage[UsageField.REASONING_TOKENS]} reasoning)`;
   } else {
     tokens = s.status === Status.CANCELLED
       ? "Usage: not known yet (a stopped stream's usage is read from the upstream afterwards)"
@@ -172,6 +172,6 @@ function renderError(s) {
     $("error").hidden = true;
     return;
   }
-  const upstream = s.error[E.UPSTREAM_STATUS] ? ` (upstream HTTP ${s.error[E.UPSTREAM_STATUS]})` : "";
-  show($("error"), `${s.error[E.CODE]}: ${s.error[E.MESSAGE]}${upstream}`);
+  const upstream = s.error[ErrorField.UPSTREAM_STATUS] ? ` (upstream HTTP ${s.error[ErrorField.UPSTREAM_STATUS]})` : "";
+  show($("error"), `${s.error[ErrorField.CODE]}: ${s.error[ErrorField.MESSAGE]}${upstream}`);
 }

@@ -20,7 +20,8 @@ from typing import Callable
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim, Permanent
 from promptq.domain.records import Ending
-from promptq.contract import TERMINAL, ClaimKind, Code, F, J, KeySource, Outcome, Status, TaskAnswer
+from promptq.contract.shapes import JobDoc
+from promptq.contract import TERMINAL, ClaimKind, Code, ExecutionField, JobField, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import AttemptWriter, Batchers, claim
@@ -56,7 +57,7 @@ class RunResult:
         return TaskAnswer(outcome=self.outcome, claim=self.claim, status=self.status, code=self.code)
 
 
-UpstreamFor = Callable[[dict], OpenRouterClient]  # the client for a job (its owner's key, or the app's)
+UpstreamFor = Callable[[JobDoc], OpenRouterClient]  # the client for a job (its owner's key, or the app's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,7 @@ async def run_execution(execution_id: str, *, shared: Shared, upstream_for: Upst
     job = seen.job
     _log_claim(execution_id, writer.attempt, attempt_id, decision.restarted)
     body = job_body(job)
-    attempt = Attempt(execution_id, writer, settings, stops=shared.stops, output_cap=int(job.get(J.RESERVED_OUTPUT_TOKENS) or 0))
+    attempt = Attempt(execution_id, writer, settings, stops=shared.stops, output_cap=int(job.get(JobField.RESERVED_OUTPUT_TOKENS) or 0))
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
     refused: answer.Refused | None = None
@@ -104,7 +105,7 @@ async def run_execution(execution_id: str, *, shared: Shared, upstream_for: Upst
         max_attempts=settings.max_attempts,
         deadline_s=settings.attempt_deadline_s,
         max_retry_after_s=settings.max_retry_after_s,
-        user_key=job.get(J.KEY_SOURCE) == KeySource.USER.value,
+        user_key=job.get(JobField.KEY_SOURCE) == KeySource.USER.value,
         refused=refused,
     )
     _log_ending(execution_id, writer.attempt, end, stopped_by)
@@ -114,10 +115,10 @@ async def run_execution(execution_id: str, *, shared: Shared, upstream_for: Upst
     return _in_batch(result, seen)
 
 
-async def _checked(job: dict, attempt: Attempt, checker: Checker) -> answer.Refused | None:
+async def _checked(job: JobDoc, attempt: Attempt, checker: Checker) -> answer.Refused | None:
     """A JSON answer checked as the request asked, never on the event loop: on a thread when
     cheap, else in the checker process under its CPU budget (``worker.checker``)."""
-    response_format = vocabulary(job[J.REQUEST]).get("response_format")
+    response_format = vocabulary(job[JobField.REQUEST]).get("response_format")
     if response_format is None:
         return None
     return await checker.check(response_format, attempt.buffer.whole_text(), tool_calls=bool(attempt.tool_calls))
@@ -131,9 +132,11 @@ def _log_claim(execution_id: str, attempt_no: int, attempt_id: str, restarted: b
 def _in_batch(result: RunResult, seen) -> RunResult:
     """A batch item's result names its batch and the next item of its lane."""
     execution = seen.execution or {}
-    if not execution.get(F.BATCH_ID):
+    if not execution.get(ExecutionField.BATCH_ID):
         return result
-    return dataclasses.replace(result, batch_id=execution[F.BATCH_ID], next_id=(seen.job or {}).get(J.NEXT), lane=execution.get(F.LANE))
+    return dataclasses.replace(
+        result, batch_id=execution[ExecutionField.BATCH_ID], next_id=(seen.job or {}).get(JobField.NEXT), lane=execution.get(ExecutionField.LANE)
+    )
 
 
 def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:
@@ -142,7 +145,7 @@ def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:
         return RunResult(Outcome.RETRY, decision.kind, retry_after_s=decision.retry_after_s)
     log.info("execution %s: %s, nothing to stream", execution_id, decision.kind.value)
     update = decision.change.execution if decision.change else None
-    return RunResult(Outcome.DONE, decision.kind, status=Status(update[F.STATUS]) if update else None)
+    return RunResult(Outcome.DONE, decision.kind, status=Status(update[ExecutionField.STATUS]) if update else None)
 
 
 def _log_ending(execution_id: str, attempt_no: int, end: Ending, stopped_by: Exception | None) -> None:

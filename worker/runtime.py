@@ -28,7 +28,8 @@ from typing import Callable
 from promptq.batches.flow import BatchFlow
 from promptq.domain.errors import Permanent
 from promptq.adapters.keys import KeyVault
-from promptq.contract import ClaimKind, Code, J, KeySource, Outcome
+from promptq.contract.shapes import JobDoc
+from promptq.contract import ClaimKind, Code, JobField, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import Batchers
@@ -122,10 +123,10 @@ class WorkerRuntime:
     def upstream_for(self, app_key: str):
         """The client for a job: with its owner's own key if the start chose it, else the app's."""
 
-        def pick(job: dict) -> OpenRouterClient:
-            if job.get(J.KEY_SOURCE) != KeySource.USER.value:
+        def pick(job: JobDoc) -> OpenRouterClient:
+            if job.get(JobField.KEY_SOURCE) != KeySource.USER.value:
                 return self.upstream(app_key)
-            user_key = self.vault.get(job[J.OWNER]) if self.vault is not None else None
+            user_key = self.vault.get(job[JobField.OWNER]) if self.vault is not None else None
             if user_key is None:
                 raise Permanent("your own OpenRouter key was deleted before this execution ran; start it again", code=Code.USER_KEY_MISSING)
             return self.upstream(user_key, user_key=True)

@@ -18,7 +18,7 @@ preconditions give the same atomic read-decide-write for documents written in on
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -62,8 +62,8 @@ class Commit:
     def __len__(self) -> int:
         return len(self._refs)
 
-    def create(self, ref: firestore.DocumentReference, data: dict[str, Any]) -> None:
-        self._batch.create(ref, data)
+    def create(self, ref: firestore.DocumentReference, data: Mapping[str, Any]) -> None:
+        self._batch.create(ref, dict(data))
         self._refs.append(ref)
 
     def update(self, ref: firestore.DocumentReference, data: dict[str, Any], *, version: Any) -> None:

@@ -21,10 +21,10 @@ from google.cloud import firestore
 
 from promptq.domain import redact
 from promptq.domain.records import utcnow
-from promptq.contract import KEYS, K
+from promptq.contract import KEYS, KeyField
 
 NONCE_BYTES = 12
-PUBLIC = (K.LABEL, K.CREATED_AT, K.LIMIT, K.LIMIT_REMAINING, K.USAGE)  # what may leave keys/{uid}
+PUBLIC = (KeyField.LABEL, KeyField.CREATED_AT, KeyField.LIMIT, KeyField.LIMIT_REMAINING, KeyField.USAGE)  # what may leave keys/{uid}
 
 
 def label_of(api_key: str) -> str:
@@ -100,19 +100,19 @@ class KeyVault:
 
     def put(self, uid: str, api_key: str, about: dict[str, Any] | None = None) -> dict[str, Any]:
         """Encrypt and store the user's key (replacing theirs), with what OpenRouter said of it
-        (``about``: ``K.LIMIT``...); returns the stored document's public part. Wrapping needs
+        (``about``: ``KeyField.LIMIT``...); returns the stored document's public part. Wrapping needs
         only encryption with the KEK (the callables' service account may not decrypt)."""
         if self.kek is None:
             raise RuntimeError("no key-encryption key configured (PROMPTQ_KMS_KEY)")
         aad = uid.encode()
         data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(NONCE_BYTES)
         doc = {
-            K.LABEL: label_of(api_key),
-            K.CIPHERTEXT: AESGCM(data_key).encrypt(nonce, api_key.encode(), aad),
-            K.NONCE: nonce,
-            K.WRAPPED_KEY: self.kek.wrap(data_key, aad),
-            K.KEK: self.kek.name,
-            K.CREATED_AT: utcnow(),
+            KeyField.LABEL: label_of(api_key),
+            KeyField.CIPHERTEXT: AESGCM(data_key).encrypt(nonce, api_key.encode(), aad),
+            KeyField.NONCE: nonce,
+            KeyField.WRAPPED_KEY: self.kek.wrap(data_key, aad),
+            KeyField.KEK: self.kek.name,
+            KeyField.CREATED_AT: utcnow(),
             **(about or {}),
         }
         self.ref(uid).set(doc)
@@ -129,13 +129,13 @@ class KeyVault:
         if not snap.exists or self.kek is None:
             return None
         doc, aad = snap.to_dict() or {}, uid.encode()
-        data_key = self.kek.unwrap(doc[K.WRAPPED_KEY], aad)
-        api_key = AESGCM(data_key).decrypt(doc[K.NONCE], doc[K.CIPHERTEXT], aad).decode()
+        data_key = self.kek.unwrap(doc[KeyField.WRAPPED_KEY], aad)
+        api_key = AESGCM(data_key).decrypt(doc[KeyField.NONCE], doc[KeyField.CIPHERTEXT], aad).decode()
         redact.register(api_key, user=True)
         return api_key
 
     def delete(self, uid: str) -> bool:
         """Remove the user's key; False if there was none."""
-        existed = self.ref(uid).get([K.LABEL]).exists
+        existed = self.ref(uid).get([KeyField.LABEL]).exists
         self.ref(uid).delete()
         return existed

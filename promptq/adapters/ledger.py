@@ -20,7 +20,20 @@ from promptq.adapters.cas import Commit, Step, compare_and_set
 from promptq.domain.accounts import AccountView, Taken
 from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
 from promptq.domain.records import Inc, Settlement
-from promptq.contract import ACCOUNTS, DAYS, KEYS, LIMITS, PROJECT, PROJECT_LANES, PROJECT_LIMITS, PROJECT_SHARD, USAGE, Acc, Proj, Use
+from promptq.contract import (
+    ACCOUNTS,
+    DAYS,
+    KEYS,
+    LIMITS,
+    PROJECT,
+    PROJECT_LANES,
+    PROJECT_LIMITS,
+    PROJECT_SHARD,
+    USAGE,
+    AccountField,
+    ProjectField,
+    DayField,
+)
 
 __all__ = ["AccountView", "Ledger"]
 
@@ -81,7 +94,7 @@ class Ledger:
         )
 
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
-        """An operator's overrides of one user's limits (``Lim`` fields; 0 = none); None removes
+        """An operator's overrides of one user's limits (``LimitField`` fields; 0 = none); None removes
         them (the settings' defaults apply again). No callable does this: operators only."""
         if limits is None:
             self.limits_ref(uid).delete()
@@ -98,7 +111,7 @@ class Ledger:
 
     def days(self, uid: str, count: int) -> list[dict[str, Any]]:
         """The user's last ``count`` days with usage, newest first."""
-        query = self.client.collection(USAGE).document(uid).collection(DAYS).order_by(Use.DAY, direction=firestore.Query.DESCENDING)
+        query = self.client.collection(USAGE).document(uid).collection(DAYS).order_by(DayField.DAY, direction=firestore.Query.DESCENDING)
         return [snap.to_dict() for snap in query.limit(count).stream()]
 
     def note(self, uid: str, decide: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
@@ -131,34 +144,36 @@ class Ledger:
             # Each shard owns a slice of the cap: taken only if it is still the version decided on.
             version = view.project_shard_times[shard] if shard < len(view.project_shard_times) else None
             if version is None:
-                commit.create(self.shard_ref(shard), {Proj.RESERVED_USD: usd, Proj.UPDATED_AT: now})
+                commit.create(self.shard_ref(shard), {ProjectField.RESERVED_USD: usd, ProjectField.UPDATED_AT: now})
             else:
-                commit.update(self.shard_ref(shard), {Proj.RESERVED_USD: firestore.Increment(usd), Proj.UPDATED_AT: now}, version=version)
+                commit.update(
+                    self.shard_ref(shard), {ProjectField.RESERVED_USD: firestore.Increment(usd), ProjectField.UPDATED_AT: now}, version=version
+                )
 
     def count_lanes(self, commit: Commit, version: Any, lanes: int, now: datetime) -> None:
         """project/lanes set to ``lanes``, only if it is still the version decided on (None: absent)."""
-        commit.put(self.lanes_ref(), {Proj.LANES: lanes, Proj.UPDATED_AT: now}, version=version)
+        commit.put(self.lanes_ref(), {ProjectField.LANES: lanes, ProjectField.UPDATED_AT: now}, version=version)
 
     def settle(self, commit: Commit, settle: Settlement, now: datetime) -> None:
         """What an ending (or a correction) gives back and adds: increments, which commute."""
         if settle.account or settle.lanes:
-            lanes = {Acc.BATCH_LANES: firestore.Increment(-settle.lanes)} if settle.lanes else {}
-            commit.set(self.account_ref(settle.owner), {**_fields(settle.account or {}), **lanes, Acc.UPDATED_AT: now}, merge=True)
+            lanes = {AccountField.BATCH_LANES: firestore.Increment(-settle.lanes)} if settle.lanes else {}
+            commit.set(self.account_ref(settle.owner), {**_fields(settle.account or {}), **lanes, AccountField.UPDATED_AT: now}, merge=True)
         if settle.lanes:
-            commit.set(self.lanes_ref(), {Proj.LANES: firestore.Increment(-settle.lanes), Proj.UPDATED_AT: now}, merge=True)
+            commit.set(self.lanes_ref(), {ProjectField.LANES: firestore.Increment(-settle.lanes), ProjectField.UPDATED_AT: now}, merge=True)
         if settle.usage and settle.day:
             start = datetime.strptime(settle.day, DAY_FORMAT).replace(tzinfo=timezone.utc)
             commit.set(
                 self.day_ref(settle.owner, settle.day),
-                {**_fields(settle.usage), Use.DAY: settle.day, Use.EXPIRE_AT: start + self.usage_retention},
+                {**_fields(settle.usage), DayField.DAY: settle.day, DayField.EXPIRE_AT: start + self.usage_retention},
                 merge=True,
             )
         for shard, released, cost in settle.project:
             if not (released or (cost and settle.day)):
                 continue
-            spend: dict[str, Any] = {Proj.UPDATED_AT: now}
+            spend: dict[str, Any] = {ProjectField.UPDATED_AT: now}
             if released:
-                spend[Proj.RESERVED_USD] = firestore.Increment(-released)
+                spend[ProjectField.RESERVED_USD] = firestore.Increment(-released)
             if cost and settle.day:
                 spend[cost_field(settle.day)] = firestore.Increment(cost)
             commit.set(self.shard_ref(shard), spend, merge=True)

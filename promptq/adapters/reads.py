@@ -5,19 +5,21 @@ that decides on an execution reads it here."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from google.cloud import firestore
 
 from promptq.contract import CHUNKS, EXECUTIONS, INTERNAL, JOB, PAGES
+from promptq.contract.shapes import ExecutionDoc, JobDoc
 
 
 @dataclasses.dataclass(frozen=True)
 class Seen:
-    """A version of an execution: both documents (None if missing) and their update times."""
+    """A version of an execution: both documents (None if missing), read as their shapes
+    (``promptq.contract.shapes``), and their update times."""
 
-    execution: dict[str, Any] | None
-    job: dict[str, Any] | None
+    execution: ExecutionDoc | None
+    job: JobDoc | None
     execution_time: Any = None
     job_time: Any = None
 
@@ -51,7 +53,8 @@ class ExecutionDocs:
         seen = []
         for i in execution_ids:
             e, j = snaps[self.ref(i).path], snaps[self.job_ref(i).path]
-            seen.append(Seen(_data(e), _data(j), e.update_time if e.exists else None, j.update_time if j.exists else None))
+            execution, job = cast(ExecutionDoc | None, _data(e)), cast(JobDoc | None, _data(j))
+            seen.append(Seen(execution, job, e.update_time if e.exists else None, j.update_time if j.exists else None))
         return seen
 
 

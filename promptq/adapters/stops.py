@@ -11,7 +11,7 @@ from typing import Any, Callable
 from google.cloud import firestore
 
 from promptq.adapters.cas import Commit
-from promptq.contract import STOPS, WORKERS, S
+from promptq.contract import STOPS, WORKERS, StopField
 from promptq.domain import execution as ex
 from promptq.domain.records import Change
 
@@ -30,7 +30,7 @@ class StopFolders:
         """A change that asks a running execution to stop tells its worker process, in the same commit."""
         if change.stop:
             now = ex.utcnow()
-            commit.set(self.ref(change.stop).document(execution_id), {S.REQUESTED_AT: now, S.EXPIRE_AT: now + STOP_RETENTION})
+            commit.set(self.ref(change.stop).document(execution_id), {StopField.REQUESTED_AT: now, StopField.EXPIRE_AT: now + STOP_RETENTION})
 
     def watch(self, worker: str, on_ids: Callable[[list[str]], None]) -> Any:
         """One listener for all the executions a worker process holds: its Stop folder, where a

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -31,7 +31,8 @@ from promptq.adapters.ledger import AccountView, Ledger
 from promptq.adapters.reads import ExecutionDocs, Seen
 from promptq.adapters.stops import StopFolders
 from promptq.adapters.texts import Texts
-from promptq.contract import EXECUTIONS, INTERNAL, PROMPTS, USERS, F, J, Status
+from promptq.contract.shapes import ExecutionDoc, JobDoc
+from promptq.contract import EXECUTIONS, INTERNAL, PROMPTS, USERS, ExecutionField, JobField, Status
 from promptq.domain import execution as ex
 from promptq.domain.accounts import Taken
 from promptq.domain.costs import day_of
@@ -53,7 +54,7 @@ def applied(change: Change, seen: Seen) -> bool:
         return seen.execution is None and seen.job is None
     stamped = [
         (mine, theirs, key)
-        for mine, theirs, key in ((change.execution, seen.execution, F.UPDATED_AT), (change.job, seen.job, J.UPDATED_AT))
+        for mine, theirs, key in ((change.execution, seen.execution, ExecutionField.UPDATED_AT), (change.job, seen.job, JobField.UPDATED_AT))
         if mine and key in mine
     ]
     return bool(stamped) and all(theirs is not None and theirs.get(key) == mine[key] for mine, theirs, key in stamped)
@@ -111,13 +112,15 @@ class ExecutionStore:
         """Ids of executions that look abandoned: a claim whose lease expired ``grace_s`` ago,
         or queued without a change for ``queue_timeout_s`` (the sweeper re-checks each)."""
         expired = (
-            self.client.collection_group(INTERNAL).where(filter=FieldFilter(J.LEASE_EXPIRES_AT, "<", now - timedelta(seconds=grace_s))).limit(limit)
+            self.client.collection_group(INTERNAL)
+            .where(filter=FieldFilter(JobField.LEASE_EXPIRES_AT, "<", now - timedelta(seconds=grace_s)))
+            .limit(limit)
         )
         stale = (
             self.client.collection(EXECUTIONS)
-            .where(filter=FieldFilter(F.STATUS, "==", Status.QUEUED.value))
-            .where(filter=FieldFilter(F.WAITING, "==", False))  # batch items waiting their turn are not lost
-            .where(filter=FieldFilter(F.UPDATED_AT, "<", now - timedelta(seconds=queue_timeout_s)))
+            .where(filter=FieldFilter(ExecutionField.STATUS, "==", Status.QUEUED.value))
+            .where(filter=FieldFilter(ExecutionField.WAITING, "==", False))  # batch items waiting their turn are not lost
+            .where(filter=FieldFilter(ExecutionField.UPDATED_AT, "<", now - timedelta(seconds=queue_timeout_s)))
             .limit(limit)
         )
         ids = [parent.id for snap in expired.stream() if (parent := snap.reference.parent.parent)] + [snap.id for snap in stale.stream()]
@@ -128,12 +131,12 @@ class ExecutionStore:
         if that is not one of theirs)."""
         query = (
             self.client.collection(EXECUTIONS)
-            .where(filter=FieldFilter(F.OWNER, "==", uid))
-            .order_by(F.CREATED_AT, direction=firestore.Query.DESCENDING)
+            .where(filter=FieldFilter(ExecutionField.OWNER, "==", uid))
+            .order_by(ExecutionField.CREATED_AT, direction=firestore.Query.DESCENDING)
         )
         if after is not None:
             cursor = self.ref(after).get()
-            if not cursor.exists or cursor.get(F.OWNER) != uid:
+            if not cursor.exists or cursor.get(ExecutionField.OWNER) != uid:
                 raise LookupError(after)
             query = query.start_after(cursor)
         return [(snap.id, snap.to_dict() or {}) for snap in query.limit(limit).stream()]
@@ -152,7 +155,7 @@ class ExecutionStore:
         exists already (a resubmission is answered whatever the limits say now)."""
 
         def read() -> AccountView | None:
-            return self.ledger.view(execution[F.OWNER], day_of(ex.utcnow())) if take is not None else None
+            return self.ledger.view(execution[ExecutionField.OWNER], day_of(ex.utcnow())) if take is not None else None
 
         lost: list[bool] = []
 
@@ -176,7 +179,7 @@ class ExecutionStore:
 
         return compare_and_set(read, decide, what=f"execution {execution_id} and its owner's account")
 
-    def update_if(self, execution_id: str, decide: Callable[[dict | None, dict | None], Change | None]) -> tuple[Change | None, Seen]:
+    def update_if(self, execution_id: str, decide: Callable[[ExecutionDoc | None, JobDoc | None], Change | None]) -> tuple[Change | None, Seen]:
         """Compare-and-set with a caller's decision on both documents as they are (None: write
         nothing). Returns the change applied and the version it was decided on."""
         return self.write_if(execution_id, lambda seen: decide(seen.execution, seen.job))
@@ -185,14 +188,16 @@ class ExecutionStore:
         """The task that delivers it, when its first name was held by a finished one (only over ``replacing``, if given)."""
         self.update_if(
             execution_id,
-            lambda e, j: Change(job={J.TASK: task_id}) if j and j.get(J.TASK) != task_id and replacing in (None, j.get(J.TASK)) else None,
+            lambda e, j: (
+                Change(job={JobField.TASK: task_id}) if j and j.get(JobField.TASK) != task_id and replacing in (None, j.get(JobField.TASK)) else None
+            ),
         )
 
     def delete_unstarted(self, execution_id: str) -> bool:
         """Roll back a creation whose task could not be enqueued (only while still queued)."""
 
         def decide(execution, job):
-            unstarted = execution and job and execution[F.STATUS] == Status.QUEUED.value and not execution[F.ATTEMPT]
+            unstarted = execution and job and execution[ExecutionField.STATUS] == Status.QUEUED.value and not execution[ExecutionField.ATTEMPT]
             return ex.rolled_back(execution, job) if unstarted else None
 
         return self.update_if(execution_id, decide)[0] is not None
@@ -269,7 +274,7 @@ class ExecutionStore:
             if update is not None:
                 commit.update(ref, write_counted(update), version=time)
         if change.chunk is not None:
-            expire_at = (seen.execution or {}).get(F.EXPIRE_AT)
+            expire_at = (seen.execution or {}).get(ExecutionField.EXPIRE_AT)
             commit.set(self.docs.chunks(execution_id).document(change.chunk.doc_id()), change.chunk.to_doc(expire_at))
         self.stops.ask(commit, change, execution_id)
         return commit
@@ -280,8 +285,8 @@ def _after(seen: Seen, change: Change, commit: Commit, ref: firestore.DocumentRe
     if change.delete:
         return Seen(None, None)
     return Seen(
-        {**(seen.execution or {}), **(change.execution or {})},
-        {**(seen.job or {}), **(change.job or {})},
+        cast(ExecutionDoc, {**(seen.execution or {}), **(change.execution or {})}),
+        cast(JobDoc, {**(seen.job or {}), **(change.job or {})}),
         commit.times.get(ref.path, seen.execution_time),
         commit.times.get(job_ref.path, seen.job_time),
     )

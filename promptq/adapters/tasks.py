@@ -22,7 +22,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from promptq.contract import F, FoldTask, J, RunTask
+from promptq.contract import ExecutionField, FoldTask, JobField, RunTask
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ INTERACTIVE, BATCH, BOOKS = "interactive", "batch", "books"
 
 def queue_of(execution: Mapping[str, Any] | None, job: Mapping[str, Any] | None = None) -> str:
     """The queue an execution's tasks go to: a batch item's, or an interactive one's."""
-    return BATCH if (execution or {}).get(F.BATCH_ID) or (job or {}).get(J.BATCH_ID) else INTERACTIVE
+    return BATCH if (execution or {}).get(ExecutionField.BATCH_ID) or (job or {}).get(JobField.BATCH_ID) else INTERACTIVE
 
 
 class TaskQueue:

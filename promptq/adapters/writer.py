@@ -7,14 +7,15 @@ import asyncio
 import logging
 import threading
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim
 from promptq.domain.paging import Page
 from promptq.domain.records import Change, Chunk
-from promptq.contract import F, J
+from promptq.contract import ExecutionField, JobField
 from promptq.adapters.reads import Seen
+from promptq.contract.shapes import ExecutionDoc, JobDoc
 from promptq.adapters.store import ExecutionStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def claim(
     if decision.kind is not ex.ClaimKind.START:
         return decision, seen, None
     assert decision.change is not None and decision.change.execution is not None
-    attempt = int(decision.change.execution[F.ATTEMPT])
+    attempt = int(decision.change.execution[ExecutionField.ATTEMPT])
     return decision, seen, AttemptWriter(store, execution_id, attempt_id, seen, attempt=attempt, lease_s=lease_s, now=now, batchers=batchers)
 
 
@@ -68,7 +69,7 @@ class AttemptWriter:
         self.attempt = attempt
         self.lease_s = lease_s
         self.now = now
-        self.expire_at = (seen.execution or {}).get(F.EXPIRE_AT)
+        self.expire_at = (seen.execution or {}).get(ExecutionField.EXPIRE_AT)
         self.writes = 0
         self.cancel_requested = False
         self._seen = seen
@@ -110,10 +111,10 @@ class AttemptWriter:
             self.writes += 1
 
     def _still_ours(self, seen: Seen) -> None:
-        if seen.job is None or seen.job.get(J.ATTEMPT_ID) != self.attempt_id:
+        if seen.job is None or seen.job.get(JobField.ATTEMPT_ID) != self.attempt_id:
             log.warning("execution %s: attempt %s lost its claim", self.execution_id, self.attempt_id)
             raise LostClaim(f"attempt {self.attempt_id} no longer holds the execution")
-        if (seen.execution or {}).get(F.CANCEL_REQUESTED):
+        if (seen.execution or {}).get(ExecutionField.CANCEL_REQUESTED):
             self.cancel_requested = True
 
     # --- the heartbeats of many attempts at once (``heartbeat_all``) --------------------------
@@ -130,7 +131,7 @@ class AttemptWriter:
         """The renewal ``observe`` returned landed (the job at update time ``job_time``)."""
         with self._lock:
             before = self._seen
-            self._seen = Seen(before.execution, {**(before.job or {}), **(change.job or {})}, before.execution_time, job_time)
+            self._seen = Seen(before.execution, cast(JobDoc, {**(before.job or {}), **(change.job or {})}), before.execution_time, job_time)
             self.writes += 1
 
     def heartbeat(self) -> None:
@@ -143,7 +144,7 @@ class AttemptWriter:
         self._write(lambda _: ex.heartbeat(now=self.now(), lease_s=self.lease_s))
 
 
-def _both(seen: Seen) -> tuple[dict[str, Any], dict[str, Any]]:
+def _both(seen: Seen) -> tuple[ExecutionDoc, JobDoc]:
     """Both documents of a version this attempt still holds (``_still_ours`` checked the job;
     an execution deleted meanwhile is a claim lost as well)."""
     if seen.execution is None or seen.job is None:

@@ -4,7 +4,7 @@ A batch is many executions (its items) and one document, ``batches/{id}``. At mo
 ``maxConcurrency`` items are in Cloud Tasks at once, without a shared counter: the items are
 laid out in ``maxConcurrency`` **lanes** (item ``k`` follows item ``k - maxConcurrency``); the
 first item of each lane is handed to Cloud Tasks at the start, and every item's end hands over
-the next item of its lane (``J.NEXT``). Until then an item waits in Firestore (``F.WAITING``).
+the next item of its lane (``JobField.NEXT``). Until then an item waits in Firestore (``ExecutionField.WAITING``).
 So no more than ``maxConcurrency`` items are ever queued or running, and nothing but the
 items' own documents is written when they start and end.
 
@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 from promptq.batches import fairshare
 from promptq.batches.fold import Counts, Totals
-from promptq.contract import B, BatchStatus, R, U
+from promptq.contract import BatchField, BatchStatus, RoundField, UsageField
+from promptq.contract.shapes import BatchDoc
 from promptq.domain import settlement
 from promptq.domain.costs import shares
 from promptq.domain.records import Settlement
@@ -52,82 +53,87 @@ def new_batch(
     request_hash: str,
     now: datetime,
     expire_at: datetime,
-) -> dict[str, Any]:
+) -> BatchDoc:
     return {
-        B.OWNER: owner_uid,
-        B.STATUS: BatchStatus.QUEUED.value,
-        B.TITLE: title,
-        B.COUNTS: Counts(total, queued=total).to_doc(),
-        B.USAGE: {U.PROMPT_TOKENS: 0, U.COMPLETION_TOKENS: 0},
-        B.COST: 0.0,
-        B.EXECUTIONS: 0,
-        B.MAX_CONCURRENCY: max_concurrency,
-        B.ROUND: 0,
-        B.REQUESTED_MODEL: requested_model,
-        B.SETTLED: Totals().to_doc(),
-        B.IDEMPOTENCY_KEY: idempotency_key,
-        B.REQUEST_HASH: request_hash,
-        B.CANCEL_REQUESTED: False,
-        B.CREATED_AT: now,
-        B.STARTED_AT: None,
-        B.FINISHED_AT: None,
-        B.UPDATED_AT: now,
-        B.FOLDED_AT: None,
-        B.EXPIRE_AT: expire_at,
-        B.WRITES: 1,
-        B.ESTIMATED_COST: 0.0,
-        B.WRITING: True,
+        BatchField.OWNER: owner_uid,
+        BatchField.STATUS: BatchStatus.QUEUED.value,
+        BatchField.TITLE: title,
+        BatchField.COUNTS: Counts(total, queued=total).to_doc(),
+        BatchField.USAGE: {UsageField.PROMPT_TOKENS: 0, UsageField.COMPLETION_TOKENS: 0},
+        BatchField.COST: 0.0,
+        BatchField.EXECUTIONS: 0,
+        BatchField.MAX_CONCURRENCY: max_concurrency,
+        BatchField.ROUND: 0,
+        BatchField.REQUESTED_MODEL: requested_model,
+        BatchField.SETTLED: Totals().to_doc(),
+        BatchField.IDEMPOTENCY_KEY: idempotency_key,
+        BatchField.REQUEST_HASH: request_hash,
+        BatchField.CANCEL_REQUESTED: False,
+        BatchField.CREATED_AT: now,
+        BatchField.STARTED_AT: None,
+        BatchField.FINISHED_AT: None,
+        BatchField.UPDATED_AT: now,
+        BatchField.FOLDED_AT: None,
+        BatchField.EXPIRE_AT: expire_at,
+        BatchField.WRITES: 1,
+        BatchField.ESTIMATED_COST: 0.0,
+        BatchField.WRITING: True,
     }
 
 
-def reopened(batch: Doc, *, retried: int, now: datetime, held: Mapping[str, Any] | None) -> dict[str, Any]:
+def reopened(batch: BatchDoc, *, retried: int, now: datetime, held: Mapping[str, Any] | None) -> dict[str, Any]:
     """``retry_batch``: the batch runs again for ``retried`` items (its counts follow at the
     next fold, once they are written); ``held``: what the retry took of the owner's account and
-    the project's spend (``B.HOLDS``...)."""
+    the project's spend (``BatchField.HOLDS``...)."""
     return {
-        B.STATUS: BatchStatus.RUNNING.value,
-        B.ROUND: int(batch.get(B.ROUND) or 0) + 1,
-        B.FINISHED_AT: None,
-        B.CANCEL_REQUESTED: False,
-        B.UPDATED_AT: now,
-        B.WRITING: True,
+        BatchField.STATUS: BatchStatus.RUNNING.value,
+        BatchField.ROUND: int(batch.get(BatchField.ROUND) or 0) + 1,
+        BatchField.FINISHED_AT: None,
+        BatchField.CANCEL_REQUESTED: False,
+        BatchField.UPDATED_AT: now,
+        BatchField.WRITING: True,
         **(held or {}),
     }
 
 
-def round_claim(batch: Doc, *, retried: int, now: datetime) -> dict[str, Any]:
+def round_claim(batch: BatchDoc, *, retried: int, now: datetime) -> dict[str, Any]:
     """The document that claims a retry's round (``batches/{id}/rounds/{round}``, created once)."""
-    return {R.ROUND: int(batch.get(B.ROUND) or 0) + 1, R.RETRIED: retried, R.CREATED_AT: now, R.EXPIRE_AT: batch.get(B.EXPIRE_AT)}
+    return {
+        RoundField.ROUND: int(batch.get(BatchField.ROUND) or 0) + 1,
+        RoundField.RETRIED: retried,
+        RoundField.CREATED_AT: now,
+        RoundField.EXPIRE_AT: batch.get(BatchField.EXPIRE_AT),
+    }
 
 
-def unclaimed(batch: Doc) -> Settlement | None:
+def unclaimed(batch: BatchDoc) -> Settlement | None:
     """A start that claimed the batch but could not write its items takes the batch back: what
     its owner's account and the project's shard get back."""
-    reservation, hold, lanes_back = float(batch.get(B.RESERVED_USD) or 0.0), settlement.batch_hold(batch), fairshare.active(batch)
-    if not batch.get(B.HOLDS) and not hold and not lanes_back:
+    reservation, hold, lanes_back = float(batch.get(BatchField.RESERVED_USD) or 0.0), settlement.batch_hold(batch), fairshare.active(batch)
+    if not batch.get(BatchField.HOLDS) and not hold and not lanes_back:
         return None
     return Settlement(
-        str(batch[B.OWNER]),
-        account=settlement.given_back(reservation=reservation, slots=int(batch[B.MAX_CONCURRENCY])) if batch.get(B.HOLDS) else None,
+        str(batch[BatchField.OWNER]),
+        account=settlement.given_back(reservation=reservation, slots=int(batch[BatchField.MAX_CONCURRENCY])) if batch.get(BatchField.HOLDS) else None,
         project=shares(hold, released=True, cost=0.0),
         lanes=lanes_back,
     )
 
 
-def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
+def round_undone(before: BatchDoc, *, now: datetime) -> dict[str, Any]:
     """A retry that claimed a round but could not write its items takes the round back: the
     batch as it was before (``before``), holding nothing."""
     return {
-        B.STATUS: before[B.STATUS],
-        B.ROUND: int(before.get(B.ROUND) or 0),
-        B.FINISHED_AT: before.get(B.FINISHED_AT),
-        B.CANCEL_REQUESTED: bool(before.get(B.CANCEL_REQUESTED)),
-        B.HOLDS: False,
-        B.RESERVED_USD: 0.0,
-        B.PROJECT_HOLD: before.get(B.PROJECT_HOLD),
-        B.PROJECT_SHARD: before.get(B.PROJECT_SHARD),
-        B.WRITING: False,
-        B.UPDATED_AT: now,
+        BatchField.STATUS: before[BatchField.STATUS],
+        BatchField.ROUND: int(before.get(BatchField.ROUND) or 0),
+        BatchField.FINISHED_AT: before.get(BatchField.FINISHED_AT),
+        BatchField.CANCEL_REQUESTED: bool(before.get(BatchField.CANCEL_REQUESTED)),
+        BatchField.HOLDS: False,
+        BatchField.RESERVED_USD: 0.0,
+        BatchField.PROJECT_HOLD: before.get(BatchField.PROJECT_HOLD),
+        BatchField.PROJECT_SHARD: before.get(BatchField.PROJECT_SHARD),
+        BatchField.WRITING: False,
+        BatchField.UPDATED_AT: now,
         **fairshare.all_given_back(before)[0],
     }
 
@@ -138,7 +144,7 @@ def round_undone(before: Doc, *, now: datetime) -> dict[str, Any]:
 WRITER_TIMEOUT = timedelta(seconds=600)
 
 
-def writer_gone(batch: Doc, now: datetime) -> bool:
+def writer_gone(batch: BatchDoc, now: datetime) -> bool:
     """Whether the batch is still marked as being written long after any writer could be."""
-    updated = batch.get(B.UPDATED_AT)
-    return bool(batch.get(B.WRITING)) and isinstance(updated, datetime) and updated < now - WRITER_TIMEOUT
+    updated = batch.get(BatchField.UPDATED_AT)
+    return bool(batch.get(BatchField.WRITING)) and isinstance(updated, datetime) and updated < now - WRITER_TIMEOUT

@@ -18,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -26,7 +26,8 @@ from google.cloud import firestore
 from promptq.adapters.cas import INTERRUPTED, Commit, Step, compare_and_set, write_counted
 from promptq.adapters.store import ExecutionStore
 from promptq.batches import batch as bt
-from promptq.contract import ROUNDS, B, F, R
+from promptq.contract import ROUNDS, BatchField, ExecutionField, RoundField
+from promptq.contract.shapes import BatchDoc
 from promptq.domain import execution as ex
 from promptq.domain.accounts import AccountView, Taken
 from promptq.domain.costs import day_of
@@ -99,7 +100,9 @@ class BatchClaims:
         commit.create(self.store.ref(execution_id), execution)
         commit.create(self.store.job_ref(execution_id), job)
         if execution_id in olds:
-            commit.update(self.store.ref(olds[execution_id]), write_counted({F.LATEST: False, F.UPDATED_AT: now}), version=None)
+            commit.update(
+                self.store.ref(olds[execution_id]), write_counted({ExecutionField.LATEST: False, ExecutionField.UPDATED_AT: now}), version=None
+            )
 
     def _create_chunk(self, chunk: list[Item], olds: dict[str, str], now: datetime) -> list[str]:
         """One commit; if it meets an existing document (or is interrupted), one item at a time."""
@@ -124,7 +127,10 @@ class BatchClaims:
                 return True
             except gexc.AlreadyExists:
                 there = self.store.get(item[0]) or {}
-                return there.get(F.CREATED_AT) == item[1][F.CREATED_AT] and there.get(F.OWNER) == item[1][F.OWNER]
+                return (
+                    there.get(ExecutionField.CREATED_AT) == item[1][ExecutionField.CREATED_AT]
+                    and there.get(ExecutionField.OWNER) == item[1][ExecutionField.OWNER]
+                )
             except INTERRUPTED:
                 if attempt == CHUNK_TRIES - 1:
                     raise
@@ -140,10 +146,14 @@ class BatchClaims:
                 commit.delete(self.store.job_ref(execution_id))
                 commit.delete(self.store.ref(execution_id))
                 if execution_id in olds:
-                    commit.update(self.store.ref(olds[execution_id]), write_counted({F.LATEST: True, F.UPDATED_AT: ex.utcnow()}), version=None)
+                    commit.update(
+                        self.store.ref(olds[execution_id]),
+                        write_counted({ExecutionField.LATEST: True, ExecutionField.UPDATED_AT: ex.utcnow()}),
+                        version=None,
+                    )
             commit.commit()
 
-    def claim(self, batch_id: str, batch_doc: dict[str, Any], take: Callable[[AccountView], Taken]) -> tuple[bool, dict[str, Any]]:
+    def claim(self, batch_id: str, batch_doc: BatchDoc, take: Callable[[AccountView], Taken]) -> tuple[bool, BatchDoc]:
         """Create the batch document, before any item, with what the start takes (decided on its
         owner's account and the project's spend as read; decided again if they changed).
         Returns (True, the document) for the call that created it, (False, the document that
@@ -151,14 +161,14 @@ class BatchClaims:
         (nothing written), unless the batch exists (a resubmission is answered)."""
         lost: list[bool] = []
 
-        def existing() -> dict[str, Any] | None:
+        def existing() -> BatchDoc | None:
             snap = self.ref(batch_id).get()
-            return (snap.to_dict() or {}) if snap.exists else None
+            return cast(BatchDoc, snap.to_dict() or {}) if snap.exists else None
 
-        def theirs(there: dict[str, Any]) -> Step[tuple[bool, dict[str, Any]]]:
+        def theirs(there: BatchDoc) -> Step[tuple[bool, BatchDoc]]:
             return Step(None, lambda: (False, there))  # another call claimed it: it writes the items
 
-        def decide(view: AccountView) -> Step[tuple[bool, dict[str, Any]]]:
+        def decide(view: AccountView) -> Step[tuple[bool, BatchDoc]]:
             if lost and (there := existing()) is not None:
                 return theirs(there)
             lost.append(True)
@@ -168,20 +178,20 @@ class BatchClaims:
                 if (there := existing()) is not None:
                     return theirs(there)
                 raise
-            doc, commit = {**batch_doc, **taken.batch_fields()}, Commit(self.client)
+            doc, commit = cast(BatchDoc, {**batch_doc, **taken.batch_fields()}), Commit(self.client)
             commit.create(self.ref(batch_id), doc)
             self.store.ledger.take(commit, view, taken, ex.utcnow())
             return Step(commit, lambda: (True, doc))
 
-        return compare_and_set(lambda: self.store.ledger.view(batch_doc[B.OWNER], day_of(ex.utcnow())), decide, what=f"batch {batch_id}")
+        return compare_and_set(lambda: self.store.ledger.view(batch_doc[BatchField.OWNER], day_of(ex.utcnow())), decide, what=f"batch {batch_id}")
 
     def written(self, batch_id: str) -> None:
         """Every item of the claim is written: folds may count and end the batch."""
         commit = Commit(self.client)
-        commit.update(self.ref(batch_id), write_counted({B.WRITING: False, B.UPDATED_AT: ex.utcnow()}), version=None)
+        commit.update(self.ref(batch_id), write_counted({BatchField.WRITING: False, BatchField.UPDATED_AT: ex.utcnow()}), version=None)
         commit.commit()
 
-    def unclaim(self, batch_id: str, batch_doc: dict[str, Any]) -> None:
+    def unclaim(self, batch_id: str, batch_doc: BatchDoc) -> None:
         """Take back a claimed batch whose items could not be written (after ``undo_items``):
         the document deleted, and what it took given back, in one commit."""
         commit = Commit(self.client)
@@ -190,9 +200,7 @@ class BatchClaims:
             self.store.ledger.settle(commit, settle, ex.utcnow())
         commit.commit()
 
-    def claim_round(
-        self, batch_id: str, decide: Callable[[dict[str, Any], AccountView], tuple[dict[str, Any], Taken]], retried: int
-    ) -> dict[str, Any]:
+    def claim_round(self, batch_id: str, decide: Callable[[BatchDoc, AccountView], tuple[dict[str, Any], Taken]], retried: int) -> BatchDoc:
         """``retry_batch``'s claim: the next round's document created and the batch moved on to
         it (with a precondition on the version decided on), with what it takes, in one commit.
         ``decide`` refuses (raises) a batch that is not the one the retry read; a call that loses
@@ -200,27 +208,27 @@ class BatchClaims:
 
         def read() -> tuple[firestore.DocumentSnapshot, AccountView]:
             snap = self.ref(batch_id).get()
-            return snap, self.store.ledger.view((snap.to_dict() or {}).get(B.OWNER, ""), day_of(ex.utcnow()))
+            return snap, self.store.ledger.view((snap.to_dict() or {}).get(BatchField.OWNER, ""), day_of(ex.utcnow()))
 
-        def step(seen: tuple[firestore.DocumentSnapshot, AccountView]) -> Step[dict[str, Any]]:
+        def step(seen: tuple[firestore.DocumentSnapshot, AccountView]) -> Step[BatchDoc]:
             snap, view = seen
-            current = snap.to_dict() or {}
+            current = cast(BatchDoc, snap.to_dict() or {})
             update, taken = decide(current, view)  # raises: not the batch the retry read (retried already, running ...)
             now, commit = ex.utcnow(), Commit(self.client)
             claim = bt.round_claim(current, retried=retried, now=now)
-            commit.create(self.ref(batch_id).collection(ROUNDS).document(str(claim[R.ROUND])), claim)
+            commit.create(self.ref(batch_id).collection(ROUNDS).document(str(claim[RoundField.ROUND])), claim)
             commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
             self.store.ledger.take(commit, view, taken, now)
-            return Step(commit, lambda: {**current, **update})
+            return Step(commit, lambda: cast(BatchDoc, {**current, **update}))
 
         return compare_and_set(read, step, what=f"batch {batch_id}")
 
-    def unclaim_round(self, batch_id: str, before: dict[str, Any], claimed: dict[str, Any]) -> None:
+    def unclaim_round(self, batch_id: str, before: BatchDoc, claimed: BatchDoc) -> None:
         """Take back a retry's round whose items could not be written (after ``undo_items``):
         the batch as it was, the round's document deleted, what the retry took given back."""
         commit, now = Commit(self.client), ex.utcnow()
         commit.update(self.ref(batch_id), write_counted(bt.round_undone(before, now=now)), version=None)
-        commit.delete(self.ref(batch_id).collection(ROUNDS).document(str(claimed[B.ROUND])))
+        commit.delete(self.ref(batch_id).collection(ROUNDS).document(str(claimed[BatchField.ROUND])))
         if (settle := bt.unclaimed(claimed)) is not None:
             self.store.ledger.settle(commit, settle, now)
         commit.commit()

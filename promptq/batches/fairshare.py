@@ -19,17 +19,18 @@ import dataclasses
 from datetime import datetime
 from typing import Any, Mapping
 
-from promptq.contract import Acc, B, Proj
+from promptq.contract import AccountField, BatchField, ProjectField
+from promptq.contract.shapes import BatchDoc
 from promptq.domain.accounts import AccountView, Taken
 
 ACTIVE, PARKED, ENDED = "active", "parked", "ended"
-USER_CAP, PROJECT_CAP = "user_cap", "project_cap"  # what a batch's parked lanes wait for (B.WAITING_FOR)
+USER_CAP, PROJECT_CAP = "user_cap", "project_cap"  # what a batch's parked lanes wait for (BatchField.WAITING_FOR)
 
 Doc = Mapping[str, Any]
 
 
 def lane_key(round_: int, lane: int) -> str:
-    """A lane's name in its batch (``F.LANE`` on its items, a key of ``B.LANES``): the retry
+    """A lane's name in its batch (``ExecutionField.LANE`` on its items, a key of ``BatchField.LANES``): the retry
     round and the lane's number."""
     return f"{round_}-{lane}"
 
@@ -55,10 +56,10 @@ def granted(want: int, caps: Caps, *, user_active: int, project_active: int) -> 
 def _fields(lanes: dict[str, str], waiting_for: str | None) -> dict[str, Any]:
     parked = sum(1 for s in lanes.values() if s == PARKED)
     return {
-        B.LANES: lanes,
-        B.LANES_ACTIVE: sum(1 for s in lanes.values() if s == ACTIVE),
-        B.LANES_PARKED: parked,
-        B.WAITING_FOR: waiting_for if parked else None,
+        BatchField.LANES: lanes,
+        BatchField.LANES_ACTIVE: sum(1 for s in lanes.values() if s == ACTIVE),
+        BatchField.LANES_PARKED: parked,
+        BatchField.WAITING_FOR: waiting_for if parked else None,
     }
 
 
@@ -67,43 +68,43 @@ def initial(round_: int, width: int, active: int, waiting_for: str | None) -> di
     return _fields({lane_key(round_, n): ACTIVE if n < active else PARKED for n in range(width)}, waiting_for)
 
 
-def active(batch: Doc) -> int:
-    return sum(1 for s in (batch.get(B.LANES) or {}).values() if s == ACTIVE)
+def active(batch: BatchDoc) -> int:
+    return sum(1 for s in (batch.get(BatchField.LANES) or {}).values() if s == ACTIVE)
 
 
-def live(batch: Doc) -> list[str]:
+def live(batch: BatchDoc) -> list[str]:
     """The lanes not yet ended (active or parked)."""
-    return sorted(k for k, s in (batch.get(B.LANES) or {}).items() if s != ENDED)
+    return sorted(k for k, s in (batch.get(BatchField.LANES) or {}).items() if s != ENDED)
 
 
-def ended(batch: Doc, key: str) -> tuple[dict[str, Any] | None, int]:
+def ended(batch: BatchDoc, key: str) -> tuple[dict[str, Any] | None, int]:
     """A lane's chain ended (its last item ended, or nothing of it is left to run): the batch's
     lane fields after it, and how many lanes it gives back to the counters (1 if it was active).
     None: it ended already (or is not this round's): nothing to write, ever again."""
-    lanes = dict(batch.get(B.LANES) or {})
+    lanes = dict(batch.get(BatchField.LANES) or {})
     state = lanes.get(key)
     if state not in (ACTIVE, PARKED):
         return None, 0
     lanes[key] = ENDED
-    return _fields(lanes, batch.get(B.WAITING_FOR)), int(state == ACTIVE)
+    return _fields(lanes, batch.get(BatchField.WAITING_FOR)), int(state == ACTIVE)
 
 
-def activated(batch: Doc, key: str, caps: Caps, *, user_active: int, project_active: int) -> tuple[dict[str, Any] | None, str | None]:
+def activated(batch: BatchDoc, key: str, caps: Caps, *, user_active: int, project_active: int) -> tuple[dict[str, Any] | None, str | None]:
     """A parked lane asked to run: the batch's lane fields after it starts, or None and what it
     still waits for (None, None: it is not parked)."""
-    lanes = dict(batch.get(B.LANES) or {})
+    lanes = dict(batch.get(BatchField.LANES) or {})
     if lanes.get(key) != PARKED:
         return None, None
     n, reason = granted(1, caps, user_active=user_active, project_active=project_active)
     if not n:
         return None, reason
     lanes[key] = ACTIVE
-    return _fields(lanes, batch.get(B.WAITING_FOR)), None
+    return _fields(lanes, batch.get(BatchField.WAITING_FOR)), None
 
 
-def all_given_back(batch: Doc) -> tuple[dict[str, Any], int]:
+def all_given_back(batch: BatchDoc) -> tuple[dict[str, Any], int]:
     """The batch ended (or its claim is taken back): every lane ends; how many it gives back."""
-    lanes = {k: ENDED for k in batch.get(B.LANES) or {}}
+    lanes = {k: ENDED for k in batch.get(BatchField.LANES) or {}}
     return _fields(lanes, None), active(batch)
 
 
@@ -116,12 +117,12 @@ def lanes_of(keys: list[str], live_keys: set[str]) -> list[str]:
 def taken(start: Taken, view: AccountView, width: int, round_: int, caps: Caps, now: datetime) -> Taken:
     """A batch's start: as many of its ``width`` lanes as the caps allow now, counted in the
     owner's account and project/lanes (written only if they are still the versions read)."""
-    user_active = int((view.account or {}).get(Acc.BATCH_LANES) or 0)
-    project_active = int((view.project_lanes or {}).get(Proj.LANES) or 0)
+    user_active = int((view.account or {}).get(AccountField.BATCH_LANES) or 0)
+    project_active = int((view.project_lanes or {}).get(ProjectField.LANES) or 0)
     n, waiting_for = granted(width, caps, user_active=user_active, project_active=project_active)
     account = start.account
     if n:
-        account = {**(account or {}), Acc.BATCH_LANES: max(user_active, 0) + n, Acc.UPDATED_AT: now}
+        account = {**(account or {}), AccountField.BATCH_LANES: max(user_active, 0) + n, AccountField.UPDATED_AT: now}
     return dataclasses.replace(
         start, account=account, lanes=n, lane_fields=initial(round_, width, n, waiting_for), project_lanes=max(project_active, 0) + n if n else None
     )

@@ -11,14 +11,15 @@ the fold that ends a batch gives back what it still holds (``promptq.batches.fol
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, TYPE_CHECKING, cast
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.adapters.cas import Commit, Step, compare_and_set, write_counted
 from promptq.batches import fairshare as ln
-from promptq.contract import BATCH_OVER, BATCHES, EXECUTIONS, Acc, B, BatchStatus, F, Proj, Status
+from promptq.contract.shapes import BatchDoc, ExecutionDoc
+from promptq.contract import BATCH_OVER, BATCHES, EXECUTIONS, AccountField, BatchField, BatchStatus, ExecutionField, ProjectField, Status
 from promptq.domain import execution as ex
 from promptq.domain.accounts import UserLimits
 from promptq.domain.records import Settlement
@@ -47,24 +48,24 @@ class LaneStore:
         ref = self.batches.ref(batch_id)
 
         def decide(snap: firestore.DocumentSnapshot) -> Step[str | None]:
-            batch = (snap.to_dict() or {}) if snap.exists else None
-            update, back = ln.ended(batch or {}, key)
+            batch = cast(BatchDoc, snap.to_dict() or {}) if snap.exists else None
+            update, back = ln.ended(batch or BatchDoc(), key)
             if batch is None or update is None:
                 return Step(None, lambda: None)
             commit, now = Commit(self.client), ex.utcnow()
             commit.update(ref, write_counted(update), version=snap.update_time)
             if back:
-                self.ledger.settle(commit, Settlement(str(batch[B.OWNER]), lanes=back), now)
-            return Step(commit, lambda: str(batch[B.OWNER]) if back else None)
+                self.ledger.settle(commit, Settlement(str(batch[BatchField.OWNER]), lanes=back), now)
+            return Step(commit, lambda: str(batch[BatchField.OWNER]) if back else None)
 
         return compare_and_set(ref.get, decide, what=f"batch {batch_id}'s lane {key}")
 
     def parked(self, uid: str | None, limit: int) -> list[str]:
         """Parked lane heads, oldest first: one user's, or anyone's."""
-        query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.PARKED, "==", True))
+        query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(ExecutionField.PARKED, "==", True))
         if uid is not None:
-            query = query.where(filter=FieldFilter(F.OWNER, "==", uid))
-        return [s.id for s in query.order_by(F.CREATED_AT).order_by(F.INDEX).limit(limit).select([]).stream()]
+            query = query.where(filter=FieldFilter(ExecutionField.OWNER, "==", uid))
+        return [s.id for s in query.order_by(ExecutionField.CREATED_AT).order_by(ExecutionField.INDEX).limit(limit).select([]).stream()]
 
     def activate(self, execution_id: str) -> bool:
         """Start a parked head's lane if the caps allow now (the head handed over in the same
@@ -76,10 +77,15 @@ class LaneStore:
         """The head, then its batch, its owner's account and limits, and project/lanes."""
         esnap = self.store.ref(execution_id).get()
         execution = (esnap.to_dict() or {}) if esnap.exists else {}
-        if not execution.get(F.PARKED):
+        if not execution.get(ExecutionField.PARKED):
             return [esnap]
-        owner = execution[F.OWNER]
-        refs = [self.batches.ref(execution[F.BATCH_ID]), self.ledger.account_ref(owner), self.ledger.limits_ref(owner), self.ledger.lanes_ref()]
+        owner = execution[ExecutionField.OWNER]
+        refs = [
+            self.batches.ref(execution[ExecutionField.BATCH_ID]),
+            self.ledger.account_ref(owner),
+            self.ledger.limits_ref(owner),
+            self.ledger.lanes_ref(),
+        ]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)}
         return [esnap, *(snaps[r.path] for r in refs)]
 
@@ -89,36 +95,40 @@ class LaneStore:
         if len(snaps) == 1:
             return Step(None, lambda: False)  # not parked (any more)
         bsnap, account, limits, lanes = snaps[1:]
-        batch = (bsnap.to_dict() or {}) if bsnap.exists else {}
-        parked = (batch.get(B.LANES) or {}).get(execution.get(F.LANE)) == ln.PARKED
-        if ex.is_terminal(execution) or batch.get(B.STATUS, BatchStatus.CANCELLED.value) in _OVER or not parked:
+        batch = cast(BatchDoc, bsnap.to_dict() or {}) if bsnap.exists else BatchDoc()
+        parked = (batch.get(BatchField.LANES) or {}).get(str(execution.get(ExecutionField.LANE))) == ln.PARKED
+        if ex.is_terminal(execution) or batch.get(BatchField.STATUS, BatchStatus.CANCELLED.value) in _OVER or not parked:
             return Step(self._unparked(esnap, execution), lambda: False)
-        user_active = int((account.to_dict() or {}).get(Acc.BATCH_LANES) or 0) if account.exists else 0
-        project_active = int((lanes.to_dict() or {}).get(Proj.LANES) or 0) if lanes.exists else 0
+        user_active = int((account.to_dict() or {}).get(AccountField.BATCH_LANES) or 0) if account.exists else 0
+        project_active = int((lanes.to_dict() or {}).get(ProjectField.LANES) or 0) if lanes.exists else 0
         cap = UserLimits.of(UserLimits(max_batch_lanes=self.user_cap), limits.to_dict() if limits.exists else None).max_batch_lanes
-        update, _ = ln.activated(batch, execution[F.LANE], ln.Caps(cap, self.project_cap), user_active=user_active, project_active=project_active)
+        update, _ = ln.activated(
+            batch, execution[ExecutionField.LANE], ln.Caps(cap, self.project_cap), user_active=user_active, project_active=project_active
+        )
         if update is None:
             return Step(None, lambda: False)
         now, commit = ex.utcnow(), Commit(self.client)
-        change = ex.unparked(execution, now=now, start=True)
+        change = ex.unparked(cast(ExecutionDoc, execution), now=now, start=True)
         commit.update(esnap.reference, write_counted((change.execution if change else None) or {}), version=esnap.update_time)
         commit.update(bsnap.reference, write_counted(update), version=bsnap.update_time)
         commit.put(
-            account.reference, {Acc.BATCH_LANES: user_active + 1, Acc.UPDATED_AT: now}, version=account.update_time if account.exists else None
+            account.reference,
+            {AccountField.BATCH_LANES: user_active + 1, AccountField.UPDATED_AT: now},
+            version=account.update_time if account.exists else None,
         )
         self.ledger.count_lanes(commit, lanes.update_time if lanes.exists else None, project_active + 1, now)
         return Step(commit, lambda: True)
 
     def _unparked(self, esnap: firestore.DocumentSnapshot, execution: dict[str, Any]) -> Commit | None:
         """A head whose lane will never run: no longer parked (the next look sees any change)."""
-        change = ex.unparked(execution, now=ex.utcnow(), start=False)
+        change = ex.unparked(cast(ExecutionDoc, execution), now=ex.utcnow(), start=False)
         if change is None or change.execution is None:
             return None
         commit = Commit(self.client)
         commit.update(esnap.reference, write_counted(change.execution), version=esnap.update_time)
         return commit
 
-    def idle_lanes(self, batch_id: str, batch: dict[str, Any]) -> list[str]:
+    def idle_lanes(self, batch_id: str, batch: BatchDoc) -> list[str]:
         """The batch's lanes not yet ended that have no item left waiting, queued or running
         (their end was lost: a worker died between an item's end and its lane's)."""
         keys = ln.live(batch)
@@ -126,15 +136,15 @@ class LaneStore:
             return []
         query = (
             self.client.collection(EXECUTIONS)
-            .where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
-            .where(filter=FieldFilter(F.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
-            .select([F.LANE])
+            .where(filter=FieldFilter(ExecutionField.BATCH_ID, "==", batch_id))
+            .where(filter=FieldFilter(ExecutionField.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
+            .select([ExecutionField.LANE])
         )
-        return ln.lanes_of(keys, {str(lane) for s in query.stream() if (lane := (s.to_dict() or {}).get(F.LANE))})
+        return ln.lanes_of(keys, {str(lane) for s in query.stream() if (lane := (s.to_dict() or {}).get(ExecutionField.LANE))})
 
     def with_parked(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
         """Batches with parked lanes (the sweeper wakes them if a cap has room: a lost wake)."""
-        query = self.client.collection(BATCHES).where(filter=FieldFilter(B.LANES_PARKED, ">", 0)).limit(limit)
+        query = self.client.collection(BATCHES).where(filter=FieldFilter(BatchField.LANES_PARKED, ">", 0)).limit(limit)
         return [(s.id, s.to_dict() or {}) for s in query.stream()]
 
 

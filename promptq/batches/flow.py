@@ -34,7 +34,8 @@ from promptq.batches import fairshare as ln
 from promptq.batches import fold as fd
 from promptq.batches.fairshare_store import LaneStore
 from promptq.batches.store import BatchStore
-from promptq.contract import BATCH_OVER, B, Count, F, J, Status
+from promptq.contract.shapes import BatchDoc, ExecutionDoc
+from promptq.contract import BATCH_OVER, BatchField, Count, ExecutionField, JobField, Status
 from promptq.domain import execution as ex
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class BatchFlow:
 
     def hand_over(self, execution_id: str | None) -> bool:
         """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
-        last: dict[str, Any] = {}
+        last: ExecutionDoc = {}
         while execution_id:
             change, seen = self.store.update_if(execution_id, lambda e, j: ex.handed_over(e, now=ex.utcnow()))
             execution = seen.execution
@@ -69,16 +70,16 @@ class BatchFlow:
                 if change is not None or ex.status_of(execution) is Status.QUEUED:
                     self.queue.enqueue(execution_id, queue=BATCH)
                 return True
-            last, execution_id = execution, (seen.job or {}).get(J.NEXT)  # it ended while it waited: the next one's turn
-        if last.get(F.BATCH_ID):
-            self.lane_ended(last[F.BATCH_ID], last.get(F.LANE))  # past the lane's end: the lane is over
+            last, execution_id = execution, (seen.job or {}).get(JobField.NEXT)  # it ended while it waited: the next one's turn
+        if last.get(ExecutionField.BATCH_ID):
+            self.lane_ended(last[ExecutionField.BATCH_ID], last.get(ExecutionField.LANE))  # past the lane's end: the lane is over
         return False
 
     def after_end(self, batch_id: str, next_id: str | None, lane: str | None = None) -> None:
         """An item ended (or a delivery found it ended): the next of its lane (or, the last of
         its lane, the lane's end), and a fold."""
         batch = self.batches.get(batch_id) or {}
-        if next_id and batch.get(B.STATUS) not in _OVER:
+        if next_id and batch.get(BatchField.STATUS) not in _OVER:
             self.hand_over(next_id)
         elif not next_id:
             self.lane_ended(batch_id, lane)
@@ -140,17 +141,17 @@ class BatchFlow:
             return
         self.batches.fold(batch_id, when)
 
-    def recount(self, batch_id: str, batch: dict[str, Any] | None = None) -> int:
+    def recount(self, batch_id: str, batch: BatchDoc | None = None) -> int:
         """End the batch's lanes that have nothing left to run but are still held (their end was
         lost), then wake parked lanes the caps have room for; returns how many lanes ended."""
         batch = batch if batch is not None else self.batches.get(batch_id)
-        if self.lanes is None or not batch or not batch.get(B.LANES) or batch.get(B.WRITING):
+        if self.lanes is None or not batch or not batch.get(BatchField.LANES) or batch.get(BatchField.WRITING):
             return 0
         idle = self.lanes.idle_lanes(batch_id, batch)
         for key in idle:
             log.warning("batch %s: lane %s has nothing left to run; ended", batch_id, key)
             self.lanes.end(batch_id, key)
-        self.wake(str(batch[B.OWNER]))
+        self.wake(str(batch[BatchField.OWNER]))
         return len(idle)
 
     def repair(self, batch_id: str) -> int:
@@ -158,17 +159,17 @@ class BatchFlow:
         over the items whose turn was lost; returns how many were handed over."""
         self.recount(batch_id)
         batch = self.batches.fold(batch_id)
-        if batch and batch.get(B.WRITING):
+        if batch and batch.get(BatchField.WRITING):
             if not bt.writer_gone(batch, ex.utcnow()):
                 return 0  # the call that claimed it is still writing its items, and hands them over itself
             log.warning("batch %s: the call writing its items is gone; it runs with those written", batch_id)
             self.batches.claims.written(batch_id)
             batch = self.batches.fold(batch_id)
-        if not batch or batch.get(B.STATUS) in _OVER or not (waiting := self.batches.waiting(batch_id)):
+        if not batch or batch.get(BatchField.STATUS) in _OVER or not (waiting := self.batches.waiting(batch_id)):
             return 0
-        counts = batch.get(B.COUNTS) or {}
+        counts = batch.get(BatchField.COUNTS) or {}
         in_flight = int(counts.get(Count.QUEUED) or 0) - waiting + int(counts.get(Count.RUNNING) or 0)
-        if in_flight >= (ln.active(batch) if batch.get(B.LANES) else int(batch.get(B.MAX_CONCURRENCY) or 1)):
+        if in_flight >= (ln.active(batch) if batch.get(BatchField.LANES) else int(batch.get(BatchField.MAX_CONCURRENCY) or 1)):
             return 0  # every lane is busy: nothing was lost
         handed = 0
         for execution_id, doc in self._waiting_heads(batch_id):
@@ -180,8 +181,8 @@ class BatchFlow:
     def _waiting_heads(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Waiting items whose predecessor in the lane has ended (or that have none), but for
         parked lane heads (they wait for a cap: ``wake`` starts them)."""
-        waiting = [(i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(F.PARKED)]
-        after = {str(doc[F.AFTER]) for _, doc in waiting if doc.get(F.AFTER)}
+        waiting = [(i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(ExecutionField.PARKED)]
+        after = {str(doc[ExecutionField.AFTER]) for _, doc in waiting if doc.get(ExecutionField.AFTER)}
         # A predecessor that was never written (its writer died) holds nothing back.
         ended = self.store.ended_or_missing(after)
-        return [(i, doc) for i, doc in waiting if not doc.get(F.AFTER) or doc.get(F.AFTER) in ended]
+        return [(i, doc) for i, doc in waiting if not doc.get(ExecutionField.AFTER) or doc.get(ExecutionField.AFTER) in ended]

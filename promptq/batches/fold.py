@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq.batches import fairshare
-from promptq.contract import BATCH_TERMINAL, B, BatchStatus, Count, KeySource, U, Use
+from promptq.contract import BATCH_TERMINAL, BatchField, BatchStatus, Count, KeySource, UsageField, DayField
+from promptq.contract.shapes import BatchDoc
 from promptq.domain.costs import day_of, shares
 from promptq.domain.records import Inc, Settlement
 from promptq.domain.settlement import batch_hold, given_back
@@ -59,32 +60,32 @@ class Totals:
     estimated: float = 0.0
 
     @classmethod
-    def of(cls, batch: Doc) -> "Totals":
+    def of(cls, batch: BatchDoc) -> "Totals":
         """The totals the batch document holds now."""
-        usage = batch.get(B.USAGE) or {}
+        usage = batch.get(BatchField.USAGE) or {}
         return cls(
-            int(batch.get(B.EXECUTIONS) or 0),
-            int(usage.get(U.PROMPT_TOKENS) or 0),
-            int(usage.get(U.COMPLETION_TOKENS) or 0),
-            float(batch.get(B.COST) or 0.0),
-            float(batch.get(B.ESTIMATED_COST) or 0.0),
+            int(batch.get(BatchField.EXECUTIONS) or 0),
+            int(usage.get(UsageField.PROMPT_TOKENS) or 0),
+            int(usage.get(UsageField.COMPLETION_TOKENS) or 0),
+            float(batch.get(BatchField.COST) or 0.0),
+            float(batch.get(BatchField.ESTIMATED_COST) or 0.0),
         )
 
     def to_doc(self) -> dict[str, Any]:
-        """What its owner's day is given of it (``B.SETTLED``): ``cost`` is what it is charged,
+        """What its owner's day is given of it (``BatchField.SETTLED``): ``cost`` is what it is charged,
         the estimates included, as an execution's ending charges its day."""
         return {
-            Use.EXECUTIONS: self.executions,
-            Use.PROMPT_TOKENS: self.prompt_tokens,
-            Use.COMPLETION_TOKENS: self.completion_tokens,
-            Use.COST: round(self.cost + self.estimated, 12),
-            Use.ESTIMATED_COST: round(self.estimated, 12),
+            DayField.EXECUTIONS: self.executions,
+            DayField.PROMPT_TOKENS: self.prompt_tokens,
+            DayField.COMPLETION_TOKENS: self.completion_tokens,
+            DayField.COST: round(self.cost + self.estimated, 12),
+            DayField.ESTIMATED_COST: round(self.estimated, 12),
         }
 
 
-def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
+def _status(batch: BatchDoc, counts: Counts) -> tuple[BatchStatus, bool]:
     """The batch's status given its items' counts, and whether it ends now."""
-    status = BatchStatus(batch[B.STATUS])
+    status = BatchStatus(batch[BatchField.STATUS])
     if status not in BATCH_TERMINAL and counts.total and counts.ended >= counts.total:
         return (BatchStatus.CANCELLED if status is BatchStatus.CANCELLING else BatchStatus.COMPLETED), True
     if status is BatchStatus.QUEUED and (counts.running or counts.ended):
@@ -92,72 +93,77 @@ def _status(batch: Doc, counts: Counts) -> tuple[BatchStatus, bool]:
     return status, False
 
 
-def folded(batch: Doc, counts: Counts, totals: Totals, *, now: datetime) -> tuple[dict[str, Any] | None, Settlement | None]:
+def folded(batch: BatchDoc, counts: Counts, totals: Totals, *, now: datetime) -> tuple[dict[str, Any] | None, Settlement | None]:
     """The batch document's update for its items as they are now, and, when the batch ends (or
     an ended batch's totals change: a cancelled item's cost read later), what its owner's
     account gets back and their day gets. None: nothing changed."""
     status, ends = _status(batch, counts)
-    usage = {U.PROMPT_TOKENS: totals.prompt_tokens, U.COMPLETION_TOKENS: totals.completion_tokens}
+    usage = {UsageField.PROMPT_TOKENS: totals.prompt_tokens, UsageField.COMPLETION_TOKENS: totals.completion_tokens}
     update: dict[str, Any] = {}
-    if counts.to_doc() != batch.get(B.COUNTS):
-        update[B.COUNTS] = counts.to_doc()
+    if counts.to_doc() != batch.get(BatchField.COUNTS):
+        update[BatchField.COUNTS] = counts.to_doc()
     if (
-        usage != batch.get(B.USAGE)
-        or round(totals.cost, 12) != batch.get(B.COST)
-        or totals.executions != batch.get(B.EXECUTIONS)
-        or round(totals.estimated, 12) != (batch.get(B.ESTIMATED_COST) or 0.0)
+        usage != batch.get(BatchField.USAGE)
+        or round(totals.cost, 12) != batch.get(BatchField.COST)
+        or totals.executions != batch.get(BatchField.EXECUTIONS)
+        or round(totals.estimated, 12) != (batch.get(BatchField.ESTIMATED_COST) or 0.0)
     ):
         update.update(
-            {B.USAGE: usage, B.COST: round(totals.cost, 12), B.EXECUTIONS: totals.executions, B.ESTIMATED_COST: round(totals.estimated, 12)}
+            {
+                BatchField.USAGE: usage,
+                BatchField.COST: round(totals.cost, 12),
+                BatchField.EXECUTIONS: totals.executions,
+                BatchField.ESTIMATED_COST: round(totals.estimated, 12),
+            }
         )
-    if status.value != batch[B.STATUS]:
-        update[B.STATUS] = status.value
+    if status.value != batch[BatchField.STATUS]:
+        update[BatchField.STATUS] = status.value
         if status is BatchStatus.RUNNING:
-            update[B.STARTED_AT] = now
+            update[BatchField.STARTED_AT] = now
     settle = None
     if status in BATCH_TERMINAL:
         ended_fields, settle = settled(batch, totals.to_doc(), ends=ends, now=now)
         update.update(ended_fields)
     if not update:
         return None, None
-    return {**update, B.UPDATED_AT: now}, settle
+    return {**update, BatchField.UPDATED_AT: now}, settle
 
 
 FOLD_DUTY = 4  # the next fold comes no sooner than 4 × the last one took
 
 
-def next_fold(batch: Doc, at: datetime) -> datetime | None:
+def next_fold(batch: BatchDoc, at: datetime) -> datetime | None:
     """When a fold asked for the instant ``at`` should run instead, if it comes too soon: a
     batch is folded at most once per fold interval, and its folds take at most 1/FOLD_DUTY of
     the time (their aggregation queries take milliseconds on Firestore's indexes; the emulator
     scans, a second for a few thousand items), so that folds never pile up nor crowd out the
     items' own writes. None: now."""
-    last = batch.get(B.FOLDED_AT)
+    last = batch.get(BatchField.FOLDED_AT)
     if last is None:
         return None
-    due = last + timedelta(seconds=FOLD_DUTY * float(batch.get(B.FOLD_SECONDS) or 0.0))
+    due = last + timedelta(seconds=FOLD_DUTY * float(batch.get(BatchField.FOLD_SECONDS) or 0.0))
     return due if at < due else None
 
 
-def _batch_usage(batch: Mapping[str, Any], totals: Mapping[str, Any]) -> dict[str, Any]:
+def _batch_usage(batch: BatchDoc, totals: Mapping[str, Any]) -> dict[str, Any]:
     """What its owner's day has not been given yet of what the batch used."""
-    settled = batch.get(B.SETTLED) or {}
+    settled = batch.get(BatchField.SETTLED) or {}
     delta = {k: v - (settled.get(k) or 0) for k, v in totals.items()}
-    user = batch.get(B.KEY_SOURCE) == KeySource.USER.value
+    user = batch.get(BatchField.KEY_SOURCE) == KeySource.USER.value
     names = {
-        Use.EXECUTIONS: Use.USER_KEY_EXECUTIONS,
-        Use.PROMPT_TOKENS: Use.USER_KEY_PROMPT_TOKENS,
-        Use.COMPLETION_TOKENS: Use.USER_KEY_COMPLETION_TOKENS,
-        Use.COST: Use.USER_KEY_COST,
+        DayField.EXECUTIONS: DayField.USER_KEY_EXECUTIONS,
+        DayField.PROMPT_TOKENS: DayField.USER_KEY_PROMPT_TOKENS,
+        DayField.COMPLETION_TOKENS: DayField.USER_KEY_COMPLETION_TOKENS,
+        DayField.COST: DayField.USER_KEY_COST,
     }
     return {
-        (names[k] if user else k): Inc(round(v, 12) if k in (Use.COST, Use.ESTIMATED_COST) else v)
+        (names[k] if user else k): Inc(round(v, 12) if k in (DayField.COST, DayField.ESTIMATED_COST) else v)
         for k, v in delta.items()
         if v and (k in names or not user)
     }
 
 
-def settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: bool, now: datetime) -> tuple[dict[str, Any], Settlement | None]:
+def settled(batch: BatchDoc, totals: Mapping[str, Any], *, ends: bool, now: datetime) -> tuple[dict[str, Any], Settlement | None]:
     """An ended batch's settlement (``folded``), given its items' totals
     (``Totals.to_doc``): when it ends, its reservation, slots and lanes given back; and what its
     owner's day has not been given yet of what it used. With the batch document's fields for it."""
@@ -165,22 +171,22 @@ def settled(batch: Mapping[str, Any], totals: Mapping[str, Any], *, ends: bool, 
     delta = _batch_usage(batch, totals)
     account, released_usd, lanes_back = None, 0.0, 0
     if ends:
-        update[B.FINISHED_AT] = now
-        released_usd = float(batch.get(B.RESERVED_USD) or 0.0)
-        if batch.get(B.HOLDS):
-            account = given_back(reservation=released_usd, slots=int(batch[B.MAX_CONCURRENCY]))
-        update.update({B.HOLDS: False, B.RESERVED_USD: 0.0})
-        if batch.get(B.PROJECT_HOLD):  # given back; its shards still take what a late fold adds
-            update[B.PROJECT_HOLD] = {k: 0.0 for k in batch[B.PROJECT_HOLD]}
-        if batch.get(B.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
+        update[BatchField.FINISHED_AT] = now
+        released_usd = float(batch.get(BatchField.RESERVED_USD) or 0.0)
+        if batch.get(BatchField.HOLDS):
+            account = given_back(reservation=released_usd, slots=int(batch[BatchField.MAX_CONCURRENCY]))
+        update.update({BatchField.HOLDS: False, BatchField.RESERVED_USD: 0.0})
+        if batch.get(BatchField.PROJECT_HOLD):  # given back; its shards still take what a late fold adds
+            update[BatchField.PROJECT_HOLD] = {k: 0.0 for k in batch[BatchField.PROJECT_HOLD]}
+        if batch.get(BatchField.LANES):  # the lanes still held (a cancel's, or a lost end's) are given back
             lane_fields, lanes_back = fairshare.all_given_back(batch)
             update.update(lane_fields)
-    hold, charged = batch_hold(batch), delta.get(Use.COST)
+    hold, charged = batch_hold(batch), delta.get(DayField.COST)
     if not (delta or account or lanes_back or (hold and released_usd)):
         return update, None
-    update[B.SETTLED] = dict(totals)
+    update[BatchField.SETTLED] = dict(totals)
     return update, Settlement(
-        str(batch[B.OWNER]),
+        str(batch[BatchField.OWNER]),
         account=account,
         day=day_of(now),
         usage=delta or None,

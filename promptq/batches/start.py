@@ -12,13 +12,14 @@ The request itself (its items checked and built, their worst cases) is the calla
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Callable
 
 from promptq.batches import fairshare
 from promptq.batches.claims import Item, ItemsNotWritten
 from promptq.batches.flow import BatchFlow
 from promptq.batches.store import BatchStore
-from promptq.contract import B, BatchStatus, F, J
+from promptq.contract import BatchField, BatchStatus, ExecutionField, JobField
+from promptq.contract.shapes import BatchDoc
 from promptq.domain import execution as ex
 from promptq.domain.costs import NOT_RESERVED, Reserve
 
@@ -29,23 +30,27 @@ class NotWritten(Exception):
     """The items could not be written; nothing of this call is left, the claim taken back."""
 
 
-def claimed_items(items: list[Item], batch: dict[str, Any], reserves: Callable[[], list[Reserve]]) -> list[Item]:
+def claimed_items(items: list[Item], batch: BatchDoc, reserves: Callable[[], list[Reserve]]) -> list[Item]:
     """The items as the claim decided: on the key the batch recorded, each with its own worst
     case when the batch reserved (``reserves()``: an item whose cost stays unknown is charged
     it; the batch's document holds their sum and the project's shards)."""
-    source = batch[B.KEY_SOURCE]
-    each = reserves() if batch.get(B.RESERVED_USD) else [NOT_RESERVED] * len(items)
+    source = batch[BatchField.KEY_SOURCE]
+    each = reserves() if batch.get(BatchField.RESERVED_USD) else [NOT_RESERVED] * len(items)
     return [
-        (i, {**e, F.KEY_SOURCE: source}, {**j, J.KEY_SOURCE: source, J.HOLDS: False, **r.job_fields(), J.PROJECT_HOLD: {}})
+        (
+            i,
+            {**e, ExecutionField.KEY_SOURCE: source},
+            {**j, JobField.KEY_SOURCE: source, JobField.HOLDS: False, **r.job_fields(), JobField.PROJECT_HOLD: {}},
+        )
         for (i, e, j), r in zip(items, each)
     ]
 
 
-def parked(items: list[Item], claimed: dict[str, Any]) -> tuple[list[Item], list[Item]]:
+def parked(items: list[Item], claimed: BatchDoc) -> tuple[list[Item], list[Item]]:
     """The heads of the lanes the claim activated, and the items with the other heads marked
     parked (``promptq.batches.fairshare``: they wait for a cap, and start when a lane ends)."""
-    width, active = len(claimed.get(B.LANES) or {}), fairshare.active(claimed)
-    marked = [(i, {**e, F.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
+    width, active = len(claimed.get(BatchField.LANES) or {}), fairshare.active(claimed)
+    marked = [(i, {**e, ExecutionField.PARKED: True} if active <= k < width else e, j) for k, (i, e, j) in enumerate(items)]
     return marked[:active], marked
 
 
@@ -54,7 +59,7 @@ def write(
     flow: BatchFlow,
     batch_id: str,
     items: list[Item],
-    claimed: dict[str, Any],
+    claimed: BatchDoc,
     *,
     reserves: Callable[[], list[Reserve]],
     unclaim: Callable[[], None],
@@ -73,7 +78,7 @@ def write(
         batches.claims.undo_items(failed.created, failed.olds)
         unclaim()
         raise NotWritten(f"could not write the {what}; try again") from None
-    hand_over(batches, flow, batch_id, heads, str(claimed[B.OWNER]))
+    hand_over(batches, flow, batch_id, heads, str(claimed[BatchField.OWNER]))
     return len(items)
 
 
@@ -83,11 +88,11 @@ def hand_over(batches: BatchStore, flow: BatchFlow, batch_id: str, heads: list[I
     parked lanes start now if a cap freed meanwhile."""
     batches.claims.written(batch_id)
     batch = batches.get(batch_id) or {}
-    if batch.get(B.STATUS) == BatchStatus.CANCELLING.value:
+    if batch.get(BatchField.STATUS) == BatchStatus.CANCELLING.value:
         batches.cancel_waiting(batch_id, ex.utcnow())
     else:
         for execution_id, _, _ in heads:
             flow.hand_over(execution_id)
-        if batch.get(B.LANES_PARKED):
+        if batch.get(BatchField.LANES_PARKED):
             flow.wake(owner)
     flow.touch(batch_id)

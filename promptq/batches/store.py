@@ -8,7 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -18,7 +18,8 @@ from promptq.adapters.cas import INTERRUPTED, Commit, Step, compare_and_set, wri
 from promptq.adapters.store import ExecutionStore
 from promptq.batches import fold as fd
 from promptq.batches.claims import CHUNK_TRIES, COMMIT_THREADS, BatchClaims, Item
-from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, B, BatchStatus, Count, F, Status, U
+from promptq.contract.shapes import BatchDoc, ExecutionDoc, JobDoc
+from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, BatchField, BatchStatus, Count, ExecutionField, Status, UsageField
 from promptq.domain import execution as ex
 from promptq.domain.records import Change
 
@@ -41,15 +42,15 @@ class BatchStore:
     def ref(self, batch_id: str) -> firestore.DocumentReference:
         return self.client.collection(BATCHES).document(batch_id)
 
-    def get(self, batch_id: str) -> dict[str, Any] | None:
+    def get(self, batch_id: str) -> BatchDoc | None:
         snap = self.ref(batch_id).get()
-        return snap.to_dict() if snap.exists else None
+        return cast(BatchDoc, snap.to_dict() or {}) if snap.exists else None
 
     # --- items ----------------------------------------------------------------------------
 
     def items(self, batch_id: str, *, latest: bool = True) -> firestore.Query:
-        query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
-        return query.where(filter=FieldFilter(F.LATEST, "==", True)) if latest else query
+        query = self.client.collection(EXECUTIONS).where(filter=FieldFilter(ExecutionField.BATCH_ID, "==", batch_id))
+        return query.where(filter=FieldFilter(ExecutionField.LATEST, "==", True)) if latest else query
 
     def page(self, batch_id: str, *, by_index: bool, after: int | str | None, limit: int) -> list[tuple[str, dict[str, Any]]] | None:
         """Up to ``limit`` of its items (the newest execution of each): all of them in index
@@ -57,34 +58,34 @@ class BatchStore:
         item ``after`` (an execution id). None when ``after`` names no item of this batch."""
         query = self.items(batch_id)
         if by_index:
-            query = query.order_by(F.INDEX)
+            query = query.order_by(ExecutionField.INDEX)
             if after is not None:
-                query = query.start_after({F.INDEX: int(after)})
+                query = query.start_after({ExecutionField.INDEX: int(after)})
         else:
-            query = query.where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL])).order_by(F.FINISHED_AT)
+            query = query.where(filter=FieldFilter(ExecutionField.STATUS, "in", [s.value for s in TERMINAL])).order_by(ExecutionField.FINISHED_AT)
             if after is not None:
                 cursor = self.store.ref(str(after)).get()
-                if not cursor.exists or cursor.get(F.BATCH_ID) != batch_id:
+                if not cursor.exists or cursor.get(ExecutionField.BATCH_ID) != batch_id:
                     return None
                 query = query.start_after(cursor)
         return [(s.id, s.to_dict() or {}) for s in query.limit(limit).stream()]
 
     def failed(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Its items (the newest execution of each) that failed, in index order."""
-        query = self.items(batch_id).where(filter=FieldFilter(F.STATUS, "==", Status.FAILED.value)).order_by(F.INDEX)
+        query = self.items(batch_id).where(filter=FieldFilter(ExecutionField.STATUS, "==", Status.FAILED.value)).order_by(ExecutionField.INDEX)
         return [(s.id, s.to_dict() or {}) for s in query.stream()]
 
     def live(self, batch_id: str) -> list[str]:
         """The ids of its items queued or running (waiting ones included)."""
-        query = self.items(batch_id).where(filter=FieldFilter(F.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
-        return [s.id for s in query.select([F.STATUS]).stream()]
+        query = self.items(batch_id).where(filter=FieldFilter(ExecutionField.STATUS, "in", [Status.QUEUED.value, Status.RUNNING.value]))
+        return [s.id for s in query.select([ExecutionField.STATUS]).stream()]
 
     def waiting_items(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Its items that still wait for their turn."""
         return [(s.id, s.to_dict() or {}) for s in self._waiting(batch_id).stream()]
 
     def _waiting(self, batch_id: str) -> firestore.Query:
-        return self.items(batch_id).where(filter=FieldFilter(F.WAITING, "==", True))
+        return self.items(batch_id).where(filter=FieldFilter(ExecutionField.WAITING, "==", True))
 
     # --- the fold -------------------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class BatchStore:
         counted once; a snapshot read takes no lock, unlike a transaction on the emulator)."""
         latest = self.items(batch_id)
         counts = {
-            s: self._count(latest.where(filter=FieldFilter(F.STATUS, "==", s.value)), at)
+            s: self._count(latest.where(filter=FieldFilter(ExecutionField.STATUS, "==", s.value)), at)
             for s in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED)
         }
         counts[Status.CANCELLED] = total - sum(counts.values())
@@ -104,16 +105,17 @@ class BatchStore:
         )
         if ended_before is not None and result.ended == ended_before:
             return result, None  # nothing more ended: the totals are as they were
-        ended = self.items(batch_id, latest=False).where(filter=FieldFilter(F.STATUS, "in", [s.value for s in TERMINAL]))
+        ended = self.items(batch_id, latest=False).where(filter=FieldFilter(ExecutionField.STATUS, "in", [s.value for s in TERMINAL]))
         # A sum runs on the index of its field: it leaves out documents without one (and an
         # aggregation of several sums, documents without any of them), so the count of
         # executions that ended and the sum of the few charged their estimate are queries of
         # their own.
         # (google-cloud-firestore's stubs type an aggregation's ``sum`` and ``get`` wrongly: the
         # ignores below are theirs.)
-        sums = ended.sum(F.COST, alias="cost").sum(f"{F.USAGE}.{U.PROMPT_TOKENS}", alias="p").sum(f"{F.USAGE}.{U.COMPLETION_TOKENS}", alias="c")  # type: ignore[call-arg, arg-type]
+        prompt, completion = f"{ExecutionField.USAGE}.{UsageField.PROMPT_TOKENS}", f"{ExecutionField.USAGE}.{UsageField.COMPLETION_TOKENS}"
+        sums = ended.sum(ExecutionField.COST, alias="cost").sum(prompt, alias="p").sum(completion, alias="c")  # type: ignore[call-arg, arg-type]
         values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}  # type: ignore[call-arg, attr-defined]
-        estimated = ended.sum(F.ESTIMATED_COST, alias="estimated").get(read_time=at)  # type: ignore[call-arg]
+        estimated = ended.sum(ExecutionField.ESTIMATED_COST, alias="estimated").get(read_time=at)  # type: ignore[call-arg]
         values.update({r.alias: r.value for row in estimated for r in row})  # type: ignore[attr-defined]
         return result, fd.Totals(
             self._count(ended, at),
@@ -131,37 +133,40 @@ class BatchStore:
     def _count(query: firestore.Query, at: datetime) -> int:
         return int(query.count(alias="n").get(read_time=at)[0][0].value)  # type: ignore[call-arg, index]
 
-    def fold(self, batch_id: str, at: datetime | None = None) -> dict[str, Any] | None:
+    def fold(self, batch_id: str, at: datetime | None = None) -> BatchDoc | None:
         """Compute the batch's counts from its items as they were at ``at`` (default: a moment
         ago) and write them if they changed and no fold of a later instant did (with the
         ending's settlement when every item ended); returns the batch as written (or as it is)."""
         when = at or ex.utcnow() - timedelta(seconds=1)
 
-        def decide(snap: firestore.DocumentSnapshot) -> Step[dict[str, Any] | None]:
+        def decide(snap: firestore.DocumentSnapshot) -> Step[BatchDoc | None]:
             if not snap.exists:
                 return Step(None, lambda: None)
-            batch = snap.to_dict() or {}
-            if batch.get(B.WRITING) or (batch.get(B.FOLDED_AT) is not None and batch[B.FOLDED_AT] >= when):
+            batch = cast(BatchDoc, snap.to_dict() or {})
+            folded_at = batch.get(BatchField.FOLDED_AT)
+            if batch.get(BatchField.WRITING) or (folded_at is not None and folded_at >= when):
                 # Its items are still being written (the call writing them asks for a fold when
                 # done), or a fold of a later instant was written: this one is older news.
                 return Step(None, lambda: batch)
             # While it runs, the totals are read again only when more items ended; once it ended,
             # always (a cancelled item's cost is read from OpenRouter after its end).
-            running = BatchStatus(batch[B.STATUS]) not in BATCH_TERMINAL
-            before = fd.Counts(**{k: int(v) for k, v in batch[B.COUNTS].items()}) if batch.get(B.FOLDED_AT) and running else None
+            running = BatchStatus(batch[BatchField.STATUS]) not in BATCH_TERMINAL
+            before = fd.Counts(**{k: int(v) for k, v in batch[BatchField.COUNTS].items()}) if batch.get(BatchField.FOLDED_AT) and running else None
             started = time.monotonic()
-            counts, totals = self.aggregate(batch_id, when, total=int(batch[B.COUNTS][Count.TOTAL]), ended_before=before.ended if before else None)
+            counts, totals = self.aggregate(
+                batch_id, when, total=int(batch[BatchField.COUNTS][Count.TOTAL]), ended_before=before.ended if before else None
+            )
             took = round(time.monotonic() - started, 3)
             now = ex.utcnow()
             update, settle = fd.folded(batch, counts, totals or fd.Totals.of(batch), now=now)
             if update is None:
                 return Step(None, lambda: batch)
-            update.update({B.FOLDED_AT: when, B.FOLD_SECONDS: took})
+            update.update({BatchField.FOLDED_AT: when, BatchField.FOLD_SECONDS: took})
             commit = Commit(self.client)
             if settle is not None:
                 self.store.ledger.settle(commit, settle, now)
             commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
-            return Step(commit, lambda: {**batch, **update})
+            return Step(commit, lambda: cast(BatchDoc, {**batch, **update}))
 
         return compare_and_set(self.ref(batch_id).get, decide, what=f"batch {batch_id}")
 
@@ -169,29 +174,29 @@ class BatchStore:
         """Batches not yet ended whose last fold is older than ``grace_s``."""
         query = (
             self.client.collection(BATCHES)
-            .where(filter=FieldFilter(B.STATUS, "in", [BatchStatus.QUEUED.value, BatchStatus.RUNNING.value, BatchStatus.CANCELLING.value]))
-            .where(filter=FieldFilter(B.UPDATED_AT, "<", now - timedelta(seconds=grace_s)))
+            .where(filter=FieldFilter(BatchField.STATUS, "in", [BatchStatus.QUEUED.value, BatchStatus.RUNNING.value, BatchStatus.CANCELLING.value]))
+            .where(filter=FieldFilter(BatchField.UPDATED_AT, "<", now - timedelta(seconds=grace_s)))
             .limit(limit)
         )
         return [snap.id for snap in query.stream()]
 
-    def set_status(self, batch_id: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
+    def set_status(self, batch_id: str, decide: Callable[[BatchDoc], dict[str, Any] | None]) -> BatchDoc | None:
         """A compare-and-set of the batch document (cancel); returns it as written (or as is)."""
 
-        def step(snap: firestore.DocumentSnapshot) -> Step[dict[str, Any] | None]:
-            batch = (snap.to_dict() or {}) if snap.exists else None
+        def step(snap: firestore.DocumentSnapshot) -> Step[BatchDoc | None]:
+            batch = cast(BatchDoc, snap.to_dict() or {}) if snap.exists else None
             update = decide(batch) if batch is not None else None
             if batch is None or update is None:
                 return Step(None, lambda: batch)
             commit = Commit(self.client)
             commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
-            return Step(commit, lambda: {**batch, **update})
+            return Step(commit, lambda: cast(BatchDoc, {**batch, **update}))
 
         return compare_and_set(self.ref(batch_id).get, step, what=f"batch {batch_id}")
 
     # --- many items at once ------------------------------------------------------------------
 
-    def change_many(self, ids: list[str], decide: Callable[[dict | None, dict | None], Change | None]) -> int:
+    def change_many(self, ids: list[str], decide: Callable[[ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
         """Apply a decision to many executions, a few hundred per commit, commits in parallel,
         each write conditional on the version read (a chunk that meets a conflict falls back to
         one at a time)."""
@@ -199,7 +204,7 @@ class BatchStore:
         with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
             return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
 
-    def _change_chunk(self, chunk: list[str], decide: Callable[[dict | None, dict | None], Change | None]) -> int:
+    def _change_chunk(self, chunk: list[str], decide: Callable[[ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
         commit, changed = Commit(self.client), 0
         for seen_id, seen in zip(chunk, self.store.docs.read_many(chunk)):
             change = decide(seen.execution, seen.job)
@@ -230,7 +235,9 @@ class BatchStore:
             return sum(pool.map(lambda chunk: self._cancel_chunk(chunk, now), chunks))
 
     def _cancel_chunk(self, snaps: list[firestore.DocumentSnapshot], now: datetime) -> int:
-        changes = [(snap, change) for snap in snaps if (change := ex.cancelled_waiting(snap.to_dict() or {}, now=now)) is not None]
+        changes = [
+            (snap, change) for snap in snaps if (change := ex.cancelled_waiting(cast(ExecutionDoc, snap.to_dict() or {}), now=now)) is not None
+        ]
         for attempt in range(CHUNK_TRIES):
             commit = Commit(self.client)
             for snap, change in changes:

@@ -4,7 +4,7 @@ This package is the one place that spells a state string, a field name or a call
 (``documents``: an execution's documents; ``accounts``: users' limits, usage and keys;
 ``batches``: batch runs; ``calls``: the callables and the worker's answers; ``webhooks``: signed
 webhooks' events, headers and refusals).
-Python code imports them from here (``from promptq.contract import F, Status``); the browser's
+Python code imports them from here (``from promptq.contract import ExecutionField, Status``); the browser's
 copy (``packages/web/src/schema.js``, linked as ``web/schema.js``) is generated from it (``make web-schema``) and a test fails when the
 two drift apart. The transitions between states live in ``promptq.domain.execution``.
 """
@@ -15,3 +15,20 @@ from promptq.contract.batches import *  # noqa: F401,F403
 from promptq.contract.calls import *  # noqa: F401,F403
 from promptq.contract.documents import *  # noqa: F401,F403
 from promptq.contract.webhooks import *  # noqa: F401,F403
+
+# The names of promptq 0.2 (one letter each), kept for scripts written against them: deprecated,
+# and used nowhere in this repository (tests/tools/test_layout.py).
+F, J, B, S, C, P, U, E, A, R, TC = (  # noqa: E741
+    ExecutionField,  # noqa: F405
+    JobField,  # noqa: F405
+    BatchField,  # noqa: F405
+    StopField,  # noqa: F405
+    ChunkField,  # noqa: F405
+    PageField,  # noqa: F405
+    UsageField,  # noqa: F405
+    ErrorField,  # noqa: F405
+    AttemptField,  # noqa: F405
+    RoundField,  # noqa: F405
+    ToolCallField,  # noqa: F405
+)
+Acc, Lim, Proj, Use, Req, K = AccountField, LimitField, ProjectField, DayField, RequestField, KeyField  # noqa: F405

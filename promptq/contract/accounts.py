@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import enum
 
 ACCOUNTS = "accounts"  # accounts/{uid}: what the user holds now (server-only)
@@ -25,65 +27,65 @@ class KeySource(str, enum.Enum):
     USER = "user"  # the user's own key (set_api_key): their bill, not the app's
 
 
-class Acc:
+class AccountField:
     """``accounts/{uid}``: changed atomically with each start and each ending."""
 
-    ACTIVE = "active"  # queued + running executions (a running batch counts its maxConcurrency)
-    RESERVED_USD = "reservedUsd"  # the worst case of the app-key executions still running
-    RECENT_STARTS = "recentStarts"  # start times of the last minute (for the per-minute limit)
-    KEY_CALLS = "keyCalls"  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
-    BATCH_LANES = "batchLanes"  # lanes of the user's batches active now (promptq.domain.lanes)
-    UPDATED_AT = "updatedAt"
+    ACTIVE: Final = "active"  # queued + running executions (a running batch counts its maxConcurrency)
+    RESERVED_USD: Final = "reservedUsd"  # the worst case of the app-key executions still running
+    RECENT_STARTS: Final = "recentStarts"  # start times of the last minute (for the per-minute limit)
+    KEY_CALLS: Final = "keyCalls"  # times of the last minute's set_api_key / get_api_key / delete_api_key calls
+    BATCH_LANES: Final = "batchLanes"  # lanes of the user's batches active now (promptq.domain.lanes)
+    UPDATED_AT: Final = "updatedAt"
 
 
-class Lim:
+class LimitField:
     """``limits/{uid}``: an operator's overrides (absent: the settings' defaults; 0: off)."""
 
-    MAX_ACTIVE = "maxActive"
-    STARTS_PER_MINUTE = "startsPerMinute"
-    DAILY_BUDGET_USD = "dailyBudgetUsd"  # also project/limits: the whole project's cap
-    MAX_BATCH_LANES = "maxBatchLanes"  # batch lanes in flight across the user's batches
+    MAX_ACTIVE: Final = "maxActive"
+    STARTS_PER_MINUTE: Final = "startsPerMinute"
+    DAILY_BUDGET_USD: Final = "dailyBudgetUsd"  # also project/limits: the whole project's cap
+    MAX_BATCH_LANES: Final = "maxBatchLanes"  # batch lanes in flight across the user's batches
 
 
-class Proj:
+class ProjectField:
     """A spend shard, ``project/spend-{nn}``: its share of the project's spending on the app's
     key. A start adds its reservation to one shard (named in its job or batch) and its ending
     takes it back there, with what it was charged added to the day it ended."""
 
-    RESERVED_USD = "reservedUsd"  # the worst case of the work in flight (this shard's share)
-    LANES = "lanes"  # project/lanes only: active batch lanes of all users
-    COST_PREFIX = "cost"  # cost{YYYYMMDD}: USD charged on that UTC day (this shard's share)
-    UPDATED_AT = "updatedAt"
+    RESERVED_USD: Final = "reservedUsd"  # the worst case of the work in flight (this shard's share)
+    LANES: Final = "lanes"  # project/lanes only: active batch lanes of all users
+    COST_PREFIX: Final = "cost"  # cost{YYYYMMDD}: USD charged on that UTC day (this shard's share)
+    UPDATED_AT: Final = "updatedAt"
 
 
-class Use:
+class DayField:
     """``usage/{uid}/days/{day}``: added to exactly once per execution, when it ends."""
 
-    DAY = "day"  # YYYY-MM-DD, UTC
-    EXECUTIONS = "executions"
-    PROMPT_TOKENS = "promptTokens"
-    COMPLETION_TOKENS = "completionTokens"
-    COST = "cost"  # USD on the app's key (what the daily budget counts)
-    USER_KEY_EXECUTIONS = "userKeyExecutions"  # ... and on the user's own key, apart
-    USER_KEY_PROMPT_TOKENS = "userKeyPromptTokens"
-    USER_KEY_COMPLETION_TOKENS = "userKeyCompletionTokens"
-    USER_KEY_COST = "userKeyCost"
-    ESTIMATED_COST = "estimatedCost"  # the part of `cost` charged at its worst case (real cost unknown)
-    EXPIRE_AT = "expireAt"
+    DAY: Final = "day"  # YYYY-MM-DD, UTC
+    EXECUTIONS: Final = "executions"
+    PROMPT_TOKENS: Final = "promptTokens"
+    COMPLETION_TOKENS: Final = "completionTokens"
+    COST: Final = "cost"  # USD on the app's key (what the daily budget counts)
+    USER_KEY_EXECUTIONS: Final = "userKeyExecutions"  # ... and on the user's own key, apart
+    USER_KEY_PROMPT_TOKENS: Final = "userKeyPromptTokens"
+    USER_KEY_COMPLETION_TOKENS: Final = "userKeyCompletionTokens"
+    USER_KEY_COST: Final = "userKeyCost"
+    ESTIMATED_COST: Final = "estimatedCost"  # the part of `cost` charged at its worst case (real cost unknown)
+    EXPIRE_AT: Final = "expireAt"
 
 
-class K:
+class KeyField:
     """``keys/{uid}``: envelope encryption (a data key wraps the key; KMS or a local key wraps
     the data key). Only a label (its last 4 characters) ever leaves."""
 
-    LABEL = "label"
-    CIPHERTEXT = "ciphertext"
-    NONCE = "nonce"
-    WRAPPED_KEY = "wrappedKey"
-    KEK = "kek"  # which key-encryption key wrapped it ("local" or a Cloud KMS key name)
-    CREATED_AT = "createdAt"
+    LABEL: Final = "label"
+    CIPHERTEXT: Final = "ciphertext"
+    NONCE: Final = "nonce"
+    WRAPPED_KEY: Final = "wrappedKey"
+    KEK: Final = "kek"  # which key-encryption key wrapped it ("local" or a Cloud KMS key name)
+    CREATED_AT: Final = "createdAt"
     # What OpenRouter's /key said of it when it was set (get_api_key answers these: only the
     # worker may decrypt a key, so nothing asks OpenRouter about it again).
-    LIMIT = "limit"
-    LIMIT_REMAINING = "limitRemaining"
-    USAGE = "usage"
+    LIMIT: Final = "limit"
+    LIMIT_REMAINING: Final = "limitRemaining"
+    USAGE: Final = "usage"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from promptq.contract.documents import F, OutputFormat, Status
+from promptq.contract.documents import ExecutionField, OutputFormat, Status
 
 
 def _not_json(constant: str) -> Any:
@@ -23,7 +23,11 @@ def parse_json_answer(text: str) -> Any:
 def answer_json(execution: Mapping[str, Any], text: str | None) -> Any:
     """The parsed value of an execution's answer when it is a JSON answer that succeeded (the
     worker checked it), else None."""
-    if text is None or execution.get(F.OUTPUT_FORMAT) != OutputFormat.JSON.value or execution.get(F.STATUS) != Status.SUCCEEDED.value:
+    if (
+        text is None
+        or execution.get(ExecutionField.OUTPUT_FORMAT) != OutputFormat.JSON.value
+        or execution.get(ExecutionField.STATUS) != Status.SUCCEEDED.value
+    ):
         return None
     try:
         return parse_json_answer(text)

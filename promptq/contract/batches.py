@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import enum
 
 BATCHES = "batches"  # batches/{batchId}: status, counts and totals (written at most about once a second)
@@ -24,66 +26,66 @@ BATCH_TERMINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.CANCELLED})
 BATCH_OVER = BATCH_TERMINAL | {BatchStatus.CANCELLING}
 
 
-class B:
+class BatchField:
     """``batches/{batchId}``: written at creation, by the fold (at most about once a second,
     from the items' own documents: counts and totals exact at the end), and by cancel/retry."""
 
-    OWNER = "ownerUid"
-    STATUS = "status"
-    TITLE = "title"  # the first item's first words
-    COUNTS = "counts"  # Count fields
-    USAGE = "usage"  # {promptTokens, completionTokens} of the executions that ended
-    COST = "cost"  # USD, summed over the executions that ended (retried ones included; those that report one)
-    ESTIMATED_COST = "estimatedCost"  # USD charged for items whose real cost is unknown: their reservations
-    EXECUTIONS = "executions"  # executions that ended (a retried item counts each of its tries)
-    MAX_CONCURRENCY = "maxConcurrency"
-    ROUND = "round"  # 0; +1 for each retry_batch
-    REQUESTED_MODEL = "requestedModel"  # the batch's default model, if it gave one
-    KEY_SOURCE = "keySource"  # whose key every item runs on: decided once, when the batch is claimed
-    HOLDS = "holds"  # its start was counted in the owner's account (maxConcurrency active slots)
-    RESERVED_USD = "reservedUsd"  # the worst case of all its items, reserved against the daily budget
-    PROJECT_HOLD = "projectHold"  # the project's spend shards holding that reservation ({"3": usd, ...}; absent: not counted)
-    PROJECT_SHARD = "projectShard"  # one shard holding all of it, as written before the slices (read, never written)
+    OWNER: Final = "ownerUid"
+    STATUS: Final = "status"
+    TITLE: Final = "title"  # the first item's first words
+    COUNTS: Final = "counts"  # Count fields
+    USAGE: Final = "usage"  # {promptTokens, completionTokens} of the executions that ended
+    COST: Final = "cost"  # USD, summed over the executions that ended (retried ones included; those that report one)
+    ESTIMATED_COST: Final = "estimatedCost"  # USD charged for items whose real cost is unknown: their reservations
+    EXECUTIONS: Final = "executions"  # executions that ended (a retried item counts each of its tries)
+    MAX_CONCURRENCY: Final = "maxConcurrency"
+    ROUND: Final = "round"  # 0; +1 for each retry_batch
+    REQUESTED_MODEL: Final = "requestedModel"  # the batch's default model, if it gave one
+    KEY_SOURCE: Final = "keySource"  # whose key every item runs on: decided once, when the batch is claimed
+    HOLDS: Final = "holds"  # its start was counted in the owner's account (maxConcurrency active slots)
+    RESERVED_USD: Final = "reservedUsd"  # the worst case of all its items, reserved against the daily budget
+    PROJECT_HOLD: Final = "projectHold"  # the project's spend shards holding that reservation ({"3": usd, ...}; absent: not counted)
+    PROJECT_SHARD: Final = "projectShard"  # one shard holding all of it, as written before the slices (read, never written)
     # True from the claim until every item is written: no fold ends it meanwhile (the sweeper
     # clears it when the call that claimed it is long gone).
-    WRITING = "writing"
-    SETTLED = "settled"  # what was added to the owner's usage so far: {executions, promptTokens, completionTokens, cost}
-    IDEMPOTENCY_KEY = "idempotencyKey"
-    REQUEST_HASH = "requestHash"
-    CANCEL_REQUESTED = "cancelRequested"
-    CREATED_AT = "createdAt"
-    STARTED_AT = "startedAt"
-    FINISHED_AT = "finishedAt"
-    UPDATED_AT = "updatedAt"
-    FOLDED_AT = "foldedAt"  # the instant the counts describe (a fold of an earlier one never overwrites them)
-    FOLD_SECONDS = "foldSeconds"  # how long that fold's queries took: the next comes no sooner
-    EXPIRE_AT = "expireAt"
-    WRITES = "writes"
+    WRITING: Final = "writing"
+    SETTLED: Final = "settled"  # what was added to the owner's usage so far: {executions, promptTokens, completionTokens, cost}
+    IDEMPOTENCY_KEY: Final = "idempotencyKey"
+    REQUEST_HASH: Final = "requestHash"
+    CANCEL_REQUESTED: Final = "cancelRequested"
+    CREATED_AT: Final = "createdAt"
+    STARTED_AT: Final = "startedAt"
+    FINISHED_AT: Final = "finishedAt"
+    UPDATED_AT: Final = "updatedAt"
+    FOLDED_AT: Final = "foldedAt"  # the instant the counts describe (a fold of an earlier one never overwrites them)
+    FOLD_SECONDS: Final = "foldSeconds"  # how long that fold's queries took: the next comes no sooner
+    EXPIRE_AT: Final = "expireAt"
+    WRITES: Final = "writes"
     # Fair share (promptq.domain.lanes): this round's lanes by key ("round-lane": active | parked |
     # ended), how many are active (counted in the owner's account and project/lanes) and parked
     # (waiting for a cap), and which cap they wait for ("user_cap" | "project_cap"; None).
-    LANES = "lanes"
-    LANES_ACTIVE = "lanesActive"
-    LANES_PARKED = "lanesParked"
-    WAITING_FOR = "waitingFor"
+    LANES: Final = "lanes"
+    LANES_ACTIVE: Final = "lanesActive"
+    LANES_PARKED: Final = "lanesParked"
+    WAITING_FOR: Final = "waitingFor"
 
 
 class Count:
     """``counts``: of the items' newest executions (a retried item counts once)."""
 
-    TOTAL = "total"
-    QUEUED = "queued"  # waiting their turn or queued in Cloud Tasks
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    TOTAL: Final = "total"
+    QUEUED: Final = "queued"  # waiting their turn or queued in Cloud Tasks
+    RUNNING: Final = "running"
+    SUCCEEDED: Final = "succeeded"
+    FAILED: Final = "failed"
+    CANCELLED: Final = "cancelled"
 
 
-class R:
+class RoundField:
     """``batches/{batchId}/rounds/{round}``: created by the ``retry_batch`` that claims that
     round (a second call for the same round fails to create it, and writes nothing)."""
 
-    ROUND = "round"
-    RETRIED = "retried"  # how many failed items it runs again
-    CREATED_AT = "createdAt"
-    EXPIRE_AT = "expireAt"
+    ROUND: Final = "round"
+    RETRIED: Final = "retried"  # how many failed items it runs again
+    CREATED_AT: Final = "createdAt"
+    EXPIRE_AT: Final = "expireAt"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import enum
 
 # --- collections ------------------------------------------------------------------------
@@ -43,149 +45,149 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 LIVE = frozenset({Status.QUEUED, Status.RUNNING})
 
 
-class F:
+class ExecutionField:
     """The execution document, ``executions/{id}``: what a watcher reads. Small (no prompt, no
     text), and written at transitions only (created, claimed, stop asked, ended), never while
     the text streams: the text is in chunks."""
 
-    STATUS = "status"
-    OWNER = "ownerUid"
-    REQUESTED_MODEL = "requestedModel"  # the model the request named (first of `models`)
-    TITLE = "title"  # the prompt's first words (for a list of one's executions)
-    KEY_SOURCE = "keySource"  # whose OpenRouter key serves it: KeySource (never the key)
+    STATUS: Final = "status"
+    OWNER: Final = "ownerUid"
+    REQUESTED_MODEL: Final = "requestedModel"  # the model the request named (first of `models`)
+    TITLE: Final = "title"  # the prompt's first words (for a list of one's executions)
+    KEY_SOURCE: Final = "keySource"  # whose OpenRouter key serves it: KeySource (never the key)
     # A batch item (absent otherwise): its batch, its customId and index in the batch, whether it
     # is the item's newest execution (a retry makes a new one), whether it still waits for its
     # turn (not yet handed to Cloud Tasks), and the item whose end hands it over.
-    BATCH_ID = "batchId"
-    CUSTOM_ID = "customId"
-    INDEX = "index"
-    LATEST = "latest"
-    WAITING = "waiting"
-    AFTER = "after"
-    LANE = "lane"  # its lane's key in the batch ("round-lane": promptq.domain.lanes)
-    PARKED = "parked"  # a lane's head that waits for a fair-share cap (with WAITING) until a lane ends
-    MODEL = "model"  # the model that served (from the stream; set when it ends)
-    GENERATION_ID = "generationId"
-    IDEMPOTENCY_KEY = "idempotencyKey"
-    ATTEMPT = "attempt"  # attempts that claimed it (1-based); its chunks carry this number
-    SEQ = "seq"  # incremented by every write of this document: newer versions have larger seq
-    WORKER = "worker"  # the worker process that holds it (its Stop listener asks for it)
-    CANCEL_REQUESTED = "cancelRequested"  # the only field a client may write (to true)
-    CHUNK_COUNT = "chunks"  # chunks of the attempt, set when it ends
-    OUTPUT_LENGTH = "outputLength"  # code points of the whole text, set when it ends
-    OUTPUT_PAGES = "outputPages"  # pages holding the whole text, set when it ends
-    REASONING_TRUNCATED = "reasoningTruncated"  # the reasoning outgrew its cap and was cut
-    USAGE = "usage"  # {promptTokens, completionTokens, totalTokens, reasoningTokens} (see U)
-    COST = "cost"  # USD, as reported by the upstream
-    COST_SOURCE = "costSource"  # CostSource.GENERATION when reconciled after a cancel
+    BATCH_ID: Final = "batchId"
+    CUSTOM_ID: Final = "customId"
+    INDEX: Final = "index"
+    LATEST: Final = "latest"
+    WAITING: Final = "waiting"
+    AFTER: Final = "after"
+    LANE: Final = "lane"  # its lane's key in the batch ("round-lane": promptq.domain.lanes)
+    PARKED: Final = "parked"  # a lane's head that waits for a fair-share cap (with WAITING) until a lane ends
+    MODEL: Final = "model"  # the model that served (from the stream; set when it ends)
+    GENERATION_ID: Final = "generationId"
+    IDEMPOTENCY_KEY: Final = "idempotencyKey"
+    ATTEMPT: Final = "attempt"  # attempts that claimed it (1-based); its chunks carry this number
+    SEQ: Final = "seq"  # incremented by every write of this document: newer versions have larger seq
+    WORKER: Final = "worker"  # the worker process that holds it (its Stop listener asks for it)
+    CANCEL_REQUESTED: Final = "cancelRequested"  # the only field a client may write (to true)
+    CHUNK_COUNT: Final = "chunks"  # chunks of the attempt, set when it ends
+    OUTPUT_LENGTH: Final = "outputLength"  # code points of the whole text, set when it ends
+    OUTPUT_PAGES: Final = "outputPages"  # pages holding the whole text, set when it ends
+    REASONING_TRUNCATED: Final = "reasoningTruncated"  # the reasoning outgrew its cap and was cut
+    USAGE: Final = "usage"  # {promptTokens, completionTokens, totalTokens, reasoningTokens} (see U)
+    COST: Final = "cost"  # USD, as reported by the upstream
+    COST_SOURCE: Final = "costSource"  # CostSource.GENERATION when reconciled after a cancel
     # A batch item's part of its charge that is a worst case (its real cost unknown: a cut
     # stream, a worker that died): its reservation, counted in its batch's cost (0 once known).
-    ESTIMATED_COST = "estimatedCost"
-    FINISH_REASON = "finishReason"
+    ESTIMATED_COST: Final = "estimatedCost"
+    FINISH_REASON: Final = "finishReason"
     # The request asked for a JSON answer (`params.response_format`): OutputFormat.JSON, set at
     # creation (None otherwise). A succeeded one's text is JSON that the worker validated; its
     # parsed value is `json` in get_execution, batch results and watchers' states (parsed from
     # the text, never stored: Firestore cannot hold every JSON value).
-    OUTPUT_FORMAT = "outputFormat"
-    TOOL_CALLS = "toolCalls"  # the answer's tool calls, assembled from the stream: [{id, type, function: {name, arguments}}] (see TC)
-    ERROR = "error"  # {code, message, upstreamStatus?} (see E)
-    CREATED_AT = "createdAt"
-    STARTED_AT = "startedAt"
-    FIRST_TOKEN_AT = "firstTokenAt"
-    FINISHED_AT = "finishedAt"
-    UPDATED_AT = "updatedAt"
-    RESTARTED_AT = "restartedAt"
-    EXPIRE_AT = "expireAt"  # TTL: deleted after this (PROMPTQ_RETENTION_DAYS)
-    WRITES = "writes"  # how many times promptq wrote this document (create included)
+    OUTPUT_FORMAT: Final = "outputFormat"
+    TOOL_CALLS: Final = "toolCalls"  # the answer's tool calls, assembled from the stream: [{id, type, function: {name, arguments}}] (see TC)
+    ERROR: Final = "error"  # {code, message, upstreamStatus?} (see E)
+    CREATED_AT: Final = "createdAt"
+    STARTED_AT: Final = "startedAt"
+    FIRST_TOKEN_AT: Final = "firstTokenAt"
+    FINISHED_AT: Final = "finishedAt"
+    UPDATED_AT: Final = "updatedAt"
+    RESTARTED_AT: Final = "restartedAt"
+    EXPIRE_AT: Final = "expireAt"  # TTL: deleted after this (PROMPTQ_RETENTION_DAYS)
+    WRITES: Final = "writes"  # how many times promptq wrote this document (create included)
 
 
-class J:
+class JobField:
     """The job, ``executions/{id}/internal/job``: the request and the worker's claim. Watchers
     need not read it (its owner may)."""
 
-    OWNER = "ownerUid"
-    MESSAGES = "messages"  # the rendered prompt sent upstream: [{role, content, tool_calls?, tool_call_id?}]
-    REQUEST = "request"  # {model, models, params, promptId} as validated (see Req)
-    REQUEST_HASH = "requestHash"  # what the request asked for: an idempotency key must match it
-    ATTEMPT_ID = "attemptId"  # the fencing token of the attempt holding it
-    LEASE_EXPIRES_AT = "leaseExpiresAt"  # renewed by the holder's heartbeats
-    ATTEMPTS = "attempts"  # history of ended attempts (see A)
-    RETRY_AT = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
-    REQUEUES = "requeues"  # times the sweeper re-enqueued it
-    TASK = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
-    KEY_SOURCE = "keySource"  # whose OpenRouter key serves it: KeySource
-    BATCH_ID = "batchId"  # a batch item: its usage is counted with its batch's, when the batch ends
-    NEXT = "next"  # a batch item: the item its end hands over to Cloud Tasks (the same lane)
-    HOLDS = "holds"  # its start was counted in its owner's account (active, reservation): its ending gives it back
-    RESERVED_USD = "reservedUsd"  # the worst case reserved against the daily budget at its start
+    OWNER: Final = "ownerUid"
+    MESSAGES: Final = "messages"  # the rendered prompt sent upstream: [{role, content, tool_calls?, tool_call_id?}]
+    REQUEST: Final = "request"  # {model, models, params, promptId} as validated (see Req)
+    REQUEST_HASH: Final = "requestHash"  # what the request asked for: an idempotency key must match it
+    ATTEMPT_ID: Final = "attemptId"  # the fencing token of the attempt holding it
+    LEASE_EXPIRES_AT: Final = "leaseExpiresAt"  # renewed by the holder's heartbeats
+    ATTEMPTS: Final = "attempts"  # history of ended attempts (see A)
+    RETRY_AT: Final = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
+    REQUEUES: Final = "requeues"  # times the sweeper re-enqueued it
+    TASK: Final = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
+    KEY_SOURCE: Final = "keySource"  # whose OpenRouter key serves it: KeySource
+    BATCH_ID: Final = "batchId"  # a batch item: its usage is counted with its batch's, when the batch ends
+    NEXT: Final = "next"  # a batch item: the item its end hands over to Cloud Tasks (the same lane)
+    HOLDS: Final = "holds"  # its start was counted in its owner's account (active, reservation): its ending gives it back
+    RESERVED_USD: Final = "reservedUsd"  # the worst case reserved against the daily budget at its start
     # What that reservation was computed on (promptq.domain.costs.Reserve), which the worker holds
     # the request to: the upstream body's size in bytes, the output tokens it allows, and the
     # price ceiling sent upstream as provider.max_price (absent: nothing was reserved).
-    RESERVED_BODY_BYTES = "reservedBodyBytes"
-    RESERVED_OUTPUT_TOKENS = "reservedOutputTokens"
-    PRICE_CEILING = "priceCeiling"
+    RESERVED_BODY_BYTES: Final = "reservedBodyBytes"
+    RESERVED_OUTPUT_TOKENS: Final = "reservedOutputTokens"
+    PRICE_CEILING: Final = "priceCeiling"
     # The project's spend shards holding that reservation, {"3": usd, ...} (promptq.domain.costs:
     # each shard owns a slice of the daily cap). PROJECT_SHARD: one shard holding all of it, as
     # written before the slices (read, never written).
-    PROJECT_HOLD = "projectHold"
-    PROJECT_SHARD = "projectShard"
-    CHARGED_USD = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)
-    UPDATED_AT = "updatedAt"
-    EXPIRE_AT = "expireAt"
-    WRITES = "writes"
+    PROJECT_HOLD: Final = "projectHold"
+    PROJECT_SHARD: Final = "projectShard"
+    CHARGED_USD: Final = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)
+    UPDATED_AT: Final = "updatedAt"
+    EXPIRE_AT: Final = "expireAt"
+    WRITES: Final = "writes"
 
 
-class S:
+class StopField:
     """A Stop request for a running execution, ``workers/{worker}/stops/{executionId}``: written
     with the ``cancelRequested`` it signals, read by that worker's listener."""
 
-    REQUESTED_AT = "requestedAt"
-    EXPIRE_AT = "expireAt"  # TTL: a day after the request (the worker has long stopped it by then)
+    REQUESTED_AT: Final = "requestedAt"
+    EXPIRE_AT: Final = "expireAt"  # TTL: a day after the request (the worker has long stopped it by then)
 
 
-class C:
+class ChunkField:
     """A chunk, ``executions/{id}/chunks/{attempt:03d}-{seq:06d}``: the text of one flush,
     written once. ``start``/``end`` are code points of the attempt's whole text."""
 
-    ATTEMPT = "attempt"
-    SEQ = "seq"  # 1, 2, ... within the attempt
-    START = "start"
-    END = "end"
-    TEXT = "text"
-    REASONING = "reasoning"  # reasoning text of this flush (absent when none)
-    EXPIRE_AT = "expireAt"
+    ATTEMPT: Final = "attempt"
+    SEQ: Final = "seq"  # 1, 2, ... within the attempt
+    START: Final = "start"
+    END: Final = "end"
+    TEXT: Final = "text"
+    REASONING: Final = "reasoning"  # reasoning text of this flush (absent when none)
+    EXPIRE_AT: Final = "expireAt"
 
 
-class P:
+class PageField:
     """A page, ``executions/{id}/pages/{attempt:03d}-{index:04d}``: the whole text, in pieces
     of at most ``PROMPTQ_PAGE_BYTES``, written when the attempt ends (page 0 also holds the
     reasoning). What late readers and pollers read instead of many chunks."""
 
-    ATTEMPT = "attempt"
-    INDEX = "index"
-    START = "start"
-    END = "end"
-    TEXT = "text"
-    REASONING = "reasoning"
-    EXPIRE_AT = "expireAt"
+    ATTEMPT: Final = "attempt"
+    INDEX: Final = "index"
+    START: Final = "start"
+    END: Final = "end"
+    TEXT: Final = "text"
+    REASONING: Final = "reasoning"
+    EXPIRE_AT: Final = "expireAt"
 
 
-class Req:
+class RequestField:
     """Keys of the job's ``request``: what the caller asked for, as validated (the variables
     are in the rendered messages)."""
 
-    MODEL = "model"
-    MODELS = "models"
-    PARAMS = "params"  # the sampling parameters: {temperature, top_p, max_tokens, stop, seed}
+    MODEL: Final = "model"
+    MODELS: Final = "models"
+    PARAMS: Final = "params"  # the sampling parameters: {temperature, top_p, max_tokens, stop, seed}
     # response_format, reasoning, provider, tools, tool_choice, parallel_tool_calls, as the JSON
     # text they are sent upstream in (None: none given). Text, not a map: Firestore keeps no key
     # order (a schema's property order steers a model) and cannot store every JSON value.
-    PARAMS_JSON = "paramsJson"
-    PROMPT_ID = "promptId"
+    PARAMS_JSON: Final = "paramsJson"
+    PROMPT_ID: Final = "promptId"
 
 
-# A request's `params`, by where the job keeps them: the sampling parameters as ``Req.PARAMS``,
-# OpenRouter's vocabulary beyond them as ``Req.PARAMS_JSON``.
+# A request's `params`, by where the job keeps them: the sampling parameters as ``RequestField.PARAMS``,
+# OpenRouter's vocabulary beyond them as ``RequestField.PARAMS_JSON``.
 SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed")
 VOCABULARY = ("response_format", "reasoning", "provider", "tools", "tool_choice", "parallel_tool_calls")
 
@@ -196,45 +198,45 @@ class OutputFormat(str, enum.Enum):
     JSON = "json"
 
 
-class TC:
+class ToolCallField:
     """Keys of one of ``toolCalls`` (OpenAI's names, as the upstream streams them)."""
 
-    ID = "id"
-    TYPE = "type"  # "function"
-    FUNCTION = "function"  # {name, arguments}
-    NAME = "name"
-    ARGUMENTS = "arguments"  # JSON text, as the model wrote it
+    ID: Final = "id"
+    TYPE: Final = "type"  # "function"
+    FUNCTION: Final = "function"  # {name, arguments}
+    NAME: Final = "name"
+    ARGUMENTS: Final = "arguments"  # JSON text, as the model wrote it
 
 
 TOOL_CALL_TYPE = "function"  # the one type of tool call (OpenAI's)
 
 
-class U:
+class UsageField:
     """Keys of ``usage``."""
 
-    PROMPT_TOKENS = "promptTokens"
-    COMPLETION_TOKENS = "completionTokens"
-    TOTAL_TOKENS = "totalTokens"
-    REASONING_TOKENS = "reasoningTokens"
+    PROMPT_TOKENS: Final = "promptTokens"
+    COMPLETION_TOKENS: Final = "completionTokens"
+    TOTAL_TOKENS: Final = "totalTokens"
+    REASONING_TOKENS: Final = "reasoningTokens"
 
 
-class E:
+class ErrorField:
     """Keys of ``error``."""
 
-    CODE = "code"
-    MESSAGE = "message"
-    UPSTREAM_STATUS = "upstreamStatus"
+    CODE: Final = "code"
+    MESSAGE: Final = "message"
+    UPSTREAM_STATUS: Final = "upstreamStatus"
 
 
-class A:
+class AttemptField:
     """Keys of one entry of the job's ``attempts`` (the history of ended attempts)."""
 
-    ATTEMPT = "attempt"
-    ATTEMPT_ID = "attemptId"
-    OUTCOME = "outcome"  # AttemptOutcome
-    CODE = "code"
-    MESSAGE = "message"
-    ENDED_AT = "endedAt"
+    ATTEMPT: Final = "attempt"
+    ATTEMPT_ID: Final = "attemptId"
+    OUTCOME: Final = "outcome"  # AttemptOutcome
+    CODE: Final = "code"
+    MESSAGE: Final = "message"
+    ENDED_AT: Final = "endedAt"
 
 
 class AttemptOutcome(str, enum.Enum):

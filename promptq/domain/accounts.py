@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from promptq.domain.costs import NOT_RESERVED, Hold, ProjectSpend, Reserve, day_of, decide_project, hold_doc, midnight, shard_of
 from promptq.domain.errors import LimitExceeded
-from promptq.contract import Acc, B, F, J, KeySource, Lim, Reason, Use
+from promptq.contract import AccountField, BatchField, ExecutionField, JobField, KeySource, LimitField, Reason, DayField
 
 # --- what a start is decided on ---------------------------------------------------------------
 
@@ -39,10 +39,10 @@ class UserLimits:
         """The settings' defaults, with an operator's overrides (``limits/{uid}``)."""
         o = override or {}
         return cls(
-            int(o.get(Lim.MAX_ACTIVE, defaults.max_active)),
-            int(o.get(Lim.STARTS_PER_MINUTE, defaults.starts_per_minute)),
-            float(o.get(Lim.DAILY_BUDGET_USD, defaults.daily_budget_usd)),
-            int(o.get(Lim.MAX_BATCH_LANES, defaults.max_batch_lanes)),
+            int(o.get(LimitField.MAX_ACTIVE, defaults.max_active)),
+            int(o.get(LimitField.STARTS_PER_MINUTE, defaults.starts_per_minute)),
+            float(o.get(LimitField.DAILY_BUDGET_USD, defaults.daily_budget_usd)),
+            int(o.get(LimitField.MAX_BATCH_LANES, defaults.max_batch_lanes)),
         )
 
     @property
@@ -52,10 +52,10 @@ class UserLimits:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            Lim.MAX_ACTIVE: self.max_active,
-            Lim.STARTS_PER_MINUTE: self.starts_per_minute,
-            Lim.DAILY_BUDGET_USD: self.daily_budget_usd,
-            Lim.MAX_BATCH_LANES: self.max_batch_lanes,
+            LimitField.MAX_ACTIVE: self.max_active,
+            LimitField.STARTS_PER_MINUTE: self.starts_per_minute,
+            LimitField.DAILY_BUDGET_USD: self.daily_budget_usd,
+            LimitField.MAX_BATCH_LANES: self.max_batch_lanes,
         }
 
 
@@ -92,7 +92,7 @@ class Taken:
     holds: bool = False
     project_hold: Hold = dataclasses.field(default_factory=dict)
     lanes: int = 0  # a batch's lanes activated now (promptq.batches.fairshare); the others park
-    lane_fields: dict[str, Any] | None = None  # the batch's lane fields (B.LANES ...)
+    lane_fields: dict[str, Any] | None = None  # the batch's lane fields (BatchField.LANES ...)
     project_lanes: int | None = None  # project/lanes after it (None: not written)
 
     @property
@@ -100,17 +100,22 @@ class Taken:
         return self.reserve.usd
 
     def execution_fields(self) -> dict[str, Any]:
-        return {F.KEY_SOURCE: self.source.value}
+        return {ExecutionField.KEY_SOURCE: self.source.value}
 
     def job_fields(self) -> dict[str, Any]:
-        return {J.KEY_SOURCE: self.source.value, J.HOLDS: self.holds, **self.reserve.job_fields(), J.PROJECT_HOLD: hold_doc(self.project_hold)}
+        return {
+            JobField.KEY_SOURCE: self.source.value,
+            JobField.HOLDS: self.holds,
+            **self.reserve.job_fields(),
+            JobField.PROJECT_HOLD: hold_doc(self.project_hold),
+        }
 
     def batch_fields(self) -> dict[str, Any]:
         return {
-            B.KEY_SOURCE: self.source.value,
-            B.HOLDS: self.holds,
-            B.RESERVED_USD: self.reservation,
-            B.PROJECT_HOLD: hold_doc(self.project_hold),
+            BatchField.KEY_SOURCE: self.source.value,
+            BatchField.HOLDS: self.holds,
+            BatchField.RESERVED_USD: self.reservation,
+            BatchField.PROJECT_HOLD: hold_doc(self.project_hold),
             **(self.lane_fields or {}),
         }
 
@@ -139,7 +144,7 @@ def decide(
     account = None
     if limits.any:  # else nothing to enforce: the account (one document per user) is not written
         account = decide_start(
-            view.account, limits, spent_today=float(view.today.get(Use.COST) or 0.0), reservation=reserve.usd, now=now, slots=slots
+            view.account, limits, spent_today=float(view.today.get(DayField.COST) or 0.0), reservation=reserve.usd, now=now, slots=slots
         )
     hold = decide_project(project, reserve.usd, now, shard_of(shard_key)) if app else {}
     return Taken(account, source, reserve, account is not None, hold)
@@ -151,10 +156,10 @@ def decide_start(
     """The account after one more start holding ``slots`` active slots (a batch: its
     maxConcurrency), or ``LimitExceeded`` naming the limit and when it frees."""
     account = account or {}
-    active = max(0, int(account.get(Acc.ACTIVE) or 0))
-    reserved = max(0.0, round(float(account.get(Acc.RESERVED_USD) or 0.0), 9))
+    active = max(0, int(account.get(AccountField.ACTIVE) or 0))
+    reserved = max(0.0, round(float(account.get(AccountField.RESERVED_USD) or 0.0), 9))
     minute_ago = now - timedelta(seconds=60)
-    recent = sorted(t for t in account.get(Acc.RECENT_STARTS) or [] if t > minute_ago)
+    recent = sorted(t for t in account.get(AccountField.RECENT_STARTS) or [] if t > minute_ago)
     if slots and limits.max_active and active + slots > limits.max_active:
         if slots == 1:
             raise LimitExceeded(
@@ -184,10 +189,10 @@ def decide_start(
         )
     keep = recent[-(limits.starts_per_minute - 1) :] if limits.starts_per_minute > 1 else []
     return {
-        Acc.ACTIVE: active + slots,
-        Acc.RESERVED_USD: round(reserved + reservation, 9),
-        Acc.RECENT_STARTS: [*keep, now] if limits.starts_per_minute else [],
-        Acc.UPDATED_AT: now,
+        AccountField.ACTIVE: active + slots,
+        AccountField.RESERVED_USD: round(reserved + reservation, 9),
+        AccountField.RECENT_STARTS: [*keep, now] if limits.starts_per_minute else [],
+        AccountField.UPDATED_AT: now,
     }
 
 
@@ -197,7 +202,7 @@ def decide_key_call(account: Mapping[str, Any] | None, per_minute: int, now: dat
     if not per_minute:
         return None
     minute_ago = now - timedelta(seconds=60)
-    recent = sorted(t for t in (account or {}).get(Acc.KEY_CALLS) or [] if t > minute_ago)
+    recent = sorted(t for t in (account or {}).get(AccountField.KEY_CALLS) or [] if t > minute_ago)
     if len(recent) >= per_minute:
         frees = recent[len(recent) - per_minute] + timedelta(seconds=60)
         raise LimitExceeded(
@@ -205,4 +210,4 @@ def decide_key_call(account: Mapping[str, Any] | None, per_minute: int, now: dat
             f"keyCallsPerMinute: {len(recent)} calls about your OpenRouter key in the "
             f"last minute, the most you may make ({per_minute}); the next frees at {frees.isoformat(timespec='seconds')}",
         )
-    return {Acc.KEY_CALLS: [*recent[-(per_minute - 1) :], now] if per_minute > 1 else [now], Acc.UPDATED_AT: now}
+    return {AccountField.KEY_CALLS: [*recent[-(per_minute - 1) :], now] if per_minute > 1 else [now], AccountField.UPDATED_AT: now}

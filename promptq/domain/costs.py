@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq.domain.errors import LimitExceeded
-from promptq.contract import J, Lim, Proj, Reason
+from promptq.contract import JobField, LimitField, ProjectField, Reason
 
 DAY_FORMAT = "%Y-%m-%d"
 # The project's spend is spread over this many documents: every start and ending writes one,
@@ -145,10 +145,10 @@ class Reserve:
 
     def job_fields(self) -> dict[str, Any]:
         return {
-            J.RESERVED_USD: self.usd,
-            J.RESERVED_BODY_BYTES: self.body_bytes,
-            J.RESERVED_OUTPUT_TOKENS: self.output_tokens,
-            J.PRICE_CEILING: self.ceiling,
+            JobField.RESERVED_USD: self.usd,
+            JobField.RESERVED_BODY_BYTES: self.body_bytes,
+            JobField.RESERVED_OUTPUT_TOKENS: self.output_tokens,
+            JobField.PRICE_CEILING: self.ceiling,
         }
 
 
@@ -174,12 +174,14 @@ def reserve(measured: Measured, prices: list[Price]) -> Reserve:
 def exceeded(measured: Measured, job: Mapping[str, Any]) -> str | None:
     """Why a body the worker is about to send is not what its start reserved (None: it is, or
     nothing was reserved): larger, or allowing more output tokens."""
-    if not float(job.get(J.RESERVED_USD) or 0.0) or job.get(J.RESERVED_BODY_BYTES) is None:
+    if not float(job.get(JobField.RESERVED_USD) or 0.0) or job.get(JobField.RESERVED_BODY_BYTES) is None:
         return None
-    if measured.body_bytes > int(job[J.RESERVED_BODY_BYTES]):
-        return f"the request is {measured.body_bytes} bytes, more than the {job[J.RESERVED_BODY_BYTES]} its start reserved"
-    if measured.output_tokens > int(job.get(J.RESERVED_OUTPUT_TOKENS) or 0):
-        return f"the request allows {measured.output_tokens} output tokens, more than the {job.get(J.RESERVED_OUTPUT_TOKENS)} its start reserved"
+    if measured.body_bytes > int(job[JobField.RESERVED_BODY_BYTES]):
+        return f"the request is {measured.body_bytes} bytes, more than the {job[JobField.RESERVED_BODY_BYTES]} its start reserved"
+    if measured.output_tokens > int(job.get(JobField.RESERVED_OUTPUT_TOKENS) or 0):
+        return (
+            f"the request allows {measured.output_tokens} output tokens, more than the {job.get(JobField.RESERVED_OUTPUT_TOKENS)} its start reserved"
+        )
     return None
 
 
@@ -187,7 +189,7 @@ def exceeded(measured: Measured, job: Mapping[str, Any]) -> str | None:
 
 
 # The project's spend shards holding a reservation, by shard: ``{3: 0.12, 4: 0.05}`` (stored
-# with string keys: ``J.PROJECT_HOLD``, ``B.PROJECT_HOLD``).
+# with string keys: ``JobField.PROJECT_HOLD``, ``BatchField.PROJECT_HOLD``).
 Hold = dict[int, float]
 
 
@@ -205,11 +207,13 @@ class ProjectSpend:
 
     @classmethod
     def of(cls, cap_usd: float, override: Mapping[str, Any] | None, shards: tuple[Mapping[str, Any] | None, ...], day: str) -> "ProjectSpend":
-        cap = float((override or {}).get(Lim.DAILY_BUDGET_USD, cap_usd))
+        cap = float((override or {}).get(LimitField.DAILY_BUDGET_USD, cap_usd))
         field = cost_field(day)
         read = [s or {} for s in shards]
         return cls(
-            cap, tuple(max(0.0, float(s.get(field) or 0.0)) for s in read), tuple(max(0.0, float(s.get(Proj.RESERVED_USD) or 0.0)) for s in read)
+            cap,
+            tuple(max(0.0, float(s.get(field) or 0.0)) for s in read),
+            tuple(max(0.0, float(s.get(ProjectField.RESERVED_USD) or 0.0)) for s in read),
         )
 
     @property
@@ -226,7 +230,7 @@ class ProjectSpend:
 
 def cost_field(day: str) -> str:
     """A spend shard's field for one day's cost (``cost20261130``: a plain field name)."""
-    return Proj.COST_PREFIX + day.replace("-", "")
+    return ProjectField.COST_PREFIX + day.replace("-", "")
 
 
 def shard_of(key: str) -> int:

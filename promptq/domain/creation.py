@@ -6,25 +6,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
-from promptq.contract import F, J, Status
+from promptq.contract import ExecutionField, JobField, Status
 
 # What an execution has not done yet when it is created: written as null, so that every
 # document has every field (readers and the rules never meet a missing one).
 NOT_YET = (
-    F.MODEL,
-    F.GENERATION_ID,
-    F.USAGE,
-    F.COST,
-    F.FINISH_REASON,
-    F.ERROR,
-    F.WORKER,
-    F.STARTED_AT,
-    F.FIRST_TOKEN_AT,
-    F.FINISHED_AT,
-    F.OUTPUT_LENGTH,
-    F.CHUNK_COUNT,
-    F.OUTPUT_PAGES,
-    F.KEY_SOURCE,
+    ExecutionField.MODEL,
+    ExecutionField.GENERATION_ID,
+    ExecutionField.USAGE,
+    ExecutionField.COST,
+    ExecutionField.FINISH_REASON,
+    ExecutionField.ERROR,
+    ExecutionField.WORKER,
+    ExecutionField.STARTED_AT,
+    ExecutionField.FIRST_TOKEN_AT,
+    ExecutionField.FINISHED_AT,
+    ExecutionField.OUTPUT_LENGTH,
+    ExecutionField.CHUNK_COUNT,
+    ExecutionField.OUTPUT_PAGES,
+    ExecutionField.KEY_SOURCE,
 )
 
 
@@ -41,25 +41,25 @@ def new_execution(
 ) -> dict[str, Any]:
     """The execution document the callable creates: ``queued``, nothing streamed yet
     (``output_format``: ``OutputFormat.JSON`` for a JSON answer). A batch item also carries
-    ``item`` (``F.BATCH_ID``, ``F.CUSTOM_ID``, ``F.INDEX``, ``F.AFTER``) and waits for its turn
-    (``F.WAITING``) until ``handed_over``."""
+    ``item`` (``ExecutionField.BATCH_ID``, ``ExecutionField.CUSTOM_ID``, ``ExecutionField.INDEX``, ``ExecutionField.AFTER``) and waits for its turn
+    (``ExecutionField.WAITING``) until ``handed_over``."""
     return {
         **dict.fromkeys(NOT_YET),
-        F.STATUS: Status.QUEUED.value,
-        F.OWNER: owner_uid,
-        F.REQUESTED_MODEL: requested_model,
-        F.TITLE: title,
-        F.IDEMPOTENCY_KEY: idempotency_key,
-        F.ATTEMPT: 0,
-        F.SEQ: 0,
-        F.CANCEL_REQUESTED: False,
-        F.CREATED_AT: now,
-        F.OUTPUT_FORMAT: output_format,
-        F.UPDATED_AT: now,
-        F.EXPIRE_AT: expire_at,
-        F.WRITES: 1,
-        F.WAITING: item is not None,
-        **({**dict(item), F.LATEST: True} if item is not None else {}),
+        ExecutionField.STATUS: Status.QUEUED.value,
+        ExecutionField.OWNER: owner_uid,
+        ExecutionField.REQUESTED_MODEL: requested_model,
+        ExecutionField.TITLE: title,
+        ExecutionField.IDEMPOTENCY_KEY: idempotency_key,
+        ExecutionField.ATTEMPT: 0,
+        ExecutionField.SEQ: 0,
+        ExecutionField.CANCEL_REQUESTED: False,
+        ExecutionField.CREATED_AT: now,
+        ExecutionField.OUTPUT_FORMAT: output_format,
+        ExecutionField.UPDATED_AT: now,
+        ExecutionField.EXPIRE_AT: expire_at,
+        ExecutionField.WRITES: 1,
+        ExecutionField.WAITING: item is not None,
+        **({**dict(item), ExecutionField.LATEST: True} if item is not None else {}),
     }
 
 
@@ -68,17 +68,17 @@ def new_job(
 ) -> dict[str, Any]:
     """The job created with it: the request, no claim."""
     return {
-        J.OWNER: owner_uid,
-        J.MESSAGES: messages,
-        J.REQUEST: dict(request),
-        J.REQUEST_HASH: request_hash,
-        J.ATTEMPT_ID: None,
-        J.LEASE_EXPIRES_AT: None,
-        J.ATTEMPTS: [],
-        J.RETRY_AT: None,
-        J.REQUEUES: 0,
-        J.TASK: task,
-        J.UPDATED_AT: now,
-        J.EXPIRE_AT: expire_at,
-        J.WRITES: 1,
+        JobField.OWNER: owner_uid,
+        JobField.MESSAGES: messages,
+        JobField.REQUEST: dict(request),
+        JobField.REQUEST_HASH: request_hash,
+        JobField.ATTEMPT_ID: None,
+        JobField.LEASE_EXPIRES_AT: None,
+        JobField.ATTEMPTS: [],
+        JobField.RETRY_AT: None,
+        JobField.REQUEUES: 0,
+        JobField.TASK: task,
+        JobField.UPDATED_AT: now,
+        JobField.EXPIRE_AT: expire_at,
+        JobField.WRITES: 1,
     }

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from promptq.contract import P
+from promptq.contract import PageField
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +27,16 @@ class Page:
         return page_id(self.attempt, self.index)
 
     def to_doc(self, expire_at: datetime | None) -> dict[str, Any]:
-        doc = {P.ATTEMPT: self.attempt, P.INDEX: self.index, P.START: self.start, P.END: self.end, P.TEXT: self.text, P.EXPIRE_AT: expire_at}
+        doc = {
+            PageField.ATTEMPT: self.attempt,
+            PageField.INDEX: self.index,
+            PageField.START: self.start,
+            PageField.END: self.end,
+            PageField.TEXT: self.text,
+            PageField.EXPIRE_AT: expire_at,
+        }
         if self.reasoning:
-            doc[P.REASONING] = self.reasoning
+            doc[PageField.REASONING] = self.reasoning
         return doc
 
 

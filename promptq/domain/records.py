@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from promptq.domain.redact import redact
-from promptq.contract import TERMINAL, C, E, F, Outcome, Status, U
+from promptq.contract import TERMINAL, ChunkField, ErrorField, ExecutionField, Outcome, Status, UsageField
 
 
 def utcnow() -> datetime:
@@ -39,14 +39,14 @@ def stored_bytes(value: Any) -> int:
 
 
 def error_doc(code: str, message: str, upstream_status: int | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {E.CODE: code, E.MESSAGE: bounded(redact(message), 2000)}
+    doc: dict[str, Any] = {ErrorField.CODE: code, ErrorField.MESSAGE: bounded(redact(message), 2000)}
     if upstream_status is not None:
-        doc[E.UPSTREAM_STATUS] = upstream_status
+        doc[ErrorField.UPSTREAM_STATUS] = upstream_status
     return doc
 
 
 def status_of(doc: Mapping[str, Any]) -> Status:
-    return Status(doc[F.STATUS])
+    return Status(doc[ExecutionField.STATUS])
 
 
 def is_terminal(doc: Mapping[str, Any]) -> bool:
@@ -62,10 +62,10 @@ class Usage:
 
     def to_doc(self) -> dict[str, int]:
         return {
-            U.PROMPT_TOKENS: self.prompt_tokens,
-            U.COMPLETION_TOKENS: self.completion_tokens,
-            U.TOTAL_TOKENS: self.total_tokens,
-            U.REASONING_TOKENS: self.reasoning_tokens,
+            UsageField.PROMPT_TOKENS: self.prompt_tokens,
+            UsageField.COMPLETION_TOKENS: self.completion_tokens,
+            UsageField.TOTAL_TOKENS: self.total_tokens,
+            UsageField.REASONING_TOKENS: self.reasoning_tokens,
         }
 
 
@@ -88,9 +88,16 @@ class Chunk:
         return chunk_id(self.attempt, self.seq)
 
     def to_doc(self, expire_at: datetime | None) -> dict[str, Any]:
-        doc = {C.ATTEMPT: self.attempt, C.SEQ: self.seq, C.START: self.start, C.END: self.end, C.TEXT: self.text, C.EXPIRE_AT: expire_at}
+        doc = {
+            ChunkField.ATTEMPT: self.attempt,
+            ChunkField.SEQ: self.seq,
+            ChunkField.START: self.start,
+            ChunkField.END: self.end,
+            ChunkField.TEXT: self.text,
+            ChunkField.EXPIRE_AT: expire_at,
+        }
         if self.reasoning:
-            doc[C.REASONING] = self.reasoning
+            doc[ChunkField.REASONING] = self.reasoning
         return doc
 
 
@@ -116,19 +123,19 @@ class Produced:
 
     def fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            F.CHUNK_COUNT: self.chunks,
-            F.OUTPUT_LENGTH: self.output_length,
-            F.OUTPUT_PAGES: self.pages,
-            F.FIRST_TOKEN_AT: self.first_token_at,
-            F.FINISH_REASON: self.finish_reason,
+            ExecutionField.CHUNK_COUNT: self.chunks,
+            ExecutionField.OUTPUT_LENGTH: self.output_length,
+            ExecutionField.OUTPUT_PAGES: self.pages,
+            ExecutionField.FIRST_TOKEN_AT: self.first_token_at,
+            ExecutionField.FINISH_REASON: self.finish_reason,
         }
         optional = {
-            F.MODEL: self.model,
-            F.GENERATION_ID: self.generation_id,
-            F.USAGE: self.usage.to_doc() if self.usage else None,
-            F.COST: self.cost,
-            F.REASONING_TRUNCATED: self.reasoning_truncated or None,
-            F.TOOL_CALLS: list(self.tool_calls) or None,
+            ExecutionField.MODEL: self.model,
+            ExecutionField.GENERATION_ID: self.generation_id,
+            ExecutionField.USAGE: self.usage.to_doc() if self.usage else None,
+            ExecutionField.COST: self.cost,
+            ExecutionField.REASONING_TRUNCATED: self.reasoning_truncated or None,
+            ExecutionField.TOOL_CALLS: list(self.tool_calls) or None,
         }
         fields.update({k: v for k, v in optional.items() if v is not None})
         return fields

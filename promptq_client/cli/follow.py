@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Mapping, TextIO
 
-from promptq.contract import F, PollAnswer, Reason
+from promptq.contract import ExecutionField, PollAnswer, Reason
 from promptq_client.watch import OUTPUT
 from promptq_client.api import CallError, Client, User
 from promptq_client.cli.target import Target, say
@@ -187,7 +187,7 @@ class Listener:
         # Each state carries the whole text so far (promptq_client.watch); the printer prints
         # what it has not printed yet, and starts over when the attempt changes.
         with self._lock:
-            self.printer.show(int(state.get(F.ATTEMPT) or 0), 0, state.get(OUTPUT) or "")
+            self.printer.show(int(state.get(ExecutionField.ATTEMPT) or 0), 0, state.get(OUTPUT) or "")
 
     def until_done(self, timeout: float = FOREVER) -> dict[str, Any]:
         if self._usable is None:

@@ -29,7 +29,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from promptq.contract import SAMPLING, VOCABULARY, E, Status, U
+from promptq.contract import SAMPLING, VOCABULARY, ErrorField, Status, UsageField
 from promptq_client.cli.target import EXIT_USAGE, CliError, say
 
 # What an OpenAI batch line's body may carry besides model and messages: the request's params
@@ -86,10 +86,12 @@ def _created(finished_at: str | None) -> int:
 def _usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     if not usage:
         return None
-    out = {k: int(usage.get(ours) or 0) for k, ours in (("prompt_tokens", U.PROMPT_TOKENS), ("completion_tokens", U.COMPLETION_TOKENS))}
-    out["total_tokens"] = int(usage.get(U.TOTAL_TOKENS) or out["prompt_tokens"] + out["completion_tokens"])
-    if usage.get(U.REASONING_TOKENS):
-        out["completion_tokens_details"] = {"reasoning_tokens": int(usage[U.REASONING_TOKENS])}
+    out = {
+        k: int(usage.get(ours) or 0) for k, ours in (("prompt_tokens", UsageField.PROMPT_TOKENS), ("completion_tokens", UsageField.COMPLETION_TOKENS))
+    }
+    out["total_tokens"] = int(usage.get(UsageField.TOTAL_TOKENS) or out["prompt_tokens"] + out["completion_tokens"])
+    if usage.get(UsageField.REASONING_TOKENS):
+        out["completion_tokens_details"] = {"reasoning_tokens": int(usage[UsageField.REASONING_TOKENS])}
     return out
 
 
@@ -130,9 +132,9 @@ def output_line(item) -> dict[str, Any]:
         line["error"] = {"code": CANCELLED_CODE, "message": "This request was cancelled before it completed (promptq: cancelled)."}
         return line
     error = item.error or {}
-    code, message = str(error.get(E.CODE) or "failed"), str(error.get(E.MESSAGE) or "the request failed")
+    code, message = str(error.get(ErrorField.CODE) or "failed"), str(error.get(ErrorField.MESSAGE) or "the request failed")
     line["error"] = {"code": code, "message": message}
-    upstream = error.get(E.UPSTREAM_STATUS)
+    upstream = error.get(ErrorField.UPSTREAM_STATUS)
     if isinstance(upstream, int) and 400 <= upstream <= 599:
         line["response"] = {"status_code": upstream, "request_id": item.executionId, "body": _error_body(upstream, code, message)}
     return line

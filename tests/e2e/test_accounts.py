@@ -19,7 +19,7 @@ from leaks import secret
 from devstack.fakerouter.server import FEE_MODEL_FEES
 from devstack.stack import FAKE_KEY
 from promptq.domain import accounts
-from promptq.contract import Acc, Use
+from promptq.contract import AccountField, DayField
 from promptq_client.api import CallError
 from waiting import poll
 
@@ -76,8 +76,8 @@ def test_a_burst_of_8_starts_with_max_active_2_creates_exactly_2(client, make_us
         client.cancel(user, i)
     finals = [r.wait() for r in recs]
     assert {f["status"] for f in finals} == {"cancelled"}
-    assert account(db, user.uid)[Acc.ACTIVE] == 0
-    assert today(db, user.uid, finals[0]["finishedAt"])[Use.EXECUTIONS] == 2
+    assert account(db, user.uid)[AccountField.ACTIVE] == 0
+    assert today(db, user.uid, finals[0]["finishedAt"])[DayField.EXECUTIONS] == 2
     assert isinstance(client.start(user, prompt="after the burst", model="fake/tokens=2,rate=0"), str), "a slot frees when one ends"
 
 
@@ -104,7 +104,7 @@ def test_the_daily_budget_reserves_the_worst_case_of_executions_in_flight(client
     refused = [r for r in results if isinstance(r, CallError)]
     assert len(created) == 2 and {(e.status, e.reason, e.field) for e in refused} == {("RESOURCE_EXHAUSTED", "daily_budget", "dailyBudgetUsd")}
     assert "this execution may cost up to $0.002" in refused[0].message and "the budget frees at" in refused[0].message
-    held = account(db, user.uid)[Acc.RESERVED_USD]
+    held = account(db, user.uid)[AccountField.RESERVED_USD]
     finals = [listen(i).wait() for i in created]
     spent = sum(f["cost"] for f in finals)
     each = [body_bytes(job_of(db, i)) * PRICE_PROMPT + 1000 * PRICE_COMPLETION + FEES for i in created]
@@ -138,10 +138,10 @@ def test_usage_is_counted_once_and_a_cancel_is_reconciled(client, make_user, lis
     doc = poll(lambda: client.get(execution_id), lambda execution: execution["cost"] is not None, timeout=20, every=0.2)
     assert doc["cost"] is not None, "the cost was reconciled from the generation record"
     day = today(db, user.uid, doc["finishedAt"])
-    assert day[Use.EXECUTIONS] == 1 and day[Use.COST] == pytest.approx(doc["cost"], abs=1e-12)
-    assert day[Use.ESTIMATED_COST] == pytest.approx(0, abs=1e-12)
-    assert (day[Use.PROMPT_TOKENS], day[Use.COMPLETION_TOKENS]) == (doc["usage"]["promptTokens"], doc["usage"]["completionTokens"])
-    assert account(db, user.uid)[Acc.ACTIVE] == 0
+    assert day[DayField.EXECUTIONS] == 1 and day[DayField.COST] == pytest.approx(doc["cost"], abs=1e-12)
+    assert day[DayField.ESTIMATED_COST] == pytest.approx(0, abs=1e-12)
+    assert (day[DayField.PROMPT_TOKENS], day[DayField.COMPLETION_TOKENS]) == (doc["usage"]["promptTokens"], doc["usage"]["completionTokens"])
+    assert account(db, user.uid)[AccountField.ACTIVE] == 0
 
 
 # --- a user's own OpenRouter key ------------------------------------------------------------

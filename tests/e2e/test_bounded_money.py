@@ -14,7 +14,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 from documents import body_bytes, job_of
 
-from promptq.contract import BATCHES, EXECUTIONS, J
+from promptq.contract import BATCHES, EXECUTIONS, JobField
 from promptq_client.api import CallError
 from waiting import wait_for
 
@@ -49,7 +49,7 @@ def test_a_pdf_by_url_is_reserved_at_its_models_whole_context(client, make_user,
         params={"max_tokens": 10},
     )
     job = job_of(db, execution_id)
-    assert job[J.RESERVED_USD] == pytest.approx(CONTEXT * PROMPT_PRICE + 10 * COMPLETION_PRICE, abs=1e-9)
+    assert job[JobField.RESERVED_USD] == pytest.approx(CONTEXT * PROMPT_PRICE + 10 * COMPLETION_PRICE, abs=1e-9)
     client.cancel(user, execution_id)
 
 
@@ -68,7 +68,7 @@ def test_the_upstream_is_told_the_price_the_reservation_used(client, make_user, 
         "sort": "throughput",
         "max_price": {"completion": 2.0, "prompt": 1.0, "request": 0.0, "image": 0.0},
     }
-    assert job_of(db, execution_id)[J.RESERVED_BODY_BYTES] == body_bytes(job_of(db, execution_id))
+    assert job_of(db, execution_id)[JobField.RESERVED_BODY_BYTES] == body_bytes(job_of(db, execution_id))
 
 
 def test_a_batch_reserves_every_items_share_of_its_shared_tools(client, make_user, db):

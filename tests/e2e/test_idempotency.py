@@ -14,7 +14,7 @@ from enqueue import executions, start
 from enqueue.pricing import Prices
 from promptq.contract.requests.request import RequestError
 from promptq.adapters.tasks import TaskQueue
-from promptq.contract import CallStatus, F, J
+from promptq.contract import CallStatus, ExecutionField, JobField
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from waiting import wait_for
@@ -68,7 +68,7 @@ def test_a_failed_enqueue_rolls_back_and_the_retry_runs_once(db, clean, settings
     assert answer == {"executionId": execution_id, "deduplicated": False}
     paused_queue.resume_queue(name=paused_queue.queue_name)
     final = listen(execution_id).wait(timeout=20)
-    assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == execution_id
+    assert final[ExecutionField.STATUS] == "succeeded" and store.get_job(execution_id)[JobField.TASK] == execution_id
     # Only a delivery could ask again: wait until the queue holds no task any more.
     wait_for(lambda: not list(paused_queue.list_tasks(parent=paused_queue.queue_name)), what="the task's completion")
     assert len(upstream.requests_for(marker)) == 1
@@ -91,5 +91,5 @@ def test_a_task_name_held_by_a_finished_task_gets_a_fresh_one(db, clean, setting
     wait_for(lambda: not queue.exists(execution_id), timeout=60)
     executions.start_execution("user-1", _request(marker), store=store, queue=queue, settings=settings, prices=_prices(settings))
     final = listen(execution_id).wait(timeout=20)
-    assert final[F.STATUS] == "succeeded" and store.get_job(execution_id)[J.TASK] == f"{execution_id}-r1"
+    assert final[ExecutionField.STATUS] == "succeeded" and store.get_job(execution_id)[JobField.TASK] == f"{execution_id}-r1"
     assert len(upstream.requests_for(marker)) == 1

@@ -19,7 +19,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from devstack.fakerouter.server import FEE_MODEL, FEE_MODEL_FEES
 from enqueue.pricing import ONLINE_SEARCH_USD
 from promptq.domain.costs import PROJECT_SHARDS, URL_PART_TOKENS, cost_field, day_of
-from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, INTERNAL, JOB, PROJECT, PROJECT_SHARD, Acc, J, Proj
+from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, INTERNAL, JOB, PROJECT, PROJECT_SHARD, AccountField, JobField, ProjectField
 from promptq.settings import Settings
 from promptq_client.api import CallError, Client
 from documents import body_bytes, job_of
@@ -106,7 +106,7 @@ def test_ten_batches_of_ten_thousand_items_from_one_new_account_get_only_what_th
     assert refused[0].message.startswith(f"maxActive: a batch holds its maxConcurrency ({lanes})")
     for batch_id in started:
         wait_for(lambda: slow_client.batch(attacker, batch_id).status.value == "completed", 120, f"batch {batch_id} completed", every=0.5)
-    wait_for(lambda: db.collection(ACCOUNTS).document(attacker.uid).get().get(Acc.ACTIVE) == 0, 30, "the slots given back")
+    wait_for(lambda: db.collection(ACCOUNTS).document(attacker.uid).get().get(AccountField.ACTIVE) == 0, 30, "the slots given back")
     day = slow_client.usage(attacker).today
     assert day.executions == 20 * len(started) and 0 < day.cost <= USER_BUDGET
 
@@ -137,7 +137,9 @@ def test_the_project_cap_holds_across_new_accounts(client, store, make_user, db,
     shards = [s.id for s in db.collection(PROJECT).stream() if s.id not in ("limits", "lanes")]
     assert 1 <= len(shards) <= PROJECT_SHARDS and all(s.startswith(PROJECT_SHARD.format(0)[:-2]) for s in shards), shards
     wait_for(
-        lambda: sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9, 30, "every reservation given back"
+        lambda: sum((s.to_dict() or {}).get(ProjectField.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9,
+        30,
+        "every reservation given back",
     )
     spent = sum(client.get(i)["cost"] for _, i in started)
     today = sum((s.to_dict() or {}).get(cost_field(day_of(client.get(started[0][1])["finishedAt"])), 0) for s in db.collection(PROJECT).stream())
@@ -159,17 +161,19 @@ def test_the_project_cap_holds_when_twenty_accounts_start_at_the_same_moment(cli
     refused = [r for r in results if isinstance(r, CallError)]
     assert len(started) == 5, [getattr(r, "reason", r) for r in results]
     assert {(e.status, e.reason) for e in refused} == {("RESOURCE_EXHAUSTED", "project_budget")}
-    held = sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream())
+    held = sum((s.to_dict() or {}).get(ProjectField.RESERVED_USD, 0) for s in db.collection(PROJECT).stream())
     assert held == pytest.approx(5 * reservation, abs=1e-9) and held <= 5.5 * reservation
     for user, execution_id in started:
         client.cancel(user, execution_id)
     wait_for(
-        lambda: sum((s.to_dict() or {}).get(Proj.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9, 30, "every reservation given back"
+        lambda: sum((s.to_dict() or {}).get(ProjectField.RESERVED_USD, 0) for s in db.collection(PROJECT).stream()) < 1e-9,
+        30,
+        "every reservation given back",
     )
 
 
 def reserved(db, execution_id: str) -> float:
-    return db.collection(EXECUTIONS).document(execution_id).collection(INTERNAL).document(JOB).get().get(J.RESERVED_USD)
+    return db.collection(EXECUTIONS).document(execution_id).collection(INTERNAL).document(JOB).get().get(JobField.RESERVED_USD)
 
 
 def test_a_request_fee_model_reserves_its_request_fee(client, make_user, db, paused_queue):

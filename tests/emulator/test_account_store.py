@@ -21,7 +21,7 @@ from promptq.domain import execution as ex
 from promptq.domain.errors import LimitExceeded
 from promptq.adapters.keys import KeyVault, LocalKek
 from promptq.domain.records import Ending, Produced, Usage
-from promptq.contract import Acc, F, J, K, KeySource, Reason, Status, Use
+from promptq.contract import AccountField, ExecutionField, JobField, KeyField, KeySource, Reason, Status, DayField
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -63,8 +63,8 @@ def test_a_burst_of_concurrent_starts_never_gets_past_max_active(store):
     created = [r for r in results if isinstance(r, str)]
     refused = [r for r in results if isinstance(r, LimitExceeded)]
     assert len(created) == 2 and len(refused) == 6 and {r.reason for r in refused} == {Reason.MAX_ACTIVE}
-    assert store.ledger.view("burst", "x").account[Acc.ACTIVE] == 2
-    assert len(list(store.client.collection("executions").where(filter=FieldFilter(F.OWNER, "==", "burst")).stream())) == 2
+    assert store.ledger.view("burst", "x").account[AccountField.ACTIVE] == 2
+    assert len(list(store.client.collection("executions").where(filter=FieldFilter(ExecutionField.OWNER, "==", "burst")).stream())) == 2
 
 
 def test_a_racing_ending_settles_once_and_frees_a_slot(store):
@@ -73,7 +73,7 @@ def test_a_racing_ending_settles_once_and_frees_a_slot(store):
     with pytest.raises(LimitExceeded):
         start(store, "racer")
     job = store.get_job(execution_id)
-    assert job[J.KEY_SOURCE] == KeySource.APP.value and job[J.RESERVED_USD] == pytest.approx(body_bytes(job) * 1e-6 + 1000 * 2e-6)
+    assert job[JobField.KEY_SOURCE] == KeySource.APP.value and job[JobField.RESERVED_USD] == pytest.approx(body_bytes(job) * 1e-6 + 1000 * 2e-6)
     produced = Produced(generation_id="g", usage=Usage(10, 5, 15), cost=0.00002)
     barrier = threading.Barrier(4)
 
@@ -87,10 +87,15 @@ def test_a_racing_ending_settles_once_and_frees_a_slot(store):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert sum(pool.map(end, range(4))) == 1
     day = store.ledger.days("racer", 1)[0]
-    assert (day[Use.EXECUTIONS], day[Use.PROMPT_TOKENS], day[Use.COMPLETION_TOKENS], day[Use.COST]) == (1, 10, 5, pytest.approx(0.00002))
-    assert day[Use.EXPIRE_AT] > ex.utcnow() + timedelta(days=300)
+    assert (day[DayField.EXECUTIONS], day[DayField.PROMPT_TOKENS], day[DayField.COMPLETION_TOKENS], day[DayField.COST]) == (
+        1,
+        10,
+        5,
+        pytest.approx(0.00002),
+    )
+    assert day[DayField.EXPIRE_AT] > ex.utcnow() + timedelta(days=300)
     account = store.ledger.view("racer", "x").account
-    assert account[Acc.ACTIVE] == 0 and account[Acc.RESERVED_USD] == pytest.approx(0, abs=1e-12)
+    assert account[AccountField.ACTIVE] == 0 and account[AccountField.RESERVED_USD] == pytest.approx(0, abs=1e-12)
     start(store, "racer")  # the slot is free again
 
 
@@ -98,7 +103,7 @@ def test_a_rolled_back_start_gives_back_what_it_took(store):
     store.ledger.set_limits("rollback", {"maxActive": 1})
     execution_id = start(store, "rollback")
     assert store.delete_unstarted(execution_id)
-    assert store.get(execution_id) is None and store.ledger.view("rollback", "x").account[Acc.ACTIVE] == 0
+    assert store.get(execution_id) is None and store.ledger.view("rollback", "x").account[AccountField.ACTIVE] == 0
     start(store, "rollback")
 
 
@@ -108,16 +113,16 @@ def test_a_resubmission_is_answered_even_at_the_limit(store):
     take = executions.taker(job, Settings(project_id="demo-promptq"), PRICES)
     assert store.create(execution_id, execution, job, take=take)
     assert store.create(execution_id, execution, job, take=take) is False  # not LimitExceeded: it exists
-    assert store.ledger.view("again", "x").account[Acc.ACTIVE] == 1
+    assert store.ledger.view("again", "x").account[AccountField.ACTIVE] == 1
 
 
 def test_a_users_key_is_stored_encrypted_and_only_for_them(store):
     vault = KeyVault(store.client, LocalKek(LocalKek.generate()))
     secret = "sk-or-v1-" + uuid.uuid4().hex * 2
-    assert vault.put("alice", secret)[K.LABEL] == f"…{secret[-4:]}"
+    assert vault.put("alice", secret)[KeyField.LABEL] == f"…{secret[-4:]}"
     raw = store.client.collection("keys").document("alice").get().to_dict()
-    assert secret.encode() not in repr(raw).encode() and secret not in repr(raw) and raw[K.KEK] == "local"
-    assert vault.get("alice") == secret and vault.info("alice")[K.LABEL] == f"…{secret[-4:]}"
+    assert secret.encode() not in repr(raw).encode() and secret not in repr(raw) and raw[KeyField.KEK] == "local"
+    assert vault.get("alice") == secret and vault.info("alice")[KeyField.LABEL] == f"…{secret[-4:]}"
     store.client.collection("keys").document("mallory").set(raw)  # a copied ciphertext is useless
     with pytest.raises(Exception):
         vault.get("mallory")
@@ -134,6 +139,6 @@ def test_history_is_the_users_own_newest_first_in_pages(store):
     assert [i for i, _ in first] == mine[::-1][:3]
     rest = store.history("hist", limit=3, after=first[-1][0])
     assert [i for i, _ in rest] == mine[::-1][3:]
-    assert first[0][1][F.TITLE] == "hi"
+    assert first[0][1][ExecutionField.TITLE] == "hi"
     with pytest.raises(LookupError):
         store.history("someone-else", limit=3, after=mine[0])

@@ -18,7 +18,7 @@ from enqueue.pricing import Prices
 from promptq.contract.requests.request import RequestError
 from promptq.batches.claims import BatchClaims
 from promptq.batches.store import BatchStore
-from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, KEYS, ROUNDS, Acc, B, F, J, Status
+from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, KEYS, ROUNDS, AccountField, BatchField, ExecutionField, JobField, Status
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from waiting import wait_for
@@ -32,11 +32,11 @@ class Flow:
     """What start_batch and retry_batch hand over, recorded (no tasks are created)."""
 
     def __init__(self):
-        self.released: list[str] = []
+        self.handed_over: list[str] = []
         self.touched: list[str] = []
 
-    def release(self, execution_id: str) -> bool:
-        self.released.append(execution_id)
+    def hand_over(self, execution_id: str) -> bool:
+        self.handed_over.append(execution_id)
         return True
 
     def touch(self, batch_id: str) -> None:
@@ -136,9 +136,9 @@ def batch_request(key: str | None = "same-key", n: int = ITEMS) -> dict:
 
 
 def items(db, batch_id: str, *, latest: bool | None = True) -> list[dict]:
-    query = db.collection(EXECUTIONS).where(filter=FieldFilter(F.BATCH_ID, "==", batch_id))
+    query = db.collection(EXECUTIONS).where(filter=FieldFilter(ExecutionField.BATCH_ID, "==", batch_id))
     docs = [s.to_dict() | {"id": s.id} for s in query.stream()]
-    return sorted((d for d in docs if latest is None or d[F.LATEST] is latest), key=lambda d: d[F.INDEX])
+    return sorted((d for d in docs if latest is None or d[ExecutionField.LATEST] is latest), key=lambda d: d[ExecutionField.INDEX])
 
 
 def account(db, uid: str) -> dict:
@@ -157,14 +157,14 @@ def test_a_second_start_of_the_same_batch_at_its_limit_writes_nothing_and_delete
     assert a == {"batchId": a["batchId"], "deduplicated": False}, a
     assert b == {"batchId": a["batchId"], "deduplicated": True}, b
     written = items(db, a["batchId"])
-    assert [d[F.INDEX] for d in written] == list(range(ITEMS)), "every item once, none deleted"
-    assert all(d[F.WRITES] == 1 for d in written), "no item was written twice"
+    assert [d[ExecutionField.INDEX] for d in written] == list(range(ITEMS)), "every item once, none deleted"
+    assert all(d[ExecutionField.WRITES] == 1 for d in written), "no item was written twice"
     batch = db.collection(BATCHES).document(a["batchId"]).get().to_dict()
-    assert batch[B.WRITING] is False and batch[B.HOLDS] is True and batch[B.WRITES] == 2  # created, then marked written
+    assert batch[BatchField.WRITING] is False and batch[BatchField.HOLDS] is True and batch[BatchField.WRITES] == 2  # created, then marked written
     held = account(db, uid)
-    assert held[Acc.ACTIVE] == LANES and held[Acc.RESERVED_USD] == pytest.approx(batch[B.RESERVED_USD]), "taken once"
-    assert batch[B.RESERVED_USD] == pytest.approx(sum(d["job"][J.RESERVED_USD] for d in jobs(db, written)))
-    assert flow.released == [d["id"] for d in written[:LANES]], "only the claimer hands its lanes over"
+    assert held[AccountField.ACTIVE] == LANES and held[AccountField.RESERVED_USD] == pytest.approx(batch[BatchField.RESERVED_USD]), "taken once"
+    assert batch[BatchField.RESERVED_USD] == pytest.approx(sum(d["job"][JobField.RESERVED_USD] for d in jobs(db, written)))
+    assert flow.handed_over == [d["id"] for d in written[:LANES]], "only the claimer hands its lanes over"
 
 
 def test_a_concurrent_start_refused_by_the_limit_leaves_nothing(store, db):
@@ -185,10 +185,10 @@ def test_a_concurrent_start_refused_by_the_limit_leaves_nothing(store, db):
     )
     a, b = run_both(gate, start("first"), start("second"))
     assert isinstance(b, RequestError) and b.status.value == "resource-exhausted" and b.reason.value == "max_active", b
-    assert [d[F.INDEX] for d in items(db, a["batchId"])] == list(range(ITEMS))
+    assert [d[ExecutionField.INDEX] for d in items(db, a["batchId"])] == list(range(ITEMS))
     assert len(list(db.collection(BATCHES).stream())) == 1
     assert len(list(db.collection(EXECUTIONS).stream())) == ITEMS, "the refused batch wrote no item"
-    assert account(db, uid)[Acc.ACTIVE] == LANES
+    assert account(db, uid)[AccountField.ACTIVE] == LANES
 
 
 def test_the_key_source_and_reservation_are_the_claims(store, db):
@@ -208,10 +208,10 @@ def test_the_key_source_and_reservation_are_the_claims(store, db):
     t.start()
     t.join(60)
     batch = db.collection(BATCHES).document(result["batchId"]).get().to_dict()
-    assert batch[B.KEY_SOURCE] == "app" and batch[B.RESERVED_USD] > 0
+    assert batch[BatchField.KEY_SOURCE] == "app" and batch[BatchField.RESERVED_USD] > 0
     written = jobs(db, items(db, result["batchId"]))
-    assert {d[F.KEY_SOURCE] for d in written} == {"app"} and {d["job"][J.KEY_SOURCE] for d in written} == {"app"}
-    assert all(d["job"][J.RESERVED_USD] > 0 and d["job"][J.HOLDS] is False for d in written)
+    assert {d[ExecutionField.KEY_SOURCE] for d in written} == {"app"} and {d["job"][JobField.KEY_SOURCE] for d in written} == {"app"}
+    assert all(d["job"][JobField.RESERVED_USD] > 0 and d["job"][JobField.HOLDS] is False for d in written)
 
 
 def jobs(db, docs: list[dict]) -> list[dict]:
@@ -226,9 +226,11 @@ def ended_batch(store, db, uid: str, failed: set[int]) -> str:
     batches = BatchStore(store)
     batch_id = calls.start_batch(uid, batch_request(None), batches=batches, flow=Flow(), settings=SETTINGS, prices=PRICES)["batchId"]
     for d in items(db, batch_id):
-        status = Status.FAILED if d[F.INDEX] in failed else Status.SUCCEEDED
-        db.collection(EXECUTIONS).document(d["id"]).update({F.STATUS: status.value, F.WAITING: False, F.COST: 0.0001})
-    wait_for(lambda: (batches.fold(batch_id) or {}).get(B.STATUS) == "completed", 20, "the batch folded as completed")
+        status = Status.FAILED if d[ExecutionField.INDEX] in failed else Status.SUCCEEDED
+        db.collection(EXECUTIONS).document(d["id"]).update(
+            {ExecutionField.STATUS: status.value, ExecutionField.WAITING: False, ExecutionField.COST: 0.0001}
+        )
+    wait_for(lambda: (batches.fold(batch_id) or {}).get(BatchField.STATUS) == "completed", 20, "the batch folded as completed")
     return batch_id
 
 
@@ -237,21 +239,23 @@ def test_a_second_retry_of_the_same_round_writes_nothing_and_deletes_nothing(sto
     store.ledger.set_limits(uid, {"maxActive": LANES, "startsPerMinute": 0, "dailyBudgetUsd": 1.0})
     failed = {1, 4, 7, 8, 20, 29}
     batch_id = ended_batch(store, db, uid, failed)
-    assert account(db, uid)[Acc.ACTIVE] == 0, "the ended batch gave its slots back"
+    assert account(db, uid)[AccountField.ACTIVE] == 0, "the ended batch gave its slots back"
     gate, flow = Interleaved(store), Flow()
     retry = lambda: calls.retry_batch(uid, {"batchId": batch_id}, batches=gate, flow=flow, settings=SETTINGS, prices=PRICES)  # noqa: E731
     a, b = run_both(gate, retry, retry)
     assert isinstance(b, RequestError) and b.status.value == "failed-precondition" and "retried already" in b.message, b
     assert a["round"] == 1 and a["message"] == f"retrying {len(failed)} failed items"
     newest = items(db, batch_id)
-    assert [d[F.INDEX] for d in newest] == list(range(ITEMS)), "each item once among the newest"
-    retried = [d for d in newest if d[F.INDEX] in failed]
-    assert all(d[F.STATUS] == "queued" and d[F.WAITING] and d[F.WRITES] == 1 for d in retried), "written once, by A"
+    assert [d[ExecutionField.INDEX] for d in newest] == list(range(ITEMS)), "each item once among the newest"
+    retried = [d for d in newest if d[ExecutionField.INDEX] in failed]
+    assert all(d[ExecutionField.STATUS] == "queued" and d[ExecutionField.WAITING] and d[ExecutionField.WRITES] == 1 for d in retried), (
+        "written once, by A"
+    )
     superseded = items(db, batch_id, latest=False)
-    assert sorted(d[F.INDEX] for d in superseded) == sorted(failed) and {d[F.STATUS] for d in superseded} == {"failed"}
+    assert sorted(d[ExecutionField.INDEX] for d in superseded) == sorted(failed) and {d[ExecutionField.STATUS] for d in superseded} == {"failed"}
     assert [s.id for s in db.collection(BATCHES).document(batch_id).collection(ROUNDS).stream()] == ["1"]
     batch = db.collection(BATCHES).document(batch_id).get().to_dict()
-    assert (batch[B.ROUND], batch[B.STATUS], batch[B.WRITING], batch[B.HOLDS]) == (1, "running", False, True)
-    assert account(db, uid)[Acc.ACTIVE] == LANES, "the round holds its slots once"
-    assert {d["job"][J.KEY_SOURCE] for d in jobs(db, retried)} == {batch[B.KEY_SOURCE]}, "the key the batch recorded"
-    assert flow.released == [d["id"] for d in sorted(retried, key=lambda d: d[F.INDEX])[:LANES]]
+    assert (batch[BatchField.ROUND], batch[BatchField.STATUS], batch[BatchField.WRITING], batch[BatchField.HOLDS]) == (1, "running", False, True)
+    assert account(db, uid)[AccountField.ACTIVE] == LANES, "the round holds its slots once"
+    assert {d["job"][JobField.KEY_SOURCE] for d in jobs(db, retried)} == {batch[BatchField.KEY_SOURCE]}, "the key the batch recorded"
+    assert flow.handed_over == [d["id"] for d in sorted(retried, key=lambda d: d[ExecutionField.INDEX])[:LANES]]

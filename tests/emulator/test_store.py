@@ -12,7 +12,7 @@ import pytest
 from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim, Permanent
-from promptq.domain.execution import F, J
+from promptq.contract import ExecutionField, JobField
 from promptq.domain.paging import split_pages
 from promptq.domain.records import Chunk, Ending, Produced, Usage
 from promptq.contract import Status
@@ -59,7 +59,7 @@ def _claim(store, execution_id, **kw):
 def test_create_is_idempotent(store):
     execution_id = _new(store)
     assert store.create(execution_id, {"status": "queued"}, {}) is False
-    assert store.get(execution_id)[F.OWNER] == "u1" and store.get_job(execution_id)[J.MESSAGES][0]["content"] == "hi"
+    assert store.get(execution_id)[ExecutionField.OWNER] == "u1" and store.get_job(execution_id)[JobField.MESSAGES][0]["content"] == "hi"
 
 
 def test_claim_starts_and_a_second_delivery_is_busy(store):
@@ -68,7 +68,7 @@ def test_claim_starts_and_a_second_delivery_is_busy(store):
     assert decision.kind is ex.ClaimKind.START and writer is not None
     again, _, none = _claim(store, execution_id)
     assert again.kind is ex.ClaimKind.BUSY and none is None
-    assert store.get(execution_id)[F.WORKER] == "w-test" and store.get_job(execution_id)[J.ATTEMPT_ID] == writer.attempt_id
+    assert store.get(execution_id)[ExecutionField.WORKER] == "w-test" and store.get_job(execution_id)[JobField.ATTEMPT_ID] == writer.attempt_id
 
 
 def test_concurrent_claims_have_exactly_one_winner(store):
@@ -100,7 +100,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_attempt_fenced_off(store):
     with pytest.raises(LostClaim):
         writer.heartbeat()
     doc, job = store.get(execution_id), store.get_job(execution_id)
-    assert doc[F.STATUS] == "running" and doc[F.ATTEMPT] == 2 and job[J.ATTEMPTS][0]["outcome"] == "lease_expired"
+    assert doc[ExecutionField.STATUS] == "running" and doc[ExecutionField.ATTEMPT] == 2 and job[JobField.ATTEMPTS][0]["outcome"] == "lease_expired"
     assert store.texts.text(execution_id, doc) == "", "the new attempt does not see the old one's chunks"
 
 
@@ -110,7 +110,11 @@ def test_chunks_then_the_ending_make_the_text(store):
     writer.chunk(Chunk(1, 1, 0, "Hello"))
     writer.chunk(Chunk(1, 2, 5, ", wor"))
     doc = store.get(execution_id)
-    assert doc[F.STATUS] == "running" and store.texts.text(execution_id, doc) == "Hello, wor" and store.texts.text_length(execution_id, doc) == 10
+    assert (
+        doc[ExecutionField.STATUS] == "running"
+        and store.texts.text(execution_id, doc) == "Hello, wor"
+        and store.texts.text_length(execution_id, doc) == 10
+    )
     assert store.texts.text(execution_id, doc, after=7) == "wor"
     pages = split_pages("Hello, world!", 8, attempt=1)
     writer.end(
@@ -120,11 +124,16 @@ def test_chunks_then_the_ending_make_the_text(store):
         pages=pages,
     )
     doc = store.get(execution_id)
-    assert doc[F.STATUS] == "succeeded" and doc[F.OUTPUT_LENGTH] == 13 and doc[F.OUTPUT_PAGES] == 2 and doc[F.CHUNK_COUNT] == 3
-    assert doc[F.USAGE] == {"promptTokens": 1, "completionTokens": 4, "totalTokens": 5, "reasoningTokens": 0}
+    assert (
+        doc[ExecutionField.STATUS] == "succeeded"
+        and doc[ExecutionField.OUTPUT_LENGTH] == 13
+        and doc[ExecutionField.OUTPUT_PAGES] == 2
+        and doc[ExecutionField.CHUNK_COUNT] == 3
+    )
+    assert doc[ExecutionField.USAGE] == {"promptTokens": 1, "completionTokens": 4, "totalTokens": 5, "reasoningTokens": 0}
     assert store.texts.text(execution_id, doc) == "Hello, world!" and store.texts.text(execution_id, doc, after=9) == "rld!"  # from the pages
-    assert store.get_job(execution_id)[J.ATTEMPT_ID] is None and doc[F.WORKER] is None
-    assert doc[F.SEQ] == 2, "created (0), claimed (1), ended (2): the text never touched the execution document"
+    assert store.get_job(execution_id)[JobField.ATTEMPT_ID] is None and doc[ExecutionField.WORKER] is None
+    assert doc[ExecutionField.SEQ] == 2, "created (0), claimed (1), ended (2): the text never touched the execution document"
 
 
 def test_terminal_is_left_alone(store):
@@ -132,16 +141,18 @@ def test_terminal_is_left_alone(store):
     _, _, writer = _claim(store, execution_id)
     writer.end(Ending(Status.FAILED, code="upstream_bad_request", message="nope"))
     decision, _, w = _claim(store, execution_id)
-    assert decision.kind is ex.ClaimKind.TERMINAL and w is None and store.get(execution_id)[F.STATUS] == "failed"
+    assert decision.kind is ex.ClaimKind.TERMINAL and w is None and store.get(execution_id)[ExecutionField.STATUS] == "failed"
 
 
 def test_attempts_exhausted(store):
     past = ex.utcnow() - timedelta(seconds=5)
-    execution_id = _new(store, {F.STATUS: "running", F.ATTEMPT: 3}, {J.ATTEMPT_ID: "dead", J.LEASE_EXPIRES_AT: past})
+    execution_id = _new(
+        store, {ExecutionField.STATUS: "running", ExecutionField.ATTEMPT: 3}, {JobField.ATTEMPT_ID: "dead", JobField.LEASE_EXPIRES_AT: past}
+    )
     decision, _, _ = _claim(store, execution_id, max_attempts=3)
     assert decision.kind is ex.ClaimKind.EXHAUSTED
     doc = store.get(execution_id)
-    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "attempts_exhausted"
+    assert doc[ExecutionField.STATUS] == "failed" and doc[ExecutionField.ERROR]["code"] == "attempts_exhausted"
 
 
 def test_release_hands_back_to_the_queue(store):
@@ -149,9 +160,11 @@ def test_release_hands_back_to_the_queue(store):
     _, _, writer = _claim(store, execution_id)
     writer.release("upstream_unavailable", "503")
     doc, job = store.get(execution_id), store.get_job(execution_id)
-    assert doc[F.STATUS] == "queued" and job[J.ATTEMPT_ID] is None and job[J.ATTEMPTS][-1]["code"] == "upstream_unavailable"
+    assert (
+        doc[ExecutionField.STATUS] == "queued" and job[JobField.ATTEMPT_ID] is None and job[JobField.ATTEMPTS][-1]["code"] == "upstream_unavailable"
+    )
     decision, _, _ = _claim(store, execution_id)
-    assert decision.kind is ex.ClaimKind.START and store.get(execution_id)[F.ATTEMPT] == 2
+    assert decision.kind is ex.ClaimKind.START and store.get(execution_id)[ExecutionField.ATTEMPT] == 2
 
 
 def test_a_heartbeat_touches_only_the_job_and_notices_stop(store):
@@ -164,7 +177,7 @@ def test_a_heartbeat_touches_only_the_job_and_notices_stop(store):
     writer.heartbeat()
     assert writer.cancel_requested
     writer.end(Ending(Status.CANCELLED))  # goes through although the owner wrote in between
-    assert store.get(execution_id)[F.STATUS] == "cancelled"
+    assert store.get(execution_id)[ExecutionField.STATUS] == "cancelled"
 
 
 def test_the_stop_listener_hears_only_stops_of_its_worker(store):
@@ -252,7 +265,11 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
     result = asyncio.run(_apply(Ending(Status.SUCCEEDED), writer, Huge()))
     doc = store.get(execution_id)
     assert result.status.value == "failed" and result.outcome.value == "done"
-    assert doc[F.STATUS] == "failed" and doc[F.ERROR]["code"] == "write_refused" and doc[F.OUTPUT_LENGTH] == len("kept so far")
+    assert (
+        doc[ExecutionField.STATUS] == "failed"
+        and doc[ExecutionField.ERROR]["code"] == "write_refused"
+        and doc[ExecutionField.OUTPUT_LENGTH] == len("kept so far")
+    )
     assert store.texts.text(execution_id, doc) == "kept so far"
 
 

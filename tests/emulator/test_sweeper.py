@@ -12,7 +12,7 @@ from enqueue.sweeper import sweep
 from promptq.adapters.tasks import TaskQueue
 from promptq.domain import creation
 from promptq.domain import execution as ex
-from promptq.domain.execution import F, J
+from promptq.contract import ExecutionField, JobField
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -55,17 +55,29 @@ def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks
     long_ago = now - timedelta(seconds=3600)
     cases = {
         # a worker died mid-stream an hour ago, attempts left: re-enqueue, the worker restarts it
-        "dead_worker": _docs("dead worker", {F.STATUS: "running", F.ATTEMPT: 1}, {J.ATTEMPT_ID: "gone", J.LEASE_EXPIRES_AT: long_ago}),
+        "dead_worker": _docs(
+            "dead worker",
+            {ExecutionField.STATUS: "running", ExecutionField.ATTEMPT: 1},
+            {JobField.ATTEMPT_ID: "gone", JobField.LEASE_EXPIRES_AT: long_ago},
+        ),
         # ... and no attempt left: failed
-        "dead_last": _docs("dead last", {F.STATUS: "running", F.ATTEMPT: 3}, {J.ATTEMPT_ID: "gone", J.LEASE_EXPIRES_AT: long_ago}),
+        "dead_last": _docs(
+            "dead last",
+            {ExecutionField.STATUS: "running", ExecutionField.ATTEMPT: 3},
+            {JobField.ATTEMPT_ID: "gone", JobField.LEASE_EXPIRES_AT: long_ago},
+        ),
         # queued an hour ago and never picked up: re-enqueue
-        "lost_task": _docs("lost task", {F.UPDATED_AT: long_ago, F.CREATED_AT: long_ago}),
+        "lost_task": _docs("lost task", {ExecutionField.UPDATED_AT: long_ago, ExecutionField.CREATED_AT: long_ago}),
         # ... already re-enqueued twice: failed queue_timeout
-        "lost_again": _docs("lost again", {F.UPDATED_AT: long_ago}, {J.REQUEUES: 2}),
+        "lost_again": _docs("lost again", {ExecutionField.UPDATED_AT: long_ago}, {JobField.REQUEUES: 2}),
         # a live worker (fresh lease) and a young queued one: left alone
-        "alive": _docs("alive", {F.STATUS: "running", F.ATTEMPT: 1}, {J.ATTEMPT_ID: "live", J.LEASE_EXPIRES_AT: now + timedelta(seconds=30)}),
-        "young": _docs("young", {F.UPDATED_AT: now}),
-        "done": _docs("done", {F.STATUS: "succeeded", F.UPDATED_AT: long_ago}),
+        "alive": _docs(
+            "alive",
+            {ExecutionField.STATUS: "running", ExecutionField.ATTEMPT: 1},
+            {JobField.ATTEMPT_ID: "live", JobField.LEASE_EXPIRES_AT: now + timedelta(seconds=30)},
+        ),
+        "young": _docs("young", {ExecutionField.UPDATED_AT: now}),
+        "done": _docs("done", {ExecutionField.STATUS: "succeeded", ExecutionField.UPDATED_AT: long_ago}),
     }
     ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in cases}
     for name, (execution, job) in cases.items():
@@ -78,17 +90,21 @@ def test_sweeper_revives_or_ends_abandoned_executions(db, clean, settings, tasks
     assert sorted(report.failed) == sorted([ids["dead_last"], ids["lost_again"]])
 
     dead_last = store.get(ids["dead_last"])
-    assert dead_last[F.STATUS] == "failed" and dead_last[F.ERROR]["code"] == "attempts_exhausted"
-    assert store.get_job(ids["dead_last"])[J.ATTEMPTS][-1]["outcome"] == "lease_expired"
-    assert store.get(ids["lost_again"])[F.ERROR]["code"] == "queue_timeout"
-    assert store.get(ids["alive"])[F.STATUS] == "running" and store.get(ids["young"])[F.STATUS] == "queued"
+    assert dead_last[ExecutionField.STATUS] == "failed" and dead_last[ExecutionField.ERROR]["code"] == "attempts_exhausted"
+    assert store.get_job(ids["dead_last"])[JobField.ATTEMPTS][-1]["outcome"] == "lease_expired"
+    assert store.get(ids["lost_again"])[ExecutionField.ERROR]["code"] == "queue_timeout"
+    assert store.get(ids["alive"])[ExecutionField.STATUS] == "running" and store.get(ids["young"])[ExecutionField.STATUS] == "queued"
 
     # The re-enqueued ones are really finished by the worker, through Cloud Tasks.
     for name in ("dead_worker", "lost_task"):
         final = listen(ids[name]).wait(timeout=30)
-        assert final[F.STATUS] == "succeeded" and store.get_job(ids[name])[J.REQUEUES] == 1
+        assert final[ExecutionField.STATUS] == "succeeded" and store.get_job(ids[name])[JobField.REQUEUES] == 1
     revived = store.get(ids["dead_worker"])
-    assert revived[F.ATTEMPT] == 2 and store.get_job(ids["dead_worker"])[J.ATTEMPTS][0]["outcome"] == "lease_expired" and revived[F.RESTARTED_AT]
+    assert (
+        revived[ExecutionField.ATTEMPT] == 2
+        and store.get_job(ids["dead_worker"])[JobField.ATTEMPTS][0]["outcome"] == "lease_expired"
+        and revived[ExecutionField.RESTARTED_AT]
+    )
     names = set(tasks.stats()["tasks"])
     assert f"{tasks.queue}/tasks/{ids['dead_worker']}-s1" in names
 
@@ -106,7 +122,7 @@ class WitnessQueue(TaskQueue):
         self.store, self.seen = store, []
 
     def enqueue(self, execution_id: str, task_id: str | None = None, **kw) -> bool:
-        self.seen.append((task_id, self.store.get_job(execution_id)[J.TASK], self.store.get_job(execution_id)[J.REQUEUES]))
+        self.seen.append((task_id, self.store.get_job(execution_id)[JobField.TASK], self.store.get_job(execution_id)[JobField.REQUEUES]))
         return super().enqueue(execution_id, task_id, **kw)
 
 
@@ -116,9 +132,9 @@ def test_a_re_enqueue_is_written_before_its_task_exists(db, clean, settings, pau
     store = ExecutionStore(db)
     long_ago = ex.utcnow() - timedelta(seconds=3600)
     execution_id = f"lost-{uuid.uuid4().hex[:8]}"
-    assert store.create(execution_id, *_docs("witness", {F.UPDATED_AT: long_ago, F.CREATED_AT: long_ago}))
+    assert store.create(execution_id, *_docs("witness", {ExecutionField.UPDATED_AT: long_ago, ExecutionField.CREATED_AT: long_ago}))
     queue = WitnessQueue(settings, store)
     report = sweep(store, queue, settings)
     assert execution_id in report.requeued
     assert queue.seen == [(f"{execution_id}-s1", f"{execution_id}-s1", 1)]
-    assert queue.exists(f"{execution_id}-s1") and store.get_job(execution_id)[J.TASK] == f"{execution_id}-s1"
+    assert queue.exists(f"{execution_id}-s1") and store.get_job(execution_id)[JobField.TASK] == f"{execution_id}-s1"

@@ -17,7 +17,7 @@ from google.protobuf import field_mask_pb2
 
 from enqueue.sweeper import sweep
 from promptq.adapters.tasks import TaskQueue
-from promptq.contract import F
+from promptq.contract import ExecutionField
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from waiting import poll
@@ -77,7 +77,7 @@ def test_a_backlog_fails_no_one_and_runs_no_one_twice(client, make_user, clean, 
         thread.join()
     took = time.monotonic() - started
 
-    statuses = collections.Counter(store.get(i)[F.STATUS] for i in ids)
+    statuses = collections.Counter(store.get(i)[ExecutionField.STATUS] for i in ids)
     assert statuses == {"succeeded": EXECUTIONS}, statuses
     per_prompt = collections.Counter(r["messages"][0]["content"] for r in upstream.requests() if marker in str(r.get("messages")))
     assert len(per_prompt) == EXECUTIONS and set(per_prompt.values()) == {1}, "an execution ran twice"

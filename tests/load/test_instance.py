@@ -19,7 +19,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack import stack as stack_mod
-from promptq.contract import EXECUTIONS, WORKER_FUNCTION, F, Status
+from promptq.contract import EXECUTIONS, WORKER_FUNCTION, ExecutionField, Status
 from waiting import wait_for
 
 pytestmark = pytest.mark.stack
@@ -38,11 +38,13 @@ def test_forty_executions_of_four_users_run_at_once_in_at_most_two_worker_proces
     try:
 
         def running() -> list[dict]:
-            docs = [s.to_dict() for s in db.collection(EXECUTIONS).where(filter=FieldFilter(F.STATUS, "==", Status.RUNNING.value)).stream()]
+            docs = [
+                s.to_dict() for s in db.collection(EXECUTIONS).where(filter=FieldFilter(ExecutionField.STATUS, "==", Status.RUNNING.value)).stream()
+            ]
             return docs if len(docs) == 40 else []
 
         docs = wait_for(running, timeout=60, what="40 executions running at once")
-        workers = {d[F.WORKER] for d in docs}
+        workers = {d[ExecutionField.WORKER] for d in docs}
         assert len(workers) <= 2, workers
         assert all(w.startswith("w-") for w in workers), workers
     finally:
@@ -103,6 +105,6 @@ def test_forty_deliveries_at_once_to_a_cold_worker_build_one_runtime(client, mak
     for connection in connections:
         connection.close()
     docs = [db.collection(EXECUTIONS).document(i).get().to_dict() for i in ids]
-    assert {d[F.STATUS] for d in docs} == {Status.SUCCEEDED.value}
-    workers = {d[F.WORKER] for d in docs}
+    assert {d[ExecutionField.STATUS] for d in docs} == {Status.SUCCEEDED.value}
+    workers = {d[ExecutionField.WORKER] for d in docs}
     assert len(workers) == 1, f"{len(workers)} runtimes in one process: {sorted(workers)}"

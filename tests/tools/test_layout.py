@@ -283,3 +283,16 @@ def test_no_unit_test_times_anything():
     are the benchmarks' (bench/), or the tools layer's where a budget is the point."""
     timing = {_rel(p) for p in (ROOT / "tests/unit").rglob("*.py") if re.search(r"perf_counter|time\.monotonic\(\)", p.read_text())}
     assert sorted(timing) == []
+
+
+DEPRECATED_NAMES = ("F", "J", "B", "S", "C", "P", "U", "E", "A", "R", "TC", "Acc", "Lim", "Proj", "Use", "Req", "K")
+
+
+def test_the_deprecated_one_letter_names_are_used_nowhere():
+    """The contract keeps promptq 0.2's one-letter names for scripts written against them; the
+    repository itself says ``ExecutionField``, ``JobField``... (a reader understands those)."""
+    name = re.compile(r"(?<![\w.$'\"])(" + "|".join(DEPRECATED_NAMES) + r")\.[A-Z][A-Z_]+\b")
+    files = [*product_python(), *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py"), *(ROOT / "devstack").rglob("*.py")]
+    files += [*(ROOT / "packages/web/src").glob("*.js"), *(ROOT / "web").glob("*.js"), *(ROOT / "examples/react/src").glob("*.jsx")]
+    using = {_rel(p) for p in files if name.search(p.read_text()) and p.name != "schema.js"}
+    assert sorted(using) == []

@@ -260,20 +260,8 @@ def test_the_types_name_the_fields_the_callables_take_and_answer(app):
     """Each request and answer type has exactly the pydantic model's fields: the object
     literals below are generated from them, and TypeScript refuses a missing or an extra one."""
     from promptq.contract.requests.request import BatchRequest, ItemId, ListRequest, Message, Params, StartRequest, UsageRequest
-    from promptq.contract import (
-        E,
-        U,
-        BatchAnswer,
-        BatchStarted,
-        CancelAnswer,
-        Count,
-        ExecutionSummary,
-        Lim,
-        ListAnswer,
-        StartAnswer,
-        UsageAnswer,
-        UsageDay,
-    )
+    from promptq.contract import BatchAnswer, BatchStarted, CancelAnswer, Count, ErrorField, ExecutionSummary, LimitField, ListAnswer, StartAnswer
+    from promptq.contract import UsageAnswer, UsageDay, UsageField
 
     def names(*classes) -> str:
         found = [v for cls in classes for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)]
@@ -296,12 +284,12 @@ def test_the_types_name_the_fields_the_callables_take_and_answer(app):
         "ExecutionSummary": _fields(ExecutionSummary),
         "UsageAnswer": _fields(UsageAnswer),
         "UsageDay": _fields(UsageDay),
-        "UsageLimits": names(Lim, Now),
+        "UsageLimits": names(LimitField, Now),
         "CancelAnswer": _fields(CancelAnswer),
         "BatchAnswer": _fields(BatchAnswer),
         "BatchCounts": names(Count),
-        "Usage": names(U),
-        "ExecutionError": names(E),
+        "Usage": names(UsageField),
+        "ExecutionError": names(ErrorField),
     }
     lines = [
         f'import type {{ {", ".join(checks)} }} from "@promptq/web";',

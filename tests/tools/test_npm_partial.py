@@ -155,7 +155,7 @@ export async function resolve(specifier, context, next) {
 
 WATCH_JS = """
 import { listeners } from "./fake-firestore.mjs";
-import { C, F, OutputFormat, Status } from "%(src)s/schema.js";
+import { ChunkField, ExecutionField, OutputFormat, Status } from "%(src)s/schema.js";
 import { watchExecution } from "%(src)s/watch.js";
 
 const text = process.argv[2];
@@ -163,15 +163,18 @@ const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
 const states = [];
 const handle = watchExecution({}, "e1", { onUpdate: (s) => states.push(s), onError: (err) => { throw err; } });
 const [docs] = listeners;
-const emit = (fields) => docs.next({ exists: () => true, data: () => ({ [F.OUTPUT_FORMAT]: OutputFormat.JSON, [F.ATTEMPT]: 1, ...fields }) });
-emit({ [F.STATUS]: Status.RUNNING, [F.SEQ]: 2 });
+const Ex = ExecutionField;
+const emit = (fields) => docs.next({ exists: () => true, data: () => ({ [Ex.OUTPUT_FORMAT]: OutputFormat.JSON, [Ex.ATTEMPT]: 1, ...fields }) });
+emit({ [Ex.STATUS]: Status.RUNNING, [Ex.SEQ]: 2 });
 await tick();
 const chunks = listeners[1];
 for (let start = 0, seq = 1; start < text.length; start += 7, seq++) {
-  const piece = { [C.ATTEMPT]: 1, [C.SEQ]: seq, [C.START]: start, [C.END]: Math.min(start + 7, text.length), [C.TEXT]: text.slice(start, start + 7) };
+  const Ch = ChunkField;
+  const end = Math.min(start + 7, text.length);
+  const piece = { [Ch.ATTEMPT]: 1, [Ch.SEQ]: seq, [Ch.START]: start, [Ch.END]: end, [Ch.TEXT]: text.slice(start, end) };
   chunks.next({ docChanges: () => [{ type: "added", doc: { data: () => piece } }] });
 }
-emit({ [F.STATUS]: Status.SUCCEEDED, [F.SEQ]: 3, [F.OUTPUT_LENGTH]: text.length });
+emit({ [Ex.STATUS]: Status.SUCCEEDED, [Ex.SEQ]: 3, [Ex.OUTPUT_LENGTH]: text.length });
 const final = await handle.done;
 handle.unsubscribe();
 console.log(JSON.stringify({

@@ -22,7 +22,19 @@ from promptq.domain.errors import LimitExceeded
 from promptq.adapters.keys import LocalKek
 from promptq.domain.records import Ending, Inc, Produced, Usage
 from promptq.domain.costs import Price
-from promptq.contract import A, Acc, AttemptOutcome, F, J, KeySource, Proj, Reason, Req, Status, Use
+from promptq.contract import (
+    AttemptField,
+    AccountField,
+    AttemptOutcome,
+    ExecutionField,
+    JobField,
+    KeySource,
+    ProjectField,
+    Reason,
+    RequestField,
+    Status,
+    DayField,
+)
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 LIMITS = accounts.UserLimits(max_active=2, starts_per_minute=3, daily_budget_usd=1.0)
@@ -45,7 +57,7 @@ def test_starts_count_up_to_max_active_then_are_refused_naming_the_limit():
     account = None
     for _ in range(2):
         account = start(account, now=NOW)
-    assert account[Acc.ACTIVE] == 2
+    assert account[AccountField.ACTIVE] == 2
     err = refusal(account=account)
     assert err.reason is Reason.MAX_ACTIVE and err.message.startswith("maxActive: 2 of your executions") and "frees when" in err.message
 
@@ -58,13 +70,13 @@ def test_the_per_minute_limit_says_when_the_next_start_frees():
     err = refusal(account=account, limits=limits)
     assert err.reason is Reason.STARTS_PER_MINUTE and (NOW + timedelta(seconds=10)).isoformat(timespec="seconds") in err.message
     later = start(account, limits, now=NOW + timedelta(seconds=11))  # the oldest start left the minute
-    assert len(later[Acc.RECENT_STARTS]) == 3, "only the last minute's starts are kept"
+    assert len(later[AccountField.RECENT_STARTS]) == 3, "only the last minute's starts are kept"
 
 
 def test_the_budget_counts_spent_reserved_and_this_reservation():
     budget = accounts.UserLimits(daily_budget_usd=1.0)
     account = start(limits=budget, reservation=0.4)
-    assert account[Acc.RESERVED_USD] == pytest.approx(0.4)
+    assert account[AccountField.RESERVED_USD] == pytest.approx(0.4)
     account = start(account, budget, reservation=0.4)
     err = refusal(account=account, limits=budget, reservation=0.4, spent=0.0)
     assert err.reason is Reason.DAILY_BUDGET and err.message.startswith("dailyBudgetUsd:") and "2026-12-01T00:00:00" in err.message
@@ -77,7 +89,7 @@ def test_zero_means_no_limit():
     account = None
     for _ in range(50):
         account = start(account, off, reservation=5.0, spent=100.0)
-    assert account[Acc.ACTIVE] == 50 and account[Acc.RECENT_STARTS] == []
+    assert account[AccountField.ACTIVE] == 50 and account[AccountField.RECENT_STARTS] == []
 
 
 def test_an_operators_override_replaces_a_default():
@@ -87,7 +99,7 @@ def test_an_operators_override_replaces_a_default():
 
 def test_a_negative_account_reads_as_empty():
     """An account whose documents an operator deleted mid-flight must not lock its user out."""
-    assert start({Acc.ACTIVE: -3, Acc.RESERVED_USD: -1.0})[Acc.ACTIVE] == 1
+    assert start({AccountField.ACTIVE: -3, AccountField.RESERVED_USD: -1.0})[AccountField.ACTIVE] == 1
 
 
 def test_the_reservation_is_every_body_byte_and_max_tokens_at_the_dearest_price():
@@ -111,11 +123,11 @@ def test_a_prompt_never_costs_more_than_its_models_context_and_a_file_costs_all_
 
 
 def test_the_worker_holds_a_body_to_what_was_reserved():
-    job = {J.RESERVED_USD: 0.5, J.RESERVED_BODY_BYTES: 1000, J.RESERVED_OUTPUT_TOKENS: 100}
+    job = {JobField.RESERVED_USD: 0.5, JobField.RESERVED_BODY_BYTES: 1000, JobField.RESERVED_OUTPUT_TOKENS: 100}
     assert costs.exceeded(costs.Measured(1000, output_tokens=100), job) is None
     assert "1001 bytes" in costs.exceeded(costs.Measured(1001, output_tokens=100), job)
     assert "101 output tokens" in costs.exceeded(costs.Measured(10, output_tokens=101), job)
-    assert costs.exceeded(costs.Measured(10**9), {J.RESERVED_USD: 0.0}) is None, "nothing reserved: nothing to hold it to"
+    assert costs.exceeded(costs.Measured(10**9), {JobField.RESERVED_USD: 0.0}) is None, "nothing reserved: nothing to hold it to"
 
 
 # --- endings --------------------------------------------------------------------------------
@@ -124,7 +136,13 @@ def test_the_worker_holds_a_body_to_what_was_reserved():
 def counted(**job) -> tuple[dict, dict]:
     e = creation.new_execution(owner_uid="u1", requested_model="m", idempotency_key=None, now=NOW, expire_at=NOW, title="t")
     j = creation.new_job(owner_uid="u1", messages=[], request={}, request_hash="h", task="t", now=NOW, expire_at=NOW)
-    return {**e, F.STATUS: "running", F.ATTEMPT: 1}, {**j, J.KEY_SOURCE: KeySource.APP.value, J.HOLDS: True, J.RESERVED_USD: 0.05, **job}
+    return {**e, ExecutionField.STATUS: "running", ExecutionField.ATTEMPT: 1}, {
+        **j,
+        JobField.KEY_SOURCE: KeySource.APP.value,
+        JobField.HOLDS: True,
+        JobField.RESERVED_USD: 0.05,
+        **job,
+    }
 
 
 def incs(update: dict) -> dict:
@@ -134,77 +152,79 @@ def incs(update: dict) -> dict:
 def test_an_ending_releases_the_start_and_adds_the_real_cost_to_its_day():
     e, j = counted()
     change = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(10, 5, 15), cost=0.002))
-    assert incs(change.settle.account) == {Acc.ACTIVE: -1, Acc.RESERVED_USD: -0.05}
-    assert incs(change.settle.usage) == {Use.EXECUTIONS: 1, Use.PROMPT_TOKENS: 10, Use.COMPLETION_TOKENS: 5, Use.COST: 0.002}
-    assert change.settle.day == "2026-11-30" and change.job[J.CHARGED_USD] == 0.002
+    assert incs(change.settle.account) == {AccountField.ACTIVE: -1, AccountField.RESERVED_USD: -0.05}
+    assert incs(change.settle.usage) == {DayField.EXECUTIONS: 1, DayField.PROMPT_TOKENS: 10, DayField.COMPLETION_TOKENS: 5, DayField.COST: 0.002}
+    assert change.settle.day == "2026-11-30" and change.job[JobField.CHARGED_USD] == 0.002
 
 
 def test_an_unknown_cost_is_charged_at_its_reservation_and_reconciled_once():
     e, j = counted()
     change = ex.ended(e, j, Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
-    assert incs(change.settle.usage) == {Use.EXECUTIONS: 1, Use.COST: 0.05, Use.ESTIMATED_COST: 0.05}
-    e = {**e, **change.execution, F.GENERATION_ID: "g"}
+    assert incs(change.settle.usage) == {DayField.EXECUTIONS: 1, DayField.COST: 0.05, DayField.ESTIMATED_COST: 0.05}
+    e = {**e, **change.execution, ExecutionField.GENERATION_ID: "g"}
     j = {**j, **change.job}
     fix = ex.reconciled_cost(e, j, generation_id="g", usage=Usage(10, 3, 13), cost=0.001, now=NOW)
     assert incs(fix.settle.usage) == pytest.approx(
-        {Use.PROMPT_TOKENS: 10, Use.COMPLETION_TOKENS: 3, Use.COST: 0.001 - 0.05, Use.ESTIMATED_COST: -0.05}
+        {DayField.PROMPT_TOKENS: 10, DayField.COMPLETION_TOKENS: 3, DayField.COST: 0.001 - 0.05, DayField.ESTIMATED_COST: -0.05}
     )
-    assert fix.settle.account is None and fix.settle.day == "2026-11-30" and fix.job[J.CHARGED_USD] == pytest.approx(0.001)
+    assert fix.settle.account is None and fix.settle.day == "2026-11-30" and fix.job[JobField.CHARGED_USD] == pytest.approx(0.001)
     assert ex.reconciled_cost({**e, **fix.execution}, {**j, **fix.job}, generation_id="g", usage=Usage(1, 1, 2), cost=1.0, now=NOW) is None
 
 
 def test_nothing_generated_costs_nothing():
     e, j = counted()
     change = ex.ended(e, j, Ending(Status.FAILED, code="upstream_bad_request"), now=NOW, produced=None)
-    assert incs(change.settle.usage) == {Use.EXECUTIONS: 1}
+    assert incs(change.settle.usage) == {DayField.EXECUTIONS: 1}
 
 
 def test_each_attempt_lost_with_its_worker_is_charged_its_reservation():
-    lost = {A.ATTEMPT: 1, A.OUTCOME: AttemptOutcome.LEASE_EXPIRED.value}
-    e, j = counted(**{J.ATTEMPTS: [lost]})
+    lost = {AttemptField.ATTEMPT: 1, AttemptField.OUTCOME: AttemptOutcome.LEASE_EXPIRED.value}
+    e, j = counted(**{JobField.ATTEMPTS: [lost]})
     change = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(1, 1, 2), cost=0.01))
-    assert incs(change.settle.usage)[Use.COST] == pytest.approx(0.06) and incs(change.settle.usage)[Use.ESTIMATED_COST] == 0.05
+    assert incs(change.settle.usage)[DayField.COST] == pytest.approx(0.06) and incs(change.settle.usage)[DayField.ESTIMATED_COST] == 0.05
 
 
 def test_the_users_own_key_is_counted_apart_and_reserves_nothing():
-    e, j = counted(**{J.KEY_SOURCE: KeySource.USER.value, J.RESERVED_USD: 0.0})
+    e, j = counted(**{JobField.KEY_SOURCE: KeySource.USER.value, JobField.RESERVED_USD: 0.0})
     change = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(4, 2, 6), cost=0.3))
     assert incs(change.settle.usage) == {
-        Use.USER_KEY_EXECUTIONS: 1,
-        Use.USER_KEY_PROMPT_TOKENS: 4,
-        Use.USER_KEY_COMPLETION_TOKENS: 2,
-        Use.USER_KEY_COST: 0.3,
+        DayField.USER_KEY_EXECUTIONS: 1,
+        DayField.USER_KEY_PROMPT_TOKENS: 4,
+        DayField.USER_KEY_COMPLETION_TOKENS: 2,
+        DayField.USER_KEY_COST: 0.3,
     }
 
 
 def test_every_ending_transition_settles_and_a_rollback_releases():
     e, j = counted()
-    queued = {**e, F.STATUS: "queued", F.ATTEMPT: 0}
-    assert ex.decide_cancel(queued, j, now=NOW).settle.account == {Acc.ACTIVE: Inc(-1), Acc.RESERVED_USD: Inc(-0.05)}
+    queued = {**e, ExecutionField.STATUS: "queued", ExecutionField.ATTEMPT: 0}
+    assert ex.decide_cancel(queued, j, now=NOW).settle.account == {AccountField.ACTIVE: Inc(-1), AccountField.RESERVED_USD: Inc(-0.05)}
     exhausted = ex.decide_claim(
-        {**e, F.ATTEMPT: 3},
-        {**j, J.ATTEMPT_ID: "old", J.LEASE_EXPIRES_AT: NOW - timedelta(minutes=5)},
+        {**e, ExecutionField.ATTEMPT: 3},
+        {**j, JobField.ATTEMPT_ID: "old", JobField.LEASE_EXPIRES_AT: NOW - timedelta(minutes=5)},
         attempt_id="a",
         worker="w",
         now=NOW,
         lease_s=30,
         max_attempts=3,
     )
-    assert exhausted.change.settle is not None and incs(exhausted.change.settle.usage)[Use.ESTIMATED_COST] == 0.05
+    assert exhausted.change.settle is not None and incs(exhausted.change.settle.usage)[DayField.ESTIMATED_COST] == 0.05
     rolled = ex.rolled_back(queued, j)
-    assert rolled.delete and rolled.settle.usage is None and incs(rolled.settle.account) == {Acc.ACTIVE: -1, Acc.RESERVED_USD: -0.05}
+    assert (
+        rolled.delete and rolled.settle.usage is None and incs(rolled.settle.account) == {AccountField.ACTIVE: -1, AccountField.RESERVED_USD: -0.05}
+    )
 
 
 def test_a_user_without_limits_is_counted_in_usage_but_holds_nothing():
-    e, j = counted(**{J.HOLDS: False, J.RESERVED_USD: 0.0})
+    e, j = counted(**{JobField.HOLDS: False, JobField.RESERVED_USD: 0.0})
     change = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(1, 2, 3), cost=0.001))
-    assert change.settle.account is None and incs(change.settle.usage)[Use.EXECUTIONS] == 1
-    assert ex.rolled_back({**e, F.STATUS: "queued"}, j).settle is None
+    assert change.settle.account is None and incs(change.settle.usage)[DayField.EXECUTIONS] == 1
+    assert ex.rolled_back({**e, ExecutionField.STATUS: "queued"}, j).settle is None
 
 
 def test_executions_started_before_accounts_settle_nothing():
     e, j = counted()
-    j.pop(J.KEY_SOURCE)
+    j.pop(JobField.KEY_SOURCE)
     assert ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW).settle is None
 
 
@@ -283,19 +303,19 @@ def test_the_price_ceiling_refuses_a_dearer_model_naming_it():
 def test_a_jobs_worst_case_is_measured_on_the_body_its_worker_sends():
     tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object", "description": "x" * 5000}}} for i in range(12)]
     job = {
-        J.REQUEST: {
-            Req.MODEL: "search/sonar",
-            Req.MODELS: None,
-            Req.PARAMS: {"max_tokens": 100},
-            Req.PARAMS_JSON: json.dumps({"reasoning": {"max_tokens": 50}, "tools": tools}),
+        JobField.REQUEST: {
+            RequestField.MODEL: "search/sonar",
+            RequestField.MODELS: None,
+            RequestField.PARAMS: {"max_tokens": 100},
+            RequestField.PARAMS_JSON: json.dumps({"reasoning": {"max_tokens": 50}, "tools": tools}),
         },
-        J.MESSAGES: [
+        JobField.MESSAGES: [
             {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
         ],
     }
     prices = Prices("http://x", fetch=lambda base: FEES)
     reserved = worst_case(job, prices)
-    body = chat_body(job[J.REQUEST], job[J.MESSAGES], reserved.ceiling)
+    body = chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], reserved.ceiling)
     sent = len(json.dumps(body, separators=(",", ":")).encode())
     assert reserved.body_bytes == sent > 60_000, "the tools are in the body, and in the reservation"
     prompt = sent + costs.URL_PART_TOKENS + costs.TOOLS_PROMPT_TOKENS
@@ -304,7 +324,10 @@ def test_a_jobs_worst_case_is_measured_on_the_body_its_worker_sends():
 
 
 def test_the_ceiling_keeps_the_callers_own_lower_max_price():
-    request = {Req.MODEL: "m/x", Req.PARAMS_JSON: json.dumps({"provider": {"order": ["a"], "max_price": {"prompt": 0.5, "audio": 1}}})}
+    request = {
+        RequestField.MODEL: "m/x",
+        RequestField.PARAMS_JSON: json.dumps({"provider": {"order": ["a"], "max_price": {"prompt": 0.5, "audio": 1}}}),
+    }
     body = chat_body(request, [], {"prompt": 2.0, "completion": 3.0, "request": 0.0, "image": 0.0})
     assert body["provider"] == {"order": ["a"], "max_price": {"prompt": 0.5, "audio": 1, "completion": 3.0, "request": 0.0, "image": 0.0}}
 
@@ -318,7 +341,7 @@ def view(**kw) -> accounts.AccountView:
 
 def test_the_project_cap_is_sliced_over_its_shards_and_a_reservation_takes_room_in_several():
     day = costs.cost_field("2026-11-30")
-    shards = ({day: 0.5, costs.cost_field("2026-11-29"): 100.0, Proj.RESERVED_USD: 0.2}, None, {day: 1.0}) + (None,) * 7
+    shards = ({day: 0.5, costs.cost_field("2026-11-29"): 100.0, ProjectField.RESERVED_USD: 0.2}, None, {day: 1.0}) + (None,) * 7
     spend = costs.ProjectSpend.of(10.0, None, shards, "2026-11-30")
     assert spend.spent_today == 1.5 and spend.room(0) == pytest.approx(0.3) and spend.room(1) == 1.0 and spend.room(2) == 0.0
     assert costs.decide_project(spend, 0.25, NOW, first=0) == {0: 0.25}
@@ -338,7 +361,9 @@ def test_a_holds_shares_give_back_each_part_and_spread_the_cost():
     assert costs.shares({3: 0.3, 5: 0.1}, released=True, cost=0.2) == ((3, 0.3, 0.15), (5, 0.1, 0.05))
     assert costs.shares({3: 0.0}, released=True, cost=0.02) == ((3, 0.0, 0.02),), "free work: its cost to its shard"
     assert costs.shares({3: 0.1, 5: 0.1}, released=False, cost=0.3) == ((3, 0.0, 0.15), (5, 0.0, 0.15))
-    legacy = costs.hold_of({J.PROJECT_SHARD: 4, J.RESERVED_USD: 0.2}, J.PROJECT_HOLD, J.PROJECT_SHARD, J.RESERVED_USD)
+    legacy = costs.hold_of(
+        {JobField.PROJECT_SHARD: 4, JobField.RESERVED_USD: 0.2}, JobField.PROJECT_HOLD, JobField.PROJECT_SHARD, JobField.RESERVED_USD
+    )
     assert legacy == {4: 0.2}, "written before the slices"
 
 
@@ -347,8 +372,12 @@ def test_a_start_on_the_app_key_reserves_in_the_account_and_the_project_shards()
     taken = accounts.decide(view(), defaults=LIMITS, project_cap_usd=5.0, worst_case=worst, shard_key="e1", now=NOW)
     assert (taken.source, taken.reservation, taken.holds, taken.project_hold) == (KeySource.APP, 0.25, True, {costs.shard_of("e1"): 0.25})
     fields = taken.job_fields()
-    assert taken.account[Acc.RESERVED_USD] == 0.25 and fields[J.PROJECT_HOLD] == {str(costs.shard_of("e1")): 0.25}
-    assert (fields[J.RESERVED_BODY_BYTES], fields[J.RESERVED_OUTPUT_TOKENS], fields[J.PRICE_CEILING]) == (100, 10, {"prompt": 1.0})
+    assert taken.account[AccountField.RESERVED_USD] == 0.25 and fields[JobField.PROJECT_HOLD] == {str(costs.shard_of("e1")): 0.25}
+    assert (fields[JobField.RESERVED_BODY_BYTES], fields[JobField.RESERVED_OUTPUT_TOKENS], fields[JobField.PRICE_CEILING]) == (
+        100,
+        10,
+        {"prompt": 1.0},
+    )
     unlimited = accounts.decide(
         view(limits={"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0}),
         defaults=LIMITS,
@@ -369,11 +398,11 @@ def test_a_start_on_the_app_key_reserves_in_the_account_and_the_project_shards()
 def test_a_batch_holds_its_max_concurrency_of_the_users_active_slots():
     limits = accounts.UserLimits(max_active=10)
     account = start(None, limits, slots=10)
-    assert account[Acc.ACTIVE] == 10
-    err = refusal(account={Acc.ACTIVE: 3}, limits=limits, slots=8)
+    assert account[AccountField.ACTIVE] == 10
+    err = refusal(account={AccountField.ACTIVE: 3}, limits=limits, slots=8)
     assert err.reason is Reason.MAX_ACTIVE and err.message.startswith("maxActive: a batch holds its maxConcurrency (8)")
     assert "at most 7" in err.message
-    assert incs(settlement.given_back(reservation=0.5, slots=10)) == {Acc.ACTIVE: -10, Acc.RESERVED_USD: -0.5}
+    assert incs(settlement.given_back(reservation=0.5, slots=10)) == {AccountField.ACTIVE: -10, AccountField.RESERVED_USD: -0.5}
 
 
 def test_key_calls_are_throttled_per_minute():
@@ -388,24 +417,26 @@ def test_key_calls_are_throttled_per_minute():
 
 
 def test_an_ending_gives_the_project_shards_back_their_parts_and_the_charge():
-    e, j = counted(**{J.PROJECT_HOLD: {"3": 0.04, "7": 0.01}})
+    e, j = counted(**{JobField.PROJECT_HOLD: {"3": 0.04, "7": 0.01}})
     change = ex.ended(e, j, Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
     assert change.settle.project == ((3, 0.04, 0.04), (7, 0.01, 0.01)), "an unknown cost is charged its reservation"
-    rolled = ex.rolled_back({**e, F.STATUS: "queued", F.ATTEMPT: 0}, j).settle
+    rolled = ex.rolled_back({**e, ExecutionField.STATUS: "queued", ExecutionField.ATTEMPT: 0}, j).settle
     assert rolled.project == ((3, 0.04, 0.0), (7, 0.01, 0.0))
-    legacy = ex.ended(*counted(**{J.PROJECT_SHARD: 3}), Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
+    legacy = ex.ended(*counted(**{JobField.PROJECT_SHARD: 3}), Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
     assert legacy.settle.project == ((3, 0.05, 0.05),), "a start written before the slices settles as it was taken"
 
 
 def test_a_batch_items_unknown_cost_is_its_worst_case_in_its_batchs_cost():
-    e, j = counted(**{J.BATCH_ID: "b1", J.HOLDS: False})
-    e = {**e, F.BATCH_ID: "b1"}
+    e, j = counted(**{JobField.BATCH_ID: "b1", JobField.HOLDS: False})
+    e = {**e, ExecutionField.BATCH_ID: "b1"}
     cut = ex.ended(e, j, Ending(Status.CANCELLED), now=NOW, produced=Produced(generation_id="g"))
-    assert cut.settle is None and cut.execution[F.ESTIMATED_COST] == 0.05
+    assert cut.settle is None and cut.execution[ExecutionField.ESTIMATED_COST] == 0.05
     known = ex.ended(e, j, Ending(Status.SUCCEEDED), now=NOW, produced=Produced(generation_id="g", usage=Usage(1, 1, 2), cost=0.01))
-    assert F.ESTIMATED_COST not in known.execution
-    fix = ex.reconciled_cost({**e, **cut.execution, F.GENERATION_ID: "g"}, j, generation_id="g", usage=Usage(1, 1, 2), cost=0.01, now=NOW)
-    assert fix.execution[F.ESTIMATED_COST] == 0 and fix.settle is None
+    assert ExecutionField.ESTIMATED_COST not in known.execution
+    fix = ex.reconciled_cost(
+        {**e, **cut.execution, ExecutionField.GENERATION_ID: "g"}, j, generation_id="g", usage=Usage(1, 1, 2), cost=0.01, now=NOW
+    )
+    assert fix.execution[ExecutionField.ESTIMATED_COST] == 0 and fix.settle is None
 
 
 def test_prices_are_cached_and_kept_when_a_refresh_fails():

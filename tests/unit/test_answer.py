@@ -18,7 +18,7 @@ from devstack.fakerouter import FakeRouter, call_id, seed_for
 from promptq.domain.errors import Permanent
 from promptq.domain.records import Produced
 from promptq.contract import answer_json, parse_json_answer
-from promptq.contract import BatchItem, Code, F, PollAnswer, Status
+from promptq.contract import BatchItem, Code, ExecutionField, PollAnswer, Status
 from promptq.settings import Settings
 from promptq.domain.answer import Refused, check
 from worker.attempt import Attempt
@@ -82,7 +82,7 @@ def test_an_answer_nested_beyond_pythons_reach_fails_rather_than_crashing_the_wo
     assert check({"type": "json_object"}, deep).code == Code.OUTPUT_NOT_JSON
     recursive = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "array", "items": {"$ref": "#"}}}}
     check(recursive, "[" * 900 + "]" * 900)  # parsed, then matched or refused: never raised
-    assert answer_json({F.STATUS: "succeeded", F.OUTPUT_FORMAT: "json"}, deep) is None
+    assert answer_json({ExecutionField.STATUS: "succeeded", ExecutionField.OUTPUT_FORMAT: "json"}, deep) is None
 
 
 def test_a_long_mismatch_message_is_bounded():
@@ -189,18 +189,18 @@ def test_tool_calls_are_bounded():
 
 def test_the_ending_writes_the_tool_calls():
     calls = (call("c1", "f", "{}"),)
-    assert Produced(tool_calls=calls).fields()[F.TOOL_CALLS] == list(calls)
-    assert F.TOOL_CALLS not in Produced().fields()
+    assert Produced(tool_calls=calls).fields()[ExecutionField.TOOL_CALLS] == list(calls)
+    assert ExecutionField.TOOL_CALLS not in Produced().fields()
 
 
 # --- a JSON answer's value, as get_execution, batch results and watchers give it -----------------
 
 
 def test_a_json_answers_value_only_when_it_succeeded():
-    doc = {F.STATUS: "succeeded", F.OUTPUT_FORMAT: "json"}
+    doc = {ExecutionField.STATUS: "succeeded", ExecutionField.OUTPUT_FORMAT: "json"}
     assert answer_json(doc, '{"a": [1, 2]}') == {"a": [1, 2]}
-    assert answer_json({**doc, F.STATUS: "failed"}, '{"a": 1}') is None
-    assert answer_json({**doc, F.OUTPUT_FORMAT: None}, '{"a": 1}') is None
+    assert answer_json({**doc, ExecutionField.STATUS: "failed"}, '{"a": 1}') is None
+    assert answer_json({**doc, ExecutionField.OUTPUT_FORMAT: None}, '{"a": 1}') is None
     assert answer_json(doc, "not json") is None and answer_json(doc, None) is None
     with pytest.raises(ValueError):
         parse_json_answer("[NaN]")

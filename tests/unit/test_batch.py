@@ -17,7 +17,7 @@ from promptq.contract.requests import jsonschemas
 from promptq.batches import batch as bt
 from promptq.batches import fold as fd
 from promptq.domain.records import Inc
-from promptq.contract import B, F, J, Use
+from promptq.contract import BatchField, ExecutionField, JobField, DayField
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
@@ -47,13 +47,13 @@ def test_items_take_the_batchs_defaults_under_their_own():
         }
     )
     (i0, e0, j0), (i1, e1, j1), (i2, e2, j2) = items
-    assert j0[J.REQUEST]["model"] == "m/default" and j1[J.REQUEST]["model"] == "x/y"
-    assert j1[J.REQUEST]["params"] == {"max_tokens": 50, "seed": 3} and j0[J.REQUEST]["params"]["seed"] == 1
-    assert j2[J.MESSAGES] == [{"role": "user", "content": "Hello Ada"}]
-    assert [e[F.INDEX] for _, e, _ in items] == [0, 1, 2] and [e[F.CUSTOM_ID] for _, e, _ in items] == ["a", "b", "c"]
-    assert all(e[F.WAITING] and e[F.LATEST] and e[F.BATCH_ID] == "b1" for _, e, _ in items)
-    assert (e0[F.AFTER], j0[J.NEXT], e2[F.AFTER], j2[J.NEXT]) == (None, i2, i0, None)
-    assert j0[J.BATCH_ID] == "b1" and j0[J.HOLDS] is False and j0[J.KEY_SOURCE] == "app"
+    assert j0[JobField.REQUEST]["model"] == "m/default" and j1[JobField.REQUEST]["model"] == "x/y"
+    assert j1[JobField.REQUEST]["params"] == {"max_tokens": 50, "seed": 3} and j0[JobField.REQUEST]["params"]["seed"] == 1
+    assert j2[JobField.MESSAGES] == [{"role": "user", "content": "Hello Ada"}]
+    assert [e[ExecutionField.INDEX] for _, e, _ in items] == [0, 1, 2] and [e[ExecutionField.CUSTOM_ID] for _, e, _ in items] == ["a", "b", "c"]
+    assert all(e[ExecutionField.WAITING] and e[ExecutionField.LATEST] and e[ExecutionField.BATCH_ID] == "b1" for _, e, _ in items)
+    assert (e0[ExecutionField.AFTER], j0[JobField.NEXT], e2[ExecutionField.AFTER], j2[JobField.NEXT]) == (None, i2, i0, None)
+    assert j0[JobField.BATCH_ID] == "b1" and j0[JobField.HOLDS] is False and j0[JobField.KEY_SOURCE] == "app"
 
 
 @pytest.mark.parametrize(
@@ -92,9 +92,11 @@ def test_a_batchs_params_are_checked_once_not_once_per_item(monkeypatch):
     roomy = replace(SETTINGS, batch_max_bytes=1_000_000)
     items = build({"items": [{"customId": f"c{i}", "prompt": "x"} for i in range(40)], "params": {"tools": tools, "tool_choice": "auto"}}, roomy)
     assert len(items) == 40 and len(checked) == 3, "each tool's schema once, whatever the number of items"
-    assert all(json.loads(j[J.REQUEST]["paramsJson"])["tools"] == tools for _, _, j in items), "every item carries them, as sent"
+    assert all(json.loads(j[JobField.REQUEST]["paramsJson"])["tools"] == tools for _, _, j in items), "every item carries them, as sent"
     own = build({"items": [{"customId": "a", "prompt": "x", "params": {"tool_choice": "none"}}], "params": {"tools": tools}})
-    assert json.loads(own[0][2][J.REQUEST]["paramsJson"])["tool_choice"] == "none", "an item's own field wins and is checked with the shared ones"
+    assert json.loads(own[0][2][JobField.REQUEST]["paramsJson"])["tool_choice"] == "none", (
+        "an item's own field wins and is checked with the shared ones"
+    )
     refused(
         {
             "items": [{"customId": "a", "prompt": "x", "params": {"tool_choice": {"type": "function", "function": {"name": "nope"}}}}],
@@ -134,38 +136,53 @@ def batch_doc(**over) -> dict:
         now=NOW,
         expire_at=NOW + timedelta(days=30),
     )
-    return {**doc, B.KEY_SOURCE: "app", B.HOLDS: True, B.RESERVED_USD: 0.4, **over}
+    return {**doc, BatchField.KEY_SOURCE: "app", BatchField.HOLDS: True, BatchField.RESERVED_USD: 0.4, **over}
 
 
 def test_the_fold_counts_starts_and_ends_a_batch_settling_once():
     doc = batch_doc()
     update, settle = fd.folded(doc, fd.Counts(4, queued=2, running=2), fd.Totals(), now=NOW)
-    assert update[B.STATUS] == "running" and update[B.STARTED_AT] == NOW and settle is None
+    assert update[BatchField.STATUS] == "running" and update[BatchField.STARTED_AT] == NOW and settle is None
     doc = {**doc, **update}
     assert fd.folded(doc, fd.Counts(4, queued=2, running=2), fd.Totals(), now=NOW) == (None, None), "nothing changed: no write"
     totals = fd.Totals(4, 40, 20, 0.01)
     update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, failed=1), totals, now=NOW)
-    assert update[B.STATUS] == "completed" and update[B.FINISHED_AT] == NOW and update[B.HOLDS] is False
+    assert update[BatchField.STATUS] == "completed" and update[BatchField.FINISHED_AT] == NOW and update[BatchField.HOLDS] is False
     assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)}, "its maxConcurrency slots, and its reservation"
-    assert settle.usage == {Use.EXECUTIONS: Inc(4), Use.PROMPT_TOKENS: Inc(40), Use.COMPLETION_TOKENS: Inc(20), Use.COST: Inc(0.01)}
+    assert settle.usage == {
+        DayField.EXECUTIONS: Inc(4),
+        DayField.PROMPT_TOKENS: Inc(40),
+        DayField.COMPLETION_TOKENS: Inc(20),
+        DayField.COST: Inc(0.01),
+    }
     doc = {**doc, **update}
     assert fd.folded(doc, fd.Counts(4, succeeded=3, failed=1), totals, now=NOW) == (None, None), "settled once"
     later = fd.Totals(4, 40, 20, 0.012)  # a cancelled item's cost read after the end
     update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, failed=1), later, now=NOW)
-    assert settle.account is None and settle.usage == {Use.COST: Inc(pytest.approx(0.002))}
+    assert settle.account is None and settle.usage == {DayField.COST: Inc(pytest.approx(0.002))}
 
 
 def test_a_cancelling_batch_ends_cancelled_and_a_users_key_batch_counts_apart():
-    doc = batch_doc(**{B.STATUS: "cancelling", B.KEY_SOURCE: "user", B.HOLDS: False})
+    doc = batch_doc(**{BatchField.STATUS: "cancelling", BatchField.KEY_SOURCE: "user", BatchField.HOLDS: False})
     update, settle = fd.folded(doc, fd.Counts(4, succeeded=1, cancelled=3), fd.Totals(1, 5, 5, 0.001), now=NOW)
-    assert update[B.STATUS] == "cancelled" and settle.account is None
-    assert set(settle.usage) == {Use.USER_KEY_EXECUTIONS, Use.USER_KEY_PROMPT_TOKENS, Use.USER_KEY_COMPLETION_TOKENS, Use.USER_KEY_COST}
+    assert update[BatchField.STATUS] == "cancelled" and settle.account is None
+    assert set(settle.usage) == {
+        DayField.USER_KEY_EXECUTIONS,
+        DayField.USER_KEY_PROMPT_TOKENS,
+        DayField.USER_KEY_COMPLETION_TOKENS,
+        DayField.USER_KEY_COST,
+    }
 
 
 def test_a_retried_batch_runs_again_in_a_new_round():
-    doc = {**batch_doc(), B.STATUS: "completed", B.ROUND: 0}
-    update = bt.reopened(doc, retried=2, now=NOW, held={B.HOLDS: True})
-    assert (update[B.STATUS], update[B.ROUND], update[B.FINISHED_AT], update[B.HOLDS]) == ("running", 1, None, True)
+    doc = {**batch_doc(), BatchField.STATUS: "completed", BatchField.ROUND: 0}
+    update = bt.reopened(doc, retried=2, now=NOW, held={BatchField.HOLDS: True})
+    assert (update[BatchField.STATUS], update[BatchField.ROUND], update[BatchField.FINISHED_AT], update[BatchField.HOLDS]) == (
+        "running",
+        1,
+        None,
+        True,
+    )
 
 
 def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution():
@@ -175,49 +192,62 @@ def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution
     (_, waiting, job), (_, second, _) = build({"items": [{"customId": "a", "prompt": "hi"}, {"customId": "b", "prompt": "yo"}], "maxConcurrency": 1})
     change = ex.cancelled_waiting(waiting, now=NOW)
     assert change is not None and change.job is None and change.settle is None
-    assert change.execution[F.STATUS] == Status.CANCELLED.value and change.execution[F.WAITING] is False
-    assert change.execution[F.FINISHED_AT] == NOW
+    assert change.execution[ExecutionField.STATUS] == Status.CANCELLED.value and change.execution[ExecutionField.WAITING] is False
+    assert change.execution[ExecutionField.FINISHED_AT] == NOW
     handed = {**second, **ex.handed_over(second, now=NOW).execution}
     assert ex.cancelled_waiting(handed, now=NOW) is None  # in flight: cancelled as Stop does, job and all
-    assert ex.cancelled_waiting({**waiting, F.STATUS: Status.SUCCEEDED.value}, now=NOW) is None
+    assert ex.cancelled_waiting({**waiting, ExecutionField.STATUS: Status.SUCCEEDED.value}, now=NOW) is None
 
 
 def test_a_fold_never_comes_sooner_than_the_last_one_took():
-    assert fd.next_fold({B.FOLDED_AT: None}, NOW) is None  # never folded: now
-    last = {B.FOLDED_AT: NOW, B.FOLD_SECONDS: 1.5}
+    assert fd.next_fold({BatchField.FOLDED_AT: None}, NOW) is None  # never folded: now
+    last = {BatchField.FOLDED_AT: NOW, BatchField.FOLD_SECONDS: 1.5}
     assert fd.next_fold(last, NOW + timedelta(seconds=1)) == NOW + timedelta(seconds=1.5 * fd.FOLD_DUTY)  # asked again for then
     assert fd.next_fold(last, NOW + timedelta(seconds=1.5 * fd.FOLD_DUTY)) is None
-    assert fd.next_fold({B.FOLDED_AT: NOW, B.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
+    assert fd.next_fold({BatchField.FOLDED_AT: NOW, BatchField.FOLD_SECONDS: 0.05}, NOW + timedelta(seconds=1)) is None
 
 
 def test_items_whose_cost_is_unknown_count_their_reservation_in_the_batchs_charge():
-    doc = {**batch_doc(**{B.PROJECT_HOLD: {"4": 0.3, "5": 0.1}}), B.STATUS: "running"}
+    doc = {**batch_doc(**{BatchField.PROJECT_HOLD: {"4": 0.3, "5": 0.1}}), BatchField.STATUS: "running"}
     totals = fd.Totals(4, 40, 20, cost=0.01, estimated=0.03)  # one item cut: its reservation
     update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, cancelled=1), totals, now=NOW)
-    assert update[B.COST] == 0.01 and update[B.ESTIMATED_COST] == 0.03
-    assert settle.usage[Use.COST] == Inc(pytest.approx(0.04)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(0.03))
+    assert update[BatchField.COST] == 0.01 and update[BatchField.ESTIMATED_COST] == 0.03
+    assert settle.usage[DayField.COST] == Inc(pytest.approx(0.04)) and settle.usage[DayField.ESTIMATED_COST] == Inc(pytest.approx(0.03))
     assert settle.project == ((4, 0.3, pytest.approx(0.03)), (5, 0.1, pytest.approx(0.01))), "given back, and charged as it was held"
-    assert update[B.PROJECT_HOLD] == {"4": 0.0, "5": 0.0}, "its shards stay, holding nothing"
+    assert update[BatchField.PROJECT_HOLD] == {"4": 0.0, "5": 0.0}, "its shards stay, holding nothing"
     doc = {**doc, **update}
     fixed = fd.Totals(4, 44, 22, cost=0.012, estimated=0.0)  # its real cost read later
     update, settle = fd.folded(doc, fd.Counts(4, succeeded=3, cancelled=1), fixed, now=NOW)
-    assert settle.usage[Use.COST] == Inc(pytest.approx(-0.028)) and settle.usage[Use.ESTIMATED_COST] == Inc(pytest.approx(-0.03))
+    assert settle.usage[DayField.COST] == Inc(pytest.approx(-0.028)) and settle.usage[DayField.ESTIMATED_COST] == Inc(pytest.approx(-0.03))
     assert settle.project == ((4, 0.0, pytest.approx(-0.028)), (5, 0.0, 0.0)) and settle.account is None, "a late correction: to its first shard"
 
 
 def test_a_claim_taken_back_gives_back_what_it_took():
-    claimed = batch_doc(**{B.PROJECT_HOLD: {"2": 0.4}})
+    claimed = batch_doc(**{BatchField.PROJECT_HOLD: {"2": 0.4}})
     settle = bt.unclaimed(claimed)
     assert settle.account == {"active": Inc(-2), "reservedUsd": Inc(-0.4)} and settle.project == ((2, 0.4, 0.0),)
-    assert bt.unclaimed(batch_doc(**{B.PROJECT_SHARD: 2})).project == ((2, 0.4, 0.0),), "a claim written before the slices"
-    assert bt.unclaimed(batch_doc(**{B.HOLDS: False})) is None
-    before = {**batch_doc(), B.STATUS: "completed", B.ROUND: 0, B.HOLDS: False, B.RESERVED_USD: 0.0, B.FINISHED_AT: NOW}
+    assert bt.unclaimed(batch_doc(**{BatchField.PROJECT_SHARD: 2})).project == ((2, 0.4, 0.0),), "a claim written before the slices"
+    assert bt.unclaimed(batch_doc(**{BatchField.HOLDS: False})) is None
+    before = {
+        **batch_doc(),
+        BatchField.STATUS: "completed",
+        BatchField.ROUND: 0,
+        BatchField.HOLDS: False,
+        BatchField.RESERVED_USD: 0.0,
+        BatchField.FINISHED_AT: NOW,
+    }
     undone = bt.round_undone(before, now=NOW)
-    assert (undone[B.STATUS], undone[B.ROUND], undone[B.FINISHED_AT], undone[B.HOLDS], undone[B.WRITING]) == ("completed", 0, NOW, False, False)
+    assert (
+        undone[BatchField.STATUS],
+        undone[BatchField.ROUND],
+        undone[BatchField.FINISHED_AT],
+        undone[BatchField.HOLDS],
+        undone[BatchField.WRITING],
+    ) == ("completed", 0, NOW, False, False)
 
 
 def test_a_batch_being_written_is_left_to_its_writer_until_it_is_surely_gone():
     doc = batch_doc()
-    assert doc[B.WRITING] is True and not bt.writer_gone(doc, NOW + timedelta(minutes=5))
+    assert doc[BatchField.WRITING] is True and not bt.writer_gone(doc, NOW + timedelta(minutes=5))
     assert bt.writer_gone(doc, NOW + bt.WRITER_TIMEOUT + timedelta(seconds=1))
-    assert not bt.writer_gone({**doc, B.WRITING: False}, NOW + timedelta(days=1))
+    assert not bt.writer_gone({**doc, BatchField.WRITING: False}, NOW + timedelta(days=1))

@@ -15,7 +15,7 @@ from google.api_core import exceptions as gexc
 from promptq.adapters import bulk_writes
 from promptq.domain.errors import LostClaim
 from promptq.domain.records import Chunk
-from promptq.contract import F, J
+from promptq.contract import ExecutionField, JobField
 from promptq.adapters.reads import Seen
 from promptq.adapters.writer import AttemptWriter, Batched, Batchers, heartbeat_all
 
@@ -39,12 +39,14 @@ class FakeStore:
         return [gexc.InvalidArgument("too large") if execution_id in self.refuse else None for execution_id, _, _ in chunks]
 
     def read_many(self, ids):
-        return [Seen({F.CANCEL_REQUESTED: False}, {J.ATTEMPT_ID: "other" if i in self.lost else f"a-{i}"}, "t-e", "t-j") for i in ids]
+        return [
+            Seen({ExecutionField.CANCEL_REQUESTED: False}, {JobField.ATTEMPT_ID: "other" if i in self.lost else f"a-{i}"}, "t-e", "t-j") for i in ids
+        ]
 
     def update_jobs_if(self, updates):
         results = []
         for execution_id, update, job_time in updates:
-            assert job_time == "t-j" and J.LEASE_EXPIRES_AT in update
+            assert job_time == "t-j" and JobField.LEASE_EXPIRES_AT in update
             if execution_id in self.conflict:
                 results.append((gexc.FailedPrecondition("changed"), None))
             else:
@@ -61,7 +63,7 @@ class FakeStore:
 
 
 def writer(store: FakeStore, execution_id: str, batchers: Batchers | None = None) -> AttemptWriter:
-    seen = Seen({F.CANCEL_REQUESTED: False}, {J.ATTEMPT_ID: f"a-{execution_id}"}, "t-e", "t-j")
+    seen = Seen({ExecutionField.CANCEL_REQUESTED: False}, {JobField.ATTEMPT_ID: f"a-{execution_id}"}, "t-e", "t-j")
     return AttemptWriter(store, execution_id, f"a-{execution_id}", seen, attempt=1, lease_s=30, now=lambda: NOW, batchers=batchers)  # type: ignore[arg-type]
 
 
@@ -135,7 +137,7 @@ def test_heartbeats_of_a_process_go_together_and_each_ends_only_its_own_attempt(
 
 def test_heartbeat_all_notices_a_stop_the_listener_missed():
     store = FakeStore()
-    store.read_many = lambda ids: [Seen({F.CANCEL_REQUESTED: True}, {J.ATTEMPT_ID: f"a-{i}"}, "t-e", "t-j") for i in ids]
+    store.read_many = lambda ids: [Seen({ExecutionField.CANCEL_REQUESTED: True}, {JobField.ATTEMPT_ID: f"a-{i}"}, "t-e", "t-j") for i in ids]
     w = writer(store, "a")
     assert heartbeat_all([w]) == [None] and w.cancel_requested
 

@@ -13,7 +13,7 @@ import pytest
 from fakes import SETTINGS, Store, refused, start
 
 from promptq.contract.requests.request import RequestError
-from promptq.contract import J, Req
+from promptq.contract import JobField, RequestField
 from promptq.settings import Limits
 
 # --- 2. templates amplify before any limit ----------------------------------------------
@@ -55,8 +55,8 @@ def test_prompt_limits_count_utf8_bytes():
 def test_variables_are_stored_once():
     answer, store, _ = start({"promptId": "t", "variables": {"name": "Ada " * 1000}})
     doc = store.created[answer["executionId"]]
-    assert doc[J.MESSAGES] == [{"role": "user", "content": "Hello " + "Ada " * 1000}]
-    assert "Ada" not in repr(doc[J.REQUEST]), "the variables are stored twice"
+    assert doc[JobField.MESSAGES] == [{"role": "user", "content": "Hello " + "Ada " * 1000}]
+    assert "Ada" not in repr(doc[JobField.REQUEST]), "the variables are stored twice"
 
 
 # --- 4. values Firestore refuses ---------------------------------------------------------
@@ -106,13 +106,13 @@ def test_a_prompt_with_one_visible_character_is_accepted():
 
 def test_a_request_without_max_tokens_gets_the_default_cap():
     answer, store, _ = start({"prompt": "x"})
-    params = store.created[answer["executionId"]][J.REQUEST][Req.PARAMS]
+    params = store.created[answer["executionId"]][JobField.REQUEST][RequestField.PARAMS]
     assert params["max_tokens"] == SETTINGS.limits.default_max_tokens
 
 
 def test_a_requests_own_max_tokens_is_kept_within_the_cap():
     answer, store, _ = start({"prompt": "x", "params": {"max_tokens": 7}})
-    assert store.created[answer["executionId"]][J.REQUEST][Req.PARAMS]["max_tokens"] == 7
+    assert store.created[answer["executionId"]][JobField.REQUEST][RequestField.PARAMS]["max_tokens"] == 7
     refused({"prompt": "x", "params": {"max_tokens": SETTINGS.limits.max_tokens_cap + 1}}, "params.max_tokens")
 
 

@@ -16,7 +16,7 @@ from promptq.batches import batch as bt
 from promptq.batches import fold as fd
 from promptq.batches import fairshare as ln
 from promptq.domain.records import Inc
-from promptq.contract import Acc, B, BatchStatus, F, J, KeySource, Proj
+from promptq.contract import AccountField, BatchField, BatchStatus, ExecutionField, JobField, KeySource, ProjectField
 from promptq.settings import Settings
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -49,22 +49,22 @@ def test_a_start_activates_what_the_caps_allow_and_names_the_cap_the_others_wait
 
 def test_the_claim_counts_its_lanes_in_the_account_and_the_project_and_parks_the_rest():
     taken = take(
-        view(account={Acc.BATCH_LANES: 6}, account_time=1, project_lanes={Proj.LANES: 30}, project_lanes_time=2),
+        view(account={AccountField.BATCH_LANES: 6}, account_time=1, project_lanes={ProjectField.LANES: 30}, project_lanes_time=2),
         width=8,
         user_cap=10,
         project_cap=100,
     )
-    assert taken.lanes == 4 and taken.account[Acc.BATCH_LANES] == 10 and taken.project_lanes == 34
+    assert taken.lanes == 4 and taken.account[AccountField.BATCH_LANES] == 10 and taken.project_lanes == 34
     assert taken.holds is False, "no other limit: the batch holds no active slots (the lanes are counted apart)"
     fields = taken.batch_fields()
-    assert fields[B.LANES] == {**{f"0-{n}": ln.ACTIVE for n in range(4)}, **{f"0-{n}": ln.PARKED for n in range(4, 8)}}
-    assert (fields[B.LANES_ACTIVE], fields[B.LANES_PARKED], fields[B.WAITING_FOR]) == (4, 4, ln.USER_CAP)
+    assert fields[BatchField.LANES] == {**{f"0-{n}": ln.ACTIVE for n in range(4)}, **{f"0-{n}": ln.PARKED for n in range(4, 8)}}
+    assert (fields[BatchField.LANES_ACTIVE], fields[BatchField.LANES_PARKED], fields[BatchField.WAITING_FOR]) == (4, 4, ln.USER_CAP)
 
 
 def test_a_start_beyond_the_cap_writes_no_counter_and_a_retry_round_names_its_lanes():
-    taken = take(view(account={Acc.BATCH_LANES: 10}, account_time=1), width=3, user_cap=10, round_=2)
+    taken = take(view(account={AccountField.BATCH_LANES: 10}, account_time=1), width=3, user_cap=10, round_=2)
     assert taken.lanes == 0 and taken.account is None and taken.project_lanes is None
-    assert taken.batch_fields()[B.LANES] == {"2-0": ln.PARKED, "2-1": ln.PARKED, "2-2": ln.PARKED}
+    assert taken.batch_fields()[BatchField.LANES] == {"2-0": ln.PARKED, "2-1": ln.PARKED, "2-2": ln.PARKED}
 
 
 def test_an_operators_override_sets_a_users_cap():
@@ -87,16 +87,23 @@ def batch_doc(active: int, width: int, **over) -> dict:
         now=NOW,
         expire_at=NOW + timedelta(days=30),
     )
-    return {**doc, B.KEY_SOURCE: "app", B.HOLDS: False, B.RESERVED_USD: 0.0, **ln.initial(0, width, active, ln.USER_CAP), **over}
+    return {
+        **doc,
+        BatchField.KEY_SOURCE: "app",
+        BatchField.HOLDS: False,
+        BatchField.RESERVED_USD: 0.0,
+        **ln.initial(0, width, active, ln.USER_CAP),
+        **over,
+    }
 
 
 def test_a_lane_ends_once_and_gives_back_only_an_active_lane():
     doc = batch_doc(2, 4)
     update, back = ln.ended(doc, "0-0")
-    assert back == 1 and update[B.LANES]["0-0"] == ln.ENDED and update[B.LANES_ACTIVE] == 1
+    assert back == 1 and update[BatchField.LANES]["0-0"] == ln.ENDED and update[BatchField.LANES_ACTIVE] == 1
     assert ln.ended({**doc, **update}, "0-0") == (None, 0), "a second end (a duplicate delivery, the sweeper) writes nothing"
     update, back = ln.ended(doc, "0-3")
-    assert back == 0 and update[B.LANES_PARKED] == 1, "a parked lane whose items were cancelled gives nothing back"
+    assert back == 0 and update[BatchField.LANES_PARKED] == 1, "a parked lane whose items were cancelled gives nothing back"
     assert ln.ended(doc, "1-0") == (None, 0), "an older round's item ends no lane of this one"
 
 
@@ -106,30 +113,34 @@ def test_a_parked_lane_starts_when_a_cap_has_room_and_waits_when_none_has():
     assert ln.activated(doc, "0-2", caps, user_active=2, project_active=2) == (None, ln.USER_CAP)
     assert ln.activated(doc, "0-2", caps, user_active=1, project_active=10) == (None, ln.PROJECT_CAP)
     update, waits = ln.activated(doc, "0-2", caps, user_active=1, project_active=2)
-    assert waits is None and update[B.LANES]["0-2"] == ln.ACTIVE and (update[B.LANES_ACTIVE], update[B.LANES_PARKED]) == (3, 1)
+    assert (
+        waits is None
+        and update[BatchField.LANES]["0-2"] == ln.ACTIVE
+        and (update[BatchField.LANES_ACTIVE], update[BatchField.LANES_PARKED]) == (3, 1)
+    )
     assert ln.activated(doc, "0-0", caps, user_active=0, project_active=0) == (None, None), "not parked: nothing to start"
     last = {**doc, **ln.activated({**doc, **update}, "0-3", caps, user_active=0, project_active=0)[0]}
-    assert last[B.LANES_PARKED] == 0 and last[B.WAITING_FOR] is None
+    assert last[BatchField.LANES_PARKED] == 0 and last[BatchField.WAITING_FOR] is None
 
 
 def test_lanes_with_nothing_left_to_run_are_the_lost_ends():
     assert ln.lanes_of(["0-0", "0-1", "0-2"], {"0-1", None}) == ["0-0", "0-2"]
-    assert ln.live(batch_doc(1, 3, **{B.LANES: {"0-0": ln.ENDED, "0-1": ln.ACTIVE, "0-2": ln.PARKED}})) == ["0-1", "0-2"]
+    assert ln.live(batch_doc(1, 3, **{BatchField.LANES: {"0-0": ln.ENDED, "0-1": ln.ACTIVE, "0-2": ln.PARKED}})) == ["0-1", "0-2"]
 
 
 # --- the counters on a batch's end, a cancel, a claim taken back ----------------------------------------
 
 
 def test_a_cancelled_batch_gives_back_every_lane_it_still_holds_when_it_ends():
-    doc = batch_doc(3, 5, **{B.STATUS: BatchStatus.CANCELLING.value})
+    doc = batch_doc(3, 5, **{BatchField.STATUS: BatchStatus.CANCELLING.value})
     update, settle = fd.folded(doc, fd.Counts(15, succeeded=4, cancelled=11), fd.Totals(4, 1, 1, 0.0), now=NOW)
-    assert update[B.STATUS] == "cancelled" and settle.lanes == 3
-    assert set(update[B.LANES].values()) == {ln.ENDED} and (update[B.LANES_ACTIVE], update[B.LANES_PARKED]) == (0, 0)
-    assert update[B.WAITING_FOR] is None
+    assert update[BatchField.STATUS] == "cancelled" and settle.lanes == 3
+    assert set(update[BatchField.LANES].values()) == {ln.ENDED} and (update[BatchField.LANES_ACTIVE], update[BatchField.LANES_PARKED]) == (0, 0)
+    assert update[BatchField.WAITING_FOR] is None
 
 
 def test_a_batch_whose_lanes_all_ended_gives_nothing_back_at_its_end():
-    doc = batch_doc(0, 2, **{B.LANES: {"0-0": ln.ENDED, "0-1": ln.ENDED}})
+    doc = batch_doc(0, 2, **{BatchField.LANES: {"0-0": ln.ENDED, "0-1": ln.ENDED}})
     _, settle = fd.folded(doc, fd.Counts(6, succeeded=6), fd.Totals(6, 1, 1, 0.0), now=NOW)
     assert settle.lanes == 0
 
@@ -194,12 +205,16 @@ def test_each_kind_of_task_has_its_own_queue_to_the_same_worker():
     queue.enqueue_fold("b1", 1000.5)
     assert queue.client.parents == [("runexecution", "e1"), ("runexecution-batch", "e2"), ("runexecution-books", "fold-b1-1000500")]
     assert set(settings.queue_paths) == {INTERACTIVE, BATCH, BOOKS}
-    assert queue_of({F.BATCH_ID: "b1"}) == BATCH and queue_of({}, {J.BATCH_ID: "b1"}) == BATCH and queue_of({F.OWNER: "u"}) == INTERACTIVE
+    assert (
+        queue_of({ExecutionField.BATCH_ID: "b1"}) == BATCH
+        and queue_of({}, {JobField.BATCH_ID: "b1"}) == BATCH
+        and queue_of({ExecutionField.OWNER: "u"}) == INTERACTIVE
+    )
 
 
 def test_a_start_counts_lanes_only_for_a_batch():
     taken = accounts.decide(
         view(), defaults=accounts.UserLimits(max_active=5, max_batch_lanes=2), project_cap_usd=0.0, worst_case=lambda: 0.0, shard_key="e1", now=NOW
     )
-    assert taken.lanes == 0 and Acc.BATCH_LANES not in taken.account and taken.source is KeySource.APP
-    assert settlement.given_back(reservation=0.0, slots=1) == {Acc.RESERVED_USD: Inc(-0.0), Acc.ACTIVE: Inc(-1)}
+    assert taken.lanes == 0 and AccountField.BATCH_LANES not in taken.account and taken.source is KeySource.APP
+    assert settlement.given_back(reservation=0.0, slots=1) == {AccountField.RESERVED_USD: Inc(-0.0), AccountField.ACTIVE: Inc(-1)}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from promptq.contract import C, F, OutputFormat, Status
+from promptq.contract import ChunkField, ExecutionField, OutputFormat, Status
 from promptq_client import partial as pj
 import promptq_client.partial as partial_module
 from promptq_client.partial import Members, Partial, parse_partial
@@ -173,7 +173,7 @@ class FakeReader:
         return _Watch(self.chunk_listeners.setdefault(attempt, []), on_chunks)
 
     def pieces(self, execution_id, execution, after=-1):
-        return [c for c in self.stored if c[C.ATTEMPT] == execution[F.ATTEMPT]]
+        return [c for c in self.stored if c[ChunkField.ATTEMPT] == execution[ExecutionField.ATTEMPT]]
 
     def doc(self, **fields) -> None:
         for listener in list(self.doc_listeners):
@@ -182,7 +182,15 @@ class FakeReader:
     def chunks(self, attempt: int, texts: list[str], start: int = 0) -> int:
         batch = []
         for text in texts:
-            batch.append({C.ATTEMPT: attempt, C.SEQ: len(self.stored) + 1, C.START: start, C.END: start + len(text), C.TEXT: text})
+            batch.append(
+                {
+                    ChunkField.ATTEMPT: attempt,
+                    ChunkField.SEQ: len(self.stored) + 1,
+                    ChunkField.START: start,
+                    ChunkField.END: start + len(text),
+                    ChunkField.TEXT: text,
+                }
+            )
             start += len(text)
         self.stored += batch
         for listener in list(self.chunk_listeners.get(attempt, [])):
@@ -191,7 +199,13 @@ class FakeReader:
 
 
 def _doc(status: Status, seq: int, attempt: int = 1, fmt: str | None = OutputFormat.JSON.value, **more) -> dict[str, Any]:
-    return {F.STATUS: status.value, F.SEQ: seq, F.ATTEMPT: attempt, **({F.OUTPUT_FORMAT: fmt} if fmt else {}), **more}
+    return {
+        ExecutionField.STATUS: status.value,
+        ExecutionField.SEQ: seq,
+        ExecutionField.ATTEMPT: attempt,
+        **({ExecutionField.OUTPUT_FORMAT: fmt} if fmt else {}),
+        **more,
+    }
 
 
 def _follow(reader: FakeReader) -> tuple[Follower, list[dict[str, Any]]]:
@@ -206,10 +220,10 @@ def test_partial_grows_while_it_streams_and_json_comes_only_when_it_succeeded():
     at = 0
     for i in range(0, len(TEXT), 9):
         at = reader.chunks(1, [TEXT[i : i + 9]], at)
-    reader.doc(**_doc(Status.SUCCEEDED, 3, **{F.OUTPUT_LENGTH: len(TEXT)}))
+    reader.doc(**_doc(Status.SUCCEEDED, 3, **{ExecutionField.OUTPUT_LENGTH: len(TEXT)}))
     final = follower.wait(1)
 
-    running = [s for s in states if s[F.STATUS] == Status.RUNNING.value]
+    running = [s for s in states if s[ExecutionField.STATUS] == Status.RUNNING.value]
     assert all(s[JSON] is None for s in running)
     shown = [json.dumps(s[PARTIAL]) for s in running if s[PARTIAL] is not None]
     assert len(set(shown)) >= 10, "partial grew in many steps"
@@ -225,7 +239,7 @@ def test_a_text_answer_has_no_partial_and_a_failed_json_answer_keeps_what_parsed
     follower, states = _follow(reader)
     reader.doc(**_doc(Status.RUNNING, 2, fmt=None))
     reader.chunks(1, ['{"looks": "like json"}'])
-    reader.doc(**_doc(Status.SUCCEEDED, 3, fmt=None, **{F.OUTPUT_LENGTH: 22}))
+    reader.doc(**_doc(Status.SUCCEEDED, 3, fmt=None, **{ExecutionField.OUTPUT_LENGTH: 22}))
     assert (follower.wait(1)[PARTIAL], states[-1][PARTIAL_COMPLETE], states[-1][JSON]) == (None, None, None)
 
     reader = FakeReader()
@@ -233,7 +247,7 @@ def test_a_text_answer_has_no_partial_and_a_failed_json_answer_keeps_what_parsed
     reader.doc(**_doc(Status.RUNNING, 2))
     text = '{"a": 1, "b": [1, 2'  # cut by max_tokens: not JSON, so it fails
     reader.chunks(1, [text])
-    reader.doc(**_doc(Status.FAILED, 3, **{F.OUTPUT_LENGTH: len(text)}))
+    reader.doc(**_doc(Status.FAILED, 3, **{ExecutionField.OUTPUT_LENGTH: len(text)}))
     final = follower.wait(1)
     assert final[JSON] is None and final[PARTIAL] == {"a": 1, "b": [1, 2]} and final[PARTIAL_COMPLETE] == ["a"]
 
@@ -247,13 +261,13 @@ def test_a_new_attempt_starts_partial_over():
     reader.doc(**_doc(Status.RUNNING, 4, attempt=2))
     assert states[-1][PARTIAL] is None and states[-1][PARTIAL_COMPLETE] == []
     reader.chunks(2, ['{"second": 2}'])
-    reader.doc(**_doc(Status.SUCCEEDED, 5, attempt=2, **{F.OUTPUT_LENGTH: 13}))
+    reader.doc(**_doc(Status.SUCCEEDED, 5, attempt=2, **{ExecutionField.OUTPUT_LENGTH: 13}))
     assert follower.wait(1)[PARTIAL] == {"second": 2}
 
 
 def test_an_answer_that_ended_before_it_was_followed_is_whole_at_once():
     reader = FakeReader()
-    reader.stored = [{C.ATTEMPT: 1, C.SEQ: 1, C.START: 0, C.END: len(TEXT), C.TEXT: TEXT}]
+    reader.stored = [{ChunkField.ATTEMPT: 1, ChunkField.SEQ: 1, ChunkField.START: 0, ChunkField.END: len(TEXT), ChunkField.TEXT: TEXT}]
     follower, states = _follow(reader)
-    reader.doc(**_doc(Status.SUCCEEDED, 3, **{F.OUTPUT_LENGTH: len(TEXT)}))
+    reader.doc(**_doc(Status.SUCCEEDED, 3, **{ExecutionField.OUTPUT_LENGTH: len(TEXT)}))
     assert len(states) == 1 and follower.wait(1)[PARTIAL] == ANSWER

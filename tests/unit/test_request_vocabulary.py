@@ -18,7 +18,7 @@ from fakes import build_batch as build
 
 from enqueue import prompt as pr
 from promptq.contract.requests.vocabulary import SCHEMA_MAX_BYTES, SCHEMA_MAX_DEPTH
-from promptq.contract import F, J, OutputFormat, Req
+from promptq.contract import ExecutionField, JobField, OutputFormat, RequestField
 from promptq.settings import Limits
 from promptq.adapters.openrouter.protocol import chat_body, vocabulary
 
@@ -60,7 +60,7 @@ def execution_of(data: dict) -> dict:
 def sent(data: dict) -> dict:
     """The body the worker sends upstream for this request (its job as stored)."""
     job = job_of(data)
-    return chat_body(job[J.REQUEST], job[J.MESSAGES])
+    return chat_body(job[JobField.REQUEST], job[JobField.MESSAGES])
 
 
 # --- accepted, and sent exactly as given ------------------------------------------------------
@@ -85,19 +85,19 @@ def test_every_parameter_reaches_the_body_exactly_as_sent():
 
 def test_the_job_keeps_sampling_params_as_a_map_and_the_rest_as_json_text():
     job = job_of({"prompt": "x", "params": {"seed": 3, "tools": TOOLS, "tool_choice": "required"}})
-    request = job[J.REQUEST]
-    assert request[Req.PARAMS] == {"seed": 3, "max_tokens": SETTINGS.limits.default_max_tokens}
-    assert json.loads(request[Req.PARAMS_JSON]) == {"tools": TOOLS, "tool_choice": "required"}
+    request = job[JobField.REQUEST]
+    assert request[RequestField.PARAMS] == {"seed": 3, "max_tokens": SETTINGS.limits.default_max_tokens}
+    assert json.loads(request[RequestField.PARAMS_JSON]) == {"tools": TOOLS, "tool_choice": "required"}
     assert vocabulary(request) == {"tools": TOOLS, "tool_choice": "required"}
-    assert job_of({"prompt": "x"})[J.REQUEST][Req.PARAMS_JSON] is None
+    assert job_of({"prompt": "x"})[JobField.REQUEST][RequestField.PARAMS_JSON] is None
     assert vocabulary({"model": "m"}) == {}
 
 
 def test_a_json_answer_is_flagged_on_the_execution_from_its_creation():
-    assert execution_of({"prompt": "x", "params": {"response_format": RESPONSE_FORMAT}})[F.OUTPUT_FORMAT] == OutputFormat.JSON.value
-    assert execution_of({"prompt": "x", "params": {"response_format": {"type": "json_object"}}})[F.OUTPUT_FORMAT] == "json"
-    assert execution_of({"prompt": "x", "params": {"response_format": {"type": "text"}}})[F.OUTPUT_FORMAT] is None
-    assert execution_of({"prompt": "x"})[F.OUTPUT_FORMAT] is None
+    assert execution_of({"prompt": "x", "params": {"response_format": RESPONSE_FORMAT}})[ExecutionField.OUTPUT_FORMAT] == OutputFormat.JSON.value
+    assert execution_of({"prompt": "x", "params": {"response_format": {"type": "json_object"}}})[ExecutionField.OUTPUT_FORMAT] == "json"
+    assert execution_of({"prompt": "x", "params": {"response_format": {"type": "text"}}})[ExecutionField.OUTPUT_FORMAT] is None
+    assert execution_of({"prompt": "x"})[ExecutionField.OUTPUT_FORMAT] is None
 
 
 def test_content_parts_are_stored_as_sent():
@@ -109,7 +109,7 @@ def test_content_parts_are_stored_as_sent():
         {"type": "file", "file": {"file_data": "https://example.com/paper.pdf"}},
     ]
     job = job_of({"messages": [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]}, {"role": "user", "content": content}]})
-    assert job[J.MESSAGES][1] == {"role": "user", "content": content}
+    assert job[JobField.MESSAGES][1] == {"role": "user", "content": content}
 
 
 def test_an_image_alone_is_a_prompt_and_the_title_is_its_text():
@@ -117,13 +117,13 @@ def test_an_image_alone_is_a_prompt_and_the_title_is_its_text():
     execution = execution_of(
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe it"}, {"type": "image_url", "image_url": {"url": PNG}}]}]}
     )
-    assert execution[F.TITLE] == "Describe it"
+    assert execution[ExecutionField.TITLE] == "Describe it"
 
 
 def test_reasoning_budgets_and_provider_preferences():
     for reasoning in ({"effort": "minimal"}, {"max_tokens": 2000}, {"enabled": True}, {"exclude": True}, {}):
-        assert vocabulary(job_of({"prompt": "x", "params": {"reasoning": reasoning}})[J.REQUEST]) == {"reasoning": reasoning}
-    assert vocabulary(job_of({"prompt": "x", "params": {"provider": {"sort": "price"}}})[J.REQUEST]) == {"provider": {"sort": "price"}}
+        assert vocabulary(job_of({"prompt": "x", "params": {"reasoning": reasoning}})[JobField.REQUEST]) == {"reasoning": reasoning}
+    assert vocabulary(job_of({"prompt": "x", "params": {"provider": {"sort": "price"}}})[JobField.REQUEST]) == {"provider": {"sort": "price"}}
 
 
 @pytest.mark.parametrize(
@@ -282,7 +282,7 @@ def test_bad_tool_conversations_are_refused_naming_the_field(messages, field, sa
 
 
 def test_a_conversation_with_tool_calls_is_accepted():
-    assert job_of({"messages": CONVERSATION, "params": {"tools": TOOLS}})[J.MESSAGES] == CONVERSATION
+    assert job_of({"messages": CONVERSATION, "params": {"tools": TOOLS}})[JobField.MESSAGES] == CONVERSATION
 
 
 # --- sizes: each data URL, and what the job stores ------------------------------------------------
@@ -357,16 +357,16 @@ def test_batch_items_take_the_batchs_vocabulary_under_their_own():
         }
     )
     (_, e0, j0), (_, e1, j1) = items
-    assert vocabulary(j0[J.REQUEST]) == {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}}
-    assert vocabulary(j1[J.REQUEST]) == {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}, "tools": TOOLS}
-    assert e0[F.OUTPUT_FORMAT] == e1[F.OUTPUT_FORMAT] == "json"
+    assert vocabulary(j0[JobField.REQUEST]) == {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}}
+    assert vocabulary(j1[JobField.REQUEST]) == {"response_format": RESPONSE_FORMAT, "reasoning": {"effort": "low"}, "tools": TOOLS}
+    assert e0[ExecutionField.OUTPUT_FORMAT] == e1[ExecutionField.OUTPUT_FORMAT] == "json"
 
 
 def test_a_batchs_items_are_written_in_commits_under_firestores_request_limit():
     from promptq.batches.claims import COMMIT_BYTES, ITEMS_PER_COMMIT, _commits
 
-    big = {J.MESSAGES: [{"role": "user", "content": "x" * (pr.JOB_REQUEST_BYTES - 100)}]}
-    small = {J.MESSAGES: [{"role": "user", "content": "x"}]}
+    big = {JobField.MESSAGES: [{"role": "user", "content": "x" * (pr.JOB_REQUEST_BYTES - 100)}]}
+    small = {JobField.MESSAGES: [{"role": "user", "content": "x"}]}
     heavy = _commits([(f"e{i}", {}, big) for i in range(30)])
     assert all(sum(pr.stored_bytes(job) for _, _, job in chunk) <= COMMIT_BYTES for chunk in heavy) and len(heavy) > 1
     assert [len(chunk) for chunk in _commits([(f"e{i}", {}, small) for i in range(450)])] == [ITEMS_PER_COMMIT, ITEMS_PER_COMMIT, 50]

@@ -19,7 +19,7 @@ from fakes import SETTINGS, Queue, Store
 from enqueue import executions
 from enqueue.pricing import Prices
 from promptq.adapters.openrouter.protocol import job_body
-from promptq.contract import J
+from promptq.contract import JobField
 from promptq.contract.requests.request import RequestError
 from promptq.domain import costs
 
@@ -84,13 +84,13 @@ def read_by_model(body: dict) -> tuple[int, int]:
 def assert_covered(job: dict) -> None:
     body = job_body(job)
     measured = costs.measure(body)
-    assert measured.body_bytes == job[J.RESERVED_BODY_BYTES], "the worker sends the very body the start measured"
+    assert measured.body_bytes == job[JobField.RESERVED_BODY_BYTES], "the worker sends the very body the start measured"
     assert costs.exceeded(measured, job) is None
-    assert body["provider"]["max_price"] == job[J.PRICE_CEILING] | body["provider"]["max_price"], "the ceiling goes upstream"
+    assert body["provider"]["max_price"] == job[JobField.PRICE_CEILING] | body["provider"]["max_price"], "the ceiling goes upstream"
     tokens, images = read_by_model(body)
     [price] = PRICES.of(["openai/gpt-4o-mini"])
     least = price.worst(prompt_tokens=min(tokens, price.context), output_tokens=measured.output_tokens, images=images)
-    assert job[J.RESERVED_USD] >= least - 1e-12, (job[J.RESERVED_USD], least)
+    assert job[JobField.RESERVED_USD] >= least - 1e-12, (job[JobField.RESERVED_USD], least)
 
 
 @pytest.mark.parametrize("example", api_examples(), ids=lambda e: next(iter(e.get("params") or {"messages": 0})))
@@ -103,7 +103,7 @@ def test_tools_in_a_batch_size_request_are_reserved_as_prompt():
     job = reserved({"prompt": "hi", "model": "openai/gpt-4o-mini", "params": {"max_tokens": 1, "tools": tools}})
     # 700 KB of tools are 700 KB of prompt, not 2 bytes: more than the model's 128,000-token
     # context, which is the most a prompt can cost (beyond it a request is refused or cut).
-    assert job[J.RESERVED_USD] == pytest.approx(128_000 * 1e-6 + 1 * 2e-6 + 0.0001)
+    assert job[JobField.RESERVED_USD] == pytest.approx(128_000 * 1e-6 + 1 * 2e-6 + 0.0001)
     assert_covered(job)
 
 

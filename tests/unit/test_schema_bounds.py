@@ -21,7 +21,7 @@ from jsonschema import Draft7Validator, Draft201909Validator, Draft202012Validat
 from fakes import refused
 
 from samples import ANSWER_SCHEMA, ORDER_SCHEMA, WEATHER_TOOLS
-from promptq.contract import Code, J, Req, Status
+from promptq.contract import Code, JobField, RequestField, Status
 from promptq.contract.requests import jsonschemas, patterns, schemashape, vocabulary
 from promptq.contract.requests.schemashape import shape
 from promptq.domain import answer
@@ -309,10 +309,10 @@ class StubChecker:
 def test_the_runner_checks_through_the_processs_checker():
     checker = StubChecker()
     attempt = types.SimpleNamespace(buffer=types.SimpleNamespace(whole_text=lambda: "[1]"), tool_calls=())
-    job = {J.REQUEST: {Req.PARAMS_JSON: json.dumps({"response_format": response_format(SMALL)})}}
+    job = {JobField.REQUEST: {RequestField.PARAMS_JSON: json.dumps({"response_format": response_format(SMALL)})}}
     assert asyncio.run(runner._checked(job, attempt, checker)).code == Code.OUTPUT_SCHEMA_TOO_COSTLY
     assert checker.calls == [(response_format(SMALL), "[1]", False)]
-    assert asyncio.run(runner._checked({J.REQUEST: {}}, attempt, checker)) is None and len(checker.calls) == 1
+    assert asyncio.run(runner._checked({JobField.REQUEST: {}}, attempt, checker)) is None and len(checker.calls) == 1
 
 
 def test_patterns_are_compiled_once_and_kept_bounded():

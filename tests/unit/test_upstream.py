@@ -17,7 +17,7 @@ import pytest
 from fakes import FakeClock
 
 from promptq.domain.errors import Permanent, PromptqError, Transient
-from promptq.domain.execution import Code
+from promptq.contract import Code
 from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError
 from promptq.domain.execution import Usage
 from promptq.adapters.openrouter.protocol import GenerationRecord, chat_body, parse_retry_after, status_error

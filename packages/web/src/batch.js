@@ -8,7 +8,7 @@
 import { doc, onSnapshot } from "firebase/firestore";
 import { cancelBatch } from "./calls.js";
 import { settle } from "./settle.js";
-import { B, BATCH_TERMINAL, BATCHES, Count } from "./schema.js";
+import { BatchField, BATCH_TERMINAL, BATCHES, Count } from "./schema.js";
 
 /** @import { DocumentData, Firestore } from "firebase/firestore" */
 /** @import { Functions } from "firebase/functions" */
@@ -115,25 +115,25 @@ const NO_COUNTS = {
 function toBatchState(batchId, b) {
   /** @param {string} field */
   const date = (field) => b[field]?.toDate?.() ?? null;
-  const status = b[B.STATUS];
+  const status = b[BatchField.STATUS];
   return {
     batchId,
     status,
     live: !BATCH_TERMINAL.includes(status),
-    counts: { ...NO_COUNTS, ...b[B.COUNTS] },
-    usage: b[B.USAGE] ?? {},
-    cost: b[B.COST] ?? 0,
-    executions: b[B.EXECUTIONS] ?? 0,
-    title: b[B.TITLE] ?? null,
-    maxConcurrency: b[B.MAX_CONCURRENCY] ?? 0,
-    round: b[B.ROUND] ?? 0,
-    cancelRequested: b[B.CANCEL_REQUESTED] === true,
-    createdAt: date(B.CREATED_AT),
-    startedAt: date(B.STARTED_AT),
-    finishedAt: date(B.FINISHED_AT),
-    foldedAt: date(B.FOLDED_AT),
-    lanesActive: b[B.LANES_ACTIVE] ?? 0,
-    lanesParked: b[B.LANES_PARKED] ?? 0,
-    waitingFor: b[B.WAITING_FOR] ?? null,
+    counts: { ...NO_COUNTS, ...b[BatchField.COUNTS] },
+    usage: b[BatchField.USAGE] ?? {},
+    cost: b[BatchField.COST] ?? 0,
+    executions: b[BatchField.EXECUTIONS] ?? 0,
+    title: b[BatchField.TITLE] ?? null,
+    maxConcurrency: b[BatchField.MAX_CONCURRENCY] ?? 0,
+    round: b[BatchField.ROUND] ?? 0,
+    cancelRequested: b[BatchField.CANCEL_REQUESTED] === true,
+    createdAt: date(BatchField.CREATED_AT),
+    startedAt: date(BatchField.STARTED_AT),
+    finishedAt: date(BatchField.FINISHED_AT),
+    foldedAt: date(BatchField.FOLDED_AT),
+    lanesActive: b[BatchField.LANES_ACTIVE] ?? 0,
+    lanesParked: b[BatchField.LANES_PARKED] ?? 0,
+    waitingFor: b[BatchField.WAITING_FOR] ?? null,
   };
 }

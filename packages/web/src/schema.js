@@ -37,7 +37,7 @@ export const BATCH_TERMINAL = Object.freeze([
   "cancelled",
   "completed"
 ]);
-export const F = Object.freeze({
+export const ExecutionField = Object.freeze({
   "STATUS": "status",
   "OWNER": "ownerUid",
   "REQUESTED_MODEL": "requestedModel",
@@ -79,7 +79,7 @@ export const F = Object.freeze({
   "EXPIRE_AT": "expireAt",
   "WRITES": "writes"
 });
-export const C = Object.freeze({
+export const ChunkField = Object.freeze({
   "ATTEMPT": "attempt",
   "SEQ": "seq",
   "START": "start",
@@ -88,22 +88,22 @@ export const C = Object.freeze({
   "REASONING": "reasoning",
   "EXPIRE_AT": "expireAt"
 });
-export const S = Object.freeze({
+export const StopField = Object.freeze({
   "REQUESTED_AT": "requestedAt",
   "EXPIRE_AT": "expireAt"
 });
-export const U = Object.freeze({
+export const UsageField = Object.freeze({
   "PROMPT_TOKENS": "promptTokens",
   "COMPLETION_TOKENS": "completionTokens",
   "TOTAL_TOKENS": "totalTokens",
   "REASONING_TOKENS": "reasoningTokens"
 });
-export const E = Object.freeze({
+export const ErrorField = Object.freeze({
   "CODE": "code",
   "MESSAGE": "message",
   "UPSTREAM_STATUS": "upstreamStatus"
 });
-export const P = Object.freeze({
+export const PageField = Object.freeze({
   "ATTEMPT": "attempt",
   "INDEX": "index",
   "START": "start",
@@ -112,7 +112,7 @@ export const P = Object.freeze({
   "REASONING": "reasoning",
   "EXPIRE_AT": "expireAt"
 });
-export const Acc = Object.freeze({
+export const AccountField = Object.freeze({
   "ACTIVE": "active",
   "RESERVED_USD": "reservedUsd",
   "RECENT_STARTS": "recentStarts",
@@ -120,7 +120,7 @@ export const Acc = Object.freeze({
   "BATCH_LANES": "batchLanes",
   "UPDATED_AT": "updatedAt"
 });
-export const Use = Object.freeze({
+export const DayField = Object.freeze({
   "DAY": "day",
   "EXECUTIONS": "executions",
   "PROMPT_TOKENS": "promptTokens",
@@ -133,7 +133,7 @@ export const Use = Object.freeze({
   "ESTIMATED_COST": "estimatedCost",
   "EXPIRE_AT": "expireAt"
 });
-export const B = Object.freeze({
+export const BatchField = Object.freeze({
   "OWNER": "ownerUid",
   "STATUS": "status",
   "TITLE": "title",
@@ -261,3 +261,13 @@ export const Start = Object.freeze({
   "PARAMS": "params",
   "IDEMPOTENCY_KEY": "idempotencyKey"
 });
+// The names of @promptq/web 0.2 (one letter each), kept for apps written against them: deprecated.
+export const F = ExecutionField;
+export const C = ChunkField;
+export const S = StopField;
+export const U = UsageField;
+export const E = ErrorField;
+export const P = PageField;
+export const Acc = AccountField;
+export const Use = DayField;
+export const B = BatchField;

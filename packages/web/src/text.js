@@ -2,7 +2,7 @@
 // pages) in order: what watchExecution reports of the attempt it follows.
 
 import { partialJson } from "./partial.js";
-import { C } from "./schema.js";
+import { ChunkField } from "./schema.js";
 
 /** @import { DocumentData } from "firebase/firestore" */
 
@@ -31,10 +31,10 @@ export function assembly(attempt) {
     get length() { return length; },
     /** @param {DocumentData} piece */
     add(piece) {
-      if (piece[C.ATTEMPT] !== attempt || piece[C.START] !== length) return;
-      pieces.push(piece[C.TEXT]);
-      thoughts.push(piece[C.REASONING] ?? "");
-      length = piece[C.END];
+      if (piece[ChunkField.ATTEMPT] !== attempt || piece[ChunkField.START] !== length) return;
+      pieces.push(piece[ChunkField.TEXT]);
+      thoughts.push(piece[ChunkField.REASONING] ?? "");
+      length = piece[ChunkField.END];
     },
     /** @returns {Assembled} */
     current: () => ({ attempt: attempt ?? 0, text: pieces.join(""), reasoning: thoughts.join(""), partial }),

@@ -11,7 +11,7 @@
 import { collection, doc, getDoc, getDocs, onSnapshot, orderBy, query, serverTimestamp, Timestamp, where, writeBatch } from "firebase/firestore";
 import { settle } from "./settle.js";
 import { assembly, parsed } from "./text.js";
-import { C, CHUNKS, EXECUTIONS, F, LIVE, OutputFormat, PAGES, S, Status, STOPS, WORKERS } from "./schema.js";
+import { ChunkField, CHUNKS, EXECUTIONS, ExecutionField, LIVE, OutputFormat, PAGES, StopField, Status, STOPS, WORKERS } from "./schema.js";
 
 /** @import { DocumentData, DocumentReference, Firestore } from "firebase/firestore" */
 /** @import { Code, CostSource } from "./schema.js" */
@@ -117,7 +117,7 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
     if (!listening || !latest) return;
     const assembled = text.current();
     const restarted = !!reported && (reported.attempt === assembled.attempt ? reported.restarted : reported.text !== "");
-    const whole = !LIVE.includes(latest[F.STATUS]) && text.complete(latest);
+    const whole = !LIVE.includes(latest[ExecutionField.STATUS]) && text.complete(latest);
     const state = toState(latest, assembled, restarted, whole);
     reported = state;
     onUpdate(state);
@@ -135,7 +135,7 @@ export function watchExecution(db, executionId, { onUpdate = () => {}, onError =
   const unlisten = onSnapshot(ref, (snap) => {
     if (!snap.exists()) return fail(Object.assign(new Error(`no execution ${executionId}`), { code: "not-found" }));
     const d = snap.data();
-    if (latest && (d[F.SEQ] ?? 0) < (latest[F.SEQ] ?? 0)) return;  // an older version than the one seen
+    if (latest && (d[ExecutionField.SEQ] ?? 0) < (latest[ExecutionField.SEQ] ?? 0)) return;  // an older version than the one seen
     latest = d;
     text.follow(d).then(report, fail);
   }, fail);
@@ -168,10 +168,10 @@ export async function stopExecution(db, executionId) {
   const ref = doc(db, EXECUTIONS, executionId);
   for (let tries = 1; ; tries++) {
     const d = (await getDoc(ref)).data();
-    if (!d || !LIVE.includes(d[F.STATUS]) || d[F.CANCEL_REQUESTED] === true) return;
-    const batch = writeBatch(db).update(ref, { [F.CANCEL_REQUESTED]: true });
+    if (!d || !LIVE.includes(d[ExecutionField.STATUS]) || d[ExecutionField.CANCEL_REQUESTED] === true) return;
+    const batch = writeBatch(db).update(ref, { [ExecutionField.CANCEL_REQUESTED]: true });
     const expireAt = Timestamp.fromMillis(Date.now() + 86_400_000); // TTL deletes it a day later
-    if (d[F.WORKER]) batch.set(doc(db, WORKERS, d[F.WORKER], STOPS, executionId), { [S.REQUESTED_AT]: serverTimestamp(), [S.EXPIRE_AT]: expireAt });
+    if (d[ExecutionField.WORKER]) batch.set(doc(db, WORKERS, d[ExecutionField.WORKER], STOPS, executionId), { [StopField.REQUESTED_AT]: serverTimestamp(), [StopField.EXPIRE_AT]: expireAt });
     // Denied when it changed in between (another process claimed it, or it ended): read again.
     try { return await batch.commit(); } catch (/** @type {any} */ err) { if (tries === 3 || err?.code !== "permission-denied") throw err; }
   }
@@ -191,16 +191,16 @@ function textFollower(ref, changed, fail) {
 
   /** @param {DocumentData} d */
   async function follow(d) {
-    const current = d[F.ATTEMPT] ?? 0;
+    const current = d[ExecutionField.ATTEMPT] ?? 0;
     if (current === text.attempt) return;
     const first = text.attempt === null;
     unlisten();
     unlisten = () => {};
     text = assembly(current);
-    if (first && !LIVE.includes(d[F.STATUS])) {
-      await (d[F.OUTPUT_PAGES] ? readAll(PAGES, "pagesRead") : readAll(CHUNKS, "chunksRead"));  // ended before we came
+    if (first && !LIVE.includes(d[ExecutionField.STATUS])) {
+      await (d[ExecutionField.OUTPUT_PAGES] ? readAll(PAGES, "pagesRead") : readAll(CHUNKS, "chunksRead"));  // ended before we came
     } else if (current > 0) {
-      unlisten = onSnapshot(query(collection(ref, CHUNKS), where(C.ATTEMPT, "==", current), orderBy(C.SEQ)), (snap) => {
+      unlisten = onSnapshot(query(collection(ref, CHUNKS), where(ChunkField.ATTEMPT, "==", current), orderBy(ChunkField.SEQ)), (snap) => {
         for (const change of snap.docChanges()) if (change.type === "added") add(change.doc.data(), "chunksRead");
         changed();
       }, fail);
@@ -210,7 +210,7 @@ function textFollower(ref, changed, fail) {
   // Pages and chunks share their field names (attempt, start, end, text, reasoning).
   /** @param {string} source @param {keyof typeof counts} counter */
   async function readAll(source, counter) {
-    const snap = await getDocs(query(collection(ref, source), where(C.ATTEMPT, "==", text.attempt), orderBy(C.END)));
+    const snap = await getDocs(query(collection(ref, source), where(ChunkField.ATTEMPT, "==", text.attempt), orderBy(ChunkField.END)));
     for (const d of snap.docs) add(d.data(), counter);
   }
 
@@ -225,7 +225,7 @@ function textFollower(ref, changed, fail) {
     current: () => text.current(),
     // Ended, and every character of it here (an ending without a length: nothing more comes).
     /** @param {DocumentData} d */
-    complete: (d) => d[F.OUTPUT_LENGTH] == null || text.length >= d[F.OUTPUT_LENGTH],
+    complete: (d) => d[ExecutionField.OUTPUT_LENGTH] == null || text.length >= d[ExecutionField.OUTPUT_LENGTH],
     stop: () => unlisten(),
     get chunksRead() { return counts.chunksRead; },
     get pagesRead() { return counts.pagesRead; },
@@ -242,8 +242,8 @@ function textFollower(ref, changed, fail) {
 function toState(d, { attempt, text, reasoning, partial }, restarted, whole) {
   /** @param {string} field */
   const date = (field) => d[field]?.toDate?.() ?? null;
-  const status = d[F.STATUS];
-  const isJson = d[F.OUTPUT_FORMAT] === OutputFormat.JSON;
+  const status = d[ExecutionField.STATUS];
+  const isJson = d[ExecutionField.OUTPUT_FORMAT] === OutputFormat.JSON;
   const json = status === Status.SUCCEEDED && isJson ? parsed(text) : undefined;
   const sofar = !isJson ? {} : whole && status === Status.SUCCEEDED ? partial.settle(json) : partial.update(text, whole);
   return {
@@ -251,24 +251,24 @@ function toState(d, { attempt, text, reasoning, partial }, restarted, whole) {
     live: LIVE.includes(status),
     text,
     reasoning,
-    reasoningTruncated: d[F.REASONING_TRUNCATED] === true,
+    reasoningTruncated: d[ExecutionField.REASONING_TRUNCATED] === true,
     attempt,
-    seq: d[F.SEQ] ?? 0,
+    seq: d[ExecutionField.SEQ] ?? 0,
     restarted,
-    usage: d[F.USAGE] ?? null,
-    cost: d[F.COST] ?? null,
-    costSource: d[F.COST_SOURCE] ?? null,
-    error: d[F.ERROR] ?? null,
-    model: d[F.MODEL] ?? null,
-    requestedModel: d[F.REQUESTED_MODEL] ?? null,
-    finishReason: d[F.FINISH_REASON] ?? null,
+    usage: d[ExecutionField.USAGE] ?? null,
+    cost: d[ExecutionField.COST] ?? null,
+    costSource: d[ExecutionField.COST_SOURCE] ?? null,
+    error: d[ExecutionField.ERROR] ?? null,
+    model: d[ExecutionField.MODEL] ?? null,
+    requestedModel: d[ExecutionField.REQUESTED_MODEL] ?? null,
+    finishReason: d[ExecutionField.FINISH_REASON] ?? null,
     json,
     ...sofar,
-    toolCalls: d[F.TOOL_CALLS] ?? null,
-    cancelRequested: d[F.CANCEL_REQUESTED] === true,
-    createdAt: date(F.CREATED_AT),
-    startedAt: date(F.STARTED_AT),
-    firstTokenAt: date(F.FIRST_TOKEN_AT),
-    finishedAt: date(F.FINISHED_AT),
+    toolCalls: d[ExecutionField.TOOL_CALLS] ?? null,
+    cancelRequested: d[ExecutionField.CANCEL_REQUESTED] === true,
+    createdAt: date(ExecutionField.CREATED_AT),
+    startedAt: date(ExecutionField.STARTED_AT),
+    firstTokenAt: date(ExecutionField.FIRST_TOKEN_AT),
+    finishedAt: date(ExecutionField.FINISHED_AT),
   };
 }

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from promptq.domain.errors import Permanent, Transient
 from promptq.domain.records import Usage
-from promptq.contract import Code, J, Req
+from promptq.contract import Code, JobField, RequestField
 from promptq.adapters.openrouter.stream import StreamError
 
 PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed")
@@ -87,7 +87,7 @@ def stream_error_before_first_token(err: StreamError) -> Transient | Permanent:
 def vocabulary(request: Mapping[str, Any]) -> dict[str, Any]:
     """The stored request's ``response_format``, ``reasoning``, ``provider``, ``tools``,
     ``tool_choice``, ``parallel_tool_calls``: as the caller sent them (``paramsJson``)."""
-    text = request.get(Req.PARAMS_JSON)
+    text = request.get(RequestField.PARAMS_JSON)
     return json.loads(text) if text else {}
 
 
@@ -96,11 +96,11 @@ def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]], ceilin
     builds it, for the worker to send and for the start to measure (``promptq.domain.costs.measure``).
     ``ceiling``: the prices its reservation was computed at, sent as ``provider.max_price`` (each
     the lower of it and the caller's own), so that routing picks no dearer endpoint."""
-    body: dict[str, Any] = {"model": request[Req.MODEL], "messages": messages, "stream": True}
-    if request.get(Req.MODELS):
-        body["models"] = list(request[Req.MODELS])
+    body: dict[str, Any] = {"model": request[RequestField.MODEL], "messages": messages, "stream": True}
+    if request.get(RequestField.MODELS):
+        body["models"] = list(request[RequestField.MODELS])
     for name in PARAMS:
-        value = (request.get(Req.PARAMS) or {}).get(name)
+        value = (request.get(RequestField.PARAMS) or {}).get(name)
         if value is not None:
             body[name] = value
     body.update(vocabulary(request))
@@ -116,7 +116,7 @@ def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]], ceilin
 
 def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
     """The body an execution's job sends upstream (its reservation's ceiling included)."""
-    return chat_body(job[J.REQUEST], job[J.MESSAGES], job.get(J.PRICE_CEILING))
+    return chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], job.get(JobField.PRICE_CEILING))
 
 
 @dataclass(frozen=True)

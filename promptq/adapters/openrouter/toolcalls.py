@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptq.contract import TC, TOOL_CALL_TYPE
+from promptq.contract import ToolCallField, TOOL_CALL_TYPE
 from promptq.adapters.openrouter.stream import ToolCallDelta
 
 # The calls are written on the execution document (1 MiB): their names and arguments together
@@ -65,9 +65,9 @@ class ToolCalls:
         """The calls in the order they began: ``{id, type, function: {name, arguments}}``."""
         return tuple(
             {
-                TC.ID: c["id"] or "",
-                TC.TYPE: c["type"] or TOOL_CALL_TYPE,
-                TC.FUNCTION: {TC.NAME: c["name"] or "", TC.ARGUMENTS: "".join(c["arguments"])},
+                ToolCallField.ID: c["id"] or "",
+                ToolCallField.TYPE: c["type"] or TOOL_CALL_TYPE,
+                ToolCallField.FUNCTION: {ToolCallField.NAME: c["name"] or "", ToolCallField.ARGUMENTS: "".join(c["arguments"])},
             }
             for c in self._calls
         )
