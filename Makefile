@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := venv/bin/python
 REGION ?= us-central1
 
-.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity bench-batch bench-fairness load web web-schema clean deploy deploy-plan
+.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity bench-batch bench-throttle bench-fairness load web web-schema clean deploy deploy-plan
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -20,8 +20,8 @@ status:
 demo: setup           ## up, run one prompt through the callable and watch it arrive, down
 	@$(PY) -m devstack.demo
 
-test: setup           ## the whole test suite (starts and stops the stack itself)
-	@$(PY) -m pytest
+test: setup           ## the whole test suite (starts and stops the stack itself): the stack's tests on one worker, the others beside them
+	@$(PY) -m pytest -n 2 --dist loadgroup
 
 test-unit: setup      ## only the tests that need no emulator
 	@$(PY) -m pytest tests/unit tests/tools
@@ -40,6 +40,9 @@ bench-capacity: setup ## one worker process at 10/40/80/160 streams (and 160 on 
 
 bench-batch: setup    ## 1,000 prompts as one batch vs a direct asyncio loop at the same concurrency (bench/results/batch.png)
 	@$(PY) -m bench.batch
+
+bench-throttle: setup ## 1,000 prompts, 40 lanes, into a 60-s storm of 429s: no item fails, one probe per Retry-After, delayed by the storm only (bench/results/throttle.png)
+	@$(PY) -m bench.throttle
 
 bench-fairness: setup ## fair share: interactive first-visible p95 idle vs under two users' batches, batch lanes busy (bench/results/fairness.png)
 	@$(PY) -m bench.fairness

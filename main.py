@@ -12,13 +12,13 @@ import wiring
 from enqueue import account, batches, control, sweeper
 from promptq.contract.requests.request import RequestError
 from enqueue.executions import start_execution as _start
+from promptq.adapters import logs
 from promptq.domain import redact
 from promptq.contract import Outcome
 from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region, queue_dispatches
 from worker.handler import handle
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-redact.install()  # no log line carries a key, whatever echoed it
+logs.configure("promptq")  # one JSON object a line, Cloud Logging's fields; no line carries a key (promptq.adapters.logs)
 log = logging.getLogger("promptq")
 
 # The OpenRouter key is a Firebase secret (Secret Manager in production, .secret.local on the
@@ -127,6 +127,12 @@ def cancel_batch(req: https_fn.CallableRequest) -> dict:
 def retry_batch(req: https_fn.CallableRequest) -> dict:
     """Run a batch's failed items again, as new executions under the same customId."""
     return _answer(req, batches.retry_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(), prices=wiring.prices())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
+def resume_batch(req: https_fn.CallableRequest) -> dict:
+    """Run a paused batch on: its key's credit is back (or try the provider again now)."""
+    return _answer(req, batches.resume_batch, batches=wiring.batches(), flow=wiring.batch_flow(), cooldowns=wiring.cooldowns())
 
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids

@@ -18,6 +18,7 @@ from typing import Callable, TypeVar
 from promptq.adapters.openrouter.calls import KeyInfo, key_info
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
+from promptq.adapters.cooldowns import Cooldowns
 from promptq.adapters.keys import KeyVault, kek_from
 from promptq.batches.fairshare_store import LaneStore
 from promptq.batches.flow import BatchFlow
@@ -96,4 +97,11 @@ def batch_flow() -> BatchFlow:
 def worker_runtime():
     from worker.runtime import WorkerRuntime
 
-    return WorkerRuntime(settings(), store(), vault(), batch_flow())
+    # The worker listens to the cooldowns (it checks them before every upstream call).
+    return WorkerRuntime(settings(), store(), vault(), batch_flow(), queue=task_queue(), cooldowns=Cooldowns(store().client))
+
+
+@once
+def cooldowns() -> Cooldowns:
+    """The cooldowns as the callables use them (``resume_batch`` ends a key's): read, not listened to."""
+    return Cooldowns(store().client, listen=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import sys
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True, help="the path before each function's name")
     args = parser.parse_args(argv)
     app = build(args.prefix)
-    print(f"cloudrun: serving {sorted(callables(sys.modules['main']))} on {args.host}:{args.port}", flush=True)
+    # main.py configured logging (promptq.adapters.logs): this line is JSON like the functions' own.
+    logging.getLogger("devstack.cloudrun").info("serving %s on %s:%d", sorted(callables(sys.modules["main"])), args.host, args.port)
     create_server(app, debug=False).run(args.host, args.port)  # gunicorn: WORKERS, THREADS from the environment
     return 0
 

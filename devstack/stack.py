@@ -82,6 +82,8 @@ FAKE_UPSTREAM_SETTINGS = {
     # port: the request hangs) is retried after the dispatch deadline: 5 minutes here, not 30.
     "PROMPTQ_DISPATCH_DEADLINE": "300",
     "PROMPTQ_ATTEMPT_DEADLINE": "280",
+    # An interactive execution waits for a throttled provider this long here (a minute by default).
+    "PROMPTQ_INTERACTIVE_PROVIDER_WAIT": "30",
 }
 FAKE_KEY = "sk-local-fake-upstream"
 FUNCTION_START_TIMEOUT_S = 120  # how long the Functions emulator waits for a new Python process

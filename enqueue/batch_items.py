@@ -193,7 +193,8 @@ def retried_items(batch_id: str, batch: BatchDoc, failed: list[tuple[str, dict]]
             now=now,
             expire_at=expire,
         )
-        items.append((new_id, execution, {**job, JobField.BATCH_ID: batch_id, JobField.NEXT: nxt}))
+        rates = {JobField.CACHE_RATES: old[JobField.CACHE_RATES]} if old.get(JobField.CACHE_RATES) else {}
+        items.append((new_id, execution, {**job, JobField.BATCH_ID: batch_id, JobField.NEXT: nxt, **rates}))
     return items
 
 
@@ -225,7 +226,10 @@ class Worst:
 
 
 def check_models(items: list[Item], settings: Settings, prices: Prices) -> None:
+    """Each item's models within the price ceiling (``enqueue.executions.check_models``); each
+    job given its models' cache prices (``enqueue.pricing.cache_rates``: what caching saves)."""
     for k, (_, _, job) in enumerate(items):
         executions.check_models(
             pricing.models_of(job), f"items.{k}.{'models' if job[JobField.REQUEST][RequestField.MODELS] else 'model'}", settings, prices
         )
+        job.update(pricing.cache_rates(job, prices))

@@ -14,6 +14,8 @@ from enqueue.control import signed_in
 from enqueue.pricing import Prices
 from promptq.adapters.ledger import AccountView
 from promptq.batches import batch as bt
+from promptq.adapters.cooldowns import Cooldowns
+from promptq.domain import cooldown as cd
 from promptq.batches import start as batch_start
 from promptq.batches.flow import BatchFlow
 from promptq.batches.store import BatchStore
@@ -31,6 +33,8 @@ from promptq.contract import (
     CallStatus,
     ExecutionField,
     KeySource,
+    WaitField,
+    WaitReason,
     answer_json,
 )
 from promptq.contract.requests import request as rq
@@ -116,6 +120,7 @@ def _answer(batch_id: str, batch: BatchDoc, message: str | None = None) -> dict[
         counts=batch[BatchField.COUNTS],
         usage=batch.get(BatchField.USAGE) or {},
         cost=batch.get(BatchField.COST) or 0.0,
+        cacheDiscount=batch.get(BatchField.CACHE_DISCOUNT) or 0.0,
         maxConcurrency=batch[BatchField.MAX_CONCURRENCY],
         round=batch.get(BatchField.ROUND) or 0,
         title=batch.get(BatchField.TITLE),
@@ -125,8 +130,16 @@ def _answer(batch_id: str, batch: BatchDoc, message: str | None = None) -> dict[
         lanesActive=int(batch.get(BatchField.LANES_ACTIVE) or 0),
         lanesParked=int(batch.get(BatchField.LANES_PARKED) or 0),
         waitingFor=batch.get(BatchField.WAITING_FOR),
+        providerWait=_wait_json(batch.get(BatchField.PROVIDER_WAIT)),
         message=message,
     ).to_json()
+
+
+def _wait_json(wait: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``providerWait`` as the answer carries it (times as ISO text)."""
+    if not wait:
+        return None
+    return {k: iso_time(v) if k in (WaitField.UNTIL, WaitField.SINCE) else v for k, v in wait.items()}
 
 
 def get_batch(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
@@ -236,3 +249,21 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     superseded = [i for i, _ in failed]
     _written(lambda: batch_start.write(batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded))
     return _answer(batch_id, claimed, f"retrying {len(items)} failed items")
+
+
+def resume_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, cooldowns: Cooldowns) -> dict:
+    """A paused batch runs on (its key's credit is back, or its owner would rather try the
+    provider now than wait for a daily cap's reset): its key's cooldown ends, and the items its
+    pause holds are handed over again. Resuming a batch that is not paused changes nothing."""
+    batch_id = rq.parse(data, rq.BatchRef).batchId
+    batch = _owned(batches, signed_in(uid, "resume a batch"), batch_id)
+    if BatchStatus(batch[BatchField.STATUS]) in BATCH_OVER:
+        return _answer(batch_id, batch, f"already {batch[BatchField.STATUS]}: nothing to resume")
+    wait = batch.get(BatchField.PROVIDER_WAIT) or {}
+    if not wait and batch[BatchField.STATUS] != BatchStatus.PAUSED.value:
+        return _answer(batch_id, batch, "not paused: nothing to resume")
+    key = cd.key_named(batch.get(BatchField.KEY_SOURCE), str(batch[BatchField.OWNER]))
+    model = cd.ANY_MODEL if wait.get(WaitField.REASON) in (None, WaitReason.CREDIT.value) else str(wait.get(WaitField.MODEL) or "")
+    cooldowns.clear(key, model)
+    resumed, handed = flow.resume(batch_id)
+    return _answer(batch_id, resumed or batch, f"resumed: {handed} paused items handed over")

@@ -20,6 +20,7 @@ from promptq.adapters.tasks import TaskQueue
 from promptq.domain import creation
 from promptq.domain import execution as ex
 from promptq.contract import TEMPLATE_CONTENT, CallStatus, ExecutionField, JobField, RequestField, StartAnswer
+from promptq.contract import metrics
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -107,6 +108,7 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
     execution_id = this.id
     execution, job = new_documents(uid, req, build_messages(req, uid, store, settings), execution_id, settings, request_hash=this.fingerprint)
     check_models(pricing.models_of(job), "model" if req.models is None else "models", settings, prices)
+    job.update(pricing.cache_rates(job, prices))  # what caching saves is shown at these prices
     with start.refused_as_request_errors():
         created = store.create(execution_id, execution, job, take=taker(job, settings, prices, execution_id))
     if not created:
@@ -121,5 +123,6 @@ def start_execution(uid: str | None, data: Any, *, store: ExecutionStore, queue:
         raise rq.RequestError("could not enqueue the execution; try again", CallStatus.UNAVAILABLE) from None
     if task_id != execution_id:  # its first name was held by a finished task (a retried call)
         store.record_task(execution_id, task_id)
-    log.info("execution %s: queued (model %s, %d messages)", execution_id, execution[ExecutionField.REQUESTED_MODEL], len(job[JobField.MESSAGES]))
+    model = execution[ExecutionField.REQUESTED_MODEL]
+    log.info("execution %s: queued (model %s, %d messages)", execution_id, model, len(job[JobField.MESSAGES]), extra=metrics.fields(model=model))
     return StartAnswer(executionId=execution_id).to_json()

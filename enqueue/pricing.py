@@ -24,14 +24,16 @@ import httpx
 
 from promptq.adapters.openrouter.calls import get_models
 from promptq.contract.requests.request import RequestError
-from promptq.adapters.openrouter.protocol import chat_body
+from promptq.adapters.openrouter.protocol import job_body
+from promptq.domain import caching
 from promptq.domain.costs import Price, Reserve, dearest, measure, reserve
 from promptq.contract import CallStatus, JobField, Reason, RequestField
 
 log = logging.getLogger(__name__)
 
-# OpenRouter's web search for `:online` models (and the `web` plugin): $4 per 1,000 results, 5
-# results by default (openrouter.ai/docs/features/web-search): $0.02 per request.
+# OpenRouter's web search for `:online` models: $4 per 1,000 results, 5 results by default
+# (openrouter.ai/docs/features/web-search): $0.02 per request. The `web` plugin's results are
+# counted from the body (promptq.domain.measure).
 ONLINE_SEARCH_USD = 0.02
 _FEES = ("request", "image", "web_search", "internal_reasoning", "input_cache_read", "input_cache_write")
 _PER_MILLION = 1e6
@@ -158,9 +160,23 @@ def models_of(job: Mapping[str, Any]) -> list[str]:
 
 def worst_case(job: Mapping[str, Any], prices: Prices) -> Reserve:
     """The most an execution of this job may cost on the app's key (``promptq.domain.costs.reserve``),
-    measured on the very body its worker sends (``chat_body``: messages, parts, tools, schemas),
-    with the price ceiling that body carries: the dearest of its models' prices and fees
-    (``prices``: anything with ``of(models)``)."""
+    measured on the very body its worker sends (``job_body``: messages, parts, tools, schemas,
+    plugins, cache breakpoints), with the price ceiling that body carries: the dearest of its
+    models' prices and fees (``prices``: anything with ``of(models)``)."""
     priced = prices.of(models_of(job))
     ceiling = dearest(priced).ceiling()
-    return reserve(measure(chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], ceiling)), priced)
+    return reserve(measure(job_body(job, ceiling)), priced)
+
+
+def cache_rates(job: Mapping[str, Any], prices: Prices) -> dict[str, Any]:
+    """The job's ``cacheRates`` (``promptq.domain.caching.rates``): its models' prompt and cache
+    prices as ``/models`` lists them (a model it does not list has none), for its ending to
+    show what caching saved. Nothing when the prices cannot be read: the start goes on."""
+    models = models_of(job)
+    try:
+        table = prices.table()
+    except RequestError:
+        return {}
+    listed = [(model, table.get(model) or table.get(model.rpartition(":")[0])) for model in models]
+    found = caching.rates([m for m, p in listed if p], [p for _, p in listed if p])
+    return {JobField.CACHE_RATES: found} if found else {}

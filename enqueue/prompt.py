@@ -145,9 +145,9 @@ def params_sent(req: StartRequest, limits: Limits) -> dict:
 
 
 def params_json(req: StartRequest) -> str | None:
-    """The rest of the parameters (``response_format``, ``reasoning``, ``provider``, ``tools``,
-    ``tool_choice``, ``parallel_tool_calls``) as the JSON text stored and sent upstream: what the
-    caller sent, in its order (None: none given)."""
+    """The rest of the parameters (``response_format``, ``reasoning``, ``provider``, ``tools``...:
+    the contract's ``VOCABULARY``) as the JSON text stored and sent upstream: what the caller
+    sent, in its order (None: none given)."""
     if req.params is None:
         return None
     given = req.params.model_dump(mode="json", by_alias=True, exclude_unset=True, include=set(VOCABULARY))

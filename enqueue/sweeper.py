@@ -22,9 +22,11 @@ import logging
 from datetime import datetime
 
 from promptq.adapters.tasks import TaskQueue, queue_of
+from promptq.batches import pauses
 from promptq.domain.sweep import decide_sweep
 from promptq.domain import execution as ex
 from promptq.contract import ErrorField, ExecutionField, JobField, SweepKind
+from promptq.contract.metrics import Event, fields
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 
@@ -54,12 +56,27 @@ def sweep(store: ExecutionStore, queue: TaskQueue, settings: Settings, now: date
             report.errors.append(execution_id)
     if flow is not None:
         _repair_batches(flow, settings, now, report)
+    try:
+        report_spend(store, settings, now)
+    except Exception:  # noqa: BLE001 - a reading for the dashboard must not fail the sweep
+        log.exception("the project's spend could not be read")
     return report
+
+
+def report_spend(store: ExecutionStore, settings: Settings, now: datetime) -> None:
+    """One line a sweep with the project's spend today against its daily cap, when it has one
+    (``promptq.contract.metrics``: the dashboard's spend and the alert at 80% of the cap)."""
+    spend = store.ledger.project_spend(settings.project_daily_budget_usd, now)
+    if spend.cap_usd <= 0:
+        return
+    spent, cap = round(spend.spent_today, 6), spend.cap_usd
+    reading = fields(Event.PROJECT_SPEND, spendUsd=spent, capUsd=cap, spendOfCap=round(spent / cap, 4))
+    log.info("project spend today: $%.4f of the $%.2f cap", spent, cap, extra=reading)
 
 
 def _repair_batches(flow, settings: Settings, now: datetime, report: SweepReport) -> None:
     """Batches nothing folded for a while: fold them, end their lanes whose end was lost, and
-    hand over items whose turn was lost. Batches with parked lanes: the same lanes' check, and
+    hand over items whose turn was lost. Batches paused for a daily cap that has reset: resumed. Batches with parked lanes: the same lanes' check, and
     a wake of those the caps have room for (a lost wake)."""
     for batch_id in flow.batches.stale(now=now, grace_s=settings.sweep_grace_s, limit=BATCH):
         try:
@@ -67,6 +84,13 @@ def _repair_batches(flow, settings: Settings, now: datetime, report: SweepReport
         except Exception:  # noqa: BLE001 - one batch must not stop the others
             log.exception("batch %s: could not be repaired", batch_id)
             report.errors.append(batch_id)
+    for batch_id, batch in flow.batches.paused(limit=BATCH):
+        if pauses.resumable(batch, now):  # its daily cap has reset
+            try:
+                report.handed_over += flow.resume(batch_id)[1]
+            except Exception:  # noqa: BLE001 - one batch must not stop the others
+                log.exception("batch %s: could not be resumed", batch_id)
+                report.errors.append(batch_id)
     for batch_id, batch in flow.lanes.with_parked(BATCH) if flow.lanes is not None else []:
         try:
             report.lanes_ended += flow.recount(batch_id, batch)
@@ -117,12 +141,9 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
         return
     if kind is SweepKind.FAIL:
         update = change.execution or {}
-        log.warning(
-            "execution %s: abandoned; ended %s (%s)",
-            execution_id,
-            update.get(ExecutionField.STATUS),
-            (update.get(ExecutionField.ERROR) or {}).get(ErrorField.CODE),
-        )
+        status, code = update.get(ExecutionField.STATUS), (update.get(ExecutionField.ERROR) or {}).get(ErrorField.CODE)
+        ended = fields(Event.EXECUTION_ENDED, status=status, code=code, model=seen.execution.get(ExecutionField.REQUESTED_MODEL))
+        log.warning("execution %s: abandoned; ended %s (%s)", execution_id, status, code, extra=ended)
         report.failed.append(execution_id)
         execution = seen.execution or {}
         if flow is not None and execution.get(ExecutionField.BATCH_ID):
@@ -131,5 +152,6 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
         submitted = queue.submit(execution_id, first=task_id, queue=queue_of(seen.execution, seen.job))
         if submitted != task_id:  # that name was held by a finished task
             store.record_task(execution_id, submitted, replacing=task_id)
-        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, submitted, requeues)
+        revived = fields(Event.SWEEPER_REVIVED, model=seen.execution.get(ExecutionField.REQUESTED_MODEL))
+        log.warning("execution %s: abandoned; re-enqueued as %s (%d)", execution_id, submitted, requeues, extra=revived)
         report.requeued.append(execution_id)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.deploy_steps import FIREBASE, NUMBER, Deployment, Refusal, Step, Target, build
+from infra.deploy_steps import FIREBASE, FOUND, NUMBER, Deployment, Refusal, Step, Target, build
 from promptq.contract import WORKER_FUNCTION
 from promptq.settings import DEFAULT_REGION
 
@@ -62,8 +62,8 @@ def prerequisites(t: Target) -> list[Prerequisite]:
 
 
 def shell(argv: tuple[str, ...]) -> str:
-    """argv as a shell line; ${PROJECT_NUMBER} stays a variable (no step argument holds " \\ or `)."""
-    quote = lambda a: f'"{a}"' if NUMBER in a else shlex.quote(a)
+    """argv as a shell line; ${PROJECT_NUMBER} and ${FOUND} stay variables (no step argument holds " \\ or `)."""
+    quote = lambda a: f'"{a}"' if NUMBER in a or FOUND in a else shlex.quote(a)
     flag = lambda a: a.startswith("--") and "=" in a and a.partition("=")[0].replace("-", "").isalpha()
     return " ".join(f"{a.partition('=')[0]}={quote(a.partition('=')[2])}" if flag(a) else quote(a) for a in argv)
 
@@ -85,11 +85,16 @@ def render(step: Step, t: Target) -> list[str]:
         path = Path(step.write)
         name = path.relative_to(t.root) if path.is_relative_to(t.root) else path
         return ["#   skipped when the file holds exactly this", f"cat > {shlex.quote(str(name))} <<'EOF'", *step.content.splitlines(), "EOF"]
-    done = "it lists every function with this release" if step.expect else "it prints something"
+    done = "it prints something"
+    if len(step.expect) == 1:
+        done = f"it prints {next(iter(step.expect))!r}"
+    elif step.expect:
+        done = "it lists every function with this release"
     command = shell(step.argv)
     if step.secret:
         command = f'printf %s "${step.secret}" | {command}'
-    return [f"#   skipped when {done}: {shell(step.check)}", command]
+    found = [f"{FOUND[2:-1]}=$({shell(step.lookup)})"] if step.lookup else []
+    return [f"#   skipped when {done}: {shell(step.check)}", *found, command]
 
 
 def plan(d: Deployment) -> str:
@@ -168,14 +173,24 @@ def perform(step: Step, t: Target, env: dict, secrets: dict) -> str:
         return step.done
     firebase = step.argv[0] == FIREBASE
     stdin = secrets[step.secret] if step.secret else None
+    argv = found(step, t, env) if step.lookup else step.argv
     for wait in (*(() if firebase else RETRIES), None):
-        out = execute(step.argv, t, env, capture=not firebase, stdin=stdin)
+        out = execute(argv, t, env, capture=not firebase, stdin=stdin)
         if out.returncode == 0:
             return step.done
         if wait is not None:
             time.sleep(wait)
     detail = (out.stderr or "").strip().splitlines()[-1:]
     raise Failure(f"{step.what} failed (exit {out.returncode}){': ' + detail[0] if detail else ''}")
+
+
+def found(step: Step, t: Target, env: dict) -> tuple[str, ...]:
+    """The step's argv with what its lookup prints in place of ${FOUND}."""
+    out = execute(step.lookup, t, env)
+    first = next(iter(out.stdout.split()), "") if out.returncode == 0 else ""
+    if not first:
+        raise Failure(f"{step.what}: {shell(step.lookup)} found nothing")
+    return tuple(a.replace(FOUND, first) for a in step.argv)
 
 
 def apply(d: Deployment, environ: dict | None = None) -> int:
@@ -195,7 +210,7 @@ def apply(d: Deployment, environ: dict | None = None) -> int:
 
 def resolve(step: Step, number: str) -> Step:
     sub = lambda args: tuple(a.replace(NUMBER, number) for a in args)
-    return dataclasses.replace(step, what=step.what.replace(NUMBER, number), argv=sub(step.argv), check=sub(step.check))
+    return dataclasses.replace(step, what=step.what.replace(NUMBER, number), argv=sub(step.argv), check=sub(step.check), lookup=sub(step.lookup))
 
 
 def main(argv: list[str] | None = None) -> int:

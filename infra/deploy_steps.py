@@ -24,6 +24,7 @@ from promptq.settings import APP_CHECK_ENV, DEFAULT_REGION, SERVICE_ACCOUNTS, va
 ROOT = Path(__file__).resolve().parents[1]
 FIREBASE = "infra/node_modules/.bin/firebase"  # the pinned CLI (`make setup`)
 NUMBER = "${PROJECT_NUMBER}"  # looked up by apply (`gcloud projects describe`); a shell variable in the plan
+FOUND = "${FOUND}"  # what a step's lookup printed (the resource it changes); a shell variable in the plan
 TASKS_ACCOUNT = "promptq-tasks"
 KEY_RING, KEY = "promptq", "user-keys"
 RELEASE_ENV = "PROMPTQ_RELEASE"
@@ -57,6 +58,8 @@ APIS = {
     "secretmanager.googleapis.com": "holds OPENROUTER_API_KEY",
     "cloudkms.googleapis.com": "wraps users' own OpenRouter keys (PROMPTQ_KMS_KEY)",
     "iam.googleapis.com": "the service accounts and their bindings",
+    "logging.googleapis.com": "the functions' JSON log lines and promptq's log-based metrics over them",
+    "monitoring.googleapis.com": "promptq's dashboard and alert policies (infra/monitoring)",
 }
 
 
@@ -75,6 +78,7 @@ class Step:
     secret: str = ""  # the command reads this secret's value on stdin
     write: str = ""  # a local file to write with `content` instead of a command
     content: str = ""
+    lookup: tuple[str, ...] = ()  # read-only; its first line of output replaces FOUND in argv (apply fails if it prints nothing)
 
 
 @dataclass(frozen=True)
@@ -463,6 +467,8 @@ class Deployment:
 
 def build(t: Target) -> Deployment:
     """Every step, in order, for one project and region."""
+    from infra import monitoring_steps
+
     validate(t)
     content, rel = env_file(t)
     env = dotenv(content)
@@ -483,5 +489,6 @@ def build(t: Target) -> Deployment:
         *deploy_steps(t, found, rel),
         *queue_steps(t, env, found),
         invoker_step(t),
+        *monitoring_steps.steps(t),
     ]
     return Deployment(t, found, rel, content, tuple(steps))

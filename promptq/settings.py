@@ -111,10 +111,18 @@ class Settings:
     retry_after_cap_s: float = env("PROMPTQ_RETRY_AFTER_CAP", 30.0)  # longer: handed back to the queue
     max_retry_after_s: float = env("PROMPTQ_MAX_RETRY_AFTER", 300.0)  # longer still: ended failed
     max_attempts: int = env("PROMPTQ_MAX_ATTEMPTS", 3)  # whole attempts (deliveries that claim the execution)
+    # How long an execution waits for a throttled provider (promptq.domain.waits), from its first
+    # wait: a batch item for hours, as batch APIs do; an interactive execution about a minute.
+    batch_provider_wait_s: float = env("PROMPTQ_BATCH_PROVIDER_WAIT", 6 * 3600.0)
+    interactive_provider_wait_s: float = env("PROMPTQ_INTERACTIVE_PROVIDER_WAIT", 60.0)
     lease_s: float = env("PROMPTQ_LEASE", 30.0)
     # The worker's own deadline for one attempt; stays inside the dispatch deadline and the
     # function timeout (1800 s) so that the limit is recorded, never a silent cut.
     attempt_deadline_s: float = env("PROMPTQ_ATTEMPT_DEADLINE", 1700.0)
+    # A delivery that ended a batch item runs the next item of its lane itself, without a new
+    # task (no gap between a lane's items), while it has run less than this long; 0: never.
+    # A chained item's deadline is what remains of the delivery's (less a minute's margin).
+    lane_chain_s: float = env("PROMPTQ_LANE_CHAIN", 120.0)
     # Output larger than a document: the document keeps the tail of the answer; every
     # `page_bytes` (UTF-8) of older text is sealed into executions/{id}/pages/{n}.
     page_bytes: int = env("PROMPTQ_PAGE_BYTES", 256 * 1024)

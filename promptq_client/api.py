@@ -218,6 +218,10 @@ class Client:
     def retry_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
         return BatchAnswer.model_validate(self.call(Fn.RETRY_BATCH, {"batchId": batch_id}, user))
 
+    def resume_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
+        """A paused batch (its key's credit spent, a daily cap) runs on."""
+        return BatchAnswer.model_validate(self.call(Fn.RESUME_BATCH, {"batchId": batch_id}, user, retry=True))
+
     # --- watching (Firestore, with Google credentials) ---------------------------------------
 
     @property

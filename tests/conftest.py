@@ -9,10 +9,12 @@ started with the local upstream, or starts one for the session and stops it at t
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,13 @@ from leaks import leaks
 # every document is scanned before a test wipes it, and the stack's logs at the end of the
 # session. Any finding fails the run.
 SECRET_FINDINGS: list[str] = []
+# The prompts the local upstream received (each request's last user message), collected before
+# each test clears its request log: none may be in a line the functions log (the JSON lines of
+# promptq.adapters.logs). Only prompts long and varied enough that no log line holds one by
+# chance (a model name, an id) are looked for.
+PROMPTS: set[str] = set()
+PROMPT_MIN_CHARS, PROMPT_MIN_DISTINCT = 24, 8
+PROMPT_FINDINGS: list[str] = []
 
 
 def _documents(db):
@@ -44,11 +53,56 @@ def scan_for_key(db) -> None:
             SECRET_FINDINGS.append(f"document {snap.reference.path}")
 
 
-def scan_logs_for_key() -> None:
+def _user_text(messages: Any) -> str:
+    """The text of a request's last user message (a string, or its text parts)."""
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"text": content}]
+            return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def collect_prompts(env: dict[str, str]) -> None:
+    for record in httpx.get(f"{_upstream_root(env)}/_fake/requests", timeout=30).json():
+        text = _user_text(record.get("messages")).strip()
+        if len(text) >= PROMPT_MIN_CHARS and len(set(text)) >= PROMPT_MIN_DISTINCT:
+            PROMPTS.add(text)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _log_entry(line: str) -> dict[str, Any] | None:
+    """A line promptq's functions wrote (one JSON object with severity and message), or None."""
+    if not line.startswith("{"):
+        return None
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and "severity" in entry and "message" in entry else None
+
+
+def scan_logs() -> None:
+    """Every line of the stack's logs for the keys; the functions' JSON lines, decoded, for the prompts."""
     for log in sorted(devstack.LOGS.glob("*.log")):
+        logged = []
         for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
             if leaks(line):
                 SECRET_FINDINGS.append(f"{log.name}:{number}")
+            if (entry := _log_entry(line)) is not None:
+                logged.append("\n".join(_strings(entry)))
+        text = "\n".join(logged)
+        PROMPT_FINDINGS.extend(f"{log.name}: {prompt[:60]!r}" for prompt in sorted(PROMPTS) if prompt in text)
 
 
 class _Boot:
@@ -124,8 +178,10 @@ def stack() -> dict[str, str]:
     from google.cloud import firestore
 
     scan_for_key(firestore.Client(project=env["PROJECT_ID"]))
-    scan_logs_for_key()  # the stack is stopped after the session (pytest_sessionfinish)
+    collect_prompts(env)
+    scan_logs()  # the stack is stopped after the session (pytest_sessionfinish)
     assert not SECRET_FINDINGS, f"a test API key leaked into: {SECRET_FINDINGS[:20]}"
+    assert not PROMPT_FINDINGS, f"prompt text reached the functions' logs: {PROMPT_FINDINGS[:20]}"
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +220,7 @@ def clean(stack, db):
     """A clean slate: empty Firestore, zeroed Cloud Tasks counters, empty upstream log (what the
     previous test left is scanned for the API key first)."""
     scan_for_key(db)
+    collect_prompts(stack)
     _firestore_clear(stack)
     httpx.post(f"{stack['TASKS_STATS_URL']}/reset", timeout=5).raise_for_status()
     httpx.delete(f"{_upstream_root(stack)}/_fake/requests", timeout=5).raise_for_status()

@@ -39,7 +39,7 @@ function start() {
     const m = location.hash.match(/^#\/(executions|batches)\/([A-Za-z0-9_-]{1,128})$/);
     if (!m || !auth.currentUser) return;
     if (m[1] === "executions" && currentExecution()?.id !== m[2]) showExecution(db, m[2]);
-    if (m[1] === "batches" && shownBatch() !== m[2]) showBatch(db, auth.currentUser.uid, m[2]);
+    if (m[1] === "batches" && shownBatch() !== m[2]) showBatch(db, auth.currentUser.uid, m[2], functions);
   };
   window.addEventListener("hashchange", watchLinked);
 

@@ -2,7 +2,7 @@
 // its counts and progress (watchBatch: its document, folded about once a second) and its items
 // with their status (live), each a link to watch that execution stream.
 
-import { watchBatch } from "@promptq/web";
+import { resumeBatch, watchBatch } from "@promptq/web";
 import { BatchField, BATCHES, Count, EXECUTIONS, ExecutionField } from "@promptq/web/schema";
 import { collection, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 import { usd } from "./account.js";
@@ -49,14 +49,36 @@ export function watchBatches(db, uid) {
   }, (err) => fail($("batch-error"), err));
 }
 
-/** Show batch `id` (#/batches/{id}) and keep it up to date. */
-export function showBatch(db, uid, id) {
+/** What a batch's items wait for, in words ("" when they wait for nothing). */
+export function waitLine(wait) {
+  if (!wait) return "";
+  const until = wait.until ? ` until ${wait.until.toLocaleTimeString()}` : "";
+  if (wait.reason === "credit") return `Paused: the OpenRouter key cannot pay (${wait.message}). Resume once credit is back.`;
+  if (wait.reason === "daily_cap") return `Paused: ${wait.model}'s free daily requests are used up${until}; it resumes by itself then.`;
+  return `Waiting for the provider: ${wait.model} is throttled${until}. Nothing fails; it runs on by itself.`;
+}
+
+/** Show batch `id` (#/batches/{id}) and keep it up to date (`functions`: Resume calls resume_batch). */
+export function showBatch(db, uid, id, functions) {
   hideBatch();
   $("batch-view").hidden = false;
   $("batch-id").textContent = id;
+  $("batch-resume").onclick = async () => {
+    $("batch-resume").disabled = true;
+    try {
+      await resumeBatch(functions, id);
+    } catch (err) {
+      fail($("batch-error"), err);
+    } finally {
+      $("batch-resume").disabled = false;
+    }
+  };
   const batch = watchBatch(db, id, {
-    onUpdate: ({ status, counts, cost, lanesActive, lanesParked, waitingFor }) => {
+    onUpdate: ({ status, counts, cost, lanesActive, lanesParked, waitingFor, providerWait }) => {
       setText($("batch-status"), status);
+      setText($("batch-wait"), waitLine(providerWait));
+      $("batch-wait").hidden = !providerWait;
+      $("batch-resume").hidden = status !== "paused" || !functions;
       // Fair share: lanes beyond the user's (or the project's) cap wait, parked, until lanes end.
       setText($("batch-lanes"), lanesParked ? `${lanesActive} lanes running · ${lanesParked} waiting for the `
         + `${waitingFor === "project_cap" ? "project's" : "your"} cap on batch lanes` : "");

@@ -54,7 +54,8 @@ function renderFailure(err) {
 function render(view, s) {
   setText($("status"), s.status);
   $("status").dataset.status = s.status;
-  setText($("status-note"), s.live && (s.cancelRequested || view.stopping) ? "stop requested…" : "");
+  setText($("status-note"), s.live && (s.cancelRequested || view.stopping) ? "stop requested…"
+    : s.providerWait?.until ? `waiting for the provider (${s.providerWait.model} is throttled) until ${s.providerWait.until.toLocaleTimeString()}…` : "");
   $("stop").disabled = !s.live || s.cancelRequested || view.stopping;
   $("seq").textContent = String(s.seq);
   $("attempt").textContent = String(s.attempt);

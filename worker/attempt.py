@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from datetime import datetime
 from typing import Any, Callable
 
 from promptq.domain import execution as ex
-from promptq.domain.errors import CancelRequested, Deadline, Permanent
+from promptq.domain.errors import CancelRequested, Deadline, Permanent, Throttled
 from promptq.contract import Code
 from promptq.settings import Settings
 from promptq.adapters.writer import AttemptWriter
 from promptq.domain.coalesce import FlushSchedule, next_tick
 from promptq.domain.text import TextBuffer
-from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError, ToolCallDelta, UsageReport
+from promptq.adapters.openrouter.logprobs import LogprobsKept
+from promptq.adapters.openrouter.stream import Delta, Done, Finish, Logprobs, Meta, StreamError, ToolCallDelta, UsageReport
 from promptq.adapters.openrouter.toolcalls import ToolCalls, TooLarge
 from promptq.adapters.openrouter.upstream import OpenRouterClient
 
@@ -30,6 +32,10 @@ from promptq.adapters.openrouter.upstream import OpenRouterClient
 # (``Attempt._until_needed``): the margin for the burst of all the process's streams.
 READ_LEAD = 0.05
 FLUSH_LAG = 0.02
+
+# An event that came within this of being asked for was already read from the socket: the
+# reader goes on with the next one at once (it naps only at the stream's live edge).
+BUFFERED_S = 0.002
 
 # A stream may send a few pieces more than its tokens (a provider splitting one): not a stop.
 OUTPUT_MARGIN = 16
@@ -67,6 +73,7 @@ class Attempt:
         self.finish: Finish | None = None
         self.usage: UsageReport | None = None
         self.tool_calls = ToolCalls()
+        self.logprobs = LogprobsKept()  # a request with params.logprobs: written with the ending
         self.schedule = FlushSchedule(settings.flush_interval_s, aligned=True)  # on the process's ticks: batched with the other streams' chunks
         self.lag = min(FLUSH_LAG, settings.flush_interval_s / 10)
         self.wake = asyncio.Event()
@@ -78,13 +85,15 @@ class Attempt:
         # delta of text, reasoning or tool-call arguments carries at least one token.
         self.output_cap = output_cap
         self.pieces = 0
+        self.on_open: Callable[[], None] | None = None  # told (on a thread) when the stream opened
+        self.nap_s = math.inf  # the longest the reader leaves what arrived unread (``_until_needed``)
 
     # --- what has been received ----------------------------------------------------------
 
     def produced(self, pages: int = 0) -> ex.Produced:
         """What the attempt produced, for its ending (usage and cost from the stream)."""
         u = self.usage
-        usage = ex.Usage(u.prompt_tokens, u.completion_tokens, u.total_tokens, u.reasoning_tokens) if u else None
+        usage = u.usage() if u else None
         return ex.Produced(
             chunks=self.buffer.seq,
             output_length=self.buffer.length,
@@ -97,6 +106,7 @@ class Attempt:
             cost=u.cost if u else None,
             reasoning_truncated=self.buffer.kept_reasoning()[1],
             tool_calls=self.tool_calls.calls(),
+            logprobs=self.logprobs.kept(),
         )
 
     def _take(self, event: Any) -> bool:
@@ -112,7 +122,11 @@ class Attempt:
             self.finish = event
         elif isinstance(event, UsageReport):
             self.usage = event
+        elif isinstance(event, Logprobs):
+            self.logprobs.add(event)
         elif isinstance(event, StreamError):
+            if event.numeric_code == 429:  # a throttle after the stream started: waited out, the text starts over
+                raise Throttled(f"OpenRouter stream error ({event.code}): {event.message}"[:500], upstream_status=429)
             code = Code.MALFORMED_CHUNK if event.malformed else Code.CONNECTION_LOST if event.truncated else Code.STREAM_ERROR
             raise Permanent(f"OpenRouter stream error ({event.code}): {event.message}"[:500], code=code, upstream_status=event.numeric_code)
         elif isinstance(event, Done):
@@ -153,6 +167,8 @@ class Attempt:
     async def read(self, upstream: OpenRouterClient, body: dict[str, Any]) -> None:
         async with upstream.stream(body, execution_id=self.execution_id) as opened:
             loop = asyncio.get_running_loop()
+            if self.on_open is not None:
+                loop.run_in_executor(None, self.on_open)  # not awaited: the stream goes on
             stall = self.settings.stall_timeout_s
             # The stall deadline moves at most every tenth of it (not at each of ~30 events a
             # second), a tenth beyond: it fires between stall and 1.1 × stall after the last event.
@@ -160,15 +176,19 @@ class Attempt:
             try:
                 async with asyncio.timeout_at(loop.time() + stall + step) as window:
                     moved = loop.time()
-                    async for event in opened.events:
-                        if self._take(event):
+                    events = aiter(opened.events)
+                    while True:
+                        asked = loop.time()
+                        event = await anext(events, None)
+                        if event is None or self._take(event):
                             return
                         # Only events move the stall deadline; keep-alive comments never reach here.
                         now = loop.time()
                         if now - moved >= step:
                             window.reschedule(now + stall + step)
                             moved = now
-                        await self._until_needed(stall)
+                        if now - asked > BUFFERED_S:  # it had to be waited for: the reader is at the stream's live edge
+                            await self._until_needed(stall)
             except TimeoutError:
                 raise Permanent(f"no token for {stall:g} s", code=Code.STREAM_STALLED) from None
 
@@ -179,11 +199,13 @@ class Attempt:
         have been, but the ~15 events of an interval cost about three passes through the HTTP
         stack instead of one each (that stack's cost per read was most of the worker's CPU).
         Never while urgent, nor for long: a Stop cancels the sleep, and the stall deadline is
-        not reached by sleeping."""
+        not reached by sleeping; only at the stream's live edge (``BUFFERED_S``: what was read
+        already is taken at once), and never longer than ``nap_s`` (a batch item's end, which
+        starts its lane's next item, is read within that)."""
         delay = self.schedule.delay(self.monotonic())
         lead = min(READ_LEAD, self.schedule.interval_s / 5)
         if delay is not None and delay > lead and not self.urgent.is_set():
-            await asyncio.sleep(min(delay - lead, stall / 4))
+            await asyncio.sleep(min(delay - lead, stall / 4, self.nap_s))
 
     async def flush_loop(self) -> None:
         """Write the text as chunks: the first at once, then at most one per interval (and as

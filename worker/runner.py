@@ -15,7 +15,9 @@ import functools
 import logging
 import os
 import uuid
-from typing import Callable
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Callable
 
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim, Permanent
@@ -31,8 +33,15 @@ from worker.checker import Checker
 from promptq.domain.ending import APP_KEY_NO_CREDIT, ending
 from promptq.adapters.openrouter.protocol import vocabulary
 from promptq.adapters.openrouter.upstream import OpenRouterClient
+from promptq.adapters.cooldowns import Cooldowns
+from promptq.adapters.tasks import TaskQueue
+from promptq.domain import cooldown as cd
+from worker import waiting
 from promptq.adapters.openrouter.protocol import job_body
 from promptq.domain import costs
+from promptq.adapters import logs
+from promptq.contract import metrics
+from promptq.contract.metrics import Event
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ class RunResult:
     batch_id: str | None = None  # a batch item: its batch ...
     next_id: str | None = None  # ... and the item its end hands over
     lane: str | None = None  # ... and its lane (its end, the last of its lane, ends the lane: promptq.domain.lanes)
+    wait: cd.Gate | None = None  # it waits for the provider (its batch says so)
 
     @property
     def ended(self) -> bool:
@@ -56,6 +66,11 @@ class RunResult:
     def answer(self) -> TaskAnswer:
         return TaskAnswer(outcome=self.outcome, claim=self.claim, status=self.status, code=self.code)
 
+
+# The longest a batch item's reader leaves what arrived in the socket (``Attempt._until_needed``):
+# shorter than an interactive one's, so that the end of its stream, which starts the next item
+# of its lane, is read within this.
+BATCH_NAP_S = 0.1
 
 UpstreamFor = Callable[[JobDoc], OpenRouterClient]  # the client for a job (its owner's key, or the app's)
 
@@ -72,21 +87,43 @@ class Shared:
     batchers: Batchers | None = None
     worker: str = ""
     stops: StopWatch | None = None
+    cooldowns: Cooldowns | None = None  # the fleet's waits for the provider (None: none are kept)
+    queue: TaskQueue | None = None  # where a waiting execution's next task goes
 
 
-async def run_execution(execution_id: str, *, shared: Shared, upstream_for: UpstreamFor) -> RunResult:
+async def run_execution(
+    execution_id: str, *, shared: Shared, upstream_for: UpstreamFor, deadline_s: float | None = None, take_turn: bool = False
+) -> RunResult:
     """Handle one delivery of the execution's task (``upstream_for`` may block: it may read
-    and decrypt the owner's key)."""
-    store, settings, checker = shared.store, shared.settings, shared.checker
+    and decrypt the owner's key); ``deadline_s``: the attempt's (default the settings');
+    ``take_turn``: a batch item the delivery of its predecessor runs (its turn taken by the claim)."""
+    logs.bind(executionId=execution_id)
+    settings = shared.settings
     attempt_id = uuid.uuid4().hex
-    claimed = functools.partial(claim, worker=shared.worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts, batchers=shared.batchers)
-    decision, seen, writer = await asyncio.to_thread(claimed, store, execution_id, attempt_id=attempt_id)
+    claimed = functools.partial(
+        claim, worker=shared.worker, lease_s=settings.lease_s, max_attempts=settings.max_attempts, batchers=shared.batchers, take_turn=take_turn
+    )
+    decision, seen, writer = await asyncio.to_thread(claimed, shared.store, execution_id, attempt_id=attempt_id)
     if decision.kind is not ClaimKind.START or writer is None or seen.job is None:
         return _in_batch(_unclaimed(execution_id, decision), seen)
     job = seen.job
-    _log_claim(execution_id, writer.attempt, attempt_id, decision.restarted)
+    claimed_at = _log_claim(execution_id, writer.attempt, attempt_id, decision.restarted, seen.execution or {})
+    gate = await waiting.gate(shared.cooldowns, job, attempt_id)
+    if gate.waits:  # its model (or key) cools down: no call now
+        return _in_batch(await _wait(execution_id, gate, writer, job, shared), seen)
+    deadline = deadline_s or settings.attempt_deadline_s
+    return _in_batch(await _stream(execution_id, job, writer, shared, upstream_for, deadline, claimed_at), seen)
+
+
+async def _stream(
+    execution_id: str, job: JobDoc, writer: AttemptWriter, shared: Shared, upstream_for: UpstreamFor, deadline_s: float, claimed_at: datetime
+) -> RunResult:
+    """The attempt that holds the claim: stream, check the answer, end (or wait for the provider)."""
+    settings = shared.settings
     body = job_body(job)
     attempt = Attempt(execution_id, writer, settings, stops=shared.stops, output_cap=int(job.get(JobField.RESERVED_OUTPUT_TOKENS) or 0))
+    if job.get(JobField.BATCH_ID):
+        attempt.nap_s = BATCH_NAP_S  # its end starts its lane's next item: noticed sooner
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
     refused: answer.Refused | None = None
@@ -94,8 +131,9 @@ async def run_execution(execution_id: str, *, shared: Shared, upstream_for: Upst
         if (why := costs.exceeded(costs.measure(body), job)) is not None:
             raise Permanent(f"{why}; not sent", code=Code.RESERVATION_EXCEEDED)
         upstream = await asyncio.to_thread(upstream_for, job)
-        await attempt.run(upstream, body, settings.attempt_deadline_s)
-        refused = await _checked(job, attempt, checker)  # the stream ended: is it what the request asked for?
+        attempt.on_open = _passed(shared.cooldowns, job)
+        await attempt.run(upstream, body, deadline_s)
+        refused = await _checked(job, attempt, shared.checker)  # the stream ended: is it what the request asked for?
     except Exception as exc:  # noqa: BLE001 - every way an attempt stops has an ending
         stopped_by = exc
     end = ending(
@@ -103,16 +141,54 @@ async def run_execution(execution_id: str, *, shared: Shared, upstream_for: Upst
         cancel_requested=writer.cancel_requested,
         attempt_no=writer.attempt,
         max_attempts=settings.max_attempts,
-        deadline_s=settings.attempt_deadline_s,
+        deadline_s=deadline_s,
         max_retry_after_s=settings.max_retry_after_s,
         user_key=job.get(JobField.KEY_SOURCE) == KeySource.USER.value,
         refused=refused,
+        batch=waiting.batch_item(job),
     )
     _log_ending(execution_id, writer.attempt, end, stopped_by)
-    result = await _apply(end, writer, attempt)
+    if end.wait is not None and shared.cooldowns is not None:
+        gate = await asyncio.to_thread(shared.cooldowns.refused, job, waiting.refusal_of(end, stopped_by))
+        return await _wait(execution_id, gate, writer, job, shared, attempt.produced())
+    result = await _apply(end, writer, attempt, claimed_at)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id and upstream is not None:
-        await _reconcile_cost(execution_id, attempt.generation_id, store=store, upstream=upstream)
-    return _in_batch(result, seen)
+        await _reconcile_cost(execution_id, attempt.generation_id, store=shared.store, upstream=upstream)
+    return result
+
+
+async def _wait(
+    execution_id: str, gate: cd.Gate, writer: AttemptWriter, job: JobDoc, shared: Shared, produced: ex.Produced | None = None
+) -> RunResult:
+    """The execution waits at ``gate`` (or ends failed past its window)."""
+    try:
+        ended, _ = await waiting.wait(execution_id, gate, writer=writer, job=job, settings=shared.settings, queue=shared.queue, produced=produced)
+    except LostClaim:
+        return RunResult(Outcome.DONE, ClaimKind.START, code=Code.LOST_CLAIM)
+    if ended is not None:  # its wait would pass its window
+        assert ended.status is not None
+        log.info(
+            "execution %s: %s",
+            execution_id,
+            ended.status.value,
+            extra=metrics.fields(Event.EXECUTION_ENDED, status=ended.status.value, code=ended.code),
+        )
+        return RunResult(Outcome.DONE, ClaimKind.START, status=ended.status, code=ended.code)
+    return RunResult(Outcome.DONE, ClaimKind.PROVIDER_WAIT, code=gate.reason.value if gate.reason else None, wait=gate)
+
+
+def _passed(cooldowns: Cooldowns | None, job: JobDoc) -> Callable[[], None] | None:
+    """What a stream that opened tells the fleet: its model's cooldown on that key is over."""
+    if cooldowns is None:
+        return None
+
+    def passed() -> None:
+        try:
+            cooldowns.passed(job)
+        except Exception:  # noqa: BLE001 - the cooldown ends by itself; the next refusal or pass tries again
+            log.exception("could not end a cooldown")
+
+    return passed
 
 
 async def _checked(job: JobDoc, attempt: Attempt, checker: Checker) -> answer.Refused | None:
@@ -124,9 +200,15 @@ async def _checked(job: JobDoc, attempt: Attempt, checker: Checker) -> answer.Re
     return await checker.check(response_format, attempt.buffer.whole_text(), tool_calls=bool(attempt.tool_calls))
 
 
-def _log_claim(execution_id: str, attempt_no: int, attempt_id: str, restarted: bool) -> None:
+def _log_claim(execution_id: str, attempt_no: int, attempt_id: str, restarted: bool, execution: Mapping[str, Any]) -> datetime:
+    """The claim's log line (with the queue wait of a first attempt: a metric); returns when it was."""
+    logs.bind(attempt=attempt_no, model=execution.get(ExecutionField.REQUESTED_MODEL), batchId=execution.get(ExecutionField.BATCH_ID))
+    now = ex.utcnow()
+    wait = metrics.seconds(execution.get(ExecutionField.CREATED_AT), now) if attempt_no == 1 else None
     restart = " (restart)" if restarted else ""
-    log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, attempt_no, attempt_id, os.getpid(), restart)
+    claimed = metrics.fields(Event.EXECUTION_CLAIMED, queueWaitS=wait)
+    log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, attempt_no, attempt_id, os.getpid(), restart, extra=claimed)
+    return now
 
 
 def _in_batch(result: RunResult, seen) -> RunResult:
@@ -161,7 +243,7 @@ def _log_ending(execution_id: str, attempt_no: int, end: Ending, stopped_by: Exc
         log.warning("execution %s: failed (%s)", execution_id, end.code)
 
 
-async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunResult:
+async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt, claimed_at: datetime | None = None) -> RunResult:
     """Write the ending (conditional on still holding the claim) and say what to answer."""
     if end.status is None and not end.release:
         return RunResult(Outcome.DONE, ClaimKind.START, code=end.code)
@@ -181,7 +263,9 @@ async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt) -> RunRes
             raise
         log.exception("execution %s: could not hand it back; its lease will expire", writer.execution_id)
     if end.status is not None:
-        log.info("execution %s: %s after %d writes", writer.execution_id, end.status.value, writer.writes)
+        ttft, cost = metrics.seconds(claimed_at, attempt.first_token_at), attempt.produced().cost
+        ended = metrics.fields(Event.EXECUTION_ENDED, status=end.status.value, code=end.code, timeToFirstTokenS=ttft, costUsd=cost)
+        log.info("execution %s: %s after %d writes", writer.execution_id, end.status.value, writer.writes, extra=ended)
     return RunResult(end.outcome, ClaimKind.START, status=end.status, code=end.code, retry_after_s=end.retry_after_s or 0.0)
 
 

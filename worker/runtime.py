@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -33,6 +34,8 @@ from promptq.contract import ClaimKind, Code, JobField, KeySource, Outcome
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import Batchers
+from promptq.adapters.cooldowns import Cooldowns
+from promptq.adapters.tasks import BATCH, TaskQueue
 from worker.runner import RunResult, Shared, run_execution
 from worker.checker import Checker
 from promptq.adapters.openrouter.upstream import OpenRouterClient, shared_http
@@ -41,6 +44,7 @@ from promptq.adapters.openrouter.upstream import OpenRouterClient, shared_http
 log = logging.getLogger(__name__)
 
 FIRESTORE_THREADS = 32  # blocking Firestore calls (chunk writes, heartbeats) of all executions
+CHAIN_MARGIN_S = 60.0  # a chained item's deadline ends this long before its delivery's
 
 
 class StopListener:
@@ -84,7 +88,16 @@ class StopListener:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, store: ExecutionStore, vault: KeyVault | None = None, flow: BatchFlow | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ExecutionStore,
+        vault: KeyVault | None = None,
+        flow: BatchFlow | None = None,
+        *,
+        queue: TaskQueue | None = None,
+        cooldowns: Cooldowns | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.vault = vault
@@ -93,7 +106,9 @@ class WorkerRuntime:
         self.stops = StopListener(store, self.worker)
         self.checker = Checker(settings.output_check_cpu_s)  # JSON answers against their schemas, within a CPU budget
         self.batchers = Batchers(store)  # the chunks and heartbeats of all its attempts, batched
-        self.shared = Shared(store, settings, self.checker, self.batchers, self.worker, self.stops.register)
+        self.cooldowns = cooldowns  # the fleet's waits for the provider (one listener per process)
+        queue = queue or (flow.queue if flow is not None else None)
+        self.shared = Shared(store, settings, self.checker, self.batchers, self.worker, self.stops.register, cooldowns, queue)
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(FIRESTORE_THREADS, thread_name_prefix="firestore"))
         self._thread = threading.Thread(target=self.loop.run_forever, name="promptq-worker-loop", daemon=True)
@@ -134,23 +149,52 @@ class WorkerRuntime:
         return pick
 
     def run(self, execution_id: str, api_key: str) -> RunResult:
-        """Run one delivery on the shared loop; blocks the calling request thread until it ends."""
-        coro = run_execution(execution_id, shared=self.shared, upstream_for=self.upstream_for(api_key))
-        result = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-        if result.batch_id and self.flow is not None:
-            self._batch_item_moved(self.flow, result.batch_id, result)
-        return result
+        """Run one delivery on the shared loop; blocks the calling request thread until it ends.
+        A batch item that ended hands its lane's next item over to this same delivery, which
+        runs it at once (``Settings.lane_chain_s``): a lane's items follow one another without
+        waiting for a task's dispatch. The answer is the delivered execution's."""
+        began = time.monotonic()
+        result = self._run_one(execution_id, api_key, self.settings.attempt_deadline_s)
+        first, chained = result, 0
+        while (next_id := self._after(result, began)) is not None:
+            remaining = self.settings.dispatch_deadline_s - (time.monotonic() - began) - CHAIN_MARGIN_S
+            result = self._run_one(next_id, api_key, min(self.settings.attempt_deadline_s, remaining), take_turn=True)
+            chained += 1
+            if result.outcome is Outcome.RETRY and self.shared.queue is not None:
+                self.shared.queue.enqueue(next_id, queue=BATCH)  # Cloud Tasks tries it again, as it would have
+        if chained:
+            log.info("execution %s: its delivery ran %d more items of its lane", execution_id, chained)
+        return first
 
-    def _batch_item_moved(self, flow: BatchFlow, batch_id: str, result: RunResult) -> None:
+    def _run_one(self, execution_id: str, api_key: str, deadline_s: float, *, take_turn: bool = False) -> RunResult:
+        coro = run_execution(execution_id, shared=self.shared, upstream_for=self.upstream_for(api_key), deadline_s=deadline_s, take_turn=take_turn)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def _after(self, result: RunResult, began: float) -> str | None:
+        """The batch hears of its item; the next item of the lane, when this delivery runs it."""
+        if not result.batch_id or self.flow is None:
+            return None
+        here = (
+            result.ended
+            and result.status is not None  # this delivery ended it (not a duplicate that found it ended)
+            and time.monotonic() - began < self.settings.lane_chain_s
+            and self.settings.dispatch_deadline_s - (time.monotonic() - began) - CHAIN_MARGIN_S > self.settings.attempt_deadline_s / 2
+        )
+        return self._batch_item_moved(self.flow, result.batch_id, result, here=bool(here))
+
+    def _batch_item_moved(self, flow: BatchFlow, batch_id: str, result: RunResult, *, here: bool = False) -> str | None:
         """A batch item started, went back to the queue or ended: its batch hears of it (and the
-        next item of its lane gets its turn when it ended)."""
+        next item of its lane gets its turn when it ended: returned when ``here``)."""
         try:
             if result.ended:
-                flow.after_end(batch_id, result.next_id, result.lane)
+                return flow.after_end(batch_id, result.next_id, result.lane, here=here)
+            elif result.wait is not None:
+                flow.provider_wait(batch_id, result.wait)
             elif result.claim is ClaimKind.START:
                 flow.touch(batch_id)
         except Exception:  # noqa: BLE001 - the sweeper repairs a lost hand-over; the delivery itself is done
             log.exception("batch %s: could not hand over after an item", result.batch_id)
+        return None
 
     def fold(self, batch_id: str, at: float | None) -> RunResult:
         """A fold task: the batch's document from its items as they were at ``at``."""
@@ -160,6 +204,8 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self.stops.close()
+        if self.cooldowns is not None:
+            self.cooldowns.close()
         self.checker.close()
         asyncio.run_coroutine_threadsafe(self.http.aclose(), self.loop).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -2,7 +2,9 @@
 
 ``GET /api/v1/models`` lists a few names with OpenRouter's price strings (USD per token, per
 request, per image). Every model bills PROMPT_PRICE and COMPLETION_PRICE per token
-(``text.cost_usd``); ``fees/every-fee`` lists every fee OpenRouter lists as well, and
+(``text.cost_usd``), and a prompt cache's reads and writes at ``input_cache_read`` and
+``input_cache_write``, which every token-priced model lists (``caching``: 0.1 and 1.25 times the
+prompt price); ``fees/every-fee`` lists every fee OpenRouter lists instead, and
 ``openrouter/auto`` lists "-1" (it costs what the model it picks costs: the token prices).
 A model not listed (``fake/...`` and any other name) is served at the token prices.
 
@@ -23,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from . import protocol
+from .caching import CACHE_READ_PRICE, CACHE_WRITE_PRICE
 from .text import COMPLETION_PRICE, PROMPT_PRICE
 
 MODELS = ("openrouter/auto", "openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "fake/")
@@ -53,6 +56,8 @@ def listed_pricing(model: str) -> dict[str, str]:
     price = {"prompt": _price_string(PROMPT_PRICE), "completion": _price_string(COMPLETION_PRICE)}
     if model == FEE_MODEL:
         price.update({name: _price_string(value) for name, value in FEE_MODEL_FEES.items()})
+    else:  # what the prompt cache bills (caching)
+        price.update({"input_cache_read": _price_string(CACHE_READ_PRICE), "input_cache_write": _price_string(CACHE_WRITE_PRICE)})
     return price
 
 

@@ -36,12 +36,14 @@ def _generation_data(plan: Plan, record: RequestRecord, streamed: bool) -> dict[
     first = record.first_token_at
     return {
         "id": plan.head.id,
-        "total_cost": cost_usd(plan.prompt_tokens, completion),
+        "total_cost": plan.cache.billed(cost_usd(plan.prompt_tokens, completion)),
         "tokens_prompt": plan.prompt_tokens,
         "tokens_completion": completion,
         "native_tokens_prompt": plan.prompt_tokens,
         "native_tokens_completion": completion,
         "native_tokens_reasoning": record.reasoning_tokens_sent + record.hidden_reasoning_tokens,
+        "native_tokens_cached": plan.cache.cached,
+        "cache_discount": plan.cache.discount() if plan.cache.explicit else None,
         "finish_reason": record.finish_reason,
         "native_finish_reason": record.finish_reason,
         "cancelled": record.outcome in (Outcome.CLIENT_CLOSED, Outcome.STALLED_CLOSED),
@@ -52,7 +54,7 @@ def _generation_data(plan: Plan, record: RequestRecord, streamed: bool) -> dict[
         "generation_time": int((ended - record.started_at) * 1000),
         "latency": int((first - record.started_at) * 1000) if first else None,
         "is_byok": False,
-        "usage": cost_usd(plan.prompt_tokens, completion),
+        "usage": plan.cache.billed(cost_usd(plan.prompt_tokens, completion)),
     }
 
 

@@ -11,7 +11,7 @@ import secrets
 import time
 from typing import Any
 
-from . import answers, catalog, protocol
+from . import answers, catalog, logprobs, protocol
 from .protocol import ChunkHead
 from .records import RouterState
 from .scenario import Scenario
@@ -85,6 +85,8 @@ def plan(state: RouterState, body: dict[str, Any], messages_key: str, model: str
         reasoning=generate_reasoning(seed, dataclasses.replace(scenario, reasoning=streamed)),
         finish_reason=finish_reason,
         prompt_tokens=count_prompt_tokens(body["messages"]),
+        cache=state.prompt_cache.use(model, body["messages"]),
+        logprobs=logprobs.asked(body),
         fault_active=fault_active,
         echo=echo,
         tool_calls=tuple(calls),
@@ -106,8 +108,9 @@ def completion_tokens(plan: Plan) -> int:
 
 def completion_body(plan: Plan, price_factor: float = 1.0) -> dict[str, Any]:
     """The non-streamed ``chat.completion`` of a whole plan; ``usage.cost`` times ``price_factor``."""
-    usage = usage_object(plan.prompt_tokens, completion_tokens(plan), len(plan.reasoning) + plan.hidden_reasoning)
+    usage = usage_object(plan.prompt_tokens, completion_tokens(plan), len(plan.reasoning) + plan.hidden_reasoning, plan.cache)
     if price_factor != 1.0:
         usage["cost"] = round(usage["cost"] * price_factor, COST_DECIMALS)
     calls = [call.to_json() for call in plan.tool_calls]
-    return protocol.completion(plan.head, "".join(plan.content), "".join(plan.reasoning), plan.finish_reason, usage, calls)
+    chosen = logprobs.choice_logprobs(plan.content, plan.logprobs)
+    return protocol.completion(plan.head, "".join(plan.content), "".join(plan.reasoning), plan.finish_reason, usage, calls, chosen)

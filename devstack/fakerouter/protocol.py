@@ -47,15 +47,15 @@ class ChunkHead:
         return {"id": self.id, "provider": PROVIDER, "model": self.model, "object": "chat.completion.chunk", "created": self.created}
 
 
-def _choice(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "native_finish_reason": finish_reason, "logprobs": None}
+def _choice(delta: dict[str, Any], finish_reason: str | None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "native_finish_reason": finish_reason, "logprobs": logprobs}
 
 
-def content_chunk(head: ChunkHead, content: str, *, with_reasoning_key: bool = False) -> dict[str, Any]:
+def content_chunk(head: ChunkHead, content: str, *, with_reasoning_key: bool = False, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     delta: dict[str, Any] = {"role": "assistant", "content": content}
     if with_reasoning_key:  # reasoning models repeat `reasoning: null` next to content
         delta["reasoning"] = None
-    return {**head.base(), "choices": [_choice(delta, None)]}
+    return {**head.base(), "choices": [_choice(delta, None, logprobs)]}
 
 
 def reasoning_chunk(head: ChunkHead, reasoning: str, *, null_content: bool) -> dict[str, Any]:
@@ -148,7 +148,13 @@ def status_fault(code: int, model: str, retry_after: float | None, echo: str | N
 
 
 def completion(
-    head: ChunkHead, text: str, reasoning: str, finish_reason: str, usage: dict[str, Any], tool_calls: list[dict[str, Any]] | None = None
+    head: ChunkHead,
+    text: str,
+    reasoning: str,
+    finish_reason: str,
+    usage: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A non-streamed chat completion with the same text (or tool calls) a stream would carry."""
     message: dict[str, Any] = {"role": "assistant", "content": None if tool_calls else text, "refusal": None, "reasoning": reasoning or None}
@@ -160,6 +166,6 @@ def completion(
         "model": head.model,
         "object": "chat.completion",
         "created": head.created,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "native_finish_reason": finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "native_finish_reason": finish_reason, "logprobs": logprobs}],
         "usage": usage,
     }

@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from typing import Any, Mapping
 
 from .batchstore import BatchStore
+from .caching import PromptCache
 from .limits import Limits
 
 MAX_RECORDS = 5000
@@ -144,6 +145,7 @@ class RouterState:
         self._fault_counts: dict[tuple[str, ...], int] = {}
         self.limits = Limits()
         self.batches = BatchStore()
+        self.prompt_cache = PromptCache()  # cache_control's prefixes (caching)
         self.shutting_down = False
 
     def new_record(self, headers: Mapping[str, str]) -> RequestRecord:
@@ -164,12 +166,14 @@ class RouterState:
 
     def clear(self) -> None:
         """Forget the records, the `times=N` fault counters, the storm and its counters, the
-        spent-credit toggle and the batches (a batch still running stops at its next step)."""
+        spent-credit toggle, the batches (a batch still running stops at its next step) and the
+        prompt cache."""
         with self._lock:
             self._records.clear()
             self._fault_counts.clear()
         self.limits.clear()
         self.batches.clear()
+        self.prompt_cache.clear()
 
     def fault_fires(self, key: tuple[str, ...], times: int | None) -> bool:
         """Whether a counted fault hits this request: always, or for the first ``times`` ones."""

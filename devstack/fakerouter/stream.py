@@ -17,6 +17,8 @@ from aiohttp import web
 
 from . import protocol
 from .answers import ToolCallPlan
+from .caching import NO_CACHE, CacheUse
+from .logprobs import choice_logprobs
 from .protocol import ChunkHead
 from .records import Outcome, RequestRecord, RouterState
 from .scenario import Scenario
@@ -50,6 +52,8 @@ class Plan:
     echo: str | None = None  # the caller's key, quoted by error events (echo=1)
     tool_calls: tuple[ToolCallPlan, ...] = ()  # streamed after the content (finish_reason tool_calls)
     hidden_reasoning: int = 0  # reasoning tokens billed but not streamed (reasoning.exclude)
+    cache: CacheUse = NO_CACHE  # what its prompt read from and wrote to the prompt cache (caching)
+    logprobs: int | None = None  # log probabilities asked: the alternatives per token (logprobs.asked)
 
     @property
     def fault(self) -> str:
@@ -160,7 +164,9 @@ async def _fault(writer: SseWriter, plan: Plan, record: RequestRecord) -> Outcom
     """Play the fault at its `at` point; an Outcome means the stream ends here."""
     fault = plan.fault
     if fault == "error_event":
-        usage = usage_object(plan.prompt_tokens, record.completion_tokens(), record.reasoning_tokens_sent + record.hidden_reasoning_tokens)
+        usage = usage_object(
+            plan.prompt_tokens, record.completion_tokens(), record.reasoning_tokens_sent + record.hidden_reasoning_tokens, plan.cache
+        )
         event = protocol.error_event(plan.head, plan.scenario.shape, plan.scenario.event_code, usage, plan.echo)
         await writer.write(protocol.frame(event))
         record.finish_reason = "error"
@@ -231,7 +237,7 @@ async def run_stream(writer: SseWriter, plan: Plan, record: RequestRecord) -> Ou
         step += len(group)
         await _pace(writer, scenario, first_due, step)
         text = "".join(group)
-        chunk = protocol.content_chunk(plan.head, text, with_reasoning_key=bool(plan.reasoning))
+        chunk = protocol.content_chunk(plan.head, text, with_reasoning_key=bool(plan.reasoning), logprobs=choice_logprobs(group, plan.logprobs))
         await writer.write(protocol.frame(chunk))
         _first_token(record)
         record.text_parts.append(text)
@@ -240,7 +246,7 @@ async def run_stream(writer: SseWriter, plan: Plan, record: RequestRecord) -> Ou
             return outcome
 
     step = await _tool_calls(writer, plan, record, first_due, step)
-    usage = usage_object(plan.prompt_tokens, record.completion_tokens(), record.reasoning_tokens_sent + record.hidden_reasoning_tokens)
+    usage = usage_object(plan.prompt_tokens, record.completion_tokens(), record.reasoning_tokens_sent + record.hidden_reasoning_tokens, plan.cache)
     await writer.write(protocol.frame(protocol.finish_chunk(plan.head, plan.finish_reason)))
     record.finish_reason = plan.finish_reason
     chunk = protocol.usage_chunk(plan.head, usage, plan.finish_reason, empty_choices=plan.seed % 2 == 0)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .scenario import Scenario, coerce
+
+if TYPE_CHECKING:
+    from .caching import CacheUse
 
 # Prices (USD per token) behind every `cost` the fake reports: cost_usd() is the one formula.
 PROMPT_PRICE = 1e-6
@@ -286,15 +289,17 @@ def expected_usage(messages: Sequence[Any], scenario: Scenario | str, max_tokens
     return usage_object(prompt, completion, scenario.reasoning)
 
 
-def usage_object(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
-    """OpenRouter's usage object, as the fake sends it in the usage chunk."""
+def usage_object(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int, cache: CacheUse | None = None) -> dict[str, Any]:
+    """OpenRouter's usage object, as the fake sends it in the usage chunk (``cache``: what the
+    request read from and wrote to the prompt cache, ``caching``)."""
+    cost = cost_usd(prompt_tokens, completion_tokens)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "cost": cost_usd(prompt_tokens, completion_tokens),
+        "cost": cache.billed(cost) if cache else cost,
         "is_byok": False,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": cache.details() if cache else {"cached_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "cost_details": {"upstream_inference_cost": None},
     }

@@ -18,7 +18,7 @@ from google.cloud import firestore
 
 from promptq.adapters.cas import Commit, Step, compare_and_set
 from promptq.domain.accounts import AccountView, Taken
-from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, cost_field
+from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, ProjectSpend, cost_field, day_of
 from promptq.domain.records import Inc, Settlement
 from promptq.contract import (
     ACCOUNTS,
@@ -92,6 +92,15 @@ class Ledger:
             lanes.to_dict() if lanes.exists else None,
             lanes.update_time if lanes.exists else None,
         )
+
+    def project_spend(self, cap_usd: float, now: datetime) -> ProjectSpend:
+        """The project's spend today (its shards) against its daily cap (the operator's override,
+        else ``cap_usd``), in one round trip: what the sweeper reports (``enqueue.sweeper.report_spend``)."""
+        refs = [self.project_limits_ref(), *(self.shard_ref(n) for n in range(PROJECT_SHARDS))]
+        snaps = {s.reference.path: s for s in self.client.get_all(refs)}
+        override, *shards = (snaps[r.path] for r in refs)
+        read = tuple(s.to_dict() if s.exists else None for s in shards)
+        return ProjectSpend.of(cap_usd, override.to_dict() if override.exists else None, read, day_of(now))
 
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
         """An operator's overrides of one user's limits (``LimitField`` fields; 0 = none); None removes

@@ -217,17 +217,14 @@ class ExecutionStore:
             size += len(page.text.encode()) + len(page.reasoning.encode())
         commit.commit()
 
-    def claim(
-        self, execution_id: str, *, attempt_id: str, worker: str, lease_s: float, max_attempts: int, now: Callable[[], datetime] = ex.utcnow
-    ) -> tuple[ex.ClaimDecision, Seen]:
-        """Apply ``execution.decide_claim`` atomically. Returns the decision and the documents as
-        they were read (``promptq.adapters.writer.claim`` builds, for START, the writer that holds it)."""
+    def claim(self, execution_id: str, *, now: Callable[[], datetime] = ex.utcnow, **given: Any) -> tuple[ex.ClaimDecision, Seen]:
+        """Apply ``execution.decide_claim`` atomically (``given``: its attempt_id, worker, lease_s,
+        max_attempts, take_turn). Returns the decision and the documents as they were read
+        (``promptq.adapters.writer.claim`` builds, for START, the writer that holds it)."""
         decisions: list[ex.ClaimDecision] = []
 
         def decide(seen: Seen) -> Change | None:
-            decisions[:] = [
-                ex.decide_claim(seen.execution, seen.job, attempt_id=attempt_id, worker=worker, now=now(), lease_s=lease_s, max_attempts=max_attempts)
-            ]
+            decisions[:] = [ex.decide_claim(seen.execution, seen.job, now=now(), **given)]
             return decisions[0].change
 
         _, seen = self.write_if(execution_id, decide)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import datetime
 from typing import Any, Mapping
 
 from google.api_core import exceptions as gexc
@@ -69,11 +70,14 @@ class TaskQueue:
         deadline = int(min(max(s.dispatch_deadline_s, 15), 1800))
         return tasks_v2.Task(name=self.task_name(task_id, queue), http_request=request, dispatch_deadline=duration_pb2.Duration(seconds=deadline))
 
-    def enqueue(self, execution_id: str, task_id: str | None = None, *, queue: str = INTERACTIVE) -> bool:
-        """Create a task for the execution on ``queue``; False if its name is taken
-        (``task_id`` defaults to the execution id)."""
+    def enqueue(self, execution_id: str, task_id: str | None = None, *, queue: str = INTERACTIVE, at: datetime | None = None) -> bool:
+        """Create a task for the execution on ``queue`` (delivered not before ``at``); False if its
+        name is taken (``task_id`` defaults to the execution id)."""
+        task = self.build_task(execution_id, task_id or execution_id, queue=queue)
+        if at is not None:
+            task.schedule_time = _timestamp(at.timestamp())
         try:
-            self.client.create_task(parent=self.path(queue), task=self.build_task(execution_id, task_id or execution_id, queue=queue))
+            self.client.create_task(parent=self.path(queue), task=task)
         except gexc.AlreadyExists:
             log.info("execution %s: task %s already exists", execution_id, task_id or execution_id)
             return False
@@ -83,7 +87,7 @@ class TaskQueue:
         """A fold of the batch's document at ``at`` (epoch seconds), on the bookkeeping queue:
         one task per batch and instant, whoever asks; False if it was asked for already."""
         task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data=FoldTask(batchId=batch_id, at=at).to_json(), queue=BOOKS)
-        task.schedule_time = timestamp_pb2.Timestamp(seconds=int(at), nanos=int((at % 1) * 1e9))
+        task.schedule_time = _timestamp(at)
         try:
             self.client.create_task(parent=self.path(BOOKS), task=task)
         except gexc.AlreadyExists:
@@ -117,6 +121,10 @@ class TaskQueue:
             if self.enqueue(execution_id, task_id, queue=queue) or self.exists(task_id, queue):
                 return task_id
         raise RuntimeError(f"execution {execution_id}: no free task name")
+
+
+def _timestamp(at: float) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=int(at), nanos=int((at % 1) * 1e9))
 
 
 def make_client(settings: Settings) -> tasks_v2.CloudTasksClient:

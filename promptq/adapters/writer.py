@@ -9,6 +9,7 @@ import threading
 from datetime import datetime
 from typing import Any, Callable, Iterable, cast
 
+from promptq.domain import caching
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim
 from promptq.domain.paging import Page
@@ -31,11 +32,15 @@ def claim(
     max_attempts: int,
     now: Callable[[], datetime] = ex.utcnow,
     batchers: Batchers | None = None,
+    take_turn: bool = False,
 ) -> tuple[ex.ClaimDecision, Seen, AttemptWriter | None]:
     """``ExecutionStore.claim``, and for START the writer that holds the claim (the store
     decides and writes; the writer builds on it, never the other way round). ``batchers``: the
-    worker process's batched writes its chunks and heartbeats go through."""
-    decision, seen = store.claim(execution_id, attempt_id=attempt_id, worker=worker, lease_s=lease_s, max_attempts=max_attempts, now=now)
+    worker process's batched writes its chunks and heartbeats go through; ``take_turn``: a
+    batch item waiting for its turn is handed over by this claim (``execution.decide_claim``)."""
+    decision, seen = store.claim(
+        execution_id, attempt_id=attempt_id, worker=worker, lease_s=lease_s, max_attempts=max_attempts, now=now, take_turn=take_turn
+    )
     if decision.kind is not ex.ClaimKind.START:
         return decision, seen, None
     assert decision.change is not None and decision.change.execution is not None
@@ -93,9 +98,10 @@ class AttemptWriter:
         await self.batchers.heartbeats.put(self)
 
     def end(self, end: ex.Ending, produced: ex.Produced | None = None, last: Chunk | None = None, pages: Iterable[Page] = ()) -> None:
-        """The final write: the whole text in pages first, then the status with the last chunk."""
+        """The final write: the whole text in pages first, then the status with the last chunk
+        (and what prompt caching saved, at the prices the job recorded: ``promptq.domain.caching.discounted``)."""
         self.store.write_pages(self.execution_id, pages, self.expire_at)
-        self._write(lambda seen: ex.ended(*_both(seen), end, now=self.now(), produced=produced, last=last))
+        self._write(lambda seen: ex.ended(*_both(seen), end, now=self.now(), produced=caching.discounted(produced, seen.job), last=last))
 
     def release(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         """Give the execution back to the queue after a transient failure (no text yet)."""
@@ -104,6 +110,10 @@ class AttemptWriter:
                 *_both(seen), attempt_id=self.attempt_id, code=code, message=message, now=self.now(), retry_after_s=retry_after_s
             )
         )
+
+    def write(self, build: Callable[[ExecutionDoc, JobDoc], Change]) -> None:
+        """A transition of the attempt's own (``promptq.domain.waits``), conditional as the others."""
+        self._write(lambda seen: build(*_both(seen)))
 
     def _write(self, build: Callable[[Seen], Change]) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from promptq.batches import fairshare as ln
 from promptq.contract.shapes import BatchDoc, ExecutionDoc
 from promptq.contract import BATCH_OVER, BATCHES, EXECUTIONS, AccountField, BatchField, BatchStatus, ExecutionField, ProjectField, Status
 from promptq.domain import execution as ex
+from promptq.domain import turns
 from promptq.domain.accounts import UserLimits
 from promptq.domain.records import Settlement
 
@@ -108,7 +109,7 @@ class LaneStore:
         if update is None:
             return Step(None, lambda: False)
         now, commit = ex.utcnow(), Commit(self.client)
-        change = ex.unparked(cast(ExecutionDoc, execution), now=now, start=True)
+        change = turns.unparked(cast(ExecutionDoc, execution), now=now, start=True)
         commit.update(esnap.reference, write_counted((change.execution if change else None) or {}), version=esnap.update_time)
         commit.update(bsnap.reference, write_counted(update), version=bsnap.update_time)
         commit.put(
@@ -121,7 +122,7 @@ class LaneStore:
 
     def _unparked(self, esnap: firestore.DocumentSnapshot, execution: dict[str, Any]) -> Commit | None:
         """A head whose lane will never run: no longer parked (the next look sees any change)."""
-        change = ex.unparked(cast(ExecutionDoc, execution), now=ex.utcnow(), start=False)
+        change = turns.unparked(cast(ExecutionDoc, execution), now=ex.utcnow(), start=False)
         if change is None or change.execution is None:
             return None
         commit = Commit(self.client)

@@ -32,11 +32,14 @@ from promptq.adapters.tasks import BATCH, TaskQueue
 from promptq.batches import batch as bt
 from promptq.batches import fairshare as ln
 from promptq.batches import fold as fd
+from promptq.batches import pauses
+from promptq.domain.cooldown import Gate
 from promptq.batches.fairshare_store import LaneStore
 from promptq.batches.store import BatchStore
 from promptq.contract.shapes import BatchDoc, ExecutionDoc
-from promptq.contract import BATCH_OVER, BatchField, Count, ExecutionField, JobField, Status
+from promptq.contract import BATCH_OVER, BatchField, BatchStatus, Count, ExecutionField, JobField, Status
 from promptq.domain import execution as ex
+from promptq.domain import turns
 
 log = logging.getLogger(__name__)
 
@@ -53,37 +56,86 @@ class BatchFlow:
         self.fold_interval_s = fold_interval_s
         self.clock = clock
         self._asked: dict[str, float] = {}  # batch id -> the fold this process last asked for
+        self._waits: dict[str, tuple] = {}  # batch id -> the wait for the provider this process last wrote
         self._lock = threading.Lock()
 
     def hand_over(self, execution_id: str | None) -> bool:
         """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
+        return self._hand(execution_id, here=False)[0]
+
+    def _hand(self, execution_id: str | None, *, here: bool) -> tuple[bool, str | None]:
+        """Hand an item over (or, when it ended while it waited, the next of its lane): its
+        task is created, unless ``here`` and this call handed it over: then it is returned for
+        the caller to run. Returns whether an item was handed over, and the one to run here."""
         last: ExecutionDoc = {}
         while execution_id:
-            change, seen = self.store.update_if(execution_id, lambda e, j: ex.handed_over(e, now=ex.utcnow()))
+            item = execution_id
+            change, seen = self.store.update_if(execution_id, lambda e, j: turns.handed_over(e, now=ex.utcnow(), job=j, execution_id=item))
             execution = seen.execution
             if execution is None:
-                return False  # gone
+                return False, None  # gone
             if not ex.is_terminal(execution):
+                if here and change is not None:
+                    return True, execution_id
                 # Handed over now, or before (perhaps by this very call, when its write was
                 # interrupted after it went through): a queued item gets its task. The name is
                 # the execution's, so a second hand-over creates nothing.
                 if change is not None or ex.status_of(execution) is Status.QUEUED:
-                    self.queue.enqueue(execution_id, queue=BATCH)
-                return True
+                    task = ((change.job if change is not None else None) or seen.job or {}).get(JobField.TASK)
+                    self.queue.enqueue(execution_id, task if task and task != execution_id else None, queue=BATCH)
+                return True, None
             last, execution_id = execution, (seen.job or {}).get(JobField.NEXT)  # it ended while it waited: the next one's turn
         if last.get(ExecutionField.BATCH_ID):
             self.lane_ended(last[ExecutionField.BATCH_ID], last.get(ExecutionField.LANE))  # past the lane's end: the lane is over
-        return False
+        return False, None
 
-    def after_end(self, batch_id: str, next_id: str | None, lane: str | None = None) -> None:
+    def after_end(self, batch_id: str, next_id: str | None, lane: str | None = None, *, here: bool = False) -> str | None:
         """An item ended (or a delivery found it ended): the next of its lane (or, the last of
-        its lane, the lane's end), and a fold."""
+        its lane, the lane's end), and a fold. ``here``: the caller runs the next item itself,
+        its claim taking its turn (no task, no hand-over write: the lane has no gap; should the
+        caller die first, the item still waits, and the sweeper's ``repair`` hands it over);
+        returns it (None: nothing to run)."""
         batch = self.batches.get(batch_id) or {}
+        run_here = None
         if next_id and batch.get(BatchField.STATUS) not in _OVER:
-            self.hand_over(next_id)
+            if here:
+                run_here = next_id  # handed over by the caller's claim (``take_turn``): one write, not two
+            else:
+                self.hand_over(next_id)
         elif not next_id:
             self.lane_ended(batch_id, lane)
         self.touch(batch_id)
+        return run_here
+
+    def provider_wait(self, batch_id: str, gate: Gate) -> None:
+        """An item waits for the provider (``promptq.batches.pauses``): its batch says so, once per
+        wait (this process remembers the last it wrote), and a fold is asked for."""
+        shown = (gate.reason, gate.until)
+        if self._waits.get(batch_id) != shown:
+            self.batches.set_status(batch_id, lambda b: pauses.waiting(b, gate, now=ex.utcnow()))
+            with self._lock:
+                self._waits[batch_id] = shown
+                if len(self._waits) > 10_000:
+                    self._waits.clear()
+        self.touch(batch_id)
+
+    def resume(self, batch_id: str) -> tuple[BatchDoc | None, int]:
+        """A paused batch runs on (``resume_batch``, or the sweeper once a daily cap has reset):
+        its document says so, and the items its pause holds are handed over again. Returns the
+        batch as written and how many were handed over."""
+        batch = self.batches.set_status(
+            batch_id,
+            lambda b: (
+                {**pauses.resumed(b), BatchField.UPDATED_AT: ex.utcnow()}
+                if b.get(BatchField.PROVIDER_WAIT) or b.get(BatchField.STATUS) == BatchStatus.PAUSED.value
+                else None
+            ),
+        )
+        handed = sum(self.hand_over(execution_id) for execution_id in self.batches.paused_items(batch_id))
+        with self._lock:
+            self._waits.pop(batch_id, None)
+        self.touch(batch_id)
+        return batch, handed
 
     def lane_ended(self, batch_id: str, lane: str | None) -> None:
         """A lane's chain is over: it is given back (once), and a parked lane may start."""
@@ -165,8 +217,8 @@ class BatchFlow:
             log.warning("batch %s: the call writing its items is gone; it runs with those written", batch_id)
             self.batches.claims.written(batch_id)
             batch = self.batches.fold(batch_id)
-        if not batch or batch.get(BatchField.STATUS) in _OVER or not (waiting := self.batches.waiting(batch_id)):
-            return 0
+        if not batch or batch.get(BatchField.STATUS) in _OVER | {BatchStatus.PAUSED.value} or not (waiting := self.batches.waiting(batch_id)):
+            return 0  # (a paused batch's items wait for resume_batch)
         counts = batch.get(BatchField.COUNTS) or {}
         in_flight = int(counts.get(Count.QUEUED) or 0) - waiting + int(counts.get(Count.RUNNING) or 0)
         if in_flight >= (ln.active(batch) if batch.get(BatchField.LANES) else int(batch.get(BatchField.MAX_CONCURRENCY) or 1)):
@@ -181,7 +233,9 @@ class BatchFlow:
     def _waiting_heads(self, batch_id: str) -> list[tuple[str, dict[str, Any]]]:
         """Waiting items whose predecessor in the lane has ended (or that have none), but for
         parked lane heads (they wait for a cap: ``wake`` starts them)."""
-        waiting = [(i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(ExecutionField.PARKED)]
+        waiting = [
+            (i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(ExecutionField.PARKED) and not doc.get(ExecutionField.PAUSED)
+        ]
         after = {str(doc[ExecutionField.AFTER]) for _, doc in waiting if doc.get(ExecutionField.AFTER)}
         # A predecessor that was never written (its writer died) holds nothing back.
         ended = self.store.ended_or_missing(after)

@@ -14,6 +14,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
+from promptq.batches import pauses
 from promptq.batches import fairshare
 from promptq.contract import BATCH_TERMINAL, BatchField, BatchStatus, Count, KeySource, UsageField, DayField
 from promptq.contract.shapes import BatchDoc
@@ -51,13 +52,16 @@ class Counts:
 @dataclasses.dataclass(frozen=True)
 class Totals:
     """What the batch's executions that ended used (retried ones included): ``cost`` as they
-    reported it, ``estimated`` the reservations of those whose real cost is unknown."""
+    reported it, ``estimated`` the reservations of those whose real cost is unknown, the prompt
+    tokens read from a prompt cache and what caching saved (``ExecutionField.CACHE_DISCOUNT``)."""
 
     executions: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
     estimated: float = 0.0
+    cached_tokens: int = 0
+    cache_discount: float = 0.0
 
     @classmethod
     def of(cls, batch: BatchDoc) -> "Totals":
@@ -69,7 +73,14 @@ class Totals:
             int(usage.get(UsageField.COMPLETION_TOKENS) or 0),
             float(batch.get(BatchField.COST) or 0.0),
             float(batch.get(BatchField.ESTIMATED_COST) or 0.0),
+            int(usage.get(UsageField.CACHED_TOKENS) or 0),
+            float(batch.get(BatchField.CACHE_DISCOUNT) or 0.0),
         )
+
+    def usage(self) -> dict[str, int]:
+        """The batch document's ``usage`` (its cached tokens once there are some)."""
+        usage = {UsageField.PROMPT_TOKENS: self.prompt_tokens, UsageField.COMPLETION_TOKENS: self.completion_tokens}
+        return {**usage, **({UsageField.CACHED_TOKENS: self.cached_tokens} if self.cached_tokens else {})}
 
     def to_doc(self) -> dict[str, Any]:
         """What its owner's day is given of it (``BatchField.SETTLED``): ``cost`` is what it is charged,
@@ -80,6 +91,11 @@ class Totals:
             DayField.COMPLETION_TOKENS: self.completion_tokens,
             DayField.COST: round(self.cost + self.estimated, 12),
             DayField.ESTIMATED_COST: round(self.estimated, 12),
+            **(
+                {DayField.CACHED_TOKENS: self.cached_tokens, DayField.CACHE_DISCOUNT: round(self.cache_discount, 12)}
+                if self.cached_tokens or self.cache_discount
+                else {}
+            ),
         }
 
 
@@ -98,7 +114,7 @@ def folded(batch: BatchDoc, counts: Counts, totals: Totals, *, now: datetime) ->
     an ended batch's totals change: a cancelled item's cost read later), what its owner's
     account gets back and their day gets. None: nothing changed."""
     status, ends = _status(batch, counts)
-    usage = {UsageField.PROMPT_TOKENS: totals.prompt_tokens, UsageField.COMPLETION_TOKENS: totals.completion_tokens}
+    usage = totals.usage()
     update: dict[str, Any] = {}
     if counts.to_doc() != batch.get(BatchField.COUNTS):
         update[BatchField.COUNTS] = counts.to_doc()
@@ -107,6 +123,7 @@ def folded(batch: BatchDoc, counts: Counts, totals: Totals, *, now: datetime) ->
         or round(totals.cost, 12) != batch.get(BatchField.COST)
         or totals.executions != batch.get(BatchField.EXECUTIONS)
         or round(totals.estimated, 12) != (batch.get(BatchField.ESTIMATED_COST) or 0.0)
+        or round(totals.cache_discount, 12) != (batch.get(BatchField.CACHE_DISCOUNT) or 0.0)
     ):
         update.update(
             {
@@ -114,11 +131,21 @@ def folded(batch: BatchDoc, counts: Counts, totals: Totals, *, now: datetime) ->
                 BatchField.COST: round(totals.cost, 12),
                 BatchField.EXECUTIONS: totals.executions,
                 BatchField.ESTIMATED_COST: round(totals.estimated, 12),
+                **(
+                    {BatchField.CACHE_DISCOUNT: round(totals.cache_discount, 12)}
+                    if totals.cache_discount or batch.get(BatchField.CACHE_DISCOUNT)
+                    else {}
+                ),
             }
         )
+    if status in BATCH_TERMINAL:
+        update.update({BatchField.PROVIDER_WAIT: None} if batch.get(BatchField.PROVIDER_WAIT) else {})
+    elif over := pauses.wait_over(batch, now):  # its wait for the provider has passed: it runs on
+        update.update(over)
+        status = BatchStatus(over.get(BatchField.STATUS, status.value))
     if status.value != batch[BatchField.STATUS]:
         update[BatchField.STATUS] = status.value
-        if status is BatchStatus.RUNNING:
+        if status is BatchStatus.RUNNING and not batch.get(BatchField.STARTED_AT):
             update[BatchField.STARTED_AT] = now
     settle = None
     if status in BATCH_TERMINAL:
@@ -157,7 +184,7 @@ def _batch_usage(batch: BatchDoc, totals: Mapping[str, Any]) -> dict[str, Any]:
         DayField.COST: DayField.USER_KEY_COST,
     }
     return {
-        (names[k] if user else k): Inc(round(v, 12) if k in (DayField.COST, DayField.ESTIMATED_COST) else v)
+        (names[k] if user else k): Inc(round(v, 12) if k in (DayField.COST, DayField.ESTIMATED_COST, DayField.CACHE_DISCOUNT) else v)
         for k, v in delta.items()
         if v and (k in names or not user)
     }

@@ -21,6 +21,7 @@ from promptq.batches.claims import CHUNK_TRIES, COMMIT_THREADS, BatchClaims, Ite
 from promptq.contract.shapes import BatchDoc, ExecutionDoc, JobDoc
 from promptq.contract import BATCH_TERMINAL, BATCHES, EXECUTIONS, TERMINAL, BatchField, BatchStatus, Count, ExecutionField, Status, UsageField
 from promptq.domain import execution as ex
+from promptq.domain import turns
 from promptq.domain.records import Change
 
 __all__ = ["BatchStore", "Item"]
@@ -84,6 +85,10 @@ class BatchStore:
         """Its items that still wait for their turn."""
         return [(s.id, s.to_dict() or {}) for s in self._waiting(batch_id).stream()]
 
+    def paused_items(self, batch_id: str) -> list[str]:
+        """Its items its pause holds (``promptq.domain.waits.paused``): ``resume_batch`` hands them over."""
+        return [s.id for s in self.items(batch_id).where(filter=FieldFilter(ExecutionField.PAUSED, "==", True)).stream()]
+
     def _waiting(self, batch_id: str) -> firestore.Query:
         return self.items(batch_id).where(filter=FieldFilter(ExecutionField.WAITING, "==", True))
 
@@ -115,14 +120,18 @@ class BatchStore:
         prompt, completion = f"{ExecutionField.USAGE}.{UsageField.PROMPT_TOKENS}", f"{ExecutionField.USAGE}.{UsageField.COMPLETION_TOKENS}"
         sums = ended.sum(ExecutionField.COST, alias="cost").sum(prompt, alias="p").sum(completion, alias="c")  # type: ignore[call-arg, arg-type]
         values = {r.alias: r.value for row in sums.get(read_time=at) for r in row}  # type: ignore[call-arg, attr-defined]
-        estimated = ended.sum(ExecutionField.ESTIMATED_COST, alias="estimated").get(read_time=at)  # type: ignore[call-arg]
-        values.update({r.alias: r.value for row in estimated for r in row})  # type: ignore[attr-defined]
+        # The few charged their estimate, and those that met a prompt cache, have these fields alone.
+        cached = f"{ExecutionField.USAGE}.{UsageField.CACHED_TOKENS}"
+        for field, alias in ((ExecutionField.ESTIMATED_COST, "estimated"), (cached, "cached"), (ExecutionField.CACHE_DISCOUNT, "discount")):
+            values.update({r.alias: r.value for row in ended.sum(field, alias=alias).get(read_time=at) for r in row})  # type: ignore[call-arg, attr-defined]
         return result, fd.Totals(
             self._count(ended, at),
             int(values.get("p") or 0),
             int(values.get("c") or 0),
             float(values.get("cost") or 0),
             float(values.get("estimated") or 0),
+            int(values.get("cached") or 0),
+            float(values.get("discount") or 0),
         )
 
     def waiting(self, batch_id: str) -> int:
@@ -180,6 +189,11 @@ class BatchStore:
         )
         return [snap.id for snap in query.stream()]
 
+    def paused(self, *, limit: int) -> list[tuple[str, BatchDoc]]:
+        """Paused batches (``promptq.batches.pauses``): the sweeper resumes those whose daily cap has reset."""
+        query = self.client.collection(BATCHES).where(filter=FieldFilter(BatchField.STATUS, "==", BatchStatus.PAUSED.value)).limit(limit)
+        return [(snap.id, cast(BatchDoc, snap.to_dict() or {})) for snap in query.stream()]
+
     def set_status(self, batch_id: str, decide: Callable[[BatchDoc], dict[str, Any] | None]) -> BatchDoc | None:
         """A compare-and-set of the batch document (cancel); returns it as written (or as is)."""
 
@@ -225,7 +239,7 @@ class BatchStore:
             return sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)
 
     def cancel_waiting(self, batch_id: str, now: datetime) -> int:
-        """End ``cancelled`` every item that still waits for its turn (``ex.cancelled_waiting``):
+        """End ``cancelled`` every item that still waits for its turn (``turns.cancelled_waiting``):
         the query's documents, a few hundred per commit, commits in parallel, each write
         conditional on the version the query read (an item handed over meanwhile is cancelled as
         Stop does, on its own). Returns how many ended."""
@@ -236,7 +250,7 @@ class BatchStore:
 
     def _cancel_chunk(self, snaps: list[firestore.DocumentSnapshot], now: datetime) -> int:
         changes = [
-            (snap, change) for snap in snaps if (change := ex.cancelled_waiting(cast(ExecutionDoc, snap.to_dict() or {}), now=now)) is not None
+            (snap, change) for snap in snaps if (change := turns.cancelled_waiting(cast(ExecutionDoc, snap.to_dict() or {}), now=now)) is not None
         ]
         for attempt in range(CHUNK_TRIES):
             commit = Commit(self.client)

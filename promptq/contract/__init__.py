@@ -1,8 +1,8 @@
 """Every name promptq shares with its clients: collections, states, fields, codes, callables.
 
 This package is the one place that spells a state string, a field name or a callable name
-(``documents``: an execution's documents; ``accounts``: users' limits, usage and keys;
-``batches``: batch runs; ``calls``: the callables and the worker's answers; ``webhooks``: signed
+(``documents``: an execution's documents; ``results``: what an answer carries besides its text; ``accounts``: users' limits, usage and keys;
+``batches``: batch runs; ``provider``: waits for the provider (cooldowns); ``calls``: the callables and the worker's answers; ``webhooks``: signed
 webhooks' events, headers and refusals).
 Python code imports them from here (``from promptq.contract import ExecutionField, Status``); the browser's
 copy (``packages/web/src/schema.js``, linked as ``web/schema.js``) is generated from it (``make web-schema``) and a test fails when the
@@ -14,6 +14,8 @@ from promptq.contract.answers import answer_json, iso_time, parse_json_answer  #
 from promptq.contract.batches import *  # noqa: F401,F403
 from promptq.contract.calls import *  # noqa: F401,F403
 from promptq.contract.documents import *  # noqa: F401,F403
+from promptq.contract.results import *  # noqa: F401,F403
+from promptq.contract.provider import *  # noqa: F401,F403
 from promptq.contract.webhooks import *  # noqa: F401,F403
 
 # The names of promptq 0.2 (one letter each), kept for scripts written against them: deprecated,

@@ -1,10 +1,13 @@
-"""The names of users' accounts: limits, usage, their own OpenRouter keys."""
+"""The names of users' accounts: limits, usage, their own OpenRouter keys; and the account
+callables' answers (``get_usage``, the key calls)."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import enum
+
+from promptq.contract.calls import _Answer
 
 ACCOUNTS = "accounts"  # accounts/{uid}: what the user holds now (server-only)
 LIMITS = "limits"  # limits/{uid}: an operator's overrides of the user's limits (server-only)
@@ -71,6 +74,8 @@ class DayField:
     USER_KEY_COMPLETION_TOKENS: Final = "userKeyCompletionTokens"
     USER_KEY_COST: Final = "userKeyCost"
     ESTIMATED_COST: Final = "estimatedCost"  # the part of `cost` charged at its worst case (real cost unknown)
+    CACHED_TOKENS: Final = "cachedTokens"  # prompt tokens read from a prompt cache, on the app's key
+    CACHE_DISCOUNT: Final = "cacheDiscount"  # USD prompt caching saved, on the app's key (ExecutionField.CACHE_DISCOUNT)
     EXPIRE_AT: Final = "expireAt"
 
 
@@ -89,3 +94,40 @@ class KeyField:
     LIMIT: Final = "limit"
     LIMIT_REMAINING: Final = "limitRemaining"
     USAGE: Final = "usage"
+
+
+# --- the account callables' answers --------------------------------------------------------
+
+
+class UsageDay(_Answer):
+    day: str
+    executions: int = 0
+    promptTokens: int = 0
+    completionTokens: int = 0
+    cost: float = 0.0
+    userKeyExecutions: int = 0
+    userKeyPromptTokens: int = 0
+    userKeyCompletionTokens: int = 0
+    userKeyCost: float = 0.0
+    estimatedCost: float = 0.0  # the part of `cost` charged at its worst case (real cost unknown)
+    cachedTokens: int = 0  # prompt tokens read from a prompt cache, on the app's key
+    cacheDiscount: float = 0.0  # USD that saved (less what cache writes cost more), on the app's key
+
+
+class UsageAnswer(_Answer):
+    """``get_usage``: the caller's day, recent days, limits and what they hold now."""
+
+    today: UsageDay
+    days: list[UsageDay]  # the most recent days with usage, newest first (today included)
+    limits: dict[str, Any]  # maxActive, startsPerMinute, dailyBudgetUsd, maxBatchLanes (0: none), and now: active, reservedUsd, batchLanes
+    hasKey: bool = False  # their own OpenRouter key serves their executions (not counted in the budget)
+
+
+class KeyAnswer(_Answer):
+    """``set_api_key`` / ``get_api_key``: the caller's own OpenRouter key, never the key itself."""
+
+    hasKey: bool
+    label: str | None = None  # its last 4 characters
+    limit: float | None = None  # USD, from OpenRouter's /key
+    limitRemaining: float | None = None
+    usage: float | None = None

@@ -16,6 +16,9 @@ class BatchStatus(str, enum.Enum):
     COMPLETED = "completed"  # every item ended (some may have failed)
     CANCELLING = "cancelling"  # cancel asked: waiting items ended, running ones stopping
     CANCELLED = "cancelled"
+    # Its items wait for the provider for long: its key's credit is spent (until resume_batch),
+    # or a free model's daily cap (until it resets); ``providerWait`` says which, and until when.
+    PAUSED = "paused"
 
     def __str__(self) -> str:
         return self.value
@@ -34,8 +37,9 @@ class BatchField:
     STATUS: Final = "status"
     TITLE: Final = "title"  # the first item's first words
     COUNTS: Final = "counts"  # Count fields
-    USAGE: Final = "usage"  # {promptTokens, completionTokens} of the executions that ended
+    USAGE: Final = "usage"  # {promptTokens, completionTokens, cachedTokens} of the executions that ended
     COST: Final = "cost"  # USD, summed over the executions that ended (retried ones included; those that report one)
+    CACHE_DISCOUNT: Final = "cacheDiscount"  # USD prompt caching saved, summed over the executions that ended
     ESTIMATED_COST: Final = "estimatedCost"  # USD charged for items whose real cost is unknown: their reservations
     EXECUTIONS: Final = "executions"  # executions that ended (a retried item counts each of its tries)
     MAX_CONCURRENCY: Final = "maxConcurrency"
@@ -68,6 +72,9 @@ class BatchField:
     LANES_ACTIVE: Final = "lanesActive"
     LANES_PARKED: Final = "lanesParked"
     WAITING_FOR: Final = "waitingFor"
+    # Its items wait for the provider (WaitField: reason, model, until, since, message): a
+    # throttle (it runs on when it ends), a daily cap or spent credit (it is paused); None otherwise.
+    PROVIDER_WAIT: Final = "providerWait"
 
 
 class Count:

@@ -31,6 +31,7 @@ class ClaimKind(str, enum.Enum):
     CANCELLED = "cancelled"  # cancel was requested while queued: ended now (answer 2xx)
     EXHAUSTED = "exhausted"  # no attempt left: ended failed now (answer 2xx)
     BUSY = "busy"  # another live attempt holds the lease, or not before retryAt (non-2xx)
+    PROVIDER_WAIT = "provider_wait"  # its model (or key) cools down: its task goes back to the queue for then (2xx)
     BAD_TASK = "bad_task"  # the task carries no valid execution id: dropped (2xx)
     FOLD = "fold"  # not an execution: a batch's counts were folded (2xx)
 
@@ -62,6 +63,7 @@ class Callable(str, enum.Enum):
     GET_BATCH_RESULTS = "get_batch_results"
     CANCEL_BATCH = "cancel_batch"
     RETRY_BATCH = "retry_batch"
+    RESUME_BATCH = "resume_batch"
 
     def __str__(self) -> str:
         return self.value
@@ -131,11 +133,13 @@ class PollAnswer(_Answer):
     finishReason: str | None = None
     usage: dict[str, int] | None = None
     cost: float | None = None
+    cacheDiscount: float | None = None  # USD prompt caching saved (ExecutionField.CACHE_DISCOUNT)
     error: dict[str, Any] | None = None
     # A JSON answer (`outputFormat: "json"`) that succeeded: its parsed value, in the answer that
     # is `done` (the whole text parsed, whatever `after` was).
     json_value: Any = Field(None, alias="json")
     toolCalls: list[dict[str, Any]] | None = None  # the answer's tool calls, once it ended
+    logprobs: dict[str, Any] | None = None  # asked with params.logprobs: {content, truncated?}, once it ended
     createdAt: str | None = None
     startedAt: str | None = None
     firstTokenAt: str | None = None
@@ -207,38 +211,6 @@ class ListAnswer(_Answer):
     nextPageToken: str | None = None
 
 
-class UsageDay(_Answer):
-    day: str
-    executions: int = 0
-    promptTokens: int = 0
-    completionTokens: int = 0
-    cost: float = 0.0
-    userKeyExecutions: int = 0
-    userKeyPromptTokens: int = 0
-    userKeyCompletionTokens: int = 0
-    userKeyCost: float = 0.0
-    estimatedCost: float = 0.0  # the part of `cost` charged at its worst case (real cost unknown)
-
-
-class UsageAnswer(_Answer):
-    """``get_usage``: the caller's day, recent days, limits and what they hold now."""
-
-    today: UsageDay
-    days: list[UsageDay]  # the most recent days with usage, newest first (today included)
-    limits: dict[str, Any]  # maxActive, startsPerMinute, dailyBudgetUsd, maxBatchLanes (0: none), and now: active, reservedUsd, batchLanes
-    hasKey: bool = False  # their own OpenRouter key serves their executions (not counted in the budget)
-
-
-class KeyAnswer(_Answer):
-    """``set_api_key`` / ``get_api_key``: the caller's own OpenRouter key, never the key itself."""
-
-    hasKey: bool
-    label: str | None = None  # its last 4 characters
-    limit: float | None = None  # USD, from OpenRouter's /key
-    limitRemaining: float | None = None
-    usage: float | None = None
-
-
 class BatchStarted(_Answer):
     """``start_batch``'s answer."""
 
@@ -254,6 +226,7 @@ class BatchAnswer(_Answer):
     counts: dict[str, int]  # total, queued, running, succeeded, failed, cancelled
     usage: dict[str, int] = {}
     cost: float = 0.0
+    cacheDiscount: float = 0.0  # USD prompt caching saved over its executions
     maxConcurrency: int
     round: int = 0
     title: str | None = None
@@ -265,7 +238,9 @@ class BatchAnswer(_Answer):
     lanesActive: int = 0
     lanesParked: int = 0
     waitingFor: str | None = None
-    message: str | None = None  # what cancel/retry did
+    # Its items wait for the provider: {reason: throttle | daily_cap | credit, model, until, since, message}.
+    providerWait: dict[str, Any] | None = None
+    message: str | None = None  # what cancel/retry/resume did
 
 
 class BatchItem(_Answer):

@@ -66,6 +66,8 @@ class ExecutionField:
     AFTER: Final = "after"
     LANE: Final = "lane"  # its lane's key in the batch ("round-lane": promptq.domain.lanes)
     PARKED: Final = "parked"  # a lane's head that waits for a fair-share cap (with WAITING) until a lane ends
+    PAUSED: Final = "paused"  # a batch item its batch's pause holds (with WAITING) until resume_batch
+    PROVIDER_WAIT: Final = "providerWait"  # waiting for the provider: {reason, model, until, since} (WaitField); None otherwise
     MODEL: Final = "model"  # the model that served (from the stream; set when it ends)
     GENERATION_ID: Final = "generationId"
     IDEMPOTENCY_KEY: Final = "idempotencyKey"
@@ -79,6 +81,7 @@ class ExecutionField:
     REASONING_TRUNCATED: Final = "reasoningTruncated"  # the reasoning outgrew its cap and was cut
     USAGE: Final = "usage"  # {promptTokens, completionTokens, totalTokens, reasoningTokens} (see U)
     COST: Final = "cost"  # USD, as reported by the upstream
+    CACHE_DISCOUNT: Final = "cacheDiscount"  # USD prompt caching saved (< 0: a cache write cost more), at the cacheRates its start read
     COST_SOURCE: Final = "costSource"  # CostSource.GENERATION when reconciled after a cancel
     # A batch item's part of its charge that is a worst case (its real cost unknown: a cut
     # stream, a worker that died): its reservation, counted in its batch's cost (0 once known).
@@ -90,6 +93,7 @@ class ExecutionField:
     # the text, never stored: Firestore cannot hold every JSON value).
     OUTPUT_FORMAT: Final = "outputFormat"
     TOOL_CALLS: Final = "toolCalls"  # the answer's tool calls, assembled from the stream: [{id, type, function: {name, arguments}}] (see TC)
+    LOGPROBS: Final = "logprobs"  # asked with params.logprobs: {content: [...], truncated?} (LogprobField), with the ending
     ERROR: Final = "error"  # {code, message, upstreamStatus?} (see E)
     CREATED_AT: Final = "createdAt"
     STARTED_AT: Final = "startedAt"
@@ -106,6 +110,7 @@ class JobField:
     need not read it (its owner may)."""
 
     OWNER: Final = "ownerUid"
+    END_USER: Final = "endUser"  # the `user` sent upstream when the request names none: a hash of the owner's uid
     MESSAGES: Final = "messages"  # the rendered prompt sent upstream: [{role, content, tool_calls?, tool_call_id?}]
     REQUEST: Final = "request"  # {model, models, params, promptId} as validated (see Req)
     REQUEST_HASH: Final = "requestHash"  # what the request asked for: an idempotency key must match it
@@ -114,6 +119,8 @@ class JobField:
     ATTEMPTS: Final = "attempts"  # history of ended attempts (see A)
     RETRY_AT: Final = "retryAt"  # not before: the upstream's Retry-After when handed back to the queue
     REQUEUES: Final = "requeues"  # times the sweeper re-enqueued it
+    UNSPENT: Final = "unspent"  # attempts given back: waits for the provider, not failures (max_attempts counts the others)
+    WAIT_SINCE: Final = "waitSince"  # when its current wait for the provider began (its window counts from it)
     TASK: Final = "task"  # the id of the Cloud Tasks task that delivers it now (the sweeper checks it)
     KEY_SOURCE: Final = "keySource"  # whose OpenRouter key serves it: KeySource
     BATCH_ID: Final = "batchId"  # a batch item: its usage is counted with its batch's, when the batch ends
@@ -132,6 +139,7 @@ class JobField:
     PROJECT_HOLD: Final = "projectHold"
     PROJECT_SHARD: Final = "projectShard"
     CHARGED_USD: Final = "chargedUsd"  # what its ending added to its day's cost (the reservation if unknown)
+    CACHE_RATES: Final = "cacheRates"  # its models' prompt and cache prices (RateField) when its start read them: cacheDiscount's
     UPDATED_AT: Final = "updatedAt"
     EXPIRE_AT: Final = "expireAt"
     WRITES: Final = "writes"
@@ -179,7 +187,7 @@ class RequestField:
     MODEL: Final = "model"
     MODELS: Final = "models"
     PARAMS: Final = "params"  # the sampling parameters: {temperature, top_p, max_tokens, stop, seed}
-    # response_format, reasoning, provider, tools, tool_choice, parallel_tool_calls, as the JSON
+    # response_format, reasoning, provider, tools... (VOCABULARY below), as the JSON
     # text they are sent upstream in (None: none given). Text, not a map: Firestore keeps no key
     # order (a schema's property order steers a model) and cannot store every JSON value.
     PARAMS_JSON: Final = "paramsJson"
@@ -189,35 +197,15 @@ class RequestField:
 # A request's `params`, by where the job keeps them: the sampling parameters as ``RequestField.PARAMS``,
 # OpenRouter's vocabulary beyond them as ``RequestField.PARAMS_JSON``.
 SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed")
-VOCABULARY = ("response_format", "reasoning", "provider", "tools", "tool_choice", "parallel_tool_calls")
+# OpenRouter's parameters that cut cost and abuse, in the vocabulary (promptq.contract.requests.extras).
+ROUTER_PARAMS = ("plugins", "transforms", "logprobs", "top_logprobs", "verbosity", "user")
+VOCABULARY = ("response_format", "reasoning", "provider", "tools", "tool_choice", "parallel_tool_calls", *ROUTER_PARAMS)
 
 
 class OutputFormat(str, enum.Enum):
     """``outputFormat``: what the answer's text is (absent: text)."""
 
     JSON = "json"
-
-
-class ToolCallField:
-    """Keys of one of ``toolCalls`` (OpenAI's names, as the upstream streams them)."""
-
-    ID: Final = "id"
-    TYPE: Final = "type"  # "function"
-    FUNCTION: Final = "function"  # {name, arguments}
-    NAME: Final = "name"
-    ARGUMENTS: Final = "arguments"  # JSON text, as the model wrote it
-
-
-TOOL_CALL_TYPE = "function"  # the one type of tool call (OpenAI's)
-
-
-class UsageField:
-    """Keys of ``usage``."""
-
-    PROMPT_TOKENS: Final = "promptTokens"
-    COMPLETION_TOKENS: Final = "completionTokens"
-    TOTAL_TOKENS: Final = "totalTokens"
-    REASONING_TOKENS: Final = "reasoningTokens"
 
 
 class ErrorField:
@@ -241,6 +229,7 @@ class AttemptField:
 
 class AttemptOutcome(str, enum.Enum):
     RETRY = "retry"  # a transient failure before the first token handed it back to the queue
+    PROVIDER_WAIT = "provider_wait"  # the provider throttled it (or its key's credit is spent): back to the queue, not spent
     LEASE_EXPIRED = "lease_expired"  # the attempt's worker died (its lease ran out)
 
 

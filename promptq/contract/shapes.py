@@ -29,6 +29,8 @@ class ExecutionDoc(TypedDict, total=False):
     after: str | None
     lane: str | None
     parked: bool
+    paused: bool
+    providerWait: dict[str, Any] | None
     model: str | None
     generationId: str | None
     idempotencyKey: str | None
@@ -42,11 +44,13 @@ class ExecutionDoc(TypedDict, total=False):
     reasoningTruncated: bool
     usage: dict[str, int] | None
     cost: float | None
+    cacheDiscount: float | None
     costSource: str
     estimatedCost: float
     finishReason: str | None
     outputFormat: str | None
     toolCalls: list[dict[str, Any]]
+    logprobs: dict[str, Any]
     error: dict[str, Any] | None
     createdAt: datetime
     startedAt: datetime | None
@@ -62,6 +66,7 @@ class JobDoc(TypedDict, total=False):
     """``executions/{id}/internal/job`` (``JobField``)."""
 
     ownerUid: str
+    endUser: str
     messages: list[dict[str, Any]]
     request: dict[str, Any]
     requestHash: str
@@ -70,6 +75,8 @@ class JobDoc(TypedDict, total=False):
     attempts: list[dict[str, Any]]
     retryAt: datetime | None
     requeues: int
+    unspent: int
+    waitSince: datetime | None
     task: str
     keySource: str
     batchId: str
@@ -82,6 +89,7 @@ class JobDoc(TypedDict, total=False):
     projectHold: dict[str, float]
     projectShard: int | None
     chargedUsd: float
+    cacheRates: list[dict[str, Any]]
     updatedAt: datetime
     expireAt: datetime
     writes: int
@@ -96,6 +104,7 @@ class BatchDoc(TypedDict, total=False):
     counts: dict[str, int]
     usage: dict[str, int]
     cost: float
+    cacheDiscount: float
     estimatedCost: float
     executions: int
     maxConcurrency: int
@@ -123,3 +132,4 @@ class BatchDoc(TypedDict, total=False):
     lanesActive: int
     lanesParked: int
     waitingFor: str | None
+    providerWait: dict[str, Any] | None

@@ -7,11 +7,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from promptq.domain.errors import LimitExceeded
+from promptq.domain.measure import HOUR_WRITE_FACTOR, WEB_RESULT_USD, Measured
+
+# What a body measures is promptq.domain.measure's; its names are still read from here.
+from promptq.domain.measure import TOOLS_PROMPT_TOKENS, UNLISTED_CONTEXT, URL_PART_TOKENS, measure  # noqa: F401
 from promptq.contract import JobField, LimitField, ProjectField, Reason
 
 DAY_FORMAT = "%Y-%m-%d"
@@ -50,87 +53,40 @@ class Price:
         the longer context."""
         return Price(*(max(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
-    def worst(self, *, prompt_tokens: int, output_tokens: int, images: int) -> float:
-        """The most one request may cost at these prices: every prompt token at the dearest input
-        price (a cache write may cost more than a plain token), every output token at the dearer
-        of completion and internal reasoning, the request fee, each image, and a web search for
-        every request of a model that lists one (search models search every time)."""
+    def input_price(self, cache: str | None = None) -> float:
+        """The most one prompt token may cost: the prompt price (a cached one read costs less);
+        a request that writes the prompt cache (``cache``: ``promptq.domain.measure.cache_writes``)
+        at the cache-write price when dearer (Anthropic's: 1.25 times), twice that for an hour's
+        (2 times). Without ``cache_control`` nothing is written at a price (implicit caching)."""
+        price = max(self.prompt, self.input_cache_read, self.input_cache_write if cache else 0.0)
+        return price * (HOUR_WRITE_FACTOR if cache == "1h" else 1.0)
+
+    def worst(self, *, prompt_tokens: int, output_tokens: int, images: int, web_results: int = 0, cache: str | None = None) -> float:
+        """The most one request may cost at these prices: every prompt token at ``input_price``,
+        every output token at the dearer of completion and internal reasoning, the request fee,
+        each image, a web search for every request of a model that lists one (search models
+        search every time), and each result of the web plugin at the dearer of its fee and that."""
         return (
-            prompt_tokens * max(self.prompt, self.input_cache_read, self.input_cache_write)
+            prompt_tokens * self.input_price(cache)
             + output_tokens * max(self.completion, self.internal_reasoning)
             + self.request
             + images * self.image
             + self.web_search
+            + web_results * max(WEB_RESULT_USD, self.web_search)
         )
 
     def ceiling(self) -> dict[str, float]:
         """These prices as OpenRouter's ``provider.max_price`` (USD per million tokens; per
-        request, per image): routing may pick no endpoint dearer than what was reserved."""
+        request, per image): routing may pick no endpoint dearer than what was reserved. The
+        prompt's is the listed prompt price, cache writes or not: an endpoint whose prompt price
+        is within it writes the cache within what its listed write price reserved."""
         per_million = lambda usd: round(usd * 1e6, 6)  # noqa: E731
         return {
-            "prompt": per_million(max(self.prompt, self.input_cache_read, self.input_cache_write)),
+            "prompt": per_million(max(self.prompt, self.input_cache_read)),
             "completion": per_million(max(self.completion, self.internal_reasoning)),
             "request": self.request,
             "image": self.image,
         }
-
-
-# A part given by https URL: an image costs a few thousand tokens at most (the body holds only
-# its URL). A file (a PDF) may be read whole by a model that reads PDFs natively: its model's
-# whole context (or this, for a model whose context is not listed).
-URL_PART_TOKENS = 64 * 1024
-UNLISTED_CONTEXT = 2_000_000
-# What providers add to the prompt for tools beyond their definitions (Anthropic's tool-use
-# system prompt is ~350 tokens): counted once when a request carries tools.
-TOOLS_PROMPT_TOKENS = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class Measured:
-    """What a start measures of the very body its execution sends upstream (``measure``): its
-    size as JSON in UTF-8 bytes (every byte a model may read is in it: messages, parts, tools,
-    schemas, anything a later field adds; a token is at least one byte), the image parts given
-    by URL (their bytes are not in it), every image (the per-image fee), whether it carries a
-    file part or tools, and the output tokens it allows (``max_tokens`` and a reasoning budget
-    given apart: some providers spend it on top)."""
-
-    body_bytes: int
-    url_images: int = 0
-    images: int = 0
-    files: int = 0
-    tools: bool = False
-    output_tokens: int = 0
-
-    def prompt_tokens(self, context: int) -> int:
-        """The most prompt tokens a model with this context may read of the body (a prompt
-        never costs more than its model's context: beyond it, the request is refused or cut)."""
-        if self.files:
-            return context or UNLISTED_CONTEXT
-        tokens = self.body_bytes + URL_PART_TOKENS * self.url_images + (TOOLS_PROMPT_TOKENS if self.tools else 0)
-        return min(tokens, context) if context else tokens
-
-
-def measure(body: Mapping[str, Any]) -> Measured:
-    """``Measured`` of an OpenRouter chat body (``promptq.adapters.openrouter.protocol.chat_body``)."""
-    images = url_images = files = 0
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else ():
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "image_url":
-                images += 1
-                url_images += not str(part["image_url"]["url"]).startswith("data:")
-            elif kind == "file":
-                files += 1
-    reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
-    return Measured(
-        body_bytes=len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()),
-        url_images=url_images,
-        images=images,
-        files=files,
-        tools=bool(body.get("tools")),
-        output_tokens=int(body.get("max_tokens") or 0) + int(reasoning.get("max_tokens") or 0),
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,10 +120,7 @@ def dearest(prices: list[Price]) -> Price:
 def reserve(measured: Measured, prices: list[Price]) -> Reserve:
     """The most an execution may cost: at the dearest of its models' prices and fees, every
     prompt token its body may cost that model, its output tokens, each image."""
-    usd = max(
-        (p.worst(prompt_tokens=measured.prompt_tokens(p.context), output_tokens=measured.output_tokens, images=measured.images) for p in prices),
-        default=0.0,
-    )
+    usd = max((p.worst(prompt_tokens=measured.prompt_tokens(p.context), **measured.priced()) for p in prices), default=0.0)
     return Reserve(round(usd, 9), measured.body_bytes, measured.output_tokens, dearest(prices).ceiling() if prices else {})
 
 

@@ -3,6 +3,7 @@ their transitions from then on). Pure."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -63,12 +64,22 @@ def new_execution(
     }
 
 
+def end_user(uid: str) -> str:
+    """What a request tells the provider its user is when the app did not say (OpenRouter's
+    ``user``, which providers' abuse signals read): a stable hash of the caller's uid, so that one
+    user is one user to them, and the uid itself never leaves (``pq_`` and 32 hex digits of
+    SHA-256 over a fixed prefix and the uid)."""
+    return "pq_" + hashlib.sha256(f"promptq end user\x00{uid}".encode()).hexdigest()[:32]
+
+
 def new_job(
     *, owner_uid: str, messages: list[dict[str, str]], request: Mapping[str, Any], request_hash: str, task: str, now: datetime, expire_at: datetime
 ) -> dict[str, Any]:
-    """The job created with it: the request, no claim."""
+    """The job created with it: the request, no claim; the ``end_user`` its body names when the
+    request names none (recorded with it, so that the body a start measures is the one sent)."""
     return {
         JobField.OWNER: owner_uid,
+        JobField.END_USER: end_user(owner_uid),
         JobField.MESSAGES: messages,
         JobField.REQUEST: dict(request),
         JobField.REQUEST_HASH: request_hash,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from promptq.domain.errors import CancelRequested, Deadline, LostClaim, Permanent, Transient
+from promptq.domain.errors import CancelRequested, Deadline, LostClaim, Permanent, Throttled, Transient
 from promptq.domain.records import Ending
-from promptq.contract import Code, Status
+from promptq.contract import Code, Status, WaitReason
 from promptq.domain.answer import Refused
 
 
@@ -63,6 +63,23 @@ def _transient(stopped_by: Transient, *, cancel_requested: bool, last: bool, max
     )
 
 
+def _waits(stopped_by: BaseException | None, *, cancel_requested: bool, user_key: bool, batch: bool) -> Ending | None:
+    """A refusal waited out: a throttle, and spent credit for a batch item (its batch pauses);
+    unless a Stop came (None: not a wait)."""
+    if cancel_requested and isinstance(stopped_by, (Throttled, Permanent)):
+        return Ending(Status.CANCELLED)
+    if isinstance(stopped_by, Throttled):
+        reason = WaitReason.DAILY_CAP if stopped_by.daily else WaitReason.THROTTLE
+        return Ending(
+            wait=reason, code=Code.UPSTREAM_RATE_LIMITED, message=stopped_by.message, upstream_status=429, retry_after_s=stopped_by.retry_after_s
+        )
+    if batch and _about_credit(stopped_by):
+        assert isinstance(stopped_by, Permanent)
+        code, message = _USER_KEY[Code.UPSTREAM_PAYMENT_REQUIRED] if user_key else (Code.UPSTREAM_PAYMENT_REQUIRED, APP_KEY_NO_CREDIT)
+        return Ending(wait=WaitReason.CREDIT, code=code, message=message.format(stopped_by.message), upstream_status=stopped_by.upstream_status)
+    return None
+
+
 def ending(
     stopped_by: BaseException | None,
     *,
@@ -73,10 +90,14 @@ def ending(
     max_retry_after_s: float = float("inf"),
     user_key: bool = False,
     refused: Refused | None = None,
+    batch: bool = False,
 ) -> Ending:
     """The ending of an attempt that stopped because of ``stopped_by`` (None: the stream ended);
     ``user_key``: it ran on the owner's own OpenRouter key; ``refused``: the answer of a stream
-    that ended is not what the request asked for (``promptq.domain.answer.check``): it fails, text kept."""
+    that ended is not what the request asked for (``promptq.domain.answer.check``): it fails, text kept.
+    A throttle is waited out (``wait``), and so is spent credit for a batch item (its batch pauses)."""
+    if (waits := _waits(stopped_by, cancel_requested=cancel_requested, user_key=user_key, batch=batch)) is not None:
+        return waits
     if user_key and isinstance(stopped_by, Permanent) and stopped_by.code in _USER_KEY:
         code, message = _USER_KEY[stopped_by.code]
         return Ending(Status.FAILED, code=code, message=message.format(stopped_by.message), upstream_status=stopped_by.upstream_status)

@@ -1,6 +1,7 @@
 """promptq's exceptions, grouped by what happens next.
 
-- ``Transient``: try again (tenacity around opening the stream; Cloud Tasks around an attempt).
+- ``Transient``: try again (tenacity around opening the stream; Cloud Tasks around an attempt);
+  ``Throttled`` (a 429) is waited out instead, fleet-wide.
 - ``Permanent``: record the failure on the document and stop; never retried.
 - ``LostClaim``: another attempt holds the execution now; this one stops without writing.
 - ``CancelRequested``: the owner pressed Stop; end ``cancelled`` with the text received.
@@ -10,6 +11,8 @@ and a message safe to show the owner: never a key, a token or a prompt.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from promptq.contract import Code
 
@@ -31,6 +34,18 @@ class Transient(PromptqError):
     def __init__(self, message: str, *, retry_after_s: float | None = None, **kw):
         super().__init__(message, **kw)
         self.retry_after_s = retry_after_s
+
+
+class Throttled(Transient):
+    """A 429, as a status or as an error event: the provider asks for fewer requests. Waited
+    out (``promptq.domain.cooldown``), never an attempt spent; ``reset_at``: a daily cap's reset."""
+
+    code = Code.UPSTREAM_RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, reset_at: datetime | None = None, daily: bool = False, **kw):
+        super().__init__(message, retry_after_s=retry_after_s, **kw)
+        self.reset_at = reset_at
+        self.daily = daily
 
 
 class Permanent(PromptqError):

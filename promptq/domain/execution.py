@@ -64,12 +64,14 @@ class ClaimDecision:
     restarted: bool = False
 
 
-def _not_claimable(execution: ExecutionDoc, job: JobDoc, now: datetime) -> ClaimDecision | None:
+def _not_claimable(execution: ExecutionDoc, job: JobDoc, now: datetime, take_turn: bool) -> ClaimDecision | None:
     """A delivery that must not claim: ended already, cancelled while queued, or too early."""
     status = status_of(execution)
     if status in TERMINAL:
         return ClaimDecision(ClaimKind.TERMINAL)
-    if execution.get(ExecutionField.WAITING):  # a batch item before its turn (its task should not exist yet)
+    if execution.get(ExecutionField.WAITING) and not (take_turn and not execution.get(ExecutionField.PAUSED)):
+        # A batch item before its turn (its task should not exist yet), unless the delivery that
+        # ended its predecessor takes its turn (``take_turn``: it runs it at once).
         return ClaimDecision(ClaimKind.BUSY, retry_after_s=30.0)
     if status is Status.QUEUED and execution.get(ExecutionField.CANCEL_REQUESTED):
         return ClaimDecision(ClaimKind.CANCELLED, ended(execution, job, Ending(Status.CANCELLED), now=now))
@@ -101,13 +103,28 @@ def _history_with_dead_holder(execution: ExecutionDoc, job: JobDoc, now: datetim
     return history
 
 
+def spent(execution: ExecutionDoc, job: JobDoc) -> int:
+    """Attempts that count against ``max_attempts``: those that claimed it, but for the waits for
+    the provider (``promptq.domain.waits``)."""
+    return int(execution.get(ExecutionField.ATTEMPT) or 0) - int(job.get(JobField.UNSPENT) or 0)
+
+
 def decide_claim(
-    execution: ExecutionDoc | None, job: JobDoc | None, *, attempt_id: str, worker: str, now: datetime, lease_s: float, max_attempts: int
+    execution: ExecutionDoc | None,
+    job: JobDoc | None,
+    *,
+    attempt_id: str,
+    worker: str,
+    now: datetime,
+    lease_s: float,
+    max_attempts: int,
+    take_turn: bool = False,
 ) -> ClaimDecision:
-    """Decide what a delivery of the task does with the execution as it is now."""
+    """Decide what a delivery of the task does with the execution as it is now (``take_turn``:
+    a batch item still waiting for its turn is handed over and claimed in the same write)."""
     if execution is None or job is None:
         return ClaimDecision(ClaimKind.MISSING)
-    refused = _not_claimable(execution, job, now)
+    refused = _not_claimable(execution, job, now, take_turn)
     if refused is not None:
         return refused
     history = _history_with_dead_holder(execution, job, now)
@@ -115,8 +132,9 @@ def decide_claim(
         # Stop was pressed while the previous attempt was dying: honour it, do not restart.
         return ClaimDecision(ClaimKind.CANCELLED, ended(execution, job, Ending(Status.CANCELLED), now=now, history=history))
     used = int(execution.get(ExecutionField.ATTEMPT) or 0)
-    if used >= max_attempts:
-        end = Ending(Status.FAILED, code=Code.ATTEMPTS_EXHAUSTED, message=f"gave up after {used} attempt(s); see the job's `attempts`")
+    if spent(execution, job) >= max_attempts:
+        message = f"gave up after {spent(execution, job)} attempt(s); see the job's `attempts`"
+        end = Ending(Status.FAILED, code=Code.ATTEMPTS_EXHAUSTED, message=message)
         return ClaimDecision(ClaimKind.EXHAUSTED, ended(execution, job, end, now=now, history=history))
     restarted = status_of(execution) is Status.RUNNING  # its holder died: the new attempt starts the text over
     update = {
@@ -129,6 +147,10 @@ def decide_claim(
         update[ExecutionField.STARTED_AT] = now
     if restarted:
         update[ExecutionField.RESTARTED_AT] = now
+    if execution.get(ExecutionField.PROVIDER_WAIT):
+        update[ExecutionField.PROVIDER_WAIT] = None  # its wait for the provider is over
+    if execution.get(ExecutionField.WAITING):
+        update[ExecutionField.WAITING] = False  # its turn, taken by the delivery that ended its predecessor
     claim = {
         JobField.ATTEMPT_ID: attempt_id,
         JobField.LEASE_EXPIRES_AT: now + timedelta(seconds=lease_s),
@@ -245,14 +267,6 @@ def reconciled_cost(execution: ExecutionDoc, job: JobDoc, *, generation_id: str,
     return Change(update, charge, settle=settle)
 
 
-def handed_over(execution: ExecutionDoc | None, *, now: datetime) -> Change | None:
-    """A waiting batch item's turn came: it may now be delivered (its task is created next).
-    None: it is not waiting (handed over already)."""
-    if execution is None or not execution.get(ExecutionField.WAITING):
-        return None
-    return Change(bump(execution, {ExecutionField.WAITING: False}, now))
-
-
 def decide_cancel(execution: ExecutionDoc | None, job: JobDoc | None, *, now: datetime) -> Change | None:
     """Stop: a queued execution ends now; a running one is asked to stop (its worker ends it).
     None: nothing to change (missing, ended, or already asked)."""
@@ -265,33 +279,3 @@ def decide_cancel(execution: ExecutionDoc | None, job: JobDoc | None, *, now: da
     # The process holding it hears of it through its own Stop folder (none: it has not been
     # claimed yet, and its claim will see the request).
     return Change(bump(execution, {ExecutionField.CANCEL_REQUESTED: True}, now), stop=execution.get(ExecutionField.WORKER))
-
-
-def cancelled_waiting(execution: ExecutionDoc | None, *, now: datetime) -> Change | None:
-    """A batch's cancel of an item still waiting for its turn: it never ran, so its job holds no
-    claim and nothing to settle, and only the execution changes (a cancel of 10,000 waiting
-    items writes 10,000 documents, reads none but the query's). None: it is not waiting."""
-    if execution is None or not execution.get(ExecutionField.WAITING) or status_of(execution) is not Status.QUEUED:
-        return None
-    return Change(
-        bump(
-            execution,
-            {
-                ExecutionField.STATUS: Status.CANCELLED.value,
-                ExecutionField.FINISHED_AT: now,
-                ExecutionField.WORKER: None,
-                ExecutionField.FINISH_REASON: FINISH_CANCELLED,
-                ExecutionField.WAITING: False,
-                **({ExecutionField.PARKED: False} if execution.get(ExecutionField.PARKED) else {}),
-            },
-            now,
-        )
-    )
-
-
-def unparked(execution: ExecutionDoc | None, *, now: datetime, start: bool) -> Change | None:
-    """A parked lane head (``promptq.batches.fairshare``): its lane starts (``start``: it is handed over in
-    the same write, as ``handed_over``), or it never will (it ended while parked). None: not parked."""
-    if execution is None or not execution.get(ExecutionField.PARKED):
-        return None
-    return Change(bump(execution, {ExecutionField.PARKED: False, **({ExecutionField.WAITING: False} if start else {})}, now))

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from promptq.domain.redact import redact
-from promptq.contract import TERMINAL, ChunkField, ErrorField, ExecutionField, Outcome, Status, UsageField
+from promptq.contract import TERMINAL, ChunkField, ErrorField, ExecutionField, Outcome, Status, UsageField, WaitReason
 
 
 def utcnow() -> datetime:
@@ -55,18 +55,27 @@ def is_terminal(doc: Mapping[str, Any]) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Usage:
+    """Tokens a generation used; ``cached_tokens`` and ``cache_write_tokens`` are the prompt
+    tokens read from and written to the provider's prompt cache (part of ``prompt_tokens``)."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def to_doc(self) -> dict[str, int]:
-        return {
+        """The ``usage`` map; the cache's counts only when there are some (a batch's fold sums
+        them apart: promptq.batches.store.BatchStore.aggregate)."""
+        doc = {
             UsageField.PROMPT_TOKENS: self.prompt_tokens,
             UsageField.COMPLETION_TOKENS: self.completion_tokens,
             UsageField.TOTAL_TOKENS: self.total_tokens,
             UsageField.REASONING_TOKENS: self.reasoning_tokens,
         }
+        cache = {UsageField.CACHED_TOKENS: self.cached_tokens, UsageField.CACHE_WRITE_TOKENS: self.cache_write_tokens}
+        return {**doc, **{k: v for k, v in cache.items() if v}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +129,8 @@ class Produced:
     cost: float | None = None
     reasoning_truncated: bool = False
     tool_calls: tuple[dict[str, Any], ...] = ()  # assembled from the stream (TC keys)
+    logprobs: dict[str, Any] | None = None  # collected from the stream (LogprobField keys)
+    cache_discount: float | None = None  # USD caching saved, at the job's cacheRates (promptq.domain.caching.discounted)
 
     def fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -136,6 +147,8 @@ class Produced:
             ExecutionField.COST: self.cost,
             ExecutionField.REASONING_TRUNCATED: self.reasoning_truncated or None,
             ExecutionField.TOOL_CALLS: list(self.tool_calls) or None,
+            ExecutionField.LOGPROBS: self.logprobs,
+            ExecutionField.CACHE_DISCOUNT: self.cache_discount,
         }
         fields.update({k: v for k, v in optional.items() if v is not None})
         return fields
@@ -153,6 +166,9 @@ class Ending:
     upstream_status: int | None = None
     retry_after_s: float | None = None
     reconcile_cost: bool = False  # a cancelled stream: read its cost from the generation record
+    # Wait for the provider (a 429, or a batch item's spent credit): back to the queue for the
+    # cooldown's end, the attempt not spent (promptq.domain.waits); its task is ours to make: 2xx.
+    wait: WaitReason | None = None
 
     @property
     def outcome(self) -> Outcome:

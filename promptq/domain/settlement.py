@@ -21,8 +21,11 @@ def given_back(*, reservation: float, slots: int = 1) -> dict[str, Any]:
     return update
 
 
-def usage_added(*, key_source: str, usage: Usage | None, cost: float, estimated: float = 0.0, executions: int = 1) -> dict[str, Any]:
-    """What one execution adds to its day (its own key's share apart)."""
+def usage_added(
+    *, key_source: str, usage: Usage | None, cost: float, estimated: float = 0.0, executions: int = 1, discount: float | None = None
+) -> dict[str, Any]:
+    """What one execution adds to its day (its own key's share apart; what prompt caching saved,
+    on the app's key only, as its cost)."""
     p, c = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
     if key_source == KeySource.USER.value:
         fields = {
@@ -38,6 +41,8 @@ def usage_added(*, key_source: str, usage: Usage | None, cost: float, estimated:
             DayField.COMPLETION_TOKENS: c,
             DayField.COST: cost,
             DayField.ESTIMATED_COST: estimated,
+            DayField.CACHED_TOKENS: usage.cached_tokens if usage else 0,
+            DayField.CACHE_DISCOUNT: discount or 0.0,
         }
     return {k: Inc(v) for k, v in fields.items() if v}
 
@@ -88,7 +93,13 @@ def settled(
         str(execution[ExecutionField.OWNER]),
         account=given_back(reservation=reservation) if job.get(JobField.HOLDS) else None,
         day=day_of(now),
-        usage=usage_added(key_source=key_source, usage=produced.usage if produced else None, cost=charged, estimated=estimated),
+        usage=usage_added(
+            key_source=key_source,
+            usage=produced.usage if produced else None,
+            cost=charged,
+            estimated=estimated,
+            discount=produced.cache_discount if produced else None,
+        ),
         project=shares(job_hold(job), released=True, cost=charged),
     )
     return settle, {JobField.CHARGED_USD: charged}

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from promptq.contract import Code, ExecutionField, JobField, Status, SweepKind
 from promptq.contract.shapes import ExecutionDoc, JobDoc
-from promptq.domain.execution import bump, decide_claim, ended
+from promptq.domain.execution import bump, decide_claim, ended, spent
 from promptq.domain.records import Change, Ending, as_utc, is_terminal, status_of
 
 
@@ -24,12 +24,14 @@ def decide_sweep(
         lease = as_utc(job.get(JobField.LEASE_EXPIRES_AT))
         if lease is None or lease > now - timedelta(seconds=grace_s):
             return SweepKind.SKIP, None
-        if int(execution.get(ExecutionField.ATTEMPT) or 0) >= max_attempts or requeues >= max_requeues:
+        if spent(execution, job) >= max_attempts or requeues >= max_requeues:
             # Same ending a delivery would write (history entry for the dead attempt included).
             decision = decide_claim(execution, job, attempt_id="sweeper", worker="", now=now, lease_s=0, max_attempts=0)
             return SweepKind.FAIL, decision.change
     else:  # queued
-        since = as_utc(execution.get(ExecutionField.UPDATED_AT)) or now
+        # Queued since its last change, or since the end of its wait for the provider (its task
+        # is scheduled for then).
+        since = max(filter(None, (as_utc(execution.get(ExecutionField.UPDATED_AT)) or now, as_utc(job.get(JobField.RETRY_AT)))))
         if since > now - timedelta(seconds=queue_timeout_s):
             return SweepKind.SKIP, None
         if requeues >= max_requeues:

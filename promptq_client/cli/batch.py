@@ -194,8 +194,8 @@ def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
     if args.action == "follow":
         with _out(args.out) as out:
             return follow(client, user, args.target, out, args.format)
-    if args.action in ("cancel", "retry"):
-        answer = (client.cancel_batch if args.action == "cancel" else client.retry_batch)(user, args.target)
+    if args.action in ("cancel", "retry", "resume"):
+        answer = {"cancel": client.cancel_batch, "retry": client.retry_batch, "resume": client.resume_batch}[args.action](user, args.target)
         print(answer.message or answer.status.value, flush=True)
         return EXIT_OK
     if args.action == "results":
@@ -224,10 +224,10 @@ def add_parser(commands, target: argparse.ArgumentParser) -> None:
     batch = commands.add_parser(
         "batch",
         parents=[target],
-        help="run a JSONL file as one batch; follow, cancel, retry, results",
-        description="promptq batch run FILE.jsonl | follow|show|cancel|retry|results ID",
+        help="run a JSONL file as one batch; follow, cancel, retry, resume, results",
+        description="promptq batch run FILE.jsonl | follow|show|cancel|retry|resume|results ID",
     )
-    batch.add_argument("action", choices=["run", "follow", "show", "cancel", "retry", "results"])
+    batch.add_argument("action", choices=["run", "follow", "show", "cancel", "retry", "resume", "results"])
     batch.add_argument("target", metavar="FILE|ID", help="run: a JSONL file ('-': stdin); otherwise the batch id")
     batch.add_argument("--model", help="run: the model of items that name none")
     batch.add_argument("--concurrency", type=int, metavar="N", help="run: items running at once (maxConcurrency)")

@@ -32,9 +32,6 @@ from typing import Any
 from promptq.contract import SAMPLING, VOCABULARY, ErrorField, Status, UsageField
 from promptq_client.cli.target import EXIT_USAGE, CliError, say
 
-# What an OpenAI batch line's body may carry besides model and messages: the request's params
-# (max_completion_tokens is read as max_tokens).
-OPENAI_PARAMS = {*SAMPLING, *VOCABULARY, "max_completion_tokens"}
 # Fields of an OpenAI body promptq drops, and why (one note per field on stderr).
 DROPPED = {
     "user": "an end-user label",
@@ -45,6 +42,9 @@ DROPPED = {
     "top_logprobs": "no log probabilities",
     "n": "one choice per request, as n: 1 asks",
 }
+# What an OpenAI batch line's body may carry besides model and messages: the request's params
+# (max_completion_tokens is read as max_tokens), but those dropped above.
+OPENAI_PARAMS = {*SAMPLING, *VOCABULARY, "max_completion_tokens"} - set(DROPPED)
 CANCELLED_CODE = "batch_cancelled"  # OpenAI's, for a request its batch's cancel stopped
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")  # OpenAI's, of a chat.completion's choice
 

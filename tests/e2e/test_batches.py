@@ -19,6 +19,7 @@ from promptq.batches.flow import BatchFlow
 from enqueue.sweeper import sweep
 from promptq.adapters.tasks import TaskQueue
 from promptq.domain import execution as ex
+from promptq.domain import turns
 from promptq.batches.store import BatchStore
 from promptq.domain.records import Ending
 from promptq.contract import Status
@@ -196,7 +197,7 @@ def test_a_hand_over_whose_write_went_through_unanswered_still_gets_its_task(cli
     started = client.start_batch(user, items, maxConcurrency=1)
     store = ExecutionStore(db)
     first, second = (d["id"] for d in items_of(db, started.batchId))
-    store.update_if(second, lambda e, j: ex.handed_over(e, now=ex.utcnow()))  # applied; its task never created
+    store.update_if(second, lambda e, j: turns.handed_over(e, now=ex.utcnow()))  # applied; its task never created
     settings = Settings(project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"], tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"])
     queue = TaskQueue(settings)
     flow = BatchFlow(BatchStore(store), queue)

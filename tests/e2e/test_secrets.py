@@ -14,7 +14,10 @@ from promptq.domain.redact import MASK
     "model, status",
     [
         ("fake/tokens=40,rate=100,fault=error_event,at=5,echo=1", "failed"),  # after the first token
-        ("fake/tokens=40,rate=100,fault=error_event,at=5,echo=1,shape=bare", "failed"),
+        ("fake/tokens=40,rate=100,fault=error_event,at=5,echo=1,shape=bare,code=502", "failed"),
+        # A throttle's words go to its cooldown (cooldowns/{id}) too; this one asks for longer than an
+        # execution waits, so it fails at once (the scan at the end of the run reads the cooldown).
+        ("fake/fault=status,code=429,retry_after=3600,echo=1", "failed"),
         ("fake/tokens=40,rate=100,fault=error_event,at=5,echo=1,shape=usage", "failed"),
         ("fake/fault=status,code=401,echo=1", "failed"),  # before streaming
     ],

@@ -258,6 +258,7 @@ def test_an_ending_firestore_refuses_ends_failed_with_the_chunks_written(store):
 
     class Huge:
         buffer = HugeText()
+        first_token_at = None
 
         def produced(self, pages=0):
             return Produced(chunks=2, output_length=self.buffer.written + 1_100_000, pages=pages)

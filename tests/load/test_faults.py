@@ -15,6 +15,14 @@ transient failure before the first token is retried by tenacity inside the attem
 which delivers again; the third attempt (``max_attempts`` = 3) records the failure. An
 always-failing transient fault therefore costs 4 x 3 = 12 upstream requests.
 
+A 429 (a status, or an error event before or after the first token) is not a failure: the
+execution waits for the cooldown it starts (its Retry-After, else 5 s, then 15 s, ...: the
+model's, fleet-wide, ``promptq.domain.cooldown``) with its task scheduled for then, each wait
+an attempt that is not spent (``waits``); an interactive execution waits at most 30 s here
+(``PROMPTQ_INTERACTIVE_PROVIDER_WAIT``), then fails with the wait in its message: how many
+requests that takes depends on when each wait ended (``WINDOW``), which the test checks from
+the upstream's timeline.
+
 ``times=N`` faults stay below 4 failures: the fake counts them per JSON text of the messages,
 and the key order of the messages (read back from Firestore) differs from one worker process
 to the next, so a count that spans two attempts restarts in the second one.
@@ -39,6 +47,9 @@ pytestmark = pytest.mark.stack
 OPEN_TRIES = 4  # Settings.open_attempts: tenacity tries per attempt, before the first token
 MAX_ATTEMPTS = 3  # Settings.max_attempts: attempts (Cloud Tasks deliveries that claim it)
 ALL_TRIES = OPEN_TRIES * MAX_ATTEMPTS
+WINDOW = -1  # requests, attempts, waits: as many as the interactive window (WINDOW_S) allows
+WINDOW_S = 30.0  # PROMPTQ_INTERACTIVE_PROVIDER_WAIT on the local stack
+STEPS = (5.0, 15.0, 30.0)  # promptq.domain.cooldown.STEPS: the waits without a Retry-After
 DEADLINE_S = 150  # every case ends within this after the launch (the slowest takes ~60 s)
 ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "fault-matrix.md"
 
@@ -62,6 +73,7 @@ class Case:
     upstream_status: int | None = None
     retry_after: float | None = None  # the gap the upstream asked for between requests
     closed_by_client: bool = False  # every request's connection was closed by the worker
+    waits: int = 0  # attempts that waited for the provider (not spent); WINDOW: all but the last
 
     @property
     def model(self) -> str:
@@ -95,7 +107,7 @@ def _status_cases() -> list[Case]:
                 upstream_status=status,
             )
         )
-    for status in (408, 429, 500, 502, 503):
+    for status in (408, 500, 502, 503):
         cases.append(
             Case(
                 f"status-{status}-x2",
@@ -107,7 +119,7 @@ def _status_cases() -> list[Case]:
                 1,
             )
         )
-    for status in (408, 429, 500, 502, 503):
+    for status in (408, 500, 502, 503):
         cases.append(
             Case(
                 f"status-{status}-always",
@@ -126,8 +138,29 @@ def _status_cases() -> list[Case]:
 
 CASES: list[Case] = [
     *_status_cases(),
-    # Retry-After: within the worker's cap (3 s locally) tenacity sleeps that long; above it the
-    # attempt is handed back to Cloud Tasks, and the next request must not come sooner either.
+    # A 429 is waited out (the model's cooldown): no attempt spent, no thread sleeping.
+    Case(
+        "status-429-x2",
+        "HTTP 429 twice, then a stream (waits 5 s, then 15 s)",
+        "tokens=12,rate=0,fault=status,code=429,times=2",
+        "succeeded",
+        None,
+        3,
+        3,
+        waits=2,
+    ),
+    Case(
+        "status-429-always",
+        "HTTP 429 on every request (waits until its window)",
+        "tokens=12,rate=0,fault=status,code=429",
+        "failed",
+        "upstream_rate_limited",
+        WINDOW,
+        WINDOW,
+        NONE,
+        upstream_status=429,
+        waits=WINDOW,
+    ),
     Case(
         "retry-after-429-1s",
         "HTTP 429 Retry-After: 1 once",
@@ -135,9 +168,13 @@ CASES: list[Case] = [
         "succeeded",
         None,
         2,
-        1,
+        2,
         retry_after=1.0,
+        waits=1,
     ),
+    # Retry-After of another status: within the worker's cap (3 s locally) tenacity sleeps that
+    # long; above it the attempt is handed back to Cloud Tasks, and the next request must not
+    # come sooner either.
     Case(
         "retry-after-503-2s",
         "HTTP 503 Retry-After: 2 once",
@@ -150,18 +187,19 @@ CASES: list[Case] = [
     ),
     Case(
         "retry-after-429-6s",
-        "HTTP 429 Retry-After: 6 always (above the 3 s cap)",
+        "HTTP 429 Retry-After: 6 always",
         "tokens=12,rate=0,fault=status,code=429,retry_after=6",
         "failed",
         "upstream_rate_limited",
-        MAX_ATTEMPTS,
-        MAX_ATTEMPTS,
+        WINDOW,
+        WINDOW,
         NONE,
         upstream_status=429,
         retry_after=6.0,
+        waits=WINDOW,
     ),
-    # A Retry-After beyond what promptq waits (PROMPTQ_MAX_RETRY_AFTER, 300 s): ended at once,
-    # with the upstream's message, not parked until the sweeper calls it a queue timeout.
+    # A Retry-After beyond what an interactive execution waits: ended at once, with the
+    # upstream's message and the wait, not parked until the sweeper calls it a queue timeout.
     Case(
         "retry-after-429-30d",
         "HTTP 429 Retry-After: 30 days",
@@ -173,7 +211,7 @@ CASES: list[Case] = [
         NONE,
         upstream_status=429,
     ),
-    # Error events inside the 200 stream, before any token: retried.
+    # Error events inside the 200 stream, before any token: retried (a 429 one waited out).
     *[
         Case(
             f"event-{shape}-before",
@@ -182,7 +220,8 @@ CASES: list[Case] = [
             "succeeded",
             None,
             2,
-            1,
+            2 if shape == "bare" else 1,
+            waits=1 if shape == "bare" else 0,
         )
         for shape in ("choices", "bare", "usage")
     ],
@@ -212,7 +251,7 @@ CASES: list[Case] = [
         Case(
             f"event-{shape}-after",
             f"error event ({shape}) after 10 tokens",
-            f"tokens=30,rate=0,fault=error_event,shape={shape},at=10",
+            f"tokens=30,rate=0,fault=error_event,shape={shape}{',code=502' if shape == 'bare' else ''},at=10",
             "failed",
             "stream_error",
             1,
@@ -221,6 +260,17 @@ CASES: list[Case] = [
         )
         for shape in ("choices", "bare", "usage")
     ],
+    # But a throttle after tokens is waited out like any 429: the next attempt starts the text over.
+    Case(
+        "event-bare-429-after",
+        "error event (bare, 429) after 10 tokens, once",
+        "tokens=30,rate=0,fault=error_event,shape=bare,at=10,times=1",
+        "succeeded",
+        None,
+        2,
+        2,
+        waits=1,
+    ),
     Case(
         "event-choices-done-after",
         "error event (choices) + [DONE] after 10 tokens",
@@ -373,6 +423,22 @@ def _records(root: str, marker: str) -> list[dict[str, Any]]:
     )
 
 
+def _waited_its_window(case: Case, records: list[dict[str, Any]], final: dict[str, Any], waits: int) -> None:
+    """Refused every time: each attempt but the last waited (the cooldown grows without a
+    Retry-After), and the last failed because its wait would have ended past the window."""
+    assert len(records) == final["attempt"] == waits + 1 >= 2, (_timeline(records), final["attempt"], waits)
+    t0 = records[0]["startedAt"]
+    for n, record in enumerate(records):
+        wait = case.retry_after if case.retry_after is not None else STEPS[min(n, len(STEPS) - 1)]
+        ends = record["startedAt"] + wait - t0
+        if n < len(records) - 1:
+            assert ends <= WINDOW_S + 0.5, f"wait {n} ended at {ends:.1f} s, past the window, yet it waited: {_timeline(records)}"
+        else:
+            assert ends > WINDOW_S - 0.5, f"the last wait would have ended at {ends:.1f} s, within the window: {_timeline(records)}"
+    message = final["error"]["message"]
+    assert f"at most {WINDOW_S:g} s" in message and "until" in message, message
+
+
 def _timeline(records: list[dict[str, Any]]) -> list[tuple]:
     """(status, outcome, start s, end s) of each request, relative to the first one."""
     t0 = records[0]["startedAt"] if records else 0
@@ -418,9 +484,15 @@ def test_fault(case: Case, launched: Launched, matrix: list, client, store):
     )
     # The outcome, and how many tries it took.
     assert (final["status"], (final["error"] or {}).get("code")) == (case.status, case.code), final["error"]
-    assert len(records) == case.requests, (execution_id, _timeline(records))
-    assert final["attempt"] == case.attempt
-    assert len(history) == case.attempt - 1 and all(h["outcome"] == "retry" for h in history), history
+    waits = int(store.get_job(execution_id).get("unspent") or 0)
+    if case.requests == WINDOW:
+        _waited_its_window(case, records, final, waits)
+    else:
+        assert len(records) == case.requests, (execution_id, _timeline(records))
+        assert final["attempt"] == case.attempt
+        assert waits == case.waits, f"{waits} waits for the provider"
+    # Each attempt that was neither a wait nor the last handed the execution back (a retry).
+    assert len(history) == final["attempt"] - 1 - waits and all(h["outcome"] == "retry" for h in history), history
     if case.upstream_status is not None:
         assert final["error"]["upstreamStatus"] == case.upstream_status
 

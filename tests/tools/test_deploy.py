@@ -59,12 +59,12 @@ def test_every_callable_in_the_schema_is_deployed_and_app_check_follows_the_sett
 
 def test_every_collection_group_that_expires_has_a_ttl_policy():
     """TTL does not delete subcollections: each group whose documents carry `expireAt` needs
-    its own policy (promptq.contract: executions, chunks, pages, internal; usage days; Stop requests)."""
+    its own policy (promptq.contract: executions, chunks, pages, internal; usage days; Stop requests; cooldowns)."""
     import json
 
     overrides = json.loads((ROOT / "infra/firestore.indexes.json").read_text())["fieldOverrides"]
     ttl = {o["collectionGroup"] for o in overrides if o.get("ttl")}
-    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches", "rounds", "stops"}
+    assert ttl == {"executions", "chunks", "pages", "internal", "days", "batches", "rounds", "stops", "cooldowns"}
     assert all(o["fieldPath"] == "expireAt" for o in overrides if o.get("ttl"))
 
 
@@ -315,11 +315,13 @@ def test_the_plan_is_deterministic_and_the_same_in_process(plan, discovered):
 
 
 def test_each_printed_command_is_the_argv_apply_runs(plan, discovered):
-    """bash parses every command line of the plan into exactly the argv apply executes."""
+    """bash parses every command line of the plan into exactly the argv apply executes (${FOUND},
+    what a lookup prints, left as it is: apply puts the lookup's output there)."""
     d = steps.build(steps.Target(PROJECT))
     commands = [s for s in d.steps if s.argv]
     script = "".join(f"printf '%s\\037' {deploy.shell(s.argv)}; echo\n" for s in commands)
-    out = subprocess.run(["bash", "-c", f"PROJECT_NUMBER={NUMBER}\n{script}"], capture_output=True, text=True, check=True, timeout=60)
+    prelude = f"PROJECT_NUMBER={NUMBER}\nFOUND='{steps.FOUND}'\n"
+    out = subprocess.run(["bash", "-c", prelude + script], capture_output=True, text=True, check=True, timeout=60)
     parsed = [tuple(line.split("\x1f")[:-1]) for line in out.stdout.splitlines()]
     assert parsed == [deploy.resolve(s, NUMBER).argv for s in commands]
     assert all(deploy.shell(s.argv) in plan for s in commands)
@@ -481,15 +483,72 @@ def test_a_second_apply_changes_nothing(fake):
 def test_a_fresh_project_gets_every_step_of_the_plan_in_its_order_and_the_key_on_stdin_only(fake, capsys):
     d = steps.build(fake.target)
     reads = {call(deploy.resolve(s, NUMBER).check) for s in d.steps if s.check} | set(fake.prerequisites())
-    assert deploy.apply(d, fake.environ(fake.prerequisites(), OPENROUTER_API_KEY=KEY_VALUE)) == 0
+    # A step that changes what a lookup finds (the dashboard made by the step before it) runs on what it found.
+    lookups = {call(deploy.resolve(s, NUMBER).lookup): f"projects/{NUMBER}/found/{i}" for i, s in enumerate(d.steps) if s.lookup}
+    assert lookups, "the dashboard's update finds the dashboard first"
+    assert deploy.apply(d, fake.environ({**fake.prerequisites(), **lookups}, OPENROUTER_API_KEY=KEY_VALUE)) == 0
     printed = capsys.readouterr()
-    changes = [c for c in fake.calls() if " ".join(c["argv"]) not in reads]
-    assert [" ".join(c["argv"]) for c in changes] == [call(deploy.resolve(s, NUMBER).argv) for s in d.steps if s.argv]
+    changes = [c for c in fake.calls() if " ".join(c["argv"]) not in reads | set(lookups)]
+    resolved = [deploy.resolve(s, NUMBER) for s in d.steps if s.argv]
+    expected = [call(s.argv).replace(steps.FOUND, lookups[call(s.lookup)]) if s.lookup else call(s.argv) for s in resolved]
+    assert [" ".join(c["argv"]) for c in changes] == expected
+    assert any(f"projects/{NUMBER}/found/" in line for line in expected)
     assert [c["stdin"] for c in changes if "functions:secrets:set" in c["argv"]] == [KEY_VALUE]
     assert not any(c["secret_in_env"] for c in fake.calls())
     assert KEY_VALUE not in printed.out + printed.err and all(KEY_VALUE not in " ".join(c["argv"]) for c in fake.calls())
     assert fake.target.env_path.read_text() == d.env_content
     assert printed.out.count(": already present") == 0 and printed.out.count(": granted") == 15
+
+
+def test_a_step_whose_lookup_finds_nothing_fails_and_changes_nothing(fake):
+    d = steps.build(fake.target)
+    step = next(s for s in d.steps if s.lookup)
+    with pytest.raises(deploy.Failure, match="found nothing"):
+        deploy.perform(deploy.resolve(step, NUMBER), fake.target, fake.environ({}), {})
+    assert [c["argv"] for c in fake.calls()] == [call(deploy.resolve(step, NUMBER).lookup).split(" ")]
+
+
+def test_the_plan_makes_the_metrics_then_the_dashboard_then_the_alerts_after_the_functions(plan):
+    """Log-based metrics over the functions' JSON lines, then the dashboard and the alert policies
+    that chart and watch them (infra/monitoring): each created from its file, the metrics and the
+    dashboard updated when their file's stamp changed."""
+    from promptq.contract.metrics import METRICS
+
+    at = lambda *needles: command_line(plan, *needles)  # noqa: E731
+    functions = at("firebase deploy --only functions", f"--project={PROJECT}")
+    for api in ("logging", "monitoring"):
+        assert at(f"gcloud services enable {api}.googleapis.com --project={PROJECT}") < functions
+    metrics = []
+    for m in METRICS:
+        source = f"--config-from-file=infra/monitoring/metrics/{m.name}.json"
+        create, update = at(f"gcloud logging metrics create {m.name} {source}"), at(f"gcloud logging metrics update {m.name} {source}")
+        assert functions < create < update
+        metrics.append(update)
+    dashboard = at("gcloud monitoring dashboards create --config-from-file=infra/monitoring/dashboard.json", f"--project={PROJECT}")
+    lines = plan.splitlines()
+    found = at("FOUND=$(gcloud monitoring dashboards list --filter=labels.promptq_dashboard=overview", "--limit=1")
+    assert lines[found + 1].startswith('gcloud monitoring dashboards update "${FOUND}" --config-from-file=infra/monitoring/dashboard.json')
+    alerts = sorted(p.stem for p in (ROOT / "infra/monitoring/alerts").glob("*.json"))
+    assert alerts == ["failure-rate", "project-spend", "queue-backlog", "sweeper-revivals", "time-to-first-token"]
+    creates = [
+        at(f"gcloud monitoring policies create --policy-from-file=infra/monitoring/alerts/{name}.json", f"--project={PROJECT}") for name in alerts
+    ]
+    assert max(metrics) < dashboard < found < min(creates)
+    assert not any("gcloud monitoring policies update" in line for line in lines), "a policy is never replaced (its channels would go)"
+
+
+def test_a_stale_monitoring_file_is_refused_before_anything_runs(tmp_path):
+    from infra import monitoring_steps
+
+    shutil.copytree(ROOT / "infra/monitoring", tmp_path / "infra/monitoring")
+    target = steps.Target(PROJECT, root=tmp_path)
+    assert monitoring_steps.steps(target), "a copy as committed is accepted"
+    alert = tmp_path / "infra/monitoring/alerts/failure-rate.json"
+    alert.write_text(alert.read_text().replace('"thresholdValue": 0.1', '"thresholdValue": 0.2'))
+    with pytest.raises(steps.Refusal, match="infra/monitoring/alerts/failure-rate.json changed without a new stamp"):
+        monitoring_steps.steps(target)
+    assert monitoring_steps.write(tmp_path) == ["infra/monitoring/alerts/failure-rate.json"]
+    assert monitoring_steps.stale(tmp_path) == [] and '"thresholdValue": 0.2' in alert.read_text()
 
 
 def test_a_missing_secret_without_a_value_is_refused_before_anything_changes(fake, capsys):

@@ -271,13 +271,19 @@ FEES = {
 
 def test_every_fee_models_lists_is_reserved():
     """A request-fee model reserves its request fee; and its images, its web search, its dearer
-    reasoning and cache-write prices."""
+    reasoning price, and its cache-write price for a request that writes the cache (twice it for
+    an hour's write); a cache read never costs more than a prompt token."""
     [sonar] = Prices("http://x", fetch=lambda base: FEES).of(["search/sonar"])
     assert sonar == Price(
         1e-6, 1e-6, request=0.005, image=0.001, web_search=0.008, internal_reasoning=3e-6, input_cache_read=1e-7, input_cache_write=1.25e-6
     )
+    fees = 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008
     r = costs.reserve(costs.Measured(body_bytes=100, images=2, output_tokens=1500), [sonar]).usd
-    assert r == pytest.approx(100 * 1.25e-6 + 1500 * 3e-6 + 0.005 + 2 * 0.001 + 0.008)
+    assert r == pytest.approx(100 * 1e-6 + fees), "no cache_control: nothing is written at a price"
+    written = costs.reserve(costs.Measured(body_bytes=100, images=2, output_tokens=1500, cache="5m"), [sonar])
+    assert written.usd == pytest.approx(100 * 1.25e-6 + fees) and written.ceiling["prompt"] == 1.0, "routing held to the prompt price"
+    hour = costs.reserve(costs.Measured(body_bytes=100, images=2, output_tokens=1500, cache="1h"), [sonar]).usd
+    assert hour == pytest.approx(100 * 2.5e-6 + fees), "an hour's write costs twice the input price"
     plain = costs.reserve(costs.Measured(body_bytes=100, output_tokens=1000), [Price(2e-6, 4e-6)]).usd
     assert plain == pytest.approx(100 * 2e-6 + 1000 * 4e-6), "no fee listed, none reserved"
     assert "odd/fee" not in parse_models(FEES), "a negative fee is not a price: the model is priced as unlisted"
@@ -310,7 +316,13 @@ def test_a_jobs_worst_case_is_measured_on_the_body_its_worker_sends():
             RequestField.PARAMS_JSON: json.dumps({"reasoning": {"max_tokens": 50}, "tools": tools}),
         },
         JobField.MESSAGES: [
-            {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "abcd", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                ],
+            }
         ],
     }
     prices = Prices("http://x", fetch=lambda base: FEES)
@@ -320,7 +332,7 @@ def test_a_jobs_worst_case_is_measured_on_the_body_its_worker_sends():
     assert reserved.body_bytes == sent > 60_000, "the tools are in the body, and in the reservation"
     prompt = sent + costs.URL_PART_TOKENS + costs.TOOLS_PROMPT_TOKENS
     assert reserved.usd == pytest.approx(prompt * 1.25e-6 + 150 * 3e-6 + 0.005 + 0.001 + 0.008)
-    assert body["provider"]["max_price"] == {"prompt": 1.25, "completion": 3.0, "request": 0.005, "image": 0.001}
+    assert body["provider"]["max_price"] == {"prompt": 1.0, "completion": 3.0, "request": 0.005, "image": 0.001}
 
 
 def test_the_ceiling_keeps_the_callers_own_lower_max_price():

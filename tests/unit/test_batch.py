@@ -186,17 +186,17 @@ def test_a_retried_batch_runs_again_in_a_new_round():
 
 
 def test_a_cancel_ends_only_items_still_waiting_and_touches_only_their_execution():
-    from promptq.domain import execution as ex
+    from promptq.domain import turns
     from promptq.contract import Status
 
     (_, waiting, job), (_, second, _) = build({"items": [{"customId": "a", "prompt": "hi"}, {"customId": "b", "prompt": "yo"}], "maxConcurrency": 1})
-    change = ex.cancelled_waiting(waiting, now=NOW)
+    change = turns.cancelled_waiting(waiting, now=NOW)
     assert change is not None and change.job is None and change.settle is None
     assert change.execution[ExecutionField.STATUS] == Status.CANCELLED.value and change.execution[ExecutionField.WAITING] is False
     assert change.execution[ExecutionField.FINISHED_AT] == NOW
-    handed = {**second, **ex.handed_over(second, now=NOW).execution}
-    assert ex.cancelled_waiting(handed, now=NOW) is None  # in flight: cancelled as Stop does, job and all
-    assert ex.cancelled_waiting({**waiting, ExecutionField.STATUS: Status.SUCCEEDED.value}, now=NOW) is None
+    handed = {**second, **turns.handed_over(second, now=NOW).execution}
+    assert turns.cancelled_waiting(handed, now=NOW) is None  # in flight: cancelled as Stop does, job and all
+    assert turns.cancelled_waiting({**waiting, ExecutionField.STATUS: Status.SUCCEEDED.value}, now=NOW) is None
 
 
 def test_a_fold_never_comes_sooner_than_the_last_one_took():

@@ -86,7 +86,7 @@ def test_single_stop_string_of_any_reasonable_length():
     [
         ({"prompt": "x", "extra": 1}, "extra"),
         ({"prompt": "x", "params": {"frequency_penalty": 1}}, "params.frequency_penalty"),
-        ({"messages": [{"role": "user", "content": "x", "name": "bob"}]}, "messages.0.name"),
+        ({"messages": [{"role": "user", "content": "x", "weight": 1}]}, "messages.0.weight"),  # `name` is taken (OpenAI's)
     ],
 )
 def test_unknown_fields(data, field):

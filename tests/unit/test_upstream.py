@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fakes import FakeClock
 
-from promptq.domain.errors import Permanent, PromptqError, Transient
+from promptq.domain.errors import Permanent, PromptqError, Throttled, Transient
 from promptq.contract import Code
 from promptq.adapters.openrouter.stream import Delta, Done, Finish, Meta, StreamError
 from promptq.domain.execution import Usage
@@ -44,6 +44,7 @@ def chunk(content: str = "", finish: str | None = None) -> bytes:
 
 GOOD = [KEEPALIVE, chunk("Hello"), chunk(", world"), chunk("", finish="stop"), DONE_LINE]
 BARE_429 = b'data: {"error":{"message":"Rate limit exceeded upstream","code":429}}\n\n'
+BARE_502 = b'data: {"error":{"message":"Provider returned error","code":502}}\n\n'
 
 
 class ByteStream(httpx.AsyncByteStream):
@@ -197,13 +198,22 @@ def test_chat_body_drops_none_and_unknown_params():
 # --- retries before the first token -----------------------------------------------------
 
 
-def test_429_with_retry_after_seconds_then_success_waits_exactly_that():
+def test_a_429_is_not_retried_here_but_raised_at_once_with_its_retry_after():
+    """The fleet waits a throttle out (promptq.domain.cooldown): no thread sleeps on it here."""
     upstream = Upstream(error_response(429, "slow down", {"Retry-After": "2"}), sse(GOOD))
     client, waits = make_client(upstream)
-    opened, events = read_all(client)
-    assert waits == [2.0]
-    assert len(upstream.requests) == 2 and opened.tries == 2
-    assert text_of(events) == "Hello, world"
+    exc = raised(client)
+    assert isinstance(exc, Throttled) and exc.retry_after_s == 2.0 and exc.code == Code.UPSTREAM_RATE_LIMITED and not exc.daily
+    assert len(upstream.requests) == 1 and waits == []
+
+
+def test_a_daily_cap_429_carries_its_reset():
+    reset_ms = int((time.time() + 5 * 3600) * 1000)
+    headers = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset_ms)}
+    upstream = Upstream(error_response(429, "Rate limit exceeded: free-models-per-day. Add 10 credits", headers))
+    exc = raised(make_client(upstream)[0])
+    assert isinstance(exc, Throttled) and exc.daily
+    assert exc.reset_at is not None and abs(exc.reset_at.timestamp() * 1000 - reset_ms) < 1
 
 
 def test_retry_after_as_http_date():
@@ -251,9 +261,7 @@ def test_non_retryable_status_fails_at_once(status: int, code: str):
     assert len(upstream.requests) == 1 and waits == []
 
 
-@pytest.mark.parametrize(
-    "status, code", [(408, "upstream_timeout"), (409, "upstream_error"), (429, "upstream_rate_limited"), (500, "upstream_unavailable")]
-)
+@pytest.mark.parametrize("status, code", [(408, "upstream_timeout"), (409, "upstream_error"), (500, "upstream_unavailable")])
 def test_retryable_statuses_are_retried(status: int, code: str):
     upstream = Upstream(error_response(status))
     client, waits = make_client(upstream, open_attempts=2)
@@ -263,16 +271,16 @@ def test_retryable_statuses_are_retried(status: int, code: str):
 
 
 def test_retry_after_above_cap_is_given_back_at_once():
-    upstream = Upstream(error_response(429, "come back in two minutes", {"Retry-After": "120"}), sse(GOOD))
+    upstream = Upstream(error_response(503, "come back in two minutes", {"Retry-After": "120"}), sse(GOOD))
     client, waits = make_client(upstream, retry_after_cap_s=30.0)
     exc = raised(client)
-    assert isinstance(exc, Transient) and exc.code == Code.UPSTREAM_RATE_LIMITED
+    assert isinstance(exc, Transient) and exc.code == Code.UPSTREAM_UNAVAILABLE
     assert exc.retry_after_s == 120.0  # for the caller, which hands it to Cloud Tasks
     assert waits == [] and len(upstream.requests) == 1
 
 
 def test_retry_after_at_the_cap_is_slept():
-    upstream = Upstream(error_response(429, "wait", {"Retry-After": "30"}), sse(GOOD))
+    upstream = Upstream(error_response(503, "wait", {"Retry-After": "30"}), sse(GOOD))
     client, waits = make_client(upstream, retry_after_cap_s=30.0)
     read_all(client)
     assert waits == [30.0]
@@ -302,7 +310,7 @@ def test_read_timeout_on_open_is_upstream_timeout():
 
 
 def test_bare_error_event_after_keepalives_is_retried():
-    upstream = Upstream(lambda: sse([KEEPALIVE, KEEPALIVE, BARE_429]), lambda: sse(GOOD))
+    upstream = Upstream(lambda: sse([KEEPALIVE, KEEPALIVE, BARE_502]), lambda: sse(GOOD))
     client, waits = make_client(upstream)
     opened, events = read_all(client)
     assert len(upstream.requests) == 2 and opened.tries == 2 and len(waits) == 1
@@ -311,12 +319,20 @@ def test_bare_error_event_after_keepalives_is_retried():
 
 
 def test_bare_error_event_every_time_raises_transient_with_its_status():
-    upstream = Upstream(lambda: sse([KEEPALIVE, BARE_429]))
+    upstream = Upstream(lambda: sse([KEEPALIVE, BARE_502]))
     client, _ = make_client(upstream, open_attempts=2)
     exc = raised(client)
-    assert isinstance(exc, Transient)
-    assert exc.code == Code.UPSTREAM_RATE_LIMITED and exc.upstream_status == 429
-    assert "Rate limit exceeded upstream" in exc.message
+    assert isinstance(exc, Transient) and not isinstance(exc, Throttled)
+    assert exc.code == Code.UPSTREAM_UNAVAILABLE and exc.upstream_status == 502
+    assert len(upstream.requests) == 2
+
+
+def test_a_429_error_event_before_the_first_token_is_a_throttle_raised_at_once():
+    upstream = Upstream(lambda: sse([KEEPALIVE, BARE_429]), lambda: sse(GOOD))
+    client, waits = make_client(upstream, open_attempts=3)
+    exc = raised(client)
+    assert isinstance(exc, Throttled) and exc.upstream_status == 429 and "Rate limit exceeded upstream" in exc.message
+    assert len(upstream.requests) == 1 and waits == []
 
 
 def test_error_event_with_id_before_first_token_is_retried():
@@ -464,7 +480,7 @@ def test_failed_tries_close_their_responses():
     streams: list[ByteStream] = []
 
     def answer() -> httpx.Response:
-        response = sse([KEEPALIVE, BARE_429])
+        response = sse([KEEPALIVE, BARE_502])
         streams.append(response.stream)
         return response
 
@@ -526,7 +542,7 @@ def test_parse_retry_after():
 
 def test_status_error_kinds_and_messages():
     exc = status_error(429, b'{"error":{"code":429,"message":"Rate limited"}}', {"retry-after": "4"})
-    assert isinstance(exc, Transient) and exc.retry_after_s == 4.0 and "Rate limited" in exc.message
+    assert isinstance(exc, Throttled) and exc.retry_after_s == 4.0 and "Rate limited" in exc.message
     exc = status_error(402, b'{"error":{"code":402,"message":"Insufficient credits"}}', {})
     assert isinstance(exc, Permanent) and exc.code == "upstream_payment_required" and "Insufficient credits" in exc.message
     exc = status_error(502, b"<html>oops</html>", {})

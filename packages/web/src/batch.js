@@ -20,7 +20,7 @@ import { BatchField, BATCH_TERMINAL, BATCHES, Count } from "./schema.js";
  * @typedef {object} BatchState
  * @property {string} batchId
  * @property {BatchStatusName} status
- * @property {boolean} live            not ended yet (queued, running or cancelling)
+ * @property {boolean} live            not ended yet (queued, running, paused or cancelling)
  * @property {BatchCounts} counts      of the items' newest executions (a retried item counts once)
  * @property {{promptTokens?: number, completionTokens?: number}} usage  of the executions that ended
  * @property {number} cost             USD, of the executions that ended
@@ -36,6 +36,18 @@ import { BatchField, BATCH_TERMINAL, BATCHES, Count } from "./schema.js";
  * @property {number} lanesActive      lanes running now (fair share: a user's and the project's caps)
  * @property {number} lanesParked      lanes waiting for a cap; nothing is lost: they start as lanes end
  * @property {string | null} waitingFor  the cap they wait for: "user_cap" | "project_cap"
+ * @property {BatchProviderWait | null} providerWait  its items wait for the provider; status "paused" for credit or a daily cap
+ */
+
+/**
+ * What a batch's items wait for: a throttled model (it runs on by itself at `until`), spent
+ * credit (paused until `resumeBatch`), a free model's daily cap (paused until `until`).
+ * @typedef {object} BatchProviderWait
+ * @property {"throttle" | "daily_cap" | "credit"} reason
+ * @property {string} model
+ * @property {Date | null} until    null: until resumed
+ * @property {Date | null} since
+ * @property {string} message
  */
 
 /**
@@ -135,5 +147,18 @@ function toBatchState(batchId, b) {
     lanesActive: b[BatchField.LANES_ACTIVE] ?? 0,
     lanesParked: b[BatchField.LANES_PARKED] ?? 0,
     waitingFor: b[BatchField.WAITING_FOR] ?? null,
+    providerWait: providerWait(b[BatchField.PROVIDER_WAIT]),
   };
+}
+
+/**
+ * A document's `providerWait`, its times as Dates.
+ * @param {any} wait
+ * @returns {BatchProviderWait | null}
+ */
+function providerWait(wait) {
+  if (!wait) return null;
+  /** @param {any} t */
+  const date = (t) => t?.toDate?.() ?? null;
+  return { reason: wait.reason, model: wait.model ?? "", until: date(wait.until), since: date(wait.since), message: wait.message ?? "" };
 }

@@ -95,6 +95,8 @@ import { Callable } from "./schema.js";
  * @property {number} userKeyCompletionTokens
  * @property {number} userKeyCost
  * @property {number} estimatedCost  the part of `cost` charged at its worst case
+ * @property {number} cachedTokens   prompt tokens read from a prompt cache, on the app's key
+ * @property {number} cacheDiscount  USD prompt caching saved, on the app's key
  */
 
 /**
@@ -145,8 +147,9 @@ import { Callable } from "./schema.js";
  * @property {string} batchId
  * @property {BatchStatusName} status
  * @property {BatchCounts} counts
- * @property {{promptTokens?: number, completionTokens?: number}} usage
+ * @property {{promptTokens?: number, completionTokens?: number, cachedTokens?: number}} usage
  * @property {number} cost
+ * @property {number} cacheDiscount  USD prompt caching saved over its executions
  * @property {number} maxConcurrency
  * @property {number} round
  * @property {string | null} title
@@ -156,7 +159,19 @@ import { Callable } from "./schema.js";
  * @property {number} lanesActive     this round's lanes running now (fair share)
  * @property {number} lanesParked     lanes waiting for a fair-share cap: they start as lanes end
  * @property {string | null} waitingFor  the cap they wait for: "user_cap" | "project_cap"
+ * @property {ProviderWait | null} providerWait  its items wait for the provider (a throttle, spent credit, a daily cap)
  * @property {string | null} message
+ */
+
+/**
+ * What a batch's items wait for: a throttled model (it runs on by itself at `until`), spent
+ * credit (`status: "paused"` until `resumeBatch`), a free model's daily cap (paused until `until`).
+ * @typedef {object} ProviderWait
+ * @property {"throttle" | "daily_cap" | "credit"} reason
+ * @property {string} model
+ * @property {string | null} until  ISO time; null: until resumed
+ * @property {string | null} since
+ * @property {string} message
  */
 
 // --- refusals ---------------------------------------------------------------------------
@@ -248,4 +263,15 @@ export function cancelExecution(functions, executionId) {
  */
 export function cancelBatch(functions, batchId) {
   return call(functions, Callable.CANCEL_BATCH, { batchId });
+}
+
+/**
+ * Resume a paused batch (`resume_batch`): its key's credit is back (or try the provider again
+ * now, before a daily cap resets); the items its pause holds run on.
+ * @param {Functions} functions
+ * @param {string} batchId
+ * @returns {Promise<BatchAnswer>}
+ */
+export function resumeBatch(functions, batchId) {
+  return call(functions, Callable.RESUME_BATCH, { batchId });
 }

@@ -3,10 +3,16 @@
 // Types only.
 
 /**
- * A part of a message's content: text, an image (https or data URL) or a PDF file.
- * @typedef {{type: "text", text: string}
- *   | {type: "image_url", image_url: {url: string, detail?: "auto" | "low" | "high"}}
- *   | {type: "file", file: {file_data: string, filename?: string}}} ContentPart
+ * A prompt-caching breakpoint: the prompt up to and including its part is cached (5 minutes, or an hour).
+ * @typedef {{type: "ephemeral", ttl?: "5m" | "1h"}} CacheControl
+ */
+
+/**
+ * A part of a message's content: text, an image (https or data URL) or a PDF file; any may carry
+ * a `cache_control` breakpoint (at most 4 in a request).
+ * @typedef {{type: "text", text: string, cache_control?: CacheControl}
+ *   | {type: "image_url", image_url: {url: string, detail?: "auto" | "low" | "high"}, cache_control?: CacheControl}
+ *   | {type: "file", file: {file_data: string, filename?: string}, cache_control?: CacheControl}} ContentPart
  */
 
 /**
@@ -18,11 +24,21 @@
  */
 
 /**
+ * A message; an assistant message as the OpenAI SDK or OpenRouter returned it is taken back as is
+ * (`reasoning` and `reasoning_details` go upstream; `refusal`, `annotations`, `audio` and a null
+ * `function_call` are dropped).
  * @typedef {object} Message
  * @property {"system" | "user" | "assistant" | "tool"} role
- * @property {string | ContentPart[] | null} [content]  a list of parts in user messages only
+ * @property {string | ContentPart[] | null} [content]  images and files in user messages only
  * @property {ToolCall[]} [tool_calls]  an assistant message that called tools
  * @property {string} [tool_call_id]    a tool message: the call it answers
+ * @property {string} [name]            a participant's name (not on a tool message)
+ * @property {string | null} [reasoning]        an assistant message: its reasoning text
+ * @property {object[] | null} [reasoning_details]  an assistant message: its reasoning, as OpenRouter gave it
+ * @property {string | null} [refusal]          dropped (the content of a message that has none)
+ * @property {object[] | null} [annotations]    dropped
+ * @property {object | null} [audio]            dropped
+ * @property {null} [function_call]             dropped (OpenAI's deprecated form; null only)
  */
 
 /**
@@ -58,6 +74,14 @@
  */
 
 /**
+ * OpenRouter's plugins promptq knows the fees of.
+ * @typedef {{id: "web", max_results?: number, search_prompt?: string, engine?: "native" | "exa",
+ *     include_domains?: string[], exclude_domains?: string[]}
+ *   | {id: "file-parser", pdf?: {engine?: "pdf-text" | "native"}}
+ *   | {id: "response-healing"}} Plugin
+ */
+
+/**
  * Parameters passed to the model (OpenRouter's names).
  * @typedef {object} Params
  * @property {number} [temperature]  0 to 2
@@ -71,6 +95,12 @@
  * @property {Tool[]} [tools]
  * @property {"none" | "auto" | "required" | {type: "function", function: {name: string}}} [tool_choice]
  * @property {boolean} [parallel_tool_calls]
+ * @property {Plugin[]} [plugins]         OpenRouter's plugins (the web search's fee is reserved)
+ * @property {"middle-out"[]} [transforms]
+ * @property {boolean} [logprobs]         the answer's log probabilities, with the ending (`logprobs`)
+ * @property {number} [top_logprobs]      0 to 20 alternatives per token (with `logprobs: true`)
+ * @property {"low" | "medium" | "high"} [verbosity]
+ * @property {string} [user]              the end user, for the provider's abuse signals (default: a hash of the caller's uid)
  */
 
 export {};

@@ -31,7 +31,8 @@ export const BatchStatus = Object.freeze({
   "RUNNING": "running",
   "COMPLETED": "completed",
   "CANCELLING": "cancelling",
-  "CANCELLED": "cancelled"
+  "CANCELLED": "cancelled",
+  "PAUSED": "paused"
 });
 export const BATCH_TERMINAL = Object.freeze([
   "cancelled",
@@ -51,6 +52,8 @@ export const ExecutionField = Object.freeze({
   "AFTER": "after",
   "LANE": "lane",
   "PARKED": "parked",
+  "PAUSED": "paused",
+  "PROVIDER_WAIT": "providerWait",
   "MODEL": "model",
   "GENERATION_ID": "generationId",
   "IDEMPOTENCY_KEY": "idempotencyKey",
@@ -64,11 +67,13 @@ export const ExecutionField = Object.freeze({
   "REASONING_TRUNCATED": "reasoningTruncated",
   "USAGE": "usage",
   "COST": "cost",
+  "CACHE_DISCOUNT": "cacheDiscount",
   "COST_SOURCE": "costSource",
   "ESTIMATED_COST": "estimatedCost",
   "FINISH_REASON": "finishReason",
   "OUTPUT_FORMAT": "outputFormat",
   "TOOL_CALLS": "toolCalls",
+  "LOGPROBS": "logprobs",
   "ERROR": "error",
   "CREATED_AT": "createdAt",
   "STARTED_AT": "startedAt",
@@ -96,7 +101,9 @@ export const UsageField = Object.freeze({
   "PROMPT_TOKENS": "promptTokens",
   "COMPLETION_TOKENS": "completionTokens",
   "TOTAL_TOKENS": "totalTokens",
-  "REASONING_TOKENS": "reasoningTokens"
+  "REASONING_TOKENS": "reasoningTokens",
+  "CACHED_TOKENS": "cachedTokens",
+  "CACHE_WRITE_TOKENS": "cacheWriteTokens"
 });
 export const ErrorField = Object.freeze({
   "CODE": "code",
@@ -131,6 +138,8 @@ export const DayField = Object.freeze({
   "USER_KEY_COMPLETION_TOKENS": "userKeyCompletionTokens",
   "USER_KEY_COST": "userKeyCost",
   "ESTIMATED_COST": "estimatedCost",
+  "CACHED_TOKENS": "cachedTokens",
+  "CACHE_DISCOUNT": "cacheDiscount",
   "EXPIRE_AT": "expireAt"
 });
 export const BatchField = Object.freeze({
@@ -140,6 +149,7 @@ export const BatchField = Object.freeze({
   "COUNTS": "counts",
   "USAGE": "usage",
   "COST": "cost",
+  "CACHE_DISCOUNT": "cacheDiscount",
   "ESTIMATED_COST": "estimatedCost",
   "EXECUTIONS": "executions",
   "MAX_CONCURRENCY": "maxConcurrency",
@@ -166,7 +176,8 @@ export const BatchField = Object.freeze({
   "LANES": "lanes",
   "LANES_ACTIVE": "lanesActive",
   "LANES_PARKED": "lanesParked",
-  "WAITING_FOR": "waitingFor"
+  "WAITING_FOR": "waitingFor",
+  "PROVIDER_WAIT": "providerWait"
 });
 export const Count = Object.freeze({
   "TOTAL": "total",
@@ -227,7 +238,8 @@ export const Callable = Object.freeze({
   "GET_BATCH": "get_batch",
   "GET_BATCH_RESULTS": "get_batch_results",
   "CANCEL_BATCH": "cancel_batch",
-  "RETRY_BATCH": "retry_batch"
+  "RETRY_BATCH": "retry_batch",
+  "RESUME_BATCH": "resume_batch"
 });
 export const CallStatus = Object.freeze({
   "INVALID_ARGUMENT": "invalid-argument",

@@ -35,6 +35,8 @@ import { ChunkField, CHUNKS, EXECUTIONS, ExecutionField, LIVE, OutputFormat, PAG
  * @property {number} completionTokens
  * @property {number} totalTokens
  * @property {number} [reasoningTokens]
+ * @property {number} [cachedTokens]      prompt tokens read from a prompt cache (billed at its read price)
+ * @property {number} [cacheWriteTokens]  prompt tokens written to it (billed at its write price)
  */
 
 /**
@@ -71,6 +73,8 @@ import { ChunkField, CHUNKS, EXECUTIONS, ExecutionField, LIVE, OutputFormat, PAG
  *   whose values are whole, in order
  * @property {ToolCall[] | null} toolCalls  the tools the model called
  * @property {boolean} cancelRequested
+ * @property {{reason: string, model: string, until: Date | null, message: string} | null} providerWait
+ *   queued, waiting for a throttled provider until `until` (nothing fails; no attempt is spent)
  * @property {Date | null} createdAt
  * @property {Date | null} startedAt
  * @property {Date | null} firstTokenAt
@@ -233,6 +237,16 @@ function textFollower(ref, changed, fail) {
 }
 
 /**
+ * A document's `providerWait`, its times as Dates.
+ * @param {any} wait
+ * @returns {{reason: string, model: string, until: Date | null, message: string} | null}
+ */
+function waitOf(wait) {
+  if (!wait) return null;
+  return { reason: wait.reason, model: wait.model ?? "", until: wait.until?.toDate?.() ?? null, message: wait.message ?? "" };
+}
+
+/**
  * @param {DocumentData} d
  * @param {Assembled} assembled
  * @param {boolean} restarted
@@ -266,6 +280,7 @@ function toState(d, { attempt, text, reasoning, partial }, restarted, whole) {
     ...sofar,
     toolCalls: d[ExecutionField.TOOL_CALLS] ?? null,
     cancelRequested: d[ExecutionField.CANCEL_REQUESTED] === true,
+    providerWait: waitOf(d[ExecutionField.PROVIDER_WAIT]),
     createdAt: date(ExecutionField.CREATED_AT),
     startedAt: date(ExecutionField.STARTED_AT),
     firstTokenAt: date(ExecutionField.FIRST_TOKEN_AT),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from promptq.domain.errors import Permanent, Transient
+from promptq.domain.errors import Permanent, Throttled, Transient
 from promptq.domain.records import Usage
 from promptq.contract import Code, JobField, RequestField
 from promptq.adapters.openrouter.stream import StreamError
@@ -67,6 +69,8 @@ def _error_message(body: bytes, status: int) -> str:
 def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> Transient | Permanent:
     message = f"OpenRouter {status}: {_error_message(body, status)}"
     code = status_code(status)
+    if status == 429:
+        return throttled(message, headers)
     if is_transient_status(status):
         return Transient(message, code=code, upstream_status=status, retry_after_s=parse_retry_after(headers.get("retry-after")))
     return Permanent(message, code=code, upstream_status=status)
@@ -78,24 +82,48 @@ def stream_error_before_first_token(err: StreamError) -> Transient | Permanent:
     n = err.numeric_code
     if n is not None and 400 <= n < 500 and not is_transient_status(n):
         return Permanent(message, code=status_code(n), upstream_status=n)
+    if n == 429:
+        return throttled(message, {})
     code = Code.MALFORMED_CHUNK if err.malformed else Code.CONNECTION_LOST if err.truncated else Code.STREAM_ERROR
     if n is not None:
         code = status_code(n)
     return Transient(message, code=code, upstream_status=n)
 
 
+DAILY_AFTER_S = 600.0  # a 429 whose limit resets further away than this is a daily cap
+
+
+def throttled(message: str, headers: Mapping[str, str], now: float | None = None) -> Throttled:
+    """A 429 (status or error event): its Retry-After, and, for a free model's daily cap
+    ("free-models-per-day", or ``X-RateLimit-Reset`` far away), when the cap resets."""
+    now = time.time() if now is None else now
+    retry_after = parse_retry_after(headers.get("retry-after"), now)
+    reset_at = None
+    try:
+        reset_ms = float(headers.get("x-ratelimit-reset") or "")
+        reset_at = datetime.fromtimestamp(reset_ms / 1000, timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass
+    far = reset_at is not None and reset_at.timestamp() - now > DAILY_AFTER_S
+    daily = "per-day" in message.lower() or far
+    return Throttled(message, retry_after_s=retry_after, reset_at=reset_at if daily else None, daily=daily, upstream_status=429)
+
+
 def vocabulary(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored request's ``response_format``, ``reasoning``, ``provider``, ``tools``,
-    ``tool_choice``, ``parallel_tool_calls``: as the caller sent them (``paramsJson``)."""
+    """The stored request's ``response_format``, ``reasoning``, ``provider``, ``tools``... (the
+    contract's ``VOCABULARY``): as the caller sent them (``paramsJson``)."""
     text = request.get(RequestField.PARAMS_JSON)
     return json.loads(text) if text else {}
 
 
-def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]], ceiling: Mapping[str, float] | None = None) -> dict[str, Any]:
+def chat_body(
+    request: Mapping[str, Any], messages: list[dict[str, Any]], ceiling: Mapping[str, float] | None = None, *, user: str | None = None
+) -> dict[str, Any]:
     """The OpenRouter request body for an execution's stored request: the one function that
     builds it, for the worker to send and for the start to measure (``promptq.domain.costs.measure``).
     ``ceiling``: the prices its reservation was computed at, sent as ``provider.max_price`` (each
-    the lower of it and the caller's own), so that routing picks no dearer endpoint."""
+    the lower of it and the caller's own), so that routing picks no dearer endpoint. ``user``:
+    sent as ``user`` when the request gives none (``promptq.domain.creation.end_user``)."""
     body: dict[str, Any] = {"model": request[RequestField.MODEL], "messages": messages, "stream": True}
     if request.get(RequestField.MODELS):
         body["models"] = list(request[RequestField.MODELS])
@@ -104,6 +132,8 @@ def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]], ceilin
         if value is not None:
             body[name] = value
     body.update(vocabulary(request))
+    if user and "user" not in body:
+        body["user"] = user
     if ceiling:
         provider = dict(body.get("provider") or {})
         own = provider.get("max_price") or {}
@@ -114,9 +144,11 @@ def chat_body(request: Mapping[str, Any], messages: list[dict[str, Any]], ceilin
     return body
 
 
-def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The body an execution's job sends upstream (its reservation's ceiling included)."""
-    return chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], job.get(JobField.PRICE_CEILING))
+def job_body(job: Mapping[str, Any], ceiling: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The body an execution's job sends upstream: its reservation's ceiling (or ``ceiling``,
+    for a start measuring what it reserves), and the end user its start recorded (a job written
+    before there was one names none: its body stays the one its start measured)."""
+    return chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], ceiling or job.get(JobField.PRICE_CEILING), user=job.get(JobField.END_USER))
 
 
 @dataclass(frozen=True)
@@ -125,10 +157,12 @@ class GenerationRecord:
 
     usage: Usage
     cost: float | None
+    cache_discount: float | None = None  # USD caching saved (OpenRouter's ``cache_discount``)
 
 
 def parse_generation(body: bytes) -> GenerationRecord | None:
-    """``{"data": {"tokens_prompt", "tokens_completion", "native_tokens_reasoning", "total_cost", ...}}``."""
+    """``{"data": {"tokens_prompt", "tokens_completion", "native_tokens_reasoning", "native_tokens_cached",
+    "total_cost", "cache_discount", ...}}``."""
     try:
         data = json.loads(body).get("data")
     except (ValueError, AttributeError):
@@ -140,7 +174,10 @@ def parse_generation(body: bytes) -> GenerationRecord | None:
         value = data.get(name)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
+    def usd(name: str) -> float | None:
+        value = data.get(name)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
     prompt, completion = count("tokens_prompt"), count("tokens_completion")
-    cost = data.get("total_cost")
-    cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
-    return GenerationRecord(Usage(prompt, completion, prompt + completion, count("native_tokens_reasoning")), cost)
+    usage = Usage(prompt, completion, prompt + completion, count("native_tokens_reasoning"), cached_tokens=min(count("native_tokens_cached"), prompt))
+    return GenerationRecord(usage, usd("total_cost"), usd("cache_discount"))

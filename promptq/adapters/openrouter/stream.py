@@ -11,7 +11,10 @@ as documented in shared/reference/openrouter-streaming.md:
 - ``delta.tool_calls`` carry tool calls in pieces, OpenAI's way: ``{index, id?, type?,
   function: {name?, arguments?}}``, the arguments' JSON text split over many chunks.
 - Usage arrives in a separate chunk after the finish chunk (``choices`` empty or one empty
-  delta, possibly repeating ``finish_reason``), with ``cost`` in USD.
+  delta, possibly repeating ``finish_reason``), with ``cost`` in USD and the prompt tokens read
+  from and written to the provider's cache (``prompt_tokens_details``).
+- A request with ``logprobs`` gets ``choices[].logprobs.content``: each token's log probability
+  (``Logprobs``, collected by ``promptq.adapters.openrouter.logprobs``).
 - Errors inside a 200 stream arrive as a data event with an ``error`` object, in three shapes
   (with ``finish_reason: "error"`` choices, bare, or with a numeric code and usage).
 - A stream that ends without ``[DONE]`` and without a finish chunk was cut.
@@ -28,6 +31,7 @@ import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
 from promptq.contract import Code
+from promptq.domain.records import Usage
 
 DONE = "[DONE]"
 
@@ -71,6 +75,20 @@ class UsageReport:
     total_tokens: int
     cost: float | None
     reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def usage(self) -> Usage:
+        return Usage(
+            self.prompt_tokens, self.completion_tokens, self.total_tokens, self.reasoning_tokens, self.cached_tokens, self.cache_write_tokens
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Logprobs:
+    """The log probabilities of the tokens of one chunk (``choices[].logprobs.content``), as sent."""
+
+    content: tuple[Any, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +107,7 @@ class Done:
     """``data: [DONE]``, or the end of a stream that had finished (no [DONE] sent)."""
 
 
-Event = Union[Delta, ToolCallDelta, Meta, Finish, UsageReport, StreamError, Done]
+Event = Union[Delta, ToolCallDelta, Meta, Finish, UsageReport, Logprobs, StreamError, Done]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -112,13 +130,16 @@ def _short(value: Any, limit: int) -> str | None:
 
 def _usage(raw: dict[str, Any]) -> UsageReport:
     cost = raw.get("cost")
-    details = raw.get("completion_tokens_details") or {}
+    details = _mapping(raw.get("completion_tokens_details"))
+    prompt, cache = _int(raw.get("prompt_tokens")), _mapping(raw.get("prompt_tokens_details"))
     return UsageReport(
-        prompt_tokens=_int(raw.get("prompt_tokens")),
+        prompt_tokens=prompt,
         completion_tokens=_int(raw.get("completion_tokens")),
         total_tokens=_int(raw.get("total_tokens")),
         cost=float(cost) if isinstance(cost, (int, float)) else None,
-        reasoning_tokens=_int(details.get("reasoning_tokens") if isinstance(details, dict) else 0),
+        reasoning_tokens=_int(details.get("reasoning_tokens")),
+        cached_tokens=min(max(0, _int(cache.get("cached_tokens"))), prompt),
+        cache_write_tokens=min(max(0, _int(cache.get("cache_write_tokens"))), prompt),
     )
 
 
@@ -196,6 +217,9 @@ def parse_data(data: str) -> list[Event]:
         if content or reasoning:
             events.append(Delta(content=str(content), reasoning=reasoning))
         events.extend(_tool_calls(delta))
+        logprobs = _mapping(choice.get("logprobs")).get("content")
+        if isinstance(logprobs, list) and logprobs:
+            events.append(Logprobs(tuple(logprobs)))
         reason = choice.get("finish_reason")
         if reason:
             events.append(Finish(str(reason)[:64], _short(choice.get("native_finish_reason"), 64)))

@@ -20,9 +20,9 @@ from typing import Any, AsyncIterator
 
 import httpx
 from httpx_sse import SSEError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
-from promptq.domain.errors import Permanent, Transient
+from promptq.domain.errors import Permanent, Throttled, Transient
 from promptq.domain.redact import redact
 from promptq.domain.redact import register as redact_register
 from promptq.contract import Code
@@ -136,7 +136,8 @@ class OpenRouterClient:
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
-            retry=retry_if_exception_type(Transient),
+            # A 429 is not retried here: the fleet waits it out (promptq.domain.cooldown), no thread held.
+            retry=retry_if_exception(lambda e: isinstance(e, Transient) and not isinstance(e, Throttled)),
             reraise=True,
             sleep=self._sleep,
             before_sleep=lambda s: log.warning(

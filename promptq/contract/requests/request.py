@@ -6,15 +6,15 @@ caller can fix it without reading our code.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, Literal, Mapping, TypeVar
 
 from pydantic import AfterValidator, PlainValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from promptq.contract.requests.fields import TAG, Finite, Int64, Nested, Text, unicode_text as _unicode
+from promptq.contract.requests.fields import TAG, Finite, Int64, Nested, Text, stop_sequences, unicode_text as _unicode, variable
 from promptq.contract.requests.messages import Message, check_conversation
 from promptq.contract.requests.vocabulary import Provider, Reasoning, ResponseFormat, ToolChoice, Tools, check_tools
+from promptq.contract.requests.extras import EndUser, Plugins, TopLogprobs, Transforms, Verbosity, check_logprobs
 from promptq.contract import CallStatus, Reason
 
 
@@ -45,38 +45,6 @@ def _not_reserved(value: str) -> str:
     return value
 
 
-def _stop(value: Any) -> str | list[str]:
-    """One stop sequence, or a list of at most 4 (OpenAI's limit), each 1 to 200 characters."""
-    if value is None:
-        return None  # type: ignore[return-value]
-    if isinstance(value, list) and len(value) <= 4 and all(isinstance(v, str) for v in value):
-        return [_stop_text(v) for v in value]
-    if isinstance(value, str):
-        return _stop_text(value)
-    raise ValueError("a string or a list of at most 4 strings")
-
-
-def _stop_text(value: str) -> str:
-    if not 1 <= len(value) <= 200:
-        raise ValueError(f"each stop sequence is 1 to 200 characters (got {len(value)})")
-    return _unicode(value)
-
-
-def _variable(value: Any) -> str | int | float:
-    """A template variable: text, an integer Firestore can store (int64), or a finite number."""
-    if isinstance(value, str):
-        return _unicode(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not -(2**63) <= value < 2**63:
-            raise ValueError("an integer beyond 64 bits")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("a number must be finite")
-        return value
-    raise ValueError("a string or a number")
-
-
 # OpenRouter model ids look like "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet:beta",
 # "openrouter/auto", "meta-llama/llama-3-8b-instruct:free".
 ModelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@=,+\-]{0,199}$")]
@@ -95,7 +63,7 @@ class ParamFields(BaseModel):
     top_p: Finite | None = Field(None, gt=0, le=1)
     max_tokens: Int64 | None = Field(None, ge=1)
     # One stop sequence, or a list of at most 4 (OpenAI's limit), each at most 200 characters.
-    stop: Annotated[Any, PlainValidator(_stop)] = None
+    stop: Annotated[Any, PlainValidator(stop_sequences)] = None
     seed: Int64 | None = None
     # OpenRouter's vocabulary (promptq.contract.requests.vocabulary), passed through as sent.
     response_format: ResponseFormat | None = None
@@ -104,12 +72,19 @@ class ParamFields(BaseModel):
     tools: Tools | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    plugins: Plugins | None = None  # type: ignore[valid-type]  # (promptq.contract.requests.extras)
+    transforms: Transforms | None = None
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None
+    verbosity: Verbosity | None = None
+    user: EndUser | None = None
 
 
 class Params(ParamFields):
     @model_validator(mode="after")
     def _tools_go_together(self) -> "Params":
         check_tools(self.tools, self.tool_choice, self.parallel_tool_calls)
+        check_logprobs(self.logprobs, self.top_logprobs)
         return self
 
 
@@ -119,7 +94,7 @@ class StartRequest(BaseModel):
     prompt: Text | None = None
     messages: list[Message] | None = None
     promptId: DocId | None = None
-    variables: dict[VariableName, Annotated[Any, PlainValidator(_variable)]] | None = None
+    variables: dict[VariableName, Annotated[Any, PlainValidator(variable)]] | None = None
     model: ModelId | None = None
     models: list[ModelId] | None = Field(None, min_length=1)
     params: Params | None = None
