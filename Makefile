@@ -20,8 +20,8 @@ status:
 demo: setup           ## up, run one prompt through the callable and watch it arrive, down
 	@$(PY) -m devstack.demo
 
-test: setup           ## the whole test suite (starts and stops the stack itself): the stack's tests on one worker, the others beside them
-	@$(PY) -m pytest -n 2 --dist loadgroup
+test: setup           ## the whole test suite (starts and stops the stack itself; the tests that need no stack run beside it)
+	@bash scripts/test.sh
 
 test-unit: setup      ## only the tests that need no emulator
 	@$(PY) -m pytest tests/unit tests/tools

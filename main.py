@@ -9,14 +9,15 @@ import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
-from enqueue import account, batches, control, sweeper
+from enqueue import account, batches, control, sweeper, webhooks
 from promptq.contract.requests.request import RequestError
 from enqueue.executions import start_execution as _start
-from promptq.adapters import logs
+from promptq.adapters import logs, traces
 from promptq.domain import redact
 from promptq.contract import Outcome
-from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region, queue_dispatches
+from promptq.settings import SERVICE_ACCOUNTS, enforce_app_check, function_region, queue_dispatches, webhook_queue_dispatches
 from worker.handler import handle
+from worker.webhooks import deliver
 
 logs.configure("promptq")  # one JSON object a line, Cloud Logging's fields; no line carries a key (promptq.adapters.logs)
 log = logging.getLogger("promptq")
@@ -44,9 +45,13 @@ CALLABLE = CallableOptions(enforce_app_check=enforce_app_check(), service_accoun
 
 
 def _answer(req: https_fn.CallableRequest, handler, **deps) -> dict:
-    """Run a callable's handler; a RequestError becomes the HttpsError the caller sees."""
+    """Run a callable's handler in its span (``promptq.<callable>``: the handler is named after
+    the callable; ``promptq.adapters.traces``); a RequestError becomes the HttpsError the caller sees."""
+    wiring.tracing()
+    headers, ids = req.raw_request.headers if req.raw_request else None, traces.ids_of(req.data)
     try:
-        return handler(req.auth.uid if req.auth else None, req.data, **deps)
+        with traces.span(f"promptq.{handler.__name__}", kind=traces.SERVER, headers=headers, attributes=ids, refusals=(RequestError,)) as span:
+            return traces.answered(span, handler(req.auth.uid if req.auth else None, req.data, **deps))
     except RequestError as err:
         raise https_fn.HttpsError(https_fn.FunctionsErrorCode(err.status.value), redact.redact(err.message), err.details()) from None
 
@@ -135,6 +140,30 @@ def resume_batch(req: https_fn.CallableRequest) -> dict:
     return _answer(req, batches.resume_batch, batches=wiring.batches(), flow=wiring.batch_flow(), cooldowns=wiring.cooldowns())
 
 
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def create_webhook_endpoint(req: https_fn.CallableRequest) -> dict:
+    """Add a signed webhook endpoint (`url`, `events`, `batchItems`); its secret is answered this once."""
+    return _answer(req, webhooks.create_webhook_endpoint, endpoints=wiring.endpoints(), settings=wiring.settings())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def list_webhook_endpoints(req: https_fn.CallableRequest) -> dict:
+    """The caller's webhook endpoints (never a secret); a disabled one says why."""
+    return _answer(req, webhooks.list_webhook_endpoints, endpoints=wiring.endpoints(), settings=wiring.settings())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def delete_webhook_endpoint(req: https_fn.CallableRequest) -> dict:
+    """Remove one of the caller's webhook endpoints: it is sent nothing more."""
+    return _answer(req, webhooks.delete_webhook_endpoint, endpoints=wiring.endpoints())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def rotate_webhook_secret(req: https_fn.CallableRequest) -> dict:
+    """A new secret for an endpoint (answered this once); the old one signs beside it for 24 hours."""
+    return _answer(req, webhooks.rotate_webhook_secret, endpoints=wiring.endpoints())
+
+
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
 # allow only letters, digits and hyphens (the emulator and Cloud Tasks refuse "run_execution").
 # That queue delivers interactive executions; batch items and bookkeeping (folds) come through
@@ -152,11 +181,28 @@ def resume_batch(req: https_fn.CallableRequest) -> dict:
 )
 def runexecution(req: tasks_fn.CallableRequest) -> dict:
     """The Cloud Tasks target: claim the execution and stream it into its document."""
-    result = handle(req.data, runtime=wiring.worker_runtime(), api_key=OPENROUTER_API_KEY.value)
+    wiring.tracing()
+    result = handle(req.data, runtime=wiring.worker_runtime(), api_key=OPENROUTER_API_KEY.value, headers=req.raw_request.headers)
     if result.outcome is Outcome.RETRY:
         # Non-2xx is the only way to ask Cloud Tasks for another delivery.
         raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.claim.value}, {result.code})")
     return result.answer().to_json()
+
+
+# Signed webhooks' deliveries: their own function and queue (named after it), never the worker's.
+# Each task is one attempt; the function schedules the next one itself (Standard Webhooks'
+# schedule, about 72 h), so the queue's own retries only cover promptq's own failures.
+@tasks_fn.on_task_dispatched(
+    retry_config=options.RetryConfig(max_attempts=5, min_backoff_seconds=10, max_backoff_seconds=300, max_doublings=3),
+    rate_limits=options.RateLimits(max_concurrent_dispatches=webhook_queue_dispatches()),  # PROMPTQ_WEBHOOK_QUEUE_DISPATCHES
+    timeout_sec=60,
+    memory=options.MemoryOption.MB_512,
+    concurrency=80,
+    service_account=f"{SERVICE_ACCOUNTS['webhooks']}@",
+)
+def deliverwebhook(req: tasks_fn.CallableRequest) -> dict:
+    """One attempt of one signed webhook to one endpoint (2xx whatever the receiver answered)."""
+    return deliver(req.data, wiring.webhook_delivery())
 
 
 @scheduler_fn.on_schedule(

@@ -12,14 +12,18 @@ thread that misses build its own (40 deliveries to a cold worker built 20 runtim
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from typing import Callable, TypeVar
 
 from promptq.adapters.openrouter.calls import KeyInfo, key_info
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
+from promptq.adapters import traces
 from promptq.adapters.cooldowns import Cooldowns
 from promptq.adapters.keys import KeyVault, kek_from
+from promptq.adapters.webhook_events import WebhookEvents
+from promptq.adapters.webhook_store import EndpointStore
 from promptq.batches.fairshare_store import LaneStore
 from promptq.batches.flow import BatchFlow
 from promptq.batches.store import BatchStore
@@ -52,8 +56,18 @@ def settings() -> Settings:
 
 
 @once
+def tracing() -> bool:
+    """The process's spans go where the settings say (``promptq.adapters.traces``); True if anywhere.
+    Each Cloud Run service names its spans (``K_SERVICE``: each function's own)."""
+    traces.install(traces.provider_for(settings(), os.environ.get("K_SERVICE") or "promptq"))
+    return traces.enabled()
+
+
+@once
 def store() -> ExecutionStore:
-    return ExecutionStore.connect(settings().project_id, usage_retention_days=settings().usage_retention_days)
+    built = ExecutionStore.connect(settings().project_id, usage_retention_days=settings().usage_retention_days)
+    built.on_end = lambda execution_id, execution: webhook_events().execution_ended(execution_id, execution)
+    return built
 
 
 @once
@@ -79,7 +93,31 @@ def task_queue() -> TaskQueue:
 
 @once
 def batches() -> BatchStore:
-    return BatchStore(store())
+    built = BatchStore(store())
+    built.on_end = lambda batch_id, batch: webhook_events().batch_ended(batch_id, batch)
+    return built
+
+
+@once
+def endpoints() -> EndpointStore:
+    """Users' webhook endpoints (their secrets sealed with the same key-encryption key as users' keys)."""
+    return EndpointStore(store().client, kek_from(settings().kms_key, settings().local_kek), cache_s=settings().webhook_cache_s)
+
+
+@once
+def webhook_events() -> WebhookEvents:
+    """What every ending tells its owner's webhook endpoints (enqueued on the webhooks queue)."""
+    return WebhookEvents(endpoints(), task_queue())
+
+
+@once
+def webhook_delivery():
+    """What ``deliverwebhook`` needs: the endpoints, the queue (for retries) and the pinned HTTP sender."""
+    from promptq.adapters.webhook_http import WebhookSender
+    from worker.webhooks import Delivery
+
+    s = settings()
+    return Delivery(endpoints(), task_queue(), WebhookSender(timeout_s=s.webhook_timeout_s, allow_local=s.webhook_allow_local), s)
 
 
 @once

@@ -25,15 +25,21 @@ import flask
 import functions_framework
 from functions_framework._http import create_server
 
+from promptq.contract import WORKER_FUNCTION
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def callables(module) -> dict[str, object]:
-    """main.py's callable functions, by name (what the SDK declares as callableTrigger)."""
+    """main.py's callable functions, by name (what the SDK declares as callableTrigger), and its
+    task queue functions but the worker (``deliverwebhook``: the worker has a server of its own)."""
     found = {}
     for name, fn in vars(module).items():
         endpoint = getattr(fn, "__firebase_endpoint__", None)
-        if inspect.isfunction(fn) and endpoint is not None and getattr(endpoint, "callableTrigger", None) is not None:
+        if not inspect.isfunction(fn) or endpoint is None:
+            continue
+        task_queue = getattr(endpoint, "taskQueueTrigger", None) is not None and name != WORKER_FUNCTION
+        if getattr(endpoint, "callableTrigger", None) is not None or task_queue:
             found[name] = fn
     return found
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from promptq.contract import WORKER_FUNCTION, Callable as Fn
+from promptq.contract import WEBHOOK_FUNCTION, WORKER_FUNCTION, Callable as Fn
 from promptq_client import stackenv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,6 +270,9 @@ def endpoints(plan: Plan) -> dict[str, str]:
         "TASKS_QUEUES": ",".join(f"{path}={cap}" for path, cap in local_queues(plan).items()),
         "TASKS_QUEUE_BATCH": _queue_path(plan, "PROMPTQ_BATCH_QUEUE_ID"),
         "TASKS_QUEUE_BOOKS": _queue_path(plan, "PROMPTQ_BOOKS_QUEUE_ID"),
+        # Signed webhooks' deliveries: their own queue, to their own function (the callables' server here).
+        "TASKS_QUEUE_WEBHOOKS": _queue_path(plan, "PROMPTQ_WEBHOOK_QUEUE_ID"),
+        "WEBHOOK_URL": functions_url + WEBHOOK_FUNCTION,
         "OPENROUTER_BASE_URL": plan.base_url,
         "UPSTREAM": plan.upstream,
         "PROMPTQ_FLUSH_INTERVAL": plan.functions_env.get("PROMPTQ_FLUSH_INTERVAL", "0.5"),
@@ -399,6 +402,19 @@ LOCAL_QUEUE_SHARES = {
 }
 
 
+# Signed webhooks on the local stack (each overridden by the same variable in the environment):
+# receivers on 127.0.0.1 admitted (never by `make deploy`: infra/deploy_steps.py refuses it),
+# the ~72 h retry schedule shrunk a hundredfold (5 s, 5 min, 30 min... become 0.05 s, 3 s, 18 s...),
+# and every ending reads its owner's endpoints afresh (an endpoint a test just added hears at once).
+LOCAL_WEBHOOK_SETTINGS = {"PROMPTQ_WEBHOOK_ALLOW_LOCAL": "1", "PROMPTQ_WEBHOOK_RETRY_SCALE": "0.01", "PROMPTQ_WEBHOOK_CACHE": "0"}
+
+
+# Traces on the local stack: every span of the worker and the callables, one JSON object a line
+# (promptq.adapters.trace_file), appended to one file the tests read (docs/OPERATIONS.md, Traces).
+TRACES_FILE = STACK / "traces.jsonl"
+LOCAL_TRACES = {"PROMPTQ_TRACES": "file", "PROMPTQ_TRACES_FILE": str(TRACES_FILE)}
+
+
 def _queue_path(plan: Plan, id_var: str) -> str:
     from promptq.settings import Settings, variables
 
@@ -411,10 +427,12 @@ def local_queues(plan: Plan) -> dict[str, int]:
     share of what one worker holds (PROMPTQ_LOCAL_CONCURRENCY, else THREADS; the Functions
     emulator: 20)."""
     total = int(os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency({"FUNCTIONS": plan.functions}))
-    return {
+    shares = {
         _queue_path(plan, id_var): int(plan.functions_env.get(caps_var) or max(1, round(total * share)))
         for caps_var, (id_var, share) in LOCAL_QUEUE_SHARES.items()
     }
+    # The webhooks' queue delivers to the callables' server, not the worker: none of its share.
+    return {**shares, _queue_path(plan, "PROMPTQ_WEBHOOK_QUEUE_ID"): int(plan.functions_env.get("PROMPTQ_WEBHOOK_QUEUE_DISPATCHES") or 10)}
 
 
 def _local_concurrency(env: dict[str, str]) -> str:
@@ -433,6 +451,9 @@ def _write_functions_env(plan: Plan, env: dict[str, str]) -> None:
         "OPENROUTER_BASE_URL": plan.base_url,
         # Users' own keys are wrapped by a local key-encryption key here (Cloud KMS in production).
         "PROMPTQ_LOCAL_KEK": base64.b64encode(os.urandom(32)).decode(),
+        **({"PROMPTQ_WEBHOOK_URL": env["WEBHOOK_URL"]} if plan.functions == "framework" else {}),
+        **LOCAL_WEBHOOK_SETTINGS,
+        **LOCAL_TRACES,
         **plan.functions_env,
     }
     (ROOT / ".env.local").write_text("".join(f"{k}={v}\n" for k, v in values.items()))

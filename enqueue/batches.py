@@ -171,6 +171,8 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
                 model=doc.get(ExecutionField.MODEL),
                 usage=doc.get(ExecutionField.USAGE),
                 cost=doc.get(ExecutionField.COST),
+                cacheDiscount=doc.get(ExecutionField.CACHE_DISCOUNT),
+                logprobs=doc.get(ExecutionField.LOGPROBS),
                 error=doc.get(ExecutionField.ERROR),
                 finishedAt=iso_time(doc.get(ExecutionField.FINISHED_AT)),
             )

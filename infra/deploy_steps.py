@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from promptq.contract import WORKER_FUNCTION
+from promptq.contract import WEBHOOK_FUNCTION, WORKER_FUNCTION
 from promptq.settings import APP_CHECK_ENV, DEFAULT_REGION, SERVICE_ACCOUNTS, variables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,11 @@ RELEASE_ENV = "PROMPTQ_RELEASE"
 PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 # Not for a project's .env: the local stack's, and what the deploy derives (the queue is named after the function).
 FIXED = {"PROMPTQ_LOCAL_KEK", "PROMPTQ_TASKS_EMULATOR_HOST", "PROMPTQ_QUEUE_ID", "PROMPTQ_REGION", "PROMPTQ_TASKS_SERVICE_ACCOUNT", "PROMPTQ_KMS_KEY"}
+# Signed webhooks: loopback receivers and a shrunk retry schedule are the local stack's only;
+# the webhooks' queue is their function's own (firebase deploy makes it).
+FIXED |= {"PROMPTQ_WEBHOOK_ALLOW_LOCAL", "PROMPTQ_WEBHOOK_RETRY_SCALE", "PROMPTQ_WEBHOOK_QUEUE_ID", "PROMPTQ_WEBHOOK_URL"}
+# Traces: a file is the local stack's (production's go to Cloud Trace: DEFAULTS).
+FIXED |= {"PROMPTQ_TRACES_FILE"}
 RELEASE_INPUTS = (".env", "firebase.json", "infra/firestore.rules", "infra/firestore.indexes.json")
 # What .env.<project> holds unless the operator set another value (SET=, or by editing the file):
 # a small app's protection against a drained OpenRouter account (docs/OPERATIONS.md, Deploy).
@@ -42,6 +47,7 @@ DEFAULTS = {
     # A request without a model runs on a priced model: openrouter/auto is priced at the dearest
     # model OpenRouter lists, which no $1 budget affords.
     "PROMPTQ_DEFAULT_MODEL": "openai/gpt-4o-mini",
+    "PROMPTQ_TRACES": "cloudtrace",  # every function's spans to Cloud Trace (promptq.adapters.traces)
 }
 DISCOVER = "from firebase_functions.private.serving import functions_as_yaml, get_functions; print(functions_as_yaml(get_functions()))"
 
@@ -52,7 +58,8 @@ APIS = {
     "artifactregistry.googleapis.com": "stores the built containers",
     "eventarc.googleapis.com": "Cloud Functions (2nd gen) needs it for its triggers",
     "cloudscheduler.googleapis.com": "fires sweep_executions on its schedule",
-    "cloudtasks.googleapis.com": "the runexecution queue delivers every execution to the worker",
+    "cloudtrace.googleapis.com": "the functions' spans (PROMPTQ_TRACES=cloudtrace): callable, task delivery, attempt",
+    "cloudtasks.googleapis.com": "the runexecution queue delivers every execution to the worker (deliverwebhook's, every webhook)",
     "firestore.googleapis.com": "executions, chunks, pages, jobs, accounts, keys live in Firestore",
     "firebaserules.googleapis.com": "deploys infra/firestore.rules",
     "secretmanager.googleapis.com": "holds OPENROUTER_API_KEY",
@@ -158,6 +165,7 @@ def env_values(t: Target) -> dict[str, str]:
     derived = {
         "PROMPTQ_REGION": t.region,
         "PROMPTQ_WORKER_URL": f"{t.functions_url}/{WORKER_FUNCTION}",
+        "PROMPTQ_WEBHOOK_URL": f"{t.functions_url}/{WEBHOOK_FUNCTION}",
         "PROMPTQ_TASKS_SERVICE_ACCOUNT": t.tasks_account,
         "PROMPTQ_KMS_KEY": t.kms_key,
     }
@@ -253,6 +261,11 @@ def resource_steps(t: Target) -> list[Step]:
                     "the worker runs as it (main.py): the one role that reads the OpenRouter key and decrypts users' keys",
                 ),
                 (SERVICE_ACCOUNTS["sweeper"], t.account("sweeper"), "the sweeper runs as it (main.py)"),
+                (
+                    SERVICE_ACCOUNTS["webhooks"],
+                    t.account("webhooks"),
+                    "deliverwebhook runs as it (main.py): it decrypts endpoints' secrets and calls users' URLs, and reads no other secret",
+                ),
             )
         ),
         Step(
@@ -313,9 +326,9 @@ def runtime_bindings(t: Target) -> list[Step]:
     project = (("projects",), t.project, ())
     tasks = (("iam", "service-accounts"), t.tasks_account, (f"--project={t.project}",))
     key = (("kms", "keys"), KEY, (f"--keyring={KEY_RING}", f"--location={t.region}", f"--project={t.project}"))
-    callables, worker, sweeper = t.account("callables"), t.account("worker"), t.account("sweeper")
+    callables, worker, sweeper, webhooks = t.account("callables"), t.account("worker"), t.account("sweeper"), t.account("webhooks")
     steps = []
-    for account, role in ((callables, "the callables"), (worker, "the worker"), (sweeper, "the sweeper")):
+    for account, role in ((callables, "the callables"), (worker, "the worker"), (sweeper, "the sweeper"), (webhooks, "the webhooks")):
         steps += [
             binding(project, account, "roles/datastore.user", f"Firestore reads and writes ({role})"),
             binding(
@@ -326,11 +339,13 @@ def runtime_bindings(t: Target) -> list[Step]:
                     callables: "start_execution, start_batch's hand-overs and folds create tasks",
                     worker: "a batch item's end hands the next of its lane over and asks for a fold",
                     sweeper: "the sweeper re-enqueues lost executions and hands lost turns over",
+                    webhooks: "a failed webhook delivery schedules its next attempt",
                 }[account],
             ),
             binding(
                 tasks, account, "roles/iam.serviceAccountUser", "a task may carry the tasks account's OIDC token only if its creator may act as it"
             ),
+            binding(project, account, "roles/cloudtrace.agent", f"writes its spans to Cloud Trace ({role})"),
         ]
     return [
         *steps,
@@ -343,6 +358,7 @@ def runtime_bindings(t: Target) -> list[Step]:
             "set_api_key wraps the data key of a user's own OpenRouter key (it never decrypts one)",
         ),
         binding(key, worker, "roles/cloudkms.cryptoKeyDecrypter", "the worker unwraps a user's key to run their execution on it"),
+        binding(key, webhooks, "roles/cloudkms.cryptoKeyDecrypter", "deliverwebhook unwraps an endpoint's secret to sign a delivery"),
         binding(
             project,
             t.build_account,
@@ -442,8 +458,8 @@ def queue_steps(t: Target, env: dict[str, str], found: dict) -> list[Step]:
     return out
 
 
-def invoker_step(t: Target) -> Step:
-    service = (("run", "services"), WORKER_FUNCTION, (f"--region={t.region}", f"--project={t.project}"))
+def invoker_step(t: Target, function: str = WORKER_FUNCTION) -> Step:
+    service = (("run", "services"), function, (f"--region={t.region}", f"--project={t.project}"))
     return binding(
         service,
         t.tasks_account,
@@ -489,6 +505,7 @@ def build(t: Target) -> Deployment:
         *deploy_steps(t, found, rel),
         *queue_steps(t, env, found),
         invoker_step(t),
+        invoker_step(t, WEBHOOK_FUNCTION),
         *monitoring_steps.steps(t),
     ]
     return Deployment(t, found, rel, content, tuple(steps))

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from promptq.contract import WORKER_FUNCTION
+from promptq.contract import WEBHOOK_FUNCTION, WORKER_FUNCTION
 
 DEFAULT_REGION = "us-central1"
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -176,6 +176,30 @@ class Settings:
     user_max_batch_lanes: int = env("PROMPTQ_USER_MAX_BATCH_LANES", 50)
     project_max_batch_lanes: int = env("PROMPTQ_PROJECT_MAX_BATCH_LANES", 200)
 
+    # Signed webhooks (promptq.adapters.webhook_events, worker.webhooks): deliveries go through
+    # their own queue to their own function (derived from project and region if unset).
+    webhook_url: str = env("PROMPTQ_WEBHOOK_URL", "")
+    webhook_queue_id: str = env("PROMPTQ_WEBHOOK_QUEUE_ID", WEBHOOK_FUNCTION)
+    webhook_queue_dispatches: int = env("PROMPTQ_WEBHOOK_QUEUE_DISPATCHES", 50)
+    webhook_endpoints_max: int = env("PROMPTQ_WEBHOOK_ENDPOINTS_MAX", 5)  # endpoints per user
+    webhook_timeout_s: float = env("PROMPTQ_WEBHOOK_TIMEOUT", 10.0)  # one attempt: connect, send, the answer's status
+    # How long a process keeps a user's endpoints (what each ending reads): a new endpoint hears
+    # of endings at most this long after its creation in processes that had read the user's.
+    webhook_cache_s: float = env("PROMPTQ_WEBHOOK_CACHE", 30.0)
+    # The retry schedule (promptq.domain.webhooks.RETRY_DELAYS_S, about 72 h) times this: the
+    # local stack's tests shorten it; production keeps 1.
+    webhook_retry_scale: float = env("PROMPTQ_WEBHOOK_RETRY_SCALE", 1.0)
+    # Endpoints on loopback (http://127.0.0.1:PORT/...): the local stack only (devstack/stack.py
+    # sets it; `make deploy` refuses it). Cloud metadata addresses are refused whatever it says.
+    webhook_allow_local: bool = env("PROMPTQ_WEBHOOK_ALLOW_LOCAL", False)
+
+    # Traces (promptq.adapters.traces): where spans go: "" (nowhere: no tracer, no cost),
+    # "cloudtrace" (Cloud Trace; `make deploy` sets it), "file" (JSON lines, one span a line, to
+    # traces_file: the local stack's .stack/traces.jsonl). traces_sample: the share of new traces kept.
+    traces: str = env("PROMPTQ_TRACES", "")
+    traces_file: str = env("PROMPTQ_TRACES_FILE", "")
+    traces_sample: float = env("PROMPTQ_TRACES_SAMPLE", 1.0)
+
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -185,7 +209,9 @@ class Settings:
         if not project:
             raise ValueError("no project id: set GCLOUD_PROJECT (or PROMPTQ_PROJECT_ID)")
         region = function_region(environ)
-        return _from(cls, environ, project_id=project, region=region, worker_url=_worker_url(environ, project, region), limits=_from(Limits, environ))
+        urls = {"worker_url": _function_url(environ, project, region, WORKER_FUNCTION, "PROMPTQ_WORKER_URL")}
+        urls["webhook_url"] = _function_url(environ, project, region, WEBHOOK_FUNCTION, "PROMPTQ_WEBHOOK_URL")
+        return _from(cls, environ, project_id=project, region=region, **urls, limits=_from(Limits, environ))
 
     @property
     def queue_path(self) -> str:
@@ -197,7 +223,12 @@ class Settings:
     @property
     def queue_paths(self) -> dict[str, str]:
         """Each queue's path by what it delivers (``promptq.adapters.tasks``: interactive, batch, books)."""
-        return {"interactive": self.queue_path, "batch": self.path_of(self.batch_queue_id), "books": self.path_of(self.books_queue_id)}
+        return {
+            "interactive": self.queue_path,
+            "batch": self.path_of(self.batch_queue_id),
+            "books": self.path_of(self.books_queue_id),
+            "webhooks": self.path_of(self.webhook_queue_id),
+        }
 
 
 def function_region(environ: Mapping[str, str] | None = None) -> str:
@@ -215,19 +246,27 @@ def queue_dispatches(environ: Mapping[str, str] | None = None) -> int:
     return _parse("PROMPTQ_QUEUE_DISPATCHES", raw, int) if raw else int(Settings.__dataclass_fields__["queue_dispatches"].default)  # type: ignore[arg-type]
 
 
-def _worker_url(environ: Mapping[str, str], project: str, region: str) -> str:
-    if environ.get("PROMPTQ_WORKER_URL"):
-        return environ["PROMPTQ_WORKER_URL"]
+def webhook_queue_dispatches(environ: Mapping[str, str] | None = None) -> int:
+    """The webhooks queue's concurrent dispatches, read when main.py is imported."""
+    raw = (os.environ if environ is None else environ).get("PROMPTQ_WEBHOOK_QUEUE_DISPATCHES", "")
+    return _parse("PROMPTQ_WEBHOOK_QUEUE_DISPATCHES", raw, int) if raw else int(Settings.__dataclass_fields__["webhook_queue_dispatches"].default)  # type: ignore[arg-type]
+
+
+def _function_url(environ: Mapping[str, str], project: str, region: str, function: str, variable: str) -> str:
+    """Where a task queue function is: its variable, else the emulator's path, else production's."""
+    if environ.get(variable):
+        return environ[variable]
     if environ.get("FUNCTIONS_EMULATOR") == "true":
         port = environ.get("PROMPTQ_FUNCTIONS_PORT", "5001")
-        return f"http://127.0.0.1:{port}/{project}/{region}/{WORKER_FUNCTION}"
-    return f"https://{region}-{project}.cloudfunctions.net/{WORKER_FUNCTION}"
+        return f"http://127.0.0.1:{port}/{project}/{region}/{function}"
+    return f"https://{region}-{project}.cloudfunctions.net/{function}"
 
 
 # The service account each role's functions run as (main.py declares them; `make deploy` creates
 # them and grants each only what its role needs). "name@": the Firebase CLI completes it with
-# the project's domain. Only the worker reads the OpenRouter secret and decrypts users' keys.
-SERVICE_ACCOUNTS = {"callables": "promptq-callables", "worker": "promptq-worker", "sweeper": "promptq-sweeper"}
+# the project's domain. Only the worker reads the OpenRouter secret and decrypts users' keys; the
+# webhooks' deliveries run as their own account (it decrypts endpoints' secrets, reads no other secret).
+SERVICE_ACCOUNTS = {"callables": "promptq-callables", "worker": "promptq-worker", "sweeper": "promptq-sweeper", "webhooks": "promptq-webhooks"}
 
 APP_CHECK_ENV = "PROMPTQ_ENFORCE_APP_CHECK"
 

@@ -22,7 +22,10 @@ from promptq.contract import (
     BatchStarted,
     Callable as Fn,
     CancelAnswer,
+    EndpointCreated,
+    EndpointList,
     KeyAnswer,
+    SecretRotated,
     ListAnswer,
     PollAnswer,
     StartAnswer,
@@ -191,6 +194,23 @@ class Client:
 
     def delete_key(self, user: User | None) -> KeyAnswer:
         return KeyAnswer.model_validate(self.call(Fn.DELETE_API_KEY, {}, user, retry=True))
+
+    # --- signed webhooks ----------------------------------------------------------------------
+
+    def add_webhook(self, user: User | None, url: str, *, events: list[str] | None = None, batch_items: bool = False) -> EndpointCreated:
+        """A new endpoint; its ``secret`` is answered this once (not retried: a retry would add another)."""
+        data: dict[str, Any] = {"url": url, "batchItems": batch_items, **({"events": events} if events else {})}
+        return EndpointCreated.model_validate(self.call(Fn.CREATE_WEBHOOK_ENDPOINT, data, user))
+
+    def webhooks(self, user: User | None) -> EndpointList:
+        return EndpointList.model_validate(self.call(Fn.LIST_WEBHOOK_ENDPOINTS, {}, user, retry=True))
+
+    def delete_webhook(self, user: User | None, endpoint_id: str) -> dict[str, Any]:
+        return self.call(Fn.DELETE_WEBHOOK_ENDPOINT, {"endpointId": endpoint_id}, user)
+
+    def rotate_webhook_secret(self, user: User | None, endpoint_id: str) -> SecretRotated:
+        """A new secret (answered this once); the old one signs beside it for 24 hours."""
+        return SecretRotated.model_validate(self.call(Fn.ROTATE_WEBHOOK_SECRET, {"endpointId": endpoint_id}, user))
 
     # --- batches ----------------------------------------------------------------------------
 

@@ -39,12 +39,11 @@ PROMPT_FINDINGS: list[str] = []
 
 
 def _documents(db):
-    """Every document of the emulator, subcollections included."""
-    pending = list(db.collections())
-    while pending:
-        for snap in pending.pop().stream():
-            yield snap
-            pending.extend(snap.reference.collections())
+    """Every document of the emulator, subcollections included: one recursive query per root
+    collection (asking each document for its subcollections took one call per document: 23 s
+    after a 1,000-item batch)."""
+    for collection in db.collections():
+        yield from collection.recursive().stream()
 
 
 def scan_for_key(db) -> None:

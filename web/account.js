@@ -1,8 +1,8 @@
 // The signed-in user's account: today's spend against their budget (live), their own
-// OpenRouter key (set / delete; only its label is ever shown), and their last 20 executions
-// (live; a click follows one).
+// OpenRouter key (set / delete; only its label is ever shown), their signed webhooks' endpoints
+// (listed; never a secret), and their last 20 executions (live; a click follows one).
 
-import { getUsage } from "@promptq/web";
+import { getUsage, listWebhookEndpoints } from "@promptq/web";
 import { Callable, DAYS, EXECUTIONS, ExecutionField, USAGE, DayField } from "@promptq/web/schema";
 import { collection, doc, limit, onSnapshot, orderBy, query, where } from "firebase/firestore";
 import { httpsCallable } from "firebase/functions";
@@ -39,6 +39,19 @@ function renderKey(answer) {
   show($("key-status"), `Your key ${answer.label} serves your executions (${limit}, used ${usd(answer.usage)}).`);
 }
 
+/** The endpoints' URLs, events and state (a disabled one says why). */
+function renderWebhooks({ endpoints }) {
+  const rows = endpoints.map((e) => {
+    const li = document.createElement("li");
+    const state = e.disabled ? `disabled (${e.disabled})` : e.failures ? `failing (${e.failures} in a row)` : "ok";
+    li.textContent = `${e.url} · ${e.events.join(", ")}${e.batchItems ? ", batch items" : ""} · ${state}`;
+    li.dataset.endpointId = e.endpointId;
+    return li;
+  });
+  $("webhooks").replaceChildren(...rows);
+  $("no-webhooks").hidden = rows.length > 0;
+}
+
 /** Save and Delete of one's own key: the field is emptied as soon as the key is stored. */
 function wireKey(call) {
   const attempt = async (promise) => {
@@ -73,7 +86,8 @@ export function setupAccount(db, functions) {
       state.limits = usage.limits;
       renderSpend(state);
       renderKey(key.data);
-    }, (err) => fail($("key-error"), err));
+    }, (err) => fail($("key-error"), err))
+    .then(() => listWebhookEndpoints(functions).then(renderWebhooks, () => renderWebhooks({ endpoints: [] })));
 
   return (uid) => {
     $("account-section").hidden = $("history-section").hidden = false;

@@ -13,11 +13,9 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import os
 import uuid
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim, Permanent
@@ -30,13 +28,13 @@ from promptq.adapters.writer import AttemptWriter, Batchers, claim
 from promptq.domain import answer
 from worker.attempt import Attempt, StopWatch
 from worker.checker import Checker
-from promptq.domain.ending import APP_KEY_NO_CREDIT, ending
+from promptq.domain.ending import ending
 from promptq.adapters.openrouter.protocol import vocabulary
 from promptq.adapters.openrouter.upstream import OpenRouterClient
 from promptq.adapters.cooldowns import Cooldowns
 from promptq.adapters.tasks import TaskQueue
 from promptq.domain import cooldown as cd
-from worker import waiting
+from worker import observe, waiting
 from promptq.adapters.openrouter.protocol import job_body
 from promptq.domain import costs
 from promptq.adapters import logs
@@ -107,16 +105,16 @@ async def run_execution(
     if decision.kind is not ClaimKind.START or writer is None or seen.job is None:
         return _in_batch(_unclaimed(execution_id, decision), seen)
     job = seen.job
-    claimed_at = _log_claim(execution_id, writer.attempt, attempt_id, decision.restarted, seen.execution or {})
+    held = observe.claimed(execution_id, writer.attempt, attempt_id, decision.restarted, seen.execution or {})
     gate = await waiting.gate(shared.cooldowns, job, attempt_id)
     if gate.waits:  # its model (or key) cools down: no call now
         return _in_batch(await _wait(execution_id, gate, writer, job, shared), seen)
     deadline = deadline_s or settings.attempt_deadline_s
-    return _in_batch(await _stream(execution_id, job, writer, shared, upstream_for, deadline, claimed_at), seen)
+    return _in_batch(await _stream(execution_id, job, writer, shared, upstream_for, deadline, held), seen)
 
 
 async def _stream(
-    execution_id: str, job: JobDoc, writer: AttemptWriter, shared: Shared, upstream_for: UpstreamFor, deadline_s: float, claimed_at: datetime
+    execution_id: str, job: JobDoc, writer: AttemptWriter, shared: Shared, upstream_for: UpstreamFor, deadline_s: float, claimed: observe.Claimed
 ) -> RunResult:
     """The attempt that holds the claim: stream, check the answer, end (or wait for the provider)."""
     settings = shared.settings
@@ -127,6 +125,7 @@ async def _stream(
     stopped_by: Exception | None = None
     upstream: OpenRouterClient | None = None
     refused: answer.Refused | None = None
+    span = observe.chat_started(execution_id, writer.attempt, job, body, claimed)  # one span per attempt (GenAI conventions)
     try:
         if (why := costs.exceeded(costs.measure(body), job)) is not None:
             raise Permanent(f"{why}; not sent", code=Code.RESERVATION_EXCEEDED)
@@ -147,11 +146,12 @@ async def _stream(
         refused=refused,
         batch=waiting.batch_item(job),
     )
-    _log_ending(execution_id, writer.attempt, end, stopped_by)
+    observe.ended(execution_id, writer.attempt, end, stopped_by)
+    observe.chat_ended(span, end, attempt, claimed)
     if end.wait is not None and shared.cooldowns is not None:
         gate = await asyncio.to_thread(shared.cooldowns.refused, job, waiting.refusal_of(end, stopped_by))
         return await _wait(execution_id, gate, writer, job, shared, attempt.produced())
-    result = await _apply(end, writer, attempt, claimed_at)
+    result = await _apply(end, writer, attempt, claimed.at)
     if end.reconcile_cost and result.status is Status.CANCELLED and attempt.generation_id and upstream is not None:
         await _reconcile_cost(execution_id, attempt.generation_id, store=shared.store, upstream=upstream)
     return result
@@ -200,17 +200,6 @@ async def _checked(job: JobDoc, attempt: Attempt, checker: Checker) -> answer.Re
     return await checker.check(response_format, attempt.buffer.whole_text(), tool_calls=bool(attempt.tool_calls))
 
 
-def _log_claim(execution_id: str, attempt_no: int, attempt_id: str, restarted: bool, execution: Mapping[str, Any]) -> datetime:
-    """The claim's log line (with the queue wait of a first attempt: a metric); returns when it was."""
-    logs.bind(attempt=attempt_no, model=execution.get(ExecutionField.REQUESTED_MODEL), batchId=execution.get(ExecutionField.BATCH_ID))
-    now = ex.utcnow()
-    wait = metrics.seconds(execution.get(ExecutionField.CREATED_AT), now) if attempt_no == 1 else None
-    restart = " (restart)" if restarted else ""
-    claimed = metrics.fields(Event.EXECUTION_CLAIMED, queueWaitS=wait)
-    log.info("execution %s: attempt %d (%s) claimed by pid %d%s", execution_id, attempt_no, attempt_id, os.getpid(), restart, extra=claimed)
-    return now
-
-
 def _in_batch(result: RunResult, seen) -> RunResult:
     """A batch item's result names its batch and the next item of its lane."""
     execution = seen.execution or {}
@@ -228,19 +217,6 @@ def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:
     log.info("execution %s: %s, nothing to stream", execution_id, decision.kind.value)
     update = decision.change.execution if decision.change else None
     return RunResult(Outcome.DONE, decision.kind, status=Status(update[ExecutionField.STATUS]) if update else None)
-
-
-def _log_ending(execution_id: str, attempt_no: int, end: Ending, stopped_by: Exception | None) -> None:
-    if end.code == Code.LOST_CLAIM:
-        log.warning("execution %s: attempt %d lost the execution to another attempt; stopped", execution_id, attempt_no)
-    elif end.code == Code.INTERNAL:
-        log.error("execution %s: attempt %d crashed", execution_id, attempt_no, exc_info=stopped_by)
-    elif end.release:
-        log.warning("execution %s: attempt %d failed transiently (%s); handing back to the queue", execution_id, attempt_no, end.code)
-    elif end.message == APP_KEY_NO_CREDIT:  # the user is told little; the operator reads the upstream's words here
-        log.error("execution %s: the app's OpenRouter key cannot pay: %s", execution_id, getattr(stopped_by, "message", ""))
-    elif end.status is Status.FAILED:
-        log.warning("execution %s: failed (%s)", execution_id, end.code)
 
 
 async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt, claimed_at: datetime | None = None) -> RunResult:

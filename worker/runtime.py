@@ -36,6 +36,7 @@ from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import Batchers
 from promptq.adapters.cooldowns import Cooldowns
 from promptq.adapters.tasks import BATCH, TaskQueue
+from promptq.adapters import traces
 from worker.runner import RunResult, Shared, run_execution
 from worker.checker import Checker
 from promptq.adapters.openrouter.upstream import OpenRouterClient, shared_http
@@ -158,7 +159,9 @@ class WorkerRuntime:
         first, chained = result, 0
         while (next_id := self._after(result, began)) is not None:
             remaining = self.settings.dispatch_deadline_s - (time.monotonic() - began) - CHAIN_MARGIN_S
-            result = self._run_one(next_id, api_key, min(self.settings.attempt_deadline_s, remaining), take_turn=True)
+            # Its own trace, linked to this delivery's (promptq.adapters.traces: a batch item is a trace of its own).
+            with traces.span(traces.DELIVERY, new_trace=True, attributes={traces.EXECUTION_ID: next_id}):
+                result = self._run_one(next_id, api_key, min(self.settings.attempt_deadline_s, remaining), take_turn=True)
             chained += 1
             if result.outcome is Outcome.RETRY and self.shared.queue is not None:
                 self.shared.queue.enqueue(next_id, queue=BATCH)  # Cloud Tasks tries it again, as it would have

@@ -22,6 +22,7 @@ from google.cloud import firestore
 from promptq.domain import redact
 from promptq.domain.records import utcnow
 from promptq.contract import KEYS, KeyField
+from promptq.contract.webhooks import SecretField
 
 NONCE_BYTES = 12
 PUBLIC = (KeyField.LABEL, KeyField.CREATED_AT, KeyField.LIMIT, KeyField.LIMIT_REMAINING, KeyField.USAGE)  # what may leave keys/{uid}
@@ -81,6 +82,24 @@ class KmsKek:
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
         return self._client.decrypt(request={"name": self.name, "ciphertext": wrapped, "additional_authenticated_data": aad}).plaintext
+
+
+def seal(kek: Kek, plaintext: str, aad: bytes) -> dict[str, Any]:
+    """``plaintext`` encrypted as a user's key is (a fresh data key wrapped by ``kek``, both
+    layers bound to ``aad``): the map a document stores (``SecretField``). Webhook secrets."""
+    data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(NONCE_BYTES)
+    return {
+        SecretField.CIPHERTEXT: AESGCM(data_key).encrypt(nonce, plaintext.encode(), aad),
+        SecretField.NONCE: nonce,
+        SecretField.WRAPPED_KEY: kek.wrap(data_key, aad),
+        SecretField.KEK: kek.name,
+    }
+
+
+def unseal(kek: Kek, sealed: dict[str, Any], aad: bytes) -> str:
+    """What ``seal`` sealed (only with the decrypting role's KEK: Cloud KMS checks it)."""
+    data_key = kek.unwrap(sealed[SecretField.WRAPPED_KEY], aad)
+    return AESGCM(data_key).decrypt(sealed[SecretField.NONCE], sealed[SecretField.CIPHERTEXT], aad).decode()
 
 
 def kek_from(kms_key: str, local_kek: str) -> Kek | None:

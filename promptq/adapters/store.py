@@ -32,7 +32,7 @@ from promptq.adapters.reads import ExecutionDocs, Seen
 from promptq.adapters.stops import StopFolders
 from promptq.adapters.texts import Texts
 from promptq.contract.shapes import ExecutionDoc, JobDoc
-from promptq.contract import EXECUTIONS, INTERNAL, PROMPTS, USERS, ExecutionField, JobField, Status
+from promptq.contract import EXECUTIONS, INTERNAL, PROMPTS, TERMINAL, USERS, ExecutionField, JobField, Status
 from promptq.domain import execution as ex
 from promptq.domain.accounts import Taken
 from promptq.domain.costs import day_of
@@ -68,6 +68,8 @@ class ExecutionStore:
         self.bulk = BulkWrites(self.docs)
         self.stops = StopFolders(client)
         self.ledger = Ledger(client, usage_retention_days=usage_retention_days)
+        # Told of every ending once it is committed (promptq.adapters.webhook_events; wiring.store).
+        self.on_end: Callable[[str, ExecutionDoc], None] | None = None
 
     @classmethod
     def connect(cls, project_id: str, **kw: Any) -> "ExecutionStore":
@@ -247,13 +249,22 @@ class ExecutionStore:
                 return Step(None, lambda: (None, version))
             decided[:] = [change]
             commit = self._commit(execution_id, change, version)
-            return Step(commit, lambda: (change, _after(version, change, commit, self.ref(execution_id), self.job_ref(execution_id))))
+            now_stored = lambda: _after(version, change, commit, self.ref(execution_id), self.job_ref(execution_id))  # noqa: E731
+            return Step(commit, lambda: self.ended(execution_id, version, (change, now_stored())))
 
         def landed(version: Seen) -> tuple[Change | None, Seen] | None:
             log.warning("execution %s: write interrupted, re-read", execution_id)
-            return (decided[0], version) if applied(decided[0], version) else None
+            return self.ended(execution_id, None, (decided[0], version)) if applied(decided[0], version) else None
 
         return compare_and_set(lambda: self.read(execution_id), decide, what=f"execution {execution_id}", seen=seen, landed=landed)
+
+    def ended(self, execution_id: str, before: Seen | None, written: tuple[Change | None, Seen]) -> tuple[Change | None, Seen]:
+        """``on_end`` hears of a write that ended the execution (its status terminal now, not before)."""
+        after, was = written[1].execution, before.execution if before is not None else None
+        status = ((written[0] or Change()).execution or {}).get(ExecutionField.STATUS)
+        if self.on_end is not None and after and status in TERMINAL and (was or {}).get(ExecutionField.STATUS) not in TERMINAL:
+            self.on_end(execution_id, after)
+        return written
 
     def _commit(self, execution_id: str, change: Change, seen: Seen) -> Commit:
         """The writes of one change of an execution, conditional on the version decided on."""

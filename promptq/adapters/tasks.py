@@ -23,12 +23,15 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from promptq.adapters import traces
 from promptq.contract import ExecutionField, FoldTask, JobField, RunTask
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
 
 INTERACTIVE, BATCH, BOOKS = "interactive", "batch", "books"
+WEBHOOKS = "webhooks"  # signed webhooks' deliveries: their own queue, to their own function (Settings.webhook_url)
+WEBHOOK_DEADLINE_S = 60  # one delivery waits at most PROMPTQ_WEBHOOK_TIMEOUT (10 s) for the receiver
 
 
 def queue_of(execution: Mapping[str, Any] | None, job: Mapping[str, Any] | None = None) -> str:
@@ -58,16 +61,18 @@ class TaskQueue:
 
     def build_task(self, execution_id: str, task_id: str, *, data: dict | None = None, queue: str = INTERACTIVE) -> tasks_v2.Task:
         s = self.settings
+        url = s.webhook_url if queue == WEBHOOKS else s.worker_url
         request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
-            url=s.worker_url,
-            headers={"Content-Type": "application/json"},
+            url=url,
+            # The current span's context (promptq.adapters.traces): the delivery's parent, or a batch item's link.
+            headers={"Content-Type": "application/json", **traces.task_headers(link=queue == BATCH)},
             # The payload is the execution id only: the prompt stays in Firestore.
             body=json.dumps({"data": data or RunTask(executionId=execution_id).to_json()}).encode(),
         )
         if s.tasks_service_account:
-            request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=s.worker_url)
-        deadline = int(min(max(s.dispatch_deadline_s, 15), 1800))
+            request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=url)
+        deadline = WEBHOOK_DEADLINE_S if queue == WEBHOOKS else int(min(max(s.dispatch_deadline_s, 15), 1800))
         return tasks_v2.Task(name=self.task_name(task_id, queue), http_request=request, dispatch_deadline=duration_pb2.Duration(seconds=deadline))
 
     def enqueue(self, execution_id: str, task_id: str | None = None, *, queue: str = INTERACTIVE, at: datetime | None = None) -> bool:
@@ -90,6 +95,18 @@ class TaskQueue:
         task.schedule_time = _timestamp(at)
         try:
             self.client.create_task(parent=self.path(BOOKS), task=task)
+        except gexc.AlreadyExists:
+            return False
+        return True
+
+    def enqueue_webhook(self, task_id: str, data: dict[str, Any], *, at: float | None = None) -> bool:
+        """One delivery attempt of a signed webhook (``WebhookTask``), not before ``at`` (epoch
+        seconds); False if its name is taken (this attempt was enqueued already)."""
+        task = self.build_task("", task_id, data=data, queue=WEBHOOKS)
+        if at is not None:
+            task.schedule_time = _timestamp(at)
+        try:
+            self.client.create_task(parent=self.path(WEBHOOKS), task=task)
         except gexc.AlreadyExists:
             return False
         return True

@@ -39,6 +39,8 @@ class BatchStore:
         self.store = store
         self.client = store.client
         self.claims = BatchClaims(self.client, store, self.ref)
+        # Told of a batch's end once its fold committed it (promptq.adapters.webhook_events; wiring.batches).
+        self.on_end: Callable[[str, BatchDoc], None] | None = None
 
     def ref(self, batch_id: str) -> firestore.DocumentReference:
         return self.client.collection(BATCHES).document(batch_id)
@@ -175,9 +177,16 @@ class BatchStore:
             if settle is not None:
                 self.store.ledger.settle(commit, settle, now)
             commit.update(self.ref(batch_id), write_counted(update), version=snap.update_time)
-            return Step(commit, lambda: cast(BatchDoc, {**batch, **update}))
+            return Step(commit, lambda: self._folded(batch_id, batch, update))
 
         return compare_and_set(self.ref(batch_id).get, decide, what=f"batch {batch_id}")
+
+    def _folded(self, batch_id: str, batch: BatchDoc, update: dict[str, Any]) -> BatchDoc:
+        """The batch as the fold wrote it; ``on_end`` hears of it when this fold ended it."""
+        after = cast(BatchDoc, {**batch, **update})
+        if self.on_end is not None and update.get(BatchField.STATUS) in BATCH_TERMINAL and batch.get(BatchField.STATUS) not in BATCH_TERMINAL:
+            self.on_end(batch_id, after)
+        return after
 
     def stale(self, *, now: datetime, grace_s: float, limit: int) -> list[str]:
         """Batches not yet ended whose last fold is older than ``grace_s``."""
@@ -219,11 +228,12 @@ class BatchStore:
             return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
 
     def _change_chunk(self, chunk: list[str], decide: Callable[[ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
-        commit, changed = Commit(self.client), 0
+        commit, changed, ended = Commit(self.client), 0, []
         for seen_id, seen in zip(chunk, self.store.docs.read_many(chunk)):
             change = decide(seen.execution, seen.job)
             if change is None:
                 continue
+            ended.append((seen_id, seen.execution, change.execution))
             for ref, update, version in (
                 (self.store.ref(seen_id), change.execution, seen.execution_time),
                 (self.store.job_ref(seen_id), change.job, seen.job_time),
@@ -234,6 +244,7 @@ class BatchStore:
             changed += 1
         try:
             commit.commit()
+            self._ended(ended)
             return changed
         except _CONFLICT:
             return sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)
@@ -258,6 +269,7 @@ class BatchStore:
                 commit.update(snap.reference, write_counted(change.execution or {}), version=snap.update_time)
             try:
                 commit.commit()
+                self._ended([(snap.id, snap.to_dict(), change.execution) for snap, change in changes])
                 return len(changes)
             except gexc.FailedPrecondition:
                 break  # an item was handed over (or an interrupted commit went through): one by one
@@ -265,3 +277,14 @@ class BatchStore:
                 time.sleep(0.5 * (attempt + 1))  # a lock or a deadline: the same commit again
         decide = lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow())  # noqa: E731
         return sum(1 for snap, _ in changes if self.store.update_if(snap.id, decide)[0] is not None)
+
+    def _ended(self, written: list[tuple[str, Any, dict[str, Any] | None]]) -> None:
+        """The executions these bulk writes ended (their status terminal now, not before): the
+        store's ``on_end`` hears of each (``update_if`` tells it of the ones written one by one)."""
+        for execution_id, before, update in written:
+            if (
+                self.store.on_end is not None
+                and (update or {}).get(ExecutionField.STATUS) in TERMINAL
+                and (before or {}).get(ExecutionField.STATUS) not in TERMINAL
+            ):
+                self.store.on_end(execution_id, cast(ExecutionDoc, {**(before or {}), **(update or {})}))

@@ -45,6 +45,7 @@ class SweepKind(str, enum.Enum):
 # --- the callables: names, errors, answers ----------------------------------------------
 
 WORKER_FUNCTION = "runexecution"  # the task queue's function; queue ids allow no "_"
+WEBHOOK_FUNCTION = "deliverwebhook"  # signed webhooks' deliveries: a task queue function of its own (its own queue)
 
 
 class Callable(str, enum.Enum):
@@ -64,6 +65,10 @@ class Callable(str, enum.Enum):
     CANCEL_BATCH = "cancel_batch"
     RETRY_BATCH = "retry_batch"
     RESUME_BATCH = "resume_batch"
+    CREATE_WEBHOOK_ENDPOINT = "create_webhook_endpoint"
+    LIST_WEBHOOK_ENDPOINTS = "list_webhook_endpoints"
+    DELETE_WEBHOOK_ENDPOINT = "delete_webhook_endpoint"
+    ROTATE_WEBHOOK_SECRET = "rotate_webhook_secret"
 
     def __str__(self) -> str:
         return self.value
@@ -256,6 +261,8 @@ class BatchItem(_Answer):
     model: str | None = None
     usage: dict[str, Any] | None = None
     cost: float | None = None
+    cacheDiscount: float | None = None  # USD prompt caching saved (ExecutionField.CACHE_DISCOUNT)
+    logprobs: dict[str, Any] | None = None  # asked with params.logprobs: {content, truncated?}
     error: dict[str, Any] | None = None
     finishedAt: str | None = None
 

@@ -54,6 +54,8 @@ class Event(str, enum.Enum):
     EXECUTION_ENDED = "execution.ended"  # it ended (the worker, or the sweeper): model, status, code, timeToFirstTokenS, costUsd
     SWEEPER_REVIVED = "sweeper.revived"  # the sweeper re-enqueued an abandoned execution (a dead worker, a lost task)
     PROJECT_SPEND = "project.spend"  # the sweeper's reading of the project's spend today: spendUsd, capUsd, spendOfCap
+    WEBHOOK_ENQUEUE_FAILED = "webhook.enqueue_failed"  # an ending's webhook deliveries could not be enqueued (not sent)
+    WEBHOOK_ATTEMPT = "webhook.attempt"  # one delivery attempt: status (the HTTP status, or "error"), attempt
 
     def __str__(self) -> str:
         return self.value

@@ -20,6 +20,8 @@ def _day_line(day: UsageDay) -> str:
     line = f"{day.executions} executions, {day.promptTokens:,} prompt + {day.completionTokens:,} completion tokens, {_usd(day.cost)}"
     if day.estimatedCost:
         line += f" ({_usd(day.estimatedCost)} of it at its worst case: the real cost was not reported)"
+    if day.cachedTokens or day.cacheDiscount:
+        line += f"; prompt caching: {day.cachedTokens:,} tokens read from a cache, {_usd(day.cacheDiscount)} saved"
     if day.userKeyExecutions:
         line += (
             f"; on your own key: {day.userKeyExecutions} executions, {day.userKeyPromptTokens:,} + "

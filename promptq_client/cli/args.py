@@ -8,7 +8,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from promptq_client.cli import account, batch, inputs
+from promptq_client.cli import account, batch, inputs, webhook
 from promptq_client.cli import commands as cmds
 from promptq_client.cli.follow import POLL_INTERVAL
 from promptq_client.cli.target import DEFAULT_REGION, EXIT_USAGE, LOCAL_EMAIL, PROG, CliError
@@ -178,5 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=cmds.cmd_show)
 
     account.add_parsers(commands, target)
+    webhook.add_parsers(commands, target)
     batch.add_parser(commands, target)
     return parser

@@ -144,7 +144,7 @@ def test_a_worker_killed_mid_batch_is_replaced_and_the_counts_stay_exact(client,
     user = make_user()
     offset = worker_log().stat().st_size
     items = [{"customId": str(i), "prompt": f"killed mid-batch {uuid.uuid4().hex[:6]} {i}"} for i in range(6)]
-    started = client.start_batch(user, items, model="fake/tokens=80,rate=20", maxConcurrency=2)
+    started = client.start_batch(user, items, model="fake/tokens=40,rate=20", maxConcurrency=2)
 
     def claims_logged() -> list:
         with open(worker_log(), errors="replace") as f:

@@ -63,6 +63,7 @@ def test_a_batch_sharing_a_cached_system_block_reads_it_from_the_cache_and_costs
     reader = next(r for r in items if r.usage.get("cachedTokens"))
     execution = client.get(reader.executionId)
     assert execution["usage"]["cachedTokens"] == prefix and execution["cacheDiscount"] == pytest.approx(prefix * 0.9 * PROMPT_PRICE, abs=1e-12)
+    assert reader.cacheDiscount == execution["cacheDiscount"], "get_batch_results says each item's saving"
     writer = next(r for r in items if r.usage.get("cacheWriteTokens"))
     assert client.get(writer.executionId)["cacheDiscount"] < 0, "the write cost more than a plain prompt"
 

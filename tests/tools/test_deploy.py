@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptq.contract import WORKER_FUNCTION
+from promptq.contract import WEBHOOK_FUNCTION, WORKER_FUNCTION
 from promptq.settings import DEFAULT_REGION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,10 +217,13 @@ APIS = (
     "iam",
     "eventarc",
     "cloudscheduler",
+    "cloudtrace",
 )
 BUILD = '"serviceAccount:${PROJECT_NUMBER}-compute@developer.gserviceaccount.com"'
 TASKS = f"serviceAccount:promptq-tasks@{PROJECT}.iam.gserviceaccount.com"
-CALLABLES, WORKER, SWEEPER = (f"serviceAccount:promptq-{role}@{PROJECT}.iam.gserviceaccount.com" for role in ("callables", "worker", "sweeper"))
+CALLABLES, WORKER, SWEEPER, WEBHOOKS = (
+    f"serviceAccount:promptq-{role}@{PROJECT}.iam.gserviceaccount.com" for role in ("callables", "worker", "sweeper", "webhooks")
+)
 
 
 @pytest.fixture(scope="module")
@@ -497,7 +500,7 @@ def test_a_fresh_project_gets_every_step_of_the_plan_in_its_order_and_the_key_on
     assert not any(c["secret_in_env"] for c in fake.calls())
     assert KEY_VALUE not in printed.out + printed.err and all(KEY_VALUE not in " ".join(c["argv"]) for c in fake.calls())
     assert fake.target.env_path.read_text() == d.env_content
-    assert printed.out.count(": already present") == 0 and printed.out.count(": granted") == 15
+    assert printed.out.count(": already present") == 0 and printed.out.count(": granted") == 24
 
 
 def test_a_step_whose_lookup_finds_nothing_fails_and_changes_nothing(fake):
@@ -586,12 +589,13 @@ def test_each_role_runs_as_its_own_account_and_only_the_worker_reads_the_key_or_
     secret_readers |= {m for m, role, _ in bindings if "secretmanager" in role}
     assert secret_readers == {WORKER}
     decrypters = {m for m, role, _ in bindings if role in ("roles/cloudkms.cryptoKeyDecrypter", "roles/cloudkms.cryptoKeyEncrypterDecrypter")}
-    assert decrypters == {WORKER}
+    assert decrypters == {WORKER, WEBHOOKS}
     assert {role for m, role, _ in bindings if m == CALLABLES} == {
         "roles/datastore.user",
         "roles/cloudtasks.enqueuer",
         "roles/cloudtasks.viewer",
         "roles/iam.serviceAccountUser",
+        "roles/cloudtrace.agent",
         "roles/cloudkms.cryptoKeyEncrypter",
     }
     assert {role for m, role, _ in bindings if m == SWEEPER} == {
@@ -599,14 +603,24 @@ def test_each_role_runs_as_its_own_account_and_only_the_worker_reads_the_key_or_
         "roles/cloudtasks.enqueuer",
         "roles/cloudtasks.viewer",
         "roles/iam.serviceAccountUser",
+        "roles/cloudtrace.agent",
     }
     assert {role for m, role, _ in bindings if m == WORKER} == {
         "roles/datastore.user",
         "roles/cloudtasks.enqueuer",
         "roles/iam.serviceAccountUser",
+        "roles/cloudtrace.agent",
         "roles/cloudkms.cryptoKeyDecrypter",
     }
-    assert {(role, r) for m, role, r in bindings if m == TASKS} == {("roles/run.invoker", WORKER_FUNCTION)}
+    assert {role for m, role, _ in bindings if m == WEBHOOKS} == {
+        "roles/datastore.user",
+        "roles/cloudtasks.enqueuer",
+        "roles/iam.serviceAccountUser",
+        "roles/cloudtrace.agent",
+        "roles/cloudkms.cryptoKeyDecrypter",
+    }
+    assert accounts[WEBHOOK_FUNCTION] == "promptq-webhooks@"
+    assert {(role, r) for m, role, r in bindings if m == TASKS} == {("roles/run.invoker", WORKER_FUNCTION), ("roles/run.invoker", WEBHOOK_FUNCTION)}
     assert {role for m, role, _ in bindings if "compute@" in m} == {"roles/cloudbuild.builds.builder"}, "the default account only builds"
     assert not any(role in ("roles/owner", "roles/editor") or role.endswith(".admin") for _, role, _ in bindings)
 

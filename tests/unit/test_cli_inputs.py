@@ -134,3 +134,16 @@ def test_batch_run_takes_the_vocabulary_as_the_batchs_params(tmp_path):
         "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}},
         "reasoning": {"effort": "minimal"},
     }
+
+
+def test_usage_shows_what_prompt_caching_saved_only_when_it_saved_something():
+    from promptq.contract import UsageAnswer, UsageDay
+    from promptq_client.cli.account import usage_lines
+
+    def answer(day: UsageDay) -> UsageAnswer:
+        return UsageAnswer(today=day, days=[day], limits={"active": 0})
+
+    plain = usage_lines(answer(UsageDay(day="2026-12-07", executions=2, cost=0.01)))
+    cached = usage_lines(answer(UsageDay(day="2026-12-07", executions=100, cost=0.02, cachedTokens=120_000, cacheDiscount=0.0315)))
+    assert "caching" not in plain[0]
+    assert cached[0].endswith("prompt caching: 120,000 tokens read from a cache, $0.0315 saved"), cached[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from promptq.batches.flow import BatchFlow
-from promptq.adapters.tasks import BATCH, BOOKS, INTERACTIVE, TaskQueue, queue_of
+from promptq.adapters.tasks import BATCH, BOOKS, INTERACTIVE, WEBHOOKS, TaskQueue, queue_of
 from promptq.domain import settlement
 from promptq.domain import accounts
 from promptq.batches import batch as bt
@@ -204,7 +204,7 @@ def test_each_kind_of_task_has_its_own_queue_to_the_same_worker():
     queue.submit("e2", queue=BATCH)
     queue.enqueue_fold("b1", 1000.5)
     assert queue.client.parents == [("runexecution", "e1"), ("runexecution-batch", "e2"), ("runexecution-books", "fold-b1-1000500")]
-    assert set(settings.queue_paths) == {INTERACTIVE, BATCH, BOOKS}
+    assert set(settings.queue_paths) == {INTERACTIVE, BATCH, BOOKS, WEBHOOKS}  # webhooks: to their own function (test_webhook_events.py)
     assert (
         queue_of({ExecutionField.BATCH_ID: "b1"}) == BATCH
         and queue_of({}, {JobField.BATCH_ID: "b1"}) == BATCH

@@ -46,7 +46,9 @@ def test_defaults():
 def test_defaults_match_the_dataclass_defaults():
     # from_env({}) with only a project must not drift from Settings(project_id=...).
     assert from_env() == dataclasses.replace(
-        Settings(project_id="demo-promptq"), worker_url=f"https://us-central1-demo-promptq.cloudfunctions.net/{FN}"
+        Settings(project_id="demo-promptq"),
+        worker_url=f"https://us-central1-demo-promptq.cloudfunctions.net/{FN}",
+        webhook_url="https://us-central1-demo-promptq.cloudfunctions.net/deliverwebhook",
     )
 
 

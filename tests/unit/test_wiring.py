@@ -30,6 +30,19 @@ def test_a_singleton_is_built_once_whatever_the_number_of_first_callers():
 
 
 def test_every_singleton_of_the_process_is_built_once():
-    singletons = ["settings", "store", "vault", "prices", "task_queue", "batches", "lanes", "batch_flow", "worker_runtime"]
+    singletons = [
+        "settings",
+        "store",
+        "vault",
+        "prices",
+        "task_queue",
+        "batches",
+        "lanes",
+        "batch_flow",
+        "worker_runtime",
+        "endpoints",
+        "webhook_events",
+        "webhook_delivery",
+    ]
     getter = wiring.once(object).__code__
     assert [name for name in singletons if getattr(wiring, name).__code__ is not getter] == [], "each wrapped by wiring.once"

@@ -1,5 +1,5 @@
 // The callables a frontend uses, typed: start an execution or a batch, list one's executions,
-// read one's usage, cancel. Each answers its data (a refusal rejects with the SDK's
+// read one's usage, cancel (signed webhooks' endpoints: endpoints.js). Each answers its data (a refusal rejects with the SDK's
 // FunctionsError: `code` "functions/invalid-argument", …, `details` {reason, field}).
 
 import { httpsCallable } from "firebase/functions";

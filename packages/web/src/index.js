@@ -8,6 +8,7 @@
 
 export * from "./batch.js";
 export * from "./calls.js";
+export * from "./endpoints.js";
 export * from "./request.js";
 export * from "./watch.js";
 export { BatchStatus, CallStatus, Code, Reason, Status } from "./schema.js";

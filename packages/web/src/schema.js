@@ -239,7 +239,11 @@ export const Callable = Object.freeze({
   "GET_BATCH_RESULTS": "get_batch_results",
   "CANCEL_BATCH": "cancel_batch",
   "RETRY_BATCH": "retry_batch",
-  "RESUME_BATCH": "resume_batch"
+  "RESUME_BATCH": "resume_batch",
+  "CREATE_WEBHOOK_ENDPOINT": "create_webhook_endpoint",
+  "LIST_WEBHOOK_ENDPOINTS": "list_webhook_endpoints",
+  "DELETE_WEBHOOK_ENDPOINT": "delete_webhook_endpoint",
+  "ROTATE_WEBHOOK_SECRET": "rotate_webhook_secret"
 });
 export const CallStatus = Object.freeze({
   "INVALID_ARGUMENT": "invalid-argument",
