@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := venv/bin/python
 REGION ?= us-central1
 
-.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity bench-batch bench-throttle bench-fairness load web web-schema clean deploy deploy-plan
+.PHONY: setup up down status demo test test-unit bench bench-cancel bench-bytes bench-capacity bench-batch bench-throttle bench-fairness bench-scale load web web-schema clean deploy deploy-plan
 
 setup:                ## install everything (idempotent): venvs, npm packages
 	@bash scripts/setup.sh
@@ -46,6 +46,9 @@ bench-throttle: setup ## 1,000 prompts, 40 lanes, into a 60-s storm of 429s: no 
 
 bench-fairness: setup ## fair share: interactive first-visible p95 idle vs under two users' batches, batch lanes busy (bench/results/fairness.png)
 	@$(PY) -m bench.fairness
+
+bench-scale: setup    ## production's limits: every write recorded on a modeled mix, projected to 1,000 starts/s and 10,000 streams (ARGS="--target-multiplier 10"; bench/results/scale.*)
+	@$(PY) -m bench.scale $(ARGS)
 
 load: setup           ## 1,000 executions through the callable; checks nothing lost, stuck or garbled
 	@$(PY) -m bench.load

@@ -9,7 +9,7 @@ import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
-from enqueue import account, batches, control, sweeper, webhooks
+from enqueue import account, admin, batches, control, sweeper, webhooks
 from promptq.contract.requests.request import RequestError
 from enqueue.executions import start_execution as _start
 from promptq.adapters import logs, traces
@@ -162,6 +162,13 @@ def delete_webhook_endpoint(req: https_fn.CallableRequest) -> dict:
 def rotate_webhook_secret(req: https_fn.CallableRequest) -> dict:
     """A new secret for an endpoint (answered this once); the old one signs beside it for 24 hours."""
     return _answer(req, webhooks.rotate_webhook_secret, endpoints=wiring.endpoints())
+
+
+@https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
+def get_admin_stats(req: https_fn.CallableRequest) -> dict:
+    """Operators only (the ID token's custom claim `admin: true`): executions by status, queue depths, the last hour's figures, today's spend."""
+    claims = req.auth.token if req.auth else None
+    return _answer(req, admin.get_admin_stats, claims=claims, reads=wiring.operator_reads(), settings=wiring.settings())
 
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids

@@ -19,7 +19,8 @@ from typing import Callable, TypeVar
 from promptq.adapters.openrouter.calls import KeyInfo, key_info
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
-from promptq.adapters import traces
+from promptq.adapters.operator_reads import OperatorReads
+from promptq.adapters import traces, write_log
 from promptq.adapters.cooldowns import Cooldowns
 from promptq.adapters.keys import KeyVault, kek_from
 from promptq.adapters.webhook_events import WebhookEvents
@@ -52,7 +53,9 @@ def once(build: Callable[[], T]) -> Callable[[], T]:
 
 @once
 def settings() -> Settings:
-    return Settings.from_env()
+    built = Settings.from_env()
+    write_log.switch_on(built.write_recorder)  # off (nothing at all) unless the setting names a file
+    return built
 
 
 @once
@@ -89,6 +92,12 @@ def key_check(api_key: str) -> KeyInfo:
 @once
 def task_queue() -> TaskQueue:
     return TaskQueue(settings())
+
+
+@once
+def operator_reads() -> OperatorReads:
+    """The operator's bounded reads (``get_admin_stats``)."""
+    return OperatorReads(store().client, store().ledger, task_queue())
 
 
 @once

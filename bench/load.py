@@ -11,7 +11,9 @@ watched by Firestore listeners; the rest is read from the documents' own timesta
 
 Checks (exit 1 if any fails): every execution created and terminal by the deadline (none lost,
 none stuck queued/running), the expected final status and error code, the output EXACTLY what
-the upstream sent (text kept on failures), no document over 1 MiB. Reported without failing:
+the upstream sent (text kept on failures), no document over 1 MiB, and the log-based metrics
+computed from the stack's JSON log lines agreeing with the documents (``bench.log_metrics``:
+endings by status and code exactly, p95 queue wait and time to first token within 0.01 s). Reported without failing:
 executions restarted after a lease expired, upstream request counts other than planned.
 Figures: Firestore writes (the documents' ``writes``), wall time, throughput, callable latency,
 time to first visible text, queueing, concurrency reached and the CPU each component used
@@ -41,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from bench import log_metrics
 from bench.pipeline import pct
 from devstack import stack
 from devstack.fakerouter import expected_text, seed_for
@@ -256,7 +259,7 @@ def firestore_size(collection: str, doc_id: str, doc: dict[str, Any]) -> int:
 
 def full_output(ref, doc: dict[str, Any]) -> str:
     """The whole answer, from its pages (or its chunks, if it ended without pages)."""
-    return ExecutionStore(ref._client).text(ref.id, doc)
+    return ExecutionStore(ref._client).texts.text(ref.id, doc)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -386,7 +389,7 @@ def upstream_records(root: str) -> dict[str, list[dict[str, Any]]]:
 
 # What makes the run fail, and what is only reported (a worker restart keeps the output right
 # but pays for a second generation).
-FATAL = ("lost", "stuck", "wrong", "garbled", "oversize")
+FATAL = ("lost", "stuck", "wrong", "garbled", "oversize", "log metrics")
 REPORTED = ("restarted", "retries")
 
 
@@ -498,6 +501,8 @@ def _run(args, env: dict[str, str], began: float, deadline: float) -> int:
         log = f.read()
     figures = summarize(planned, facts, sampled, sampler, t0, submitted_s, warm_s, log, tasks_before, tasks_after, cpu_used(cpu_before, cpu_after))
     figures["concurrency"]["dispatchCap"] = concurrency
+    # The log-based metrics, computed from the stack's JSON log lines, must say what the documents say.
+    figures["logMetrics"], problems["log metrics"] = log_metrics.compare(stack.LOGS, {f["p"].execution_id: f["doc"] for f in facts})
     report(figures, problems, args)
     keep_logs(log_offset)
     client.close()
@@ -641,6 +646,7 @@ def report(f: dict[str, Any], problems: dict[str, list[str]], args) -> None:
         ("Functions emulator 'socket hang up' answers", str(f["functionsSocketHangUps"])),
         ("worker calls ended by an unhandled error", str(f["workerUnhandledErrors"])),
         ("CPU seconds by component", ", ".join(f"{k} {v:g}" for k, v in f["cpuSecondsByComponent"].items())),
+        *(log_metrics.rows(f["logMetrics"]) if f.get("logMetrics") else []),
     ]
     print(
         f"\npromptq load test: {f['executions']} executions through the callable on the local stack, "

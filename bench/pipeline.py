@@ -15,12 +15,19 @@ prints a table. Figures:
 - enqueue -> first visible token, minus the upstream's own time to first token.
 
     venv/bin/python -m bench.pipeline [--runs-per-length 4] [--lengths 1,3,6] [--rate 20]
+
+With ``--hanging-webhook 10`` the bench user has a webhook endpoint whose receiver answers each
+delivery only after 10 s: the figures should not move (deliveries run on their own queue and
+function, never in the stream's path). Its figures go to pipeline-hanging-webhook.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import os
 import statistics
 import sys
@@ -116,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", default="1,3,6", help="stream lengths in seconds")
     ap.add_argument("--rate", type=float, default=20.0, help="tokens per second")
     ap.add_argument("--ttft", type=float, default=0.3, help="upstream time to first token, s")
+    ap.add_argument("--hanging-webhook", type=float, default=0.0, help="a webhook receiver that hangs this long per delivery, s")
     args = ap.parse_args(argv)
 
     with stack.exclusive("bench"):
@@ -137,14 +145,48 @@ def _main(args) -> int:
         ExecutionStore(client.db).ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
         upstream_root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
         lengths = [float(x) for x in args.lengths.split(",")]
-        one(client, user, upstream_root, 1, args.rate, args.ttft, -1)  # warm-up, not counted
-        runs = [one(client, user, upstream_root, length, args.rate, args.ttft, n) for n, length in enumerate(lengths * args.runs_per_length)]
+        with hanging_receiver(client, user, args.hanging_webhook) as deliveries:
+            one(client, user, upstream_root, 1, args.rate, args.ttft, -1)  # warm-up, not counted
+            runs = [one(client, user, upstream_root, length, args.rate, args.ttft, n) for n, length in enumerate(lengths * args.runs_per_length)]
+        if args.hanging_webhook:
+            print(f"bench: the hanging receiver got {len(deliveries)} deliveries while the executions ran")
         client.close()
     finally:
         if not was_up:
             stack.down()
     report(runs, interval, args)
     return 0 if all(r.status == "succeeded" for r in runs) else 1
+
+
+@contextlib.contextmanager
+def hanging_receiver(client: Client, user, hang_s: float):
+    """A webhook endpoint of the bench user whose receiver (127.0.0.1: the local stack allows it)
+    answers 204 after ``hang_s``; nothing when 0. Yields the times deliveries arrived."""
+    arrived: list[float] = []
+    if not hang_s:
+        yield arrived
+        return
+
+    class Hanging(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            arrived.append(time.time())
+            time.sleep(hang_s)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = client.add_webhook(user, f"http://127.0.0.1:{server.server_address[1]}/hook")
+    try:
+        yield arrived
+    finally:
+        client.delete_webhook(user, endpoint.endpointId)
+        server.shutdown()
+        server.server_close()
 
 
 def report(runs: list[Run], interval: float, args) -> None:
@@ -181,7 +223,7 @@ def report(runs: list[Run], interval: float, args) -> None:
         print(f"{length:>13g}s {worst:>13} {chunks:>13} {length / interval + 2:>35.1f} {statistics.mean(r.versions_seen for r in group):>12.1f}")
         summary[str(length)] = {"writes_max": worst, "chunks_max": chunks, "chunk_target": length / interval + 2}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "pipeline.json"
+    out = RESULTS / ("pipeline-hanging-webhook.json" if args.hanging_webhook else "pipeline.json")
     out.write_text(
         json.dumps(
             {

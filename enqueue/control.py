@@ -8,6 +8,7 @@ JavaScript clients that slice with UTF-16 indices must convert (see docs/API.md 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from promptq.contract.requests.request import ExecutionRef, PollRequest, RequestError, parse
@@ -15,6 +16,9 @@ from promptq.domain import execution as ex
 from promptq.contract import iso_time, answer_json
 from promptq.contract import TERMINAL, CallStatus, CancelAnswer, ExecutionField, OutputFormat, PollAnswer, Reason, Status
 from promptq.adapters.store import ExecutionStore
+from promptq.contract.metrics import Event, fields
+
+log = logging.getLogger(__name__)
 
 # One answer carries at most this many code points (a callable's response must stay small);
 # `more: true` says to poll again at once from the new offset.
@@ -107,4 +111,7 @@ def cancel_execution(uid: str | None, data: Any, *, store: ExecutionStore, flow=
         return CancelAnswer(executionId=execution_id, status=status, changed=False, message=message).to_json()
     new_status = Status((change.execution or {}).get(ExecutionField.STATUS, status))
     message = str(new_status) if new_status is Status.CANCELLED else "cancel requested; the worker stops within a second"
+    if new_status is Status.CANCELLED:  # a queued one ended here: the endings' metric counts it
+        model = (seen.execution or {}).get(ExecutionField.REQUESTED_MODEL)
+        log.info("execution %s: cancelled while queued", execution_id, extra=fields(Event.EXECUTION_ENDED, status=new_status.value, model=model))
     return CancelAnswer(executionId=execution_id, status=new_status, changed=True, message=message).to_json()

@@ -7,6 +7,7 @@ resubmission check, and what the start takes of its owner's account and the proj
 from __future__ import annotations
 
 import contextlib
+import logging
 import hashlib
 import json
 import uuid
@@ -23,7 +24,10 @@ from promptq.domain import accounts
 from promptq.domain import execution as ex
 from promptq.domain.costs import Reserve
 from promptq.domain.errors import LimitExceeded
+from promptq.contract.metrics import Event, fields
 from promptq.settings import Settings
+
+log = logging.getLogger(__name__)
 
 EXECUTION, BATCH = "execution", "batch"
 
@@ -114,4 +118,6 @@ def refused_as_request_errors() -> Iterator[None]:
     try:
         yield
     except LimitExceeded as refused:
+        reason = getattr(refused.reason, "value", refused.reason)
+        log.info("start refused: %s", reason, extra=fields(Event.START_REFUSED, reason=reason))  # the refusals' metric
         raise rq.RequestError(refused.message, CallStatus.RESOURCE_EXHAUSTED, reason=refused.reason) from None

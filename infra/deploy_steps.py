@@ -37,6 +37,8 @@ FIXED = {"PROMPTQ_LOCAL_KEK", "PROMPTQ_TASKS_EMULATOR_HOST", "PROMPTQ_QUEUE_ID",
 FIXED |= {"PROMPTQ_WEBHOOK_ALLOW_LOCAL", "PROMPTQ_WEBHOOK_RETRY_SCALE", "PROMPTQ_WEBHOOK_QUEUE_ID", "PROMPTQ_WEBHOOK_URL"}
 # Traces: a file is the local stack's (production's go to Cloud Trace: DEFAULTS).
 FIXED |= {"PROMPTQ_TRACES_FILE"}
+# The write recorder is the scale benchmark's (a local file per process).
+FIXED |= {"PROMPTQ_WRITE_RECORDER"}
 RELEASE_INPUTS = (".env", "firebase.json", "infra/firestore.rules", "infra/firestore.indexes.json")
 # What .env.<project> holds unless the operator set another value (SET=, or by editing the file):
 # a small app's protection against a drained OpenRouter account (docs/OPERATIONS.md, Deploy).
@@ -349,7 +351,12 @@ def runtime_bindings(t: Target) -> list[Step]:
         ]
     return [
         *steps,
-        binding(project, callables, "roles/cloudtasks.viewer", "a retried start asks whether its task still exists (GetTask)"),
+        binding(
+            project,
+            callables,
+            "roles/cloudtasks.viewer",
+            "a retried start asks whether its task still exists (GetTask); get_admin_stats counts tasks (ListTasks)",
+        ),
         binding(project, sweeper, "roles/cloudtasks.viewer", "the sweeper leaves alone an execution whose task still exists (GetTask)"),
         binding(
             key,

@@ -200,6 +200,10 @@ class Settings:
     traces_file: str = env("PROMPTQ_TRACES_FILE", "")
     traces_sample: float = env("PROMPTQ_TRACES_SAMPLE", 1.0)
 
+    # The write recorder (promptq.adapters.write_log): a file each process appends every Firestore
+    # write and created task to, one JSON line each, for `make bench-scale`; "" (the default): off.
+    write_recorder: str = env("PROMPTQ_WRITE_RECORDER", "")
+
     limits: Limits = field(default_factory=Limits)
 
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import httpx
 
 from promptq.contract import (
+    AdminStats,
     BatchAnswer,
     BatchResults,
     BatchStarted,
@@ -194,6 +195,10 @@ class Client:
 
     def delete_key(self, user: User | None) -> KeyAnswer:
         return KeyAnswer.model_validate(self.call(Fn.DELETE_API_KEY, {}, user, retry=True))
+
+    def admin_stats(self, user: User | None) -> AdminStats:
+        """The operator's figures (``get_admin_stats``; the user's token needs the ``admin: true`` claim)."""
+        return AdminStats.model_validate(self.call(Fn.GET_ADMIN_STATS, {}, user, retry=True))
 
     # --- signed webhooks ----------------------------------------------------------------------
 

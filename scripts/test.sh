@@ -14,8 +14,9 @@ STACK=(tests/emulator tests/e2e tests/load tests/browser)
 mkdir -p tests/artifacts
 log=tests/artifacts/tests-without-stack.log
 
-# Its own process group, stopped with everything it started if this script ends first.
-setsid "$PY" -m pytest "${NO_STACK[@]}" -p no:cacheprovider "$@" >"$log" 2>&1 &
+# Its own process group, stopped with everything it started if this script ends first; niced,
+# so that it takes the CPU the stack's tests leave idle rather than slowing them.
+setsid nice -n 10 "$PY" -m pytest "${NO_STACK[@]}" -p no:cacheprovider "$@" >"$log" 2>&1 &
 side=$!
 trap 'kill -- -"$side" 2>/dev/null; wait "$side" 2>/dev/null' EXIT INT TERM
 

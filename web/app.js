@@ -2,7 +2,7 @@
 // and watch `executions/{id}` with watchExecution, both from the npm package @promptq/web
 // (packages/web/, served by serve.py under /vendor/promptq/). What the page shows is what has
 // arrived. The modules: auth.js (sign-in), templates.js (prompt templates), run.js (Run and
-// Stop), view.js (the execution), batch.js (batches), account.js (spend, own key, history),
+// Stop), view.js (the execution), batch.js (batches), account.js (spend, own key, history), operator.js (#admin),
 // dom.js (helpers); names come from "@promptq/web/schema".
 
 import { config } from "/config.js";
@@ -14,6 +14,7 @@ import { setupAccount } from "./account.js";
 import { setupAuth } from "./auth.js";
 import { hideBatch, showBatch, shownBatch, watchBatches } from "./batch.js";
 import { $, show } from "./dom.js";
+import { setupOperator } from "./operator.js";
 import { setupRun } from "./run.js";
 import { setupTemplates } from "./templates.js";
 import { currentExecution, hideExecution, showExecution } from "./view.js";
@@ -45,10 +46,11 @@ function start() {
 
   const watchTemplates = setupTemplates(db, auth);
   const watchAccount = setupAccount(db, functions);
+  const watchOperator = setupOperator(functions);
   const signedOut = [];  // unsubscribe functions to run on sign-out
   setupAuth(auth, {
     onSignedIn: (user) => {
-      signedOut.push(watchTemplates(user.uid), watchAccount(user.uid), watchBatches(db, user.uid));
+      signedOut.push(watchTemplates(user.uid), watchAccount(user.uid), watchBatches(db, user.uid), watchOperator(user));
       watchLinked();
     },
     onSignedOut: () => {

@@ -38,10 +38,13 @@ class Claimed:
     queue_wait_s: float | None = None
 
 
-def claimed(execution_id: str, attempt_no: int, attempt_id: str, restarted: bool, execution: Mapping[str, Any]) -> Claimed:
-    """The claim's log line (with the queue wait of a first attempt: a metric)."""
+def claimed(
+    execution_id: str, attempt_no: int, attempt_id: str, restarted: bool, execution: Mapping[str, Any], at: datetime | None = None
+) -> Claimed:
+    """The claim's log line (with the queue wait of a first attempt: a metric). ``at``: the claim's
+    own time (the ``startedAt`` it wrote), so the metric and the document agree to the millisecond."""
     logs.bind(attempt=attempt_no, model=execution.get(ExecutionField.REQUESTED_MODEL), batchId=execution.get(ExecutionField.BATCH_ID))
-    now = ex.utcnow()
+    now = at or ex.utcnow()
     wait = metrics.seconds(execution.get(ExecutionField.CREATED_AT), now) if attempt_no == 1 else None
     restart = " (restart)" if restarted else ""
     fields = metrics.fields(Event.EXECUTION_CLAIMED, queueWaitS=wait)

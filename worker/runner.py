@@ -21,7 +21,7 @@ from promptq.domain import execution as ex
 from promptq.domain.errors import LostClaim, Permanent
 from promptq.domain.records import Ending
 from promptq.contract.shapes import JobDoc
-from promptq.contract import TERMINAL, ClaimKind, Code, ExecutionField, JobField, KeySource, Outcome, Status, TaskAnswer
+from promptq.contract import TERMINAL, ClaimKind, Code, ErrorField, ExecutionField, JobField, KeySource, Outcome, Status, TaskAnswer
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import AttemptWriter, Batchers, claim
@@ -105,7 +105,8 @@ async def run_execution(
     if decision.kind is not ClaimKind.START or writer is None or seen.job is None:
         return _in_batch(_unclaimed(execution_id, decision), seen)
     job = seen.job
-    held = observe.claimed(execution_id, writer.attempt, attempt_id, decision.restarted, seen.execution or {})
+    at = (decision.change.job or {}).get(JobField.UPDATED_AT) if decision.change else None  # the claim's `now`
+    held = observe.claimed(execution_id, writer.attempt, attempt_id, decision.restarted, seen.execution or {}, at)
     gate = await waiting.gate(shared.cooldowns, job, attempt_id)
     if gate.waits:  # its model (or key) cools down: no call now
         return _in_batch(await _wait(execution_id, gate, writer, job, shared), seen)
@@ -214,9 +215,14 @@ def _unclaimed(execution_id: str, decision: ex.ClaimDecision) -> RunResult:
     if decision.kind is ClaimKind.BUSY:
         log.info("execution %s: held by a live attempt, retry in %.1f s", execution_id, decision.retry_after_s)
         return RunResult(Outcome.RETRY, decision.kind, retry_after_s=decision.retry_after_s)
-    log.info("execution %s: %s, nothing to stream", execution_id, decision.kind.value)
     update = decision.change.execution if decision.change else None
-    return RunResult(Outcome.DONE, decision.kind, status=Status(update[ExecutionField.STATUS]) if update else None)
+    status = Status(update[ExecutionField.STATUS]) if update else None
+    code = ((update or {}).get(ExecutionField.ERROR) or {}).get(ErrorField.CODE) if status is not None else None
+    ended = (
+        metrics.fields(Event.EXECUTION_ENDED, status=status.value, code=code) if status is not None and status in TERMINAL else None
+    )  # exhausted, cancelled
+    log.info("execution %s: %s, nothing to stream", execution_id, decision.kind.value, extra=ended)
+    return RunResult(Outcome.DONE, decision.kind, status=status, code=code)
 
 
 async def _apply(end: Ending, writer: AttemptWriter, attempt: Attempt, claimed_at: datetime | None = None) -> RunResult:

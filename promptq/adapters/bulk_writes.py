@@ -6,12 +6,13 @@ with its own status, and each keeps the precondition it would have alone."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import grpc
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
+from promptq.adapters import write_log
 from promptq.domain.records import Chunk
 from promptq.adapters.cas import write_counted
 from promptq.adapters.reads import ExecutionDocs
@@ -27,6 +28,9 @@ TRANSIENT = {
     grpc.StatusCode.CANCELLED.value[0],
 }
 
+# A write put in a BatchWrite: its document, its kind, its data (for the write recorder).
+Sent = tuple[Any, str, Mapping[str, Any]]
+
 
 class BulkWrites:
     def __init__(self, docs: ExecutionDocs):
@@ -39,9 +43,11 @@ class BulkWrites:
         attempt), in one BatchWrite (more past its limits). Returns each write's error (None:
         it landed), in order; an error of a whole call is raised."""
 
-        def write(batch: BulkWriteBatch, i: int) -> None:
+        def write(batch: BulkWriteBatch, i: int) -> Sent:
             execution_id, chunk, expire_at = chunks[i]
-            batch.set(self.docs.chunks(execution_id).document(chunk.doc_id()), chunk.to_doc(expire_at))
+            ref, doc = self.docs.chunks(execution_id).document(chunk.doc_id()), chunk.to_doc(expire_at)
+            batch.set(ref, doc)
+            return ref, "set", doc
 
         size = [len(c.text.encode()) + len(c.reasoning.encode()) for _, c, _ in chunks]
         return [error for error, _ in self._bulk(len(chunks), write, size.__getitem__)]
@@ -51,24 +57,30 @@ class BulkWrites:
         it is still the version of ``job_time`` (as ``write_if`` writes a job-only change, its
         ``writes`` counted), in one BatchWrite. Returns each write's (error, new update time)."""
 
-        def write(batch: BulkWriteBatch, i: int) -> None:
+        def write(batch: BulkWriteBatch, i: int) -> Sent:
             execution_id, update, job_time = updates[i]
-            batch.update(self.docs.job_ref(execution_id), write_counted(update), option=self.client.write_option(last_update_time=job_time))
+            ref, data = self.docs.job_ref(execution_id), write_counted(update)
+            batch.update(ref, data, option=self.client.write_option(last_update_time=job_time))
+            return ref, "update", data
 
         return self._bulk(len(updates), write, lambda i: 0)
 
-    def _bulk(self, n: int, write: Callable[[BulkWriteBatch, int], None], size: Callable[[int], int]) -> list[tuple[Exception | None, Any]]:
+    def _bulk(self, n: int, write: Callable[[BulkWriteBatch, int], Sent], size: Callable[[int], int]) -> list[tuple[Exception | None, Any]]:
         """Writes 0..n-1 in BatchWrites; each write's (error, update time). A write answered
-        with a transient status is sent again, as a lone write would be by its retry."""
+        with a transient status is sent again, as a lone write would be by its retry. Those that
+        landed go to the write recorder when it is on."""
         results: list[tuple[Exception | None, Any]] = [(None, None)] * n
         todo = list(range(n))
         for send in range(SENDS):
             again = []
             for group in _groups(todo, size):
                 batch = BulkWriteBatch(self.client)
-                for i in group:
-                    write(batch, i)
+                sent = [write(batch, i) for i in group]
                 response = batch.commit()
+                if write_log.SINK is not None:
+                    write_log.SINK.writes(
+                        "bulk", [(ref.path, op, data) for (ref, op, data), status in zip(sent, response.status) if status.code == 0]
+                    )
                 for i, status, result in zip(group, response.status, response.write_results):
                     if status.code == 0:
                         results[i] = (None, result.update_time)

@@ -9,7 +9,8 @@ on the document not existing yet (``create``). A commit refused because one of t
 documents are read again and the decision made again, up to ``TRIES`` times. A commit whose
 answer was lost (``INTERRUPTED``) may have landed: read again, and ``landed`` says whether it
 did. One policy, one place: the place to reason about contention, and to count writes
-(``Commit.commit``).
+(``Commit.commit`` hands what landed to the write recorder, ``promptq.adapters.write_log``, when
+it is on).
 
 Transactions are not used: on the emulator they lock documents and make contention slow, and
 preconditions give the same atomic read-decide-write for documents written in one commit.
@@ -23,6 +24,7 @@ from typing import Any, Callable, Generic, Mapping, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from promptq.adapters import write_log
 from promptq.contract import Code
 from promptq.domain.errors import Permanent
 
@@ -57,6 +59,7 @@ class Commit:
         self.client = client
         self._batch = client.batch()
         self._refs: list[firestore.DocumentReference] = []
+        self._data: list[tuple[str, Mapping[str, Any]]] = []  # each write's kind and data, for the write recorder
         self.times: dict[str, Any] = {}  # after ``commit``: each document's new update time, by path
 
     def __len__(self) -> int:
@@ -65,6 +68,7 @@ class Commit:
     def create(self, ref: firestore.DocumentReference, data: Mapping[str, Any]) -> None:
         self._batch.create(ref, dict(data))
         self._refs.append(ref)
+        self._data.append(("create", data))
 
     def update(self, ref: firestore.DocumentReference, data: dict[str, Any], *, version: Any) -> None:
         """Written only if the document is still the version of update time ``version`` (None:
@@ -72,6 +76,7 @@ class Commit:
         option = self.client.write_option(last_update_time=version) if version is not None else None
         self._batch.update(ref, data, option=option)
         self._refs.append(ref)
+        self._data.append(("update", data))
 
     def put(self, ref: firestore.DocumentReference, data: dict[str, Any], *, version: Any) -> None:
         """``update`` of the version read, or ``create`` when it was absent (``version`` None)."""
@@ -83,11 +88,13 @@ class Commit:
     def set(self, ref: firestore.DocumentReference, data: dict[str, Any], *, merge: bool = False) -> None:
         self._batch.set(ref, data, merge=merge)
         self._refs.append(ref)
+        self._data.append(("set", data))
 
     def delete(self, ref: firestore.DocumentReference, *, version: Any = None) -> None:
         option = self.client.write_option(last_update_time=version) if version is not None else None
         self._batch.delete(ref, option=option)
         self._refs.append(ref)
+        self._data.append(("delete", {}))
 
     def commit(self) -> None:
         """Send the writes (none: nothing to send). A value Firestore refuses to store (too
@@ -99,6 +106,19 @@ class Commit:
         except gexc.InvalidArgument as exc:
             raise Permanent(f"Firestore refused the write: {exc.message}", code=Code.WRITE_REFUSED) from None
         self.times = {ref.path: result.update_time for ref, result in zip(self._refs, results)}
+        if write_log.SINK is not None:
+            write_log.SINK.writes("commit", [(ref.path, op, data) for ref, (op, data) in zip(self._refs, self._data)])
+
+
+def write_one(client: firestore.Client, ref: firestore.DocumentReference, doc: dict[str, Any] | None) -> None:
+    """One document written whole, unconditionally (None: deleted), as a ``Commit`` of its own:
+    the writes that are no decision (an operator's, a chunk's) go through the same place."""
+    commit = Commit(client)
+    if doc is None:
+        commit.delete(ref)
+    else:
+        commit.set(ref, doc)
+    commit.commit()
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.cloud import firestore
 
+from promptq.adapters.cas import write_one
 from promptq.domain import redact
 from promptq.domain.records import utcnow
 from promptq.contract import KEYS, KeyField
@@ -134,7 +135,7 @@ class KeyVault:
             KeyField.CREATED_AT: utcnow(),
             **(about or {}),
         }
-        self.ref(uid).set(doc)
+        write_one(self.client, self.ref(uid), doc)
         return {k: doc.get(k) for k in PUBLIC}
 
     def info(self, uid: str) -> dict[str, Any] | None:
@@ -156,5 +157,5 @@ class KeyVault:
     def delete(self, uid: str) -> bool:
         """Remove the user's key; False if there was none."""
         existed = self.ref(uid).get([KeyField.LABEL]).exists
-        self.ref(uid).delete()
+        write_one(self.client, self.ref(uid), None)
         return existed

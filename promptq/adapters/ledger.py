@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from google.cloud import firestore
 
-from promptq.adapters.cas import Commit, Step, compare_and_set
+from promptq.adapters.cas import Commit, Step, compare_and_set, write_one
 from promptq.domain.accounts import AccountView, Taken
 from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, ProjectSpend, cost_field, day_of
 from promptq.domain.records import Inc, Settlement
@@ -105,18 +105,12 @@ class Ledger:
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
         """An operator's overrides of one user's limits (``LimitField`` fields; 0 = none); None removes
         them (the settings' defaults apply again). No callable does this: operators only."""
-        if limits is None:
-            self.limits_ref(uid).delete()
-        else:
-            self.limits_ref(uid).set(limits)
+        write_one(self.client, self.limits_ref(uid), limits)
 
     def set_project_limits(self, limits: dict[str, Any] | None) -> None:
         """An operator's override of the project's daily cap (``{dailyBudgetUsd}``; 0 = none);
         None removes it (``PROMPTQ_PROJECT_DAILY_BUDGET_USD`` applies again). Operators only."""
-        if limits is None:
-            self.project_limits_ref().delete()
-        else:
-            self.project_limits_ref().set(limits)
+        write_one(self.client, self.project_limits_ref(), limits)
 
     def days(self, uid: str, count: int) -> list[dict[str, Any]]:
         """The user's last ``count`` days with usage, newest first."""

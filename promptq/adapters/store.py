@@ -26,7 +26,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.adapters.bulk_writes import BulkWrites
-from promptq.adapters.cas import Commit, Step, compare_and_set, write_counted
+from promptq.adapters.cas import Commit, Step, compare_and_set, write_counted, write_one
 from promptq.adapters.ledger import AccountView, Ledger
 from promptq.adapters.reads import ExecutionDocs, Seen
 from promptq.adapters.stops import StopFolders
@@ -206,7 +206,7 @@ class ExecutionStore:
 
     def write_chunk(self, execution_id: str, chunk: Chunk, expire_at: datetime | None) -> None:
         """A chunk is written once; written again after an interrupted commit, the same."""
-        self.docs.chunks(execution_id).document(chunk.doc_id()).set(chunk.to_doc(expire_at))
+        write_one(self.client, self.docs.chunks(execution_id).document(chunk.doc_id()), chunk.to_doc(expire_at))
 
     def write_pages(self, execution_id: str, pages: Iterable[Page], expire_at: datetime | None) -> None:
         """The whole text of an attempt, before the write that ends it points at it."""

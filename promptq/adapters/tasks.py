@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from promptq.adapters import traces
+from promptq.adapters import traces, write_log
 from promptq.contract import ExecutionField, FoldTask, JobField, RunTask
 from promptq.settings import Settings
 
@@ -86,7 +86,7 @@ class TaskQueue:
         except gexc.AlreadyExists:
             log.info("execution %s: task %s already exists", execution_id, task_id or execution_id)
             return False
-        return True
+        return _created(queue)
 
     def enqueue_fold(self, batch_id: str, at: float) -> bool:
         """A fold of the batch's document at ``at`` (epoch seconds), on the bookkeeping queue:
@@ -97,7 +97,7 @@ class TaskQueue:
             self.client.create_task(parent=self.path(BOOKS), task=task)
         except gexc.AlreadyExists:
             return False
-        return True
+        return _created(BOOKS)
 
     def enqueue_webhook(self, task_id: str, data: dict[str, Any], *, at: float | None = None) -> bool:
         """One delivery attempt of a signed webhook (``WebhookTask``), not before ``at`` (epoch
@@ -109,7 +109,7 @@ class TaskQueue:
             self.client.create_task(parent=self.path(WEBHOOKS), task=task)
         except gexc.AlreadyExists:
             return False
-        return True
+        return _created(WEBHOOKS)
 
     def exists(self, task_id: str, queue: str | None = None) -> bool:
         """Whether the task is still in the queue (waiting, running or being retried); without
@@ -152,3 +152,11 @@ def make_client(settings: Settings) -> tasks_v2.CloudTasksClient:
         channel = grpc.insecure_channel(settings.tasks_emulator_host)
         return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
     return tasks_v2.CloudTasksClient()
+
+
+def _created(queue: str) -> bool:
+    """A task was created on ``queue``: told to the write recorder when it is on (the scale
+    benchmark projects each queue's dispatches from them)."""
+    if write_log.SINK is not None:
+        write_log.SINK.task(queue)
+    return True

@@ -2,6 +2,7 @@
 
 This package is the one place that spells a state string, a field name or a callable name
 (``documents``: an execution's documents; ``results``: what an answer carries besides its text; ``accounts``: users' limits, usage and keys;
+``admin``: the operator's figures;
 ``batches``: batch runs; ``provider``: waits for the provider (cooldowns); ``calls``: the callables and the worker's answers; ``webhooks``: signed
 webhooks' events, headers and refusals).
 Python code imports them from here (``from promptq.contract import ExecutionField, Status``); the browser's
@@ -10,6 +11,7 @@ two drift apart. The transitions between states live in ``promptq.domain.executi
 """
 
 from promptq.contract.accounts import *  # noqa: F401,F403
+from promptq.contract.admin import *  # noqa: F401,F403
 from promptq.contract.answers import answer_json, iso_time, parse_json_answer  # noqa: F401
 from promptq.contract.batches import *  # noqa: F401,F403
 from promptq.contract.calls import *  # noqa: F401,F403

@@ -69,6 +69,7 @@ class Callable(str, enum.Enum):
     LIST_WEBHOOK_ENDPOINTS = "list_webhook_endpoints"
     DELETE_WEBHOOK_ENDPOINT = "delete_webhook_endpoint"
     ROTATE_WEBHOOK_SECRET = "rotate_webhook_secret"
+    GET_ADMIN_STATS = "get_admin_stats"  # operators only: an ID token with the custom claim admin: true
 
     def __str__(self) -> str:
         return self.value

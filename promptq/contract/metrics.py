@@ -42,6 +42,8 @@ class LogField(str, enum.Enum):
     SPEND_USD = "spendUsd"  # what the project spent today (UTC), all users together
     CAP_USD = "capUsd"  # the project's daily cap (PROMPTQ_PROJECT_DAILY_BUDGET_USD or its override)
     SPEND_OF_CAP = "spendOfCap"  # spendUsd / capUsd
+    HTTP_STATUS = "httpStatus"  # the upstream's HTTP status ("429", "503", ...), a string: a metric's label
+    REASON = "reason"  # why a start was refused (promptq.contract.Reason: max_active, daily_budget, ...)
 
     def __str__(self) -> str:
         return self.value
@@ -56,6 +58,8 @@ class Event(str, enum.Enum):
     PROJECT_SPEND = "project.spend"  # the sweeper's reading of the project's spend today: spendUsd, capUsd, spendOfCap
     WEBHOOK_ENQUEUE_FAILED = "webhook.enqueue_failed"  # an ending's webhook deliveries could not be enqueued (not sent)
     WEBHOOK_ATTEMPT = "webhook.attempt"  # one delivery attempt: status (the HTTP status, or "error"), attempt
+    UPSTREAM_ERROR = "upstream.error"  # OpenRouter answered a stream request non-200: httpStatus, code, model
+    START_REFUSED = "start.refused"  # a start (or a key call) refused by a limit or budget: reason
 
     def __str__(self) -> str:
         return self.value
@@ -161,6 +165,24 @@ METRICS: Final = (
         linear=(0.0, 0.05, 30),
     ),
     LogMetric("promptq_sweeper_revivals", "Abandoned executions the sweeper re-enqueued", Event.SWEEPER_REVIVED),
+    LogMetric(
+        "promptq_upstream_errors",
+        "OpenRouter's non-200 answers to a stream request (429s, 5xx, ...), by model and HTTP status",
+        Event.UPSTREAM_ERROR,
+        labels=(LogField.MODEL, LogField.HTTP_STATUS),
+    ),
+    LogMetric(
+        "promptq_start_refusals",
+        "Starts refused by a per-user limit, a daily budget or the project's cap, by reason",
+        Event.START_REFUSED,
+        labels=(LogField.REASON,),
+    ),
+    LogMetric(
+        "promptq_webhook_attempts",
+        "Signed webhooks' delivery attempts, by the receiver's HTTP status (or error)",
+        Event.WEBHOOK_ATTEMPT,
+        labels=(LogField.STATUS,),
+    ),
 )
 
 

@@ -8,6 +8,7 @@
     promptq usage [--days N] [--json]
     promptq key set|show|delete        (set reads the key from stdin or a prompt)
     promptq webhook add URL [--event E ...] [--batch-items] | list | delete ID | rotate ID
+    promptq admin stats [--json]      (operators: the ID token's custom claim admin: true)
     promptq batch run FILE.jsonl [--model M] [--concurrency N] [--out results.jsonl] [--format openai]
     promptq batch follow|show|cancel|retry|results ID [--out FILE] [--format openai]
 
@@ -25,7 +26,8 @@ Exit codes: 0 succeeded (or the command was done), 1 the execution failed or was
 130 interrupted (Ctrl-C; ``run`` cancels its execution first).
 
 Modules: ``target`` (where to, who, errors), ``args`` (the parser), ``commands``, ``account``
-(usage, list, key), ``webhook`` (signed webhooks' endpoints), ``batch`` (with ``openai_batch``: OpenAI's batch files), ``follow`` (printing
+(usage, list, key), ``webhook`` (signed webhooks' endpoints),
+``admin`` (the operator's figures), ``batch`` (with ``openai_batch``: OpenAI's batch files), ``follow`` (printing
 the answer as it grows), ``report`` (summaries).
 """
 

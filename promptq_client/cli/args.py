@@ -8,7 +8,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from promptq_client.cli import account, batch, inputs, webhook
+from promptq_client.cli import account, admin, batch, inputs, webhook
 from promptq_client.cli import commands as cmds
 from promptq_client.cli.follow import POLL_INTERVAL
 from promptq_client.cli.target import DEFAULT_REGION, EXIT_USAGE, LOCAL_EMAIL, PROG, CliError
@@ -179,5 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     account.add_parsers(commands, target)
     webhook.add_parsers(commands, target)
+    admin.add_parsers(commands, target)
     batch.add_parser(commands, target)
     return parser

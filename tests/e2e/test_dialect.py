@@ -7,7 +7,9 @@ saved, and that saving is shown per execution, per batch and in the owner's day 
 (b) The OpenAI Python SDK's own bodies (tests/sdk_bodies.py): parse() with a pydantic model
 comes back as ``json`` the model reads; a tool conversation's first turn as ``toolCalls`` the
 tool's model reads, and its next turn, with the returned assistant message appended as apps
-append it, as text, with ``reasoning_details`` sent upstream exactly and the rest dropped."""
+append it, as text, with ``reasoning_details`` sent upstream exactly and the rest dropped.
+(c) The same bodies as OpenAI batch input lines through ``promptq batch run --format openai``,
+read back with the ``openai`` package's types."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import json
 import uuid
 
 import pytest
-from sdk_bodies import MODEL, REASONING_DETAILS, Verdict, Weather, as_request, assistant_with, first_body, first_turn, parse_body, returned_message
-from sdk_bodies import openrouter_reply, tool_conversation
+from openai.types.chat import ChatCompletion
+from sdk_bodies import CALL, MODEL, REASONING_DETAILS, Verdict, Weather, as_request, assistant_with, first_body, first_turn, parse_body
+from sdk_bodies import openrouter_reply, returned_message, tool_conversation
 
 from devstack.fakerouter import CACHE_READ_PRICE, CACHE_WRITE_PRICE, PROMPT_PRICE, count_prompt_tokens
 from waiting import wait_for
@@ -120,3 +123,29 @@ def test_the_sdks_bodies_run_as_batch_items_too(client, make_user):
     assert isinstance(Verdict.model_validate(results["parse"].json_value).prime, bool)
     [call] = results["tools"].toolCalls
     assert call["function"]["name"] == "get_weather" and Weather.model_validate(json.loads(call["function"]["arguments"]))
+
+
+def test_the_sdks_bodies_as_openai_batch_lines_run_through_the_cli_and_come_back_as_openai_output(cli_user, tmp_path):
+    """(c) OpenAI's batch files both ways: the SDK's parse() body and a tool conversation's next
+    turn (the returned assistant message appended) as OpenAI batch input lines, run with
+    ``promptq batch run --format openai``; every output line reads as the ``openai`` package's
+    own ChatCompletion, with the JSON the pydantic model reads and the text of the last turn."""
+    cli, _user = cli_user
+    message = returned_message(openrouter_reply(assistant_with([CALL]))).model_dump()
+    bodies = {
+        "parse": parse_body(marked("Is 11 prime?")),
+        "tools": tool_conversation(message, tool_choice="none"),
+        "first": first_body(marked("Weather here?")),
+    }
+    lines = [{"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body} for cid, body in bodies.items()]
+    source, out = tmp_path / "openai-input.jsonl", tmp_path / "openai-output.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = cli("batch", "run", str(source), "--format", "openai", "--out", str(out), timeout=120)
+    assert done.code == 0, done.stderr
+    outputs = {line["custom_id"]: line for line in map(json.loads, out.read_text().splitlines())}
+    assert set(outputs) == set(bodies) and all(o["error"] is None and o["response"]["status_code"] == 200 for o in outputs.values())
+    completions = {cid: ChatCompletion.model_validate(o["response"]["body"]) for cid, o in outputs.items()}
+    assert isinstance(Verdict.model_validate_json(completions["parse"].choices[0].message.content or "").prime, bool)
+    assert completions["tools"].choices[0].message.content and not completions["tools"].choices[0].message.tool_calls
+    [call] = completions["first"].choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather" and Weather.model_validate_json(call.function.arguments)

@@ -243,7 +243,8 @@ export const Callable = Object.freeze({
   "CREATE_WEBHOOK_ENDPOINT": "create_webhook_endpoint",
   "LIST_WEBHOOK_ENDPOINTS": "list_webhook_endpoints",
   "DELETE_WEBHOOK_ENDPOINT": "delete_webhook_endpoint",
-  "ROTATE_WEBHOOK_SECRET": "rotate_webhook_secret"
+  "ROTATE_WEBHOOK_SECRET": "rotate_webhook_secret",
+  "GET_ADMIN_STATS": "get_admin_stats"
 });
 export const CallStatus = Object.freeze({
   "INVALID_ARGUMENT": "invalid-argument",

@@ -26,6 +26,7 @@ from promptq.domain.errors import Permanent, Throttled, Transient
 from promptq.domain.redact import redact
 from promptq.domain.redact import register as redact_register
 from promptq.contract import Code
+from promptq.contract import metrics
 from promptq.adapters.openrouter.protocol import GenerationRecord, chat_body, parse_generation, status_error, stream_error_before_first_token
 from promptq.adapters.openrouter.stream import Delta, Done, Event, Finish, StreamError, ToolCallDelta, aiter_events
 
@@ -169,7 +170,14 @@ class OpenRouterClient:
                 raise Transient(f"OpenRouter unreachable: {type(exc).__name__}", code=Code.UPSTREAM_UNAVAILABLE) from None
             if response.status_code != 200:
                 raw = await response.aread()
-                raise status_error(response.status_code, raw, response.headers)
+                refused = status_error(response.status_code, raw, response.headers)
+                # One line per non-200 (a 429, a 5xx, ...): the upstream errors' metric (model: the bound context).
+                log.warning(
+                    "OpenRouter answered HTTP %d",
+                    response.status_code,
+                    extra=metrics.fields(metrics.Event.UPSTREAM_ERROR, httpStatus=str(response.status_code), code=refused.code),
+                )
+                raise refused
             events = aiter_events(response)
             stack.push_async_callback(events.aclose)  # runs before the response closes
             first: list[Event] = []
