@@ -171,8 +171,14 @@ def test_killed_worker_is_replaced_after_its_lease(client, store, make_user, lis
     claims = poll(lambda: claims_in_log(execution_id, offset), timeout=30)
     assert claims, "the worker never logged its claim"
     [(_, first_attempt_id, pid)] = claims
-    poll(lambda: any(v.doc["output"] for v in rec.versions), timeout=max(0.0, end - time.monotonic()))
-    assert any(v.doc["output"] for v in rec.versions), "no output visible before the kill"
+
+    # Killed once a few words are visible: enough of the first generation that its text cannot
+    # be a prefix of the second by chance (two words could: the local upstream's vocabulary is small).
+    def seen() -> bool:
+        return any(len(v.doc["output"].split()) >= 5 for v in rec.versions)
+
+    poll(seen, timeout=max(0.0, end - time.monotonic()))
+    assert seen(), "no output visible before the kill"
     arbiter = _parent(pid)  # the function's gunicorn master; it outlives its killed worker
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
