@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from promptq.contract.metrics import Event, LogField
+from bench.pipeline import pct
 
 TOLERANCE_S = 0.01  # the report's rounding
 
@@ -49,16 +50,6 @@ def events(lines: Iterable[str], ids: set[str]) -> list[dict[str, Any]]:
         if isinstance(obj, dict) and obj.get(LogField.EVENT.value) and obj.get(LogField.EXECUTION_ID.value) in ids:
             out.append(obj)
     return out
-
-
-def pct(values: list[float], p: float) -> float:
-    """Linear-interpolated percentile (as ``bench.pipeline.pct``); NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def _key(status: str | None, code: str | None) -> str:

@@ -21,11 +21,11 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from promptq.contract.requests.webhooks import MAX_URL_CHARS
 from promptq.contract.webhooks import UrlRefusal
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-MAX_URL_CHARS = 2048
 # Cloud metadata services: AWS, GCP, Azure, Oracle (169.254.169.254), ECS task metadata,
 # AWS's IPv6 IMDS, Alibaba, Oracle's other.
 METADATA_ADDRESSES = frozenset(

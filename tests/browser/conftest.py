@@ -146,6 +146,18 @@ class Browser:
         """Wait until a JavaScript expression is truthy in the page."""
         self.call("wait_js", expr=expr, timeout=int(timeout * 1000))
 
+    def signed_in(self, url: str) -> "Browser":
+        """The demo page at ``url``, signed in afresh as the test user (signed out first if it
+        was: a new ID token, with the user's claims as they are now)."""
+        self.call("goto", url=url)
+        self.call("wait", selector="section:not([hidden]):is(#auth-section, #run-section)")
+        if self.call("visible", selector="#signout"):
+            self.call("click", selector="#signout")
+        self.call("wait", selector="#auth-section")
+        self.call("click", selector="#signin")
+        self.call("wait", selector="#run-section")
+        return self
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name

@@ -16,23 +16,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.stack]
 TEST_EMAIL, TEST_PASSWORD = "test@promptq.local", "test-password"  # web/auth.js's TEST_USER
 
 
-def _signed_in(browser, url: str):
-    """The page at ``url``, signed in afresh as the test user (a new ID token: its claims now)."""
-    browser.call("goto", url=url)
-    browser.call("wait", selector="section:not([hidden]):is(#auth-section, #run-section)")
-    if browser.call("visible", selector="#signout"):
-        browser.call("click", selector="#signout")
-    browser.call("wait", selector="#auth-section")
-    browser.call("click", selector="#signin")
-    browser.call("wait", selector="#run-section")
-    return browser
-
-
 def test_the_operator_page_shows_what_just_ran(browser, web_url, clean, client, stack):
     runner = client.sign_in(TEST_EMAIL, TEST_PASSWORD)
     run_to_end(client, runner, [OK_MODEL, OK_MODEL, OK_MODEL, FAILING_MODEL])
     with operator(client, stack, TEST_EMAIL, TEST_PASSWORD):
-        page = _signed_in(browser, web_url)
+        page = browser.signed_in(web_url)
         page.call("wait", selector="#operator-link")
         page.call("click", selector="#operator-link")
         page.call("wait", selector="#operator-section")
@@ -53,7 +41,7 @@ def test_the_operator_page_shows_what_just_ran(browser, web_url, clean, client, 
 
 
 def test_without_the_claim_there_is_no_link_and_no_figures(browser, web_url, clean):
-    page = _signed_in(browser, web_url + "#admin")
+    page = browser.signed_in(web_url + "#admin")
     page.wait_js("document.body.dataset.operator === 'no'")  # the token's claims were read: no admin
     assert page.eval("document.querySelector('#operator-link').hidden") is True
     assert page.eval("document.querySelector('#operator-section').hidden") is True

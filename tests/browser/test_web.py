@@ -21,13 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.stack]
 @pytest.fixture
 def page(browser, web_url: str, clean):
     """The page, freshly loaded on a clean Firestore, signed in as the test user."""
-    browser.call("goto", url=web_url)
-    browser.call("wait", selector="section:not([hidden]):is(#auth-section, #run-section)")
-    if browser.call("visible", selector="#signout"):
-        browser.call("click", selector="#signout")
-    browser.call("wait", selector="#auth-section")
-    browser.call("click", selector="#signin")
-    browser.call("wait", selector="#run-section")
+    browser.signed_in(web_url)
     assert browser.text("#user-email") == "test@promptq.local"
     return browser
 

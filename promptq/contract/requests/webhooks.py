@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from promptq.contract.requests.request import DocId
 from promptq.contract.webhooks import EventType
 
-MAX_URL_CHARS = 2048  # promptq.domain.webhook_urls.MAX_URL_CHARS (a test holds them together)
+MAX_URL_CHARS = 2048  # an endpoint's URL (promptq.domain.webhook_urls checks it too)
 
 # EventType's values (a test holds them together).
 EventName = Literal["execution.succeeded", "execution.failed", "execution.cancelled", "batch.completed", "batch.cancelled", "batch.failed"]
