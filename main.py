@@ -10,6 +10,7 @@ from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
 from enqueue import account, admin, batches, control, sweeper, webhooks
+from enqueue.batch_callback import callback as batches_callback
 from promptq.contract.requests.request import RequestError
 from enqueue.executions import start_execution as _start
 from promptq.adapters import logs, traces
@@ -107,7 +108,15 @@ def delete_api_key(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.GB_1, timeout_sec=540, **CALLABLE)
 def start_batch(req: https_fn.CallableRequest) -> dict:
     """Validate every item, create them (waiting) and the batch; hand the first of each lane over."""
-    return _answer(req, batches.start_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(), prices=wiring.prices())
+    return _answer(
+        req,
+        batches.start_batch,
+        batches=wiring.batches(),
+        flow=wiring.batch_flow(),
+        settings=wiring.settings(),
+        prices=wiring.prices(),
+        discount=wiring.discount_flow(),
+    )
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
@@ -125,13 +134,21 @@ def get_batch_results(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
 def cancel_batch(req: https_fn.CallableRequest) -> dict:
     """End a batch's waiting items and stop its running ones."""
-    return _answer(req, batches.cancel_batch, batches=wiring.batches(), flow=wiring.batch_flow())
+    return _answer(req, batches.cancel_batch, batches=wiring.batches(), flow=wiring.batch_flow(), discount=wiring.discount_flow())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
 def retry_batch(req: https_fn.CallableRequest) -> dict:
     """Run a batch's failed items again, as new executions under the same customId."""
-    return _answer(req, batches.retry_batch, batches=wiring.batches(), flow=wiring.batch_flow(), settings=wiring.settings(), prices=wiring.prices())
+    return _answer(
+        req,
+        batches.retry_batch,
+        batches=wiring.batches(),
+        flow=wiring.batch_flow(),
+        settings=wiring.settings(),
+        prices=wiring.prices(),
+        discount=wiring.discount_flow(),
+    )
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)
@@ -194,6 +211,15 @@ def runexecution(req: tasks_fn.CallableRequest) -> dict:
         # Non-2xx is the only way to ask Cloud Tasks for another delivery.
         raise https_fn.HttpsError(https_fn.FunctionsErrorCode.UNAVAILABLE, f"retry later ({result.claim.value}, {result.code})")
     return result.answer().to_json()
+
+
+# OpenRouter's call when an upstream batch of the discounted lane ends: authenticated by the
+# per-submission token in its URL (OpenRouter's signing is not documented), never trusted for
+# content (it only makes the next poll immediate), 2xx at once; 404 for anything not genuine.
+@https_fn.on_request(memory=options.MemoryOption.MB_256, timeout_sec=30, service_account=f"{SERVICE_ACCOUNTS['callables']}@")
+def batchcallback(req: https_fn.Request) -> https_fn.Response:
+    genuine = batches_callback(req.method, req.args, flow=wiring.discount_flow())
+    return https_fn.Response("ok" if genuine else "not found", status=200 if genuine else 404, content_type="text/plain")
 
 
 # Signed webhooks' deliveries: their own function and queue (named after it), never the worker's.

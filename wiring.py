@@ -104,6 +104,7 @@ def operator_reads() -> OperatorReads:
 def batches() -> BatchStore:
     built = BatchStore(store())
     built.on_end = lambda batch_id, batch: webhook_events().batch_ended(batch_id, batch)
+    built.on_ends = lambda ended: webhook_events().executions_ended(ended)  # type: ignore[arg-type]
     return built
 
 
@@ -141,11 +142,31 @@ def batch_flow() -> BatchFlow:
 
 
 @once
+def discount_flow():
+    """The discounted lane (OpenRouter's Batch API): its starts, tasks, callbacks and repairs."""
+    from promptq.batches.discount_flow import DiscountFlow
+
+    s = settings()
+    built = DiscountFlow(
+        batch_flow(),
+        task_queue(),
+        callback_url=s.batch_callback_url if s.batch_callback_url != "off" else "",
+        submit_lease_s=s.discount_submit_lease_s,
+        provider_wait_s=s.batch_provider_wait_s,
+        poll_scale=s.discount_poll_scale,
+    )
+    batch_flow().discount = built
+    return built
+
+
+@once
 def worker_runtime():
     from worker.runtime import WorkerRuntime
 
     # The worker listens to the cooldowns (it checks them before every upstream call).
-    return WorkerRuntime(settings(), store(), vault(), batch_flow(), queue=task_queue(), cooldowns=Cooldowns(store().client))
+    return WorkerRuntime(
+        settings(), store(), vault(), batch_flow(), queue=task_queue(), cooldowns=Cooldowns(store().client), discount=discount_flow()
+    )
 
 
 @once

@@ -31,15 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def callables(module) -> dict[str, object]:
-    """main.py's callable functions, by name (what the SDK declares as callableTrigger), and its
-    task queue functions but the worker (``deliverwebhook``: the worker has a server of its own)."""
+    """main.py's callable functions, by name (what the SDK declares as callableTrigger), its
+    HTTP functions (``batchcallback``), and its task queue functions but the worker
+    (``deliverwebhook``: the worker has a server of its own)."""
     found = {}
     for name, fn in vars(module).items():
         endpoint = getattr(fn, "__firebase_endpoint__", None)
         if not inspect.isfunction(fn) or endpoint is None:
             continue
         task_queue = getattr(endpoint, "taskQueueTrigger", None) is not None and name != WORKER_FUNCTION
-        if getattr(endpoint, "callableTrigger", None) is not None or task_queue:
+        http = getattr(endpoint, "httpsTrigger", None) is not None  # an HTTP function (batchcallback)
+        if getattr(endpoint, "callableTrigger", None) is not None or task_queue or http:
             found[name] = fn
     return found
 

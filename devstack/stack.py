@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from promptq.contract import WEBHOOK_FUNCTION, WORKER_FUNCTION, Callable as Fn
+from promptq.contract import CALLBACK_FUNCTION, WEBHOOK_FUNCTION, WORKER_FUNCTION, Callable as Fn
 from promptq_client import stackenv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +84,10 @@ FAKE_UPSTREAM_SETTINGS = {
     "PROMPTQ_ATTEMPT_DEADLINE": "280",
     # An interactive execution waits for a throttled provider this long here (a minute by default).
     "PROMPTQ_INTERACTIVE_PROVIDER_WAIT": "30",
+    # The discounted lane: polls at half the production delays (the local upstream's batches
+    # end in seconds), and a lost submission looked for upstream after 10 s, not 90.
+    "PROMPTQ_DISCOUNT_POLL_SCALE": "0.5",
+    "PROMPTQ_DISCOUNT_SUBMIT_LEASE": "10",
 }
 FAKE_KEY = "sk-local-fake-upstream"
 FUNCTION_START_TIMEOUT_S = 120  # how long the Functions emulator waits for a new Python process
@@ -452,6 +456,9 @@ def _write_functions_env(plan: Plan, env: dict[str, str]) -> None:
         # Users' own keys are wrapped by a local key-encryption key here (Cloud KMS in production).
         "PROMPTQ_LOCAL_KEK": base64.b64encode(os.urandom(32)).decode(),
         **({"PROMPTQ_WEBHOOK_URL": env["WEBHOOK_URL"]} if plan.functions == "framework" else {}),
+        # OpenRouter's callbacks when an upstream batch ends: the local upstream reaches the
+        # callables' server; the real one cannot (and takes HTTPS only): no callback, polls alone.
+        "PROMPTQ_BATCH_CALLBACK_URL": env["FUNCTIONS_URL"] + CALLBACK_FUNCTION if plan.upstream == "fake" else "off",
         **LOCAL_WEBHOOK_SETTINGS,
         **LOCAL_TRACES,
         **plan.functions_env,

@@ -18,6 +18,8 @@ from promptq.adapters.cooldowns import Cooldowns
 from promptq.domain import cooldown as cd
 from promptq.batches import start as batch_start
 from promptq.batches.flow import BatchFlow
+from promptq.batches.discount_flow import DiscountFlow
+from enqueue import discounted_lane as lane
 from promptq.batches.store import BatchStore
 from promptq.contract.shapes import BatchDoc
 from promptq.contract import (
@@ -27,6 +29,7 @@ from promptq.contract import (
     BatchField,
     BatchAnswer,
     BatchItem,
+    BatchLane,
     BatchResults,
     BatchStarted,
     BatchStatus,
@@ -60,9 +63,12 @@ def _written(write: Callable[[], int]) -> None:
         raise rq.RequestError(str(failed), CallStatus.UNAVAILABLE) from None
 
 
-def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
+def start_batch(
+    uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices, discount: DiscountFlow | None = None
+) -> dict:
     """Validate every item; claim the batch (its document created with what it takes, or
-    nothing written); create its items; hand the first of each lane over."""
+    nothing written); create its items; hand the first of each lane over (on the discounted
+    lane: submit them upstream, ``promptq.batches.discount_flow``)."""
     uid = signed_in(uid, "start a batch")
     req = rq.parse(data, rq.BatchRequest)
     this = start.Start.of(start.BATCH, uid, req)
@@ -73,7 +79,11 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
     # The key source is the claim's (below); the items are built first, to refuse before anything is written.
     items = items_of(uid, req, batch_id, batches.store, settings, KeySource.APP)
     check_models(items, settings, prices)
-    worst, lanes_ = Worst(items, prices), concurrency(req, settings)
+    discounted = req.lane == BatchLane.DISCOUNTED.value
+    if discounted:
+        lane.check(items, discount)
+    # A discounted batch streams nothing: one active slot (its submission), no fair-share lanes.
+    worst, lanes_ = Worst(items, prices), 1 if discounted else concurrency(req, settings)
     now = ex.utcnow()
     doc = bt.new_batch(
         owner_uid=uid,
@@ -86,13 +96,19 @@ def start_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
         now=now,
         expire_at=now + timedelta(days=settings.retention_days),
     )
-    take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=len(items))
+    if discounted:
+        doc[BatchField.LANE] = BatchLane.DISCOUNTED.value
+    take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=0 if discounted else len(items))
     with start.refused_as_request_errors():
         claimed, doc = batches.claims.claim(batch_id, doc, take)
     if not claimed:
         return _resubmitted(this, doc)  # another call claimed it: it writes the items
     unclaim = lambda: batches.claims.unclaim(batch_id, doc)  # noqa: E731
-    _written(lambda: batch_start.write(batches, flow, batch_id, items, doc, reserves=worst.each, unclaim=unclaim))
+    launch = None
+    if discounted:
+        assert discount is not None
+        items, unclaim, launch = lane.planned(discount, batch_id, items, doc, 0, unclaim)
+    _written(lambda: batch_start.write(batches, flow, batch_id, items, doc, reserves=worst.each, unclaim=unclaim, launch=launch))
     log.info(
         "batch %s: %d items, %d at a time (%s key; %d lanes parked)",
         batch_id,
@@ -131,6 +147,8 @@ def _answer(batch_id: str, batch: BatchDoc, message: str | None = None) -> dict[
         lanesParked=int(batch.get(BatchField.LANES_PARKED) or 0),
         waitingFor=batch.get(BatchField.WAITING_FOR),
         providerWait=_wait_json(batch.get(BatchField.PROVIDER_WAIT)),
+        lane=batch.get(BatchField.LANE) or BatchLane.STREAM.value,
+        upstream=batch.get(BatchField.UPSTREAM),
         message=message,
     ).to_json()
 
@@ -185,9 +203,11 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
     return BatchResults(items=items, nextPageToken=token).to_json()
 
 
-def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow) -> dict:
+def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, discount: DiscountFlow | None = None) -> dict:
     """Waiting and queued items end ``cancelled`` now (no upstream call); running ones are asked
-    to stop, as Stop does; the batch ends ``cancelled`` when the last one has."""
+    to stop, as Stop does (on the discounted lane: their upstream batches are cancelled, the
+    results that completed written, the rest ended ``cancelled``); the batch ends ``cancelled``
+    when the last one has."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
     batch = _owned(batches, signed_in(uid, "cancel a batch"), batch_id)
     if BatchStatus(batch[BatchField.STATUS]) in BATCH_TERMINAL:
@@ -205,28 +225,39 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
         or batch
     )
     waiting = batches.cancel_waiting(batch_id, now)
+    if batch.get(BatchField.LANE) == BatchLane.DISCOUNTED.value and discount is not None:
+        upstream = discount.cancel_all(batch_id, int(batch.get(BatchField.ROUND) or 0))
+        flow.touch(batch_id)
+        return _answer(batch_id, batch, f"cancelling: {waiting} waiting items cancelled, {upstream} upstream batches being cancelled")
     # in flight (and any handed over meanwhile)
     changed = batches.change_many(batches.live(batch_id), lambda e, j: ex.decide_cancel(e, j, now=ex.utcnow()))
     flow.touch(batch_id)
     return _answer(batch_id, batch, f"cancelling: {waiting} waiting items cancelled, {changed} in flight stopped or asked to stop")
 
 
-def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices) -> dict:
+def retry_batch(
+    uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, settings: Settings, prices: Prices, discount: DiscountFlow | None = None
+) -> dict:
     """Run the failed items again, as new executions under the same customId, on the key the
     batch recorded; the batch's counts and results follow the newest. The round is claimed
     first (``promptq.batches.claims.BatchClaims.claim_round``): a concurrent retry of the same batch writes nothing."""
-    batch_id = rq.parse(data, rq.BatchRef).batchId
+    req = rq.parse(data, rq.RetryRequest)
+    batch_id = req.batchId
     batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
     if BatchStatus(batch[BatchField.STATUS]) not in BATCH_TERMINAL:
         raise rq.RequestError(f"batchId: the batch is {batch[BatchField.STATUS]}; retry it once it has ended", CallStatus.FAILED_PRECONDITION)
     failed = batches.failed(batch_id)
     if not failed:
         return _answer(batch_id, batch, "no failed items to retry")
-    items = retried_items(batch_id, batch, failed, int(batch.get(BatchField.ROUND) or 0) + 1, batches, settings)
+    round_, its_lane = int(batch.get(BatchField.ROUND) or 0) + 1, req.lane or batch.get(BatchField.LANE) or BatchLane.STREAM.value
+    discounted = its_lane == BatchLane.DISCOUNTED.value
+    items = retried_items(batch_id, batch, failed, round_, batches, settings)
+    if discounted:
+        lane.check(items, discount)
     source, worst, lanes_ = (
         KeySource(batch.get(BatchField.KEY_SOURCE) or KeySource.APP.value),
         Worst(items, prices),
-        int(batch[BatchField.MAX_CONCURRENCY]),
+        lane.concurrency_of(batch, discounted, settings),
     )
 
     def decide(current: BatchDoc, view: AccountView) -> tuple[dict[str, Any], accounts.Taken]:
@@ -240,17 +271,30 @@ def retry_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchF
                 "batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch", CallStatus.FAILED_PRECONDITION
             )
         take = start.batch_taker(
-            settings, worst, batch_id, lanes=lanes_, items=len(items), source=source, lane_round=int(current.get(BatchField.ROUND) or 0) + 1
+            settings,
+            worst,
+            batch_id,
+            lanes=lanes_,
+            items=0 if discounted else len(items),
+            source=source,
+            lane_round=int(current.get(BatchField.ROUND) or 0) + 1,
         )
         with start.refused_as_request_errors():
             taken = take(view)
-        return bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields()), taken
+        reopened = bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields())
+        return {**reopened, BatchField.LANE: its_lane, BatchField.MAX_CONCURRENCY: lanes_, BatchField.UPSTREAM: None}, taken
 
     claimed = batches.claims.claim_round(batch_id, decide, len(items))
     unclaim = lambda: batches.claims.unclaim_round(batch_id, batch, claimed)  # noqa: E731
-    superseded = [i for i, _ in failed]
-    _written(lambda: batch_start.write(batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded))
-    return _answer(batch_id, claimed, f"retrying {len(items)} failed items")
+    superseded, launch = [i for i, _ in failed], None
+    if discounted:
+        assert discount is not None
+        items, unclaim, launch = lane.planned(discount, batch_id, items, claimed, round_, unclaim)
+    write = lambda: batch_start.write(  # noqa: E731
+        batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded, launch=launch
+    )
+    _written(write)
+    return _answer(batch_id, claimed, f"retrying {len(items)} failed items on the {its_lane} lane")
 
 
 def resume_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, cooldowns: Cooldowns) -> dict:

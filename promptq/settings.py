@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from promptq.contract import WEBHOOK_FUNCTION, WORKER_FUNCTION
+from promptq.contract import CALLBACK_FUNCTION, WEBHOOK_FUNCTION, WORKER_FUNCTION
 
 DEFAULT_REGION = "us-central1"
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -170,6 +170,13 @@ class Settings:
     batch_default_concurrency: int = env("PROMPTQ_BATCH_DEFAULT_CONCURRENCY", 10)
     batch_max_concurrency: int = env("PROMPTQ_BATCH_MAX_CONCURRENCY", 100)  # the most maxConcurrency may be
     batch_fold_interval_s: float = env("PROMPTQ_BATCH_FOLD_INTERVAL", 1.0)  # a batch's document, at most once per
+    # The discounted lane (OpenRouter's Batch API: promptq.batches.discount_flow): where OpenRouter
+    # calls back when an upstream batch ends (derived from project and region if unset), how long
+    # a submission holds its upstream batch before another delivery may look for what it made, and
+    # a factor on the polls' delays (2 s, 3 s, 5 s ... 5 min; the local stack shortens them).
+    batch_callback_url: str = env("PROMPTQ_BATCH_CALLBACK_URL", "")
+    discount_submit_lease_s: float = env("PROMPTQ_DISCOUNT_SUBMIT_LEASE", 90.0)
+    discount_poll_scale: float = env("PROMPTQ_DISCOUNT_POLL_SCALE", 1.0)
     # Fair share: batch lanes in flight (a lane: one item handed over, queued or running) across
     # all of one user's batches (an operator overrides it in limits/{uid}: maxBatchLanes), and
     # across all users (0 = no cap). Lanes beyond them wait, parked, until one ends.
@@ -215,6 +222,7 @@ class Settings:
         region = function_region(environ)
         urls = {"worker_url": _function_url(environ, project, region, WORKER_FUNCTION, "PROMPTQ_WORKER_URL")}
         urls["webhook_url"] = _function_url(environ, project, region, WEBHOOK_FUNCTION, "PROMPTQ_WEBHOOK_URL")
+        urls["batch_callback_url"] = _function_url(environ, project, region, CALLBACK_FUNCTION, "PROMPTQ_BATCH_CALLBACK_URL")
         return _from(cls, environ, project_id=project, region=region, **urls, limits=_from(Limits, environ))
 
     @property

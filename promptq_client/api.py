@@ -220,7 +220,7 @@ class Client:
     # --- batches ----------------------------------------------------------------------------
 
     def start_batch(self, user: User | None, items: list[dict[str, Any]], **options: Any) -> BatchStarted:
-        """Start a batch (``model``, ``models``, ``params``, ``maxConcurrency``); retried safely
+        """Start a batch (``model``, ``models``, ``params``, ``maxConcurrency``, ``lane``); retried safely
         with an idempotency key made here when none is given."""
         data = {"items": items, **options}
         data.setdefault("idempotencyKey", f"client-{uuid.uuid4().hex}")
@@ -240,8 +240,9 @@ class Client:
     def cancel_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
         return BatchAnswer.model_validate(self.call(Fn.CANCEL_BATCH, {"batchId": batch_id}, user, retry=True))
 
-    def retry_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
-        return BatchAnswer.model_validate(self.call(Fn.RETRY_BATCH, {"batchId": batch_id}, user))
+    def retry_batch(self, user: User | None, batch_id: str, *, lane: str | None = None) -> BatchAnswer:
+        """Run the failed items again (on ``lane``: ``stream`` or ``discounted``; default the batch's last)."""
+        return BatchAnswer.model_validate(self.call(Fn.RETRY_BATCH, {"batchId": batch_id, **({"lane": lane} if lane else {})}, user))
 
     def resume_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
         """A paused batch (its key's credit spent, a daily cap) runs on."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from promptq.adapters import logs, traces
-from promptq.contract import ClaimKind, FoldTask, Outcome, RunTask, task_of
+from promptq.contract import ClaimKind, FoldTask, Outcome, RunTask, UpstreamTask, task_of
 from worker.runner import RunResult
 from worker.runtime import WorkerRuntime
 
@@ -18,7 +18,9 @@ def handle(data: object, *, runtime: WorkerRuntime, api_key: str, headers: logs.
     the child of the trace its ``headers`` carry (``traceparent``: the span that enqueued it)."""
     task = task_of(data)
     with traces.span(traces.DELIVERY, kind=traces.SERVER, headers=headers or {}, attributes=traces.ids_of(data)) as span:
-        if isinstance(task, FoldTask) and runtime.flow is not None:
+        if isinstance(task, UpstreamTask):
+            result = runtime.upstream_task(task, api_key)
+        elif isinstance(task, FoldTask) and runtime.flow is not None:
             result = runtime.fold(task.batchId, task.at)
         elif not isinstance(task, RunTask):
             # A malformed task can never succeed: answer 2xx so that Cloud Tasks drops it.

@@ -24,13 +24,17 @@ import logging
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Any, Callable
 
+from promptq.batches.discount_flow import DiscountFlow
+from promptq.batches.discount_results import ResultWriter
 from promptq.batches.flow import BatchFlow
+from promptq.adapters.openrouter.batch_api import BatchApi, Refused
+from promptq.adapters import logs
 from promptq.domain.errors import Permanent
 from promptq.adapters.keys import KeyVault
 from promptq.contract.shapes import JobDoc
-from promptq.contract import ClaimKind, Code, JobField, KeySource, Outcome
+from promptq.contract import BatchField, ClaimKind, Code, JobField, KeySource, Outcome, UpstreamTask
 from promptq.settings import Settings
 from promptq.adapters.store import ExecutionStore
 from promptq.adapters.writer import Batchers
@@ -98,6 +102,7 @@ class WorkerRuntime:
         *,
         queue: TaskQueue | None = None,
         cooldowns: Cooldowns | None = None,
+        discount: DiscountFlow | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -115,6 +120,36 @@ class WorkerRuntime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="promptq-worker-loop", daemon=True)
         self._thread.start()
         self.http = asyncio.run_coroutine_threadsafe(self._make_http(), self.loop).result()
+        self.discount = discount  # the discounted lane's tasks (OpenRouter's Batch API)
+        if discount is not None:
+            discount.writer = ResultWriter(
+                discount.store, check=self._check, page_bytes=settings.page_bytes, max_reasoning_bytes=settings.max_reasoning_bytes
+            )
+
+    def _check(self, response_format: Any, text: str, tool_calls: bool) -> Any:
+        """A discounted item's JSON answer checked as a streamed one is (``worker.checker``: within its CPU budget)."""
+        return asyncio.run_coroutine_threadsafe(self.checker.check(response_format, text, tool_calls=tool_calls), self.loop).result()
+
+    def batch_api(self, app_key: str):
+        """The Batch API on a batch's key: its owner's own if its start chose it, else the app's."""
+
+        def pick(batch: Any) -> BatchApi:
+            s = self.settings
+            if batch.get(BatchField.KEY_SOURCE) != KeySource.USER.value:
+                return BatchApi(s.openrouter_base_url, app_key, app_title=s.app_title)
+            user_key = self.vault.get(batch[BatchField.OWNER]) if self.vault is not None else None
+            if user_key is None:
+                raise Refused(401, "the batch's own OpenRouter key was deleted")
+            return BatchApi(s.openrouter_base_url, user_key, user_key=True, app_title=s.app_title)
+
+        return pick
+
+    def upstream_task(self, task: UpstreamTask, api_key: str) -> RunResult:
+        """A task of the discounted lane: submit, poll or cancel one upstream batch."""
+        assert self.discount is not None, "an upstream task reached a worker built without the discounted lane (wiring.worker_runtime)"
+        logs.bind(batchId=task.batchId)
+        done = self.discount.run(task.batchId, task.group, task.op, self.batch_api(api_key))
+        return RunResult(Outcome.DONE if done else Outcome.RETRY, ClaimKind.UPSTREAM)
 
     async def _make_http(self):
         s = self.settings

@@ -132,6 +132,9 @@ async def submit(request: web.Request) -> web.Response:
         return error_response(400, str(exc))
     state.batches.add(batch)
     batchrun.start(state, batch)
+    delay = resolve(batch.model, batch.header).batch_submit_delay
+    if delay > 0:  # accepted already: a submitter that dies meanwhile never hears its id
+        await asyncio.sleep(delay)
     return _batch_response(batch, 202)
 
 

@@ -45,6 +45,8 @@ Keys (default in brackets):
   then producing the results) [``FAKEROUTER_BATCH_TIME_SCALE``, or ``POST /_fake/batches``,
   else 2].
 - ``batch_expire``: for a batch, it expires after producing this many results [never].
+- ``batch_submit_delay``: for a batch, the submit answers this many seconds after the batch
+  was accepted (the window in which a submitter that dies leaves a batch it never heard of) [0].
 
 In a batch, each request's result follows its own model's keys (``fault=status,code=400``:
 that request fails with an ``error``); see ``batches``.
@@ -113,6 +115,7 @@ class Scenario:
     calls: int = 1
     batch_phase: float | None = None
     batch_expire: int | None = None
+    batch_submit_delay: float = 0.0
 
     @property
     def status_code(self) -> int:
@@ -197,6 +200,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "calls": _int,
     "batch_phase": _float,
     "batch_expire": _int,
+    "batch_submit_delay": _float,
 }
 KEYS = tuple(_PARSERS)
 

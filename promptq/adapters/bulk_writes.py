@@ -13,6 +13,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from promptq.adapters import write_log
+from promptq.domain.paging import Page
 from promptq.domain.records import Chunk
 from promptq.adapters.cas import write_counted
 from promptq.adapters.reads import ExecutionDocs
@@ -51,6 +52,20 @@ class BulkWrites:
 
         size = [len(c.text.encode()) + len(c.reasoning.encode()) for _, c, _ in chunks]
         return [error for error, _ in self._bulk(len(chunks), write, size.__getitem__)]
+
+    def write_pages(self, pages: Sequence[tuple[str, Page, datetime | None]]) -> list[Exception | None]:
+        """Pages of many executions (``(execution_id, page, expire_at)``), each written as
+        ``ExecutionStore.write_pages`` writes one (no precondition: their ids name their
+        attempt), in BatchWrites. Returns each write's error (None: it landed), in order."""
+
+        def write(batch: BulkWriteBatch, i: int) -> Sent:
+            execution_id, page, expire_at = pages[i]
+            ref, doc = self.docs.pages(execution_id).document(page.doc_id()), page.to_doc(expire_at)
+            batch.set(ref, doc)
+            return ref, "set", doc
+
+        size = [len(p.text.encode()) + len(p.reasoning.encode()) for _, p, _ in pages]
+        return [error for error, _ in self._bulk(len(pages), write, size.__getitem__)]
 
     def update_jobs_if(self, updates: Sequence[tuple[str, dict[str, Any], Any]]) -> list[tuple[Exception | None, Any]]:
         """Jobs of many executions (``(execution_id, update, job_time)``), each updated only if

@@ -24,7 +24,7 @@ from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from promptq.adapters import traces, write_log
-from promptq.contract import ExecutionField, FoldTask, JobField, RunTask
+from promptq.contract import ExecutionField, FoldTask, JobField, RunTask, UpstreamTask
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,18 @@ class TaskQueue:
         one task per batch and instant, whoever asks; False if it was asked for already."""
         task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data=FoldTask(batchId=batch_id, at=at).to_json(), queue=BOOKS)
         task.schedule_time = _timestamp(at)
+        try:
+            self.client.create_task(parent=self.path(BOOKS), task=task)
+        except gexc.AlreadyExists:
+            return False
+        return _created(BOOKS)
+
+    def enqueue_upstream(self, batch_id: str, group: str, op: str, task_id: str, *, at: float | None = None) -> bool:
+        """A task of the discounted lane (``UpstreamTask``: submit, poll or cancel one upstream
+        batch) on the bookkeeping queue, not before ``at``; False if its name is taken."""
+        task = self.build_task("", task_id, data=UpstreamTask(batchId=batch_id, group=group, op=op).to_json(), queue=BOOKS)
+        if at is not None:
+            task.schedule_time = _timestamp(at)
         try:
             self.client.create_task(parent=self.path(BOOKS), task=task)
         except gexc.AlreadyExists:

@@ -46,26 +46,50 @@ class WebhookEvents:
         if owner:
             self._executor.submit(self._emit, owner, lambda: we.execution_event(execution_id, execution, now=self.now()), execution_id)
 
+    def executions_ended(self, ended: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Many executions ended in one bulk write (a batch's cancel, an upstream batch's
+        results): each owner's endpoints read once for all of theirs."""
+        by_owner: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+        for execution_id, execution in ended:
+            if execution.get(ExecutionField.OWNER):
+                by_owner.setdefault(str(execution[ExecutionField.OWNER]), []).append((execution_id, execution))
+        for owner, theirs in by_owner.items():
+            self._executor.submit(self._emit_many, owner, theirs)
+
+    def _emit_many(self, uid: str, ended: list[tuple[str, Mapping[str, Any]]]) -> int:
+        try:
+            endpoints = list(self.endpoints.subscribers(uid))
+        except Exception:  # noqa: BLE001 - as _emit: the endings stand; the line says which were not sent
+            log.exception("%d endings: could not read their owner's endpoints", len(ended), extra=fields(Metric.WEBHOOK_ENQUEUE_FAILED))
+            return 0
+        if not endpoints:
+            return 0
+        now, sent = self.now(), 0
+        for execution_id, execution in ended:
+            sent += self._emit(uid, _event_of(execution_id, execution, now), execution_id, endpoints)
+        return sent
+
     def batch_ended(self, batch_id: str, batch: Mapping[str, Any]) -> None:
         """A batch ended (its fold committed it): its owner's endpoints hear of it."""
         owner = batch.get(BatchField.OWNER)
         if owner:
             self._executor.submit(self._emit, owner, lambda: we.batch_event(batch_id, batch, now=self.now()), batch_id)
 
-    def _emit(self, uid: str, build: Callable[[], we.Event | None], subject: str) -> int:
+    def _emit(self, uid: str, build: Callable[[], we.Event | None], subject: str, endpoints: list[tuple[str, Any]] | None = None) -> int:
         try:
-            return self.send(uid, build())
+            return self.send(uid, build(), endpoints)
         except Exception:  # noqa: BLE001 - an ending never fails for its webhooks; the line says which was not sent
             log.exception("%s: could not enqueue its webhooks", subject, extra=fields(Metric.WEBHOOK_ENQUEUE_FAILED))
             return 0
 
-    def send(self, uid: str, event: we.Event | None) -> int:
-        """Enqueue the first attempt of ``event`` to each endpoint of ``uid`` subscribed to it;
-        returns how many were enqueued now (a name already taken: enqueued before)."""
+    def send(self, uid: str, event: we.Event | None, endpoints: list[tuple[str, Any]] | None = None) -> int:
+        """Enqueue the first attempt of ``event`` to each endpoint of ``uid`` subscribed to it
+        (``endpoints``: theirs, read already); returns how many were enqueued now (a name
+        already taken: enqueued before)."""
         if event is None:
             return 0
         sent = 0
-        for endpoint_id, endpoint in self.endpoints.subscribers(uid):
+        for endpoint_id, endpoint in self.endpoints.subscribers(uid) if endpoints is None else endpoints:
             if not we.subscribed(endpoint, event):
                 continue
             task = WebhookTask(uid=uid, endpointId=endpoint_id, messageId=event.message_id, attempt=1, body=event.body.decode())
@@ -77,3 +101,7 @@ class WebhookEvents:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _event_of(execution_id: str, execution: Mapping[str, Any], now: datetime) -> Callable[[], we.Event | None]:
+    return lambda: we.execution_event(execution_id, execution, now=now)

@@ -37,13 +37,14 @@ from promptq.domain.cooldown import Gate
 from promptq.batches.fairshare_store import LaneStore
 from promptq.batches.store import BatchStore
 from promptq.contract.shapes import BatchDoc, ExecutionDoc
-from promptq.contract import BATCH_OVER, BatchField, BatchStatus, Count, ExecutionField, JobField, Status
+from promptq.contract import BATCH_OVER, BATCH_TERMINAL, BatchField, BatchLane, BatchStatus, Count, ExecutionField, JobField, Status
 from promptq.domain import execution as ex
 from promptq.domain import turns
 
 log = logging.getLogger(__name__)
 
 _OVER = frozenset(s.value for s in BATCH_OVER)
+_TERMINAL = frozenset(s.value for s in BATCH_TERMINAL)
 CLOCK_MARGIN_S = 0.25
 
 
@@ -58,6 +59,7 @@ class BatchFlow:
         self._asked: dict[str, float] = {}  # batch id -> the fold this process last asked for
         self._waits: dict[str, tuple] = {}  # batch id -> the wait for the provider this process last wrote
         self._lock = threading.Lock()
+        self.discount: Any = None  # the discounted lane (promptq.batches.discount_flow.DiscountFlow; wiring.discount_flow)
 
     def hand_over(self, execution_id: str | None) -> bool:
         """Hand an item over to Cloud Tasks (False: nothing to hand over)."""
@@ -217,6 +219,8 @@ class BatchFlow:
             log.warning("batch %s: the call writing its items is gone; it runs with those written", batch_id)
             self.batches.claims.written(batch_id)
             batch = self.batches.fold(batch_id)
+        if batch and batch.get(BatchField.LANE) == BatchLane.DISCOUNTED.value and batch.get(BatchField.STATUS) not in _TERMINAL:
+            return self.discount.repair(batch_id, batch) if self.discount is not None else 0  # its items go upstream, never to a lane
         if not batch or batch.get(BatchField.STATUS) in _OVER | {BatchStatus.PAUSED.value} or not (waiting := self.batches.waiting(batch_id)):
             return 0  # (a paused batch's items wait for resume_batch)
         counts = batch.get(BatchField.COUNTS) or {}
@@ -234,7 +238,9 @@ class BatchFlow:
         """Waiting items whose predecessor in the lane has ended (or that have none), but for
         parked lane heads (they wait for a cap: ``wake`` starts them)."""
         waiting = [
-            (i, doc) for i, doc in self.batches.waiting_items(batch_id) if not doc.get(ExecutionField.PARKED) and not doc.get(ExecutionField.PAUSED)
+            (i, doc)
+            for i, doc in self.batches.waiting_items(batch_id)
+            if not doc.get(ExecutionField.PARKED) and not doc.get(ExecutionField.PAUSED) and not doc.get(ExecutionField.UPSTREAM_GROUP)
         ]
         after = {str(doc[ExecutionField.AFTER]) for _, doc in waiting if doc.get(ExecutionField.AFTER)}
         # A predecessor that was never written (its writer died) holds nothing back.

@@ -64,10 +64,12 @@ def write(
     reserves: Callable[[], list[Reserve]],
     unclaim: Callable[[], None],
     superseded: list[str] | None = None,
+    launch: Callable[[], None] | None = None,
 ) -> int:
-    """Write the claimed batch's (or round's) items and hand the heads of its active lanes over;
-    ``unclaim`` takes the claim back when they cannot be written (``NotWritten``). Returns how
-    many items were written."""
+    """Write the claimed batch's (or round's) items and hand the heads of its active lanes over
+    (on the discounted lane, ``launch`` instead: its upstream batches are submitted,
+    ``promptq.batches.discount_flow``); ``unclaim`` takes the claim back when they cannot be
+    written (``NotWritten``). Returns how many items were written."""
     heads, items = parked(claimed_items(items, claimed, reserves), claimed)
     what = "retried items" if superseded is not None else "batch's items"
     try:
@@ -78,11 +80,13 @@ def write(
         batches.claims.undo_items(failed.created, failed.olds)
         unclaim()
         raise NotWritten(f"could not write the {what}; try again") from None
-    hand_over(batches, flow, batch_id, heads, str(claimed[BatchField.OWNER]))
+    hand_over(batches, flow, batch_id, heads, str(claimed[BatchField.OWNER]), launch=launch)
     return len(items)
 
 
-def hand_over(batches: BatchStore, flow: BatchFlow, batch_id: str, heads: list[Item], owner: str) -> None:
+def hand_over(
+    batches: BatchStore, flow: BatchFlow, batch_id: str, heads: list[Item], owner: str, *, launch: Callable[[], None] | None = None
+) -> None:
     """Every item written: the batch may be folded, and the first of each active lane runs
     (unless a cancel came while they were written: then they end with the other waiting ones);
     parked lanes start now if a cap freed meanwhile."""
@@ -90,6 +94,8 @@ def hand_over(batches: BatchStore, flow: BatchFlow, batch_id: str, heads: list[I
     batch = batches.get(batch_id) or {}
     if batch.get(BatchField.STATUS) == BatchStatus.CANCELLING.value:
         batches.cancel_waiting(batch_id, ex.utcnow())
+    elif launch is not None:
+        launch()
     else:
         for execution_id, _, _ in heads:
             flow.hand_over(execution_id)

@@ -41,6 +41,8 @@ class BatchStore:
         self.claims = BatchClaims(self.client, store, self.ref)
         # Told of a batch's end once its fold committed it (promptq.adapters.webhook_events; wiring.batches).
         self.on_end: Callable[[str, BatchDoc], None] | None = None
+        # Told of the executions a bulk write ended, all at once (else the store's ``on_end``, one by one).
+        self.on_ends: Callable[[list[tuple[str, ExecutionDoc]]], None] | None = None
 
     def ref(self, batch_id: str) -> firestore.DocumentReference:
         return self.client.collection(BATCHES).document(batch_id)
@@ -223,14 +225,17 @@ class BatchStore:
         """Apply a decision to many executions, a few hundred per commit, commits in parallel,
         each write conditional on the version read (a chunk that meets a conflict falls back to
         one at a time)."""
+        return self.change_each(ids, lambda _, e, j: decide(e, j))
+
+    def change_each(self, ids: list[str], decide: Callable[[str, ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
         chunks = [ids[i : i + CHANGES_PER_COMMIT] for i in range(0, len(ids), CHANGES_PER_COMMIT)]
         with concurrent.futures.ThreadPoolExecutor(COMMIT_THREADS) as pool:
             return sum(pool.map(lambda chunk: self._change_chunk(chunk, decide), chunks))
 
-    def _change_chunk(self, chunk: list[str], decide: Callable[[ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
+    def _change_chunk(self, chunk: list[str], decide: Callable[[str, ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
         commit, changed, ended = Commit(self.client), 0, []
         for seen_id, seen in zip(chunk, self.store.docs.read_many(chunk)):
-            change = decide(seen.execution, seen.job)
+            change = decide(seen_id, seen.execution, seen.job)
             if change is None:
                 continue
             ended.append((seen_id, seen.execution, change.execution))
@@ -247,7 +252,10 @@ class BatchStore:
             self._ended(ended)
             return changed
         except _CONFLICT:
-            return sum(1 for execution_id in chunk if self.store.update_if(execution_id, decide)[0] is not None)
+            return sum(1 for execution_id in chunk if self._change_one(execution_id, decide))
+
+    def _change_one(self, execution_id: str, decide: Callable[[str, ExecutionDoc | None, JobDoc | None], Change | None]) -> bool:
+        return self.store.update_if(execution_id, lambda e, j: decide(execution_id, e, j))[0] is not None
 
     def cancel_waiting(self, batch_id: str, now: datetime) -> int:
         """End ``cancelled`` every item that still waits for its turn (``turns.cancelled_waiting``):
@@ -281,10 +289,13 @@ class BatchStore:
     def _ended(self, written: list[tuple[str, Any, dict[str, Any] | None]]) -> None:
         """The executions these bulk writes ended (their status terminal now, not before): the
         store's ``on_end`` hears of each (``update_if`` tells it of the ones written one by one)."""
-        for execution_id, before, update in written:
-            if (
-                self.store.on_end is not None
-                and (update or {}).get(ExecutionField.STATUS) in TERMINAL
-                and (before or {}).get(ExecutionField.STATUS) not in TERMINAL
-            ):
-                self.store.on_end(execution_id, cast(ExecutionDoc, {**(before or {}), **(update or {})}))
+        ended = [
+            (execution_id, cast(ExecutionDoc, {**(before or {}), **(update or {})}))
+            for execution_id, before, update in written
+            if (update or {}).get(ExecutionField.STATUS) in TERMINAL and (before or {}).get(ExecutionField.STATUS) not in TERMINAL
+        ]
+        if ended and self.on_ends is not None:
+            self.on_ends(ended)
+        elif self.store.on_end is not None:
+            for execution_id, execution in ended:
+                self.store.on_end(execution_id, execution)

@@ -8,6 +8,19 @@ import enum
 
 BATCHES = "batches"  # batches/{batchId}: status, counts and totals (written at most about once a second)
 ROUNDS = "rounds"  # batches/{batchId}/rounds/{round}: the claim of a retry_batch round, created once (R)
+# batches/{batchId}/upstream/{round}-{n}: one upstream batch of the discounted lane (UpstreamField)
+UPSTREAM_BATCHES = "upstream"
+
+
+class BatchLane(str, enum.Enum):
+    """How a batch's items run: streamed one by one in lanes (``stream``), or submitted to
+    OpenRouter's Batch API at its batch price (``discounted``: ``promptq.batches.discount``)."""
+
+    STREAM = "stream"
+    DISCOUNTED = "discounted"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class BatchStatus(str, enum.Enum):
@@ -75,6 +88,67 @@ class BatchField:
     # Its items wait for the provider (WaitField: reason, model, until, since, message): a
     # throttle (it runs on when it ends), a daily cap or spent credit (it is paused); None otherwise.
     PROVIDER_WAIT: Final = "providerWait"
+    # The lane its current round runs on (BatchLane; absent: stream), and on the discounted lane
+    # its upstream batches' progress as the polls read it: {batches, submitted, ended, total,
+    # completed, failed} (UpstreamCount), written by each poll that sees it change.
+    LANE: Final = "lane"
+    UPSTREAM: Final = "upstream"
+
+
+class UpstreamCount:
+    """``batches/{batchId}.upstream``: the discounted lane's upstream batches of the current round."""
+
+    BATCHES: Final = "batches"  # how many upstream batches its items make
+    SUBMITTED: Final = "submitted"  # of them, accepted by OpenRouter
+    ENDED: Final = "ended"  # of them, ended upstream and their results written
+    TOTAL: Final = "total"  # requests in the submitted ones (OpenRouter's request_counts)
+    COMPLETED: Final = "completed"
+    FAILED: Final = "failed"
+
+
+class UpstreamState(str, enum.Enum):
+    """An upstream batch as promptq tracks it (``UpstreamField.STATE``)."""
+
+    PENDING = "pending"  # its items are written; not submitted yet
+    SUBMITTING = "submitting"  # a submission is under way (or its worker died: ``promptq.batches.discount.recover``)
+    SUBMITTED = "submitted"  # OpenRouter accepted it: its id is recorded; polled until it ends
+    ENDED = "ended"  # every item of it ended (results written, or failed, expired, cancelled)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class UpstreamField:
+    """``batches/{batchId}/upstream/{round}-{n}``: one upstream batch of the discounted lane (one
+    model, at most 5,000 requests and 200 MB), written by the worker's upstream tasks only."""
+
+    ROUND: Final = "round"
+    MODEL: Final = "model"  # the one model of its requests
+    PROVIDER: Final = "provider"  # {only?, allow_fallbacks?} its requests share, or None
+    ITEMS: Final = "items"  # its items' execution ids (the requests' custom_ids), in order
+    STATE: Final = "state"  # UpstreamState
+    UPSTREAM_ID: Final = "upstreamId"  # OpenRouter's batch id, recorded before anything else is done with it
+    # Each submission attempt's callback token, as a SHA-256 hex digest (the token itself is only in
+    # the callback URL given to OpenRouter): a callback is genuine only with one of them.
+    TOKENS: Final = "tokens"
+    SUBMITTING_SINCE: Final = "submittingSince"  # when the submission under way began (its lease counts from it)
+    SUBMITS: Final = "submits"  # submission attempts
+    SUBMITTED_AT: Final = "submittedAt"
+    UPSTREAM_STATUS: Final = "upstreamStatus"  # OpenRouter's status as last polled
+    REQUEST_COUNTS: Final = "requestCounts"  # OpenRouter's {total, completed, failed} as last polled
+    POLLS: Final = "polls"  # polls so far (the next one's delay grows with them)
+    NEXT_POLL_AT: Final = "nextPollAt"
+    CURSOR: Final = "cursor"  # the results page to write next (its items ended up to it)
+    COLLECTING_SINCE: Final = "collectingSince"  # the delivery collecting its results began then (others wait out its lease)
+    WRITTEN: Final = "written"  # results written so far
+    CANCEL_SENT: Final = "cancelSent"  # a cancel was sent upstream
+    RETRY_AT: Final = "retryAt"  # a refused submission (429) tries again then
+    WAIT_SINCE: Final = "waitSince"  # since when its submission has been refused (429): its window counts from it
+    ERROR: Final = "error"  # {code, message}: why it ended without results
+    CREATED_AT: Final = "createdAt"
+    UPDATED_AT: Final = "updatedAt"
+    ENDED_AT: Final = "endedAt"
+    EXPIRE_AT: Final = "expireAt"
 
 
 class Count:

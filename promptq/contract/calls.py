@@ -34,6 +34,7 @@ class ClaimKind(str, enum.Enum):
     PROVIDER_WAIT = "provider_wait"  # its model (or key) cools down: its task goes back to the queue for then (2xx)
     BAD_TASK = "bad_task"  # the task carries no valid execution id: dropped (2xx)
     FOLD = "fold"  # not an execution: a batch's counts were folded (2xx)
+    UPSTREAM = "upstream"  # a task of the discounted lane (submit, poll or cancel an upstream batch)
 
 
 class SweepKind(str, enum.Enum):
@@ -45,6 +46,7 @@ class SweepKind(str, enum.Enum):
 # --- the callables: names, errors, answers ----------------------------------------------
 
 WORKER_FUNCTION = "runexecution"  # the task queue's function; queue ids allow no "_"
+CALLBACK_FUNCTION = "batchcallback"  # the discounted lane's callback from OpenRouter (an HTTP function)
 WEBHOOK_FUNCTION = "deliverwebhook"  # signed webhooks' deliveries: a task queue function of its own (its own queue)
 
 
@@ -185,14 +187,36 @@ class FoldTask(_Answer):
     at: float | None = None
 
 
+class UpstreamTask(_Answer):
+    """What a task of the discounted lane carries: submit, poll or cancel one upstream batch
+    (``group``: its document under ``batches/{batchId}/upstream``; ``promptq.batches.discount_flow``)."""
+
+    batchId: str
+    group: str
+    op: str  # UpstreamOp
+
+
+class UpstreamOp(str, enum.Enum):
+    SUBMIT = "submit"
+    POLL = "poll"
+    CANCEL = "cancel"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def task_of(data: object) -> RunTask | FoldTask | None:
+def task_of(data: object) -> RunTask | FoldTask | UpstreamTask | None:
     """What a delivered task asks for, or None when it is malformed (it can never succeed)."""
     if not isinstance(data, dict):
         return None
     batch_id, execution_id, at = data.get("batchId"), data.get("executionId"), data.get("at")
+    if "op" in data or "group" in data:
+        group, op = data.get("group"), data.get("op")
+        ok = isinstance(batch_id, str) and _TASK_ID.match(batch_id) and isinstance(group, str) and _TASK_ID.match(group)
+        return UpstreamTask(batchId=batch_id, group=group, op=op) if ok and op in {o.value for o in UpstreamOp} else None
     if isinstance(batch_id, str) and _TASK_ID.match(batch_id):
         return FoldTask(batchId=batch_id, at=at if isinstance(at, (int, float)) and not isinstance(at, bool) else None)
     if isinstance(execution_id, str) and _TASK_ID.match(execution_id):
@@ -246,6 +270,10 @@ class BatchAnswer(_Answer):
     waitingFor: str | None = None
     # Its items wait for the provider: {reason: throttle | daily_cap | credit, model, until, since, message}.
     providerWait: dict[str, Any] | None = None
+    # The lane its current round runs on (BatchLane), and on the discounted lane its upstream
+    # batches' progress: {batches, submitted, ended, total, completed, failed} (UpstreamCount).
+    lane: str = "stream"
+    upstream: dict[str, int] | None = None
     message: str | None = None  # what cancel/retry/resume did
 
 

@@ -65,6 +65,10 @@ class ExecutionField:
     WAITING: Final = "waiting"
     AFTER: Final = "after"
     LANE: Final = "lane"  # its lane's key in the batch ("round-lane": promptq.domain.lanes)
+    # A discounted-lane item: its upstream batch's document ("{round}-{n}", set when written) and,
+    # once submitted, OpenRouter's id of that batch (the item is running while it runs upstream).
+    UPSTREAM_GROUP: Final = "upstreamGroup"
+    UPSTREAM_BATCH: Final = "upstreamBatch"
     PARKED: Final = "parked"  # a lane's head that waits for a fair-share cap (with WAITING) until a lane ends
     PAUSED: Final = "paused"  # a batch item its batch's pause holds (with WAITING) until resume_batch
     PROVIDER_WAIT: Final = "providerWait"  # waiting for the provider: {reason, model, until, since} (WaitField); None otherwise
@@ -264,6 +268,8 @@ class Code:
     OUTPUT_NOT_JSON = "output_not_json"  # a JSON answer was asked for; the text is not JSON (kept)
     OUTPUT_SCHEMA_MISMATCH = "output_schema_mismatch"  # the text is JSON but does not match the request's schema (kept)
     OUTPUT_SCHEMA_TOO_COSTLY = "output_schema_too_costly"  # checking the JSON against the schema went past the worker's CPU budget (kept)
+    BATCH_EXPIRED = "batch_expired"  # a discounted-lane item without a result when its upstream batch expired (24 h window)
+    UPSTREAM_BATCH_FAILED = "upstream_batch_failed"  # OpenRouter failed the item's upstream batch as a whole (its message kept)
     RESERVATION_EXCEEDED = "reservation_exceeded"  # the request or its stream would cost more than its start reserved (text kept)
     WRITE_REFUSED = "write_refused"  # Firestore refused a write (too large, a value it cannot store)
     ENQUEUE_FAILED = "enqueue_failed"

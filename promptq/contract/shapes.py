@@ -31,6 +31,8 @@ class ExecutionDoc(TypedDict, total=False):
     parked: bool
     paused: bool
     providerWait: dict[str, Any] | None
+    upstreamGroup: str | None
+    upstreamBatch: str | None
     model: str | None
     generationId: str | None
     idempotencyKey: str | None
@@ -133,3 +135,5 @@ class BatchDoc(TypedDict, total=False):
     lanesParked: int
     waitingFor: str | None
     providerWait: dict[str, Any] | None
+    lane: str
+    upstream: dict[str, int] | None

@@ -151,6 +151,17 @@ def job_body(job: Mapping[str, Any], ceiling: Mapping[str, float] | None = None)
     return chat_body(job[JobField.REQUEST], job[JobField.MESSAGES], ceiling or job.get(JobField.PRICE_CEILING), user=job.get(JobField.END_USER))
 
 
+def batch_request_body(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A request of an upstream batch (OpenRouter's Batch API): the body a stream would send
+    (``job_body``), not streamed; its ``provider`` goes once with the batch (only ``only`` and
+    ``allow_fallbacks`` are honoured there: ``promptq.batches.discount.provider_of``), and no
+    ``max_price`` (the batch price is at most the one its start reserved at)."""
+    body = job_body(job)
+    body["stream"] = False
+    body.pop("provider", None)
+    return body
+
+
 @dataclass(frozen=True)
 class GenerationRecord:
     """What OpenRouter's generation record says a generation used and cost."""

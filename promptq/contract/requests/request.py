@@ -232,6 +232,9 @@ class BatchRequest(BaseModel):
     params: dict[str, Any] | None = None
     maxConcurrency: int | None = Field(None, ge=1)
     idempotencyKey: Key | None = None
+    # "discounted": OpenRouter's Batch API at its batch price (results when each upstream batch
+    # ends; https image URLs only, one model per item, provider only/allow_fallbacks).
+    lane: Literal["stream", "discounted"] = "stream"
 
 
 class ItemId(BaseModel):
@@ -246,6 +249,12 @@ class BatchRef(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     batchId: DocId
+
+
+class RetryRequest(BatchRef):
+    """``retry_batch``: which batch, and the lane its failed items run on (default: its last round's)."""
+
+    lane: Literal["stream", "discounted"] | None = None
 
 
 class BatchResultsRequest(BaseModel):
