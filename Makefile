@@ -38,7 +38,7 @@ bench-bytes: setup    ## bytes a watcher downloads per execution vs the answer's
 bench-capacity: setup ## one worker process at 10/40/80/160 streams (and 160 on two; 80 through the stack): staleness, CPU, RSS (bench/results/capacity.png)
 	@$(PY) -m bench.capacity
 
-bench-batch: setup    ## 1,000 prompts as one batch vs a direct asyncio loop at the same concurrency (bench/results/batch.png)
+bench-batch: setup    ## 1,000 prompts as one batch vs a direct asyncio loop; the discounted lane's cost and 5,000 results' delay (bench/results/batch.png, discounted.png)
 	@$(PY) -m bench.batch
 
 bench-throttle: setup ## 1,000 prompts, 40 lanes, into a 60-s storm of 429s: no item fails, one probe per Retry-After, delayed by the storm only (bench/results/throttle.png)

@@ -9,7 +9,7 @@ import firebase_admin
 from firebase_functions import https_fn, options, params, scheduler_fn, tasks_fn
 
 import wiring
-from enqueue import account, admin, batches, control, sweeper, webhooks
+from enqueue import account, admin, batch_results, batches, control, sweeper, webhooks
 from enqueue.batch_callback import callback as batches_callback
 from promptq.contract.requests.request import RequestError
 from enqueue.executions import start_execution as _start
@@ -128,7 +128,7 @@ def get_batch(req: https_fn.CallableRequest) -> dict:
 @https_fn.on_call(memory=options.MemoryOption.MB_512, **CALLABLE)
 def get_batch_results(req: https_fn.CallableRequest) -> dict:
     """A page of a batch's results: in item order, or in the order they ended."""
-    return _answer(req, batches.get_batch_results, batches=wiring.batches())
+    return _answer(req, batch_results.get_batch_results, batches=wiring.batches())
 
 
 @https_fn.on_call(memory=options.MemoryOption.MB_512, timeout_sec=300, **CALLABLE)

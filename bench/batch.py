@@ -11,7 +11,9 @@ upstream (about a second each):
 
 Prints wall time, throughput, their ratio (target ≥ 0.85), time to the first result, the most
 upstream streams of the batch open at once (never more than its lanes), and draws the items
-ended over time (bench/results/batch.png; figures in bench/results/batch.json).
+ended over time (bench/results/batch.png; figures in bench/results/batch.json). Then the
+discounted lane (``bench.discounted``): cost per 1,000 items on each lane, and how soon 5,000
+results are visible once their upstream batch completed (bench/results/discounted.png).
 
     venv/bin/python -m bench.batch [--items 1000] [--concurrency 20]
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
+from bench import discounted
 from devstack import stack
 from promptq.adapters.store import ExecutionStore
 from promptq_client.api import CallError, Client
@@ -102,6 +105,7 @@ def batch(client: Client, user, n: int, concurrency: int, model: str, upstream_r
         "results": len(results),
         "withOutput": sum(1 for r in results if r.output),
         "upstreamAtOnce": most_at_once(records),
+        "cost": answer.cost,
     }
     return samples, info
 
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--items", type=int, default=1000)
     args.add_argument("--concurrency", type=int, default=20)
     args.add_argument("--tokens", type=int, default=20, help="tokens per answer, at 20 tokens/s (default 20: a second each)")
+    args.add_argument("--visible-items", type=int, default=5000, help="the discounted lane's batch whose results are timed (default 5,000)")
+    args.add_argument("--stream-only", action="store_true", help="skip the discounted lane")
     opts = args.parse_args(argv)
     opts.model = f"fake/tokens={opts.tokens},rate=20"
     with stack.exclusive("bench"):
@@ -123,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
             client.http.timeout = 600
             user = client.sign_in("batch-bench@promptq.local", "bench-password")
             ExecutionStore(client.db).ledger.set_limits(user.uid, {"maxActive": 0, "startsPerMinute": 0, "dailyBudgetUsd": 0})
-            samples, info = batch(client, user, opts.items, opts.concurrency, opts.model, env["OPENROUTER_BASE_URL"].removesuffix("/api/v1"))
+            root = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
+            samples, info = batch(client, user, opts.items, opts.concurrency, opts.model, root)
+            lane = None if opts.stream_only else discounted.measure(client, user, info["cost"], opts.items, opts.visible_items, opts.model, root)
             client.close()
         finally:
             if not was_up:
                 stack.down()
-    return report(opts, ends, samples, info)
+    stream_ok = report(opts, ends, samples, info) == 0
+    lane_ok = lane is None or discounted.report(lane)
+    return 0 if stream_ok and lane_ok else 1
 
 
 def report(opts, ends: list[float], samples: list[tuple[float, int]], info: dict) -> int:

@@ -28,9 +28,7 @@ from promptq.contract import (
     BATCH_TERMINAL,
     BatchField,
     BatchAnswer,
-    BatchItem,
     BatchLane,
-    BatchResults,
     BatchStarted,
     BatchStatus,
     CallStatus,
@@ -38,7 +36,6 @@ from promptq.contract import (
     KeySource,
     WaitField,
     WaitReason,
-    answer_json,
 )
 from promptq.contract.requests import request as rq
 from promptq.domain import accounts
@@ -46,8 +43,6 @@ from promptq.domain import execution as ex
 from promptq.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_PAGE_CHARS = 4_000_000  # a results page stops early past this much output (the answer's size)
 
 
 def _resubmitted(this: start.Start, earlier: BatchDoc) -> dict:
@@ -84,6 +79,21 @@ def start_batch(
         lane.check(items, discount)
     # A discounted batch streams nothing: one active slot (its submission), no fair-share lanes.
     worst, lanes_ = Worst(items, prices), 1 if discounted else concurrency(req, settings)
+    doc = _new_batch(uid, req, this, items, lanes_, settings)
+    take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=0 if discounted else len(items))
+    with start.refused_as_request_errors():
+        claimed, doc = batches.claims.claim(batch_id, doc, take)
+    if not claimed:
+        return _resubmitted(this, doc)  # another call claimed it: it writes the items
+    items, unclaim, launch = lane.prepared(discount if discounted else None, batch_id, items, doc, 0, lambda: batches.claims.unclaim(batch_id, doc))
+    _written(lambda: batch_start.write(batches, flow, batch_id, items, doc, reserves=worst.each, unclaim=unclaim, launch=launch))
+    parked = doc.get(BatchField.LANES_PARKED) or 0
+    log.info("batch %s: %d items, %d at a time (%s key; %d lanes parked)", batch_id, len(items), lanes_, doc[BatchField.KEY_SOURCE], parked)
+    return BatchStarted(batchId=batch_id).to_json()
+
+
+def _new_batch(uid: str, req: rq.BatchRequest, this: start.Start, items: list, lanes_: int, settings: Settings) -> BatchDoc:
+    """The batch's document as its start would create it (its lane when discounted)."""
     now = ex.utcnow()
     doc = bt.new_batch(
         owner_uid=uid,
@@ -96,31 +106,13 @@ def start_batch(
         now=now,
         expire_at=now + timedelta(days=settings.retention_days),
     )
-    if discounted:
+    if req.lane == BatchLane.DISCOUNTED.value:
         doc[BatchField.LANE] = BatchLane.DISCOUNTED.value
-    take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=0 if discounted else len(items))
-    with start.refused_as_request_errors():
-        claimed, doc = batches.claims.claim(batch_id, doc, take)
-    if not claimed:
-        return _resubmitted(this, doc)  # another call claimed it: it writes the items
-    unclaim = lambda: batches.claims.unclaim(batch_id, doc)  # noqa: E731
-    launch = None
-    if discounted:
-        assert discount is not None
-        items, unclaim, launch = lane.planned(discount, batch_id, items, doc, 0, unclaim)
-    _written(lambda: batch_start.write(batches, flow, batch_id, items, doc, reserves=worst.each, unclaim=unclaim, launch=launch))
-    log.info(
-        "batch %s: %d items, %d at a time (%s key; %d lanes parked)",
-        batch_id,
-        len(items),
-        lanes_,
-        doc[BatchField.KEY_SOURCE],
-        doc.get(BatchField.LANES_PARKED) or 0,
-    )
-    return BatchStarted(batchId=batch_id).to_json()
+    return doc
 
 
-def _owned(batches: BatchStore, uid: str, batch_id: str) -> BatchDoc:
+def owned(batches: BatchStore, uid: str, batch_id: str) -> BatchDoc:
+    """The caller's batch (NOT_FOUND, PERMISSION_DENIED otherwise)."""
     batch = batches.get(batch_id)
     if batch is None:
         raise rq.RequestError(f"batchId: no batch {batch_id!r}", CallStatus.NOT_FOUND)
@@ -162,45 +154,7 @@ def _wait_json(wait: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def get_batch(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
     batch_id = rq.parse(data, rq.BatchRef).batchId
-    return _answer(batch_id, _owned(batches, signed_in(uid, "read a batch"), batch_id))
-
-
-def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dict:
-    req = rq.parse(data, rq.BatchResultsRequest)
-    _owned(batches, signed_in(uid, "read a batch's results"), req.batchId)
-    if req.order == "index" and req.pageToken is not None and not req.pageToken.isdigit():
-        raise rq.RequestError("pageToken: not a token of this order (use the nextPageToken of the previous answer)")
-    page = batches.page(req.batchId, by_index=req.order == "index", after=req.pageToken, limit=req.pageSize + 1)
-    if page is None:
-        raise rq.RequestError("pageToken: not a token of this batch (use the nextPageToken of the previous answer)")
-    items, chars = [], 0
-    for execution_id, doc in page[: req.pageSize]:
-        ended = ex.is_terminal(doc)
-        output = batches.store.texts.text(execution_id, doc) if ended else None
-        items.append(
-            BatchItem(
-                customId=doc[ExecutionField.CUSTOM_ID],
-                index=doc[ExecutionField.INDEX],
-                executionId=execution_id,
-                status=doc[ExecutionField.STATUS],
-                output=output,
-                json_value=answer_json(doc, output),
-                toolCalls=doc.get(ExecutionField.TOOL_CALLS),
-                model=doc.get(ExecutionField.MODEL),
-                usage=doc.get(ExecutionField.USAGE),
-                cost=doc.get(ExecutionField.COST),
-                cacheDiscount=doc.get(ExecutionField.CACHE_DISCOUNT),
-                logprobs=doc.get(ExecutionField.LOGPROBS),
-                error=doc.get(ExecutionField.ERROR),
-                finishedAt=iso_time(doc.get(ExecutionField.FINISHED_AT)),
-            )
-        )
-        chars += len(output or "")
-        if chars > MAX_PAGE_CHARS:
-            break
-    more = len(items) < len(page)
-    token = (str(items[-1].index) if req.order == "index" else items[-1].executionId) if items and more else None
-    return BatchResults(items=items, nextPageToken=token).to_json()
+    return _answer(batch_id, owned(batches, signed_in(uid, "read a batch"), batch_id))
 
 
 def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, discount: DiscountFlow | None = None) -> dict:
@@ -209,7 +163,7 @@ def cancel_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     results that completed written, the rest ended ``cancelled``); the batch ends ``cancelled``
     when the last one has."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
-    batch = _owned(batches, signed_in(uid, "cancel a batch"), batch_id)
+    batch = owned(batches, signed_in(uid, "cancel a batch"), batch_id)
     if BatchStatus(batch[BatchField.STATUS]) in BATCH_TERMINAL:
         return _answer(batch_id, batch, f"already {batch[BatchField.STATUS]}: nothing to cancel")
     now = ex.utcnow()
@@ -243,7 +197,7 @@ def retry_batch(
     first (``promptq.batches.claims.BatchClaims.claim_round``): a concurrent retry of the same batch writes nothing."""
     req = rq.parse(data, rq.RetryRequest)
     batch_id = req.batchId
-    batch = _owned(batches, signed_in(uid, "retry a batch"), batch_id)
+    batch = owned(batches, signed_in(uid, "retry a batch"), batch_id)
     if BatchStatus(batch[BatchField.STATUS]) not in BATCH_TERMINAL:
         raise rq.RequestError(f"batchId: the batch is {batch[BatchField.STATUS]}; retry it once it has ended", CallStatus.FAILED_PRECONDITION)
     failed = batches.failed(batch_id)
@@ -270,15 +224,8 @@ def retry_batch(
             raise rq.RequestError(
                 "batchId: the batch ran on your own OpenRouter key, which is deleted; set it again to retry the batch", CallStatus.FAILED_PRECONDITION
             )
-        take = start.batch_taker(
-            settings,
-            worst,
-            batch_id,
-            lanes=lanes_,
-            items=0 if discounted else len(items),
-            source=source,
-            lane_round=int(current.get(BatchField.ROUND) or 0) + 1,
-        )
+        width = 0 if discounted else len(items)  # (the round checked above: the current one's next)
+        take = start.batch_taker(settings, worst, batch_id, lanes=lanes_, items=width, source=source, lane_round=round_)
         with start.refused_as_request_errors():
             taken = take(view)
         reopened = bt.reopened(current, retried=len(items), now=ex.utcnow(), held=taken.batch_fields())
@@ -286,14 +233,11 @@ def retry_batch(
 
     claimed = batches.claims.claim_round(batch_id, decide, len(items))
     unclaim = lambda: batches.claims.unclaim_round(batch_id, batch, claimed)  # noqa: E731
-    superseded, launch = [i for i, _ in failed], None
-    if discounted:
-        assert discount is not None
-        items, unclaim, launch = lane.planned(discount, batch_id, items, claimed, round_, unclaim)
-    write = lambda: batch_start.write(  # noqa: E731
-        batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded, launch=launch
+    items, unclaim, launch = lane.prepared(discount if discounted else None, batch_id, items, claimed, round_, unclaim)
+    superseded = [i for i, _ in failed]
+    _written(
+        lambda: batch_start.write(batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded, launch=launch)
     )
-    _written(write)
     return _answer(batch_id, claimed, f"retrying {len(items)} failed items on the {its_lane} lane")
 
 
@@ -302,7 +246,7 @@ def resume_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: Batch
     provider now than wait for a daily cap's reset): its key's cooldown ends, and the items its
     pause holds are handed over again. Resuming a batch that is not paused changes nothing."""
     batch_id = rq.parse(data, rq.BatchRef).batchId
-    batch = _owned(batches, signed_in(uid, "resume a batch"), batch_id)
+    batch = owned(batches, signed_in(uid, "resume a batch"), batch_id)
     if BatchStatus(batch[BatchField.STATUS]) in BATCH_OVER:
         return _answer(batch_id, batch, f"already {batch[BatchField.STATUS]}: nothing to resume")
     wait = batch.get(BatchField.PROVIDER_WAIT) or {}

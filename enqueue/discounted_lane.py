@@ -28,11 +28,14 @@ def check(items: list[Item], discount: DiscountFlow | None) -> None:
             raise rq.RequestError(f"items.{k}.{why}")
 
 
-def planned(
-    discount: DiscountFlow, batch_id: str, items: list[Item], batch: BatchDoc, round_: int, unclaim: Callable[[], None]
-) -> tuple[list[Item], Callable[[], None], Callable[[], None]]:
-    """The items marked with their upstream batches, whose documents are written now; what
-    takes the claim back (the documents too), and what submits them once the items are written."""
+def prepared(
+    discount: DiscountFlow | None, batch_id: str, items: list[Item], batch: BatchDoc, round_: int, unclaim: Callable[[], None]
+) -> tuple[list[Item], Callable[[], None], Callable[[], None] | None]:
+    """On the discounted lane (``discount``), the items marked with their upstream batches,
+    whose documents are written now; what takes the claim back (the documents too), and what
+    submits them once the items are written. On the stream lane (None): as they were."""
+    if discount is None:
+        return items, unclaim, None
     marked, groups = discount.plan(items, round_)
     discount.create(batch_id, groups, round_, cast(datetime | None, batch.get(BatchField.EXPIRE_AT)))
 

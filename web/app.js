@@ -2,8 +2,9 @@
 // and watch `executions/{id}` with watchExecution, both from the npm package @promptq/web
 // (packages/web/, served by serve.py under /vendor/promptq/). What the page shows is what has
 // arrived. The modules: auth.js (sign-in), templates.js (prompt templates), run.js (Run and
-// Stop), view.js (the execution), batch.js (batches), account.js (spend, own key, history), operator.js (#admin),
-// dom.js (helpers); names come from "@promptq/web/schema".
+// Stop), view.js (the execution), batch.js (the batch form, the user's batches, a batch's view),
+// account.js (spend, own key, history), operator.js (#admin), dom.js (helpers); names come from
+// "@promptq/web/schema".
 
 import { config } from "/config.js";
 import { initializeApp } from "firebase/app";
@@ -12,7 +13,7 @@ import { connectFirestoreEmulator, getFirestore } from "firebase/firestore";
 import { connectFunctionsEmulator, getFunctions } from "firebase/functions";
 import { setupAccount } from "./account.js";
 import { setupAuth } from "./auth.js";
-import { hideBatch, showBatch, shownBatch, watchBatches } from "./batch.js";
+import { hideBatch, setupBatchForm, showBatch, shownBatch, watchBatches } from "./batch.js";
 import { $, show } from "./dom.js";
 import { setupOperator } from "./operator.js";
 import { setupRun } from "./run.js";
@@ -50,14 +51,17 @@ function start() {
   const signedOut = [];  // unsubscribe functions to run on sign-out
   setupAuth(auth, {
     onSignedIn: (user) => {
+      $("batch-form").hidden = false;
       signedOut.push(watchTemplates(user.uid), watchAccount(user.uid), watchBatches(db, user.uid), watchOperator(user));
       watchLinked();
     },
     onSignedOut: () => {
       signedOut.splice(0).forEach((unsubscribe) => unsubscribe());
+      $("batch-form").hidden = true;
       hideExecution();
       hideBatch();
     },
   });
   setupRun(functions, { onStarted: (id) => showExecution(db, id), current: currentExecution });
+  setupBatchForm(functions);
 }

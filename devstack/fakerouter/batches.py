@@ -2,7 +2,8 @@
 
 - ``POST /batches`` ``{endpoint, model, requests: [{custom_id, body}], callback_url?,
   completion_window?, provider?}``: 401 (key), 402 (a ``nocredit`` key, or credit spent), 400 /
-  413 (the shape, ``batchcheck``), else 202 and the batch object with ``status: "validating"``.
+  413 (the shape, ``batchcheck``), 429 while a storm of ``/_fake/throttle`` covers its model,
+  else 202 and the batch object with ``status: "validating"``.
   The batch's ``model`` (with ``X-Fake-Scenario``) may carry ``batch_phase`` and
   ``batch_expire``; each request's result follows its own model's scenario (``batchrun``).
 - ``GET /batches/{id}``: the batch object ``{id, object: "batch", endpoint, model, status,
@@ -40,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import batchcheck, batchrun, protocol
+from . import batchcheck, batchrun, protocol, throttle
 from .base import API_PREFIX, BETA_PREFIX, STATE, PreStreamError, check_access, check_key, error_response
 from .batchstore import Batch, BatchStore, decode_cursor, encode_cursor
 from .records import key_fingerprint
@@ -121,6 +122,10 @@ async def submit(request: web.Request) -> web.Response:
     try:
         check_access(request)
         payload = batchcheck.parse_submit(await request.read())
+        storm = state.limits.refusing(payload["model"])
+        if storm is not None:  # a storm refuses a batch's submit as it refuses a chat request (429, Retry-After)
+            state.limits.count_refused(payload["model"])
+            raise throttle.refusal(storm, payload["model"], False)
         batch = _new_batch(request, payload)
     except PreStreamError as exc:
         return exc.response

@@ -18,7 +18,7 @@ import hmac
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from promptq.contract import Code, ExecutionField, JobField, RequestField, Status, UpstreamField, UpstreamState
+from promptq.contract import Code, ExecutionField, JobField, RequestField, Status, UpstreamField, UpstreamState, UpstreamStatus
 from promptq.contract.shapes import ExecutionDoc, JobDoc
 from promptq.domain import execution as ex
 from promptq.domain.records import Change, Ending, Produced, status_of
@@ -139,8 +139,11 @@ class Next:
     ENDED = "ended"
 
 
-def begin_submit(group: dict[str, Any], *, token: str, now: datetime, lease_s: float, cancelled: bool) -> tuple[str, dict[str, Any] | None]:
-    """What a submit task does with the group as it is, and the group's update for it."""
+def begin_submit(
+    group: dict[str, Any], *, token: str, now: datetime, lease_s: float, cancelled: bool, retake: bool = False
+) -> tuple[str, dict[str, Any] | None]:
+    """What a submit task does with the group as it is, and the group's update for it
+    (``retake``: a lost submission was looked for upstream and not found: submit it again)."""
     state = group.get(UpstreamField.STATE)
     if state == UpstreamState.ENDED.value:
         return Next.ENDED, None
@@ -148,7 +151,10 @@ def begin_submit(group: dict[str, Any], *, token: str, now: datetime, lease_s: f
         return Next.SUBMITTED, None
     since = group.get(UpstreamField.SUBMITTING_SINCE)
     if state == UpstreamState.SUBMITTING.value and since is not None:
-        return (Next.BUSY if now < since + timedelta(seconds=lease_s) else Next.RECOVER), None
+        if now < since + timedelta(seconds=lease_s):
+            return Next.BUSY, None
+        if not retake:
+            return Next.RECOVER, None
     if cancelled:
         return Next.ENDED, None
     return Next.SUBMIT, {
@@ -248,9 +254,9 @@ def ended_without_result(execution: ExecutionDoc | None, job: JobDoc | None, end
 
 def missing_ending(upstream_status: str, *, cancel_requested: bool, message: str | None) -> Ending:
     """How an item without a result ends, by how its upstream batch ended."""
-    if cancel_requested or upstream_status == "cancelled":
+    if cancel_requested or upstream_status == UpstreamStatus.CANCELLED:
         return Ending(Status.CANCELLED)
-    if upstream_status == "expired":
+    if upstream_status == UpstreamStatus.EXPIRED:
         return Ending(
             Status.FAILED, code=Code.BATCH_EXPIRED, message="its upstream batch expired (24 h window) before it ran; retry_batch runs it again"
         )

@@ -68,7 +68,15 @@ class ResultWriter:
             return dc.ended_by_result(execution, job, end, caching.discounted(produced, job) or produced, upstream_id=upstream_id, now=now)
 
         changed = self.store.batches.change_each(list(endings), decide)
-        log.info("upstream batch %s: %d results, %d items ended (read+check %.2f s, pages %.2f s, endings %.2f s)", upstream_id, len(parsed), changed, t1 - t0, t2 - t1, time.monotonic() - t2)
+        log.info(
+            "upstream batch %s: %d results, %d items ended (read+check %.2f s, pages %.2f s, endings %.2f s)",
+            upstream_id,
+            len(parsed),
+            changed,
+            t1 - t0,
+            t2 - t1,
+            time.monotonic() - t2,
+        )
         return {r.custom_id for r in parsed}
 
     def _ending(self, result: batch_results.BatchResult, job: Mapping[str, Any]) -> tuple[Ending, Produced, list[Page]]:

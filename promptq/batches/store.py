@@ -41,7 +41,6 @@ class BatchStore:
         self.claims = BatchClaims(self.client, store, self.ref)
         # Told of a batch's end once its fold committed it (promptq.adapters.webhook_events; wiring.batches).
         self.on_end: Callable[[str, BatchDoc], None] | None = None
-        # Told of the executions a bulk write ended, all at once (else the store's ``on_end``, one by one).
         self.on_ends: Callable[[list[tuple[str, ExecutionDoc]]], None] | None = None
 
     def ref(self, batch_id: str) -> firestore.DocumentReference:
@@ -222,9 +221,8 @@ class BatchStore:
     # --- many items at once ------------------------------------------------------------------
 
     def change_many(self, ids: list[str], decide: Callable[[ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
-        """Apply a decision to many executions, a few hundred per commit, commits in parallel,
-        each write conditional on the version read (a chunk that meets a conflict falls back to
-        one at a time)."""
+        """Apply a decision to many executions, a few hundred per commit, commits in parallel, each
+        write conditional on the version read (a chunk meeting a conflict: one at a time)."""
         return self.change_each(ids, lambda _, e, j: decide(e, j))
 
     def change_each(self, ids: list[str], decide: Callable[[str, ExecutionDoc | None, JobDoc | None], Change | None]) -> int:
@@ -287,8 +285,9 @@ class BatchStore:
         return sum(1 for snap, _ in changes if self.store.update_if(snap.id, decide)[0] is not None)
 
     def _ended(self, written: list[tuple[str, Any, dict[str, Any] | None]]) -> None:
-        """The executions these bulk writes ended (their status terminal now, not before): the
-        store's ``on_end`` hears of each (``update_if`` tells it of the ones written one by one)."""
+        """The executions these bulk writes ended (their status terminal now, not before): ``on_ends``
+        hears of them all at once (wiring.batches: one read of their owner's webhook endpoints), else
+        the store's ``on_end`` of each (``update_if`` tells it of the ones written one by one)."""
         ended = [
             (execution_id, cast(ExecutionDoc, {**(before or {}), **(update or {})}))
             for execution_id, before, update in written

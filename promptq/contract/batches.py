@@ -96,7 +96,8 @@ class BatchField:
 
 
 class UpstreamCount:
-    """``batches/{batchId}.upstream``: the discounted lane's upstream batches of the current round."""
+    """``batches/{batchId}.upstream``: the discounted lane's upstream batches of the current round
+    (``total``, ``completed`` and ``failed`` are OpenRouter's ``request_counts``' names too)."""
 
     BATCHES: Final = "batches"  # how many upstream batches its items make
     SUBMITTED: Final = "submitted"  # of them, accepted by OpenRouter
@@ -104,6 +105,31 @@ class UpstreamCount:
     TOTAL: Final = "total"  # requests in the submitted ones (OpenRouter's request_counts)
     COMPLETED: Final = "completed"
     FAILED: Final = "failed"
+
+
+class UpstreamOp(str, enum.Enum):
+    """What a task of the discounted lane does to its upstream batch (``UpstreamTask``)."""
+
+    SUBMIT = "submit"
+    POLL = "poll"
+    CANCEL = "cancel"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class UpstreamStatus:
+    """OpenRouter's statuses of an upstream batch (its ``status``), as the lane reads them."""
+
+    VALIDATING: Final = "validating"
+    IN_PROGRESS: Final = "in_progress"
+    COMPLETED: Final = "completed"
+    FAILED: Final = "failed"
+    EXPIRED: Final = "expired"
+    CANCELLED: Final = "cancelled"
+
+
+UPSTREAM_ENDED = frozenset({UpstreamStatus.COMPLETED, UpstreamStatus.FAILED, UpstreamStatus.EXPIRED, UpstreamStatus.CANCELLED})
 
 
 class UpstreamState(str, enum.Enum):

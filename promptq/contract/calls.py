@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptq.contract.batches import BatchStatus
+from promptq.contract.batches import BatchStatus, UpstreamOp
 from promptq.contract.documents import Status
 
 # --- the worker's answer to Cloud Tasks ------------------------------------------------
@@ -188,21 +188,12 @@ class FoldTask(_Answer):
 
 
 class UpstreamTask(_Answer):
-    """What a task of the discounted lane carries: submit, poll or cancel one upstream batch
-    (``group``: its document under ``batches/{batchId}/upstream``; ``promptq.batches.discount_flow``)."""
+    """What a task of the discounted lane carries: submit, poll or cancel one upstream batch (``group``:
+    its document under ``batches/{batchId}/upstream``; ``promptq.batches.discount_flow``)."""
 
     batchId: str
     group: str
     op: str  # UpstreamOp
-
-
-class UpstreamOp(str, enum.Enum):
-    SUBMIT = "submit"
-    POLL = "poll"
-    CANCEL = "cancel"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

@@ -9,8 +9,9 @@
     promptq key set|show|delete        (set reads the key from stdin or a prompt)
     promptq webhook add URL [--event E ...] [--batch-items] | list | delete ID | rotate ID
     promptq admin stats [--json]      (operators: the ID token's custom claim admin: true)
-    promptq batch run FILE.jsonl [--model M] [--concurrency N] [--out results.jsonl] [--format openai]
+    promptq batch run FILE.jsonl [--model M] [--concurrency N] [--lane stream|discounted] [--out results.jsonl] [--format openai]
     promptq batch follow|show|cancel|retry|results ID [--out FILE] [--format openai]
+    promptq batch retry ID [--lane stream|discounted]   (default: the lane of the batch's last round)
 
 Targets the local stack by default (endpoints from .stack/env, written by ``make up``), or a
 real project with ``--project`` / ``--functions-url`` / ``--web-api-key`` (or PROMPTQ_PROJECT,

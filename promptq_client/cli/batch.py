@@ -7,6 +7,10 @@ model?, models?, params?}``) or OpenAI batch input lines (``{custom_id, method, 
 JSONL, one line per item as it ends: ``{customId, custom_id, index, status, output, json,
 toolCalls, model, usage, cost, error, executionId}``, or with ``--format openai`` OpenAI's batch
 output lines (``{id, custom_id, response: {status_code, request_id, body}, error}``).
+
+``--lane discounted`` (``run``, ``retry``) runs the items on OpenRouter's Batch API at about half
+price: their results arrive as each upstream batch ends, and the progress shows those batches
+(``lane_line``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from promptq.contract import TERMINAL
+from promptq.contract import TERMINAL, BatchAnswer, BatchLane, UpstreamCount
 from promptq_client.api import Client, User
 from promptq_client.cli import inputs, openai_batch
 from promptq_client.cli.target import EXIT_ENDED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Target, say, sign_in
 
 POLL_S = 0.5
 FORMATS = ("promptq", "openai")
+LANES = tuple(lane.value for lane in BatchLane)  # stream (the default), discounted
 
 
 def item_of(line: dict[str, Any], number: int, dropped: Counter[str] | None = None) -> dict[str, Any]:
@@ -97,10 +102,36 @@ class Collector:
             self.written.add(item.executionId)
 
 
+def lane_line(answer: BatchAnswer) -> str:
+    """The batch's lane when it is not the stream lane, and its upstream batches' progress when it
+    has any: ``discounted lane · upstream: 2 batches, 1 submitted, 0 ended, 340/5000 done, 2 failed``
+    ("" for a streamed batch)."""
+    parts = [] if answer.lane == BatchLane.STREAM.value else [f"{answer.lane} lane"]
+    if (up := answer.upstream) is not None:
+        n = up.get(UpstreamCount.BATCHES, 0)
+        parts.append(
+            f"upstream: {n} batch{'' if n == 1 else 'es'}, {up.get(UpstreamCount.SUBMITTED, 0)} submitted, "
+            f"{up.get(UpstreamCount.ENDED, 0)} ended, {up.get(UpstreamCount.COMPLETED, 0)}/{up.get(UpstreamCount.TOTAL, 0)} done, "
+            f"{up.get(UpstreamCount.FAILED, 0)} failed"
+        )
+    return " · ".join(parts)
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    return Progress(
+    class Bar(Progress):
+        """The bar, and under it a line of its own (``lane``): the discounted lane's upstream batches."""
+
+        lane = ""
+
+        def get_renderables(self):
+            yield from super().get_renderables()
+            if self.lane:
+                yield Text(self.lane, overflow="fold")
+
+    return Bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -130,19 +161,7 @@ def follow(client: Client, user: User, batch_id: str, out: TextIO | None, fmt: s
         try:
             while True:
                 answer = client.batch(user, batch_id)
-                c, done = answer.counts, answer.counts["succeeded"] + answer.counts["failed"] + answer.counts["cancelled"]
-                tokens = sum((answer.usage or {}).values())
-                bar.update(
-                    task,
-                    total=c["total"],
-                    completed=done,
-                    description=answer.status.value,
-                    ok=c["succeeded"],
-                    failed=c["failed"] + c["cancelled"],
-                    tokens=f"{tokens:,}",
-                    cost=f"{answer.cost:.6f}",
-                    rate=f"{done / max(time.monotonic() - started, 1e-9):.1f}",
-                )
+                _show(bar, task, answer, time.monotonic() - started)
                 collector.collect()
                 if answer.status.value in ("completed", "cancelled"):
                     break
@@ -151,11 +170,29 @@ def follow(client: Client, user: User, batch_id: str, out: TextIO | None, fmt: s
             bar.stop()
             return _interrupted(client, user, batch_id)
     collector.finish()
+    c, tokens = answer.counts, sum((answer.usage or {}).values())
     say(
         f"batch {batch_id} {answer.status.value}: {c['succeeded']} succeeded, {c['failed']} failed, {c['cancelled']} cancelled; "
-        f"{tokens:,} tokens, ${answer.cost:.6f}"
+        f"{tokens:,} tokens, ${answer.cost:.6f}" + ("" if answer.lane == BatchLane.STREAM.value else f" ({answer.lane} lane)")
     )
     return EXIT_OK if answer.status.value == "completed" and not c["failed"] else EXIT_ENDED
+
+
+def _show(bar, task, answer: BatchAnswer, elapsed: float) -> None:
+    """One poll's answer on the progress bar (and the lane's line under it)."""
+    bar.lane = lane_line(answer)
+    c, done = answer.counts, answer.counts["succeeded"] + answer.counts["failed"] + answer.counts["cancelled"]
+    bar.update(
+        task,
+        total=c["total"],
+        completed=done,
+        description=answer.status.value,
+        ok=c["succeeded"],
+        failed=c["failed"] + c["cancelled"],
+        tokens=f"{sum((answer.usage or {}).values()):,}",
+        cost=f"{answer.cost:.6f}",
+        rate=f"{done / max(elapsed, 1e-9):.1f}",
+    )
 
 
 def _interrupted(client: Client, user: User, batch_id: str) -> int:
@@ -184,7 +221,12 @@ def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
         items = read_items(args.target)
         options = {
             k: v
-            for k, v in (("model", args.model), ("maxConcurrency", args.concurrency), ("params", inputs.vocabulary(args) or None))
+            for k, v in (
+                ("model", args.model),
+                ("maxConcurrency", args.concurrency),
+                ("params", inputs.vocabulary(args) or None),
+                ("lane", args.lane),  # not given: the stream lane (the server's default)
+            )
             if v is not None
         }
         started = client.start_batch(user, items, **options)
@@ -195,7 +237,10 @@ def cmd_batch(args: argparse.Namespace, target: Target, client: Client) -> int:
         with _out(args.out) as out:
             return follow(client, user, args.target, out, args.format)
     if args.action in ("cancel", "retry", "resume"):
-        answer = {"cancel": client.cancel_batch, "retry": client.retry_batch, "resume": client.resume_batch}[args.action](user, args.target)
+        if args.action == "retry":
+            answer = client.retry_batch(user, args.target, lane=args.lane)
+        else:
+            answer = {"cancel": client.cancel_batch, "resume": client.resume_batch}[args.action](user, args.target)
         print(answer.message or answer.status.value, flush=True)
         return EXIT_OK
     if args.action == "results":
@@ -225,12 +270,18 @@ def add_parser(commands, target: argparse.ArgumentParser) -> None:
         "batch",
         parents=[target],
         help="run a JSONL file as one batch; follow, cancel, retry, resume, results",
-        description="promptq batch run FILE.jsonl | follow|show|cancel|retry|resume|results ID",
+        description="promptq batch run FILE.jsonl [--lane discounted] | follow|show|cancel|retry|resume|results ID",
     )
     batch.add_argument("action", choices=["run", "follow", "show", "cancel", "retry", "resume", "results"])
     batch.add_argument("target", metavar="FILE|ID", help="run: a JSONL file ('-': stdin); otherwise the batch id")
     batch.add_argument("--model", help="run: the model of items that name none")
-    batch.add_argument("--concurrency", type=int, metavar="N", help="run: items running at once (maxConcurrency)")
+    batch.add_argument("--concurrency", type=int, metavar="N", help="run: items running at once (maxConcurrency; the stream lane only)")
+    batch.add_argument(
+        "--lane",
+        choices=LANES,
+        help="run: stream (default: each item streamed, full price) or discounted (OpenRouter's Batch API, about half price; "
+        "results when each upstream batch ends); retry: the lane of the failed items (default: the batch's last round's)",
+    )
     batch.add_argument("--out", metavar="FILE", help="run/follow/results: write results as JSONL here, as they finish")
     batch.add_argument(
         "--format", choices=FORMATS, default="promptq", help="run/follow/results: promptq's result lines, or OpenAI's batch output lines"

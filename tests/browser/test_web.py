@@ -247,6 +247,54 @@ def test_a_batch_shows_its_counts_and_items_live_and_opens_one(page, web_url: st
     page.screenshot("web-batch.png")
 
 
+# The driver has no "select" command: choose the lane as a person would, value then change event.
+CHOOSE_DISCOUNTED = """(() => {
+  const lane = document.getElementById("batch-lane-choice");
+  lane.value = "discounted";
+  lane.dispatchEvent(new Event("change", { bubbles: true }));
+  return lane.value;
+})()"""
+
+
+def test_the_batch_form_starts_a_discounted_batch_and_shows_a_refusal(page, client, db):
+    """One prompt a line (empty lines skipped) on the discounted lane: the page follows the new
+    batch to its end; a model the lane cannot run is refused in the form, naming the field."""
+    page.call("fill", selector="#batch-prompts", value="form batch one\n\nform batch two\nform batch three\n")
+    page.call("fill", selector="#batch-model", value="fake/tokens=3,rate=0")
+    assert page.eval(CHOOSE_DISCOUNTED) == "discounted"
+    page.call("click", selector="#batch-start")
+    page.wait_text("#batch-id", r"^[A-Za-z0-9_-]+$", timeout=20)
+    batch_id = page.text("#batch-id")
+    assert page.eval("location.hash") == f"#/batches/{batch_id}"
+    page.wait_text("#batch-status", "^completed$", timeout=60)
+    page.wait_text("#batch-lane", "Discounted")
+    assert page.text("#batch-counts").startswith("3 of 3 done · 3 succeeded"), page.text("#batch-counts")
+    page.wait_text("#batch-items li:nth-child(3) .custom-id", "^line-3$")
+    assert page.texts(*(f"#batch-items li:nth-child({n}) .custom-id" for n in (1, 2))) == ["line-1", "line-2"]
+    user = client.sign_in("test@promptq.local", "test-password")
+    answer = client.batch(user, batch_id)
+    assert answer.lane == "discounted" and answer.counts["succeeded"] == 3, answer
+    assert not page.call("disabled", selector="#batch-start")
+    page.screenshot("web-batch-form.png")
+
+    # Web search (:online) is not available on the discounted lane: refused before anything is written.
+    page.call("fill", selector="#batch-prompts", value="search the web for this")
+    page.call("fill", selector="#batch-model", value="fake/x:online")
+    assert page.eval(CHOOSE_DISCOUNTED) == "discounted"
+    page.call("click", selector="#batch-start")
+    page.wait_text("#batch-form-error", "model: ", timeout=20)
+    assert not page.call("disabled", selector="#batch-start")
+    assert page.eval("location.hash") == f"#/batches/{batch_id}", "a refusal left the batch shown"
+    assert [snap.id for snap in db.collection("batches").stream()] == [batch_id], "a refused batch was written"
+
+    # More than 1,000 prompts: the form says so itself, without calling the server.
+    page.call("fill", selector="#batch-prompts", value="\n".join(f"prompt {n}" for n in range(1001)))
+    page.call("fill", selector="#batch-model", value="fake/tokens=3,rate=0")
+    page.call("click", selector="#batch-start")
+    page.wait_text("#batch-form-error", "at most 1,000 lines")
+    assert [snap.id for snap in db.collection("batches").stream()] == [batch_id]
+
+
 PNG_1x1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 

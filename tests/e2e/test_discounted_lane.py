@@ -143,14 +143,34 @@ def test_what_the_lane_cannot_carry_is_refused_naming_the_field(client, make_use
     assert not list(db.collection("batches").limit(1).stream()) and not list(db.collection("executions").limit(1).stream())
 
 
-def test_failed_items_retry_on_the_stream_lane(client, make_user, db):
+def test_expired_items_fail_and_retry_on_the_stream_lane(client, make_user, db):
     user = make_user()
-    items = [{"customId": str(i), "prompt": f"retried on the stream lane {i}"} for i in range(4)]
-    items[2]["model"] = "fake/tokens=3,rate=0,fault=status,code=503,times=1"  # fails once in the batch; streams fine after
-    started = client.start_batch(user, items, model="fake/tokens=3,rate=0", lane="discounted")
+    items = [{"customId": str(i), "prompt": f"expired, then streamed {i}"} for i in range(4)]
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_expire=1", lane="discounted")
     first = wait_batch(client, user, started.batchId)
-    assert first.counts["failed"] == 1 and first.counts["succeeded"] == 3, first.counts
+    assert first.counts["failed"] == 3 and first.counts["succeeded"] == 1, first.counts
+    expired = [r for r in all_results(client, user, started.batchId) if r.status == "failed"]
+    assert all(r.error["code"] == "batch_expired" for r in expired), [r.error for r in expired]
     retried = client.retry_batch(user, started.batchId, lane="stream")
     assert retried.lane == "stream"
     final = poll(lambda: client.batch(user, started.batchId), lambda a: a.status.value == "completed" and a.round == 1, timeout=60)
     assert final.counts["succeeded"] == 4 and final.lane == "stream", final.counts
+
+
+def test_a_submission_waits_out_a_429_and_its_items_fail_on_a_402(client, make_user, upstream):
+    user = make_user()
+    httpx.post(f"{upstream.root}/_fake/throttle", json={"seconds": 3, "retry_after": 1}, timeout=5).raise_for_status()
+    items = [{"customId": str(i), "prompt": f"refused submission {i}"} for i in range(3)]
+    waited = client.start_batch(user, items, model="fake/tokens=3,rate=0", lane="discounted")
+    assert wait_batch(client, user, waited.batchId).counts["succeeded"] == 3
+    assert httpx.get(f"{upstream.root}/_fake/throttle", timeout=5).json()["refused"] >= 1
+    assert fake_batches(upstream)["submits"]["total"] == 1
+    httpx.post(f"{upstream.root}/_fake/credit", json={"spent": True}, timeout=5).raise_for_status()
+    try:
+        refused = client.start_batch(user, items, model="fake/tokens=3,rate=0", lane="discounted")
+        final = wait_batch(client, user, refused.batchId)
+    finally:
+        httpx.post(f"{upstream.root}/_fake/credit", json={"spent": False}, timeout=5).raise_for_status()
+    assert final.counts["failed"] == 3, final.counts
+    errors = [r.error for r in all_results(client, user, refused.batchId)]
+    assert all(e["code"] == "upstream_payment_required" and "attention" in e["message"] for e in errors), errors

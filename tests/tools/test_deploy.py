@@ -114,7 +114,8 @@ def described(endpoint: dict) -> list[str]:
     if "scheduleTrigger" in endpoint:
         trigger = f"schedule {endpoint['scheduleTrigger']['schedule']}"
     else:
-        trigger = "task queue" if "taskQueueTrigger" in endpoint else "callable" if "callableTrigger" in endpoint else "?"
+        kinds = {"taskQueueTrigger": "task queue", "callableTrigger": "callable", "httpsTrigger": "https"}
+        trigger = next((kind for key, kind in kinds.items() if key in endpoint), "?")
     memory = endpoint.get("availableMemoryMb") or firebase_default("DEFAULT_MEMORY")
     # firebase-tools gives 2nd gen functions 1 CPU up to 2 GB, and DEFAULT_CONCURRENCY with a whole CPU.
     concurrency = endpoint.get("concurrency") or firebase_default("DEFAULT_CONCURRENCY")

@@ -103,9 +103,23 @@ CLOUD_CLIENTS = ("google.cloud.firestore", "google.cloud.tasks")
 # A feature folder keeps its rings inside it: promptq/batches holds a batch's pure decisions (of
 # the domain's ring), its stores (of the adapters') and what runs a batch on them (the flow, the
 # start: they may use all of promptq, never the callables nor the worker).
-BATCH_PURE = {"promptq.batches", "promptq.batches.batch", "promptq.batches.fold", "promptq.batches.fairshare", "promptq.batches.pauses"}
-BATCH_STORES = {"promptq.batches.claims", "promptq.batches.store", "promptq.batches.fairshare_store"}
-BATCH_RUNS = {"promptq.batches.flow", "promptq.batches.start"}
+BATCH_PURE = {
+    "promptq.batches",
+    "promptq.batches.batch",
+    "promptq.batches.fold",
+    "promptq.batches.fairshare",
+    "promptq.batches.pauses",
+    "promptq.batches.discount",
+}
+BATCH_STORES = {"promptq.batches.claims", "promptq.batches.store", "promptq.batches.fairshare_store", "promptq.batches.discount_store"}
+BATCH_RUNS = {
+    "promptq.batches.flow",
+    "promptq.batches.start",
+    "promptq.batches.discount_books",
+    "promptq.batches.discount_flow",
+    "promptq.batches.discount_submit",
+    "promptq.batches.discount_results",
+}
 FEATURE_RINGS = {"domain": RINGS["domain"] | BATCH_PURE, "adapters": RINGS["adapters"] | BATCH_PURE | BATCH_STORES, "application": {"promptq"}}
 
 

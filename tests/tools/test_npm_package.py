@@ -125,8 +125,8 @@ import { initializeApp } from "firebase/app";
 import { getFirestore } from "firebase/firestore";
 import { getFunctions } from "firebase/functions";
 import {
-  startBatch, startExecution, stopExecution, watchBatch, watchExecution,
-  type BatchState, type ErrorCode, type ExecutionState, type StartRequest,
+  retryBatch, startBatch, startExecution, stopExecution, watchBatch, watchExecution,
+  type BatchState, type ErrorCode, type ExecutionState, type StartRequest, type UpstreamProgress,
 } from "@promptq/web";
 import { useBatch, useExecution } from "@promptq/web/react";
 import { Status } from "@promptq/web/schema";
@@ -157,6 +157,15 @@ export async function batch(): Promise<number> {
   return (await handle.done).counts.total + seen;
 }
 
+export async function discounted(): Promise<string> {
+  const { batchId } = await startBatch(functions, { items: [{ customId: "a", prompt: "Hi" }], lane: "discounted" });
+  const state = await watchBatch(db, batchId).done;
+  const up: UpstreamProgress | null = state.upstream;
+  const retried = await retryBatch(functions, batchId, { lane: "stream" });
+  await retryBatch(functions, batchId);  // on the lane of its last round
+  return `${state.lane} ${up ? `${up.completed}/${up.total} of ${up.batches}` : ""} ${retried.lane} ${retried.upstream?.failed ?? 0}`;
+}
+
 export function Answer({ executionId }: { executionId: string }) {
   const execution = useExecution(db, executionId);  // undefined until the first snapshot
   if (!execution) return <p>waiting…</p>;
@@ -182,6 +191,8 @@ export function Refused() {
   startExecution(functions, { prompt: "a", messages: [{ role: "user", content: "b" }] });
   // @ts-expect-error: model or models, not both
   startExecution(functions, { prompt: "a", model: "m", models: ["m"] });
+  // @ts-expect-error: not a lane (stream or discounted)
+  startBatch(functions, { items: [], lane: "cheap" });
   // @ts-expect-error: db is a Firestore (the package's types resolve firebase's)
   watchExecution("not a db", "id");
   // @ts-expect-error: undefined until the first snapshot

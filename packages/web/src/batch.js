@@ -37,6 +37,25 @@ import { BatchField, BATCH_TERMINAL, BATCHES, Count } from "./schema.js";
  * @property {number} lanesParked      lanes waiting for a cap; nothing is lost: they start as lanes end
  * @property {string | null} waitingFor  the cap they wait for: "user_cap" | "project_cap"
  * @property {BatchProviderWait | null} providerWait  its items wait for the provider; status "paused" for credit or a daily cap
+ * @property {BatchLaneName} lane      the lane its current round runs on
+ * @property {UpstreamProgress | null} upstream  the discounted lane: its current round's upstream batches (null: none yet, or streamed)
+ */
+
+/**
+ * How a batch's items run: "stream" (each streamed as it runs, at the standard price) or
+ * "discounted" (OpenRouter's Batch API at about half price; results when each upstream batch ends).
+ * @typedef {"stream" | "discounted"} BatchLaneName
+ */
+
+/**
+ * The discounted lane's upstream batches of the current round, as the last poll read them.
+ * @typedef {object} UpstreamProgress
+ * @property {number} batches    how many upstream batches its items make
+ * @property {number} submitted  of them, accepted by OpenRouter
+ * @property {number} ended      of them, ended upstream and their results written
+ * @property {number} total      requests in the submitted ones (OpenRouter's request counts)
+ * @property {number} completed
+ * @property {number} failed
  */
 
 /**
@@ -148,6 +167,8 @@ function toBatchState(batchId, b) {
     lanesParked: b[BatchField.LANES_PARKED] ?? 0,
     waitingFor: b[BatchField.WAITING_FOR] ?? null,
     providerWait: providerWait(b[BatchField.PROVIDER_WAIT]),
+    lane: b[BatchField.LANE] ?? "stream",
+    upstream: b[BatchField.UPSTREAM] ?? null,
   };
 }
 

@@ -7,6 +7,7 @@ import { Callable } from "./schema.js";
 
 /** @import { Functions } from "firebase/functions" */
 /** @import { BatchStatus, CallStatus, Reason } from "./schema.js" */
+/** @import { BatchLaneName, UpstreamProgress } from "./batch.js" */
 /** @import { ExecutionStatus } from "./watch.js" */
 /** @import { Message, Params } from "./request.js" */
 
@@ -36,8 +37,10 @@ import { Callable } from "./schema.js";
  */
 
 /**
- * `start_batch`'s request: the items, and what each gets unless it says otherwise.
- * @typedef {ModelChoice & {items: BatchItemRequest[], params?: Params, maxConcurrency?: number, idempotencyKey?: string}} BatchRequest
+ * `start_batch`'s request: the items, what each gets unless it says otherwise, and the lane they
+ * run on ("stream" by default; "discounted": OpenRouter's Batch API, where `maxConcurrency` is ignored).
+ * @typedef {ModelChoice & {items: BatchItemRequest[], params?: Params, maxConcurrency?: number, lane?: BatchLaneName,
+ *   idempotencyKey?: string}} BatchRequest
  */
 
 /**
@@ -142,7 +145,7 @@ import { Callable } from "./schema.js";
  */
 
 /**
- * `cancel_batch`'s answer: the batch as last folded, and what the cancel did.
+ * `cancel_batch`'s, `retry_batch`'s and `resume_batch`'s answer: the batch as last folded, and what the call did.
  * @typedef {object} BatchAnswer
  * @property {string} batchId
  * @property {BatchStatusName} status
@@ -160,6 +163,8 @@ import { Callable } from "./schema.js";
  * @property {number} lanesParked     lanes waiting for a fair-share cap: they start as lanes end
  * @property {string | null} waitingFor  the cap they wait for: "user_cap" | "project_cap"
  * @property {ProviderWait | null} providerWait  its items wait for the provider (a throttle, spent credit, a daily cap)
+ * @property {BatchLaneName} lane    the lane its current round runs on
+ * @property {UpstreamProgress | null} upstream  the discounted lane's upstream batches of the current round
  * @property {string | null} message
  */
 
@@ -263,6 +268,17 @@ export function cancelExecution(functions, executionId) {
  */
 export function cancelBatch(functions, batchId) {
   return call(functions, Callable.CANCEL_BATCH, { batchId });
+}
+
+/**
+ * Run a batch's failed items again (`retry_batch`), on `lane` (default: the lane of its last round).
+ * @param {Functions} functions
+ * @param {string} batchId
+ * @param {{lane?: BatchLaneName}} [options]
+ * @returns {Promise<BatchAnswer>}
+ */
+export function retryBatch(functions, batchId, { lane } = {}) {
+  return call(functions, Callable.RETRY_BATCH, lane ? { batchId, lane } : { batchId });
 }
 
 /**

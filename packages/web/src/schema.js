@@ -51,6 +51,8 @@ export const ExecutionField = Object.freeze({
   "WAITING": "waiting",
   "AFTER": "after",
   "LANE": "lane",
+  "UPSTREAM_GROUP": "upstreamGroup",
+  "UPSTREAM_BATCH": "upstreamBatch",
   "PARKED": "parked",
   "PAUSED": "paused",
   "PROVIDER_WAIT": "providerWait",
@@ -177,7 +179,9 @@ export const BatchField = Object.freeze({
   "LANES_ACTIVE": "lanesActive",
   "LANES_PARKED": "lanesParked",
   "WAITING_FOR": "waitingFor",
-  "PROVIDER_WAIT": "providerWait"
+  "PROVIDER_WAIT": "providerWait",
+  "LANE": "lane",
+  "UPSTREAM": "upstream"
 });
 export const Count = Object.freeze({
   "TOTAL": "total",
@@ -215,6 +219,8 @@ export const Code = Object.freeze({
   "OUTPUT_NOT_JSON": "output_not_json",
   "OUTPUT_SCHEMA_MISMATCH": "output_schema_mismatch",
   "OUTPUT_SCHEMA_TOO_COSTLY": "output_schema_too_costly",
+  "BATCH_EXPIRED": "batch_expired",
+  "UPSTREAM_BATCH_FAILED": "upstream_batch_failed",
   "RESERVATION_EXCEEDED": "reservation_exceeded",
   "WRITE_REFUSED": "write_refused",
   "ENQUEUE_FAILED": "enqueue_failed",

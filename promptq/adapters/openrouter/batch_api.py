@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import httpx
 
 from promptq.adapters.openrouter.protocol import parse_retry_after
+from promptq.contract import UPSTREAM_ENDED, UpstreamCount
 from promptq.domain.redact import redact, register as redact_register
 
 ENDPOINT = "/v1/chat/completions"
@@ -46,7 +47,7 @@ class UpstreamBatch:
 
     id: str
     model: str
-    status: str  # validating, in_progress, finalizing, cancelling, completed, failed, expired, cancelled
+    status: str  # UpstreamStatus: validating, in_progress, finalizing, cancelling, completed, failed, expired, cancelled
     total: int
     completed: int
     failed: int
@@ -55,7 +56,7 @@ class UpstreamBatch:
 
     @property
     def ended(self) -> bool:
-        return self.status in ("completed", "failed", "expired", "cancelled")
+        return self.status in UPSTREAM_ENDED
 
     @classmethod
     def of(cls, raw: Any) -> "UpstreamBatch":
@@ -68,9 +69,9 @@ class UpstreamBatch:
             id=str(raw.get("id") or ""),
             model=str(raw.get("model") or ""),
             status=str(raw.get("status") or ""),
-            total=count("total"),
-            completed=count("completed"),
-            failed=count("failed"),
+            total=count(UpstreamCount.TOTAL),
+            completed=count(UpstreamCount.COMPLETED),
+            failed=count(UpstreamCount.FAILED),
             created_at=int(raw.get("created_at") or 0) if isinstance(raw.get("created_at"), int) else 0,
             error=redact(str(message))[:500] if message else None,
         )

@@ -120,6 +120,3 @@ def parse(row: Any) -> BatchResult | None:
         generation_id=_short(body.get("id")) or _short(response.get("request_id")),
         finish_reason=_short(choice.get("finish_reason"), 40),
     )
-
-
-__all__ = ["BatchResult", "failed", "parse"]
