@@ -107,7 +107,7 @@ def plot(row: dict, path: Path) -> None:
         xlabel="seconds since the upstream batch completed",
         ylabel="items with their result",
         title=f"Discounted lane: all {row['visibleItems']} results in {row['visibleSeconds']} s; "
-        f"${row['discountedCostPer1000']:.4f} vs ${row['streamCostPer1000']:.4f} per 1,000 items",
+        f"\\${row['discountedCostPer1000']:.4f} vs \\${row['streamCostPer1000']:.4f} per 1,000 items",
     )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)

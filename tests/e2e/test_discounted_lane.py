@@ -39,10 +39,10 @@ def all_results(client, user, batch_id: str) -> list:
 
 def test_a_thousand_items_end_with_every_result_at_the_lanes_price(client, make_user, db, upstream):
     user, marker = make_user(), uuid.uuid4().hex[:6]
-    model = "fake/tokens=12,rate=0"
+    model = "fake/tokens=12,rate=0,batch_phase=0.5"
     items = [{"customId": f"row-{i}", "prompt": f"discounted [{marker}] {i}"} for i in range(1000)]
     for i in (7, 500):
-        items[i]["model"] = "fake/tokens=12,rate=0,fault=status,code=400"  # fails upstream: its error kept
+        items[i]["model"] = "fake/tokens=12,rate=0,batch_phase=0.5,fault=status,code=400"  # fails upstream: its error kept
     started = client.start_batch(user, items, model=model, lane="discounted")
     seen = wait_batch(client, user, started.batchId, timeout=120)
     assert seen.status == "completed" and seen.lane == "discounted", seen
@@ -72,7 +72,7 @@ def test_a_thousand_items_end_with_every_result_at_the_lanes_price(client, make_
 def test_a_cancel_in_the_middle_writes_what_completed_and_leaves_nothing_running(client, make_user, db, upstream):
     user = make_user()
     items = [{"customId": str(i), "prompt": f"cancelled in the middle {i}"} for i in range(600)]
-    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=6", lane="discounted")
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=3", lane="discounted")
     # Cancelled while its upstream batch runs, some of its results produced.
     poll(lambda: fake_batches(upstream)["batches"], lambda bs: bool(bs) and bs[0]["request_counts"]["completed"] > 0, timeout=60, every=0.2)
     client.cancel_batch(user, started.batchId)
@@ -89,7 +89,7 @@ def test_a_cancel_in_the_middle_writes_what_completed_and_leaves_nothing_running
 def test_a_forged_callback_changes_nothing(client, make_user, db, upstream, stack):
     user = make_user()
     items = [{"customId": str(i), "prompt": f"forged callback {i}"} for i in range(5)]
-    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=3", lane="discounted")
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=1.5", lane="discounted")
     groups = db.collection("batches").document(started.batchId).collection("upstream")
     doc = poll(lambda: groups.document("0-0").get().to_dict(), lambda d: bool(d and d.get("upstreamId")), timeout=30)
     url = f"{stack['FUNCTIONS_URL']}batchcallback"
@@ -108,7 +108,7 @@ def test_a_worker_killed_while_it_submits_submits_no_upstream_batch_twice(client
     user = make_user()
     offset = worker_log().stat().st_size
     items = [{"customId": str(i), "prompt": f"killed submitter {i}"} for i in range(20)]
-    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_submit_delay=6", lane="discounted")
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_submit_delay=3", lane="discounted")
 
     def submitting() -> list:
         with open(worker_log(), errors="replace") as f:
