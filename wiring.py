@@ -26,6 +26,7 @@ from promptq.adapters.keys import KeyVault, kek_from
 from promptq.adapters.webhook_events import WebhookEvents
 from promptq.adapters.webhook_store import EndpointStore
 from promptq.batches.fairshare_store import LaneStore
+from promptq.batches.discount_flow import DiscountFlow
 from promptq.batches.flow import BatchFlow
 from promptq.batches.store import BatchStore
 from promptq.settings import Settings
@@ -138,25 +139,23 @@ def lanes() -> LaneStore:
 
 @once
 def batch_flow() -> BatchFlow:
-    return BatchFlow(batches(), task_queue(), fold_interval_s=settings().batch_fold_interval_s, lanes=lanes())
-
-
-@once
-def discount_flow():
-    """The discounted lane (OpenRouter's Batch API): its starts, tasks, callbacks and repairs."""
-    from promptq.batches.discount_flow import DiscountFlow
-
     s = settings()
-    built = DiscountFlow(
-        batch_flow(),
+    built = BatchFlow(batches(), task_queue(), fold_interval_s=s.batch_fold_interval_s, lanes=lanes())
+    built.discount = DiscountFlow(
+        built,
         task_queue(),
         callback_url=s.batch_callback_url if s.batch_callback_url != "off" else "",
         submit_lease_s=s.discount_submit_lease_s,
         provider_wait_s=s.batch_provider_wait_s,
         poll_scale=s.discount_poll_scale,
     )
-    batch_flow().discount = built
     return built
+
+
+def discount_flow() -> DiscountFlow:
+    """The discounted lane (OpenRouter's Batch API): its starts, tasks, callbacks and repairs
+    (the batches' flow's, so that every process that repairs batches has it: the sweeper too)."""
+    return batch_flow().discount
 
 
 @once

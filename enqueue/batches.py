@@ -234,11 +234,10 @@ def retry_batch(
     claimed = batches.claims.claim_round(batch_id, decide, len(items))
     unclaim = lambda: batches.claims.unclaim_round(batch_id, batch, claimed)  # noqa: E731
     items, unclaim, launch = lane.prepared(discount if discounted else None, batch_id, items, claimed, round_, unclaim)
-    superseded = [i for i, _ in failed]
-    _written(
-        lambda: batch_start.write(batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=superseded, launch=launch)
-    )
-    return _answer(batch_id, claimed, f"retrying {len(items)} failed items on the {its_lane} lane")
+    old = [i for i, _ in failed]
+    _written(lambda: batch_start.write(batches, flow, batch_id, items, claimed, reserves=worst.each, unclaim=unclaim, superseded=old, launch=launch))
+    moved = its_lane != (batch.get(BatchField.LANE) or BatchLane.STREAM.value) or discounted  # (the lane said when not the usual)
+    return _answer(batch_id, claimed, f"retrying {len(items)} failed items" + (f" on the {its_lane} lane" if moved else ""))
 
 
 def resume_batch(uid: str | None, data: Any, *, batches: BatchStore, flow: BatchFlow, cooldowns: Cooldowns) -> dict:

@@ -188,7 +188,10 @@ class BatchClaims:
     def written(self, batch_id: str) -> None:
         """Every item of the claim is written: folds may count and end the batch."""
         commit = Commit(self.client)
-        commit.update(self.ref(batch_id), write_counted({BatchField.WRITING: False, BatchField.UPDATED_AT: ex.utcnow()}), version=None)
+        now = ex.utcnow()
+        commit.update(
+            self.ref(batch_id), write_counted({BatchField.WRITING: False, BatchField.UPDATED_AT: now, BatchField.WRITTEN_AT: now}), version=None
+        )
         commit.commit()
 
     def unclaim(self, batch_id: str, batch_doc: BatchDoc) -> None:

@@ -155,10 +155,10 @@ class BatchStore:
             if not snap.exists:
                 return Step(None, lambda: None)
             batch = cast(BatchDoc, snap.to_dict() or {})
-            folded_at = batch.get(BatchField.FOLDED_AT)
-            if batch.get(BatchField.WRITING) or (folded_at is not None and folded_at >= when):
+            folded_at, written_at = batch.get(BatchField.FOLDED_AT), batch.get(BatchField.WRITTEN_AT)
+            if batch.get(BatchField.WRITING) or (folded_at is not None and folded_at >= when) or (written_at is not None and when < written_at):
                 # Its items are still being written (the call writing them asks for a fold when
-                # done), or a fold of a later instant was written: this one is older news.
+                # done), or were at that instant, or a fold of a later instant was written: older news.
                 return Step(None, lambda: batch)
             # While it runs, the totals are read again only when more items ended; once it ended,
             # always (a cancelled item's cost is read from OpenRouter after its end).

@@ -66,6 +66,7 @@ class BatchField:
     # True from the claim until every item is written: no fold ends it meanwhile (the sweeper
     # clears it when the call that claimed it is long gone).
     WRITING: Final = "writing"
+    WRITTEN_AT: Final = "writtenAt"  # when its (or its round's) items were all written: no fold reads an instant before it
     SETTLED: Final = "settled"  # what was added to the owner's usage so far: {executions, promptTokens, completionTokens, cost}
     IDEMPOTENCY_KEY: Final = "idempotencyKey"
     REQUEST_HASH: Final = "requestHash"

@@ -118,6 +118,7 @@ class BatchDoc(TypedDict, total=False):
     projectHold: dict[str, float]
     projectShard: int | None
     writing: bool
+    writtenAt: datetime | None
     settled: dict[str, Any]
     idempotencyKey: str | None
     requestHash: str

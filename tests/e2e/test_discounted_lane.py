@@ -1,7 +1,8 @@
 """The discounted lane end to end, on the local stack: start_batch(lane="discounted") → upstream
 batches submitted to the local upstream's Batch API (priced at half) → polls and callbacks →
 each result its item's ending → the fold; cancel in the middle, a forged callback, a worker
-killed while it submits, what the lane refuses, a retry on the stream lane."""
+killed while it submits, what the lane refuses, expiry and a retry on the stream lane, refused
+submissions, a lost task the sweeper repairs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ import httpx
 import pytest
 
 from devstack.stack import worker_log
+from enqueue.sweeper import sweep
+from promptq.adapters.store import ExecutionStore
+from promptq.adapters.tasks import TaskQueue
+from promptq.batches.discount_flow import DiscountFlow
+from promptq.batches.flow import BatchFlow
+from promptq.batches.store import BatchStore
+from promptq.settings import Settings
 from promptq_client.api import CallError
 from waiting import poll, wait_for
 
@@ -174,3 +182,27 @@ def test_a_submission_waits_out_a_429_and_its_items_fail_on_a_402(client, make_u
     assert final.counts["failed"] == 3, final.counts
     errors = [r.error for r in all_results(client, user, refused.batchId)]
     assert all(e["code"] == "upstream_payment_required" and "attention" in e["message"] for e in errors), errors
+
+
+def test_the_sweeper_resubmits_an_upstream_batch_whose_task_was_lost(client, make_user, db, stack, paused_queue):
+    """The submit task of a group is lost (deleted here, as when Cloud Tasks dropped it after its
+    attempts): the sweeper's repair of the batch nothing changed for a while gives it a new one."""
+    user = make_user()
+    items = [{"customId": str(i), "prompt": f"lost submit {i}"} for i in range(3)]
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=0.5", lane="discounted")
+    paused_queue.delete_task(name=f"{stack['TASKS_QUEUE_BOOKS']}/tasks/up-{started.batchId}-0-0-s0")
+    queues = (stack["TASKS_QUEUE"], stack["TASKS_QUEUE_BATCH"], stack["TASKS_QUEUE_BOOKS"])
+    for name in queues:
+        paused_queue.resume_queue(name=name)
+    wait_for(lambda: not any(list(paused_queue.list_tasks(parent=name)) for name in queues), what="the queues to empty")
+    group = db.collection("batches").document(started.batchId).collection("upstream").document("0-0").get().to_dict()
+    assert group["state"] == "pending" and client.batch(user, started.batchId).counts["queued"] == 3
+    settings = Settings(
+        project_id=stack["PROJECT_ID"], worker_url=stack["WORKER_URL"], tasks_emulator_host=stack["PROMPTQ_TASKS_EMULATOR_HOST"], sweep_grace_s=0
+    )
+    queue, store = TaskQueue(settings), ExecutionStore(db)
+    flow = BatchFlow(BatchStore(store), queue)
+    flow.discount = DiscountFlow(flow, queue, callback_url="")
+    assert sweep(store, queue, settings, flow=flow).handed_over == 1
+    final = wait_batch(client, user, started.batchId, timeout=60)
+    assert final.counts["succeeded"] == 3, final.counts

@@ -49,6 +49,7 @@ def test_defaults_match_the_dataclass_defaults():
         Settings(project_id="demo-promptq"),
         worker_url=f"https://us-central1-demo-promptq.cloudfunctions.net/{FN}",
         webhook_url="https://us-central1-demo-promptq.cloudfunctions.net/deliverwebhook",
+        batch_callback_url="https://us-central1-demo-promptq.cloudfunctions.net/batchcallback",
     )
 
 

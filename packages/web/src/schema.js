@@ -163,6 +163,7 @@ export const BatchField = Object.freeze({
   "PROJECT_HOLD": "projectHold",
   "PROJECT_SHARD": "projectShard",
   "WRITING": "writing",
+  "WRITTEN_AT": "writtenAt",
   "SETTLED": "settled",
   "IDEMPOTENCY_KEY": "idempotencyKey",
   "REQUEST_HASH": "requestHash",
