@@ -20,7 +20,7 @@ from promptq.adapters.openrouter.calls import KeyInfo, key_info
 from enqueue.pricing import Prices
 from promptq.adapters.tasks import TaskQueue
 from promptq.adapters.operator_reads import OperatorReads
-from promptq.adapters import traces, write_log
+from promptq.adapters import logs, traces, write_log
 from promptq.adapters.cooldowns import Cooldowns
 from promptq.adapters.keys import KeyVault, kek_from
 from promptq.adapters.webhook_events import WebhookEvents
@@ -105,8 +105,14 @@ def operator_reads() -> OperatorReads:
 def batches() -> BatchStore:
     built = BatchStore(store())
     built.on_end = lambda batch_id, batch: webhook_events().batch_ended(batch_id, batch)
-    built.on_ends = lambda ended: webhook_events().executions_ended(ended)  # type: ignore[arg-type]
+    built.on_ends = _ended_in_bulk
     return built
+
+
+def _ended_in_bulk(ended: list) -> None:
+    """Executions a bulk write ended: their metric lines, and their owners' webhooks."""
+    logs.endings_in_bulk(ended)
+    webhook_events().executions_ended(ended)
 
 
 @once

@@ -85,9 +85,9 @@ FAKE_UPSTREAM_SETTINGS = {
     # An interactive execution waits for a throttled provider this long here (a minute by default).
     "PROMPTQ_INTERACTIVE_PROVIDER_WAIT": "30",
     # The discounted lane: polls at half the production delays (the local upstream's batches
-    # end in seconds), and a lost submission looked for upstream after 5 s, not 90.
+    # end in seconds), and a lost submission looked for upstream after 3 s, not 90.
     "PROMPTQ_DISCOUNT_POLL_SCALE": "0.5",
-    "PROMPTQ_DISCOUNT_SUBMIT_LEASE": "5",
+    "PROMPTQ_DISCOUNT_SUBMIT_LEASE": "3",
 }
 FAKE_KEY = "sk-local-fake-upstream"
 FUNCTION_START_TIMEOUT_S = 120  # how long the Functions emulator waits for a new Python process

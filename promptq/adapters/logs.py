@@ -34,7 +34,8 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol, TextIO
 
-from promptq.contract.metrics import LogField, fields
+from promptq.contract import ErrorField, ExecutionField
+from promptq.contract.metrics import Event, LogField, fields
 from promptq.domain.redact import redact
 
 TRACE_KEY = "logging.googleapis.com/trace"
@@ -215,3 +216,22 @@ def configure(service: str, *, level: int = logging.INFO, stream: TextIO | None 
     root.setLevel(level)
     logging.captureWarnings(True)  # warnings.warn lines are JSON lines too
     return handler
+
+
+def endings_in_bulk(ended: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """One ``execution.ended`` line for each execution a bulk write ended (a batch's cancel, an
+    upstream batch's results: ``promptq.batches.store.BatchStore.change_each``), as the worker
+    logs each of its own: the log-based metrics count every ending, however it was written."""
+    for execution_id, execution in ended:
+        error = execution.get(ExecutionField.ERROR) or {}
+        values = fields(
+            Event.EXECUTION_ENDED,
+            status=execution.get(ExecutionField.STATUS),
+            code=error.get(ErrorField.CODE),
+            model=execution.get(ExecutionField.MODEL) or execution.get(ExecutionField.REQUESTED_MODEL),
+            costUsd=execution.get(ExecutionField.COST),
+            batchId=execution.get(ExecutionField.BATCH_ID),
+        )
+        logging.getLogger("promptq.batches").info(
+            "execution %s: %s (written in bulk)", execution_id, execution.get(ExecutionField.STATUS), extra=values
+        )

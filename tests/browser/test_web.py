@@ -260,7 +260,7 @@ def test_the_batch_form_starts_a_discounted_batch_and_shows_a_refusal(page, clie
     """One prompt a line (empty lines skipped) on the discounted lane: the page follows the new
     batch to its end; a model the lane cannot run is refused in the form, naming the field."""
     page.call("fill", selector="#batch-prompts", value="form batch one\n\nform batch two\nform batch three\n")
-    page.call("fill", selector="#batch-model", value="fake/tokens=3,rate=0")
+    page.call("fill", selector="#batch-model", value="fake/tokens=3,rate=0,batch_phase=0.3")
     assert page.eval(CHOOSE_DISCOUNTED) == "discounted"
     page.call("click", selector="#batch-start")
     page.wait_text("#batch-id", r"^[A-Za-z0-9_-]+$", timeout=20)

@@ -154,7 +154,7 @@ def test_what_the_lane_cannot_carry_is_refused_naming_the_field(client, make_use
 def test_expired_items_fail_and_retry_on_the_stream_lane(client, make_user, db):
     user = make_user()
     items = [{"customId": str(i), "prompt": f"expired, then streamed {i}"} for i in range(4)]
-    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_expire=1", lane="discounted")
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=0.3,batch_expire=1", lane="discounted")
     first = wait_batch(client, user, started.batchId)
     assert first.counts["failed"] == 3 and first.counts["succeeded"] == 1, first.counts
     expired = [r for r in all_results(client, user, started.batchId) if r.status == "failed"]
@@ -169,13 +169,13 @@ def test_a_submission_waits_out_a_429_and_its_items_fail_on_a_402(client, make_u
     user = make_user()
     httpx.post(f"{upstream.root}/_fake/throttle", json={"seconds": 3, "retry_after": 1}, timeout=5).raise_for_status()
     items = [{"customId": str(i), "prompt": f"refused submission {i}"} for i in range(3)]
-    waited = client.start_batch(user, items, model="fake/tokens=3,rate=0", lane="discounted")
+    waited = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=0.2", lane="discounted")
     assert wait_batch(client, user, waited.batchId).counts["succeeded"] == 3
     assert httpx.get(f"{upstream.root}/_fake/throttle", timeout=5).json()["refused"] >= 1
     assert fake_batches(upstream)["submits"]["total"] == 1
     httpx.post(f"{upstream.root}/_fake/credit", json={"spent": True}, timeout=5).raise_for_status()
     try:
-        refused = client.start_batch(user, items, model="fake/tokens=3,rate=0", lane="discounted")
+        refused = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=0.2", lane="discounted")
         final = wait_batch(client, user, refused.batchId)
     finally:
         httpx.post(f"{upstream.root}/_fake/credit", json={"spent": False}, timeout=5).raise_for_status()
