@@ -23,10 +23,9 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
     page = batches.page(req.batchId, by_index=req.order == "index", after=req.pageToken, limit=req.pageSize + 1)
     if page is None:
         raise rq.RequestError("pageToken: not a token of this batch (use the nextPageToken of the previous answer)")
-    items, chars = [], 0
+    items, chars, texts = [], 0, _Texts(batches, page[: req.pageSize])
     for execution_id, doc in page[: req.pageSize]:
-        ended = ex.is_terminal(doc)
-        output = batches.store.texts.text(execution_id, doc) if ended else None
+        output = texts.of(execution_id)
         items.append(
             BatchItem(
                 customId=doc[ExecutionField.CUSTOM_ID],
@@ -51,3 +50,29 @@ def get_batch_results(uid: str | None, data: Any, *, batches: BatchStore) -> dic
     more = len(items) < len(page)
     token = (str(items[-1].index) if req.order == "index" else items[-1].executionId) if items and more else None
     return BatchResults(items=items, nextPageToken=token).to_json()
+
+
+class _Texts:
+    """The outputs of a page's items that ended, read a few dozen items (at most ``PAGES`` text
+    pages, about 4 MB) at a time, their pages in one round trip (``Texts.whole_texts``), as far as
+    the answer goes (it stops past ``MAX_PAGE_CHARS``)."""
+
+    CHUNK, PAGES = 50, 16
+
+    def __init__(self, batches: BatchStore, page: list[tuple[str, dict[str, Any]]]):
+        self.batches = batches
+        self.ended = [(i, doc) for i, doc in page if ex.is_terminal(doc)]
+        self.read: dict[str, str] = {}
+        self.next = 0
+
+    def of(self, execution_id: str) -> str | None:
+        while execution_id not in self.read and self.next < len(self.ended):
+            chunk, pages = [self.ended[self.next]], int(self.ended[self.next][1].get(ExecutionField.OUTPUT_PAGES) or 0)
+            for item in self.ended[self.next + 1 : self.next + self.CHUNK]:
+                pages += int(item[1].get(ExecutionField.OUTPUT_PAGES) or 0)
+                if pages > self.PAGES:
+                    break
+                chunk.append(item)
+            self.read.update(self.batches.store.texts.whole_texts(chunk))
+            self.next += len(chunk)
+        return self.read.get(execution_id)
