@@ -80,7 +80,7 @@ def test_a_thousand_items_end_with_every_result_at_the_lanes_price(client, make_
 def test_a_cancel_in_the_middle_writes_what_completed_and_leaves_nothing_running(client, make_user, db, upstream):
     user = make_user()
     items = [{"customId": str(i), "prompt": f"cancelled in the middle {i}"} for i in range(600)]
-    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=3", lane="discounted")
+    started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=4", lane="discounted")
     # Cancelled while its upstream batch runs, some of its results produced.
     poll(lambda: fake_batches(upstream)["batches"], lambda bs: bool(bs) and bs[0]["request_counts"]["completed"] > 0, timeout=60, every=0.2)
     client.cancel_batch(user, started.batchId)
@@ -104,8 +104,8 @@ def test_a_forged_callback_changes_nothing(client, make_user, db, upstream, stac
     for params in ({"b": started.batchId, "g": "0-0", "t": "forged"}, {"b": started.batchId, "g": "0-0"}, {"b": "nope", "g": "0-0", "t": "x"}):
         answer = httpx.post(url, params=params, json={"type": "batch.completed", "data": {"id": doc["upstreamId"]}}, timeout=10)
         assert answer.status_code == 404, (params, answer.status_code)
-    after = groups.document("0-0").get().to_dict()
-    assert after["polls"] == doc["polls"] and after["state"] == "submitted"
+    after = groups.document("0-0").get().to_dict()  # (its scheduled polls go on meanwhile: they touch neither)
+    assert (after["upstreamId"], after["tokens"], after["submits"]) == (doc["upstreamId"], doc["tokens"], doc["submits"])
     final = wait_batch(client, user, started.batchId)
     assert final.counts["succeeded"] == 5
     callbacks = [c for b in fake_batches(upstream)["batches"] for c in b["callbacks"]]
