@@ -87,12 +87,7 @@ def batch(client: Client, user, n: int, concurrency: int, model: str, upstream_r
         if answer.status.value in ("completed", "cancelled"):
             break
         time.sleep(0.25)
-    results, token = [], None
-    while True:
-        page = client.batch_results(user, batch_id, page_token=token, page_size=500)
-        results += page.items
-        if not (token := page.nextPageToken):
-            break
+    results = client.all_batch_results(user, batch_id)
     finished = sorted(datetime.fromisoformat(r.finishedAt).timestamp() - wall0 for r in results if r.finishedAt)
     records = httpx.get(f"{upstream_root}/_fake/requests", params={"contains": "batch item "}, timeout=60).json()
     info = {

@@ -42,12 +42,7 @@ def run(client: Client, user, items: list[dict], model: str, upstream_root: str)
         if answer.status.value in ("completed", "cancelled"):
             break
         time.sleep(0.1)
-    results, token = [], None
-    while True:
-        page = client.batch_results(user, batch_id, page_token=token, page_size=1000)
-        results += page.items
-        if not (token := page.nextPageToken):
-            break
+    results = client.all_batch_results(user, batch_id, page_size=1000)
     finished = sorted(datetime.fromisoformat(r.finishedAt).timestamp() for r in results if r.finishedAt)
     return {"answer": answer, "completed": sorted(completed.values()), "finished": finished, "results": results}
 

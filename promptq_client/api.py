@@ -237,6 +237,15 @@ class Client:
             data["pageToken"] = page_token
         return BatchResults.model_validate(self.call(Fn.GET_BATCH_RESULTS, data, user, retry=True))
 
+    def all_batch_results(self, user: User | None, batch_id: str, *, page_size: int = 500) -> list[Any]:
+        """Every item of the batch with its result, in item order (``batch_results`` page by page)."""
+        items, token = [], None
+        while True:
+            page = self.batch_results(user, batch_id, page_token=token, page_size=page_size)
+            items += page.items
+            if not (token := page.nextPageToken):
+                return items
+
     def cancel_batch(self, user: User | None, batch_id: str) -> BatchAnswer:
         return BatchAnswer.model_validate(self.call(Fn.CANCEL_BATCH, {"batchId": batch_id}, user, retry=True))
 

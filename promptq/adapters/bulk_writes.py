@@ -43,29 +43,25 @@ class BulkWrites:
         ``ExecutionStore.write_chunk`` writes one (no precondition: their ids name their
         attempt), in one BatchWrite (more past its limits). Returns each write's error (None:
         it landed), in order; an error of a whole call is raised."""
-
-        def write(batch: BulkWriteBatch, i: int) -> Sent:
-            execution_id, chunk, expire_at = chunks[i]
-            ref, doc = self.docs.chunks(execution_id).document(chunk.doc_id()), chunk.to_doc(expire_at)
-            batch.set(ref, doc)
-            return ref, "set", doc
-
-        size = [len(c.text.encode()) + len(c.reasoning.encode()) for _, c, _ in chunks]
-        return [error for error, _ in self._bulk(len(chunks), write, size.__getitem__)]
+        return self._write_pieces(self.docs.chunks, chunks)
 
     def write_pages(self, pages: Sequence[tuple[str, Page, datetime | None]]) -> list[Exception | None]:
         """Pages of many executions (``(execution_id, page, expire_at)``), each written as
-        ``ExecutionStore.write_pages`` writes one (no precondition: their ids name their
-        attempt), in BatchWrites. Returns each write's error (None: it landed), in order."""
+        ``ExecutionStore.write_pages`` writes one, as ``write_chunks`` writes chunks."""
+        return self._write_pieces(self.docs.pages, pages)
+
+    def _write_pieces(self, folder: Callable[[str], Any], pieces: Sequence[tuple[str, Chunk | Page, datetime | None]]) -> list[Exception | None]:
+        """Pieces of text (chunks or pages: their ids name their attempt) of many executions, each
+        set in ``folder(execution_id)``, in BatchWrites sized by their text."""
 
         def write(batch: BulkWriteBatch, i: int) -> Sent:
-            execution_id, page, expire_at = pages[i]
-            ref, doc = self.docs.pages(execution_id).document(page.doc_id()), page.to_doc(expire_at)
+            execution_id, piece, expire_at = pieces[i]
+            ref, doc = folder(execution_id).document(piece.doc_id()), piece.to_doc(expire_at)
             batch.set(ref, doc)
             return ref, "set", doc
 
-        size = [len(p.text.encode()) + len(p.reasoning.encode()) for _, p, _ in pages]
-        return [error for error, _ in self._bulk(len(pages), write, size.__getitem__)]
+        size = [len(p.text.encode()) + len(p.reasoning.encode()) for _, p, _ in pieces]
+        return [error for error, _ in self._bulk(len(pieces), write, size.__getitem__)]
 
     def update_jobs_if(self, updates: Sequence[tuple[str, dict[str, Any], Any]]) -> list[tuple[Exception | None, Any]]:
         """Jobs of many executions (``(execution_id, update, job_time)``), each updated only if

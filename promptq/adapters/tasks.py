@@ -91,37 +91,29 @@ class TaskQueue:
     def enqueue_fold(self, batch_id: str, at: float) -> bool:
         """A fold of the batch's document at ``at`` (epoch seconds), on the bookkeeping queue:
         one task per batch and instant, whoever asks; False if it was asked for already."""
-        task = self.build_task("", f"fold-{batch_id}-{int(at * 1000)}", data=FoldTask(batchId=batch_id, at=at).to_json(), queue=BOOKS)
-        task.schedule_time = _timestamp(at)
-        try:
-            self.client.create_task(parent=self.path(BOOKS), task=task)
-        except gexc.AlreadyExists:
-            return False
-        return _created(BOOKS)
+        return self._named(f"fold-{batch_id}-{int(at * 1000)}", FoldTask(batchId=batch_id, at=at).to_json(), BOOKS, at)
 
     def enqueue_upstream(self, batch_id: str, group: str, op: str, task_id: str, *, at: float | None = None) -> bool:
         """A task of the discounted lane (``UpstreamTask``: submit, poll or cancel one upstream
         batch) on the bookkeeping queue, not before ``at``; False if its name is taken."""
-        task = self.build_task("", task_id, data=UpstreamTask(batchId=batch_id, group=group, op=op).to_json(), queue=BOOKS)
-        if at is not None:
-            task.schedule_time = _timestamp(at)
-        try:
-            self.client.create_task(parent=self.path(BOOKS), task=task)
-        except gexc.AlreadyExists:
-            return False
-        return _created(BOOKS)
+        return self._named(task_id, UpstreamTask(batchId=batch_id, group=group, op=op).to_json(), BOOKS, at)
 
     def enqueue_webhook(self, task_id: str, data: dict[str, Any], *, at: float | None = None) -> bool:
         """One delivery attempt of a signed webhook (``WebhookTask``), not before ``at`` (epoch
         seconds); False if its name is taken (this attempt was enqueued already)."""
-        task = self.build_task("", task_id, data=data, queue=WEBHOOKS)
+        return self._named(task_id, data, WEBHOOKS, at)
+
+    def _named(self, task_id: str, data: dict[str, Any], queue: str, at: float | None) -> bool:
+        """A task that carries ``data`` (not an execution's), named ``task_id``, on ``queue``, not
+        before ``at``; False if the name is taken."""
+        task = self.build_task("", task_id, data=data, queue=queue)
         if at is not None:
             task.schedule_time = _timestamp(at)
         try:
-            self.client.create_task(parent=self.path(WEBHOOKS), task=task)
+            self.client.create_task(parent=self.path(queue), task=task)
         except gexc.AlreadyExists:
             return False
-        return _created(WEBHOOKS)
+        return _created(queue)
 
     def exists(self, task_id: str, queue: str | None = None) -> bool:
         """Whether the task is still in the queue (waiting, running or being retried); without

@@ -167,7 +167,7 @@ def begin_submit(
     }
 
 
-def recover(group: dict[str, Any], candidates: Iterable[Any], recorded: set[str], *, now: datetime, lease_s: float) -> tuple[str, Any]:
+def recover(group: dict[str, Any], candidates: Iterable[Any], recorded: set[str]) -> tuple[str, Any]:
     """A submission whose worker died (its lease ran out): which upstream batch it made, if any.
     ``candidates`` are the key's recent upstream batches (``id, model, total, created_at``);
     ``recorded``: those another group recorded. Returns ``("adopt", batch)`` (exactly one fits),

@@ -41,8 +41,8 @@ class Books:
             self.enqueue(batch_id, group, UpstreamOp.CANCEL, "c0")
         self.enqueue(batch_id, group, UpstreamOp.POLL, f"p{int(doc.get(UpstreamField.POLLS) or 0)}", delay_s=dc.poll_delay(0) * self.poll_scale)
 
-    def end_unsubmitted(self, batch_id: str, group: str, doc: dict[str, Any], end: Ending) -> None:
-        """The group's items end without going upstream (a refusal, a cancel): ``end``."""
+    def end_without_result(self, batch_id: str, group: str, doc: dict[str, Any], end: Ending) -> None:
+        """The group's items that did not end end ``end``: nothing went upstream (a refusal, a cancel), or OpenRouter will not say what did."""
         now = ex.utcnow()
         self.store.change_items(list(doc.get(UpstreamField.ITEMS) or []), lambda e, j: dc.ended_without_result(e, j, end, group=group, now=now))
         self.ended(batch_id, group, doc, {"code": end.code, "message": end.message} if end.code else None)

@@ -116,7 +116,7 @@ class DiscountFlow:
         doc = self.store.get(batch_id, group) or {}
         log.error("batch %s upstream %s: %s; its items without a result fail", batch_id, group, refused)
         end = Ending(Status.FAILED, code=status_code(refused.status), message=refused.message, upstream_status=refused.status)
-        self.books.end_unsubmitted(batch_id, group, doc, end)
+        self.books.end_without_result(batch_id, group, doc, end)
 
     def poll(self, batch_id: str, group: str, batch: BatchDoc, api_for: ApiFor) -> bool:
         doc = self.store.get(batch_id, group)
@@ -178,7 +178,7 @@ class DiscountFlow:
             return True
         if doc.get(UpstreamField.STATE) != UpstreamState.SUBMITTED.value:
             if doc.get(UpstreamField.STATE) == UpstreamState.PENDING.value:
-                self.books.end_unsubmitted(batch_id, group, doc, Ending(Status.CANCELLED))
+                self.books.end_without_result(batch_id, group, doc, Ending(Status.CANCELLED))
             return True  # (submitting: its submission cancels it once recorded)
         api_for(batch).cancel(str(doc[UpstreamField.UPSTREAM_ID]))
         self.store.change(batch_id, group, lambda d: (None, {UpstreamField.CANCEL_SENT: True, UpstreamField.UPDATED_AT: ex.utcnow()}))
@@ -197,7 +197,8 @@ class DiscountFlow:
     def callback(self, batch_id: str, group: str, token: str) -> bool:
         """OpenRouter says an upstream batch ended: if the token is the group's, poll it now
         (what it says is never trusted: the poll reads the batch). False: not genuine."""
-        doc = self.store.get(batch_id, group) if batch_id and group else None
+        fields = [UpstreamField.TOKENS, UpstreamField.STATE, UpstreamField.POLLS, UpstreamField.SUBMITS]
+        doc = self.store.get(batch_id, group, fields=fields) if batch_id and group else None  # (a public endpoint: never its items)
         if not doc or not token or not dc.genuine(doc, token):
             return False
         if doc.get(UpstreamField.STATE) == UpstreamState.SUBMITTED.value:

@@ -13,7 +13,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.adapters.cas import Commit, Step, compare_and_set
 from promptq.batches.store import BatchStore
-from promptq.contract import UPSTREAM_BATCHES, BatchField, UpstreamField, UpstreamState
+from promptq.contract import UPSTREAM_BATCHES, BatchField, UpstreamField
 from promptq.contract.shapes import BatchDoc, ExecutionDoc, JobDoc
 from promptq.domain.paging import Page
 from promptq.domain.records import Change
@@ -29,8 +29,9 @@ class DiscountStore:
     def ref(self, batch_id: str, group: str) -> firestore.DocumentReference:
         return self.batches.ref(batch_id).collection(UPSTREAM_BATCHES).document(group)
 
-    def get(self, batch_id: str, group: str) -> dict[str, Any] | None:
-        snap = self.ref(batch_id, group).get()
+    def get(self, batch_id: str, group: str, *, fields: list[str] | None = None) -> dict[str, Any] | None:
+        """The group's document (``fields``: only those, e.g. not its thousands of item ids)."""
+        snap = self.ref(batch_id, group).get(field_paths=fields)
         return (snap.to_dict() or {}) if snap.exists else None
 
     def of_round(self, batch_id: str, round_: int) -> list[tuple[str, dict[str, Any]]]:
@@ -89,7 +90,3 @@ class DiscountStore:
         failed = next((e for e in errors if e is not None), None)
         if failed is not None:
             raise failed
-
-
-def pending(doc: dict[str, Any]) -> bool:
-    return doc.get(UpstreamField.STATE) in (UpstreamState.PENDING.value, UpstreamState.SUBMITTING.value)

@@ -53,7 +53,7 @@ class Submitter:
             return False  # its holder goes on; should it have died, a later delivery recovers after the lease
         if next_ == dc.Next.ENDED:
             if cancelled and dc.is_unsubmitted(doc):
-                self.books.end_unsubmitted(batch_id, group, doc, Ending(Status.CANCELLED))
+                self.books.end_without_result(batch_id, group, doc, Ending(Status.CANCELLED))
             return True
         if next_ == dc.Next.SUBMITTED:
             self.books.running(batch_id, group, doc)
@@ -101,7 +101,7 @@ class Submitter:
     def _recover(self, batch_id: str, group: str, batch: BatchDoc, doc: dict[str, Any], api: BatchApi) -> bool:
         recent = api.recent()
         taken = {c.id for c in recent if self.store.recorded(c.id)}
-        verdict, found = dc.recover(doc, recent, taken, now=ex.utcnow(), lease_s=self.lease_s)
+        verdict, found = dc.recover(doc, recent, taken)
         if verdict == "adopt":
             log.warning("batch %s upstream %s: its submission's worker died; found it upstream as %s", batch_id, group, found.id)
             self._record(batch_id, group, found.id, api)
@@ -131,7 +131,9 @@ class Submitter:
             self.books.enqueue(batch_id, group, UpstreamOp.SUBMIT, f"s{submits}", delay_s=wait)
             return True
         log.error("batch %s upstream %s: submission refused (%s); its items fail", batch_id, group, refused)
-        self.books.end_unsubmitted(batch_id, group, doc, refusal_ending(refused, user_key=batch.get(BatchField.KEY_SOURCE) == KeySource.USER.value))
+        self.books.end_without_result(
+            batch_id, group, doc, refusal_ending(refused, user_key=batch.get(BatchField.KEY_SOURCE) == KeySource.USER.value)
+        )
         return True
 
 

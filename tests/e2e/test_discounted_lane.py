@@ -36,15 +36,6 @@ def wait_batch(client, user, batch_id: str, *, timeout: float = 120, until=("com
     return answer
 
 
-def all_results(client, user, batch_id: str) -> list:
-    results, token = [], None
-    while True:
-        page = client.batch_results(user, batch_id, page_token=token, page_size=1000)
-        results += page.items
-        if not (token := page.nextPageToken):
-            return results
-
-
 def test_a_thousand_items_end_with_every_result_at_the_lanes_price(client, make_user, db, upstream):
     user, marker = make_user(), uuid.uuid4().hex[:6]
     model = "fake/tokens=12,rate=0,batch_phase=0.5"
@@ -59,7 +50,7 @@ def test_a_thousand_items_end_with_every_result_at_the_lanes_price(client, make_
     admin = fake_batches(upstream)
     assert admin["submits"]["total"] == 2 and admin["submits"]["repeated_custom_ids"] == 0  # one per model: two upstream batches
 
-    results = all_results(client, user, started.batchId)
+    results = client.all_batch_results(user, started.batchId, page_size=1000)
     assert [r.customId for r in results] == [f"row-{i}" for i in range(1000)]
     assert {r.customId for r in results if r.status == "failed"} == {"row-7", "row-500"}
     assert all(r.error["code"] == "upstream_bad_request" for r in results if r.status == "failed")
@@ -90,7 +81,7 @@ def test_a_cancel_in_the_middle_writes_what_completed_and_leaves_nothing_running
     assert upstream_batch["status"] == "cancelled" and 0 < produced < 600, (upstream_batch["status"], produced)
     assert final.status == "cancelled" and final.counts["queued"] == 0 and final.counts["running"] == 0, final.counts
     assert final.counts["succeeded"] == produced and final.counts["cancelled"] == 600 - produced, (final.counts, produced)
-    results = all_results(client, user, started.batchId)
+    results = client.all_batch_results(user, started.batchId, page_size=1000)
     assert all(r.output for r in results if r.status == "succeeded") and not any(r.output for r in results if r.status == "cancelled")
 
 
@@ -157,7 +148,7 @@ def test_expired_items_fail_and_retry_on_the_stream_lane(client, make_user, db):
     started = client.start_batch(user, items, model="fake/tokens=3,rate=0,batch_phase=0.3,batch_expire=1", lane="discounted")
     first = wait_batch(client, user, started.batchId)
     assert first.counts["failed"] == 3 and first.counts["succeeded"] == 1, first.counts
-    expired = [r for r in all_results(client, user, started.batchId) if r.status == "failed"]
+    expired = [r for r in client.all_batch_results(user, started.batchId, page_size=1000) if r.status == "failed"]
     assert all(r.error["code"] == "batch_expired" for r in expired), [r.error for r in expired]
     retried = client.retry_batch(user, started.batchId, lane="stream")
     assert retried.lane == "stream"
@@ -180,7 +171,7 @@ def test_a_submission_waits_out_a_429_and_its_items_fail_on_a_402(client, make_u
     finally:
         httpx.post(f"{upstream.root}/_fake/credit", json={"spent": False}, timeout=5).raise_for_status()
     assert final.counts["failed"] == 3, final.counts
-    errors = [r.error for r in all_results(client, user, refused.batchId)]
+    errors = [r.error for r in client.all_batch_results(user, refused.batchId, page_size=1000)]
     assert all(e["code"] == "upstream_payment_required" and "attention" in e["message"] for e in errors), errors
 
 

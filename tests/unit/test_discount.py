@@ -84,9 +84,9 @@ def test_a_lost_submission_adopts_the_one_upstream_batch_that_fits():
         Candidate("b4", "m/a", 2, at - 3600),
         Candidate("b5", "m/a", 2, at),
     )
-    assert dc.recover(held, [mine, other_model, other_size, old, theirs], {"b5"}, now=NOW, lease_s=90) == ("adopt", mine)
-    assert dc.recover(held, [other_model, old], set(), now=NOW, lease_s=90) == ("submit", None)
-    assert dc.recover(held, [mine, theirs], set(), now=NOW, lease_s=90) == ("wait", None)  # its callback says which
+    assert dc.recover(held, [mine, other_model, other_size, old, theirs], {"b5"}) == ("adopt", mine)
+    assert dc.recover(held, [other_model, old], set()) == ("submit", None)
+    assert dc.recover(held, [mine, theirs], set()) == ("wait", None)  # its callback says which
 
 
 def test_one_delivery_collects_an_ended_upstream_batch():
