@@ -190,9 +190,11 @@ def get_admin_stats(req: https_fn.CallableRequest) -> dict:
 
 # Named without "_": a task-queue function's Cloud Tasks queue is named after it, and queue ids
 # allow only letters, digits and hyphens (the emulator and Cloud Tasks refuse "run_execution").
-# That queue delivers interactive executions; batch items and bookkeeping (folds) come through
-# two more queues to the same URL (PROMPTQ_BATCH_QUEUE_ID, PROMPTQ_BOOKS_QUEUE_ID: `make deploy`
-# creates them with this retry config), so a batch never takes an interactive dispatch.
+# That queue delivers interactive executions (with PROMPTQ_INTERACTIVE_QUEUES = N > 1, those whose
+# id hashes to it; the others go to runexecution-1 ... -{N-1}, each with PROMPTQ_QUEUE_DISPATCHES);
+# batch items and bookkeeping (folds) come through two more queues to the same URL
+# (PROMPTQ_BATCH_QUEUE_ID, PROMPTQ_BOOKS_QUEUE_ID). `make deploy` creates the queues beyond this
+# one with this retry config, so a batch never takes an interactive dispatch.
 @tasks_fn.on_task_dispatched(
     # Cloud Tasks retries a whole attempt; each delivery claims the execution anew (fenced).
     retry_config=options.RetryConfig(max_attempts=10, min_backoff_seconds=2, max_backoff_seconds=120, max_doublings=4),

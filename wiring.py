@@ -69,7 +69,9 @@ def tracing() -> bool:
 
 @once
 def store() -> ExecutionStore:
-    built = ExecutionStore.connect(settings().project_id, usage_retention_days=settings().usage_retention_days)
+    built = ExecutionStore.connect(
+        settings().project_id, usage_retention_days=settings().usage_retention_days, spend_shards=settings().project_spend_shards
+    )
     built.on_end = lambda execution_id, execution: webhook_events().execution_ended(execution_id, execution)
     return built
 

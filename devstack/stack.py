@@ -88,6 +88,8 @@ FAKE_UPSTREAM_SETTINGS = {
     # end in seconds), and a lost submission looked for upstream after 3 s, not 90.
     "PROMPTQ_DISCOUNT_POLL_SCALE": "0.5",
     "PROMPTQ_DISCOUNT_SUBMIT_LEASE": "3",
+    # A batch's live counts every second here (production: every 2 s, its document's headroom).
+    "PROMPTQ_BATCH_FOLD_INTERVAL": "1",
 }
 FAKE_KEY = "sk-local-fake-upstream"
 FUNCTION_START_TIMEOUT_S = 120  # how long the Functions emulator waits for a new Python process
@@ -272,6 +274,8 @@ def endpoints(plan: Plan) -> dict[str, str]:
         "TASKS_QUEUE": f"projects/{PROJECT_ID}/locations/{REGION}/queues/{WORKER_FUNCTION}",
         # Every queue the emulator serves and its concurrent dispatches: interactive, batch, books.
         "TASKS_QUEUES": ",".join(f"{path}={cap}" for path, cap in local_queues(plan).items()),
+        # The interactive queues (PROMPTQ_INTERACTIVE_QUEUES; TASKS_QUEUE is the first): an execution's tasks go to the one its id hashes to.
+        "TASKS_QUEUES_INTERACTIVE": ",".join(_interactive_paths(plan)),
         "TASKS_QUEUE_BATCH": _queue_path(plan, "PROMPTQ_BATCH_QUEUE_ID"),
         "TASKS_QUEUE_BOOKS": _queue_path(plan, "PROMPTQ_BOOKS_QUEUE_ID"),
         # Signed webhooks' deliveries: their own queue, to their own function (the callables' server here).
@@ -398,7 +402,8 @@ def _start_tasks(env: dict[str, str]) -> None:
 
 # The local queues' shares of what one worker process holds (THREADS, 80: interactive 40, batch
 # 30, books 10), so that a full batch load never takes the threads an interactive execution
-# needs. Each is a setting (PROMPTQ_QUEUE_DISPATCHES ...): set in the environment, it wins.
+# needs. Each is a setting (PROMPTQ_QUEUE_DISPATCHES ...): set in the environment, it wins (for
+# each interactive queue); else the interactive share is divided among the interactive queues.
 LOCAL_QUEUE_SHARES = {
     "PROMPTQ_QUEUE_DISPATCHES": ("PROMPTQ_QUEUE_ID", 4 / 8),
     "PROMPTQ_BATCH_QUEUE_DISPATCHES": ("PROMPTQ_BATCH_QUEUE_ID", 3 / 8),
@@ -426,15 +431,28 @@ def _queue_path(plan: Plan, id_var: str) -> str:
     return f"projects/{PROJECT_ID}/locations/{REGION}/queues/{queue}"
 
 
+def _interactive_paths(plan: Plan) -> list[str]:
+    """The interactive queues the settings name (PROMPTQ_INTERACTIVE_QUEUES, PROMPTQ_QUEUE_ID), as
+    ``promptq.adapters.tasks.interactive_paths`` names them."""
+    from promptq.adapters.tasks import interactive_paths
+    from promptq.settings import Settings
+
+    first = _queue_path(plan, "PROMPTQ_QUEUE_ID").rsplit("/", 1)[1]
+    count = int(plan.functions_env.get("PROMPTQ_INTERACTIVE_QUEUES") or 1)
+    return list(interactive_paths(Settings(project_id=PROJECT_ID, region=REGION, queue_id=first, interactive_queues=count)))
+
+
 def local_queues(plan: Plan) -> dict[str, int]:
     """Each local queue's path and concurrent dispatches: the settings' when given, else their
     share of what one worker holds (PROMPTQ_LOCAL_CONCURRENCY, else THREADS; the Functions
-    emulator: 20)."""
+    emulator: 20); the interactive share is divided among the interactive queues, its total kept."""
     total = int(os.environ.get("PROMPTQ_LOCAL_CONCURRENCY") or _local_concurrency({"FUNCTIONS": plan.functions}))
-    shares = {
-        _queue_path(plan, id_var): int(plan.functions_env.get(caps_var) or max(1, round(total * share)))
-        for caps_var, (id_var, share) in LOCAL_QUEUE_SHARES.items()
-    }
+    shares = {}
+    for caps_var, (id_var, share) in LOCAL_QUEUE_SHARES.items():
+        paths = _interactive_paths(plan) if id_var == "PROMPTQ_QUEUE_ID" else [_queue_path(plan, id_var)]
+        whole = max(1, round(total * share))
+        for k, path in enumerate(paths):
+            shares[path] = int(plan.functions_env.get(caps_var) or max(1, whole // len(paths) + (k < whole % len(paths))))
     # The webhooks' queue delivers to the callables' server, not the worker: none of its share.
     return {**shares, _queue_path(plan, "PROMPTQ_WEBHOOK_QUEUE_ID"): int(plan.functions_env.get("PROMPTQ_WEBHOOK_QUEUE_DISPATCHES") or 10)}
 

@@ -175,6 +175,7 @@ def retried_items(batch_id: str, batch: BatchDoc, failed: list[tuple[str, dict]]
         }
         expire = now + timedelta(days=settings.retention_days)
         execution = creation.new_execution(
+            execution_id=new_id,
             owner_uid=doc[ExecutionField.OWNER],
             requested_model=doc[ExecutionField.REQUESTED_MODEL],
             idempotency_key=None,

@@ -74,6 +74,7 @@ def new_documents(
     now = ex.utcnow()
     expire_at = now + timedelta(days=settings.retention_days)
     execution = creation.new_execution(
+        execution_id=execution_id,
         owner_uid=uid,
         requested_model=models[0],
         idempotency_key=req.idempotencyKey,

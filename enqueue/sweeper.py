@@ -120,7 +120,7 @@ def _sweep_one(execution_id: str, store: ExecutionStore, queue: TaskQueue, setti
     kind, first = decide(seen.execution, seen.job)
     if kind is SweepKind.SKIP or first is None or seen.execution is None or seen.job is None:
         return
-    if queue.exists(seen.job.get(JobField.TASK) or execution_id, queue_of(seen.execution, seen.job)):
+    if queue.exists(seen.job.get(JobField.TASK) or execution_id, queue_of(seen.execution, seen.job), execution_id=execution_id):
         report.waiting.append(execution_id)  # in the queue, or being retried: not lost
         return
     requeues = (first.job or {}).get(JobField.REQUEUES)

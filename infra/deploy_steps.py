@@ -6,6 +6,7 @@ touches no network: it reads the checkout and asks the functions SDK for main.py
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -424,9 +425,11 @@ def deploy_steps(t: Target, found: dict, rel: str) -> list[Step]:
 
 
 def queue_steps(t: Target, env: dict[str, str], found: dict) -> list[Step]:
-    """The batch items' and bookkeeping queues (the interactive one is the worker function's,
+    """The batch items' and bookkeeping queues, and the interactive ones beyond the first when
+    ``PROMPTQ_INTERACTIVE_QUEUES`` is above 1 (``{id}-1`` ...; the first is the worker function's,
     made by firebase deploy): created, then set to their dispatch caps (settings) and the worker
     queue's own retry config. The enqueuer bindings are the project's: they cover every queue."""
+    from promptq.adapters.tasks import interactive_paths
     from promptq.settings import Settings
 
     defaults, retry = Settings(project_id=t.project), found["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"].get("retryConfig") or {}
@@ -436,33 +439,42 @@ def queue_steps(t: Target, env: dict[str, str], found: dict) -> list[Step]:
         f"--max-backoff={retry.get('maxBackoffSeconds', 120)}s",
         f"--max-doublings={retry.get('maxDoublings', 4)}",
     )
-    out = []
-    for what, (id_var, caps_var) in {
-        "batch items": ("PROMPTQ_BATCH_QUEUE_ID", "PROMPTQ_BATCH_QUEUE_DISPATCHES"),
-        "bookkeeping (batch folds)": ("PROMPTQ_BOOKS_QUEUE_ID", "PROMPTQ_BOOKS_QUEUE_DISPATCHES"),
-    }.items():
-        queue = env.get(id_var) or getattr(defaults, variables()[id_var].split(".")[1])
-        caps = env.get(caps_var) or str(getattr(defaults, variables()[caps_var].split(".")[1]))
-        where = (f"--location={t.region}", f"--project={t.project}")
-        describe = ("gcloud", "tasks", "queues", "describe", queue, *where)
-        out += [
-            Step(
-                f"Create the Cloud Tasks queue {queue}",
-                f"{what}: their own queue to the worker, so they never take an interactive execution's dispatch",
-                ("gcloud", "tasks", "queues", "create", queue, *where, *flags),
-                (*describe, "--format=value(name)"),
-                done="created",
-            ),
-            Step(
-                f"Set {queue} to {caps} concurrent dispatches and the worker queue's retries",
-                f"{caps_var} (docs/CONFIGURATION.md)",
-                ("gcloud", "tasks", "queues", "update", queue, *where, f"--max-concurrent-dispatches={caps}", *flags),
-                (*describe, "--format=value(rateLimits.maxConcurrentDispatches,retryConfig.maxAttempts)"),
-                frozenset({f"{caps}\t{retry.get('maxAttempts', 10)}"}),
-                done="set",
-            ),
-        ]
-    return out
+    setting = lambda var: env.get(var) or str(getattr(defaults, variables()[var].split(".")[1]))  # noqa: E731
+    apart = "their own queue to the worker, so they never take an interactive execution's dispatch"
+    queues = [
+        (setting("PROMPTQ_BATCH_QUEUE_ID"), f"batch items: {apart}", "PROMPTQ_BATCH_QUEUE_DISPATCHES"),
+        (setting("PROMPTQ_BOOKS_QUEUE_ID"), f"bookkeeping (batch folds): {apart}", "PROMPTQ_BOOKS_QUEUE_DISPATCHES"),
+    ]
+    raw = setting("PROMPTQ_INTERACTIVE_QUEUES")
+    if not raw.isdigit() or int(raw) < 1:
+        raise Refusal(f"PROMPTQ_INTERACTIVE_QUEUES must be a whole number of queues, 1 or more, got {raw!r}")
+    spread = [path.rsplit("/", 1)[1] for path in interactive_paths(dataclasses.replace(defaults, interactive_queues=int(raw)))[1:]]
+    why = "interactive executions whose id hashes to it (PROMPTQ_INTERACTIVE_QUEUES): one queue dispatches at most 500 tasks/s"
+    queues += [(queue, why, "PROMPTQ_QUEUE_DISPATCHES") for queue in spread]
+    return [step for queue, what, caps_var in queues for step in queue_pair(t, queue, what, (setting(caps_var), caps_var), flags, retry)]
+
+
+def queue_pair(t: Target, queue: str, why: str, caps: tuple[str, str], flags: tuple[str, ...], retry: dict) -> list[Step]:
+    """Create ``queue``, then set it to ``caps`` (the value, its setting) and the retry ``flags``."""
+    (value, caps_var), where = caps, (f"--location={t.region}", f"--project={t.project}")
+    describe = ("gcloud", "tasks", "queues", "describe", queue, *where)
+    return [
+        Step(
+            f"Create the Cloud Tasks queue {queue}",
+            why,
+            ("gcloud", "tasks", "queues", "create", queue, *where, *flags),
+            (*describe, "--format=value(name)"),
+            done="created",
+        ),
+        Step(
+            f"Set {queue} to {value} concurrent dispatches and the worker queue's retries",
+            f"{caps_var} (docs/CONFIGURATION.md)",
+            ("gcloud", "tasks", "queues", "update", queue, *where, f"--max-concurrent-dispatches={value}", *flags),
+            (*describe, "--format=value(rateLimits.maxConcurrentDispatches,retryConfig.maxAttempts)"),
+            frozenset({f"{value}\t{retry.get('maxAttempts', 10)}"}),
+            done="set",
+        ),
+    ]
 
 
 def invoker_step(t: Target, function: str = WORKER_FUNCTION) -> Step:

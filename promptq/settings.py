@@ -83,6 +83,9 @@ class Settings:
     queue_id: str = env("PROMPTQ_QUEUE_ID", WORKER_FUNCTION)  # interactive executions (the worker's own queue)
     # Its concurrent dispatches (main.py's decorator; the local stack's emulator).
     queue_dispatches: int = env("PROMPTQ_QUEUE_DISPATCHES", 200)
+    # Interactive executions spread over this many queues by a hash of their id (a queue
+    # dispatches at most 500 tasks/s): the first is PROMPTQ_QUEUE_ID, the others `{id}-1` ...
+    interactive_queues: int = env("PROMPTQ_INTERACTIVE_QUEUES", 1)
     # Batch items' hand-overs, and bookkeeping tasks (batch folds): queues of their own, to the
     # same worker URL, so that neither ever takes a dispatch an interactive execution needs.
     batch_queue_id: str = env("PROMPTQ_BATCH_QUEUE_ID", f"{WORKER_FUNCTION}-batch")
@@ -151,6 +154,9 @@ class Settings:
     # it in project/limits. Off here (the local stack's tests start thousands of executions);
     # `make deploy` writes a small app's value into .env.<project> (infra/deploy_steps.py).
     project_daily_budget_usd: float = env("PROMPTQ_PROJECT_DAILY_BUDGET_USD", 0.0)
+    # The spend shards that share the project's cap (each an equal slice; a start reads at most
+    # ten of them): about three times the peak starts per second (docs/SCALE.md). Only ever raised.
+    project_spend_shards: int = env("PROMPTQ_PROJECT_SPEND_SHARDS", 10)
     # "prompt,completion[,request,image,web_search,internal_reasoning]" USD (per token; per request,
     # image or search) for models OpenRouter lists without a price (openrouter/auto); empty = the
     # dearest listed price of each (the worst a router may pick).
@@ -169,7 +175,7 @@ class Settings:
     batch_max_bytes: int = env("PROMPTQ_BATCH_MAX_BYTES", 64 * 1024 * 1024)
     batch_default_concurrency: int = env("PROMPTQ_BATCH_DEFAULT_CONCURRENCY", 10)
     batch_max_concurrency: int = env("PROMPTQ_BATCH_MAX_CONCURRENCY", 100)  # the most maxConcurrency may be
-    batch_fold_interval_s: float = env("PROMPTQ_BATCH_FOLD_INTERVAL", 1.0)  # a batch's document, at most once per
+    batch_fold_interval_s: float = env("PROMPTQ_BATCH_FOLD_INTERVAL", 2.0)  # a batch's document, at most once per
     # The discounted lane (OpenRouter's Batch API: promptq.batches.discount_flow): where OpenRouter
     # calls back when an upstream batch ends (derived from project and region if unset), how long
     # a submission holds its upstream batch before another delivery may look for what it made, and
@@ -234,13 +240,9 @@ class Settings:
 
     @property
     def queue_paths(self) -> dict[str, str]:
-        """Each queue's path by what it delivers (``promptq.adapters.tasks``: interactive, batch, books)."""
-        return {
-            "interactive": self.queue_path,
-            "batch": self.path_of(self.batch_queue_id),
-            "books": self.path_of(self.books_queue_id),
-            "webhooks": self.path_of(self.webhook_queue_id),
-        }
+        """Each queue's path by what it delivers (``promptq.adapters.tasks``; interactive: the first of its queues)."""
+        ids = {"interactive": self.queue_id, "batch": self.batch_queue_id, "books": self.books_queue_id, "webhooks": self.webhook_queue_id}
+        return {name: self.path_of(queue_id) for name, queue_id in ids.items()}
 
 
 def function_region(environ: Mapping[str, str] | None = None) -> str:

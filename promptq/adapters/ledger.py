@@ -18,7 +18,8 @@ from google.cloud import firestore
 
 from promptq.adapters.cas import Commit, Step, compare_and_set, write_one
 from promptq.domain.accounts import AccountView, Taken
-from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, ProjectSpend, cost_field, day_of
+from promptq.domain.costs import DAY_FORMAT, PROJECT_SHARDS, ProjectSpend, cost_key, day_of, shard_of, window
+from promptq.domain.creation import index_shard
 from promptq.domain.records import Inc, Settlement
 from promptq.contract import (
     ACCOUNTS,
@@ -43,9 +44,10 @@ def _fields(update: dict[str, Any]) -> dict[str, Any]:
 
 
 class Ledger:
-    def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
+    def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0, spend_shards: int = PROJECT_SHARDS):
         self.client = client
         self.usage_retention = timedelta(days=usage_retention_days)
+        self.spend_shards = max(1, int(spend_shards))
 
     def account_ref(self, uid: str) -> firestore.DocumentReference:
         return self.client.collection(ACCOUNTS).document(uid)
@@ -65,9 +67,11 @@ class Ledger:
     def lanes_ref(self) -> firestore.DocumentReference:
         return self.client.collection(PROJECT).document(PROJECT_LANES)
 
-    def view(self, uid: str, day: str) -> AccountView:
+    def view(self, uid: str, day: str, shard_key: str = "") -> AccountView:
         """What a start decides on, in one round trip: the user's four documents, the project's
-        override and its spend shards."""
+        override and the spend shards it may take room in (``promptq.domain.costs.window``, from
+        the one ``shard_key``, its id, hashes to)."""
+        ids = window(shard_of(shard_key, self.spend_shards), self.spend_shards)
         refs = [
             self.account_ref(uid),
             self.limits_ref(uid),
@@ -75,7 +79,7 @@ class Ledger:
             self.client.collection(KEYS).document(uid),
             self.project_limits_ref(),
             self.lanes_ref(),
-            *(self.shard_ref(n) for n in range(PROJECT_SHARDS)),
+            *(self.shard_ref(n) for n in ids),
         ]
         snaps = {s.reference.path: s for s in self.client.get_all(refs)}
         account, limits, today, key, project, lanes, *shards = (snaps[r.path] for r in refs)
@@ -89,18 +93,23 @@ class Ledger:
             project.to_dict() if project.exists else None,
             tuple(s.to_dict() if s.exists else None for s in shards),
             tuple(s.update_time if s.exists else None for s in shards),
+            ids,
+            self.spend_shards,
             lanes.to_dict() if lanes.exists else None,
             lanes.update_time if lanes.exists else None,
         )
 
     def project_spend(self, cap_usd: float, now: datetime) -> ProjectSpend:
-        """The project's spend today (its shards) against its daily cap (the operator's override,
-        else ``cap_usd``), in one round trip: what the sweeper reports (``enqueue.sweeper.report_spend``)."""
-        refs = [self.project_limits_ref(), *(self.shard_ref(n) for n in range(PROJECT_SHARDS))]
-        snaps = {s.reference.path: s for s in self.client.get_all(refs)}
+        """The project's spend today (every shard) against its daily cap (the operator's override,
+        else ``cap_usd``): what the sweeper reports (``enqueue.sweeper.report_spend``), in one round
+        trip per 500 shards."""
+        refs = [self.project_limits_ref(), *(self.shard_ref(n) for n in range(self.spend_shards))]
+        snaps = {}
+        for at in range(0, len(refs), 500):
+            snaps.update({s.reference.path: s for s in self.client.get_all(refs[at : at + 500])})
         override, *shards = (snaps[r.path] for r in refs)
         read = tuple(s.to_dict() if s.exists else None for s in shards)
-        return ProjectSpend.of(cap_usd, override.to_dict() if override.exists else None, read, day_of(now))
+        return ProjectSpend.of(cap_usd, override.to_dict() if override.exists else None, read, day_of(now), count=self.spend_shards)
 
     def set_limits(self, uid: str, limits: dict[str, Any] | None) -> None:
         """An operator's overrides of one user's limits (``LimitField`` fields; 0 = none); None removes
@@ -145,7 +154,8 @@ class Ledger:
             if not usd:
                 continue
             # Each shard owns a slice of the cap: taken only if it is still the version decided on.
-            version = view.project_shard_times[shard] if shard < len(view.project_shard_times) else None
+            at = view.project_shard_ids.index(shard) if view.project_shard_ids else shard
+            version = view.project_shard_times[at] if at < len(view.project_shard_times) else None
             if version is None:
                 commit.create(self.shard_ref(shard), {ProjectField.RESERVED_USD: usd, ProjectField.UPDATED_AT: now})
             else:
@@ -168,7 +178,12 @@ class Ledger:
             start = datetime.strptime(settle.day, DAY_FORMAT).replace(tzinfo=timezone.utc)
             commit.set(
                 self.day_ref(settle.owner, settle.day),
-                {**_fields(settle.usage), DayField.DAY: settle.day, DayField.EXPIRE_AT: start + self.usage_retention},
+                {
+                    **_fields(settle.usage),
+                    DayField.DAY: settle.day,
+                    DayField.SHARD: index_shard(settle.owner),
+                    DayField.EXPIRE_AT: start + self.usage_retention,
+                },
                 merge=True,
             )
         for shard, released, cost in settle.project:
@@ -178,5 +193,5 @@ class Ledger:
             if released:
                 spend[ProjectField.RESERVED_USD] = firestore.Increment(-released)
             if cost and settle.day:
-                spend[cost_field(settle.day)] = firestore.Increment(cost)
+                spend[ProjectField.COST] = {cost_key(settle.day): firestore.Increment(cost)}
             commit.set(self.shard_ref(shard), spend, merge=True)

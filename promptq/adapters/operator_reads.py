@@ -15,10 +15,14 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from promptq.adapters.ledger import Ledger
 from promptq.adapters.tasks import TaskQueue
-from promptq.contract import DAYS, EXECUTIONS, DayField, ExecutionField, QueueDepth, Status, UserSpend
+from promptq.contract import DAYS, EXECUTIONS, INDEX_SHARDS, DayField, ExecutionField, QueueDepth, Status, UserSpend
 from promptq.domain.costs import ProjectSpend
 
 log = logging.getLogger(__name__)
+
+# Every range of the indexes whose growing field follows a ``shard`` (ExecutionField.SHARD,
+# DayField.SHARD): one query reads them all (docs/SCALE.md).
+EVERY_SHARD = FieldFilter(ExecutionField.SHARD, "in", list(range(INDEX_SHARDS)))
 
 # What the figures read of an ended execution (a projection: less to send, same reads billed).
 SAMPLED = (
@@ -46,20 +50,22 @@ class OperatorReads:
 
     def statuses(self, since: datetime) -> dict[str, int]:
         """queued and running now; each ending status since ``since`` (needs the index
-        executions(status, finishedAt)). Five aggregation queries."""
+        executions(shard, status, finishedAt)). Five aggregation queries."""
         executions = self.client.collection(EXECUTIONS)
         out = {}
         for status in Status:
             query = executions.where(filter=FieldFilter(ExecutionField.STATUS, "==", status.value))
             if status not in (Status.QUEUED, Status.RUNNING):
-                query = query.where(filter=FieldFilter(ExecutionField.FINISHED_AT, ">=", since))
+                query = query.where(filter=EVERY_SHARD).where(filter=FieldFilter(ExecutionField.FINISHED_AT, ">=", since))
             out[status.value] = self._count(query)
         return out
 
     def ended(self, since: datetime, limit: int) -> list[dict[str, Any]]:
-        """The newest executions that ended since ``since``, at most ``limit`` (single-field index)."""
+        """The newest executions that ended since ``since``, at most ``limit`` (the index
+        executions(shard, finishedAt desc))."""
         query = (
             self.client.collection(EXECUTIONS)
+            .where(filter=EVERY_SHARD)
             .where(filter=FieldFilter(ExecutionField.FINISHED_AT, ">=", since))
             .order_by(ExecutionField.FINISHED_AT, direction=firestore.Query.DESCENDING)
             .select(list(SAMPLED))
@@ -69,9 +75,10 @@ class OperatorReads:
 
     def top_users(self, day: str, limit: int) -> list[UserSpend]:
         """Today's biggest spenders on the app's key: a collection-group query of the usage days
-        (needs the index days(day, cost desc), collection group)."""
+        (needs the index days(shard, day, cost desc), collection group)."""
         query = (
             self.client.collection_group(DAYS)
+            .where(filter=FieldFilter(DayField.SHARD, "in", list(range(INDEX_SHARDS))))
             .where(filter=FieldFilter(DayField.DAY, "==", day))
             .order_by(DayField.COST, direction=firestore.Query.DESCENDING)
             .limit(limit)
@@ -93,14 +100,18 @@ class OperatorReads:
         return self.ledger.project_spend(cap_usd, now)
 
     def queue_depth(self, name: str, cap: int) -> QueueDepth:
-        """Tasks in one queue, counted from one ListTasks page of ``cap`` (BASIC view: no bodies).
+        """Tasks in one queue, counted from one ListTasks page of ``cap`` (BASIC view: no bodies);
+        interactive: the sum over its queues (``TaskQueue.paths``), still at most ``cap`` counted.
         Cloud Tasks' v2 API has no count; its own metric queue/depth (the dashboard) is exact
         but a minute late."""
+        counted = 0
         try:
-            request = tasks_v2.ListTasksRequest(parent=self.queue.path(name), page_size=cap, response_view=tasks_v2.Task.View.BASIC)
-            counted = 0
-            for _ in self.queue.client.list_tasks(request=request):
-                counted += 1
+            for path in self.queue.paths(name):
+                request = tasks_v2.ListTasksRequest(parent=path, page_size=cap, response_view=tasks_v2.Task.View.BASIC)
+                for _ in self.queue.client.list_tasks(request=request):
+                    counted += 1
+                    if counted > cap:
+                        break
                 if counted > cap:
                     break
         except (gexc.GoogleAPICallError, KeyError) as exc:

@@ -32,10 +32,10 @@ from promptq.adapters.reads import ExecutionDocs, Seen
 from promptq.adapters.stops import StopFolders
 from promptq.adapters.texts import Texts
 from promptq.contract.shapes import ExecutionDoc, JobDoc
-from promptq.contract import EXECUTIONS, INTERNAL, PROMPTS, TERMINAL, USERS, ExecutionField, JobField, Status
+from promptq.contract import EXECUTIONS, INDEX_SHARDS, INTERNAL, PROMPTS, TERMINAL, USERS, ExecutionField, JobField, Status
 from promptq.domain import execution as ex
 from promptq.domain.accounts import Taken
-from promptq.domain.costs import day_of
+from promptq.domain.costs import PROJECT_SHARDS, day_of
 from promptq.domain.errors import LimitExceeded
 from promptq.domain.paging import Page
 from promptq.domain.records import Change, Chunk
@@ -61,13 +61,13 @@ def applied(change: Change, seen: Seen) -> bool:
 
 
 class ExecutionStore:
-    def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0):
+    def __init__(self, client: firestore.Client, *, usage_retention_days: float = 400.0, spend_shards: int = PROJECT_SHARDS):
         self.client = client
         self.docs = ExecutionDocs(client)
         self.texts = Texts(self.docs)
         self.bulk = BulkWrites(self.docs)
         self.stops = StopFolders(client)
-        self.ledger = Ledger(client, usage_retention_days=usage_retention_days)
+        self.ledger = Ledger(client, usage_retention_days=usage_retention_days, spend_shards=spend_shards)
         # Told of every ending once it is committed (promptq.adapters.webhook_events; wiring.store).
         self.on_end: Callable[[str, ExecutionDoc], None] | None = None
 
@@ -113,13 +113,13 @@ class ExecutionStore:
     def abandoned(self, *, now: datetime, grace_s: float, queue_timeout_s: float, limit: int) -> list[str]:
         """Ids of executions that look abandoned: a claim whose lease expired ``grace_s`` ago,
         or queued without a change for ``queue_timeout_s`` (the sweeper re-checks each)."""
-        expired = (
-            self.client.collection_group(INTERNAL)
-            .where(filter=FieldFilter(JobField.LEASE_EXPIRES_AT, "<", now - timedelta(seconds=grace_s)))
-            .limit(limit)
-        )
+        # Both read every range of their index (a leading `shard`: docs/SCALE.md) in one query.
+        shards, lease_gone = list(range(INDEX_SHARDS)), now - timedelta(seconds=grace_s)
+        expired = self.client.collection_group(INTERNAL).where(filter=FieldFilter(JobField.SHARD, "in", shards))
+        expired = expired.where(filter=FieldFilter(JobField.LEASE_EXPIRES_AT, "<", lease_gone)).limit(limit)
         stale = (
             self.client.collection(EXECUTIONS)
+            .where(filter=FieldFilter(ExecutionField.SHARD, "in", shards))
             .where(filter=FieldFilter(ExecutionField.STATUS, "==", Status.QUEUED.value))
             .where(filter=FieldFilter(ExecutionField.WAITING, "==", False))  # batch items waiting their turn are not lost
             .where(filter=FieldFilter(ExecutionField.UPDATED_AT, "<", now - timedelta(seconds=queue_timeout_s)))
@@ -157,7 +157,7 @@ class ExecutionStore:
         exists already (a resubmission is answered whatever the limits say now)."""
 
         def read() -> AccountView | None:
-            return self.ledger.view(execution[ExecutionField.OWNER], day_of(ex.utcnow())) if take is not None else None
+            return self.ledger.view(execution[ExecutionField.OWNER], day_of(ex.utcnow()), execution_id) if take is not None else None
 
         lost: list[bool] = []
 

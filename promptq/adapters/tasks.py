@@ -6,6 +6,14 @@ the worker function's own queue), ``batch`` (a batch item's hand-over, ``BatchFl
 and ``books`` (bookkeeping: batch folds). The sweeper re-enqueues an execution on the queue it
 belongs to (``queue_of``).
 
+One queue dispatches at most 500 tasks/s, so interactive executions spread over
+``Settings.interactive_queues`` queues (``interactive_paths``: the worker function's own, then
+``{id}-1`` ...), each execution's tasks always on the one its id hashes to (``spread``):
+created, named, looked for and deleted there. Task ids derive from execution ids (retries and
+waits get suffixes), so the queue is chosen from the execution id, never the task id; without
+it (the sweeper's ``exists``), every interactive queue is looked in. The write recorder still
+hears "interactive" (the logical queue), whichever queue took the task.
+
 The task name is derived from the execution id, so Cloud Tasks itself refuses a second task
 for the same execution (ALREADY_EXISTS) for about an hour. Execution ids are random or
 hash-derived, which is what Cloud Tasks wants of names (no sequential hot spots).
@@ -13,6 +21,7 @@ hash-derived, which is what Cloud Tasks wants of names (no sequential hot spots)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -39,6 +48,21 @@ def queue_of(execution: Mapping[str, Any] | None, job: Mapping[str, Any] | None 
     return BATCH if (execution or {}).get(ExecutionField.BATCH_ID) or (job or {}).get(JobField.BATCH_ID) else INTERACTIVE
 
 
+def interactive_paths(settings: Settings) -> tuple[str, ...]:
+    """The interactive queues' paths: ``Settings.queue_id``'s (the worker function's, made by
+    firebase deploy), then ``{queue_id}-1`` ... (``Settings.interactive_queues`` in all, at least one)."""
+    first = settings.queue_id
+    return tuple(settings.path_of(f"{first}-{k}" if k else first) for k in range(max(1, settings.interactive_queues)))
+
+
+def spread(execution_id: str, queues: int) -> int:
+    """Which of ``queues`` interactive queues an execution's tasks go to: sha256 of its id, mod
+    ``queues`` (the same in every process and release, unlike ``hash``); 0 when there is one."""
+    if queues <= 1:
+        return 0
+    return int.from_bytes(hashlib.sha256(execution_id.encode()).digest(), "big") % queues
+
+
 class TaskQueue:
     def __init__(self, settings: Settings, client: tasks_v2.CloudTasksClient | None = None):
         self.settings = settings
@@ -53,11 +77,23 @@ class TaskQueue:
                 self._client = make_client(self.settings)
             return self._client
 
-    def path(self, queue: str = INTERACTIVE) -> str:
+    def path(self, queue: str = INTERACTIVE, execution_id: str | None = None) -> str:
+        """``queue``'s path; an interactive execution's (its id given): the interactive queue its
+        id hashes to (``spread``); without one, the first (the worker function's own)."""
+        if queue == INTERACTIVE and execution_id:
+            paths = interactive_paths(self.settings)
+            return paths[spread(execution_id, len(paths))]
         return self.settings.queue_paths[queue]
 
-    def task_name(self, task_id: str, queue: str = INTERACTIVE) -> str:
-        return f"{self.path(queue)}/tasks/{task_id}"
+    def paths(self, queue: str | None = None) -> tuple[str, ...]:
+        """Every queue ``queue`` stands for (interactive: all its queues); None: every queue an
+        execution's task may be in (interactive ones, batch, books)."""
+        if queue is None:
+            return (*interactive_paths(self.settings), self.path(BATCH), self.path(BOOKS))
+        return interactive_paths(self.settings) if queue == INTERACTIVE else (self.path(queue),)
+
+    def task_name(self, task_id: str, queue: str = INTERACTIVE, execution_id: str | None = None) -> str:
+        return f"{self.path(queue, execution_id)}/tasks/{task_id}"
 
     def build_task(self, execution_id: str, task_id: str, *, data: dict | None = None, queue: str = INTERACTIVE) -> tasks_v2.Task:
         s = self.settings
@@ -73,7 +109,8 @@ class TaskQueue:
         if s.tasks_service_account:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=s.tasks_service_account, audience=url)
         deadline = WEBHOOK_DEADLINE_S if queue == WEBHOOKS else int(min(max(s.dispatch_deadline_s, 15), 1800))
-        return tasks_v2.Task(name=self.task_name(task_id, queue), http_request=request, dispatch_deadline=duration_pb2.Duration(seconds=deadline))
+        name = self.task_name(task_id, queue, execution_id)
+        return tasks_v2.Task(name=name, http_request=request, dispatch_deadline=duration_pb2.Duration(seconds=deadline))
 
     def enqueue(self, execution_id: str, task_id: str | None = None, *, queue: str = INTERACTIVE, at: datetime | None = None) -> bool:
         """Create a task for the execution on ``queue`` (delivered not before ``at``); False if its
@@ -82,7 +119,7 @@ class TaskQueue:
         if at is not None:
             task.schedule_time = _timestamp(at.timestamp())
         try:
-            self.client.create_task(parent=self.path(queue), task=task)
+            self.client.create_task(parent=self.path(queue, execution_id), task=task)
         except gexc.AlreadyExists:
             log.info("execution %s: task %s already exists", execution_id, task_id or execution_id)
             return False
@@ -91,7 +128,7 @@ class TaskQueue:
     def enqueue_fold(self, batch_id: str, at: float) -> bool:
         """A fold of the batch's document at ``at`` (epoch seconds), on the bookkeeping queue:
         one task per batch and instant, whoever asks; False if it was asked for already."""
-        return self._named(f"fold-{batch_id}-{int(at * 1000)}", FoldTask(batchId=batch_id, at=at).to_json(), BOOKS, at)
+        return self._named(f"fold-{batch_id}-{int(at * 1000)}", FoldTask(batchId=batch_id, at=at).to_json(), BOOKS, at, kind="fold")
 
     def enqueue_upstream(self, batch_id: str, group: str, op: str, task_id: str, *, at: float | None = None) -> bool:
         """A task of the discounted lane (``UpstreamTask``: submit, poll or cancel one upstream
@@ -103,7 +140,7 @@ class TaskQueue:
         seconds); False if its name is taken (this attempt was enqueued already)."""
         return self._named(task_id, data, WEBHOOKS, at)
 
-    def _named(self, task_id: str, data: dict[str, Any], queue: str, at: float | None) -> bool:
+    def _named(self, task_id: str, data: dict[str, Any], queue: str, at: float | None, *, kind: str | None = None) -> bool:
         """A task that carries ``data`` (not an execution's), named ``task_id``, on ``queue``, not
         before ``at``; False if the name is taken."""
         task = self.build_task("", task_id, data=data, queue=queue)
@@ -113,25 +150,30 @@ class TaskQueue:
             self.client.create_task(parent=self.path(queue), task=task)
         except gexc.AlreadyExists:
             return False
-        return _created(queue)
+        return _created(queue, kind)
 
-    def exists(self, task_id: str, queue: str | None = None) -> bool:
-        """Whether the task is still in the queue (waiting, running or being retried); without
-        ``queue``, in any of them."""
-        for name in (queue,) if queue else (INTERACTIVE, BATCH, BOOKS):
+    def exists(self, task_id: str, queue: str | None = None, *, execution_id: str | None = None) -> bool:
+        """Whether the task is still in the queue (waiting, running or being retried): the
+        execution's (``execution_id`` given), else in any queue ``queue`` stands for (``paths``)."""
+        for path in self._where(queue, execution_id):
             try:
-                self.client.get_task(name=self.task_name(task_id, name))
+                self.client.get_task(name=f"{path}/tasks/{task_id}")
                 return True
             except gexc.NotFound:
                 pass
         return False
 
-    def delete(self, task_id: str, queue: str | None = None) -> None:
-        for name in (queue,) if queue else (INTERACTIVE, BATCH, BOOKS):
+    def delete(self, task_id: str, queue: str | None = None, *, execution_id: str | None = None) -> None:
+        """Delete the task wherever ``exists`` would look for it."""
+        for path in self._where(queue, execution_id):
             try:
-                self.client.delete_task(name=self.task_name(task_id, name))
+                self.client.delete_task(name=f"{path}/tasks/{task_id}")
             except gexc.NotFound:
                 pass
+
+    def _where(self, queue: str | None, execution_id: str | None) -> tuple[str, ...]:
+        """The queues a task may be in: the one ``queue`` and the execution's id pick, else every one ``queue`` stands for."""
+        return (self.path(queue, execution_id),) if queue and execution_id else self.paths(queue)
 
     def submit(self, execution_id: str, *, first: str | None = None, queue: str = INTERACTIVE) -> str:
         """Make sure one task delivers the execution; returns its id. A taken name is either a
@@ -139,7 +181,7 @@ class TaskQueue:
         finished, which Cloud Tasks keeps for about an hour: then a fresh name is used."""
         base = first or execution_id
         for task_id in (base, *(f"{base}-r{n}" for n in range(1, 4))):
-            if self.enqueue(execution_id, task_id, queue=queue) or self.exists(task_id, queue):
+            if self.enqueue(execution_id, task_id, queue=queue) or self.exists(task_id, queue, execution_id=execution_id):
                 return task_id
         raise RuntimeError(f"execution {execution_id}: no free task name")
 
@@ -158,9 +200,9 @@ def make_client(settings: Settings) -> tasks_v2.CloudTasksClient:
     return tasks_v2.CloudTasksClient()
 
 
-def _created(queue: str) -> bool:
-    """A task was created on ``queue``: told to the write recorder when it is on (the scale
-    benchmark projects each queue's dispatches from them)."""
+def _created(queue: str, kind: str | None = None) -> bool:
+    """A task was created on ``queue`` (``kind``: "fold" for a batch's fold): told to the write
+    recorder when it is on (the scale benchmark projects each queue's dispatches from them)."""
     if write_log.SINK is not None:
-        write_log.SINK.task(queue)
+        write_log.SINK.task(queue, kind)
     return True

@@ -55,9 +55,10 @@ class Recorder:
         at = self.clock()
         self._emit([describe(path, op, data, at=at, via=via) for path, op, data in writes])
 
-    def task(self, queue: str) -> None:
-        """A task created on ``queue`` (one dispatch, at least, to come)."""
-        self._emit([{"t": self.clock(), "task": queue}])
+    def task(self, queue: str, kind: str | None = None) -> None:
+        """A task created on ``queue`` (one dispatch, at least, to come); ``kind`` "fold": a
+        batch's fold, of which there is at most one per batch and fold interval."""
+        self._emit([{"t": self.clock(), "task": queue, **({"kind": kind} if kind else {})}])
 
     def _emit(self, records: list[dict[str, Any]]) -> None:
         if not records:

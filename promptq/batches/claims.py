@@ -183,7 +183,8 @@ class BatchClaims:
             self.store.ledger.take(commit, view, taken, ex.utcnow())
             return Step(commit, lambda: (True, doc))
 
-        return compare_and_set(lambda: self.store.ledger.view(batch_doc[BatchField.OWNER], day_of(ex.utcnow())), decide, what=f"batch {batch_id}")
+        owner = batch_doc[BatchField.OWNER]
+        return compare_and_set(lambda: self.store.ledger.view(owner, day_of(ex.utcnow()), batch_id), decide, what=f"batch {batch_id}")
 
     def written(self, batch_id: str) -> None:
         """Every item of the claim is written: folds may count and end the batch."""
@@ -211,7 +212,7 @@ class BatchClaims:
 
         def read() -> tuple[firestore.DocumentSnapshot, AccountView]:
             snap = self.ref(batch_id).get()
-            return snap, self.store.ledger.view((snap.to_dict() or {}).get(BatchField.OWNER, ""), day_of(ex.utcnow()))
+            return snap, self.store.ledger.view((snap.to_dict() or {}).get(BatchField.OWNER, ""), day_of(ex.utcnow()), batch_id)
 
         def step(seen: tuple[firestore.DocumentSnapshot, AccountView]) -> Step[BatchDoc]:
             snap, view = seen

@@ -57,7 +57,7 @@ class ProjectField:
 
     RESERVED_USD: Final = "reservedUsd"  # the worst case of the work in flight (this shard's share)
     LANES: Final = "lanes"  # project/lanes only: active batch lanes of all users
-    COST_PREFIX: Final = "cost"  # cost{YYYYMMDD}: USD charged on that UTC day (this shard's share)
+    COST: Final = "cost"  # {YYYYMMDD: USD charged on that UTC day} (this shard's share; one map, exempt from indexing)
     UPDATED_AT: Final = "updatedAt"
 
 
@@ -65,6 +65,7 @@ class DayField:
     """``usage/{uid}/days/{day}``: added to exactly once per execution, when it ends."""
 
     DAY: Final = "day"  # YYYY-MM-DD, UTC
+    SHARD: Final = "shard"  # of the owner's uid, 0 .. INDEX_SHARDS-1: the operator's top-users index begins with it
     EXECUTIONS: Final = "executions"
     PROMPT_TOKENS: Final = "promptTokens"
     COMPLETION_TOKENS: Final = "completionTokens"

@@ -41,6 +41,10 @@ class Status(str, enum.Enum):
         return self.value
 
 
+# The ranges a growing indexed field is spread over (a leading `shard` field, 0 .. INDEX_SHARDS-1):
+# one query `shard in [...]` reads them all (Firestore's `in` takes at most 30 values).
+INDEX_SHARDS: Final = 24
+
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 LIVE = frozenset({Status.QUEUED, Status.RUNNING})
 
@@ -52,6 +56,9 @@ class ExecutionField:
 
     STATUS: Final = "status"
     OWNER: Final = "ownerUid"
+    # Which of INDEX_SHARDS ranges the sweeper's and the operator's indexes keep it in (a hash of
+    # its id, set at creation, never changed): their growing fields come after it (docs/SCALE.md).
+    SHARD: Final = "shard"
     REQUESTED_MODEL: Final = "requestedModel"  # the model the request named (first of `models`)
     TITLE: Final = "title"  # the prompt's first words (for a list of one's executions)
     KEY_SOURCE: Final = "keySource"  # whose OpenRouter key serves it: KeySource (never the key)
@@ -114,6 +121,7 @@ class JobField:
     need not read it (its owner may)."""
 
     OWNER: Final = "ownerUid"
+    SHARD: Final = "shard"  # the execution's ExecutionField.SHARD (the sweeper's lease index begins with it)
     END_USER: Final = "endUser"  # the `user` sent upstream when the request names none: a hash of the owner's uid
     MESSAGES: Final = "messages"  # the rendered prompt sent upstream: [{role, content, tool_calls?, tool_call_id?}]
     REQUEST: Final = "request"  # {model, models, params, promptId} as validated (see Req)

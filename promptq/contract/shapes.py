@@ -18,6 +18,7 @@ class ExecutionDoc(TypedDict, total=False):
 
     status: str
     ownerUid: str
+    shard: int
     requestedModel: str | None
     title: str | None
     keySource: str | None
@@ -68,6 +69,7 @@ class JobDoc(TypedDict, total=False):
     """``executions/{id}/internal/job`` (``JobField``)."""
 
     ownerUid: str
+    shard: int
     endUser: str
     messages: list[dict[str, Any]]
     request: dict[str, Any]

@@ -72,9 +72,13 @@ class AccountView:
     today: dict[str, Any]
     has_key: bool
     project_limits: dict[str, Any] | None = None
-    # Every spend shard, in order (None: absent), and their versions (None: absent).
+    # The spend shards read (``promptq.domain.costs.window``: ``project_shard_ids``, in order;
+    # empty: 0, 1, ...) of ``project_shard_count`` (0: as many as read), each as read (None:
+    # absent) and its version (None: absent).
     project_shards: tuple[dict[str, Any] | None, ...] = ()
     project_shard_times: tuple[Any, ...] = ()
+    project_shard_ids: tuple[int, ...] = ()
+    project_shard_count: int = 0
     project_lanes: dict[str, Any] | None = None  # project/lanes, and its version (None: absent)
     project_lanes_time: Any = None
 
@@ -138,7 +142,9 @@ def decide(
     ``promptq.batches.fairshare.taken``). ``LimitExceeded`` names the limit it would pass."""
     source = source or (KeySource.USER if view.has_key else KeySource.APP)
     limits = UserLimits.of(defaults, view.limits)
-    project = ProjectSpend.of(project_cap_usd, view.project_limits, view.project_shards, day_of(now))
+    project = ProjectSpend.of(
+        project_cap_usd, view.project_limits, view.project_shards, day_of(now), count=view.project_shard_count, ids=view.project_shard_ids
+    )
     app = source is KeySource.APP  # the user's own key is their bill
     reserve = worst_case() if app and (limits.daily_budget_usd or project.cap_usd) else NOT_RESERVED
     account = None
@@ -146,7 +152,8 @@ def decide(
         account = decide_start(
             view.account, limits, spent_today=float(view.today.get(DayField.COST) or 0.0), reservation=reserve.usd, now=now, slots=slots
         )
-    hold = decide_project(project, reserve.usd, now, shard_of(shard_key)) if app else {}
+    first = view.project_shard_ids[0] if view.project_shard_ids else shard_of(shard_key, project.shards)
+    hold = decide_project(project, reserve.usd, now, first) if app else {}
     return Taken(account, source, reserve, account is not None, hold)
 
 

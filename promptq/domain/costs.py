@@ -18,9 +18,11 @@ from promptq.domain.measure import TOOLS_PROMPT_TOKENS, UNLISTED_CONTEXT, URL_PA
 from promptq.contract import JobField, LimitField, ProjectField, Reason
 
 DAY_FORMAT = "%Y-%m-%d"
-# The project's spend is spread over this many documents: every start and ending writes one,
-# chosen by its id, and Firestore sustains about one write per second on one document.
+# The project's spend is spread over this many documents by default (PROMPTQ_PROJECT_SPEND_SHARDS):
+# every start and ending writes one, chosen by its id, and Firestore sustains about one write per
+# second on one document. A start reads at most SPEND_WINDOW of them, from the one its id hashes to.
 PROJECT_SHARDS = 10
+SPEND_WINDOW = 10
 
 
 def day_of(when: datetime) -> str:
@@ -148,69 +150,116 @@ Hold = dict[int, float]
 
 @dataclasses.dataclass(frozen=True)
 class ProjectSpend:
-    """The project's spending on the app's key as a start read it: its daily cap (0 = off) and,
-    for each of its ``PROJECT_SHARDS`` shards, what was charged there today and what is reserved
-    there now. Each shard owns an equal slice of the cap: a reservation takes room in one or
-    more shards, each written only if it is still the version read (``promptq.adapters.ledger``),
-    so that starts at the same moment never pass the cap together."""
+    """The project's spending on the app's key as it was read: its daily cap (0 = off), how many
+    spend shards share it (``count``; 0: as many as were read) and, for each shard read (``ids``,
+    in the order read; empty: 0, 1, ...), what was charged there today and what is reserved there
+    now. Each shard owns an equal slice of the cap: a reservation takes room in one or more of
+    the shards a start read (``window``), each written only if it is still the version read
+    (``promptq.adapters.ledger``), so that starts at the same moment never pass the cap together."""
 
     cap_usd: float = 0.0
     spent: tuple[float, ...] = ()
     reserved: tuple[float, ...] = ()
+    count: int = 0
+    ids: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, cap_usd: float, override: Mapping[str, Any] | None, shards: tuple[Mapping[str, Any] | None, ...], day: str) -> "ProjectSpend":
+    def of(
+        cls,
+        cap_usd: float,
+        override: Mapping[str, Any] | None,
+        shards: tuple[Mapping[str, Any] | None, ...],
+        day: str,
+        *,
+        count: int = 0,
+        ids: tuple[int, ...] = (),
+    ) -> "ProjectSpend":
         cap = float((override or {}).get(LimitField.DAILY_BUDGET_USD, cap_usd))
-        field = cost_field(day)
         read = [s or {} for s in shards]
         return cls(
             cap,
-            tuple(max(0.0, float(s.get(field) or 0.0)) for s in read),
+            tuple(max(0.0, spent_on(s, day)) for s in read),
             tuple(max(0.0, float(s.get(ProjectField.RESERVED_USD) or 0.0)) for s in read),
+            count,
+            ids,
         )
 
     @property
+    def shards(self) -> int:
+        return self.count or len(self.spent) or PROJECT_SHARDS
+
+    @property
     def spent_today(self) -> float:
+        """What the shards read were charged today (all of them: the project's spend)."""
         return sum(self.spent)
 
+    @property
+    def cap_read(self) -> float:
+        """The part of the cap the shards read own (all of it when every shard was read)."""
+        return self.cap_usd * min(len(self.spent), self.shards) / self.shards if self.spent else self.cap_usd
+
     def room(self, shard: int) -> float:
-        """What is left of a shard's slice of the cap."""
-        slice_ = self.cap_usd / PROJECT_SHARDS
-        if shard >= len(self.spent):
+        """What is left of a shard's slice of the cap (a shard not read: its whole slice)."""
+        slice_ = self.cap_usd / self.shards
+        if self.ids and shard not in self.ids:
             return slice_
-        return max(0.0, slice_ - self.spent[shard] - self.reserved[shard])
+        at = self.ids.index(shard) if self.ids else shard
+        if at >= len(self.spent):
+            return slice_
+        return max(0.0, slice_ - self.spent[at] - self.reserved[at])
+
+
+def cost_key(day: str) -> str:
+    """A day's key in a spend shard's ``cost`` map (``20261130``)."""
+    return day.replace("-", "")
 
 
 def cost_field(day: str) -> str:
-    """A spend shard's field for one day's cost (``cost20261130``: a plain field name)."""
-    return ProjectField.COST_PREFIX + day.replace("-", "")
+    """The plain field a spend shard kept one day's cost in before the ``cost`` map
+    (``cost20261130``): still read, never written."""
+    return ProjectField.COST + cost_key(day)
 
 
-def shard_of(key: str) -> int:
+def spent_on(shard: Mapping[str, Any], day: str) -> float:
+    """What a spend shard was charged on ``day`` (its ``cost`` map's entry, and the plain field
+    of before the map)."""
+    costs = shard.get(ProjectField.COST)
+    in_map = costs.get(cost_key(day)) if isinstance(costs, Mapping) else None
+    return float(in_map or 0.0) + float(shard.get(cost_field(day)) or 0.0)
+
+
+def shard_of(key: str, count: int = PROJECT_SHARDS) -> int:
     """The project's spend shard an execution or batch tries first (by its id: the same every
-    time, and spread over the shards)."""
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % PROJECT_SHARDS
+    time, and spread over the ``count`` shards)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % count
+
+
+def window(first: int, count: int) -> tuple[int, ...]:
+    """The spend shards a start reads and may take room in: ``first`` and the next ones, at most
+    ``SPEND_WINDOW`` (every shard while there are no more than that)."""
+    return tuple((first + k) % count for k in range(min(count, SPEND_WINDOW)))
 
 
 def decide_project(project: ProjectSpend, reservation: float, now: datetime, first: int = 0) -> Hold:
-    """The shards that hold this reservation, taken from their room from shard ``first`` on (at
-    least that one, which the work's costs are charged to even when it reserves nothing), or
-    ``LimitExceeded`` when the room left is not enough, or the day's charges reached the cap
-    (then even work that reserves nothing waits for tomorrow). The message says when it frees,
-    never what the project spends (the operator's business)."""
+    """The shards that hold this reservation, taken from their room in the shards read (from
+    shard ``first`` on, at least that one, which the work's costs are charged to even when it
+    reserves nothing), or ``LimitExceeded`` when the room left there is not enough, or the day's
+    charges reached the cap (the read shards' part of it: then even work that reserves nothing
+    waits for tomorrow). The message says when it frees, never what the project spends (the
+    operator's business)."""
     if not project.cap_usd:
         return {}
-    hold: Hold = {first: 0.0}
+    order = window(first, project.shards)
+    hold: Hold = {order[0]: 0.0}
     need = round(reservation, 9)
-    for k in range(PROJECT_SHARDS):
+    for shard in order:
         if need <= 0:
             break
-        shard = (first + k) % PROJECT_SHARDS
         take = min(round(project.room(shard), 9), need)
         if take > 0:
             hold[shard] = round(take, 9)
             need = round(need - take, 9)
-    if project.spent_today >= project.cap_usd or need > 0:
+    if project.spent_today >= project.cap_read or need > 0:
         raise LimitExceeded(
             Reason.PROJECT_BUDGET,
             "this app has reached what it may spend on its OpenRouter key today; new work on "

@@ -7,7 +7,7 @@ import hashlib
 from datetime import datetime
 from typing import Any, Mapping
 
-from promptq.contract import ExecutionField, JobField, Status
+from promptq.contract import INDEX_SHARDS, ExecutionField, JobField, Status
 
 # What an execution has not done yet when it is created: written as null, so that every
 # document has every field (readers and the rules never meet a missing one).
@@ -29,6 +29,12 @@ NOT_YET = (
 )
 
 
+def index_shard(key: str) -> int:
+    """Which of ``INDEX_SHARDS`` ranges an execution (by its id) or a user's usage (by their uid)
+    is kept in by the indexes whose growing field follows a ``shard`` (docs/SCALE.md)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % INDEX_SHARDS
+
+
 def new_execution(
     *,
     owner_uid: str,
@@ -39,15 +45,18 @@ def new_execution(
     title: str | None = None,
     output_format: str | None = None,
     item: Mapping[str, Any] | None = None,
+    execution_id: str = "",
 ) -> dict[str, Any]:
     """The execution document the callable creates: ``queued``, nothing streamed yet
     (``output_format``: ``OutputFormat.JSON`` for a JSON answer). A batch item also carries
     ``item`` (``ExecutionField.BATCH_ID``, ``ExecutionField.CUSTOM_ID``, ``ExecutionField.INDEX``, ``ExecutionField.AFTER``) and waits for its turn
-    (``ExecutionField.WAITING``) until ``handed_over``."""
+    (``ExecutionField.WAITING``) until ``handed_over``. Its ``ExecutionField.SHARD`` is its id's
+    (``execution_id``; without one, its owner's and time's)."""
     return {
         **dict.fromkeys(NOT_YET),
         ExecutionField.STATUS: Status.QUEUED.value,
         ExecutionField.OWNER: owner_uid,
+        ExecutionField.SHARD: index_shard(execution_id or f"{owner_uid}/{now.isoformat()}"),
         ExecutionField.REQUESTED_MODEL: requested_model,
         ExecutionField.TITLE: title,
         ExecutionField.IDEMPOTENCY_KEY: idempotency_key,
@@ -79,6 +88,7 @@ def new_job(
     request names none (recorded with it, so that the body a start measures is the one sent)."""
     return {
         JobField.OWNER: owner_uid,
+        JobField.SHARD: index_shard(task),
         JobField.END_USER: end_user(owner_uid),
         JobField.MESSAGES: messages,
         JobField.REQUEST: dict(request),

@@ -18,7 +18,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from devstack.fakerouter.server import FEE_MODEL, FEE_MODEL_FEES
 from enqueue.pricing import ONLINE_SEARCH_USD
-from promptq.domain.costs import PROJECT_SHARDS, URL_PART_TOKENS, cost_field, day_of
+from promptq.domain.costs import PROJECT_SHARDS, URL_PART_TOKENS, day_of, spent_on
 from promptq.contract import ACCOUNTS, BATCHES, EXECUTIONS, INTERNAL, JOB, PROJECT, PROJECT_SHARD, AccountField, JobField, ProjectField
 from promptq.settings import Settings
 from promptq_client.api import CallError, Client
@@ -142,7 +142,7 @@ def test_the_project_cap_holds_across_new_accounts(client, store, make_user, db,
         "every reservation given back",
     )
     spent = sum(client.get(i)["cost"] for _, i in started)
-    today = sum((s.to_dict() or {}).get(cost_field(day_of(client.get(started[0][1])["finishedAt"])), 0) for s in db.collection(PROJECT).stream())
+    today = sum(spent_on(s.to_dict() or {}, day_of(client.get(started[0][1])["finishedAt"])) for s in db.collection(PROJECT).stream())
     assert today == pytest.approx(spent, abs=1e-9)
 
 

@@ -702,3 +702,30 @@ def test_the_queues_caps_follow_the_projects_settings(tmp_path, discovered):
         "--max-concurrent-dispatches=20",
     ]
     assert all(s.expect for s in updates), "a queue with other caps is set again"
+
+
+def test_more_interactive_queues_are_created_and_capped_after_the_functions_and_one_makes_none(tmp_path, discovered, found):
+    """PROMPTQ_INTERACTIVE_QUEUES=3: runexecution-1 and -2 (the first is the worker function's own,
+    made by firebase deploy) are created and set like the batch queue, with PROMPTQ_QUEUE_DISPATCHES
+    and the worker queue's retry config, after the functions deploy; 1 (the default): none."""
+    settings = (("PROMPTQ_INTERACTIVE_QUEUES", "3"), ("PROMPTQ_QUEUE_DISPATCHES", "150"))
+    d = steps.build(steps.Target(PROJECT, env_file=tmp_path / f".env.{PROJECT}", settings=settings))
+    argvs = [s.argv for s in d.steps]
+    functions = next(i for i, argv in enumerate(argvs) if argv[:4] == (steps.FIREBASE, "deploy", "--only", "functions"))
+    retry = found["endpoints"][WORKER_FUNCTION]["taskQueueTrigger"]["retryConfig"]
+    flags = (f"--max-attempts={retry['maxAttempts']}", f"--min-backoff={retry['minBackoffSeconds']}s", f"--max-doublings={retry['maxDoublings']}")
+    for queue in (f"{WORKER_FUNCTION}-1", f"{WORKER_FUNCTION}-2"):
+        create = [i for i, argv in enumerate(argvs) if argv[:5] == ("gcloud", "tasks", "queues", "create", queue)]
+        update = [i for i, argv in enumerate(argvs) if argv[:5] == ("gcloud", "tasks", "queues", "update", queue)]
+        assert len(create) == len(update) == 1 and functions < create[0] < update[0], queue
+        assert {"--location=us-central1", f"--project={PROJECT}", *flags} <= set(argvs[create[0]])
+        assert {"--max-concurrent-dispatches=150", *flags} <= set(argvs[update[0]])
+        assert d.steps[update[0]].expect == frozenset({f"150\t{retry['maxAttempts']}"}), "a queue with other caps is set again"
+    made = lambda d: [s.argv[4] for s in d.steps if s.argv[:4] == ("gcloud", "tasks", "queues", "create")]  # noqa: E731
+    assert made(d) == [f"{WORKER_FUNCTION}-batch", f"{WORKER_FUNCTION}-books", f"{WORKER_FUNCTION}-1", f"{WORKER_FUNCTION}-2"]
+    one = steps.build(steps.Target(PROJECT, env_file=tmp_path / "one", settings=(("PROMPTQ_INTERACTIVE_QUEUES", "1"),)))
+    default = steps.build(steps.Target(PROJECT, env_file=tmp_path / "default"))
+    assert made(one) == made(default) == [f"{WORKER_FUNCTION}-batch", f"{WORKER_FUNCTION}-books"]
+    assert [s.argv for s in one.steps if s.argv[:2] == ("gcloud", "tasks")] == [s.argv for s in default.steps if s.argv[:2] == ("gcloud", "tasks")]
+    with pytest.raises(steps.Refusal, match="PROMPTQ_INTERACTIVE_QUEUES"):
+        steps.build(steps.Target(PROJECT, env_file=tmp_path / "zero", settings=(("PROMPTQ_INTERACTIVE_QUEUES", "0"),)))

@@ -41,6 +41,7 @@ export const BATCH_TERMINAL = Object.freeze([
 export const ExecutionField = Object.freeze({
   "STATUS": "status",
   "OWNER": "ownerUid",
+  "SHARD": "shard",
   "REQUESTED_MODEL": "requestedModel",
   "TITLE": "title",
   "KEY_SOURCE": "keySource",
@@ -131,6 +132,7 @@ export const AccountField = Object.freeze({
 });
 export const DayField = Object.freeze({
   "DAY": "day",
+  "SHARD": "shard",
   "EXECUTIONS": "executions",
   "PROMPT_TOKENS": "promptTokens",
   "COMPLETION_TOKENS": "completionTokens",
