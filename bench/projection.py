@@ -6,7 +6,11 @@ per second (interactive and batch items), streams open at once, batches running 
 users, by default as many more as the starts). A document's or an index's projected sustained
 rate is what it sustained on the run, each driver's share multiplied by ``factor``: its
 driver's ratio (target / run), divided by how many more of such documents share the load
-(users, batches); one per execution or per worker process does not move at all.
+(users, batches); one per execution or per worker process does not move at all. Four things
+the design spreads or caps are given for the target as settings (``Load``): the project's
+spend shards share the project's writes (``spread``), the interactive queues its starts' tasks;
+a sharded index's range takes one ``INDEX_SHARDS``-th of it (``_share``); a batch's folds come
+at most once per fold interval (``cap``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
-from bench.write_rates import GROWS_WITH_LOAD, START, STREAM, Counted, Tally, pattern, scaling, unit_pattern
-from promptq.contract import BATCHES, EXECUTIONS, ExecutionField
+from bench.write_rates import FOLD, GROWS_WITH_LOAD, SHARDED, START, STREAM, Counted, Tally, pattern, scaling, unit_pattern
+from promptq.adapters.tasks import INTERACTIVE
+from promptq.contract import BATCHES, EXECUTIONS, INDEX_SHARDS, PROJECT, ExecutionField
+from promptq.settings import Settings
 
 DOCUMENT_LIMIT = 1.0  # sustained writes/s to one document
 INDEX_LIMIT = 500.0  # writes/s to a collection (or group) with sequential values in an indexed field
@@ -31,15 +37,23 @@ SOURCES = {
     "ramp": "https://firebase.google.com/docs/firestore/best-practices (Ramping up traffic: the 500/50/5 rule)",
 }
 LIMITS = {"document": DOCUMENT_LIMIT, "index": INDEX_LIMIT, "queue": QUEUE_LIMIT}
+SPEND_SHARDS = f"{PROJECT}/spend-{{n}}"  # the pattern of the project's spend shards (project/spend-{nn})
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Settings)}  # Settings' defaults, by field
 
 
 @dataclasses.dataclass(frozen=True)
 class Load:
+    """A load (the run's, measured; a target) and the settings that spread or cap its writes
+    (by default Settings' defaults); ``times`` leaves the settings as they are."""
+
     starts_per_s: float
     streams: float
     batches: float
     users: float | None = None  # None for a target: as many more users as starts
     batch_items: int = 0  # items per batch (the target's: how long its batches last, not their rate)
+    spend_shards: int = DEFAULTS["project_spend_shards"]  # PROMPTQ_PROJECT_SPEND_SHARDS
+    interactive_queues: int = DEFAULTS["interactive_queues"]  # PROMPTQ_INTERACTIVE_QUEUES
+    fold_interval_s: float = DEFAULTS["batch_fold_interval_s"]  # PROMPTQ_BATCH_FOLD_INTERVAL
 
     def times(self, m: float) -> "Load":
         users = None if self.users is None else self.users * m
@@ -89,6 +103,33 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else 0.0
 
 
+def cap(how: str, driver: str, target: Load) -> float:
+    """The most writes (tasks) per second of ``driver`` one such thing takes at ``target``: a
+    batch's folds write its document at most once per fold interval, so one batch's at most
+    1 / interval and all batches' (their queue, their collection's indexes) batches / interval."""
+    if driver != FOLD or target.fold_interval_s <= 0:
+        return math.inf
+    if how == "per batch":
+        return 1 / target.fold_interval_s
+    return target.batches / target.fold_interval_s if how == "global" else math.inf
+
+
+def spread(kind: str, name: str, run: Load, target: Load) -> float:
+    """What a row's projected rate is multiplied by for the things the target spreads wider than
+    the run: a spend shard's writes over the target's shards (the run's shards took them all),
+    the interactive tasks over the target's interactive queues (recorded as one queue)."""
+    if kind == "document" and name == SPEND_SHARDS:
+        return _ratio(run.spend_shards, target.spend_shards)
+    if kind == "queue" and name.split(" ")[0] == INTERACTIVE:
+        return 1 / max(target.interactive_queues, 1)
+    return 1.0
+
+
+def queue_name(queue: str, target: Load) -> str:
+    """A queue's row: the interactive one says it is one of the target's interactive queues."""
+    return f"{queue} (each of {target.interactive_queues})" if queue == INTERACTIVE and target.interactive_queues > 1 else queue
+
+
 def rows(t: Tally, run: Load, target: Load, window: float, batch_owners: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The table: every document pattern, growing index and queue, projected to ``target``."""
     owners = frozenset(batch_owners)
@@ -100,7 +141,7 @@ def rows(t: Tally, run: Load, target: Load, window: float, batch_owners: Iterabl
     for (unit, label), counted in t.indexes.items():
         p, how = unit_pattern(unit, label, owners)
         indexes[f"{p} · {label}", how].append(counted)
-    queues = {(q, "global"): [c] for q, c in t.queues.items()}
+    queues = {(queue_name(q, target), "global"): [c] for q, c in t.queues.items()}
     out = []
     for kind, groups in (("document", docs), ("index", indexes), ("queue", queues)):
         out += [_row(kind, name, how, counted, run, target, window, _share(kind, name, run)) for (name, how), counted in groups.items()]
@@ -108,19 +149,23 @@ def rows(t: Tally, run: Load, target: Load, window: float, batch_owners: Iterabl
 
 
 def _share(kind: str, name: str, run: Load) -> float:
-    """An index split by users or batches counted all of them: one range's share of it."""
+    """An index split by users, batches or shards counted all of them: one range's share of it."""
     if kind == "index" and name.endswith(" per ownerUid"):
         return 1 / max(run.users or 1.0, 1.0)
     if kind == "index" and name.endswith(" per batchId"):
         return 1 / max(run.batches, 1.0)
+    if kind == "index" and name.endswith(f" per {SHARDED}"):
+        return 1 / INDEX_SHARDS
     return 1.0
 
 
 def _row(kind: str, name: str, how: str, counted: list[Counted], run: Load, target: Load, window: float, share: float = 1.0) -> dict[str, Any]:
     """One line of the table: the hottest of its documents (indexes), as run and as projected
-    (``share``: of the counted rate, what one of its ranges takes)."""
+    (``share``: of the counted rate, what one of its ranges takes; folds capped by ``cap``, then ``spread``)."""
     sustained = [{d: rate * share for d, rate in c.sustained(window).items()} for c in counted]
-    projected = max(sum(rate * factor(how, d, run, target) for d, rate in s.items()) for s in sustained)
+    projected = spread(kind, name, run, target) * max(
+        sum(min(rate * factor(how, d, run, target), cap(how, d, target) * share) for d, rate in s.items()) for s in sustained
+    )
     limit = LIMITS[kind]
     grows = how in GROWS_WITH_LOAD
     if grows:
@@ -155,12 +200,12 @@ def first_limit(table: list[dict[str, Any]], at: float, multiplier: float = 1.0)
 
 
 def total_writes(t: Tally, run: Load, target: Load, seconds: float) -> float:
-    """All the project's document writes per second at ``target``."""
-    counts = {START: 0, STREAM: 0}
+    """All the project's document writes per second at ``target`` (all batches' folds capped)."""
+    counts = {START: 0, STREAM: 0, FOLD: 0}
     for counted in t.documents.values():
         for driver, times in counted.times.items():
             counts[driver] += len(times)
-    return sum(n / seconds * factor("global", d, run, target) for d, n in counts.items())
+    return sum(min(n / seconds * factor("global", d, run, target), cap("global", d, target)) for d, n in counts.items())
 
 
 def ramp_minutes(ops_per_s: float) -> float:

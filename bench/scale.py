@@ -12,9 +12,12 @@ are counted.
 
 Prints each document pattern's, growing index's and queue's projected sustained rate at the
 target (``--starts``/s, ``--streams`` at once, ``--target-batches`` batches of
-``--target-items``; ``--target-multiplier`` times all of them) against its limit, writes
+``--target-items``; ``--target-multiplier`` times all of them; the target's settings
+``--spend-shards``, ``--interactive-queues`` and ``--fold-interval`` stay as given under the
+multiplier, so that a bigger load names the wall they leave) against its limit, writes
 bench/results/scale.json (``-10x`` etc. with a multiplier), scale.md (the table) and scale.png.
-``--from FILE`` projects a recorded file (its last ``meta`` line says the run) without the stack.
+``--from FILE`` projects a recorded file (its last ``meta`` line says the run, and the settings
+the stack ran with) without the stack.
 
     venv/bin/python -m bench.scale [--seconds 120] [--target-multiplier 10] [--from bench/results/scale-writes.jsonl]
 """
@@ -41,6 +44,13 @@ RESULTS = ROOT / "bench" / "results"
 WRITES = RESULTS / "scale-writes.jsonl"
 INDEXES = ROOT / "infra" / "firestore.indexes.json"
 RECORDER = "PROMPTQ_WRITE_RECORDER"
+# The settings of the run the projection needs (meta key: Settings' field, and what a file
+# recorded before the meta said them had: the defaults of the local stack then).
+RUN_SETTINGS = {
+    "spend_shards": ("project_spend_shards", 10),
+    "interactive_queues": ("interactive_queues", 1),
+    "fold_interval_s": ("batch_fold_interval_s", 1.0),
+}
 
 
 def options(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +61,11 @@ def options(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--target-batches", type=float, default=50.0, help="target: batches running at once")
     ap.add_argument("--target-items", type=int, default=10000, help="target: items per batch")
     ap.add_argument("--target-users", type=float, default=None, help="target: users (default: as many more as the starts)")
-    ap.add_argument("--target-multiplier", type=float, default=1.0)
+    ap.add_argument("--spend-shards", type=int, default=4096, help="target: spend shards (PROMPTQ_PROJECT_SPEND_SHARDS; not multiplied)")
+    ap.add_argument("--interactive-queues", type=int, default=4, help="target: interactive queues (PROMPTQ_INTERACTIVE_QUEUES; not multiplied)")
+    fold = pj.DEFAULTS["batch_fold_interval_s"]
+    ap.add_argument("--fold-interval", type=float, default=fold, help="target: s between a batch's folds (PROMPTQ_BATCH_FOLD_INTERVAL)")
+    ap.add_argument("--target-multiplier", type=float, default=1.0, help="multiplies the target's load, not its settings")
     ap.add_argument("--window", type=float, default=60.0, help="s over which a rate counts as sustained")
     ap.add_argument("--seconds", type=float, default=120.0, help="the run's length")
     ap.add_argument("--warmup", type=float, default=15.0, help="s of the run not counted")
@@ -102,7 +116,7 @@ def record(opts: argparse.Namespace) -> Path:
             env = stack.up()
             for key in ("FIRESTORE_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"):
                 os.environ[key] = env[key]
-            meta = drive(env, opts)
+            meta = drive(env, opts) | run_settings()
             with WRITES.open("a") as f:
                 f.write(json.dumps({"meta": meta}) + "\n")
         finally:
@@ -111,6 +125,19 @@ def record(opts: argparse.Namespace) -> Path:
     if was_up:
         print("bench: the stack ran with the recorder and is down now; `make up` brings it back", file=sys.stderr)
     return WRITES
+
+
+def run_settings() -> dict[str, Any]:
+    """The settings the stack's functions run with (``RUN_SETTINGS``), from their environment as
+    the stack gives it to them: the committed .env, then the stack's .env.local."""
+    from devstack import stack
+    from infra.deploy_steps import dotenv
+    from promptq.settings import Settings
+
+    local = ROOT / ".env.local"
+    environ = {**stack.committed_functions_env(), **(dotenv(local.read_text()) if local.exists() else {}), "GCLOUD_PROJECT": stack.PROJECT_ID}
+    settings = Settings.from_env(environ)
+    return {key: getattr(settings, name) for key, (name, _) in RUN_SETTINGS.items()}
 
 
 def drive(env: dict[str, str], opts: argparse.Namespace) -> dict[str, Any]:
@@ -166,8 +193,10 @@ def report(opts: argparse.Namespace, records: list[dict[str, Any]], meta: dict[s
     """The projection of a run's records: printed, and written to bench/results/."""
     start, end = meta["t0"], meta["t1"]
     counted = tally(records, Indexes.of(json.loads(INDEXES.read_text())), start=start, end=end)
-    run = pj.measured_load(records, start, end, users=meta["users"])
-    base = pj.Load(opts.starts, opts.streams, opts.target_batches, opts.target_users, opts.target_items)
+    ran_with = {key: meta.get(key, old) for key, (_, old) in RUN_SETTINGS.items()}
+    run = dataclasses.replace(pj.measured_load(records, start, end, users=meta["users"]), **ran_with)
+    settings = {"spend_shards": opts.spend_shards, "interactive_queues": opts.interactive_queues, "fold_interval_s": opts.fold_interval}
+    base = pj.Load(opts.starts, opts.streams, opts.target_batches, opts.target_users, opts.target_items, **settings)
     target = base.times(opts.target_multiplier)
     window = min(opts.window, end - start)
     table = pj.rows(counted, run, target, window, meta.get("batchOwners", ()))
@@ -197,6 +226,9 @@ def markdown(out: dict[str, Any]) -> str:
         "",
         f"Run: {r['starts_per_s']:.2f} starts/s, {r['streams']:.1f} streams at once, {r['batches']:g} batches, {r['users']:g} users, "
         f"{r['seconds']} s counted ({r['records']} records; sustained = most writes in {r['window_s']:g} s). See docs/SCALE.md.",
+        "",
+        f"Settings (target; run): {t['spend_shards']}; {r['spend_shards']} spend shards, {t['interactive_queues']}; {r['interactive_queues']} "
+        f"interactive queues, a batch's folds every {t['fold_interval_s']:g}; {r['fold_interval_s']:g} s.",
         "",
         f"- hottest document: `{out['hottest_document']}` {out['hottest_document_writes_per_s']}/s (limit {pj.DOCUMENT_LIMIT:g})",
         f"- hottest growing index: `{out['hottest_growing_index']}` {out['hottest_growing_index_writes_per_s']}/s (limit {pj.INDEX_LIMIT:g})",

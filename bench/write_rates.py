@@ -1,8 +1,9 @@
 """The write recorder's records (``promptq.adapters.write_log``) turned into rates, pure.
 
 Three kinds of things are counted, each write at its time ``t`` and by what drives it (``via``:
-the worker's per-tick BatchWrites of chunks and leases grow with the streams open, everything
-else with the executions started):
+the worker's per-tick BatchWrites of chunks and leases grow with the streams open; a batch's
+folds, its document's writes of ``foldedAt`` and the tasks of ``"kind": "fold"``, come at most
+once per fold interval whatever the load; everything else grows with the executions started):
 
 - **documents**: each document's writes; grouped by the path's pattern (``pattern``: ids become
   placeholders named after their collection, ``project/*`` keeps its literal ids), whose
@@ -10,9 +11,10 @@ else with the executions started):
 - **growing indexes**: each write of a growing field (timestamp, counter, sequence) that an
   index holds (``Indexes``, from infra/firestore.indexes.json: a ``fieldOverrides`` entry
   with ``"indexes": []`` exempts the field and its map's subfields; composite indexes that
-  name it count too). A collection-scoped index is counted per collection (a subcollection
-  per parent: every execution's chunks are a collection of their own), a
-  collection-group-scoped one over the whole group;
+  name it count too, on a creation only if the document has all their fields). A
+  collection-scoped index is counted per collection (a subcollection per parent: every
+  execution's chunks are a collection of their own), a collection-group-scoped one over the
+  whole group;
 - **queues**: the tasks created on each Cloud Tasks queue (each one dispatch at least).
 
 Sustained is the most writes in any ``window`` seconds, divided by it; peak the most in one second.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 from promptq.contract import (
     ACCOUNTS,
@@ -42,10 +44,14 @@ from promptq.contract import (
     USAGE,
     USERS,
     WORKERS,
+    BatchField,
+    ExecutionField,
 )
 from promptq.contract.webhooks import ENDPOINTS, WEBHOOKS
 
-START, STREAM = "start", "stream"  # what drives a write: executions started, or streams open (the worker's BatchWrites)
+# What drives a write: executions started, streams open (the worker's BatchWrites), or a batch's
+# folds (at most one per batch and fold interval).
+START, STREAM, FOLD = "start", "stream", "fold"
 PLACEHOLDERS = {
     EXECUTIONS: "{executionId}",
     CHUNKS: "{chunk}",
@@ -70,6 +76,9 @@ SCALINGS = {EXECUTIONS: "per execution", BATCHES: "per batch", WORKERS: "per wor
 # An index whose entries begin with one of these ids is one range per id: sequential values
 # crowd the end of each user's (batch's) range, not one range for the whole load.
 SPLITS = {"ownerUid": "per user", "batchId": "per batch"}
+# A composite whose first field is this spreads its entries over INDEX_SHARDS ranges (one query
+# reads them all): still one index for the whole load, but each range takes one share of it.
+SHARDED = ExecutionField.SHARD
 GROWS_WITH_LOAD = {"global"}  # one document (or index) for the whole load; the others multiply with it
 
 
@@ -127,25 +136,34 @@ class Indexes:
                 return scopes
         return frozenset({"COLLECTION"})
 
-    def units(self, path: str, group: str, field: str) -> list[tuple[str, str, str]]:
+    def units(self, path: str, group: str, field: str, document: Collection[str] | None = None) -> list[tuple[str, str, str]]:
         """The indexes a write of ``field`` at ``path`` goes to: (unit key, index label, scope);
         a collection scope's unit is the document's collection, a group scope's the group. A
         composite that puts a user's or a batch's id before the field is one range per user or
-        batch (``SPLITS``): its label says so, and the projection shares its rate among them."""
+        batch (``SPLITS``), one that begins with ``shard`` one of ``SHARDED``'s ranges: its label
+        says so, and the projection shares its rate among them. ``document``: the whole
+        document's fields (a creation's), when known: a composite holds it only if it has them all."""
         collection = path.rsplit("/", 1)[0]
         found = [(collection if s == "COLLECTION" else f"{group} (group)", field, s) for s in sorted(self.scopes(group, field))]
         for label, scope, fields in self.composites.get(group, ()):
-            if field in fields:
-                split = next((f for f in fields[: fields.index(field)] if f in SPLITS), None)
-                found.append((collection if scope == "COLLECTION" else f"{group} (group)", label + (f" per {split}" if split else ""), scope))
+            if field not in fields or (document is not None and not all(holds(document, f) for f in fields)):
+                continue
+            split = next((f for f in fields[: fields.index(field)] if f in SPLITS), None)
+            split = split or (SHARDED if fields[0] == SHARDED else None)
+            found.append((collection if scope == "COLLECTION" else f"{group} (group)", label + (f" per {split}" if split else ""), scope))
         return found
+
+
+def holds(document: Collection[str], field: str) -> bool:
+    """Whether a document of these fields (dotted leaves) has ``field`` (a leaf, or a map of them)."""
+    return field in document or any(f.startswith(field + ".") for f in document)
 
 
 @dataclasses.dataclass
 class Counted:
     """The times of one thing's writes, by driver."""
 
-    times: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {START: [], STREAM: []})
+    times: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {START: [], STREAM: [], FOLD: []})
 
     def add(self, t: float, driver: str) -> None:
         self.times[driver].append(t)
@@ -189,16 +207,27 @@ def tally(records: Iterable[Mapping[str, Any]], indexes: Indexes, *, start: floa
         if not start <= t < end:
             continue
         if "task" in r:
-            out.queues[r["task"]].add(t, START)
+            out.queues[r["task"]].add(t, FOLD if r.get("kind") == FOLD else START)
             continue
-        driver = STREAM if r.get("via") == "bulk" else START
+        driver = driver_of(r)
         out.documents[r["path"]].add(t, driver)
+        document = set(r["fields"]) if r["op"] == "create" and "fields" in r else None  # a creation's fields: all the document's
         for field in r.get("growing", {}):
             out.growing_fields[r["group"]].add(field)
-            for unit, label, scope in indexes.units(r["path"], r["group"], field):
+            for unit, label, scope in indexes.units(r["path"], r["group"], field, document):
                 out.indexes[unit, label].add(t, driver)
                 out.scopes[unit, label] = scope
     return out
+
+
+def driver_of(record: Mapping[str, Any]) -> str:
+    """What drives a document write: the worker's BatchWrites (``via: bulk``) the streams open; a
+    fold of a batch (an update of ``batches/{batchId}`` that sets ``foldedAt``) the folds; the rest the starts."""
+    if record.get("via") == "bulk":
+        return STREAM
+    parts = record["path"].split("/")
+    folds = len(parts) == 2 and parts[0] == BATCHES and record["op"] != "create" and BatchField.FOLDED_AT in record.get("fields", ())
+    return FOLD if folds else START
 
 
 def unit_pattern(unit: str, label: str = "", batch_owners: Iterable[str] = ()) -> tuple[str, str]:

@@ -10,9 +10,10 @@ import pytest
 
 from bench import projection as pj
 from bench import scale
-from bench.write_rates import Indexes, most_in, pattern, scaling, tally
+from bench.write_rates import FOLD, START, Indexes, driver_of, holds, most_in, pattern, scaling, tally, unit_pattern
+from promptq.contract import INDEX_SHARDS
 
-INDEXES = Indexes.of(
+INDEX_FILE = (  # what infra/firestore.indexes.json says, in short
     {
         "indexes": [{"collectionGroup": "executions", "queryScope": "COLLECTION", "fields": [{"fieldPath": "ownerUid"}, {"fieldPath": "createdAt"}]}],
         "fieldOverrides": [
@@ -26,6 +27,7 @@ INDEXES = Indexes.of(
         ],
     }
 )
+INDEXES = Indexes.of(INDEX_FILE)
 
 
 @pytest.mark.parametrize(
@@ -83,9 +85,13 @@ def synthetic() -> list[dict]:
     return records
 
 
-def projected(records, target=pj.Load(1000.0, 10000.0, 50.0)) -> dict[str, dict]:
+def spend_write(t: float, shard: int) -> dict:
+    return {"t": t, "path": f"project/spend-{shard:02d}", "group": "project", "op": "update", "via": "commit", "growing": {}}
+
+
+def projected(records, target=pj.Load(1000.0, 10000.0, 50.0), indexes=INDEXES) -> dict[str, dict]:
     run = pj.measured_load(records, 0.0, 100.0, users=10)
-    return {r["name"]: r for r in pj.rows(tally(records, INDEXES, start=0.0, end=100.0), run, target, 60.0)}
+    return {r["name"]: r for r in pj.rows(tally(records, indexes, start=0.0, end=100.0), run, target, 60.0)}
 
 
 def test_the_run_load_is_measured_from_the_records():
@@ -135,6 +141,8 @@ def test_a_recorded_file_is_projected_without_the_stack(tmp_path, monkeypatch):
     lines = [json.dumps(r) for r in synthetic()] + [json.dumps({"meta": {"t0": 0.0, "t1": 100.0, "users": 10, "batchOwners": []}})]
     path.write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(scale, "RESULTS", tmp_path)
+    (tmp_path / "indexes.json").write_text(json.dumps(INDEX_FILE))
+    monkeypatch.setattr(scale, "INDEXES", tmp_path / "indexes.json")
     assert scale.main(["--from", str(path)]) == 1  # over a limit at the default target
     out = json.loads((tmp_path / "scale.json").read_text())
     assert out["hottest_document"] == "project/lanes" and out["hottest_document_writes_per_s"] == pytest.approx(500.0)
@@ -144,3 +152,107 @@ def test_a_recorded_file_is_projected_without_the_stack(tmp_path, monkeypatch):
     assert scale.main(["--from", str(path), "--target-multiplier", "10"]) == 0
     tenfold = json.loads((tmp_path / "scale-10x.json").read_text())
     assert tenfold["first_limit"]["name"] == "document project/lanes" and tenfold["hottest_document_writes_per_s"] == pytest.approx(5000.0)
+    assert out["target"] | {"spend_shards": 4096, "interactive_queues": 4, "fold_interval_s": 2.0} == out["target"]  # the target's settings
+    assert out["run"]["spend_shards"] == 10  # a file without them in its meta: the local stack's defaults then
+    assert tenfold["target"]["spend_shards"] == 4096 and tenfold["target"]["interactive_queues"] == 4  # not multiplied
+    assert {r["name"] for r in out["table"] if r["kind"] == "queue"} == {"interactive (each of 4)"}
+
+
+def test_the_run_s_settings_come_from_the_stack_s_environment_and_the_meta_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(scale, "ROOT", tmp_path)
+    defaults = {"spend_shards": pj.DEFAULTS["project_spend_shards"], "interactive_queues": 1, "fold_interval_s": pj.DEFAULTS["batch_fold_interval_s"]}
+    assert scale.run_settings() == defaults  # no .env.local: Settings' defaults
+    (tmp_path / ".env.local").write_text("PROMPTQ_PROJECT_SPEND_SHARDS=32\nPROMPTQ_BATCH_FOLD_INTERVAL=1\n")
+    assert scale.run_settings() == {"spend_shards": 32, "interactive_queues": 1, "fold_interval_s": 1.0}
+    spend = [spend_write(i / 32, i % 32) for i in range(3200)]
+    meta = {"t0": 0.0, "t1": 100.0, "users": 10, "batchOwners": [], "spend_shards": 32}
+    path = tmp_path / "writes.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in synthetic() + spend + [{"meta": meta}]) + "\n")
+    monkeypatch.setattr(scale, "RESULTS", tmp_path)
+    scale.main(["--from", str(path), "--spend-shards", "64"])
+    out = json.loads((tmp_path / "scale.json").read_text())
+    row = next(r for r in out["table"] if r["name"] == "project/spend-{n}")  # 32 shards at 1 write/s each on the run
+    assert out["run"]["spend_shards"] == 32 and row["projected_per_s"] == pytest.approx(1.0 * 1000 / 4 * 32 / 64)
+
+
+SHARDED = Indexes.of(
+    {
+        "indexes": [
+            {"collectionGroup": "executions", "fields": [{"fieldPath": f} for f in ("parked", "createdAt", "index")]},
+            {"collectionGroup": "executions", "fields": [{"fieldPath": f} for f in ("shard", "status", "waiting", "updatedAt")]},
+        ],
+        "fieldOverrides": [{"collectionGroup": "executions", "fieldPath": f, "indexes": []} for f in ("createdAt", "updatedAt")],
+    }
+)
+
+
+def test_a_composite_holds_a_created_document_only_if_it_has_all_the_composite_s_fields():
+    fair = [("executions", "(parked, createdAt, index)", "COLLECTION")]
+    assert SHARDED.units("executions/e1", "executions", "createdAt", {"createdAt", "index", "ownerUid"}) == []  # no `parked`
+    assert SHARDED.units("executions/e1", "executions", "createdAt", {"createdAt", "index", "parked"}) == fair
+    assert SHARDED.units("executions/e1", "executions", "createdAt") == fair  # an update's: counted, an upper bound
+    assert holds({"usage.at", "x"}, "usage") and holds({"x"}, "x") and not holds({"usages"}, "usage")
+    create = {"path": "executions/e1", "group": "executions", "op": "create", "via": "commit", "growing": {"createdAt": "timestamp"}}
+    records = [
+        {"t": 1.0} | create | {"fields": ["createdAt", "index", "ownerUid"]},  # not parked: not in the index
+        {"t": 2.0} | create | {"path": "executions/e2", "fields": ["createdAt", "index", "parked"]},
+        {"t": 3.0} | create | {"op": "update", "fields": ["createdAt"]},  # an update: counted
+        {"t": 4.0} | create | {"path": "executions/e3"},  # a record without its fields (an older file): counted
+    ]
+    assert tally(records, SHARDED).indexes["executions", "(parked, createdAt, index)"].writes() == 3
+
+
+def test_a_composite_that_begins_with_shard_is_one_of_index_shards_ranges_of_a_global_index():
+    label = "(shard, status, waiting, updatedAt) per shard"
+    assert SHARDED.units("executions/e1", "executions", "updatedAt") == [("executions", label, "COLLECTION")]
+    assert unit_pattern("executions", label) == ("executions", "global")
+    updates = [
+        {"t": 0.2 * i + 1, "path": f"executions/e{i}", "group": "executions", "op": "update", "via": "commit", "growing": {"updatedAt": "timestamp"}}
+        for i in range(400)
+    ]
+    row = projected(synthetic() + updates, indexes=SHARDED)[f"executions · {label}"]  # 5 updates/s, 4 starts/s on the run
+    assert row["scaling"] == "global" and row["run_sustained_per_s"] == pytest.approx(5.0 / INDEX_SHARDS, rel=0.01)
+    assert row["projected_per_s"] == pytest.approx(5.0 / INDEX_SHARDS * 1000 / 4, rel=0.01)
+    assert row["reaches_limit_at"] == pytest.approx(500 / row["projected_per_s"], rel=1e-3)  # grows with the load
+
+
+def test_a_spend_shard_s_rate_is_shared_among_the_target_s_shards():
+    spend = [spend_write(0.1 * i, i % 10) for i in range(1000)]
+    one = projected(synthetic() + spend)["project/spend-{n}"]  # each of the run's 10 shards: 1 write/s
+    assert one["count"] == 10 and one["projected_per_s"] == pytest.approx(250.0)  # as many shards as the run's: × the starts
+    wide = projected(synthetic() + spend, target=pj.Load(1000.0, 10000.0, 50.0, spend_shards=4096))["project/spend-{n}"]
+    assert wide["projected_per_s"] == pytest.approx(250.0 * 10 / 4096, rel=1e-3) and wide["run_sustained_per_s"] == 1.0
+    assert wide["reaches_limit_at"] == pytest.approx(4096 / 2500, rel=1e-3)
+    assert pj.Load(1000.0, 10000.0, 50.0, spend_shards=4096).times(10).spend_shards == 4096  # the multiplier leaves it
+
+
+def test_the_interactive_tasks_are_shared_among_the_target_s_interactive_queues():
+    rows = projected(synthetic(), target=pj.Load(1000.0, 10000.0, 50.0, interactive_queues=4))
+    assert "interactive" not in rows and rows["interactive (each of 4)"]["projected_per_s"] == pytest.approx(1250.0 / 4)
+    assert rows["interactive (each of 4)"]["reaches_limit_at"] == pytest.approx(500 / 312.5)
+
+
+def batch_folds() -> list[dict]:
+    """A batch made before the run, folded every second, written apart every 10 s; a fold task a
+    second on the books queue and another books task every 10 s."""
+    batch = {"path": "batches/b1", "group": "batches", "via": "commit", "growing": {"updatedAt": "timestamp"}}
+    records = [{"t": -1.0, "op": "create"} | batch | {"fields": ["foldedAt", "status", "updatedAt"]}]  # made before the run
+    records += [{"t": i + 0.5, "op": "update"} | batch | {"fields": ["counts.running", "foldedAt", "updatedAt"]} for i in range(100)]
+    records += [{"t": 10.0 * i + 0.7, "op": "update"} | batch | {"fields": ["status", "updatedAt"]} for i in range(10)]
+    records += [{"t": i + 0.5, "task": "books", "kind": "fold"} for i in range(100)]
+    return records + [{"t": 10.0 * i + 0.7, "task": "books"} for i in range(10)]
+
+
+def test_a_batch_s_folds_are_capped_at_one_per_fold_interval():
+    folds = batch_folds()
+    assert driver_of(folds[0]) == START and driver_of(folds[1]) == FOLD and driver_of(folds[101]) == START  # a creation is no fold
+    assert tally(folds, INDEXES, start=0.0, end=100.0).queues["books"].sustained(60.0) == {"start": 0.1, "stream": 0.0, "fold": 1.0}
+    target = pj.Load(1000.0, 10000.0, 50.0, fold_interval_s=2.0)  # linear: × 1000/4 starts, / 50 batches = × 5
+    rows = projected(synthetic() + folds, target)
+    assert rows["batches/{batchId}"]["projected_per_s"] == pytest.approx(min(1.0 * 5, 1 / 2.0) + 0.1 * 5)
+    assert rows["books"]["projected_per_s"] == pytest.approx(min(1.0 * 250, 50 / 2.0) + 0.1 * 250)
+    slow = projected(synthetic() + folds, pj.Load(10.0, 100.0, 50.0, fold_interval_s=2.0))  # under the cap: linear
+    assert slow["batches/{batchId}"]["projected_per_s"] == pytest.approx((1.0 + 0.1) * 10 / 4 / 50)
+    run = pj.measured_load(folds, 0.0, 100.0, users=1)
+    run = pj.Load(4.0, 16.0, run.batches)  # the fold writes alone: 1.1/s on the run
+    assert pj.total_writes(tally(folds, INDEXES, start=0.0, end=100.0), run, target, 100.0) == pytest.approx(25.0 + 0.1 * 250)
