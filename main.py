@@ -121,7 +121,7 @@ def start_batch(req: https_fn.CallableRequest) -> dict:
 
 @https_fn.on_call(memory=options.MemoryOption.MB_256, **CALLABLE)
 def get_batch(req: https_fn.CallableRequest) -> dict:
-    """A batch's status, counts and totals (as last folded, at most about a second old)."""
+    """A batch's status, counts and totals (as last folded: at most one PROMPTQ_BATCH_FOLD_INTERVAL old, 2 s)."""
     return _answer(req, batches.get_batch, batches=wiring.batches())
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from promptq.contract import INDEX_SHARDS, ExecutionField, JobField, Status
+from promptq.domain.costs import shard_of
 
 # What an execution has not done yet when it is created: written as null, so that every
 # document has every field (readers and the rules never meet a missing one).
@@ -32,7 +33,7 @@ NOT_YET = (
 def index_shard(key: str) -> int:
     """Which of ``INDEX_SHARDS`` ranges an execution (by its id) or a user's usage (by their uid)
     is kept in by the indexes whose growing field follows a ``shard`` (docs/SCALE.md)."""
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % INDEX_SHARDS
+    return shard_of(key, INDEX_SHARDS)
 
 
 def new_execution(
